@@ -1,0 +1,559 @@
+"""The rewards file: which events grant which items, as TOML checked against a strict schema.
+
+``load_rewards()`` reads the file (``REWARDS_FILE``, default
+``config/rewards.toml``); ``config/rewards.example.toml`` shows every rule kind.
+Every model forbids unknown keys and is strict about types (TOML values are
+already typed, so ``amount = "5"`` is a mistake worth reporting, not coercing).
+Any problem becomes one ``RewardsFileError`` line that names the file, the rule
+and the field, e.g. ``config/rewards.toml: twitch.rules[2] (channel.cheer): per_bits: must be at least 1``.
+
+Rule identity: each rule has a ``rule_id``, its ``name`` if given, otherwise
+``<section>:<event>#<index>`` (``twitch:channel.cheer#2``). Producers build
+idempotency keys from it (``twitch:<message id>:<rule_id>``), so a rule that
+can be re-delivered long after a config edit (Patreon replays for weeks) should
+carry a ``name``: inserting a rule above an unnamed one changes its index and
+therefore its id.
+
+This module only parses and validates; what each field does at event time is
+documented here and implemented by the producers.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from config.errors import RewardsFileError, format_rewards_problem
+
+__all__ = [
+    "PATREON_EVENTS",
+    "TWITCH_EVENTS",
+    "ChannelPointsRedemptionRule",
+    "CheerRule",
+    "FollowRule",
+    "ItemAmount",
+    "PatreonRule",
+    "PatreonSection",
+    "PledgeCreateRule",
+    "PledgeUpdateRule",
+    "RaidRule",
+    "RenewalRule",
+    "RewardsConfig",
+    "SubscribeRule",
+    "SubscriptionGiftRule",
+    "SubscriptionMessageRule",
+    "TwitchRule",
+    "TwitchSection",
+    "load_rewards",
+    "parse_rewards",
+]
+
+#: WetBot accepts item amounts in [-1e9, 1e9] (research/wetbot-api.md).
+MAX_ABS_AMOUNT = 1_000_000_000
+
+#: Items per rule. One rule's items go out in one request, and one request can
+#: also carry other coalesced grants, so keep a single rule's share modest.
+MAX_ITEMS_PER_RULE = 50
+
+_SNOWFLAKE_RE = re.compile(r"[1-9][0-9]{16,19}")
+_TWITCH_USER_ID_RE = re.compile(r"[0-9]{1,20}")
+#: Names exclude ":" and "#", so a name can never equal a derived ``<section>:<event>#<i>`` id,
+#: and stay within characters that are safe inside Redis keys and idempotency keys.
+_RULE_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_BARE_TOML_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def _snowflake(value: Any) -> Any:
+    """Check a Discord id: a *quoted* string of 17-20 digits that fits in 64 bits."""
+    if not isinstance(value, str) or not _SNOWFLAKE_RE.fullmatch(value) or int(value) >= 2**64:
+        raise ValueError("must be a Discord id: a quoted string of 17-20 digits")
+    return value
+
+
+def _twitch_user_id(value: Any) -> Any:
+    if not isinstance(value, str) or not _TWITCH_USER_ID_RE.fullmatch(value):
+        raise ValueError("must be a Twitch user id: a quoted string of digits")
+    return value
+
+
+def _rule_name(value: Any) -> Any:
+    if isinstance(value, str) and not _RULE_NAME_RE.fullmatch(value):
+        raise ValueError("must be 1-64 characters from A-Z a-z 0-9 _ . - (it becomes part of idempotency keys)")
+    return value
+
+
+def _amount(value: Any) -> Any:
+    """Amounts may be fractional (WetBot has fractional items), never zero, never beyond ±1e9."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return value  # the strict float check reports the type
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    if not -MAX_ABS_AMOUNT <= value <= MAX_ABS_AMOUNT:
+        raise ValueError(f"must be between {-MAX_ABS_AMOUNT} and {MAX_ABS_AMOUNT}")
+    if value == 0:
+        raise ValueError("must not be 0")
+    return value
+
+
+Snowflake = Annotated[str, BeforeValidator(_snowflake)]
+TwitchUserId = Annotated[str, BeforeValidator(_twitch_user_id)]
+RuleName = Annotated[str, BeforeValidator(_rule_name)]
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+Tier = Literal["1000", "2000", "3000"]
+RevokeTrigger = Literal["members:pledge:delete", "Declined", "Refunded", "Fraud"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class ItemAmount(_Model):
+    """One item and how many of it to grant (negative takes away)."""
+
+    #: WetBot item id (``itemID`` in the API body).
+    id: ShortText
+    amount: Annotated[float, BeforeValidator(_amount)]
+
+
+# -- rules ---------------------------------------------------------------------------
+
+
+class _Rule(_Model):
+    """Fields every rule has. ``event`` (set by each kind) selects the kind."""
+
+    event: str
+    #: Stable id for idempotency keys; unique across the file. See the module docstring.
+    name: RuleName | None = None
+    #: Discord guild the items go to; defaults to the file's top-level ``guild_id``.
+    guild_id: Snowflake | None = None
+    items: list[ItemAmount] = Field(min_length=1, max_length=MAX_ITEMS_PER_RULE)
+    #: Free text kept on the grant (ledger, CLI, Sentry), e.g. "Thanks for the sub!".
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=500)] | None = None
+
+    _rule_id: str | None = PrivateAttr(None)
+    _guild_id: str | None = PrivateAttr(None)
+
+    @field_validator("items")
+    @classmethod
+    def _unique_item_ids(cls, items: list[ItemAmount]) -> list[ItemAmount]:
+        seen: dict[str, int] = {}
+        for index, item in enumerate(items):
+            if item.id in seen:
+                raise ValueError(f"item id {item.id!r} appears twice (items[{seen[item.id]}] and items[{index}])")
+            seen[item.id] = index
+        return items
+
+    @property
+    def rule_id(self) -> str:
+        """``name`` if set, else ``<section>:<event>#<index>`` (assigned when its section is validated)."""
+        if self.name is not None:
+            return self.name
+        if self._rule_id is None:
+            raise RuntimeError("an unnamed rule gets its id from its section; build it inside a section")
+        return self._rule_id
+
+    @property
+    def effective_guild_id(self) -> str:
+        """The guild the items go to: the rule's own ``guild_id`` or the file's (resolved by ``RewardsConfig``)."""
+        guild = self.guild_id or self._guild_id
+        if guild is None:
+            raise RuntimeError("rule has no guild_id and was not loaded through RewardsConfig")
+        return guild
+
+
+class _TwitchRule(_Rule):
+    """Base of the ``[[twitch.rules]]`` kinds."""
+
+
+class SubscribeRule(_TwitchRule):
+    """``channel.subscribe``: a new (non-resub) subscription, including each recipient of a gift.
+
+    Gifted subs arrive twice: one ``channel.subscription.gift`` for the gifter
+    and one ``channel.subscribe`` with ``is_gift: true`` per recipient, so
+    ``gifted`` says who a gifted ``channel.subscribe`` rewards. The gifter is
+    not named in that event; ``gifter``/``both`` need the matching gift event.
+    Do not also reward the gifter through a ``channel.subscription.gift`` rule
+    unless both rewards are intended.
+    """
+
+    event: Literal["channel.subscribe"]
+    #: Only this tier ("1000" also covers Prime); none = any tier.
+    tier: Tier | None = None
+    #: For ``is_gift: true``: reward the "recipient", the "gifter", "both", or "none".
+    gifted: Literal["recipient", "gifter", "both", "none"] = "recipient"
+
+
+class SubscriptionGiftRule(_TwitchRule):
+    """``channel.subscription.gift``: someone gifts ``total`` subs; rewards the gifter."""
+
+    event: Literal["channel.subscription.gift"]
+    tier: Tier | None = None
+    #: Multiply every amount by the number of subs in the gift (``total``).
+    scale_by_total: bool = True
+    #: Grant for gifts flagged ``is_anonymous`` too. Twitch usually withholds the
+    #: user id then, in which case there is no one to grant to.
+    anonymous: bool = False
+
+
+class SubscriptionMessageRule(_TwitchRule):
+    """``channel.subscription.message``: a resub the viewer shared in chat."""
+
+    event: Literal["channel.subscription.message"]
+    tier: Tier | None = None
+    #: Only when ``cumulative_months`` is at least this; none = any.
+    min_cumulative_months: int | None = Field(None, ge=1)
+
+
+class CheerRule(_TwitchRule):
+    """``channel.cheer``: bits cheered."""
+
+    event: Literal["channel.cheer"]
+    #: Grant amount x floor(bits / per_bits) (nothing if that is 0); none = amount once per cheer.
+    per_bits: int | None = Field(None, ge=1)
+    #: Ignore cheers below this many bits; none = any.
+    min_bits: int | None = Field(None, ge=1)
+    #: Grant for cheers flagged ``is_anonymous`` too (only possible when a user id is present).
+    anonymous: bool = False
+
+
+class ChannelPointsRedemptionRule(_TwitchRule):
+    """``channel.channel_points_custom_reward_redemption.add``: a viewer redeems a custom reward."""
+
+    event: Literal["channel.channel_points_custom_reward_redemption.add"]
+    #: The custom reward's id (``reward.id`` in the event, a UUID).
+    reward_id: ShortText
+    #: The redemption is also a link request: its ``user_input`` is the viewer's
+    #: Discord user id, linked to their Twitch account before granting.
+    link_reward: bool = False
+
+
+class FollowRule(_TwitchRule):
+    """``channel.follow`` (v2). Unfollow and re-follow sends a new event: dedupe per user if that matters."""
+
+    event: Literal["channel.follow"]
+
+
+class RaidRule(_TwitchRule):
+    """``channel.raid``: rewards the raiding broadcaster (``from_broadcaster_user_id``)."""
+
+    event: Literal["channel.raid"]
+    #: Only raids bringing at least this many viewers; none = any.
+    min_viewers: int | None = Field(None, ge=0)
+
+
+class _PatreonRule(_Rule):
+    """Base of the ``[[patreon.rules]]`` kinds: the filters and revocation every Patreon rule has."""
+
+    #: Only members entitled to this tier (an id from ``currently_entitled_tiers``); none = any.
+    tier_id: ShortText | None = None
+    #: Take the granted items back (negative grant) when the member's pledge is
+    #: deleted or a charge ends in one of these statuses.
+    revoke_on: list[RevokeTrigger] = Field(default_factory=list)
+
+    @field_validator("revoke_on")
+    @classmethod
+    def _unique_revoke_on(cls, values: list[str]) -> list[str]:
+        for index, value in enumerate(values):
+            if value in values[:index]:
+                raise ValueError(f"{value!r} is listed twice")
+        return values
+
+
+class PledgeCreateRule(_PatreonRule):
+    """``members:pledge:create``: a new pledge (also a follower becoming a patron)."""
+
+    event: Literal["members:pledge:create"]
+    #: Only when ``currently_entitled_amount_cents`` is at least this (US cents); none = any.
+    min_cents: int | None = Field(None, ge=0)
+    #: Only when ``last_charge_status`` is "Paid"; Patreon also sends this event
+    #: for pending and declined first charges.
+    require_paid: bool = False
+
+
+class RenewalRule(_PatreonRule):
+    """``renewal``: a paid recurring charge, seen as ``members:update`` with Paid and a newer ``last_charge_date``.
+
+    Patreon has no renewal trigger (research/patreon.md §5); the producer derives it.
+    """
+
+    event: Literal["renewal"]
+    min_cents: int | None = Field(None, ge=0)
+
+
+class PledgeUpdateRule(_PatreonRule):
+    """``members:pledge:update``: the member changed their pledge."""
+
+    event: Literal["members:pledge:update"]
+    #: Only when the entitled amount went up.
+    upgrade_only: bool = False
+
+
+TwitchRule = Annotated[
+    SubscribeRule
+    | SubscriptionGiftRule
+    | SubscriptionMessageRule
+    | CheerRule
+    | ChannelPointsRedemptionRule
+    | FollowRule
+    | RaidRule,
+    Field(discriminator="event"),
+]
+PatreonRule = Annotated[
+    PledgeCreateRule | RenewalRule | PledgeUpdateRule,
+    Field(discriminator="event"),
+]
+
+
+def _events(rule_union: Any) -> tuple[str, ...]:
+    members = get_args(get_args(rule_union)[0])
+    return tuple(get_args(member.model_fields["event"].annotation)[0] for member in members)
+
+
+#: Event names a rule may use, per section, in declaration order.
+TWITCH_EVENTS: tuple[str, ...] = _events(TwitchRule)
+PATREON_EVENTS: tuple[str, ...] = _events(PatreonRule)
+_EVENTS = {"twitch": TWITCH_EVENTS, "patreon": PATREON_EVENTS}
+
+
+def _assign_rule_ids(rules: list[Any], section: str) -> None:
+    for index, rule in enumerate(rules):
+        rule._rule_id = f"{section}:{rule.event}#{index}"
+
+
+# -- sections and the file -----------------------------------------------------------
+
+
+class TwitchSection(_Model):
+    """``[twitch]``: rules plus static Twitch → Discord links."""
+
+    rules: list[TwitchRule] = Field(default_factory=list)
+    #: Twitch user id → Discord user id. Run-time links (``POST /links``) add to these.
+    links: dict[TwitchUserId, Snowflake] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _ids(self) -> TwitchSection:
+        _assign_rule_ids(self.rules, "twitch")
+        return self
+
+    def rules_for(self, event: str) -> list[TwitchRule]:
+        """The rules for one EventSub subscription type, in file order."""
+        return [rule for rule in self.rules if rule.event == event]
+
+
+class PatreonSection(_Model):
+    """``[patreon]``: rules. Discord ids come from the patron's connected Discord account."""
+
+    rules: list[PatreonRule] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _ids(self) -> PatreonSection:
+        _assign_rule_ids(self.rules, "patreon")
+        return self
+
+    def rules_for(self, event: str) -> list[PatreonRule]:
+        """The rules for one trigger (or ``renewal``), in file order."""
+        return [rule for rule in self.rules if rule.event == event]
+
+
+class RewardsConfig(_Model):
+    """The whole rewards file. An empty config (no rules) is valid: nothing is granted."""
+
+    #: Default Discord guild for every rule without its own ``guild_id``.
+    guild_id: Snowflake | None = None
+    twitch: TwitchSection = Field(default_factory=TwitchSection)
+    patreon: PatreonSection = Field(default_factory=PatreonSection)
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> RewardsConfig:
+        """Names unique across the file; every rule resolves to a guild."""
+        named: dict[str, str] = {}
+        for section, rules in (("twitch", self.twitch.rules), ("patreon", self.patreon.rules)):
+            for index, rule in enumerate(rules):
+                locator = f"{section}.rules[{index}] ({rule.event})"
+                if rule.name is not None:
+                    if rule.name in named:
+                        raise _rule_error(
+                            locator, "name", f"duplicate rule name {rule.name!r} (also {named[rule.name]})"
+                        )
+                    named[rule.name] = f"{section}.rules[{index}]"
+                if rule.guild_id is None and self.guild_id is None:
+                    raise _rule_error(locator, "guild_id", "required: the file has no top-level guild_id")
+                rule._guild_id = rule.guild_id or self.guild_id
+        return self
+
+    def all_rules(self) -> list[TwitchRule | PatreonRule]:
+        """Every rule, Twitch first, in file order."""
+        return [*self.twitch.rules, *self.patreon.rules]
+
+    def discord_user_for_twitch(self, twitch_user_id: str) -> str | None:
+        """The statically linked Discord user of a Twitch user, if the file has one."""
+        return self.twitch.links.get(twitch_user_id)
+
+
+def _rule_error(locator: str, field: str, problem: str) -> PydanticCustomError:
+    """An error raised above the rule (pydantic's ``loc`` cannot point into it) that still names rule and field."""
+    return PydanticCustomError(
+        "rewards_rule", "{locator}: {field}: {problem}", {"locator": locator, "field": field, "problem": problem}
+    )
+
+
+# -- loading -------------------------------------------------------------------------
+
+
+def load_rewards(path: Path, *, missing_ok: bool = False) -> RewardsConfig:
+    """Read and validate the rewards file.
+
+    Parameters:
+      path: the TOML file (``Settings.rewards_file``).
+      missing_ok: return an empty ``RewardsConfig`` (no rules) when the file
+        does not exist, instead of failing. Demo mode and tests use it.
+
+    Raises:
+      RewardsFileError: the file is missing (unless ``missing_ok``) or
+        unreadable, is not UTF-8 TOML (the message gives line and column), or
+        breaks the schema (the message names the rule and field).
+    """
+    path = Path(path)  # tolerate a str from callers that skip Settings
+    shown = str(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        if missing_ok:
+            return RewardsConfig()
+        raise RewardsFileError(
+            shown, "file not found (set REWARDS_FILE, or start from config/rewards.example.toml)"
+        ) from None
+    except OSError as exc:
+        raise RewardsFileError(shown, f"cannot be read ({exc.strerror or type(exc).__name__})") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise RewardsFileError(shown, f"not UTF-8 text (byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise _toml_error(shown, exc) from None
+    return parse_rewards(data, source=shown)
+
+
+def parse_rewards(data: Mapping[str, Any], *, source: str = "<rewards>") -> RewardsConfig:
+    """Validate already-parsed TOML (or any mapping of the same shape).
+
+    ``source`` is the name used in error messages (normally the file path).
+
+    Raises:
+      RewardsFileError: naming ``source``, the rule and the field.
+    """
+    try:
+        return RewardsConfig.model_validate(data)
+    except ValidationError as exc:
+        located = [_locate(error, data) for error in exc.errors(include_url=False)]
+        (locator, field, problem), *rest = located
+        more = tuple(format_rewards_problem(source, p, locator=loc, field=f) for loc, f, p in rest)
+        raise RewardsFileError(source, problem, locator=locator, field=field, more=more) from None
+
+
+def _toml_error(shown: str, exc: tomllib.TOMLDecodeError) -> RewardsFileError:
+    """Python 3.11's TOMLDecodeError keeps the position only in its text: "... (at line 3, column 7)"."""
+    text = str(exc)
+    match = re.fullmatch(r"(?s)(?P<msg>.*) \(at line (?P<line>\d+), column (?P<col>\d+)\)", text)
+    if match is None:
+        return RewardsFileError(shown, f"invalid TOML: {text}")
+    return RewardsFileError(
+        shown, f"invalid TOML: {match['msg']}", locator=f"line {match['line']}, column {match['col']}"
+    )
+
+
+def _locate(error: Any, data: Mapping[str, Any]) -> tuple[str | None, str | None, str]:
+    """Split a pydantic error into (rule locator, field path, problem)."""
+    kind: str = error["type"]
+    ctx: dict[str, Any] = error.get("ctx") or {}
+    if kind == "rewards_rule":
+        return ctx["locator"], ctx["field"], ctx["problem"]
+    loc: tuple[Any, ...] = tuple(error["loc"])
+    problem = _problem(kind, ctx, error["msg"])
+    is_key = bool(loc) and loc[-1] == "[key]"
+    if is_key:
+        loc = loc[:-1]
+        problem = f"key {problem}" if kind == "value_error" else f"key: {problem}"
+
+    if len(loc) >= 3 and loc[0] in _EVENTS and loc[1] == "rules" and isinstance(loc[2], int):
+        section, index, rest = loc[0], loc[2], loc[3:]
+        known = _EVENTS[section]
+        if rest and isinstance(rest[0], str) and rest[0] in known:
+            event: Any = rest[0]
+            rest = rest[1:]
+        else:
+            event = _raw_event(data, section, index)
+        # Name the event only when it is a real one: an unknown name is the problem itself.
+        locator = f"{section}.rules[{index}]" + (f" ({event})" if event in known else "")
+        if kind == "union_tag_invalid":
+            return locator, "event", f"unknown event {ctx.get('tag')!r} (known: {', '.join(known)})"
+        if kind == "union_tag_not_found":
+            return locator, "event", f"required (one of: {', '.join(known)})"
+        return locator, _path(rest) or None, problem
+    return None, _path(loc) or None, problem
+
+
+def _raw_event(data: Mapping[str, Any], section: str, index: int) -> Any:
+    try:
+        return data[section]["rules"][index].get("event")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return None
+
+
+def _path(parts: tuple[Any, ...]) -> str:
+    """``('items', 0, 'amount')`` → ``items[0].amount``; keys that are not bare TOML keys are quoted."""
+    text = ""
+    for part in parts:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            key = str(part) if _BARE_TOML_KEY_RE.fullmatch(str(part)) else f'"{part}"'
+            text += f".{key}" if text else key
+    return text
+
+
+def _problem(kind: str, ctx: dict[str, Any], fallback: str) -> str:
+    if kind == "value_error":
+        return str(ctx.get("error", fallback))
+    if kind == "literal_error":
+        return f"must be {ctx.get('expected')}"
+    if kind in ("too_short", "string_too_short"):
+        minimum = ctx.get("min_length")
+        if minimum == 1:
+            return "must not be empty"
+        return f"must have at least {minimum} {'characters' if kind == 'string_too_short' else 'entries'}"
+    if kind in ("too_long", "string_too_long"):
+        unit = "characters" if kind == "string_too_long" else "entries"
+        return f"must have at most {ctx.get('max_length')} {unit}"
+    messages = {
+        "extra_forbidden": "unknown key",
+        "missing": "required",
+        "model_type": "must be a table",
+        "model_attributes_type": "must be a table",
+        "dict_type": "must be a table",
+        "list_type": "must be an array",
+        "string_type": "must be a quoted string",
+        "int_type": "must be a whole number",
+        "float_type": "must be a number",
+        "bool_type": "must be true or false",
+        "greater_than_equal": f"must be at least {ctx.get('ge')}",
+        "less_than_equal": f"must be at most {ctx.get('le')}",
+    }
+    return messages.get(kind, fallback)

@@ -1,0 +1,384 @@
+"""Process settings, read from the environment and an optional ``.env`` file.
+
+Settings are built (``load_settings()``), never a module global, so tests and
+tools can build their own. A bad value stops the process at start with one
+line that names the variable and what is wrong with it and never the value
+itself: values here include API keys and webhook secrets, and that line ends
+up in terminals, logs and CI output.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import parse_qs, urlsplit
+
+from pydantic import (
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
+
+from config.errors import ConfigError
+
+__all__ = ["RateLimit", "Settings", "load_settings", "settings_or_exit"]
+
+#: Largest rate-limit window accepted, in seconds (one day). Longer windows are
+#: almost certainly a unit mistake, and the limiter keeps one entry per request.
+MAX_RATE_WINDOW_S = 86_400.0
+
+#: Longest accepted API call timeout, in seconds. A stuck call holds a rate slot
+#: and a worker thread; five minutes is already far beyond any sane response time.
+MAX_TIMEOUT_S = 300.0
+
+#: Twitch requires an EventSub secret of 10-100 ASCII characters (research/twitch.md §1.1).
+TWITCH_SECRET_MIN_LEN = 10
+TWITCH_SECRET_MAX_LEN = 100
+
+#: Shortest accepted bearer token for ``POST /grants``: anything shorter is guessable.
+GRANTS_TOKEN_MIN_LEN = 16
+
+#: Sentry rejects environment names longer than this (and ones with spaces, "/" or newlines).
+SENTRY_ENVIRONMENT_MAX_LEN = 64
+
+_RATE_LIMIT_RE = re.compile(r"(?P<limit>[0-9]+)/(?P<window>[0-9]+(?:\.[0-9]+)?|\.[0-9]+)s")
+_RATE_LIMIT_FORMAT = "expected N/<seconds>s such as 10/60s"
+_KEY_PREFIX_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_HAS_SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """At most ``limit`` requests in any ``window_s`` seconds (a sliding window), per API key.
+
+    Written ``N/<seconds>s`` in the environment (``10/60s``, ``10/1.5s``);
+    ``str()`` gives that form back. Construction validates, so an instance is
+    always usable by the limiter.
+
+    Raises:
+      ValueError: on a limit below 1 or a window outside (0, 86400] seconds.
+    """
+
+    limit: int
+    window_s: float
+
+    def __post_init__(self) -> None:
+        if isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1:
+            raise ValueError("N must be a whole number of at least 1")
+        if not math.isfinite(self.window_s) or not 0 < self.window_s <= MAX_RATE_WINDOW_S:
+            raise ValueError(f"seconds must be greater than 0 and at most {MAX_RATE_WINDOW_S:g}")
+
+    @classmethod
+    def parse(cls, text: str) -> RateLimit:
+        """Parse ``N/<seconds>s``; surrounding whitespace is ignored.
+
+        Raises:
+          ValueError: with a message that does not repeat ``text``.
+        """
+        match = _RATE_LIMIT_RE.fullmatch(text.strip())
+        if match is None:
+            raise ValueError(_RATE_LIMIT_FORMAT)
+        return cls(int(match["limit"]), float(match["window"]))
+
+    def __str__(self) -> str:
+        # Positional notation (never 1e-06), with the shortest digits that read back to the same float.
+        window = format(Decimal(repr(float(self.window_s))).normalize(), "f")
+        return f"{self.limit}/{window}s"
+
+
+def _validate_rate_limit(value: Any) -> RateLimit:
+    if isinstance(value, RateLimit):
+        return value
+    if isinstance(value, str):
+        return RateLimit.parse(value)
+    raise ValueError(_RATE_LIMIT_FORMAT)
+
+
+#: ``NoDecode`` stops pydantic-settings from reading the env value as JSON (it
+#: would, because a dataclass counts as a "complex" type).
+RateLimitField = Annotated[
+    RateLimit,
+    NoDecode,
+    PlainValidator(_validate_rate_limit),
+    PlainSerializer(str, return_type=str),
+]
+
+
+class Settings(BaseSettings):
+    """Every setting of the service; the environment name is the field name in upper case.
+
+    An empty value (``FOO=``) means "unset" (``env_ignore_empty``), so the
+    default applies. Secrets are ``SecretStr``: their ``repr`` and ``str`` are
+    masked, and ``secrets()`` lists their values for log and Sentry scrubbing.
+    """
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_ignore_empty=True,
+        extra="ignore",
+        case_sensitive=False,
+        frozen=True,
+    )
+
+    #: Broker and state. ``redis://``, ``rediss://`` (TLS) or ``unix://``.
+    redis_url: str = "redis://localhost:6379/0"
+    #: Every Redis key of the service lives under ``<prefix>:`` (see worker/keys.py).
+    redis_key_prefix: str = "wbr"
+    #: WetBot API base URL, without a trailing slash.
+    wetbot_api_url: str = "https://www.wetbot.space/api"
+    #: API key of the default guild; none means demo mode.
+    wetbot_api_key: SecretStr | None = None
+    #: Requests per sliding window per API key (WetBot allows 10 a minute).
+    wetbot_rate_limit: RateLimitField = RateLimit(10, 60.0)
+    #: Seconds one API call may take before it counts as a timeout.
+    wetbot_timeout: float = Field(15.0, gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False)
+    #: Transient failures a grant may have before it is ``dead``.
+    wetbot_max_attempts: int = Field(8, ge=1, le=100)
+    #: Seconds before the first retry; each further retry waits twice as long.
+    wetbot_retry_backoff_s: float = Field(5.0, gt=0, allow_inf_nan=False)
+    #: Seconds a key that got 401/403 stays paused before one probe request.
+    wetbot_auth_pause_s: float = Field(60.0, gt=0, allow_inf_nan=False)
+    #: EventSub secret; none means ``POST /webhooks/twitch`` answers 503.
+    twitch_webhook_secret: SecretStr | None = None
+    #: Patreon webhook secret; none means ``POST /webhooks/patreon`` answers 503.
+    patreon_webhook_secret: SecretStr | None = None
+    #: Bearer token for ``POST /grants`` and the link/admin calls; none means they answer 503.
+    grants_api_token: SecretStr | None = None
+    #: Twitch app credentials (used to look up users and manage subscriptions).
+    twitch_client_id: str | None = None
+    twitch_client_secret: SecretStr | None = None
+    #: The rules file (TOML), relative to the working directory.
+    rewards_file: Path = Path("config/rewards.toml")
+    #: What to do with a request that may or may not have been applied:
+    #: ``retry`` sends it again (risking a double grant), ``hold`` parks it as
+    #: ``unknown`` for an operator (risking a missing one).
+    ambiguous_policy: Literal["retry", "hold"] = "retry"
+    #: Sentry DSN; none turns error reporting off.
+    sentry_dsn: SecretStr | None = None
+    sentry_environment: str | None = None
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # -- validators: every message must leave the value out -------------------------
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str) -> str:
+        if not value.startswith(_REDIS_SCHEMES) or _HAS_SPACE_OR_CONTROL.search(value):
+            raise ValueError("must be a URL starting with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("redis_key_prefix")
+    @classmethod
+    def _check_key_prefix(cls, value: str) -> str:
+        if not _KEY_PREFIX_RE.fullmatch(value):
+            raise ValueError("must be 1-32 characters from A-Z a-z 0-9 _ . -")
+        return value
+
+    @field_validator("wetbot_api_url")
+    @classmethod
+    def _check_api_url(cls, value: str) -> str:
+        problem = "must be an http:// or https:// URL such as https://www.wetbot.space/api"
+        if _HAS_SPACE_OR_CONTROL.search(value):
+            raise ValueError(problem)
+        try:
+            parts = urlsplit(value)
+            hostname = parts.hostname
+        except ValueError:  # e.g. a bad port or an unbalanced [ in the host
+            raise ValueError(problem) from None
+        if parts.scheme not in ("http", "https") or not hostname or parts.query or parts.fragment:
+            raise ValueError(problem)
+        return value.rstrip("/")
+
+    @field_validator("wetbot_api_key", "grants_api_token")
+    @classmethod
+    def _check_header_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        """These travel in HTTP headers, where whitespace or control characters break (or forge) the header."""
+        if value is not None and _HAS_SPACE_OR_CONTROL.search(value.get_secret_value()):
+            raise ValueError("must not contain spaces or control characters")
+        return value
+
+    @field_validator("grants_api_token")
+    @classmethod
+    def _check_grants_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < GRANTS_TOKEN_MIN_LEN:
+            raise ValueError(f"must be at least {GRANTS_TOKEN_MIN_LEN} characters")
+        return value
+
+    @field_validator("twitch_webhook_secret")
+    @classmethod
+    def _check_twitch_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return value
+        secret = value.get_secret_value()
+        if not (secret.isascii() and TWITCH_SECRET_MIN_LEN <= len(secret) <= TWITCH_SECRET_MAX_LEN):
+            raise ValueError(
+                f"must be {TWITCH_SECRET_MIN_LEN}-{TWITCH_SECRET_MAX_LEN} ASCII characters (Twitch's rule)"
+            )
+        return value
+
+    @field_validator("sentry_dsn")
+    @classmethod
+    def _check_sentry_dsn(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return value
+        problem = "must be a Sentry DSN such as https://<key>@<host>/<project>"
+        dsn = value.get_secret_value()
+        if _HAS_SPACE_OR_CONTROL.search(dsn):
+            raise ValueError(problem)
+        try:
+            parts = urlsplit(dsn)
+            ok = parts.scheme in ("http", "https") and bool(parts.hostname) and bool(parts.username)
+        except ValueError:
+            ok = False
+        if not ok or not parts.path.strip("/"):
+            raise ValueError(problem)
+        return value
+
+    @field_validator("sentry_environment")
+    @classmethod
+    def _check_sentry_environment(cls, value: str | None) -> str | None:
+        """Sentry drops events whose environment has spaces, "/" or newlines, or is over 64 characters."""
+        if value is not None and (
+            len(value) > SENTRY_ENVIRONMENT_MAX_LEN or "/" in value or _HAS_SPACE_OR_CONTROL.search(value)
+        ):
+            raise ValueError(f"must be at most {SENTRY_ENVIRONMENT_MAX_LEN} characters without spaces or '/'")
+        return value
+
+    @field_validator("ambiguous_policy", mode="before")
+    @classmethod
+    def _lower_policy(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    # -- derived ------------------------------------------------------------------
+
+    @property
+    def demo_mode(self) -> bool:
+        """True without ``WETBOT_API_KEY``: ``make run`` then points the worker at the bundled simulator."""
+        return self.wetbot_api_key is None
+
+    def secrets(self) -> list[str]:
+        """Every secret value that is set, for scrubbing logs and Sentry events.
+
+        Covers the API key, both webhook secrets, the grants token, the Twitch
+        client secret, the Sentry DSN, and a password embedded in ``REDIS_URL``.
+        """
+        values = [
+            secret.get_secret_value()
+            for secret in (
+                self.wetbot_api_key,
+                self.twitch_webhook_secret,
+                self.patreon_webhook_secret,
+                self.grants_api_token,
+                self.twitch_client_secret,
+                self.sentry_dsn,
+            )
+            if secret is not None
+        ]
+        values.extend(_redis_passwords(self.redis_url))
+        return [value for value in values if value]
+
+
+def _redis_passwords(url: str) -> list[str]:
+    """Passwords in a Redis URL: ``redis://user:pw@host`` or ``unix:///sock?password=pw``."""
+    try:
+        parts = urlsplit(url)
+        found = [parts.password] if parts.password else []
+    except ValueError:
+        return []
+    found.extend(parse_qs(parts.query).get("password", []))
+    return found
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings from the environment, ``.env`` and ``overrides`` (field names, highest priority).
+
+    ``_env_file=None`` among the overrides skips the ``.env`` file (tests use it).
+
+    Raises:
+      ConfigError: one line, ``VARIABLE: what is wrong``, naming each bad
+        variable in order, joined with "; ". The value is never included, and
+        the pydantic error (whose text does include it) is not chained.
+    """
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems: dict[str, str] = {}
+        for error in exc.errors(include_input=False, include_url=False):
+            name = str(error["loc"][0]).upper() if error["loc"] else "SETTINGS"
+            problems.setdefault(name, _describe(error))
+        message = "; ".join(f"{name}: {problem}" for name, problem in problems.items())
+        error_out = ConfigError(message, variables=tuple(problems))
+    except SettingsError as exc:
+        # Raised by a settings source before validation; its text names the field, not the value.
+        match = re.search(r'field "([^"]+)"', str(exc))
+        name = match[1].upper() if match else "SETTINGS"
+        error_out = ConfigError(f"{name}: cannot be read", variables=(name,) if match else ())
+    except OSError as exc:
+        error_out = ConfigError(f".env: cannot be read ({exc.strerror or type(exc).__name__})")
+    raise error_out from None
+
+
+def settings_or_exit(**overrides: Any) -> Settings:
+    """``load_settings()`` for process entry points: on a bad value, print one line and exit with status 2.
+
+    The line is ``wetbot-rewards: configuration error: <what load_settings said>``
+    on stderr, so a supervisor log shows exactly what to fix.
+    """
+    try:
+        return load_settings(**overrides)
+    except ConfigError as exc:
+        print(f"wetbot-rewards: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _describe(error: Any) -> str:
+    """Turn one pydantic error into a short phrase built only from the rule, never from the input.
+
+    Our own validators raise ``ValueError`` with value-free messages; for the
+    built-in checks the text is rebuilt from the constraint in ``ctx``, because
+    pydantic's own messages may quote the input.
+    """
+    kind: str = error["type"]
+    ctx: dict[str, Any] = error.get("ctx") or {}
+    if kind == "value_error":
+        return str(ctx.get("error", "is not valid"))
+    if kind == "literal_error":
+        choices = re.findall(r"'([^']*)'", str(ctx.get("expected", "")))
+        return f"must be one of {', '.join(choices)}"
+    messages = {
+        "missing": "is required",
+        "int_parsing": "must be a whole number",
+        "int_from_float": "must be a whole number",
+        "int_type": "must be a whole number",
+        "float_parsing": "must be a number",
+        "float_type": "must be a number",
+        "finite_number": "must be a finite number",
+        "string_type": "must be text",
+        "greater_than": f"must be greater than {_number(ctx.get('gt'))}",
+        "greater_than_equal": f"must be at least {_number(ctx.get('ge'))}",
+        "less_than": f"must be less than {_number(ctx.get('lt'))}",
+        "less_than_equal": f"must be at most {_number(ctx.get('le'))}",
+    }
+    return messages.get(kind, "is not valid")
+
+
+def _number(value: Any) -> str:
+    """``0.0`` → ``0``, ``1.5`` → ``1.5``: bounds read as written in the docs."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)

@@ -1,0 +1,65 @@
+"""Liveness, readiness and Prometheus metrics."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response, status
+from fastapi.responses import PlainTextResponse
+from redis import RedisError
+
+from producers.state import AppState, app_state
+from worker.broker import QUEUE_NAME
+from worker.ledger import GrantState
+
+router = APIRouter()
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    """The process answers."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+def readyz(response: Response, state: Annotated[AppState, Depends(app_state)]) -> dict[str, str]:
+    """Ready when Redis answers (503 otherwise): grants can be queued."""
+    try:
+        state.redis.ping()
+    except RedisError as exc:
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+        return {"status": "unavailable", "redis": type(exc).__name__}
+    return {"status": "ok", "redis": "ok"}
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+def metrics(state: Annotated[AppState, Depends(app_state)]) -> str:
+    """Prometheus text format: grants per state, queue depth, oldest queued grant, outbox size."""
+    counts = state.ledger.counts()
+    namespace = state.keys.dramatiq_namespace
+    pipe = state.redis.pipeline(transaction=False)
+    pipe.llen(f"{namespace}:{QUEUE_NAME}")
+    pipe.zcard(f"{namespace}:{QUEUE_NAME}.DQ")
+    pipe.zcard(state.keys.outbox())
+    pipe.zrange(state.keys.state_index(GrantState.QUEUED.value), 0, 0, withscores=True)
+    queue_depth, delayed_depth, outbox, oldest = pipe.execute()
+    oldest_age = time.time() - float(oldest[0][1]) if oldest else 0.0
+    lines = [
+        "# HELP wetbot_rewards_grants Grants in the ledger by state.",
+        "# TYPE wetbot_rewards_grants gauge",
+        *(f'wetbot_rewards_grants{{state="{s.value}"}} {n}' for s, n in counts.items()),
+        "# HELP wetbot_rewards_queue_messages Messages waiting on the grants queue.",
+        "# TYPE wetbot_rewards_queue_messages gauge",
+        f"wetbot_rewards_queue_messages {queue_depth}",
+        "# HELP wetbot_rewards_delayed_messages Messages waiting out a delay (rate slot, backoff, paused key).",
+        "# TYPE wetbot_rewards_delayed_messages gauge",
+        f"wetbot_rewards_delayed_messages {delayed_depth}",
+        "# HELP wetbot_rewards_outbox Grants written but not yet confirmed on the queue.",
+        "# TYPE wetbot_rewards_outbox gauge",
+        f"wetbot_rewards_outbox {outbox}",
+        "# HELP wetbot_rewards_oldest_queued_seconds Age of the oldest grant in state queued.",
+        "# TYPE wetbot_rewards_oldest_queued_seconds gauge",
+        f"wetbot_rewards_oldest_queued_seconds {oldest_age:.3f}",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,32 @@
+"""What the web app holds for its lifetime: settings, Redis, ledger, broker, rewards."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dramatiq
+from fastapi import Request
+from redis import Redis
+
+from config.rewards import RewardsConfig
+from config.settings import Settings
+from worker.keys import Keys
+from worker.ledger import Ledger
+
+
+@dataclass(frozen=True)
+class AppState:
+    """Shared parts, opened in the lifespan and reached through ``app_state(request)``."""
+
+    settings: Settings
+    redis: Redis
+    keys: Keys
+    ledger: Ledger
+    broker: dramatiq.Broker
+    rewards: RewardsConfig
+
+
+def app_state(request: Request) -> AppState:
+    """The running app's ``AppState`` (a FastAPI dependency)."""
+    state: AppState = request.app.state.wetbot
+    return state

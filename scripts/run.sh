@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# `make run`: start web + worker from the Procfile with honcho.
+# - reads .env if present;
+# - starts a local redis-server when REDIS_URL does not answer and one is installed;
+# - copies config/rewards.example.toml to config/rewards.toml when there is none;
+# - with no WETBOT_API_KEY: demo mode, the bundled WetBot simulator stands in for WetBot.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PY="$VENV/bin/python"
+export PATH="$PWD/$VENV/bin:$PATH"
+mkdir -p .run
+
+if [ -f .env ]; then set -a; . ./.env; set +a; fi
+export REDIS_URL=${REDIS_URL:-redis://localhost:6379/0}
+export PORT=${PORT:-8000}
+export REWARDS_FILE=${REWARDS_FILE:-config/rewards.toml}
+
+pids=()
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+redis_ping() { "$PY" -c 'import os, redis; redis.Redis.from_url(os.environ["REDIS_URL"], socket_connect_timeout=2).ping()' 2>/dev/null; }
+
+if ! redis_ping; then
+  read -r rhost rport < <("$PY" -c 'import os; from urllib.parse import urlsplit; u = urlsplit(os.environ["REDIS_URL"]); print(u.hostname or "localhost", u.port or 6379)')
+  if command -v redis-server >/dev/null 2>&1 && [[ "$rhost" == localhost || "$rhost" == 127.0.0.1 ]]; then
+    echo "make run: no Redis at $rhost:$rport; starting a local redis-server (data in .run/, append-only)"
+    redis-server --daemonize yes --bind 127.0.0.1 --port "$rport" --dir "$PWD/.run" --appendonly yes \
+      --pidfile "$PWD/.run/redis.pid" --logfile "$PWD/.run/redis.log"
+    for _ in $(seq 1 50); do redis_ping && break; sleep 0.1; done
+  fi
+  if ! redis_ping; then
+    echo "make run: Redis does not answer at REDIS_URL ($rhost:$rport)." >&2
+    echo "  Install and start one (Debian/Ubuntu: sudo apt install redis-server; macOS: brew install redis && brew services start redis)," >&2
+    echo "  or point REDIS_URL at a running Redis, then run 'make run' again." >&2
+    exit 1
+  fi
+fi
+
+if [ ! -f "$REWARDS_FILE" ] && [ "$REWARDS_FILE" = config/rewards.toml ]; then
+  cp config/rewards.example.toml config/rewards.toml
+  echo "make run: created config/rewards.toml from config/rewards.example.toml; edit it to set your rules"
+fi
+
+if [ -z "${WETBOT_API_KEY:-}" ]; then
+  SIM_PORT=${SIM_PORT:-8099}
+  GUILD=$("$PY" -c 'import os; from pathlib import Path; from config.rewards import load_rewards; print(load_rewards(Path(os.environ["REWARDS_FILE"]), missing_ok=True).guild_id or "111111111111111111")')
+  "$PY" -m tests.wetbot_sim --host 127.0.0.1 --port "$SIM_PORT" --key demo-key --guild "$GUILD" \
+    --rate "${WETBOT_RATE_LIMIT:-10/60s}" > .run/wetbot-sim.log 2>&1 &
+  pids+=($!)
+  export WETBOT_API_URL="http://127.0.0.1:$SIM_PORT/api"
+  export WETBOT_API_KEY=demo-key
+  if [ -z "${GRANTS_API_TOKEN:-}" ]; then
+    GRANTS_API_TOKEN=$("$PY" -c 'import secrets; print(secrets.token_urlsafe(24))')
+    export GRANTS_API_TOKEN
+  fi
+  cat <<BANNER
+
+  ======================================================================
+   DEMO MODE: WETBOT_API_KEY is not set. Nothing reaches the real WetBot.
+   A local WetBot simulator runs at $WETBOT_API_URL (log: .run/wetbot-sim.log)
+   and the worker delivers to it. Set WETBOT_API_KEY in .env for real use.
+
+   Send a first grant:
+     curl -s -X POST http://127.0.0.1:$PORT/grants \\
+       -H 'Authorization: Bearer $GRANTS_API_TOKEN' -H 'Content-Type: application/json' \\
+       -d '{"guild_id": "$GUILD", "user_id": "222222222222222222", "items": [{"item_id": "gem", "amount": 5}]}'
+   then look at it:  curl -s http://127.0.0.1:$PORT/grants/<id>
+   or:               $VENV/bin/wetbot-rewards grants list
+  ======================================================================
+
+BANNER
+fi
+
+honcho start -f Procfile -p "$PORT" &
+pids+=($!)
+wait "${pids[-1]}"

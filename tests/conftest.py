@@ -1,0 +1,260 @@
+"""Shared fixtures: Redis DB 15 under a per-test key prefix, the WetBot simulator, settings, deliverer.
+
+Tests never flush a database: each test gets its own prefix (``t<random>``)
+and deletes exactly the keys under it afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+import pytest
+import sentry_sdk
+from dramatiq.brokers.redis import RedisBroker
+from redis import Redis
+from sentry_sdk.envelope import Envelope
+from sentry_sdk.transport import Transport
+
+from config.settings import Settings, load_settings
+from tests.wetbot_sim import WetbotSimulator
+from worker.broker import build_broker, declare_deliver, enqueue_grant
+from worker.delivery import Deliverer
+from worker.keys import Keys
+from worker.ledger import Ledger
+from worker.observability import init_sentry
+from worker.runtime import build_deliverer, connect_redis
+from worker.sweeper import OutboxSweeper
+
+#: Tests use DB 15 of the local Redis; override with WBR_TEST_REDIS_URL.
+TEST_REDIS_URL = os.environ.get("WBR_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+API_KEY = "test-api-key-7f3a9c1e5b"
+GUILD = "111111111111111111"
+USER = "222222222222222222"
+OTHER_USER = "333333333333333333"
+TOKEN = "test-grants-token-5d8e2a7c41"
+
+#: Every variable Settings reads; cleared so the developer's environment cannot leak into tests.
+SETTINGS_ENV = [
+    "REDIS_URL", "REDIS_KEY_PREFIX", "WETBOT_API_URL", "WETBOT_API_KEY", "WETBOT_RATE_LIMIT", "WETBOT_TIMEOUT",
+    "WETBOT_MAX_ATTEMPTS", "WETBOT_RETRY_BACKOFF_S", "WETBOT_AUTH_PAUSE_S", "TWITCH_WEBHOOK_SECRET",
+    "PATREON_WEBHOOK_SECRET", "GRANTS_API_TOKEN", "TWITCH_CLIENT_ID", "TWITCH_CLIENT_SECRET", "REWARDS_FILE",
+    "AMBIGUOUS_POLICY", "SENTRY_DSN", "SENTRY_ENVIRONMENT", "LOG_LEVEL",
+]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in SETTINGS_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    """A key prefix of this test's own; its keys are deleted afterwards."""
+    value = f"t{uuid.uuid4().hex[:10]}"
+    yield value
+    client = Redis.from_url(TEST_REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=f"{value}:*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def redis(prefix: str) -> Iterator[Redis]:
+    client = Redis.from_url(TEST_REDIS_URL)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def keys(prefix: str) -> Keys:
+    return Keys(prefix)
+
+
+@pytest.fixture
+def ledger(redis: Redis, keys: Keys) -> Ledger:
+    return Ledger(redis, keys)
+
+
+@pytest.fixture
+def sim() -> Iterator[WetbotSimulator]:
+    """A WetBot simulator for API_KEY -> GUILD, limit 10 per 60 s (tests change it as needed)."""
+    simulator = WetbotSimulator(keys={API_KEY: GUILD}, limit=10, window_s=60.0)
+    simulator.start()
+    yield simulator
+    simulator.stop()
+
+
+@pytest.fixture
+def rewards_file(tmp_path: Path) -> Path:
+    path = tmp_path / "rewards.toml"
+    path.write_text(f'guild_id = "{GUILD}"\n', encoding="utf-8")
+    return path
+
+
+SettingsFactory = Callable[..., Settings]
+
+
+@pytest.fixture
+def make_settings(prefix: str, sim: WetbotSimulator, rewards_file: Path) -> SettingsFactory:
+    """Settings for this test's prefix and simulator; keyword arguments override fields."""
+
+    def factory(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "_env_file": None,
+            "redis_url": TEST_REDIS_URL,
+            "redis_key_prefix": prefix,
+            "wetbot_api_url": sim.url,
+            "wetbot_api_key": API_KEY,
+            "wetbot_timeout": 2.0,
+            "wetbot_retry_backoff_s": 0.05,
+            "wetbot_auth_pause_s": 0.5,
+            "rewards_file": rewards_file,
+            "grants_api_token": TOKEN,
+        }
+        values.update(overrides)
+        return load_settings(**values)
+
+    return factory
+
+
+@pytest.fixture
+def settings(make_settings: SettingsFactory) -> Settings:
+    return make_settings()
+
+
+@dataclass
+class FakeQueue:
+    """Stands in for the broker's delayed requeue when a test drives ``Deliverer`` directly.
+
+    ``run`` plays the queue: it delivers each requeued grant once its delay has
+    passed, in due order, as Dramatiq's delay queue would.
+    """
+
+    pending: list[tuple[float, str]] = field(default_factory=list)
+    requeues: list[tuple[str, float]] = field(default_factory=list)
+
+    def __call__(self, grant_id: str, delay_s: float) -> None:
+        self.requeues.append((grant_id, delay_s))
+        self.pending.append((time.monotonic() + delay_s, grant_id))
+
+    def run(self, deliverer: Deliverer, *, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.pending:
+            self.pending.sort()
+            due, grant_id = self.pending.pop(0)
+            if due > deadline:
+                raise AssertionError(f"grant {grant_id} would only run again after the test's timeout")
+            time.sleep(max(0.0, due - time.monotonic()))
+            deliverer.deliver(grant_id)
+
+
+@pytest.fixture
+def fake_queue() -> FakeQueue:
+    return FakeQueue()
+
+
+@pytest.fixture
+def make_deliverer(redis: Redis, fake_queue: FakeQueue) -> Callable[[Settings], Deliverer]:
+    def factory(settings: Settings) -> Deliverer:
+        return build_deliverer(settings, redis, fake_queue)
+
+    return factory
+
+
+class CapturingTransport(Transport):
+    """Sentry transport that keeps events in memory instead of sending them (Sentry's network is not here)."""
+
+    def __init__(self, options: dict[str, Any] | None = None) -> None:
+        super().__init__(options)
+        self.envelopes: list[Envelope] = []
+
+    def capture_envelope(self, envelope: Envelope) -> None:
+        self.envelopes.append(envelope)
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        out = []
+        for envelope in self.envelopes:
+            event = envelope.get_event()
+            if event is not None:
+                out.append(dict(event))
+        return out
+
+    def raw(self) -> str:
+        """Every captured envelope serialised, to search for secrets."""
+        return "\n".join(envelope.serialize().decode("utf-8", "replace") for envelope in self.envelopes)
+
+
+@pytest.fixture
+def sentry_events(settings: Settings) -> Iterator[CapturingTransport]:
+    """Sentry initialised as the service does it, with a capturing transport."""
+    transport = CapturingTransport()
+    init_sentry(settings, transport=transport)
+    yield transport
+    client = sentry_sdk.get_client()
+    client.close()
+    sentry_sdk.get_global_scope().set_client(None)
+
+
+@dataclass
+class RunningWorker:
+    """A real Dramatiq worker (threads in this process) on a real Redis broker, running ``deliver``."""
+
+    broker: RedisBroker
+    worker: dramatiq.Worker
+
+    def stop(self) -> None:
+        self.worker.stop()
+        self.broker.close()
+
+
+def start_worker(settings: Settings, *, threads: int = 4) -> RunningWorker:
+    """Start a worker for ``settings``: its own broker connection, as a separate process would have."""
+    broker = build_broker(settings)
+    redis_client = connect_redis(settings)
+    deliverer = build_deliverer(
+        settings, redis_client, lambda gid, delay_s: enqueue_grant(broker, gid, delay_s=delay_s)
+    )
+    declare_deliver(broker, deliverer.deliver, timeout_s=settings.wetbot_timeout)
+    broker.add_middleware(
+        OutboxSweeper(redis_client, Keys(settings.redis_key_prefix), lambda g: enqueue_grant(broker, g))
+    )
+    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
+    worker.start()
+    return RunningWorker(broker, worker)
+
+
+@pytest.fixture
+def workers() -> Iterator[Callable[..., RunningWorker]]:
+    """Factory for in-process workers; all are stopped at the end of the test."""
+    started: list[RunningWorker] = []
+
+    def factory(settings: Settings, *, threads: int = 4) -> RunningWorker:
+        running = start_worker(settings, threads=threads)
+        started.append(running)
+        return running
+
+    yield factory
+    for running in started:
+        running.stop()
+
+
+def wait_for(predicate: Callable[[], bool], *, timeout_s: float, interval_s: float = 0.05) -> float:
+    """Poll until ``predicate()`` holds; returns the seconds it took. Fails the test on timeout."""
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout_s:
+            raise AssertionError(f"condition not met within {timeout_s}s")
+        time.sleep(interval_s)
+    return time.monotonic() - start

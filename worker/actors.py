@@ -1,0 +1,40 @@
+"""The Dramatiq entry point (``dramatiq worker.actors``): declares ``deliver``, the only actor.
+
+Import order matters: settings first (a bad value stops here with one line),
+then logging and Sentry, then the broker (Sentry's Dramatiq integration patches
+``Broker.__init__``).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import dramatiq
+
+from config.settings import settings_or_exit
+from worker.broker import build_broker, declare_deliver, enqueue_grant
+from worker.keys import Keys
+from worker.observability import configure_logging, init_sentry
+from worker.runtime import build_deliverer, connect_redis
+from worker.sweeper import OutboxSweeper
+
+settings = settings_or_exit()
+if settings.wetbot_api_key is None:
+    print(
+        "wetbot-rewards: configuration error: WETBOT_API_KEY: not set; the worker needs the guild's WetBot API key"
+        " (`make run` without a key starts a demo simulator instead)",
+        file=sys.stderr,
+    )
+    raise SystemExit(2)
+configure_logging(settings)
+init_sentry(settings)
+
+redis = connect_redis(settings)
+broker = build_broker(settings)
+broker.add_middleware(OutboxSweeper(redis, Keys(settings.redis_key_prefix), lambda gid: enqueue_grant(broker, gid)))
+dramatiq.set_broker(broker)
+
+_deliverer = build_deliverer(settings, redis, lambda gid, delay_s: enqueue_grant(broker, gid, delay_s=delay_s))
+
+#: The only actor: deliver one grant to WetBot (see ``worker.delivery.Deliverer.deliver``).
+deliver = declare_deliver(broker, _deliverer.deliver, timeout_s=settings.wetbot_timeout)

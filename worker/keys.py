@@ -1,0 +1,86 @@
+"""Every Redis key the service uses, under one prefix, with the TTLs that matter.
+
+Keeping the layout in one module lets a test arrange or inspect Redis state
+through the same names the code uses, and lets a deployment share a Redis
+instance with other software (everything lives under ``<prefix>:``).
+"""
+
+from __future__ import annotations
+
+#: Seconds an idempotency claim lives. Patreon retries for about three weeks and
+#: Twitch gives no bound, so keep claims well past that (DESIGN.md: >= 35 days).
+IDEMPOTENCY_TTL_S = 40 * 24 * 3600
+
+#: Seconds a stored profile snapshot lives without being refreshed.
+PROFILE_TTL_S = 90 * 24 * 3600
+
+
+class Keys:
+    """Builds key names under one prefix (``REDIS_KEY_PREFIX``, default ``wbr``)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    @property
+    def dramatiq_namespace(self) -> str:
+        """Namespace handed to Dramatiq's Redis broker, so its queues live under the prefix too."""
+        return f"{self.prefix}:dramatiq"
+
+    # --- ledger -----------------------------------------------------------------
+    def grant(self, grant_id: str) -> str:
+        """HASH: one grant's fields (see ``ledger.py``)."""
+        return f"{self.prefix}:grant:{grant_id}"
+
+    def history(self, grant_id: str) -> str:
+        """LIST of JSON transitions of one grant, oldest first."""
+        return f"{self.prefix}:grant:{grant_id}:history"
+
+    def state_index(self, state: str) -> str:
+        """ZSET grant id -> time it entered ``state``; one per state."""
+        return f"{self.prefix}:state:{state}"
+
+    def all_grants(self) -> str:
+        """ZSET grant id -> creation time."""
+        return f"{self.prefix}:grants"
+
+    def idempotency(self, idempotency_key: str) -> str:
+        """STRING grant id, claimed with SET NX for ``IDEMPOTENCY_TTL_S``."""
+        return f"{self.prefix}:idem:{idempotency_key}"
+
+    def outbox(self) -> str:
+        """ZSET grant id -> creation time of grants whose queue message may not exist yet.
+
+        A producer writes the ledger entry and this marker in one script, then
+        enqueues, then removes the marker. A marker that stays means the producer
+        died in between; the worker's sweeper enqueues such grants.
+        """
+        return f"{self.prefix}:outbox"
+
+    def lease(self, grant_id: str) -> str:
+        """STRING worker token held while one worker sends this grant (PX = one call)."""
+        return f"{self.prefix}:lease:{grant_id}"
+
+    def profile(self, guild_id: str, user_id: str) -> str:
+        """HASH ``profile`` (JSON as WetBot returned it) and ``at`` (epoch seconds)."""
+        return f"{self.prefix}:profile:{guild_id}:{user_id}"
+
+    # --- per API key (``key_id`` is a fingerprint, never the key) ------------------
+    def rate_window(self, key_id: str) -> str:
+        """ZSET of request start times (microseconds, Redis clock) in the sliding window."""
+        return f"{self.prefix}:rate:{key_id}"
+
+    def rate_block(self, key_id: str) -> str:
+        """STRING microsecond timestamp before which no request may start (set after a 429)."""
+        return f"{self.prefix}:rate:{key_id}:blocked"
+
+    def key_paused(self, key_id: str) -> str:
+        """STRING reason; its TTL is the remaining pause after a 401/403."""
+        return f"{self.prefix}:key:{key_id}:paused"
+
+    def key_unauthorised(self, key_id: str) -> str:
+        """STRING reason, no TTL: the key was refused and has not succeeded since."""
+        return f"{self.prefix}:key:{key_id}:unauthorised"
+
+    def key_probe(self, key_id: str) -> str:
+        """STRING worker token: the one request allowed to test a refused key again."""
+        return f"{self.prefix}:key:{key_id}:probe"

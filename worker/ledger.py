@@ -1,0 +1,352 @@
+"""The grant ledger in Redis: every grant, its state, and every transition with its reason.
+
+A grant is created at most once per idempotency key (``lua/create_grant.lua``
+claims the key and writes the grant in one step: never check-then-insert), and
+each state change writes state, history and the per-state index together
+(``lua/transition.lua``). Only the caller whose transition succeeded acts on it,
+which is what makes duplicate queue messages harmless.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, cast
+
+from redis import Redis
+
+from worker.keys import IDEMPOTENCY_TTL_S, PROFILE_TTL_S, Keys
+from worker.scripts import load_script
+
+
+class GrantState(StrEnum):
+    """Where a grant is in its life (DESIGN.md, "Grant lifecycle")."""
+
+    #: waiting for its turn (or for a paused key / a rate slot).
+    QUEUED = "queued"
+    #: a worker is sending it now.
+    SENDING = "sending"
+    #: a transient failure happened; another attempt is scheduled.
+    RETRYING = "retrying"
+    #: no Discord user is linked yet; delivered once a link appears.
+    PARKED = "parked"
+    #: WetBot applied it.
+    DELIVERED = "delivered"
+    #: the last request may or may not have been applied; an operator decides.
+    UNKNOWN = "unknown"
+    #: permanently refused, or out of attempts.
+    DEAD = "dead"
+
+
+#: States in which nothing more will happen without an operator.
+FINAL_STATES = frozenset({GrantState.DELIVERED, GrantState.DEAD, GrantState.UNKNOWN})
+#: States from which a worker may start sending.
+SENDABLE_STATES = frozenset({GrantState.QUEUED, GrantState.RETRYING})
+
+
+@dataclass(frozen=True)
+class GrantItem:
+    """One item of a grant: ``amount`` of ``item_id`` (negative takes away)."""
+
+    item_id: str
+    amount: float
+
+
+@dataclass(frozen=True)
+class NewGrant:
+    """What a producer asks for."""
+
+    guild_id: str
+    user_id: str
+    items: tuple[GrantItem, ...]
+    source: str
+    idempotency_key: str
+    source_ref: str = ""
+    rule: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A grant as the ledger holds it."""
+
+    id: str
+    state: GrantState
+    guild_id: str
+    user_id: str
+    items: tuple[GrantItem, ...]
+    source: str
+    source_ref: str
+    rule: str
+    reason: str
+    idempotency_key: str
+    #: requests sent to WetBot for this grant (waiting for a slot is not one).
+    attempts: int
+    #: transient or ambiguous failures, counted against ``WETBOT_MAX_ATTEMPTS``.
+    failures: int
+    last_error: str
+    created_at: float
+    updated_at: float
+    #: resulting amount of each granted item after delivery, from the returned profile.
+    result: dict[str, float] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready view, as the HTTP API and the CLI show it."""
+        return {
+            "id": self.id,
+            "state": self.state.value,
+            "guild_id": self.guild_id,
+            "user_id": self.user_id,
+            "items": [{"item_id": item.item_id, "amount": item.amount} for item in self.items],
+            "source": self.source,
+            "source_ref": self.source_ref,
+            "rule": self.rule,
+            "reason": self.reason,
+            "idempotency_key": self.idempotency_key,
+            "attempts": self.attempts,
+            "failures": self.failures,
+            "last_error": self.last_error or None,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "result": self.result,
+        }
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One recorded state change."""
+
+    at: float
+    from_state: str
+    to_state: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ProfileSnapshot:
+    """The last profile WetBot returned for a (guild, user), and when."""
+
+    profile: dict[str, Any]
+    at: float
+
+
+@dataclass(frozen=True)
+class CreateResult:
+    """``created`` is False when the idempotency key already named ``grant``."""
+
+    grant: Grant
+    created: bool
+    #: True while the grant may still lack its queue message (see ``Keys.outbox``).
+    needs_enqueue: bool = field(default=False)
+
+
+class Ledger:
+    """Grant records in Redis under ``keys``."""
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._create = load_script(redis, "create_grant")
+        self._transition = load_script(redis, "transition")
+
+    # --- create & read -------------------------------------------------------
+    def create(self, new: NewGrant, *, state: GrantState = GrantState.QUEUED) -> CreateResult:
+        """Create the grant unless its idempotency key is taken; then return the existing one."""
+        grant_id = uuid.uuid4().hex
+        now = time.time()
+        fields: dict[str, str] = {
+            "id": grant_id,
+            "state": state.value,
+            "guild_id": new.guild_id,
+            "user_id": new.user_id,
+            "items": json.dumps([[item.item_id, item.amount] for item in new.items]),
+            "source": new.source,
+            "source_ref": new.source_ref,
+            "rule": new.rule,
+            "reason": new.reason,
+            "idempotency_key": new.idempotency_key,
+            "attempts": "0",
+            "failures": "0",
+            "last_error": "",
+            "created_at": repr(now),
+            "updated_at": repr(now),
+        }
+        entry = json.dumps({"from": "", "to": state.value, "at": now, "reason": f"created by {new.source}"})
+        flat = [part for pair in fields.items() for part in pair]
+        created, existing_id = self._create(
+            keys=[
+                self._keys.idempotency(new.idempotency_key),
+                self._keys.grant(grant_id),
+                self._keys.history(grant_id),
+                self._keys.state_index(state.value),
+                self._keys.all_grants(),
+                self._keys.outbox(),
+            ],
+            args=[grant_id, IDEMPOTENCY_TTL_S, repr(now), entry, "1" if state == GrantState.QUEUED else "0", *flat],
+        )
+        found_id = _text(existing_id)
+        grant = self.get(found_id)
+        if grant is None:
+            # The claim outlived its grant (deleted by hand): nothing sensible to return.
+            raise LookupError(f"idempotency key {new.idempotency_key!r} names a missing grant {found_id}")
+        in_outbox = self._redis.zscore(self._keys.outbox(), found_id) is not None
+        return CreateResult(grant=grant, created=int(created) == 1, needs_enqueue=in_outbox)
+
+    def get(self, grant_id: str) -> Grant | None:
+        """The grant, or None when no grant has that id."""
+        raw = cast(dict[bytes, bytes], self._redis.hgetall(self._keys.grant(grant_id)))
+        return _grant_from_hash(raw) if raw else None
+
+    def get_by_key(self, idempotency_key: str) -> Grant | None:
+        """The grant that claimed ``idempotency_key``, if any."""
+        grant_id = cast(bytes | None, self._redis.get(self._keys.idempotency(idempotency_key)))
+        return None if grant_id is None else self.get(_text(grant_id))
+
+    def history(self, grant_id: str) -> list[Transition]:
+        """Every transition of the grant, oldest first."""
+        entries = cast(list[bytes], self._redis.lrange(self._keys.history(grant_id), 0, -1))
+        out: list[Transition] = []
+        for raw in entries:
+            data = json.loads(raw)
+            out.append(Transition(at=data["at"], from_state=data["from"], to_state=data["to"], reason=data["reason"]))
+        return out
+
+    def list_grants(
+        self, state: GrantState | None = None, *, limit: int = 50, newest_first: bool = True
+    ) -> list[Grant]:
+        """Grants in ``state`` (or all), by time entered into that state."""
+        index = self._keys.all_grants() if state is None else self._keys.state_index(state.value)
+        ids = cast(list[bytes], (self._redis.zrevrange if newest_first else self._redis.zrange)(index, 0, limit - 1))
+        grants = (self.get(_text(grant_id)) for grant_id in ids)
+        return [grant for grant in grants if grant is not None]
+
+    def ids_in(self, state: GrantState) -> list[str]:
+        """Ids of every grant in ``state``, oldest first."""
+        ids = cast(list[bytes], self._redis.zrange(self._keys.state_index(state.value), 0, -1))
+        return [_text(grant_id) for grant_id in ids]
+
+    def counts(self) -> dict[GrantState, int]:
+        """How many grants are in each state."""
+        pipe = self._redis.pipeline(transaction=False)
+        for state in GrantState:
+            pipe.zcard(self._keys.state_index(state.value))
+        return dict(zip(GrantState, (int(n) for n in pipe.execute()), strict=True))
+
+    # --- change ----------------------------------------------------------------
+    def transition(
+        self,
+        grant_id: str,
+        to: GrantState,
+        reason: str,
+        *,
+        expect: Collection[GrantState] = (),
+        add_attempt: bool = False,
+        add_failure: bool = False,
+        reset_failures: bool = False,
+        last_error: str | None = None,
+        result: Mapping[str, float] | None = None,
+    ) -> bool:
+        """Move the grant to ``to`` if its state is one of ``expect`` (any when empty).
+
+        Returns True when this call made the change; False when the grant was
+        missing or in another state (someone else acted first).
+        """
+        now = time.time()
+        extra: list[str] = []
+        if last_error is not None:
+            extra += ["last_error", last_error]
+        if result is not None:
+            extra += ["result", json.dumps(dict(result))]
+        entry = json.dumps({"from": "%FROM%", "to": to.value, "at": now, "reason": reason})
+        failures_arg = "reset" if reset_failures else ("1" if add_failure else "0")
+        moved, _current = self._transition(
+            keys=[self._keys.grant(grant_id), self._keys.history(grant_id)],
+            args=[
+                self._keys.state_index(""),
+                grant_id,
+                ",".join(state.value for state in expect),
+                to.value,
+                repr(now),
+                entry,
+                "1" if add_attempt else "0",
+                failures_arg,
+                *extra,
+            ],
+        )
+        return int(moved) == 1
+
+    # --- outbox (see Keys.outbox) --------------------------------------------------
+    def mark_enqueued(self, grant_id: str) -> None:
+        """The grant's queue message exists: drop its outbox marker."""
+        self._redis.zrem(self._keys.outbox(), grant_id)
+
+    def mark_needs_enqueue(self, grant_id: str) -> None:
+        """Record that ``grant_id`` must be (re)enqueued, before trying to; see ``Keys.outbox``."""
+        self._redis.zadd(self._keys.outbox(), {grant_id: time.time()})
+
+    def stale_outbox(self, older_than_s: float) -> list[str]:
+        """Grant ids whose outbox marker is older than ``older_than_s`` seconds."""
+        cutoff = time.time() - older_than_s
+        ids = cast(list[bytes], self._redis.zrangebyscore(self._keys.outbox(), "-inf", cutoff))
+        return [_text(grant_id) for grant_id in ids]
+
+    # --- profiles -------------------------------------------------------------------
+    def save_profile(self, guild_id: str, user_id: str, profile: Mapping[str, Any], at: float) -> None:
+        """Store the profile WetBot returned, with the time it was returned."""
+        key = self._keys.profile(guild_id, user_id)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hset(key, mapping={"profile": json.dumps(dict(profile)), "at": repr(at)})
+        pipe.expire(key, PROFILE_TTL_S)
+        pipe.execute()
+
+    def get_profile(self, guild_id: str, user_id: str) -> ProfileSnapshot | None:
+        """The last stored profile of the user, if any."""
+        raw = cast(dict[bytes, bytes], self._redis.hgetall(self._keys.profile(guild_id, user_id)))
+        if not raw:
+            return None
+        return ProfileSnapshot(profile=json.loads(raw[b"profile"]), at=float(raw[b"at"]))
+
+
+def item_amounts(profile: Mapping[str, Any], item_ids: Iterable[str]) -> dict[str, float]:
+    """The amount of each of ``item_ids`` in a WetBot profile's inventory (0 when absent)."""
+    wanted = set(item_ids)
+    amounts = dict.fromkeys(wanted, 0.0)
+    inventory = profile.get("inventory")
+    if isinstance(inventory, list):
+        for entry in inventory:
+            if isinstance(entry, dict) and entry.get("itemID") in wanted:
+                amount = entry.get("amount")
+                if isinstance(amount, int | float):
+                    amounts[str(entry["itemID"])] = float(amount)
+    return amounts
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _grant_from_hash(raw: Mapping[bytes, bytes]) -> Grant:
+    data = {key.decode(): value.decode() for key, value in raw.items()}
+    result = json.loads(data["result"]) if data.get("result") else None
+    return Grant(
+        id=data["id"],
+        state=GrantState(data["state"]),
+        guild_id=data["guild_id"],
+        user_id=data["user_id"],
+        items=tuple(GrantItem(item_id, float(amount)) for item_id, amount in json.loads(data["items"])),
+        source=data["source"],
+        source_ref=data.get("source_ref", ""),
+        rule=data.get("rule", ""),
+        reason=data.get("reason", ""),
+        idempotency_key=data["idempotency_key"],
+        attempts=int(data.get("attempts", 0)),
+        failures=int(data.get("failures", 0)),
+        last_error=data.get("last_error", ""),
+        created_at=float(data["created_at"]),
+        updated_at=float(data["updated_at"]),
+        result=result,
+    )

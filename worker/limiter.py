@@ -1,0 +1,83 @@
+"""The global rate limiter: at most N WetBot requests per key in any window of W seconds.
+
+Counted in Redis by ``lua/sliding_window.lua`` on Redis' own clock, so every
+worker process on every host shares one budget per API key. Asking for a slot
+never raises: it returns "go" or "wait N seconds", because in Dramatiq any
+exception (``Retry`` included) spends a retry (research/dramatiq.md §2), and
+waiting for a slot is not a failure.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import cast
+
+from redis import Redis
+
+from config.settings import RateLimit
+from worker.keys import Keys
+from worker.scripts import load_script
+
+#: Seconds added to the window on our side. WetBot counts a request when it
+#: arrives, we count it when it starts; latency jitter between two requests
+#: could otherwise put N+1 arrivals inside one server window. 50 ms covers a
+#: jittery network; the 0.5 % part scales with long windows (0.35 s at 60 s).
+SAFETY_MARGIN_S = 0.05
+SAFETY_MARGIN_FRACTION = 0.005
+
+
+@dataclass(frozen=True)
+class SlotDecision:
+    """The limiter's answer: ``granted``, or how long to wait before asking again."""
+
+    #: True when a slot was taken for this request.
+    granted: bool
+    #: Seconds until a slot may free up; 0 when granted.
+    wait_s: float
+
+
+class SlidingWindowLimiter:
+    """Sliding-window limiter shared through Redis.
+
+    Parameters:
+      redis: client for the service's Redis.
+      keys: key layout.
+      rate: requests per window (``WETBOT_RATE_LIMIT``).
+    """
+
+    def __init__(self, redis: Redis, keys: Keys, rate: RateLimit) -> None:
+        self._redis = redis
+        self._keys = keys
+        self.rate = rate
+        self.effective_window_s = rate.window_s + SAFETY_MARGIN_S + SAFETY_MARGIN_FRACTION * rate.window_s
+        self._script = load_script(redis, "sliding_window")
+
+    def try_acquire(self, key_id: str, *, now_s: float | None = None) -> SlotDecision:
+        """Take a slot for ``key_id`` if one is free.
+
+        Parameters:
+          key_id: fingerprint of the API key.
+          now_s: the time to use instead of Redis ``TIME`` (tests only).
+        """
+        now_arg = "" if now_s is None else str(int(now_s * 1_000_000))
+        granted, wait_us = self._script(
+            keys=[self._keys.rate_window(key_id), self._keys.rate_block(key_id)],
+            args=[self.rate.limit, int(self.effective_window_s * 1_000_000), uuid.uuid4().hex, now_arg],
+        )
+        if int(granted) == 1:
+            return SlotDecision(granted=True, wait_s=0.0)
+        return SlotDecision(granted=False, wait_s=max(int(wait_us), 1000) / 1_000_000)
+
+    def block(self, key_id: str, duration_s: float) -> None:
+        """Let no request for ``key_id`` start for ``duration_s`` seconds (after a 429).
+
+        Uses Redis' clock, like the window, and never shortens an existing block.
+        """
+        seconds, micros = self._redis.time()  # type: ignore[misc]
+        until_us = int(seconds) * 1_000_000 + int(micros) + int(duration_s * 1_000_000)
+        key = self._keys.rate_block(key_id)
+        current = cast(bytes | None, self._redis.get(key))
+        if current is not None and int(current) >= until_us:
+            return
+        self._redis.set(key, until_us, px=int(duration_s * 1000) + 1000)

@@ -1,0 +1,33 @@
+-- Create a grant once per idempotency key, atomically.
+--
+-- KEYS[1]  idempotency claim   <p>:idem:<key>        STRING grant id
+-- KEYS[2]  grant               <p>:grant:<id>        HASH
+-- KEYS[3]  history             <p>:grant:<id>:history LIST
+-- KEYS[4]  state index         <p>:state:<state>     ZSET
+-- KEYS[5]  all grants          <p>:grants            ZSET
+-- KEYS[6]  outbox              <p>:outbox            ZSET
+-- ARGV[1]  grant id
+-- ARGV[2]  claim TTL (seconds)
+-- ARGV[3]  now (epoch seconds, float)
+-- ARGV[4]  history entry (JSON)
+-- ARGV[5]  "1" to put the grant in the outbox (it will be enqueued), else "0"
+-- ARGV[6..] field, value pairs for the grant hash
+--
+-- Returns {1, id} when created, {0, existing id} when the key was already claimed.
+local existing = redis.call('GET', KEYS[1])
+if existing then
+  return {0, existing}
+end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
+local fields = {}
+for i = 6, #ARGV do
+  fields[#fields + 1] = ARGV[i]
+end
+redis.call('HSET', KEYS[2], unpack(fields))
+redis.call('RPUSH', KEYS[3], ARGV[4])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[5], ARGV[3], ARGV[1])
+if ARGV[5] == '1' then
+  redis.call('ZADD', KEYS[6], ARGV[3], ARGV[1])
+end
+return {1, ARGV[1]}

@@ -1,0 +1,50 @@
+"""Builds the worker's parts from settings: Redis client, ledger, limiter, WetBot client, deliverer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from redis import Redis
+
+from config.settings import Settings
+from worker.client import WetbotClient
+from worker.delivery import Deliverer, Requeue
+from worker.keys import Keys
+from worker.ledger import Ledger
+from worker.limiter import SlidingWindowLimiter
+
+#: Seconds to wait for Redis to accept a connection / answer a command. Short,
+#: so a web request facing a dead Redis answers 503 quickly instead of hanging.
+REDIS_CONNECT_TIMEOUT_S = 2.0
+REDIS_SOCKET_TIMEOUT_S = 5.0
+
+
+def connect_redis(settings: Settings) -> Redis:
+    """A Redis client for ``REDIS_URL`` with short timeouts (commands return bytes)."""
+    return Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+        socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+        health_check_interval=30,
+    )
+
+
+def build_deliverer(
+    settings: Settings, redis: Redis, requeue: Requeue, *, sleep: Callable[[float], None] | None = None
+) -> Deliverer:
+    """The deliverer for the configured API key. Raises ``ValueError`` when no key is set."""
+    if settings.wetbot_api_key is None:
+        raise ValueError("WETBOT_API_KEY is not set")
+    keys = Keys(settings.redis_key_prefix)
+    client = WetbotClient(settings.wetbot_api_url, settings.wetbot_api_key.get_secret_value(), settings.wetbot_timeout)
+    extra = {} if sleep is None else {"sleep": sleep}
+    return Deliverer(
+        settings=settings,
+        redis=redis,
+        keys=keys,
+        ledger=Ledger(redis, keys),
+        limiter=SlidingWindowLimiter(redis, keys, settings.wetbot_rate_limit),
+        client=client,
+        requeue=requeue,
+        **extra,
+    )
