@@ -27,9 +27,11 @@ ACTOR_NAME = "deliver"
 #: while all worker threads are busy), so 10 s is ample and keeps recovery short.
 HEARTBEAT_TIMEOUT_MS = 10_000
 #: Chance (per million broker calls) that a call also runs maintenance, which
-#: is what requeues a dead worker's messages. 10 % means a pass every few
-#: seconds even for one idle worker; a pass is one ZRANGEBYSCORE when nobody died.
-MAINTENANCE_CHANCE = 100_000
+#: is what requeues a dead worker's messages, and only for the queue named in
+#: that call. An idle consumer polls each queue about once a second, so 50 %
+#: finds a dead worker's grants within a couple of seconds after its heartbeat
+#: times out. A pass costs two small ZRANGEBYSCOREs when nobody died.
+MAINTENANCE_CHANCE = 500_000
 #: Milliseconds Dramatiq keeps its own dead-lettered messages (the ledger is the
 #: record that matters; these only appear after unexpected exceptions).
 DEAD_MESSAGE_TTL_MS = 30 * 24 * 3600 * 1000
