@@ -288,3 +288,19 @@ def test_a_grant_left_sending_by_a_dead_worker_follows_the_policy(
     assert done is not None and done.state == final
     assert "worker stopped while sending" in done.last_error or final == GrantState.DELIVERED
     assert len(sim.applied()) == (1 if policy == "retry" else 0)
+
+
+def test_a_403_for_another_guild_does_not_hold_up_this_guild(
+    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator, fake_queue: FakeQueue
+) -> None:
+    foreign = NewGrant("999999999999999999", USER, (GrantItem("gem", 1),), source="test", idempotency_key="t:foreign")
+    stranger = ledger.create(foreign).grant
+    local = ledger.create(new_grant("local")).grant
+    deliverer = make_deliverer(make_settings(wetbot_auth_pause_s=30))
+    deliverer.deliver(stranger.id)
+    deliverer.deliver(local.id)
+    assert sim.count_status(403) == 1
+    assert ledger.get(local.id).state == GrantState.DELIVERED  # type: ignore[union-attr]
+    held = ledger.get(stranger.id)
+    assert held is not None and held.state == GrantState.QUEUED and "HTTP 403" in held.last_error
+    assert fake_queue.requeues == [(stranger.id, 30.0)]

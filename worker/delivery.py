@@ -82,7 +82,7 @@ class Deliverer:
             logger.debug("grant %s: already %s, nothing to do", grant_id, grant.state)
             return
         token = uuid.uuid4().hex
-        if not self._key_may_send(grant_id, token) or not self._take_slot(grant_id):
+        if not self._key_may_send(grant, token) or not self._take_slot(grant_id):
             return
         # The lease says "a live worker is sending this grant". It is taken after
         # the slot so that it only spans one HTTP call, which keeps recovery after
@@ -137,20 +137,29 @@ class Deliverer:
             last_error=error,
         )
 
-    def _key_may_send(self, grant_id: str, token: str) -> bool:
+    def _auth_scope(self, guild_id: str) -> str:
+        """What a 401/403 pauses: this key for this guild.
+
+        WetBot keys belong to one guild, so a refusal for one guild says nothing
+        about grants for another; with one guild this is simply "the key".
+        """
+        return f"{self.key_id}:{guild_id}"
+
+    def _key_may_send(self, grant: Grant, token: str) -> bool:
         """False (and the grant requeued) while the key is paused after a 401/403.
 
         Once the pause ends, one request probes the key; the rest wait for it.
         """
-        paused_ms = self._pttl_ms(self.keys.key_paused(self.key_id))
+        scope = self._auth_scope(grant.guild_id)
+        paused_ms = self._pttl_ms(self.keys.key_paused(scope))
         if paused_ms > 0:
-            self._requeue(grant_id, paused_ms / 1000)
+            self._requeue(grant.id, paused_ms / 1000)
             return False
-        if self.redis.exists(self.keys.key_unauthorised(self.key_id)):
-            probe_key = self.keys.key_probe(self.key_id)
+        if self.redis.exists(self.keys.key_unauthorised(scope)):
+            probe_key = self.keys.key_probe(scope)
             probe_ms = int((self.settings.wetbot_timeout + LEASE_MARGIN_S) * 1000)
             if not self.redis.set(probe_key, token, nx=True, px=probe_ms):
-                self._requeue(grant_id, max(self._pttl_ms(probe_key), 1000) / 1000)
+                self._requeue(grant.id, max(self._pttl_ms(probe_key), 1000) / 1000)
                 return False
         return True
 
@@ -203,23 +212,24 @@ class Deliverer:
             last_error="",
             result=amounts,
         )
-        self._key_works()
+        self._key_works(grant.guild_id)
         logger.info("grant %s delivered to %s/%s", grant.id, grant.guild_id, grant.user_id)
 
-    def _key_works(self) -> None:
+    def _key_works(self, guild_id: str) -> None:
         """A call succeeded: a paused or refused key is usable again."""
-        removed = self.redis.delete(
-            self.keys.key_unauthorised(self.key_id), self.keys.key_probe(self.key_id), self.keys.key_paused(self.key_id)
-        )
-        if removed:
-            logger.warning("API key %s works again; paused grants resume", self.key_id)
+        scope = self._auth_scope(guild_id)
+        if self.redis.delete(
+            self.keys.key_unauthorised(scope), self.keys.key_probe(scope), self.keys.key_paused(scope)
+        ):
+            logger.warning("API key %s works again for guild %s; paused grants resume", self.key_id, guild_id)
 
     def _unauthorised(self, grant: Grant, result: CallResult) -> None:
         pause_s = self.settings.wetbot_auth_pause_s
         reason = _describe(result)
-        self.redis.set(self.keys.key_paused(self.key_id), reason, px=int(pause_s * 1000))
-        first = self.redis.set(self.keys.key_unauthorised(self.key_id), reason, nx=True)
-        self.redis.delete(self.keys.key_probe(self.key_id))
+        scope = self._auth_scope(grant.guild_id)
+        self.redis.set(self.keys.key_paused(scope), reason, px=int(pause_s * 1000))
+        first = self.redis.set(self.keys.key_unauthorised(scope), reason, nx=True)
+        self.redis.delete(self.keys.key_probe(scope))
         self.ledger.transition(
             grant.id,
             GrantState.QUEUED,
@@ -229,11 +239,16 @@ class Deliverer:
         )
         self._requeue(grant.id, pause_s)
         if first:
-            logger.error("API key %s refused by WetBot (%s): deliveries paused until it works", self.key_id, reason)
+            logger.error(
+                "API key %s refused by WetBot for guild %s (%s): its grants wait until the key works",
+                self.key_id,
+                grant.guild_id,
+                reason,
+            )
             capture(
-                f"WetBot refused API key {self.key_id}: {reason}; deliveries are paused",
+                f"WetBot refused API key {self.key_id} for guild {grant.guild_id}: {reason}; deliveries are paused",
                 level="warning",
-                tags={"kind": "key_unauthorised", "key_id": self.key_id, "state": "paused"},
+                tags={"kind": "key_unauthorised", "key_id": self.key_id, "guild_id": grant.guild_id, "state": "paused"},
             )
 
     def _failed(self, grant: Grant, error: str) -> None:

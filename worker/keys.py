@@ -65,6 +65,7 @@ class Keys:
         return f"{self.prefix}:profile:{guild_id}:{user_id}"
 
     # --- per API key (``key_id`` is a fingerprint, never the key) ------------------
+    # The 401/403 pause is per "scope" = "<key id>:<guild id>" (see Deliverer._auth_scope).
     def rate_window(self, key_id: str) -> str:
         """ZSET of request start times (microseconds, Redis clock) in the sliding window."""
         return f"{self.prefix}:rate:{key_id}"
@@ -73,14 +74,14 @@ class Keys:
         """STRING microsecond timestamp before which no request may start (set after a 429)."""
         return f"{self.prefix}:rate:{key_id}:blocked"
 
-    def key_paused(self, key_id: str) -> str:
+    def key_paused(self, scope: str) -> str:
         """STRING reason; its TTL is the remaining pause after a 401/403."""
-        return f"{self.prefix}:key:{key_id}:paused"
+        return f"{self.prefix}:key:{scope}:paused"
 
-    def key_unauthorised(self, key_id: str) -> str:
+    def key_unauthorised(self, scope: str) -> str:
         """STRING reason, no TTL: the key was refused and has not succeeded since."""
-        return f"{self.prefix}:key:{key_id}:unauthorised"
+        return f"{self.prefix}:key:{scope}:unauthorised"
 
-    def key_probe(self, key_id: str) -> str:
+    def key_probe(self, scope: str) -> str:
         """STRING worker token: the one request allowed to test a refused key again."""
-        return f"{self.prefix}:key:{key_id}:probe"
+        return f"{self.prefix}:key:{scope}:probe"

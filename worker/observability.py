@@ -70,21 +70,23 @@ class RedactingFilter(logging.Filter):
 
 
 def configure_logging(settings: Settings, *, stream: Any = None) -> None:
-    """Log to stderr at ``LOG_LEVEL``, with secrets scrubbed from every record."""
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(RedactingFilter(SecretScrubber(settings.secrets())))
+    """Log at ``LOG_LEVEL`` with secrets scrubbed from every record that reaches a root handler.
+
+    A stderr handler is added only when the root logger has none (or a
+    ``stream`` is given): Dramatiq's CLI installs its own before importing the
+    actors, and a second one would print every line twice.
+    """
     root = logging.getLogger()
-    for existing in list(root.handlers):
-        if getattr(existing, "_wetbot_rewards", False):
-            root.removeHandler(existing)
-    handler._wetbot_rewards = True  # type: ignore[attr-defined]
-    root.addHandler(handler)
+    if stream is not None or not root.handlers:
+        handler = logging.StreamHandler(stream or sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
     root.setLevel(settings.log_level)
+    scrub = RedactingFilter(SecretScrubber(settings.secrets()))
     for existing in root.handlers:
-        # Handlers installed by others (uvicorn, dramatiq) get the same scrubbing.
-        if not any(isinstance(f, RedactingFilter) for f in existing.filters):
-            existing.addFilter(RedactingFilter(SecretScrubber(settings.secrets())))
+        for old in [f for f in existing.filters if isinstance(f, RedactingFilter)]:
+            existing.removeFilter(old)
+        existing.addFilter(scrub)
 
 
 def init_sentry(settings: Settings, *, transport: Any = None) -> bool:

@@ -1,0 +1,109 @@
+"""Redis restarts (with the append-only file, as docker-compose runs it) lose no grant."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from tests.conftest import GUILD, RunningWorker, SettingsFactory, wait_for
+from tests.wetbot_sim import WetbotSimulator
+from worker.broker import build_broker
+from worker.keys import Keys
+from worker.ledger import GrantItem, GrantState, Ledger, NewGrant
+from producers.submit import submit_grant
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server to start a private Redis"),
+]
+
+
+class PrivateRedis:
+    """A redis-server of the test's own, on a free port, persisting to an append-only file in a temp dir."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
+             "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        client = Redis.from_url(self.url)
+
+        def up() -> bool:
+            try:
+                return bool(client.ping())
+            except RedisConnectionError:
+                return False
+
+        wait_for(up, timeout_s=10)
+        client.close()
+
+    def kill(self) -> None:
+        """Stop the server abruptly (SIGKILL): only what reached the append-only file survives."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_grants_survive_a_redis_crash_and_restart(
+    private_redis: PrivateRedis,
+    make_settings: SettingsFactory,
+    sim: WetbotSimulator,
+    workers: Callable[..., RunningWorker],
+) -> None:
+    settings = make_settings(redis_url=private_redis.url, redis_key_prefix="wbr")
+    redis = Redis.from_url(private_redis.url)
+    ledger = Ledger(redis, Keys("wbr"))
+    broker = build_broker(settings)
+
+    def grant(user: str) -> str:
+        new = NewGrant(GUILD, user, (GrantItem("gem", 1),), source="test", idempotency_key=f"t:{user}")
+        return submit_grant(ledger, broker, new).grant.id
+
+    before = [grant(str(500000000000000000 + n)) for n in range(3)]
+    private_redis.kill()
+    private_redis.start()
+    workers(settings)
+    wait_for(lambda: all(ledger.get(g).state == GrantState.DELIVERED for g in before), timeout_s=20)  # type: ignore[union-attr]
+
+    # And while a worker is running: Redis goes away and comes back, the worker carries on.
+    private_redis.kill()
+    time.sleep(1.0)
+    private_redis.start()
+    after = grant("600000000000000000")
+    wait_for(lambda: ledger.get(after).state == GrantState.DELIVERED, timeout_s=30)  # type: ignore[union-attr]
+    assert len(sim.applied()) == 4
+    broker.close()
+    redis.close()
