@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -10,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from config.settings import Settings
 from producers.app import create_app
-from tests.conftest import GUILD, OTHER_USER, TOKEN, USER, RunningWorker, SettingsFactory, wait_for
+from tests.conftest import GUILD, OTHER_USER, TOKEN, USER, CapturingTransport, RunningWorker, SettingsFactory, wait_for
 from tests.wetbot_sim import WetbotSimulator
 from worker.ledger import GrantState, Ledger
 
@@ -70,7 +71,13 @@ def test_reusing_a_key_for_different_content_is_a_conflict(client: TestClient) -
 
 
 def test_thirty_grants_through_two_workers_never_exceed_the_limit(
-    client: TestClient, make_settings: SettingsFactory, workers: Workers, ledger: Ledger, sim: WetbotSimulator
+    client: TestClient,
+    make_settings: SettingsFactory,
+    workers: Workers,
+    ledger: Ledger,
+    sim: WetbotSimulator,
+    sentry_events: CapturingTransport,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     sim.set_limit(10, 3.0)
     settings = make_settings(wetbot_rate_limit="10/3s", wetbot_max_attempts=1)
@@ -87,6 +94,9 @@ def test_thirty_grants_through_two_workers_never_exceed_the_limit(
     assert sim.count_status(429) == 0
     assert len(sim.requests()) == 30
     assert sim.max_in_window(3.0) == 10
+    # Waiting for slots was silent: no error logged, nothing sent to Sentry.
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert sentry_events.events == []
     for grant_id in ids:
         grant = ledger.get(grant_id)
         assert grant is not None and grant.attempts == 1 and grant.failures == 0
@@ -94,7 +104,7 @@ def test_thirty_grants_through_two_workers_never_exceed_the_limit(
 
 
 def test_invalid_input_is_422_naming_the_field(client: TestClient) -> None:
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"user_id": "123"}, "user_id"),
         ({"items": []}, "items"),
         ({"items": [{"item_id": "gem", "amount": 1e9 + 1}]}, "items[0].amount"),

@@ -13,12 +13,12 @@ import pytest
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from producers.submit import submit_grant
 from tests.conftest import GUILD, RunningWorker, SettingsFactory, wait_for
 from tests.wetbot_sim import WetbotSimulator
 from worker.broker import build_broker
 from worker.keys import Keys
 from worker.ledger import GrantItem, GrantState, Ledger, NewGrant
-from producers.submit import submit_grant
 
 pytestmark = [
     pytest.mark.slow,
