@@ -1,0 +1,37 @@
+"""The delivery side: broker, the ``deliver`` actor (``worker.actors``), WetBot client, limiter, ledger.
+
+``worker.actors`` is the Dramatiq entry point and reads settings on import, so
+it is not imported here.
+"""
+
+from worker.broker import QUEUE_NAME, build_broker, declare_deliver, enqueue_grant
+from worker.client import CallResult, ItemDelta, Outcome, WetbotClient, key_fingerprint
+from worker.delivery import Deliverer
+from worker.keys import Keys
+from worker.ledger import Grant, GrantItem, GrantState, Ledger, NewGrant
+from worker.limiter import SlidingWindowLimiter, SlotDecision
+
+__all__ = [
+    # broker
+    "QUEUE_NAME",
+    "build_broker",
+    "declare_deliver",
+    "enqueue_grant",
+    # WetBot
+    "CallResult",
+    "ItemDelta",
+    "Outcome",
+    "WetbotClient",
+    "key_fingerprint",
+    # delivery
+    "Deliverer",
+    "SlidingWindowLimiter",
+    "SlotDecision",
+    # ledger
+    "Grant",
+    "GrantItem",
+    "GrantState",
+    "Keys",
+    "Ledger",
+    "NewGrant",
+]
