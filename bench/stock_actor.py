@@ -77,11 +77,13 @@ if os.environ.get("BENCH_STOCK_PREFIX"):
     _timeout_s = float(os.environ.get("BENCH_HTTP_TIMEOUT_S", "5"))
 
     _redis = Redis.from_url(_redis_url)
-    broker = RedisBroker(url=_redis_url, namespace=broker_namespace(_prefix))
+    broker = RedisBroker(url=_redis_url, namespace=broker_namespace(_prefix))  # type: ignore[no-untyped-call]
     dramatiq.set_broker(broker)
 
     #: The pattern from the Dramatiq docs ("Rate Limiting"): one shared window limiter per API key.
-    limiter = WindowRateLimiter(RedisBackend(client=_redis), f"{_prefix}:limiter", limit=_limit, window=_window)
+    limiter = WindowRateLimiter(  # type: ignore[no-untyped-call]
+        RedisBackend(client=_redis), f"{_prefix}:limiter", limit=_limit, window=_window
+    )
 
     def _count(name: str) -> None:
         _redis.incr(counter_key(_prefix, name))

@@ -22,7 +22,8 @@ from redis import RedisError
 from config.errors import ConfigError
 from config.rewards import load_rewards
 from config.settings import Settings, settings_or_exit
-from producers import grants, health
+from producers import grants, health, links_api
+from producers.links import LinkStore
 from producers.state import AppState
 from worker.broker import build_broker
 from worker.keys import Keys
@@ -32,7 +33,7 @@ from worker.runtime import connect_redis
 
 logger = logging.getLogger("wetbot_rewards.web")
 
-ROUTERS = [health.router, grants.router]
+ROUTERS = [health.router, grants.router, links_api.router]
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -45,7 +46,13 @@ def create_app(settings: Settings) -> FastAPI:
         keys = Keys(settings.redis_key_prefix)
         broker = build_broker(settings)
         app.state.wetbot = AppState(
-            settings=settings, redis=redis, keys=keys, ledger=Ledger(redis, keys), broker=broker, rewards=rewards
+            settings=settings,
+            redis=redis,
+            keys=keys,
+            ledger=Ledger(redis, keys),
+            broker=broker,
+            rewards=rewards,
+            links=LinkStore.for_rewards(redis, keys, rewards),
         )
         try:
             yield

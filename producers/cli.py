@@ -20,7 +20,8 @@ from redis import RedisError
 from config.errors import ConfigError
 from config.rewards import load_rewards
 from config.settings import Settings, settings_or_exit
-from producers.submit import requeue_grant, submit_grant
+from producers.links import PLATFORMS, LinkStore, check_link
+from producers.submit import link_and_release, requeue_grant, submit_grant
 from worker.broker import build_broker
 from worker.keys import Keys
 from worker.ledger import Grant, GrantItem, GrantState, Ledger, NewGrant
@@ -89,6 +90,22 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("grant_ids", nargs="*")
     replay.add_argument("--all", action="store_true", help="every dead grant")
     replay.set_defaults(run=_dead_replay)
+
+    links = commands.add_parser("links", help="Twitch/Patreon user -> Discord user links").add_subparsers(
+        title="links commands"
+    )
+    link_add = links.add_parser("add", help="link a user and queue the grants parked for them")
+    link_add.add_argument("platform", choices=PLATFORMS)
+    link_add.add_argument("external_id", help="the platform's numeric user id")
+    link_add.add_argument("discord_user_id")
+    link_add.set_defaults(run=_links_add)
+    link_list = links.add_parser("list", help="every link of a platform")
+    link_list.add_argument("platform", choices=PLATFORMS)
+    link_list.set_defaults(run=_links_list)
+    link_remove = links.add_parser("remove", help="forget a run-time link")
+    link_remove.add_argument("platform", choices=PLATFORMS)
+    link_remove.add_argument("external_id")
+    link_remove.set_defaults(run=_links_remove)
 
     resolve = commands.add_parser("resolve", help="decide a grant in state unknown")
     resolve.add_argument("grant_id")
@@ -215,6 +232,44 @@ def _resolve(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         broker.close()
     print(f"grant {grant.id} queued to be sent again")
+    return 0
+
+
+def _links_add(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        check_link(args.platform, args.external_id, args.discord_user_id)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    redis, keys = connect_redis(settings), Keys(settings.redis_key_prefix)
+    links = LinkStore.for_rewards(redis, keys, load_rewards(settings.rewards_file, missing_ok=True))
+    broker = build_broker(settings)
+    try:
+        released = link_and_release(
+            Ledger(redis, keys), broker, links, args.platform, args.external_id, args.discord_user_id
+        )
+    finally:
+        broker.close()
+    print(f"{args.platform} user {args.external_id} linked to Discord user {args.discord_user_id}; "
+          f"{len(released)} parked grant(s) queued")  # fmt: skip
+    return 0
+
+
+def _links_list(settings: Settings, args: argparse.Namespace) -> int:
+    redis, keys = connect_redis(settings), Keys(settings.redis_key_prefix)
+    links = LinkStore.for_rewards(redis, keys, load_rewards(settings.rewards_file, missing_ok=True))
+    found = links.all(args.platform)
+    if not found:
+        print("no links")
+    for external_id, (discord_id, origin) in sorted(found.items()):
+        print(f"{external_id:>20} -> {discord_id}  ({origin})")
+    return 0
+
+
+def _links_remove(settings: Settings, args: argparse.Namespace) -> int:
+    links = LinkStore(connect_redis(settings), Keys(settings.redis_key_prefix))
+    if not links.remove(args.platform, args.external_id):
+        raise CliError(f"no run-time link for {args.platform} user {args.external_id}")
+    print(f"link of {args.platform} user {args.external_id} removed")
     return 0
 
 

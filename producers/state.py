@@ -10,6 +10,7 @@ from redis import Redis
 
 from config.rewards import RewardsConfig
 from config.settings import Settings
+from producers.links import LinkStore
 from worker.keys import Keys
 from worker.ledger import Ledger
 
@@ -24,6 +25,7 @@ class AppState:
     ledger: Ledger
     broker: dramatiq.Broker
     rewards: RewardsConfig
+    links: LinkStore
 
 
 def app_state(request: Request) -> AppState:

@@ -56,6 +56,14 @@ class Keys:
         """
         return f"{self.prefix}:outbox"
 
+    def parked(self, platform: str, external_id: str) -> str:
+        """SET of ids of grants parked until ``external_id`` on ``platform`` is linked to a Discord user."""
+        return f"{self.prefix}:parked:{platform}:{external_id}"
+
+    def links(self, platform: str) -> str:
+        """HASH external id -> Discord user id: links added at run time (``POST /links``, CLI)."""
+        return f"{self.prefix}:links:{platform}"
+
     def lease(self, grant_id: str) -> str:
         """STRING worker token held while one worker sends this grant (PX = one call)."""
         return f"{self.prefix}:lease:{grant_id}"

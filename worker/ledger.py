@@ -68,6 +68,11 @@ class NewGrant:
     source_ref: str = ""
     rule: str = ""
     reason: str = ""
+    #: Where the recipient comes from when no Discord id is known yet
+    #: (``twitch`` / ``patreon`` and that platform's user id); the grant then
+    #: waits ``parked`` until a link gives ``user_id``.
+    platform: str = ""
+    external_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,8 @@ class Grant:
     updated_at: float
     #: resulting amount of each granted item after delivery, from the returned profile.
     result: dict[str, float] | None = None
+    platform: str = ""
+    external_id: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready view, as the HTTP API and the CLI show it."""
@@ -113,6 +120,8 @@ class Grant:
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "result": self.result,
+            "platform": self.platform or None,
+            "external_id": self.external_id or None,
         }
 
 
@@ -152,10 +161,18 @@ class Ledger:
         self._keys = keys
         self._create = load_script(redis, "create_grant")
         self._transition = load_script(redis, "transition")
+        self._release = load_script(redis, "release_parked")
 
     # --- create & read -------------------------------------------------------
-    def create(self, new: NewGrant, *, state: GrantState = GrantState.QUEUED) -> CreateResult:
-        """Create the grant unless its idempotency key is taken; then return the existing one."""
+    def create(self, new: NewGrant, *, parked: bool = False) -> CreateResult:
+        """Create the grant unless its idempotency key is taken; then return the existing one.
+
+        A new grant is ``queued`` (with an outbox marker: enqueue it next), or
+        ``parked`` under ``new.platform``/``new.external_id`` when ``parked``.
+        """
+        if parked and not (new.platform and new.external_id):
+            raise ValueError("a parked grant needs platform and external_id")
+        state = GrantState.PARKED if parked else GrantState.QUEUED
         grant_id = uuid.uuid4().hex
         now = time.time()
         fields: dict[str, str] = {
@@ -169,6 +186,8 @@ class Ledger:
             "rule": new.rule,
             "reason": new.reason,
             "idempotency_key": new.idempotency_key,
+            "platform": new.platform,
+            "external_id": new.external_id,
             "attempts": "0",
             "failures": "0",
             "last_error": "",
@@ -185,8 +204,9 @@ class Ledger:
                 self._keys.state_index(state.value),
                 self._keys.all_grants(),
                 self._keys.outbox(),
+                self._keys.parked(new.platform, new.external_id),
             ],
-            args=[grant_id, IDEMPOTENCY_TTL_S, repr(now), entry, "1" if state == GrantState.QUEUED else "0", *flat],
+            args=[grant_id, IDEMPOTENCY_TTL_S, repr(now), entry, "park" if parked else "queue", *flat],
         )
         found_id = _text(existing_id)
         grant = self.get(found_id)
@@ -279,6 +299,23 @@ class Ledger:
         )
         return int(moved) == 1
 
+    def release_parked(self, platform: str, external_id: str, user_id: str) -> list[str]:
+        """Move every grant parked for ``external_id`` to ``queued`` for ``user_id``; returns their ids.
+
+        Atomic and once: a grant released by one caller is not released again by
+        another. Released grants carry an outbox marker; enqueue them next.
+        """
+        now = time.time()
+        entry = json.dumps(
+            {"from": GrantState.PARKED.value, "to": GrantState.QUEUED.value, "at": now,
+             "reason": f"{platform} user {external_id} linked to Discord user {user_id}"}
+        )  # fmt: skip
+        released = self._release(
+            keys=[self._keys.parked(platform, external_id), self._keys.outbox()],
+            args=[self._keys.prefix, user_id, repr(now), entry],
+        )
+        return [_text(grant_id) for grant_id in released]
+
     # --- outbox (see Keys.outbox) --------------------------------------------------
     def mark_enqueued(self, grant_id: str) -> None:
         """The grant's queue message exists: drop its outbox marker."""
@@ -349,4 +386,6 @@ def _grant_from_hash(raw: Mapping[bytes, bytes]) -> Grant:
         created_at=float(data["created_at"]),
         updated_at=float(data["updated_at"]),
         result=result,
+        platform=data.get("platform", ""),
+        external_id=data.get("external_id", ""),
     )

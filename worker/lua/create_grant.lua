@@ -6,11 +6,13 @@
 -- KEYS[4]  state index         <p>:state:<state>     ZSET
 -- KEYS[5]  all grants          <p>:grants            ZSET
 -- KEYS[6]  outbox              <p>:outbox            ZSET
+-- KEYS[7]  parked index        <p>:parked:<platform>:<external id>  SET (used when ARGV[5] is "park")
 -- ARGV[1]  grant id
 -- ARGV[2]  claim TTL (seconds)
 -- ARGV[3]  now (epoch seconds, float)
 -- ARGV[4]  history entry (JSON)
--- ARGV[5]  "1" to put the grant in the outbox (it will be enqueued), else "0"
+-- ARGV[5]  "queue": put the grant in the outbox (it will be enqueued); "park": add it to the parked
+--          index (it waits for a link); anything else: neither
 -- ARGV[6..] field, value pairs for the grant hash
 --
 -- Returns {1, id} when created, {0, existing id} when the key was already claimed.
@@ -27,7 +29,9 @@ redis.call('HSET', KEYS[2], unpack(fields))
 redis.call('RPUSH', KEYS[3], ARGV[4])
 redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
 redis.call('ZADD', KEYS[5], ARGV[3], ARGV[1])
-if ARGV[5] == '1' then
+if ARGV[5] == 'queue' then
   redis.call('ZADD', KEYS[6], ARGV[3], ARGV[1])
+elseif ARGV[5] == 'park' then
+  redis.call('SADD', KEYS[7], ARGV[1])
 end
 return {1, ARGV[1]}
