@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Response, status
 from fastapi.responses import PlainTextResponse
 from redis import RedisError
 
+from producers.counters import read_counters
 from producers.state import AppState, app_state
 from worker.broker import QUEUE_NAME
 from worker.ledger import GrantState
@@ -61,5 +62,11 @@ def metrics(state: Annotated[AppState, Depends(app_state)]) -> str:
         "# HELP wetbot_rewards_oldest_queued_seconds Age of the oldest grant in state queued.",
         "# TYPE wetbot_rewards_oldest_queued_seconds gauge",
         f"wetbot_rewards_oldest_queued_seconds {oldest_age:.3f}",
+        "# HELP wetbot_rewards_events_total Events received by the producers, by kind and outcome.",
+        "# TYPE wetbot_rewards_events_total counter",
+        *(
+            f'wetbot_rewards_events_total{{event="{name}"}} {n}'
+            for name, n in read_counters(state.redis, state.keys).items()
+        ),
     ]
     return "\n".join(lines) + "\n"

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from config.settings import Settings
 from producers.app import create_app
+from producers.counters import count_event
 from tests.conftest import GUILD, OTHER_USER, TOKEN, USER, CapturingTransport, RunningWorker, SettingsFactory, wait_for
 from tests.wetbot_sim import WetbotSimulator
 from worker.ledger import GrantState, Ledger
@@ -159,6 +160,8 @@ def test_health_ready_and_metrics(client: TestClient) -> None:
     assert 'wetbot_rewards_grants{state="queued"} 1' in text
     assert "wetbot_rewards_queue_messages 1" in text
     assert "wetbot_rewards_outbox 0" in text
+    count_event(client.app.state.wetbot.redis, client.app.state.wetbot.keys, "twitch.notification.ignored")  # type: ignore[attr-defined]
+    assert 'wetbot_rewards_events_total{event="twitch.notification.ignored"} 1' in client.get("/metrics").text
 
 
 def test_unknown_grant_is_404(client: TestClient) -> None:

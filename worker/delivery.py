@@ -32,6 +32,10 @@ logger = logging.getLogger("wetbot_rewards.delivery")
 #: Longer waits hand the thread back (the grant is requeued with that delay),
 #: so one guild's backlog cannot occupy every thread while other keys wait.
 MAX_INLINE_WAIT_S = 5.0
+#: Seconds before its slot frees that a requeued grant comes back. Dramatiq's
+#: delay queue and an idle consumer each add up to ~1 s of polling lag; coming
+#: back early and sleeping the rest inline starts the request on time.
+EARLY_RETURN_S = 2.5
 #: Seconds a lease outlives the HTTP timeout. A lease marks "a live worker is
 #: sending this grant"; a duplicate message that finds it comes back later.
 LEASE_MARGIN_S = 5.0
@@ -170,7 +174,7 @@ class Deliverer:
             if decision.granted:
                 return True
             if decision.wait_s > MAX_INLINE_WAIT_S:
-                self._requeue(grant_id, decision.wait_s)
+                self._requeue(grant_id, decision.wait_s - EARLY_RETURN_S)
                 return False
             self.sleep(decision.wait_s)
 

@@ -11,6 +11,9 @@ from __future__ import annotations
 #: Twitch gives no bound, so keep claims well past that (DESIGN.md: >= 35 days).
 IDEMPOTENCY_TTL_S = 40 * 24 * 3600
 
+#: Seconds a "seen" marker of a webhook delivery lives (as long as idempotency claims).
+SEEN_TTL_S = IDEMPOTENCY_TTL_S
+
 #: Seconds a stored profile snapshot lives without being refreshed.
 PROFILE_TTL_S = 90 * 24 * 3600
 
@@ -63,6 +66,19 @@ class Keys:
     def links(self, platform: str) -> str:
         """HASH external id -> Discord user id: links added at run time (``POST /links``, CLI)."""
         return f"{self.prefix}:links:{platform}"
+
+    # --- producers -------------------------------------------------------------------
+    def seen(self, source: str, ident: str) -> str:
+        """STRING marker that a delivery (``source`` = e.g. ``twitch-message``) was handled; TTL ``SEEN_TTL_S``."""
+        return f"{self.prefix}:seen:{source}:{ident}"
+
+    def source_state(self, source: str, ident: str) -> str:
+        """HASH of what a producer remembers about one entity (e.g. a Patreon member's last charge date)."""
+        return f"{self.prefix}:source:{source}:{ident}"
+
+    def counters(self) -> str:
+        """HASH counter name -> count (events received, ignored, ...), exported by ``/metrics``."""
+        return f"{self.prefix}:counters"
 
     def lease(self, grant_id: str) -> str:
         """STRING worker token held while one worker sends this grant (PX = one call)."""

@@ -1,0 +1,26 @@
+"""Event counters kept in Redis (shared by every web process) and exported by ``/metrics``."""
+
+from __future__ import annotations
+
+import re
+from typing import cast
+
+from redis import Redis
+
+from worker.keys import Keys
+
+#: Counter names become Prometheus label values; keep them plain.
+_NAME = re.compile(r"^[a-z0-9_.:-]{1,80}$")
+
+
+def count_event(redis: Redis, keys: Keys, name: str, amount: int = 1) -> None:
+    """Add ``amount`` to counter ``name`` (e.g. ``twitch.notification.ignored``)."""
+    if not _NAME.match(name):
+        raise ValueError(f"counter name {name!r}: use a-z, 0-9 and _ . : -")
+    redis.hincrby(keys.counters(), name, amount)
+
+
+def read_counters(redis: Redis, keys: Keys) -> dict[str, int]:
+    """Every counter and its value."""
+    raw = cast(dict[bytes, bytes], redis.hgetall(keys.counters()))
+    return {name.decode(): int(value) for name, value in sorted(raw.items())}
