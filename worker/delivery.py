@@ -112,6 +112,7 @@ class Deliverer:
             # We hold the lease, so whoever set "sending" is gone: a worker died mid-request.
             if not self._resume_abandoned(grant):
                 return
+            grant = self.ledger.get(grant_id) or grant  # counts changed: later decisions use them
         elif not self.ledger.transition(
             grant_id, GrantState.SENDING, "sending to WetBot", expect=SENDABLE_STATES, add_attempt=True
         ):
