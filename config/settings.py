@@ -157,6 +157,10 @@ class Settings(BaseSettings):
     #: Twitch app credentials (used to look up users and manage subscriptions).
     twitch_client_id: str | None = None
     twitch_client_secret: SecretStr | None = None
+    #: Twitch Helix API base (``wetbot-rewards twitch subscribe``), without a trailing slash.
+    twitch_api_url: str = "https://api.twitch.tv/helix"
+    #: Twitch OAuth token endpoint (client-credentials grant for an app access token).
+    twitch_auth_url: str = "https://id.twitch.tv/oauth2/token"
     #: The rules file (TOML), relative to the working directory.
     rewards_file: Path = Path("config/rewards.toml")
     #: What to do with a request that may or may not have been applied:
@@ -194,6 +198,21 @@ class Settings(BaseSettings):
             parts = urlsplit(value)
             hostname = parts.hostname
         except ValueError:  # e.g. a bad port or an unbalanced [ in the host
+            raise ValueError(problem) from None
+        if parts.scheme not in ("http", "https") or not hostname or parts.query or parts.fragment:
+            raise ValueError(problem)
+        return value.rstrip("/")
+
+    @field_validator("twitch_api_url", "twitch_auth_url")
+    @classmethod
+    def _check_twitch_urls(cls, value: str) -> str:
+        problem = "must be an http:// or https:// URL (Twitch's own by default)"
+        if _HAS_SPACE_OR_CONTROL.search(value):
+            raise ValueError(problem)
+        try:
+            parts = urlsplit(value)
+            hostname = parts.hostname
+        except ValueError:
             raise ValueError(problem) from None
         if parts.scheme not in ("http", "https") or not hostname or parts.query or parts.fragment:
             raise ValueError(problem)

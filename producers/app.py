@@ -22,7 +22,7 @@ from redis import RedisError
 from config.errors import ConfigError
 from config.rewards import load_rewards
 from config.settings import Settings, settings_or_exit
-from producers import grants, health, links_api
+from producers import grants, health, links_api, patreon, twitch
 from producers.links import LinkStore
 from producers.state import AppState
 from worker.broker import build_broker
@@ -33,7 +33,7 @@ from worker.runtime import connect_redis
 
 logger = logging.getLogger("wetbot_rewards.web")
 
-ROUTERS = [health.router, grants.router, links_api.router]
+ROUTERS = [health.router, grants.router, links_api.router, twitch.router, patreon.router]
 
 
 def create_app(settings: Settings) -> FastAPI:

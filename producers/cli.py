@@ -20,6 +20,7 @@ from redis import RedisError
 from config.errors import ConfigError
 from config.rewards import load_rewards
 from config.settings import Settings, settings_or_exit
+from producers import patreon_cli, twitch_cli
 from producers.links import PLATFORMS, LinkStore, check_link
 from producers.submit import link_and_release, requeue_grant, submit_grant
 from worker.broker import build_broker
@@ -106,6 +107,12 @@ def _parser() -> argparse.ArgumentParser:
     link_remove.add_argument("platform", choices=PLATFORMS)
     link_remove.add_argument("external_id")
     link_remove.set_defaults(run=_links_remove)
+
+    send_test = commands.add_parser(
+        "send-test", help="sign a sample event and post it to a running instance"
+    ).add_subparsers(title="platforms")
+    for register in (twitch_cli.register, patreon_cli.register):
+        register(commands, send_test)
 
     resolve = commands.add_parser("resolve", help="decide a grant in state unknown")
     resolve.add_argument("grant_id")

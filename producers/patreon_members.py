@@ -1,0 +1,276 @@
+"""The Redis side of Patreon events: what we remember per member, and carrying out a ``Plan``.
+
+Memory lives in one HASH per member, ``keys.source_state("patreon-member", <member id>)``:
+
+=========================  ==========================================================
+field                      value
+=========================  ==========================================================
+``charge_date``            newest accounted charge date (normalised; only ever raised)
+``pledge_start``           start of the newest pledge seen
+``cents``                  last known pledge level
+``first_paid``             ``1``/``0``: the newest pledge's first charge was Paid
+``hold:<rule id>``         JSON ``{"fact", "charge_date"}`` of a held ``require_paid`` grant
+``grant:<rule id>:<id>``   ``1``: grant ``<id>`` made by that rule, not revoked yet
+=========================  ==========================================================
+
+The hash has no TTL: it is small, one per member, and must outlive the 40-day
+idempotency claims it backs up.
+
+Concurrency and crashes: ``handle_event`` WATCHes the member's hash, reads it,
+decides, submits the grants and revocations (each with a deterministic
+idempotency key, so submitting twice is harmless), and only then writes the new
+memory in one MULTI. If another delivery for the same member changed the hash
+meanwhile, the write is refused and the event is decided again on fresh memory
+(its grants are found again by key, not made twice). A crash before the write
+leaves memory as it was, so Patreon's redelivery decides the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field, replace
+from typing import cast
+
+from redis import Redis, WatchError
+from redis.client import Pipeline
+
+from producers.patreon_events import MemberEvent
+from producers.patreon_rules import GrantDecision, Hold, MemberMemory, Plan, decide
+from producers.state import AppState
+from producers.submit import link_and_release, submit_for_identity, submit_grant
+from worker.keys import Keys
+from worker.ledger import CreateResult, Grant, GrantItem, NewGrant
+
+__all__ = ["MAX_DECIDE_ATTEMPTS", "PLATFORM", "SOURCE", "MemberStore", "Outcome", "handle_event", "revoke_key"]
+
+logger = logging.getLogger("wetbot_rewards.patreon")
+
+#: ``source`` of every Patreon grant.
+SOURCE = "patreon"
+#: Link platform; links are keyed by the Patreon user id.
+PLATFORM = "patreon"
+#: ``keys.source_state`` namespace of member memory.
+_STATE_SOURCE = "patreon-member"
+#: Times one event is decided again because another delivery for the same member wrote first. Patreon
+#: sends a handful of events per member per month, so losing this many races in a row means something is
+#: looping; the WatchError then becomes a 503 and Patreon retries later.
+MAX_DECIDE_ATTEMPTS = 5
+
+
+def revoke_key(grant_id: str) -> str:
+    """Idempotency key of the revocation of ``grant_id``: at most one per original grant."""
+    return f"patreon-revoke:{grant_id}"
+
+
+@dataclass
+class MemoryChanges:
+    """Writes to one member's hash, collected while a plan is carried out and applied in one MULTI."""
+
+    recorded: list[tuple[str, str]] = field(default_factory=list)  # (rule id, grant id)
+    forgotten: list[tuple[str, str]] = field(default_factory=list)
+    holds: list[Hold] = field(default_factory=list)
+    dropped_holds: list[str] = field(default_factory=list)
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+class MemberStore:
+    """Reads and writes member memory (see the module docstring)."""
+
+    def __init__(self, redis: Redis, keys: Keys) -> None:
+        self._redis = redis
+        self._keys = keys
+
+    def key(self, member_id: str) -> str:
+        return self._keys.source_state(_STATE_SOURCE, member_id)
+
+    def load(self, member_id: str, *, via: Redis | Pipeline | None = None) -> MemberMemory:
+        """The member's memory; ``via`` a WATCHing pipeline (in immediate mode) to read under its watch."""
+        raw = cast(dict[bytes, bytes], (via or self._redis).hgetall(self.key(member_id)))
+        fields = {name.decode(): value.decode() for name, value in raw.items()}
+        holds: dict[str, Hold] = {}
+        grants: dict[str, list[str]] = {}
+        for name, value in fields.items():
+            if name.startswith("hold:"):
+                data = json.loads(value)
+                holds[name[5:]] = Hold(name[5:], str(data["fact"]), data.get("charge_date"))
+            elif name.startswith("grant:"):
+                rule_id, _, grant_id = name[6:].rpartition(":")
+                grants.setdefault(rule_id, []).append(grant_id)
+        first_paid = fields.get("first_paid")
+        return MemberMemory(
+            charge_date=fields.get("charge_date"),
+            pledge_start=fields.get("pledge_start"),
+            cents=int(fields["cents"]) if "cents" in fields else None,
+            first_paid=None if first_paid is None else first_paid == "1",
+            holds=holds,
+            grants={rule_id: tuple(sorted(ids)) for rule_id, ids in grants.items()},
+        )
+
+    def write(self, pipe: Pipeline, member_id: str, changes: MemoryChanges) -> None:
+        """Queue ``changes`` on ``pipe`` (inside its MULTI)."""
+        key = self.key(member_id)
+        deleted = [f"grant:{rule_id}:{grant_id}" for rule_id, grant_id in changes.forgotten]
+        deleted += [f"hold:{rule_id}" for rule_id in changes.dropped_holds]
+        if deleted:
+            pipe.hdel(key, *deleted)
+        mapping = dict(changes.fields)
+        mapping.update({f"grant:{rule_id}:{grant_id}": "1" for rule_id, grant_id in changes.recorded})
+        mapping.update(
+            {f"hold:{h.rule_id}": json.dumps({"fact": h.fact, "charge_date": h.charge_date}) for h in changes.holds}
+        )
+        if mapping:
+            pipe.hset(key, mapping=mapping)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What handling one event did: new grants, grants that already existed, revocations, holds made and used."""
+
+    granted: int = 0
+    duplicates: int = 0
+    revoked: int = 0
+    held: int = 0
+    released: int = 0
+
+
+@dataclass(frozen=True)
+class _Member:
+    """The event with its ids checked present."""
+
+    event: MemberEvent
+    member_id: str
+    patreon_user_id: str
+
+
+def handle_event(state: AppState, event: MemberEvent) -> tuple[Plan, Outcome]:
+    """Decide on ``event`` against the member's memory and carry the plan out (blocking: run in a threadpool).
+
+    Raises:
+      ValueError: for the portal test payload (no member); the router answers it without calling this.
+      WatchError: when other deliveries for the member kept winning (``MAX_DECIDE_ATTEMPTS``); a 503.
+      RedisError, dramatiq.errors.BrokerError: storage trouble; a 503, nothing promised.
+    """
+    if event.member_id is None or event.patreon_user_id is None:
+        raise ValueError("a member event needs a member id and a Patreon user id")
+    member = _Member(event, event.member_id, event.patreon_user_id)
+    store = MemberStore(state.redis, state.keys)
+    _link_from_payload(state, member)
+    earlier_granted = earlier_revoked = 0  # by attempts whose memory write lost a race
+    for attempt in range(1, MAX_DECIDE_ATTEMPTS + 1):
+        with state.redis.pipeline() as pipe:
+            pipe.watch(store.key(member.member_id))  # type: ignore[no-untyped-call]
+            memory = store.load(member.member_id, via=pipe)
+            plan = decide(event, memory, state.rewards.patreon.rules)
+            changes, outcome = _carry_out(state, member, memory, plan)
+            pipe.multi()
+            store.write(pipe, member.member_id, changes)
+            try:
+                pipe.execute()
+            except WatchError:
+                logger.info(
+                    "patreon member %s changed meanwhile (attempt %d); deciding again", member.member_id, attempt
+                )
+                earlier_granted += outcome.granted
+                earlier_revoked += outcome.revoked
+                continue
+        return plan, replace(
+            outcome,
+            granted=outcome.granted + earlier_granted,
+            revoked=outcome.revoked + earlier_revoked,
+            duplicates=max(0, outcome.duplicates - earlier_granted),
+        )
+    raise WatchError(f"patreon member {member.member_id}: still contended after {MAX_DECIDE_ATTEMPTS} attempts")
+
+
+def _carry_out(state: AppState, member: _Member, memory: MemberMemory, plan: Plan) -> tuple[MemoryChanges, Outcome]:
+    """Submit the plan's revocations and grants; return the memory changes that record them."""
+    changes = MemoryChanges(fields=dict(plan.remember))
+    if plan.charge_date is not None and (memory.charge_date is None or plan.charge_date > memory.charge_date):
+        changes.fields["charge_date"] = plan.charge_date
+    revoked = _revoke(state, member, plan, memory, changes)
+    granted = duplicates = 0
+    for decision in plan.grants:
+        result = _submit(state, _new_grant(member, decision))
+        granted += result.created
+        duplicates += not result.created
+        # A redelivered event finds its grant again; keep it revocable unless it was already taken back.
+        if result.created or state.ledger.get_by_key(revoke_key(result.grant.id)) is None:
+            changes.recorded.append((decision.rule.rule_id, result.grant.id))
+    for hold in plan.new_holds:
+        # A pledge replayed after its hold was granted holds nothing.
+        if state.ledger.get_by_key(f"patreon:{member.member_id}:{hold.fact}:{hold.rule_id}") is None:
+            changes.holds.append(hold)
+    changes.dropped_holds = list(memory.holds) if plan.drop_all_holds else list(plan.released_holds)
+    return changes, Outcome(granted, duplicates, revoked, len(changes.holds), len(plan.released_holds))
+
+
+def _new_grant(member: _Member, decision: GrantDecision) -> NewGrant:
+    rule = decision.rule
+    return NewGrant(
+        guild_id=rule.effective_guild_id,
+        user_id=member.event.discord_user_id or "",
+        items=tuple(GrantItem(item.id, item.amount) for item in rule.items),
+        source=SOURCE,
+        idempotency_key=decision.idempotency_key(member.member_id),
+        source_ref=f"{member.event.trigger} member {member.member_id}",
+        rule=rule.rule_id,
+        reason=rule.reason or "",
+        platform=PLATFORM,
+        external_id=member.patreon_user_id,
+    )
+
+
+def _submit(state: AppState, new: NewGrant) -> CreateResult:
+    """To the Discord user the grant names; without one, to the linked user, or parked until a link exists."""
+    if new.user_id:
+        return submit_grant(state.ledger, state.broker, new)
+    return submit_for_identity(state.ledger, state.broker, state.links, new)
+
+
+def _revoke(state: AppState, member: _Member, plan: Plan, memory: MemberMemory, changes: MemoryChanges) -> int:
+    """Negative grants for what the plan's rules granted this member; each original is revoked at most once.
+
+    The negative goes wherever the original went: the same Discord user, or
+    parked beside a parked original (both are released together on linking,
+    so they net to zero). Originals in any state are revoked, queued and dead
+    ones too, so the ledger always nets to zero for a revoked grant.
+    """
+    revoked = 0
+    for rule_id in plan.revoke:
+        for grant_id in memory.grants.get(rule_id, ()):
+            original = state.ledger.get(grant_id)
+            if original is not None:
+                revoked += _submit(state, _negative(original, member, plan.revoke_reason)).created
+            changes.forgotten.append((rule_id, grant_id))
+    return revoked
+
+
+def _negative(original: Grant, member: _Member, why: str) -> NewGrant:
+    return NewGrant(
+        guild_id=original.guild_id,
+        user_id=original.user_id,
+        items=tuple(GrantItem(item.item_id, -item.amount) for item in original.items),
+        source=SOURCE,
+        idempotency_key=revoke_key(original.id),
+        source_ref=f"{member.event.trigger} member {member.member_id} revokes {original.id}",
+        rule=original.rule,
+        reason=f"revoked ({why})",
+        platform=original.platform,
+        external_id=original.external_id,
+    )
+
+
+def _link_from_payload(state: AppState, member: _Member) -> None:
+    """A payload naming the patron's Discord account links them, once, and releases what was parked for them.
+
+    Only when no link exists yet: a link set by an operator (``POST /links``) is never overwritten.
+    """
+    discord_id = member.event.discord_user_id
+    if discord_id is None or state.links.resolve(PLATFORM, member.patreon_user_id) is not None:
+        return
+    released = link_and_release(state.ledger, state.broker, state.links, PLATFORM, member.patreon_user_id, discord_id)
+    logger.info(
+        "patreon user %s linked to Discord user %s from the payload; %d parked grant(s) queued",
+        member.patreon_user_id, discord_id, len(released),
+    )  # fmt: skip
