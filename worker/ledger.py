@@ -196,7 +196,7 @@ class Ledger:
         }
         entry = json.dumps({"from": "", "to": state.value, "at": now, "reason": f"created by {new.source}"})
         flat = [part for pair in fields.items() for part in pair]
-        created, existing_id = self._create(
+        created, found_id, in_outbox, flat_hash = self._create(
             keys=[
                 self._keys.idempotency(new.idempotency_key),
                 self._keys.grant(grant_id),
@@ -208,13 +208,11 @@ class Ledger:
             ],
             args=[grant_id, IDEMPOTENCY_TTL_S, repr(now), entry, "park" if parked else "queue", *flat],
         )
-        found_id = _text(existing_id)
-        grant = self.get(found_id)
-        if grant is None:
+        if not flat_hash:
             # The claim outlived its grant (deleted by hand): nothing sensible to return.
-            raise LookupError(f"idempotency key {new.idempotency_key!r} names a missing grant {found_id}")
-        in_outbox = self._redis.zscore(self._keys.outbox(), found_id) is not None
-        return CreateResult(grant=grant, created=int(created) == 1, needs_enqueue=in_outbox)
+            raise LookupError(f"idempotency key {new.idempotency_key!r} names a missing grant {_text(found_id)}")
+        raw = {_bytes(k): _bytes(v) for k, v in zip(flat_hash[::2], flat_hash[1::2], strict=True)}
+        return CreateResult(grant=_grant_from_hash(raw), created=int(created) == 1, needs_enqueue=int(in_outbox) == 1)
 
     def get(self, grant_id: str) -> Grant | None:
         """The grant, or None when no grant has that id."""
@@ -360,6 +358,10 @@ def item_amounts(profile: Mapping[str, Any], item_ids: Iterable[str]) -> dict[st
                 if isinstance(amount, int | float):
                     amounts[str(entry["itemID"])] = float(amount)
     return amounts
+
+
+def _bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
 
 
 def _text(value: bytes | str) -> str:

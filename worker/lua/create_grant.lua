@@ -15,10 +15,14 @@
 --          index (it waits for a link); anything else: neither
 -- ARGV[6..] field, value pairs for the grant hash
 --
--- Returns {1, id} when created, {0, existing id} when the key was already claimed.
+-- Returns {created (1/0), grant id, in outbox (1/0), the grant's hash as a flat field/value list}:
+-- the new grant, or the one that already claimed the key (its hash key is KEYS[2] with the id
+-- replaced; the service runs on one Redis instance, not a cluster). One round trip either way.
 local existing = redis.call('GET', KEYS[1])
 if existing then
-  return {0, existing}
+  local grant_key = string.gsub(KEYS[2], '[^:]+$', existing, 1)
+  local in_outbox = redis.call('ZSCORE', KEYS[6], existing) and 1 or 0
+  return {0, existing, in_outbox, redis.call('HGETALL', grant_key)}
 end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', tonumber(ARGV[2]))
 local fields = {}
@@ -34,4 +38,4 @@ if ARGV[5] == 'queue' then
 elseif ARGV[5] == 'park' then
   redis.call('SADD', KEYS[7], ARGV[1])
 end
-return {1, ARGV[1]}
+return {1, ARGV[1], ARGV[5] == 'queue' and 1 or 0, fields}
