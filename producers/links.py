@@ -50,6 +50,10 @@ class LinkStore:
             return found.decode()
         return self._static.get(platform, {}).get(external_id)
 
+    def static_user(self, platform: str, external_id: str) -> str | None:
+        """The rewards file's link only (a run-time link, looked up in Redis, wins over it)."""
+        return self._static.get(platform, {}).get(external_id)
+
     def add(self, platform: str, external_id: str, discord_user_id: str) -> None:
         """Link (or re-link) ``external_id`` to ``discord_user_id``. Raises ``ValueError`` on a malformed id."""
         check_link(platform, external_id, discord_user_id)

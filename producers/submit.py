@@ -1,29 +1,38 @@
-"""Durably queue a grant: ledger entry (idempotent) and queue message, in that order.
+"""Durably queue grants: ledger entry and queue message in one atomic step, once per idempotency key.
 
-Every producer (grants API, CLI, webhooks) goes through ``submit_grant`` and
-answers 2xx only after it returns. A failure part-way leaves either nothing, or
-a grant whose outbox marker makes the worker's sweeper enqueue it
-(``worker.sweeper``) — never a lost grant.
+Every producer (grants API, CLI, webhooks) goes through here and answers 2xx
+only after it returns (``worker.creation`` writes the ledger entry and the
+Dramatiq message together). A grant that an older code path left with only an
+outbox marker is enqueued here when its key is submitted again, or by the
+worker's sweeper (``worker.sweeper``) — never lost.
 """
 
 from __future__ import annotations
-
-from dataclasses import replace
 
 import dramatiq
 
 from producers.links import LinkStore
 from worker.broker import enqueue_grant
+from worker.creation import Mode, Planned
 from worker.ledger import CreateResult, Ledger, NewGrant
 
 
 def submit_grant(ledger: Ledger, broker: dramatiq.Broker, new: NewGrant) -> CreateResult:
-    """Create ``new`` unless its idempotency key is taken, and make sure it is queued.
+    """Create ``new`` and its queue message unless its idempotency key is taken (then return that grant).
 
-    Raises whatever Redis or the broker raise; the caller answers 503 then and
-    the source retries with the same idempotency key.
+    Raises whatever Redis raises; the caller answers 503 then and the source
+    retries with the same idempotency key.
     """
-    result = ledger.create(new)
+    return finish_enqueue(ledger, broker, ledger.create_many([Planned(new, Mode.ENQUEUE)]).results[0])
+
+
+def planned_for_identity(links: LinkStore, new: NewGrant) -> Planned:
+    """``new`` for the Discord user linked to ``new.platform``/``new.external_id`` — or parked until one is."""
+    return Planned(new, Mode.RESOLVE, links.static_user(new.platform, new.external_id) or "")
+
+
+def finish_enqueue(ledger: Ledger, broker: dramatiq.Broker, result: CreateResult) -> CreateResult:
+    """Enqueue a grant that the key named but whose queue message may be missing (its outbox marker stands)."""
     if result.needs_enqueue:
         enqueue_grant(broker, result.grant.id)
         ledger.mark_enqueued(result.grant.id)
@@ -41,23 +50,10 @@ def submit_for_identity(ledger: Ledger, broker: dramatiq.Broker, links: LinkStor
     """Queue ``new`` for the Discord user linked to ``new.platform``/``new.external_id``, or park it.
 
     A parked grant is never dropped: ``link_and_release`` queues it, once, when
-    the link appears. The link is looked up again after parking, so a link added
-    at the same moment cannot leave the grant parked (each side writes first,
-    then looks at the other).
+    the link appears. The link is looked up inside the same atomic step that
+    parks, so a link added at the same moment cannot leave the grant parked.
     """
-    user_id = links.resolve(new.platform, new.external_id)
-    if user_id is not None:
-        return submit_grant(ledger, broker, replace(new, user_id=user_id))
-    result = ledger.create(new, parked=True)
-    late_user = links.resolve(new.platform, new.external_id)
-    if late_user is not None:
-        _enqueue_released(ledger, broker, ledger.release_parked(new.platform, new.external_id, late_user))
-        grant = ledger.get(result.grant.id)
-        return CreateResult(grant=grant or result.grant, created=result.created)
-    if result.needs_enqueue:  # the key named a grant that is queued, not parked: finish its enqueue
-        enqueue_grant(broker, result.grant.id)
-        ledger.mark_enqueued(result.grant.id)
-    return result
+    return finish_enqueue(ledger, broker, ledger.create_many([planned_for_identity(links, new)]).results[0])
 
 
 def link_and_release(

@@ -7,6 +7,7 @@ broker calls, which takes minutes on a quiet system (research/dramatiq.md §4).
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 
 import dramatiq
@@ -89,6 +90,23 @@ def declare_deliver(
         time_limit=int((timeout_s + TIME_LIMIT_MARGIN_S) * 1000),
     )
     return decorate(deliver)
+
+
+def encoded_message(grant_id: str) -> tuple[str, str]:
+    """``(redis message id, encoded message)`` of ``deliver(grant_id)``, as the Redis broker stores it.
+
+    For ``worker.creation``, which writes the message in the same atomic step
+    as the ledger entry.
+    """
+    redis_message_id = str(uuid.uuid4())
+    message: dramatiq.Message[None] = dramatiq.Message(
+        queue_name=QUEUE_NAME,
+        actor_name=ACTOR_NAME,
+        args=(grant_id,),
+        kwargs={},
+        options={"redis_message_id": redis_message_id},
+    )
+    return redis_message_id, message.encode().decode("utf-8")
 
 
 def enqueue_grant(broker: dramatiq.Broker, grant_id: str, *, delay_s: float | None = None) -> None:

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from redis import Redis
 
-from worker.keys import IDEMPOTENCY_TTL_S, PROFILE_TTL_S, Keys
+from worker.keys import PROFILE_TTL_S, Keys
+
+if TYPE_CHECKING:
+    from worker.creation import BatchResult, Planned
 from worker.scripts import load_script
 
 
@@ -159,7 +161,6 @@ class Ledger:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self._redis = redis
         self._keys = keys
-        self._create = load_script(redis, "create_grant")
         self._transition = load_script(redis, "transition")
         self._release = load_script(redis, "release_parked")
 
@@ -167,57 +168,26 @@ class Ledger:
     def create(self, new: NewGrant, *, parked: bool = False) -> CreateResult:
         """Create the grant unless its idempotency key is taken; then return the existing one.
 
-        A new grant is ``queued`` (with an outbox marker: enqueue it next), or
-        ``parked`` under ``new.platform``/``new.external_id`` when ``parked``.
+        A new grant is ``queued`` with an outbox marker (the caller enqueues it
+        next, see ``Keys.outbox``), or ``parked`` under ``new.platform``/
+        ``new.external_id`` when ``parked``. Producers use ``worker.creation``,
+        which also writes the queue message in the same step.
         """
-        if parked and not (new.platform and new.external_id):
-            raise ValueError("a parked grant needs platform and external_id")
-        state = GrantState.PARKED if parked else GrantState.QUEUED
-        grant_id = uuid.uuid4().hex
-        now = time.time()
-        fields: dict[str, str] = {
-            "id": grant_id,
-            "state": state.value,
-            "guild_id": new.guild_id,
-            "user_id": new.user_id,
-            "items": json.dumps([[item.item_id, item.amount] for item in new.items]),
-            "source": new.source,
-            "source_ref": new.source_ref,
-            "rule": new.rule,
-            "reason": new.reason,
-            "idempotency_key": new.idempotency_key,
-            "platform": new.platform,
-            "external_id": new.external_id,
-            "attempts": "0",
-            "failures": "0",
-            "last_error": "",
-            "created_at": repr(now),
-            "updated_at": repr(now),
-        }
-        entry = json.dumps({"from": "", "to": state.value, "at": now, "reason": f"created by {new.source}"})
-        flat = [part for pair in fields.items() for part in pair]
-        created, found_id, in_outbox, flat_hash = self._create(
-            keys=[
-                self._keys.idempotency(new.idempotency_key),
-                self._keys.grant(grant_id),
-                self._keys.history(grant_id),
-                self._keys.state_index(state.value),
-                self._keys.all_grants(),
-                self._keys.outbox(),
-                self._keys.parked(new.platform, new.external_id),
-            ],
-            args=[grant_id, IDEMPOTENCY_TTL_S, repr(now), entry, "park" if parked else "queue", *flat],
-        )
-        if not flat_hash:
-            # The claim outlived its grant (deleted by hand): nothing sensible to return.
-            raise LookupError(f"idempotency key {new.idempotency_key!r} names a missing grant {_text(found_id)}")
-        raw = {_bytes(k): _bytes(v) for k, v in zip(flat_hash[::2], flat_hash[1::2], strict=True)}
-        return CreateResult(grant=_grant_from_hash(raw), created=int(created) == 1, needs_enqueue=int(in_outbox) == 1)
+        from worker.creation import Mode, Planned, create_grants  # creation builds on this module
+
+        batch = create_grants(self._redis, self._keys, [Planned(new, Mode.PARK if parked else Mode.OUTBOX)])
+        return batch.results[0]
+
+    def create_many(self, planned: Sequence[Planned], *, seen_key: str = "", counter: str = "") -> BatchResult:
+        """Create a batch in one atomic step (see ``worker.creation``)."""
+        from worker.creation import create_grants
+
+        return create_grants(self._redis, self._keys, planned, seen_key=seen_key, counter=counter)
 
     def get(self, grant_id: str) -> Grant | None:
         """The grant, or None when no grant has that id."""
         raw = cast(dict[bytes, bytes], self._redis.hgetall(self._keys.grant(grant_id)))
-        return _grant_from_hash(raw) if raw else None
+        return grant_from_hash(raw) if raw else None
 
     def get_by_key(self, idempotency_key: str) -> Grant | None:
         """The grant that claimed ``idempotency_key``, if any."""
@@ -360,15 +330,12 @@ def item_amounts(profile: Mapping[str, Any], item_ids: Iterable[str]) -> dict[st
     return amounts
 
 
-def _bytes(value: bytes | str) -> bytes:
-    return value if isinstance(value, bytes) else value.encode()
-
-
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _grant_from_hash(raw: Mapping[bytes, bytes]) -> Grant:
+def grant_from_hash(raw: Mapping[bytes, bytes]) -> Grant:
+    """A ``Grant`` from its Redis hash."""
     data = {key.decode(): value.decode() for key, value in raw.items()}
     result = json.loads(data["result"]) if data.get("result") else None
     return Grant(
