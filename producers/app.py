@@ -29,7 +29,7 @@ from worker.broker import build_broker
 from worker.keys import Keys
 from worker.ledger import Ledger
 from worker.observability import configure_logging, init_sentry
-from worker.runtime import connect_redis
+from worker.runtime import connect_redis, connect_redis_async
 
 logger = logging.getLogger("wetbot_rewards.web")
 
@@ -43,11 +43,13 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis = connect_redis(settings)
+        aredis = connect_redis_async(settings)
         keys = Keys(settings.redis_key_prefix)
         broker = build_broker(settings)
         app.state.wetbot = AppState(
             settings=settings,
             redis=redis,
+            aredis=aredis,
             keys=keys,
             ledger=Ledger(redis, keys),
             broker=broker,
@@ -59,6 +61,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             broker.close()
             redis.close()
+            await aredis.aclose()
 
     app = FastAPI(title="wetbot-rewards", lifespan=lifespan)
     for router in ROUTERS:

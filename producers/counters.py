@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable
 from typing import cast
 
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 
 from worker.keys import Keys
 
@@ -18,6 +20,13 @@ def count_event(redis: Redis, keys: Keys, name: str, amount: int = 1) -> None:
     if not _NAME.match(name):
         raise ValueError(f"counter name {name!r}: use a-z, 0-9 and _ . : -")
     redis.hincrby(keys.counters(), name, amount)
+
+
+async def count_event_async(redis: AsyncRedis, keys: Keys, name: str, amount: int = 1) -> None:
+    """``count_event`` for asyncio code."""
+    if not _NAME.match(name):
+        raise ValueError(f"counter name {name!r}: use a-z, 0-9 and _ . : -")
+    await cast(Awaitable[int], redis.hincrby(keys.counters(), name, amount))
 
 
 def read_counters(redis: Redis, keys: Keys) -> dict[str, int]:

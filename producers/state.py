@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import dramatiq
 from fastapi import Request
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 
 from config.rewards import RewardsConfig
 from config.settings import Settings
@@ -21,6 +22,8 @@ class AppState:
 
     settings: Settings
     redis: Redis
+    #: the same Redis for asyncio routes (webhooks), so the hot path needs no thread hop.
+    aredis: AsyncRedis
     keys: Keys
     ledger: Ledger
     broker: dramatiq.Broker

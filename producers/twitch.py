@@ -31,11 +31,12 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
-from producers.counters import count_event
+from producers.counters import count_event, count_event_async
 from producers.state import AppState, app_state
-from producers.submit import link_and_release, submit_for_identity
+from producers.submit import finish_enqueue, link_and_release, planned_for_identity
 from producers.twitch_rules import MalformedEvent, Plan, plan_notification
 from producers.twitch_signature import HEADER_MESSAGE_TYPE, SignatureRejected, VerifiedMessage, verify
+from worker.creation import create_grants_async
 from worker.keys import SEEN_TTL_S
 from worker.observability import capture
 
@@ -95,7 +96,7 @@ async def twitch_webhook(request: Request) -> Response:
                 "twitch %s notification %s unusable: %s", _plain_type(subscription_type), message.message_id, exc
             )
             raise HTTPException(status.HTTP_400_BAD_REQUEST, f"event.{exc}") from None
-        await run_in_threadpool(_carry_out, state, message, subscription_type, plan)
+        await _carry_out(state, message, subscription_type, plan)
         return Response(status_code=status.HTTP_204_NO_CONTENT)
     if not message_type:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "missing Twitch-Eventsub-Message-Type header")
@@ -147,16 +148,45 @@ def _plain_type(subscription_type: str) -> str:
     return subscription_type if _PLAIN_TYPE.fullmatch(subscription_type) else "other"
 
 
-# -- acting (threadpool: the Redis client is synchronous) -------------------------------------------
+# -- acting ---------------------------------------------------------------------------------------
 
 
-def _carry_out(state: AppState, message: VerifiedMessage, subscription_type: str, plan: Plan) -> None:
-    """Links, then grants (queued or parked), then the seen marker: a crash before the marker is retried safely."""
+async def _carry_out(state: AppState, message: VerifiedMessage, subscription_type: str, plan: Plan) -> None:
+    """Links, then grants (queued or parked) with the seen marker and counter in one atomic step.
+
+    The common case is one round trip on the asyncio Redis client: no thread
+    hop. Link rewards (rare) write their link first, through the synchronous
+    path, so the redemption's own grant already goes to the linked user.
+    """
     shown = _plain_type(subscription_type)
     seen = state.keys.seen(SEEN_MESSAGE, message.message_id)
-    if state.redis.exists(seen):
-        count_event(state.redis, state.keys, "twitch.duplicate")
+    if plan.links:
+        if await state.aredis.exists(seen):
+            await count_event_async(state.aredis, state.keys, "twitch.duplicate")
+            return
+        await run_in_threadpool(_make_links, state, plan)
+    outcome = "granted" if plan.grants else "ignored"
+    batch = await create_grants_async(
+        state.aredis,
+        state.keys,
+        [planned_for_identity(state.links, planned.to_new_grant(message.message_id)) for planned in plan.grants],
+        seen_key=seen,
+        counter=f"twitch.{shown}.{outcome}",
+    )
+    if batch.seen:
+        await count_event_async(state.aredis, state.keys, "twitch.duplicate")
         return
+    if any(result.needs_enqueue for result in batch.results):
+        await run_in_threadpool(lambda: [finish_enqueue(state.ledger, state.broker, r) for r in batch.results])
+    for why in plan.skipped:
+        logger.debug("twitch %s %s: rule skipped: %s", shown, message.message_id, why)
+    if plan.grants:
+        created = sum(result.created for result in batch.results)
+        logger.info("twitch %s %s: %d grant(s), %d new", shown, message.message_id, len(plan.grants), created)
+
+
+def _make_links(state: AppState, plan: Plan) -> None:
+    """Link rewards: link each viewer to the Discord id they typed (and queue what was parked for them)."""
     for link in plan.links:
         if link.discord_user_id is None:
             logger.info(
@@ -175,19 +205,6 @@ def _carry_out(state: AppState, message: VerifiedMessage, subscription_type: str
             link.discord_user_id,
             len(released),
         )
-    created = 0
-    for planned in plan.grants:
-        result = submit_for_identity(state.ledger, state.broker, state.links, planned.to_new_grant(message.message_id))
-        created += int(result.created)
-    for why in plan.skipped:
-        logger.debug("twitch %s %s: rule skipped: %s", shown, message.message_id, why)
-    outcome = "granted" if plan.grants else "ignored"
-    pipe = state.redis.pipeline(transaction=False)
-    pipe.set(seen, "1", nx=True, ex=SEEN_TTL_S)
-    count_event(pipe, state.keys, f"twitch.{shown}.{outcome}")
-    pipe.execute()
-    if plan.grants:
-        logger.info("twitch %s %s: %d grant(s), %d new", shown, message.message_id, len(plan.grants), created)
 
 
 def _record_revocation(

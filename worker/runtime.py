@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 
 from config.settings import Settings
 from worker.client import WetbotClient
@@ -22,6 +23,16 @@ REDIS_SOCKET_TIMEOUT_S = 5.0
 def connect_redis(settings: Settings) -> Redis:
     """A Redis client for ``REDIS_URL`` with short timeouts (commands return bytes)."""
     return Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
+        socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+        health_check_interval=30,
+    )
+
+
+def connect_redis_async(settings: Settings) -> AsyncRedis:
+    """``connect_redis`` for asyncio code."""
+    return AsyncRedis.from_url(
         settings.redis_url,
         socket_connect_timeout=REDIS_CONNECT_TIMEOUT_S,
         socket_timeout=REDIS_SOCKET_TIMEOUT_S,
