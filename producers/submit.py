@@ -2,9 +2,9 @@
 
 Every producer (grants API, CLI, webhooks) goes through here and answers 2xx
 only after it returns (``worker.creation`` writes the ledger entry and the
-Dramatiq message together). A grant that an older code path left with only an
-outbox marker is enqueued here when its key is submitted again, or by the
-worker's sweeper (``worker.sweeper``) — never lost.
+Dramatiq message together). A grant that still carries an outbox marker (its
+requeue was cut short) is enqueued here when its key is submitted again, or by
+the worker's sweeper (``worker.sweeper``) — never lost.
 """
 
 from __future__ import annotations

@@ -51,11 +51,12 @@ class Keys:
         return f"{self.prefix}:idem:{idempotency_key}"
 
     def outbox(self) -> str:
-        """ZSET grant id -> creation time of grants whose queue message may not exist yet.
+        """ZSET grant id -> time of grants whose queue message may not exist yet.
 
-        A producer writes the ledger entry and this marker in one script, then
-        enqueues, then removes the marker. A marker that stays means the producer
-        died in between; the worker's sweeper enqueues such grants.
+        Paths that cannot write the message in the same script as the state
+        change (replay, resolve, releasing parked grants, ``Ledger.create``) set
+        this marker first, enqueue, then remove it. A marker that stays means
+        the caller died in between; the worker's sweeper enqueues such grants.
         """
         return f"{self.prefix}:outbox"
 

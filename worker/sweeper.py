@@ -1,8 +1,10 @@
-"""A Dramatiq middleware that enqueues grants whose producer died between ledger and queue.
+"""A Dramatiq middleware that enqueues grants whose requeue was cut short between ledger and queue.
 
-Producers write the ledger entry plus an outbox marker atomically, enqueue, then
-drop the marker (``Keys.outbox``). A marker older than ``STALE_AFTER_S`` means
-the enqueue may never have happened; the sweeper enqueues such grants again.
+New grants get their queue message in the same script as their ledger entry
+(``worker.creation``). Replays, resolutions and released parked grants set an
+outbox marker with the state change, enqueue, then drop the marker
+(``Keys.outbox``). A marker older than ``STALE_AFTER_S`` means the enqueue may
+never have happened; the sweeper enqueues such grants again.
 A duplicate message is harmless: the ledger's state checks and the per-grant
 lease make the second one a no-op.
 """
