@@ -11,7 +11,26 @@ PY="$VENV/bin/python"
 export PATH="$PWD/$VENV/bin:$PATH"
 mkdir -p .run
 
-if [ -f .env ]; then set -a; . ./.env; set +a; fi
+# Demo mode on a fresh checkout: a .env with generated secrets, so the CLI (send-test) shares them.
+if [ -z "${WETBOT_API_KEY:-}" ] && [ ! -f .env ]; then
+  "$PY" - <<'PY'
+import re, secrets
+from pathlib import Path
+text = Path(".env.example").read_text(encoding="utf-8")
+for name in ("GRANTS_API_TOKEN", "TWITCH_WEBHOOK_SECRET", "PATREON_WEBHOOK_SECRET"):
+    text = re.sub(rf"^{name}=$", f"{name}={secrets.token_hex(20)}", text, flags=re.M)
+Path(".env").write_text(text, encoding="utf-8")
+PY
+  echo "make run: created .env from .env.example with generated demo secrets (add WETBOT_API_KEY there for real use)"
+fi
+
+# Read .env without overriding what the environment already sets (the service itself does the same).
+if [ -f .env ]; then
+  while IFS='=' read -r key value; do
+    [[ "$key" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || continue
+    if [ -z "${!key:-}" ] && [ -n "$value" ]; then export "$key=$value"; fi
+  done < .env
+fi
 export REDIS_URL=${REDIS_URL:-redis://localhost:6379/0}
 export PORT=${PORT:-8000}
 export REWARDS_FILE=${REWARDS_FILE:-config/rewards.toml}
@@ -69,6 +88,10 @@ if [ -z "${WETBOT_API_KEY:-}" ]; then
        -d '{"guild_id": "$GUILD", "user_id": "222222222222222222", "items": [{"item_id": "gem", "amount": 5}]}'
    then look at it:  curl -s http://127.0.0.1:$PORT/grants/<id>
    or:               $VENV/bin/wetbot-rewards grants list
+
+   Signed test webhooks (secrets from .env):
+     $VENV/bin/wetbot-rewards send-test twitch channel.cheer --user-id 1337
+     $VENV/bin/wetbot-rewards send-test patreon members:pledge:create --tier 9999999 --discord-id 222222222222222222
   ======================================================================
 
 BANNER
