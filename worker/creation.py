@@ -20,8 +20,6 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from functools import cache
-from importlib import resources
 from typing import Any
 
 from redis import Redis
@@ -30,6 +28,10 @@ from redis.asyncio import Redis as AsyncRedis
 from worker.broker import QUEUE_NAME, encoded_message
 from worker.keys import IDEMPOTENCY_TTL_S, SEEN_TTL_S, Keys
 from worker.ledger import CreateResult, GrantState, NewGrant, grant_from_hash
+from worker.scripts import load_script, script_source
+
+#: ``worker/lua/create_grants.lua``
+SCRIPT = "create_grants"
 
 
 class Mode(StrEnum):
@@ -120,7 +122,7 @@ def create_grants(
     redis: Redis, keys: Keys, planned: Sequence[Planned], *, seen_key: str = "", counter: str = ""
 ) -> BatchResult:
     """Create ``planned`` (and mark ``seen_key``, count ``counter``) in one atomic step."""
-    script = redis.register_script(_source())
+    script = load_script(redis, SCRIPT)
     reply: Any = script(args=[build_request(keys, planned, seen_key=seen_key, counter=counter)])
     return parse_reply(reply)
 
@@ -130,7 +132,7 @@ async def create_grants_async(
 ) -> BatchResult:
     """``create_grants`` for asyncio code (webhook receivers): no thread hop, one round trip."""
     request = build_request(keys, planned, seen_key=seen_key, counter=counter)
-    script = redis.register_script(_source())
+    script = redis.register_script(script_source(SCRIPT))
     return parse_reply(await script(args=[request]))
 
 
@@ -155,8 +157,3 @@ def _fields(new: NewGrant, grant_id: str, now: float) -> list[str]:
         "updated_at": repr(now),
     }
     return [part for pair in fields.items() for part in pair]
-
-
-@cache
-def _source() -> str:
-    return (resources.files("worker") / "lua" / "create_grants.lua").read_text(encoding="utf-8")

@@ -10,10 +10,11 @@ from redis.commands.core import Script
 
 
 @cache
-def _source(name: str) -> str:
+def script_source(name: str) -> str:
+    """The text of ``worker/lua/<name>.lua`` (read once)."""
     return (resources.files("worker") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
 
 
 def load_script(redis: Redis, name: str) -> Script:
     """Return ``worker/lua/<name>.lua`` registered on ``redis`` (EVALSHA with a fallback to EVAL)."""
-    return redis.register_script(_source(name))
+    return redis.register_script(script_source(name))
