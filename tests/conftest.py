@@ -29,8 +29,7 @@ from worker.delivery import Deliverer
 from worker.keys import Keys
 from worker.ledger import Ledger
 from worker.observability import init_sentry
-from worker.runtime import build_deliverer, connect_redis
-from worker.sweeper import OutboxSweeper
+from worker.runtime import add_worker_middleware, build_deliverer, connect_redis
 
 #: Tests use DB 15 of the local Redis; override with WBR_TEST_REDIS_URL.
 TEST_REDIS_URL = os.environ.get("WBR_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -219,17 +218,21 @@ class RunningWorker:
         self.broker.close()
 
 
-def start_worker(settings: Settings, *, threads: int = 4) -> RunningWorker:
-    """Start a worker for ``settings``: its own broker connection, as a separate process would have."""
+def start_worker(settings: Settings, *, threads: int = 4, handler: Callable[[str], None] | None = None,
+                 max_retries: int | None = None) -> RunningWorker:  # fmt: skip
+    """Start a worker for ``settings``: its own broker connection, as a separate process would have.
+
+    ``handler`` replaces the deliverer (to make the actor fail on purpose); ``max_retries`` lowers
+    the actor's retries after unexpected exceptions.
+    """
     broker = build_broker(settings)
     redis_client = connect_redis(settings)
     deliverer = build_deliverer(
         settings, redis_client, lambda gid, delay_s: enqueue_grant(broker, gid, delay_s=delay_s)
     )
-    declare_deliver(broker, deliverer.deliver, timeout_s=settings.wetbot_timeout)
-    broker.add_middleware(
-        OutboxSweeper(redis_client, Keys(settings.redis_key_prefix), lambda g: enqueue_grant(broker, g))
-    )
+    extra = {} if max_retries is None else {"max_retries": max_retries}
+    declare_deliver(broker, handler or deliverer.deliver, timeout_s=settings.wetbot_timeout, **extra)
+    add_worker_middleware(broker, redis_client, Keys(settings.redis_key_prefix))
     worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
     worker.start()
     return RunningWorker(broker, worker)
@@ -240,8 +243,8 @@ def workers() -> Iterator[Callable[..., RunningWorker]]:
     """Factory for in-process workers; all are stopped at the end of the test."""
     started: list[RunningWorker] = []
 
-    def factory(settings: Settings, *, threads: int = 4) -> RunningWorker:
-        running = start_worker(settings, threads=threads)
+    def factory(settings: Settings, **options: Any) -> RunningWorker:
+        running = start_worker(settings, **options)
         started.append(running)
         return running
 

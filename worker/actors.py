@@ -15,8 +15,7 @@ from config.settings import settings_or_exit
 from worker.broker import build_broker, declare_deliver, enqueue_grant
 from worker.keys import Keys
 from worker.observability import configure_logging, init_sentry
-from worker.runtime import build_deliverer, connect_redis
-from worker.sweeper import OutboxSweeper
+from worker.runtime import add_worker_middleware, build_deliverer, connect_redis
 
 settings = settings_or_exit()
 if settings.wetbot_api_key is None:
@@ -31,7 +30,7 @@ init_sentry(settings)
 
 redis = connect_redis(settings)
 broker = build_broker(settings)
-broker.add_middleware(OutboxSweeper(redis, Keys(settings.redis_key_prefix), lambda gid: enqueue_grant(broker, gid)))
+add_worker_middleware(broker, redis, Keys(settings.redis_key_prefix))
 dramatiq.set_broker(broker)
 
 _deliverer = build_deliverer(settings, redis, lambda gid, delay_s: enqueue_grant(broker, gid, delay_s=delay_s))

@@ -67,7 +67,11 @@ TIME_LIMIT_MARGIN_S = 60
 
 
 def declare_deliver(
-    broker: dramatiq.Broker, handler: Callable[[str], None], *, timeout_s: float
+    broker: dramatiq.Broker,
+    handler: Callable[[str], None],
+    *,
+    timeout_s: float,
+    max_retries: int = MAX_UNEXPECTED_RETRIES,
 ) -> dramatiq.Actor[[str], None]:
     """Declare the ``deliver`` actor on ``broker``, running ``handler(grant_id)``.
 
@@ -75,6 +79,7 @@ def declare_deliver(
       broker: the broker the actor belongs to.
       handler: the work, normally ``Deliverer.deliver``.
       timeout_s: the WetBot call timeout, from which the actor's time limit follows.
+      max_retries: retries after unexpected exceptions (tests lower it).
     """
 
     def deliver(grant_id: str) -> None:
@@ -84,7 +89,7 @@ def declare_deliver(
         actor_name=ACTOR_NAME,
         queue_name=QUEUE_NAME,
         broker=broker,
-        max_retries=MAX_UNEXPECTED_RETRIES,
+        max_retries=max_retries,
         min_backoff=MIN_BACKOFF_MS,
         max_backoff=MAX_BACKOFF_MS,
         time_limit=int((timeout_s + TIME_LIMIT_MARGIN_S) * 1000),

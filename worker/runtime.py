@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import dramatiq
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
 from config.settings import Settings
+from worker.broker import enqueue_grant
 from worker.client import WetbotClient
+from worker.dead_letters import DeadLetterRecorder
 from worker.delivery import Deliverer, Requeue
 from worker.keys import Keys
 from worker.ledger import Ledger
 from worker.limiter import SlidingWindowLimiter
+from worker.sweeper import OutboxSweeper
 
 #: Seconds to wait for Redis to accept a connection / answer a command. Short,
 #: so a web request facing a dead Redis answers 503 quickly instead of hanging.
@@ -59,3 +63,9 @@ def build_deliverer(
         requeue=requeue,
         **extra,
     )
+
+
+def add_worker_middleware(broker: dramatiq.Broker, redis: Redis, keys: Keys) -> None:
+    """The worker's own middleware: the outbox sweeper and the dead-letter recorder."""
+    broker.add_middleware(OutboxSweeper(redis, keys, lambda grant_id: enqueue_grant(broker, grant_id)))
+    broker.add_middleware(DeadLetterRecorder(Ledger(redis, keys)))
