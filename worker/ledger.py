@@ -165,18 +165,17 @@ class Ledger:
         self._release = load_script(redis, "release_parked")
 
     # --- create & read -------------------------------------------------------
-    def create(self, new: NewGrant, *, parked: bool = False) -> CreateResult:
+    def create(self, new: NewGrant) -> CreateResult:
         """Create the grant unless its idempotency key is taken; then return the existing one.
 
-        A new grant is ``queued`` with an outbox marker (the caller enqueues it
-        next, see ``Keys.outbox``), or ``parked`` under ``new.platform``/
-        ``new.external_id`` when ``parked``. Producers use ``worker.creation``,
-        which also writes the queue message in the same step.
+        A new grant is ``queued`` with an outbox marker: the caller enqueues it
+        next (see ``Keys.outbox``). Producers use ``create_many`` with
+        ``worker.creation`` modes, which also write the queue message in the
+        same step or park the grant.
         """
-        from worker.creation import Mode, Planned, create_grants  # creation builds on this module
+        from worker.creation import Mode, Planned  # creation builds on this module
 
-        batch = create_grants(self._redis, self._keys, [Planned(new, Mode.PARK if parked else Mode.OUTBOX)])
-        return batch.results[0]
+        return self.create_many([Planned(new, Mode.OUTBOX)]).results[0]
 
     def create_many(self, planned: Sequence[Planned], *, seen_key: str = "", counter: str = "") -> BatchResult:
         """Create a batch in one atomic step (see ``worker.creation``)."""
