@@ -23,6 +23,7 @@ from config.errors import ConfigError
 from config.rewards import load_rewards
 from config.settings import Settings, settings_or_exit
 from producers import grants, health, links_api, patreon, twitch
+from producers.creation_batcher import CreationBatcher
 from producers.links import LinkStore
 from producers.state import AppState
 from worker.broker import build_broker
@@ -33,7 +34,8 @@ from worker.runtime import connect_redis, connect_redis_async
 
 logger = logging.getLogger("wetbot_rewards.web")
 
-ROUTERS = [health.router, grants.router, links_api.router, twitch.router, patreon.router]
+#: Webhooks first: FastAPI tries routers in this order, and they carry the load.
+ROUTERS = [twitch.router, patreon.router, grants.router, links_api.router, health.router]
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -50,6 +52,7 @@ def create_app(settings: Settings) -> FastAPI:
             settings=settings,
             redis=redis,
             aredis=aredis,
+            creator=CreationBatcher(aredis, keys),
             keys=keys,
             ledger=Ledger(redis, keys),
             broker=broker,

@@ -11,6 +11,7 @@ from redis.asyncio import Redis as AsyncRedis
 
 from config.rewards import RewardsConfig
 from config.settings import Settings
+from producers.creation_batcher import CreationBatcher
 from producers.links import LinkStore
 from worker.keys import Keys
 from worker.ledger import Ledger
@@ -24,6 +25,8 @@ class AppState:
     redis: Redis
     #: the same Redis for asyncio routes (webhooks), so the hot path needs no thread hop.
     aredis: AsyncRedis
+    #: creates webhook events' grants on ``aredis``, concurrent events in one call.
+    creator: CreationBatcher
     keys: Keys
     ledger: Ledger
     broker: dramatiq.Broker

@@ -14,8 +14,9 @@ Order of work, and why:
    ``notification`` → the rules' grants are durably queued (or parked) and
    only then is the message id marked seen and 204 returned.
 
-Redis work runs in the threadpool (the client is synchronous). A Redis or
-broker error propagates to the app's handler, which answers 503: nothing was
+Grants are created on the asyncio Redis client (``creation_batcher``); the
+rare link rewards and revocations use the synchronous client in the
+threadpool. A Redis or broker error propagates to the app's handler, which answers 503: nothing was
 acknowledged, so Twitch retries, and the deterministic idempotency keys make
 the retry create only what is still missing.
 """
@@ -36,7 +37,6 @@ from producers.state import AppState, app_state
 from producers.submit import finish_enqueue, link_and_release, planned_for_identity
 from producers.twitch_rules import MalformedEvent, Plan, plan_notification
 from producers.twitch_signature import HEADER_MESSAGE_TYPE, SignatureRejected, VerifiedMessage, verify
-from worker.creation import create_grants_async
 from worker.keys import SEEN_TTL_S
 from worker.observability import capture
 
@@ -154,9 +154,10 @@ def _plain_type(subscription_type: str) -> str:
 async def _carry_out(state: AppState, message: VerifiedMessage, subscription_type: str, plan: Plan) -> None:
     """Links, then grants (queued or parked) with the seen marker and counter in one atomic step.
 
-    The common case is one round trip on the asyncio Redis client: no thread
-    hop. Link rewards (rare) write their link first, through the synchronous
-    path, so the redemption's own grant already goes to the linked user.
+    The common case is one script call on the asyncio Redis client, shared
+    with concurrent notifications (``creation_batcher``): no thread hop.
+    Link rewards (rare) write their link first, through the synchronous path,
+    so the redemption's own grant already goes to the linked user.
     """
     shown = _plain_type(subscription_type)
     seen = state.keys.seen(SEEN_MESSAGE, message.message_id)
@@ -166,9 +167,7 @@ async def _carry_out(state: AppState, message: VerifiedMessage, subscription_typ
             return
         await run_in_threadpool(_make_links, state, plan)
     outcome = "granted" if plan.grants else "ignored"
-    batch = await create_grants_async(
-        state.aredis,
-        state.keys,
+    batch = await state.creator.create(
         [planned_for_identity(state.links, planned.to_new_grant(message.message_id)) for planned in plan.grants],
         seen_key=seen,
         counter=f"twitch.{shown}.{outcome}",

@@ -2,9 +2,11 @@
 
 A producer hands over everything one event yields — the grants, how each is to
 be queued, the webhook's "seen" marker and its counter — and Redis does it in
-one step. With ``Mode.ENQUEUE``/``Mode.RESOLVE`` the Dramatiq message is written
-in that same step, so no crash can leave a grant without its message, and a
-webhook costs one round trip.
+one step. Asyncio receivers hand several events to one call
+(``producers.creation_batcher``); each is handled as if alone. With
+``Mode.ENQUEUE``/``Mode.RESOLVE`` the Dramatiq message is written in that same
+step, so no crash can leave a grant without its message, and a webhook costs
+one round trip.
 
 Writing the message ourselves follows the Redis broker's storage (a hash of
 encoded messages and a list of their ids, research/dramatiq.md §4); the
@@ -24,10 +26,11 @@ from typing import Any
 
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
+from redis.commands.core import AsyncScript
 
 from worker.broker import QUEUE_NAME, encoded_message
 from worker.keys import IDEMPOTENCY_TTL_S, SEEN_TTL_S, Keys
-from worker.ledger import CreateResult, GrantState, NewGrant, grant_from_hash
+from worker.ledger import CreateResult, GrantState, NewGrant, grant_from_fields
 from worker.scripts import load_script, script_source
 
 #: ``worker/lua/create_grants.lua``
@@ -65,79 +68,144 @@ class BatchResult:
     results: tuple[CreateResult, ...]
 
 
-def build_request(
-    keys: Keys, planned: Sequence[Planned], *, seen_key: str = "", counter: str = "", now: float | None = None
-) -> str:
-    """The script's JSON request (pure: no I/O)."""
-    now = time.time() if now is None else now
-    grants = []
-    for item in planned:
-        new = item.new
-        if item.mode in (Mode.PARK, Mode.RESOLVE) and not (new.platform and new.external_id):
+@dataclass(frozen=True)
+class EventRequest:
+    """One producer event: its grants, the "seen" marker of its delivery and its counter (both optional)."""
+
+    planned: tuple[Planned, ...]
+    seen_key: str = ""
+    counter: str = ""
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """A new grant as the request carries it, kept to build the ``Grant`` when the script created it."""
+
+    grant_id: str
+    fields: dict[str, str]
+
+
+def check_event(event: EventRequest) -> None:
+    """Raise ``ValueError`` when the script could not carry out ``event`` as asked."""
+    for item in event.planned:
+        if item.mode in (Mode.PARK, Mode.RESOLVE) and not (item.new.platform and item.new.external_id):
             raise ValueError("a grant that may park needs platform and external_id")
-        grant_id = uuid.uuid4().hex
-        message_id, message = encoded_message(grant_id)
-        grants.append(
-            {
-                "id": grant_id,
-                "idem": new.idempotency_key,
-                "mode": item.mode.value,
-                "fields": _fields(new, grant_id, now),
-                "platform": new.platform,
-                "external_id": new.external_id,
-                "static_user": item.static_user,
-                "reason": f"created by {new.source}",
-                "message_id": message_id,
-                "message": message,
-            }
-        )
+
+
+def build_request(
+    keys: Keys, events: Sequence[EventRequest], *, now: float | None = None
+) -> tuple[str, list[list[_Sent]]]:
+    """The script's JSON request (pure: no I/O), and what was sent per event for ``parse_reply``."""
+    now = time.time() if now is None else now
+    encoded_events = []
+    sent_per_event = []
+    for event in events:
+        check_event(event)
+        grants = []
+        sent = []
+        for item in event.planned:
+            new = item.new
+            grant_id = uuid.uuid4().hex
+            message_id, message = encoded_message(grant_id)
+            fields = _fields(new, grant_id, now)
+            grants.append(
+                {
+                    "id": grant_id,
+                    "idem": new.idempotency_key,
+                    "mode": item.mode.value,
+                    "fields": [part for pair in fields.items() for part in pair],
+                    "platform": new.platform,
+                    "external_id": new.external_id,
+                    "static_user": item.static_user,
+                    "reason": f"created by {new.source}",
+                    "message_id": message_id,
+                    "message": message,
+                }
+            )
+            sent.append(_Sent(grant_id, fields))
+        encoded_events.append({"seen": event.seen_key, "counter": event.counter, "grants": grants})
+        sent_per_event.append(sent)
     request = {
         "prefix": keys.prefix,
         "queue": f"{keys.dramatiq_namespace}:{QUEUE_NAME}",
         "now": now,
         "idem_ttl": IDEMPOTENCY_TTL_S,
-        "seen": seen_key,
         "seen_ttl": SEEN_TTL_S,
-        "counter": counter,
-        "grants": grants,
+        "events": encoded_events,
     }
-    return json.dumps(request)
+    return json.dumps(request), sent_per_event
 
 
-def parse_reply(reply: bytes | str) -> BatchResult:
-    """The script's JSON answer as ``CreateResult``s, in request order."""
-    data = json.loads(reply)
+class MissingGrant(LookupError):
+    """An idempotency key names a grant whose record is gone (deleted by hand): that event cannot be answered."""
+
+
+def parse_reply(reply: bytes | str, sent_per_event: Sequence[Sequence[_Sent]]) -> list[BatchResult | MissingGrant]:
+    """The script's JSON answer: per event a ``BatchResult`` (its ``CreateResult``s in request order) or the
+    ``MissingGrant`` that keeps it from one; one event's error leaves the others' results intact."""
+    answers = json.loads(reply)["events"]
+    if len(answers) != len(sent_per_event):
+        raise ValueError(f"the create script answered {len(answers)} events for {len(sent_per_event)}")
+    return [_event_result(answer, sent) for answer, sent in zip(answers, sent_per_event, strict=True)]
+
+
+def _event_result(answer: dict[str, Any], sent: Sequence[_Sent]) -> BatchResult | MissingGrant:
+    if answer["seen"]:
+        return BatchResult(seen=True, results=())
+    entries = answer["grants"] or []  # cjson writes an empty list as {}
     results = []
-    for entry in data.get("grants") or []:
-        raw = entry.get("hash") or {}
-        if not raw:
-            raise LookupError(f"an idempotency key names a missing grant {entry.get('id')}")
-        grant = grant_from_hash({str(k).encode(): str(v).encode() for k, v in raw.items()})
-        created, in_outbox = bool(entry["created"]), bool(entry["in_outbox"])
-        results.append(CreateResult(grant=grant, created=created, needs_enqueue=in_outbox))
-    return BatchResult(seen=bool(data.get("seen")), results=tuple(results))
+    for entry, mine in zip(entries, sent, strict=True):
+        if entry["created"]:
+            fields = dict(mine.fields, state=entry["state"])
+            if entry["user_id"]:
+                fields["user_id"] = entry["user_id"]
+            grant = grant_from_fields(fields)
+        else:
+            raw = entry["hash"] or {}
+            if not raw:
+                return MissingGrant(f"an idempotency key names a missing grant {entry['id']}")
+            grant = grant_from_fields({str(k): str(v) for k, v in raw.items()})
+        results.append(
+            CreateResult(grant=grant, created=bool(entry["created"]), needs_enqueue=bool(entry["in_outbox"]))
+        )
+    return BatchResult(seen=False, results=tuple(results))
 
 
 def create_grants(
     redis: Redis, keys: Keys, planned: Sequence[Planned], *, seen_key: str = "", counter: str = ""
 ) -> BatchResult:
-    """Create ``planned`` (and mark ``seen_key``, count ``counter``) in one atomic step."""
-    script = load_script(redis, SCRIPT)
-    reply: Any = script(args=[build_request(keys, planned, seen_key=seen_key, counter=counter)])
-    return parse_reply(reply)
+    """Create ``planned`` (and mark ``seen_key``, count ``counter``) in one atomic step.
+
+    Raises:
+      MissingGrant: an idempotency key names a grant whose record was deleted.
+    """
+    request, sent = build_request(keys, [EventRequest(tuple(planned), seen_key, counter)])
+    reply: Any = load_script(redis, SCRIPT)(args=[request])
+    outcome = parse_reply(reply, sent)[0]
+    if isinstance(outcome, MissingGrant):
+        raise outcome
+    return outcome
 
 
-async def create_grants_async(
-    redis: AsyncRedis, keys: Keys, planned: Sequence[Planned], *, seen_key: str = "", counter: str = ""
-) -> BatchResult:
-    """``create_grants`` for asyncio code (webhook receivers): no thread hop, one round trip."""
-    request = build_request(keys, planned, seen_key=seen_key, counter=counter)
-    script = redis.register_script(script_source(SCRIPT))
-    return parse_reply(await script(args=[request]))
+async def create_events_async(
+    script: AsyncScript, keys: Keys, events: Sequence[EventRequest]
+) -> list[BatchResult | MissingGrant]:
+    """Several events in one atomic step from asyncio code (see ``producers.creation_batcher``).
+
+    ``script`` is ``create_grants.lua`` registered on an asyncio client (``register_async``).
+    """
+    request, sent = build_request(keys, events)
+    reply: Any = await script(args=[request])
+    return parse_reply(reply, sent)
 
 
-def _fields(new: NewGrant, grant_id: str, now: float) -> list[str]:
-    fields = {
+def register_async(redis: AsyncRedis) -> AsyncScript:
+    """``create_grants.lua`` registered on an asyncio client (keep it: registering hashes the source)."""
+    return redis.register_script(script_source(SCRIPT))
+
+
+def _fields(new: NewGrant, grant_id: str, now: float) -> dict[str, str]:
+    return {
         "id": grant_id,
         "state": GrantState.QUEUED.value,
         "guild_id": new.guild_id,
@@ -156,4 +224,3 @@ def _fields(new: NewGrant, grant_id: str, now: float) -> list[str]:
         "created_at": repr(now),
         "updated_at": repr(now),
     }
-    return [part for pair in fields.items() for part in pair]

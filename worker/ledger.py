@@ -335,7 +335,11 @@ def _text(value: bytes | str) -> str:
 
 def grant_from_hash(raw: Mapping[bytes, bytes]) -> Grant:
     """A ``Grant`` from its Redis hash."""
-    data = {key.decode(): value.decode() for key, value in raw.items()}
+    return grant_from_fields({key.decode(): value.decode() for key, value in raw.items()})
+
+
+def grant_from_fields(data: Mapping[str, str]) -> Grant:
+    """A ``Grant`` from its hash's fields, already decoded."""
     result = json.loads(data["result"]) if data.get("result") else None
     return Grant(
         id=data["id"],

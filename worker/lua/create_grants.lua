@@ -1,14 +1,18 @@
--- Create grants, each at most once per idempotency key, in one atomic step, and optionally put
--- their Dramatiq messages on the queue in the same step (so nothing can sit between ledger and queue).
+-- Create grants, each at most once per idempotency key, and optionally put their Dramatiq messages
+-- on the queue in the same step (so nothing can sit between ledger and queue). One call carries one
+-- or more producer events (concurrent webhooks are batched into one call); the call is atomic, and
+-- the events are handled in order, each as if alone.
 --
 -- ARGV[1] is a JSON request (keys are derived from "prefix"; the service runs on one Redis
 -- instance, not a cluster):
 --   prefix    key prefix <p>
 --   queue     Dramatiq's queue list "<p>:dramatiq:grants"; its messages hash is queue .. ".msgs"
---   now       epoch seconds; idem_ttl: seconds an idempotency claim lives
---   seen      "" or a key: answer {seen=true} and do nothing if it exists; SET it (NX, seen_ttl) at the end
---   counter   "" or a counter name to HINCRBY in <p>:counters at the end
---   grants    list of {id, idem, mode, fields (flat field/value list), platform, external_id,
+--   now       epoch seconds; idem_ttl: seconds an idempotency claim lives; seen_ttl: of a seen marker
+--   events    list of {seen, counter, grants}:
+--     seen    "" or a key: the event answers {seen=true} and does nothing if it exists; it is SET
+--             (NX, seen_ttl) once the event's grants are written
+--     counter "" or a counter name to HINCRBY in <p>:counters after the event's grants
+--     grants  list of {id, idem, mode, fields (flat field/value list), platform, external_id,
 --             static_user, reason, message_id, message}
 --             mode "enqueue": state queued, Dramatiq message written (HSET queue.msgs + RPUSH queue)
 --                  "outbox":  state queued, id added to <p>:outbox (the caller enqueues, then clears it)
@@ -18,13 +22,12 @@
 -- Keys touched per grant: <p>:idem:<idem>, <p>:grant:<id>, <p>:grant:<id>:history,
 -- <p>:state:<state>, <p>:grants, and the outbox, parked set or Dramatiq queue named above.
 --
--- Returns JSON {seen=bool, grants=[{created=bool, id=str, in_outbox=bool, hash={field=value}}]}:
--- for a taken key, the grant that took it (hash empty if it has since been deleted by hand).
+-- Returns JSON {events=[{seen=bool, grants=[...]}]}, one entry per event in request order. A created
+-- grant is {created=true, id, state, user_id, in_outbox} (the rest is what the caller sent); for a
+-- taken key it is {created=false, id, in_outbox, hash={field=value}}: the grant that took the key
+-- (hash empty if it has since been deleted by hand).
 local req = cjson.decode(ARGV[1])
 local p = req.prefix
-if req.seen ~= '' and redis.call('EXISTS', req.seen) == 1 then
-  return cjson.encode({seen = true, grants = {}})
-end
 
 local function read_hash(key)
   local flat = redis.call('HGETALL', key)
@@ -33,45 +36,54 @@ local function read_hash(key)
   return h
 end
 
-local out = {}
-for _, g in ipairs(req.grants) do
+local function create(g)
   local claim = p .. ':idem:' .. g.idem
   local existing = redis.call('GET', claim)
   if existing then
     local in_outbox = redis.call('ZSCORE', p .. ':outbox', existing) ~= false
-    out[#out + 1] = {created = false, id = existing, in_outbox = in_outbox, hash = read_hash(p .. ':grant:' .. existing)}
+    return {created = false, id = existing, in_outbox = in_outbox, hash = read_hash(p .. ':grant:' .. existing)}
+  end
+  local mode = g.mode
+  local user = nil
+  if mode == 'resolve' then
+    user = redis.call('HGET', p .. ':links:' .. g.platform, g.external_id)
+    if not user and g.static_user ~= '' then user = g.static_user end
+    if user then mode = 'enqueue' else mode = 'park' end
+  end
+  local state = (mode == 'park') and 'parked' or 'queued'
+  local key = p .. ':grant:' .. g.id
+  redis.call('SET', claim, g.id, 'EX', req.idem_ttl)
+  redis.call('HSET', key, unpack(g.fields))
+  redis.call('HSET', key, 'state', state)
+  if user then redis.call('HSET', key, 'user_id', user) end
+  redis.call('RPUSH', key .. ':history', cjson.encode({from = '', to = state, at = req.now, reason = g.reason}))
+  redis.call('ZADD', p .. ':state:' .. state, req.now, g.id)
+  redis.call('ZADD', p .. ':grants', req.now, g.id)
+  if mode == 'enqueue' then
+    redis.call('HSET', req.queue .. '.msgs', g.message_id, g.message)
+    redis.call('RPUSH', req.queue, g.message_id)
+  elseif mode == 'outbox' then
+    redis.call('ZADD', p .. ':outbox', req.now, g.id)
   else
-    local mode = g.mode
-    local user = nil
-    if mode == 'resolve' then
-      user = redis.call('HGET', p .. ':links:' .. g.platform, g.external_id)
-      if not user and g.static_user ~= '' then user = g.static_user end
-      if user then mode = 'enqueue' else mode = 'park' end
+    redis.call('SADD', p .. ':parked:' .. g.platform .. ':' .. g.external_id, g.id)
+  end
+  return {created = true, id = g.id, state = state, user_id = user or '', in_outbox = (mode == 'outbox')}
+end
+
+local answers = {}
+for _, event in ipairs(req.events) do
+  if event.seen ~= '' and redis.call('EXISTS', event.seen) == 1 then
+    answers[#answers + 1] = {seen = true, grants = {}}
+  else
+    local out = {}
+    for _, g in ipairs(event.grants) do out[#out + 1] = create(g) end
+    if event.seen ~= '' then
+      redis.call('SET', event.seen, '1', 'NX', 'EX', req.seen_ttl)
     end
-    local state = (mode == 'park') and 'parked' or 'queued'
-    local key = p .. ':grant:' .. g.id
-    redis.call('SET', claim, g.id, 'EX', req.idem_ttl)
-    redis.call('HSET', key, unpack(g.fields))
-    redis.call('HSET', key, 'state', state)
-    if user then redis.call('HSET', key, 'user_id', user) end
-    redis.call('RPUSH', key .. ':history', cjson.encode({from = '', to = state, at = req.now, reason = g.reason}))
-    redis.call('ZADD', p .. ':state:' .. state, req.now, g.id)
-    redis.call('ZADD', p .. ':grants', req.now, g.id)
-    if mode == 'enqueue' then
-      redis.call('HSET', req.queue .. '.msgs', g.message_id, g.message)
-      redis.call('RPUSH', req.queue, g.message_id)
-    elseif mode == 'outbox' then
-      redis.call('ZADD', p .. ':outbox', req.now, g.id)
-    else
-      redis.call('SADD', p .. ':parked:' .. g.platform .. ':' .. g.external_id, g.id)
+    if event.counter ~= '' then
+      redis.call('HINCRBY', p .. ':counters', event.counter, 1)
     end
-    out[#out + 1] = {created = true, id = g.id, in_outbox = (mode == 'outbox'), hash = read_hash(key)}
+    answers[#answers + 1] = {seen = false, grants = out}
   end
 end
-if req.seen ~= '' then
-  redis.call('SET', req.seen, '1', 'NX', 'EX', req.seen_ttl)
-end
-if req.counter ~= '' then
-  redis.call('HINCRBY', p .. ':counters', req.counter, 1)
-end
-return cjson.encode({seen = false, grants = out})
+return cjson.encode({events = answers})
