@@ -6,7 +6,10 @@ and deletes exactly the keys under it afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,7 +20,9 @@ from typing import Any
 import dramatiq
 import pytest
 import sentry_sdk
+import uvicorn
 from dramatiq.brokers.redis import RedisBroker
+from fastapi import FastAPI
 from redis import Redis
 from sentry_sdk.envelope import Envelope
 from sentry_sdk.transport import Transport
@@ -251,6 +256,30 @@ def workers() -> Iterator[Callable[..., RunningWorker]]:
     yield factory
     for running in started:
         running.stop()
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serve_app(app: FastAPI) -> Iterator[str]:
+    """``app`` under uvicorn on a loopback port (bound before the server starts: no race); yields its base URL."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started, timeout_s=10, interval_s=0.02)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
 
 
 def wait_for(predicate: Callable[[], bool], *, timeout_s: float, interval_s: float = 0.05) -> float:

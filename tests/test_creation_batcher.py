@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Awaitable, Callable
 from typing import TypeVar, cast
 
@@ -14,7 +13,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from config.settings import load_settings
 from producers.creation_batcher import CreationBatcher
-from tests.conftest import GUILD, TEST_REDIS_URL, USER
+from tests.conftest import GUILD, TEST_REDIS_URL, USER, free_port
 from worker.broker import QUEUE_NAME
 from worker.creation import BatchResult, MissingGrant, Mode, Planned
 from worker.keys import Keys
@@ -168,16 +167,9 @@ def test_an_event_that_cannot_be_answered_fails_alone(redis: Redis, keys: Keys, 
     assert queued_messages(redis, keys) == 1
 
 
-def _unused_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def test_a_failed_call_fails_every_event_in_it_and_the_next_call_goes_out(keys: Keys) -> None:
     async def main() -> tuple[list[BatchResult | BaseException], bool]:
-        down = connect_redis_async(load_settings(redis_url=f"redis://127.0.0.1:{_unused_port()}/15"))
+        down = connect_redis_async(load_settings(redis_url=f"redis://127.0.0.1:{free_port()}/15"))
         batcher = CreationBatcher(down, keys)
         try:
             outcomes = await asyncio.gather(

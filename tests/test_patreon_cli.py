@@ -2,43 +2,24 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from producers.app import create_app
 from producers.cli import main
-from tests.conftest import TEST_REDIS_URL, USER, SettingsFactory, wait_for
+from tests.conftest import TEST_REDIS_URL, USER, SettingsFactory, serve_app
 from tests.test_patreon_webhook import RULES, SECRET
 from worker.ledger import Ledger
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture
 def service(make_settings: SettingsFactory, rewards_file: Path) -> Iterator[str]:
     """The web app served over real HTTP on a free port; yields its base URL."""
     rewards_file.write_text(RULES, encoding="utf-8")
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(make_settings(patreon_webhook_secret=SECRET)), host="127.0.0.1", port=port, log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_for(lambda: server.started, timeout_s=10)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_app(create_app(make_settings(patreon_webhook_secret=SECRET))) as url:
+        yield url
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ from redis import Redis
 
 from config.settings import load_settings
 from producers.submit import submit_grant
-from tests.conftest import API_KEY, GUILD, OTHER_USER, TEST_REDIS_URL, TOKEN, USER, wait_for
+from tests.conftest import API_KEY, GUILD, OTHER_USER, TEST_REDIS_URL, TOKEN, USER, free_port, wait_for
 from tests.wetbot_sim import WetbotSimulator
 from worker.broker import build_broker
 from worker.keys import Keys
@@ -28,12 +27,6 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def service_env(prefix: str, sim: WetbotSimulator, rewards_file: Path, **extra: str) -> dict[str, str]:

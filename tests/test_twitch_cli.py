@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from producers.app import create_app
 from producers.cli import main
 from producers.helix import HelixClient
 from producers.twitch_samples import SAMPLE_REWARD_ID
-from tests.conftest import USER, SettingsFactory
+from tests.conftest import USER, SettingsFactory, serve_app
 from tests.fake_helix import CLIENT_ID, CLIENT_SECRET, FakeHelix
 from tests.test_twitch_webhook import LINK_REWARD, LINKED_TWITCH, RULES, SECRET
 from worker.ledger import GrantState, Ledger
@@ -48,20 +45,8 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, make_settings: Sett
 @pytest.fixture
 def served(make_settings: SettingsFactory, rules_file: Path) -> Iterator[str]:
     """The real app under uvicorn on a loopback port; yields its base URL."""
-    app = create_app(make_settings(rewards_file=rules_file, twitch_webhook_secret=SECRET))
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    with serve_app(create_app(make_settings(rewards_file=rules_file, twitch_webhook_secret=SECRET))) as url:
+        yield url
 
 
 @pytest.mark.usefixtures("cli_env")

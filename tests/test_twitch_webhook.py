@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, cast
 
 import httpx2
 import pytest
+import requests
 from fastapi.testclient import TestClient
 from redis import Redis
 
@@ -19,7 +22,16 @@ from producers.app import create_app
 from producers.counters import read_counters
 from producers.twitch import MAX_BODY_BYTES, SEEN_MESSAGE, SEEN_REVOCATION_STATE
 from producers.twitch_samples import SAMPLE_REWARD_ID, sample_event, sample_payload, signed_request, twitch_timestamp
-from tests.conftest import GUILD, TOKEN, USER, CapturingTransport, RunningWorker, SettingsFactory, wait_for
+from tests.conftest import (
+    GUILD,
+    TOKEN,
+    USER,
+    CapturingTransport,
+    RunningWorker,
+    SettingsFactory,
+    serve_app,
+    wait_for,
+)
 from tests.test_twitch_samples import documented, signature_vectors
 from tests.wetbot_sim import WetbotSimulator
 from worker.keys import IDEMPOTENCY_TTL_S, Keys
@@ -399,3 +411,35 @@ def test_three_parked_grants_are_delivered_exactly_once_after_a_link(
 
 def test_idempotency_claims_outlive_twitch_redeliveries() -> None:
     assert IDEMPOTENCY_TTL_S >= MIN_DEDUPE_S
+
+
+def test_concurrent_notifications_over_http_grant_once_each(
+    twitch_settings: Settings, ledger: Ledger, redis: Redis, keys: Keys
+) -> None:
+    """A burst through the real server: notifications share create calls, redeliveries among them grant nothing.
+
+    Eight cheers, each delivered three times at once (as Twitch may retry a
+    slow answer), from 24 concurrent connections.
+    """
+    deliveries = []
+    for n in range(8):
+        event = sample_event("channel.cheer", user_id=LINKED_TWITCH, bits=100 * (n + 1))
+        deliveries += [signed_request(SECRET, sample_payload("channel.cheer", event), message_id=f"burst-{n}")] * 3
+    start = threading.Barrier(len(deliveries))
+
+    def deliver(delivery: tuple[bytes, dict[str, str]]) -> int:
+        body, headers = delivery
+        with requests.Session() as session:
+            session.get(f"{url}/healthz", timeout=10)  # connect first, so the posts go out together
+            start.wait(timeout=10)
+            return session.post(f"{url}/webhooks/twitch", data=body, headers=headers, timeout=10).status_code
+
+    with serve_app(create_app(twitch_settings)) as url, ThreadPoolExecutor(len(deliveries)) as pool:
+        statuses = list(pool.map(deliver, deliveries))
+
+    assert statuses == [204] * 24
+    paid = sorted(grant.items[0].amount for grant in grants(ledger))
+    assert paid == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert all(grant.user_id == USER and grant.state is GrantState.QUEUED for grant in grants(ledger))
+    seen = counters(redis, keys)
+    assert (seen["twitch.channel.cheer.granted"], seen["twitch.duplicate"]) == (8, 16)
