@@ -16,9 +16,10 @@ Order of work, and why:
 
 Grants are created on the asyncio Redis client (``creation_batcher``); the
 rare link rewards and revocations use the synchronous client in the
-threadpool. A Redis or broker error propagates to the app's handler, which answers 503: nothing was
-acknowledged, so Twitch retries, and the deterministic idempotency keys make
-the retry create only what is still missing.
+threadpool. A Redis or broker error propagates to the app's handler, which
+answers 503: nothing was acknowledged, so Twitch retries, and the
+deterministic idempotency keys make the retry create only what is still
+missing.
 """
 
 from __future__ import annotations
