@@ -77,12 +77,8 @@ class EventRequest:
     counter: str = ""
 
 
-@dataclass(frozen=True)
-class _Sent:
-    """A new grant as the request carries it, kept to build the ``Grant`` when the script created it."""
-
-    grant_id: str
-    fields: dict[str, str]
+#: A new grant's ledger fields as the request carries them, kept to build its ``Grant`` when the script creates it.
+_Sent = dict[str, str]
 
 
 def check_event(event: EventRequest) -> None:
@@ -95,12 +91,14 @@ def check_event(event: EventRequest) -> None:
 def build_request(
     keys: Keys, events: Sequence[EventRequest], *, now: float | None = None
 ) -> tuple[str, list[list[_Sent]]]:
-    """The script's JSON request (pure: no I/O), and what was sent per event for ``parse_reply``."""
+    """The script's JSON request (pure: no I/O), and what was sent per event for ``parse_reply``.
+
+    Callers check each event first (``check_event``).
+    """
     now = time.time() if now is None else now
     encoded_events = []
     sent_per_event = []
     for event in events:
-        check_event(event)
         grants = []
         sent = []
         for item in event.planned:
@@ -122,7 +120,7 @@ def build_request(
                     "message": message,
                 }
             )
-            sent.append(_Sent(grant_id, fields))
+            sent.append(fields)
         encoded_events.append({"seen": event.seen_key, "counter": event.counter, "grants": grants})
         sent_per_event.append(sent)
     request = {
@@ -144,8 +142,6 @@ def parse_reply(reply: bytes | str, sent_per_event: Sequence[Sequence[_Sent]]) -
     """The script's JSON answer: per event a ``BatchResult`` (its ``CreateResult``s in request order) or the
     ``MissingGrant`` that keeps it from one; one event's error leaves the others' results intact."""
     answers = json.loads(reply)["events"]
-    if len(answers) != len(sent_per_event):
-        raise ValueError(f"the create script answered {len(answers)} events for {len(sent_per_event)}")
     return [_event_result(answer, sent) for answer, sent in zip(answers, sent_per_event, strict=True)]
 
 
@@ -156,7 +152,7 @@ def _event_result(answer: dict[str, Any], sent: Sequence[_Sent]) -> BatchResult 
     results = []
     for entry, mine in zip(entries, sent, strict=True):
         if entry["created"]:
-            fields = dict(mine.fields, state=entry["state"])
+            fields = dict(mine, state=entry["state"])
             if entry["user_id"]:
                 fields["user_id"] = entry["user_id"]
             grant = grant_from_fields(fields)
@@ -179,7 +175,9 @@ def create_grants(
     Raises:
       MissingGrant: an idempotency key names a grant whose record was deleted.
     """
-    request, sent = build_request(keys, [EventRequest(tuple(planned), seen_key, counter)])
+    event = EventRequest(tuple(planned), seen_key, counter)
+    check_event(event)
+    request, sent = build_request(keys, [event])
     reply: Any = load_script(redis, SCRIPT)(args=[request])
     outcome = parse_reply(reply, sent)[0]
     if isinstance(outcome, MissingGrant):
@@ -192,7 +190,8 @@ async def create_events_async(
 ) -> list[BatchResult | MissingGrant]:
     """Several events in one atomic step from asyncio code (see ``producers.creation_batcher``).
 
-    ``script`` is ``create_grants.lua`` registered on an asyncio client (``register_async``).
+    ``script`` is ``create_grants.lua`` registered on an asyncio client (``register_async``); each event
+    was checked (``check_event``) when it was handed over.
     """
     request, sent = build_request(keys, events)
     reply: Any = await script(args=[request])
