@@ -114,6 +114,24 @@ RateLimitField = Annotated[
 ]
 
 
+def _http_base_url(value: str, problem: str) -> str:
+    """``value`` without a trailing slash if it is an http(s) URL with a host and no query or fragment.
+
+    Raises:
+      ValueError: with ``problem`` (never the value) otherwise.
+    """
+    if _HAS_SPACE_OR_CONTROL.search(value):
+        raise ValueError(problem)
+    try:
+        parts = urlsplit(value)
+        hostname = parts.hostname
+    except ValueError:  # e.g. a bad port or an unbalanced [ in the host
+        raise ValueError(problem) from None
+    if parts.scheme not in ("http", "https") or not hostname or parts.query or parts.fragment:
+        raise ValueError(problem)
+    return value.rstrip("/")
+
+
 class Settings(BaseSettings):
     """Every setting of the service; the environment name is the field name in upper case.
 
@@ -191,32 +209,12 @@ class Settings(BaseSettings):
     @field_validator("wetbot_api_url")
     @classmethod
     def _check_api_url(cls, value: str) -> str:
-        problem = "must be an http:// or https:// URL such as https://www.wetbot.space/api"
-        if _HAS_SPACE_OR_CONTROL.search(value):
-            raise ValueError(problem)
-        try:
-            parts = urlsplit(value)
-            hostname = parts.hostname
-        except ValueError:  # e.g. a bad port or an unbalanced [ in the host
-            raise ValueError(problem) from None
-        if parts.scheme not in ("http", "https") or not hostname or parts.query or parts.fragment:
-            raise ValueError(problem)
-        return value.rstrip("/")
+        return _http_base_url(value, "must be an http:// or https:// URL such as https://www.wetbot.space/api")
 
     @field_validator("twitch_api_url", "twitch_auth_url")
     @classmethod
     def _check_twitch_urls(cls, value: str) -> str:
-        problem = "must be an http:// or https:// URL (Twitch's own by default)"
-        if _HAS_SPACE_OR_CONTROL.search(value):
-            raise ValueError(problem)
-        try:
-            parts = urlsplit(value)
-            hostname = parts.hostname
-        except ValueError:
-            raise ValueError(problem) from None
-        if parts.scheme not in ("http", "https") or not hostname or parts.query or parts.fragment:
-            raise ValueError(problem)
-        return value.rstrip("/")
+        return _http_base_url(value, "must be an http:// or https:// URL (Twitch's own by default)")
 
     @field_validator("wetbot_api_key", "grants_api_token")
     @classmethod
