@@ -141,6 +141,13 @@ class RunResult:
     def throughput(self) -> float:
         return self.ok / self.elapsed_s if self.elapsed_s else 0.0
 
+    def record(self, outcomes: list[tuple[int, float]]) -> None:
+        """Add one client thread's (status, latency) pairs; the caller holds the run's lock."""
+        for status, latency in outcomes:
+            self.statuses[status] = self.statuses.get(status, 0) + 1
+            self.latencies_s.append(latency)
+        self.sent += len(outcomes)
+
     def percentile_ms(self, p: float) -> float:
         if not self.latencies_s:
             return float("nan")
@@ -198,10 +205,7 @@ def closed_loop(name: str, port: int, concurrency: int, duration_s: float) -> Ru
             local.append((status, time.perf_counter() - t0))
         sender.close()
         with lock:
-            for status, latency in local:
-                result.statuses[status] = result.statuses.get(status, 0) + 1
-                result.latencies_s.append(latency)
-            result.sent += len(local)
+            result.record(local)
 
     _threads(concurrency, worker)
     result.elapsed_s = time.perf_counter() - start
@@ -233,10 +237,7 @@ def paced(name: str, port: int, rate: float, duration_s: float, threads: int) ->
             local.append((status, time.perf_counter() - due))
         sender.close()
         with lock:
-            for status, latency in local:
-                result.statuses[status] = result.statuses.get(status, 0) + 1
-                result.latencies_s.append(latency)
-            result.sent += len(local)
+            result.record(local)
 
     _threads(threads, worker)
     result.elapsed_s = time.perf_counter() - start

@@ -265,16 +265,21 @@ def measure(
 # --------------------------------------------------------------------------------------------- runs
 
 
-def run_ours(config: Config, prefix: str, log: IO[bytes]) -> RunResult:
-    """Backlog through the producer path, drained by ``dramatiq worker.actors`` processes."""
-    first = FirstRequest()
-    sim = WetbotSimulator(
+def strict_simulator(config: Config, first: FirstRequest) -> WetbotSimulator:
+    """A started simulator that enforces N per W for the bench's key, counting refused requests too."""
+    return WetbotSimulator(
         keys={API_KEY: GUILD},
         limit=config.limit,
         window_s=config.window_s,
         count_rejected=True,
         on_request=first,
     ).start()
+
+
+def run_ours(config: Config, prefix: str, log: IO[bytes]) -> RunResult:
+    """Backlog through the producer path, drained by ``dramatiq worker.actors`` processes."""
+    first = FirstRequest()
+    sim = strict_simulator(config, first)
     processes: list[subprocess.Popen[bytes]] = []
     try:
         rate = str(RateLimit(config.limit, config.window_s))
@@ -346,13 +351,7 @@ def run_ours(config: Config, prefix: str, log: IO[bytes]) -> RunResult:
 def run_stock(config: Config, prefix: str, log: IO[bytes]) -> RunResult:
     """The same backlog through ``bench/stock_actor.py`` (WindowRateLimiter + Retries), time-capped."""
     first = FirstRequest()
-    sim = WetbotSimulator(
-        keys={API_KEY: GUILD},
-        limit=config.limit,
-        window_s=config.window_s,
-        count_rejected=True,
-        on_request=first,
-    ).start()
+    sim = strict_simulator(config, first)
     processes: list[subprocess.Popen[bytes]] = []
     redis = Redis.from_url(config.redis_url)
     broker = RedisBroker(url=config.redis_url, namespace=broker_namespace(prefix))  # type: ignore[no-untyped-call]
