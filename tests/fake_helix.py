@@ -142,6 +142,13 @@ def _handler(state: FakeHelixState) -> type[BaseHTTPRequestHandler]:
                 return False
             return True
 
+        def _subscriptions_call(self, request: Recorded) -> bool:
+            """True for an authorised call to the EventSub subscriptions endpoint; else answers 404 or 401."""
+            if request.path != "/helix/eventsub/subscriptions":
+                self._error(404, "not found")
+                return False
+            return self._authorised(request)
+
         def do_POST(self) -> None:
             request = self._record()
             if request.path == "/oauth2/token":
@@ -157,10 +164,7 @@ def _handler(state: FakeHelixState) -> type[BaseHTTPRequestHandler]:
                     state.tokens.add(token)
                 self._reply(200, {"access_token": token, "expires_in": 5011271, "token_type": "bearer"})
                 return
-            if request.path != "/helix/eventsub/subscriptions":
-                self._error(404, "not found")
-                return
-            if not self._authorised(request):
+            if not self._subscriptions_call(request):
                 return
             body = json.loads(request.body)
             transport = body.get("transport", {})
@@ -197,10 +201,7 @@ def _handler(state: FakeHelixState) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             request = self._record()
-            if request.path != "/helix/eventsub/subscriptions":
-                self._error(404, "not found")
-                return
-            if not self._authorised(request):
+            if not self._subscriptions_call(request):
                 return
             start = int(request.query.get("after", ["0"])[0])
             with state.lock:
@@ -214,10 +215,7 @@ def _handler(state: FakeHelixState) -> type[BaseHTTPRequestHandler]:
 
         def do_DELETE(self) -> None:
             request = self._record()
-            if request.path != "/helix/eventsub/subscriptions":
-                self._error(404, "not found")
-                return
-            if not self._authorised(request):
+            if not self._subscriptions_call(request):
                 return
             sub_id = request.query.get("id", [""])[0]
             with state.lock:
