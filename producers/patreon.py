@@ -22,9 +22,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
-from producers.counters import count_event
+from producers.counters import count_event_async
 from producers.patreon_events import MEMBER_TRIGGERS, MalformedEvent, NotAMemberEvent, parse_event
 from producers.patreon_members import Outcome, handle_event
+from producers.request_body import read_capped_body
 from producers.state import AppState, app_state
 
 __all__ = ["MAX_BODY_BYTES", "router", "signature"]
@@ -34,9 +35,6 @@ logger = logging.getLogger("wetbot_rewards.patreon")
 #: Largest body accepted, in bytes. Real bodies reach 17.6 KB (research/patreon.md §6.7); a member
 #: with many tiers and a long "about" stays far below this, and it bounds memory per request.
 MAX_BODY_BYTES = 4 * 1024 * 1024
-
-#: Starlette renamed its constant for 413 (the old name warns), so spell the number once here.
-_CONTENT_TOO_LARGE = 413
 
 router = APIRouter()
 
@@ -52,7 +50,7 @@ async def receive(request: Request, state: Annotated[AppState, Depends(app_state
     secret = state.settings.patreon_webhook_secret
     if secret is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "PATREON_WEBHOOK_SECRET is not set on this server")
-    body = await _read_body(request)
+    body = await read_capped_body(request, MAX_BODY_BYTES)
     expected = signature(secret.get_secret_value(), body)
     provided = request.headers.get("x-patreon-signature", "").strip().lower()
     if not hmac.compare_digest(expected.encode(), provided.encode("latin-1", "replace")):
@@ -94,21 +92,6 @@ async def receive(request: Request, state: Annotated[AppState, Depends(app_state
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-async def _read_body(request: Request) -> bytes:
-    """The raw body, refused with 413 beyond ``MAX_BODY_BYTES`` (checked as it streams in, not only by header)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise HTTPException(_CONTENT_TOO_LARGE, f"body over {MAX_BODY_BYTES} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise HTTPException(_CONTENT_TOO_LARGE, f"body over {MAX_BODY_BYTES} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _kind(acts: bool, outcome: Outcome) -> str:
     """The counter suffix of a handled member event."""
     if outcome.granted or outcome.revoked:
@@ -121,4 +104,4 @@ def _kind(acts: bool, outcome: Outcome) -> str:
 
 
 async def _count(state: AppState, name: str) -> None:
-    await run_in_threadpool(count_event, state.redis, state.keys, name)
+    await count_event_async(state.aredis, state.keys, name)

@@ -34,6 +34,7 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from producers.counters import count_event, count_event_async
+from producers.request_body import read_capped_body
 from producers.state import AppState, app_state
 from producers.submit import finish_enqueue, link_and_release, planned_for_identity
 from producers.twitch_rules import MalformedEvent, Plan, plan_notification
@@ -64,7 +65,7 @@ async def twitch_webhook(request: Request) -> Response:
     secret = state.settings.twitch_webhook_secret
     if secret is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "TWITCH_WEBHOOK_SECRET is not set on this server")
-    body = await _read_body(request)
+    body = await read_capped_body(request, MAX_BODY_BYTES)
     try:
         message = verify(secret.get_secret_value(), request.headers, body, now=time.time())
     except SignatureRejected as exc:
@@ -107,24 +108,6 @@ async def twitch_webhook(request: Request) -> Response:
 
 
 # -- reading --------------------------------------------------------------------------------
-
-
-async def _read_body(request: Request) -> bytes:
-    """The raw body, read once, refused (413) beyond ``MAX_BODY_BYTES`` without reading the rest."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise HTTPException(status.HTTP_400_BAD_REQUEST, "bad Content-Length")
-        if int(declared) > MAX_BODY_BYTES:
-            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"body larger than {MAX_BODY_BYTES} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"body larger than {MAX_BODY_BYTES} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def _parse(body: bytes) -> dict[str, Any]:
