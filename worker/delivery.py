@@ -128,9 +128,7 @@ class Deliverer:
         if self.settings.ambiguous_policy == "hold":
             self._finish(grant, GrantState.UNKNOWN, f"{error}; held for an operator")
             return False
-        if grant.failures + 1 >= self.settings.wetbot_max_attempts:
-            reason = f"gave up after {grant.failures + 1} failures: {error}"
-            self._finish(grant, GrantState.DEAD, reason, add_failure=True)
+        if self._gave_up(grant, error):
             return False
         return self.ledger.transition(
             grant.id,
@@ -258,10 +256,9 @@ class Deliverer:
 
     def _failed(self, grant: Grant, error: str) -> None:
         """A failure after which nothing was applied: retry with backoff, or ``dead`` when out of attempts."""
-        failures = grant.failures + 1
-        if failures >= self.settings.wetbot_max_attempts:
-            self._finish(grant, GrantState.DEAD, f"gave up after {failures} failures: {error}", add_failure=True)
+        if self._gave_up(grant, error):
             return
+        failures = grant.failures + 1
         delay_s = self._backoff_s(failures)
         if self.ledger.transition(
             grant.id,
@@ -272,6 +269,14 @@ class Deliverer:
             last_error=error,
         ):
             self._requeue(grant.id, delay_s)
+
+    def _gave_up(self, grant: Grant, error: str) -> bool:
+        """True (and the grant ``dead``) when this failure is its last allowed one."""
+        failures = grant.failures + 1
+        if failures < self.settings.wetbot_max_attempts:
+            return False
+        self._finish(grant, GrantState.DEAD, f"gave up after {failures} failures: {error}", add_failure=True)
+        return True
 
     def _ambiguous(self, grant: Grant, error: str) -> None:
         """The request may have been applied: hold for an operator, or retry, as ``AMBIGUOUS_POLICY`` says."""
