@@ -42,10 +42,14 @@ class GrantState(StrEnum):
     UNKNOWN = "unknown"
     #: permanently refused, or out of attempts.
     DEAD = "dead"
+    #: withdrawn before it was sent (e.g. a Patreon take-back of a grant not delivered yet).
+    CANCELLED = "cancelled"
 
 
 #: States in which nothing more will happen without an operator.
-FINAL_STATES = frozenset({GrantState.DELIVERED, GrantState.DEAD, GrantState.UNKNOWN})
+FINAL_STATES = frozenset({GrantState.DELIVERED, GrantState.DEAD, GrantState.UNKNOWN, GrantState.CANCELLED})
+#: States a grant may be cancelled from: nothing was sent for it, or nothing is being sent now.
+CANCELLABLE_STATES = frozenset({GrantState.QUEUED, GrantState.RETRYING, GrantState.PARKED})
 #: States from which a worker may start sending.
 SENDABLE_STATES = frozenset({GrantState.QUEUED, GrantState.RETRYING})
 
@@ -265,6 +269,14 @@ class Ledger:
             ],
         )
         return int(moved) == 1
+
+    def cancel(self, grant_id: str, reason: str) -> bool:
+        """Withdraw a grant that is not being sent (``CANCELLABLE_STATES``); True when this call cancelled it.
+
+        A queue message still on its way finds a final state and does nothing; a
+        parked grant stays in its parked index, which ``release_parked`` skips.
+        """
+        return self.transition(grant_id, GrantState.CANCELLED, reason, expect=CANCELLABLE_STATES)
 
     def release_parked(self, platform: str, external_id: str, user_id: str) -> list[str]:
         """Move every grant parked for ``external_id`` to ``queued`` for ``user_id``; returns their ids.
