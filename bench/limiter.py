@@ -58,7 +58,7 @@ from bench.stock_actor import (  # noqa: E402
 from config.settings import RateLimit, load_settings  # noqa: E402
 from producers.submit import submit_grant  # noqa: E402
 from tests.wetbot_sim import RequestRecord, WetbotSimulator  # noqa: E402
-from worker.broker import QUEUE_NAME, build_broker  # noqa: E402
+from worker.broker import QUEUE_NAME  # noqa: E402
 from worker.keys import Keys  # noqa: E402
 from worker.ledger import GrantItem, GrantState, Ledger, NewGrant  # noqa: E402
 from worker.runtime import connect_redis  # noqa: E402
@@ -294,11 +294,9 @@ def run_ours(config: Config, prefix: str, log: IO[bytes]) -> RunResult:
         )
         redis = connect_redis(settings)
         ledger = Ledger(redis, Keys(prefix))
-        broker = build_broker(settings)
         for index in range(config.grants):
             submit_grant(
                 ledger,
-                broker,
                 NewGrant(
                     guild_id=GUILD,
                     user_id=str(700_000_000_000_000_000 + index),
@@ -340,7 +338,6 @@ def run_ours(config: Config, prefix: str, log: IO[bytes]) -> RunResult:
         attempts = sum(grant.attempts for grant in grants)
         others = {state.value: n for state, n in counts.items() if n and state != GrantState.DELIVERED}
         result.notes.append(f"ledger attempts {attempts} for {config.grants} grants; other states {others or 'none'}")
-        broker.close()
         redis.close()
         return result
     finally:

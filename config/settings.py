@@ -182,9 +182,11 @@ class Settings(BaseSettings):
     #: The rules file (TOML), relative to the working directory.
     rewards_file: Path = Path("config/rewards.toml")
     #: What to do with a request that may or may not have been applied:
-    #: ``retry`` sends it again (risking a double grant), ``hold`` parks it as
-    #: ``unknown`` for an operator (risking a missing one).
-    ambiguous_policy: Literal["retry", "hold"] = "retry"
+    #: ``verify`` reads the profile back (one rate slot) and decides applied /
+    #: not applied, else ``unknown`` (see ``worker.verify``); ``hold`` parks it
+    #: as ``unknown`` for an operator (risking a missing one); ``retry`` sends it
+    #: again (risking a double grant, counted as a possible duplicate).
+    ambiguous_policy: Literal["verify", "hold", "retry"] = "verify"
     #: Sentry DSN; none turns error reporting off.
     sentry_dsn: SecretStr | None = None
     sentry_environment: str | None = None

@@ -1,6 +1,6 @@
 """The web app (``uvicorn producers.app:app``): grants API, health and metrics.
 
-Routers are assembled in one list; Redis and the broker open and close in the
+Routers are assembled in one list; the Redis clients open and close in the
 lifespan. ``app`` is built on first access, so importing this module has no
 side effects (tests call ``create_app`` with their own settings).
 """
@@ -26,7 +26,6 @@ from producers import grants, health, links_api, patreon, twitch
 from producers.creation_batcher import CreationBatcher
 from producers.links import LinkStore
 from producers.state import AppState
-from worker.broker import build_broker
 from worker.keys import Keys
 from worker.ledger import Ledger
 from worker.observability import configure_logging, init_sentry
@@ -47,7 +46,6 @@ def create_app(settings: Settings) -> FastAPI:
         redis = connect_redis(settings)
         aredis = connect_redis_async(settings)
         keys = Keys(settings.redis_key_prefix)
-        broker = build_broker(settings)
         app.state.wetbot = AppState(
             settings=settings,
             redis=redis,
@@ -55,14 +53,12 @@ def create_app(settings: Settings) -> FastAPI:
             creator=CreationBatcher(aredis, keys),
             keys=keys,
             ledger=Ledger(redis, keys),
-            broker=broker,
             rewards=rewards,
             links=LinkStore.for_rewards(redis, keys, rewards),
         )
         try:
             yield
         finally:
-            broker.close()
             redis.close()
             await aredis.aclose()
 

@@ -23,7 +23,6 @@ from config.settings import Settings, settings_or_exit
 from producers import patreon_cli, twitch_cli
 from producers.links import PLATFORMS, LinkStore, check_link
 from producers.submit import link_and_release, requeue_grant, submit_grant
-from worker.broker import build_broker
 from worker.keys import Keys
 from worker.ledger import Grant, GrantItem, GrantState, Ledger, NewGrant
 from worker.runtime import connect_redis
@@ -119,6 +118,9 @@ def _parser() -> argparse.ArgumentParser:
     decision = resolve.add_mutually_exclusive_group(required=True)
     decision.add_argument("--delivered", action="store_true", help="WetBot did apply it: mark delivered")
     decision.add_argument("--resend", action="store_true", help="WetBot did not apply it: send it again")
+    decision.add_argument(
+        "--verify", action="store_true", help="read the member's profile back and let the worker decide (one rate slot)"
+    )
     resolve.add_argument("--note", default="", help="why, kept in the grant's history")
     resolve.set_defaults(run=_resolve)
     return parser
@@ -145,11 +147,7 @@ def _grant(settings: Settings, args: argparse.Namespace) -> int:
         source_ref=args.key or "",
         reason=args.reason,
     )
-    ledger, broker = _ledger(settings), build_broker(settings)
-    try:
-        result = submit_grant(ledger, broker, new)
-    finally:
-        broker.close()
+    result = submit_grant(_ledger(settings), new)
     verb = "queued" if result.created else "already exists (same --key)"
     print(f"grant {result.grant.id} {verb}: state {result.grant.state.value}")
     return 0
@@ -188,57 +186,49 @@ def _dead_list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _dead_replay(settings: Settings, args: argparse.Namespace) -> int:
+    """Queue dead grants again, each in one atomic step: a second run (or a run after a kill) skips what moved."""
     ledger = _ledger(settings)
     if args.all == bool(args.grant_ids):
         raise CliError("dead replay: give grant ids or --all (not both)")
     ids = ledger.ids_in(GrantState.DEAD) if args.all else list(args.grant_ids)
-    broker = build_broker(settings)
     replayed = 0
-    try:
-        for grant_id in ids:
-            grant = _get(ledger, grant_id)
-            if grant.state != GrantState.DEAD:
-                print(f"grant {grant.id}: is {grant.state.value}, not dead; skipped", file=sys.stderr)
-                continue
-            if ledger.transition(
-                grant.id, GrantState.QUEUED, "replayed by an operator", expect=[GrantState.DEAD], reset_failures=True
-            ):
-                requeue_grant(ledger, broker, grant.id)
-                replayed += 1
-                print(f"grant {grant.id} queued again")
-    finally:
-        broker.close()
+    for grant_id in ids:
+        grant = _get(ledger, grant_id)
+        if grant.state != GrantState.DEAD:
+            print(f"grant {grant.id}: is {grant.state.value}, not dead; skipped", file=sys.stderr)
+            continue
+        if requeue_grant(ledger, grant.id, "replayed by an operator", expect=GrantState.DEAD):
+            replayed += 1
+            print(f"grant {grant.id} queued again")
+        else:
+            print(f"grant {grant.id}: changed meanwhile; skipped", file=sys.stderr)
     print(f"{replayed} grant(s) replayed")
     return 0
 
 
 def _resolve(settings: Settings, args: argparse.Namespace) -> int:
+    """Decide an ``unknown`` grant in one atomic step (safe to run twice: the second finds it decided)."""
     ledger = _ledger(settings)
     grant = _get(ledger, args.grant_id)
     if grant.state != GrantState.UNKNOWN:
         raise CliError(f"grant {grant.id} is {grant.state.value}; only grants in state unknown can be resolved")
     note = f" ({args.note})" if args.note else ""
     if args.delivered:
-        if not ledger.transition(
+        moved = ledger.transition(
             grant.id, GrantState.DELIVERED, f"resolved by an operator: applied{note}", expect=[GrantState.UNKNOWN]
-        ):
-            raise CliError(f"grant {grant.id} changed meanwhile; look again")
-        print(f"grant {grant.id} marked delivered")
-        return 0
-    if not ledger.transition(
-        grant.id,
-        GrantState.QUEUED,
-        f"resolved by an operator: not applied, resend{note}",
-        expect=[GrantState.UNKNOWN],
-        reset_failures=True,
-    ):
+        )
+        done = "marked delivered"
+    elif args.verify:
+        reason = f"operator asked for a read-back{note}"
+        moved = requeue_grant(ledger, grant.id, reason, expect=GrantState.UNKNOWN, verify=True)
+        done = "queued for a read-back of the member's profile"
+    else:
+        reason = f"resolved by an operator: not applied, resend{note}"
+        moved = requeue_grant(ledger, grant.id, reason, expect=GrantState.UNKNOWN)
+        done = "queued to be sent again"
+    if not moved:
         raise CliError(f"grant {grant.id} changed meanwhile; look again")
-    broker = build_broker(settings)
-    try:
-        requeue_grant(ledger, broker, grant.id)
-    finally:
-        broker.close()
-    print(f"grant {grant.id} queued to be sent again")
+    print(f"grant {grant.id} {done}")
     return 0
 
 
@@ -249,13 +239,7 @@ def _links_add(settings: Settings, args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     redis, keys = connect_redis(settings), Keys(settings.redis_key_prefix)
     links = LinkStore.for_rewards(redis, keys, load_rewards(settings.rewards_file, missing_ok=True))
-    broker = build_broker(settings)
-    try:
-        released = link_and_release(
-            Ledger(redis, keys), broker, links, args.platform, args.external_id, args.discord_user_id
-        )
-    finally:
-        broker.close()
+    released = link_and_release(Ledger(redis, keys), links, args.platform, args.external_id, args.discord_user_id)
     print(f"{args.platform} user {args.external_id} linked to Discord user {args.discord_user_id}; "
           f"{len(released)} parked grant(s) queued")  # fmt: skip
     return 0

@@ -84,7 +84,7 @@ def create_grant(body: GrantIn, response: Response, state: Annotated[AppState, D
         source_ref=body.idempotency_key or "",
         reason=body.reason or "",
     )
-    result = submit_grant(state.ledger, state.broker, new)
+    result = submit_grant(state.ledger, new)
     grant = result.grant
     if not result.created:
         if (grant.guild_id, grant.user_id, grant.items) != (new.guild_id, new.user_id, new.items):

@@ -36,15 +36,19 @@ def readyz(response: Response, state: Annotated[AppState, Depends(app_state)]) -
 
 @router.get("/metrics", response_class=PlainTextResponse)
 def metrics(state: Annotated[AppState, Depends(app_state)]) -> str:
-    """Prometheus text format: grants per state, queue depth, oldest queued grant, outbox size."""
+    """Prometheus text format: grants per state, queue depth, oldest queued grant, the ledger's schedule."""
     counts = state.ledger.counts()
     namespace = state.keys.dramatiq_namespace
     pipe = state.redis.pipeline(transaction=False)
     pipe.llen(f"{namespace}:{QUEUE_NAME}")
-    pipe.zcard(f"{namespace}:{QUEUE_NAME}.DQ")
-    pipe.zcard(state.keys.outbox())
+    pipe.zcard(state.keys.due())
+    pipe.zrange(state.keys.due(), 0, 0, withscores=True)
     pipe.zrange(state.keys.state_index(GrantState.QUEUED.value), 0, 0, withscores=True)
-    queue_depth, delayed_depth, outbox, oldest = pipe.execute()
+    pipe.time()
+    queue_depth, scheduled, first_due, oldest, (seconds, micros) = pipe.execute()
+    overdue_s = (
+        max(0.0, (int(seconds) * 1000 + int(micros) // 1000 - float(first_due[0][1])) / 1000) if first_due else 0.0
+    )
     oldest_age = time.time() - float(oldest[0][1]) if oldest else 0.0
     lines = [
         "# HELP wetbot_rewards_grants Grants in the ledger by state.",
@@ -53,12 +57,12 @@ def metrics(state: Annotated[AppState, Depends(app_state)]) -> str:
         "# HELP wetbot_rewards_queue_messages Messages waiting on the grants queue.",
         "# TYPE wetbot_rewards_queue_messages gauge",
         f"wetbot_rewards_queue_messages {queue_depth}",
-        "# HELP wetbot_rewards_delayed_messages Messages waiting out a delay (rate slot, backoff, paused key).",
-        "# TYPE wetbot_rewards_delayed_messages gauge",
-        f"wetbot_rewards_delayed_messages {delayed_depth}",
-        "# HELP wetbot_rewards_outbox Grants written but not yet confirmed on the queue.",
-        "# TYPE wetbot_rewards_outbox gauge",
-        f"wetbot_rewards_outbox {outbox}",
+        "# HELP wetbot_rewards_scheduled Grants on the ledger's schedule (queued, retrying or sending).",
+        "# TYPE wetbot_rewards_scheduled gauge",
+        f"wetbot_rewards_scheduled {scheduled}",
+        "# HELP wetbot_rewards_schedule_lag_seconds How long the earliest scheduled grant is overdue (0 = none).",
+        "# TYPE wetbot_rewards_schedule_lag_seconds gauge",
+        f"wetbot_rewards_schedule_lag_seconds {overdue_s:.3f}",
         "# HELP wetbot_rewards_oldest_queued_seconds Age of the oldest grant in state queued.",
         "# TYPE wetbot_rewards_oldest_queued_seconds gauge",
         f"wetbot_rewards_oldest_queued_seconds {oldest_age:.3f}",

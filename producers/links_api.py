@@ -29,9 +29,7 @@ class LinkIn(BaseModel):
 @router.post("/links", status_code=status.HTTP_201_CREATED)
 def create_link(body: LinkIn, state: Annotated[AppState, Depends(app_state)]) -> dict[str, Any]:
     """Link a platform user to a Discord user and queue every grant parked for them."""
-    released = link_and_release(
-        state.ledger, state.broker, state.links, body.platform, body.external_id, body.discord_user_id
-    )
+    released = link_and_release(state.ledger, state.links, body.platform, body.external_id, body.discord_user_id)
     return {**body.model_dump(), "released": released}
 
 

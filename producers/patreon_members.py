@@ -224,8 +224,8 @@ def _new_grant(member: _Member, decision: GrantDecision) -> NewGrant:
 def _submit(state: AppState, new: NewGrant) -> CreateResult:
     """To the Discord user the grant names; without one, to the linked user, or parked until a link exists."""
     if new.user_id:
-        return submit_grant(state.ledger, state.broker, new)
-    return submit_for_identity(state.ledger, state.broker, state.links, new)
+        return submit_grant(state.ledger, new)
+    return submit_for_identity(state.ledger, state.links, new)
 
 
 def _revoke(state: AppState, member: _Member, plan: Plan, memory: MemberMemory, changes: MemoryChanges) -> int:
@@ -269,7 +269,7 @@ def _link_from_payload(state: AppState, member: _Member) -> None:
     discord_id = member.event.discord_user_id
     if discord_id is None or state.links.resolve(PLATFORM, member.patreon_user_id) is not None:
         return
-    released = link_and_release(state.ledger, state.broker, state.links, PLATFORM, member.patreon_user_id, discord_id)
+    released = link_and_release(state.ledger, state.links, PLATFORM, member.patreon_user_id, discord_id)
     logger.info(
         "patreon user %s linked to Discord user %s from the payload; %d parked grant(s) queued",
         member.patreon_user_id, discord_id, len(released),

@@ -1,10 +1,9 @@
-"""What the web app holds for its lifetime: settings, Redis, ledger, broker, rewards."""
+"""What the web app holds for its lifetime: settings, Redis, ledger, rewards, links."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import dramatiq
 from fastapi import Request
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
@@ -29,7 +28,6 @@ class AppState:
     creator: CreationBatcher
     keys: Keys
     ledger: Ledger
-    broker: dramatiq.Broker
     rewards: RewardsConfig
     links: LinkStore
 

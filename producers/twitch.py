@@ -36,7 +36,7 @@ from starlette.concurrency import run_in_threadpool
 from producers.counters import count_event, count_event_async
 from producers.request_body import read_capped_body
 from producers.state import AppState, app_state
-from producers.submit import finish_enqueue, link_and_release, planned_for_identity
+from producers.submit import link_and_release, planned_for_identity
 from producers.twitch_rules import MalformedEvent, Plan, plan_notification
 from producers.twitch_signature import HEADER_MESSAGE_TYPE, SignatureRejected, VerifiedMessage, verify
 from worker.keys import SEEN_TTL_S
@@ -159,8 +159,6 @@ async def _carry_out(state: AppState, message: VerifiedMessage, subscription_typ
     if batch.seen:
         await count_event_async(state.aredis, state.keys, "twitch.duplicate")
         return
-    if any(result.needs_enqueue for result in batch.results):
-        await run_in_threadpool(lambda: [finish_enqueue(state.ledger, state.broker, r) for r in batch.results])
     for why in plan.skipped:
         logger.debug("twitch %s %s: rule skipped: %s", shown, message.message_id, why)
     if plan.grants:
@@ -179,9 +177,7 @@ def _make_links(state: AppState, plan: Plan) -> None:
             )
             count_event(state.redis, state.keys, "twitch.link_reward.invalid_input")
             continue
-        released = link_and_release(
-            state.ledger, state.broker, state.links, "twitch", link.twitch_user_id, link.discord_user_id
-        )
+        released = link_and_release(state.ledger, state.links, "twitch", link.twitch_user_id, link.discord_user_id)
         logger.info(
             "twitch user %s linked to Discord user %s by redemption; %d parked grant(s) queued",
             link.twitch_user_id,

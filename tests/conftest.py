@@ -29,12 +29,13 @@ from sentry_sdk.transport import Transport
 
 from config.settings import Settings, load_settings
 from tests.wetbot_sim import WetbotSimulator
-from worker.broker import build_broker, declare_deliver, enqueue_grant
+from worker.broker import build_broker, declare_deliver
 from worker.delivery import Deliverer
 from worker.keys import Keys
 from worker.ledger import Ledger
 from worker.observability import init_sentry
 from worker.runtime import add_worker_middleware, build_deliverer, connect_redis
+from worker.schedule import Schedule
 
 #: Tests use DB 15 of the local Redis; override with WBR_TEST_REDIS_URL.
 TEST_REDIS_URL = os.environ.get("WBR_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -138,40 +139,45 @@ def settings(make_settings: SettingsFactory) -> Settings:
 
 
 @dataclass
-class FakeQueue:
-    """Stands in for the broker's delayed requeue when a test drives ``Deliverer`` directly.
+class ScheduleDriver:
+    """Plays the worker's reconciler and queue when a test drives ``Deliverer`` directly.
 
-    ``run`` plays the queue: it delivers each requeued grant once its delay has
-    passed, in due order, as Dramatiq's delay queue would.
+    ``run`` hands each grant that is due on the ledger's schedule to the
+    deliverer (with its dispatch token, as a queue message would), sleeping
+    until the next one is due, until nothing is scheduled any more.
+    ``runs`` keeps every (grant id, token) handed over.
     """
 
-    pending: list[tuple[float, str]] = field(default_factory=list)
-    requeues: list[tuple[str, float]] = field(default_factory=list)
-
-    def __call__(self, grant_id: str, delay_s: float) -> None:
-        self.requeues.append((grant_id, delay_s))
-        self.pending.append((time.monotonic() + delay_s, grant_id))
+    schedule: Schedule
+    runs: list[tuple[str, str]] = field(default_factory=list)
 
     def run(self, deliverer: Deliverer, *, timeout_s: float = 30.0) -> None:
         deadline = time.monotonic() + timeout_s
-        while self.pending:
-            self.pending.sort()
-            due, grant_id = self.pending.pop(0)
-            if due > deadline:
-                raise AssertionError(f"grant {grant_id} would only run again after the test's timeout")
-            time.sleep(max(0.0, due - time.monotonic()))
-            deliverer.deliver(grant_id)
+        while True:
+            for grant_id, token in self.schedule.dispatch_due(write_messages=False):
+                self.runs.append((grant_id, token))
+                deliverer.deliver(grant_id, token)
+            wait_s = self.schedule.next_due_in_s()
+            if wait_s is None:
+                return
+            if time.monotonic() + wait_s > deadline:
+                raise AssertionError(f"a grant would only run again in {wait_s:.1f}s, after the test's timeout")
+            time.sleep(min(max(wait_s, 0.0), 1.0))
+
+    def ran(self, grant_id: str) -> int:
+        """How many runs ``grant_id`` was given."""
+        return sum(1 for ran_id, _token in self.runs if ran_id == grant_id)
 
 
 @pytest.fixture
-def fake_queue() -> FakeQueue:
-    return FakeQueue()
+def driver(redis: Redis, keys: Keys) -> ScheduleDriver:
+    return ScheduleDriver(Schedule(redis, keys))
 
 
 @pytest.fixture
-def make_deliverer(redis: Redis, fake_queue: FakeQueue) -> Callable[[Settings], Deliverer]:
+def make_deliverer(redis: Redis) -> Callable[[Settings], Deliverer]:
     def factory(settings: Settings) -> Deliverer:
-        return build_deliverer(settings, redis, fake_queue)
+        return build_deliverer(settings, redis)
 
     return factory
 
@@ -223,20 +229,17 @@ class RunningWorker:
         self.broker.close()
 
 
-def start_worker(settings: Settings, *, threads: int = 4, handler: Callable[[str], None] | None = None,
-                 max_retries: int | None = None) -> RunningWorker:  # fmt: skip
+def start_worker(
+    settings: Settings, *, threads: int = 4, handler: Callable[[str, str], None] | None = None
+) -> RunningWorker:
     """Start a worker for ``settings``: its own broker connection, as a separate process would have.
 
-    ``handler`` replaces the deliverer (to make the actor fail on purpose); ``max_retries`` lowers
-    the actor's retries after unexpected exceptions.
+    ``handler`` replaces the deliverer (to make the actor fail on purpose).
     """
     broker = build_broker(settings)
     redis_client = connect_redis(settings)
-    deliverer = build_deliverer(
-        settings, redis_client, lambda gid, delay_s: enqueue_grant(broker, gid, delay_s=delay_s)
-    )
-    extra = {} if max_retries is None else {"max_retries": max_retries}
-    declare_deliver(broker, handler or deliverer.deliver, timeout_s=settings.wetbot_timeout, **extra)
+    deliverer = build_deliverer(settings, redis_client)
+    declare_deliver(broker, handler or deliverer.deliver, timeout_s=settings.wetbot_timeout)
     add_worker_middleware(broker, redis_client, Keys(settings.redis_key_prefix))
     worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
     worker.start()

@@ -16,6 +16,7 @@ from tests.conftest import GUILD, TEST_REDIS_URL, USER
 from worker.broker import QUEUE_NAME
 from worker.keys import Keys
 from worker.ledger import GrantItem, GrantState, Ledger, NewGrant
+from worker.schedule import Schedule
 
 
 @pytest.fixture(autouse=True)
@@ -26,8 +27,9 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, prefix: str, reward
     monkeypatch.setenv("REWARDS_FILE", str(rewards_file))
 
 
-def queued_messages(redis: Redis, keys: Keys) -> int:
-    return int(redis.llen(f"{keys.dramatiq_namespace}:{QUEUE_NAME}"))  # type: ignore[arg-type]
+def due_now(redis: Redis, keys: Keys) -> set[str]:
+    """Grants the ledger's schedule has due now: a worker's reconciler dispatches them within a second."""
+    return set(Schedule(redis, keys).due_ids())
 
 
 def test_grant_queues_once_per_key(
@@ -40,7 +42,7 @@ def test_grant_queues_once_per_key(
     [grant] = ledger.list_grants()
     assert grant.guild_id == GUILD and grant.source == "cli"
     assert grant.items == (GrantItem("gem", 5.0), GrantItem("potion", 1.5))
-    assert queued_messages(redis, keys) == 1
+    assert int(redis.llen(f"{keys.dramatiq_namespace}:{QUEUE_NAME}")) == 1  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -89,11 +91,15 @@ def test_dead_list_and_replay(capsys: pytest.CaptureFixture[str], ledger: Ledger
     assert main(["dead", "replay", first]) == 0
     replayed = ledger.get(first)
     assert replayed is not None and replayed.state == GrantState.QUEUED and replayed.failures == 0
-    assert queued_messages(redis, keys) == 1
+    assert due_now(redis, keys) == {first}, "the replay and its place on the schedule are one step"
     assert main(["dead", "replay", "--all"]) == 0
     assert "1 grant(s) replayed" in capsys.readouterr().out
     assert ledger.get(second).state == GrantState.QUEUED  # type: ignore[union-attr]
-    assert queued_messages(redis, keys) == 2
+    assert due_now(redis, keys) == {first, second}
+    # Run again (as after a kill mid-run): nothing is replayed twice.
+    assert main(["dead", "replay", first, second]) == 0
+    assert "0 grant(s) replayed" in capsys.readouterr().out
+    assert [t.to_state for t in ledger.history(first)].count("queued") == 2  # created, replayed once
     assert main(["dead", "replay"]) == 1
 
 
@@ -111,12 +117,24 @@ def test_resolve_delivered_and_resend(
     assert main(["resolve", applied, "--delivered", "--note", "saw it in Discord"]) == 0
     assert ledger.get(applied).state == GrantState.DELIVERED  # type: ignore[union-attr]
     assert "saw it in Discord" in ledger.history(applied)[-1].reason
-    assert queued_messages(redis, keys) == 0
+    assert due_now(redis, keys) == set()
     assert main(["resolve", lost, "--resend"]) == 0
     assert ledger.get(lost).state == GrantState.QUEUED  # type: ignore[union-attr]
-    assert queued_messages(redis, keys) == 1
+    assert due_now(redis, keys) == {lost}
     assert main(["resolve", applied, "--resend"]) == 1
     assert "only grants in state unknown" in capsys.readouterr().err
+
+
+def test_resolve_verify_asks_the_worker_for_a_read_back(
+    capsys: pytest.CaptureFixture[str], ledger: Ledger, redis: Redis, keys: Keys
+) -> None:
+    grant_id = unknown_grant(ledger, "t:v1")
+    assert main(["resolve", grant_id, "--verify"]) == 0
+    grant = ledger.get(grant_id)
+    assert grant is not None and grant.state == GrantState.RETRYING and grant.verify_pending
+    assert due_now(redis, keys) == {grant_id}
+    assert redis.get(keys.hold(GUILD, USER)) == grant_id.encode(), "the user's other grants wait for the read-back"
+    assert main(["resolve", grant_id, "--verify"]) == 1, "a second run finds it decided"
 
 
 def test_console_script_is_installed_and_reports_redis_down(tmp_path: Path) -> None:

@@ -58,8 +58,9 @@ def test_429_is_rate_limited_with_retry_after(sim: WetbotSimulator) -> None:
 @pytest.mark.parametrize(
     ("kind", "outcome"),
     [
-        ("500_before", Outcome.TRANSIENT),
-        ("500_after", Outcome.TRANSIENT),
+        # Any 5xx may come after applying (500_after does): only a read-back can tell.
+        ("500_before", Outcome.AMBIGUOUS),
+        ("500_after", Outcome.AMBIGUOUS),
         ("drop_before", Outcome.AMBIGUOUS),
         ("slow_after", Outcome.AMBIGUOUS),
     ],
@@ -119,7 +120,34 @@ def test_non_json_errors_keep_a_readable_message(canned: tuple[str, type[_Canned
     url, handler = canned
     handler.status, handler.body = 502, b"<html>Bad gateway</html>"
     result = client_for(url).add_items(GUILD, USER, [ItemDelta("gem", 1)])
-    assert result.outcome == Outcome.TRANSIENT and "Bad gateway" in result.message
+    assert result.outcome == Outcome.AMBIGUOUS and "Bad gateway" in result.message
+
+
+def test_408_is_transient(canned: tuple[str, type[_Canned]]) -> None:
+    url, handler = canned
+    handler.status, handler.body = 408, b'{"code":408,"message":"request timeout"}'
+    result = client_for(url).add_items(GUILD, USER, [ItemDelta("gem", 1)])
+    assert result.outcome == Outcome.TRANSIENT and result.status == 408
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("text/html", b"<html><body>Welcome to our proxy</body></html>"),
+        ("application/json", b'{"ok": true}'),
+        ("application/json", b'{"code": 200}'),
+        ("application/json", b'{"code": 200, "response": "done"}'),
+        ("application/json", b""),
+    ],
+)
+def test_a_2xx_without_wetbots_envelope_and_profile_is_ambiguous(
+    canned: tuple[str, type[_Canned]], content_type: str, body: bytes
+) -> None:
+    url, handler = canned
+    handler.status, handler.body, handler.headers_out = 200, body, {"Content-Type": content_type}
+    result = client_for(url).add_items(GUILD, USER, [ItemDelta("gem", 1)])
+    assert result.outcome == Outcome.AMBIGUOUS and result.status == 200, result
+    assert "without WetBot's envelope" in result.message
 
 
 def test_retry_after_as_http_date(canned: tuple[str, type[_Canned]]) -> None:

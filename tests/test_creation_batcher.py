@@ -71,7 +71,7 @@ def test_concurrent_events_share_calls_and_each_gets_its_own_grants(redis: Redis
         assert [r.grant.idempotency_key for r in result.results] == [f"ev{n}:a", f"ev{n}:b"]
         assert [r.grant.items[0].amount for r in result.results] == [n, -n]
         for created in result.results:
-            assert created.created and not created.needs_enqueue
+            assert created.created
             stored = ledger.get(created.grant.id)
             assert stored == created.grant
             assert stored is not None and stored.state is GrantState.QUEUED
@@ -117,7 +117,6 @@ def test_a_taken_key_answers_with_the_grant_that_took_it(keys: Keys, ledger: Led
 
     assert not result.results[0].created
     assert result.results[0].grant == ledger.get(existing.id)
-    assert result.results[0].needs_enqueue  # Ledger.create leaves the outbox marker for its caller
 
 
 def test_resolve_parks_or_takes_the_linked_user_inside_the_call(redis: Redis, keys: Keys, ledger: Ledger) -> None:

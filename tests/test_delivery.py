@@ -8,7 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from config.settings import Settings
-from tests.conftest import API_KEY, GUILD, OTHER_USER, USER, CapturingTransport, FakeQueue, SettingsFactory
+from tests.conftest import API_KEY, GUILD, OTHER_USER, USER, CapturingTransport, ScheduleDriver, SettingsFactory
 from tests.wetbot_sim import WetbotSimulator
 from worker.delivery import Deliverer
 from worker.keys import Keys
@@ -69,14 +69,14 @@ def test_a_delivered_grant_is_never_sent_again(
 
 
 def test_500_before_applying_is_retried_and_delivered_once(
-    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator, fake_queue: FakeQueue
+    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator, driver: ScheduleDriver
 ) -> None:
     grants = [ledger.create(new_grant(f"g{i}", user=u)).grant for i, u in enumerate((USER, OTHER_USER))]
     sim.inject("500_before", count=2)
     deliverer = make_deliverer(make_settings())
     for grant in grants:
         deliverer.deliver(grant.id)
-    fake_queue.run(deliverer)
+    driver.run(deliverer)
 
     for grant in grants:
         done = ledger.get(grant.id)
@@ -91,14 +91,15 @@ def test_retries_run_out_and_the_grant_ends_dead(
     make_deliverer: Deliv,
     ledger: Ledger,
     sim: WetbotSimulator,
-    fake_queue: FakeQueue,
+    driver: ScheduleDriver,
     sentry_events: CapturingTransport,
 ) -> None:
     grant = ledger.create(new_grant("flaky")).grant
-    sim.inject("status", count=10, status=503, message="down for maintenance")
+    # 408: the server says it gave up before handling the request, so nothing was applied.
+    sim.inject("status", count=10, status=408, message="down for maintenance")
     deliverer = make_deliverer(make_settings(wetbot_max_attempts=3))
     deliverer.deliver(grant.id)
-    fake_queue.run(deliverer)
+    driver.run(deliverer)
 
     done = ledger.get(grant.id)
     assert done is not None and done.state == GrantState.DEAD
@@ -113,7 +114,7 @@ def test_unknown_item_ends_dead_with_server_message_and_one_clean_sentry_event(
     make_deliverer: Deliv,
     ledger: Ledger,
     sim: WetbotSimulator,
-    fake_queue: FakeQueue,
+    driver: ScheduleDriver,
     sentry_events: CapturingTransport,
 ) -> None:
     sim.set_items(GUILD, ["gem"])
@@ -121,7 +122,7 @@ def test_unknown_item_ends_dead_with_server_message_and_one_clean_sentry_event(
     settings = make_settings()
     deliverer = make_deliverer(settings)
     deliverer.deliver(grant.id)
-    fake_queue.run(deliverer)
+    driver.run(deliverer)
     deliverer.deliver(grant.id)  # a stray duplicate message must not report again
 
     done = ledger.get(grant.id)
@@ -145,19 +146,20 @@ def test_ambiguous_outcome_with_policy_retry_sends_again(
     make_deliverer: Deliv,
     ledger: Ledger,
     sim: WetbotSimulator,
-    fake_queue: FakeQueue,
+    driver: ScheduleDriver,
     sentry_events: CapturingTransport,
 ) -> None:
     grant = ledger.create(new_grant(fault)).grant
     sim.inject(fault, delay_s=1.5)
     deliverer = make_deliverer(make_settings(ambiguous_policy="retry", wetbot_timeout=0.5))
     deliverer.deliver(grant.id)
-    fake_queue.run(deliverer)
+    driver.run(deliverer)
 
     done = ledger.get(grant.id)
     assert done is not None and done.state == GrantState.DELIVERED
     assert done.failures == 1 and done.attempts == 2
     assert "may have been applied" in ledger.history(grant.id)[2].reason
+    assert done.possible_duplicates == 1, "the resend is recorded as a possible duplicate"
     # drop_before applied nothing, so the resend applies once; slow_after had
     # applied already, so "retry" applies it twice: the documented price of the policy.
     assert len(sim.applied()) == (1 if fault == "drop_before" else 2)
@@ -171,20 +173,20 @@ def test_ambiguous_outcome_with_policy_hold_ends_unknown(
     make_deliverer: Deliv,
     ledger: Ledger,
     sim: WetbotSimulator,
-    fake_queue: FakeQueue,
+    driver: ScheduleDriver,
     sentry_events: CapturingTransport,
 ) -> None:
     grant = ledger.create(new_grant(fault)).grant
     sim.inject(fault, delay_s=1.5)
     deliverer = make_deliverer(make_settings(ambiguous_policy="hold", wetbot_timeout=0.5))
     deliverer.deliver(grant.id)
-    fake_queue.run(deliverer)
+    driver.run(deliverer)
 
     done = ledger.get(grant.id)
     assert done is not None and done.state == GrantState.UNKNOWN
     assert done.attempts == 1
     assert "held for an operator" in done.last_error
-    assert fake_queue.requeues == [], "held grants are not sent again"
+    assert driver.ran(grant.id) == 0, "held grants are not sent again"
     assert len(sim.applied()) == (0 if fault == "drop_before" else 1)
     assert len(sentry_events.events) == 1
     assert sentry_events.events[0]["tags"]["state"] == "unknown"
@@ -196,7 +198,7 @@ def test_401_pauses_the_key_keeps_grants_and_resumes(
     ledger: Ledger,
     keys: Keys,
     sim: WetbotSimulator,
-    fake_queue: FakeQueue,
+    driver: ScheduleDriver,
     sentry_events: CapturingTransport,
     redis: object,
 ) -> None:
@@ -215,24 +217,22 @@ def test_401_pauses_the_key_keeps_grants_and_resumes(
     assert len(sentry_events.events) == 1 and sentry_events.events[0]["level"] == "warning"
 
     # Still refused at the probe: paused again, still no dead grant, still one alert.
-    due = sorted(fake_queue.pending)
-    fake_queue.pending.clear()
-    time.sleep(max(0.0, due[0][0] - time.monotonic()))
-    for _, grant_id in due:
-        deliverer.deliver(grant_id)
+    time.sleep(0.4)
+    for grant_id, token in driver.schedule.dispatch_due(write_messages=False):
+        deliverer.deliver(grant_id, token)
     assert sim.count_status(401) == 2
     assert all(g.state == GrantState.QUEUED for g in ledger.list_grants())
     assert len(sentry_events.events) == 1
 
     sim.restore_key(API_KEY)
-    fake_queue.run(deliverer)
+    driver.run(deliverer)
     assert [g.state for g in ledger.list_grants()] == [GrantState.DELIVERED, GrantState.DELIVERED]
     assert len(sim.applied()) == 2
     assert not ledger.list_grants(GrantState.DEAD)
 
 
 def test_server_429_blocks_the_key_without_spending_a_retry(
-    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator, fake_queue: FakeQueue
+    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator, driver: ScheduleDriver
 ) -> None:
     # The server is stricter than our configured limit: 1 per 1 s against our 10 per 1 s.
     sim.set_limit(1, 1.0)
@@ -241,7 +241,7 @@ def test_server_429_blocks_the_key_without_spending_a_retry(
     deliverer = make_deliverer(make_settings(wetbot_rate_limit="10/1s", wetbot_max_attempts=1))
     for grant in grants:
         deliverer.deliver(grant.id)
-    fake_queue.run(deliverer)
+    driver.run(deliverer)
 
     assert sim.count_status(429) == 1
     assert all(g.state == GrantState.DELIVERED and g.failures == 0 for g in ledger.list_grants())
@@ -256,42 +256,53 @@ def test_a_grant_leased_by_another_worker_is_not_sent_twice(
     ledger: Ledger,
     keys: Keys,
     sim: WetbotSimulator,
-    fake_queue: FakeQueue,
+    driver: ScheduleDriver,
     redis: object,
 ) -> None:
     grant = ledger.create(new_grant("leased")).grant
     from redis import Redis
 
     assert isinstance(redis, Redis)
-    redis.set(keys.lease(grant.id), "another-worker", px=400)
+    redis.set(keys.lease(GUILD, USER), "another-grant:run", px=400)
     deliverer = make_deliverer(settings)
     deliverer.deliver(grant.id)
     assert sim.requests() == []
-    assert len(fake_queue.requeues) == 1 and 0.3 < fake_queue.requeues[0][1] <= 1.0
-    fake_queue.run(deliverer)
+    assert redis.zcard(keys.rate_window(deliverer.key_id)) == 0, "a grant that waits for the lease spends no slot"
+    due_in = driver.schedule.due_in_s(grant.id)
+    assert due_in is not None and 0.2 < due_in <= 0.5
+    driver.run(deliverer)
     assert len(sim.applied()) == 1
 
 
-@pytest.mark.parametrize(("policy", "final"), [("retry", GrantState.DELIVERED), ("hold", GrantState.UNKNOWN)])
+@pytest.mark.parametrize(
+    ("policy", "final", "reads"),
+    [("retry", GrantState.DELIVERED, 0), ("hold", GrantState.UNKNOWN, 0), ("verify", GrantState.DELIVERED, 1)],
+)
 def test_a_grant_left_sending_by_a_dead_worker_follows_the_policy(
     policy: str,
     final: GrantState,
+    reads: int,
     make_settings: SettingsFactory,
     make_deliverer: Deliv,
     ledger: Ledger,
     sim: WetbotSimulator,
+    driver: ScheduleDriver,
 ) -> None:
     grant = ledger.create(new_grant("abandoned")).grant
     assert ledger.transition(grant.id, GrantState.SENDING, "sending", add_attempt=True)
-    make_deliverer(make_settings(ambiguous_policy=policy)).deliver(grant.id)
+    deliverer = make_deliverer(make_settings(ambiguous_policy=policy))
+    deliverer.deliver(grant.id)
+    driver.run(deliverer)
     done = ledger.get(grant.id)
     assert done is not None and done.state == final
-    assert "worker stopped while sending" in done.last_error or final == GrantState.DELIVERED
-    assert len(sim.applied()) == (1 if policy == "retry" else 0)
+    assert "worker stopped while sending" in ledger.history(grant.id)[2].reason
+    # The dead worker's request never reached WetBot here: "retry" and "verify" send it once.
+    assert len(sim.applied()) == (0 if policy == "hold" else 1)
+    assert sum(1 for r in sim.requests() if r.method == "GET") == reads
 
 
 def test_a_403_for_another_guild_does_not_hold_up_this_guild(
-    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator, fake_queue: FakeQueue
+    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator, driver: ScheduleDriver
 ) -> None:
     foreign = NewGrant("999999999999999999", USER, (GrantItem("gem", 1),), source="test", idempotency_key="t:foreign")
     stranger = ledger.create(foreign).grant
@@ -303,4 +314,5 @@ def test_a_403_for_another_guild_does_not_hold_up_this_guild(
     assert ledger.get(local.id).state == GrantState.DELIVERED  # type: ignore[union-attr]
     held = ledger.get(stranger.id)
     assert held is not None and held.state == GrantState.QUEUED and "HTTP 403" in held.last_error
-    assert fake_queue.requeues == [(stranger.id, 30.0)]
+    due_in = driver.schedule.due_in_s(stranger.id)
+    assert due_in is not None and 29.0 < due_in <= 30.0

@@ -78,4 +78,5 @@ def test_window_entries_expire_on_their_own(redis: Redis, keys: Keys) -> None:
     lim = limiter(redis, keys, limit=2, window_s=1)
     lim.try_acquire("k")
     ttl_ms = int(redis.pttl(keys.rate_window("k")))  # type: ignore[arg-type]
-    assert 1000 < ttl_ms <= 2100
+    # One window, plus two minutes for a slot re-stamped when its (slow) answer comes back.
+    assert 121_000 < ttl_ms <= 122_100

@@ -159,7 +159,8 @@ def test_health_ready_and_metrics(client: TestClient) -> None:
     text = client.get("/metrics").text
     assert 'wetbot_rewards_grants{state="queued"} 1' in text
     assert "wetbot_rewards_queue_messages 1" in text
-    assert "wetbot_rewards_outbox 0" in text
+    assert "wetbot_rewards_scheduled 1" in text
+    assert "wetbot_rewards_schedule_lag_seconds 0.000" in text, "a new grant's message is claimed before it is due"
     count_event(client.app.state.wetbot.redis, client.app.state.wetbot.keys, "twitch.notification.ignored")  # type: ignore[attr-defined]
     assert 'wetbot_rewards_events_total{event="twitch.notification.ignored"} 1' in client.get("/metrics").text
 

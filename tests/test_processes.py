@@ -10,16 +10,15 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 import requests
 from redis import Redis
 
-from config.settings import load_settings
 from producers.submit import submit_grant
 from tests.conftest import API_KEY, GUILD, OTHER_USER, TEST_REDIS_URL, TOKEN, USER, free_port, wait_for
 from tests.wetbot_sim import WetbotSimulator
-from worker.broker import build_broker
 from worker.keys import Keys
 from worker.ledger import Grant, GrantItem, GrantState, Ledger, NewGrant
 
@@ -83,14 +82,11 @@ def procs(tmp_path: Path) -> Iterator[Processes]:
 
 
 def submit(prefix: str, grants: list[NewGrant]) -> list[Grant]:
-    """Queue grants the way a producer does (ledger, then queue message)."""
-    settings = load_settings(_env_file=None, redis_url=TEST_REDIS_URL, redis_key_prefix=prefix)
+    """Queue grants the way a producer does (ledger entry and queue message in one step)."""
     redis = Redis.from_url(TEST_REDIS_URL)
-    broker = build_broker(settings)
     try:
-        return [submit_grant(Ledger(redis, Keys(prefix)), broker, new).grant for new in grants]
+        return [submit_grant(Ledger(redis, Keys(prefix)), new).grant for new in grants]
     finally:
-        broker.close()
         redis.close()
 
 
@@ -113,7 +109,7 @@ def test_a_bad_setting_stops_start_up_with_one_clear_line(
     lines = [line for line in procs.log(kind).splitlines() if "configuration error" in line]
     assert lines == [
         "wetbot-rewards: configuration error: WETBOT_RATE_LIMIT: expected N/<seconds>s such as 10/60s; "
-        "AMBIGUOUS_POLICY: must be one of retry, hold"
+        "AMBIGUOUS_POLICY: must be one of verify, hold, retry"
     ]
     assert "ten-per-minute" not in procs.log(kind)
 
@@ -163,14 +159,17 @@ def test_a_sigkilled_workers_grant_is_delivered_by_another_worker_within_30s(
     )
 
     stuck, done = grants
-    # Kill only once OTHER_USER's grant is delivered: a kill while its request is in flight is an
-    # ambiguous outcome, which AMBIGUOUS_POLICY=retry (the default) sends again by design
-    # (test_delivery covers both policies). USER's first request is stalled, and the simulator applies a
-    # stalled request only if its caller is still there: worker-b's re-send is its only application.
-    wait_for(
-        lambda: redis.exists(keys.lease(stuck.id)) == 1 and ledger.get(done.id).state == GrantState.DELIVERED,  # type: ignore[union-attr]
-        timeout_s=20,
-    )
+
+    # Kill only once OTHER_USER's grant is delivered, so only USER's request is cut. It is stalled, and
+    # the simulator applies a stalled request only if its caller is still there: under
+    # AMBIGUOUS_POLICY=verify (the default) worker-b reads the profile back, finds it not applied and
+    # sends it again, its only application.
+    def stuck_and_done() -> bool:
+        holder = cast(bytes | None, redis.get(keys.lease(GUILD, USER)))
+        delivered = ledger.get(done.id).state == GrantState.DELIVERED  # type: ignore[union-attr]
+        return holder is not None and holder.decode().startswith(f"{stuck.id}:") and delivered
+
+    wait_for(stuck_and_done, timeout_s=20)
     assert ledger.get(stuck.id).state == GrantState.SENDING  # type: ignore[union-attr]
     os.killpg(first.pid, signal.SIGKILL)
     killed_at = time.monotonic()

@@ -90,7 +90,7 @@ def test_grants_survive_a_redis_crash_and_restart(
 
     def grant(user: str) -> str:
         new = NewGrant(GUILD, user, (GrantItem("gem", 1),), source="test", idempotency_key=f"t:{user}")
-        return submit_grant(ledger, broker, new).grant.id
+        return submit_grant(ledger, new).grant.id
 
     before = [grant(str(500000000000000000 + n)) for n in range(3)]
     private_redis.kill()

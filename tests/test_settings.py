@@ -55,7 +55,7 @@ def test_defaults() -> None:
     assert s.twitch_client_id is None
     assert s.twitch_client_secret is None
     assert s.rewards_file == Path("config/rewards.toml")
-    assert s.ambiguous_policy == "retry"
+    assert s.ambiguous_policy == "verify"
     assert s.sentry_dsn is None
     assert s.sentry_environment is None
     assert s.log_level == "INFO"
@@ -148,7 +148,7 @@ BAD_VALUES = [
     ("TWITCH_WEBHOOK_SECRET", LEAKY + "é", "TWITCH_WEBHOOK_SECRET: must be 10-100 ASCII characters"),
     ("GRANTS_API_TOKEN", LEAKY[:15], "GRANTS_API_TOKEN: must be at least 16 characters"),
     ("GRANTS_API_TOKEN", f"Bearer {LEAKY}", "GRANTS_API_TOKEN: must not contain spaces"),
-    ("AMBIGUOUS_POLICY", LEAKY, "AMBIGUOUS_POLICY: must be one of retry, hold"),
+    ("AMBIGUOUS_POLICY", LEAKY, "AMBIGUOUS_POLICY: must be one of verify, hold, retry"),
     ("LOG_LEVEL", LEAKY, "LOG_LEVEL: must be one of DEBUG, INFO, WARNING, ERROR"),
     ("SENTRY_DSN", LEAKY, "SENTRY_DSN: must be a Sentry DSN"),
     ("SENTRY_DSN", f"https://o1.ingest.sentry.io/{LEAKY}", "SENTRY_DSN: must be a Sentry DSN"),
@@ -185,7 +185,7 @@ def test_exact_line_for_the_documented_examples(clean_env: pytest.MonkeyPatch) -
     clean_env.setenv("AMBIGUOUS_POLICY", "maybe")
     with pytest.raises(ConfigError) as caught:
         load_settings()
-    assert str(caught.value) == "AMBIGUOUS_POLICY: must be one of retry, hold"
+    assert str(caught.value) == "AMBIGUOUS_POLICY: must be one of verify, hold, retry"
 
 
 def test_several_bad_values_are_joined_on_one_line(clean_env: pytest.MonkeyPatch) -> None:

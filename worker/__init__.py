@@ -4,19 +4,19 @@
 it is not imported here.
 """
 
-from worker.broker import QUEUE_NAME, build_broker, declare_deliver, enqueue_grant
+from worker.broker import QUEUE_NAME, build_broker, declare_deliver
 from worker.client import CallResult, ItemDelta, Outcome, WetbotClient, key_fingerprint
 from worker.delivery import Deliverer
 from worker.keys import Keys
 from worker.ledger import Grant, GrantItem, GrantState, Ledger, NewGrant
 from worker.limiter import SlidingWindowLimiter, SlotDecision
+from worker.schedule import Reconciler, Schedule
 
 __all__ = [
     # broker
     "QUEUE_NAME",
     "build_broker",
     "declare_deliver",
-    "enqueue_grant",
     # WetBot
     "CallResult",
     "ItemDelta",
@@ -27,6 +27,8 @@ __all__ = [
     "Deliverer",
     "SlidingWindowLimiter",
     "SlotDecision",
+    "Reconciler",
+    "Schedule",
     # ledger
     "Grant",
     "GrantItem",

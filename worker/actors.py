@@ -12,7 +12,7 @@ import sys
 import dramatiq
 
 from config.settings import settings_or_exit
-from worker.broker import build_broker, declare_deliver, enqueue_grant
+from worker.broker import build_broker, declare_deliver
 from worker.keys import Keys
 from worker.observability import configure_logging, init_sentry
 from worker.runtime import add_worker_middleware, build_deliverer, connect_redis
@@ -33,7 +33,7 @@ broker = build_broker(settings)
 add_worker_middleware(broker, redis, Keys(settings.redis_key_prefix))
 dramatiq.set_broker(broker)
 
-_deliverer = build_deliverer(settings, redis, lambda gid, delay_s: enqueue_grant(broker, gid, delay_s=delay_s))
+_deliverer = build_deliverer(settings, redis)
 
 #: The only actor: deliver one grant to WetBot (see ``worker.delivery.Deliverer.deliver``).
 deliver = declare_deliver(broker, _deliverer.deliver, timeout_s=settings.wetbot_timeout)

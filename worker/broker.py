@@ -1,8 +1,13 @@
-"""Dramatiq's Redis broker, tuned so a killed worker's grant runs again within seconds.
+"""Dramatiq's Redis broker as this service uses it: a queue of hints, never the record.
 
-Stock settings recover a dead worker's unacked messages only after
-``heartbeat_timeout`` (60 s) *and* a maintenance pass that runs on 0.1 % of
-broker calls, which takes minutes on a quiet system (research/dramatiq.md §4).
+The ledger owns the schedule (``worker.schedule``): a grant's queue message
+only says "look at this grant now", carries the dispatch token that makes
+every older copy a no-op, and is written again by the reconciler if it is
+lost. So nothing here depends on Dramatiq recovering well from connection
+errors (research/dramatiq.md §8): no delayed messages (the delay queue lives
+in worker memory and is dropped on a connection error), no Dramatiq retries
+(their re-enqueue fails when Redis does), and a heartbeat timeout long enough
+that clock skew between hosts does not declare live workers dead.
 """
 
 from __future__ import annotations
@@ -22,17 +27,20 @@ QUEUE_NAME = "grants"
 #: The one actor's name.
 ACTOR_NAME = "deliver"
 
-#: Milliseconds without a heartbeat after which a worker counts as dead and its
-#: unacked messages are requeued. Every broker call of a live worker beats
-#: (idle polling ~1.4/s per queue, and the delay-queue consumer keeps polling
-#: while all worker threads are busy), so 10 s is ample and keeps recovery short.
-HEARTBEAT_TIMEOUT_MS = 10_000
-#: Chance (per million broker calls) that a call also runs maintenance, which
-#: is what requeues a dead worker's messages, and only for the queue named in
-#: that call. An idle consumer polls each queue about once a second, so 50 %
-#: finds a dead worker's grants within a couple of seconds after its heartbeat
-#: times out. A pass costs two small ZRANGEBYSCOREs when nobody died.
-MAINTENANCE_CHANCE = 500_000
+#: Milliseconds without a heartbeat after which Dramatiq counts a worker as dead
+#: and requeues its unacked messages. Heartbeats are stamped with each host's
+#: own clock, so this must exceed the clock skew between hosts (60 s tolerated)
+#: plus the gap between beats. Recovery does not wait for it: a killed worker's
+#: grant moves again when its lease ends (``worker.schedule``); the requeued
+#: copies Dramatiq finds later carry stale tokens and do nothing.
+HEARTBEAT_TIMEOUT_MS = 120_000
+#: Chance (per million broker calls) that a call also runs maintenance (requeue
+#: of dead workers' messages, dead-letter expiry): only cleaning up now.
+MAINTENANCE_CHANCE = 10_000
+#: Seconds a written queue message may take to be claimed by a worker before
+#: the reconciler writes another (the older one then does nothing). Messages
+#: wait at most for a busy thread's inline wait and one API call.
+DISPATCH_TTL_S = 20.0
 #: Milliseconds Dramatiq keeps its own dead-lettered messages (the ledger is the
 #: record that matters; these only appear after unexpected exceptions).
 DEAD_MESSAGE_TTL_MS = 30 * 24 * 3600 * 1000
@@ -41,9 +49,15 @@ DEAD_MESSAGE_TTL_MS = 30 * 24 * 3600 * 1000
 def build_broker(settings: Settings, *, redis: Redis | None = None) -> RedisBroker:
     """A Redis broker for the service's Redis, namespaced under the key prefix.
 
+    The broker gets a client built like every other (``connect_redis``: timeouts,
+    keepalive, health checks, retries): ``RedisBroker(url=...)`` would build one
+    with none of them, and a silently cut connection would then hang the
+    consumer and its heartbeat forever.
     Initialise Sentry *before* calling this: the Dramatiq integration patches
     ``Broker.__init__``.
     """
+    from worker.runtime import connect_redis  # runtime builds on this module
+
     keys = Keys(settings.redis_key_prefix)
     options: dict[str, object] = {
         "namespace": keys.dramatiq_namespace,
@@ -51,77 +65,54 @@ def build_broker(settings: Settings, *, redis: Redis | None = None) -> RedisBrok
         "maintenance_chance": MAINTENANCE_CHANCE,
         "dead_message_ttl": DEAD_MESSAGE_TTL_MS,
     }
-    if redis is not None:
-        return RedisBroker(client=redis, **options)  # type: ignore[no-untyped-call]
-    return RedisBroker(url=settings.redis_url, **options)  # type: ignore[no-untyped-call]
+    return RedisBroker(client=redis or connect_redis(settings), **options)  # type: ignore[no-untyped-call]
 
 
-#: Dramatiq retries only for unexpected exceptions (a bug, Redis gone); WetBot
-#: trouble never raises (see ``delivery.py``), so these never count waiting.
-MAX_UNEXPECTED_RETRIES = 20
-MIN_BACKOFF_MS = 1_000
-MAX_BACKOFF_MS = 5 * 60 * 1000
-#: Seconds an actor run may take beyond one API call: the longest inline wait
-#: for a rate slot plus Redis round trips, with room to spare.
-TIME_LIMIT_MARGIN_S = 60
+#: Seconds an actor run may take beyond one API call: the inline wait for a rate
+#: slot, recording the outcome while Redis is briefly away, and round trips.
+TIME_LIMIT_MARGIN_S = 120
 
 
 def declare_deliver(
-    broker: dramatiq.Broker,
-    handler: Callable[[str], None],
-    *,
-    timeout_s: float,
-    max_retries: int = MAX_UNEXPECTED_RETRIES,
-) -> dramatiq.Actor[[str], None]:
-    """Declare the ``deliver`` actor on ``broker``, running ``handler(grant_id)``.
+    broker: dramatiq.Broker, handler: Callable[[str, str], None], *, timeout_s: float
+) -> dramatiq.Actor[[str, str], None]:
+    """Declare the ``deliver`` actor on ``broker``, running ``handler(grant_id, token)``.
+
+    No Dramatiq retries: an unexpected exception leaves the grant on the
+    ledger's schedule, which runs it again (``worker.schedule``), and
+    ``Deliverer`` counts such failures itself.
 
     Parameters:
       broker: the broker the actor belongs to.
       handler: the work, normally ``Deliverer.deliver``.
       timeout_s: the WetBot call timeout, from which the actor's time limit follows.
-      max_retries: retries after unexpected exceptions (tests lower it).
     """
 
-    def deliver(grant_id: str) -> None:
-        handler(grant_id)
+    def deliver(grant_id: str, token: str = "") -> None:
+        handler(grant_id, token)
 
     decorate = dramatiq.actor(
         actor_name=ACTOR_NAME,
         queue_name=QUEUE_NAME,
         broker=broker,
-        max_retries=max_retries,
-        min_backoff=MIN_BACKOFF_MS,
-        max_backoff=MAX_BACKOFF_MS,
+        max_retries=0,
         time_limit=int((timeout_s + TIME_LIMIT_MARGIN_S) * 1000),
     )
     return decorate(deliver)
 
 
-def encoded_message(grant_id: str) -> tuple[str, str]:
-    """``(redis message id, encoded message)`` of ``deliver(grant_id)``, as the Redis broker stores it.
+def encoded_message(grant_id: str, token: str) -> tuple[str, str]:
+    """``(redis message id, encoded message)`` of ``deliver(grant_id, token)``, as the Redis broker stores it.
 
-    For ``worker.creation``, which writes the message in the same atomic step
-    as the ledger entry.
+    For the scripts that write the message in the same atomic step as the
+    ledger change (``worker.creation``, ``worker.schedule``).
     """
     redis_message_id = str(uuid.uuid4())
     message: dramatiq.Message[None] = dramatiq.Message(
         queue_name=QUEUE_NAME,
         actor_name=ACTOR_NAME,
-        args=(grant_id,),
+        args=(grant_id, token),
         kwargs={},
         options={"redis_message_id": redis_message_id},
     )
     return redis_message_id, message.encode().decode("utf-8")
-
-
-def enqueue_grant(broker: dramatiq.Broker, grant_id: str, *, delay_s: float | None = None) -> None:
-    """Put one ``deliver(grant_id)`` message on the grants queue, optionally after ``delay_s``.
-
-    Producers use this instead of importing the actor module, so the web
-    process never loads worker-only start-up checks.
-    """
-    message: dramatiq.Message[None] = dramatiq.Message(
-        queue_name=QUEUE_NAME, actor_name=ACTOR_NAME, args=(grant_id,), kwargs={}, options={}
-    )
-    delay_ms = None if delay_s is None or delay_s <= 0 else max(1, int(delay_s * 1000))
-    broker.enqueue(message, delay=delay_ms)

@@ -28,7 +28,7 @@ MAX_MESSAGE_CHARS = 300
 class Outcome(StrEnum):
     """What one WetBot call amounted to (DESIGN.md, "The single actor")."""
 
-    #: 2xx: applied; ``profile`` holds the returned profile when it parsed.
+    #: 2xx with WetBot's envelope and the user's profile: applied; ``profile`` holds it.
     DELIVERED = "delivered"
     #: 429: nothing applied; wait (``retry_after_s`` when the server said).
     RATE_LIMITED = "rate_limited"
@@ -36,9 +36,10 @@ class Outcome(StrEnum):
     UNAUTHORISED = "unauthorised"
     #: another 4xx: the server refused this content; sending it again will not help.
     REJECTED = "rejected"
-    #: nothing can have been applied (connection refused, 5xx, 408): safe to retry.
+    #: nothing can have been applied (connection refused or timed out, 408): safe to retry.
     TRANSIENT = "transient"
-    #: the request may have been applied (read timeout, connection dropped after sending).
+    #: the request may have been applied: read timeout, connection dropped after sending, any 5xx
+    #: (a server can fail after applying), a 2xx that is not WetBot's envelope (a proxy's page).
     AMBIGUOUS = "ambiguous"
 
 
@@ -128,13 +129,20 @@ class WetbotClient:
         retry_after_s = _retry_after(response.headers.get("Retry-After"))
         if 200 <= status < 300:
             profile = envelope.get("response")
-            return CallResult(Outcome.DELIVERED, status, message, profile if isinstance(profile, dict) else None)
+            if isinstance(code, int) and 200 <= code < 300 and isinstance(profile, dict):
+                return CallResult(Outcome.DELIVERED, status, message, profile)
+            kind = response.headers.get("Content-Type", "no content type").split(";")[0].strip()
+            return CallResult(
+                Outcome.AMBIGUOUS, status, f"HTTP {status} without WetBot's envelope and profile ({kind})"
+            )
         if status == 429:
             return CallResult(Outcome.RATE_LIMITED, status, message, retry_after_s=retry_after_s)
         if status in (401, 403):
             return CallResult(Outcome.UNAUTHORISED, status, message)
-        if status == 408 or status >= 500:
+        if status == 408:
             return CallResult(Outcome.TRANSIENT, status, message, retry_after_s=retry_after_s)
+        if status >= 500:
+            return CallResult(Outcome.AMBIGUOUS, status, message, retry_after_s=retry_after_s)
         if 400 <= status < 500:
             return CallResult(Outcome.REJECTED, status, message)
         # 1xx/3xx: we never follow redirects; the request was not served as asked.

@@ -28,7 +28,7 @@ from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from redis.commands.core import AsyncScript
 
-from worker.broker import QUEUE_NAME, encoded_message
+from worker.broker import DISPATCH_TTL_S, QUEUE_NAME, encoded_message
 from worker.keys import IDEMPOTENCY_TTL_S, SEEN_TTL_S, Keys
 from worker.ledger import CreateResult, GrantState, NewGrant, grant_from_fields
 from worker.scripts import load_script, script_source
@@ -42,8 +42,8 @@ class Mode(StrEnum):
 
     #: queued, with its Dramatiq message written in the same step.
     ENQUEUE = "enqueue"
-    #: queued, with an outbox marker: the caller enqueues it and clears the marker.
-    OUTBOX = "outbox"
+    #: queued and due now, without a message: a worker's reconciler dispatches it (``worker.schedule``).
+    SCHEDULE = "schedule"
     #: parked until ``platform``/``external_id`` is linked.
     PARK = "park"
     #: ENQUEUE for the linked Discord user (run-time link, else ``static_user``), or PARK without one.
@@ -104,7 +104,8 @@ def build_request(
         for item in event.planned:
             new = item.new
             grant_id = uuid.uuid4().hex
-            message_id, message = encoded_message(grant_id)
+            token = uuid.uuid4().hex
+            message_id, message = encoded_message(grant_id, token)
             fields = _fields(new, grant_id, now)
             grants.append(
                 {
@@ -118,6 +119,7 @@ def build_request(
                     "reason": f"created by {new.source}",
                     "message_id": message_id,
                     "message": message,
+                    "token": token,
                 }
             )
             sent.append(fields)
@@ -129,6 +131,7 @@ def build_request(
         "now": now,
         "idem_ttl": IDEMPOTENCY_TTL_S,
         "seen_ttl": SEEN_TTL_S,
+        "dispatch_ttl_ms": int(DISPATCH_TTL_S * 1000),
         "events": encoded_events,
     }
     return json.dumps(request), sent_per_event
@@ -161,9 +164,7 @@ def _event_result(answer: dict[str, Any], sent: Sequence[_Sent]) -> BatchResult 
             if not raw:
                 return MissingGrant(f"an idempotency key names a missing grant {entry['id']}")
             grant = grant_from_fields({str(k): str(v) for k, v in raw.items()})
-        results.append(
-            CreateResult(grant=grant, created=bool(entry["created"]), needs_enqueue=bool(entry["in_outbox"]))
-        )
+        results.append(CreateResult(grant=grant, created=bool(entry["created"])))
     return BatchResult(seen=False, results=tuple(results))
 
 

@@ -1,51 +1,89 @@
-"""What the ``deliver`` actor does with one grant: slot, send, classify, record, report.
+"""What the ``deliver`` actor does with one grant: claim, slot, send, record, verify, report.
 
 Kept apart from Dramatiq so tests can drive it directly. Nothing here raises
-for WetBot trouble: every outcome becomes a ledger transition, and "try again
-later" becomes a fresh queue message with a delay (``Requeue``), never an
-exception, because Dramatiq's retries would count waiting as failure and
-report every attempt to Sentry (research/dramatiq.md §2, §5).
+for WetBot trouble: every outcome becomes one atomic ledger step
+(``Ledger.transition`` with ``StepEffects``) that also says when the grant is
+looked at next (``worker.schedule``), so "try again later" is a due time the
+ledger owns, never a Dramatiq retry or delayed message (research/dramatiq.md
+§2, §8).
+
+A run, in order: claim the message (stale copies stop here) and the user's
+lease; then a rate slot (waiting is not a failure); then the request; then
+the outcome is recorded **first**, in one step, retried in place while Redis
+is briefly away (the step is guarded by the run's token, so a resent script
+changes nothing twice). Outcomes after which the request may have been
+applied follow ``AMBIGUOUS_POLICY``: ``verify`` reads the profile back
+(``worker.verify``), ``hold`` leaves the grant ``unknown`` for an operator,
+``retry`` sends again and counts a possible duplicate.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import cast
+from dataclasses import dataclass, replace
+from typing import Any, cast
 
-from redis import Redis
+from redis import Redis, RedisError
 
 from config.settings import Settings
 from worker.client import CallResult, ItemDelta, Outcome, WetbotClient
-from worker.keys import Keys
-from worker.ledger import FINAL_STATES, SENDABLE_STATES, Grant, GrantState, Ledger, item_amounts
+from worker.keys import PROFILE_TTL_S, Keys
+from worker.ledger import FINAL_STATES, SENDABLE_STATES, Grant, GrantState, Ledger, StepEffects, item_amounts
 from worker.limiter import SlidingWindowLimiter
 from worker.observability import capture
+from worker.schedule import Schedule
+from worker.verify import Verdict, inventory_amounts, judge
 
 logger = logging.getLogger("wetbot_rewards.delivery")
 
 #: Longest wait for a rate slot spent sleeping in the worker thread, in seconds.
-#: Longer waits hand the thread back (the grant is requeued with that delay),
-#: so one guild's backlog cannot occupy every thread while other keys wait.
+#: Longer waits hand the grant back to the schedule, so one guild's backlog
+#: cannot occupy every thread while other keys wait.
 MAX_INLINE_WAIT_S = 5.0
-#: Seconds before its slot frees that a requeued grant comes back. Dramatiq's
-#: delay queue and an idle consumer each add up to ~1 s of polling lag; coming
-#: back early and sleeping the rest inline starts the request on time.
+#: Seconds before its slot frees that a handed-back grant is due again: the
+#: reconciler's pass and the message pickup add up to ~1.5 s; the rest is slept inline.
 EARLY_RETURN_S = 2.5
-#: Seconds a lease outlives the HTTP timeout. A lease marks "a live worker is
-#: sending this grant"; a duplicate message that finds it comes back later.
-LEASE_MARGIN_S = 5.0
+#: Seconds a lease outlives the HTTP timeout. The lease says "a live run is
+#: sending to this user"; once it has run out the grant moves again (a killed
+#: worker's grant after timeout + margin + ~1 s: 26 s with the default 15 s).
+#: The margin also gives a run whose answer is back time to record it while
+#: Redis pauses (a failover), before anyone treats the request as abandoned.
+LEASE_MARGIN_S = 10.0
+#: Seconds a claim's lease lasts before the request starts (covers the inline wait).
+CLAIM_LEASE_S = MAX_INLINE_WAIT_S + LEASE_MARGIN_S
+#: Seconds until a grant whose user is busy (another grant's run or read-back) is looked at again.
+BUSY_RETRY_S = 2.0
 #: Upper bound of the retry backoff, in seconds.
 MAX_BACKOFF_S = 15 * 60.0
-#: Dramatiq refuses delays of 7 days or more; requeue delays stay below this.
-MAX_REQUEUE_DELAY_S = 6 * 24 * 3600.0
+#: Seconds a run keeps trying to record an outcome while Redis does not answer.
+RECORD_RETRY_S = 90.0
+#: Runs that failed unexpectedly (a bug, not WetBot trouble) before the grant is ``dead``.
+MAX_CRASHES = 20
 
-#: Schedules ``deliver(grant_id)`` again after ``delay_s`` seconds.
-Requeue = Callable[[str, float], None]
+ABANDONED = "the worker stopped while sending; the request may have been applied"
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One claimed run of a grant: its token, the user lease it holds, and the request whose outcome it records."""
+
+    grant: Grant
+    token: str
+    lease_key: str
+    #: the run token of the request being recorded: this run's own once it sent, else the abandoned one's.
+    attempt: str
+
+    @property
+    def lease_value(self) -> str:
+        return f"{self.grant.id}:{self.token}"
+
+    def lease_release(self) -> dict[str, str]:
+        return {"key": self.lease_key, "value": self.lease_value}
 
 
 @dataclass(frozen=True)
@@ -59,8 +97,8 @@ class Deliverer:
       ledger: the grant ledger.
       limiter: the shared rate limiter.
       client: WetBot client holding the key.
-      requeue: how to run a grant again later (a delayed queue message).
-      sleep: how to wait for a slot (tests pass a fake).
+      schedule: the ledger's schedule (claims and hand-backs).
+      sleep: how to wait (tests pass a fake).
     """
 
     settings: Settings
@@ -69,76 +107,96 @@ class Deliverer:
     ledger: Ledger
     limiter: SlidingWindowLimiter
     client: WetbotClient
-    requeue: Requeue
+    schedule: Schedule
     sleep: Callable[[float], None] = time.sleep
 
     @property
     def key_id(self) -> str:
         return self.client.key_id
 
-    def deliver(self, grant_id: str) -> None:
-        """Process one queue message for ``grant_id``; see DESIGN.md "The single actor"."""
+    def deliver(self, grant_id: str, token: str = "") -> None:
+        """Process one queue message for ``grant_id`` carrying dispatch ``token``; see DESIGN.md "The single actor".
+
+        Redis errors propagate (the grant stays on the schedule and moves again
+        when Redis answers); other unexpected exceptions are counted on the
+        grant first (``MAX_CRASHES``).
+        """
+        run_token = uuid.uuid4().hex
+        claim = self.schedule.claim(
+            grant_id, token, run_token, lease_px=int(CLAIM_LEASE_S * 1000), busy_ms=int(BUSY_RETRY_S * 1000)
+        )
+        if not claim.claimed:
+            logger.debug("grant %s: message %s (%s), nothing to do", grant_id, token or "-", claim.status)
+            return
         grant = self.ledger.get(grant_id)
         if grant is None:
-            logger.warning("grant %s: no such grant, message dropped", grant_id)
             return
-        if grant.state in FINAL_STATES or grant.state == GrantState.PARKED:
-            logger.debug("grant %s: already %s, nothing to do", grant_id, grant.state)
-            return
-        token = uuid.uuid4().hex
-        if not self._key_may_send(grant, token) or not self._take_slot(grant_id):
-            return
-        # The lease says "a live worker is sending this grant". It is taken after
-        # the slot so that it only spans one HTTP call, which keeps recovery after
-        # a killed worker short; a duplicate message that loses the race wastes
-        # one slot, nothing more.
-        lease_key = self.keys.lease(grant_id)
-        lease_ms = int((self.settings.wetbot_timeout + LEASE_MARGIN_S) * 1000)
-        if not self.redis.set(lease_key, token, nx=True, px=lease_ms):
-            self._requeue(grant_id, max(self._pttl_ms(lease_key), 1000) / 1000)
-            return
+        run = _Run(grant, run_token, self.keys.lease(grant.guild_id, grant.user_id), grant.attempt_token)
         try:
-            self._send(grant_id)
-        finally:
-            self._release(lease_key, token)
+            self._run(run)
+        except RedisError:
+            raise
+        except Exception as exc:
+            self._crashed(run, exc)
+            raise
 
-    # --- the steps --------------------------------------------------------------------
-    def _send(self, grant_id: str) -> None:
-        """Send the grant once; the caller holds its lease and a rate slot."""
-        grant = self.ledger.get(grant_id)
-        if grant is None or grant.state in FINAL_STATES or grant.state == GrantState.PARKED:
-            return
+    # --- the steps ----------------------------------------------------------------------
+    def _run(self, run: _Run) -> None:
+        grant = run.grant
+        duplicate = False
         if grant.state == GrantState.SENDING:
-            # We hold the lease, so whoever set "sending" is gone: a worker died mid-request.
-            if not self._resume_abandoned(grant):
+            # We hold the user's lease, so whoever set "sending" is gone: a worker died mid-request.
+            next_step = self._abandoned(run)
+            if next_step is None:
                 return
-            grant = self.ledger.get(grant_id) or grant  # counts changed: later decisions use them
-        elif not self.ledger.transition(
-            grant_id, GrantState.SENDING, "sending to WetBot", expect=SENDABLE_STATES, add_attempt=True
-        ):
+            grant, duplicate = next_step
+            run = replace(run, grant=grant)
+        if not self._key_may_send(run):
             return
-        result = self.client.add_items(
-            grant.guild_id, grant.user_id, [ItemDelta(item.item_id, item.amount) for item in grant.items]
-        )
-        self._record(grant, result)
+        slot = self._take_slot(run)
+        if slot is None:
+            return
+        if grant.verify_pending:
+            self._verify(run, slot)
+        else:
+            self._send(run, slot, duplicate=duplicate or grant.maybe_applied)
 
-    def _resume_abandoned(self, grant: Grant) -> bool:
-        """A grant left in ``sending`` by a dead worker: apply ``AMBIGUOUS_POLICY``. True = send it again now."""
-        error = "the worker stopped while sending; the request may have been applied"
-        if self.settings.ambiguous_policy == "hold":
-            self._finish(grant, GrantState.UNKNOWN, f"{error}; held for an operator")
-            return False
-        if self._gave_up(grant, error):
-            return False
-        return self.ledger.transition(
-            grant.id,
-            GrantState.SENDING,
-            f"{error}; sending again (AMBIGUOUS_POLICY=retry)",
-            expect=[GrantState.SENDING],
-            add_attempt=True,
-            add_failure=True,
-            last_error=error,
-        )
+    def _abandoned(self, run: _Run) -> tuple[Grant, bool] | None:
+        """A grant left ``sending``: apply ``AMBIGUOUS_POLICY``. Returns the grant to go on with (and whether a
+        resend may duplicate), or None when this run is done."""
+        grant = run.grant
+        policy = self.settings.ambiguous_policy
+        if policy == "hold":
+            self._finish(run, GrantState.UNKNOWN, f"{ABANDONED}; held for an operator", effects={})
+            return None
+        if policy == "verify" or grant.verify_pending:
+            moved = self._persist(
+                lambda: self.ledger.transition(
+                    grant.id,
+                    GrantState.RETRYING,
+                    f"{ABANDONED}; reading the profile back to verify",
+                    expect=[GrantState.SENDING],
+                    add_failure=True,
+                    last_error=ABANDONED,
+                    effects=StepEffects(fields={"verify": "1"}, due_in_s=CLAIM_LEASE_S + 1, hold="set"),
+                )
+            )
+        else:
+            if self._gave_up(run, ABANDONED):
+                return None
+            moved = self._persist(
+                lambda: self.ledger.transition(
+                    grant.id,
+                    GrantState.RETRYING,
+                    f"{ABANDONED}; sending again (AMBIGUOUS_POLICY=retry)",
+                    expect=[GrantState.SENDING],
+                    add_failure=True,
+                    last_error=ABANDONED,
+                    effects=StepEffects(fields={"maybe_applied": "1"}, due_in_s=CLAIM_LEASE_S + 1),
+                )
+            )
+        fresh = self.ledger.get(grant.id) if moved else None
+        return None if fresh is None else (fresh, policy == "retry")
 
     def _auth_scope(self, guild_id: str) -> str:
         """What a 401/403 pauses: this key for this guild.
@@ -148,99 +206,153 @@ class Deliverer:
         """
         return f"{self.key_id}:{guild_id}"
 
-    def _key_may_send(self, grant: Grant, token: str) -> bool:
-        """False (and the grant requeued) while the key is paused after a 401/403.
+    def _key_may_send(self, run: _Run) -> bool:
+        """False (and the grant handed back) while the key is paused after a 401/403.
 
         Once the pause ends, one request probes the key; the rest wait for it.
         """
-        scope = self._auth_scope(grant.guild_id)
+        scope = self._auth_scope(run.grant.guild_id)
         paused_ms = self._pttl_ms(self.keys.key_paused(scope))
         if paused_ms > 0:
-            self._requeue(grant.id, paused_ms / 1000)
+            self._hand_back(run, paused_ms / 1000)
             return False
         if self.redis.exists(self.keys.key_unauthorised(scope)):
             probe_key = self.keys.key_probe(scope)
             probe_ms = int((self.settings.wetbot_timeout + LEASE_MARGIN_S) * 1000)
-            if not self.redis.set(probe_key, token, nx=True, px=probe_ms):
-                self._requeue(grant.id, max(self._pttl_ms(probe_key), 1000) / 1000)
+            if not self.redis.set(probe_key, run.token, nx=True, px=probe_ms):
+                self._hand_back(run, max(self._pttl_ms(probe_key), 1000) / 1000)
                 return False
         return True
 
-    def _take_slot(self, grant_id: str) -> bool:
-        """Wait for a rate slot: sleep through short waits, requeue for long ones. No retry is spent."""
+    def _take_slot(self, run: _Run) -> str | None:
+        """A rate slot's member: sleep through short waits, hand the grant back for long ones. No retry is spent."""
+        budget_s = MAX_INLINE_WAIT_S
         while True:
             decision = self.limiter.try_acquire(self.key_id)
             if decision.granted:
-                return True
-            if decision.wait_s > MAX_INLINE_WAIT_S:
-                self._requeue(grant_id, decision.wait_s - EARLY_RETURN_S)
-                return False
+                return decision.member
+            if decision.wait_s > budget_s:
+                self._hand_back(run, decision.wait_s - EARLY_RETURN_S)
+                return None
             self.sleep(decision.wait_s)
+            budget_s -= decision.wait_s
 
-    def _record(self, grant: Grant, result: CallResult) -> None:
+    def _send(self, run: _Run, slot: str, *, duplicate: bool) -> None:
+        """Send the grant once; the run holds the user's lease and a rate slot."""
+        grant = run.grant
+        snapshot = self.ledger.get_profile(grant.guild_id, grant.user_id)
+        baseline = inventory_amounts(snapshot.profile if snapshot else None, (i.item_id for i in grant.items))
+        send_lease_s = self.settings.wetbot_timeout + LEASE_MARGIN_S
+        reason = "sending to WetBot" + (" again; this may duplicate an applied request" if duplicate else "")
+        if not self.ledger.transition(
+            grant.id,
+            GrantState.SENDING,
+            reason,
+            expect=SENDABLE_STATES,
+            add_attempt=True,
+            effects=StepEffects(
+                fields={"attempt": run.token, "baseline": "" if baseline is None else json.dumps(baseline)},
+                del_fields=("maybe_applied",),
+                due_in_s=send_lease_s + 1,
+                lease_set={"key": run.lease_key, "value": run.lease_value, "px": int(send_lease_s * 1000)},
+                possible_duplicate=duplicate,
+            ),
+        ):
+            self.schedule.reschedule(grant.id, run.lease_key, run.lease_value, BUSY_RETRY_S)
+            return
+        result = self.client.add_items(
+            grant.guild_id, grant.user_id, [ItemDelta(item.item_id, item.amount) for item in grant.items]
+        )
+        self._record(replace(run, attempt=run.token), slot, result)
+
+    def _record(self, run: _Run, slot: str, result: CallResult) -> None:
+        """Record a POST's outcome, first and in one step."""
+        settle = self.limiter.settle_ref(self.key_id, slot)
         match result.outcome:
             case Outcome.DELIVERED:
-                self._delivered(grant, result)
+                self._delivered(run, result, settle, f"WetBot answered {result.status}")
             case Outcome.RATE_LIMITED:
-                wait_s = result.retry_after_s if result.retry_after_s is not None else self.limiter.rate.window_s
-                self.limiter.block(self.key_id, wait_s)
-                self.ledger.transition(
-                    grant.id,
-                    GrantState.QUEUED,
-                    f"WetBot answered 429; key blocked for {wait_s:.1f}s (not a failure)",
-                    expect=[GrantState.SENDING],
-                    last_error=_describe(result),
-                )
-                self._requeue(grant.id, wait_s)
+                self._rate_limited(run, result, settle)
             case Outcome.UNAUTHORISED:
-                self._unauthorised(grant, result)
+                self._unauthorised(run, result, settle)
             case Outcome.REJECTED:
-                self._finish(grant, GrantState.DEAD, f"WetBot refused the grant: {_describe(result)}")
+                reason = f"WetBot refused the grant: {_describe(result)}"
+                self._finish(run, GrantState.DEAD, reason, effects={"slot": settle})
             case Outcome.TRANSIENT:
-                self._failed(grant, _describe(result))
+                self._failed(run, _describe(result), settle)
             case Outcome.AMBIGUOUS:
-                self._ambiguous(grant, _describe(result))
+                self._ambiguous(run, _describe(result), settle)
 
-    def _delivered(self, grant: Grant, result: CallResult) -> None:
-        now = time.time()
-        amounts: dict[str, float] | None = None
-        if result.profile is not None:
-            self.ledger.save_profile(grant.guild_id, grant.user_id, result.profile, now)
-            amounts = item_amounts(result.profile, (item.item_id for item in grant.items))
-        self.ledger.transition(
-            grant.id,
+    def _step(
+        self,
+        run: _Run,
+        to: GrantState,
+        reason: str,
+        *,
+        slot: dict[str, str] | None = None,
+        release: bool = True,
+        **options: Any,
+    ) -> bool:
+        """One guarded outcome step of this run's request, retried in place while Redis is away."""
+        effects: dict[str, Any] = dict(options.pop("effects", {}))
+        effects.setdefault("attempt", run.attempt)
+        if to in FINAL_STATES:
+            effects["del_fields"] = (*effects.get("del_fields", ()), "verify", "maybe_applied")
+        if slot is not None:
+            effects["slot"] = slot
+        if release:
+            effects["lease_release"] = run.lease_release()
+        step = StepEffects(**effects)
+        return self._persist(
+            lambda: self.ledger.transition(
+                run.grant.id, to, reason, expect=[GrantState.SENDING], effects=step, **options
+            )
+        )
+
+    def _delivered(self, run: _Run, result: CallResult, settle: dict[str, str], reason: str) -> None:
+        grant = run.grant
+        profile = result.profile or {}
+        amounts = item_amounts(profile, (item.item_id for item in grant.items))
+        self._step(
+            run,
             GrantState.DELIVERED,
-            f"WetBot answered {result.status}",
-            expect=[GrantState.SENDING],
+            reason,
+            slot=settle,
             last_error="",
             result=amounts,
+            effects={"profile": self._profile_ref(grant, profile), "del_fields": ("verify",)},
         )
         self._key_works(grant.guild_id)
-        logger.info("grant %s delivered to %s/%s", grant.id, grant.guild_id, grant.user_id)
+        logger.info("grant %s delivered to %s/%s (%s)", grant.id, grant.guild_id, grant.user_id, reason)
 
-    def _key_works(self, guild_id: str) -> None:
-        """A call succeeded: a paused or refused key is usable again."""
-        scope = self._auth_scope(guild_id)
-        if self.redis.delete(
-            self.keys.key_unauthorised(scope), self.keys.key_probe(scope), self.keys.key_paused(scope)
-        ):
-            logger.warning("API key %s works again for guild %s; paused grants resume", self.key_id, guild_id)
+    def _rate_limited(self, run: _Run, result: CallResult, settle: dict[str, str]) -> None:
+        wait_s = result.retry_after_s if result.retry_after_s is not None else self.limiter.rate.window_s
+        self._step(
+            run,
+            GrantState.RETRYING if run.grant.verify_pending else GrantState.QUEUED,
+            f"WetBot answered 429; key blocked for {wait_s:.1f}s (not a failure)",
+            slot=settle,
+            last_error=_describe(result),
+            effects={"due_in_s": wait_s},
+        )
+        self.limiter.block(self.key_id, wait_s)
 
-    def _unauthorised(self, grant: Grant, result: CallResult) -> None:
+    def _unauthorised(self, run: _Run, result: CallResult, settle: dict[str, str]) -> None:
+        grant = run.grant
         pause_s = self.settings.wetbot_auth_pause_s
         reason = _describe(result)
+        self._step(
+            run,
+            GrantState.RETRYING if grant.verify_pending else GrantState.QUEUED,
+            f"API key refused ({reason}); key paused {pause_s:.0f}s, grant kept (not a failure)",
+            slot=settle,
+            last_error=reason,
+            effects={"due_in_s": pause_s},
+        )
         scope = self._auth_scope(grant.guild_id)
         self.redis.set(self.keys.key_paused(scope), reason, px=int(pause_s * 1000))
         first = self.redis.set(self.keys.key_unauthorised(scope), reason, nx=True)
         self.redis.delete(self.keys.key_probe(scope))
-        self.ledger.transition(
-            grant.id,
-            GrantState.QUEUED,
-            f"API key refused ({reason}); key paused {pause_s:.0f}s, grant kept (not a failure)",
-            expect=[GrantState.SENDING],
-            last_error=reason,
-        )
-        self._requeue(grant.id, pause_s)
         if first:
             logger.error(
                 "API key %s refused by WetBot for guild %s (%s): its grants wait until the key works",
@@ -254,42 +366,136 @@ class Deliverer:
                 tags={"kind": "key_unauthorised", "key_id": self.key_id, "guild_id": grant.guild_id, "state": "paused"},
             )
 
-    def _failed(self, grant: Grant, error: str) -> None:
+    def _failed(
+        self, run: _Run, error: str, settle: dict[str, str] | None, *, fields: dict[str, str] | None = None
+    ) -> None:
         """A failure after which nothing was applied: retry with backoff, or ``dead`` when out of attempts."""
-        if self._gave_up(grant, error):
+        if self._gave_up(run, error, settle):
             return
-        failures = grant.failures + 1
+        failures = run.grant.failures + 1
         delay_s = self._backoff_s(failures)
-        if self.ledger.transition(
-            grant.id,
+        self._step(
+            run,
             GrantState.RETRYING,
             f"failure {failures} of {self.settings.wetbot_max_attempts}: {error}; next try in {delay_s:.1f}s",
-            expect=[GrantState.SENDING],
+            slot=settle,
             add_failure=True,
             last_error=error,
-        ):
-            self._requeue(grant.id, delay_s)
+            effects={"due_in_s": delay_s, "fields": fields or {}},
+        )
 
-    def _gave_up(self, grant: Grant, error: str) -> bool:
+    def _gave_up(self, run: _Run, error: str, settle: dict[str, str] | None = None) -> bool:
         """True (and the grant ``dead``) when this failure is its last allowed one."""
-        failures = grant.failures + 1
+        failures = run.grant.failures + 1
         if failures < self.settings.wetbot_max_attempts:
             return False
-        self._finish(grant, GrantState.DEAD, f"gave up after {failures} failures: {error}", add_failure=True)
+        reason = f"gave up after {failures} failures: {error}"
+        self._finish(run, GrantState.DEAD, reason, add_failure=True, effects={"slot": settle} if settle else {})
         return True
 
-    def _ambiguous(self, grant: Grant, error: str) -> None:
-        """The request may have been applied: hold for an operator, or retry, as ``AMBIGUOUS_POLICY`` says."""
-        if self.settings.ambiguous_policy == "hold":
-            self._finish(grant, GrantState.UNKNOWN, f"may have been applied ({error}); held for an operator")
+    def _ambiguous(self, run: _Run, error: str, settle: dict[str, str]) -> None:
+        """The request may have been applied: verify, hold or retry, as ``AMBIGUOUS_POLICY`` says."""
+        policy = self.settings.ambiguous_policy
+        if policy == "hold":
+            self._finish(run, GrantState.UNKNOWN, f"may have been applied ({error}); held for an operator",
+                         effects={"slot": settle})  # fmt: skip
+        elif policy == "retry":
+            self._failed(run, f"may have been applied, sending again (AMBIGUOUS_POLICY=retry): {error}", settle,
+                         fields={"maybe_applied": "1"})  # fmt: skip
         else:
-            self._failed(grant, f"may have been applied, sending again (AMBIGUOUS_POLICY=retry): {error}")
+            self._step(
+                run,
+                GrantState.RETRYING,
+                f"may have been applied ({error}); reading the profile back in {self._verify_delay_s():.0f}s",
+                slot=settle,
+                add_failure=True,
+                last_error=f"may have been applied: {error}",
+                effects={"fields": {"verify": "1"}, "due_in_s": self._verify_delay_s(), "hold": "set"},
+            )
 
-    def _finish(self, grant: Grant, state: GrantState, reason: str, *, add_failure: bool = False) -> None:
-        """Move to a final state and report it to Sentry once (only the caller that moved it reports)."""
+    def _verify_delay_s(self) -> float:
+        """Seconds before a read-back: a request WetBot still holds gets that long to land first."""
+        return float(self.settings.wetbot_timeout)
+
+    def _verify(self, run: _Run, slot: str) -> None:
+        """Read the profile back and judge the last request (``worker.verify``); the run holds lease and slot."""
+        grant = run.grant
+        send_lease_s = self.settings.wetbot_timeout + LEASE_MARGIN_S
         if not self.ledger.transition(
-            grant.id, state, reason, expect=[GrantState.SENDING], add_failure=add_failure, last_error=reason
+            grant.id,
+            GrantState.SENDING,
+            "reading the profile back to verify the last request",
+            expect=SENDABLE_STATES,
+            effects=StepEffects(
+                fields={"attempt": run.token},
+                due_in_s=send_lease_s + 1,
+                lease_set={"key": run.lease_key, "value": run.lease_value, "px": int(send_lease_s * 1000)},
+            ),
         ):
+            self.schedule.reschedule(grant.id, run.lease_key, run.lease_value, BUSY_RETRY_S)
+            return
+        result = self.client.get_profile(grant.guild_id, grant.user_id)
+        run = replace(run, attempt=run.token)
+        settle = self.limiter.settle_ref(self.key_id, slot)
+        if result.outcome == Outcome.DELIVERED and result.profile is not None:
+            self._judged(run, result.profile, settle)
+        elif result.outcome == Outcome.RATE_LIMITED:
+            self._rate_limited(run, result, settle)
+        elif result.outcome == Outcome.UNAUTHORISED:
+            self._unauthorised(run, result, settle)
+        else:
+            self._read_back_failed(run, _describe(result), settle)
+
+    def _judged(self, run: _Run, profile: dict[str, Any], settle: dict[str, str]) -> None:
+        grant = run.grant
+        item_ids = [item.item_id for item in grant.items]
+        now = inventory_amounts(profile, item_ids) or {}
+        verdict = judge(grant.items, grant.baseline, now)
+        seen = f"baseline {_amounts(grant.baseline)}, read back {_amounts(now)}"
+        profile_ref = self._profile_ref(grant, profile)
+        if verdict == Verdict.APPLIED:
+            result = CallResult(Outcome.DELIVERED, 200, "", profile)
+            self._delivered(run, result, settle, f"verified by read-back: applied ({seen})")
+        elif verdict == Verdict.NOT_APPLIED:
+            if grant.failures >= self.settings.wetbot_max_attempts:
+                reason = f"not applied (verified by read-back: {seen}); gave up after {grant.failures} failures"
+                self._finish(run, GrantState.DEAD, reason, effects={"slot": settle, "profile": profile_ref})
+                return
+            self._step(
+                run,
+                GrantState.RETRYING,
+                f"verified by read-back: not applied ({seen}); sending again",
+                slot=settle,
+                effects={"profile": profile_ref, "del_fields": ("verify",), "hold": "clear"},
+            )
+        else:
+            reason = f"read-back cannot tell whether the request was applied ({seen}); held for an operator"
+            self._finish(run, GrantState.UNKNOWN, reason, effects={"slot": settle, "profile": profile_ref})
+
+    def _read_back_failed(self, run: _Run, error: str, settle: dict[str, str]) -> None:
+        """The read-back itself failed: try it again later, or ``unknown`` when out of attempts."""
+        failures = run.grant.failures + 1
+        if failures >= self.settings.wetbot_max_attempts:
+            self._finish(run, GrantState.UNKNOWN, f"could not read the profile back after {failures} failures: "
+                         f"{error}; held for an operator", add_failure=True, effects={"slot": settle})  # fmt: skip
+            return
+        delay_s = self._backoff_s(failures)
+        self._step(
+            run,
+            GrantState.RETRYING,
+            f"read-back failed ({error}); reading again in {delay_s:.1f}s",
+            slot=settle,
+            add_failure=True,
+            last_error=f"read-back failed: {error}",
+            effects={"due_in_s": delay_s},
+        )
+
+    def _finish(
+        self, run: _Run, state: GrantState, reason: str, *, effects: dict[str, Any], add_failure: bool = False
+    ) -> None:
+        """Move to a final state and report it to Sentry once (only the run that moved it reports)."""
+        grant = run.grant
+        if not self._step(run, state, reason, add_failure=add_failure, last_error=reason, effects=effects):
             return
         logger.error("grant %s is %s: %s", grant.id, state.value, reason)
         capture(
@@ -304,22 +510,76 @@ class Deliverer:
                 "items": [[item.item_id, item.amount] for item in grant.items],
                 "source": grant.source,
                 "rule": grant.rule,
-                "attempts": grant.attempts + 1,
+                "attempts": grant.attempts,
             },
         )
+
+    def _crashed(self, run: _Run, exc: Exception) -> None:
+        """An unexpected exception in this run: count it; ``dead`` after ``MAX_CRASHES`` runs that never sent."""
+        grant = run.grant
+        error = f"the worker failed unexpectedly: {type(exc).__name__}: {exc}"[:300]
+        try:
+            crashes = int(cast(int, self.redis.hincrby(self.keys.grant(grant.id), "crashes", 1)))
+            logger.exception("grant %s: %s (run %d of %d)", grant.id, error, crashes, MAX_CRASHES)
+            if crashes >= MAX_CRASHES and self.ledger.transition(
+                grant.id,
+                GrantState.DEAD,
+                f"{error}; gave up after {crashes} runs",
+                expect=SENDABLE_STATES,
+                last_error=error,
+                effects=StepEffects(lease_release=run.lease_release()),
+            ):
+                capture(
+                    f"grant dead: {error}",
+                    level="error",
+                    tags={"kind": "grant_final", "state": GrantState.DEAD.value, "grant_id": grant.id},
+                )
+        except RedisError as redis_exc:
+            logger.error("grant %s: %s; Redis unavailable to record it (%s)", grant.id, error, redis_exc)
+
+    # --- helpers --------------------------------------------------------------------------
+    def _persist(self, step: Callable[[], bool]) -> bool:
+        """Run a guarded ledger step, retrying in place while Redis does not answer (up to ``RECORD_RETRY_S``).
+
+        An answer already received must not be lost to a Redis restart or a
+        failover's write pause; the step's run token makes a repeat harmless.
+        """
+        deadline = time.monotonic() + RECORD_RETRY_S
+        delay_s = 0.2
+        while True:
+            try:
+                return step()
+            except RedisError as exc:
+                if time.monotonic() > deadline:
+                    logger.error("could not record an outcome for %.0fs: Redis unavailable (%s)", RECORD_RETRY_S, exc)
+                    raise
+                logger.warning("recording an outcome: Redis unavailable (%s); trying again in %.1fs", exc, delay_s)
+                self.sleep(delay_s)
+                delay_s = min(delay_s * 2, 3.0)
+
+    def _profile_ref(self, grant: Grant, profile: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "key": self.keys.profile(grant.guild_id, grant.user_id),
+            "json": json.dumps(profile),
+            "at": repr(time.time()),
+            "ttl": PROFILE_TTL_S,
+        }
+
+    def _hand_back(self, run: _Run, delay_s: float) -> None:
+        self.schedule.reschedule(run.grant.id, run.lease_key, run.lease_value, max(delay_s, 0.0))
+
+    def _key_works(self, guild_id: str) -> None:
+        """A call succeeded: a paused or refused key is usable again."""
+        scope = self._auth_scope(guild_id)
+        if self.redis.delete(
+            self.keys.key_unauthorised(scope), self.keys.key_probe(scope), self.keys.key_paused(scope)
+        ):
+            logger.warning("API key %s works again for guild %s; paused grants resume", self.key_id, guild_id)
 
     def _backoff_s(self, failures: int) -> float:
         base = self.settings.wetbot_retry_backoff_s * 2 ** (failures - 1)
         jitter = random.uniform(1.0, 1.25)  # noqa: S311 - jitter, not security
         return float(min(base, MAX_BACKOFF_S) * jitter)
-
-    def _requeue(self, grant_id: str, delay_s: float) -> None:
-        self.requeue(grant_id, min(max(delay_s, 0.001), MAX_REQUEUE_DELAY_S))
-
-    def _release(self, lease_key: str, token: str) -> None:
-        current = cast(bytes | None, self.redis.get(lease_key))
-        if current is not None and current.decode() == token:
-            self.redis.delete(lease_key)
 
     def _pttl_ms(self, key: str) -> int:
         """Milliseconds ``key`` still lives (negative when it is gone or has no TTL)."""
@@ -329,3 +589,9 @@ class Deliverer:
 def _describe(result: CallResult) -> str:
     status = f"HTTP {result.status}" if result.status is not None else "no response"
     return f"{status}: {result.message}" if result.message else status
+
+
+def _amounts(amounts: dict[str, float | None] | None) -> str:
+    if amounts is None:
+        return "none recorded"
+    return ", ".join(f"{item}={'absent' if value is None else f'{value:g}'}" for item, value in amounts.items())

@@ -50,15 +50,19 @@ class Keys:
         """STRING grant id, claimed with SET NX for ``IDEMPOTENCY_TTL_S``."""
         return f"{self.prefix}:idem:{idempotency_key}"
 
-    def outbox(self) -> str:
-        """ZSET grant id -> time of grants whose queue message may not exist yet.
+    def due(self) -> str:
+        """ZSET grant id -> milliseconds (Redis clock) when the reconciler looks at the grant next.
 
-        Paths that cannot write the message in the same script as the state
-        change (replay, resolve, releasing parked grants, ``Ledger.create``) set
-        this marker first, enqueue, then remove it. A marker that stays means
-        the caller died in between; the worker's sweeper enqueues such grants.
+        The ledger's schedule (``worker.schedule``): every grant that should move
+        (queued, retrying, sending) has an entry, so a lost queue message, a
+        dropped delay queue or a crashed command only delays a grant, never
+        strands it.
         """
-        return f"{self.prefix}:outbox"
+        return f"{self.prefix}:due"
+
+    def hold(self, guild_id: str, user_id: str) -> str:
+        """STRING grant id whose read-back verification the user's other grants wait for (no TTL)."""
+        return f"{self.prefix}:hold:{guild_id}:{user_id}"
 
     def parked(self, platform: str, external_id: str) -> str:
         """SET of ids of grants parked until ``external_id`` on ``platform`` is linked to a Discord user."""
@@ -81,9 +85,9 @@ class Keys:
         """HASH counter name -> count (events received, ignored, ...), exported by ``/metrics``."""
         return f"{self.prefix}:counters"
 
-    def lease(self, grant_id: str) -> str:
-        """STRING worker token held while one worker sends this grant (PX = one call)."""
-        return f"{self.prefix}:lease:{grant_id}"
+    def lease(self, guild_id: str, user_id: str) -> str:
+        """STRING ``<grant id>:<run token>`` of the one run sending to this user now (PX = that run)."""
+        return f"{self.prefix}:lease:{guild_id}:{user_id}"
 
     def profile(self, guild_id: str, user_id: str) -> str:
         """HASH ``profile`` (JSON as WetBot returned it) and ``at`` (epoch seconds)."""

@@ -106,6 +106,17 @@ class Grant:
     result: dict[str, float] | None = None
     platform: str = ""
     external_id: str = ""
+    #: resends after an outcome that may have been applied (``AMBIGUOUS_POLICY=retry``): possible duplicates.
+    possible_duplicates: int = 0
+    #: True while the last request's outcome is to be verified by reading the profile back.
+    verify_pending: bool = False
+    #: the granted items' amounts in the user's profile snapshot when the last request started
+    #: (item -> amount, None = no entry; None as a whole = no snapshot), for verification.
+    baseline: dict[str, float | None] | None = None
+    #: the run token of the last request sent (guards recording its outcome).
+    attempt_token: str = ""
+    #: True when the next send repeats a request that may have been applied (``AMBIGUOUS_POLICY=retry``).
+    maybe_applied: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready view, as the HTTP API and the CLI show it."""
@@ -128,6 +139,8 @@ class Grant:
             "result": self.result,
             "platform": self.platform or None,
             "external_id": self.external_id or None,
+            "possible_duplicates": self.possible_duplicates,
+            "verify_pending": self.verify_pending,
         }
 
 
@@ -150,13 +163,40 @@ class ProfileSnapshot:
 
 
 @dataclass(frozen=True)
+class StepEffects:
+    """What else one grant step changes in the same atomic script (``lua/transition.lua``).
+
+    The optional parts are the JSON objects the script reads, built by the
+    callers that own those keys (``worker.delivery``, ``worker.schedule``).
+    """
+
+    #: the run token the grant's last request must carry; a second run of the step is then a no-op.
+    attempt: str = ""
+    fields: Mapping[str, str] = field(default_factory=dict)
+    del_fields: tuple[str, ...] = ()
+    #: seconds until the reconciler looks at a queued/retrying/sending grant again.
+    due_in_s: float = 0.0
+    #: ``{queue, id, body, token, ttl_ms}``: a Dramatiq message written in the same step.
+    message: Mapping[str, Any] | None = None
+    #: ``{key, value}``: the lease to release if it still holds ``value``.
+    lease_release: Mapping[str, str] | None = None
+    #: ``{key, value, px}``: the lease to (re)set.
+    lease_set: Mapping[str, Any] | None = None
+    #: ``{key, member}``: the rate slot that counts from now on.
+    slot: Mapping[str, str] | None = None
+    #: ``{key, json, at, ttl}``: the profile snapshot to store.
+    profile: Mapping[str, Any] | None = None
+    #: ``"set"``/``"clear"``: the user's verify hold.
+    hold: str = ""
+    possible_duplicate: bool = False
+
+
+@dataclass(frozen=True)
 class CreateResult:
     """``created`` is False when the idempotency key already named ``grant``."""
 
     grant: Grant
     created: bool
-    #: True while the grant may still lack its queue message (see ``Keys.outbox``).
-    needs_enqueue: bool = field(default=False)
 
 
 class Ledger:
@@ -172,14 +212,14 @@ class Ledger:
     def create(self, new: NewGrant) -> CreateResult:
         """Create the grant unless its idempotency key is taken; then return the existing one.
 
-        A new grant is ``queued`` with an outbox marker: the caller enqueues it
-        next (see ``Keys.outbox``). Producers use ``create_many`` with
-        ``worker.creation`` modes, which also write the queue message in the
-        same step or park the grant.
+        A new grant is ``queued`` and due now: a worker's reconciler dispatches
+        it within a second (``worker.schedule``). Producers use ``create_many``
+        with ``worker.creation`` modes, which also write the queue message in
+        the same step (no wait) or park the grant.
         """
         from worker.creation import Mode, Planned  # creation builds on this module
 
-        return self.create_many([Planned(new, Mode.OUTBOX)]).results[0]
+        return self.create_many([Planned(new, Mode.SCHEDULE)]).results[0]
 
     def create_many(self, planned: Sequence[Planned], *, seen_key: str = "", counter: str = "") -> BatchResult:
         """Create a batch in one atomic step (see ``worker.creation``)."""
@@ -240,35 +280,48 @@ class Ledger:
         reset_failures: bool = False,
         last_error: str | None = None,
         result: Mapping[str, float] | None = None,
+        effects: StepEffects | None = None,
     ) -> bool:
-        """Move the grant to ``to`` if its state is one of ``expect`` (any when empty).
+        """Move the grant to ``to`` if its state is one of ``expect`` (any when empty), in one atomic step.
 
-        Returns True when this call made the change; False when the grant was
-        missing or in another state (someone else acted first).
+        The step also keeps the grant's schedule (``Keys.due``): ``queued``,
+        ``retrying`` and ``sending`` grants stay on it, every other state leaves
+        it; ``effects`` adds what else changes with it. Returns True when the
+        change is in place (made by this call, or by an earlier run of the same
+        guarded step); False when the grant was missing or in another state
+        (someone else acted first).
         """
         now = time.time()
-        extra: list[str] = []
+        extra = effects or StepEffects()
+        fields = dict(extra.fields)
         if last_error is not None:
-            extra += ["last_error", last_error]
+            fields["last_error"] = last_error
         if result is not None:
-            extra += ["result", json.dumps(dict(result))]
-        entry = json.dumps({"from": "%FROM%", "to": to.value, "at": now, "reason": reason})
-        failures_arg = "reset" if reset_failures else ("1" if add_failure else "0")
+            fields["result"] = json.dumps(dict(result))
+        request: dict[str, Any] = {
+            "prefix": self._keys.prefix,
+            "id": grant_id,
+            "expect": [state.value for state in expect],
+            "attempt": extra.attempt,
+            "to": to.value,
+            "now": repr(now),
+            "entry": json.dumps({"from": "%FROM%", "to": to.value, "at": now, "reason": reason}),
+            "add_attempt": 1 if add_attempt else 0,
+            "failures": "reset" if reset_failures else ("1" if add_failure else "0"),
+            "fields": fields,
+            "del_fields": list(extra.del_fields),
+            "due_ms": max(0, int(extra.due_in_s * 1000)),
+            "hold": extra.hold,
+            "possible_duplicate": 1 if extra.possible_duplicate else 0,
+        }
+        for name in ("message", "lease_release", "lease_set", "slot", "profile"):
+            value = getattr(extra, name)
+            if value is not None:
+                request[name] = value
         moved, _current = self._transition(
-            keys=[self._keys.grant(grant_id), self._keys.history(grant_id)],
-            args=[
-                self._keys.state_index(""),
-                grant_id,
-                ",".join(state.value for state in expect),
-                to.value,
-                repr(now),
-                entry,
-                "1" if add_attempt else "0",
-                failures_arg,
-                *extra,
-            ],
+            keys=[self._keys.grant(grant_id), self._keys.history(grant_id)], args=[json.dumps(request)]
         )
-        return int(moved) == 1
+        return int(moved) in (1, 2)
 
     def cancel(self, grant_id: str, reason: str) -> bool:
         """Withdraw a grant that is not being sent (``CANCELLABLE_STATES``); True when this call cancelled it.
@@ -282,7 +335,7 @@ class Ledger:
         """Move every grant parked for ``external_id`` to ``queued`` for ``user_id``; returns their ids.
 
         Atomic and once: a grant released by one caller is not released again by
-        another. Released grants carry an outbox marker; enqueue them next.
+        another. Released grants are due at once: a worker's reconciler dispatches them.
         """
         now = time.time()
         entry = json.dumps(
@@ -290,25 +343,10 @@ class Ledger:
              "reason": f"{platform} user {external_id} linked to Discord user {user_id}"}
         )  # fmt: skip
         released = self._release(
-            keys=[self._keys.parked(platform, external_id), self._keys.outbox()],
+            keys=[self._keys.parked(platform, external_id), self._keys.due()],
             args=[self._keys.prefix, user_id, repr(now), entry],
         )
         return [_text(grant_id) for grant_id in released]
-
-    # --- outbox (see Keys.outbox) --------------------------------------------------
-    def mark_enqueued(self, grant_id: str) -> None:
-        """The grant's queue message exists: drop its outbox marker."""
-        self._redis.zrem(self._keys.outbox(), grant_id)
-
-    def mark_needs_enqueue(self, grant_id: str) -> None:
-        """Record that ``grant_id`` must be (re)enqueued, before trying to; see ``Keys.outbox``."""
-        self._redis.zadd(self._keys.outbox(), {grant_id: time.time()})
-
-    def stale_outbox(self, older_than_s: float) -> list[str]:
-        """Grant ids whose outbox marker is older than ``older_than_s`` seconds."""
-        cutoff = time.time() - older_than_s
-        ids = cast(list[bytes], self._redis.zrangebyscore(self._keys.outbox(), "-inf", cutoff))
-        return [_text(grant_id) for grant_id in ids]
 
     # --- profiles -------------------------------------------------------------------
     def save_profile(self, guild_id: str, user_id: str, profile: Mapping[str, Any], at: float) -> None:
@@ -372,4 +410,9 @@ def grant_from_fields(data: Mapping[str, str]) -> Grant:
         result=result,
         platform=data.get("platform", ""),
         external_id=data.get("external_id", ""),
+        possible_duplicates=int(data.get("possible_duplicates", 0)),
+        verify_pending=data.get("verify") == "1",
+        baseline=json.loads(data["baseline"]) if data.get("baseline") else None,
+        attempt_token=data.get("attempt", ""),
+        maybe_applied=data.get("maybe_applied") == "1",
     )

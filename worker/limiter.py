@@ -19,10 +19,12 @@ from config.settings import RateLimit
 from worker.keys import Keys
 from worker.scripts import load_script
 
-#: Seconds added to the window on our side. WetBot counts a request when it
-#: arrives, we count it when it starts; latency jitter between two requests
-#: could otherwise put N+1 arrivals inside one server window. 50 ms covers a
-#: jittery network; the 0.5 % part scales with long windows (0.35 s at 60 s).
+#: Seconds added to the window on our side. A slot counts from its request's
+#: start until its answer comes back (``settle``): WetBot counts a request when
+#: it arrives, which lies between the two, so even a request that reaches it
+#: late (a retransmitted SYN, a slow proxy) cannot put N+1 arrivals in one of
+#: its windows. The margin only covers clock granularity and the server's own
+#: jitter: 50 ms, plus 0.5 % of long windows (0.35 s at 60 s).
 SAFETY_MARGIN_S = 0.05
 SAFETY_MARGIN_FRACTION = 0.005
 
@@ -35,6 +37,8 @@ class SlotDecision:
     granted: bool
     #: Seconds until a slot may free up; 0 when granted.
     wait_s: float
+    #: The slot's member in the window (for ``settle``); "" when not granted.
+    member: str = ""
 
 
 class SlidingWindowLimiter:
@@ -61,13 +65,29 @@ class SlidingWindowLimiter:
           now_s: the time to use instead of Redis ``TIME`` (tests only).
         """
         now_arg = "" if now_s is None else str(int(now_s * 1_000_000))
+        member = uuid.uuid4().hex
         granted, wait_us = self._script(
             keys=[self._keys.rate_window(key_id), self._keys.rate_block(key_id)],
-            args=[self.rate.limit, int(self.effective_window_s * 1_000_000), uuid.uuid4().hex, now_arg],
+            args=[self.rate.limit, int(self.effective_window_s * 1_000_000), member, now_arg],
         )
         if int(granted) == 1:
-            return SlotDecision(granted=True, wait_s=0.0)
+            return SlotDecision(granted=True, wait_s=0.0, member=member)
         return SlotDecision(granted=False, wait_s=max(int(wait_us), 1000) / 1_000_000)
+
+    def settle_ref(self, key_id: str, member: str) -> dict[str, str]:
+        """The slot to re-stamp with the time its answer came back, as ``StepEffects.slot`` takes it.
+
+        Recording an outcome re-stamps the slot in the same step, so the slot
+        covers the whole time the request may have taken to arrive.
+        """
+        return {"key": self._keys.rate_window(key_id), "member": member}
+
+    def settle(self, key_id: str, member: str) -> None:
+        """Re-stamp a slot now (its answer is back) when no ledger step carries it (a read-back)."""
+        seconds, micros = cast(tuple[int, int], self._redis.time())
+        self._redis.zadd(
+            self._keys.rate_window(key_id), {member: int(seconds) * 1_000_000 + int(micros)}, xx=True, gt=True
+        )
 
     def block(self, key_id: str, duration_s: float) -> None:
         """Let no request for ``key_id`` start for ``duration_s`` seconds (after a 429).

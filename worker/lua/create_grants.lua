@@ -8,26 +8,30 @@
 --   prefix    key prefix <p>
 --   queue     Dramatiq's queue list "<p>:dramatiq:grants"; its messages hash is queue .. ".msgs"
 --   now       epoch seconds; idem_ttl: seconds an idempotency claim lives; seen_ttl: of a seen marker
+--   dispatch_ttl_ms  how long a written message may take to be claimed (see <p>:due)
 --   events    list of {seen, counter, grants}:
 --     seen    "" or a key: the event answers {seen=true} and does nothing if it exists; it is SET
 --             (NX, seen_ttl) once the event's grants are written
 --     counter "" or a counter name to HINCRBY in <p>:counters after the event's grants
 --     grants  list of {id, idem, mode, fields (flat field/value list), platform, external_id,
---             static_user, reason, message_id, message}
---             mode "enqueue": state queued, Dramatiq message written (HSET queue.msgs + RPUSH queue)
---                  "outbox":  state queued, id added to <p>:outbox (the caller enqueues, then clears it)
+--             static_user, reason, message_id, message, token}
+--             mode "enqueue":  state queued, Dramatiq message written (HSET queue.msgs + RPUSH queue),
+--                              its dispatch token on the grant, due when the message should be claimed
+--                  "schedule": state queued, due now (a worker's reconciler dispatches it)
 --                  "park":    state parked, id added to <p>:parked:<platform>:<external id>
 --                  "resolve": the run-time link (HGET <p>:links:<platform>), else static_user, gives
 --                             user_id → as "enqueue"; no user → as "park"
 -- Keys touched per grant: <p>:idem:<idem>, <p>:grant:<id>, <p>:grant:<id>:history,
--- <p>:state:<state>, <p>:grants, and the outbox, parked set or Dramatiq queue named above.
+-- <p>:state:<state>, <p>:grants, <p>:due, and the parked set or Dramatiq queue named above.
 --
 -- Returns JSON {events=[{seen=bool, grants=[...]}]}, one entry per event in request order. A created
--- grant is {created=true, id, state, user_id, in_outbox} (the rest is what the caller sent); for a
--- taken key it is {created=false, id, in_outbox, hash={field=value}}: the grant that took the key
--- (hash empty if it has since been deleted by hand).
+-- grant is {created=true, id, state, user_id} (the rest is what the caller sent); for a taken key it
+-- is {created=false, id, hash={field=value}}: the grant that took the key (hash empty if it has
+-- since been deleted by hand).
 local req = cjson.decode(ARGV[1])
 local p = req.prefix
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 local function read_hash(key)
   local flat = redis.call('HGETALL', key)
@@ -40,8 +44,7 @@ local function create(g)
   local claim = p .. ':idem:' .. g.idem
   local existing = redis.call('GET', claim)
   if existing then
-    local in_outbox = redis.call('ZSCORE', p .. ':outbox', existing) ~= false
-    return {created = false, id = existing, in_outbox = in_outbox, hash = read_hash(p .. ':grant:' .. existing)}
+    return {created = false, id = existing, hash = read_hash(p .. ':grant:' .. existing)}
   end
   local mode = g.mode
   local user = nil
@@ -62,12 +65,14 @@ local function create(g)
   if mode == 'enqueue' then
     redis.call('HSET', req.queue .. '.msgs', g.message_id, g.message)
     redis.call('RPUSH', req.queue, g.message_id)
-  elseif mode == 'outbox' then
-    redis.call('ZADD', p .. ':outbox', req.now, g.id)
+    redis.call('HSET', key, 'dispatch', g.token)
+    redis.call('ZADD', p .. ':due', now_ms + req.dispatch_ttl_ms, g.id)
+  elseif mode == 'schedule' then
+    redis.call('ZADD', p .. ':due', now_ms, g.id)
   else
     redis.call('SADD', p .. ':parked:' .. g.platform .. ':' .. g.external_id, g.id)
   end
-  return {created = true, id = g.id, state = state, user_id = user or '', in_outbox = (mode == 'outbox')}
+  return {created = true, id = g.id, state = state, user_id = user or ''}
 end
 
 local answers = {}

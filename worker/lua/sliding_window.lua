@@ -29,7 +29,8 @@ end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 if redis.call('ZCARD', KEYS[1]) < limit then
   redis.call('ZADD', KEYS[1], now, ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000) + 1000)
+  -- Two extra minutes: a slot is re-stamped when its answer comes back (at most a timeout later).
+  redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000) + 120000)
   return {1, 0}
 end
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')

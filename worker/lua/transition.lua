@@ -1,47 +1,127 @@
--- Move a grant from one state to another, with its history entry and state index, atomically.
+-- One atomic step of a grant: its state change with history and state index, the schedule that keeps
+-- it moving, and whatever else the step changes (lease, rate slot, profile snapshot, verify hold).
+-- Safe to run twice (redis-py may resend an EVALSHA whose first run went through): a step guarded
+-- by "attempt" answers {2, state} the second time.
 --
--- KEYS[1]  grant        <p>:grant:<id>          HASH
--- KEYS[2]  history      <p>:grant:<id>:history  LIST
--- ARGV[1]  state-index key prefix  "<p>:state:" (the script touches <p>:state:<old> and <p>:state:<new>;
---          the service runs on one Redis instance, not a cluster)
--- ARGV[2]  grant id
--- ARGV[3]  allowed current states, comma separated ("" = any)
--- ARGV[4]  new state
--- ARGV[5]  now (epoch seconds, float)
--- ARGV[6]  history entry (JSON) with "from" left as the placeholder "%FROM%"
--- ARGV[7]  how much to add to "attempts"
--- ARGV[8]  how much to add to "failures" ("reset" sets it to 0)
--- ARGV[9..] field, value pairs to set on the grant
+-- KEYS[1]  grant    <p>:grant:<id>          HASH
+-- KEYS[2]  history  <p>:grant:<id>:history  LIST
+-- ARGV[1]  JSON request:
+--   prefix, id        key prefix <p> and grant id (the script also touches <p>:state:<s>, <p>:due,
+--                     <p>:hold:<guild>:<user> and the keys named below: one Redis instance, not a cluster)
+--   expect            allowed current states ([] = any)
+--   attempt           "" or the run token that must be the grant's "attempt" (a worker's own send)
+--   to, now, entry    new state; epoch seconds (history, index, updated_at); history JSON with "%FROM%"
+--   add_attempt       1 = one more request sent; failures: "0", "1" or "reset"
+--   fields            {field: value} to set; del_fields: [field] to remove
+--   due_ms            for to = queued/retrying/sending: when the reconciler looks at it next, in ms from
+--                     Redis' clock (0 = now). Every other state leaves the schedule.
+--   message           optional {queue, id, body, token, ttl_ms}: write this Dramatiq message now and
+--                     expect it to be claimed within ttl_ms (the schedule then says now + ttl_ms)
+--   lease_release     optional {key, value}: delete the lease if it still holds value
+--   lease_set         optional {key, value, px}: (re)set the lease; the step does not happen when
+--                     another run holds it
+--   slot              optional {key, member}: the rate slot counts from now (its answer came back)
+--   profile           optional {key, json, at, ttl}: store the user's profile snapshot
+--   hold              "set" | "clear" | "": the user's verify hold (other grants of the user wait)
+--   possible_duplicate 1 = count a resend that may duplicate an applied request
 --
--- Returns {1, old state} when moved, {0, current state or ""} when not.
+-- Returns {1, old state} when moved, {2, state} when this attempt was already recorded,
+-- {0, current state or ""} when not moved.
+local req = cjson.decode(ARGV[1])
+local p, id = req.prefix, req.id
 local current = redis.call('HGET', KEYS[1], 'state')
 if not current then
   return {0, ''}
 end
-if ARGV[3] ~= '' then
+if req.attempt ~= '' then
+  local h = redis.call('HMGET', KEYS[1], 'attempt', 'recorded')
+  if h[2] == req.attempt then
+    return {2, current}
+  end
+  if h[1] ~= req.attempt then
+    return {0, current}
+  end
+end
+if #req.expect > 0 then
   local allowed = false
-  for state in string.gmatch(ARGV[3], '([^,]+)') do
+  for _, state in ipairs(req.expect) do
     if state == current then allowed = true end
   end
   if not allowed then
     return {0, current}
   end
 end
-local fields = {'state', ARGV[4], 'updated_at', ARGV[5]}
-for i = 9, #ARGV do
-  fields[#fields + 1] = ARGV[i]
+if req.lease_set then
+  local holder = redis.call('GET', req.lease_set.key)
+  if holder and holder ~= req.lease_set.value then
+    return {0, current}
+  end
+end
+
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local to = req.to
+local fields = {'state', to, 'updated_at', req.now}
+for k, v in pairs(req.fields) do
+  fields[#fields + 1] = k
+  fields[#fields + 1] = v
+end
+if req.attempt ~= '' then
+  fields[#fields + 1] = 'recorded'
+  fields[#fields + 1] = req.attempt
 end
 redis.call('HSET', KEYS[1], unpack(fields))
-if tonumber(ARGV[7]) ~= 0 then
-  redis.call('HINCRBY', KEYS[1], 'attempts', tonumber(ARGV[7]))
-end
-if ARGV[8] == 'reset' then
+for _, f in ipairs(req.del_fields) do redis.call('HDEL', KEYS[1], f) end
+if req.add_attempt == 1 then redis.call('HINCRBY', KEYS[1], 'attempts', 1) end
+if req.possible_duplicate == 1 then redis.call('HINCRBY', KEYS[1], 'possible_duplicates', 1) end
+if req.failures == 'reset' then
   redis.call('HSET', KEYS[1], 'failures', 0)
-elseif tonumber(ARGV[8]) ~= 0 then
-  redis.call('HINCRBY', KEYS[1], 'failures', tonumber(ARGV[8]))
+elseif req.failures == '1' then
+  redis.call('HINCRBY', KEYS[1], 'failures', 1)
 end
-local entry = string.gsub(ARGV[6], '%%FROM%%', current, 1)
+local entry = string.gsub(req.entry, '%%FROM%%', current, 1)
 redis.call('RPUSH', KEYS[2], entry)
-redis.call('ZREM', ARGV[1] .. current, ARGV[2])
-redis.call('ZADD', ARGV[1] .. ARGV[4], ARGV[5], ARGV[2])
+redis.call('ZREM', p .. ':state:' .. current, id)
+redis.call('ZADD', p .. ':state:' .. to, req.now, id)
+
+-- The schedule: every grant that should move has an entry; its Dramatiq message is only a hint.
+local due = p .. ':due'
+if to == 'queued' or to == 'retrying' or to == 'sending' then
+  if req.message then
+    local m = req.message
+    redis.call('HSET', m.queue .. '.msgs', m.id, m.body)
+    redis.call('RPUSH', m.queue, m.id)
+    redis.call('HSET', KEYS[1], 'dispatch', m.token)
+    redis.call('ZADD', due, now_ms + m.ttl_ms, id)
+  else
+    redis.call('HDEL', KEYS[1], 'dispatch')
+    redis.call('ZADD', due, now_ms + (req.due_ms or 0), id)
+  end
+else
+  redis.call('HDEL', KEYS[1], 'dispatch')
+  redis.call('ZREM', due, id)
+end
+
+if req.lease_release then
+  if redis.call('GET', req.lease_release.key) == req.lease_release.value then
+    redis.call('DEL', req.lease_release.key)
+  end
+end
+if req.lease_set then
+  redis.call('SET', req.lease_set.key, req.lease_set.value, 'PX', req.lease_set.px)
+end
+if req.slot then
+  redis.call('ZADD', req.slot.key, 'XX', 'GT', tonumber(t[1]) * 1000000 + tonumber(t[2]), req.slot.member)
+end
+if req.profile then
+  redis.call('HSET', req.profile.key, 'profile', req.profile.json, 'at', req.profile.at)
+  redis.call('EXPIRE', req.profile.key, req.profile.ttl)
+end
+local who = redis.call('HMGET', KEYS[1], 'guild_id', 'user_id')
+local hold = p .. ':hold:' .. tostring(who[1]) .. ':' .. tostring(who[2])
+if req.hold == 'set' then
+  redis.call('SET', hold, id)
+elseif req.hold == 'clear' or not (to == 'queued' or to == 'retrying' or to == 'sending') then
+  if redis.call('GET', hold) == id then redis.call('DEL', hold) end
+end
 return {1, current}

@@ -1,0 +1,48 @@
+-- A queue message starts a run of its grant: check the message is the grant's live one, then take the
+-- user's lease (one request per Discord user at a time, so profile snapshots stay in order). Lease
+-- before rate slot: a duplicate or stale message never spends a slot.
+--
+-- KEYS[1]  grant     <p>:grant:<id>  HASH
+-- KEYS[2]  schedule  <p>:due         ZSET
+-- ARGV[1]  JSON request:
+--   prefix, id   key prefix <p> and grant id (the script also touches <p>:lease:<g>:<u>, <p>:hold:<g>:<u>)
+--   token        the message's dispatch token ("" for a message written before tokens existed)
+--   run          this run's token; the lease holds "<id>:<run>"
+--   lease_px     how long the lease lasts before the run starts its request (it is refreshed then)
+--   busy_ms      when to look again if another grant of the user holds the lease or a verify hold
+--
+-- Returns {"claimed", state}, {"stale"}, {"final", state}, {"missing"} or {"busy", holder}.
+local req = cjson.decode(ARGV[1])
+local p, id = req.prefix, req.id
+local g = redis.call('HMGET', KEYS[1], 'state', 'dispatch', 'guild_id', 'user_id')
+local state, dispatch = g[1], g[2]
+if not state then
+  redis.call('ZREM', KEYS[2], id)
+  return {'missing'}
+end
+if not (state == 'queued' or state == 'retrying' or state == 'sending') then
+  redis.call('ZREM', KEYS[2], id)
+  redis.call('HDEL', KEYS[1], 'dispatch')
+  return {'final', state}
+end
+if (req.token ~= '' and dispatch ~= req.token) or (req.token == '' and dispatch) then
+  return {'stale'}
+end
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local hold = redis.call('GET', p .. ':hold:' .. g[3] .. ':' .. g[4])
+local lease = p .. ':lease:' .. g[3] .. ':' .. g[4]
+if hold and hold ~= id then
+  redis.call('HDEL', KEYS[1], 'dispatch')
+  redis.call('ZADD', KEYS[2], now_ms + req.busy_ms, id)
+  return {'busy', hold}
+end
+if not redis.call('SET', lease, id .. ':' .. req.run, 'NX', 'PX', req.lease_px) then
+  local left = math.max(redis.call('PTTL', lease), 0)
+  redis.call('HDEL', KEYS[1], 'dispatch')
+  redis.call('ZADD', KEYS[2], now_ms + math.min(left, req.busy_ms) + 50, id)
+  return {'busy', redis.call('GET', lease) or ''}
+end
+redis.call('HDEL', KEYS[1], 'dispatch')
+redis.call('ZADD', KEYS[2], now_ms + req.lease_px + 1000, id)
+return {'claimed', state}
