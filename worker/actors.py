@@ -30,7 +30,7 @@ init_sentry(settings)
 
 redis = connect_redis(settings)
 broker = build_broker(settings)
-add_worker_middleware(broker, redis, Keys(settings.redis_key_prefix))
+add_worker_middleware(broker, redis, Keys(settings.redis_key_prefix), retention_days=settings.ledger_retention_days)
 dramatiq.set_broker(broker)
 
 _deliverer = build_deliverer(settings, redis, lambda gid, delay_s: enqueue_grant(broker, gid, delay_s=delay_s))

@@ -8,7 +8,7 @@ import dramatiq
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
-from config.settings import Settings
+from config.settings import DEFAULT_LEDGER_RETENTION_DAYS, Settings
 from worker.broker import enqueue_grant
 from worker.client import WetbotClient
 from worker.dead_letters import DeadLetterRecorder
@@ -16,6 +16,7 @@ from worker.delivery import Deliverer, Requeue
 from worker.keys import Keys
 from worker.ledger import Ledger
 from worker.limiter import SlidingWindowLimiter
+from worker.retention import LedgerRetention
 from worker.sweeper import OutboxSweeper
 
 #: Seconds to wait for Redis to accept a connection / answer a command. Short,
@@ -65,7 +66,10 @@ def build_deliverer(
     )
 
 
-def add_worker_middleware(broker: dramatiq.Broker, redis: Redis, keys: Keys) -> None:
-    """The worker's own middleware: the outbox sweeper and the dead-letter recorder."""
+def add_worker_middleware(
+    broker: dramatiq.Broker, redis: Redis, keys: Keys, *, retention_days: int = DEFAULT_LEDGER_RETENTION_DAYS
+) -> None:
+    """The worker's own middleware: the outbox sweeper, the dead-letter recorder and ledger retention."""
     broker.add_middleware(OutboxSweeper(redis, keys, lambda grant_id: enqueue_grant(broker, grant_id)))
     broker.add_middleware(DeadLetterRecorder(Ledger(redis, keys)))
+    broker.add_middleware(LedgerRetention(redis, keys, retention_days=retention_days))
