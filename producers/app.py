@@ -30,6 +30,7 @@ from worker.broker import build_broker
 from worker.keys import Keys
 from worker.ledger import Ledger
 from worker.observability import configure_logging, init_sentry
+from worker.redis_checks import CachedRedisCheck
 from worker.runtime import connect_redis, connect_redis_async
 
 logger = logging.getLogger("wetbot_rewards.web")
@@ -58,6 +59,7 @@ def create_app(settings: Settings) -> FastAPI:
             broker=broker,
             rewards=rewards,
             links=LinkStore.for_rewards(redis, keys, rewards),
+            redis_check=CachedRedisCheck(redis),
         )
         try:
             yield
