@@ -1,7 +1,9 @@
 """Ledger retention: final grants are deleted ``LEDGER_RETENTION_DAYS`` after they got there.
 
-Without it every grant stays forever (about 1.6 KB each, BENCHMARKS.md: some
-8 GB a year at 10 grants a minute). The rule, and why it weakens no dedupe:
+Without it every grant stays forever: about 1.45 KB of ledger per delivered
+grant (hash, history, index entries; BENCHMARKS.md), 7.6 GB a year at 10 grants
+a minute. Kept 90 days, that levels off near 1.9 GB. The rule, and why it
+weakens no dedupe:
 
 * Only ``delivered`` and ``cancelled`` grants are trimmed — nothing more can
   happen to them. ``dead`` and ``unknown`` grants wait for an operator
@@ -51,7 +53,7 @@ logger = logging.getLogger("wetbot_rewards.retention")
 
 #: The states whose grants are trimmed (see the module docstring for why not ``dead``/``unknown``).
 TRIMMED_STATES = (GrantState.DELIVERED, GrantState.CANCELLED)
-#: Grants examined per script call. One call of 200 takes about a millisecond of Redis time (BENCHMARKS.md).
+#: Grants examined per script call. A call of 200 takes 1-2 ms, round trip included (BENCHMARKS.md).
 BATCH_SIZE = 200
 #: Seconds between batches, so a large backlog leaves Redis to the service's real work.
 BATCH_PAUSE_S = 0.01
