@@ -178,7 +178,7 @@ class LedgerRetention(dramatiq.Middleware):
         report = self._trimmer.trim(now=now, stop=self._stop.is_set)
         if report.trimmed or report.kept:
             logger.info(
-                "ledger retention: %d final grants older than %d days deleted, %d kept (idempotency claim alive)",
+                "ledger retention: %d final grants older than %d days deleted, %d old ones kept (claim still alive)",
                 report.trimmed,
                 self._retention_days,
                 report.kept,
