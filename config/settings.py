@@ -47,6 +47,15 @@ TWITCH_SECRET_MAX_LEN = 100
 #: Shortest accepted bearer token for ``POST /grants``: anything shorter is guessable.
 GRANTS_TOKEN_MIN_LEN = 16
 
+#: Days a final grant is kept by default (``LEDGER_RETENTION_DAYS``).
+DEFAULT_LEDGER_RETENTION_DAYS = 90
+#: Shortest accepted ``LEDGER_RETENTION_DAYS``: longer than an idempotency claim lives
+#: (``worker.keys.IDEMPOTENCY_TTL_S``, 40 days) plus a day for clock differences between hosts,
+#: so a grant is only ever trimmed once nothing can dedupe against it any more.
+MIN_LEDGER_RETENTION_DAYS = 41
+#: Longest accepted ``LEDGER_RETENTION_DAYS`` (100 years: "keep everything", in practice).
+MAX_LEDGER_RETENTION_DAYS = 36_500
+
 #: Sentry rejects environment names longer than this (and ones with spaces, "/" or newlines).
 SENTRY_ENVIRONMENT_MAX_LEN = 64
 
@@ -187,6 +196,8 @@ class Settings(BaseSettings):
     #: as ``unknown`` for an operator (risking a missing one); ``retry`` sends it
     #: again (risking a double grant, counted as a possible duplicate).
     ambiguous_policy: Literal["verify", "hold", "retry"] = "verify"
+    #: Days a ``delivered`` or ``cancelled`` grant is kept after it got there (``worker.retention``).
+    ledger_retention_days: int = DEFAULT_LEDGER_RETENTION_DAYS
     #: Sentry DSN; none turns error reporting off.
     sentry_dsn: SecretStr | None = None
     sentry_environment: str | None = None
@@ -242,6 +253,17 @@ class Settings(BaseSettings):
         if not (secret.isascii() and TWITCH_SECRET_MIN_LEN <= len(secret) <= TWITCH_SECRET_MAX_LEN):
             raise ValueError(
                 f"must be {TWITCH_SECRET_MIN_LEN}-{TWITCH_SECRET_MAX_LEN} ASCII characters (Twitch's rule)"
+            )
+        return value
+
+    @field_validator("ledger_retention_days")
+    @classmethod
+    def _check_retention(cls, value: int) -> int:
+        """Shorter than an idempotency claim would let a repeated event find its claim but no grant."""
+        if not MIN_LEDGER_RETENTION_DAYS <= value <= MAX_LEDGER_RETENTION_DAYS:
+            raise ValueError(
+                f"must be {MIN_LEDGER_RETENTION_DAYS}-{MAX_LEDGER_RETENTION_DAYS} days"
+                " (longer than the 40-day idempotency claims)"
             )
         return value
 

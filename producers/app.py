@@ -29,6 +29,7 @@ from producers.state import AppState
 from worker.keys import Keys
 from worker.ledger import Ledger
 from worker.observability import configure_logging, init_sentry
+from worker.redis_checks import CachedRedisCheck
 from worker.runtime import connect_redis, connect_redis_async
 
 logger = logging.getLogger("wetbot_rewards.web")
@@ -55,6 +56,7 @@ def create_app(settings: Settings) -> FastAPI:
             ledger=Ledger(redis, keys),
             rewards=rewards,
             links=LinkStore.for_rewards(redis, keys, rewards),
+            redis_check=CachedRedisCheck(redis),
         )
         try:
             yield

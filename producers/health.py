@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Response, status
 from fastapi.responses import PlainTextResponse
@@ -24,14 +24,22 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-def readyz(response: Response, state: Annotated[AppState, Depends(app_state)]) -> dict[str, str]:
-    """Ready when Redis answers (503 otherwise): grants can be queued."""
+def readyz(response: Response, state: Annotated[AppState, Depends(app_state)]) -> dict[str, Any]:
+    """Ready when Redis answers (503 otherwise): grants can be queued.
+
+    The body also carries ``warnings``: what ``worker.redis_checks`` finds unsafe
+    in Redis's persistence and eviction settings (or that it cannot check them),
+    with the settings read under ``redis_config``. They never change the status:
+    such a Redis still queues grants, and failing readiness on every web process
+    would turn a durability risk into an outage. Alert on a non-empty ``warnings``.
+    """
     try:
         state.redis.ping()
+        config = state.redis_check.get()
     except RedisError as exc:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
         return {"status": "unavailable", "redis": type(exc).__name__}
-    return {"status": "ok", "redis": "ok"}
+    return {"status": "ok", "redis": "ok", "redis_config": config.to_dict(), "warnings": list(config.warnings)}
 
 
 @router.get("/metrics", response_class=PlainTextResponse)

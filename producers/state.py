@@ -14,6 +14,7 @@ from producers.creation_batcher import CreationBatcher
 from producers.links import LinkStore
 from worker.keys import Keys
 from worker.ledger import Ledger
+from worker.redis_checks import CachedRedisCheck
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ class AppState:
     ledger: Ledger
     rewards: RewardsConfig
     links: LinkStore
+    #: persistence/eviction check for ``GET /readyz``, cached so probes cost no CONFIG call.
+    redis_check: CachedRedisCheck
 
 
 def app_state(request: Request) -> AppState:

@@ -12,6 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from config import ConfigError, RateLimit, Settings, WetbotRewardsError, load_settings, settings_or_exit
+from config.settings import MIN_LEDGER_RETENTION_DAYS
+from worker.keys import IDEMPOTENCY_TTL_S
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,6 +61,7 @@ def test_defaults() -> None:
     assert s.sentry_dsn is None
     assert s.sentry_environment is None
     assert s.log_level == "INFO"
+    assert s.ledger_retention_days == 90
     assert s.demo_mode is True
     assert s.secrets() == []
 
@@ -79,6 +82,7 @@ def test_values_from_environment(clean_env: pytest.MonkeyPatch) -> None:
         "REWARDS_FILE": "/etc/wbr/rules.toml",
         "TWITCH_CLIENT_ID": "abc123",
         "SENTRY_ENVIRONMENT": "staging",
+        "LEDGER_RETENTION_DAYS": "41",
     }
     for name, value in env.items():
         clean_env.setenv(name, value)
@@ -99,6 +103,7 @@ def test_values_from_environment(clean_env: pytest.MonkeyPatch) -> None:
     assert s.rewards_file == Path("/etc/wbr/rules.toml")
     assert s.twitch_client_id == "abc123"
     assert s.sentry_environment == "staging"
+    assert s.ledger_retention_days == 41
     assert s.demo_mode is False
 
 
@@ -143,6 +148,11 @@ BAD_VALUES = [
     ("WETBOT_RETRY_BACKOFF_S", "-1", "WETBOT_RETRY_BACKOFF_S: must be greater than 0"),
     ("WETBOT_RETRY_BACKOFF_S", "inf", "WETBOT_RETRY_BACKOFF_S: must be a finite number"),
     ("WETBOT_AUTH_PAUSE_S", "0", "WETBOT_AUTH_PAUSE_S: must be greater than 0"),
+    ("LEDGER_RETENTION_DAYS", "30", "LEDGER_RETENTION_DAYS: must be 41-36500 days (longer than the 40-day"),
+    ("LEDGER_RETENTION_DAYS", "40", "LEDGER_RETENTION_DAYS: must be 41-36500 days"),
+    ("LEDGER_RETENTION_DAYS", "36501", "LEDGER_RETENTION_DAYS: must be 41-36500 days"),
+    ("LEDGER_RETENTION_DAYS", "90.5", "LEDGER_RETENTION_DAYS: must be a whole number"),
+    ("LEDGER_RETENTION_DAYS", LEAKY, "LEDGER_RETENTION_DAYS: must be a whole number"),
     ("TWITCH_WEBHOOK_SECRET", "short", "TWITCH_WEBHOOK_SECRET: must be 10-100 ASCII characters"),
     ("TWITCH_WEBHOOK_SECRET", LEAKY * 5, "TWITCH_WEBHOOK_SECRET: must be 10-100 ASCII characters"),
     ("TWITCH_WEBHOOK_SECRET", LEAKY + "é", "TWITCH_WEBHOOK_SECRET: must be 10-100 ASCII characters"),
@@ -383,3 +393,8 @@ def test_settings_or_exit_exits_2_with_one_line(
     out, err = capsys.readouterr()
     assert out == ""
     assert err == "wetbot-rewards: configuration error: WETBOT_RATE_LIMIT: expected N/<seconds>s such as 10/60s\n"
+
+
+def test_shortest_retention_outlives_an_idempotency_claim() -> None:
+    """A grant may only be trimmed once its claim has expired, with a day to spare for clock differences."""
+    assert MIN_LEDGER_RETENTION_DAYS * 86_400 >= IDEMPOTENCY_TTL_S + 86_400

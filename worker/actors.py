@@ -15,6 +15,7 @@ from config.settings import settings_or_exit
 from worker.broker import build_broker, declare_deliver
 from worker.keys import Keys
 from worker.observability import configure_logging, init_sentry
+from worker.redis_checks import warn_at_start
 from worker.runtime import add_worker_middleware, build_deliverer, connect_redis
 
 settings = settings_or_exit()
@@ -29,8 +30,9 @@ configure_logging(settings)
 init_sentry(settings)
 
 redis = connect_redis(settings)
+warn_at_start(redis)  # no persistence or an evicting Redis: one loud line each (worker.redis_checks)
 broker = build_broker(settings)
-add_worker_middleware(broker, redis, Keys(settings.redis_key_prefix))
+add_worker_middleware(broker, redis, Keys(settings.redis_key_prefix), retention_days=settings.ledger_retention_days)
 dramatiq.set_broker(broker)
 
 _deliverer = build_deliverer(settings, redis)

@@ -23,12 +23,13 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 
-from config.settings import Settings
+from config.settings import DEFAULT_LEDGER_RETENTION_DAYS, Settings
 from worker.client import WetbotClient
 from worker.delivery import Deliverer
 from worker.keys import Keys
 from worker.ledger import Ledger
 from worker.limiter import SlidingWindowLimiter
+from worker.retention import LedgerRetention
 from worker.schedule import Reconciler, Schedule
 
 #: Seconds to wait for Redis to accept a connection / answer a command. Short,
@@ -89,6 +90,9 @@ def build_deliverer(settings: Settings, redis: Redis, *, sleep: Callable[[float]
     )
 
 
-def add_worker_middleware(broker: dramatiq.Broker, redis: Redis, keys: Keys) -> None:
-    """The worker's own middleware: the reconciler that turns the ledger's due grants into messages."""
+def add_worker_middleware(
+    broker: dramatiq.Broker, redis: Redis, keys: Keys, *, retention_days: int = DEFAULT_LEDGER_RETENTION_DAYS
+) -> None:
+    """The worker's own middleware: the reconciler (due grants become messages) and ledger retention."""
     broker.add_middleware(Reconciler(Schedule(redis, keys)))
+    broker.add_middleware(LedgerRetention(redis, keys, retention_days=retention_days))

@@ -1,0 +1,46 @@
+-- Delete one batch of old final grants of one state, atomically (worker/retention.py says which and why).
+--
+-- ARGV[1]  key prefix "<p>"; the script touches <p>:state:<state>, <p>:grants, <p>:due,
+--          <p>:grant:<id>, <p>:grant:<id>:history, <p>:idem:<key> and <p>:parked:<platform>:<external id>
+--          (one Redis instance, not a cluster)
+-- ARGV[2]  state whose index is walked ("delivered" or "cancelled")
+-- ARGV[3]  cutoff: only entries that entered the state at or before this time (epoch seconds) go
+-- ARGV[4]  offset into the old entries: how many this run has already kept (they stay at the front)
+-- ARGV[5]  batch size
+--
+-- Per grant of the batch:
+--   * its hash is gone (deleted by hand, or an earlier run got there first): its index entries go;
+--   * its hash names another state (the index is stale) or its idempotency claim still lives and
+--     names it: it is KEPT, so a repeated event still finds the grant its key names (creation
+--     answers MissingGrant for a claim without a grant);
+--   * otherwise the hash and history are deleted and the id leaves the state index, the all-grants
+--     index, the schedule and its parked set (a grant cancelled while parked stays listed there).
+-- Running it twice (redis-py may resend an EVALSHA whose answer was lost) trims nothing more than
+-- the first run would have: every step is a delete of what may already be gone.
+--
+-- Returns {examined, trimmed, kept}.
+local p = ARGV[1]
+local state = ARGV[2]
+local index = p .. ':state:' .. state
+local ids = redis.call('ZRANGEBYSCORE', index, '-inf', ARGV[3], 'LIMIT', tonumber(ARGV[4]), tonumber(ARGV[5]))
+local trimmed, kept = 0, 0
+for _, id in ipairs(ids) do
+  local grant = p .. ':grant:' .. id
+  local f = redis.call('HMGET', grant, 'state', 'idempotency_key', 'platform', 'external_id')
+  if not f[1] then
+    redis.call('ZREM', index, id)
+    redis.call('ZREM', p .. ':grants', id)
+  elseif f[1] ~= state or (f[2] and redis.call('GET', p .. ':idem:' .. f[2]) == id) then
+    kept = kept + 1
+  else
+    redis.call('DEL', grant, grant .. ':history')
+    redis.call('ZREM', index, id)
+    redis.call('ZREM', p .. ':grants', id)
+    redis.call('ZREM', p .. ':due', id)
+    if f[3] and f[3] ~= '' and f[4] and f[4] ~= '' then
+      redis.call('SREM', p .. ':parked:' .. f[3] .. ':' .. f[4], id)
+    end
+    trimmed = trimmed + 1
+  end
+end
+return {#ids, trimmed, kept}
