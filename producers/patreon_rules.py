@@ -17,6 +17,11 @@ for weeks and replays everything queued when a paused webhook resumes
   start (an older pledge's events are stale), the last known pledge level (for
   upgrades), whether the first charge was paid, held grants, and the grants
   each rule made (to know what to revoke).
+* **Memory only moves forward.** The charge date is only raised; a
+  ``members:pledge:create`` of the pledge memory already holds (a redelivery,
+  or one that arrives after later events of its pledge) changes neither the
+  level nor lowers ``first_paid`` from paid to unpaid; a ``members:update``
+  repeating an accounted charge leaves the level as later pledge changes set it.
 
 Decisions (research/patreon.md §5):
 
@@ -177,7 +182,7 @@ def decide(event: MemberEvent, memory: MemberMemory, rules: Sequence[PatreonRule
     eligible = [rule for rule in rules if rule.rule_id not in blocked]
 
     if event.trigger == CREATE:
-        _pledge_created(event, plan, eligible, stale_pledge)
+        _pledge_created(event, memory, plan, eligible, stale_pledge)
     elif event.trigger in (UPDATE, PLEDGE_UPDATE):
         _release_holds(event, memory, plan, rules, stale_charge)
         if event.trigger == UPDATE:
@@ -190,11 +195,16 @@ def decide(event: MemberEvent, memory: MemberMemory, rules: Sequence[PatreonRule
 # -- per trigger ------------------------------------------------------------------------------------
 
 
-def _pledge_created(event: MemberEvent, plan: Plan, rules: Sequence[PatreonRule], stale: bool) -> None:
+def _pledge_created(
+    event: MemberEvent, memory: MemberMemory, plan: Plan, rules: Sequence[PatreonRule], stale: bool
+) -> None:
     if stale:
         plan.notes.append("pledge older than the newest one seen: ignored")
         return
-    paid = event.last_charge_status == PAID
+    # A redelivery, or a create that arrives after later news of its pledge: memory knows newer facts
+    # (a changed level, a first charge paid by now) and keeps them; the grants are found again by fact.
+    late = _known_pledge(event, memory) or _older(event.last_charge_date, memory.charge_date)
+    paid = event.last_charge_status == PAID or (late and memory.first_paid is True)
     fact = f"pledge-{event.pledge_start or 'none'}-{event.last_charge_date or 'none'}"
     for rule in rules:
         if not isinstance(rule, PledgeCreateRule) or not _matches(rule, event, plan):
@@ -205,9 +215,14 @@ def _pledge_created(event: MemberEvent, plan: Plan, rules: Sequence[PatreonRule]
             plan.grants.append(GrantDecision(rule, fact))
     # The pledge's first charge is accounted for whatever its status: its later Paid is no renewal.
     plan.charge_date = event.last_charge_date
-    plan.remember["first_paid"] = "1" if paid else "0"
     if event.pledge_start is not None:
         plan.remember["pledge_start"] = event.pledge_start
+    if late:
+        plan.notes.append("pledge already known: its later level and charge status are kept")
+        if paid:
+            plan.remember["first_paid"] = "1"
+        return
+    plan.remember["first_paid"] = "1" if paid else "0"
     _remember_level(event, plan)
 
 
@@ -246,9 +261,11 @@ def _charge(event: MemberEvent, memory: MemberMemory, plan: Plan, rules: Sequenc
         for rule in rules:
             if isinstance(rule, RenewalRule) and _matches(rule, event, plan):
                 plan.grants.append(GrantDecision(rule, f"charge-{date}"))
+    new_charge = memory.charge_date is None or date > memory.charge_date
     plan.charge_date = date
     plan.remember["first_paid"] = "1"
-    _remember_level(event, plan)
+    if new_charge:  # an accounted charge told again may carry a level older than a pledge change since
+        _remember_level(event, plan)
 
 
 def _pledge_updated(
@@ -292,6 +309,11 @@ def _matches(rule: PatreonRule, event: MemberEvent, plan: Plan) -> bool:
 def _remember_level(event: MemberEvent, plan: Plan) -> None:
     if event.level_cents is not None:
         plan.remember["cents"] = str(event.level_cents)
+
+
+def _known_pledge(event: MemberEvent, memory: MemberMemory) -> bool:
+    """The event names the pledge memory already holds (its create was seen before)."""
+    return event.pledge_start is not None and event.pledge_start == memory.pledge_start
 
 
 def _older(date: str | None, than: str | None) -> bool:

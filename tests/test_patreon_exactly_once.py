@@ -1,0 +1,149 @@
+"""Patreon exactly once under real faults (issue 8): memory only moves forward, replays never grant again,
+take-backs touch only what reached WetBot, and concurrent deliveries for one member act as one order would.
+
+Everything goes through the real app (signed bodies into ``POST /webhooks/patreon``) and a real Redis;
+a real worker and the WetBot simulator where delivery matters. "Claims expired" (40 days later) is
+simulated by deleting the idempotency and seen keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from config.settings import Settings
+from producers.patreon_members import MemberStore
+from producers.patreon_samples import Member, encode
+from tests.conftest import GUILD, USER, SettingsFactory
+from tests.test_patreon_webhook import APRIL, MARCH, MAY, MEMBER, SECRET, deliver, grants
+from worker.keys import Keys
+from worker.ledger import Ledger
+
+RULES = f"""
+guild_id = "{GUILD}"
+
+[[patreon.rules]]
+name = "welcome"
+event = "members:pledge:create"
+revoke_on = ["members:pledge:delete"]
+items = [{{ id = "patron-crate", amount = 1 }}]
+
+[[patreon.rules]]
+name = "monthly"
+event = "renewal"
+revoke_on = ["Refunded"]
+items = [{{ id = "monthly-crate", amount = 2 }}]
+
+[[patreon.rules]]
+name = "upgrade"
+event = "members:pledge:update"
+upgrade_only = true
+items = [{{ id = "upgrade-gift", amount = 1 }}]
+
+[[patreon.rules]]
+name = "paid"
+event = "members:pledge:create"
+require_paid = true
+items = [{{ id = "paid-crate", amount = 1 }}]
+"""
+
+SILVER = (("9512103", 500),)
+GOLD = (("9512023", 1000),)
+PLATINUM = (("9512999", 1000),)  # another tier at gold's price: a change to it is sideways
+
+Delivery = tuple[str, Member]
+
+
+@pytest.fixture
+def patreon_settings(make_settings: SettingsFactory, rewards_file: Path) -> Settings:
+    rewards_file.write_text(RULES, encoding="utf-8")
+    return make_settings(patreon_webhook_secret=SECRET)
+
+
+@pytest.fixture
+def client(patreon_settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app_for(patreon_settings)) as test_client:
+        yield test_client
+
+
+def create_app_for(settings: Settings) -> Any:
+    from producers.app import create_app
+
+    return create_app(settings)
+
+
+def send(client: TestClient, trigger: str, member: Member) -> None:
+    assert deliver(client, trigger, encode(member.document())).status_code == 204
+
+
+def send_all(client: TestClient, deliveries: list[Delivery]) -> None:
+    for trigger, member in deliveries:
+        send(client, trigger, member)
+
+
+def expire_claims(redis: Any, keys: Keys) -> None:
+    """What 40 days do: every idempotency claim and seen marker is gone (member memory must not be)."""
+    for pattern in (f"{keys.prefix}:idem:*", f"{keys.prefix}:seen:*"):
+        found = list(redis.scan_iter(match=pattern, count=1000))
+        if found:
+            redis.delete(*found)
+
+
+def by_rule(ledger: Ledger) -> list[tuple[str, float]]:
+    return [(g.rule, g.items[0].amount) for g in grants(ledger)]
+
+
+def linked(**fields: Any) -> Member:
+    return Member(discord_id=USER, **fields)
+
+
+# -- memory only moves forward ---------------------------------------------------------------------------
+
+
+def test_a_pending_pledge_redelivered_after_its_paid_charge_does_not_swallow_the_next_renewal(
+    client: TestClient, ledger: Ledger, redis: Any, keys: Keys
+) -> None:
+    pending = ("members:pledge:create", linked(status="Pending", charge_date=MARCH))
+    send_all(client, [
+        pending,
+        ("members:update", linked(charge_date=MARCH)),  # the first charge is paid: the held grant, no renewal
+        ("members:update", linked(charge_date=APRIL)),  # renewal
+        pending,  # Patreon redelivers the create late
+        ("members:update", linked(charge_date=MAY)),  # renewal: must not be taken for the pledge's first charge
+    ])  # fmt: skip
+    assert MemberStore(redis, keys).load(MEMBER).first_paid is True
+    monthly = [g.idempotency_key.split(":")[2] for g in grants(ledger) if g.rule == "monthly"]
+    assert monthly == ["charge-20240408T090211Z", "charge-20240508T090000Z"]
+
+
+def test_a_pledge_redelivered_after_an_upgrade_keeps_the_level_so_a_sideways_change_is_no_upgrade(
+    client: TestClient, ledger: Ledger, redis: Any, keys: Keys
+) -> None:
+    create = ("members:pledge:create", linked(charge_date=MARCH, tiers=SILVER))
+    send_all(client, [
+        create,
+        ("members:pledge:update", linked(charge_date=APRIL, tiers=GOLD)),  # upgrade 500 -> 1000
+        create,  # redelivered late
+        ("members:pledge:update", linked(charge_date=APRIL, tiers=PLATINUM)),  # 1000 -> 1000: sideways
+    ])  # fmt: skip
+    assert MemberStore(redis, keys).load(MEMBER).cents == 1000
+    assert [rule for rule, _ in by_rule(ledger)] == ["welcome", "paid", "upgrade"]
+
+
+def test_an_accounted_charge_told_again_keeps_the_level_a_later_pledge_change_set(
+    client: TestClient, ledger: Ledger, redis: Any, keys: Keys
+) -> None:
+    charge = ("members:update", linked(charge_date=MARCH, tiers=SILVER))
+    send_all(client, [
+        ("members:pledge:create", linked(charge_date=MARCH, tiers=SILVER)),
+        charge,
+        ("members:pledge:update", linked(charge_date=MARCH, tiers=GOLD)),  # upgrade, charged next cycle
+        charge,  # redelivered
+        ("members:pledge:update", linked(charge_date=MARCH, tiers=PLATINUM)),  # sideways
+    ])  # fmt: skip
+    assert MemberStore(redis, keys).load(MEMBER).cents == 1000
+    assert [rule for rule, _ in by_rule(ledger)] == ["welcome", "paid", "upgrade"]
