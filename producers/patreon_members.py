@@ -11,10 +11,12 @@ field                      value
 ``first_paid``             ``1``/``0``: the newest pledge's first charge was Paid
 ``hold:<rule id>``         JSON ``{"fact", "charge_date"}`` of a held ``require_paid`` grant
 ``grant:<rule id>:<id>``   ``1``: grant ``<id>`` made by that rule, not revoked yet
+``fact:<rule id>:<fact>``  grant id made by that rule for that fact; never removed
 =========================  ==========================================================
 
 The hash has no TTL: it is small, one per member, and must outlive the 40-day
-idempotency claims it backs up.
+idempotency claims it backs up (``fact:`` fields are what makes a replay of an
+old body, however late, grant nothing).
 
 Concurrency and crashes: ``handle_event`` WATCHes the member's hash, reads it,
 decides, submits the grants and revocations (each with a deterministic
@@ -68,6 +70,7 @@ class MemoryChanges:
     """Writes to one member's hash, collected while a plan is carried out and applied in one MULTI."""
 
     recorded: list[tuple[str, str]] = field(default_factory=list)  # (rule id, grant id)
+    facts: dict[tuple[str, str], str] = field(default_factory=dict)  # (rule id, fact) -> grant id
     forgotten: list[tuple[str, str]] = field(default_factory=list)
     holds: list[Hold] = field(default_factory=list)
     dropped_holds: list[str] = field(default_factory=list)
@@ -90,6 +93,7 @@ class MemberStore:
         fields = {name.decode(): value.decode() for name, value in raw.items()}
         holds: dict[str, Hold] = {}
         grants: dict[str, list[str]] = {}
+        granted: dict[tuple[str, str], str] = {}
         for name, value in fields.items():
             if name.startswith("hold:"):
                 data = json.loads(value)
@@ -97,6 +101,9 @@ class MemberStore:
             elif name.startswith("grant:"):
                 rule_id, _, grant_id = name[6:].rpartition(":")
                 grants.setdefault(rule_id, []).append(grant_id)
+            elif name.startswith("fact:"):  # rule ids may hold ":" (``patreon:renewal#0``), facts never do
+                rule_id, _, fact = name[5:].rpartition(":")
+                granted[(rule_id, fact)] = value
         first_paid = fields.get("first_paid")
         return MemberMemory(
             charge_date=fields.get("charge_date"),
@@ -105,6 +112,7 @@ class MemberStore:
             first_paid=None if first_paid is None else first_paid == "1",
             holds=holds,
             grants={rule_id: tuple(sorted(ids)) for rule_id, ids in grants.items()},
+            granted=granted,
         )
 
     def write(self, pipe: Pipeline, member_id: str, changes: MemoryChanges) -> None:
@@ -116,6 +124,7 @@ class MemberStore:
             pipe.hdel(key, *deleted)
         mapping = dict(changes.fields)
         mapping.update({f"grant:{rule_id}:{grant_id}": "1" for rule_id, grant_id in changes.recorded})
+        mapping.update({f"fact:{rule_id}:{fact}": grant_id for (rule_id, fact), grant_id in changes.facts.items()})
         mapping.update(
             {f"hold:{h.rule_id}": json.dumps({"fact": h.fact, "charge_date": h.charge_date}) for h in changes.holds}
         )
@@ -194,6 +203,7 @@ def _carry_out(state: AppState, member: _Member, memory: MemberMemory, plan: Pla
         result = _submit(state, _new_grant(member, decision))
         granted += result.created
         duplicates += not result.created
+        changes.facts[(decision.rule.rule_id, decision.fact)] = result.grant.id
         # A redelivered event finds its grant again; keep it revocable unless it was already taken back.
         if result.created or state.ledger.get_by_key(revoke_key(result.grant.id)) is None:
             changes.recorded.append((decision.rule.rule_id, result.grant.id))
@@ -202,6 +212,7 @@ def _carry_out(state: AppState, member: _Member, memory: MemberMemory, plan: Pla
         if state.ledger.get_by_key(f"patreon:{member.member_id}:{hold.fact}:{hold.rule_id}") is None:
             changes.holds.append(hold)
     changes.dropped_holds = list(memory.holds) if plan.drop_all_holds else list(plan.released_holds)
+    duplicates += plan.already_granted
     return changes, Outcome(granted, duplicates, revoked, len(changes.holds), len(plan.released_holds))
 
 

@@ -11,6 +11,9 @@ for weeks and replays everything queued when a paused webhook resumes
   ``charge-<charge date>`` for a renewal and
   ``update-<tier ids>-<cents>-<charge date>`` for a pledge change. A
   redelivery yields the same key, and the ledger creates at most one grant per key.
+  The key's claim expires after 40 days, but Patreon bodies carry no time and
+  stay validly signed forever, so memory also keeps every (rule, fact) granted,
+  for good: a fact granted before is neither granted nor held again.
 * **Memory** guards what outlives the 40-day claims and what keys cannot see:
   the newest accounted charge date (an older ``members:update`` is never a
   renewal, an older Declined/Refunded never revokes), the current pledge's
@@ -114,6 +117,9 @@ class MemberMemory:
     holds: Mapping[str, Hold] = field(default_factory=dict)
     #: Rule id -> ids of the grants that rule made for the member and did not revoke yet.
     grants: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: (rule id, fact) -> id of the grant made for it, kept forever (revoked ones too): an event replayed
+    #: after its idempotency claim expired finds its grant here and grants nothing.
+    granted: Mapping[tuple[str, str], str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -143,6 +149,8 @@ class Plan:
     charge_date: str | None = None
     #: Plain fields to remember: ``pledge_start``, ``cents``, ``first_paid``.
     remember: dict[str, str] = field(default_factory=dict)
+    #: Grants and holds not asked for because memory says they were granted before (a replay).
+    already_granted: int = 0
     #: Why parts of the event were skipped, for the log.
     notes: list[str] = field(default_factory=list)
 
@@ -209,6 +217,8 @@ def _pledge_created(
     for rule in rules:
         if not isinstance(rule, PledgeCreateRule) or not _matches(rule, event, plan):
             continue
+        if _granted_before(rule, fact, memory, plan):
+            continue
         if rule.require_paid and not paid:
             plan.new_holds.append(Hold(rule.rule_id, fact, event.last_charge_date))
         else:
@@ -239,7 +249,7 @@ def _release_holds(
         rule = by_id.get(rule_id)
         if rule is None:
             plan.notes.append(f"held grant of rule {rule_id} dropped: the rule is gone from the rewards file")
-        else:
+        elif not _granted_before(rule, hold.fact, memory, plan):
             plan.grants.append(GrantDecision(rule, hold.fact))
 
 
@@ -258,9 +268,14 @@ def _charge(event: MemberEvent, memory: MemberMemory, plan: Plan, rules: Sequenc
     elif memory.first_paid is None and _within_initial_window(event):
         plan.notes.append("charge at the pledge start: the pledge's first charge, no renewal")
     else:
+        fact = f"charge-{date}"
         for rule in rules:
-            if isinstance(rule, RenewalRule) and _matches(rule, event, plan):
-                plan.grants.append(GrantDecision(rule, f"charge-{date}"))
+            if (
+                isinstance(rule, RenewalRule)
+                and _matches(rule, event, plan)
+                and not _granted_before(rule, fact, memory, plan)
+            ):
+                plan.grants.append(GrantDecision(rule, fact))
     new_charge = memory.charge_date is None or date > memory.charge_date
     plan.charge_date = date
     plan.remember["first_paid"] = "1"
@@ -284,7 +299,8 @@ def _pledge_updated(
         if rule.upgrade_only and not upgrade:
             plan.notes.append(f"rule {rule.rule_id}: not an upgrade (level {level}, previously {memory.cents})")
             continue
-        plan.grants.append(GrantDecision(rule, fact))
+        if not _granted_before(rule, fact, memory, plan):
+            plan.grants.append(GrantDecision(rule, fact))
     if event.last_charge_status == PAID:
         plan.charge_date = event.last_charge_date
         plan.remember["first_paid"] = "1"
@@ -303,6 +319,16 @@ def _matches(rule: PatreonRule, event: MemberEvent, plan: Plan) -> bool:
     if min_cents is not None and (event.level_cents or 0) < min_cents:
         plan.notes.append(f"rule {rule.rule_id}: {event.level_cents or 0} cents is below {min_cents}")
         return False
+    return True
+
+
+def _granted_before(rule: PatreonRule, fact: str, memory: MemberMemory, plan: Plan) -> bool:
+    """True (and noted) when memory holds the grant ``rule`` made for ``fact``: a replay, however late."""
+    grant_id = memory.granted.get((rule.rule_id, fact))
+    if grant_id is None:
+        return False
+    plan.already_granted += 1
+    plan.notes.append(f"rule {rule.rule_id}: {fact} granted before (grant {grant_id})")
     return True
 
 

@@ -16,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from config.settings import Settings
+from producers.app import create_app
 from producers.patreon_members import MemberStore
 from producers.patreon_samples import Member, encode
 from tests.conftest import GUILD, USER, SettingsFactory
@@ -66,14 +67,8 @@ def patreon_settings(make_settings: SettingsFactory, rewards_file: Path) -> Sett
 
 @pytest.fixture
 def client(patreon_settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app_for(patreon_settings)) as test_client:
+    with TestClient(create_app(patreon_settings)) as test_client:
         yield test_client
-
-
-def create_app_for(settings: Settings) -> Any:
-    from producers.app import create_app
-
-    return create_app(settings)
 
 
 def send(client: TestClient, trigger: str, member: Member) -> None:
@@ -147,3 +142,41 @@ def test_an_accounted_charge_told_again_keeps_the_level_a_later_pledge_change_se
     ])  # fmt: skip
     assert MemberStore(redis, keys).load(MEMBER).cents == 1000
     assert [rule for rule, _ in by_rule(ledger)] == ["welcome", "paid", "upgrade"]
+
+
+# -- replays of old signed bodies, however late --------------------------------------------------------------
+
+
+def test_member_memory_never_expires(client: TestClient, redis: Any, keys: Keys) -> None:
+    send(client, "members:pledge:create", linked(charge_date=MARCH))
+    key = MemberStore(redis, keys).key(MEMBER)
+    assert redis.exists(key) and redis.ttl(key) == -1
+
+
+def test_every_old_body_replayed_after_the_claims_expired_grants_nothing(
+    client: TestClient, ledger: Ledger, redis: Any, keys: Keys
+) -> None:
+    life: list[Delivery] = [
+        ("members:pledge:create", linked(status="Pending", charge_date=MARCH, tiers=SILVER)),  # "paid" held
+        ("members:update", linked(charge_date=MARCH, tiers=SILVER)),  # paid: the held grant
+        ("members:update", linked(charge_date=APRIL, tiers=SILVER)),  # renewal
+        ("members:pledge:update", linked(charge_date=APRIL, tiers=GOLD)),  # upgrade
+        ("members:pledge:update", linked(charge_date=APRIL, tiers=SILVER)),  # downgrade (same charge)
+    ]
+    send_all(client, life)
+    before = by_rule(ledger)
+    assert before == [("welcome", 1.0), ("paid", 1.0), ("monthly", 2.0), ("upgrade", 1.0)]
+    expire_claims(redis, keys)
+    send_all(client, life)  # a paused webhook resumed after 40 days
+    assert by_rule(ledger) == before
+
+
+def test_a_pledge_replayed_after_its_take_back_and_the_claims_expiry_grants_nothing(
+    client: TestClient, ledger: Ledger, redis: Any, keys: Keys
+) -> None:
+    create = ("members:pledge:create", linked(charge_date=MARCH))
+    send_all(client, [create, ("members:pledge:delete", linked(charge_date=MARCH, will_pay_cents=0))])
+    before = [(g.id, g.state) for g in grants(ledger)]
+    expire_claims(redis, keys)
+    send_all(client, [create, ("members:pledge:delete", linked(charge_date=MARCH, will_pay_cents=0))])
+    assert [(g.id, g.state) for g in grants(ledger)] == before
