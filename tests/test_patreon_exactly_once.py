@@ -8,7 +8,7 @@ simulated by deleting the idempotency and seen keys.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +16,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from config.settings import Settings
+from producers import patreon_members, patreon_rules
 from producers.app import create_app
-from producers.patreon_members import MemberStore
+from producers.patreon_events import parse_event
+from producers.patreon_members import MemberStore, handle_event
 from producers.patreon_samples import Member, encode
 from tests.conftest import GUILD, USER, SettingsFactory
 from tests.test_patreon_webhook import APRIL, MARCH, MAY, MEMBER, SECRET, deliver, grants
 from worker.keys import Keys
-from worker.ledger import Ledger
+from worker.ledger import Grant, Ledger
 
 RULES = f"""
 guild_id = "{GUILD}"
@@ -89,7 +91,13 @@ def expire_claims(redis: Any, keys: Keys) -> None:
 
 
 def by_rule(ledger: Ledger) -> list[tuple[str, float]]:
-    return [(g.rule, g.items[0].amount) for g in grants(ledger)]
+    """(rule, amount) of every grant, sorted: one event's grants share a creation time, so time cannot order them."""
+    return sorted((g.rule, g.items[0].amount) for g in grants(ledger))
+
+
+def of_rule(ledger: Ledger, rule: str) -> Grant:
+    [grant] = [g for g in grants(ledger) if g.rule == rule and g.items[0].amount > 0]
+    return grant
 
 
 def linked(**fields: Any) -> Member:
@@ -126,7 +134,7 @@ def test_a_pledge_redelivered_after_an_upgrade_keeps_the_level_so_a_sideways_cha
         ("members:pledge:update", linked(charge_date=APRIL, tiers=PLATINUM)),  # 1000 -> 1000: sideways
     ])  # fmt: skip
     assert MemberStore(redis, keys).load(MEMBER).cents == 1000
-    assert [rule for rule, _ in by_rule(ledger)] == ["welcome", "paid", "upgrade"]
+    assert [rule for rule, _ in by_rule(ledger)] == ["paid", "upgrade", "welcome"]
 
 
 def test_an_accounted_charge_told_again_keeps_the_level_a_later_pledge_change_set(
@@ -141,7 +149,7 @@ def test_an_accounted_charge_told_again_keeps_the_level_a_later_pledge_change_se
         ("members:pledge:update", linked(charge_date=MARCH, tiers=PLATINUM)),  # sideways
     ])  # fmt: skip
     assert MemberStore(redis, keys).load(MEMBER).cents == 1000
-    assert [rule for rule, _ in by_rule(ledger)] == ["welcome", "paid", "upgrade"]
+    assert [rule for rule, _ in by_rule(ledger)] == ["paid", "upgrade", "welcome"]
 
 
 # -- replays of old signed bodies, however late --------------------------------------------------------------
@@ -165,7 +173,7 @@ def test_every_old_body_replayed_after_the_claims_expired_grants_nothing(
     ]
     send_all(client, life)
     before = by_rule(ledger)
-    assert before == [("welcome", 1.0), ("paid", 1.0), ("monthly", 2.0), ("upgrade", 1.0)]
+    assert before == [("monthly", 2.0), ("paid", 1.0), ("upgrade", 1.0), ("welcome", 1.0)]
     expire_claims(redis, keys)
     send_all(client, life)  # a paused webhook resumed after 40 days
     assert by_rule(ledger) == before
@@ -180,3 +188,48 @@ def test_a_pledge_replayed_after_its_take_back_and_the_claims_expiry_grants_noth
     expire_claims(redis, keys)
     send_all(client, [create, ("members:pledge:delete", linked(charge_date=MARCH, will_pay_cents=0))])
     assert [(g.id, g.state) for g in grants(ledger)] == before
+
+
+# -- two deliveries for one member at the same time ----------------------------------------------------------
+
+
+def _interleave(monkeypatch: pytest.MonkeyPatch, other: Callable[[], object]) -> None:
+    """Run ``other`` (another web process's delivery) right after the first delivery read the member's memory."""
+    real = patreon_rules.decide
+    pending = [other]
+
+    def deciding(*args: Any) -> Any:
+        plan = real(*args)
+        if pending:
+            pending.pop()()
+        return plan
+
+    monkeypatch.setattr(patreon_members, "decide", deciding)
+
+
+def test_a_renewal_racing_an_upgrade_is_decided_as_if_it_came_second(
+    client: TestClient, ledger: Ledger, redis: Any, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    send(client, "members:pledge:create", linked(charge_date=MARCH, tiers=SILVER))
+    state = client.app.state.wetbot  # type: ignore[attr-defined]
+    upgrade = parse_event("members:pledge:update", encode(linked(charge_date=APRIL, tiers=GOLD).document()))
+    _interleave(monkeypatch, lambda: handle_event(state, upgrade))
+    # The upgrade's charge, also announced as members:update, lands while the upgrade is handled.
+    send(client, "members:update", linked(charge_date=APRIL, tiers=GOLD))
+    assert [rule for rule, _ in by_rule(ledger)] == ["paid", "upgrade", "welcome"]  # no renewal: one charge
+    memory = MemberStore(redis, keys).load(MEMBER)
+    recorded = {grant_id for ids in memory.grants.values() for grant_id in ids}
+    assert recorded == {g.id for g in grants(ledger)}  # every grant is known, so revocable
+
+
+def test_the_same_pledge_delivered_twice_at_once_grants_once(
+    client: TestClient, ledger: Ledger, redis: Any, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = client.app.state.wetbot  # type: ignore[attr-defined]
+    create = linked(charge_date=MARCH)
+    event = parse_event("members:pledge:create", encode(create.document()))
+    _interleave(monkeypatch, lambda: handle_event(state, event))
+    send(client, "members:pledge:create", create)
+    assert by_rule(ledger) == [("paid", 1.0), ("welcome", 1.0)]
+    memory = MemberStore(redis, keys).load(MEMBER)
+    assert {grant_id for ids in memory.grants.values() for grant_id in ids} == {g.id for g in grants(ledger)}

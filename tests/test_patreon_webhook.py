@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from config.settings import Settings
-from producers import patreon_members
+from producers import patreon_members, patreon_rules
 from producers.app import create_app
 from producers.counters import read_counters
 from producers.patreon import MAX_BODY_BYTES
@@ -289,17 +289,18 @@ def test_a_delivery_racing_another_for_the_same_member_is_decided_again(
         encoding="utf-8",
     )
     store = MemberStore(redis, keys)
-    real = patreon_members._carry_out
+    real = patreon_rules.decide
     attempts: list[Plan] = []
 
-    def racing(state: Any, member: Any, memory: Any, plan: Plan) -> Any:
+    def racing(*args: Any) -> Plan:
+        plan = real(*args)
         attempts.append(plan)
         if len(attempts) == 1:  # another web process stores the Pending pledge's hold right now
             redis.hset(store.key(MEMBER), mapping={"first_paid": "0", "charge_date": "20240308T082405Z",
                        "hold:paid": json.dumps({"fact": "pledge-x", "charge_date": "20240308T082405Z"})})  # fmt: skip
-        return real(state, member, memory, plan)
+        return plan
 
-    monkeypatch.setattr(patreon_members, "_carry_out", racing)
+    monkeypatch.setattr(patreon_members, "decide", racing)
     with TestClient(create_app(make_settings(patreon_webhook_secret=SECRET))) as client:
         assert member_event(client, "members:update", discord_id=USER, charge_date=MARCH).status_code == 204
     assert [len(plan.grants) for plan in attempts] == [0, 1]  # the first decision saw no hold; the second did
@@ -309,22 +310,22 @@ def test_a_delivery_racing_another_for_the_same_member_is_decided_again(
     assert memory.holds == {} and memory.grants == {"paid": (grant.id,)} and memory.first_paid is True
 
 
-def test_a_member_always_losing_the_race_gets_a_503_and_no_memory_change(
+def test_a_member_always_losing_the_race_gets_a_503_and_nothing_written(
     client: TestClient, ledger: Ledger, redis: Any, keys: Keys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = MemberStore(redis, keys)
-    real = patreon_members._carry_out
+    real = patreon_rules.decide
 
-    def always_racing(state: Any, member: Any, memory: Any, plan: Plan) -> Any:
+    def always_racing(*args: Any) -> Plan:
         redis.hincrby(store.key(MEMBER), "noise", 1)
-        return real(state, member, memory, plan)
+        return real(*args)
 
-    monkeypatch.setattr(patreon_members, "_carry_out", always_racing)
+    monkeypatch.setattr(patreon_members, "decide", always_racing)
     response = member_event(client, "members:pledge:create", discord_id=USER, charge_date=MARCH)
     assert response.status_code == 503
-    assert store.load(MEMBER).grants == {}
-    # The grant was queued on the first attempt; Patreon's retry finds it again and records it.
-    monkeypatch.setattr(patreon_members, "_carry_out", real)
+    # Grants and memory are written in one step: a lost race leaves neither.
+    assert store.load(MEMBER).grants == {} and grants(ledger) == []
+    monkeypatch.setattr(patreon_members, "decide", real)
     assert member_event(client, "members:pledge:create", discord_id=USER, charge_date=MARCH).status_code == 204
     [grant] = grants(ledger)
     assert store.load(MEMBER).grants == {"welcome": (grant.id,)}
