@@ -12,6 +12,7 @@ field                      value
 ``hold:<rule id>``         JSON ``{"fact", "charge_date"}`` of a held ``require_paid`` grant
 ``grant:<rule id>:<id>``   ``1``: grant ``<id>`` made by that rule, not revoked yet
 ``fact:<rule id>:<fact>``  grant id made by that rule for that fact; never removed
+``review:<grant id>``      the grant's state when a take-back of it was left to an operator
 =========================  ==========================================================
 
 The hash has no TTL: it is small, one per member, and must outlive the 40-day
@@ -47,7 +48,7 @@ from producers.state import AppState
 from producers.submit import finish_enqueue, link_and_release, planned_for_identity
 from worker.creation import SCRIPT, EventRequest, MissingGrant, Mode, Planned, build_request, parse_reply
 from worker.keys import Keys
-from worker.ledger import CreateResult, Grant, GrantItem, NewGrant
+from worker.ledger import CANCELLABLE_STATES, CreateResult, Grant, GrantItem, GrantState, NewGrant
 from worker.scripts import load_script
 
 __all__ = ["MAX_DECIDE_ATTEMPTS", "PLATFORM", "SOURCE", "MemberStore", "Outcome", "handle_event", "revoke_key"]
@@ -81,6 +82,7 @@ class MemoryChanges:
     holds: list[Hold] = field(default_factory=list)
     dropped_holds: list[str] = field(default_factory=list)
     fields: dict[str, str] = field(default_factory=dict)
+    reviews: dict[str, str] = field(default_factory=dict)  # grant id -> its state when its take-back was skipped
 
 
 class MemberStore:
@@ -100,6 +102,7 @@ class MemberStore:
         holds: dict[str, Hold] = {}
         grants: dict[str, list[str]] = {}
         granted: dict[tuple[str, str], str] = {}
+        review: dict[str, str] = {}
         for name, value in fields.items():
             if name.startswith("hold:"):
                 data = json.loads(value)
@@ -110,6 +113,8 @@ class MemberStore:
             elif name.startswith("fact:"):  # rule ids may hold ":" (``patreon:renewal#0``), facts never do
                 rule_id, _, fact = name[5:].rpartition(":")
                 granted[(rule_id, fact)] = value
+            elif name.startswith("review:"):
+                review[name[7:]] = value
         first_paid = fields.get("first_paid")
         return MemberMemory(
             charge_date=fields.get("charge_date"),
@@ -119,6 +124,7 @@ class MemberStore:
             holds=holds,
             grants={rule_id: tuple(sorted(ids)) for rule_id, ids in grants.items()},
             granted=granted,
+            review=review,
         )
 
     def write(self, pipe: Pipeline, member_id: str, changes: MemoryChanges) -> None:
@@ -131,6 +137,7 @@ class MemberStore:
         mapping = dict(changes.fields)
         mapping.update({f"grant:{rule_id}:{grant_id}": "1" for rule_id, grant_id in changes.recorded})
         mapping.update({f"fact:{rule_id}:{fact}": grant_id for (rule_id, fact), grant_id in changes.facts.items()})
+        mapping.update({f"review:{grant_id}": why for grant_id, why in changes.reviews.items()})
         mapping.update(
             {f"hold:{h.rule_id}": json.dumps({"fact": h.fact, "charge_date": h.charge_date}) for h in changes.holds}
         )
@@ -140,13 +147,19 @@ class MemberStore:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What handling one event did: new grants, grants that already existed, revocations, holds made and used."""
+    """What handling one event did: new grants, grants that already existed, revocations, holds made and used.
+
+    ``revoked`` counts negative grants (for delivered originals), ``cancelled`` originals withdrawn before
+    they were sent, ``left_to_operator`` the ids of originals not taken back (dead, unknown, sending).
+    """
 
     granted: int = 0
     duplicates: int = 0
     revoked: int = 0
     held: int = 0
     released: int = 0
+    cancelled: int = 0
+    left_to_operator: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -176,12 +189,13 @@ def handle_event(state: AppState, event: MemberEvent) -> tuple[Plan, Outcome]:
     member = _Member(event, event.member_id, event.patreon_user_id)
     store = MemberStore(state.redis, state.keys)
     _link_from_payload(state, member)
+    cancelled: set[str] = set()  # originals cancelled by this event, whichever attempt did it
     for attempt in range(1, MAX_DECIDE_ATTEMPTS + 1):
         with state.redis.pipeline() as pipe:
             pipe.watch(store.key(member.member_id))  # type: ignore[no-untyped-call]
             memory = store.load(member.member_id, via=pipe)
             plan = decide(event, memory, state.rewards.patreon.rules)
-            step = _prepare(state, member, memory, plan)
+            step = _prepare(state, member, memory, plan, cancelled)
             claims = _watch_claims(pipe, state.keys, step.entries)
             request, sent = build_request(state.keys, [EventRequest(tuple(e.planned for e in step.entries))])
             _record_ids(state, step, claims, sent[0])
@@ -200,6 +214,12 @@ def handle_event(state: AppState, event: MemberEvent) -> tuple[Plan, Outcome]:
             raise outcome
         for result in outcome.results:
             finish_enqueue(state.ledger, state.broker, result)
+        for grant_id, grant_state in step.left_to_operator:
+            logger.warning(
+                "patreon member %s: %s takes back grant %s, but grant %s is %s: no negative grant sent, "
+                "left to an operator (check WetBot, then take it back by hand if it was applied)",
+                member.member_id, plan.revoke_reason, grant_id, grant_id, grant_state.value,
+            )  # fmt: skip
         return plan, _outcome(plan, step, outcome.results)
     raise WatchError(f"patreon member {member.member_id}: still contended after {MAX_DECIDE_ATTEMPTS} attempts")
 
@@ -223,14 +243,18 @@ class _Step:
 
     entries: list[_Entry] = field(default_factory=list)
     changes: MemoryChanges = field(default_factory=MemoryChanges)
+    #: Originals this event cancelled instead of taking them back with a negative grant.
+    cancelled: list[str] = field(default_factory=list)
+    #: Originals not taken back because their fate is not known to be "never sent" (see ``_take_back``).
+    left_to_operator: list[tuple[str, GrantState]] = field(default_factory=list)
 
 
-def _prepare(state: AppState, member: _Member, memory: MemberMemory, plan: Plan) -> _Step:
-    """The grants and memory changes that carry ``plan`` out (read-only but for take-back bookkeeping)."""
+def _prepare(state: AppState, member: _Member, memory: MemberMemory, plan: Plan, cancelled: set[str]) -> _Step:
+    """The grants and memory changes that carry ``plan`` out (nothing written but take-back cancels)."""
     step = _Step(changes=MemoryChanges(fields=dict(plan.remember)))
     if plan.charge_date is not None and (memory.charge_date is None or plan.charge_date > memory.charge_date):
         step.changes.fields["charge_date"] = plan.charge_date
-    _take_back(state, member, plan, memory, step)
+    _take_back(state, member, plan, memory, step, cancelled)
     for decision in plan.grants:
         step.entries.append(_Entry(_planned(state, _new_grant(member, decision)), decision.rule.rule_id, decision.fact))
     for hold in plan.new_holds:
@@ -287,6 +311,8 @@ def _outcome(plan: Plan, step: _Step, results: Sequence[CreateResult]) -> Outcom
         revoked=revoked,
         held=len(step.changes.holds),
         released=len(plan.released_holds),
+        cancelled=len(step.cancelled),
+        left_to_operator=tuple(grant_id for grant_id, _ in step.left_to_operator),
     )
 
 
@@ -311,21 +337,51 @@ def _planned(state: AppState, new: NewGrant) -> Planned:
     return Planned(new, Mode.ENQUEUE) if new.user_id else planned_for_identity(state.links, new)
 
 
-def _take_back(state: AppState, member: _Member, plan: Plan, memory: MemberMemory, step: _Step) -> None:
-    """Negative grants for what the plan's rules granted this member; each original is revoked at most once.
+#: How often a take-back looks again at an original that moved while it was being cancelled.
+_CANCEL_ATTEMPTS = 3
 
-    The negative goes wherever the original went: the same Discord user, or
-    parked beside a parked original (both are released together on linking,
-    so they net to zero). Originals in any state are revoked, queued and dead
-    ones too, so the ledger always nets to zero for a revoked grant.
+
+def _take_back(
+    state: AppState, member: _Member, plan: Plan, memory: MemberMemory, step: _Step, cancelled: set[str]
+) -> None:
+    """Take back what the plan's rules granted this member, by the state of each original (once each).
+
+    * ``delivered``: a negative grant to the same user (``patreon-revoke:<id>``).
+    * ``queued``/``retrying``/``parked``: nothing reached WetBot; the original is
+      cancelled (``Ledger.cancel``), which its queue message then finds and skips.
+    * ``dead``/``unknown``/``sending``: WetBot got nothing, or maybe something,
+      or the answer is not back yet; a negative grant could take away what was
+      never given (a dead original would leave the patron at -1). Nothing is
+      sent: the grant is left to an operator, logged, noted on the event and
+      kept in memory as ``review:<id>``.
+    * ``cancelled`` (or gone): nothing to take back.
+
+    The cancel is done right away, outside the MULTI (its script belongs to
+    the ledger). It is conditional and idempotent, so a lost race or a crash
+    before EXEC only means the next attempt finds the original cancelled.
+    ``cancelled`` collects the ids this event cancelled, across attempts.
     """
+    why = plan.revoke_reason
     for rule_id in plan.revoke:
         for grant_id in memory.grants.get(rule_id, ()):
-            original = state.ledger.get(grant_id)
-            if original is not None:
-                negative = _negative(original, member, plan.revoke_reason)
-                step.entries.append(_Entry(_planned(state, negative), rule_id))
             step.changes.forgotten.append((rule_id, grant_id))
+            original = state.ledger.get(grant_id)
+            for _ in range(_CANCEL_ATTEMPTS):
+                if original is None or original.state not in CANCELLABLE_STATES:
+                    break
+                if state.ledger.cancel(grant_id, f"taken back by patreon ({why}) before it was sent"):
+                    cancelled.add(grant_id)
+                original = state.ledger.get(grant_id)  # cancelled now, or moved on meanwhile: look again
+            if original is None or original.state is GrantState.CANCELLED:
+                if grant_id in cancelled:
+                    step.cancelled.append(grant_id)
+            elif original.state is GrantState.DELIVERED:
+                negative = _negative(original, member, why)
+                step.entries.append(_Entry(_planned(state, negative), rule_id))
+            else:
+                step.left_to_operator.append((grant_id, original.state))
+                step.changes.reviews[grant_id] = original.state.value
+                plan.notes.append(f"take-back of grant {grant_id} ({original.state.value}) left to an operator")
 
 
 def _negative(original: Grant, member: _Member, why: str) -> NewGrant:

@@ -46,7 +46,8 @@ Decisions (research/patreon.md §5):
 * Revocation: rules whose ``revoke_on`` names the trigger
   (``members:pledge:delete``) or the charge status (Declined, Refunded, Fraud;
   "Refunded by Patreon" counts as Refunded, "Partially Refunded" does not) take
-  back every grant they made for the member that was not taken back yet. An
+  back every grant they made for the member that was not taken back yet (how,
+  by the original's state, is ``producers.patreon_members._take_back``). An
   event whose charge date (or pledge start, for a delete) is older than the
   remembered one is stale and revokes nothing. A rule does not grant from an
   event whose status it revokes on.
@@ -120,6 +121,8 @@ class MemberMemory:
     #: (rule id, fact) -> id of the grant made for it, kept forever (revoked ones too): an event replayed
     #: after its idempotency claim expired finds its grant here and grants nothing.
     granted: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    #: Grant id -> its state when a take-back of it was left to an operator (dead, unknown, sending).
+    review: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,11 @@ from producers.app import create_app
 from producers.patreon_events import parse_event
 from producers.patreon_members import MemberStore, handle_event
 from producers.patreon_samples import Member, encode
-from tests.conftest import GUILD, USER, SettingsFactory
+from tests.conftest import GUILD, USER, RunningWorker, SettingsFactory, wait_for
 from tests.test_patreon_webhook import APRIL, MARCH, MAY, MEMBER, SECRET, deliver, grants
+from tests.wetbot_sim import WetbotSimulator
 from worker.keys import Keys
-from worker.ledger import Grant, Ledger
+from worker.ledger import Grant, GrantState, Ledger
 
 RULES = f"""
 guild_id = "{GUILD}"
@@ -188,6 +189,111 @@ def test_a_pledge_replayed_after_its_take_back_and_the_claims_expiry_grants_noth
     expire_claims(redis, keys)
     send_all(client, [create, ("members:pledge:delete", linked(charge_date=MARCH, will_pay_cents=0))])
     assert [(g.id, g.state) for g in grants(ledger)] == before
+
+
+# -- take-backs: only what reached WetBot ------------------------------------------------------------------
+
+
+def test_a_take_back_of_a_delivered_grant_is_a_negative_grant(
+    client: TestClient, patreon_settings: Settings, ledger: Ledger, sim: WetbotSimulator,
+    workers: Callable[..., RunningWorker],
+) -> None:  # fmt: skip
+    workers(patreon_settings)
+    send(client, "members:pledge:create", linked(charge_date=MARCH))
+    wait_for(lambda: len(ledger.list_grants(GrantState.DELIVERED)) == 2, timeout_s=15)
+    send(client, "members:pledge:delete", linked(charge_date=MARCH, will_pay_cents=0))
+    wait_for(lambda: len(ledger.list_grants(GrantState.DELIVERED)) == 3, timeout_s=15)
+    assert by_rule(ledger) == [("paid", 1.0), ("welcome", -1.0), ("welcome", 1.0)]
+    assert sim.inventory(GUILD, USER) == {"patron-crate": 0.0, "paid-crate": 1.0}
+
+
+@pytest.mark.parametrize("state", [GrantState.QUEUED, GrantState.RETRYING])
+def test_a_take_back_of_a_grant_not_sent_yet_cancels_it(
+    client: TestClient, patreon_settings: Settings, ledger: Ledger, sim: WetbotSimulator,
+    workers: Callable[..., RunningWorker], redis: Any, keys: Keys, state: GrantState,
+) -> None:  # fmt: skip
+    send(client, "members:pledge:create", linked(charge_date=MARCH))
+    welcome = of_rule(ledger, "welcome")
+    if state is not GrantState.QUEUED:
+        assert ledger.transition(welcome.id, state, "test: a failed attempt", expect=[GrantState.QUEUED])
+    send(client, "members:pledge:delete", linked(charge_date=MARCH, will_pay_cents=0))
+    assert ledger.get(welcome.id).state == GrantState.CANCELLED  # type: ignore[union-attr]
+    assert by_rule(ledger) == [("paid", 1.0), ("welcome", 1.0)]  # no negative grant
+    assert "members:pledge:delete" in ledger.history(welcome.id)[-1].reason
+    workers(patreon_settings)
+    wait_for(lambda: len(ledger.list_grants(GrantState.DELIVERED)) == 1, timeout_s=15)
+    assert sim.inventory(GUILD, USER) == {"paid-crate": 1.0}
+    assert MemberStore(redis, keys).load(MEMBER).grants == {"paid": (of_rule(ledger, "paid").id,)}
+
+
+def test_a_take_back_of_a_parked_grant_cancels_it(client: TestClient, ledger: Ledger) -> None:
+    send(client, "members:pledge:create", Member(charge_date=MARCH))  # no Discord account: parked
+    send(client, "members:pledge:delete", Member(charge_date=MARCH, will_pay_cents=0))
+    assert sorted((g.rule, g.state) for g in grants(ledger)) == [("paid", GrantState.PARKED),
+                                                                 ("welcome", GrantState.CANCELLED)]  # fmt: skip
+    # Linking later releases only what is still parked.
+    send(client, "members:update", linked(charge_date=MARCH))
+    assert sorted((g.rule, g.state) for g in grants(ledger)) == [("paid", GrantState.QUEUED),
+                                                                 ("welcome", GrantState.CANCELLED)]  # fmt: skip
+
+
+def test_a_take_back_of_a_dead_grant_sends_nothing_and_is_left_to_an_operator(
+    client: TestClient, patreon_settings: Settings, ledger: Ledger, sim: WetbotSimulator,
+    workers: Callable[..., RunningWorker], redis: Any, keys: Keys, caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    caplog.set_level("INFO", logger="wetbot_rewards.patreon")
+    workers(patreon_settings)
+    sim.set_items(GUILD, ["paid-crate"])  # "patron-crate" unknown for now: the welcome grant ends dead
+    send(client, "members:pledge:create", linked(charge_date=MARCH))
+    wait_for(lambda: len(ledger.list_grants(GrantState.DEAD)) == 1, timeout_s=15)
+    sim.set_items(GUILD, None)  # fixed: any item again
+    send(client, "members:pledge:delete", linked(charge_date=MARCH, will_pay_cents=0))
+    welcome = of_rule(ledger, "welcome")
+    assert by_rule(ledger) == [("paid", 1.0), ("welcome", 1.0)]  # no negative grant
+    assert ledger.get(welcome.id).state == GrantState.DEAD  # type: ignore[union-attr]
+    assert f"grant {welcome.id} is dead" in caplog.text and "left to an operator" in caplog.text
+    assert MemberStore(redis, keys).load(MEMBER).review == {welcome.id: "dead"}
+    assert sim.inventory(GUILD, USER).get("patron-crate", 0.0) == 0.0  # never -1
+
+
+@pytest.mark.parametrize("state", [GrantState.SENDING, GrantState.UNKNOWN])
+def test_a_take_back_of_a_grant_whose_fate_is_open_sends_nothing_and_is_left_to_an_operator(
+    client: TestClient, ledger: Ledger, redis: Any, keys: Keys, caplog: pytest.LogCaptureFixture, state: GrantState
+) -> None:
+    caplog.set_level("INFO", logger="wetbot_rewards.patreon")
+    send(client, "members:pledge:create", linked(charge_date=MARCH))
+    welcome = of_rule(ledger, "welcome")
+    assert ledger.transition(welcome.id, GrantState.SENDING, "test: a worker sends it", expect=[GrantState.QUEUED])
+    if state is GrantState.UNKNOWN:
+        assert ledger.transition(welcome.id, state, "test: read timeout", expect=[GrantState.SENDING])
+    send(client, "members:pledge:delete", linked(charge_date=MARCH, will_pay_cents=0))
+    assert by_rule(ledger) == [("paid", 1.0), ("welcome", 1.0)]  # no negative grant, nothing cancelled
+    assert ledger.get(welcome.id).state == state  # type: ignore[union-attr]
+    assert f"grant {welcome.id} is {state.value}" in caplog.text and "left to an operator" in caplog.text
+    memory = MemberStore(redis, keys).load(MEMBER)
+    assert memory.review == {welcome.id: state.value} and "welcome" not in memory.grants
+    # Redelivered: nothing new, still one note.
+    send(client, "members:pledge:delete", linked(charge_date=MARCH, will_pay_cents=0))
+    assert len(grants(ledger)) == 2 and MemberStore(redis, keys).load(MEMBER).review == {welcome.id: state.value}
+
+
+def test_a_grant_a_worker_takes_while_it_is_being_cancelled_is_left_to_an_operator(
+    client: TestClient, ledger: Ledger, redis: Any, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    send(client, "members:pledge:create", linked(charge_date=MARCH))
+    welcome = of_rule(ledger, "welcome")
+    app_ledger = client.app.state.wetbot.ledger  # type: ignore[attr-defined]
+    real_cancel = app_ledger.cancel
+
+    def worker_first(grant_id: str, reason: str) -> bool:
+        ledger.transition(grant_id, GrantState.SENDING, "test: a worker took it", expect=[GrantState.QUEUED])
+        return bool(real_cancel(grant_id, reason))
+
+    monkeypatch.setattr(app_ledger, "cancel", worker_first)
+    send(client, "members:pledge:delete", linked(charge_date=MARCH, will_pay_cents=0))
+    assert by_rule(ledger) == [("paid", 1.0), ("welcome", 1.0)]
+    assert ledger.get(welcome.id).state == GrantState.SENDING  # type: ignore[union-attr]
+    assert MemberStore(redis, keys).load(MEMBER).review == {welcome.id: "sending"}
 
 
 # -- two deliveries for one member at the same time ----------------------------------------------------------
