@@ -84,9 +84,11 @@ async def receive(request: Request, state: Annotated[AppState, Depends(app_state
     plan, outcome = await run_in_threadpool(handle_event, state, event)
     kind = _kind(plan.acts, outcome)
     logger.info(
-        "patreon: %s member %s: %d granted, %d already granted, %d revoked, %d held, %d released%s",
-        trigger, event.member_id, outcome.granted, outcome.duplicates, outcome.revoked, outcome.held,
-        outcome.released, f" ({'; '.join(plan.notes)})" if plan.notes else "",
+        "patreon: %s member %s: %d granted, %d already granted, %d revoked, %d cancelled, %d held, %d released, "
+        "%d take-back(s) left to an operator%s",
+        trigger, event.member_id, outcome.granted, outcome.duplicates, outcome.revoked, outcome.cancelled,
+        outcome.held, outcome.released, len(outcome.left_to_operator),
+        f" ({'; '.join(plan.notes)})" if plan.notes else "",
     )  # fmt: skip
     await _count(state, f"patreon.{label}.{kind}")
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -94,7 +96,7 @@ async def receive(request: Request, state: Annotated[AppState, Depends(app_state
 
 def _kind(acts: bool, outcome: Outcome) -> str:
     """The counter suffix of a handled member event."""
-    if outcome.granted or outcome.revoked:
+    if outcome.granted or outcome.revoked or outcome.cancelled:
         return "granted"
     if outcome.held or outcome.released:
         return "held"

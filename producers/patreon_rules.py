@@ -11,12 +11,20 @@ for weeks and replays everything queued when a paused webhook resumes
   ``charge-<charge date>`` for a renewal and
   ``update-<tier ids>-<cents>-<charge date>`` for a pledge change. A
   redelivery yields the same key, and the ledger creates at most one grant per key.
+  The key's claim expires after 40 days, but Patreon bodies carry no time and
+  stay validly signed forever, so memory also keeps every (rule, fact) granted,
+  for good: a fact granted before is neither granted nor held again.
 * **Memory** guards what outlives the 40-day claims and what keys cannot see:
   the newest accounted charge date (an older ``members:update`` is never a
   renewal, an older Declined/Refunded never revokes), the current pledge's
   start (an older pledge's events are stale), the last known pledge level (for
   upgrades), whether the first charge was paid, held grants, and the grants
   each rule made (to know what to revoke).
+* **Memory only moves forward.** The charge date is only raised; a
+  ``members:pledge:create`` of the pledge memory already holds (a redelivery,
+  or one that arrives after later events of its pledge) changes neither the
+  level nor lowers ``first_paid`` from paid to unpaid; a ``members:update``
+  repeating an accounted charge leaves the level as later pledge changes set it.
 
 Decisions (research/patreon.md §5):
 
@@ -38,7 +46,8 @@ Decisions (research/patreon.md §5):
 * Revocation: rules whose ``revoke_on`` names the trigger
   (``members:pledge:delete``) or the charge status (Declined, Refunded, Fraud;
   "Refunded by Patreon" counts as Refunded, "Partially Refunded" does not) take
-  back every grant they made for the member that was not taken back yet. An
+  back every grant they made for the member that was not taken back yet (how,
+  by the original's state, is ``producers.patreon_members._take_back``). An
   event whose charge date (or pledge start, for a delete) is older than the
   remembered one is stale and revokes nothing. A rule does not grant from an
   event whose status it revokes on.
@@ -109,6 +118,11 @@ class MemberMemory:
     holds: Mapping[str, Hold] = field(default_factory=dict)
     #: Rule id -> ids of the grants that rule made for the member and did not revoke yet.
     grants: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: (rule id, fact) -> id of the grant made for it, kept forever (revoked ones too): an event replayed
+    #: after its idempotency claim expired finds its grant here and grants nothing.
+    granted: Mapping[tuple[str, str], str] = field(default_factory=dict)
+    #: Grant id -> its state when a take-back of it was left to an operator (dead, unknown, sending).
+    review: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -138,6 +152,8 @@ class Plan:
     charge_date: str | None = None
     #: Plain fields to remember: ``pledge_start``, ``cents``, ``first_paid``.
     remember: dict[str, str] = field(default_factory=dict)
+    #: Grants and holds not asked for because memory says they were granted before (a replay).
+    already_granted: int = 0
     #: Why parts of the event were skipped, for the log.
     notes: list[str] = field(default_factory=list)
 
@@ -177,7 +193,7 @@ def decide(event: MemberEvent, memory: MemberMemory, rules: Sequence[PatreonRule
     eligible = [rule for rule in rules if rule.rule_id not in blocked]
 
     if event.trigger == CREATE:
-        _pledge_created(event, plan, eligible, stale_pledge)
+        _pledge_created(event, memory, plan, eligible, stale_pledge)
     elif event.trigger in (UPDATE, PLEDGE_UPDATE):
         _release_holds(event, memory, plan, rules, stale_charge)
         if event.trigger == UPDATE:
@@ -190,14 +206,21 @@ def decide(event: MemberEvent, memory: MemberMemory, rules: Sequence[PatreonRule
 # -- per trigger ------------------------------------------------------------------------------------
 
 
-def _pledge_created(event: MemberEvent, plan: Plan, rules: Sequence[PatreonRule], stale: bool) -> None:
+def _pledge_created(
+    event: MemberEvent, memory: MemberMemory, plan: Plan, rules: Sequence[PatreonRule], stale: bool
+) -> None:
     if stale:
         plan.notes.append("pledge older than the newest one seen: ignored")
         return
-    paid = event.last_charge_status == PAID
+    # A redelivery, or a create that arrives after later news of its pledge: memory knows newer facts
+    # (a changed level, a first charge paid by now) and keeps them; the grants are found again by fact.
+    late = _known_pledge(event, memory) or _older(event.last_charge_date, memory.charge_date)
+    paid = event.last_charge_status == PAID or (late and memory.first_paid is True)
     fact = f"pledge-{event.pledge_start or 'none'}-{event.last_charge_date or 'none'}"
     for rule in rules:
         if not isinstance(rule, PledgeCreateRule) or not _matches(rule, event, plan):
+            continue
+        if _granted_before(rule, fact, memory, plan):
             continue
         if rule.require_paid and not paid:
             plan.new_holds.append(Hold(rule.rule_id, fact, event.last_charge_date))
@@ -205,9 +228,14 @@ def _pledge_created(event: MemberEvent, plan: Plan, rules: Sequence[PatreonRule]
             plan.grants.append(GrantDecision(rule, fact))
     # The pledge's first charge is accounted for whatever its status: its later Paid is no renewal.
     plan.charge_date = event.last_charge_date
-    plan.remember["first_paid"] = "1" if paid else "0"
     if event.pledge_start is not None:
         plan.remember["pledge_start"] = event.pledge_start
+    if late:
+        plan.notes.append("pledge already known: its later level and charge status are kept")
+        if paid:
+            plan.remember["first_paid"] = "1"
+        return
+    plan.remember["first_paid"] = "1" if paid else "0"
     _remember_level(event, plan)
 
 
@@ -224,7 +252,7 @@ def _release_holds(
         rule = by_id.get(rule_id)
         if rule is None:
             plan.notes.append(f"held grant of rule {rule_id} dropped: the rule is gone from the rewards file")
-        else:
+        elif not _granted_before(rule, hold.fact, memory, plan):
             plan.grants.append(GrantDecision(rule, hold.fact))
 
 
@@ -243,12 +271,19 @@ def _charge(event: MemberEvent, memory: MemberMemory, plan: Plan, rules: Sequenc
     elif memory.first_paid is None and _within_initial_window(event):
         plan.notes.append("charge at the pledge start: the pledge's first charge, no renewal")
     else:
+        fact = f"charge-{date}"
         for rule in rules:
-            if isinstance(rule, RenewalRule) and _matches(rule, event, plan):
-                plan.grants.append(GrantDecision(rule, f"charge-{date}"))
+            if (
+                isinstance(rule, RenewalRule)
+                and _matches(rule, event, plan)
+                and not _granted_before(rule, fact, memory, plan)
+            ):
+                plan.grants.append(GrantDecision(rule, fact))
+    new_charge = memory.charge_date is None or date > memory.charge_date
     plan.charge_date = date
     plan.remember["first_paid"] = "1"
-    _remember_level(event, plan)
+    if new_charge:  # an accounted charge told again may carry a level older than a pledge change since
+        _remember_level(event, plan)
 
 
 def _pledge_updated(
@@ -267,7 +302,8 @@ def _pledge_updated(
         if rule.upgrade_only and not upgrade:
             plan.notes.append(f"rule {rule.rule_id}: not an upgrade (level {level}, previously {memory.cents})")
             continue
-        plan.grants.append(GrantDecision(rule, fact))
+        if not _granted_before(rule, fact, memory, plan):
+            plan.grants.append(GrantDecision(rule, fact))
     if event.last_charge_status == PAID:
         plan.charge_date = event.last_charge_date
         plan.remember["first_paid"] = "1"
@@ -289,9 +325,24 @@ def _matches(rule: PatreonRule, event: MemberEvent, plan: Plan) -> bool:
     return True
 
 
+def _granted_before(rule: PatreonRule, fact: str, memory: MemberMemory, plan: Plan) -> bool:
+    """True (and noted) when memory holds the grant ``rule`` made for ``fact``: a replay, however late."""
+    grant_id = memory.granted.get((rule.rule_id, fact))
+    if grant_id is None:
+        return False
+    plan.already_granted += 1
+    plan.notes.append(f"rule {rule.rule_id}: {fact} granted before (grant {grant_id})")
+    return True
+
+
 def _remember_level(event: MemberEvent, plan: Plan) -> None:
     if event.level_cents is not None:
         plan.remember["cents"] = str(event.level_cents)
+
+
+def _known_pledge(event: MemberEvent, memory: MemberMemory) -> bool:
+    """The event names the pledge memory already holds (its create was seen before)."""
+    return event.pledge_start is not None and event.pledge_start == memory.pledge_start
 
 
 def _older(date: str | None, than: str | None) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from config.rewards import PatreonRule, parse_rewards
@@ -139,3 +140,17 @@ def test_an_older_pledge_replayed_after_a_newer_one_is_ignored() -> None:
     plan = decide(event("members:pledge:create"), memory, found)
     assert plan.grants == [] and plan.remember == {} and not plan.acts
     assert not decide(event("members:create"), MemberMemory(), found).acts
+
+
+def test_a_fact_granted_before_is_neither_granted_nor_held_again() -> None:
+    found = rules({"name": "w", "event": "members:pledge:create"},
+                  {"name": "p", "event": "members:pledge:create", "require_paid": True},
+                  {"name": "monthly", "event": "renewal"})  # fmt: skip
+    pledge = "pledge-20240308T082358Z-20240308T082405Z"
+    memory = MemberMemory(
+        granted={("w", pledge): "g1", ("p", pledge): "g2", ("monthly", "charge-20240408T090211Z"): "g3"}
+    )
+    replayed = decide(event("members:pledge:create", status="Pending", charge_date=MARCH), memory, found)
+    assert replayed.grants == [] and replayed.new_holds == [] and replayed.already_granted == 2
+    renewal = replace(memory, charge_date="20240308T082405Z", first_paid=True)
+    assert decide(event("members:update", charge_date=APRIL), renewal, found).grants == []

@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from config.settings import Settings
-from producers import patreon_members
+from producers import patreon_members, patreon_rules
 from producers.app import create_app
 from producers.counters import read_counters
 from producers.patreon import MAX_BODY_BYTES
@@ -182,8 +182,12 @@ def test_create_renewal_redelivery_and_cancel_net_out_in_the_inventory(
         ("members:update", Member(discord_id=USER, charge_date=APRIL)),  # redelivered
         ("members:pledge:delete", Member(discord_id=USER, charge_date=APRIL, will_pay_cents=0)),
     ]
-    for trigger, member in deliveries:
+    workers(patreon_settings)
+    for trigger, member in deliveries[:-1]:
         assert deliver(client, trigger, encode(member.document())).status_code == 204
+    wait_for(lambda: len(ledger.list_grants(GrantState.DELIVERED)) == 2, timeout_s=15)
+    trigger, member = deliveries[-1]  # cancelled after delivery: taken back with a negative grant
+    assert deliver(client, trigger, encode(member.document())).status_code == 204
     assert summary(ledger) == [
         ("welcome", USER, (("patron-crate", 1.0),)),
         ("monthly", USER, (("monthly-crate", 2.0),)),
@@ -199,8 +203,6 @@ def test_create_renewal_redelivery_and_cancel_net_out_in_the_inventory(
     for trigger, member in deliveries:
         assert deliver(client, trigger, encode(member.document())).status_code == 204
     assert len(grants(ledger)) == 3
-
-    workers(patreon_settings)
     wait_for(lambda: len(ledger.list_grants(GrantState.DELIVERED)) == 3, timeout_s=15)
     assert sim.inventory(GUILD, USER) == {"patron-crate": 0.0, "monthly-crate": 2.0}
 
@@ -222,17 +224,6 @@ def test_an_unlinked_patron_is_parked_until_linked_then_delivered(
     # Once linked, new grants go straight to the linked user.
     assert member_event(client, "members:update", charge_date=MAY).status_code == 204
     assert grants(ledger)[-1].user_id == USER and grants(ledger)[-1].state != GrantState.PARKED
-
-
-def test_a_revocation_of_a_parked_grant_parks_beside_it(client: TestClient, ledger: Ledger) -> None:
-    assert member_event(client, "members:pledge:create", charge_date=MARCH).status_code == 204
-    assert member_event(client, "members:pledge:delete", charge_date=MARCH).status_code == 204
-    original, revoke = grants(ledger)
-    assert (original.state, revoke.state) == (GrantState.PARKED, GrantState.PARKED)
-    assert revoke.items[0].amount == -1 and revoke.external_id == USER_ID
-    # A later payload naming the Discord account links the patron and releases both.
-    assert member_event(client, "members:update", discord_id=USER, charge_date=MARCH).status_code == 204
-    assert {(g.state, g.user_id) for g in grants(ledger)} == {(GrantState.QUEUED, USER)}
 
 
 def test_require_paid_grants_once_the_first_charge_is_paid(
@@ -261,10 +252,10 @@ def test_require_paid_grants_once_the_first_charge_is_paid(
         assert member_event(client, "members:update", discord_id=USER, charge_date=MARCH).status_code == 204
         [grant] = grants(ledger)
         assert grant.items[0].amount == 1
-        # A refund takes it back, once.
+        # A refund takes it back, once: not sent yet (no worker here), so it is cancelled.
         for _ in range(2):
             member_event(client, "members:update", discord_id=USER, status="Refunded", charge_date=MARCH)
-        assert [g.items[0].amount for g in grants(ledger)] == [1, -1]
+        assert [(g.items[0].amount, g.state) for g in grants(ledger)] == [(1, GrantState.CANCELLED)]
 
 
 def test_an_upgrade_grants_once_and_a_downgrade_not_at_all(client: TestClient, ledger: Ledger) -> None:
@@ -289,17 +280,18 @@ def test_a_delivery_racing_another_for_the_same_member_is_decided_again(
         encoding="utf-8",
     )
     store = MemberStore(redis, keys)
-    real = patreon_members._carry_out
+    real = patreon_rules.decide
     attempts: list[Plan] = []
 
-    def racing(state: Any, member: Any, memory: Any, plan: Plan) -> Any:
+    def racing(*args: Any) -> Plan:
+        plan = real(*args)
         attempts.append(plan)
         if len(attempts) == 1:  # another web process stores the Pending pledge's hold right now
             redis.hset(store.key(MEMBER), mapping={"first_paid": "0", "charge_date": "20240308T082405Z",
                        "hold:paid": json.dumps({"fact": "pledge-x", "charge_date": "20240308T082405Z"})})  # fmt: skip
-        return real(state, member, memory, plan)
+        return plan
 
-    monkeypatch.setattr(patreon_members, "_carry_out", racing)
+    monkeypatch.setattr(patreon_members, "decide", racing)
     with TestClient(create_app(make_settings(patreon_webhook_secret=SECRET))) as client:
         assert member_event(client, "members:update", discord_id=USER, charge_date=MARCH).status_code == 204
     assert [len(plan.grants) for plan in attempts] == [0, 1]  # the first decision saw no hold; the second did
@@ -309,22 +301,22 @@ def test_a_delivery_racing_another_for_the_same_member_is_decided_again(
     assert memory.holds == {} and memory.grants == {"paid": (grant.id,)} and memory.first_paid is True
 
 
-def test_a_member_always_losing_the_race_gets_a_503_and_no_memory_change(
+def test_a_member_always_losing_the_race_gets_a_503_and_nothing_written(
     client: TestClient, ledger: Ledger, redis: Any, keys: Keys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = MemberStore(redis, keys)
-    real = patreon_members._carry_out
+    real = patreon_rules.decide
 
-    def always_racing(state: Any, member: Any, memory: Any, plan: Plan) -> Any:
+    def always_racing(*args: Any) -> Plan:
         redis.hincrby(store.key(MEMBER), "noise", 1)
-        return real(state, member, memory, plan)
+        return real(*args)
 
-    monkeypatch.setattr(patreon_members, "_carry_out", always_racing)
+    monkeypatch.setattr(patreon_members, "decide", always_racing)
     response = member_event(client, "members:pledge:create", discord_id=USER, charge_date=MARCH)
     assert response.status_code == 503
-    assert store.load(MEMBER).grants == {}
-    # The grant was queued on the first attempt; Patreon's retry finds it again and records it.
-    monkeypatch.setattr(patreon_members, "_carry_out", real)
+    # Grants and memory are written in one step: a lost race leaves neither.
+    assert store.load(MEMBER).grants == {} and grants(ledger) == []
+    monkeypatch.setattr(patreon_members, "decide", real)
     assert member_event(client, "members:pledge:create", discord_id=USER, charge_date=MARCH).status_code == 204
     [grant] = grants(ledger)
     assert store.load(MEMBER).grants == {"welcome": (grant.id,)}
