@@ -107,3 +107,37 @@ def test_grants_survive_a_redis_crash_and_restart(
     assert len(sim.applied()) == 4
     broker.close()
     redis.close()
+
+
+@pytest.mark.parametrize("policy", ["hold", "retry", "verify"])
+def test_an_answer_received_during_a_redis_write_pause_is_recorded_once(
+    policy: str, private_redis: PrivateRedis, make_settings: SettingsFactory, sim: WetbotSimulator
+) -> None:
+    """As in a failover: the 200 is back while Redis refuses writes (CLIENT PAUSE WRITE) for longer than a
+    command timeout. The outcome is recorded in place once Redis accepts writes again: no resend, no
+    ``unknown``."""
+    import threading
+
+    from worker.runtime import build_deliverer, connect_redis
+
+    settings = make_settings(redis_url=private_redis.url, redis_key_prefix="wbr", ambiguous_policy=policy)
+    redis = connect_redis(settings)
+    ledger = Ledger(redis, Keys("wbr"))
+    new = NewGrant(GUILD, "700000000000000001", (GrantItem("gem", 1),), source="test", idempotency_key="t:pause")
+    grant_id = ledger.create(new).grant.id
+    sim.inject("slow_after", delay_s=1.0)  # applied at once, answered a second later
+    admin = Redis.from_url(private_redis.url)
+    pauser = threading.Timer(0.4, lambda: admin.client_pause(7000, all=False))
+    pauser.start()
+    started = time.monotonic()
+    build_deliverer(settings, redis).deliver(grant_id)
+    pauser.join()
+    took = time.monotonic() - started
+    done = ledger.get(grant_id)
+    assert done is not None and done.state == GrantState.DELIVERED, ledger.history(grant_id)
+    assert done.attempts == 1 and done.failures == 0
+    assert len(sim.applied()) == 1 and len(sim.requests()) == 1
+    assert took > 7.0, "the step waited for the pause to end"
+    assert not any("worker stopped" in t.reason for t in ledger.history(grant_id))
+    admin.close()
+    redis.close()

@@ -11,9 +11,10 @@ or other bots did meanwhile — can have changed those amounts.
 * every item exactly at baseline (an entry that did not exist still does not) → not applied: send again;
 * anything else → ``unknown``, for an operator.
 
-Without a baseline (no profile of the user recorded yet) only "not applied"
-can be proven: WetBot keeps inventory entries even at amount 0, so an entry
-that does not exist was never touched.
+Without a baseline (no profile of the user recorded yet) the member is taken
+to have had no entry for the items: WetBot keeps inventory entries even at
+amount 0, so an entry that does not exist was never touched, and one that
+holds exactly the granted amount was made by this grant.
 
 How it can be fooled, and so what it cannot promise: if between the request
 and the read-back the member (or someone else) changed one of these items by
@@ -22,7 +23,9 @@ granted — an applied grant looks not applied and is sent again (a duplicate);
 if they gained exactly the granted amount of every item while the request was
 not applied, a lost grant looks delivered. A request WetBot applies only after
 the read-back (it held it longer than ``WETBOT_TIMEOUT`` and a verify delay)
-also looks not applied. It costs one rate slot per ambiguous outcome.
+also looks not applied. Without a baseline, a member who already held exactly
+the granted amount of every item from elsewhere makes a request that was not
+applied look applied. It costs one rate slot per ambiguous outcome.
 """
 
 from __future__ import annotations
@@ -72,7 +75,7 @@ def judge(items: Iterable[GrantItem], baseline: Amounts | None, now: Amounts) ->
     for item in items:
         granted[item.item_id] = granted.get(item.item_id, 0.0) + item.amount
     if baseline is None:
-        return Verdict.NOT_APPLIED if all(now.get(i) is None for i in granted) else Verdict.UNDECIDED
+        baseline = dict.fromkeys(granted)
     if all(_same(now.get(i), baseline.get(i)) for i in granted):
         return Verdict.NOT_APPLIED
     if all(now.get(i) is not None and _close(now[i] or 0.0, (baseline.get(i) or 0.0) + g) for i, g in granted.items()):
