@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, cast
@@ -37,6 +38,10 @@ logger = logging.getLogger("wetbot_rewards.schedule")
 RECONCILE_INTERVAL_S = 1.0
 #: Grants looked at per script call (a pass loops while a batch comes back full).
 BATCH = 200
+#: Seconds between checks that every moving grant is on the schedule (``Schedule.adopt_unscheduled``).
+ADOPT_INTERVAL_S = 300.0
+#: States whose grants must be on the schedule.
+MOVING_STATES = ("queued", "retrying", "sending")
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,7 @@ class Schedule:
         self._dispatch = load_script(redis, "dispatch_due")
         self._claim = load_script(redis, "claim")
         self._reschedule = load_script(redis, "reschedule")
+        self._adopt = load_script(redis, "adopt")
 
     def now_ms(self) -> int:
         """Redis' clock in milliseconds."""
@@ -120,6 +126,24 @@ class Schedule:
         status = _text(reply[0])
         return Claim(status, _text(reply[1]) if len(reply) > 1 and status in ("claimed", "final") else "")
 
+    def adopt_unscheduled(self) -> int:
+        """Put every queued, retrying or sending grant that is missing from the schedule on it, due now.
+
+        The schedule holds every moving grant by construction; this is the net
+        under that promise (grants queued by an older version, a key restored by
+        hand). Returns how many were adopted.
+        """
+        adopted = 0
+        for state in MOVING_STATES:
+            index = self._keys.state_index(state)
+            start = 0
+            while start < int(cast(int, self._redis.zcard(index))):
+                adopted += int(cast(int, self._adopt(
+                    keys=[index, self._keys.due()], args=[self._keys.prefix, state, start, start + BATCH - 1]
+                )))  # fmt: skip
+                start += BATCH
+        return adopted
+
     def reschedule(self, grant_id: str, lease_key: str, lease_value: str, delay_s: float) -> bool:
         """Hand a claimed grant back: due again in ``delay_s``, the run's lease released (``lua/reschedule.lua``)."""
         moved = self._reschedule(
@@ -147,8 +171,22 @@ class Reconciler(dramatiq.Middleware):
         self._stop.set()
 
     def _run(self) -> None:
+        next_adopt = 0.0
         while not self._stop.wait(self._interval_s):
+            if time.monotonic() >= next_adopt and self._adopt_once():
+                next_adopt = time.monotonic() + ADOPT_INTERVAL_S
             self.reconcile_once()
+
+    def _adopt_once(self) -> bool:
+        """``Schedule.adopt_unscheduled``, logged; False when Redis did not answer (try again next pass)."""
+        try:
+            adopted = self._schedule.adopt_unscheduled()
+        except RedisError as exc:
+            logger.warning("reconciler: cannot check the schedule, Redis unavailable (%s)", exc)
+            return False
+        if adopted:
+            logger.warning("reconciler: %d moving grant(s) were not on the schedule; they are now", adopted)
+        return True
 
     def reconcile_once(self) -> int:
         """Dispatch everything due now; returns how many messages were written. Never raises for Redis."""

@@ -30,8 +30,17 @@ if (req.token ~= '' and dispatch ~= req.token) or (req.token == '' and dispatch)
 end
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local hold = redis.call('GET', p .. ':hold:' .. g[3] .. ':' .. g[4])
+local hold_key = p .. ':hold:' .. g[3] .. ':' .. g[4]
+local hold = redis.call('GET', hold_key)
 local lease = p .. ':lease:' .. g[3] .. ':' .. g[4]
+if hold and hold ~= id then
+  -- A hold whose grant no longer moves (deleted by hand, say) must not block the user for ever.
+  local holder_state = redis.call('HGET', p .. ':grant:' .. hold, 'state')
+  if not (holder_state == 'queued' or holder_state == 'retrying' or holder_state == 'sending') then
+    redis.call('DEL', hold_key)
+    hold = false
+  end
+end
 if hold and hold ~= id then
   redis.call('HDEL', KEYS[1], 'dispatch')
   redis.call('ZADD', KEYS[2], now_ms + req.busy_ms, id)
