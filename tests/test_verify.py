@@ -11,7 +11,7 @@ from tests.conftest import API_KEY, GUILD, USER, CapturingTransport, ScheduleDri
 from tests.wetbot_sim import WetbotSimulator
 from worker.client import ItemDelta, WetbotClient
 from worker.delivery import Deliverer
-from worker.ledger import GrantItem, GrantState, Ledger, NewGrant
+from worker.ledger import GrantItem, GrantState, Ledger, NewGrant, StepEffects
 from worker.verify import Verdict, judge
 
 Deliv = Callable[[Settings], Deliverer]
@@ -150,3 +150,20 @@ def test_judge_needs_every_item_to_agree() -> None:
     items = (GrantItem("gem", 2.0), GrantItem("potion", 1.0))
     assert judge(items, {"gem": 1.0, "potion": 0.0}, {"gem": 3.0, "potion": 1.0}) == Verdict.APPLIED
     assert judge(items, {"gem": 1.0, "potion": 0.0}, {"gem": 3.0, "potion": 0.0}) == Verdict.UNDECIDED
+
+
+def test_a_read_back_cut_short_is_read_again_even_under_hold(
+    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator,
+    driver: ScheduleDriver,
+) -> None:  # fmt: skip
+    grant_id = grant(ledger, "x")
+    # An operator asked for a read-back (resolve --verify) and the worker died during the GET.
+    assert ledger.transition(grant_id, GrantState.SENDING, "reading the profile back", add_attempt=True,
+                             effects=StepEffects(fields={"verify": "1"}))  # fmt: skip
+    deliverer = make_deliverer(make_settings(ambiguous_policy="hold"))
+    deliverer.deliver(grant_id)
+    driver.run(deliverer)
+    done = ledger.get(grant_id)
+    assert done is not None and done.state == GrantState.DELIVERED, ledger.history(grant_id)
+    assert "worker stopped while reading the profile back" in ledger.history(grant_id)[2].reason
+    assert gets(sim) == 1 and posts(sim) == 1

@@ -166,23 +166,29 @@ class Deliverer:
         resend may duplicate), or None when this run is done."""
         grant = run.grant
         policy = self.settings.ambiguous_policy
-        if policy == "hold":
-            self._finish(run, GrantState.UNKNOWN, f"{ABANDONED}; held for an operator", effects={})
-            return None
-        if policy == "verify" or grant.verify_pending:
+        if grant.verify_pending or policy == "verify":
+            # A read-back that was cut short changed nothing: read again, whatever the policy.
+            reason = (
+                "the worker stopped while reading the profile back; reading again"
+                if grant.verify_pending
+                else f"{ABANDONED}; reading the profile back to verify"
+            )
             moved = self._persist(
                 lambda: self.ledger.transition(
                     grant.id,
                     GrantState.RETRYING,
-                    f"{ABANDONED}; reading the profile back to verify",
+                    reason,
                     expect=[GrantState.SENDING],
                     add_failure=True,
-                    last_error=ABANDONED,
+                    last_error=reason,
                     effects=StepEffects(fields={"verify": "1"}, due_in_s=CLAIM_LEASE_S + 1, hold="set"),
                 )
             )
+        elif policy == "hold":
+            self._finish(run, GrantState.UNKNOWN, f"{ABANDONED}; held for an operator", effects={})
+            return None
         else:
-            if self._gave_up(run, ABANDONED):
+            if self._gave_up(run, ABANDONED, maybe_applied=True):
                 return None
             moved = self._persist(
                 lambda: self.ledger.transition(
@@ -290,18 +296,19 @@ class Deliverer:
         reason: str,
         *,
         slot: dict[str, str] | None = None,
-        release: bool = True,
         **options: Any,
     ) -> bool:
-        """One guarded outcome step of this run's request, retried in place while Redis is away."""
+        """One guarded outcome step of this run's request, retried in place while Redis is away.
+
+        It also ends the run: the user's lease is released in the same step.
+        """
         effects: dict[str, Any] = dict(options.pop("effects", {}))
         effects.setdefault("attempt", run.attempt)
         if to in FINAL_STATES:
             effects["del_fields"] = (*effects.get("del_fields", ()), "verify", "maybe_applied")
         if slot is not None:
             effects["slot"] = slot
-        if release:
-            effects["lease_release"] = run.lease_release()
+        effects["lease_release"] = run.lease_release()
         step = StepEffects(**effects)
         return self._persist(
             lambda: self.ledger.transition(
@@ -320,7 +327,7 @@ class Deliverer:
             slot=settle,
             last_error="",
             result=amounts,
-            effects={"profile": self._profile_ref(grant, profile), "del_fields": ("verify",)},
+            effects={"profile": self._profile_ref(grant, profile)},
         )
         self._key_works(grant.guild_id)
         logger.info("grant %s delivered to %s/%s (%s)", grant.id, grant.guild_id, grant.user_id, reason)
@@ -369,8 +376,8 @@ class Deliverer:
     def _failed(
         self, run: _Run, error: str, settle: dict[str, str] | None, *, fields: dict[str, str] | None = None
     ) -> None:
-        """A failure after which nothing was applied: retry with backoff, or ``dead`` when out of attempts."""
-        if self._gave_up(run, error, settle):
+        """A failure: retry with backoff, or give up when out of attempts (``unknown`` if it may have been applied)."""
+        if self._gave_up(run, error, settle, maybe_applied=bool(fields and fields.get("maybe_applied"))):
             return
         failures = run.grant.failures + 1
         delay_s = self._backoff_s(failures)
@@ -384,13 +391,17 @@ class Deliverer:
             effects={"due_in_s": delay_s, "fields": fields or {}},
         )
 
-    def _gave_up(self, run: _Run, error: str, settle: dict[str, str] | None = None) -> bool:
-        """True (and the grant ``dead``) when this failure is its last allowed one."""
+    def _gave_up(
+        self, run: _Run, error: str, settle: dict[str, str] | None = None, *, maybe_applied: bool = False
+    ) -> bool:
+        """True when this failure is the last allowed one: the grant is then ``dead``, or ``unknown`` when the
+        last request may have been applied (an operator decides; ``dead replay`` would risk a double grant)."""
         failures = run.grant.failures + 1
         if failures < self.settings.wetbot_max_attempts:
             return False
+        state = GrantState.UNKNOWN if maybe_applied else GrantState.DEAD
         reason = f"gave up after {failures} failures: {error}"
-        self._finish(run, GrantState.DEAD, reason, add_failure=True, effects={"slot": settle} if settle else {})
+        self._finish(run, state, reason, add_failure=True, effects={"slot": settle} if settle else {})
         return True
 
     def _ambiguous(self, run: _Run, error: str, settle: dict[str, str]) -> None:
