@@ -128,8 +128,8 @@ def _faults_before(run: Run) -> None:
                 run.cluster.sim.inject("500_before", user_id=user, count=2)
             case 1:
                 run.cluster.sim.inject("drop_before", user_id=user, count=2)
-            case 2 if n == 2:  # one burst of three 429s (each blocks the key for a window)
-                run.cluster.sim.inject("status", user_id=user, count=3, status=429, message="Too many requests")
+            case 2 if n == 2:  # one burst of 429s (each blocks the key for a window)
+                run.cluster.sim.inject("status", user_id=user, count=2, status=429, message="Too many requests")
             case 2:
                 run.cluster.sim.inject("500_before", user_id=user)
             case 3:  # the client times out while WetBot stalls; WetBot then applies nothing
@@ -206,7 +206,7 @@ def _redis_pause(run: Run) -> None:
     run.start_load()
     run.wait_delivered(0.2)
     for _ in range(run.size.rounds):
-        for pause_ms in (2000, 6000):  # shorter, then longer than the service's 5 s Redis socket timeout
+        for pause_ms in (1500, 5500):  # shorter, then longer than the service's 5 s Redis socket timeout
             run.disrupting()
             run.cluster.redis.pause(pause_ms, "WRITE")
             time.sleep(pause_ms / 1000 + 0.5)
@@ -254,6 +254,7 @@ def _cli_replay(run: Run) -> None:
                 time.sleep(0.0005)
         finally:
             client.close()
+        time.sleep(run.rng.uniform(0, 0.002))  # somewhere in the steps of that grant's replay, or the next
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
@@ -282,7 +283,7 @@ SCENARIOS: dict[str, Scenario] = {
             30,
             {"extra_env": (("WETBOT_RETRY_BACKOFF_S", "3"),)},
         ),
-        Scenario("redis-pause", "Redis paused (CLIENT PAUSE WRITE 2 s, then 6 s)", _redis_pause, 30),
+        Scenario("redis-pause", "Redis paused (CLIENT PAUSE WRITE 1.5 s, then 5.5 s)", _redis_pause, 30),
         Scenario("broker-cut", "broker connections silently cut (black-holed)", _broker_cut, 30, {"via_proxy": True}),
         Scenario("clock-skew", "one worker host's clock 60 s ahead", _clock_skew, 30, {"skew_s": (0.0, 60.0)}),
         Scenario("cli-replay-kill", "`dead replay --all` SIGKILLed mid-replay, run again", _cli_replay, 45),
