@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import shutil
-import socket
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from redis import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 
 from producers.submit import submit_grant
+from tests.chaos.harness import PrivateRedis
 from tests.conftest import GUILD, RunningWorker, SettingsFactory, wait_for
 from tests.wetbot_sim import WetbotSimulator
 from worker.broker import build_broker
@@ -24,49 +22,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server to start a private Redis"),
 ]
-
-
-class PrivateRedis:
-    """A redis-server of the test's own, on a free port, persisting to an append-only file in a temp dir."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = int(sock.getsockname()[1])
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        client = Redis.from_url(self.url)
-
-        def up() -> bool:
-            try:
-                return bool(client.ping())
-            except RedisConnectionError:
-                return False
-
-        wait_for(up, timeout_s=10)
-        client.close()
-
-    def kill(self) -> None:
-        """Stop the server abruptly (SIGKILL): only what reached the append-only file survives."""
-        assert self.process is not None
-        self.process.kill()
-        self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
 
 
 @pytest.fixture

@@ -381,6 +381,22 @@ def test_fault_stall_before_applies_when_client_waits(http: requests.Session, si
     assert sim.inventory(GUILD, USER) == {"a": 1.0}
 
 
+def test_fault_html_200_applies_nothing_and_html_200_after_applies(
+    http: requests.Session, sim: WetbotSimulator
+) -> None:
+    sim.inject("html_200")
+    sim.inject("html_200_after")
+    for _ in range(2):
+        r = grant(http, sim, ("a", 1))
+        assert r.status_code == 200
+        assert r.headers["Content-Type"].startswith("text/html")
+        assert r.text.startswith("<!DOCTYPE html>")
+    assert sim.inventory(GUILD, USER) == {"a": 1.0}  # only the second one reached WetBot
+    assert len(sim.applied()) == 1
+    assert [(r.status, r.fault) for r in sim.requests()] == [(200, "html_200"), (200, "html_200_after")]
+    assert grant(http, sim, ("a", 1)).json()["code"] == 200  # faults consumed
+
+
 def test_fault_filters_and_count(http: requests.Session, sim: WetbotSimulator) -> None:
     sim.inject("500_before", count=2, user_id="2")
     assert grant(http, sim, ("a", 1), user="1").status_code == 200

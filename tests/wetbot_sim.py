@@ -47,7 +47,7 @@ the two apart:
 Faults (test hooks, not WetBot behaviour) are queued with :meth:`WetbotSimulator.inject` and consumed
 by the first matching request after the rate-limit, auth, route and guild checks (so a faulted request
 counts against the window). Kinds: ``500_before``, ``drop_before``, ``500_after``, ``slow_after``,
-``stall_before``, ``status``; see :data:`FAULT_KINDS`.
+``stall_before``, ``status``, ``html_200``, ``html_200_after``; see :data:`FAULT_KINDS`.
 
 Control endpoints (when ``control=True``), outside ``/api``, never rate limited nor logged:
 ``GET /_sim/health``, ``GET /_sim/applied``, ``GET /_sim/requests``, ``GET /_sim/inventory/{g}/{u}``,
@@ -102,7 +102,17 @@ MAX_BODY_BYTES: Final = 1 << 20
 #: * ``stall_before``: wait ``delay_s`` (less if the client goes away), then handle the request only
 #:   if the client is still connected; otherwise apply nothing and send nothing.
 #: * ``status``: answer ``{"code": status, "message": message}`` with that HTTP status, without applying.
-FAULT_KINDS: Final = frozenset({"500_before", "drop_before", "500_after", "slow_after", "stall_before", "status"})
+#: * ``html_200``: a proxy in front of WetBot answers an HTML page with status 200; nothing is applied.
+#: * ``html_200_after``: the request is handled normally (applied if valid), then a proxy answers an HTML
+#:   page with status 200 instead of WetBot's envelope.
+FAULT_KINDS: Final = frozenset(
+    {"500_before", "drop_before", "500_after", "slow_after", "stall_before", "status", "html_200", "html_200_after"}
+)
+#: The page the ``html_200`` faults answer (what a captive portal or a misconfigured proxy sends).
+HTML_PAGE: Final = (
+    b"<!DOCTYPE html>\n<html><head><title>Welcome</title></head>"
+    b"<body><h1>Service temporarily unavailable</h1><p>Please try again later.</p></body></html>\n"
+)
 
 #: ``RequestRecord.status`` when no response was sent (connection dropped, or the client left during a stall).
 NO_RESPONSE: Final = 0
@@ -168,6 +178,8 @@ class _Reply:
     status: int
     payload: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
+    #: A non-JSON body (``html_200`` faults) sent as ``text/html`` instead of ``payload``.
+    html: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -776,16 +788,21 @@ class _Handler(BaseHTTPRequestHandler):
             sim._record(pre, NO_RESPONSE, kind)
             self._drop()
             return
-        if fault is not None and kind in ("500_before", "status"):
-            reply = (
-                _error(500, "Internal server error") if kind == "500_before" else _error(fault.status, fault.message)
-            )
+        if fault is not None and kind in ("500_before", "status", "html_200"):
+            if kind == "html_200":
+                reply = _Reply(200, {}, html=HTML_PAGE)
+            elif kind == "500_before":
+                reply = _error(500, "Internal server error")
+            else:
+                reply = _error(fault.status, fault.message)
             sim._record(pre, reply.status, kind)
             self._send(reply)
             return
         reply = sim._execute(pre.route, self.command, self.headers.get("Content-Type"), body)
         if fault is not None and kind == "500_after":
             reply = _error(500, "Internal server error")
+        elif fault is not None and kind == "html_200_after":
+            reply = _Reply(200, {}, html=HTML_PAGE)
         elif fault is not None and kind == "slow_after" and server.stopping.wait(fault.delay_s):
             sim._record(pre, NO_RESPONSE, kind)  # stopped while holding the answer: applied, never answered
             self._drop()
@@ -832,10 +849,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, reply: _Reply, *, close: bool = False) -> bool:
         """Write the reply; False if the client was already gone."""
-        data = json.dumps(reply.payload).encode()
+        data = json.dumps(reply.payload).encode() if reply.html is None else reply.html
+        content_type = "application/json; charset=utf-8" if reply.html is None else "text/html; charset=utf-8"
         try:
             self.send_response(reply.status)
-            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(data)))
             for name, value in reply.headers.items():
                 self.send_header(name, value)

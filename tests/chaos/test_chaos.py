@@ -1,0 +1,122 @@
+"""Short chaos scenarios (issue 8): the Procfile's processes, a private Redis, the simulator, and faults.
+
+Each test runs one scenario from ``tests/chaos/scenarios.py`` with a dozen grants and the fast rate
+window, under each policy of ``POLICIES``, and asserts the targets: 0 lost, 0 doubled, 0 stranded,
+0 x 429, the ledger agreeing with WetBot, and ``unknown`` only under ``hold`` and only as many as the
+injected faults can explain. Run them alone with ``pytest -m chaos -s`` (``-s`` prints each result row);
+the long versions are ``bench/chaos.py``; RELIABILITY.md has the table.
+
+A scenario's runs under the different policies are independent clusters (own Redis, simulator, ports)
+that spend most of their time waiting (heartbeats, rate windows, deadlines), so the first test of a
+scenario runs all of ``POLICIES`` at once and the others read their result: the wall time of a
+scenario is that of its slowest policy, not the sum.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.chaos.harness import TABLE_HEADER, Result, table_row
+from tests.chaos.scenarios import run_scenario
+
+#: The ambiguous-outcome policies every scenario runs under.
+POLICIES = ("verify", "hold")
+
+pytestmark = [
+    pytest.mark.chaos,
+    pytest.mark.slow,
+    pytest.mark.timeout(120),
+    pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server for a private Redis"),
+]
+
+
+Outcome = Result | BaseException
+Runs = Callable[[str, str], Result]
+
+
+@pytest.fixture(scope="module")
+def scenario_runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
+    """``run(name, policy)``: the scenario's result under ``policy``, all of ``POLICIES`` run together once."""
+    done: dict[str, dict[str, Outcome]] = {}
+
+    def one(name: str, policy: str) -> Outcome:
+        try:
+            return run_scenario(name, policy, tmp_path_factory.mktemp(f"{name}-{policy}"))
+        except Exception as exc:  # noqa: BLE001 - re-raised by that policy's test
+            return exc
+
+    def run(name: str, policy: str) -> Result:
+        if name not in done:
+            with ThreadPoolExecutor(len(POLICIES)) as pool:
+                done[name] = dict(zip(POLICIES, pool.map(lambda p: one(name, p), POLICIES), strict=True))
+        outcome = done[name][policy]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    return run
+
+
+def check(result: Result) -> None:
+    print(f"\n{TABLE_HEADER}\n{table_row(result)}\n{result.notes}")
+    problems = result.problems()
+    assert not problems, f"{result.scenario} under {result.policy}: {problems}; notes: {result.notes}"
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_every_delivery_repeated_and_concurrent(policy: str, scenario_runs: Runs) -> None:
+    check(scenario_runs("repeat", policy))
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_5xx_resets_429_bursts_and_stalls_before_applying(policy: str, scenario_runs: Runs) -> None:
+    check(scenario_runs("faults-before", policy))
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_5xx_slow_answers_and_timeouts_after_applying(policy: str, scenario_runs: Runs) -> None:
+    check(scenario_runs("faults-after", policy))
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_a_proxy_answering_html_200s(policy: str, scenario_runs: Runs) -> None:
+    check(scenario_runs("html-200", policy))
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_workers_sigkilled_every_few_seconds(policy: str, scenario_runs: Runs) -> None:
+    check(scenario_runs("sigkill", policy))
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_double_sigterm_mid_request(policy: str, scenario_runs: Runs) -> None:
+    check(scenario_runs("double-sigterm", policy))
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_redis_killed_and_restarted_mid_drain(policy: str, scenario_runs: Runs) -> None:
+    check(scenario_runs("redis-restart", policy))
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_redis_paused(policy: str, scenario_runs: Runs) -> None:
+    check(scenario_runs("redis-pause", policy))
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_a_silently_cut_broker_connection(policy: str, scenario_runs: Runs) -> None:
+    check(scenario_runs("broker-cut", policy))
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_clock_skew_between_two_worker_hosts(policy: str, scenario_runs: Runs) -> None:
+    check(scenario_runs("clock-skew", policy))
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_the_cli_killed_mid_replay(policy: str, scenario_runs: Runs) -> None:
+    check(scenario_runs("cli-replay-kill", policy))
