@@ -48,7 +48,7 @@ from producers.state import AppState
 from producers.submit import link_and_release, planned_for_identity
 from worker.creation import SCRIPT, EventRequest, MissingGrant, Mode, Planned, build_request, parse_reply
 from worker.keys import Keys
-from worker.ledger import CANCELLABLE_STATES, CreateResult, Grant, GrantItem, GrantState, NewGrant
+from worker.ledger import CreateResult, Grant, GrantItem, GrantState, NewGrant
 from worker.scripts import load_script
 
 __all__ = ["MAX_DECIDE_ATTEMPTS", "PLATFORM", "SOURCE", "MemberStore", "Outcome", "handle_event", "revoke_key"]
@@ -345,10 +345,12 @@ def _take_back(
     """Take back what the plan's rules granted this member, by the state of each original (once each).
 
     * ``delivered``: a negative grant to the same user (``patreon-revoke:<id>``).
-    * ``queued``/``retrying``/``parked``: nothing reached WetBot; the original is
-      cancelled (``Ledger.cancel``), which its queue message then finds and skips.
-    * ``dead``/``unknown``/``sending``: WetBot got nothing, or maybe something,
-      or the answer is not back yet; a negative grant could take away what was
+    * ``queued``/``retrying``/``parked`` and nothing can have reached WetBot
+      (``Grant.cancellable``): the original is cancelled (``Ledger.cancel``),
+      which its queue message then finds and skips.
+    * ``dead``/``unknown``/``sending``, or ``retrying`` after an outcome that may
+      have been applied: WetBot got nothing, or maybe something, or the answer
+      is not back yet; a negative grant could take away what was
       never given (a dead original would leave the patron at -1). Nothing is
       sent: the grant is left to an operator, logged, noted on the event and
       kept in memory as ``review:<id>``.
@@ -365,7 +367,7 @@ def _take_back(
             step.changes.forgotten.append((rule_id, grant_id))
             original = state.ledger.get(grant_id)
             for _ in range(_CANCEL_ATTEMPTS):
-                if original is None or original.state not in CANCELLABLE_STATES:
+                if original is None or not original.cancellable:
                     break
                 if state.ledger.cancel(grant_id, f"taken back by patreon ({why}) before it was sent"):
                     cancelled.add(grant_id)

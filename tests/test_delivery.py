@@ -42,7 +42,7 @@ def test_delivered_grant_records_profile_and_resulting_amounts(
     assert done.result == {"gem": 6.5}
     assert ledger.get(first.id).result == {"gem": 5.0, "potion": 2.0}  # type: ignore[union-attr]
     snapshot = ledger.get_profile(GUILD, USER)
-    assert snapshot is not None and abs(snapshot.at - time.time()) < 5
+    assert snapshot is not None and snapshot.profile is not None and abs(snapshot.at - time.time()) < 5
     assert {e["itemID"]: e["amount"] for e in snapshot.profile["inventory"]} == {"gem": 6.5, "potion": 2}
     assert sim.inventory(GUILD, USER) == {"gem": 6.5, "potion": 2}
     assert [t.to_state for t in ledger.history(first.id)] == ["queued", "sending", "delivered"]

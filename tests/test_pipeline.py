@@ -48,7 +48,7 @@ def test_a_posted_grant_is_delivered_and_its_profile_recorded(
     assert [h["to"] for h in body["history"]] == ["queued", "sending", "delivered"]
     assert sim.inventory(GUILD, USER) == {"gem": 5}
     snapshot = ledger.get_profile(GUILD, USER)
-    assert snapshot is not None and snapshot.profile["inventory"][0]["itemID"] == "gem"
+    assert snapshot is not None and snapshot.profile is not None and snapshot.profile["inventory"][0]["itemID"] == "gem"
 
 
 def test_the_same_idempotency_key_twice_delivers_once(

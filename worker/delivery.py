@@ -185,7 +185,8 @@ class Deliverer:
                 )
             )
         elif policy == "hold":
-            self._finish(run, GrantState.UNKNOWN, f"{ABANDONED}; held for an operator", effects={})
+            # Not guarded by the abandoned request's token: if its answer still comes back, it is recorded.
+            self._finish(run, GrantState.UNKNOWN, f"{ABANDONED}; held for an operator", effects={"attempt": ""})
             return None
         else:
             if self._gave_up(run, ABANDONED, maybe_applied=True):
@@ -246,8 +247,12 @@ class Deliverer:
     def _send(self, run: _Run, slot: str, *, duplicate: bool) -> None:
         """Send the grant once; the run holds the user's lease and a rate slot."""
         grant = run.grant
+        # The baseline a read-back would judge this request against: the last profile WetBot sent, unless an
+        # outcome since left the inventory uncertain (then none: a read-back cannot decide, see worker.verify).
         snapshot = self.ledger.get_profile(grant.guild_id, grant.user_id)
-        baseline = inventory_amounts(snapshot.profile if snapshot else None, (i.item_id for i in grant.items))
+        profile = snapshot.profile if snapshot is not None and not snapshot.stale else None
+        baseline = inventory_amounts(profile, (i.item_id for i in grant.items))
+        baseline_seq = -1 if snapshot is not None and snapshot.stale else (snapshot.seq if snapshot else 0)
         send_lease_s = self.settings.wetbot_timeout + LEASE_MARGIN_S
         reason = "sending to WetBot" + (" again; this may duplicate an applied request" if duplicate else "")
         if not self.ledger.transition(
@@ -257,7 +262,11 @@ class Deliverer:
             expect=SENDABLE_STATES,
             add_attempt=True,
             effects=StepEffects(
-                fields={"attempt": run.token, "baseline": "" if baseline is None else json.dumps(baseline)},
+                begin=run.token,
+                fields={
+                    "baseline": "" if baseline is None else json.dumps(baseline),
+                    "baseline_seq": str(baseline_seq),
+                },
                 del_fields=("maybe_applied",),
                 due_in_s=send_lease_s + 1,
                 lease_set={"key": run.lease_key, "value": run.lease_value, "px": int(send_lease_s * 1000)},
@@ -296,6 +305,7 @@ class Deliverer:
         reason: str,
         *,
         slot: dict[str, str] | None = None,
+        expect: tuple[GrantState, ...] = (GrantState.SENDING,),
         **options: Any,
     ) -> bool:
         """One guarded outcome step of this run's request, retried in place while Redis is away.
@@ -311,20 +321,22 @@ class Deliverer:
         effects["lease_release"] = run.lease_release()
         step = StepEffects(**effects)
         return self._persist(
-            lambda: self.ledger.transition(
-                run.grant.id, to, reason, expect=[GrantState.SENDING], effects=step, **options
-            )
+            lambda: self.ledger.transition(run.grant.id, to, reason, expect=expect, effects=step, **options)
         )
 
     def _delivered(self, run: _Run, result: CallResult, settle: dict[str, str], reason: str) -> None:
         grant = run.grant
         profile = result.profile or {}
         amounts = item_amounts(profile, (item.item_id for item in grant.items))
+        # An answer that comes back after the run's lease ran out (Redis was away longer than the margin)
+        # still wins over a takeover that only guessed (held unknown, or waiting for a read-back), as long
+        # as nothing was sent since: the attempt guard says so.
         self._step(
             run,
             GrantState.DELIVERED,
             reason,
             slot=settle,
+            expect=(GrantState.SENDING, GrantState.RETRYING, GrantState.UNKNOWN),
             last_error="",
             result=amounts,
             effects={"profile": self._profile_ref(grant, profile)},
@@ -438,7 +450,7 @@ class Deliverer:
             "reading the profile back to verify the last request",
             expect=SENDABLE_STATES,
             effects=StepEffects(
-                fields={"attempt": run.token},
+                begin=run.token,
                 due_in_s=send_lease_s + 1,
                 lease_set={"key": run.lease_key, "value": run.lease_value, "px": int(send_lease_s * 1000)},
             ),
@@ -461,8 +473,16 @@ class Deliverer:
         grant = run.grant
         item_ids = [item.item_id for item in grant.items]
         now = inventory_amounts(profile, item_ids) or {}
-        verdict = judge(grant.items, grant.baseline, now)
+        known = self.ledger.get_profile(grant.guild_id, grant.user_id)
+        trusted = grant.baseline_seq != -1 and (known.seq if known else 0) == grant.baseline_seq
+        verdict = judge(grant.items, grant.baseline, now) if trusted else Verdict.UNDECIDED
         seen = f"baseline {_amounts(grant.baseline)}, read back {_amounts(now)}"
+        if not trusted:
+            seen += (
+                "; no usable baseline: an earlier outcome for this member was left uncertain"
+                if grant.baseline_seq == -1
+                else "; the member's recorded profile changed since the request"
+            )
         profile_ref = self._profile_ref(grant, profile)
         if verdict == Verdict.APPLIED:
             result = CallResult(Outcome.DELIVERED, 200, "", profile)

@@ -48,7 +48,9 @@ class GrantState(StrEnum):
 
 #: States in which nothing more will happen without an operator.
 FINAL_STATES = frozenset({GrantState.DELIVERED, GrantState.DEAD, GrantState.UNKNOWN, GrantState.CANCELLED})
-#: States a grant may be cancelled from: nothing was sent for it, or nothing is being sent now.
+#: Grant fields that say its last request may have been applied (a read-back pending, a resend that may duplicate).
+MAYBE_APPLIED_FLAGS = ("verify", "maybe_applied")
+#: States a grant may be cancelled from: nothing is being sent now (see ``Grant.cancellable``).
 CANCELLABLE_STATES = frozenset({GrantState.QUEUED, GrantState.RETRYING, GrantState.PARKED})
 #: States from which a worker may start sending.
 SENDABLE_STATES = frozenset({GrantState.QUEUED, GrantState.RETRYING})
@@ -113,10 +115,17 @@ class Grant:
     #: the granted items' amounts in the user's profile snapshot when the last request started
     #: (item -> amount, None = no entry; None as a whole = no snapshot), for verification.
     baseline: dict[str, float | None] | None = None
+    #: the user's snapshot ``seq`` the baseline was taken at; -1 = the snapshot was stale (no usable baseline).
+    baseline_seq: int = 0
     #: the run token of the last request sent (guards recording its outcome).
     attempt_token: str = ""
     #: True when the next send repeats a request that may have been applied (``AMBIGUOUS_POLICY=retry``).
     maybe_applied: bool = False
+
+    @property
+    def cancellable(self) -> bool:
+        """True when nothing of this grant can have reached WetBot, so cancelling it takes nothing back."""
+        return self.state in CANCELLABLE_STATES and not (self.verify_pending or self.maybe_applied)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready view, as the HTTP API and the CLI show it."""
@@ -156,10 +165,18 @@ class Transition:
 
 @dataclass(frozen=True)
 class ProfileSnapshot:
-    """The last profile WetBot returned for a (guild, user), and when."""
+    """What is known of a (guild, user)'s profile: the last one WetBot returned, and when.
 
-    profile: dict[str, Any]
+    ``seq`` moves whenever that knowledge changes (a new profile, an outcome
+    left uncertain); ``stale`` says the inventory may differ from ``profile``
+    in a way we cannot know (a grant ended ``unknown``). ``profile`` is None
+    when no profile was ever recorded.
+    """
+
+    profile: dict[str, Any] | None
     at: float
+    seq: int = 0
+    stale: bool = False
 
 
 @dataclass(frozen=True)
@@ -172,6 +189,10 @@ class StepEffects:
 
     #: the run token the grant's last request must carry; a second run of the step is then a no-op.
     attempt: str = ""
+    #: flags (fields set to "1") that forbid the step.
+    unless_flagged: tuple[str, ...] = ()
+    #: the run token of the request this step starts (it becomes the grant's attempt; a resent step is a no-op).
+    begin: str = ""
     fields: Mapping[str, str] = field(default_factory=dict)
     del_fields: tuple[str, ...] = ()
     #: seconds until the reconciler looks at a queued/retrying/sending grant again.
@@ -303,6 +324,8 @@ class Ledger:
             "id": grant_id,
             "expect": [state.value for state in expect],
             "attempt": extra.attempt,
+            "begin": extra.begin,
+            "unless_flagged": list(extra.unless_flagged),
             "to": to.value,
             "now": repr(now),
             "entry": json.dumps({"from": "%FROM%", "to": to.value, "at": now, "reason": reason}),
@@ -313,6 +336,7 @@ class Ledger:
             "due_ms": max(0, int(extra.due_in_s * 1000)),
             "hold": extra.hold,
             "possible_duplicate": 1 if extra.possible_duplicate else 0,
+            "profile_ttl": PROFILE_TTL_S,
         }
         for name in ("message", "lease_release", "lease_set", "slot", "profile"):
             value = getattr(extra, name)
@@ -324,12 +348,22 @@ class Ledger:
         return int(moved) in (1, 2)
 
     def cancel(self, grant_id: str, reason: str) -> bool:
-        """Withdraw a grant that is not being sent (``CANCELLABLE_STATES``); True when this call cancelled it.
+        """Withdraw a grant nothing of which can have reached WetBot (``Grant.cancellable``); True when this
+        call cancelled it.
 
-        A queue message still on its way finds a final state and does nothing; a
-        parked grant stays in its parked index, which ``release_parked`` skips.
+        A grant ``retrying`` after an outcome that may have been applied (a read-back
+        pending, or a resend under ``AMBIGUOUS_POLICY=retry``) is not cancellable:
+        WetBot may hold its items. A queue message still on its way finds a final
+        state and does nothing; a parked grant stays in its parked index, which
+        ``release_parked`` skips.
         """
-        return self.transition(grant_id, GrantState.CANCELLED, reason, expect=CANCELLABLE_STATES)
+        return self.transition(
+            grant_id,
+            GrantState.CANCELLED,
+            reason,
+            expect=CANCELLABLE_STATES,
+            effects=StepEffects(unless_flagged=MAYBE_APPLIED_FLAGS),
+        )
 
     def release_parked(self, platform: str, external_id: str, user_id: str) -> list[str]:
         """Move every grant parked for ``external_id`` to ``queued`` for ``user_id``; returns their ids.
@@ -349,20 +383,17 @@ class Ledger:
         return [_text(grant_id) for grant_id in released]
 
     # --- profiles -------------------------------------------------------------------
-    def save_profile(self, guild_id: str, user_id: str, profile: Mapping[str, Any], at: float) -> None:
-        """Store the profile WetBot returned, with the time it was returned."""
-        key = self._keys.profile(guild_id, user_id)
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.hset(key, mapping={"profile": json.dumps(dict(profile)), "at": repr(at)})
-        pipe.expire(key, PROFILE_TTL_S)
-        pipe.execute()
-
     def get_profile(self, guild_id: str, user_id: str) -> ProfileSnapshot | None:
-        """The last stored profile of the user, if any."""
+        """What is known of the user's profile (``ProfileSnapshot``), None when nothing is."""
         raw = cast(dict[bytes, bytes], self._redis.hgetall(self._keys.profile(guild_id, user_id)))
         if not raw:
             return None
-        return ProfileSnapshot(profile=json.loads(raw[b"profile"]), at=float(raw[b"at"]))
+        return ProfileSnapshot(
+            profile=json.loads(raw[b"profile"]) if b"profile" in raw else None,
+            at=float(raw.get(b"at", b"0")),
+            seq=int(raw.get(b"seq", b"0")),
+            stale=raw.get(b"stale") == b"1",
+        )
 
 
 def item_amounts(profile: Mapping[str, Any], item_ids: Iterable[str]) -> dict[str, float]:
@@ -413,6 +444,7 @@ def grant_from_fields(data: Mapping[str, str]) -> Grant:
         possible_duplicates=int(data.get("possible_duplicates", 0)),
         verify_pending=data.get("verify") == "1",
         baseline=json.loads(data["baseline"]) if data.get("baseline") else None,
+        baseline_seq=int(data.get("baseline_seq", 0)),
         attempt_token=data.get("attempt", ""),
         maybe_applied=data.get("maybe_applied") == "1",
     )

@@ -1,7 +1,11 @@
 """Judging an outcome that may have been applied, by reading the user's profile back.
 
 Before each request the worker stores the granted items' amounts from the
-user's last recorded profile (the *baseline*; ``Grant.baseline``). Requests to
+user's last recorded profile (the *baseline*; ``Grant.baseline``) and the
+snapshot's ``seq``. The baseline is used only while it is still the last thing
+known of the member: an outcome left ``unknown`` marks the snapshot stale (the
+request may or may not be in it) and any newer profile moves ``seq``; then a
+read-back cannot decide (``Deliverer._judged``). Requests to
 one user never overlap (the user lease), and while a grant waits for its
 read-back the user's other grants wait too (the verify hold), so between the
 baseline and the read-back only this grant's request — and whatever the member

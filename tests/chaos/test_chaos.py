@@ -17,6 +17,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -43,16 +44,19 @@ def scenario_runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
     """``run(name, policy)``: the scenario's result under ``policy``, all of ``POLICIES`` run together once."""
     done: dict[str, dict[str, Outcome]] = {}
 
-    def one(name: str, policy: str) -> Outcome:
+    def one(name: str, policy: str, workdir: Path) -> Outcome:
         try:
-            return run_scenario(name, policy, tmp_path_factory.mktemp(f"{name}-{policy}"))
+            return run_scenario(name, policy, workdir)
         except Exception as exc:  # noqa: BLE001 - re-raised by that policy's test
             return exc
 
     def run(name: str, policy: str) -> Result:
         if name not in done:
+            # Directories are made here, not in the threads: TempPathFactory is not thread-safe.
+            workdirs = [tmp_path_factory.mktemp(f"{name}-{p}") for p in POLICIES]
             with ThreadPoolExecutor(len(POLICIES)) as pool:
-                done[name] = dict(zip(POLICIES, pool.map(lambda p: one(name, p), POLICIES), strict=True))
+                outcomes = pool.map(lambda pair: one(name, *pair), zip(POLICIES, workdirs, strict=True))
+                done[name] = dict(zip(POLICIES, outcomes, strict=True))
         outcome = done[name][policy]
         if isinstance(outcome, BaseException):
             raise outcome

@@ -42,8 +42,10 @@ if hold and hold ~= id then
   end
 end
 if hold and hold ~= id then
+  -- Wait for the holder's next look (its read-back), not a fixed poll: a read-back may back off for minutes.
+  local holder_due = tonumber(redis.call('ZSCORE', KEYS[2], hold) or '0')
   redis.call('HDEL', KEYS[1], 'dispatch')
-  redis.call('ZADD', KEYS[2], now_ms + req.busy_ms, id)
+  redis.call('ZADD', KEYS[2], math.max(now_ms + req.busy_ms, holder_due + req.busy_ms), id)
   return {'busy', hold}
 end
 if not redis.call('SET', lease, id .. ':' .. req.run, 'NX', 'PX', req.lease_px) then

@@ -18,6 +18,10 @@ else
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
+-- A resent script (redis-py retries after a timeout) finds its own slot: it is this caller's already.
+if redis.call('ZSCORE', KEYS[1], ARGV[3]) then
+  return {1, 0}
+end
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 

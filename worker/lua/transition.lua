@@ -9,7 +9,11 @@
 --   prefix, id        key prefix <p> and grant id (the script also touches <p>:state:<s>, <p>:due,
 --                     <p>:hold:<guild>:<user> and the keys named below: one Redis instance, not a cluster)
 --   expect            allowed current states ([] = any)
+--   unless_flagged    fields that, set to "1", forbid the step (e.g. a cancel of a grant that may have
+--                     been applied: "verify", "maybe_applied")
 --   attempt           "" or the run token that must be the grant's "attempt" (a worker's own send)
+--   begin             "" or the run token of a request this step starts: it becomes "attempt", and a
+--                     resent step finds it there and answers {2, state}
 --   to, now, entry    new state; epoch seconds (history, index, updated_at); history JSON with "%FROM%"
 --   add_attempt       1 = one more request sent; failures: "0", "1" or "reset"
 --   fields            {field: value} to set; del_fields: [field] to remove
@@ -21,7 +25,9 @@
 --   lease_set         optional {key, value, px}: (re)set the lease; the step does not happen when
 --                     another run holds it
 --   slot              optional {key, member}: the rate slot counts from now (its answer came back)
---   profile           optional {key, json, at, ttl}: store the user's profile snapshot
+--   profile           optional {key, json, at, ttl}: store the user's profile snapshot (key is derived
+--                     from the grant's guild and user; the caller's copy is informational)
+--   profile_ttl       seconds a snapshot lives (a move to "unknown" marks the user's snapshot stale)
 --   hold              "set" | "clear" | "": the user's verify hold (other grants of the user wait)
 --   possible_duplicate 1 = count a resend that may duplicate an applied request
 --
@@ -33,12 +39,20 @@ local current = redis.call('HGET', KEYS[1], 'state')
 if not current then
   return {0, ''}
 end
+if req.begin ~= '' and redis.call('HGET', KEYS[1], 'attempt') == req.begin then
+  return {2, current}
+end
 if req.attempt ~= '' then
   local h = redis.call('HMGET', KEYS[1], 'attempt', 'recorded')
   if h[2] == req.attempt then
     return {2, current}
   end
   if h[1] ~= req.attempt then
+    return {0, current}
+  end
+end
+for _, flag in ipairs(req.unless_flagged) do
+  if redis.call('HGET', KEYS[1], flag) == '1' then
     return {0, current}
   end
 end
@@ -69,6 +83,10 @@ end
 if req.attempt ~= '' then
   fields[#fields + 1] = 'recorded'
   fields[#fields + 1] = req.attempt
+end
+if req.begin ~= '' then
+  fields[#fields + 1] = 'attempt'
+  fields[#fields + 1] = req.begin
 end
 redis.call('HSET', KEYS[1], unpack(fields))
 for _, f in ipairs(req.del_fields) do redis.call('HDEL', KEYS[1], f) end
@@ -113,11 +131,24 @@ end
 if req.slot then
   redis.call('ZADD', req.slot.key, 'XX', 'GT', tonumber(t[1]) * 1000000 + tonumber(t[2]), req.slot.member)
 end
-if req.profile then
-  redis.call('HSET', req.profile.key, 'profile', req.profile.json, 'at', req.profile.at)
-  redis.call('EXPIRE', req.profile.key, req.profile.ttl)
-end
 local who = redis.call('HMGET', KEYS[1], 'guild_id', 'user_id')
+-- The user's profile snapshot: its "seq" moves whenever what we know of the inventory changes, so a
+-- read-back can tell whether its baseline is still the last thing known; "stale" says an outcome left
+-- the inventory uncertain (the snapshot then cannot serve as a baseline until WetBot sends a new one).
+local snapshot = p .. ':profile:' .. tostring(who[1]) .. ':' .. tostring(who[2])
+if req.profile then
+  redis.call('HSET', snapshot, 'profile', req.profile.json, 'at', req.profile.at)
+  redis.call('HDEL', snapshot, 'stale')
+  redis.call('HINCRBY', snapshot, 'seq', 1)
+  redis.call('EXPIRE', snapshot, req.profile.ttl)
+elseif to == 'unknown' then
+  redis.call('HSET', snapshot, 'stale', '1')
+  local seq = redis.call('HINCRBY', snapshot, 'seq', 1)
+  redis.call('EXPIRE', snapshot, req.profile_ttl)
+  -- This grant's own uncertainty does not make its own baseline wrong (a later read-back judges it).
+  local own = redis.call('HGET', KEYS[1], 'baseline_seq')
+  if own and own ~= '-1' then redis.call('HSET', KEYS[1], 'baseline_seq', seq) end
+end
 local hold = p .. ':hold:' .. tostring(who[1]) .. ':' .. tostring(who[2])
 if req.hold == 'set' then
   redis.call('SET', hold, id)
