@@ -42,7 +42,7 @@ if str(ROOT) not in sys.path:
 from config.settings import load_settings  # noqa: E402
 from producers.submit import submit_grant  # noqa: E402
 from tests.wetbot_sim import WetbotSimulator  # noqa: E402
-from worker.broker import build_broker, declare_deliver, enqueue_grant  # noqa: E402
+from worker.broker import build_broker, declare_deliver  # noqa: E402
 from worker.keys import Keys  # noqa: E402
 from worker.ledger import GrantItem, GrantState, Ledger, NewGrant  # noqa: E402
 from worker.retention import SECONDS_PER_DAY, GrantTrimmer, TrimReport  # noqa: E402
@@ -90,14 +90,14 @@ def deliver_sample(redis_url: str, prefix: str, count: int) -> list[str]:
     )
     broker = build_broker(settings)
     worker_redis = connect_redis(settings)
-    deliverer = build_deliverer(settings, worker_redis, lambda gid, d: enqueue_grant(broker, gid, delay_s=d))
+    deliverer = build_deliverer(settings, worker_redis)
     declare_deliver(broker, deliverer.deliver, timeout_s=settings.wetbot_timeout)
     add_worker_middleware(broker, worker_redis, Keys(prefix))
     worker = dramatiq.Worker(broker, worker_threads=4, worker_timeout=100)
     worker.start()
     ledger = Ledger(worker_redis, Keys(prefix))
     try:
-        ids = [submit_grant(ledger, broker, twitch_like(n)).grant.id for n in range(count)]
+        ids = [submit_grant(ledger, twitch_like(n)).grant.id for n in range(count)]
         deadline = time.monotonic() + 120
         while ledger.counts()[GrantState.DELIVERED] < count:
             if time.monotonic() > deadline:
