@@ -331,7 +331,7 @@ class Deliverer:
         # An answer that comes back after the run's lease ran out (Redis was away longer than the margin)
         # still wins over a takeover that only guessed (held unknown, or waiting for a read-back), as long
         # as nothing was sent since: the attempt guard says so.
-        self._step(
+        recorded = self._step(
             run,
             GrantState.DELIVERED,
             reason,
@@ -342,7 +342,10 @@ class Deliverer:
             effects={"profile": self._profile_ref(grant, profile)},
         )
         self._key_works(grant.guild_id)
-        logger.info("grant %s delivered to %s/%s (%s)", grant.id, grant.guild_id, grant.user_id, reason)
+        if recorded:
+            logger.info("grant %s delivered to %s/%s (%s)", grant.id, grant.guild_id, grant.user_id, reason)
+        else:
+            logger.warning("grant %s: a 200 came back after another run took the grant over; that run decides", grant.id)
 
     def _rate_limited(self, run: _Run, result: CallResult, settle: dict[str, str]) -> None:
         wait_s = result.retry_after_s if result.retry_after_s is not None else self.limiter.rate.window_s
