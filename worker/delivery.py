@@ -345,7 +345,9 @@ class Deliverer:
         if recorded:
             logger.info("grant %s delivered to %s/%s (%s)", grant.id, grant.guild_id, grant.user_id, reason)
         else:
-            logger.warning("grant %s: a 200 came back after another run took the grant over; that run decides", grant.id)
+            logger.warning(
+                "grant %s: a 200 came back after another run took the grant over; that run decides", grant.id
+            )
 
     def _rate_limited(self, run: _Run, result: CallResult, settle: dict[str, str]) -> None:
         wait_s = result.retry_after_s if result.retry_after_s is not None else self.limiter.rate.window_s
