@@ -164,3 +164,21 @@ def test_a_verify_hold_of_a_grant_that_no_longer_moves_does_not_block_the_user(
     make_deliverer(settings).deliver(grant.id)
     assert ledger.get(grant.id).state == GrantState.DELIVERED  # type: ignore[union-attr]
     assert redis.exists(keys.hold(GUILD, USER)) == 0
+
+
+def test_every_redis_client_has_timeouts_keepalive_health_checks_and_retries(settings: Settings) -> None:
+    from worker.broker import build_broker
+    from worker.runtime import REDIS_SOCKET_TIMEOUT_S, connect_redis, connect_redis_async
+
+    broker = build_broker(settings)
+    try:
+        clients = [broker.client, connect_redis(settings), connect_redis_async(settings)]
+        for client in clients:
+            options = client.connection_pool.connection_kwargs
+            assert options["socket_timeout"] == REDIS_SOCKET_TIMEOUT_S
+            assert options["socket_connect_timeout"] > 0
+            assert options["socket_keepalive"] is True and options["socket_keepalive_options"]
+            assert options["health_check_interval"] > 0
+            assert options["retry"]._retries >= 1  # redis-py keeps the count private
+    finally:
+        broker.close()
