@@ -7,6 +7,7 @@ COPY pyproject.toml README.md ./
 COPY worker ./worker
 COPY producers ./producers
 COPY config ./config
+COPY simulator ./simulator
 RUN pip install . && useradd --system --home /app wetbot && chown -R wetbot /app
 USER wetbot
 

@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.chaos.harness import Result, print_table
-from tests.chaos.scenarios import LONG, SCENARIOS, SHORT, run_scenario
+from simulator.chaos.harness import Result, print_table
+from simulator.chaos.scenarios import LONG, SCENARIOS, SHORT, run_scenario
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,7 +41,7 @@ from typing import IO
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # ``tests.wetbot_sim`` and ``bench`` are not installed packages
+    sys.path.insert(0, str(ROOT))  # ``bench`` is not an installed package
 
 import dramatiq  # noqa: E402
 from dramatiq.brokers.redis import RedisBroker  # noqa: E402
@@ -57,7 +57,7 @@ from bench.stock_actor import (  # noqa: E402
 )
 from config.settings import RateLimit, load_settings  # noqa: E402
 from producers.submit import submit_grant  # noqa: E402
-from tests.wetbot_sim import RequestRecord, WetbotSimulator  # noqa: E402
+from simulator.wetbot import RequestRecord, WetbotSimulator  # noqa: E402
 from worker.broker import QUEUE_NAME  # noqa: E402
 from worker.keys import Keys  # noqa: E402
 from worker.ledger import GrantItem, GrantState, Ledger, NewGrant  # noqa: E402

@@ -7,7 +7,7 @@ Two phases, in Redis DB 15 under a random ``bench<hex>-retention`` prefix that i
     ``--sample`` Twitch-like grants (key ``twitch:<event id>:<rule>``, a rule, a reason, platform and
     external id, one item) go through the real pipeline: ``producers.submit.submit_grant`` (ledger entry
     and queue message in one script), an in-process Dramatiq worker running ``deliver`` against the WetBot
-    simulator (``tests/wetbot_sim.py``, limits raised so nothing waits), until every one is ``delivered``.
+    simulator (``simulator/wetbot.py``, limits raised so nothing waits), until every one is ``delivered``.
     Then ``MEMORY USAGE ... SAMPLES 0`` of each key a delivered grant leaves behind: its hash, its history
     list, its idempotency claim (40-day TTL), its share of the ``state:delivered`` and ``grants`` sorted
     sets, and the user's profile snapshot (one per user, shared by the user's grants, 90-day TTL).
@@ -37,11 +37,11 @@ from redis import Redis
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # ``tests.wetbot_sim`` is not an installed package
+    sys.path.insert(0, str(ROOT))  # run as a script from the repository root
 
 from config.settings import load_settings  # noqa: E402
 from producers.submit import submit_grant  # noqa: E402
-from tests.wetbot_sim import WetbotSimulator  # noqa: E402
+from simulator.wetbot import WetbotSimulator  # noqa: E402
 from worker.broker import build_broker, declare_deliver  # noqa: E402
 from worker.keys import Keys  # noqa: E402
 from worker.ledger import GrantItem, GrantState, Ledger, NewGrant  # noqa: E402

@@ -1,4 +1,6 @@
-"""Patreon webhook bodies for ``send-test patreon`` and the tests, modelled on /work/shared/samples/patreon.
+"""Patreon webhook bodies for ``send-test patreon`` and the tests, modelled on the shared samples.
+
+Those are ``../shared/samples/patreon`` from the repository.
 
 The shape follows the real captures (research/patreon.md §4): a ``member`` with
 its attributes, ``currently_entitled_tiers`` and ``user`` relationships, and

@@ -66,7 +66,7 @@ fi
 if [ -z "${WETBOT_API_KEY:-}" ]; then
   SIM_PORT=${SIM_PORT:-8099}
   GUILD=$("$PY" -c 'import os; from pathlib import Path; from config.rewards import load_rewards; print(load_rewards(Path(os.environ["REWARDS_FILE"]), missing_ok=True).guild_id or "111111111111111111")')
-  "$PY" -m tests.wetbot_sim --host 127.0.0.1 --port "$SIM_PORT" --key demo-key --guild "$GUILD" \
+  "$PY" -m simulator --host 127.0.0.1 --port "$SIM_PORT" --key demo-key --guild "$GUILD" \
     --rate "${WETBOT_RATE_LIMIT:-10/60s}" > .run/wetbot-sim.log 2>&1 &
   pids+=($!)
   export WETBOT_API_URL="http://127.0.0.1:$SIM_PORT/api"

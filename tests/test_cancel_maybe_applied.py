@@ -13,10 +13,10 @@ from fastapi.testclient import TestClient
 
 from config.settings import Settings
 from producers.app import create_app
+from simulator.wetbot import WetbotSimulator
 from tests.conftest import GUILD, USER, ScheduleDriver, SettingsFactory
 from tests.test_patreon_exactly_once import RULES, by_rule, linked, of_rule, send
 from tests.test_patreon_webhook import MARCH, SECRET
-from tests.wetbot_sim import WetbotSimulator
 from worker.delivery import Deliverer
 from worker.keys import Keys
 from worker.ledger import GrantItem, GrantState, Ledger, NewGrant

@@ -12,8 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from simulator.wetbot import WetbotSimulator
 from tests.conftest import API_KEY, GUILD, USER
-from tests.wetbot_sim import WetbotSimulator
 from worker.client import ItemDelta, Outcome, WetbotClient
 
 

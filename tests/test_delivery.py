@@ -8,8 +8,8 @@ from collections.abc import Callable
 import pytest
 
 from config.settings import Settings
+from simulator.wetbot import WetbotSimulator
 from tests.conftest import API_KEY, GUILD, OTHER_USER, USER, CapturingTransport, ScheduleDriver, SettingsFactory
-from tests.wetbot_sim import WetbotSimulator
 from worker.delivery import Deliverer
 from worker.keys import Keys
 from worker.ledger import GrantItem, GrantState, Ledger, NewGrant

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from config.settings import Settings
+from simulator.wetbot import WetbotSimulator
 from tests.conftest import GUILD, USER, SettingsFactory
-from tests.wetbot_sim import WetbotSimulator
 from worker.delivery import LEASE_MARGIN_S, Deliverer
 from worker.ledger import GrantItem, GrantState, Ledger, NewGrant
 

@@ -16,8 +16,8 @@ from producers.app import create_app
 from producers.cli import main
 from producers.links import LinkStore
 from producers.submit import link_and_release, submit_for_identity
+from simulator.wetbot import WetbotSimulator
 from tests.conftest import GUILD, TEST_REDIS_URL, TOKEN, USER, RunningWorker, wait_for
-from tests.wetbot_sim import WetbotSimulator
 from worker.broker import build_broker
 from worker.keys import Keys
 from worker.ledger import GrantItem, GrantState, Ledger, NewGrant

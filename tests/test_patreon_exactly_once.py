@@ -21,9 +21,9 @@ from producers.app import create_app
 from producers.patreon_events import parse_event
 from producers.patreon_members import MemberStore, handle_event
 from producers.patreon_samples import Member, encode
+from simulator.wetbot import WetbotSimulator
 from tests.conftest import GUILD, USER, RunningWorker, SettingsFactory, wait_for
 from tests.test_patreon_webhook import APRIL, MARCH, MAY, MEMBER, SECRET, deliver, grants
-from tests.wetbot_sim import WetbotSimulator
 from worker.keys import Keys
 from worker.ledger import Grant, GrantState, Ledger
 

@@ -20,9 +20,9 @@ from producers.patreon import MAX_BODY_BYTES
 from producers.patreon_members import MemberStore
 from producers.patreon_rules import Plan
 from producers.patreon_samples import USER_ID, Member, encode, portal_test
+from simulator.wetbot import WetbotSimulator
 from tests.conftest import GUILD, TOKEN, USER, RunningWorker, SettingsFactory, wait_for
 from tests.test_patreon_events import sample
-from tests.wetbot_sim import WetbotSimulator
 from worker.keys import Keys
 from worker.ledger import Grant, GrantState, Ledger
 

@@ -12,8 +12,8 @@ from fastapi.testclient import TestClient
 from config.settings import Settings
 from producers.app import create_app
 from producers.counters import count_event
+from simulator.wetbot import WetbotSimulator
 from tests.conftest import GUILD, OTHER_USER, TOKEN, USER, CapturingTransport, RunningWorker, SettingsFactory, wait_for
-from tests.wetbot_sim import WetbotSimulator
 from worker.ledger import GrantState, Ledger
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -17,8 +17,8 @@ import requests
 from redis import Redis
 
 from producers.submit import submit_grant
+from simulator.wetbot import WetbotSimulator
 from tests.conftest import API_KEY, GUILD, OTHER_USER, TEST_REDIS_URL, TOKEN, USER, free_port, wait_for
-from tests.wetbot_sim import WetbotSimulator
 from worker.keys import Keys
 from worker.ledger import Grant, GrantItem, GrantState, Ledger, NewGrant
 

@@ -17,9 +17,9 @@ from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from producers.app import create_app
+from simulator.wetbot import WetbotSimulator
 from tests.conftest import CapturingTransport, SettingsFactory, wait_for
 from tests.test_processes import Processes, service_env
-from tests.wetbot_sim import WetbotSimulator
 from worker.redis_checks import CachedRedisCheck, check_redis_config, warn_at_start
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")

@@ -11,9 +11,9 @@ import pytest
 from redis import Redis
 
 from producers.submit import submit_grant
-from tests.chaos.harness import PrivateRedis
+from simulator.chaos.harness import PrivateRedis
+from simulator.wetbot import WetbotSimulator
 from tests.conftest import GUILD, RunningWorker, SettingsFactory, wait_for
-from tests.wetbot_sim import WetbotSimulator
 from worker.broker import build_broker
 from worker.keys import Keys
 from worker.ledger import GrantItem, GrantState, Ledger, NewGrant

@@ -9,8 +9,8 @@ from redis import Redis
 
 from config.settings import Settings
 from producers.submit import submit_grant
+from simulator.wetbot import WetbotSimulator
 from tests.conftest import GUILD, OTHER_USER, USER, RunningWorker, SettingsFactory, wait_for
-from tests.wetbot_sim import WetbotSimulator
 from worker.broker import QUEUE_NAME
 from worker.delivery import MAX_CRASHES, Deliverer
 from worker.keys import Keys

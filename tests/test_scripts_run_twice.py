@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from config.settings import RateLimit, Settings
+from simulator.wetbot import WetbotSimulator
 from tests.conftest import API_KEY, GUILD, USER, ScheduleDriver, SettingsFactory
-from tests.wetbot_sim import WetbotSimulator
 from worker.client import key_fingerprint
 from worker.delivery import Deliverer
 from worker.keys import Keys

@@ -1,7 +1,7 @@
 """Twitch's documented EventSub samples and the published signature vectors, kept with the tests.
 
 ``tests/data/twitch`` holds verbatim copies of the research samples
-(``/work/shared/samples/twitch``, see research/twitch.md §2-3) so the suite
+(``../shared/samples/twitch`` from the repository, see research/twitch.md §2-3) so the suite
 runs in a fresh clone; ``test_copies_match_the_research_samples`` checks the
 copies whenever the originals are present.
 """
@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 SAMPLES = Path(__file__).parent / "data" / "twitch"
-RESEARCH_SAMPLES = Path("/work/shared/samples/twitch")
+#: The shared research samples beside the repository (``../shared`` from its root), where present.
+RESEARCH_SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples" / "twitch"
 
 
 def documented(name: str) -> bytes:

@@ -22,6 +22,7 @@ from producers.app import create_app
 from producers.counters import read_counters
 from producers.twitch import MAX_BODY_BYTES, SEEN_MESSAGE, SEEN_REVOCATION_STATE
 from producers.twitch_samples import SAMPLE_REWARD_ID, sample_event, sample_payload, signed_request, twitch_timestamp
+from simulator.wetbot import WetbotSimulator
 from tests.conftest import (
     GUILD,
     TOKEN,
@@ -33,7 +34,6 @@ from tests.conftest import (
     wait_for,
 )
 from tests.test_twitch_samples import documented, signature_vectors
-from tests.wetbot_sim import WetbotSimulator
 from worker.keys import IDEMPOTENCY_TTL_S, Keys
 from worker.ledger import Grant, GrantState, Ledger
 

@@ -7,8 +7,8 @@ from collections.abc import Callable
 import pytest
 
 from config.settings import Settings
+from simulator.wetbot import WetbotSimulator
 from tests.conftest import API_KEY, GUILD, USER, CapturingTransport, ScheduleDriver, SettingsFactory
-from tests.wetbot_sim import WetbotSimulator
 from worker.client import ItemDelta, WetbotClient
 from worker.delivery import Deliverer
 from worker.ledger import GrantItem, GrantState, Ledger, NewGrant, StepEffects

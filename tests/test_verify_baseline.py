@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 from config.settings import Settings
 from producers.submit import requeue_grant
+from simulator.wetbot import WetbotSimulator
 from tests.conftest import GUILD, USER, ScheduleDriver, SettingsFactory
-from tests.wetbot_sim import WetbotSimulator
 from worker.delivery import Deliverer
 from worker.ledger import GrantItem, GrantState, Ledger, NewGrant
 

@@ -8,8 +8,8 @@ import time
 from collections.abc import Callable
 
 from config.settings import Settings
+from simulator.wetbot import WetbotSimulator
 from tests.conftest import GUILD, USER, SettingsFactory
-from tests.wetbot_sim import WetbotSimulator
 from worker.delivery import Deliverer
 from worker.ledger import GrantItem, GrantState, Ledger, NewGrant
 

@@ -1,4 +1,4 @@
-"""Tests of the WetBot API simulator (tests/wetbot_sim.py), over real HTTP on loopback."""
+"""Tests of the WetBot API simulator (simulator/wetbot.py), over real HTTP on loopback."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.wetbot_sim import (
+from simulator.wetbot import (
     NO_RESPONSE,
     AppliedChange,
     WetbotSimulator,
@@ -534,7 +534,7 @@ def test_cli_serves_and_logs_without_the_key(http: requests.Session) -> None:
         [
             sys.executable,
             "-m",
-            "tests.wetbot_sim",
+            "simulator.wetbot",
             "--port",
             "0",
             "--key",

@@ -1,6 +1,6 @@
 """Short chaos scenarios (issue 8): the Procfile's processes, a private Redis, the simulator, and faults.
 
-Each test runs one scenario from ``tests/chaos/scenarios.py`` with a dozen grants and the fast rate
+Each test runs one scenario from ``simulator/chaos/scenarios.py`` with a dozen grants and the fast rate
 window, under each policy of ``POLICIES``, and asserts the targets: 0 lost, 0 doubled, 0 stranded,
 0 x 429, the ledger agreeing with WetBot, and ``unknown`` only under ``hold`` and only as many as the
 injected faults can explain. Run them alone with ``pytest -m chaos -s`` (``-s`` prints each result row);
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.chaos.harness import TABLE_HEADER, Result, table_row
-from tests.chaos.scenarios import run_scenario
+from simulator.chaos.harness import TABLE_HEADER, Result, table_row
+from simulator.chaos.scenarios import run_scenario
 
 #: The ambiguous-outcome policies every scenario runs under.
 POLICIES = ("verify", "hold")

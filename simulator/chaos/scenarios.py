@@ -1,8 +1,8 @@
 """The chaos scenarios of issue 8, shared by ``tests/chaos`` (short) and ``bench/chaos.py`` (long).
 
-Each scenario starts a :class:`~tests.chaos.harness.Cluster`, sends the :class:`~tests.chaos.harness.Load`
+Each scenario starts a :class:`~simulator.chaos.harness.Cluster`, sends the :class:`~simulator.chaos.harness.Load`
 (every delivery twice at once and again later), drives its faults while the grants drain, waits for
-the ledger to settle and measures the outcome (:func:`~tests.chaos.harness.measure`). ``Size`` scales
+the ledger to settle and measures the outcome (:func:`~simulator.chaos.harness.measure`). ``Size`` scales
 the number of grants and how often a disruption repeats.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from tests.chaos.harness import (
+from simulator.chaos.harness import (
     TIMEOUT_S,
     Cluster,
     ClusterConfig,

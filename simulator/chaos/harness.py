@@ -3,13 +3,13 @@
 A :class:`Cluster` starts, in a temp dir of its own:
 
 * a private ``redis-server`` (:class:`PrivateRedis`, append-only file, ``appendfsync always``) on a free port;
-* the WetBot simulator in this process (:class:`tests.wetbot_sim.WetbotSimulator`), fast window (10/2 s);
+* the WetBot simulator in this process (:class:`simulator.wetbot.WetbotSimulator`), fast window (10/2 s);
 * optionally a TCP proxy between the workers and Redis (:class:`BlackholeProxy`) that can silently cut
   every existing connection;
 * the web process exactly as the Procfile runs it (``uvicorn producers.app:app``);
 * ``workers`` worker processes exactly as the Procfile runs them (``dramatiq worker.actors ...``), each in
   a process group of its own so it can be SIGKILLed or SIGTERMed as a whole; a worker may run through
-  ``tests.chaos.skewed_clock`` to shift its clock.
+  ``simulator.chaos.skewed_clock`` to shift its clock.
 
 A :class:`Load` is a set of expected grants, one Discord user each (so the simulator's applied list says
 exactly how often each was applied), and the signed deliveries that produce them: Twitch cheers and
@@ -18,7 +18,7 @@ delivery is sent twice at once and once more later; a redemption is also sent ag
 id. :func:`measure` compares the simulator's applied changes and the ledger with the expected set.
 
 Used by ``tests/chaos`` (short scenarios) and ``bench/chaos.py`` (long ones); the scenarios themselves
-are in ``tests/chaos/scenarios.py``.
+are in ``simulator/chaos/scenarios.py``.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from redis.exceptions import RedisError
 
 from producers.patreon_samples import Member, encode
 from producers.twitch_samples import SAMPLE_REWARD_ID, sample_event, sample_payload, signed_request
-from tests.wetbot_sim import NO_RESPONSE, WetbotSimulator
+from simulator.wetbot import NO_RESPONSE, WetbotSimulator
 from worker.keys import Keys
 from worker.ledger import FINAL_STATES, Grant, GrantState, Ledger
 
@@ -545,7 +545,7 @@ class Cluster:
         skew = self.config.skew_s[index] if index < len(self.config.skew_s) else 0.0
         if skew:
             assert args[0] == "dramatiq"
-            args = [sys.executable, "-m", "tests.chaos.skewed_clock", *args[1:]]
+            args = [sys.executable, "-m", "simulator.chaos.skewed_clock", *args[1:]]
             env["WBR_CHAOS_CLOCK_SKEW_S"] = repr(skew)
         if self.config.threads != 4:
             args[args.index("--threads") + 1] = str(self.config.threads)

@@ -1,11 +1,11 @@
 """A local simulator of the WetBot public API, for tests, benchmarks and ``make run`` demo mode.
 
 A real HTTP server on loopback (stdlib ``ThreadingHTTPServer``, daemon threads), started in-process
-(:class:`WetbotSimulator`) or as a process (``python -m tests.wetbot_sim``).
+(:class:`WetbotSimulator`) or as a process (``python -m simulator``).
 
 Facts vs. choices
 =================
-The WetBot server code is not public (``/work/shared/research/wetbot-api.md``). This module keeps
+The WetBot server code is not public (``../shared/research/wetbot-api.md`` from the repository). This module keeps
 the two apart:
 
 **Documented facts** (WetBot docs, the bot's data model, the WetbotKassa client):
@@ -918,7 +918,7 @@ def _print_record(record: RequestRecord) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tests.wetbot_sim", description="Serve a simulated WetBot API until SIGINT/SIGTERM."
+        prog="python -m simulator", description="Serve a simulated WetBot API until SIGINT/SIGTERM."
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8099, help="0 picks a free port (printed at start)")

@@ -1,4 +1,4 @@
-"""Dramatiq's CLI on a host whose clock is off: ``python -m tests.chaos.skewed_clock <dramatiq arguments>``.
+"""Dramatiq's CLI on a host whose clock is off: ``python -m simulator.chaos.skewed_clock <dramatiq arguments>``.
 
 Shifts ``time.time`` and ``time.time_ns`` by ``WBR_CHAOS_CLOCK_SKEW_S`` seconds (may be negative) before
 anything else is imported, so Dramatiq's heartbeats and message ETAs and the service's own timestamps
