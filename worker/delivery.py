@@ -143,13 +143,12 @@ class Deliverer:
     # --- the steps ----------------------------------------------------------------------
     def _run(self, run: _Run) -> None:
         grant = run.grant
-        duplicate = False
         if grant.state == GrantState.SENDING:
             # We hold the user's lease, so whoever set "sending" is gone: a worker died mid-request.
-            next_step = self._abandoned(run)
-            if next_step is None:
+            taken_over = self._abandoned(run)
+            if taken_over is None:
                 return
-            grant, duplicate = next_step
+            grant = taken_over
             run = replace(run, grant=grant)
         if not self._key_may_send(run):
             return
@@ -159,11 +158,11 @@ class Deliverer:
         if grant.verify_pending:
             self._verify(run, slot)
         else:
-            self._send(run, slot, duplicate=duplicate or grant.maybe_applied)
+            self._send(run, slot, duplicate=grant.maybe_applied)
 
-    def _abandoned(self, run: _Run) -> tuple[Grant, bool] | None:
-        """A grant left ``sending``: apply ``AMBIGUOUS_POLICY``. Returns the grant to go on with (and whether a
-        resend may duplicate), or None when this run is done."""
+    def _abandoned(self, run: _Run) -> Grant | None:
+        """A grant left ``sending``: apply ``AMBIGUOUS_POLICY``. Returns the grant to go on with (a resend that
+        may duplicate carries ``maybe_applied``), or None when this run is done."""
         grant = run.grant
         policy = self.settings.ambiguous_policy
         if grant.verify_pending or policy == "verify":
@@ -202,8 +201,7 @@ class Deliverer:
                     effects=StepEffects(fields={"maybe_applied": "1"}, due_in_s=CLAIM_LEASE_S + 1),
                 )
             )
-        fresh = self.ledger.get(grant.id) if moved else None
-        return None if fresh is None else (fresh, policy == "retry")
+        return self.ledger.get(grant.id) if moved else None
 
     def _auth_scope(self, guild_id: str) -> str:
         """What a 401/403 pauses: this key for this guild.

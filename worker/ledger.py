@@ -197,8 +197,6 @@ class StepEffects:
     del_fields: tuple[str, ...] = ()
     #: seconds until the reconciler looks at a queued/retrying/sending grant again.
     due_in_s: float = 0.0
-    #: ``{queue, id, body, token, ttl_ms}``: a Dramatiq message written in the same step.
-    message: Mapping[str, Any] | None = None
     #: ``{key, value}``: the lease to release if it still holds ``value``.
     lease_release: Mapping[str, str] | None = None
     #: ``{key, value, px}``: the lease to (re)set.
@@ -338,7 +336,7 @@ class Ledger:
             "possible_duplicate": 1 if extra.possible_duplicate else 0,
             "profile_ttl": PROFILE_TTL_S,
         }
-        for name in ("message", "lease_release", "lease_set", "slot", "profile"):
+        for name in ("lease_release", "lease_set", "slot", "profile"):
             value = getattr(extra, name)
             if value is not None:
                 request[name] = value

@@ -49,8 +49,6 @@ class Claim:
     """What ``Schedule.claim`` found: ``status`` is claimed, stale, final, missing or busy."""
 
     status: str
-    #: the grant's state when claimed (or final).
-    state: str = ""
 
     @property
     def claimed(self) -> bool:
@@ -123,8 +121,7 @@ class Schedule:
         }
         reply = cast(list[Any], self._claim(keys=[self._keys.grant(grant_id), self._keys.due()],
                                             args=[json.dumps(request)]))  # fmt: skip
-        status = _text(reply[0])
-        return Claim(status, _text(reply[1]) if len(reply) > 1 and status in ("claimed", "final") else "")
+        return Claim(_text(reply[0]))
 
     def adopt_unscheduled(self) -> int:
         """Put every queued, retrying or sending grant that is missing from the schedule on it, due now.

@@ -19,8 +19,6 @@
 --   fields            {field: value} to set; del_fields: [field] to remove
 --   due_ms            for to = queued/retrying/sending: when the reconciler looks at it next, in ms from
 --                     Redis' clock (0 = now). Every other state leaves the schedule.
---   message           optional {queue, id, body, token, ttl_ms}: write this Dramatiq message now and
---                     expect it to be claimed within ttl_ms (the schedule then says now + ttl_ms)
 --   lease_release     optional {key, value}: delete the lease if it still holds value
 --   lease_set         optional {key, value, px}: (re)set the lease; the step does not happen when
 --                     another run holds it
@@ -102,22 +100,13 @@ redis.call('RPUSH', KEYS[2], entry)
 redis.call('ZREM', p .. ':state:' .. current, id)
 redis.call('ZADD', p .. ':state:' .. to, req.now, id)
 
--- The schedule: every grant that should move has an entry; its Dramatiq message is only a hint.
-local due = p .. ':due'
+-- The schedule: every grant that should move has an entry; its Dramatiq message is only a hint. After a
+-- step no message is live any more: the reconciler writes one when the grant is due.
+redis.call('HDEL', KEYS[1], 'dispatch')
 if to == 'queued' or to == 'retrying' or to == 'sending' then
-  if req.message then
-    local m = req.message
-    redis.call('HSET', m.queue .. '.msgs', m.id, m.body)
-    redis.call('RPUSH', m.queue, m.id)
-    redis.call('HSET', KEYS[1], 'dispatch', m.token)
-    redis.call('ZADD', due, now_ms + m.ttl_ms, id)
-  else
-    redis.call('HDEL', KEYS[1], 'dispatch')
-    redis.call('ZADD', due, now_ms + (req.due_ms or 0), id)
-  end
+  redis.call('ZADD', p .. ':due', now_ms + (req.due_ms or 0), id)
 else
-  redis.call('HDEL', KEYS[1], 'dispatch')
-  redis.call('ZREM', due, id)
+  redis.call('ZREM', p .. ':due', id)
 end
 
 if req.lease_release then
