@@ -54,7 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from producers.twitch_samples import sample_event, sample_payload, signed_request  # noqa: E402
+from producers.twitch.samples import sample_event, sample_payload, signed_request  # noqa: E402
 from worker.keys import Keys  # noqa: E402
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"

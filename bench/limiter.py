@@ -59,9 +59,10 @@ from config.settings import RateLimit, load_settings  # noqa: E402
 from producers.submit import submit_grant  # noqa: E402
 from simulator.wetbot import RequestRecord, WetbotSimulator  # noqa: E402
 from worker.broker import QUEUE_NAME  # noqa: E402
+from worker.connections import connect_redis  # noqa: E402
+from worker.grant import GrantItem, GrantState, NewGrant  # noqa: E402
 from worker.keys import Keys  # noqa: E402
-from worker.ledger import GrantItem, GrantState, Ledger, NewGrant  # noqa: E402
-from worker.runtime import connect_redis  # noqa: E402
+from worker.ledger import Ledger  # noqa: E402
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
 API_KEY = "bench-api-key-4c1d9e7a"

@@ -43,10 +43,12 @@ from config.settings import load_settings  # noqa: E402
 from producers.submit import submit_grant  # noqa: E402
 from simulator.wetbot import WetbotSimulator  # noqa: E402
 from worker.broker import build_broker, declare_deliver  # noqa: E402
+from worker.connections import connect_redis  # noqa: E402
+from worker.grant import GrantItem, GrantState, NewGrant  # noqa: E402
 from worker.keys import Keys  # noqa: E402
-from worker.ledger import GrantItem, GrantState, Ledger, NewGrant  # noqa: E402
+from worker.ledger import Ledger  # noqa: E402
 from worker.retention import SECONDS_PER_DAY, GrantTrimmer, TrimReport  # noqa: E402
-from worker.runtime import add_worker_middleware, build_deliverer, connect_redis  # noqa: E402
+from worker.runtime import add_worker_middleware, build_deliverer  # noqa: E402
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
 API_KEY = "bench-retention-key-3c9d1f"

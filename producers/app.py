@@ -22,20 +22,24 @@ from redis import RedisError
 from config.errors import ConfigError
 from config.rewards import load_rewards
 from config.settings import Settings, settings_or_exit
-from producers import grants, health, links_api, patreon, twitch
+from producers.api.grants import router as grants_router
+from producers.api.health import router as health_router
+from producers.api.links import router as links_router
 from producers.creation_batcher import CreationBatcher
 from producers.links import LinkStore
+from producers.patreon.webhook import router as patreon_router
 from producers.state import AppState
+from producers.twitch.webhook import router as twitch_router
+from worker.connections import connect_redis, connect_redis_async
 from worker.keys import Keys
 from worker.ledger import Ledger
 from worker.observability import configure_logging, init_sentry
 from worker.redis_checks import CachedRedisCheck
-from worker.runtime import connect_redis, connect_redis_async
 
 logger = logging.getLogger("wetbot_rewards.web")
 
 #: Webhooks first: FastAPI tries routers in this order, and they carry the load.
-ROUTERS = [twitch.router, patreon.router, grants.router, links_api.router, health.router]
+ROUTERS = [twitch_router, patreon_router, grants_router, links_router, health_router]
 
 
 def create_app(settings: Settings) -> FastAPI:

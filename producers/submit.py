@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from producers.links import LinkStore
 from worker.creation import Mode, Planned
-from worker.ledger import CreateResult, GrantState, Ledger, NewGrant, StepEffects
+from worker.grant import CreateResult, GrantState, NewGrant
+from worker.ledger import Ledger, StepEffects
 
 
 def submit_grant(ledger: Ledger, new: NewGrant) -> CreateResult:

@@ -30,11 +30,12 @@ from sentry_sdk.transport import Transport
 from config.settings import Settings, load_settings
 from simulator.wetbot import WetbotSimulator
 from worker.broker import build_broker, declare_deliver
+from worker.connections import connect_redis
 from worker.delivery import Deliverer
 from worker.keys import Keys
 from worker.ledger import Ledger
 from worker.observability import init_sentry
-from worker.runtime import add_worker_middleware, build_deliverer, connect_redis
+from worker.runtime import add_worker_middleware, build_deliverer
 from worker.schedule import Schedule
 
 #: Tests use DB 15 of the local Redis; override with WBR_TEST_REDIS_URL.

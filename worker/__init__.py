@@ -7,8 +7,9 @@ it is not imported here.
 from worker.broker import QUEUE_NAME, build_broker, declare_deliver
 from worker.client import CallResult, ItemDelta, Outcome, WetbotClient, key_fingerprint
 from worker.delivery import Deliverer
+from worker.grant import Grant, GrantItem, GrantState, NewGrant
 from worker.keys import Keys
-from worker.ledger import Grant, GrantItem, GrantState, Ledger, NewGrant
+from worker.ledger import Ledger
 from worker.limiter import SlidingWindowLimiter, SlotDecision
 from worker.schedule import Reconciler, Schedule
 

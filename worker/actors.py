@@ -13,10 +13,11 @@ import dramatiq
 
 from config.settings import settings_or_exit
 from worker.broker import build_broker, declare_deliver
+from worker.connections import connect_redis
 from worker.keys import Keys
 from worker.observability import configure_logging, init_sentry
 from worker.redis_checks import warn_at_start
-from worker.runtime import add_worker_middleware, build_deliverer, connect_redis
+from worker.runtime import add_worker_middleware, build_deliverer
 
 settings = settings_or_exit()
 if settings.wetbot_api_key is None:

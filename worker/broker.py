@@ -20,6 +20,7 @@ from dramatiq.brokers.redis import RedisBroker
 from redis import Redis
 
 from config.settings import Settings
+from worker.connections import connect_redis
 from worker.keys import Keys
 
 #: The one queue; the one actor ``deliver`` consumes it.
@@ -56,8 +57,6 @@ def build_broker(settings: Settings, *, redis: Redis | None = None) -> RedisBrok
     Initialise Sentry *before* calling this: the Dramatiq integration patches
     ``Broker.__init__``.
     """
-    from worker.runtime import connect_redis  # runtime builds on this module
-
     keys = Keys(settings.redis_key_prefix)
     options: dict[str, object] = {
         "namespace": keys.dramatiq_namespace,

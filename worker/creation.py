@@ -29,8 +29,8 @@ from redis.asyncio import Redis as AsyncRedis
 from redis.commands.core import AsyncScript
 
 from worker.broker import DISPATCH_TTL_S, QUEUE_NAME, encoded_message
+from worker.grant import CreateResult, GrantState, NewGrant, grant_from_fields
 from worker.keys import IDEMPOTENCY_TTL_S, SEEN_TTL_S, Keys
-from worker.ledger import CreateResult, GrantState, NewGrant, grant_from_fields
 from worker.scripts import load_script, script_source
 
 #: ``worker/lua/create_grants.lua``

@@ -32,8 +32,9 @@ from redis import Redis, RedisError
 
 from config.settings import Settings
 from worker.client import CallResult, ItemDelta, Outcome, WetbotClient
+from worker.grant import FINAL_STATES, SENDABLE_STATES, Grant, GrantState
 from worker.keys import PROFILE_TTL_S, Keys
-from worker.ledger import FINAL_STATES, SENDABLE_STATES, Grant, GrantState, Ledger, StepEffects, item_amounts
+from worker.ledger import Ledger, StepEffects, item_amounts
 from worker.limiter import SlidingWindowLimiter
 from worker.observability import capture
 from worker.schedule import Schedule

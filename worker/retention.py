@@ -25,7 +25,7 @@ weakens no dedupe:
   by a user's grants, so they are left to it. Leases expire within seconds.
 
 Consequence: a Patreon take-back (``revoke_on``) of a grant trimmed already
-finds no original and takes nothing back (``producers.patreon_members._revoke``
+finds no original and takes nothing back (``producers.patreon.members._revoke``
 skips a missing original silently).
 
 Each batch is one script (``lua/trim_grants.lua``), so no grant is ever half
@@ -45,8 +45,8 @@ from typing import Any
 import dramatiq
 from redis import Redis, RedisError
 
+from worker.grant import GrantState
 from worker.keys import Keys
-from worker.ledger import GrantState
 from worker.scripts import load_script
 
 logger = logging.getLogger("wetbot_rewards.retention")

@@ -39,7 +39,7 @@ from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from typing import Any
 
-from worker.ledger import GrantItem
+from worker.grant import GrantItem
 
 #: Amounts are compared with this tolerance (WetBot adds with decimals; JSON carries floats).
 TOLERANCE = 1e-9

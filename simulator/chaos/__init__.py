@@ -3,3 +3,5 @@
 ``harness`` starts and measures a cluster, ``scenarios`` holds the faults of issue 8, ``skewed_clock``
 runs a worker with its clock shifted. Used by ``tests/chaos`` (short runs) and ``bench/chaos.py`` (long).
 """
+
+__all__ = ["harness", "scenarios", "skewed_clock"]

@@ -46,11 +46,12 @@ import requests
 from redis import Redis
 from redis.exceptions import RedisError
 
-from producers.patreon_samples import Member, encode
-from producers.twitch_samples import SAMPLE_REWARD_ID, sample_event, sample_payload, signed_request
+from producers.patreon.samples import Member, encode
+from producers.twitch.samples import SAMPLE_REWARD_ID, sample_event, sample_payload, signed_request
 from simulator.wetbot import NO_RESPONSE, WetbotSimulator
+from worker.grant import FINAL_STATES, Grant, GrantState
 from worker.keys import Keys
-from worker.ledger import FINAL_STATES, Grant, GrantState, Ledger
+from worker.ledger import Ledger
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -29,7 +29,7 @@ from simulator.chaos.harness import (
     drain,
     measure,
 )
-from worker.ledger import GrantState
+from worker.grant import GrantState
 
 
 @dataclass(frozen=True)

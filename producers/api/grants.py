@@ -1,0 +1,116 @@
+"""The generic producer: ``POST /grants`` (bearer token) and ``GET /grants/{id}``."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Response, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from producers.api.auth import require_token
+from producers.state import AppState, app_state
+from producers.submit import submit_grant
+from worker.grant import Grant, GrantItem, NewGrant
+
+#: WetBot's documented amount range.
+MAX_AMOUNT = 1_000_000_000
+#: Items per grant; WetBot documents no maximum, so stay modest.
+MAX_ITEMS = 50
+
+Snowflake = Annotated[str, Field(pattern=r"^[0-9]{17,20}$", description="Discord id, 17-20 digits")]
+
+
+class ItemIn(BaseModel):
+    """One item to give (or take, when negative)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    item_id: str = Field(min_length=1, max_length=100, pattern=r"^[^\s/?#]+$")
+    amount: float = Field(ge=-MAX_AMOUNT, le=MAX_AMOUNT)
+
+    @field_validator("amount")
+    @classmethod
+    def _finite_nonzero(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        if value == 0:
+            raise ValueError("must not be 0")
+        return value
+
+
+class GrantIn(BaseModel):
+    """Body of ``POST /grants``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    guild_id: Snowflake | None = None
+    user_id: Snowflake
+    items: list[ItemIn] = Field(min_length=1, max_length=MAX_ITEMS)
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")
+    reason: str | None = Field(default=None, max_length=500)
+
+    @field_validator("items")
+    @classmethod
+    def _unique_items(cls, items: list[ItemIn]) -> list[ItemIn]:
+        seen: set[str] = set()
+        for item in items:
+            if item.item_id in seen:
+                raise ValueError(f"item_id {item.item_id!r} appears twice; give it once with the total amount")
+            seen.add(item.item_id)
+        return items
+
+
+router = APIRouter()
+
+
+@router.post("/grants", dependencies=[Depends(require_token)], status_code=status.HTTP_202_ACCEPTED)
+def create_grant(body: GrantIn, response: Response, state: Annotated[AppState, Depends(app_state)]) -> dict[str, Any]:
+    """Queue a grant. 202 when new; 200 with the existing grant when the idempotency key was seen."""
+    guild_id = body.guild_id or state.rewards.guild_id
+    if guild_id is None:
+        raise RequestValidationError(
+            [{"loc": ("body", "guild_id"), "msg": "required (the rewards file sets no guild_id)", "type": "missing"}]
+        )
+    items = tuple(GrantItem(item.item_id, item.amount) for item in body.items)
+    new = NewGrant(
+        guild_id=guild_id,
+        user_id=body.user_id,
+        items=items,
+        source="api",
+        idempotency_key=f"api:{body.idempotency_key or uuid.uuid4().hex}",
+        source_ref=body.idempotency_key or "",
+        reason=body.reason or "",
+    )
+    result = submit_grant(state.ledger, new)
+    grant = result.grant
+    if not result.created:
+        if (grant.guild_id, grant.user_id, grant.items) != (new.guild_id, new.user_id, new.items):
+            raise HTTPException(
+                status.HTTP_409_CONFLICT,
+                f"idempotency_key was already used for a different grant ({grant.id})",
+            )
+        response.status_code = status.HTTP_200_OK
+    return _view(grant)
+
+
+@router.get("/grants/{grant_id}")
+def get_grant(
+    grant_id: Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")], state: Annotated[AppState, Depends(app_state)]
+) -> dict[str, Any]:
+    """The grant with its transitions."""
+    grant = state.ledger.get(grant_id)
+    if grant is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such grant")
+    view = _view(grant)
+    view["history"] = [
+        {"at": t.at, "from": t.from_state or None, "to": t.to_state, "reason": t.reason}
+        for t in state.ledger.history(grant_id)
+    ]
+    return view
+
+
+def _view(grant: Grant) -> dict[str, Any]:
+    return grant.to_dict()

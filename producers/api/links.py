@@ -1,0 +1,55 @@
+"""``POST /links``, ``GET /links/{platform}``, ``DELETE /links/{platform}/{external_id}`` (bearer token)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Response, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from producers.api.auth import require_token
+from producers.state import AppState, app_state
+from producers.submit import link_and_release
+
+router = APIRouter(dependencies=[Depends(require_token)])
+
+Platform = Literal["twitch", "patreon"]
+
+
+class LinkIn(BaseModel):
+    """Body of ``POST /links``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    platform: Platform
+    external_id: str = Field(pattern=r"^[0-9]{1,32}$", description="the platform's numeric user id")
+    discord_user_id: str = Field(pattern=r"^[0-9]{17,20}$", description="Discord id, 17-20 digits")
+
+
+@router.post("/links", status_code=status.HTTP_201_CREATED)
+def create_link(body: LinkIn, state: Annotated[AppState, Depends(app_state)]) -> dict[str, Any]:
+    """Link a platform user to a Discord user and queue every grant parked for them."""
+    released = link_and_release(state.ledger, state.links, body.platform, body.external_id, body.discord_user_id)
+    return {**body.model_dump(), "released": released}
+
+
+@router.get("/links/{platform}")
+def list_links(platform: Platform, state: Annotated[AppState, Depends(app_state)]) -> dict[str, Any]:
+    """Every link of ``platform``, run-time and static."""
+    links = state.links.all(platform)
+    return {
+        "platform": platform,
+        "links": [{"external_id": ext, "discord_user_id": d, "origin": o} for ext, (d, o) in sorted(links.items())],
+    }
+
+
+@router.delete("/links/{platform}/{external_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_link(
+    platform: Platform,
+    external_id: Annotated[str, Path(pattern=r"^[0-9]{1,32}$")],
+    state: Annotated[AppState, Depends(app_state)],
+) -> Response:
+    """Forget a run-time link (static links live in the rewards file)."""
+    if not state.links.remove(platform, external_id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no run-time link for that user")
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,276 @@
+"""The operator's commands on the ledger and the links: ``grant``, ``grants``, ``dead``, ``resolve``, ``links``.
+
+Each one talks to the same Redis as the service: grants it creates or moves go
+through the same ledger and schedule as the web app's, and every change is one
+atomic step, so a command killed half-way or run twice does nothing twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+import uuid
+from typing import Any
+
+from config.rewards import load_rewards
+from config.settings import Settings
+from producers.cli_errors import CliError
+from producers.links import PLATFORMS, LinkStore, check_link
+from producers.submit import link_and_release, requeue_grant, submit_grant
+from worker.connections import connect_redis
+from worker.grant import Grant, GrantItem, GrantState, NewGrant
+from worker.keys import Keys
+from worker.ledger import Ledger
+
+#: WetBot's documented amount range.
+MAX_AMOUNT = 1_000_000_000
+
+
+def register(commands: Any) -> None:
+    """Add ``grant``, ``grants``, ``dead``, ``links`` and ``resolve`` to the top-level ``commands``."""
+    grant = commands.add_parser("grant", help="queue a grant by hand")
+    grant.add_argument("--user", required=True, help="Discord user id")
+    grant.add_argument("--guild", help="Discord guild id (default: guild_id of the rewards file)")
+    grant.add_argument(
+        "--item", action="append", required=True, metavar="ID=AMOUNT", help="item and amount; repeat for more"
+    )
+    grant.add_argument("--key", help="idempotency key (the same key never grants twice)")
+    grant.add_argument("--reason", default="", help="free text kept on the grant")
+    grant.set_defaults(run=_grant)
+
+    grants = commands.add_parser("grants", help="list or show grants").add_subparsers(title="grants commands")
+    listing = grants.add_parser("list", help="list grants, newest first")
+    listing.add_argument("--state", choices=[s.value for s in GrantState])
+    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(run=_grants_list)
+    show = grants.add_parser("show", help="one grant with its history")
+    show.add_argument("grant_id")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(run=_grants_show)
+
+    dead = commands.add_parser("dead", help="grants that ended dead").add_subparsers(title="dead commands")
+    dead_list = dead.add_parser("list", help="list dead grants with their last error")
+    dead_list.add_argument("--limit", type=int, default=50)
+    dead_list.add_argument("--json", action="store_true")
+    dead_list.set_defaults(run=_dead_list)
+    replay = dead.add_parser("replay", help="queue dead grants again (attempts start over)")
+    replay.add_argument("grant_ids", nargs="*")
+    replay.add_argument("--all", action="store_true", help="every dead grant")
+    replay.set_defaults(run=_dead_replay)
+
+    links = commands.add_parser("links", help="Twitch/Patreon user -> Discord user links").add_subparsers(
+        title="links commands"
+    )
+    link_add = links.add_parser("add", help="link a user and queue the grants parked for them")
+    link_add.add_argument("platform", choices=PLATFORMS)
+    link_add.add_argument("external_id", help="the platform's numeric user id")
+    link_add.add_argument("discord_user_id")
+    link_add.set_defaults(run=_links_add)
+    link_list = links.add_parser("list", help="every link of a platform")
+    link_list.add_argument("platform", choices=PLATFORMS)
+    link_list.set_defaults(run=_links_list)
+    link_remove = links.add_parser("remove", help="forget a run-time link")
+    link_remove.add_argument("platform", choices=PLATFORMS)
+    link_remove.add_argument("external_id")
+    link_remove.set_defaults(run=_links_remove)
+
+    resolve = commands.add_parser("resolve", help="decide a grant in state unknown")
+    resolve.add_argument("grant_id")
+    decision = resolve.add_mutually_exclusive_group(required=True)
+    decision.add_argument("--delivered", action="store_true", help="WetBot did apply it: mark delivered")
+    decision.add_argument("--resend", action="store_true", help="WetBot did not apply it: send it again")
+    decision.add_argument(
+        "--verify", action="store_true", help="read the member's profile back and let the worker decide (one rate slot)"
+    )
+    resolve.add_argument("--note", default="", help="why, kept in the grant's history")
+    resolve.set_defaults(run=_resolve)
+
+
+# --- commands -------------------------------------------------------------------------------
+def _grant(settings: Settings, args: argparse.Namespace) -> int:
+    guild_id = args.guild or load_rewards(settings.rewards_file, missing_ok=True).guild_id
+    if guild_id is None:
+        raise CliError("--guild is required: the rewards file sets no default guild_id")
+    for name, value in (("--user", args.user), ("--guild", guild_id)):
+        if not (value.isdigit() and 17 <= len(value) <= 20):
+            raise CliError(f"{name}: expected a Discord id of 17-20 digits")
+    items = tuple(_parse_item(text) for text in args.item)
+    if len({item.item_id for item in items}) != len(items):
+        raise CliError("--item: the same item id appears twice; give it once with the total amount")
+    key = args.key or uuid.uuid4().hex
+    new = NewGrant(
+        guild_id=guild_id,
+        user_id=args.user,
+        items=items,
+        source="cli",
+        idempotency_key=f"cli:{key}",
+        source_ref=args.key or "",
+        reason=args.reason,
+    )
+    result = submit_grant(_ledger(settings), new)
+    verb = "queued" if result.created else "already exists (same --key)"
+    print(f"grant {result.grant.id} {verb}: state {result.grant.state.value}")
+    return 0
+
+
+def _grants_list(settings: Settings, args: argparse.Namespace) -> int:
+    state = GrantState(args.state) if args.state else None
+    _print_grants(_ledger(settings).list_grants(state, limit=args.limit), as_json=args.json)
+    return 0
+
+
+def _grants_show(settings: Settings, args: argparse.Namespace) -> int:
+    ledger = _ledger(settings)
+    grant = _get(ledger, args.grant_id)
+    history = ledger.history(grant.id)
+    if args.json:
+        data = grant.to_dict()
+        data["history"] = [{"at": t.at, "from": t.from_state, "to": t.to_state, "reason": t.reason} for t in history]
+        print(json.dumps(data, indent=2))
+        return 0
+    for key, value in grant.to_dict().items():
+        if key == "items":
+            value = ", ".join(f"{i['item_id']} x {_amount(i['amount'])}" for i in value)
+        elif key in ("created_at", "updated_at"):
+            value = _when(value)
+        print(f"{key:>16}: {value if value not in (None, '') else '-'}")
+    print("         history:")
+    for t in history:
+        print(f"  {_when(t.at)}  {t.from_state or '(new)':>9} -> {t.to_state:<9} {t.reason}")
+    return 0
+
+
+def _dead_list(settings: Settings, args: argparse.Namespace) -> int:
+    _print_grants(_ledger(settings).list_grants(GrantState.DEAD, limit=args.limit), as_json=args.json, errors=True)
+    return 0
+
+
+def _dead_replay(settings: Settings, args: argparse.Namespace) -> int:
+    """Queue dead grants again, each in one atomic step: a second run (or a run after a kill) skips what moved."""
+    ledger = _ledger(settings)
+    if args.all == bool(args.grant_ids):
+        raise CliError("dead replay: give grant ids or --all (not both)")
+    ids = ledger.ids_in(GrantState.DEAD) if args.all else list(args.grant_ids)
+    replayed = 0
+    for grant_id in ids:
+        grant = _get(ledger, grant_id)
+        if grant.state != GrantState.DEAD:
+            print(f"grant {grant.id}: is {grant.state.value}, not dead; skipped", file=sys.stderr)
+            continue
+        if requeue_grant(ledger, grant.id, "replayed by an operator", expect=GrantState.DEAD):
+            replayed += 1
+            print(f"grant {grant.id} queued again")
+        else:
+            print(f"grant {grant.id}: changed meanwhile; skipped", file=sys.stderr)
+    print(f"{replayed} grant(s) replayed")
+    return 0
+
+
+def _resolve(settings: Settings, args: argparse.Namespace) -> int:
+    """Decide an ``unknown`` grant in one atomic step (safe to run twice: the second finds it decided)."""
+    ledger = _ledger(settings)
+    grant = _get(ledger, args.grant_id)
+    if grant.state != GrantState.UNKNOWN:
+        raise CliError(f"grant {grant.id} is {grant.state.value}; only grants in state unknown can be resolved")
+    note = f" ({args.note})" if args.note else ""
+    if args.delivered:
+        moved = ledger.transition(
+            grant.id, GrantState.DELIVERED, f"resolved by an operator: applied{note}", expect=[GrantState.UNKNOWN]
+        )
+        done = "marked delivered"
+    elif args.verify:
+        reason = f"operator asked for a read-back{note}"
+        moved = requeue_grant(ledger, grant.id, reason, expect=GrantState.UNKNOWN, verify=True)
+        done = "queued for a read-back of the member's profile"
+    else:
+        reason = f"resolved by an operator: not applied, resend{note}"
+        moved = requeue_grant(ledger, grant.id, reason, expect=GrantState.UNKNOWN)
+        done = "queued to be sent again"
+    if not moved:
+        raise CliError(f"grant {grant.id} changed meanwhile; look again")
+    print(f"grant {grant.id} {done}")
+    return 0
+
+
+def _links_add(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        check_link(args.platform, args.external_id, args.discord_user_id)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    redis, keys = connect_redis(settings), Keys(settings.redis_key_prefix)
+    links = LinkStore.for_rewards(redis, keys, load_rewards(settings.rewards_file, missing_ok=True))
+    released = link_and_release(Ledger(redis, keys), links, args.platform, args.external_id, args.discord_user_id)
+    print(f"{args.platform} user {args.external_id} linked to Discord user {args.discord_user_id}; "
+          f"{len(released)} parked grant(s) queued")  # fmt: skip
+    return 0
+
+
+def _links_list(settings: Settings, args: argparse.Namespace) -> int:
+    redis, keys = connect_redis(settings), Keys(settings.redis_key_prefix)
+    links = LinkStore.for_rewards(redis, keys, load_rewards(settings.rewards_file, missing_ok=True))
+    found = links.all(args.platform)
+    if not found:
+        print("no links")
+    for external_id, (discord_id, origin) in sorted(found.items()):
+        print(f"{external_id:>20} -> {discord_id}  ({origin})")
+    return 0
+
+
+def _links_remove(settings: Settings, args: argparse.Namespace) -> int:
+    links = LinkStore(connect_redis(settings), Keys(settings.redis_key_prefix))
+    if not links.remove(args.platform, args.external_id):
+        raise CliError(f"no run-time link for {args.platform} user {args.external_id}")
+    print(f"link of {args.platform} user {args.external_id} removed")
+    return 0
+
+
+# --- helpers ----------------------------------------------------------------------------------
+def _ledger(settings: Settings) -> Ledger:
+    return Ledger(connect_redis(settings), Keys(settings.redis_key_prefix))
+
+
+def _get(ledger: Ledger, grant_id: str) -> Grant:
+    grant = ledger.get(grant_id)
+    if grant is None:
+        raise CliError(f"no grant with id {grant_id!r}")
+    return grant
+
+
+def _parse_item(text: str) -> GrantItem:
+    item_id, sep, amount_text = text.rpartition("=")
+    if not sep or not item_id:
+        raise CliError(f"--item {text!r}: expected ID=AMOUNT, e.g. gem=5")
+    try:
+        amount = float(amount_text)
+    except ValueError:
+        raise CliError(f"--item {text!r}: amount is not a number") from None
+    if not math.isfinite(amount) or amount == 0 or abs(amount) > MAX_AMOUNT:
+        raise CliError(f"--item {text!r}: amount must be non-zero and between -1e9 and 1e9")
+    return GrantItem(item_id, amount)
+
+
+def _print_grants(grants: list[Grant], *, as_json: bool, errors: bool = False) -> None:
+    if as_json:
+        print(json.dumps([g.to_dict() for g in grants], indent=2))
+        return
+    if not grants:
+        print("no grants")
+        return
+    for g in grants:
+        items = ", ".join(f"{i.item_id} x {_amount(i.amount)}" for i in g.items)
+        line = f"{g.id}  {g.state.value:<9} {_when(g.updated_at)}  {g.guild_id}/{g.user_id}  {items}  [{g.source}]"
+        if errors and g.last_error:
+            line += f"\n    last error: {g.last_error}"
+        print(line)
+
+
+def _amount(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _when(epoch: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))

@@ -1,0 +1,227 @@
+"""Twitch commands: ``send-test twitch <event>`` and ``twitch subscribe``.
+
+``send-test twitch`` signs a sample event with ``TWITCH_WEBHOOK_SECRET`` and
+posts it to a running instance, printing what it answered. ``twitch subscribe``
+creates, through Helix, the EventSub subscriptions the rewards file's rules
+need, skipping the ones that already exist, so running it twice creates nothing
+the second time. Neither ever prints a secret.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from config.rewards import ChannelPointsRedemptionRule, TwitchSection, load_rewards
+from config.settings import Settings
+from producers.cli_errors import CliError
+from producers.twitch.helix import HelixClient, HelixError, Subscription, SubscriptionExists
+from producers.twitch.samples import SAMPLE_REWARD_ID, SAMPLE_TYPES, sample_event, sample_payload, signed_request
+
+__all__ = ["WantedSubscription", "register", "wanted_subscriptions"]
+
+#: Seconds to wait for the running instance to answer a test event.
+SEND_TIMEOUT_S = 10.0
+#: Characters of the answer's body printed by ``send-test``.
+MAX_SHOWN_BODY = 2000
+_TWITCH_ID = re.compile(r"[0-9]{1,32}")
+MESSAGE_TYPES = ("notification", "webhook_callback_verification", "revocation")
+
+
+def register(commands: Any, send_test: Any) -> None:
+    """Add ``send-test twitch`` to ``send_test`` and ``twitch subscribe`` to the top-level ``commands``."""
+    test = send_test.add_parser("twitch", help="sign a sample Twitch EventSub event and post it")
+    test.add_argument(
+        "event",
+        choices=sorted(SAMPLE_TYPES),
+        metavar="EVENT",
+        help=f"EventSub subscription type: {', '.join(SAMPLE_TYPES)}",
+    )
+    test.add_argument("--url", help="base URL of the running instance (default http://127.0.0.1:$PORT, PORT 8000)")
+    test.add_argument("--user-id", help="Twitch user id the event is from (default 1234, as in Twitch's samples)")
+    test.add_argument("--reward-id", help="custom reward id of a redemption (default: the rewards file's first one)")
+    test.add_argument("--user-input", default="pogchamp", help="the viewer's text of a redemption")
+    test.add_argument("--message-type", choices=MESSAGE_TYPES, default="notification")
+    test.set_defaults(run=_send_test)
+
+    twitch = commands.add_parser("twitch", help="Twitch EventSub set-up").add_subparsers(title="twitch commands")
+    subscribe = twitch.add_parser("subscribe", help="create the EventSub subscriptions the rules need (idempotent)")
+    subscribe.add_argument("--callback", required=True, help="public https URL of POST /webhooks/twitch")
+    subscribe.add_argument("--broadcaster-id", required=True, help="the channel's Twitch user id")
+    subscribe.add_argument("--dry-run", action="store_true", help="list what would be created, create nothing")
+    subscribe.set_defaults(run=_subscribe)
+
+
+# -- send-test twitch -------------------------------------------------------------------------
+
+
+def _send_test(settings: Settings, args: argparse.Namespace) -> int:
+    if settings.twitch_webhook_secret is None:
+        raise CliError("TWITCH_WEBHOOK_SECRET is not set: the test event cannot be signed")
+    if args.user_id is not None and not _TWITCH_ID.fullmatch(args.user_id):
+        raise CliError("--user-id: expected a Twitch user id (digits)")
+    rewards = load_rewards(settings.rewards_file, missing_ok=True)
+    reward_ids = [r.reward_id for r in rewards.twitch.rules if isinstance(r, ChannelPointsRedemptionRule)]
+    reward_id = args.reward_id or (reward_ids[0] if reward_ids else SAMPLE_REWARD_ID)
+    event = sample_event(args.event, user_id=args.user_id, reward_id=reward_id, user_input=args.user_input)
+    payload = sample_payload(args.event, event, message_type=args.message_type)
+    body, headers = signed_request(
+        settings.twitch_webhook_secret.get_secret_value(), payload, message_type=args.message_type
+    )
+    base = (args.url or f"http://127.0.0.1:{os.environ.get('PORT') or '8000'}").rstrip("/")
+    url = f"{base}/webhooks/twitch"
+    try:
+        response = requests.post(url, data=body, headers=headers, timeout=SEND_TIMEOUT_S)
+    except requests.RequestException as exc:
+        raise CliError(f"cannot reach {url} ({type(exc).__name__}); is the service running?") from None
+    print(f"sent {args.message_type} {args.event} (message id {headers['twitch-eventsub-message-id']}) to {url}")
+    print(f"answer: {response.status_code} {response.reason}")
+    if response.text:
+        print(response.text[:MAX_SHOWN_BODY])
+    return 0 if response.ok else 1
+
+
+# -- twitch subscribe ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WantedSubscription:
+    """One EventSub subscription the rules need."""
+
+    type: str
+    version: str
+    condition: dict[str, str]
+
+    def describe(self) -> str:
+        shown = " ".join(f"{k}={v}" for k, v in sorted(self.condition.items()))
+        return f"{self.type} v{self.version} ({shown})"
+
+    def matched_by(self, existing: Subscription, callback: str) -> bool:
+        """Same type, version, webhook callback and condition.
+
+        A redemption subscription without a ``reward_id`` covers every reward of the broadcaster.
+        """
+        wanted = (self.type, self.version, "webhook", callback)
+        if (existing.type, existing.version, existing.method, existing.callback) != wanted:
+            return False
+        if existing.condition == self.condition:
+            return True
+        all_rewards = {k: v for k, v in self.condition.items() if k != "reward_id"}
+        return self.type == "channel.channel_points_custom_reward_redemption.add" and existing.condition == all_rewards
+
+
+def wanted_subscriptions(section: TwitchSection, broadcaster_id: str) -> list[WantedSubscription]:
+    """The subscriptions ``section``'s rules need, in rule order, without repeats.
+
+    Conditions per research/twitch.md §2: ``channel.follow`` v2 also needs
+    ``moderator_user_id`` (the broadcaster), ``channel.raid`` is keyed on the
+    receiving channel (``to_broadcaster_user_id``), and a redemption rule asks
+    for its own ``reward_id``. A ``channel.subscribe`` rule that rewards gifters
+    also needs ``channel.subscription.gift`` (the gifter is named only there).
+    """
+    wanted: list[WantedSubscription] = []
+
+    def add(subscription_type: str, condition: dict[str, str]) -> None:
+        item = WantedSubscription(subscription_type, SAMPLE_TYPES[subscription_type], condition)
+        if item not in wanted:
+            wanted.append(item)
+
+    broadcaster = {"broadcaster_user_id": broadcaster_id}
+    for rule in section.rules:
+        if rule.event == "channel.raid":
+            add(rule.event, {"to_broadcaster_user_id": broadcaster_id})
+        elif rule.event == "channel.follow":
+            add(rule.event, {**broadcaster, "moderator_user_id": broadcaster_id})
+        elif isinstance(rule, ChannelPointsRedemptionRule):
+            add(rule.event, {**broadcaster, "reward_id": rule.reward_id})
+        else:
+            add(rule.event, broadcaster)
+            if rule.event == "channel.subscribe" and getattr(rule, "gifted", "") in ("gifter", "both"):
+                add("channel.subscription.gift", broadcaster)
+    return wanted
+
+
+def _subscribe(settings: Settings, args: argparse.Namespace) -> int:
+    client_id, client_secret = settings.twitch_client_id, settings.twitch_client_secret
+    webhook_secret = settings.twitch_webhook_secret
+    if client_id is None or client_secret is None or webhook_secret is None:
+        named = {
+            "TWITCH_CLIENT_ID": client_id,
+            "TWITCH_CLIENT_SECRET": client_secret,
+            "TWITCH_WEBHOOK_SECRET": webhook_secret,
+        }
+        missing = ", ".join(name for name, value in named.items() if value is None)
+        raise CliError(f"{missing} must be set to create EventSub subscriptions")
+    if not _TWITCH_ID.fullmatch(args.broadcaster_id):
+        raise CliError("--broadcaster-id: expected the channel's Twitch user id (digits)")
+    if not args.callback.startswith("https://"):
+        raise CliError("--callback: Twitch only calls https:// URLs (port 443)")
+    wanted = wanted_subscriptions(load_rewards(settings.rewards_file).twitch, args.broadcaster_id)
+    if not wanted:
+        print("the rewards file has no Twitch rules: nothing to subscribe to")
+        return 0
+    helix = HelixClient(
+        api_url=settings.twitch_api_url,
+        auth_url=settings.twitch_auth_url,
+        client_id=client_id,
+        client_secret=client_secret.get_secret_value(),
+    )
+    try:
+        return _reconcile(helix, wanted, args.callback, webhook_secret.get_secret_value(), dry_run=args.dry_run)
+    except HelixError as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        helix.close()
+
+
+def _reconcile(
+    helix: HelixClient, wanted: list[WantedSubscription], callback: str, secret: str, *, dry_run: bool
+) -> int:
+    """Create each wanted subscription that no active one matches; replace matching ones that stopped working."""
+    existing = helix.list_subscriptions()
+    created = kept = failed = 0
+    for item in wanted:
+        matches = [sub for sub in existing if item.matched_by(sub, callback)]
+        active = [sub for sub in matches if sub.active]
+        if active:
+            print(f"exists   {item.describe()}: {active[0].status}")
+            kept += 1
+            continue
+        if dry_run:
+            print(f"would create {item.describe()}")
+            continue
+        for dead in matches:
+            print(f"removing {item.describe()}: {dead.status}")
+            helix.delete_subscription(dead.id)
+        try:
+            made = helix.create_subscription(item.type, item.version, item.condition, callback, secret)
+        except SubscriptionExists:
+            # Twitch keys duplicates on type and condition: the one it has may send elsewhere.
+            others = sorted(
+                {
+                    sub.callback
+                    for sub in existing
+                    if sub.active
+                    and sub.type == item.type
+                    and sub.condition == item.condition
+                    and sub.callback != callback
+                }
+            )
+            elsewhere = f", sending to {', '.join(others)}" if others else ""
+            print(f"exists   {item.describe()}: Twitch says it already exists{elsewhere}")
+            kept += 1
+            continue
+        except HelixError as exc:
+            print(f"FAILED   {item.describe()}: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"created  {item.describe()}: {made.status}")
+        created += 1
+    print(f"{created} created, {kept} already there, {failed} failed")
+    return 1 if failed else 0

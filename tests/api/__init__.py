@@ -1,0 +1,1 @@
+"""Tests of ``producers/api/``: the grants API, health and metrics, through the real app."""

@@ -1,0 +1,1 @@
+"""Tests of ``producers/patreon/``: the member webhook, its events, rules, memory and CLI."""

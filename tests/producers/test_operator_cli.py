@@ -1,0 +1,147 @@
+"""The ``wetbot-rewards`` command line against a real Redis."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from redis import Redis
+
+from producers.cli import main
+from tests.conftest import GUILD, TEST_REDIS_URL, USER
+from worker.broker import QUEUE_NAME
+from worker.grant import GrantItem, GrantState, NewGrant
+from worker.keys import Keys
+from worker.ledger import Ledger
+from worker.schedule import Schedule
+
+
+@pytest.fixture(autouse=True)
+def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, prefix: str, rewards_file: Path) -> None:
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    monkeypatch.setenv("REDIS_URL", TEST_REDIS_URL)
+    monkeypatch.setenv("REDIS_KEY_PREFIX", prefix)
+    monkeypatch.setenv("REWARDS_FILE", str(rewards_file))
+
+
+def due_now(redis: Redis, keys: Keys) -> set[str]:
+    """Grants the ledger's schedule has due now: a worker's reconciler dispatches them within a second."""
+    return set(Schedule(redis, keys).due_ids())
+
+
+def test_grant_queues_once_per_key(
+    capsys: pytest.CaptureFixture[str], ledger: Ledger, redis: Redis, keys: Keys
+) -> None:
+    assert main(["grant", "--user", USER, "--item", "gem=5", "--item", "potion=1.5", "--key", "k1"]) == 0
+    assert "queued: state queued" in capsys.readouterr().out
+    assert main(["grant", "--user", USER, "--item", "gem=5", "--item", "potion=1.5", "--key", "k1"]) == 0
+    assert "already exists" in capsys.readouterr().out
+    [grant] = ledger.list_grants()
+    assert grant.guild_id == GUILD and grant.source == "cli"
+    assert grant.items == (GrantItem("gem", 5.0), GrantItem("potion", 1.5))
+    assert int(redis.llen(f"{keys.dramatiq_namespace}:{QUEUE_NAME}")) == 1  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--item", "gem"], "expected ID=AMOUNT"),
+        (["--item", "gem=lots"], "not a number"),
+        (["--item", "gem=0"], "non-zero"),
+        (["--item", "gem=2e9"], "between -1e9 and 1e9"),
+        (["--item", "gem=1", "--item", "gem=2"], "appears twice"),
+        (["--item", "gem=1", "--guild", "12"], "--guild: expected a Discord id"),
+    ],
+)
+def test_grant_rejects_bad_input_and_queues_nothing(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str], ledger: Ledger
+) -> None:
+    assert main(["grant", "--user", USER, *args]) == 1
+    assert message in capsys.readouterr().err
+    assert ledger.list_grants() == []
+
+
+def test_grants_list_and_show(capsys: pytest.CaptureFixture[str], ledger: Ledger) -> None:
+    grant = ledger.create(NewGrant(GUILD, USER, (GrantItem("gem", 2),), source="test", idempotency_key="t:1")).grant
+    assert main(["grants", "list", "--json"]) == 0
+    assert [g["id"] for g in json.loads(capsys.readouterr().out)] == [grant.id]
+    assert main(["grants", "list", "--state", "dead"]) == 0
+    assert capsys.readouterr().out.strip() == "no grants"
+    assert main(["grants", "show", grant.id]) == 0
+    out = capsys.readouterr().out
+    assert grant.id in out and "gem x 2" in out and "created by test" in out
+    assert main(["grants", "show", "nope"]) == 1
+    assert "no grant with id" in capsys.readouterr().err
+
+
+def dead_grant(ledger: Ledger, key: str) -> str:
+    grant = ledger.create(NewGrant(GUILD, USER, (GrantItem("gem", 1),), source="test", idempotency_key=key)).grant
+    ledger.transition(grant.id, GrantState.SENDING, "test", add_attempt=True)
+    ledger.transition(grant.id, GrantState.DEAD, "test", add_failure=True, last_error="HTTP 404: Item not found")
+    return grant.id
+
+
+def test_dead_list_and_replay(capsys: pytest.CaptureFixture[str], ledger: Ledger, redis: Redis, keys: Keys) -> None:
+    first, second = dead_grant(ledger, "t:a"), dead_grant(ledger, "t:b")
+    assert main(["dead", "list"]) == 0
+    assert capsys.readouterr().out.count("last error: HTTP 404: Item not found") == 2
+    assert main(["dead", "replay", first]) == 0
+    replayed = ledger.get(first)
+    assert replayed is not None and replayed.state == GrantState.QUEUED and replayed.failures == 0
+    assert due_now(redis, keys) == {first}, "the replay and its place on the schedule are one step"
+    assert main(["dead", "replay", "--all"]) == 0
+    assert "1 grant(s) replayed" in capsys.readouterr().out
+    assert ledger.get(second).state == GrantState.QUEUED  # type: ignore[union-attr]
+    assert due_now(redis, keys) == {first, second}
+    # Run again (as after a kill mid-run): nothing is replayed twice.
+    assert main(["dead", "replay", first, second]) == 0
+    assert "0 grant(s) replayed" in capsys.readouterr().out
+    assert [t.to_state for t in ledger.history(first)].count("queued") == 2  # created, replayed once
+    assert main(["dead", "replay"]) == 1
+
+
+def unknown_grant(ledger: Ledger, key: str) -> str:
+    grant = ledger.create(NewGrant(GUILD, USER, (GrantItem("gem", 1),), source="test", idempotency_key=key)).grant
+    ledger.transition(grant.id, GrantState.SENDING, "test", add_attempt=True)
+    ledger.transition(grant.id, GrantState.UNKNOWN, "timeout", last_error="may have been applied")
+    return grant.id
+
+
+def test_resolve_delivered_and_resend(
+    capsys: pytest.CaptureFixture[str], ledger: Ledger, redis: Redis, keys: Keys
+) -> None:
+    applied, lost = unknown_grant(ledger, "t:u1"), unknown_grant(ledger, "t:u2")
+    assert main(["resolve", applied, "--delivered", "--note", "saw it in Discord"]) == 0
+    assert ledger.get(applied).state == GrantState.DELIVERED  # type: ignore[union-attr]
+    assert "saw it in Discord" in ledger.history(applied)[-1].reason
+    assert due_now(redis, keys) == set()
+    assert main(["resolve", lost, "--resend"]) == 0
+    assert ledger.get(lost).state == GrantState.QUEUED  # type: ignore[union-attr]
+    assert due_now(redis, keys) == {lost}
+    assert main(["resolve", applied, "--resend"]) == 1
+    assert "only grants in state unknown" in capsys.readouterr().err
+
+
+def test_resolve_verify_asks_the_worker_for_a_read_back(
+    capsys: pytest.CaptureFixture[str], ledger: Ledger, redis: Redis, keys: Keys
+) -> None:
+    grant_id = unknown_grant(ledger, "t:v1")
+    assert main(["resolve", grant_id, "--verify"]) == 0
+    grant = ledger.get(grant_id)
+    assert grant is not None and grant.state == GrantState.RETRYING and grant.verify_pending
+    assert due_now(redis, keys) == {grant_id}
+    assert redis.get(keys.hold(GUILD, USER)) == grant_id.encode(), "the user's other grants wait for the read-back"
+    assert main(["resolve", grant_id, "--verify"]) == 1, "a second run finds it decided"
+
+
+def test_console_script_is_installed_and_reports_redis_down(tmp_path: Path) -> None:
+    script = Path(sys.executable).parent / "wetbot-rewards"
+    env = {**os.environ, "REDIS_URL": "redis://127.0.0.1:1/0"}
+    done = subprocess.run([script, "grants", "list"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=30)
+    assert done.returncode == 1
+    assert done.stderr.strip().startswith("wetbot-rewards: cannot use Redis")
+    assert subprocess.run([script, "--help"], capture_output=True, cwd=tmp_path, timeout=30).returncode == 0

@@ -1,0 +1,1 @@
+"""Tests of ``simulator/``: the WetBot simulator itself."""

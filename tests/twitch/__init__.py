@@ -1,0 +1,1 @@
+"""Tests of ``producers/twitch/``: the EventSub webhook, its signatures, rules, samples and CLI."""

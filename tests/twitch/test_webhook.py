@@ -1,0 +1,446 @@
+"""``POST /webhooks/twitch`` end to end: the real app, real Redis, and (where it matters) a real worker + simulator."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, cast
+
+import httpx2
+import pytest
+import requests
+from fastapi.testclient import TestClient
+from redis import Redis
+
+from config.settings import Settings
+from producers.app import create_app
+from producers.counters import read_counters
+from producers.twitch.samples import SAMPLE_REWARD_ID, sample_event, sample_payload, signed_request, twitch_timestamp
+from producers.twitch.webhook import MAX_BODY_BYTES, SEEN_MESSAGE, SEEN_REVOCATION_STATE
+from simulator.wetbot import WetbotSimulator
+from tests.conftest import (
+    GUILD,
+    TOKEN,
+    USER,
+    CapturingTransport,
+    RunningWorker,
+    SettingsFactory,
+    serve_app,
+    wait_for,
+)
+from tests.twitch.test_samples import documented, signature_vectors
+from worker.grant import Grant, GrantState
+from worker.keys import IDEMPOTENCY_TTL_S, Keys
+from worker.ledger import Ledger
+
+SECRET = "twitch-test-secret-4b8c2d"
+LINKED_TWITCH = "4242"
+LINK_REWARD = "link-reward-0001"
+#: Minimum life of dedupe markers the issue asks for (35 days).
+MIN_DEDUPE_S = 35 * 24 * 3600
+
+RULES = f"""
+guild_id = "{GUILD}"
+
+[[twitch.rules]]
+name = "sub"
+event = "channel.subscribe"
+gifted = "both"
+items = [{{ id = "sub-chest", amount = 1 }}]
+
+[[twitch.rules]]
+name = "gift"
+event = "channel.subscription.gift"
+items = [{{ id = "gift-token", amount = 1 }}]
+
+[[twitch.rules]]
+name = "resub"
+event = "channel.subscription.message"
+min_cumulative_months = 12
+items = [{{ id = "badge", amount = 1 }}]
+
+[[twitch.rules]]
+name = "cheer"
+event = "channel.cheer"
+per_bits = 100
+items = [{{ id = "gem", amount = 1 }}]
+
+[[twitch.rules]]
+name = "potion"
+event = "channel.channel_points_custom_reward_redemption.add"
+reward_id = "{SAMPLE_REWARD_ID}"
+items = [{{ id = "potion", amount = 3 }}]
+
+[[twitch.rules]]
+name = "link"
+event = "channel.channel_points_custom_reward_redemption.add"
+reward_id = "{LINK_REWARD}"
+link_reward = true
+items = [{{ id = "welcome", amount = 1 }}]
+
+[[twitch.rules]]
+name = "follow"
+event = "channel.follow"
+items = [{{ id = "kit", amount = 1 }}]
+
+[[twitch.rules]]
+name = "raid"
+event = "channel.raid"
+min_viewers = 10
+items = [{{ id = "banner", amount = 1 }}]
+
+[twitch.links]
+"{LINKED_TWITCH}" = "{USER}"
+"""
+
+
+@pytest.fixture
+def twitch_settings(make_settings: SettingsFactory, tmp_path: Path) -> Settings:
+    path = tmp_path / "twitch-rules.toml"
+    path.write_text(RULES, encoding="utf-8")
+    return make_settings(rewards_file=path, twitch_webhook_secret=SECRET)
+
+
+@pytest.fixture
+def client(twitch_settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(twitch_settings)) as test_client:
+        yield test_client
+
+
+def post(
+    client: TestClient,
+    payload: dict[str, Any] | bytes,
+    *,
+    message_type: str = "notification",
+    message_id: str | None = None,
+    timestamp: str | None = None,
+    secret: str = SECRET,
+    **extra_headers: str,
+) -> httpx2.Response:
+    body, headers = signed_request(
+        secret, payload, message_type=message_type, message_id=message_id, timestamp=timestamp
+    )
+    return client.post("/webhooks/twitch", content=body, headers={**headers, **extra_headers})
+
+
+def notify(
+    client: TestClient, subscription_type: str, *, message_id: str | None = None, **fields: Any
+) -> httpx2.Response:
+    event = sample_event(subscription_type)
+    event.update(fields)
+    return post(client, sample_payload(subscription_type, event), message_id=message_id)
+
+
+def grants(ledger: Ledger) -> list[Grant]:
+    return ledger.list_grants(limit=1000, newest_first=False)
+
+
+def counters(redis: Redis, keys: Keys) -> dict[str, int]:
+    return read_counters(redis, keys)
+
+
+def ttl(redis: Redis, key: str) -> int:
+    return int(cast(int, redis.ttl(key)))
+
+
+# -- handshake, signature, freshness -----------------------------------------------------------------
+
+
+def test_challenge_is_answered_as_plain_text(client: TestClient) -> None:
+    payload = json.loads(documented("webhook_callback_verification.json"))
+    response = post(client, payload, message_type="webhook_callback_verification")
+    assert response.status_code == 200
+    assert response.text == "pogchamp-kappa-360noscope-vohiyo"
+    assert response.headers["content-type"].split(";")[0] == "text/plain"
+    assert response.headers["content-length"] == str(len("pogchamp-kappa-360noscope-vohiyo"))
+
+
+def test_the_published_vectors_are_authentic_but_stale(make_settings: SettingsFactory) -> None:
+    vectors = signature_vectors()
+    for vector in vectors:
+        settings = make_settings(twitch_webhook_secret=vector["secret"])
+        with TestClient(create_app(settings)) as client:
+            headers = {**vector["headers"], "Twitch-Eventsub-Message-Signature": vector["expected_signature"]}
+            response = client.post("/webhooks/twitch", content=vector["body"].encode(), headers=headers)
+            assert response.status_code == 403 and "older" in response.json()["detail"]
+            wrong = {**headers, "Twitch-Eventsub-Message-Signature": "sha256=" + "0" * 64}
+            response = client.post("/webhooks/twitch", content=vector["body"].encode(), headers=wrong)
+            assert response.status_code == 403 and "signature" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("age_s", "status"), [(0, 204), (9 * 60, 204), (11 * 60, 403), (-30, 204), (-2 * 60, 403), (-86400, 403)]
+)
+def test_stale_and_future_timestamps(client: TestClient, ledger: Ledger, age_s: float, status: int) -> None:
+    payload = sample_payload("channel.cheer")
+    response = post(client, payload, timestamp=twitch_timestamp(time.time() - age_s))
+    assert response.status_code == status
+    assert len(grants(ledger)) == (1 if status == 204 else 0)
+
+
+def test_missing_or_wrong_signature_is_403_and_grants_nothing(client: TestClient, ledger: Ledger) -> None:
+    body, headers = signed_request(SECRET, sample_payload("channel.cheer"))
+    signed = ("twitch-eventsub-message-signature", "twitch-eventsub-message-id", "twitch-eventsub-message-timestamp")
+    for name in signed:
+        partial = {k: v for k, v in headers.items() if k != name}
+        assert client.post("/webhooks/twitch", content=body, headers=partial).status_code == 403
+    assert post(client, sample_payload("channel.cheer"), secret="not-the-secret-at-all").status_code == 403
+    tampered = body.replace(b'"bits":1000', b'"bits":9000')
+    assert tampered != body
+    assert client.post("/webhooks/twitch", content=tampered, headers=headers).status_code == 403
+    assert grants(ledger) == []
+
+
+def test_no_secret_configured_is_503(make_settings: SettingsFactory) -> None:
+    with TestClient(create_app(make_settings())) as client:
+        assert post(client, sample_payload("channel.cheer")).status_code == 503
+
+
+# -- notifications -------------------------------------------------------------------------------------
+
+
+def test_every_documented_sample_is_granted_and_parked_for_unlinked_users(
+    client: TestClient, ledger: Ledger, redis: Redis, keys: Keys
+) -> None:
+    expected = {
+        "channel.subscribe": [("sub", "1234", "sub-chest", 1)],
+        "channel.subscription.gift": [("gift", "1234", "gift-token", 2), ("sub", "1234", "sub-chest", 2)],
+        "channel.subscription.message": [("resub", "1234", "badge", 1)],
+        "channel.cheer": [("cheer", "1234", "gem", 10)],
+        "channel.channel_points_custom_reward_redemption.add": [("potion", "9001", "potion", 3)],
+        "channel.follow": [("follow", "1234", "kit", 1)],
+        "channel.raid": [("raid", "1234", "banner", 1)],
+        "notification.channel.follow.v1": [("follow", "1337", "kit", 1)],
+    }
+    for name, wanted in expected.items():
+        payload = documented(f"{name}.json")
+        message_id = str(uuid.uuid4())
+        response = post(client, payload, message_id=message_id)
+        assert response.status_code == 204, (name, response.text)
+        made = [g for g in grants(ledger) if g.source_ref == message_id]
+        assert sorted((g.rule, g.external_id, g.items[0].item_id, g.items[0].amount) for g in made) == wanted, name
+        for grant in made:
+            assert grant.state == GrantState.PARKED and grant.user_id == "" and grant.platform == "twitch"
+            assert grant.guild_id == GUILD and grant.source == "twitch" and grant.reason
+            event_id = json.loads(payload).get("event", {}).get("id")
+            assert grant.idempotency_key == f"twitch:{event_id or message_id}:{grant.rule}"
+            assert ttl(redis, keys.idempotency(grant.idempotency_key)) >= MIN_DEDUPE_S
+        assert ttl(redis, keys.seen(SEEN_MESSAGE, message_id)) >= MIN_DEDUPE_S
+    assert counters(redis, keys)["twitch.channel.cheer.granted"] == 1
+
+
+def test_a_linked_user_is_queued_for_their_discord_account(client: TestClient, ledger: Ledger) -> None:
+    assert notify(client, "channel.cheer", user_id=LINKED_TWITCH, bits=250).status_code == 204
+    [grant] = grants(ledger)
+    assert grant.state == GrantState.QUEUED and grant.user_id == USER and grant.items[0].amount == 2
+
+
+def test_a_redelivered_message_grants_once(client: TestClient, ledger: Ledger, redis: Redis, keys: Keys) -> None:
+    payload = sample_payload("channel.cheer")
+    first = post(client, payload, message_id="same-id")
+    again = post(client, payload, message_id="same-id", **{"Twitch-Eventsub-Message-Retry": "1"})
+    assert (first.status_code, again.status_code) == (204, 204)
+    assert len(grants(ledger)) == 1
+    assert counters(redis, keys)["twitch.duplicate"] == 1
+
+
+def test_the_same_redemption_under_a_new_message_id_grants_once(client: TestClient, ledger: Ledger) -> None:
+    payload = sample_payload("channel.channel_points_custom_reward_redemption.add")
+    assert post(client, payload, message_id="m-1").status_code == 204
+    assert post(client, payload, message_id="m-2").status_code == 204
+    [grant] = grants(ledger)
+    assert grant.idempotency_key == f"twitch:{payload['event']['id']}:potion"
+
+
+def test_a_gift_bomb_rewards_gifter_and_recipients_once_each(client: TestClient, ledger: Ledger) -> None:
+    """Rule ``sub`` has gifted = "both": the gifter's share comes from the gift event only, scaled by total."""
+    assert notify(client, "channel.subscription.gift", user_id="700", total=3).status_code == 204
+    for recipient in ("701", "702", "703"):
+        assert notify(client, "channel.subscribe", user_id=recipient, is_gift=True).status_code == 204
+    paid = sorted((g.rule, g.external_id, g.items[0].amount) for g in grants(ledger))
+    assert paid == [("gift", "700", 3), ("sub", "700", 3), ("sub", "701", 1), ("sub", "702", 1), ("sub", "703", 1)]
+
+
+def test_events_no_rule_wants_are_counted_not_errors(
+    client: TestClient, ledger: Ledger, redis: Redis, keys: Keys
+) -> None:
+    assert notify(client, "channel.cheer", bits=99).status_code == 204
+    assert notify(client, "channel.raid", viewers=3).status_code == 204
+    online = {"subscription": {"type": "stream.online", "version": "1"}, "event": {"type": "live"}}
+    assert post(client, online).status_code == 204
+    assert grants(ledger) == []
+    seen = counters(redis, keys)
+    assert seen["twitch.channel.cheer.ignored"] == 1 and seen["twitch.channel.raid.ignored"] == 1
+    assert seen["twitch.stream.online.ignored"] == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "message_type"),
+    [
+        (b"{not json", "notification"),
+        (b"\xff\xfe", "notification"),
+        (b"[1, 2]", "notification"),
+        (b'{"subscription": {"type": "channel.cheer"}}', "notification"),
+        (b'{"subscription": "x", "event": {}}', "notification"),
+        (b'{"subscription": {"type": 5}, "event": {}}', "notification"),
+        (b'{"subscription": {"type": "channel.cheer"}, "event": {"bits": "lots", "user_id": "1"}}', "notification"),
+        (b'{"subscription": {"type": "channel.follow"}, "challenge": 5}', "webhook_callback_verification"),
+        (b'{"subscription": {"type": "channel.follow"}}', ""),
+        (b"[" * 100_000 + b"]" * 100_000, "notification"),
+    ],
+)
+def test_malformed_but_signed_bodies_are_400_and_write_nothing(
+    client: TestClient, ledger: Ledger, redis: Redis, keys: Keys, body: bytes, message_type: str
+) -> None:
+    response = post(client, body, message_type=message_type)
+    assert response.status_code == 400, response.text
+    assert grants(ledger) == [] and list(redis.scan_iter(match=f"{keys.prefix}:seen:*")) == []
+
+
+def test_unknown_message_types_are_acknowledged(client: TestClient) -> None:
+    assert post(client, sample_payload("channel.cheer"), message_type="something_new").status_code == 204
+
+
+def test_bodies_over_one_mebibyte_are_413(client: TestClient, ledger: Ledger) -> None:
+    padding = "x" * MAX_BODY_BYTES
+    payload = sample_payload("channel.cheer", sample_event("channel.cheer", message=padding))
+    assert post(client, payload).status_code == 413
+    body, headers = signed_request(SECRET, payload)
+    streamed = client.post(
+        "/webhooks/twitch",
+        content=iter([body[:1000], body[1000:]]),
+        headers={k: v for k, v in headers.items() if k.lower() != "content-length"},
+    )
+    assert streamed.status_code == 413 and "content-length" not in streamed.request.headers
+    assert grants(ledger) == []
+    small_enough = sample_payload("channel.cheer", sample_event("channel.cheer", message="x" * (MAX_BODY_BYTES - 2000)))
+    assert post(client, small_enough).status_code == 204
+
+
+def test_redis_down_is_503_and_nothing_is_acknowledged(make_settings: SettingsFactory, tmp_path: Path) -> None:
+    rules = tmp_path / "rules.toml"
+    rules.write_text(RULES, encoding="utf-8")
+    settings = make_settings(redis_url="redis://127.0.0.1:1/0", rewards_file=rules, twitch_webhook_secret=SECRET)
+    with TestClient(create_app(settings)) as client:
+        response = notify(client, "channel.cheer")
+        assert response.status_code == 503 and "nothing was queued" in response.json()["detail"]
+        # Authentication and the challenge do not need Redis.
+        assert post(client, sample_payload("channel.cheer"), secret="wrong-secret-12345").status_code == 403
+        challenge = post(
+            client,
+            sample_payload("channel.follow", message_type="webhook_callback_verification"),
+            message_type="webhook_callback_verification",
+        )
+        assert challenge.status_code == 200
+
+
+# -- revocation -------------------------------------------------------------------------------------
+
+
+def test_revocation_is_recorded_and_warned_once_per_message(
+    client: TestClient, redis: Redis, keys: Keys, sentry_events: CapturingTransport
+) -> None:
+    payload = json.loads(documented("revocation.json"))
+    assert post(client, payload, message_type="revocation", message_id="rev-1").status_code == 204
+    assert post(client, payload, message_type="revocation", message_id="rev-1").status_code == 204
+    state = cast(dict[bytes, bytes], redis.hgetall(keys.source_state(SEEN_REVOCATION_STATE, "channel.follow")))
+    assert state[b"status"] == b"authorization_revoked" and state[b"message_id"] == b"rev-1"
+    assert len(sentry_events.events) == 1
+    event = sentry_events.events[0]
+    assert event["level"] == "warning" and "channel.follow" in event["message"]
+    assert event["tags"]["kind"] == "twitch-revocation"
+    assert post(client, payload, message_type="revocation", message_id="rev-2").status_code == 204
+    assert len(sentry_events.events) == 2
+    assert counters(redis, keys)["twitch.revocation"] == 2
+    assert SECRET not in sentry_events.raw()
+
+
+# -- identity ---------------------------------------------------------------------------------------------
+
+
+def redeem_link(client: TestClient, twitch_user: str, user_input: str) -> httpx2.Response:
+    event = sample_event(
+        "channel.channel_points_custom_reward_redemption.add",
+        user_id=twitch_user,
+        reward_id=LINK_REWARD,
+        user_input=user_input,
+    )
+    return post(client, sample_payload("channel.channel_points_custom_reward_redemption.add", event))
+
+
+def test_a_link_reward_links_and_releases_what_was_parked(
+    client: TestClient, ledger: Ledger, redis: Redis, keys: Keys
+) -> None:
+    assert notify(client, "channel.cheer", user_id="555", bits=100).status_code == 204
+    assert grants(ledger)[0].state == GrantState.PARKED
+    assert redeem_link(client, "555", "not a discord id").status_code == 204
+    assert counters(redis, keys)["twitch.link_reward.invalid_input"] == 1
+    assert all(g.state == GrantState.PARKED for g in grants(ledger))  # the reward itself waits too
+    assert redeem_link(client, "555", f"<@{USER}>").status_code == 204
+    assert client.app.state.wetbot.links.resolve("twitch", "555") == USER  # type: ignore[attr-defined]
+    made = grants(ledger)
+    assert len(made) == 3 and all(g.state == GrantState.QUEUED and g.user_id == USER for g in made)
+
+
+def test_three_parked_grants_are_delivered_exactly_once_after_a_link(
+    client: TestClient,
+    twitch_settings: Settings,
+    ledger: Ledger,
+    sim: WetbotSimulator,
+    workers: Callable[..., RunningWorker],
+) -> None:
+    for bits in (100, 200, 300):
+        assert notify(client, "channel.cheer", user_id="31337", bits=bits).status_code == 204
+    assert [g.state for g in grants(ledger)] == [GrantState.PARKED] * 3
+    workers(twitch_settings)
+    link = {"platform": "twitch", "external_id": "31337", "discord_user_id": USER}
+    response = client.post("/links", json=link, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == 201 and len(response.json()["released"]) == 3
+    wait_for(lambda: len(ledger.list_grants(GrantState.DELIVERED)) == 3, timeout_s=15)
+    assert len(sim.applied()) == 3 and sim.inventory(GUILD, USER) == {"gem": 6}
+    # A redelivery after delivery creates and sends nothing more.
+    redelivered = notify(client, "channel.cheer", user_id="31337", bits=100, message_id=grants(ledger)[0].source_ref)
+    assert redelivered.status_code == 204
+    time.sleep(0.3)
+    assert len(sim.applied()) == 3 and len(grants(ledger)) == 3
+
+
+def test_idempotency_claims_outlive_twitch_redeliveries() -> None:
+    assert IDEMPOTENCY_TTL_S >= MIN_DEDUPE_S
+
+
+def test_concurrent_notifications_over_http_grant_once_each(
+    twitch_settings: Settings, ledger: Ledger, redis: Redis, keys: Keys
+) -> None:
+    """A burst through the real server: notifications share create calls, redeliveries among them grant nothing.
+
+    Eight cheers, each delivered three times at once (as Twitch may retry a
+    slow answer), from 24 concurrent connections.
+    """
+    deliveries = []
+    for n in range(8):
+        event = sample_event("channel.cheer", user_id=LINKED_TWITCH, bits=100 * (n + 1))
+        deliveries += [signed_request(SECRET, sample_payload("channel.cheer", event), message_id=f"burst-{n}")] * 3
+    start = threading.Barrier(len(deliveries))
+
+    def deliver(delivery: tuple[bytes, dict[str, str]]) -> int:
+        body, headers = delivery
+        with requests.Session() as session:
+            session.get(f"{url}/healthz", timeout=10)  # connect first, so the posts go out together
+            start.wait(timeout=10)
+            return session.post(f"{url}/webhooks/twitch", data=body, headers=headers, timeout=10).status_code
+
+    with serve_app(create_app(twitch_settings)) as url, ThreadPoolExecutor(len(deliveries)) as pool:
+        statuses = list(pool.map(deliver, deliveries))
+
+    assert statuses == [204] * 24
+    paid = sorted(grant.items[0].amount for grant in grants(ledger))
+    assert paid == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert all(grant.user_id == USER and grant.state is GrantState.QUEUED for grant in grants(ledger))
+    seen = counters(redis, keys)
+    assert (seen["twitch.channel.cheer.granted"], seen["twitch.duplicate"]) == (8, 16)

@@ -1,0 +1,1 @@
+"""Tests of the delivery side (``worker/``): ledger, schedule, delivery, limiter, client, retention."""

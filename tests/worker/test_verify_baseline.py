@@ -1,0 +1,89 @@
+"""A read-back is judged only against a baseline that is still the last thing known about the member.
+
+An outcome left ``unknown`` makes the member's snapshot stale (the request may or may not be in it), and
+any newer profile recorded since a request started (another grant delivered) moves the snapshot's
+``seq``. In both cases the read-back cannot decide and the grant is held ``unknown``, instead of an old
+baseline making a grant that was never applied look applied (a lost grant) when rewards are identical.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from config.settings import Settings
+from producers.submit import requeue_grant
+from simulator.wetbot import WetbotSimulator
+from tests.conftest import GUILD, USER, ScheduleDriver, SettingsFactory
+from worker.delivery import Deliverer
+from worker.grant import GrantItem, GrantState, NewGrant
+from worker.ledger import Ledger
+
+Deliv = Callable[[Settings], Deliverer]
+
+
+def grant(ledger: Ledger, key: str, amount: float = 2) -> str:
+    new = NewGrant(GUILD, USER, (GrantItem("gem", amount),), source="test", idempotency_key=f"t:{key}")
+    return ledger.create(new).grant.id
+
+
+def delivered_total(ledger: Ledger, *ids: str) -> float:
+    total = 0.0
+    for grant_id in ids:
+        g = ledger.get(grant_id)
+        assert g is not None
+        if g.state == GrantState.DELIVERED:
+            total += sum(i.amount for i in g.items)
+    return total
+
+
+def test_after_an_unknown_outcome_the_next_read_back_cannot_use_the_old_snapshot(
+    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator,
+    driver: ScheduleDriver,
+) -> None:  # fmt: skip
+    """Default policy (verify). X: POST applied but answered 500, its read-back fails until it is out of
+    attempts -> unknown (correct). Y (same items, same user): POST not applied (500_before) -> read-back
+    shows X's gems -> "verified by read-back: applied" -> delivered. WetBot holds 2 gems, the ledger says
+    Y delivered (and X, once an operator verifies/resolves it, is delivered too): one grant lost."""
+    deliverer = make_deliverer(make_settings(wetbot_timeout=0.5, wetbot_max_attempts=2))
+    x = grant(ledger, "x")
+    sim.inject("500_after", method="POST")
+    sim.inject("500_before", method="GET")
+    deliverer.deliver(x)
+    driver.run(deliverer)
+    assert ledger.get(x).state == GrantState.UNKNOWN  # type: ignore[union-attr]
+    assert sim.inventory(GUILD, USER) == {"gem": 2.0}  # X was applied
+
+    y = grant(ledger, "y")
+    sim.inject("500_before", method="POST")  # Y is NOT applied
+    deliverer.deliver(y)
+    driver.run(deliverer)
+
+    y_state = ledger.get(y).state  # type: ignore[union-attr]
+    reasons = [t.reason for t in ledger.history(y)]
+    # Y never reached WetBot's inventory; it must not be recorded as delivered.
+    assert not (y_state == GrantState.DELIVERED and sim.inventory(GUILD, USER) == {"gem": 2.0}), reasons
+
+
+def test_a_read_back_after_later_deliveries_does_not_judge_an_old_baseline(
+    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator,
+    driver: ScheduleDriver,
+) -> None:  # fmt: skip
+    """X ends unknown without being applied (500_before under hold; under verify: read-backs exhausted).
+    Its hold is cleared, so Y (same items) is delivered meanwhile. The operator then runs
+    `resolve --verify` on X: the read-back compares against X's baseline from before Y, sees +2 and marks
+    X delivered. WetBot holds 2 gems; the ledger says 4 were delivered."""
+    deliverer = make_deliverer(make_settings(wetbot_timeout=0.5, ambiguous_policy="hold"))
+    x = grant(ledger, "x")
+    sim.inject("500_before", method="POST")  # X is NOT applied, but its fate is unknown
+    deliverer.deliver(x)
+    assert ledger.get(x).state == GrantState.UNKNOWN  # type: ignore[union-attr]
+
+    y = grant(ledger, "y")
+    deliverer.deliver(y)
+    assert ledger.get(y).state == GrantState.DELIVERED  # type: ignore[union-attr]
+
+    assert requeue_grant(ledger, x, "operator asked for a read-back", expect=GrantState.UNKNOWN, verify=True)
+    driver.run(deliverer)
+
+    inventory = sim.inventory(GUILD, USER).get("gem", 0.0)
+    assert delivered_total(ledger, x, y) == inventory, (ledger.get(x), [t.reason for t in ledger.history(x)])

@@ -1,0 +1,46 @@
+"""While a user's verify hold lasts, the user's other grants wait for the holder's next look (its read-back,
+which may back off for minutes or wait out a 401/403 pause), instead of being dispatched and claimed
+every ``BUSY_RETRY_S``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from config.settings import Settings
+from simulator.wetbot import WetbotSimulator
+from tests.conftest import GUILD, USER, SettingsFactory
+from worker.delivery import Deliverer
+from worker.grant import GrantItem, GrantState, NewGrant
+from worker.ledger import Ledger
+
+Deliv = Callable[[Settings], Deliverer]
+
+
+def test_grants_behind_a_long_verify_hold_wait_for_its_next_look(
+    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator
+) -> None:
+    # The read-back will fail and back off for a long time (here: 60 s+).
+    deliverer = make_deliverer(make_settings(wetbot_timeout=0.5, wetbot_retry_backoff_s=60.0))
+
+    def new(key: str) -> str:
+        return ledger.create(NewGrant(GUILD, USER, (GrantItem("gem", 1),), source="test",
+                                      idempotency_key=f"t:{key}")).grant.id  # fmt: skip
+
+    x = new("x")
+    sim.inject("500_after", method="POST")
+    sim.inject("500_before", method="GET")
+    deliverer.deliver(x)
+    waiting = [new(f"w{i}") for i in range(5)]
+    runs = 0
+    end = time.monotonic() + 8.0
+    while time.monotonic() < end:
+        for gid, token in deliverer.schedule.dispatch_due(write_messages=False):
+            runs += gid in waiting
+            deliverer.deliver(gid, token)
+        time.sleep(0.1)
+    held = ledger.get(x)
+    assert held is not None and held.verify_pending  # still held: its read-back backs off
+    assert all(ledger.get(w).state == GrantState.QUEUED for w in waiting)  # type: ignore[union-attr]
+    # 5 grants that cannot move for another minute: a couple of looks each would do, not one every 2 s.
+    assert runs <= 10, f"{runs} dispatches+claims of grants that could not move in 8 s"
