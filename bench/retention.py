@@ -39,9 +39,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run as a script from the repository root
 
+from bench.rig import DEFAULT_REDIS_URL, GUILD, delete_prefixes, key_base, wetbot_simulator  # noqa: E402
 from config.settings import load_settings  # noqa: E402
 from producers.submit import submit_grant  # noqa: E402
-from simulator.wetbot import WetbotSimulator  # noqa: E402
 from worker.broker import build_broker, declare_deliver  # noqa: E402
 from worker.connections import connect_redis  # noqa: E402
 from worker.grant import GrantItem, GrantState, NewGrant  # noqa: E402
@@ -50,9 +50,7 @@ from worker.ledger import Ledger  # noqa: E402
 from worker.retention import SECONDS_PER_DAY, GrantTrimmer, TrimReport  # noqa: E402
 from worker.runtime import add_worker_middleware, build_deliverer  # noqa: E402
 
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
 API_KEY = "bench-retention-key-3c9d1f"
-GUILD = "111111111111111111"
 RETENTION_DAYS = 90
 #: Grants per minute the yearly figure assumes (the issue's figure).
 GRANTS_PER_MINUTE = 10
@@ -66,7 +64,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=200, help="grants per trim script call")
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
     args = parser.parse_args()
-    prefix = f"bench{uuid.uuid4().hex[:8]}-retention"
+    prefix = f"{key_base()}-retention"
     redis = Redis.from_url(args.redis_url)
     keys = Keys(prefix)
     try:
@@ -75,13 +73,13 @@ def main() -> int:
         print_per_grant(per_grant, args.sample)
         return trim_phase(redis, keys, sample[0], args.grants, args.young, args.batch)
     finally:
-        delete_prefix(redis, prefix)
+        delete_prefixes(args.redis_url, [prefix])
         redis.close()
 
 
 def deliver_sample(redis_url: str, prefix: str, count: int) -> list[str]:
     """``count`` grants through submit_grant and a real worker; returns their ids once all are delivered."""
-    sim = WetbotSimulator(keys={API_KEY: GUILD}, limit=100_000, window_s=1.0).start()
+    sim = wetbot_simulator(API_KEY, limit=100_000, window_s=1.0).start()
     settings = load_settings(
         _env_file=None,
         redis_url=redis_url,
@@ -246,12 +244,6 @@ def prefix_usage(redis: Redis, prefix: str) -> tuple[int, int]:
     for name in names:
         pipe.memory_usage(name, samples=0)
     return len(names), sum(int(v or 0) for v in pipe.execute())
-
-
-def delete_prefix(redis: Redis, prefix: str) -> None:
-    names = list(redis.scan_iter(match=f"{prefix}:*", count=1000))
-    for start in range(0, len(names), 1000):
-        redis.delete(*names[start : start + 1000])
 
 
 if __name__ == "__main__":
