@@ -38,7 +38,7 @@ import dramatiq  # noqa: E402
 from dramatiq.brokers.redis import RedisBroker  # noqa: E402
 from redis import Redis  # noqa: E402
 
-from bench.drain import Config, DrainRun, RunResult, print_report  # noqa: E402
+from bench.limiter_run import Config, DrainRun, RunResult, print_report  # noqa: E402
 from bench.rig import (  # noqa: E402
     DEFAULT_REDIS_URL,
     GUILD,
