@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import secrets
 import sys
 import tempfile
 from collections.abc import Callable
@@ -60,7 +61,7 @@ from bench.rig import (  # noqa: E402
 from producers.twitch.samples import sample_event, sample_payload, signed_request  # noqa: E402
 from worker.keys import Keys  # noqa: E402
 
-SECRET = "bench-ingest-secret-" + "7c3e9a1f"
+SECRET = secrets.token_hex(16)  # fresh per run: no credential is written down
 #: Viewers in the load, each statically linked to a Discord user (so grants are queued, not parked).
 VIEWERS = 100
 PATH = "/webhooks/twitch"

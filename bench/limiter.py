@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import secrets
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -65,7 +66,7 @@ from worker.grant import GrantItem, GrantState, NewGrant  # noqa: E402
 from worker.keys import Keys  # noqa: E402
 from worker.ledger import Ledger  # noqa: E402
 
-API_KEY = "bench-api-key-4c1d9e7a"
+API_KEY = secrets.token_hex(16)  # fresh per run: no credential is written down
 #: Utilisation our worker must reach.
 TARGET_UTILISATION = 0.98
 

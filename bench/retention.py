@@ -24,6 +24,7 @@ Exit status 1 when the trim leaves an old grant or removes a young one; 2 on a s
 from __future__ import annotations
 
 import argparse
+import secrets
 import statistics
 import sys
 import time
@@ -50,7 +51,7 @@ from worker.ledger import Ledger  # noqa: E402
 from worker.retention import SECONDS_PER_DAY, GrantTrimmer, TrimReport  # noqa: E402
 from worker.runtime import add_worker_middleware, build_deliverer  # noqa: E402
 
-API_KEY = "bench-retention-key-3c9d1f"
+API_KEY = secrets.token_hex(16)  # fresh per run: no credential is written down
 RETENTION_DAYS = 90
 #: Grants per minute the yearly figure assumes (the issue's figure).
 GRANTS_PER_MINUTE = 10

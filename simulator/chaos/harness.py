@@ -28,6 +28,7 @@ import hashlib
 import hmac
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -56,11 +57,11 @@ from worker.ledger import Ledger
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
-API_KEY = "chaos-api-key-5c1e9a7b3d"
+API_KEY = secrets.token_hex(16)
 GUILD = "111111111111111111"
-TOKEN = "chaos-grants-token-8b2f4d6e1a"
-TWITCH_SECRET = "chaos-twitch-secret-3e7a91"
-PATREON_SECRET = "chaos-patreon-secret-6d1c"
+TOKEN = secrets.token_hex(16)
+TWITCH_SECRET = secrets.token_hex(16)
+PATREON_SECRET = secrets.token_hex(16)
 PREFIX = "wbr"
 #: The simulator's window and the service's WETBOT_RATE_LIMIT (fast, so short scenarios drain in seconds).
 LIMIT, WINDOW_S = 10, 2.0
