@@ -41,6 +41,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from config.errors import RewardsFileError, format_rewards_problem
+from config.keyring import RuleGuild
 
 __all__ = [
     "PATREON_EVENTS",
@@ -397,6 +398,14 @@ class RewardsConfig(_Model):
                     raise _rule_error(locator, "guild_id", "required: the file has no top-level guild_id")
                 rule._guild_id = rule.guild_id or self.guild_id
         return self
+
+    def rule_guilds(self) -> list[RuleGuild]:
+        """Each rule (as errors name it) with the guild its grants go to, for ``config.keyring.check_rule_guilds``."""
+        return [
+            RuleGuild(f"{section}.rules[{index}] ({rule.event})", rule.effective_guild_id)
+            for section, rules in (("twitch", self.twitch.rules), ("patreon", self.patreon.rules))
+            for index, rule in enumerate(rules)
+        ]
 
     def all_rules(self) -> list[TwitchRule | PatreonRule]:
         """Every rule, Twitch first, in file order."""

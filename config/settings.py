@@ -29,6 +29,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from config.errors import ConfigError
+from config.keyring import API_KEYS_FORMAT, Keyring, parse_api_keys
 
 __all__ = ["RateLimit", "Settings", "load_settings", "settings_or_exit"]
 
@@ -123,6 +124,28 @@ RateLimitField = Annotated[
 ]
 
 
+def _validate_api_keys(value: Any) -> dict[str, SecretStr]:
+    if isinstance(value, str):
+        return parse_api_keys(value)
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        return parse_api_keys(",".join(f"{guild}={_secret_text(key)}" for guild, key in value.items()))
+    raise ValueError(API_KEYS_FORMAT)
+
+
+def _secret_text(value: Any) -> str:
+    return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+
+
+#: ``WETBOT_API_KEYS``: guild id -> key, written ``<guild id>=<key>,...`` (``NoDecode``: not JSON).
+#: Serialised with the keys masked, as ``SecretStr`` is.
+ApiKeysField = Annotated[
+    dict[str, SecretStr],
+    NoDecode,
+    PlainValidator(_validate_api_keys),
+    PlainSerializer(lambda keys: dict.fromkeys(keys, "**********"), return_type=dict[str, str]),
+]
+
+
 def _http_base_url(value: str, problem: str) -> str:
     """``value`` without a trailing slash if it is an http(s) URL with a host and no query or fragment.
 
@@ -163,8 +186,10 @@ class Settings(BaseSettings):
     redis_key_prefix: str = "wbr"
     #: WetBot API base URL, without a trailing slash.
     wetbot_api_url: str = "https://www.wetbot.space/api"
-    #: API key of the default guild; none means demo mode.
+    #: API key of the rewards file's default guild (of every guild when the file names none).
     wetbot_api_key: SecretStr | None = None
+    #: More guilds, a key each (``config.keyring``). Neither this nor ``wetbot_api_key`` means demo mode.
+    wetbot_api_keys: ApiKeysField = Field(default_factory=dict)
     #: Requests per sliding window per API key (WetBot allows 10 a minute).
     wetbot_rate_limit: RateLimitField = RateLimit(10, 60.0)
     #: Seconds one API call may take before it counts as a timeout.
@@ -309,13 +334,21 @@ class Settings(BaseSettings):
 
     @property
     def demo_mode(self) -> bool:
-        """True without ``WETBOT_API_KEY``: ``make run`` then points the worker at the bundled simulator."""
-        return self.wetbot_api_key is None
+        """True without any API key: ``make run`` then points the worker at the bundled simulator."""
+        return self.wetbot_api_key is None and not self.wetbot_api_keys
+
+    def keyring(self, default_guild: str | None) -> Keyring:
+        """Every configured key by guild; ``WETBOT_API_KEY`` is bound to ``default_guild`` (the rewards file's).
+
+        Raises:
+          ConfigError: the two settings give the default guild different keys.
+        """
+        return Keyring.build(self.wetbot_api_key, self.wetbot_api_keys, default_guild)
 
     def secrets(self) -> list[str]:
         """Every secret value that is set, for scrubbing logs and Sentry events.
 
-        Covers the API key, both webhook secrets, the grants token, the Twitch
+        Covers the API keys, both webhook secrets, the grants token, the Twitch
         client secret, the Sentry DSN, and a password embedded in ``REDIS_URL``.
         """
         values = [
@@ -330,6 +363,7 @@ class Settings(BaseSettings):
             )
             if secret is not None
         ]
+        values.extend(key.get_secret_value() for key in self.wetbot_api_keys.values())
         values.extend(_redis_passwords(self.redis_url))
         return [value for value in values if value]
 

@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from redis import RedisError
 
 from config.errors import ConfigError
+from config.keyring import check_rule_guilds
 from config.rewards import load_rewards
 from config.settings import Settings, settings_or_exit
 from producers.api.grants import router as grants_router
@@ -43,8 +44,15 @@ ROUTERS = [twitch_router, patreon_router, grants_router, links_router, health_ro
 
 
 def create_app(settings: Settings) -> FastAPI:
-    """Build the app for ``settings``. Fails (``RewardsFileError``) when the rewards file is invalid."""
+    """Build the app for ``settings``.
+
+    Raises:
+      ConfigError: the rewards file is invalid (``RewardsFileError``), or a rule's guild has no API key while
+        keys are configured (``config.keyring.check_rule_guilds``).
+    """
     rewards = load_rewards(settings.rewards_file, missing_ok=True)
+    keyring = settings.keyring(rewards.guild_id)
+    check_rule_guilds(keyring, rewards.rule_guilds(), source=str(settings.rewards_file))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -59,6 +67,7 @@ def create_app(settings: Settings) -> FastAPI:
             keys=keys,
             ledger=Ledger(redis, keys),
             rewards=rewards,
+            keyring=keyring,
             links=LinkStore.for_rewards(redis, keys, rewards),
             redis_check=CachedRedisCheck(redis),
         )

@@ -92,12 +92,16 @@ def register(commands: Any) -> None:
 
 # --- commands -------------------------------------------------------------------------------
 def _grant(settings: Settings, args: argparse.Namespace) -> int:
-    guild_id = args.guild or load_rewards(settings.rewards_file, missing_ok=True).guild_id
+    default_guild = load_rewards(settings.rewards_file, missing_ok=True).guild_id
+    guild_id = args.guild or default_guild
     if guild_id is None:
         raise CliError("--guild is required: the rewards file sets no default guild_id")
     for name, value in (("--user", args.user), ("--guild", guild_id)):
         if not (value.isdigit() and 17 <= len(value) <= 20):
             raise CliError(f"{name}: expected a Discord id of 17-20 digits")
+    keyring = settings.keyring(default_guild)
+    if not keyring.empty and not keyring.covers(guild_id):
+        raise CliError(f"--guild: {keyring.missing_key_problem(guild_id)}")
     items = tuple(_parse_item(text) for text in args.item)
     if len({item.item_id for item in items}) != len(items):
         raise CliError("--item: the same item id appears twice; give it once with the total amount")

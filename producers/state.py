@@ -1,4 +1,4 @@
-"""What the web app holds for its lifetime: settings, Redis, ledger, rewards, links."""
+"""What the web app holds for its lifetime: settings, Redis, ledger, rewards, keys by guild, links."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from fastapi import Request
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
+from config.keyring import Keyring
 from config.rewards import RewardsConfig
 from config.settings import Settings
 from producers.creation_batcher import CreationBatcher
@@ -30,6 +31,8 @@ class AppState:
     keys: Keys
     ledger: Ledger
     rewards: RewardsConfig
+    #: the API key of each guild (``POST /grants`` refuses a guild without one; empty: the web was given none).
+    keyring: Keyring
     links: LinkStore
     #: persistence/eviction check for ``GET /readyz``, cached so probes cost no CONFIG call.
     redis_check: CachedRedisCheck

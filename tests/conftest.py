@@ -48,8 +48,8 @@ TOKEN = "test-grants-token-5d8e2a7c41"
 
 #: Every variable Settings reads; cleared so the developer's environment cannot leak into tests.
 SETTINGS_ENV = [
-    "REDIS_URL", "REDIS_KEY_PREFIX", "WETBOT_API_URL", "WETBOT_API_KEY", "WETBOT_RATE_LIMIT", "WETBOT_TIMEOUT",
-    "WETBOT_MAX_ATTEMPTS", "WETBOT_RETRY_BACKOFF_S", "WETBOT_AUTH_PAUSE_S", "TWITCH_WEBHOOK_SECRET",
+    "REDIS_URL", "REDIS_KEY_PREFIX", "WETBOT_API_URL", "WETBOT_API_KEY", "WETBOT_API_KEYS", "WETBOT_RATE_LIMIT",
+    "WETBOT_TIMEOUT", "WETBOT_MAX_ATTEMPTS", "WETBOT_RETRY_BACKOFF_S", "WETBOT_AUTH_PAUSE_S", "TWITCH_WEBHOOK_SECRET",
     "PATREON_WEBHOOK_SECRET", "GRANTS_API_TOKEN", "TWITCH_CLIENT_ID", "TWITCH_CLIENT_SECRET", "REWARDS_FILE",
     "AMBIGUOUS_POLICY", "SENTRY_DSN", "SENTRY_ENVIRONMENT", "LOG_LEVEL", "TWITCH_API_URL", "TWITCH_AUTH_URL",
     "LEDGER_RETENTION_DAYS",
@@ -242,7 +242,7 @@ def start_worker(
     redis_client = connect_redis(settings)
     deliverer = build_deliverer(settings, redis_client)
     declare_deliver(broker, handler or deliverer.deliver, timeout_s=settings.wetbot_timeout)
-    add_worker_middleware(broker, redis_client, Keys(settings.redis_key_prefix))
+    add_worker_middleware(broker, redis_client, Keys(settings.redis_key_prefix), keyring=deliverer.clients.keyring)
     worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
     worker.start()
     return RunningWorker(broker, worker)

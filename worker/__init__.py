@@ -5,9 +5,10 @@ it is not imported here.
 """
 
 from worker.broker import QUEUE_NAME, build_broker, declare_deliver
-from worker.client import CallResult, ItemDelta, Outcome, WetbotClient, key_fingerprint
+from worker.client import CallResult, ItemDelta, Outcome, WetbotClient
 from worker.delivery import Deliverer
 from worker.grant import Grant, GrantItem, GrantState, NewGrant
+from worker.guild_clients import GuildClients
 from worker.keys import Keys
 from worker.ledger import Ledger
 from worker.limiter import SlidingWindowLimiter, SlotDecision
@@ -23,7 +24,7 @@ __all__ = [
     "ItemDelta",
     "Outcome",
     "WetbotClient",
-    "key_fingerprint",
+    "GuildClients",
     # delivery
     "Deliverer",
     "SlidingWindowLimiter",

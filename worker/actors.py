@@ -7,36 +7,41 @@ then logging and Sentry, then the broker (Sentry's Dramatiq integration patches
 
 from __future__ import annotations
 
+import logging
 import sys
 
 import dramatiq
 
+from config.errors import ConfigError
 from config.settings import settings_or_exit
 from worker.broker import build_broker, declare_deliver
 from worker.connections import connect_redis
 from worker.keys import Keys
 from worker.observability import configure_logging, init_sentry
 from worker.redis_checks import warn_at_start
-from worker.runtime import add_worker_middleware, build_deliverer
+from worker.runtime import add_worker_middleware, build_deliverer, worker_keyring
+
+logger = logging.getLogger("wetbot_rewards.worker")
 
 settings = settings_or_exit()
-if settings.wetbot_api_key is None:
-    print(
-        "wetbot-rewards: configuration error: WETBOT_API_KEY: not set; the worker needs the guild's WetBot API key"
-        " (`make run` without a key starts a demo simulator instead)",
-        file=sys.stderr,
-    )
-    raise SystemExit(2)
+try:
+    keyring = worker_keyring(settings)  # every rule's guild must have a key (config.keyring)
+except ConfigError as exc:
+    print(f"wetbot-rewards: configuration error: {exc}", file=sys.stderr)
+    raise SystemExit(2) from None
 configure_logging(settings)
 init_sentry(settings)
 
 redis = connect_redis(settings)
 warn_at_start(redis)  # no persistence or an evicting Redis: one loud line each (worker.redis_checks)
 broker = build_broker(settings)
-add_worker_middleware(broker, redis, Keys(settings.redis_key_prefix), retention_days=settings.ledger_retention_days)
+add_worker_middleware(
+    broker, redis, Keys(settings.redis_key_prefix), keyring=keyring, retention_days=settings.ledger_retention_days
+)
 dramatiq.set_broker(broker)
 
-_deliverer = build_deliverer(settings, redis)
+_deliverer = build_deliverer(settings, redis, keyring=keyring)
+logger.info("delivering for %d key(s): %s", len(_deliverer.clients.all()), keyring.fingerprints())
 
 #: The only actor: deliver one grant to WetBot (see ``worker.delivery.Deliverer.deliver``).
 deliver = declare_deliver(broker, _deliverer.deliver, timeout_s=settings.wetbot_timeout)

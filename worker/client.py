@@ -10,7 +10,6 @@ outcome.
 from __future__ import annotations
 
 import email.utils
-import hashlib
 import json
 import time
 from collections.abc import Iterable
@@ -20,6 +19,8 @@ from typing import Any
 
 import requests
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+
+from config.keyring import key_fingerprint
 
 #: Longest server message kept on a grant, in characters.
 MAX_MESSAGE_CHARS = 300
@@ -64,11 +65,6 @@ class ItemDelta:
 
     item_id: str
     amount: float
-
-
-def key_fingerprint(api_key: str) -> str:
-    """A short, stable, non-reversible name for an API key, safe for Redis keys, logs and metrics."""
-    return hashlib.sha256(api_key.encode()).hexdigest()[:12]
 
 
 class WetbotClient:

@@ -33,6 +33,7 @@ from redis import Redis, RedisError
 from config.settings import Settings
 from worker.client import CallResult, ItemDelta, Outcome, WetbotClient
 from worker.grant import FINAL_STATES, SENDABLE_STATES, Grant, GrantState
+from worker.guild_clients import GuildClients
 from worker.keys import PROFILE_TTL_S, Keys
 from worker.ledger import Ledger, StepEffects, item_amounts
 from worker.limiter import SlidingWindowLimiter
@@ -78,6 +79,23 @@ class _Run:
     lease_key: str
     #: the run token of the request being recorded: this run's own once it sent, else the abandoned one's.
     attempt: str
+    #: the client holding the key of the grant's guild (set once the run knows there is one).
+    client: WetbotClient | None = None
+
+    @property
+    def api(self) -> WetbotClient:
+        if self.client is None:
+            raise RuntimeError("the run has no client: its guild has no key")
+        return self.client
+
+    @property
+    def key_scope(self) -> str:
+        """What a 401/403 pauses: this key for this guild.
+
+        WetBot keys belong to one guild, so a refusal for one guild says nothing
+        about grants for another; with one guild this is simply "the key".
+        """
+        return f"{self.api.key_id}:{self.grant.guild_id}"
 
     @property
     def lease_value(self) -> str:
@@ -89,15 +107,15 @@ class _Run:
 
 @dataclass(frozen=True)
 class Deliverer:
-    """Delivers grants for one API key.
+    """Delivers grants, each with its guild's API key.
 
     Parameters:
       settings: the service settings (timeouts, policy, attempts).
       redis: client for the service's Redis.
       keys: key layout.
       ledger: the grant ledger.
-      limiter: the shared rate limiter.
-      client: WetBot client holding the key.
+      limiter: the shared rate limiter (one window per key).
+      clients: a WetBot client per configured key, by guild.
       schedule: the ledger's schedule (claims and hand-backs).
       sleep: how to wait (tests pass a fake).
     """
@@ -107,13 +125,9 @@ class Deliverer:
     keys: Keys
     ledger: Ledger
     limiter: SlidingWindowLimiter
-    client: WetbotClient
+    clients: GuildClients
     schedule: Schedule
     sleep: Callable[[float], None] = time.sleep
-
-    @property
-    def key_id(self) -> str:
-        return self.client.key_id
 
     def deliver(self, grant_id: str, token: str = "") -> None:
         """Process one queue message for ``grant_id`` carrying dispatch ``token``; see DESIGN.md "The single actor".
@@ -151,6 +165,11 @@ class Deliverer:
                 return
             grant = taken_over
             run = replace(run, grant=grant)
+        client = self.clients.for_guild(grant.guild_id)
+        if client is None:
+            self._park_without_key(run)
+            return
+        run = replace(run, client=client)
         if not self._key_may_send(run):
             return
         slot = self._take_slot(run)
@@ -204,20 +223,45 @@ class Deliverer:
             )
         return self.ledger.get(grant.id) if moved else None
 
-    def _auth_scope(self, guild_id: str) -> str:
-        """What a 401/403 pauses: this key for this guild.
+    def _park_without_key(self, run: _Run) -> None:
+        """No configured key serves the grant's guild: park it, visibly and without looping, until one does.
 
-        WetBot keys belong to one guild, so a refusal for one guild says nothing
-        about grants for another; with one guild this is simply "the key".
+        A worker that has the guild's key (this one after a restart with the key
+        back, or another host's) releases it: ``Ledger.release_key_parked`` runs
+        at start and on every adoption pass (``worker.runtime``).
         """
-        return f"{self.key_id}:{guild_id}"
+        grant = run.grant
+        reason = f"{self.clients.keyring.missing_key_problem(grant.guild_id)}; parked until a worker has that key"
+        park = {
+            "set": self.keys.parked_for_key(grant.guild_id),
+            "registry": self.keys.key_parked_guilds(),
+            "name": grant.guild_id,
+        }
+        if not self._persist(
+            lambda: self.ledger.transition(
+                grant.id,
+                GrantState.PARKED,
+                reason,
+                expect=SENDABLE_STATES,
+                last_error=reason,
+                effects=StepEffects(park=park, lease_release=run.lease_release()),
+            )
+        ):
+            self.schedule.reschedule(grant.id, run.lease_key, run.lease_value, BUSY_RETRY_S)
+            return
+        logger.error("grant %s: %s", grant.id, reason)
+        capture(
+            f"no WetBot API key for guild {grant.guild_id}: its grants are parked",
+            level="warning",
+            tags={"kind": "key_missing", "guild_id": grant.guild_id, "state": "parked"},
+        )
 
     def _key_may_send(self, run: _Run) -> bool:
         """False (and the grant handed back) while the key is paused after a 401/403.
 
         Once the pause ends, one request probes the key; the rest wait for it.
         """
-        scope = self._auth_scope(run.grant.guild_id)
+        scope = run.key_scope
         paused_ms = self._pttl_ms(self.keys.key_paused(scope))
         if paused_ms > 0:
             self._hand_back(run, paused_ms / 1000)
@@ -234,7 +278,7 @@ class Deliverer:
         """A rate slot's member: sleep through short waits, hand the grant back for long ones. No retry is spent."""
         budget_s = MAX_INLINE_WAIT_S
         while True:
-            decision = self.limiter.try_acquire(self.key_id)
+            decision = self.limiter.try_acquire(run.api.key_id)
             if decision.granted:
                 return decision.member
             if decision.wait_s > budget_s:
@@ -274,14 +318,18 @@ class Deliverer:
         ):
             self.schedule.reschedule(grant.id, run.lease_key, run.lease_value, BUSY_RETRY_S)
             return
-        result = self.client.add_items(
+        result = run.api.add_items(
             grant.guild_id, grant.user_id, [ItemDelta(item.item_id, item.amount) for item in grant.items]
         )
         self._record(replace(run, attempt=run.token), slot, result)
 
     def _record(self, run: _Run, slot: str, result: CallResult) -> None:
         """Record a POST's outcome, first and in one step."""
-        settle = self.limiter.settle_ref(self.key_id, slot)
+        settle = self.limiter.settle_ref(run.api.key_id, slot)
+        self._record_outcome(run, result, settle)
+        self._count_outcome(run, result)
+
+    def _record_outcome(self, run: _Run, result: CallResult, settle: dict[str, str]) -> None:
         match result.outcome:
             case Outcome.DELIVERED:
                 self._delivered(run, result, settle, f"WetBot answered {result.status}")
@@ -340,7 +388,7 @@ class Deliverer:
             result=amounts,
             effects={"profile": self._profile_ref(grant, profile)},
         )
-        self._key_works(grant.guild_id)
+        self._key_works(run)
         if recorded:
             logger.info("grant %s delivered to %s/%s (%s)", grant.id, grant.guild_id, grant.user_id, reason)
         else:
@@ -358,7 +406,7 @@ class Deliverer:
             last_error=_describe(result),
             effects={"due_in_s": wait_s},
         )
-        self.limiter.block(self.key_id, wait_s)
+        self.limiter.block(run.api.key_id, wait_s)
 
     def _unauthorised(self, run: _Run, result: CallResult, settle: dict[str, str]) -> None:
         grant = run.grant
@@ -372,21 +420,26 @@ class Deliverer:
             last_error=reason,
             effects={"due_in_s": pause_s},
         )
-        scope = self._auth_scope(grant.guild_id)
+        scope = run.key_scope
         self.redis.set(self.keys.key_paused(scope), reason, px=int(pause_s * 1000))
         first = self.redis.set(self.keys.key_unauthorised(scope), reason, nx=True)
         self.redis.delete(self.keys.key_probe(scope))
         if first:
             logger.error(
                 "API key %s refused by WetBot for guild %s (%s): its grants wait until the key works",
-                self.key_id,
+                run.api.key_id,
                 grant.guild_id,
                 reason,
             )
             capture(
-                f"WetBot refused API key {self.key_id} for guild {grant.guild_id}: {reason}; deliveries are paused",
+                f"WetBot refused API key {run.api.key_id} for guild {grant.guild_id}: {reason}; deliveries are paused",
                 level="warning",
-                tags={"kind": "key_unauthorised", "key_id": self.key_id, "guild_id": grant.guild_id, "state": "paused"},
+                tags={
+                    "kind": "key_unauthorised",
+                    "key_id": run.api.key_id,
+                    "guild_id": grant.guild_id,
+                    "state": "paused",
+                },
             )
 
     def _failed(
@@ -461,9 +514,9 @@ class Deliverer:
         ):
             self.schedule.reschedule(grant.id, run.lease_key, run.lease_value, BUSY_RETRY_S)
             return
-        result = self.client.get_profile(grant.guild_id, grant.user_id)
+        result = run.api.get_profile(grant.guild_id, grant.user_id)
         run = replace(run, attempt=run.token)
-        settle = self.limiter.settle_ref(self.key_id, slot)
+        settle = self.limiter.settle_ref(run.api.key_id, slot)
         if result.outcome == Outcome.DELIVERED and result.profile is not None:
             self._judged(run, result.profile, settle)
         elif result.outcome == Outcome.RATE_LIMITED:
@@ -472,6 +525,7 @@ class Deliverer:
             self._unauthorised(run, result, settle)
         else:
             self._read_back_failed(run, _describe(result), settle)
+        self._count_outcome(run, result)
 
     def _judged(self, run: _Run, profile: dict[str, Any], settle: dict[str, str]) -> None:
         grant = run.grant
@@ -603,13 +657,22 @@ class Deliverer:
     def _hand_back(self, run: _Run, delay_s: float) -> None:
         self.schedule.reschedule(run.grant.id, run.lease_key, run.lease_value, max(delay_s, 0.0))
 
-    def _key_works(self, guild_id: str) -> None:
+    def _key_works(self, run: _Run) -> None:
         """A call succeeded: a paused or refused key is usable again."""
-        scope = self._auth_scope(guild_id)
+        scope = run.key_scope
         if self.redis.delete(
             self.keys.key_unauthorised(scope), self.keys.key_probe(scope), self.keys.key_paused(scope)
         ):
-            logger.warning("API key %s works again for guild %s; paused grants resume", self.key_id, guild_id)
+            logger.warning(
+                "API key %s works again for guild %s; paused grants resume", run.api.key_id, run.grant.guild_id
+            )
+
+    def _count_outcome(self, run: _Run, result: CallResult) -> None:
+        """Count the request's outcome per key for ``/metrics``; the count is best effort, the ledger is not."""
+        try:
+            self.redis.hincrby(self.keys.key_outcomes(run.api.key_id), result.outcome.value, 1)
+        except RedisError as exc:
+            logger.debug("key %s: outcome not counted (%s)", run.api.key_id, exc)
 
     def _backoff_s(self, failures: int) -> float:
         base = self.settings.wetbot_retry_backoff_s * 2 ** (failures - 1)

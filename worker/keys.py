@@ -68,6 +68,14 @@ class Keys:
         """SET of ids of grants parked until ``external_id`` on ``platform`` is linked to a Discord user."""
         return f"{self.prefix}:parked:{platform}:{external_id}"
 
+    def parked_for_key(self, guild_id: str) -> str:
+        """SET of ids of grants parked because no configured API key serves ``guild_id``."""
+        return f"{self.prefix}:parked-key:{guild_id}"
+
+    def key_parked_guilds(self) -> str:
+        """SET of guild ids that have a ``parked_for_key`` index with grants in it."""
+        return f"{self.prefix}:parked-key-guilds"
+
     def links(self, platform: str) -> str:
         """HASH external id -> Discord user id: links added at run time (``POST /links``, CLI)."""
         return f"{self.prefix}:links:{platform}"
@@ -102,6 +110,10 @@ class Keys:
     def rate_block(self, key_id: str) -> str:
         """STRING microsecond timestamp before which no request may start (set after a 429)."""
         return f"{self.prefix}:rate:{key_id}:blocked"
+
+    def key_outcomes(self, key_id: str) -> str:
+        """HASH outcome (``worker.client.Outcome``) -> how many of this key's requests ended so, for ``/metrics``."""
+        return f"{self.prefix}:rate:{key_id}:outcomes"
 
     def key_paused(self, scope: str) -> str:
         """STRING reason; its TTL is the remaining pause after a 401/403."""

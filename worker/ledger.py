@@ -85,6 +85,8 @@ class StepEffects:
     profile: Mapping[str, Any] | None = None
     #: ``"set"``/``"clear"``: the user's verify hold.
     hold: str = ""
+    #: ``{set, registry, name}``: the parked index to add the grant to (a step to ``parked``), and its registry.
+    park: Mapping[str, str] | None = None
     possible_duplicate: bool = False
 
 
@@ -202,7 +204,7 @@ class Ledger:
             "possible_duplicate": 1 if extra.possible_duplicate else 0,
             "profile_ttl": PROFILE_TTL_S,
         }
-        for name in ("lease_release", "lease_set", "slot", "profile"):
+        for name in ("lease_release", "lease_set", "slot", "profile", "park"):
             value = getattr(extra, name)
             if value is not None:
                 request[name] = value
@@ -235,15 +237,36 @@ class Ledger:
         Atomic and once: a grant released by one caller is not released again by
         another. Released grants are due at once: a worker's reconciler dispatches them.
         """
+        reason = f"{platform} user {external_id} linked to Discord user {user_id}"
+        return self._release_index(self._keys.parked(platform, external_id), user_id, reason)
+
+    def release_key_parked(self, guild_id: str, key_id: str) -> list[str]:
+        """Move every grant parked because ``guild_id`` had no API key back to ``queued``; returns their ids.
+
+        A worker that has the guild's key (fingerprint ``key_id``) calls it at start and then now and then,
+        so grants resume whichever worker got the key first. Atomic and once, like ``release_parked``.
+        """
+        reason = f"an API key ({key_id}) for guild {guild_id} is configured; delivering"
+        registry = (self._keys.key_parked_guilds(), guild_id)
+        return self._release_index(self._keys.parked_for_key(guild_id), "", reason, registry=registry)
+
+    def key_parked_guilds(self) -> list[str]:
+        """Guilds with grants parked for want of a key (``release_key_parked`` empties the list)."""
+        return sorted(_text(guild) for guild in cast(set[bytes], self._redis.smembers(self._keys.key_parked_guilds())))
+
+    def _release_index(
+        self, index: str, user_id: str, reason: str, *, registry: tuple[str, str] | None = None
+    ) -> list[str]:
         now = time.time()
         entry = json.dumps(
-            {"from": GrantState.PARKED.value, "to": GrantState.QUEUED.value, "at": now,
-             "reason": f"{platform} user {external_id} linked to Discord user {user_id}"}
-        )  # fmt: skip
-        released = self._release(
-            keys=[self._keys.parked(platform, external_id), self._keys.due()],
-            args=[self._keys.prefix, user_id, repr(now), entry],
+            {"from": GrantState.PARKED.value, "to": GrantState.QUEUED.value, "at": now, "reason": reason}
         )
+        keys = [index, self._keys.due()]
+        args = [self._keys.prefix, user_id, repr(now), entry]
+        if registry is not None:
+            keys.append(registry[0])
+            args.append(registry[1])
+        released = self._release(keys=keys, args=args)
         return [_text(grant_id) for grant_id in released]
 
     # --- profiles -------------------------------------------------------------------

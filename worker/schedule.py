@@ -22,6 +22,7 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -153,8 +154,15 @@ class Schedule:
 class Reconciler(dramatiq.Middleware):
     """Runs ``Schedule.dispatch_due`` every ``interval_s`` in a worker process's own thread."""
 
-    def __init__(self, schedule: Schedule, *, interval_s: float = RECONCILE_INTERVAL_S) -> None:
+    def __init__(
+        self,
+        schedule: Schedule,
+        *,
+        interval_s: float = RECONCILE_INTERVAL_S,
+        release_key_parked: Callable[[], int] | None = None,
+    ) -> None:
         self._schedule = schedule
+        self._release_key_parked = release_key_parked
         self._interval_s = interval_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -175,9 +183,12 @@ class Reconciler(dramatiq.Middleware):
             self.reconcile_once()
 
     def _adopt_once(self) -> bool:
-        """``Schedule.adopt_unscheduled``, logged; False when Redis did not answer (try again next pass)."""
+        """``Schedule.adopt_unscheduled`` and the release of key-parked grants whose key this worker has, logged;
+        False when Redis did not answer (try again next pass)."""
         try:
             adopted = self._schedule.adopt_unscheduled()
+            if self._release_key_parked is not None:
+                self._release_key_parked()
         except RedisError as exc:
             logger.warning("reconciler: cannot check the schedule, Redis unavailable (%s)", exc)
             return False

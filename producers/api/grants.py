@@ -74,6 +74,10 @@ def create_grant(body: GrantIn, response: Response, state: Annotated[AppState, D
         raise RequestValidationError(
             [{"loc": ("body", "guild_id"), "msg": "required (the rewards file sets no guild_id)", "type": "missing"}]
         )
+    if not state.keyring.empty and not state.keyring.covers(guild_id):
+        raise RequestValidationError(
+            [{"loc": ("body", "guild_id"), "msg": state.keyring.missing_key_problem(guild_id), "type": "value_error"}]
+        )
     items = tuple(GrantItem(item.item_id, item.amount) for item in body.items)
     new = NewGrant(
         guild_id=guild_id,

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Response, status
 from fastapi.responses import PlainTextResponse
 from redis import RedisError
 
+from producers.api.key_metrics import key_metric_lines
 from producers.counters import read_counters
 from producers.state import AppState, app_state
 from worker.broker import QUEUE_NAME
@@ -44,7 +45,7 @@ def readyz(response: Response, state: Annotated[AppState, Depends(app_state)]) -
 
 @router.get("/metrics", response_class=PlainTextResponse)
 def metrics(state: Annotated[AppState, Depends(app_state)]) -> str:
-    """Prometheus text format: grants per state, queue depth, oldest queued grant, the ledger's schedule."""
+    """Prometheus text format: grants per state, queue depth, oldest queued grant, the ledger's schedule, keys."""
     counts = state.ledger.counts()
     namespace = state.keys.dramatiq_namespace
     pipe = state.redis.pipeline(transaction=False)
@@ -80,5 +81,6 @@ def metrics(state: Annotated[AppState, Depends(app_state)]) -> str:
             f'wetbot_rewards_events_total{{event="{name}"}} {n}'
             for name, n in read_counters(state.redis, state.keys).items()
         ),
+        *key_metric_lines(state.redis, state.keys, state.keyring, state.settings.wetbot_rate_limit),
     ]
     return "\n".join(lines) + "\n"

@@ -137,6 +137,12 @@ BAD_VALUES = [
     ("WETBOT_API_URL", f"https://[{LEAKY}/api", "WETBOT_API_URL: "),
     ("WETBOT_API_URL", LEAKY, "WETBOT_API_URL: "),
     ("WETBOT_API_KEY", f"{LEAKY} trailing", "WETBOT_API_KEY: must not contain spaces or control characters"),
+    ("WETBOT_API_KEYS", LEAKY, "WETBOT_API_KEYS: entry 1: expected <guild id>=<key>,<guild id>=<key>"),
+    ("WETBOT_API_KEYS", f"123456789012345678={LEAKY},{LEAKY}", "WETBOT_API_KEYS: entry 2: expected"),
+    ("WETBOT_API_KEYS", f"123456789012345678={LEAKY} x", "WETBOT_API_KEYS: entry 1 (guild 123456789012345678)"),
+    ("WETBOT_API_KEYS", "123456789012345678=", "WETBOT_API_KEYS: entry 1 (guild 123456789012345678): the key"),
+    ("WETBOT_API_KEYS", f"1234={LEAKY}", "WETBOT_API_KEYS: entry 1: expected"),
+    ("WETBOT_API_KEYS", f"123456789012345678={LEAKY},123456789012345678=b", "WETBOT_API_KEYS: guild 1234567"),
     ("WETBOT_RATE_LIMIT", LEAKY, "WETBOT_RATE_LIMIT: expected N/<seconds>s such as 10/60s"),
     ("WETBOT_TIMEOUT", LEAKY, "WETBOT_TIMEOUT: must be a number"),
     ("WETBOT_TIMEOUT", "0", "WETBOT_TIMEOUT: must be greater than 0"),
@@ -358,6 +364,24 @@ def test_secrets_lists_every_set_secret(clean_env: pytest.MonkeyPatch) -> None:
         clean_env.setenv(name, value)
     clean_env.setenv("REDIS_URL", "redis://default:redis-pw@localhost:6379/0")
     assert sorted(load_settings().secrets()) == sorted([*values.values(), "redis-pw"])
+
+
+def test_api_keys_parse_into_a_keyring(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("WETBOT_API_KEY", "home-" + LEAKY)
+    clean_env.setenv("WETBOT_API_KEYS", f" 222222222222222222=away-{LEAKY} ,, 333333333333333333=third-{LEAKY}")
+    s = load_settings()
+    assert sorted(s.wetbot_api_keys) == ["222222222222222222", "333333333333333333"]
+    assert sorted(s.secrets()) == sorted(["home-" + LEAKY, "away-" + LEAKY, "third-" + LEAKY])
+    assert LEAKY not in repr(s) and LEAKY not in s.model_dump_json()
+    ring = s.keyring("111111111111111111")
+    assert ring.guilds() == ["111111111111111111", "222222222222222222", "333333333333333333"]
+    assert ring.fallback is None and not ring.covers("444444444444444444")
+    assert LEAKY not in str(ring.fingerprints()) and LEAKY not in repr(ring)
+    assert not s.demo_mode
+    clean_env.delenv("WETBOT_API_KEY")
+    assert not load_settings().demo_mode, "WETBOT_API_KEYS alone is not demo mode"
+    clean_env.delenv("WETBOT_API_KEYS")
+    assert load_settings().demo_mode
 
 
 def test_secrets_only_lists_what_is_set(clean_env: pytest.MonkeyPatch) -> None:

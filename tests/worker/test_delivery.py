@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
+from config.keyring import key_fingerprint
 from config.settings import Settings
 from simulator.wetbot import WetbotSimulator
 from tests.conftest import API_KEY, GUILD, OTHER_USER, USER, CapturingTransport, ScheduleDriver, SettingsFactory
@@ -268,7 +269,9 @@ def test_a_grant_leased_by_another_worker_is_not_sent_twice(
     deliverer = make_deliverer(settings)
     deliverer.deliver(grant.id)
     assert sim.requests() == []
-    assert redis.zcard(keys.rate_window(deliverer.key_id)) == 0, "a grant that waits for the lease spends no slot"
+    assert redis.zcard(keys.rate_window(key_fingerprint(API_KEY))) == 0, (
+        "a grant that waits for the lease spends no slot"
+    )
     due_in = driver.schedule.due_in_s(grant.id)
     assert due_in is not None and 0.2 < due_in <= 0.5
     driver.run(deliverer)
@@ -308,7 +311,8 @@ def test_a_403_for_another_guild_does_not_hold_up_this_guild(
     foreign = NewGrant("999999999999999999", USER, (GrantItem("gem", 1),), source="test", idempotency_key="t:foreign")
     stranger = ledger.create(foreign).grant
     local = ledger.create(new_grant("local")).grant
-    deliverer = make_deliverer(make_settings(wetbot_auth_pause_s=30))
+    # The same key named for a second guild: WetBot answers 403 (not this key's guild) for that one only.
+    deliverer = make_deliverer(make_settings(wetbot_auth_pause_s=30, wetbot_api_keys=f"999999999999999999={API_KEY}"))
     deliverer.deliver(stranger.id)
     deliverer.deliver(local.id)
     assert sim.count_status(403) == 1

@@ -33,7 +33,7 @@ def test_an_answer_recorded_after_the_lease_ran_out_still_counts(
     zombie, other = make_deliverer(settings), make_deliverer(settings)
     grant_id = ledger.create(NewGrant(GUILD, USER, (GrantItem("gem", 2),), source="test",
                                       idempotency_key="t:x")).grant.id  # fmt: skip
-    real_add = zombie.client.add_items
+    real_add = zombie.clients.all()[0].add_items
 
     def add_then_redis_goes_away(*args: Any, **kwargs: Any) -> Any:
         result = real_add(*args, **kwargs)  # 200 with the profile: applied, answer in hand
@@ -43,7 +43,7 @@ def test_an_answer_recorded_after_the_lease_ran_out_still_counts(
             other.deliver(gid, token)
         return result
 
-    zombie.client.add_items = add_then_redis_goes_away  # type: ignore[method-assign]
+    zombie.clients.all()[0].add_items = add_then_redis_goes_away  # type: ignore[method-assign]
     zombie.deliver(grant_id)
     # (retry: let the resend go out)
     for gid, token in other.schedule.dispatch_due(write_messages=False):

@@ -7,10 +7,11 @@ from collections.abc import Callable
 
 from redis import Redis
 
+from config.keyring import key_fingerprint
 from config.settings import Settings
 from producers.submit import submit_grant
 from simulator.wetbot import WetbotSimulator
-from tests.conftest import GUILD, OTHER_USER, USER, RunningWorker, SettingsFactory, wait_for
+from tests.conftest import API_KEY, GUILD, OTHER_USER, USER, RunningWorker, SettingsFactory, wait_for
 from worker.broker import QUEUE_NAME
 from worker.delivery import MAX_CRASHES, Deliverer
 from worker.grant import GrantItem, GrantState, NewGrant
@@ -52,13 +53,13 @@ def test_an_old_message_does_nothing_and_spends_no_slot(
 
     deliverer.deliver(grant.id, first_token.decode())  # e.g. Dramatiq redelivering a dead worker's copy
     assert sim.requests() == []
-    assert redis.zcard(keys.rate_window(deliverer.key_id)) == 0
+    assert redis.zcard(keys.rate_window(key_fingerprint(API_KEY))) == 0
 
     deliverer.deliver(grant_id, fresh_token)
     deliverer.deliver(grant_id, fresh_token)  # the same message twice (a resent enqueue): once
     assert ledger.get(grant.id).state == GrantState.DELIVERED
     assert len(sim.requests()) == 1
-    assert redis.zcard(keys.rate_window(deliverer.key_id)) == 1
+    assert redis.zcard(keys.rate_window(key_fingerprint(API_KEY))) == 1
     assert redis.zscore(keys.due(), grant.id) is None, "a delivered grant leaves the schedule"
 
 

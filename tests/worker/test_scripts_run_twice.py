@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
+from config.keyring import key_fingerprint
 from config.settings import RateLimit, Settings
 from simulator.wetbot import WetbotSimulator
 from tests.conftest import API_KEY, GUILD, USER, ScheduleDriver, SettingsFactory
-from worker.client import key_fingerprint
 from worker.delivery import Deliverer
 from worker.grant import GrantItem, GrantState, NewGrant
 from worker.keys import Keys

@@ -1,14 +1,17 @@
--- Release every parked grant of one external identity to a Discord user, atomically and once.
+-- Release every grant of one parked index, atomically and once: the grants of an external identity
+-- once it is linked to a Discord user, or the grants of a guild that had no API key once it has one.
 --
--- KEYS[1]  parked index  <p>:parked:<platform>:<external id>  SET of grant ids
+-- KEYS[1]  parked index  <p>:parked:<platform>:<external id> or <p>:parked-key:<guild>  SET of ids
 -- KEYS[2]  schedule      <p>:due                              ZSET grant id -> ms (Redis clock)
 -- ARGV[1]  key prefix "<p>"; the script touches <p>:grant:<id>, <p>:grant:<id>:history and
 --          <p>:state:parked / <p>:state:queued (one Redis instance, not a cluster)
--- ARGV[2]  Discord user id
+-- ARGV[2]  Discord user id to set on each grant, or "" to keep the grant's own
 -- ARGV[3]  now (epoch seconds, float)
 -- ARGV[4]  history entry (JSON)
+-- KEYS[3], ARGV[5]  optional: a registry SET of parked indexes and this index's name in it, removed
+--          once the index is empty
 --
--- Only grants still in state "parked" move (to "queued", with the user id set, due now: a worker's
+-- Only grants still in state "parked" move (to "queued", with the user id set if given, due now: a worker's
 -- reconciler dispatches them even if the caller dies next); each id leaves the index. Returns the
 -- ids that moved.
 local t = redis.call('TIME')
@@ -18,7 +21,8 @@ local ids = redis.call('SMEMBERS', KEYS[1])
 for _, id in ipairs(ids) do
   local grant = ARGV[1] .. ':grant:' .. id
   if redis.call('HGET', grant, 'state') == 'parked' then
-    redis.call('HSET', grant, 'state', 'queued', 'user_id', ARGV[2], 'updated_at', ARGV[3])
+    redis.call('HSET', grant, 'state', 'queued', 'updated_at', ARGV[3])
+    if ARGV[2] ~= '' then redis.call('HSET', grant, 'user_id', ARGV[2]) end
     redis.call('RPUSH', grant .. ':history', ARGV[4])
     redis.call('ZREM', ARGV[1] .. ':state:parked', id)
     redis.call('ZADD', ARGV[1] .. ':state:queued', ARGV[3], id)
@@ -26,5 +30,8 @@ for _, id in ipairs(ids) do
     released[#released + 1] = id
   end
   redis.call('SREM', KEYS[1], id)
+end
+if KEYS[3] and redis.call('SCARD', KEYS[1]) == 0 then
+  redis.call('SREM', KEYS[3], ARGV[5])
 end
 return released

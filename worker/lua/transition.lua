@@ -27,6 +27,8 @@
 --                     from the grant's guild and user; the caller's copy is informational)
 --   profile_ttl       seconds a snapshot lives (a move to "unknown" marks the user's snapshot stale)
 --   hold              "set" | "clear" | "": the user's verify hold (other grants of the user wait)
+--   park              optional {set, registry, name}: the parked index (SET) the grant joins (a step to
+--                     "parked"), and the SET of such indexes' names it is registered in
 --   possible_duplicate 1 = count a resend that may duplicate an applied request
 --
 -- Returns {1, old state} when moved, {2, state} when this attempt was already recorded,
@@ -137,6 +139,10 @@ elseif to == 'unknown' then
   -- This grant's own uncertainty does not make its own baseline wrong (a later read-back judges it).
   local own = redis.call('HGET', KEYS[1], 'baseline_seq')
   if own and own ~= '-1' then redis.call('HSET', KEYS[1], 'baseline_seq', seq) end
+end
+if req.park then
+  redis.call('SADD', req.park.set, id)
+  redis.call('SADD', req.park.registry, req.park.name)
 end
 local hold = p .. ':hold:' .. tostring(who[1]) .. ':' .. tostring(who[2])
 if req.hold == 'set' then
