@@ -198,6 +198,10 @@ class Settings(BaseSettings):
     wetbot_max_attempts: int = Field(8, ge=1, le=100)
     #: Seconds before the first retry; each further retry waits twice as long.
     wetbot_retry_backoff_s: float = Field(5.0, gt=0, allow_inf_nan=False)
+    #: Send every grant pending for one (guild, member) in one request when a slot comes up (``worker.coalesce``).
+    wetbot_coalesce: bool = True
+    #: Most distinct items one (merged) request carries.
+    wetbot_max_items_per_request: int = Field(50, ge=1, le=1000)
     #: Seconds a key that got 401/403 stays paused before one probe request.
     wetbot_auth_pause_s: float = Field(60.0, gt=0, allow_inf_nan=False)
     #: EventSub secret; none means ``POST /webhooks/twitch`` answers 503.

@@ -113,6 +113,8 @@ def build_request(
                     "idem": new.idempotency_key,
                     "mode": item.mode.value,
                     "fields": [part for pair in fields.items() for part in pair],
+                    "guild": new.guild_id,
+                    "user": new.user_id,
                     "platform": new.platform,
                     "external_id": new.external_id,
                     "static_user": item.static_user,

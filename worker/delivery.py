@@ -26,13 +26,14 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from redis import Redis, RedisError
 
 from config.settings import Settings
 from worker.client import CallResult, ItemDelta, Outcome, WetbotClient
-from worker.grant import FINAL_STATES, SENDABLE_STATES, Grant, GrantState
+from worker.coalesce import Merged, merge, pending_grants, same_request
+from worker.grant import FINAL_STATES, SENDABLE_STATES, Grant, GrantItem, GrantState
 from worker.guild_clients import GuildClients
 from worker.keys import PROFILE_TTL_S, Keys
 from worker.ledger import Ledger, StepEffects, item_amounts
@@ -42,6 +43,8 @@ from worker.schedule import Schedule
 from worker.verify import Verdict, inventory_amounts, judge
 
 logger = logging.getLogger("wetbot_rewards.delivery")
+
+_T = TypeVar("_T")
 
 #: Longest wait for a rate slot spent sleeping in the worker thread, in seconds.
 #: Longer waits hand the grant back to the schedule, so one guild's backlog
@@ -81,6 +84,16 @@ class _Run:
     attempt: str
     #: the client holding the key of the grant's guild (set once the run knows there is one).
     client: WetbotClient | None = None
+    #: every grant the run's request carries, ``grant`` first (more than one when coalesced).
+    members: tuple[Grant, ...] = ()
+
+    @property
+    def batch(self) -> tuple[Grant, ...]:
+        return self.members or (self.grant,)
+
+    @property
+    def ids(self) -> list[str]:
+        return [member.id for member in self.batch]
 
     @property
     def api(self) -> WetbotClient:
@@ -181,9 +194,11 @@ class Deliverer:
             self._send(run, slot, duplicate=grant.maybe_applied)
 
     def _abandoned(self, run: _Run) -> Grant | None:
-        """A grant left ``sending``: apply ``AMBIGUOUS_POLICY``. Returns the grant to go on with (a resend that
-        may duplicate carries ``maybe_applied``), or None when this run is done."""
+        """A grant left ``sending``: apply ``AMBIGUOUS_POLICY`` to its whole request (every grant a merged
+        request carried moves together). Returns the grant to go on with (a resend that may duplicate carries
+        ``maybe_applied``), or None when this run is done."""
         grant = run.grant
+        run = replace(run, members=tuple(same_request(self.redis, self.keys, grant)))
         policy = self.settings.ambiguous_policy
         if grant.verify_pending or policy == "verify":
             # A read-back that was cut short changed nothing: read again, whatever the policy.
@@ -193,8 +208,8 @@ class Deliverer:
                 else f"{ABANDONED}; reading the profile back to verify"
             )
             moved = self._persist(
-                lambda: self.ledger.transition(
-                    grant.id,
+                lambda: self.ledger.transition_many(
+                    run.ids,
                     GrantState.RETRYING,
                     reason,
                     expect=[GrantState.SENDING],
@@ -211,8 +226,8 @@ class Deliverer:
             if self._gave_up(run, ABANDONED, maybe_applied=True):
                 return None
             moved = self._persist(
-                lambda: self.ledger.transition(
-                    grant.id,
+                lambda: self.ledger.transition_many(
+                    run.ids,
                     GrantState.RETRYING,
                     f"{ABANDONED}; sending again (AMBIGUOUS_POLICY=retry)",
                     expect=[GrantState.SENDING],
@@ -287,41 +302,65 @@ class Deliverer:
             self.sleep(decision.wait_s)
             budget_s -= decision.wait_s
 
+    def _merged(self, lead: Grant) -> Merged:
+        """What the request for ``lead`` carries: every pending grant of the user that fits (``worker.coalesce``),
+        or ``lead`` alone when coalescing is off or ``lead`` must go alone."""
+        alone = Merged((lead,), lead.items)
+        if not self.settings.wetbot_coalesce or lead.verify_pending or lead.maybe_applied or lead.solo:
+            return alone
+        candidates = pending_grants(self.redis, self.keys, lead)
+        if not candidates:
+            return alone
+        return merge(lead, candidates, max_items=self.settings.wetbot_max_items_per_request)
+
     def _send(self, run: _Run, slot: str, *, duplicate: bool) -> None:
-        """Send the grant once; the run holds the user's lease and a rate slot."""
+        """Send the grant (with the user's other pending grants, merged) once; the run holds lease and slot."""
         grant = run.grant
+        merged = self._merged(grant)
         # The baseline a read-back would judge this request against: the last profile WetBot sent, unless an
         # outcome since left the inventory uncertain (then none: a read-back cannot decide, see worker.verify).
         snapshot = self.ledger.get_profile(grant.guild_id, grant.user_id)
         profile = snapshot.profile if snapshot is not None and not snapshot.stale else None
-        baseline = inventory_amounts(profile, (i.item_id for i in grant.items))
+        baseline = inventory_amounts(profile, merged.item_ids)
         baseline_seq = -1 if snapshot is not None and snapshot.stale else (snapshot.seq if snapshot else 0)
         send_lease_s = self.settings.wetbot_timeout + LEASE_MARGIN_S
         reason = "sending to WetBot" + (" again; this may duplicate an applied request" if duplicate else "")
-        if not self.ledger.transition(
-            grant.id,
+        if len(merged.members) > 1:
+            reason += f" (one request for {len(merged.members)} grants of this member: {_items(merged.items)})"
+        moved = self.ledger.transition_many(
+            merged.ids,
             GrantState.SENDING,
             reason,
             expect=SENDABLE_STATES,
             add_attempt=True,
             effects=StepEffects(
                 begin=run.token,
+                # A companion must be as clean as when it was picked; the lead's own flags were judged above.
+                unless_flagged=("verify", "maybe_applied", "solo") if len(merged.members) > 1 else (),
                 fields={
                     "baseline": "" if baseline is None else json.dumps(baseline),
                     "baseline_seq": str(baseline_seq),
+                    "sent_items": json.dumps([[item.item_id, item.amount] for item in merged.items]),
                 },
                 del_fields=("maybe_applied",),
                 due_in_s=send_lease_s + 1,
                 lease_set={"key": run.lease_key, "value": run.lease_value, "px": int(send_lease_s * 1000)},
                 possible_duplicate=duplicate,
             ),
-        ):
+        )
+        if grant.id not in moved:
             self.schedule.reschedule(grant.id, run.lease_key, run.lease_value, BUSY_RETRY_S)
             return
+        run = replace(run, members=tuple(m for m in merged.members if m.id in moved), attempt=run.token)
+        if len(run.members) != len(merged.members):
+            # An operator moved a companion between picking and starting: send nothing, pick again now.
+            self._step(run, GrantState.QUEUED, "a grant left the merged request before it went out; picking again",
+                       slot=self.limiter.settle_ref(run.api.key_id, slot), effects={"due_in_s": 0.0})  # fmt: skip
+            return
         result = run.api.add_items(
-            grant.guild_id, grant.user_id, [ItemDelta(item.item_id, item.amount) for item in grant.items]
+            grant.guild_id, grant.user_id, [ItemDelta(item.item_id, item.amount) for item in merged.items]
         )
-        self._record(replace(run, attempt=run.token), slot, result)
+        self._record(run, slot, result)
 
     def _record(self, run: _Run, slot: str, result: CallResult) -> None:
         """Record a POST's outcome, first and in one step."""
@@ -337,6 +376,8 @@ class Deliverer:
                 self._rate_limited(run, result, settle)
             case Outcome.UNAUTHORISED:
                 self._unauthorised(run, result, settle)
+            case Outcome.REJECTED if len(run.batch) > 1:
+                self._split(run, result, settle)
             case Outcome.REJECTED:
                 reason = f"WetBot refused the grant: {_describe(result)}"
                 self._finish(run, GrantState.DEAD, reason, effects={"slot": settle})
@@ -344,6 +385,19 @@ class Deliverer:
                 self._failed(run, _describe(result), settle)
             case Outcome.AMBIGUOUS:
                 self._ambiguous(run, _describe(result), settle)
+
+    def _split(self, run: _Run, result: CallResult, settle: dict[str, str]) -> None:
+        """A merged request refused for its content: each grant goes out alone next, so one bad grant cannot
+        hold the others back (the refusal is not counted as a failure of any of them)."""
+        self._step(
+            run,
+            GrantState.QUEUED,
+            f"WetBot refused the merged request for {len(run.batch)} grants ({_describe(result)});"
+            " each goes out alone now",
+            slot=settle,
+            last_error=f"merged request refused: {_describe(result)}",
+            effects={"fields": {"solo": "1"}, "due_in_s": 0.0},
+        )
 
     def _step(
         self,
@@ -354,10 +408,12 @@ class Deliverer:
         slot: dict[str, str] | None = None,
         expect: tuple[GrantState, ...] = (GrantState.SENDING,),
         **options: Any,
-    ) -> bool:
-        """One guarded outcome step of this run's request, retried in place while Redis is away.
+    ) -> list[str]:
+        """One guarded outcome step of this run's request (every grant it carried), retried in place while
+        Redis is away.
 
-        It also ends the run: the user's lease is released in the same step.
+        It also ends the run: the user's lease is released in the same step. Returns the ids whose change
+        is in place (none when the run's own grant could not move).
         """
         effects: dict[str, Any] = dict(options.pop("effects", {}))
         effects.setdefault("attempt", run.attempt)
@@ -368,13 +424,16 @@ class Deliverer:
         effects["lease_release"] = run.lease_release()
         step = StepEffects(**effects)
         return self._persist(
-            lambda: self.ledger.transition(run.grant.id, to, reason, expect=expect, effects=step, **options)
+            lambda: self.ledger.transition_many(run.ids, to, reason, expect=expect, effects=step, **options)
         )
 
     def _delivered(self, run: _Run, result: CallResult, settle: dict[str, str], reason: str) -> None:
         grant = run.grant
         profile = result.profile or {}
-        amounts = item_amounts(profile, (item.item_id for item in grant.items))
+        per_grant = {
+            member.id: {"result": json.dumps(item_amounts(profile, (item.item_id for item in member.items)))}
+            for member in run.batch
+        }
         # An answer that comes back after the run's lease ran out (Redis was away longer than the margin)
         # still wins over a takeover that only guessed (held unknown, or waiting for a read-back), as long
         # as nothing was sent since: the attempt guard says so.
@@ -385,12 +444,12 @@ class Deliverer:
             slot=settle,
             expect=(GrantState.SENDING, GrantState.RETRYING, GrantState.UNKNOWN),
             last_error="",
-            result=amounts,
+            per_grant=per_grant,
             effects={"profile": self._profile_ref(grant, profile)},
         )
         self._key_works(run)
         if recorded:
-            logger.info("grant %s delivered to %s/%s (%s)", grant.id, grant.guild_id, grant.user_id, reason)
+            logger.info("grant(s) %s delivered to %s/%s (%s)", ",".join(run.ids), grant.guild_id, grant.user_id, reason)
         else:
             logger.warning(
                 "grant %s: a 200 came back after another run took the grant over; that run decides", grant.id
@@ -500,9 +559,11 @@ class Deliverer:
     def _verify(self, run: _Run, slot: str) -> None:
         """Read the profile back and judge the last request (``worker.verify``); the run holds lease and slot."""
         grant = run.grant
+        # The request being judged may have carried several grants: they are judged, and move, together.
+        members = tuple(same_request(self.redis, self.keys, grant))
         send_lease_s = self.settings.wetbot_timeout + LEASE_MARGIN_S
-        if not self.ledger.transition(
-            grant.id,
+        moved = self.ledger.transition_many(
+            [member.id for member in members],
             GrantState.SENDING,
             "reading the profile back to verify the last request",
             expect=SENDABLE_STATES,
@@ -511,11 +572,12 @@ class Deliverer:
                 due_in_s=send_lease_s + 1,
                 lease_set={"key": run.lease_key, "value": run.lease_value, "px": int(send_lease_s * 1000)},
             ),
-        ):
+        )
+        if grant.id not in moved:
             self.schedule.reschedule(grant.id, run.lease_key, run.lease_value, BUSY_RETRY_S)
             return
         result = run.api.get_profile(grant.guild_id, grant.user_id)
-        run = replace(run, attempt=run.token)
+        run = replace(run, attempt=run.token, members=tuple(m for m in members if m.id in moved))
         settle = self.limiter.settle_ref(run.api.key_id, slot)
         if result.outcome == Outcome.DELIVERED and result.profile is not None:
             self._judged(run, result.profile, settle)
@@ -529,11 +591,11 @@ class Deliverer:
 
     def _judged(self, run: _Run, profile: dict[str, Any], settle: dict[str, str]) -> None:
         grant = run.grant
-        item_ids = [item.item_id for item in grant.items]
-        now = inventory_amounts(profile, item_ids) or {}
+        sent = grant.sent_items or grant.items  # what the request carried (merged), as its start recorded it
+        now = inventory_amounts(profile, [item.item_id for item in sent]) or {}
         known = self.ledger.get_profile(grant.guild_id, grant.user_id)
         trusted = grant.baseline_seq != -1 and (known.seq if known else 0) == grant.baseline_seq
-        verdict = judge(grant.items, grant.baseline, now) if trusted else Verdict.UNDECIDED
+        verdict = judge(sent, grant.baseline, now) if trusted else Verdict.UNDECIDED
         seen = f"baseline {_amounts(grant.baseline)}, read back {_amounts(now)}"
         if not trusted:
             seen += (
@@ -583,9 +645,12 @@ class Deliverer:
         self, run: _Run, state: GrantState, reason: str, *, effects: dict[str, Any], add_failure: bool = False
     ) -> None:
         """Move to a final state and report it to Sentry once (only the run that moved it reports)."""
-        grant = run.grant
-        if not self._step(run, state, reason, add_failure=add_failure, last_error=reason, effects=effects):
-            return
+        moved = self._step(run, state, reason, add_failure=add_failure, last_error=reason, effects=effects)
+        for grant in run.batch:
+            if grant.id in moved:
+                self._report_final(grant, state, reason)
+
+    def _report_final(self, grant: Grant, state: GrantState, reason: str) -> None:
         logger.error("grant %s is %s: %s", grant.id, state.value, reason)
         capture(
             f"grant {state.value}: {reason}",
@@ -627,7 +692,7 @@ class Deliverer:
             logger.error("grant %s: %s; Redis unavailable to record it (%s)", grant.id, error, redis_exc)
 
     # --- helpers --------------------------------------------------------------------------
-    def _persist(self, step: Callable[[], bool]) -> bool:
+    def _persist(self, step: Callable[[], _T]) -> _T:
         """Run a guarded ledger step, retrying in place while Redis does not answer (up to ``RECORD_RETRY_S``).
 
         An answer already received must not be lost to a Redis restart or a
@@ -687,6 +752,10 @@ class Deliverer:
 def _describe(result: CallResult) -> str:
     status = f"HTTP {result.status}" if result.status is not None else "no response"
     return f"{status}: {result.message}" if result.message else status
+
+
+def _items(items: tuple[GrantItem, ...]) -> str:
+    return ", ".join(f"{item.item_id} {item.amount:g}" for item in items)
 
 
 def _amounts(amounts: dict[str, float | None] | None) -> str:

@@ -123,6 +123,10 @@ class Grant:
     attempt_token: str = ""
     #: True when the next send repeats a request that may have been applied (``AMBIGUOUS_POLICY=retry``).
     maybe_applied: bool = False
+    #: True when the grant goes out alone: a merged request carrying it was refused for its content.
+    solo: bool = False
+    #: the items of the last request that carried this grant, summed with the others it carried (coalescing).
+    sent_items: tuple[GrantItem, ...] | None = None
 
     @property
     def cancellable(self) -> bool:
@@ -176,7 +180,7 @@ def grant_from_fields(data: Mapping[str, str]) -> Grant:
         state=GrantState(data["state"]),
         guild_id=data["guild_id"],
         user_id=data["user_id"],
-        items=tuple(GrantItem(item_id, float(amount)) for item_id, amount in json.loads(data["items"])),
+        items=_items(data["items"]),
         source=data["source"],
         source_ref=data.get("source_ref", ""),
         rule=data.get("rule", ""),
@@ -196,4 +200,10 @@ def grant_from_fields(data: Mapping[str, str]) -> Grant:
         baseline_seq=int(data.get("baseline_seq", 0)),
         attempt_token=data.get("attempt", ""),
         maybe_applied=data.get("maybe_applied") == "1",
+        solo=data.get("solo") == "1",
+        sent_items=_items(data["sent_items"]) if data.get("sent_items") else None,
     )
+
+
+def _items(text: str) -> tuple[GrantItem, ...]:
+    return tuple(GrantItem(item_id, float(amount)) for item_id, amount in json.loads(text))

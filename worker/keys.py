@@ -60,6 +60,10 @@ class Keys:
         """
         return f"{self.prefix}:due"
 
+    def pending(self, guild_id: str, user_id: str) -> str:
+        """SET of ids of the user's moving grants (queued, retrying, sending): what a merged request may carry."""
+        return f"{self.prefix}:pending:{guild_id}:{user_id}"
+
     def hold(self, guild_id: str, user_id: str) -> str:
         """STRING grant id whose read-back verification the user's other grants wait for (no TTL)."""
         return f"{self.prefix}:hold:{guild_id}:{user_id}"

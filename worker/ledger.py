@@ -178,16 +178,52 @@ class Ledger:
         guarded step); False when the grant was missing or in another state
         (someone else acted first).
         """
+        per_grant = None if result is None else {grant_id: {"result": json.dumps(dict(result))}}
+        moved = self.transition_many(
+            [grant_id],
+            to,
+            reason,
+            expect=expect,
+            add_attempt=add_attempt,
+            add_failure=add_failure,
+            reset_failures=reset_failures,
+            last_error=last_error,
+            per_grant=per_grant,
+            effects=effects,
+        )
+        return bool(moved)
+
+    def transition_many(
+        self,
+        grant_ids: Sequence[str],
+        to: GrantState,
+        reason: str,
+        *,
+        expect: Collection[GrantState] = (),
+        add_attempt: bool = False,
+        add_failure: bool = False,
+        reset_failures: bool = False,
+        last_error: str | None = None,
+        per_grant: Mapping[str, Mapping[str, str]] | None = None,
+        effects: StepEffects | None = None,
+    ) -> list[str]:
+        """``transition`` for every grant of one merged request (one guild and user), in one atomic step.
+
+        Each grant is checked on its own; the shared effects (lease, slot,
+        profile, hold) happen once when any grant moved. ``per_grant`` adds
+        fields for single grants. Returns the ids whose change is in place; an
+        empty list when the first grant could not move.
+        """
+        if not grant_ids:
+            return []
         now = time.time()
         extra = effects or StepEffects()
         fields = dict(extra.fields)
         if last_error is not None:
             fields["last_error"] = last_error
-        if result is not None:
-            fields["result"] = json.dumps(dict(result))
         request: dict[str, Any] = {
             "prefix": self._keys.prefix,
-            "id": grant_id,
+            "ids": list(grant_ids),
             "expect": [state.value for state in expect],
             "attempt": extra.attempt,
             "begin": extra.begin,
@@ -204,14 +240,20 @@ class Ledger:
             "possible_duplicate": 1 if extra.possible_duplicate else 0,
             "profile_ttl": PROFILE_TTL_S,
         }
+        if per_grant:
+            request["per_grant"] = {grant_id: dict(values) for grant_id, values in per_grant.items()}
         for name in ("lease_release", "lease_set", "slot", "profile", "park"):
             value = getattr(extra, name)
             if value is not None:
                 request[name] = value
-        moved, _current = self._transition(
-            keys=[self._keys.grant(grant_id), self._keys.history(grant_id)], args=[json.dumps(request)]
+        first = grant_ids[0]
+        reply = cast(
+            list[Any],
+            self._transition(keys=[self._keys.grant(first), self._keys.history(first)], args=[json.dumps(request)]),
         )
-        return int(moved) in (1, 2)
+        if int(reply[0]) not in (1, 2):
+            return []
+        return [_text(grant_id) for grant_id in reply[2:]]
 
     def cancel(self, grant_id: str, reason: str) -> bool:
         """Withdraw a grant nothing of which can have reached WetBot (``Grant.cancellable``); True when this

@@ -127,7 +127,8 @@ def test_a_link_via_the_api_delivers_three_parked_grants_exactly_once(
         )
         assert again.status_code == 201 and again.json()["released"] == []
         wait_for(lambda: len(ledger.list_grants(GrantState.DELIVERED)) == 3, timeout_s=15)
-        assert len(sim.applied()) == 3 and sim.inventory(GUILD, USER) == {"gem": 3}
+        assert [c.items for c in sim.applied()] == [(("gem", 3.0),)], "one merged request for the three"
+        assert sim.inventory(GUILD, USER) == {"gem": 3}
         listed = client.get("/links/twitch", headers=AUTH).json()["links"]
         assert {"external_id": TWITCH_ID, "discord_user_id": USER, "origin": "runtime"} in listed
         assert client.delete(f"/links/twitch/{TWITCH_ID}", headers=AUTH).status_code == 204

@@ -36,13 +36,14 @@ def test_delivered_grant_records_profile_and_resulting_amounts(
     second = ledger.create(new_grant("b", items=(("gem", 1.5),))).grant
     deliverer = make_deliverer(settings)
 
-    deliverer.deliver(first.id)
-    deliverer.deliver(second.id)
+    deliverer.deliver(first.id)  # one request carries both (coalescing); each grant records its items' amounts
+    deliverer.deliver(second.id)  # already delivered: finishes without a call
 
+    assert [change.items for change in sim.applied()] == [(("gem", 6.5), ("potion", 2.0))]
     done = ledger.get(second.id)
     assert done is not None and done.state == GrantState.DELIVERED
     assert done.result == {"gem": 6.5}
-    assert ledger.get(first.id).result == {"gem": 5.0, "potion": 2.0}  # type: ignore[union-attr]
+    assert ledger.get(first.id).result == {"gem": 6.5, "potion": 2.0}  # type: ignore[union-attr]
     snapshot = ledger.get_profile(GUILD, USER)
     assert snapshot is not None and snapshot.profile is not None and abs(snapshot.at - time.time()) < 5
     assert {e["itemID"]: e["amount"] for e in snapshot.profile["inventory"]} == {"gem": 6.5, "potion": 2}

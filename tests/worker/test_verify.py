@@ -108,7 +108,27 @@ def test_other_grants_of_the_user_wait_for_the_read_back(
     deliverer = make_deliverer(make_settings(wetbot_timeout=0.5))
     first, second = grant(ledger, "a"), grant(ledger, "b", amount=3)
     sim.inject("500_after", method="POST")
+    deliverer.deliver(first)  # one merged request carries both grants; its answer is a 500 after applying
+    deliverer.deliver(second)  # a grant of the request waits for the request's read-back
+    assert posts(sim) == 1
+    driver.run(deliverer)
+    assert [ledger.get(g).state for g in (first, second)] == [GrantState.DELIVERED] * 2  # type: ignore[union-attr]
+    assert sim.inventory(GUILD, USER) == {"gem": 5.0}
+    assert posts(sim) == 1, "the merged request was judged as a whole by one read-back, never resent"
+    assert sum(1 for r in sim.requests() if r.method == "GET") == 1
+    for grant_id in (first, second):
+        assert "verified by read-back: applied" in ledger.history(grant_id)[-1].reason
+
+
+def test_a_grant_queued_during_a_read_back_waits_for_it(
+    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator,
+    driver: ScheduleDriver,
+) -> None:  # fmt: skip
+    deliverer = make_deliverer(make_settings(wetbot_timeout=0.5))
+    first = grant(ledger, "a")
+    sim.inject("500_after", method="POST")
     deliverer.deliver(first)
+    second = grant(ledger, "b", amount=3)
     deliverer.deliver(second)  # its user waits for the first grant's read-back
     assert posts(sim) == 1
     driver.run(deliverer)

@@ -13,7 +13,7 @@
 --     seen    "" or a key: the event answers {seen=true} and does nothing if it exists; it is SET
 --             (NX, seen_ttl) once the event's grants are written
 --     counter "" or a counter name to HINCRBY in <p>:counters after the event's grants
---     grants  list of {id, idem, mode, fields (flat field/value list), platform, external_id,
+--     grants  list of {id, idem, mode, fields (flat field/value list), guild, user, platform, external_id,
 --             static_user, reason, message_id, message, token}
 --             mode "enqueue":  state queued, Dramatiq message written (HSET queue.msgs + RPUSH queue),
 --                              its dispatch token on the grant, due when the message should be claimed
@@ -22,7 +22,8 @@
 --                  "resolve": the run-time link (HGET <p>:links:<platform>), else static_user, gives
 --                             user_id → as "enqueue"; no user → as "park"
 -- Keys touched per grant: <p>:idem:<idem>, <p>:grant:<id>, <p>:grant:<id>:history,
--- <p>:state:<state>, <p>:grants, <p>:due, and the parked set or Dramatiq queue named above.
+-- <p>:state:<state>, <p>:grants, <p>:due, <p>:pending:<guild>:<user>, and the parked set or Dramatiq
+-- queue named above.
 --
 -- Returns JSON {events=[{seen=bool, grants=[...]}]}, one entry per event in request order. A created
 -- grant is {created=true, id, state, user_id} (the rest is what the caller sent); for a taken key it
@@ -62,6 +63,10 @@ local function create(g)
   redis.call('RPUSH', key .. ':history', cjson.encode({from = '', to = state, at = req.now, reason = g.reason}))
   redis.call('ZADD', p .. ':state:' .. state, req.now, g.id)
   redis.call('ZADD', p .. ':grants', req.now, g.id)
+  if mode ~= 'park' then
+    -- The user's pending index: the grants a merged request may carry (worker.coalesce).
+    redis.call('SADD', p .. ':pending:' .. g.guild .. ':' .. (user or g.user), g.id)
+  end
   if mode == 'enqueue' then
     redis.call('HSET', req.queue .. '.msgs', g.message_id, g.message)
     redis.call('RPUSH', req.queue, g.message_id)

@@ -27,6 +27,8 @@ for _, id in ipairs(ids) do
     redis.call('ZREM', ARGV[1] .. ':state:parked', id)
     redis.call('ZADD', ARGV[1] .. ':state:queued', ARGV[3], id)
     redis.call('ZADD', KEYS[2], now_ms, id)
+    local g = redis.call('HMGET', grant, 'guild_id', 'user_id')
+    redis.call('SADD', ARGV[1] .. ':pending:' .. g[1] .. ':' .. g[2], id)
     released[#released + 1] = id
   end
   redis.call('SREM', KEYS[1], id)

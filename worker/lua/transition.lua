@@ -1,22 +1,25 @@
--- One atomic step of a grant: its state change with history and state index, the schedule that keeps
--- it moving, and whatever else the step changes (lease, rate slot, profile snapshot, verify hold).
--- Safe to run twice (redis-py may resend an EVALSHA whose first run went through): a step guarded
--- by "attempt" answers {2, state} the second time.
+-- One atomic step of a grant, or of every grant of one merged request (coalescing): their state change
+-- with history and state index, the schedule that keeps them moving, and whatever else the step changes
+-- (lease, rate slot, profile snapshot, verify hold). Safe to run twice (redis-py may resend an EVALSHA
+-- whose first run went through): a step guarded by "attempt" answers 2 for a grant the second time.
 --
--- KEYS[1]  grant    <p>:grant:<id>          HASH
+-- KEYS[1]  grant    <p>:grant:<id>          HASH  (of the first grant; the others' keys follow the prefix)
 -- KEYS[2]  history  <p>:grant:<id>:history  LIST
 -- ARGV[1]  JSON request:
---   prefix, id        key prefix <p> and grant id (the script also touches <p>:state:<s>, <p>:due,
---                     <p>:hold:<guild>:<user> and the keys named below: one Redis instance, not a cluster)
+--   prefix, ids       key prefix <p> and the grant ids the step is for (the script also touches
+--                     <p>:state:<s>, <p>:due, <p>:pending:<guild>:<user>, <p>:hold:<guild>:<user> and the
+--                     keys named below: one Redis instance, not a cluster). All grants of one call belong
+--                     to one (guild, user); each is checked and moved on its own.
 --   expect            allowed current states ([] = any)
 --   unless_flagged    fields that, set to "1", forbid the step (e.g. a cancel of a grant that may have
 --                     been applied: "verify", "maybe_applied")
 --   attempt           "" or the run token that must be the grant's "attempt" (a worker's own send)
 --   begin             "" or the run token of a request this step starts: it becomes "attempt", and a
---                     resent step finds it there and answers {2, state}
+--                     resent step finds it there and answers 2
 --   to, now, entry    new state; epoch seconds (history, index, updated_at); history JSON with "%FROM%"
 --   add_attempt       1 = one more request sent; failures: "0", "1" or "reset"
---   fields            {field: value} to set; del_fields: [field] to remove
+--   fields            {field: value} to set on every grant; per_grant: {id: {field: value}} for one
+--   del_fields        [field] to remove
 --   due_ms            for to = queued/retrying/sending: when the reconciler looks at it next, in ms from
 --                     Redis' clock (0 = now). Every other state leaves the schedule.
 --   lease_release     optional {key, value}: delete the lease if it still holds value
@@ -24,50 +27,59 @@
 --                     another run holds it
 --   slot              optional {key, member}: the rate slot counts from now (its answer came back)
 --   profile           optional {key, json, at, ttl}: store the user's profile snapshot (key is derived
---                     from the grant's guild and user; the caller's copy is informational)
+--                     from the grants' guild and user; the caller's copy is informational)
 --   profile_ttl       seconds a snapshot lives (a move to "unknown" marks the user's snapshot stale)
---   hold              "set" | "clear" | "": the user's verify hold (other grants of the user wait)
---   park              optional {set, registry, name}: the parked index (SET) the grant joins (a step to
+--   hold              "set" | "clear" | "": the user's verify hold (other grants of the user wait); "set"
+--                     gives it to the first grant that moved
+--   park              optional {set, registry, name}: the parked index (SET) the grants join (a step to
 --                     "parked"), and the SET of such indexes' names it is registered in
 --   possible_duplicate 1 = count a resend that may duplicate an applied request
 --
--- Returns {1, old state} when moved, {2, state} when this attempt was already recorded,
--- {0, current state or ""} when not moved.
+-- Returns {code, state} for the first grant (1 = moved from state, 2 = this attempt was already recorded,
+-- 0 = not moved, state = its current state or ""), then the ids of every grant with code 1 or 2.
 local req = cjson.decode(ARGV[1])
-local p, id = req.prefix, req.id
-local current = redis.call('HGET', KEYS[1], 'state')
-if not current then
-  return {0, ''}
-end
-if req.begin ~= '' and redis.call('HGET', KEYS[1], 'attempt') == req.begin then
-  return {2, current}
-end
-if req.attempt ~= '' then
-  local h = redis.call('HMGET', KEYS[1], 'attempt', 'recorded')
-  if h[2] == req.attempt then
-    return {2, current}
+local p = req.prefix
+local ids = req.ids
+local moving = {queued = true, retrying = true, sending = true}
+
+local function check(key)
+  local current = redis.call('HGET', key, 'state')
+  if not current then
+    return 0, ''
   end
-  if h[1] ~= req.attempt then
-    return {0, current}
+  if req.begin ~= '' and redis.call('HGET', key, 'attempt') == req.begin then
+    return 2, current
   end
+  if req.attempt ~= '' then
+    local h = redis.call('HMGET', key, 'attempt', 'recorded')
+    if h[2] == req.attempt then
+      return 2, current
+    end
+    if h[1] ~= req.attempt then
+      return 0, current
+    end
+  end
+  for _, flag in ipairs(req.unless_flagged) do
+    if redis.call('HGET', key, flag) == '1' then
+      return 0, current
+    end
+  end
+  if #req.expect > 0 then
+    local allowed = false
+    for _, state in ipairs(req.expect) do
+      if state == current then allowed = true end
+    end
+    if not allowed then
+      return 0, current
+    end
+  end
+  return 1, current
 end
-for _, flag in ipairs(req.unless_flagged) do
-  if redis.call('HGET', KEYS[1], flag) == '1' then
-    return {0, current}
-  end
-end
-if #req.expect > 0 then
-  local allowed = false
-  for _, state in ipairs(req.expect) do
-    if state == current then allowed = true end
-  end
-  if not allowed then
-    return {0, current}
-  end
-end
+
 if req.lease_set then
   local holder = redis.call('GET', req.lease_set.key)
   if holder and holder ~= req.lease_set.value then
+    local _, current = check(p .. ':grant:' .. ids[1])
     return {0, current}
   end
 end
@@ -75,46 +87,82 @@ end
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local to = req.to
-local fields = {'state', to, 'updated_at', req.now}
-for k, v in pairs(req.fields) do
-  fields[#fields + 1] = k
-  fields[#fields + 1] = v
-end
-if req.attempt ~= '' then
-  fields[#fields + 1] = 'recorded'
-  fields[#fields + 1] = req.attempt
-end
-if req.begin ~= '' then
-  fields[#fields + 1] = 'attempt'
-  fields[#fields + 1] = req.begin
-end
-redis.call('HSET', KEYS[1], unpack(fields))
-for _, f in ipairs(req.del_fields) do redis.call('HDEL', KEYS[1], f) end
-if req.add_attempt == 1 then redis.call('HINCRBY', KEYS[1], 'attempts', 1) end
-if req.possible_duplicate == 1 then redis.call('HINCRBY', KEYS[1], 'possible_duplicates', 1) end
-if req.failures == 'reset' then
-  redis.call('HSET', KEYS[1], 'failures', 0)
-elseif req.failures == '1' then
-  redis.call('HINCRBY', KEYS[1], 'failures', 1)
-end
-local entry = string.gsub(req.entry, '%%FROM%%', current, 1)
-redis.call('RPUSH', KEYS[2], entry)
-redis.call('ZREM', p .. ':state:' .. current, id)
-redis.call('ZADD', p .. ':state:' .. to, req.now, id)
+local first_code, first_state = 0, ''
+local answered = {}
+local moved_ids = {}
+local who = nil
 
--- The schedule: every grant that should move has an entry; its Dramatiq message is only a hint. After a
--- step no message is live any more: the reconciler writes one when the grant is due.
-redis.call('HDEL', KEYS[1], 'dispatch')
-if to == 'queued' or to == 'retrying' or to == 'sending' then
-  redis.call('ZADD', p .. ':due', now_ms + (req.due_ms or 0), id)
-else
-  redis.call('ZREM', p .. ':due', id)
+for index, id in ipairs(ids) do
+  local key = p .. ':grant:' .. id
+  local code, current = check(key)
+  if index == 1 then first_code, first_state = code, current end
+  if code > 0 then answered[#answered + 1] = id end
+  if code == 1 then
+    moved_ids[#moved_ids + 1] = id
+    local fields = {'state', to, 'updated_at', req.now}
+    for k, v in pairs(req.fields) do
+      fields[#fields + 1] = k
+      fields[#fields + 1] = v
+    end
+    local own = req.per_grant and req.per_grant[id]
+    if own then
+      for k, v in pairs(own) do
+        fields[#fields + 1] = k
+        fields[#fields + 1] = v
+      end
+    end
+    if req.attempt ~= '' then
+      fields[#fields + 1] = 'recorded'
+      fields[#fields + 1] = req.attempt
+    end
+    if req.begin ~= '' then
+      fields[#fields + 1] = 'attempt'
+      fields[#fields + 1] = req.begin
+    end
+    redis.call('HSET', key, unpack(fields))
+    for _, f in ipairs(req.del_fields) do redis.call('HDEL', key, f) end
+    if req.add_attempt == 1 then redis.call('HINCRBY', key, 'attempts', 1) end
+    if req.possible_duplicate == 1 then redis.call('HINCRBY', key, 'possible_duplicates', 1) end
+    if req.failures == 'reset' then
+      redis.call('HSET', key, 'failures', 0)
+    elseif req.failures == '1' then
+      redis.call('HINCRBY', key, 'failures', 1)
+    end
+    local entry = string.gsub(req.entry, '%%FROM%%', current, 1)
+    redis.call('RPUSH', key .. ':history', entry)
+    redis.call('ZREM', p .. ':state:' .. current, id)
+    redis.call('ZADD', p .. ':state:' .. to, req.now, id)
+    -- The schedule: every grant that should move has an entry; its Dramatiq message is only a hint. After a
+    -- step no message is live any more: the reconciler writes one when the grant is due.
+    redis.call('HDEL', key, 'dispatch')
+    local g = redis.call('HMGET', key, 'guild_id', 'user_id')
+    who = who or g
+    -- The user's pending index: the grants a merged request may carry (worker.coalesce).
+    local pending = p .. ':pending:' .. tostring(g[1]) .. ':' .. tostring(g[2])
+    if moving[to] then
+      redis.call('ZADD', p .. ':due', now_ms + (req.due_ms or 0), id)
+      redis.call('SADD', pending, id)
+    else
+      redis.call('ZREM', p .. ':due', id)
+      redis.call('SREM', pending, id)
+    end
+    if req.park then
+      redis.call('SADD', req.park.set, id)
+      redis.call('SADD', req.park.registry, req.park.name)
+    end
+  end
 end
+
+local reply = {first_code, first_state}
+for _, id in ipairs(answered) do reply[#reply + 1] = id end
 
 if req.lease_release then
   if redis.call('GET', req.lease_release.key) == req.lease_release.value then
     redis.call('DEL', req.lease_release.key)
   end
+end
+if #moved_ids == 0 then
+  return reply
 end
 if req.lease_set then
   redis.call('SET', req.lease_set.key, req.lease_set.value, 'PX', req.lease_set.px)
@@ -122,7 +170,6 @@ end
 if req.slot then
   redis.call('ZADD', req.slot.key, 'XX', 'GT', tonumber(t[1]) * 1000000 + tonumber(t[2]), req.slot.member)
 end
-local who = redis.call('HMGET', KEYS[1], 'guild_id', 'user_id')
 -- The user's profile snapshot: its "seq" moves whenever what we know of the inventory changes, so a
 -- read-back can tell whether its baseline is still the last thing known; "stale" says an outcome left
 -- the inventory uncertain (the snapshot then cannot serve as a baseline until WetBot sends a new one).
@@ -136,18 +183,20 @@ elseif to == 'unknown' then
   redis.call('HSET', snapshot, 'stale', '1')
   local seq = redis.call('HINCRBY', snapshot, 'seq', 1)
   redis.call('EXPIRE', snapshot, req.profile_ttl)
-  -- This grant's own uncertainty does not make its own baseline wrong (a later read-back judges it).
-  local own = redis.call('HGET', KEYS[1], 'baseline_seq')
-  if own and own ~= '-1' then redis.call('HSET', KEYS[1], 'baseline_seq', seq) end
-end
-if req.park then
-  redis.call('SADD', req.park.set, id)
-  redis.call('SADD', req.park.registry, req.park.name)
+  -- These grants' own uncertainty does not make their own baseline wrong (a later read-back judges it).
+  for _, id in ipairs(moved_ids) do
+    local key = p .. ':grant:' .. id
+    local own = redis.call('HGET', key, 'baseline_seq')
+    if own and own ~= '-1' then redis.call('HSET', key, 'baseline_seq', seq) end
+  end
 end
 local hold = p .. ':hold:' .. tostring(who[1]) .. ':' .. tostring(who[2])
 if req.hold == 'set' then
-  redis.call('SET', hold, id)
-elseif req.hold == 'clear' or not (to == 'queued' or to == 'retrying' or to == 'sending') then
-  if redis.call('GET', hold) == id then redis.call('DEL', hold) end
+  redis.call('SET', hold, moved_ids[1])
+elseif req.hold == 'clear' or not moving[to] then
+  local holder = redis.call('GET', hold)
+  for _, id in ipairs(moved_ids) do
+    if holder == id then redis.call('DEL', hold) end
+  end
 end
-return {1, current}
+return reply
