@@ -28,6 +28,7 @@ from worker.grant import (
     grant_from_hash,
 )
 from worker.keys import PROFILE_TTL_S, Keys
+from worker.replication import NO_ACKS, NotReplicated, ReplicaAcks, run_confirmed
 from worker.scripts import load_script
 
 
@@ -89,11 +90,16 @@ class StepEffects:
 
 
 class Ledger:
-    """Grant records in Redis under ``keys``."""
+    """Grant records in Redis under ``keys``.
 
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    ``acks`` says how many replicas must confirm the writes a promise rests on (``worker.replication``):
+    every create, and the transitions called with ``confirm=True``.
+    """
+
+    def __init__(self, redis: Redis, keys: Keys, *, acks: ReplicaAcks = NO_ACKS) -> None:
         self._redis = redis
         self._keys = keys
+        self._acks = acks
         self._transition = load_script(redis, "transition")
         self._release = load_script(redis, "release_parked")
 
@@ -110,7 +116,7 @@ class Ledger:
 
     def create_many(self, planned: Sequence[Planned], *, seen_key: str = "", counter: str = "") -> BatchResult:
         """Create a batch in one atomic step (see ``worker.creation``)."""
-        return create_grants(self._redis, self._keys, planned, seen_key=seen_key, counter=counter)
+        return create_grants(self._redis, self._keys, planned, seen_key=seen_key, counter=counter, acks=self._acks)
 
     def get(self, grant_id: str) -> Grant | None:
         """The grant, or None when no grant has that id."""
@@ -166,6 +172,7 @@ class Ledger:
         last_error: str | None = None,
         result: Mapping[str, float] | None = None,
         effects: StepEffects | None = None,
+        confirm: bool = False,
     ) -> bool:
         """Move the grant to ``to`` if its state is one of ``expect`` (any when empty), in one atomic step.
 
@@ -175,6 +182,11 @@ class Ledger:
         change is in place (made by this call, or by an earlier run of the same
         guarded step); False when the grant was missing or in another state
         (someone else acted first).
+
+        ``confirm`` waits for the ledger's replicas to have the step (``worker.replication``).
+
+        Raises:
+          NotReplicated: with ``confirm``, the step moved the grant but too few replicas confirmed it.
         """
         now = time.time()
         extra = effects or StepEffects()
@@ -206,9 +218,15 @@ class Ledger:
             value = getattr(extra, name)
             if value is not None:
                 request[name] = value
-        moved, _current = self._transition(
-            keys=[self._keys.grant(grant_id), self._keys.history(grant_id)], args=[json.dumps(request)]
-        )
+        acks = self._acks if confirm else NO_ACKS
+        script_keys = [self._keys.grant(grant_id), self._keys.history(grant_id)]
+        try:
+            moved, _current = run_confirmed(self._redis, self._transition, acks, keys=script_keys,
+                                            args=[json.dumps(request)])  # fmt: skip
+        except NotReplicated as exc:
+            if int(exc.reply[0]) in (1, 2):
+                raise
+            return False  # nothing moved: there is nothing to confirm
         return int(moved) in (1, 2)
 
     def cancel(self, grant_id: str, reason: str) -> bool:

@@ -16,6 +16,7 @@ from worker.delivery import Deliverer
 from worker.keys import Keys
 from worker.ledger import Ledger
 from worker.limiter import SlidingWindowLimiter
+from worker.replication import ReplicaAcks
 from worker.retention import LedgerRetention
 from worker.schedule import Reconciler, Schedule
 
@@ -31,7 +32,7 @@ def build_deliverer(settings: Settings, redis: Redis, *, sleep: Callable[[float]
         settings=settings,
         redis=redis,
         keys=keys,
-        ledger=Ledger(redis, keys),
+        ledger=Ledger(redis, keys, acks=ReplicaAcks.from_settings(settings)),
         limiter=SlidingWindowLimiter(redis, keys, settings.wetbot_rate_limit),
         client=client,
         schedule=Schedule(redis, keys),
