@@ -96,8 +96,7 @@ class SentinelGroup:
             encoding="utf-8",
         )
         self.sentinel = subprocess.Popen(["redis-server", str(conf), "--sentinel"], stdout=subprocess.DEVNULL)
-        wanted = len(self.nodes) - 1
-        wait_until(lambda: self._known_replicas() >= wanted, timeout_s=15, what="sentinel sees the replicas")
+        self.wait_promotable(timeout_s=15)
 
     def stop(self) -> None:
         if self.sentinel is not None and self.sentinel.poll() is None:
@@ -149,6 +148,7 @@ class SentinelGroup:
         return self.node(port).client()
 
     def _known_replicas(self) -> int:
+        """Replicas the sentinel could promote now: up, connected, linked to the master, role seen as replica."""
         client = self._sentinel_client()
         try:
             replicas = client.sentinel_slaves(MASTER_NAME)  # type: ignore[no-untyped-call]
@@ -156,7 +156,19 @@ class SentinelGroup:
             return 0
         finally:
             client.close()
-        return sum(1 for r in replicas if not (r.get("is_sdown") or r.get("is_odown")))
+        return sum(
+            1
+            for r in replicas
+            if not (r.get("is_sdown") or r.get("is_odown") or r.get("is_disconnected"))
+            and r.get("role-reported") == "slave"
+            and r.get("master-link-status") == "ok"
+        )
+
+    def wait_promotable(self, timeout_s: float = 30.0) -> None:
+        """Wait until the sentinel counts every replica as promotable (it refreshes a returning node's role
+        only every few seconds; a failover asked for before then fails with ``NOGOODSLAVE``)."""
+        wanted = len(self.nodes) - 1
+        wait_until(lambda: self._known_replicas() >= wanted, timeout_s=timeout_s, what="promotable replicas")
 
     def wait_replicas_online(self, master_port: int, count: int, timeout_s: float = 15.0) -> None:
         """Wait until ``count`` replicas are attached to ``master_port`` and in sync (``state=online``)."""
@@ -179,6 +191,7 @@ class SentinelGroup:
 
     def kill_primary(self, *, timeout_s: float = 20.0) -> tuple[int, int]:
         """SIGKILL the primary and wait until the sentinel has promoted a replica; ``(old port, new port)``."""
+        self.wait_promotable()
         old = self.master_port()
         assert old is not None, "no master to kill"
         self.node(old).kill()
@@ -201,6 +214,7 @@ class SentinelGroup:
         The sentinel does not ask the old primary first: it stays writable (to the connections it has) until
         the sentinel reconfigures it as a replica, about ten seconds later, and drops what it took meanwhile.
         """
+        self.wait_promotable()
         old = self.master_port()
         assert old is not None
         client = self._sentinel_client()
