@@ -63,3 +63,12 @@ def test_a_producer_answers_2xx_only_when_the_replicas_confirm(
     if delivery.name.startswith("patreon") and replicas:
         members = list(redis.scan_iter(match=f"{keys.prefix}:*patreon-member*", count=1000))
         assert members and all(redis.hget(m, WRITTEN_FIELD) for m in members)
+
+
+@pytest.mark.parametrize("replicas", [0, 1])
+def test_readyz_warns_when_too_few_replicas_are_in_sync(replicas: int, make_settings: SettingsFactory) -> None:
+    with TestClient(create_app(make_settings(redis_wait_replicas=replicas))) as client:
+        ready = client.get("/readyz")
+    assert ready.status_code == 200
+    shortfall = [w for w in ready.json()["warnings"] if "REDIS_WAIT_REPLICAS" in w]
+    assert len(shortfall) == replicas  # the shared test Redis has no replica
