@@ -24,6 +24,7 @@ from pydantic import (
     PlainValidator,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
@@ -64,6 +65,13 @@ _RATE_LIMIT_RE = re.compile(r"(?P<limit>[0-9]+)/(?P<window>[0-9]+(?:\.[0-9]+)?|\
 _RATE_LIMIT_FORMAT = "expected N/<seconds>s such as 10/60s"
 _KEY_PREFIX_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+#: One sentinel address: ``host:port`` or ``[ipv6]:port``.
+_SENTINEL_RE = re.compile(r"(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_.-]+)):(?P<port>[0-9]{1,5})")
+_SENTINELS_FORMAT = "must be host:port pairs separated by commas, such as sentinel-1:26379,sentinel-2:26379"
+#: Longest accepted ``REDIS_WAIT_TIMEOUT_S``: a producer's answer waits this long for a replica at most.
+MAX_WAIT_TIMEOUT_S = 30.0
+#: Most replicas ``REDIS_WAIT_REPLICAS`` may ask for (more is surely a typo).
+MAX_WAIT_REPLICAS = 16
 _HAS_SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
 
 
@@ -104,6 +112,31 @@ class RateLimit:
         # Positional notation (never 1e-06), with the shortest digits that read back to the same float.
         window = format(Decimal(repr(float(self.window_s))).normalize(), "f")
         return f"{self.limit}/{window}s"
+
+
+def _parse_sentinels(value: Any) -> tuple[tuple[str, int], ...]:
+    """``host:port,host:port`` (spaces around commas allowed) as ``((host, port), ...)``.
+
+    Raises:
+      ValueError: with a message that does not repeat ``value``.
+    """
+    if isinstance(value, tuple | list):
+        value = ",".join(f"{host}:{port}" for host, port in value)
+    if not isinstance(value, str):
+        raise ValueError(_SENTINELS_FORMAT)
+    if not value.strip():
+        return ()
+    addresses = []
+    for part in value.split(","):
+        match = _SENTINEL_RE.fullmatch(part.strip())
+        if match is None or not 1 <= int(match["port"]) <= 65535:
+            raise ValueError(_SENTINELS_FORMAT)
+        addresses.append((match["ipv6"] or match["host"], int(match["port"])))
+    return tuple(addresses)
+
+
+#: ``NoDecode``: the env value is our comma list, not JSON.
+SentinelsField = Annotated[tuple[tuple[str, int], ...], NoDecode]
 
 
 def _validate_rate_limit(value: Any) -> RateLimit:
@@ -180,8 +213,20 @@ class Settings(BaseSettings):
         frozen=True,
     )
 
-    #: Broker and state. ``redis://``, ``rediss://`` (TLS) or ``unix://``.
+    #: Broker and state. ``redis://``, ``rediss://`` (TLS) or ``unix://``. With ``REDIS_SENTINELS`` its
+    #: host and port are not used: it gives the database, username, password and TLS options of the master.
     redis_url: str = "redis://localhost:6379/0"
+    #: Redis Sentinel: the sentinels' ``host:port`` list; none means ``REDIS_URL`` names the server itself.
+    redis_sentinels: SentinelsField = ()
+    #: The master's name as the sentinels know it (``sentinel monitor <name> ...``).
+    redis_sentinel_master: str = "mymaster"
+    #: Password of the sentinels themselves (``requirepass`` in sentinel.conf); the master's is in ``REDIS_URL``.
+    redis_sentinel_password: SecretStr | None = None
+    #: Replicas that must confirm a write before a producer answers 2xx or a worker sends a request
+    #: (``WAIT``; see ``worker.replication``). None: 1 with ``REDIS_SENTINELS``, else 0 (off).
+    redis_wait_replicas: int | None = Field(None, ge=0, le=MAX_WAIT_REPLICAS)
+    #: Seconds to wait for that confirmation before answering 503 / not sending yet.
+    redis_wait_timeout_s: float = Field(1.0, gt=0, le=MAX_WAIT_TIMEOUT_S, allow_inf_nan=False)
     #: Every Redis key of the service lives under ``<prefix>:`` (see worker/keys.py).
     redis_key_prefix: str = "wbr"
     #: WetBot API base URL, without a trailing slash.
@@ -239,6 +284,23 @@ class Settings(BaseSettings):
     def _check_redis_url(cls, value: str) -> str:
         if not value.startswith(_REDIS_SCHEMES) or _HAS_SPACE_OR_CONTROL.search(value):
             raise ValueError("must be a URL starting with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("redis_sentinels", mode="before")
+    @classmethod
+    def _check_sentinels(cls, value: Any, info: ValidationInfo) -> tuple[tuple[str, int], ...]:
+        """The master's address comes from the sentinels, so ``REDIS_URL`` must be a TCP URL (not ``unix://``)."""
+        sentinels = _parse_sentinels(value)
+        url = info.data.get("redis_url")  # absent when REDIS_URL itself was invalid (reported on its own)
+        if sentinels and isinstance(url, str) and not url.startswith(("redis://", "rediss://")):
+            raise ValueError("needs REDIS_URL to start with redis:// or rediss:// (it gives db, password and TLS)")
+        return sentinels
+
+    @field_validator("redis_sentinel_master")
+    @classmethod
+    def _check_sentinel_master(cls, value: str) -> str:
+        if not value or _HAS_SPACE_OR_CONTROL.search(value):
+            raise ValueError("must be the master's name as the sentinels know it, without spaces")
         return value
 
     @field_validator("redis_key_prefix")
@@ -337,6 +399,13 @@ class Settings(BaseSettings):
     # -- derived ------------------------------------------------------------------
 
     @property
+    def wait_replicas(self) -> int:
+        """Replicas a write must reach before the service relies on it (``REDIS_WAIT_REPLICAS`` resolved)."""
+        if self.redis_wait_replicas is not None:
+            return self.redis_wait_replicas
+        return 1 if self.redis_sentinels else 0
+
+    @property
     def demo_mode(self) -> bool:
         """True without any API key: ``make run`` then points the worker at the bundled simulator."""
         return self.wetbot_api_key is None and not self.wetbot_api_keys
@@ -353,7 +422,8 @@ class Settings(BaseSettings):
         """Every secret value that is set, for scrubbing logs and Sentry events.
 
         Covers the API keys, both webhook secrets, the grants token, the Twitch
-        client secret, the Sentry DSN, and a password embedded in ``REDIS_URL``.
+        client secret, the Sentry DSN, the sentinels' password and a password
+        embedded in ``REDIS_URL``.
         """
         values = [
             secret.get_secret_value()
@@ -364,6 +434,7 @@ class Settings(BaseSettings):
                 self.grants_api_token,
                 self.twitch_client_secret,
                 self.sentry_dsn,
+                self.redis_sentinel_password,
             )
             if secret is not None
         ]

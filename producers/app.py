@@ -36,6 +36,7 @@ from worker.keys import Keys
 from worker.ledger import Ledger
 from worker.observability import configure_logging, init_sentry
 from worker.redis_checks import CachedRedisCheck
+from worker.replication import ReplicaAcks
 
 logger = logging.getLogger("wetbot_rewards.web")
 
@@ -59,13 +60,14 @@ def create_app(settings: Settings) -> FastAPI:
         redis = connect_redis(settings)
         aredis = connect_redis_async(settings)
         keys = Keys(settings.redis_key_prefix)
+        acks = ReplicaAcks.from_settings(settings)
         app.state.wetbot = AppState(
             settings=settings,
             redis=redis,
             aredis=aredis,
-            creator=CreationBatcher(aredis, keys),
+            creator=CreationBatcher(aredis, keys, acks=acks),
             keys=keys,
-            ledger=Ledger(redis, keys),
+            ledger=Ledger(redis, keys, acks=acks),
             rewards=rewards,
             keyring=keyring,
             links=LinkStore.for_rewards(redis, keys, rewards),

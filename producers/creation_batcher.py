@@ -10,7 +10,9 @@ CPU per request (``BENCHMARKS.md``, Twitch ingest).
 No event waits for company: the first one after a quiet spell is sent on the
 next turn of the event loop, together with whatever else became ready in that
 turn. A failed call fails every event in it with the same exception, so each
-request answers 503 and its source retries; nothing was acknowledged. An
+request answers 503 and its source retries; nothing was acknowledged. That
+includes a call too few replicas confirmed (``worker.replication``): the
+confirmation covers the whole call, so a batch waits for one ``WAIT``. An
 event the script cannot answer (``MissingGrant``) fails alone.
 """
 
@@ -31,6 +33,7 @@ from worker.creation import (
     register_async,
 )
 from worker.keys import Keys
+from worker.replication import NO_ACKS, ReplicaAcks
 
 __all__ = ["MAX_EVENTS_PER_CALL", "CreationBatcher"]
 
@@ -43,7 +46,16 @@ _Waiter = tuple[EventRequest, "asyncio.Future[BatchResult]"]
 class CreationBatcher:
     """Creates each event's grants in one atomic step, sharing script calls between concurrent events."""
 
-    def __init__(self, redis: AsyncRedis, keys: Keys, *, max_events_per_call: int = MAX_EVENTS_PER_CALL) -> None:
+    def __init__(
+        self,
+        redis: AsyncRedis,
+        keys: Keys,
+        *,
+        max_events_per_call: int = MAX_EVENTS_PER_CALL,
+        acks: ReplicaAcks = NO_ACKS,
+    ) -> None:
+        self._redis = redis
+        self._acks = acks
         self._script = register_async(redis)
         self._keys = keys
         self._max_events = max_events_per_call
@@ -81,7 +93,9 @@ class CreationBatcher:
         self.calls += 1
         self.events += len(batch)
         try:
-            results = await create_events_async(self._script, self._keys, [event for event, _ in batch])
+            results = await create_events_async(
+                self._redis, self._script, self._keys, [event for event, _ in batch], acks=self._acks
+            )
         except asyncio.CancelledError:
             for _, future in batch:
                 future.cancel()

@@ -24,6 +24,7 @@ from worker.connections import connect_redis
 from worker.grant import Grant, GrantItem, GrantState, NewGrant
 from worker.keys import Keys
 from worker.ledger import Ledger
+from worker.replication import ReplicaAcks
 
 #: WetBot's documented amount range.
 MAX_AMOUNT = 1_000_000_000
@@ -234,7 +235,8 @@ def _links_remove(settings: Settings, args: argparse.Namespace) -> int:
 
 # --- helpers ----------------------------------------------------------------------------------
 def _ledger(settings: Settings) -> Ledger:
-    return Ledger(connect_redis(settings), Keys(settings.redis_key_prefix))
+    """The ledger; a ``grant`` it creates is confirmed by replicas like a producer's (``worker.replication``)."""
+    return Ledger(connect_redis(settings), Keys(settings.redis_key_prefix), acks=ReplicaAcks.from_settings(settings))
 
 
 def _get(ledger: Ledger, grant_id: str) -> Grant:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make run`: start web + worker from the Procfile with honcho.
 # - reads .env if present;
-# - starts a local redis-server when REDIS_URL does not answer and one is installed;
+# - starts a local redis-server when REDIS_URL does not answer and one is installed (with
+#   REDIS_SENTINELS set it only checks that the master answers through the sentinels);
 # - copies config/rewards.example.toml to config/rewards.toml when there is none;
 # - with no WETBOT_API_KEY: demo mode, the bundled WetBot simulator stands in for WetBot.
 set -euo pipefail
@@ -42,7 +43,20 @@ trap 'exit 130' INT TERM
 
 redis_ping() { "$PY" -c 'import os, redis; redis.Redis.from_url(os.environ["REDIS_URL"], socket_connect_timeout=2).ping()' 2>/dev/null; }
 
-if ! redis_ping; then
+if [ -n "${REDIS_SENTINELS:-}" ]; then
+  # Sentinel: ask the sentinels for the master, as the service will; never start a local server.
+  "$PY" - <<'PY'
+import sys
+from redis import RedisError
+from config.settings import settings_or_exit
+from worker.connections import connect_redis
+try:
+    connect_redis(settings_or_exit()).ping()
+except RedisError as exc:
+    sys.exit(f"make run: no Redis master answers through REDIS_SENTINELS ({type(exc).__name__}); check the"
+             " sentinels' addresses, REDIS_SENTINEL_MASTER and REDIS_SENTINEL_PASSWORD")
+PY
+elif ! redis_ping; then
   read -r rhost rport < <("$PY" -c 'import os; from urllib.parse import urlsplit; u = urlsplit(os.environ["REDIS_URL"]); print(u.hostname or "localhost", u.port or 6379)')
   if command -v redis-server >/dev/null 2>&1 && [[ "$rhost" == localhost || "$rhost" == 127.0.0.1 ]]; then
     echo "make run: no Redis at $rhost:$rport; starting a local redis-server (data in .run/, append-only)"

@@ -6,20 +6,42 @@ connection, and a few retries with backoff on connection errors and timeouts.
 A failover or a silently cut connection then costs seconds, not a hung
 consumer. Retries may resend a script whose first run went through; every
 script is safe to run twice.
+
+**One server** (``REDIS_URL``, ``redis://`` or ``rediss://`` with redis-py's
+TLS query options such as ``ssl_cert_reqs``/``ssl_ca_certs``): a ``READONLY``
+answer is retried too, on a new connection. A managed service that fails over
+by moving its DNS name leaves old connections on the demoted primary, which
+refuses writes with ``READONLY``; nothing ran (a replica rejects a script's
+first write), so a reconnect and resend is safe.
+
+**Sentinel** (``REDIS_SENTINELS``): the client is ``Sentinel(...).master_for(...)``.
+Its pool asks the sentinels for the master's address whenever it opens a
+connection and drops idle connections to a master that is no longer named;
+redis-py's ``SentinelManagedConnection`` turns a demoted master's ``READONLY``
+into a ``ConnectionError`` and disconnects, so the same retries reconnect to
+the new master. ``REDIS_URL`` then gives only the database, username,
+password and TLS options (its host and port are not used); the sentinels get
+the same timeouts and TLS, ``REDIS_SENTINEL_PASSWORD``, and no retries of
+their own (redis-py asks the next sentinel, and the master connection's retries
+ask all of them again).
 """
 
 from __future__ import annotations
 
 import socket
-from typing import Any
+from typing import Any, cast
 
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.retry import Retry as AsyncRetry
-from redis.backoff import ExponentialBackoff
+from redis.asyncio.sentinel import Sentinel as AsyncSentinel
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.connection import parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 from config.settings import Settings
 
@@ -47,26 +69,73 @@ KEEPALIVE_OPTIONS = {
     for option, value in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3))
     if hasattr(socket, option)
 }
+#: What a command is retried on (on a new connection).
+RETRY_ON = (RedisConnectionError, RedisTimeoutError, ReadOnlyError)
+#: Parts of ``REDIS_URL`` that name the server; in Sentinel mode the sentinels do.
+_SERVER_PARTS = ("host", "port", "path", "connection_class")
 
 
-def _client_options() -> dict[str, Any]:
+def _socket_options() -> dict[str, Any]:
     return {
         "socket_connect_timeout": REDIS_CONNECT_TIMEOUT_S,
         "socket_timeout": REDIS_SOCKET_TIMEOUT_S,
         "socket_keepalive": True,
         "socket_keepalive_options": {getattr(socket, name): value for name, value in KEEPALIVE_OPTIONS.items()},
-        "health_check_interval": REDIS_HEALTH_CHECK_S,
-        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
     }
 
 
+def _client_options() -> dict[str, Any]:
+    return {
+        **_socket_options(),
+        "health_check_interval": REDIS_HEALTH_CHECK_S,
+        "retry_on_error": list(RETRY_ON),
+    }
+
+
+def _url_options(settings: Settings) -> dict[str, Any]:
+    """``REDIS_URL``'s db, credentials and query options without the server's address; ``ssl`` for ``rediss://``.
+
+    The URL's query options win over ours, as in ``Redis.from_url``.
+    """
+    parsed: dict[str, Any] = parse_url(settings.redis_url)  # type: ignore[no-untyped-call]
+    options = {name: value for name, value in parsed.items() if name not in _SERVER_PARTS}
+    if settings.redis_url.startswith("rediss://"):
+        options["ssl"] = True
+    return options
+
+
+def _sentinel_options(settings: Settings, url_options: dict[str, Any]) -> dict[str, Any]:
+    """How to reach the sentinels: our socket options, ``REDIS_URL``'s TLS options, the sentinels' password."""
+    options: dict[str, Any] = {**_socket_options(), "retry": Retry(NoBackoff(), 0)}
+    options.update({name: value for name, value in url_options.items() if name.startswith("ssl")})
+    if settings.redis_sentinel_password is not None:
+        options["password"] = settings.redis_sentinel_password.get_secret_value()
+    return options
+
+
 def connect_redis(settings: Settings) -> Redis:
-    """A Redis client for ``REDIS_URL`` with timeouts, keepalive, health checks and retries (bytes replies)."""
+    """A Redis client for ``REDIS_URL`` (or the master ``REDIS_SENTINELS`` name), with timeouts, keepalive,
+    health checks and retries (bytes replies)."""
     retry = Retry(ExponentialBackoff(cap=1.0, base=0.1), REDIS_RETRIES)
-    return Redis.from_url(settings.redis_url, retry=retry, **_client_options())
+    if not settings.redis_sentinels:
+        return Redis.from_url(settings.redis_url, retry=retry, **_client_options())
+    url_options = _url_options(settings)
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        list(settings.redis_sentinels), sentinel_kwargs=_sentinel_options(settings, url_options)
+    )
+    client = sentinel.master_for(  # type: ignore[no-untyped-call]
+        settings.redis_sentinel_master, retry=retry, **(_client_options() | url_options)
+    )
+    return cast(Redis, client)
 
 
 def connect_redis_async(settings: Settings) -> AsyncRedis:
     """``connect_redis`` for asyncio code."""
     retry = AsyncRetry(ExponentialBackoff(cap=1.0, base=0.1), REDIS_RETRIES)
-    return AsyncRedis.from_url(settings.redis_url, retry=retry, **_client_options())
+    if not settings.redis_sentinels:
+        return AsyncRedis.from_url(settings.redis_url, retry=retry, **_client_options())
+    url_options = _url_options(settings)
+    sentinel_options = _sentinel_options(settings, url_options) | {"retry": AsyncRetry(NoBackoff(), 0)}
+    sentinel = AsyncSentinel(list(settings.redis_sentinels), sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
+    client = sentinel.master_for(settings.redis_sentinel_master, retry=retry, **(_client_options() | url_options))
+    return cast(AsyncRedis, client)

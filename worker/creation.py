@@ -8,6 +8,10 @@ one step. Asyncio receivers hand several events to one call
 step, so no crash can leave a grant without its message, and a webhook costs
 one round trip.
 
+With replicas to wait for (``worker.replication``), the script and a ``WAIT``
+travel together: a producer answers 2xx only once a replica has the grant, so
+a failover cannot lose what a source was told is queued.
+
 Writing the message ourselves follows the Redis broker's storage (a hash of
 encoded messages and a list of their ids, research/dramatiq.md §4); the
 message itself is encoded by Dramatiq (``broker.encoded_message``). Tests with
@@ -31,6 +35,7 @@ from redis.commands.core import AsyncScript
 from worker.broker import DISPATCH_TTL_S, QUEUE_NAME, encoded_message
 from worker.grant import CreateResult, GrantState, NewGrant, grant_from_fields
 from worker.keys import IDEMPOTENCY_TTL_S, SEEN_TTL_S, Keys
+from worker.replication import NO_ACKS, ReplicaAcks, run_confirmed, run_confirmed_async
 from worker.scripts import load_script, script_source
 
 #: ``worker/lua/create_grants.lua``
@@ -171,17 +176,24 @@ def _event_result(answer: dict[str, Any], sent: Sequence[_Sent]) -> BatchResult 
 
 
 def create_grants(
-    redis: Redis, keys: Keys, planned: Sequence[Planned], *, seen_key: str = "", counter: str = ""
+    redis: Redis,
+    keys: Keys,
+    planned: Sequence[Planned],
+    *,
+    seen_key: str = "",
+    counter: str = "",
+    acks: ReplicaAcks = NO_ACKS,
 ) -> BatchResult:
-    """Create ``planned`` (and mark ``seen_key``, count ``counter``) in one atomic step.
+    """Create ``planned`` (and mark ``seen_key``, count ``counter``) in one atomic step, confirmed by ``acks``.
 
     Raises:
       MissingGrant: an idempotency key names a grant whose record was deleted.
+      NotReplicated: too few replicas confirmed it (the grants may exist on the primary; a retry finds them).
     """
     event = EventRequest(tuple(planned), seen_key, counter)
     check_event(event)
     request, sent = build_request(keys, [event])
-    reply: Any = load_script(redis, SCRIPT)(args=[request])
+    reply: Any = run_confirmed(redis, load_script(redis, SCRIPT), acks, args=[request])
     outcome = parse_reply(reply, sent)[0]
     if isinstance(outcome, MissingGrant):
         raise outcome
@@ -189,15 +201,23 @@ def create_grants(
 
 
 async def create_events_async(
-    script: AsyncScript, keys: Keys, events: Sequence[EventRequest]
+    redis: AsyncRedis,
+    script: AsyncScript,
+    keys: Keys,
+    events: Sequence[EventRequest],
+    *,
+    acks: ReplicaAcks = NO_ACKS,
 ) -> list[BatchResult | MissingGrant]:
     """Several events in one atomic step from asyncio code (see ``producers.creation_batcher``).
 
-    ``script`` is ``create_grants.lua`` registered on an asyncio client (``register_async``); each event
+    ``script`` is ``create_grants.lua`` registered on ``redis`` (``register_async``); each event
     was checked (``check_event``) when it was handed over.
+
+    Raises:
+      NotReplicated: too few replicas confirmed the step.
     """
     request, sent = build_request(keys, events)
-    reply: Any = await script(args=[request])
+    reply: Any = await run_confirmed_async(redis, script, acks, args=[request])
     return parse_reply(reply, sent)
 
 

@@ -39,6 +39,7 @@ from worker.keys import PROFILE_TTL_S, Keys
 from worker.ledger import Ledger, StepEffects, item_amounts
 from worker.limiter import SlidingWindowLimiter
 from worker.observability import capture
+from worker.replication import NotReplicated
 from worker.schedule import Schedule
 from worker.verify import Verdict, inventory_amounts, judge
 
@@ -67,6 +68,8 @@ BUSY_RETRY_S = 2.0
 MAX_BACKOFF_S = 15 * 60.0
 #: Seconds a run keeps trying to record an outcome while Redis does not answer.
 RECORD_RETRY_S = 90.0
+#: Seconds until a grant is looked at again when no replica confirmed its step into sending (not sent).
+UNCONFIRMED_RETRY_S = 5.0
 #: Runs that failed unexpectedly (a bug, not WetBot trouble) before the grant is ``dead``.
 MAX_CRASHES = 20
 
@@ -327,27 +330,32 @@ class Deliverer:
         reason = "sending to WetBot" + (" again; this may duplicate an applied request" if duplicate else "")
         if len(merged.members) > 1:
             reason += f" (one request for {len(merged.members)} grants of this member: {_items(merged.items)})"
-        moved = self.ledger.transition_many(
-            merged.ids,
-            GrantState.SENDING,
-            reason,
-            expect=SENDABLE_STATES,
-            add_attempt=True,
-            effects=StepEffects(
-                begin=run.token,
-                # A companion must be as clean as when it was picked; the lead's own flags were judged above.
-                unless_flagged=("verify", "maybe_applied", "solo") if len(merged.members) > 1 else (),
-                fields={
-                    "baseline": "" if baseline is None else json.dumps(baseline),
-                    "baseline_seq": str(baseline_seq),
-                    "sent_items": json.dumps([[item.item_id, item.amount] for item in merged.items]),
-                },
-                del_fields=("maybe_applied",),
-                due_in_s=send_lease_s + 1,
-                lease_set={"key": run.lease_key, "value": run.lease_value, "px": int(send_lease_s * 1000)},
-                possible_duplicate=duplicate,
-            ),
-        )
+        try:
+            moved = self.ledger.transition_many(
+                merged.ids,
+                GrantState.SENDING,
+                reason,
+                expect=SENDABLE_STATES,
+                add_attempt=True,
+                effects=StepEffects(
+                    begin=run.token,
+                    # A companion must be as clean as when it was picked; the lead's own flags were judged above.
+                    unless_flagged=("verify", "maybe_applied", "solo") if len(merged.members) > 1 else (),
+                    fields={
+                        "baseline": "" if baseline is None else json.dumps(baseline),
+                        "baseline_seq": str(baseline_seq),
+                        "sent_items": json.dumps([[item.item_id, item.amount] for item in merged.items]),
+                    },
+                    del_fields=("maybe_applied",),
+                    due_in_s=send_lease_s + 1,
+                    lease_set={"key": run.lease_key, "value": run.lease_value, "px": int(send_lease_s * 1000)},
+                    possible_duplicate=duplicate,
+                ),
+                confirm=True,
+            )
+        except NotReplicated as exc:
+            self._not_confirmed(replace(run, attempt=run.token, members=merged.members), str(exc), duplicate=duplicate)
+            return
         if grant.id not in moved:
             self.schedule.reschedule(grant.id, run.lease_key, run.lease_value, BUSY_RETRY_S)
             return
@@ -361,6 +369,23 @@ class Deliverer:
             grant.guild_id, grant.user_id, [ItemDelta(item.item_id, item.amount) for item in merged.items]
         )
         self._record(run, slot, result)
+
+    def _not_confirmed(self, run: _Run, error: str, *, duplicate: bool) -> None:
+        """No replica confirmed the step into sending: step back without sending (not a failure).
+
+        A failover now could bring back a primary without that step, and the grant would be sent again
+        after WetBot applied it (``worker.replication``). Nothing was sent, so the step back keeps what
+        the grant was; its slot is spent unused.
+        """
+        grant = run.grant
+        back = grant.state if grant.state in (GrantState.QUEUED, GrantState.RETRYING) else GrantState.RETRYING
+        logger.warning("grant %s: not sent, Redis replicas did not confirm (%s)", grant.id, error)
+        self._step(
+            run,
+            back,
+            f"not sent: {error}; trying again in {UNCONFIRMED_RETRY_S:.0f}s (not a failure)",
+            effects={"due_in_s": UNCONFIRMED_RETRY_S, "fields": {"maybe_applied": "1"} if duplicate else {}},
+        )
 
     def _record(self, run: _Run, slot: str, result: CallResult) -> None:
         """Record a POST's outcome, first and in one step."""

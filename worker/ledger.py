@@ -28,6 +28,7 @@ from worker.grant import (
     grant_from_hash,
 )
 from worker.keys import PROFILE_TTL_S, Keys
+from worker.replication import NO_ACKS, NotReplicated, ReplicaAcks, run_confirmed
 from worker.scripts import load_script
 
 
@@ -91,11 +92,16 @@ class StepEffects:
 
 
 class Ledger:
-    """Grant records in Redis under ``keys``."""
+    """Grant records in Redis under ``keys``.
 
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    ``acks`` says how many replicas must confirm the writes a promise rests on (``worker.replication``):
+    every create, and the transitions called with ``confirm=True``.
+    """
+
+    def __init__(self, redis: Redis, keys: Keys, *, acks: ReplicaAcks = NO_ACKS) -> None:
         self._redis = redis
         self._keys = keys
+        self._acks = acks
         self._transition = load_script(redis, "transition")
         self._release = load_script(redis, "release_parked")
 
@@ -112,7 +118,7 @@ class Ledger:
 
     def create_many(self, planned: Sequence[Planned], *, seen_key: str = "", counter: str = "") -> BatchResult:
         """Create a batch in one atomic step (see ``worker.creation``)."""
-        return create_grants(self._redis, self._keys, planned, seen_key=seen_key, counter=counter)
+        return create_grants(self._redis, self._keys, planned, seen_key=seen_key, counter=counter, acks=self._acks)
 
     def get(self, grant_id: str) -> Grant | None:
         """The grant, or None when no grant has that id."""
@@ -168,6 +174,7 @@ class Ledger:
         last_error: str | None = None,
         result: Mapping[str, float] | None = None,
         effects: StepEffects | None = None,
+        confirm: bool = False,
     ) -> bool:
         """Move the grant to ``to`` if its state is one of ``expect`` (any when empty), in one atomic step.
 
@@ -177,6 +184,11 @@ class Ledger:
         change is in place (made by this call, or by an earlier run of the same
         guarded step); False when the grant was missing or in another state
         (someone else acted first).
+
+        ``confirm`` waits for the ledger's replicas to have the step (``worker.replication``).
+
+        Raises:
+          NotReplicated: with ``confirm``, the step moved the grant but too few replicas confirmed it.
         """
         per_grant = None if result is None else {grant_id: {"result": json.dumps(dict(result))}}
         moved = self.transition_many(
@@ -190,6 +202,7 @@ class Ledger:
             last_error=last_error,
             per_grant=per_grant,
             effects=effects,
+            confirm=confirm,
         )
         return bool(moved)
 
@@ -206,13 +219,14 @@ class Ledger:
         last_error: str | None = None,
         per_grant: Mapping[str, Mapping[str, str]] | None = None,
         effects: StepEffects | None = None,
+        confirm: bool = False,
     ) -> list[str]:
         """``transition`` for every grant of one merged request (one guild and user), in one atomic step.
 
         Each grant is checked on its own; the shared effects (lease, slot,
         profile, hold) happen once when any grant moved. ``per_grant`` adds
         fields for single grants. Returns the ids whose change is in place; an
-        empty list when the first grant could not move.
+        empty list when the first grant could not move. ``confirm`` as in ``transition``.
         """
         if not grant_ids:
             return []
@@ -247,10 +261,15 @@ class Ledger:
             if value is not None:
                 request[name] = value
         first = grant_ids[0]
-        reply = cast(
-            list[Any],
-            self._transition(keys=[self._keys.grant(first), self._keys.history(first)], args=[json.dumps(request)]),
-        )
+        acks = self._acks if confirm else NO_ACKS
+        script_keys = [self._keys.grant(first), self._keys.history(first)]
+        try:
+            reply = cast(list[Any], run_confirmed(self._redis, self._transition, acks, keys=script_keys,
+                                                  args=[json.dumps(request)]))  # fmt: skip
+        except NotReplicated as exc:
+            if int(exc.reply[0]) in (1, 2):
+                raise
+            return []  # nothing moved: there is nothing to confirm
         if int(reply[0]) not in (1, 2):
             return []
         return [_text(grant_id) for grant_id in reply[2:]]

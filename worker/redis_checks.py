@@ -153,6 +153,30 @@ class CachedRedisCheck:
             return self._cached[1]
 
 
+def replica_shortfall(redis: Redis, wanted: int) -> str | None:
+    """A warning when fewer than ``wanted`` replicas are in sync with the master (``REDIS_WAIT_REPLICAS``).
+
+    Writes then cannot be confirmed (``worker.replication``): producers answer 503 and workers send
+    nothing until enough replicas are back, so ``GET /readyz`` says why. None when enough are.
+
+    Raises:
+      RedisError: Redis did not answer.
+    """
+    if wanted <= 0:
+        return None
+    info = cast(dict[str, Any], redis.info("replication"))
+    online = sum(
+        1 for name, value in info.items()
+        if name.startswith("slave") and isinstance(value, dict) and value.get("state") == "online"
+    )  # fmt: skip
+    if online >= wanted:
+        return None
+    return (
+        f"{online} of the {wanted} Redis replicas REDIS_WAIT_REPLICAS asks for are in sync: producers answer 503"
+        " and workers send nothing until enough replicas are back"
+    )
+
+
 def _text(value: Any) -> str | None:
     if value is None:
         return None

@@ -20,6 +20,7 @@ from worker.guild_clients import GuildClients
 from worker.keys import Keys
 from worker.ledger import Ledger
 from worker.limiter import SlidingWindowLimiter
+from worker.replication import ReplicaAcks
 from worker.retention import LedgerRetention
 from worker.schedule import Reconciler, Schedule
 
@@ -61,7 +62,7 @@ def build_deliverer(
         settings=settings,
         redis=redis,
         keys=keys,
-        ledger=Ledger(redis, keys),
+        ledger=Ledger(redis, keys, acks=ReplicaAcks.from_settings(settings)),
         limiter=SlidingWindowLimiter(redis, keys, settings.wetbot_rate_limit),
         clients=clients,
         schedule=Schedule(redis, keys),

@@ -14,6 +14,7 @@ from producers.counters import read_counters
 from producers.state import AppState, app_state
 from worker.broker import QUEUE_NAME
 from worker.grant import GrantState
+from worker.redis_checks import replica_shortfall
 
 router = APIRouter()
 
@@ -33,14 +34,18 @@ def readyz(response: Response, state: Annotated[AppState, Depends(app_state)]) -
     with the settings read under ``redis_config``. They never change the status:
     such a Redis still queues grants, and failing readiness on every web process
     would turn a durability risk into an outage. Alert on a non-empty ``warnings``.
+    With ``REDIS_WAIT_REPLICAS``, ``warnings`` also says when too few replicas are in
+    sync to confirm writes (producers then answer 503: ``worker.redis_checks.replica_shortfall``).
     """
     try:
         state.redis.ping()
         config = state.redis_check.get()
+        replicas = replica_shortfall(state.redis, state.settings.wait_replicas)
     except RedisError as exc:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
         return {"status": "unavailable", "redis": type(exc).__name__}
-    return {"status": "ok", "redis": "ok", "redis_config": config.to_dict(), "warnings": list(config.warnings)}
+    warnings = [*config.warnings, *([replicas] if replicas else [])]
+    return {"status": "ok", "redis": "ok", "redis_config": config.to_dict(), "warnings": warnings}
 
 
 @router.get("/metrics", response_class=PlainTextResponse)

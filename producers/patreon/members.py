@@ -13,6 +13,7 @@ field                      value
 ``grant:<rule id>:<id>``   ``1``: grant ``<id>`` made by that rule, not revoked yet
 ``fact:<rule id>:<fact>``  grant id made by that rule for that fact; never removed
 ``review:<grant id>``      the grant's state when a take-back of it was left to an operator
+``written``                token of the last step, when replicas must confirm it (below)
 =========================  ==========================================================
 
 The hash has no TTL: it is small, one per member, and must outlive the 40-day
@@ -29,12 +30,18 @@ member wrote first, EXEC writes nothing at all and the event is decided again
 on fresh memory; so two deliveries for one member, the same event or different
 ones, end as if they had come one after the other. A crash before EXEC leaves
 nothing, and Patreon's redelivery decides the same way.
+
+With replicas to wait for (``REDIS_WAIT_REPLICAS``, ``worker.replication``) the
+MULTI also sets ``written`` to a fresh token, and the webhook answers 2xx only
+once ``confirm_fence`` has seen a replica take it: a MULTI cannot carry the
+``WAIT`` itself, and a failover must not lose a grant Patreon was told about.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import cast
@@ -49,6 +56,7 @@ from producers.submit import link_and_release, planned_for_identity
 from worker.creation import SCRIPT, EventRequest, MissingGrant, Mode, Planned, build_request, parse_reply
 from worker.grant import CreateResult, Grant, GrantItem, GrantState, NewGrant
 from worker.keys import Keys
+from worker.replication import ReplicaAcks, confirm_fence
 from worker.scripts import load_script
 
 __all__ = ["MAX_DECIDE_ATTEMPTS", "PLATFORM", "SOURCE", "MemberStore", "Outcome", "handle_event", "revoke_key"]
@@ -65,6 +73,8 @@ _STATE_SOURCE = "patreon-member"
 #: sends a handful of events per member per month, so losing this many races in a row means something is
 #: looping; the WatchError then becomes a 503 and Patreon retries later.
 MAX_DECIDE_ATTEMPTS = 5
+#: Member-hash field a step sets to a fresh token when replicas must confirm it (``confirm_fence``).
+WRITTEN_FIELD = "written"
 
 
 def revoke_key(grant_id: str) -> str:
@@ -182,12 +192,13 @@ def handle_event(state: AppState, event: MemberEvent) -> tuple[Plan, Outcome]:
       ValueError: for the portal test payload (no member); the router answers it without calling this.
       WatchError: when other deliveries for the member kept winning (``MAX_DECIDE_ATTEMPTS``); a 503.
       MissingGrant: an idempotency key names a grant whose record was deleted by hand; nothing written.
-      RedisError, dramatiq.errors.BrokerError: storage trouble; a 503, nothing promised.
+      RedisError, dramatiq.errors.BrokerError: storage trouble (``NotReplicated`` too); a 503, nothing promised.
     """
     if event.member_id is None or event.patreon_user_id is None:
         raise ValueError("a member event needs a member id and a Patreon user id")
     member = _Member(event, event.member_id, event.patreon_user_id)
     store = MemberStore(state.redis, state.keys)
+    acks = ReplicaAcks.from_settings(state.settings)
     _link_from_payload(state, member)
     cancelled: set[str] = set()  # originals cancelled by this event, whichever attempt did it
     for attempt in range(1, MAX_DECIDE_ATTEMPTS + 1):
@@ -202,6 +213,9 @@ def handle_event(state: AppState, event: MemberEvent) -> tuple[Plan, Outcome]:
             pipe.multi()
             load_script(state.redis, SCRIPT)(args=[request], client=pipe)
             store.write(pipe, member.member_id, step.changes)
+            written = uuid.uuid4().hex
+            if acks.wanted:
+                pipe.hset(store.key(member.member_id), WRITTEN_FIELD, written)
             try:
                 reply = pipe.execute()[0]
             except WatchError:
@@ -209,6 +223,7 @@ def handle_event(state: AppState, event: MemberEvent) -> tuple[Plan, Outcome]:
                     "patreon member %s changed meanwhile (attempt %d); deciding again", member.member_id, attempt
                 )
                 continue
+        confirm_fence(state.redis, acks, store.key(member.member_id), WRITTEN_FIELD, written)
         outcome = parse_reply(reply, sent)[0]
         if isinstance(outcome, MissingGrant):  # checked under WATCH before; only a deletion in between
             raise outcome

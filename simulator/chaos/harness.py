@@ -2,7 +2,9 @@
 
 A :class:`Cluster` starts, in a temp dir of its own:
 
-* a private ``redis-server`` (:class:`PrivateRedis`, append-only file, ``appendfsync always``) on a free port;
+* a private ``redis-server`` (:class:`~simulator.chaos.servers.PrivateRedis`, append-only file,
+  ``appendfsync always``) on a free port — or, with ``sentinel``, a primary, a replica and a sentinel
+  (:class:`~simulator.chaos.sentinel.SentinelGroup`) that every process reaches through the sentinel;
 * the WetBot simulator in this process (:class:`simulator.wetbot.WetbotSimulator`), fast window (10/2 s);
 * optionally a TCP proxy between the workers and Redis (:class:`BlackholeProxy`) that can silently cut
   every existing connection;
@@ -49,6 +51,8 @@ from redis.exceptions import RedisError
 
 from producers.patreon.samples import Member, encode
 from producers.twitch.samples import SAMPLE_REWARD_ID, sample_event, sample_payload, signed_request
+from simulator.chaos.sentinel import SentinelGroup
+from simulator.chaos.servers import PrivateRedis, free_port, wait_until
 from simulator.wetbot import NO_RESPONSE, WetbotSimulator
 from worker.grant import FINAL_STATES, Grant, GrantState
 from worker.keys import Keys
@@ -71,80 +75,6 @@ TIMEOUT_S = 2.0
 WORKER_READY = "Worker process is ready for action"
 #: Fault kinds after which the client cannot know whether the request was applied.
 AMBIGUOUS_FAULTS = frozenset({"500_before", "500_after", "drop_before", "html_200", "html_200_after"})
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_until(predicate: Callable[[], bool], *, timeout_s: float, interval_s: float = 0.05, what: str = "") -> float:
-    """Poll ``predicate`` until it holds; returns the seconds it took. Raises ``TimeoutError`` past ``timeout_s``."""
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout_s:
-            raise TimeoutError(f"{what or 'condition'} not met within {timeout_s}s")
-        time.sleep(interval_s)
-    return time.monotonic() - start
-
-
-# --------------------------------------------------------------------------------------------- Redis
-
-
-class PrivateRedis:
-    """A redis-server of the caller's own, on a free port, persisting to an append-only file in ``directory``."""
-
-    def __init__(self, directory: Path, port: int | None = None) -> None:
-        self.directory = directory
-        self.port = port or free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def client(self, **options: Any) -> Redis:
-        """A client with short timeouts (the harness must never hang on a dead or paused server)."""
-        return Redis.from_url(self.url, socket_timeout=2, socket_connect_timeout=2, **options)
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        client = self.client()
-
-        def up() -> bool:
-            try:
-                return bool(client.ping())
-            except RedisError:
-                return False
-
-        try:
-            wait_until(up, timeout_s=10, what="redis-server up")
-        finally:
-            client.close()
-
-    def kill(self) -> None:
-        """Stop the server abruptly (SIGKILL): only what reached the append-only file survives."""
-        assert self.process is not None
-        self.process.kill()
-        self.process.wait(timeout=10)
-
-    def pause(self, milliseconds: int, mode: str = "WRITE") -> None:
-        """``CLIENT PAUSE <ms> <mode>``: clients' (write) commands wait until the pause ends."""
-        client = self.client()
-        try:
-            client.execute_command("CLIENT", "PAUSE", str(milliseconds), mode)  # type: ignore[no-untyped-call]
-        finally:
-            client.close()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
 
 
 # --------------------------------------------------------------------------------------------- proxy
@@ -440,6 +370,8 @@ class ClusterConfig:
     skew_s: tuple[float, ...] = ()
     #: Workers reach Redis through a :class:`BlackholeProxy`.
     via_proxy: bool = False
+    #: Redis is a Sentinel group (primary, replica, sentinel); the processes get ``REDIS_SENTINELS``.
+    sentinel: bool = False
     extra_env: tuple[tuple[str, str], ...] = ()
 
 
@@ -449,7 +381,9 @@ class Cluster:
     def __init__(self, workdir: Path, config: ClusterConfig, links: dict[str, str]) -> None:
         self.workdir = workdir
         self.config = config
-        self.redis = PrivateRedis(workdir)
+        self.group = SentinelGroup(workdir / "sentinel") if config.sentinel else None
+        #: the private Redis; under Sentinel the group's first primary.
+        self.redis = self.group.nodes[0] if self.group is not None else PrivateRedis(workdir)
         self.sim = WetbotSimulator(keys={API_KEY: GUILD}, limit=LIMIT, window_s=WINDOW_S)
         self.proxy: BlackholeProxy | None = None
         self.web_port = free_port()
@@ -460,6 +394,7 @@ class Cluster:
         self._started = 0
         self.keys = Keys(PREFIX)
         self._client: Redis | None = None
+        self._client_port = 0
 
     @property
     def base_url(self) -> str:
@@ -485,18 +420,37 @@ class Cluster:
             PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
             PYTHONUNBUFFERED="1",
         )
+        if self.group is not None:
+            env.update(self.group.env())
         env.update(dict(self.config.extra_env))
         return env
 
     def ledger(self) -> Ledger:
+        """The ledger on the private Redis; under Sentinel on the node the sentinel names master *now*
+        (a client that stayed on a demoted primary would read what the failover dropped).
+
+        Raises:
+          RedisError: under Sentinel, while no master is named.
+        """
+        if self.group is not None:
+            port = self.group.master_port()
+            if port is None:
+                raise RedisError("the sentinel names no master right now")
+            if port != self._client_port and self._client is not None:
+                self._client.close()
+                self._client = None
+            self._client_port = port
         if self._client is None:
-            self._client = self.redis.client()
+            self._client = self.group.node(self._client_port).client() if self.group else self.redis.client()
         return Ledger(self._client, self.keys)
 
     # ---------------------------------------------------------------- lifecycle
 
     def start(self) -> None:
-        self.redis.start()
+        if self.group is not None:
+            self.group.start()
+        else:
+            self.redis.start()
         self.sim.start()
         if self.config.via_proxy:
             self.proxy = BlackholeProxy(self.redis.port)
@@ -520,7 +474,10 @@ class Cluster:
         if self.proxy is not None:
             self.proxy.stop()
         self.sim.stop()
-        self.redis.stop()
+        if self.group is not None:
+            self.group.stop()
+        else:
+            self.redis.stop()
 
     def __enter__(self) -> Cluster:
         try:

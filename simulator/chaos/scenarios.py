@@ -267,6 +267,25 @@ def _cli_replay(run: Run) -> None:
     run.notes.append(f"replay CLI SIGKILLed {kills} times, then run to the end (exit {proc.returncode})")
 
 
+def _failover(run: Run) -> None:
+    group = run.cluster.group
+    assert group is not None, "the failover scenario runs on a Sentinel group"
+    run.start_load(spread_s=6.0)  # grants are created before, during and after the failovers
+    run.wait_delivered(0.1)
+    for _ in range(run.size.rounds):
+        # The old primary keeps the connections it has and takes writes until the sentinel turns it
+        # into a replica (~10 s later); what it takes meanwhile is dropped then.
+        run.disrupting()
+        old, new = group.failover()
+        run.notes.append(f"SENTINEL FAILOVER: :{new} promoted while :{old} still ran")
+        group.wait_replicas_online(new, len(group.nodes) - 1, timeout_s=30)
+        run.disrupting()
+        old, new = group.kill_primary()
+        run.notes.append(f"primary :{old} SIGKILLed, :{new} promoted")
+        time.sleep(0.5)
+        group.rejoin(old)  # back as a replica: until then no replica confirms a write
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in [
@@ -287,6 +306,13 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("broker-cut", "broker connections silently cut (black-holed)", _broker_cut, 30, {"via_proxy": True}),
         Scenario("clock-skew", "one worker host's clock 60 s ahead", _clock_skew, 30, {"skew_s": (0.0, 60.0)}),
         Scenario("cli-replay-kill", "`dead replay --all` SIGKILLed mid-replay, run again", _cli_replay, 45),
+        Scenario(
+            "failover",
+            "Sentinel: SENTINEL FAILOVER mid-drain, then the new primary SIGKILLed (back later as a replica)",
+            _failover,
+            45,
+            {"sentinel": True},
+        ),
     ]
 }
 

@@ -15,17 +15,10 @@ scenario is that of its slowest policy, not the sum.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
-from simulator.chaos.harness import TABLE_HEADER, Result, table_row
-from simulator.chaos.scenarios import run_scenario
-
-#: The ambiguous-outcome policies every scenario runs under.
-POLICIES = ("verify", "hold")
+from tests.chaos.conftest import POLICIES, Runs, check
 
 pytestmark = [
     pytest.mark.chaos,
@@ -33,42 +26,6 @@ pytestmark = [
     pytest.mark.timeout(120),
     pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server for a private Redis"),
 ]
-
-
-Outcome = Result | BaseException
-Runs = Callable[[str, str], Result]
-
-
-@pytest.fixture(scope="module")
-def scenario_runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
-    """``run(name, policy)``: the scenario's result under ``policy``, all of ``POLICIES`` run together once."""
-    done: dict[str, dict[str, Outcome]] = {}
-
-    def one(name: str, policy: str, workdir: Path) -> Outcome:
-        try:
-            return run_scenario(name, policy, workdir)
-        except Exception as exc:  # noqa: BLE001 - re-raised by that policy's test
-            return exc
-
-    def run(name: str, policy: str) -> Result:
-        if name not in done:
-            # Directories are made here, not in the threads: TempPathFactory is not thread-safe.
-            workdirs = [tmp_path_factory.mktemp(f"{name}-{p}") for p in POLICIES]
-            with ThreadPoolExecutor(len(POLICIES)) as pool:
-                outcomes = pool.map(lambda pair: one(name, *pair), zip(POLICIES, workdirs, strict=True))
-                done[name] = dict(zip(POLICIES, outcomes, strict=True))
-        outcome = done[name][policy]
-        if isinstance(outcome, BaseException):
-            raise outcome
-        return outcome
-
-    return run
-
-
-def check(result: Result) -> None:
-    print(f"\n{TABLE_HEADER}\n{table_row(result)}\n{result.notes}")
-    problems = result.problems()
-    assert not problems, f"{result.scenario} under {result.policy}: {problems}; notes: {result.notes}"
 
 
 @pytest.mark.parametrize("policy", POLICIES)

@@ -39,6 +39,12 @@ def test_every_field_has_an_env_name_in_the_example() -> None:
         assert f"\n{name}=\n" in example, name
 
 
+def test_the_suite_clears_every_setting_of_the_developer_environment() -> None:
+    from tests.conftest import SETTINGS_ENV
+
+    assert sorted(set(ENV_NAMES) - set(SETTINGS_ENV)) == []
+
+
 def test_defaults() -> None:
     s = load_settings()
     assert s.redis_url == "redis://localhost:6379/0"
@@ -107,6 +113,32 @@ def test_values_from_environment(clean_env: pytest.MonkeyPatch) -> None:
     assert s.demo_mode is False
 
 
+def test_sentinel_settings(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("REDIS_URL", "rediss://:pw@ignored:1/3?ssl_cert_reqs=none")
+    clean_env.setenv("REDIS_SENTINELS", " sentinel-1:26379, [fd00::1]:26380,10.0.0.3:26381 ")
+    clean_env.setenv("REDIS_SENTINEL_MASTER", "wetbot")
+    s = load_settings()
+    assert s.redis_sentinels == (("sentinel-1", 26379), ("fd00::1", 26380), ("10.0.0.3", 26381))
+    assert s.redis_sentinel_master == "wetbot"
+    assert s.wait_replicas == 1  # Sentinel means replicas: wait for one by default
+    assert s.redis_wait_timeout_s == 1.0
+
+
+def test_wait_replicas_default_off_without_sentinels_and_settable(clean_env: pytest.MonkeyPatch) -> None:
+    assert load_settings().wait_replicas == 0
+    assert load_settings(redis_wait_replicas=2).wait_replicas == 2
+    clean_env.setenv("REDIS_SENTINELS", "s:26379")
+    clean_env.setenv("REDIS_WAIT_REPLICAS", "0")
+    assert load_settings().wait_replicas == 0
+
+
+def test_sentinels_need_a_tcp_redis_url(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("REDIS_URL", "unix:///run/redis.sock")
+    clean_env.setenv("REDIS_SENTINELS", "s:26379")
+    with pytest.raises(ConfigError, match=r"^REDIS_SENTINELS: needs REDIS_URL to start with redis:// or rediss://"):
+        load_settings()
+
+
 def test_env_names_are_case_insensitive(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("wetbot_timeout", "7")
     assert load_settings().wetbot_timeout == 7
@@ -169,6 +201,16 @@ BAD_VALUES = [
     ("SENTRY_DSN", LEAKY, "SENTRY_DSN: must be a Sentry DSN"),
     ("SENTRY_DSN", f"https://o1.ingest.sentry.io/{LEAKY}", "SENTRY_DSN: must be a Sentry DSN"),
     ("SENTRY_ENVIRONMENT", f"prod/{LEAKY}", "SENTRY_ENVIRONMENT: must be at most 64 characters"),
+    ("REDIS_SENTINELS", LEAKY, "REDIS_SENTINELS: must be host:port pairs separated by commas"),
+    ("REDIS_SENTINELS", f"{LEAKY}:26379,", "REDIS_SENTINELS: must be host:port pairs"),
+    ("REDIS_SENTINELS", f"{LEAKY}:65536", "REDIS_SENTINELS: must be host:port pairs"),
+    ("REDIS_SENTINELS", f"[{LEAKY}]:26379", "REDIS_SENTINELS: must be host:port pairs"),
+    ("REDIS_SENTINEL_MASTER", f"my {LEAKY}", "REDIS_SENTINEL_MASTER: must be the master's name"),
+    ("REDIS_WAIT_REPLICAS", "-1", "REDIS_WAIT_REPLICAS: must be at least 0"),
+    ("REDIS_WAIT_REPLICAS", "17", "REDIS_WAIT_REPLICAS: must be at most 16"),
+    ("REDIS_WAIT_REPLICAS", LEAKY, "REDIS_WAIT_REPLICAS: must be a whole number"),
+    ("REDIS_WAIT_TIMEOUT_S", "0", "REDIS_WAIT_TIMEOUT_S: must be greater than 0"),
+    ("REDIS_WAIT_TIMEOUT_S", "31", "REDIS_WAIT_TIMEOUT_S: must be at most 30"),
 ]
 
 
@@ -359,6 +401,7 @@ def test_secrets_lists_every_set_secret(clean_env: pytest.MonkeyPatch) -> None:
         "GRANTS_API_TOKEN": "token-" + LEAKY,
         "TWITCH_CLIENT_SECRET": "client-" + LEAKY,
         "SENTRY_DSN": "https://abc123@o1.ingest.sentry.io/42",
+        "REDIS_SENTINEL_PASSWORD": "sentinel-" + LEAKY,
     }
     for name, value in values.items():
         clean_env.setenv(name, value)

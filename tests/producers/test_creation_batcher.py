@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import pytest
 from redis import Redis
@@ -24,7 +24,7 @@ from worker.ledger import Ledger
 T = TypeVar("T")
 
 
-def run_with_batcher(keys: Keys, body: Callable[[CreationBatcher], Awaitable[T]], **options: int) -> T:
+def run_with_batcher(keys: Keys, body: Callable[[CreationBatcher], Awaitable[T]], **options: Any) -> T:
     """Run ``body`` on a fresh event loop with a batcher on its own asyncio client."""
 
     async def main() -> T:

@@ -11,7 +11,7 @@ import pytest
 from redis import Redis
 
 from producers.submit import submit_grant
-from simulator.chaos.harness import PrivateRedis
+from simulator.chaos.servers import PrivateRedis
 from simulator.wetbot import WetbotSimulator
 from tests.conftest import GUILD, RunningWorker, SettingsFactory, wait_for
 from worker.broker import build_broker

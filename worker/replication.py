@@ -1,0 +1,140 @@
+"""Replica confirmation: ``WAIT`` after the writes a promise rests on, when Redis has replicas.
+
+Redis replicates asynchronously: a write the primary acknowledged may not have
+reached any replica when the primary dies, and Sentinel then promotes a replica
+without it. Two writes must not be lost that way:
+
+* a producer's **create** (``worker.creation``): the webhook or API caller got
+  a 2xx and will not send again, so a lost grant is lost for good;
+* a worker's **step into sending** (``Ledger.transition(..., confirm=True)``):
+  lost, the grant is back to ``queued`` and is sent again — a double grant if
+  WetBot applied the first request.
+
+Everything else a failover can lose is covered already: a lost outcome leaves
+the grant ``sending``, which ``AMBIGUOUS_POLICY`` settles (``verify`` reads the
+profile back); lost queue messages and claims are hints the reconciler
+rewrites. So only those two writes wait for ``REDIS_WAIT_REPLICAS`` replicas
+(default 1 under Sentinel, 0 = off otherwise), for at most
+``REDIS_WAIT_TIMEOUT_S``. Fewer confirmations raise ``NotReplicated``: the
+producer answers 503 (its source retries; the create is idempotent, and its
+second run waits for the same confirmation), the worker does not send yet.
+
+``WAIT`` counts the replicas that have the *connection's* last write, so it
+travels in one pipeline with the script, on the same connection; a pipeline
+resent after a connection error reruns the script on the new primary, which is
+safe (every script is). It also catches a split brain: a primary that Sentinel
+has replaced but that still accepts our connections has no replica left, so it
+confirms nothing (a ``SENTINEL FAILOVER`` leaves the old primary writable
+until Sentinel reconfigures it, about ten seconds later).
+
+Where a transaction cannot carry the ``WAIT`` (Patreon's WATCH/MULTI), a
+**fence** stands in: the transaction writes a fresh token, then one pipeline
+runs ``lua/fence.lua`` (rewrite the token only if it is still there, i.e. this
+primary has the transaction) and ``WAIT``. A new primary without the
+transaction fails the fence instead of confirming.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis import Redis, RedisError
+from redis.asyncio import Redis as AsyncRedis
+from redis.commands.core import AsyncScript, Script
+
+from config.settings import Settings
+from worker.scripts import load_script
+
+__all__ = ["NotReplicated", "ReplicaAcks", "confirm_fence", "run_confirmed", "run_confirmed_async"]
+
+
+class NotReplicated(RedisError):
+    """Fewer replicas than ``REDIS_WAIT_REPLICAS`` confirmed a write in time (it is on the primary only).
+
+    ``reply`` is the script's answer, for callers whose write turned out to change nothing.
+    """
+
+    def __init__(self, message: str, reply: Any = None) -> None:
+        super().__init__(message)
+        self.reply = reply
+
+
+@dataclass(frozen=True)
+class ReplicaAcks:
+    """How many replicas must confirm a write, and how long to wait for them (0 replicas: no ``WAIT``)."""
+
+    replicas: int = 0
+    timeout_ms: int = 1000
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ReplicaAcks:
+        return cls(settings.wait_replicas, max(1, int(settings.redis_wait_timeout_s * 1000)))
+
+    @property
+    def wanted(self) -> bool:
+        return self.replicas > 0
+
+    def check(self, acked: Any, reply: Any = None) -> None:
+        """Raise ``NotReplicated`` when ``acked`` (``WAIT``'s answer) is short of ``replicas``."""
+        if int(acked) < self.replicas:
+            raise NotReplicated(
+                f"{int(acked)} of {self.replicas} Redis replicas confirmed the write within {self.timeout_ms} ms",
+                reply,
+            )
+
+
+#: ``ReplicaAcks()``: never wait (a single Redis, tests).
+NO_ACKS = ReplicaAcks()
+
+
+def run_confirmed(
+    redis: Redis, script: Script, acks: ReplicaAcks, *, keys: Sequence[Any] = (), args: Sequence[Any] = ()
+) -> Any:
+    """``script(keys, args)``, then ``WAIT`` on the same connection when ``acks`` asks for replicas.
+
+    Raises:
+      NotReplicated: the write reached fewer replicas than asked (``reply`` holds the script's answer).
+      RedisError: as the script would.
+    """
+    if not acks.wanted:
+        return script(keys=list(keys), args=list(args))
+    pipe = redis.pipeline(transaction=False)
+    script(keys=list(keys), args=list(args), client=pipe)
+    pipe.wait(acks.replicas, acks.timeout_ms)
+    reply, acked = pipe.execute()
+    acks.check(acked, reply)
+    return reply
+
+
+async def run_confirmed_async(
+    redis: AsyncRedis, script: AsyncScript, acks: ReplicaAcks, *, args: Sequence[Any] = ()
+) -> Any:
+    """``run_confirmed`` for asyncio code (``script`` registered on ``redis``)."""
+    if not acks.wanted:
+        return await script(args=list(args))
+    pipe = redis.pipeline(transaction=False)
+    await script(args=list(args), client=pipe)
+    pipe.wait(acks.replicas, acks.timeout_ms)
+    reply, acked = await pipe.execute()
+    acks.check(acked, reply)
+    return reply
+
+
+def confirm_fence(redis: Redis, acks: ReplicaAcks, key: str, field: str, token: str) -> None:
+    """Confirm an earlier write that set ``key``'s ``field`` to ``token`` reached ``acks.replicas`` replicas.
+
+    Raises:
+      NotReplicated: the current primary does not have the write (a failover lost it), or too few
+        replicas confirmed it.
+    """
+    if not acks.wanted:
+        return
+    pipe = redis.pipeline(transaction=False)
+    load_script(redis, "fence")(keys=[key], args=[field, token], client=pipe)
+    pipe.wait(acks.replicas, acks.timeout_ms)
+    present, acked = pipe.execute()
+    if int(present) != 1:
+        raise NotReplicated("the write is not on the current Redis primary (lost in a failover)")
+    acks.check(acked)
