@@ -32,6 +32,7 @@ from producers.patreon.webhook import router as patreon_router
 from producers.state import AppState
 from producers.twitch.webhook import router as twitch_router
 from worker.connections import connect_redis, connect_redis_async
+from worker.eta import EtaEstimator
 from worker.keys import Keys
 from worker.ledger import Ledger
 from worker.observability import configure_logging, init_sentry
@@ -70,6 +71,7 @@ def create_app(settings: Settings) -> FastAPI:
             ledger=Ledger(redis, keys, acks=acks),
             rewards=rewards,
             keyring=keyring,
+            eta=EtaEstimator.build(redis, settings, keyring),
             links=LinkStore.for_rewards(redis, keys, rewards),
             redis_check=CachedRedisCheck(redis),
         )

@@ -21,7 +21,8 @@ from producers.cli_errors import CliError
 from producers.links import PLATFORMS, LinkStore, check_link
 from producers.submit import link_and_release, requeue_grant, submit_grant
 from worker.connections import connect_redis
-from worker.grant import Grant, GrantItem, GrantState, NewGrant
+from worker.eta import Eta, EtaEstimator
+from worker.grant import FINAL_STATES, Grant, GrantItem, GrantState, NewGrant
 from worker.keys import Keys
 from worker.ledger import Ledger
 from worker.replication import ReplicaAcks
@@ -124,7 +125,8 @@ def _grant(settings: Settings, args: argparse.Namespace) -> int:
 
 def _grants_list(settings: Settings, args: argparse.Namespace) -> int:
     state = GrantState(args.state) if args.state else None
-    _print_grants(_ledger(settings).list_grants(state, limit=args.limit), as_json=args.json)
+    grants = _ledger(settings).list_grants(state, limit=args.limit)
+    _print_grants(grants, as_json=args.json, etas=_etas(settings, grants))
     return 0
 
 
@@ -132,12 +134,14 @@ def _grants_show(settings: Settings, args: argparse.Namespace) -> int:
     ledger = _ledger(settings)
     grant = _get(ledger, args.grant_id)
     history = ledger.history(grant.id)
+    eta = _etas(settings, [grant]).get(grant.id)
     if args.json:
         data = grant.to_dict()
+        data["eta"] = None if eta is None else eta.to_dict()
         data["history"] = [{"at": t.at, "from": t.from_state, "to": t.to_state, "reason": t.reason} for t in history]
         print(json.dumps(data, indent=2))
         return 0
-    for key, value in grant.to_dict().items():
+    for key, value in {**grant.to_dict(), "eta": None if eta is None else eta.describe()}.items():
         if key == "items":
             value = ", ".join(f"{i['item_id']} x {_amount(i['amount'])}" for i in value)
         elif key in ("created_at", "updated_at"):
@@ -259,9 +263,20 @@ def _parse_item(text: str) -> GrantItem:
     return GrantItem(item_id, amount)
 
 
-def _print_grants(grants: list[Grant], *, as_json: bool, errors: bool = False) -> None:
+def _etas(settings: Settings, grants: list[Grant]) -> dict[str, Eta]:
+    """When each waiting grant of ``grants`` is expected to go out (``worker.eta``)."""
+    if all(g.state in FINAL_STATES for g in grants):
+        return {}
+    keyring = settings.keyring(load_rewards(settings.rewards_file, missing_ok=True).guild_id)
+    return EtaEstimator.build(connect_redis(settings), settings, keyring).for_grants(grants)
+
+
+def _print_grants(
+    grants: list[Grant], *, as_json: bool, errors: bool = False, etas: dict[str, Eta] | None = None
+) -> None:
+    etas = etas or {}
     if as_json:
-        print(json.dumps([g.to_dict() for g in grants], indent=2))
+        print(json.dumps([{**g.to_dict(), "eta": _eta_dict(etas.get(g.id))} for g in grants], indent=2))
         return
     if not grants:
         print("no grants")
@@ -269,9 +284,15 @@ def _print_grants(grants: list[Grant], *, as_json: bool, errors: bool = False) -
     for g in grants:
         items = ", ".join(f"{i.item_id} x {_amount(i.amount)}" for i in g.items)
         line = f"{g.id}  {g.state.value:<9} {_when(g.updated_at)}  {g.guild_id}/{g.user_id}  {items}  [{g.source}]"
+        if g.id in etas:
+            line += f"  eta: {etas[g.id].describe()}"
         if errors and g.last_error:
             line += f"\n    last error: {g.last_error}"
         print(line)
+
+
+def _eta_dict(eta: Eta | None) -> dict[str, object] | None:
+    return None if eta is None else eta.to_dict()
 
 
 def _amount(value: Any) -> str:

@@ -13,6 +13,7 @@ from config.rewards import RewardsConfig
 from config.settings import Settings
 from producers.creation_batcher import CreationBatcher
 from producers.links import LinkStore
+from worker.eta import EtaEstimator
 from worker.keys import Keys
 from worker.ledger import Ledger
 from worker.redis_checks import CachedRedisCheck
@@ -33,6 +34,8 @@ class AppState:
     rewards: RewardsConfig
     #: the API key of each guild (``POST /grants`` refuses a guild without one; empty: the web was given none).
     keyring: Keyring
+    #: when a waiting grant is expected to go out (``GET /grants/{id}``).
+    eta: EtaEstimator
     links: LinkStore
     #: persistence/eviction check for ``GET /readyz``, cached so probes cost no CONFIG call.
     redis_check: CachedRedisCheck

@@ -104,11 +104,13 @@ def create_grant(body: GrantIn, response: Response, state: Annotated[AppState, D
 def get_grant(
     grant_id: Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")], state: Annotated[AppState, Depends(app_state)]
 ) -> dict[str, Any]:
-    """The grant with its transitions."""
+    """The grant with its transitions and, while it waits, when it is expected to go out (``eta``)."""
     grant = state.ledger.get(grant_id)
     if grant is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such grant")
     view = _view(grant)
+    eta = state.eta.for_grants([grant]).get(grant.id)
+    view["eta"] = None if eta is None else eta.to_dict()
     view["history"] = [
         {"at": t.at, "from": t.from_state or None, "to": t.to_state, "reason": t.reason}
         for t in state.ledger.history(grant_id)

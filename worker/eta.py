@@ -1,0 +1,197 @@
+"""When a waiting grant is expected to go out: its place in its key's queue at that key's rate.
+
+Each key sends at most ``limit`` requests per window, one request per waiting
+(guild, member) thanks to coalescing, so a grant's request goes out after
+every member ahead of it in its key's queue (oldest first, by their oldest
+waiting grant). The estimate walks the key's free and soon-free rate slots
+(its window's recent requests, a 429 block, a 401/403 pause of the guild)
+and adds the grant's own due time (a retry's backoff). It is an estimate:
+new members do not overtake older ones, but a failure or a slow WetBot moves
+everything back.
+
+Everything is read in a few pipelined round trips; the queue is every moving
+grant on the schedule (``Keys.due``), so one call costs O(moving grants).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import cast
+
+from redis import Redis
+
+from config.keyring import Keyring
+from config.settings import Settings
+from worker.grant import FINAL_STATES, Grant, GrantState
+from worker.keys import Keys
+from worker.limiter import SlidingWindowLimiter
+
+__all__ = ["Eta", "EtaEstimator", "describe_wait"]
+
+
+@dataclass(frozen=True)
+class Eta:
+    """The expected send time of one grant (``at``, epoch seconds) and why it waits; ``at`` is None when it
+    cannot be told (parked: waiting for a link or a key)."""
+
+    at: float | None
+    #: requests of the grant's key that go out before the grant's own.
+    requests_ahead: int
+    #: what the grant waits for: "", "rate limit", "key paused", "retry", "link", "API key", "read-back".
+    waiting_for: str
+    #: the time the estimate was made (Redis' clock, epoch seconds).
+    now: float
+
+    @property
+    def in_s(self) -> float | None:
+        return None if self.at is None else max(0.0, self.at - self.now)
+
+    def describe(self) -> str:
+        """``now``, ``in about 4 min``, or what it waits for."""
+        if self.at is None:
+            return f"waits for {'a Discord link' if self.waiting_for == 'link' else 'an API key for its guild'}"
+        text = describe_wait(self.in_s or 0.0)
+        ahead = f", {self.requests_ahead} request(s) ahead" if self.requests_ahead else ""
+        why = f" ({self.waiting_for}{ahead})" if self.waiting_for else (f" ({ahead[2:]})" if ahead else "")
+        return text + why
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "at": None if self.at is None else round(self.at, 3),
+            "in_s": None if self.in_s is None else round(self.in_s, 1),
+            "requests_ahead": self.requests_ahead,
+            "waiting_for": self.waiting_for or None,
+            "text": self.describe(),
+        }
+
+
+def describe_wait(seconds: float) -> str:
+    """``now`` under 2 s, then ``in about 40 s``, ``in about 4 min``, ``in about 3 h``."""
+    if seconds < 2:
+        return "now"
+    if seconds < 90:
+        return f"in about {max(5, round(seconds / 5) * 5)} s"
+    if seconds < 90 * 60:
+        return f"in about {round(seconds / 60)} min"
+    return f"in about {round(seconds / 3600, 1):g} h"
+
+
+@dataclass(frozen=True)
+class _Waiting:
+    grant_id: str
+    guild_id: str
+    user_id: str
+    state: str
+    created_at: float
+    due_s: float
+
+
+class EtaEstimator:
+    """Estimates ``Eta`` for grants, given the keys of their guilds and the limiter's rate."""
+
+    def __init__(self, redis: Redis, keys: Keys, keyring: Keyring, limiter: SlidingWindowLimiter) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._keyring = keyring
+        self._limiter = limiter
+
+    @classmethod
+    def build(cls, redis: Redis, settings: Settings, keyring: Keyring) -> EtaEstimator:
+        keys = Keys(settings.redis_key_prefix)
+        return cls(redis, keys, keyring, SlidingWindowLimiter(redis, keys, settings.wetbot_rate_limit))
+
+    def for_grants(self, grants: Sequence[Grant]) -> dict[str, Eta]:
+        """An ``Eta`` for each waiting grant of ``grants`` (final grants are left out)."""
+        waiting = [g for g in grants if g.state not in FINAL_STATES]
+        if not waiting:
+            return {}
+        now, queue = self._queue()
+        out: dict[str, Eta] = {}
+        for grant in waiting:
+            out[grant.id] = self._estimate(grant, now, queue)
+        return out
+
+    def _estimate(self, grant: Grant, now: float, queue: list[_Waiting]) -> Eta:
+        if grant.state == GrantState.SENDING:
+            return Eta(now, 0, "", now)
+        key_id = self._keyring.key_id_for(grant.guild_id)
+        if grant.state == GrantState.PARKED or key_id is None:
+            parked_for_key = key_id is None or "API key" in grant.last_error
+            return Eta(None, 0, "API key" if parked_for_key else "link", now)
+        ahead = self._groups_ahead(grant, key_id, queue)
+        floor, why = self._floor(grant, key_id, now)
+        start = self._slot_time(key_id, ahead, floor, now)
+        entry = next((w for w in queue if w.grant_id == grant.id), None)
+        due = entry.due_s if entry is not None else now
+        if grant.verify_pending:
+            why = "read-back"
+        elif grant.state == GrantState.RETRYING and due > start:
+            why = "retry"
+        at = max(start, due)
+        if not why and at - now >= 2:
+            why = "rate limit"
+        return Eta(at, ahead, why, now)
+
+    def _groups_ahead(self, grant: Grant, key_id: str, queue: list[_Waiting]) -> int:
+        """Members of the key waiting longer than the grant's own member (one request each)."""
+        first_by_group: dict[tuple[str, str], float] = {}
+        for entry in queue:
+            if entry.state == GrantState.SENDING.value or self._keyring.key_id_for(entry.guild_id) != key_id:
+                continue
+            group = (entry.guild_id, entry.user_id)
+            first_by_group[group] = min(first_by_group.get(group, math.inf), entry.created_at)
+        own = (grant.guild_id, grant.user_id)
+        own_first = first_by_group.get(own, grant.created_at)
+        return sum(1 for group, first in first_by_group.items() if group != own and first < own_first)
+
+    def _floor(self, grant: Grant, key_id: str, now: float) -> tuple[float, str]:
+        """The earliest a request of the key for the grant's guild can start: a 429 block or a 401/403 pause."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.get(self._keys.rate_block(key_id))
+        pipe.pttl(self._keys.key_paused(f"{key_id}:{grant.guild_id}"))
+        block, pause_ms = pipe.execute()
+        floor, why = now, ""
+        if block is not None and int(block) / 1_000_000 > floor:
+            floor, why = int(block) / 1_000_000, "rate limit"
+        if int(pause_ms) > 0 and now + int(pause_ms) / 1000 > floor:
+            floor, why = now + int(pause_ms) / 1000, "key paused"
+        return floor, why
+
+    def _slot_time(self, key_id: str, ahead: int, floor: float, now: float) -> float:
+        """When the key's request number ``ahead`` (0 = next) can start, slot by slot."""
+        limit = self._limiter.rate.limit
+        window_s = self._limiter.effective_window_s
+        recent = sorted(
+            score / 1_000_000
+            for _, score in cast(
+                list[tuple[bytes, float]],
+                self._redis.zrangebyscore(
+                    self._keys.rate_window(key_id), (now - window_s) * 1_000_000, "+inf", withscores=True
+                ),
+            )
+        )[-limit:]
+        slots = [-math.inf] * (limit - len(recent)) + recent
+        start = floor
+        for _ in range(ahead + 1):
+            start = max(floor, slots.pop(0) + window_s)
+            slots.append(start)
+        return start
+
+    def _queue(self) -> tuple[float, list[_Waiting]]:
+        """Redis' clock, and every grant on the schedule with what the estimate needs of it."""
+        seconds, micros = cast(tuple[int, int], self._redis.time())
+        now = int(seconds) + int(micros) / 1_000_000
+        scheduled = cast(list[tuple[bytes, float]], self._redis.zrange(self._keys.due(), 0, -1, withscores=True))
+        pipe = self._redis.pipeline(transaction=False)
+        for grant_id, _ in scheduled:
+            pipe.hmget(self._keys.grant(grant_id.decode()), ["guild_id", "user_id", "state", "created_at"])
+        out = []
+        for (grant_id, due_ms), fields in zip(scheduled, pipe.execute() if scheduled else [], strict=True):
+            guild, user, state, created = cast(list[bytes | None], fields)
+            if guild is None or user is None or state is None:
+                continue
+            who = (guild.decode(), user.decode(), state.decode())
+            out.append(_Waiting(grant_id.decode(), *who, float(created or 0), float(due_ms) / 1000))
+        return now, out
