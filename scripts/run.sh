@@ -4,7 +4,8 @@
 # - starts a local redis-server when REDIS_URL does not answer and one is installed (with
 #   REDIS_SENTINELS set it only checks that the master answers through the sentinels);
 # - copies config/rewards.example.toml to config/rewards.toml when there is none;
-# - with no WETBOT_API_KEY: demo mode, the bundled WetBot simulator stands in for WetBot.
+# - with no WETBOT_API_KEY nor WETBOT_API_KEYS: demo mode, the bundled WetBot simulator stands in for
+#   WetBot, with a demo key for every guild the rewards file names.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -13,7 +14,7 @@ export PATH="$PWD/$VENV/bin:$PATH"
 mkdir -p .run
 
 # Demo mode on a fresh checkout: a .env with generated secrets, so the CLI (send-test) shares them.
-if [ -z "${WETBOT_API_KEY:-}" ] && [ ! -f .env ]; then
+if [ -z "${WETBOT_API_KEY:-}" ] && [ -z "${WETBOT_API_KEYS:-}" ] && [ ! -f .env ]; then
   "$PY" - <<'PY'
 import re, secrets
 from pathlib import Path
@@ -77,14 +78,23 @@ if [ ! -f "$REWARDS_FILE" ] && [ "$REWARDS_FILE" = config/rewards.toml ]; then
   echo "make run: created config/rewards.toml from config/rewards.example.toml; edit it to set your rules"
 fi
 
-if [ -z "${WETBOT_API_KEY:-}" ]; then
+if [ -z "${WETBOT_API_KEY:-}" ] && [ -z "${WETBOT_API_KEYS:-}" ]; then
   SIM_PORT=${SIM_PORT:-8099}
   GUILD=$("$PY" -c 'import os; from pathlib import Path; from config.rewards import load_rewards; print(load_rewards(Path(os.environ["REWARDS_FILE"]), missing_ok=True).guild_id or "111111111111111111")')
-  "$PY" -m simulator --host 127.0.0.1 --port "$SIM_PORT" --key demo-key --guild "$GUILD" \
+  # Every other guild a rule names gets a demo key of its own (WETBOT_API_KEYS), as a real setup needs.
+  OTHER_GUILDS=$("$PY" -c 'import os; from pathlib import Path; from config.rewards import load_rewards; r = load_rewards(Path(os.environ["REWARDS_FILE"]), missing_ok=True); print(" ".join(sorted({g.guild_id for g in r.rule_guilds()} - {r.guild_id})))')
+  SIM_KEYS=(--key demo-key --guild "$GUILD")
+  DEMO_KEYS=""
+  for other in $OTHER_GUILDS; do
+    SIM_KEYS+=(--key "demo-key-$other" --guild "$other")
+    DEMO_KEYS="${DEMO_KEYS:+$DEMO_KEYS,}$other=demo-key-$other"
+  done
+  "$PY" -m simulator --host 127.0.0.1 --port "$SIM_PORT" "${SIM_KEYS[@]}" \
     --rate "${WETBOT_RATE_LIMIT:-10/60s}" > .run/wetbot-sim.log 2>&1 &
   pids+=($!)
   export WETBOT_API_URL="http://127.0.0.1:$SIM_PORT/api"
   export WETBOT_API_KEY=demo-key
+  export WETBOT_API_KEYS="$DEMO_KEYS"
   if [ -z "${GRANTS_API_TOKEN:-}" ]; then
     GRANTS_API_TOKEN=$("$PY" -c 'import secrets; print(secrets.token_urlsafe(24))')
     export GRANTS_API_TOKEN

@@ -25,7 +25,7 @@ from redis import Redis
 from worker.grant import SENDABLE_STATES, Grant, GrantItem, grant_from_hash
 from worker.keys import Keys
 
-__all__ = ["MAX_AMOUNT", "Merged", "merge", "pending_grants"]
+__all__ = ["MAX_AMOUNT", "Merged", "merge", "pending_grants", "same_request"]
 
 #: WetBot's documented amount range, per item of one request.
 MAX_AMOUNT = 1_000_000_000
@@ -86,10 +86,12 @@ def pending_grants(redis: Redis, keys: Keys, lead: Grant, *, exclude: Sequence[s
 
 
 def same_request(redis: Redis, keys: Keys, lead: Grant) -> list[Grant]:
-    """The grants that went out in ``lead``'s last request: the user's moving grants carrying its run token.
+    """The grants that went out in ``lead``'s last request and wait, like ``lead``, for its outcome: the
+    user's moving grants carrying its run token in ``lead``'s state (``lead`` first).
 
-    ``lead`` first. Used when that request's outcome is decided later (a
-    worker died while sending it, or a read-back judges it).
+    Used when that request's outcome is decided later (a worker died while
+    sending it, or a read-back judges it). A grant of the request that has
+    moved on since (an operator resent it) is not judged again.
     """
     if not lead.attempt_token:
         return [lead]
@@ -102,4 +104,13 @@ def same_request(redis: Redis, keys: Keys, lead: Grant) -> list[Grant]:
     for grant_id in ids:
         pipe.hgetall(keys.grant(grant_id))
     others = [grant_from_hash(raw) for raw in cast(list[dict[bytes, bytes]], pipe.execute()) if raw]
-    return [lead, *(g for g in others if g.attempt_token == lead.attempt_token)]
+    return [
+        lead,
+        *(
+            g
+            for g in others
+            if g.attempt_token == lead.attempt_token
+            and g.state == lead.state
+            and g.verify_pending == lead.verify_pending
+        ),
+    ]
