@@ -78,6 +78,7 @@ class Keyring:
           ConfigError: both name the default guild with different keys.
         """
         by_guild = dict(api_keys)
+        _check_one_guild_per_key(by_guild, api_key, default_guild)
         if api_key is None or default_guild is None:
             return cls(by_guild, api_key)
         listed = by_guild.get(default_guild)
@@ -121,6 +122,28 @@ class Keyring:
     def missing_key_problem(self, guild_id: str) -> str:
         """Why ``guild_id`` cannot be served, for errors and grant histories."""
         return f"no WetBot API key for guild {guild_id}: add {guild_id}=<key> to WETBOT_API_KEYS"
+
+
+def _check_one_guild_per_key(
+    by_guild: Mapping[str, SecretStr], api_key: SecretStr | None, default_guild: str | None
+) -> None:
+    """A WetBot key belongs to one guild: the same key for two guilds would get 403s for ever for one of them.
+
+    Raises:
+      ConfigError: naming both guilds, never the key.
+    """
+    seen: dict[str, str] = {}
+    named = list(by_guild.items())
+    if api_key is not None and default_guild is not None and default_guild not in by_guild:
+        named.insert(0, (default_guild, api_key))
+    for guild, key in named:
+        other = seen.setdefault(key.get_secret_value(), guild)
+        if other != guild:
+            raise ConfigError(
+                f"WETBOT_API_KEYS: guilds {other} and {guild} are given the same key; a WetBot API key belongs"
+                " to one guild (each guild's own key is in its /manager-settings -> API)",
+                variables=("WETBOT_API_KEYS",),
+            )
 
 
 @dataclass(frozen=True)

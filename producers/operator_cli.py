@@ -19,7 +19,7 @@ from config.rewards import load_rewards
 from config.settings import Settings
 from producers.cli_errors import CliError
 from producers.links import PLATFORMS, LinkStore, check_link
-from producers.submit import link_and_release, requeue_grant, submit_grant
+from producers.submit import link_and_release, request_group, requeue_grant, submit_grant
 from worker.connections import connect_redis
 from worker.eta import Eta, EtaEstimator
 from worker.grant import FINAL_STATES, Grant, GrantItem, GrantState, NewGrant
@@ -186,9 +186,10 @@ def _resolve(settings: Settings, args: argparse.Namespace) -> int:
     if grant.state != GrantState.UNKNOWN:
         raise CliError(f"grant {grant.id} is {grant.state.value}; only grants in state unknown can be resolved")
     note = f" ({args.note})" if args.note else ""
+    group = request_group(ledger, grant.id, GrantState.UNKNOWN)
     if args.delivered:
-        moved = ledger.transition(
-            grant.id, GrantState.DELIVERED, f"resolved by an operator: applied{note}", expect=[GrantState.UNKNOWN]
+        moved = grant.id in ledger.transition_many(
+            group, GrantState.DELIVERED, f"resolved by an operator: applied{note}", expect=[GrantState.UNKNOWN]
         )
         done = "marked delivered"
     elif args.verify:
@@ -201,7 +202,9 @@ def _resolve(settings: Settings, args: argparse.Namespace) -> int:
         done = "queued to be sent again"
     if not moved:
         raise CliError(f"grant {grant.id} changed meanwhile; look again")
-    print(f"grant {grant.id} {done}")
+    others = [other for other in group if other != grant.id]
+    together = f", with the {len(others)} other grant(s) its merged request carried: {', '.join(others)}"
+    print(f"grant {grant.id} {done}{together if others else ''}")
     return 0
 
 

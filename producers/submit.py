@@ -34,11 +34,23 @@ def requeue_grant(ledger: Ledger, grant_id: str, reason: str, *, expect: GrantSt
     The step puts the grant on the ledger's schedule, due now, so a command
     killed at any instant leaves it either unchanged or moving, and a second
     run finds it moved and does nothing. ``verify`` asks for a read-back of the
-    last request instead of a resend (``resolve --verify``).
+    last request instead of a resend (``resolve --verify``). An ``unknown``
+    grant moves with every grant its merged request carried (``request_group``):
+    the decision is about the request, and a read-back judges it as a whole.
     """
     effects = StepEffects(fields={"verify": "1"}, hold="set") if verify else StepEffects(del_fields=("verify",))
     to = GrantState.RETRYING if verify else GrantState.QUEUED
-    return ledger.transition(grant_id, to, reason, expect=[expect], reset_failures=True, effects=effects)
+    ids = request_group(ledger, grant_id, expect)
+    moved = ledger.transition_many(ids, to, reason, expect=[expect], reset_failures=True, effects=effects)
+    return grant_id in moved
+
+
+def request_group(ledger: Ledger, grant_id: str, state: GrantState) -> list[str]:
+    """``grant_id`` and, for an ``unknown`` grant, the other grants of its merged request still ``unknown``."""
+    grant = ledger.get(grant_id)
+    if grant is None or state != GrantState.UNKNOWN or grant.state != GrantState.UNKNOWN:
+        return [grant_id]
+    return ledger.same_request_ids(grant)
 
 
 def submit_for_identity(ledger: Ledger, links: LinkStore, new: NewGrant) -> CreateResult:

@@ -8,7 +8,9 @@ would break either bound waits for a later request.
 
 Only grants nothing can have reached WetBot from join (not awaiting a
 read-back, not a possible resend, not marked ``solo`` after a merged request
-was refused for its content), so each merged request is judged as a whole:
+was refused for its content), with as many failures so far as the lead (an
+outcome counts against all of them alike, so they run out of attempts
+together), so each merged request is judged as a whole:
 its outcome, or its read-back, moves every grant in it in one step
 (``Ledger.transition_many``), and each grant keeps its own history and
 resulting amounts.
@@ -82,6 +84,8 @@ def pending_grants(redis: Redis, keys: Keys, lead: Grant, *, exclude: Sequence[s
         if grant.state in SENDABLE_STATES
         and (grant.guild_id, grant.user_id) == (lead.guild_id, lead.user_id)
         and not (grant.verify_pending or grant.maybe_applied or grant.solo)
+        # One request, one failure budget: its outcome counts against every grant in it alike.
+        and grant.failures == lead.failures
     ]
 
 

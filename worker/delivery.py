@@ -239,7 +239,7 @@ class Deliverer:
                     effects=StepEffects(fields={"maybe_applied": "1"}, due_in_s=CLAIM_LEASE_S + 1),
                 )
             )
-        return self.ledger.get(grant.id) if moved else None
+        return self.ledger.get(grant.id) if grant.id in moved else None
 
     def _park_without_key(self, run: _Run) -> None:
         """No configured key serves the grant's guild: park it, visibly and without looping, until one does.
@@ -339,12 +339,15 @@ class Deliverer:
                 add_attempt=True,
                 effects=StepEffects(
                     begin=run.token,
+                    # The request's grants go out together or not at all (one cancelled meanwhile: pick again).
+                    all_or_nothing=True,
                     # A companion must be as clean as when it was picked; the lead's own flags were judged above.
                     unless_flagged=("verify", "maybe_applied", "solo") if len(merged.members) > 1 else (),
                     fields={
                         "baseline": "" if baseline is None else json.dumps(baseline),
                         "baseline_seq": str(baseline_seq),
                         "sent_items": json.dumps([[item.item_id, item.amount] for item in merged.items]),
+                        "request_ids": json.dumps(merged.ids),
                     },
                     del_fields=("maybe_applied",),
                     due_in_s=send_lease_s + 1,
@@ -357,14 +360,11 @@ class Deliverer:
             self._not_confirmed(replace(run, attempt=run.token, members=merged.members), str(exc), duplicate=duplicate)
             return
         if grant.id not in moved:
-            self.schedule.reschedule(grant.id, run.lease_key, run.lease_value, BUSY_RETRY_S)
+            # The grant, or a companion, moved meanwhile (an operator's cancel): nothing went out; look again.
+            delay_s = 0.0 if len(merged.members) > 1 else BUSY_RETRY_S
+            self.schedule.reschedule(grant.id, run.lease_key, run.lease_value, delay_s)
             return
-        run = replace(run, members=tuple(m for m in merged.members if m.id in moved), attempt=run.token)
-        if len(run.members) != len(merged.members):
-            # An operator moved a companion between picking and starting: send nothing, pick again now.
-            self._step(run, GrantState.QUEUED, "a grant left the merged request before it went out; picking again",
-                       slot=self.limiter.settle_ref(run.api.key_id, slot), effects={"due_in_s": 0.0})  # fmt: skip
-            return
+        run = replace(run, members=merged.members, attempt=run.token)
         result = run.api.add_items(
             grant.guild_id, grant.user_id, [ItemDelta(item.item_id, item.amount) for item in merged.items]
         )
@@ -594,6 +594,7 @@ class Deliverer:
             expect=SENDABLE_STATES,
             effects=StepEffects(
                 begin=run.token,
+                all_or_nothing=True,
                 due_in_s=send_lease_s + 1,
                 lease_set={"key": run.lease_key, "value": run.lease_value, "px": int(send_lease_s * 1000)},
             ),

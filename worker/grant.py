@@ -127,6 +127,8 @@ class Grant:
     solo: bool = False
     #: the items of the last request that carried this grant, summed with the others it carried (coalescing).
     sent_items: tuple[GrantItem, ...] | None = None
+    #: ids of every grant that last request carried (this one included); empty before coalescing existed.
+    request_ids: tuple[str, ...] = ()
 
     @property
     def cancellable(self) -> bool:
@@ -202,6 +204,7 @@ def grant_from_fields(data: Mapping[str, str]) -> Grant:
         maybe_applied=data.get("maybe_applied") == "1",
         solo=data.get("solo") == "1",
         sent_items=_items(data["sent_items"]) if data.get("sent_items") else None,
+        request_ids=tuple(json.loads(data["request_ids"])) if data.get("request_ids") else (),
     )
 
 

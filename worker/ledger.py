@@ -88,6 +88,8 @@ class StepEffects:
     hold: str = ""
     #: ``{set, registry, name}``: the parked index to add the grant to (a step to ``parked``), and its registry.
     park: Mapping[str, str] | None = None
+    #: move none of the grants unless all can move (a merged request starting: all its grants go, or none).
+    all_or_nothing: bool = False
     possible_duplicate: bool = False
 
 
@@ -204,7 +206,7 @@ class Ledger:
             effects=effects,
             confirm=confirm,
         )
-        return bool(moved)
+        return grant_id in moved
 
     def transition_many(
         self,
@@ -225,8 +227,8 @@ class Ledger:
 
         Each grant is checked on its own; the shared effects (lease, slot,
         profile, hold) happen once when any grant moved. ``per_grant`` adds
-        fields for single grants. Returns the ids whose change is in place; an
-        empty list when the first grant could not move. ``confirm`` as in ``transition``.
+        fields for single grants. Returns the ids whose change is in place
+        (``StepEffects.all_or_nothing``: every id, or none). ``confirm`` as in ``transition``.
         """
         if not grant_ids:
             return []
@@ -252,6 +254,7 @@ class Ledger:
             "due_ms": max(0, int(extra.due_in_s * 1000)),
             "hold": extra.hold,
             "possible_duplicate": 1 if extra.possible_duplicate else 0,
+            "all_or_nothing": 1 if extra.all_or_nothing else 0,
             "profile_ttl": PROFILE_TTL_S,
         }
         if per_grant:
@@ -270,9 +273,18 @@ class Ledger:
             if int(exc.reply[0]) in (1, 2):
                 raise
             return []  # nothing moved: there is nothing to confirm
-        if int(reply[0]) not in (1, 2):
-            return []
         return [_text(grant_id) for grant_id in reply[2:]]
+
+    def same_request_ids(self, grant: Grant) -> list[str]:
+        """``grant`` and every other grant its last (merged) request carried that still waits in its state for
+        that request's outcome (same run token): what an operator's decision about the request moves together.
+        """
+        others = [self.get(other) for other in grant.request_ids if other != grant.id]
+        return [grant.id] + [
+            other.id
+            for other in others
+            if other is not None and other.state == grant.state and other.attempt_token == grant.attempt_token
+        ]
 
     def cancel(self, grant_id: str, reason: str) -> bool:
         """Withdraw a grant nothing of which can have reached WetBot (``Grant.cancellable``); True when this

@@ -312,8 +312,11 @@ def test_a_403_for_another_guild_does_not_hold_up_this_guild(
     foreign = NewGrant("999999999999999999", USER, (GrantItem("gem", 1),), source="test", idempotency_key="t:foreign")
     stranger = ledger.create(foreign).grant
     local = ledger.create(new_grant("local")).grant
-    # The same key named for a second guild: WetBot answers 403 (not this key's guild) for that one only.
-    deliverer = make_deliverer(make_settings(wetbot_auth_pause_s=30, wetbot_api_keys=f"999999999999999999={API_KEY}"))
+    # The second guild's key is one WetBot knows for another guild: 403 (not this key's guild) for it only.
+    sim.add_key("test-misplaced-key-3b8e", "555555555555555555")
+    deliverer = make_deliverer(
+        make_settings(wetbot_auth_pause_s=30, wetbot_api_keys="999999999999999999=test-misplaced-key-3b8e")
+    )
     deliverer.deliver(stranger.id)
     deliverer.deliver(local.id)
     assert sim.count_status(403) == 1

@@ -174,3 +174,18 @@ def test_metrics_show_each_key_by_fingerprint_with_its_own_window_and_pause(
     assert f'wetbot_rewards_key_paused{{key="{home}",guild="{GUILD}"}} 0' in text
     assert f'wetbot_rewards_key_paused{{key="{away}",guild="{OTHER_GUILD}"}} 1' in text
     assert API_KEY not in text and OTHER_KEY not in text
+
+
+def test_one_key_for_two_guilds_is_refused_at_start(make_settings: SettingsFactory) -> None:
+    """README "Many guilds": WetBot keys belong to one guild. A copy-paste slip
+    (``WETBOT_API_KEYS=<other guild>=<the home key>``) used to be accepted: every grant for the other guild
+    then got 403, paused the key for that guild and re-probed it for ever (``queued``, no failure, never
+    dead or parked) while ``POST /grants`` kept accepting more. Now it stops the start, naming both guilds.
+    """
+    settings = make_settings(wetbot_api_keys=f"{OTHER_GUILD}={API_KEY}")
+    for start in (worker_keyring, create_app):
+        with pytest.raises(ConfigError) as raised:
+            start(settings)
+        message = str(raised.value)
+        assert f"guilds {GUILD} and {OTHER_GUILD} are given the same key" in message
+        assert API_KEY not in message

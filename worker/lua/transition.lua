@@ -34,6 +34,8 @@
 --   park              optional {set, registry, name}: the parked index (SET) the grants join (a step to
 --                     "parked"), and the SET of such indexes' names it is registered in
 --   possible_duplicate 1 = count a resend that may duplicate an applied request
+--   all_or_nothing    1 = move no grant unless every grant can move (a request starting: its grants
+--                     go out together or not at all)
 --
 -- Returns {code, state} for the first grant (1 = moved from state, 2 = this attempt was already recorded,
 -- 0 = not moved, state = its current state or ""), then the ids of every grant with code 1 or 2.
@@ -81,6 +83,16 @@ if req.lease_set then
   if holder and holder ~= req.lease_set.value then
     local _, current = check(p .. ':grant:' .. ids[1])
     return {0, current}
+  end
+end
+
+if req.all_or_nothing == 1 then
+  -- A resent step finds its grants answered (2): that is no reason to stop.
+  for _, id in ipairs(ids) do
+    if check(p .. ':grant:' .. id) == 0 then
+      local _, first = check(p .. ':grant:' .. ids[1])
+      return {0, first}
+    end
   end
 end
 

@@ -1,8 +1,6 @@
-"""Adversarial reproductions against coalescing (worker/coalesce.py, Deliverer._send & co.).
+"""Coalescing under races and operator actions: reproductions of defects an adversarial review found.
 
-Each test fails on the code it was written against; it is marked ``xfail(strict=True)`` so the
-branch stays green while the defect is open (a fix turns it into an XPASS, i.e. a failure, as a
-reminder to drop the mark).
+Each test failed on the code it was written against; the docstrings say how.
 """
 
 from __future__ import annotations
@@ -13,6 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from config.settings import Settings
+from producers.cli import main as cli_main
 from producers.submit import requeue_grant
 from simulator.wetbot import WetbotSimulator
 from tests.conftest import GUILD, USER, CapturingTransport, ScheduleDriver, SettingsFactory
@@ -28,7 +27,6 @@ def add(ledger: Ledger, key: str, *items: tuple[str, float], user: str = USER) -
     return ledger.create(new).grant.id
 
 
-@pytest.mark.xfail(strict=True, reason="transition_many moves the companions although the lead could not move")
 def test_cancelling_the_lead_while_it_waits_for_a_slot_does_not_strand_its_companions(
     make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator,
     driver: ScheduleDriver, sentry_events: CapturingTransport, monkeypatch: pytest.MonkeyPatch,
@@ -71,7 +69,6 @@ def test_cancelling_the_lead_while_it_waits_for_a_slot_does_not_strand_its_compa
     assert sentry_events.events == [], "no Sentry report for a grant that simply was delivered"
 
 
-@pytest.mark.xfail(strict=True, reason="a merged request's failure budget is the lead's, applied to every member")
 def test_a_companion_is_not_given_up_for_the_leads_exhausted_attempts(
     make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator,
     driver: ScheduleDriver, sentry_events: CapturingTransport,
@@ -103,7 +100,6 @@ def test_a_companion_is_not_given_up_for_the_leads_exhausted_attempts(
     assert companion.state == GrantState.DELIVERED, (companion.failures, ledger.history(b)[-1].reason)
 
 
-@pytest.mark.xfail(strict=True, reason="resolve --verify judges the whole merged request but moves one member")
 def test_resolve_verify_on_each_member_of_an_unknown_merged_request_decides_them_all(
     make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator,
     driver: ScheduleDriver,
@@ -137,3 +133,23 @@ def test_resolve_verify_on_each_member_of_an_unknown_merged_request_decides_them
     done = ledger.get(b)
     assert done is not None
     assert done.state == GrantState.DELIVERED, ledger.history(b)[-1].reason
+
+
+def test_resolve_delivered_decides_every_grant_of_the_merged_request(
+    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator,
+    driver: ScheduleDriver, capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    settings = make_settings(wetbot_timeout=0.3, ambiguous_policy="hold")
+    a, b = add(ledger, "a", ("gem", 1)), add(ledger, "b", ("gem", 2))
+    sim.inject("500_after", method="POST")
+    driver.run(make_deliverer(settings))
+    assert [ledger.get(g).state for g in (a, b)] == [GrantState.UNKNOWN] * 2  # type: ignore[union-attr]
+    env = {"REDIS_URL": settings.redis_url, "REDIS_KEY_PREFIX": settings.redis_key_prefix,
+           "WETBOT_API_KEY": "unused-here-but-set", "REWARDS_FILE": str(settings.rewards_file)}  # fmt: skip
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        assert cli_main(["resolve", a, "--delivered"]) == 0
+    assert f"with the 1 other grant(s) its merged request carried: {b}" in capsys.readouterr().out
+    assert [ledger.get(g).state for g in (a, b)] == [GrantState.DELIVERED] * 2  # type: ignore[union-attr]
+    assert len(sim.applied()) == 1
