@@ -58,6 +58,10 @@ MIN_LEDGER_RETENTION_DAYS = 41
 #: Longest accepted ``LEDGER_RETENTION_DAYS`` (100 years: "keep everything", in practice).
 MAX_LEDGER_RETENTION_DAYS = 36_500
 
+#: Most items ``WETBOT_MAX_ITEMS_PER_REQUEST`` may allow in one request. WetBot documents no maximum; the
+#: simulator assumes 100, and a merged request refused for its size would only be split again.
+MAX_ITEMS_PER_REQUEST = 100
+
 #: Sentry rejects environment names longer than this (and ones with spaces, "/" or newlines).
 SENTRY_ENVIRONMENT_MAX_LEN = 64
 
@@ -246,7 +250,7 @@ class Settings(BaseSettings):
     #: Send every grant pending for one (guild, member) in one request when a slot comes up (``worker.coalesce``).
     wetbot_coalesce: bool = True
     #: Most distinct items one (merged) request carries.
-    wetbot_max_items_per_request: int = Field(50, ge=1, le=1000)
+    wetbot_max_items_per_request: int = Field(50, ge=1, le=MAX_ITEMS_PER_REQUEST)
     #: Seconds a key that got 401/403 stays paused before one probe request.
     wetbot_auth_pause_s: float = Field(60.0, gt=0, allow_inf_nan=False)
     #: EventSub secret; none means ``POST /webhooks/twitch`` answers 503.
