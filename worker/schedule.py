@@ -29,7 +29,7 @@ import dramatiq
 from redis import Redis, RedisError
 
 from worker.broker import DISPATCH_TTL_S, QUEUE_NAME, encoded_message
-from worker.keys import Keys
+from worker.keys import WAKE_TOKENS_MAX, Keys, wake_key
 from worker.scripts import load_script
 
 logger = logging.getLogger("wetbot_rewards.schedule")
@@ -102,6 +102,8 @@ class Schedule:
         request = {
             "prefix": self._keys.prefix,
             "queue": f"{self._keys.dramatiq_namespace}:{QUEUE_NAME}",
+            "wake": wake_key(self._keys.dramatiq_namespace, QUEUE_NAME),
+            "wake_max": WAKE_TOKENS_MAX,
             "ttl_ms": int(DISPATCH_TTL_S * 1000),
             "write": 1 if write_messages else 0,
             "candidates": candidates,
