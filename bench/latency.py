@@ -17,7 +17,7 @@ for ``--settle`` seconds, then its Redis round trips per second are counted for 
 command (``MONITOR``; what scripts run inside is shown apart). Targets (ours): p50 <= 20 ms, p99 <= 100 ms;
 exit status 1 when missed, 2 on a setup error.
 
-Run from the repository root: ``.venv/bin/python bench/latency.py [--samples 60 ...]`` (about 3 minutes).
+Run from the repository root: ``.venv/bin/python bench/latency.py [--samples 60 ...]`` (about 4 minutes).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ its worker process) is sampled every 0.5 s, with the queue's length; the report 
 largest sample and the kernel's peak (``VmHWM``), in MiB. Exit status 1 when a target is missed, 2 on a
 setup error.
 
-Run from the repository root: ``.venv/bin/python bench/memory.py [--grants 10000 --hold 30]`` (~1.5 minutes).
+Run from the repository root: ``.venv/bin/python bench/memory.py [--grants 10000 --hold 30]`` (about a minute).
 """
 
 from __future__ import annotations
