@@ -6,9 +6,10 @@ message 0.5-1 s late (research/dramatiq.md §4). Here whatever writes a message
 also pushes a token onto the queue's wake list (``worker.keys.wake_key``, at
 most ``WAKE_TOKENS_MAX`` kept): the create and dispatch scripts in the same
 atomic step as the message, ``WakingRedisBroker.enqueue`` right after
-Dramatiq's. An idle consumer waits on that list with BLPOP (the worker timeout
-at most, below the client's socket timeout), so a message written to an idle
-worker is fetched one round trip later.
+Dramatiq's, and a stopping worker after putting its prefetched messages back.
+An idle consumer waits on that list with BLPOP (the worker timeout at most,
+below the client's socket timeout), so a message written to an idle worker is
+fetched one round trip later.
 
 **The queue stays the truth; a token is only a hint.** A consumer fetches
 after a token, after a message (there may be more), and at least every
@@ -27,7 +28,7 @@ memory as Dramatiq's always do.
 **The override is small, on purpose.** ``_WakingConsumer`` runs the stock
 ``__next__`` with its idle timeout set to 0 (its backoff is then 0 ms: it
 returns None at once after an empty fetch) and waits itself; prefetch, acks,
-nacks, requeues and heartbeats stay Dramatiq's. The coupling (``timeout``,
+nacks, requeues (only followed by tokens) and heartbeats stay Dramatiq's. The coupling (``timeout``,
 ``message_cache``, ``outstanding_message_count``, ``prefetch``, the
 ``consumer_class`` property, ``None`` for a miss) is pinned by
 ``tests/worker/test_pickup.py``; dramatiq is pinned below 3. Connection errors
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import dramatiq
@@ -126,6 +128,22 @@ class _WakingConsumer(_RedisConsumer):
             self._poll_at = time.monotonic() + POLL_INTERVAL_S
         self._wait()
         return None
+
+    def requeue(self, messages: Iterable[dramatiq.MessageProxy]) -> None:
+        """Dramatiq's requeue (a stopping worker's prefetched messages), then a token each for the other workers.
+
+        Without the tokens another worker would find them only at its next poll.
+        """
+        messages = list(messages)  # Dramatiq may pass a generator; it is read twice here
+        super().requeue(messages)  # type: ignore[no-untyped-call]
+        if not messages or self.delay_queue:
+            return
+        try:
+            push_wake(self._client, self.wake_key, len(messages))
+        except redis.RedisError as exc:
+            logger.warning(
+                "requeued %d messages, but no wake token (%s): picked up at the next poll", len(messages), exc
+            )
 
     def _wait(self) -> None:
         """Block until a wake token arrives or ``wait_s`` passes (then the consumer thread looks around)."""

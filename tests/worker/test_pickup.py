@@ -190,6 +190,20 @@ def pickup_planned(n: int) -> Planned:
     return Planned(new_grant(n), Mode.ENQUEUE)
 
 
+def test_messages_a_stopping_worker_puts_back_wake_the_others(
+    broker: WakingRedisBroker, ledger: Ledger, redis: Redis, keys: Keys
+) -> None:
+    wake = wake_key(keys.dramatiq_namespace, QUEUE_NAME)
+    ledger.create_many([pickup_planned(n) for n in range(3)])
+    redis.delete(wake)
+    consumer = broker.consume(QUEUE_NAME, prefetch=3, timeout=100)
+    prefetched = [next(consumer) for _ in range(3)]
+    assert all(message is not None for message in prefetched)
+    consumer.requeue(message for message in prefetched if message is not None)  # a generator, as Dramatiq passes
+    assert redis.llen(f"{keys.dramatiq_namespace}:{QUEUE_NAME}") == 3
+    assert redis.llen(wake) == 3
+
+
 # --- consumers wake, and poll when a token is lost ------------------------------------------------------------
 
 
