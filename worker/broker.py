@@ -8,6 +8,10 @@ errors (research/dramatiq.md §8): no delayed messages (the delay queue lives
 in worker memory and is dropped on a connection error), no Dramatiq retries
 (their re-enqueue fails when Redis does), and a heartbeat timeout long enough
 that clock skew between hosts does not declare live workers dead.
+
+The broker is ``worker.pickup.WakingRedisBroker``: stock Dramatiq's, except
+that an idle consumer waits on a wake list that every message writer pushes
+to, instead of polling with a backoff of up to a second.
 """
 
 from __future__ import annotations
@@ -16,12 +20,12 @@ import uuid
 from collections.abc import Callable
 
 import dramatiq
-from dramatiq.brokers.redis import RedisBroker
 from redis import Redis
 
 from config.settings import Settings
 from worker.connections import connect_redis
 from worker.keys import Keys
+from worker.pickup import WakingRedisBroker
 
 #: The one queue; the one actor ``deliver`` consumes it.
 QUEUE_NAME = "grants"
@@ -47,8 +51,8 @@ DISPATCH_TTL_S = 20.0
 DEAD_MESSAGE_TTL_MS = 30 * 24 * 3600 * 1000
 
 
-def build_broker(settings: Settings, *, redis: Redis | None = None) -> RedisBroker:
-    """A Redis broker for the service's Redis, namespaced under the key prefix.
+def build_broker(settings: Settings, *, redis: Redis | None = None) -> WakingRedisBroker:
+    """A Redis broker for the service's Redis, namespaced under the key prefix, woken on enqueue (``worker.pickup``).
 
     The broker gets a client built like every other (``connect_redis``: timeouts,
     keepalive, health checks, retries): ``RedisBroker(url=...)`` would build one
@@ -64,7 +68,7 @@ def build_broker(settings: Settings, *, redis: Redis | None = None) -> RedisBrok
         "maintenance_chance": MAINTENANCE_CHANCE,
         "dead_message_ttl": DEAD_MESSAGE_TTL_MS,
     }
-    return RedisBroker(client=redis or connect_redis(settings), **options)  # type: ignore[no-untyped-call]
+    return WakingRedisBroker(client=redis or connect_redis(settings), **options)  # type: ignore[no-untyped-call]
 
 
 #: Seconds an actor run may take beyond one API call: the inline wait for a rate

@@ -6,7 +6,8 @@ one step. Asyncio receivers hand several events to one call
 (``producers.creation_batcher``); each is handled as if alone. With
 ``Mode.ENQUEUE``/``Mode.RESOLVE`` the Dramatiq message is written in that same
 step, so no crash can leave a grant without its message, and a webhook costs
-one round trip.
+one round trip; so is a wake token per message, which an idle worker is
+waiting for (``worker.pickup``).
 
 With replicas to wait for (``worker.replication``), the script and a ``WAIT``
 travel together: a producer answers 2xx only once a replica has the grant, so
@@ -34,7 +35,7 @@ from redis.commands.core import AsyncScript
 
 from worker.broker import DISPATCH_TTL_S, QUEUE_NAME, encoded_message
 from worker.grant import CreateResult, GrantState, NewGrant, grant_from_fields
-from worker.keys import IDEMPOTENCY_TTL_S, SEEN_TTL_S, Keys
+from worker.keys import IDEMPOTENCY_TTL_S, SEEN_TTL_S, WAKE_TOKENS_MAX, Keys, wake_key
 from worker.replication import NO_ACKS, ReplicaAcks, run_confirmed, run_confirmed_async
 from worker.scripts import load_script, script_source
 
@@ -135,6 +136,8 @@ def build_request(
     request = {
         "prefix": keys.prefix,
         "queue": f"{keys.dramatiq_namespace}:{QUEUE_NAME}",
+        "wake": wake_key(keys.dramatiq_namespace, QUEUE_NAME),
+        "wake_max": WAKE_TOKENS_MAX,
         "now": now,
         "idem_ttl": IDEMPOTENCY_TTL_S,
         "seen_ttl": SEEN_TTL_S,

@@ -17,6 +17,20 @@ SEEN_TTL_S = IDEMPOTENCY_TTL_S
 #: Seconds a stored profile snapshot lives without being refreshed.
 PROFILE_TTL_S = 90 * 24 * 3600
 
+#: Most wake tokens a queue's wake list keeps (``wake_key``). A token per message written wakes up to
+#: this many idle consumers at once; more would only be spare wake-ups once everyone is busy.
+WAKE_TOKENS_MAX = 16
+
+
+def wake_key(namespace: str, queue_name: str) -> str:
+    """LIST of wake tokens beside Dramatiq's queue ``<namespace>:<queue_name>`` (``worker.pickup``).
+
+    Whatever writes a message onto that queue pushes a token here (capped at
+    ``WAKE_TOKENS_MAX``); an idle consumer waits on it with BLPOP. Only a hint:
+    the queue's list stays the truth.
+    """
+    return f"{namespace}:{queue_name}.wake"
+
 
 class Keys:
     """Builds key names under one prefix (``REDIS_KEY_PREFIX``, default ``wbr``)."""

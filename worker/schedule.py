@@ -30,7 +30,7 @@ import dramatiq
 from redis import Redis, RedisError
 
 from worker.broker import DISPATCH_TTL_S, QUEUE_NAME, encoded_message
-from worker.keys import Keys
+from worker.keys import WAKE_TOKENS_MAX, Keys, wake_key
 from worker.scripts import load_script
 
 logger = logging.getLogger("wetbot_rewards.schedule")
@@ -62,6 +62,7 @@ class Schedule:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self._redis = redis
         self._keys = keys
+        self._due_ids = load_script(redis, "due_ids")
         self._dispatch = load_script(redis, "dispatch_due")
         self._claim = load_script(redis, "claim")
         self._reschedule = load_script(redis, "reschedule")
@@ -73,8 +74,8 @@ class Schedule:
         return int(seconds) * 1000 + int(micros) // 1000
 
     def due_ids(self, *, limit: int = BATCH) -> list[str]:
-        """Ids of grants due now, earliest first."""
-        ids = cast(list[bytes], self._redis.zrangebyscore(self._keys.due(), "-inf", self.now_ms(), start=0, num=limit))
+        """Ids of grants due now (Redis' clock), earliest first (``lua/due_ids.lua``)."""
+        ids = cast(list[bytes], self._due_ids(keys=[self._keys.due()], args=[limit]))  # one round trip
         return [grant_id.decode() for grant_id in ids]
 
     def due_in_s(self, grant_id: str) -> float | None:
@@ -103,6 +104,8 @@ class Schedule:
         request = {
             "prefix": self._keys.prefix,
             "queue": f"{self._keys.dramatiq_namespace}:{QUEUE_NAME}",
+            "wake": wake_key(self._keys.dramatiq_namespace, QUEUE_NAME),
+            "wake_max": WAKE_TOKENS_MAX,
             "ttl_ms": int(DISPATCH_TTL_S * 1000),
             "write": 1 if write_messages else 0,
             "candidates": candidates,

@@ -7,6 +7,8 @@
 -- instance, not a cluster):
 --   prefix    key prefix <p>
 --   queue     Dramatiq's queue list "<p>:dramatiq:grants"; its messages hash is queue .. ".msgs"
+--   wake      the queue's wake list: one token per message written is LPUSHed, then LTRIMmed to wake_max
+--             (idle workers wait on it with BLPOP; a hint only, see worker/pickup.py)
 --   now       epoch seconds; idem_ttl: seconds an idempotency claim lives; seen_ttl: of a seen marker
 --   dispatch_ttl_ms  how long a written message may take to be claimed (see <p>:due)
 --   events    list of {seen, counter, grants}:
@@ -23,7 +25,7 @@
 --                             user_id → as "enqueue"; no user → as "park"
 -- Keys touched per grant: <p>:idem:<idem>, <p>:grant:<id>, <p>:grant:<id>:history,
 -- <p>:state:<state>, <p>:grants, <p>:due, <p>:pending:<guild>:<user>, and the parked set or Dramatiq
--- queue named above.
+-- queue named above; per call the wake list.
 --
 -- Returns JSON {events=[{seen=bool, grants=[...]}]}, one entry per event in request order. A created
 -- grant is {created=true, id, state, user_id} (the rest is what the caller sent); for a taken key it
@@ -33,6 +35,8 @@ local req = cjson.decode(ARGV[1])
 local p = req.prefix
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+local written = 0
 
 local function read_hash(key)
   local flat = redis.call('HGETALL', key)
@@ -70,6 +74,7 @@ local function create(g)
   if mode == 'enqueue' then
     redis.call('HSET', req.queue .. '.msgs', g.message_id, g.message)
     redis.call('RPUSH', req.queue, g.message_id)
+    written = written + 1
     redis.call('HSET', key, 'dispatch', g.token)
     redis.call('ZADD', p .. ':due', now_ms + req.dispatch_ttl_ms, g.id)
   elseif mode == 'schedule' then
@@ -95,5 +100,11 @@ for _, event in ipairs(req.events) do
     end
     answers[#answers + 1] = {seen = false, grants = out}
   end
+end
+if written > 0 then
+  local tokens = {}
+  for i = 1, math.min(written, req.wake_max) do tokens[i] = '1' end
+  redis.call('LPUSH', req.wake, unpack(tokens))
+  redis.call('LTRIM', req.wake, 0, req.wake_max - 1)
 end
 return cjson.encode({events = answers})

@@ -4,6 +4,7 @@
 -- ARGV[1]  JSON request:
 --   prefix      key prefix <p> (the script reads <p>:grant:<id> and <p>:lease:<guild>:<user>)
 --   queue       Dramatiq's queue list; its messages hash is queue .. ".msgs"
+--   wake        the queue's wake list: one token per message written is LPUSHed, then LTRIMmed to wake_max
 --   ttl_ms      how long a dispatched message may take to be claimed before it is dispatched again
 --   write       1 = write the messages (the worker); 0 = only hand out tokens (tests drive the actor)
 --   candidates  [{id, token, msg_id, body}] read as due just before; each is checked again here
@@ -17,6 +18,7 @@ local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local moving = {queued = true, retrying = true, sending = true}
 local out = {}
+local written = 0
 for _, c in ipairs(req.candidates) do
   local score = redis.call('ZSCORE', KEYS[1], c.id)
   if score and tonumber(score) <= now_ms then
@@ -35,6 +37,7 @@ for _, c in ipairs(req.candidates) do
         if req.write == 1 then
           redis.call('HSET', req.queue .. '.msgs', c.msg_id, c.body)
           redis.call('RPUSH', req.queue, c.msg_id)
+          written = written + 1
         end
         redis.call('HSET', key, 'dispatch', c.token)
         redis.call('ZADD', KEYS[1], now_ms + req.ttl_ms, c.id)
@@ -42,5 +45,11 @@ for _, c in ipairs(req.candidates) do
       end
     end
   end
+end
+if written > 0 then
+  local tokens = {}
+  for i = 1, math.min(written, req.wake_max) do tokens[i] = '1' end
+  redis.call('LPUSH', req.wake, unpack(tokens))
+  redis.call('LTRIM', req.wake, 0, req.wake_max - 1)
 end
 return out
