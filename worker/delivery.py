@@ -42,7 +42,7 @@ from worker.ledger import Ledger, StepEffects, item_amounts
 from worker.limiter import SlidingWindowLimiter
 from worker.observability import capture
 from worker.replication import NotReplicated
-from worker.schedule import Schedule
+from worker.schedule import RECONCILE_INTERVAL_S, Schedule
 from worker.verify import Verdict, inventory_amounts, judge
 
 logger = logging.getLogger("wetbot_rewards.delivery")
@@ -325,8 +325,10 @@ class Deliverer:
     def _take_slot(self, run: _Run) -> str | None:
         """A rate slot's member: sleep through short waits, hand the grant back for long ones. No retry is spent.
 
-        At most the key's limit of threads per process sleep for its slots; a grant beyond them is handed back
-        until the wait ends, so one guild's backlog cannot occupy every thread while other keys' grants queue.
+        At most the key's limit of threads per process sleep for its slots, so one guild's backlog cannot occupy
+        every thread while other keys' grants queue. A grant beyond them is handed back for the slots after the
+        ones they wait for (a window later, less ``EARLY_RETURN_S``); a wait within one reconciler pass is slept
+        through all the same, since a handed-back grant cannot run again any sooner than that pass.
         """
         budget_s = MAX_INLINE_WAIT_S
         while True:
@@ -337,8 +339,8 @@ class Deliverer:
                 self._hand_back(run, decision.wait_s - EARLY_RETURN_S)
                 return None
             with self._waiters.admit(run.api.key_id, self.limiter.rate.limit) as admitted:
-                if not admitted:
-                    self._hand_back(run, decision.wait_s)
+                if not admitted and decision.wait_s > RECONCILE_INTERVAL_S:
+                    self._hand_back(run, decision.wait_s + self.limiter.effective_window_s - EARLY_RETURN_S)
                     return None
                 self.sleep(decision.wait_s)
             budget_s -= decision.wait_s

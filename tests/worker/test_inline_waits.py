@@ -14,7 +14,7 @@ from redis import Redis
 
 from simulator.wetbot import WetbotSimulator
 from tests.conftest import GUILD, SettingsFactory
-from worker.delivery import Deliverer
+from worker.delivery import EARLY_RETURN_S, Deliverer
 from worker.grant import GrantItem, GrantState, NewGrant
 from worker.keys import Keys
 from worker.ledger import Ledger
@@ -25,9 +25,11 @@ OTHER_KEY = "test-other-key-91c2d7e0a4"
 
 
 class BlockingSleep:
-    """A ``sleep`` that records who sleeps and blocks until released (a test must not wait for real slots)."""
+    """A ``sleep`` that records who sleeps and blocks until released; then it returns at once, or with ``real``
+    sleeps for real (a test must not wait for real slots unless it wants the grants sent)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, real: bool = False) -> None:
+        self.real = real
         self.release = threading.Event()
         self.sleepers: list[str] = []
         self._lock = threading.Lock()
@@ -35,7 +37,8 @@ class BlockingSleep:
     def __call__(self, seconds: float) -> None:
         with self._lock:
             self.sleepers.append(threading.current_thread().name)
-        self.release.wait(10)
+        if self.release.wait(10) and self.real:
+            time.sleep(seconds)
 
     def wait_for(self, count: int) -> None:
         deadline = time.monotonic() + 5
@@ -80,8 +83,10 @@ def test_threads_beyond_the_limit_hand_the_grant_back_instead_of_sleeping(
         handed_back = ledger.get(grants[2].id)
         assert handed_back is not None and handed_back.state == GrantState.QUEUED and handed_back.attempts == 0
         assert not redis.exists(keys.lease(GUILD, handed_back.user_id)), "its lease was released"
+        # Due again for the slots after the two the sleeping threads wait for: a window later, early as ever.
+        latest = 2 * deliverer.limiter.effective_window_s - EARLY_RETURN_S
         due_in = deliverer.schedule.due_in_s(grants[2].id)
-        assert due_in is not None and 2.0 < due_in <= 4.5, "due again when the waiting threads' slots free"
+        assert due_in is not None and latest - 1.0 < due_in <= latest
         # Another key's grant still gets a thread to wait for its own slot.
         start(away.id, "other")
         sleep.wait_for(3)
@@ -91,3 +96,26 @@ def test_threads_beyond_the_limit_hand_the_grant_back_instead_of_sleeping(
         for thread in threads:
             thread.join(10)
     assert sim.requests() == [], "every window was full: nothing was sent"
+
+
+def test_a_wait_within_one_reconciler_pass_is_slept_through_beyond_the_limit(
+    make_settings: SettingsFactory, redis: Redis, ledger: Ledger
+) -> None:
+    # Handed back, a grant could not run again before the reconciler's next pass (1 s): it would only come late.
+    sleep = BlockingSleep(real=True)
+    deliverer = build_deliverer(make_settings(wetbot_rate_limit="2/0.8s"), redis, sleep=sleep)
+    home = deliverer.clients.for_guild(GUILD)
+    assert home is not None
+    assert deliverer.limiter.try_acquire(home.key_id).granted and deliverer.limiter.try_acquire(home.key_id).granted
+    grants = [ledger.create(grant_for(GUILD, n)).grant for n in range(3)]
+    threads = [threading.Thread(target=deliverer.deliver, args=(g.id,), daemon=True) for g in grants]
+    try:
+        for n, thread in enumerate(threads):
+            thread.start()
+            sleep.wait_for(n + 1)
+        assert len(sleep.sleepers) == 3, "the third thread sleeps too: its wait is shorter than a reconciler pass"
+    finally:
+        sleep.release.set()
+        for thread in threads:
+            thread.join(10)
+    assert all(g.state == GrantState.DELIVERED for g in (ledger.get(grant.id) for grant in grants) if g is not None)
