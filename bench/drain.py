@@ -3,26 +3,23 @@
 Three scenarios, each against fresh simulators with the same limit and (scaled) window:
 
 ``coalescing``
-    The same backlog (``--grants`` over ``--users`` over ``--keys`` guilds, a key each) drained twice, with
-    ``WETBOT_COALESCE`` on and off. Prints requests sent (the simulator's log), the distinct (key, guild, user)
-    groups, the ideal requests (the groups when on, one per grant when off), drain time (first to last
-    request), the ideal drain time and their ratio, and checks every grant was delivered exactly once.
+    ``--per-user`` grants for each of ``--users`` users in each of ``--keys`` guilds (a key each), drained with
+    ``WETBOT_COALESCE`` on, then off: requests sent (the simulator's log) against the distinct (key, guild, user)
+    groups (the ideal when on; one per grant when off), drain time (first to last request) against the ideal,
+    and every grant delivered exactly once (simulator totals = the ledger's sums).
 ``scaling``
-    The same backlog per key (one grant per user, about ``--scale-seconds`` of ideal drain) for each of
-    K = ``--scale-keys`` keys, at each of ``--scale-windows``:
-    requests/s and grants/s against K x one key's, and the workers' CPU per request, to find where this
-    machine saturates.
+    The same backlog per key (one grant per user, ``--scale-seconds`` of ideal drain) for K = ``--scale-keys``
+    keys at each of ``--scale-windows``: requests/s against K x one key's, and CPU per request.
 ``isolation``
     ``bench/isolation.py``: guild B's pickup latency while guild A drains a backlog, against an idle system.
 
-The ideal drain time accounts for our limiter's safety margin: with R requests for a key at L per W, the last
-starts floor((R-1)/L) windows after the first, and a window is W + 50 ms + 0.5 % of W (``SAFETY_MARGIN_S``,
-``SAFETY_MARGIN_FRACTION`` in ``worker/limiter.py``); the margin-free floor((R-1)/L) x W is printed too.
+The ideal drain accounts for our limiter's safety margin: R requests of a key at L per W start over
+floor((R-1)/L) windows of W + 50 ms + 0.5 % of W (``SAFETY_MARGIN_S``, ``SAFETY_MARGIN_FRACTION`` in
+``worker/limiter.py``); the margin-free floor((R-1)/L) x W is printed too.
 
-Run from the repository root: ``.venv/bin/python bench/drain.py [--only coalescing,scaling,isolation]``.
-Needs Redis at 127.0.0.1:6379 (DB 15; ``--redis-url``); keys live under random ``bench<hex>-...`` prefixes,
-deleted at the end. Exit status 1 when a grant was lost or doubled, 2 on a setup error; figures are printed,
-never asserted.
+Run from the repository root: ``.venv/bin/python bench/drain.py [--only coalescing,scaling,isolation]``. Needs
+Redis at 127.0.0.1:6379 (DB 15; ``--redis-url``); keys live under random ``bench<hex>-...`` prefixes, deleted at
+the end. Exit status 1 when a grant was lost or doubled, 2 on a setup error; figures are printed, never asserted.
 """
 
 from __future__ import annotations
@@ -78,6 +75,12 @@ class DrainResult:
     @property
     def requests_per_s(self) -> float:
         return self.requests / self.drain_s if self.drain_s > 0 else 0.0
+
+    @property
+    def cores_busy(self) -> float:
+        """CPU seconds of workers, Redis and this process (the simulator) per second of drain."""
+        total = self.worker_cpu_s + self.redis_cpu_s + self.bench_cpu_s
+        return total / self.drain_s if self.drain_s > 0 else 0.0
 
     @property
     def grants_per_s(self) -> float:
@@ -138,9 +141,6 @@ def drain(
     )
 
 
-# --------------------------------------------------------------------------------------------- report
-
-
 def print_coalescing(results: Sequence[DrainResult]) -> None:
     config = results[0].config
     print(
@@ -170,10 +170,14 @@ def print_coalescing(results: Sequence[DrainResult]) -> None:
 
 
 def print_scaling(results: Sequence[DrainResult]) -> None:
-    print("\nscaling: the same per-key backlog (one grant per user) for K keys; throughput = requests / drain time")
+    config = results[0].config
+    print(
+        f"\nscaling: the same backlog per key (one grant per user) for K keys; {config.processes} x {config.threads}"
+        " worker threads; throughput = requests / drain time; cores = CPU s of workers + Redis + bench per s"
+    )
     header = (
         f"{'W':>6}{'K':>4}{'requests':>10}{'drain':>9}{'act/ideal':>11}{'req/s':>9}{'K x one':>9}{'vs K x one':>12}"
-        f"{'grants/s':>10}{'worker ms/req':>15}{'redis ms/req':>14}{'bench ms/req':>14}"
+        f"{'grants/s':>10}{'worker ms/req':>15}{'redis ms/req':>14}{'bench ms/req':>14}{'cores':>7}"
     )
     print(header)
     print("-" * len(header))
@@ -188,7 +192,7 @@ def print_scaling(results: Sequence[DrainResult]) -> None:
         print(
             f"{window:>5g}s{r.keys:>4}{r.requests:>10}{r.drain_s:>8.2f}s{r.ratio:>11.3f}{r.requests_per_s:>9.1f}"
             f"{expected:>9.1f}{versus:>11.1%}{r.grants_per_s:>10.1f}{r.per_request_ms(r.worker_cpu_s):>15.2f}"
-            f"{r.per_request_ms(r.redis_cpu_s):>14.2f}{r.per_request_ms(r.bench_cpu_s):>14.2f}"
+            f"{r.per_request_ms(r.redis_cpu_s):>14.2f}{r.per_request_ms(r.bench_cpu_s):>14.2f}{r.cores_busy:>7.2f}"
             + (f"  ({r.notes})" if r.notes else "")
         )
         if versus < 1 - DRAIN_TOLERANCE or r.ratio > 1 + DRAIN_TOLERANCE:
@@ -225,14 +229,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     unknown = set(args.only.split(",")) - set(SCENARIOS)
     if unknown:
         parser.error(f"--only: unknown scenario(s) {sorted(unknown)}")
-    if min(args.limit, args.keys, args.users, args.per_user, args.processes, args.threads) < 1:
-        parser.error("counts must be >= 1")
-    if args.scale_seconds <= 0:
-        parser.error("--scale-seconds must be > 0")
+    if min(args.limit, args.keys, args.users, args.per_user, args.processes, args.threads) < 1 or (
+        args.scale_seconds <= 0
+    ):
+        parser.error("counts must be >= 1 and --scale-seconds > 0")
     return args
 
 
 def floats(text: str) -> list[float]:
+    """``"2,0.5"`` -> [2.0, 0.5]."""
     return [float(part) for part in text.split(",") if part]
 
 
