@@ -8,9 +8,9 @@
 - **Redis**: every benchmark keeps its keys under a random ``bench<hex>-<name>`` prefix (:func:`key_base`)
   in DB 15 and deletes exactly those keys at the end (:func:`delete_prefixes`: SCAN + DEL, never a flush:
   test runs and other benchmarks may be using the same database).
-- **Simulator**: :func:`wetbot_simulator` serves one API key for :data:`GUILD`.
-- **Figures**: CPU seconds of a process and of Redis (:class:`CpuMeter`), the machine line, percentiles
-  and the ``n/a``-aware formatting of the report tables.
+- **Simulator**: :func:`wetbot_simulator` serves one API key for :data:`GUILD`, or a key per guild.
+- **Figures**: CPU seconds of processes (or process groups) and of Redis (:class:`CpuMeter`), the machine
+  line, percentiles and the ``n/a``-aware formatting of the report tables.
 
 Imported as ``bench.rig``: ``bench`` is not an installed package, so each script first puts the
 repository root on ``sys.path``; the processes started here run from that root, so they import
@@ -39,6 +39,7 @@ from redis import Redis
 
 from simulator.wetbot import RequestRecord, WetbotSimulator
 
+OnRequest = Callable[[RequestRecord], None]
 #: The repository root: the working directory of every process a benchmark starts.
 ROOT = Path(__file__).resolve().parent.parent
 #: DB 15, the test suite's database too: shared, so keys are always deleted by prefix.
@@ -188,27 +189,30 @@ def delete_prefixes(redis_url: str, prefixes: Sequence[str]) -> int:
 
 
 def wetbot_simulator(
-    api_key: str, *, limit: int, window_s: float, on_request: Callable[[RequestRecord], None] | None = None
+    api_key: str | Mapping[str, str], *, limit: int, window_s: float, on_request: OnRequest | None = None
 ) -> WetbotSimulator:
-    """A WetBot simulator, not started yet, that accepts ``api_key`` for :data:`GUILD`.
-
-    It is strict: at most ``limit`` requests in any ``window_s`` seconds, 429-answered ones counted too.
-    """
-    return WetbotSimulator(
-        keys={api_key: GUILD}, limit=limit, window_s=window_s, count_rejected=True, on_request=on_request
-    )
+    """A WetBot simulator, not started yet, that accepts ``api_key`` for :data:`GUILD` (or, given a mapping
+    API key -> guild id, each key for its own guild). It is strict: at most ``limit`` requests per key in any
+    ``window_s`` seconds, 429-answered ones counted too."""
+    keys = {api_key: GUILD} if isinstance(api_key, str) else dict(api_key)
+    return WetbotSimulator(keys=keys, limit=limit, window_s=window_s, count_rejected=True, on_request=on_request)
 
 
 # -- figures ------------------------------------------------------------------------------------------------
 
 
+def _stat(path: Path) -> list[str] | None:
+    """The fields of a ``/proc/<pid>/stat`` after the command name (state first), None once it is gone."""
+    try:
+        return path.read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
 def process_cpu_s(pid: int) -> float:
     """User + system CPU seconds of one process so far (Linux ``/proc``; 0 elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    fields = _stat(Path(f"/proc/{pid}/stat"))
+    return 0.0 if fields is None else (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def redis_cpu_s(redis_url: str) -> float:
@@ -221,21 +225,38 @@ def redis_cpu_s(redis_url: str) -> float:
         client.close()
 
 
+def group_cpu_s(pgid: int) -> float:
+    """User + system CPU seconds so far of every live process in process group ``pgid`` (Linux ``/proc``): a
+    ``dramatiq`` master's worker process does the work, and the master's ``cutime`` counts it only once it exits."""
+    groups = (_stat(path) for path in Path("/proc").glob("[0-9]*/stat"))
+    ticks = sum(int(f[11]) + int(f[12]) for f in groups if f is not None and int(f[2]) == pgid)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class CpuMeter:
-    """CPU seconds spent by the server process, Redis and this (client) process during one run."""
+    """CPU seconds spent by the server process, Redis and this (client) process during one run.
+
+    ``more_pids`` are more server processes (several ``dramatiq`` masters); with ``groups`` each counts its
+    whole process group (:func:`group_cpu_s`)."""
 
     server_pid: int
     redis_url: str
+    more_pids: tuple[int, ...] = ()
+    groups: bool = False
     server_s: float = 0.0
     redis_s: float = 0.0
     client_s: float = 0.0
 
+    def _server_now(self) -> float:
+        of = group_cpu_s if self.groups else process_cpu_s
+        return sum(of(pid) for pid in (self.server_pid, *self.more_pids))
+
     @contextlib.contextmanager
     def measure(self) -> Iterator[None]:
-        server, redis, client = process_cpu_s(self.server_pid), redis_cpu_s(self.redis_url), time.process_time()
+        server, redis, client = self._server_now(), redis_cpu_s(self.redis_url), time.process_time()
         yield
-        self.server_s = process_cpu_s(self.server_pid) - server
+        self.server_s = self._server_now() - server
         self.redis_s = redis_cpu_s(self.redis_url) - redis
         self.client_s = time.process_time() - client
 

@@ -693,6 +693,10 @@ def _check_limit(limit: int, window_s: float) -> None:
 class _SimHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    #: The listen backlog. socketserver's 5 overflows when a few dozen worker threads open their connections
+    #: at once (a backlog drained by several processes): the kernel drops the extra SYNs and each of those
+    #: clients retransmits after 1 s, which showed up as a late request in benchmarks. Real servers use hundreds.
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], sim: WetbotSimulator) -> None:
         self.sim = sim

@@ -19,13 +19,15 @@ applied follow ``AMBIGUOUS_POLICY``: ``verify`` reads the profile back
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
+import threading
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar, cast
 
 from redis import Redis, RedisError
@@ -40,7 +42,7 @@ from worker.ledger import Ledger, StepEffects, item_amounts
 from worker.limiter import SlidingWindowLimiter
 from worker.observability import capture
 from worker.replication import NotReplicated
-from worker.schedule import Schedule
+from worker.schedule import RECONCILE_INTERVAL_S, Schedule
 from worker.verify import Verdict, inventory_amounts, judge
 
 logger = logging.getLogger("wetbot_rewards.delivery")
@@ -121,6 +123,33 @@ class _Run:
         return {"key": self.lease_key, "value": self.lease_value}
 
 
+class _InlineWaiters:
+    """How many threads of this process sleep inline for each key's next rate slot (``Deliverer._take_slot``).
+
+    A key frees at most its limit of slots per window, so more threads waiting for them than that cannot all
+    be served when they free; the extra ones would only hold threads that other keys' grants need (a backlog
+    of one guild filled every thread, ``bench/drain.py``'s isolation figure).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def admit(self, key_id: str, most: int) -> Iterator[bool]:
+        """True (and counted until the block ends) when fewer than ``most`` threads wait for ``key_id``."""
+        with self._lock:
+            admitted = self._count.get(key_id, 0) < most
+            if admitted:
+                self._count[key_id] = self._count.get(key_id, 0) + 1
+        try:
+            yield admitted
+        finally:
+            if admitted:
+                with self._lock:
+                    self._count[key_id] -= 1
+
+
 @dataclass(frozen=True)
 class Deliverer:
     """Delivers grants, each with its guild's API key.
@@ -144,6 +173,7 @@ class Deliverer:
     clients: GuildClients
     schedule: Schedule
     sleep: Callable[[float], None] = time.sleep
+    _waiters: _InlineWaiters = field(default_factory=_InlineWaiters, init=False, repr=False, compare=False)
 
     def deliver(self, grant_id: str, token: str = "") -> None:
         """Process one queue message for ``grant_id`` carrying dispatch ``token``; see DESIGN.md "The single actor".
@@ -293,7 +323,13 @@ class Deliverer:
         return True
 
     def _take_slot(self, run: _Run) -> str | None:
-        """A rate slot's member: sleep through short waits, hand the grant back for long ones. No retry is spent."""
+        """A rate slot's member: sleep through short waits, hand the grant back for long ones. No retry is spent.
+
+        At most the key's limit of threads per process sleep for its slots, so one guild's backlog cannot occupy
+        every thread while other keys' grants queue. A grant beyond them is handed back for the slots after the
+        ones they wait for (a window later, less ``EARLY_RETURN_S``); a wait within one reconciler pass is slept
+        through all the same, since a handed-back grant cannot run again any sooner than that pass.
+        """
         budget_s = MAX_INLINE_WAIT_S
         while True:
             decision = self.limiter.try_acquire(run.api.key_id)
@@ -302,7 +338,11 @@ class Deliverer:
             if decision.wait_s > budget_s:
                 self._hand_back(run, decision.wait_s - EARLY_RETURN_S)
                 return None
-            self.sleep(decision.wait_s)
+            with self._waiters.admit(run.api.key_id, self.limiter.rate.limit) as admitted:
+                if not admitted and decision.wait_s > RECONCILE_INTERVAL_S:
+                    self._hand_back(run, decision.wait_s + self.limiter.effective_window_s - EARLY_RETURN_S)
+                    return None
+                self.sleep(decision.wait_s)
             budget_s -= decision.wait_s
 
     def _merged(self, lead: Grant) -> Merged:
