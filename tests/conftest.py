@@ -28,6 +28,7 @@ from sentry_sdk.envelope import Envelope
 from sentry_sdk.transport import Transport
 
 from config.settings import Settings, load_settings
+from simulator.chaos.servers import PrivateRedis
 from simulator.wetbot import WetbotSimulator
 from worker.broker import build_broker, declare_deliver
 from worker.connections import connect_redis
@@ -297,3 +298,12 @@ def wait_for(predicate: Callable[[], bool], *, timeout_s: float, interval_s: flo
             raise AssertionError(f"condition not met within {timeout_s}s")
         time.sleep(interval_s)
     return time.monotonic() - start
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A redis-server of this test's own (append-only, in ``tmp_path``), for tests that restart or kill Redis."""
+    server = PrivateRedis(tmp_path)
+    server.start()
+    yield server
+    server.stop()

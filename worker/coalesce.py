@@ -65,22 +65,16 @@ def merge(lead: Grant, candidates: Iterable[Grant], *, max_items: int) -> Merged
     return Merged(tuple(members), tuple(GrantItem(item_id, amount) for item_id, amount in totals.items()))
 
 
-def pending_grants(redis: Redis, keys: Keys, lead: Grant, *, exclude: Sequence[str] = ()) -> list[Grant]:
+def pending_grants(redis: Redis, keys: Keys, lead: Grant) -> list[Grant]:
     """The user's other grants that may join a merged request with ``lead`` (see the module docstring)."""
     ids = sorted(
         member.decode()
         for member in cast(set[bytes], redis.smembers(keys.pending(lead.guild_id, lead.user_id)))
-        if member.decode() != lead.id and member.decode() not in exclude
+        if member.decode() != lead.id
     )
-    if not ids:
-        return []
-    pipe = redis.pipeline(transaction=False)
-    for grant_id in ids:
-        pipe.hgetall(keys.grant(grant_id))
-    grants = [grant_from_hash(raw) for raw in cast(list[dict[bytes, bytes]], pipe.execute()) if raw]
     return [
         grant
-        for grant in grants
+        for grant in _load(redis, keys, ids)
         if grant.state in SENDABLE_STATES
         and (grant.guild_id, grant.user_id) == (lead.guild_id, lead.user_id)
         and not (grant.verify_pending or grant.maybe_applied or grant.solo)
@@ -90,24 +84,14 @@ def pending_grants(redis: Redis, keys: Keys, lead: Grant, *, exclude: Sequence[s
 
 
 def same_request(redis: Redis, keys: Keys, lead: Grant) -> list[Grant]:
-    """The grants that went out in ``lead``'s last request and wait, like ``lead``, for its outcome: the
-    user's moving grants carrying its run token in ``lead``'s state (``lead`` first).
+    """The grants that went out in ``lead``'s last request and wait, like ``lead``, for its outcome: those of
+    its ``request_ids`` still carrying its run token in ``lead``'s state (``lead`` first).
 
     Used when that request's outcome is decided later (a worker died while
-    sending it, or a read-back judges it). A grant of the request that has
-    moved on since (an operator resent it) is not judged again.
+    sending it, a read-back judges it, an operator resolves it). A grant of the
+    request that has moved on since (an operator resent it) is not judged again.
     """
-    if not lead.attempt_token:
-        return [lead]
-    ids = sorted(
-        member.decode()
-        for member in cast(set[bytes], redis.smembers(keys.pending(lead.guild_id, lead.user_id)))
-        if member.decode() != lead.id
-    )
-    pipe = redis.pipeline(transaction=False)
-    for grant_id in ids:
-        pipe.hgetall(keys.grant(grant_id))
-    others = [grant_from_hash(raw) for raw in cast(list[dict[bytes, bytes]], pipe.execute()) if raw]
+    others = _load(redis, keys, [grant_id for grant_id in lead.request_ids if grant_id != lead.id])
     return [
         lead,
         *(
@@ -118,3 +102,13 @@ def same_request(redis: Redis, keys: Keys, lead: Grant) -> list[Grant]:
             and g.verify_pending == lead.verify_pending
         ),
     ]
+
+
+def _load(redis: Redis, keys: Keys, ids: Sequence[str]) -> list[Grant]:
+    """The grants of ``ids`` that exist, in one round trip."""
+    if not ids:
+        return []
+    pipe = redis.pipeline(transaction=False)
+    for grant_id in ids:
+        pipe.hgetall(keys.grant(grant_id))
+    return [grant_from_hash(raw) for raw in cast(list[dict[bytes, bytes]], pipe.execute()) if raw]

@@ -103,48 +103,57 @@ class EtaEstimator:
         return cls(redis, keys, keyring, SlidingWindowLimiter(redis, keys, settings.wetbot_rate_limit))
 
     def for_grants(self, grants: Sequence[Grant]) -> dict[str, Eta]:
-        """An ``Eta`` for each waiting grant of ``grants`` (final grants are left out)."""
+        """An ``Eta`` for each waiting grant of ``grants`` (final grants are left out).
+
+        The queue is read once per call, and each key's line, window and each guild's pause once per key
+        and guild, however many grants are asked about (``grants list`` asks for a page at a time).
+        """
         waiting = [g for g in grants if g.state not in FINAL_STATES]
         if not waiting:
             return {}
         now, queue = self._queue()
+        lines: dict[str, dict[tuple[str, str], float]] = {}
+        slots: dict[str, list[float]] = {}
+        floors: dict[tuple[str, str], tuple[float, str]] = {}
+        due = {entry.grant_id: entry.due_s for entry in queue}
         out: dict[str, Eta] = {}
         for grant in waiting:
-            out[grant.id] = self._estimate(grant, now, queue)
+            if grant.state == GrantState.SENDING:
+                out[grant.id] = Eta(now, 0, "", now)
+                continue
+            key_id = self._keyring.key_id_for(grant.guild_id)
+            if grant.state == GrantState.PARKED or key_id is None:
+                parked_for_key = key_id is None or "API key" in grant.last_error
+                out[grant.id] = Eta(None, 0, "API key" if parked_for_key else "link", now)
+                continue
+            if key_id not in lines:
+                lines[key_id] = self._line(key_id, queue)
+                slots[key_id] = self._recent_slots(key_id, now)
+            if (key_id, grant.guild_id) not in floors:
+                floors[(key_id, grant.guild_id)] = self._floor(grant, key_id, now)
+            ahead = _groups_ahead(grant, lines[key_id])
+            floor, why = floors[(key_id, grant.guild_id)]
+            start = self._slot_time(slots[key_id], ahead, floor)
+            grant_due = due.get(grant.id, now)
+            if grant.verify_pending:
+                why = "read-back"
+            elif grant.state == GrantState.RETRYING and grant_due > start:
+                why = "retry"
+            at = max(start, grant_due)
+            if not why and at - now >= 2:
+                why = "rate limit"
+            out[grant.id] = Eta(at, ahead, why, now)
         return out
 
-    def _estimate(self, grant: Grant, now: float, queue: list[_Waiting]) -> Eta:
-        if grant.state == GrantState.SENDING:
-            return Eta(now, 0, "", now)
-        key_id = self._keyring.key_id_for(grant.guild_id)
-        if grant.state == GrantState.PARKED or key_id is None:
-            parked_for_key = key_id is None or "API key" in grant.last_error
-            return Eta(None, 0, "API key" if parked_for_key else "link", now)
-        ahead = self._groups_ahead(grant, key_id, queue)
-        floor, why = self._floor(grant, key_id, now)
-        start = self._slot_time(key_id, ahead, floor, now)
-        entry = next((w for w in queue if w.grant_id == grant.id), None)
-        due = entry.due_s if entry is not None else now
-        if grant.verify_pending:
-            why = "read-back"
-        elif grant.state == GrantState.RETRYING and due > start:
-            why = "retry"
-        at = max(start, due)
-        if not why and at - now >= 2:
-            why = "rate limit"
-        return Eta(at, ahead, why, now)
-
-    def _groups_ahead(self, grant: Grant, key_id: str, queue: list[_Waiting]) -> int:
-        """Members of the key waiting longer than the grant's own member (one request each)."""
+    def _line(self, key_id: str, queue: list[_Waiting]) -> dict[tuple[str, str], float]:
+        """The key's waiting members (not being sent to now), each with its oldest waiting grant's creation."""
         first_by_group: dict[tuple[str, str], float] = {}
         for entry in queue:
             if entry.state == GrantState.SENDING.value or self._keyring.key_id_for(entry.guild_id) != key_id:
                 continue
             group = (entry.guild_id, entry.user_id)
             first_by_group[group] = min(first_by_group.get(group, math.inf), entry.created_at)
-        own = (grant.guild_id, grant.user_id)
-        own_first = first_by_group.get(own, grant.created_at)
-        return sum(1 for group, first in first_by_group.items() if group != own and first < own_first)
+        return first_by_group
 
     def _floor(self, grant: Grant, key_id: str, now: float) -> tuple[float, str]:
         """The earliest a request of the key for the grant's guild can start: a 429 block or a 401/403 pause."""
@@ -159,8 +168,8 @@ class EtaEstimator:
             floor, why = now + int(pause_ms) / 1000, "key paused"
         return floor, why
 
-    def _slot_time(self, key_id: str, ahead: int, floor: float, now: float) -> float:
-        """When the key's request number ``ahead`` (0 = next) can start, slot by slot."""
+    def _recent_slots(self, key_id: str, now: float) -> list[float]:
+        """The key's slots as seen now: ``limit`` start times, the free ones as -inf, oldest first."""
         limit = self._limiter.rate.limit
         window_s = self._limiter.effective_window_s
         recent = sorted(
@@ -172,7 +181,12 @@ class EtaEstimator:
                 ),
             )
         )[-limit:]
-        slots = [-math.inf] * (limit - len(recent)) + recent
+        return [-math.inf] * (limit - len(recent)) + recent
+
+    def _slot_time(self, recent: list[float], ahead: int, floor: float) -> float:
+        """When the key's request number ``ahead`` (0 = next) can start, slot by slot."""
+        window_s = self._limiter.effective_window_s
+        slots = list(recent)
         start = floor
         for _ in range(ahead + 1):
             start = max(floor, slots.pop(0) + window_s)
@@ -195,3 +209,10 @@ class EtaEstimator:
             who = (guild.decode(), user.decode(), state.decode())
             out.append(_Waiting(grant_id.decode(), *who, float(created or 0), float(due_ms) / 1000))
         return now, out
+
+
+def _groups_ahead(grant: Grant, line: dict[tuple[str, str], float]) -> int:
+    """Members of the key waiting longer than the grant's own member (one request each)."""
+    own = (grant.guild_id, grant.user_id)
+    own_first = line.get(own, grant.created_at)
+    return sum(1 for group, first in line.items() if group != own and first < own_first)

@@ -17,6 +17,7 @@ from typing import Any, cast
 
 from redis import Redis
 
+from worker.coalesce import same_request
 from worker.creation import BatchResult, Mode, Planned, create_grants
 from worker.grant import (
     CANCELLABLE_STATES,
@@ -277,14 +278,9 @@ class Ledger:
 
     def same_request_ids(self, grant: Grant) -> list[str]:
         """``grant`` and every other grant its last (merged) request carried that still waits in its state for
-        that request's outcome (same run token): what an operator's decision about the request moves together.
+        that request's outcome (``worker.coalesce.same_request``): what an operator's decision moves together.
         """
-        others = [self.get(other) for other in grant.request_ids if other != grant.id]
-        return [grant.id] + [
-            other.id
-            for other in others
-            if other is not None and other.state == grant.state and other.attempt_token == grant.attempt_token
-        ]
+        return [member.id for member in same_request(self._redis, self._keys, grant)]
 
     def cancel(self, grant_id: str, reason: str) -> bool:
         """Withdraw a grant nothing of which can have reached WetBot (``Grant.cancellable``); True when this

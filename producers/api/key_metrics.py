@@ -12,7 +12,7 @@ from typing import cast
 
 from redis import Redis
 
-from config.keyring import Keyring, key_fingerprint
+from config.keyring import Keyring
 from config.settings import RateLimit
 from worker.client import Outcome
 from worker.keys import Keys
@@ -23,10 +23,8 @@ __all__ = ["key_metric_lines"]
 def key_metric_lines(redis: Redis, keys: Keys, keyring: Keyring, rate: RateLimit) -> list[str]:
     """Prometheus text lines for every key of ``keyring`` (none when the web was given no keys)."""
     served: dict[str, list[str]] = {}
-    for guild, key in sorted(keyring.by_guild.items()):
-        served.setdefault(key_fingerprint(key.get_secret_value()), []).append(guild)
-    if keyring.fallback is not None:
-        served.setdefault(key_fingerprint(keyring.fallback.get_secret_value()), []).append("*")
+    for guild, key_id in keyring.fingerprints().items():  # guild "*" for the fallback key
+        served.setdefault(key_id, []).append(guild)
     if not served:
         return []
     pipe = redis.pipeline(transaction=False)

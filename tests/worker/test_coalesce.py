@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 
@@ -146,7 +147,7 @@ def test_a_merged_request_whose_worker_died_is_judged_as_a_whole(
     moved = ledger.transition_many(
         ids, GrantState.SENDING, "sending to WetBot", add_attempt=True,
         effects=StepEffects(begin=token, fields={"baseline": "", "baseline_seq": "0",
-                                                 "sent_items": '[["gem", 3]]'}),
+                                                 "sent_items": '[["gem", 3]]', "request_ids": json.dumps(ids)}),
     )  # fmt: skip
     assert moved == ids
     driver.run(make_deliverer(make_settings(wetbot_timeout=0.3)))

@@ -11,7 +11,6 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import cast
 
 import dramatiq
@@ -294,14 +293,6 @@ def test_a_full_consumer_leaves_the_tokens_to_others(
 
 
 needs_redis_server = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    server = PrivateRedis(tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 @needs_redis_server
