@@ -245,7 +245,13 @@ def start_worker(
     redis_client = connect_redis(settings)
     deliverer = build_deliverer(settings, redis_client)
     declare_deliver(broker, handler or deliverer.deliver, timeout_s=settings.wetbot_timeout)
-    add_worker_middleware(broker, redis_client, Keys(settings.redis_key_prefix), keyring=deliverer.clients.keyring)
+    add_worker_middleware(
+        broker,
+        redis_client,
+        Keys(settings.redis_key_prefix),
+        keyring=deliverer.clients.keyring,
+        schedule=deliverer.schedule,
+    )
     worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=100)
     worker.start()
     return RunningWorker(broker, worker)

@@ -35,12 +35,17 @@ init_sentry(settings)
 redis = connect_redis(settings)
 warn_at_start(redis)  # no persistence or an evicting Redis: one loud line each (worker.redis_checks)
 broker = build_broker(settings)
+_deliverer = build_deliverer(settings, redis, keyring=keyring)
 add_worker_middleware(
-    broker, redis, Keys(settings.redis_key_prefix), keyring=keyring, retention_days=settings.ledger_retention_days
+    broker,
+    redis,
+    Keys(settings.redis_key_prefix),
+    keyring=keyring,
+    schedule=_deliverer.schedule,
+    retention_days=settings.ledger_retention_days,
 )
 dramatiq.set_broker(broker)
 
-_deliverer = build_deliverer(settings, redis, keyring=keyring)
 logger.info("delivering for %d key(s): %s", len(_deliverer.clients.all()), keyring.fingerprints())
 
 #: The only actor: deliver one grant to WetBot (see ``worker.delivery.Deliverer.deliver``).

@@ -19,15 +19,13 @@ applied follow ``AMBIGUOUS_POLICY``: ``verify`` reads the profile back
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import random
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar, cast
 
 from redis import Redis, RedisError
@@ -42,20 +40,19 @@ from worker.ledger import Ledger, StepEffects, item_amounts
 from worker.limiter import SlidingWindowLimiter
 from worker.observability import capture
 from worker.replication import NotReplicated
-from worker.schedule import RECONCILE_INTERVAL_S, Schedule
+from worker.schedule import Schedule
 from worker.verify import Verdict, inventory_amounts, judge
 
 logger = logging.getLogger("wetbot_rewards.delivery")
 
 _T = TypeVar("_T")
 
-#: Longest wait for a rate slot spent sleeping in the worker thread, in seconds.
-#: Longer waits hand the grant back to the schedule, so one guild's backlog
-#: cannot occupy every thread while other keys wait.
-MAX_INLINE_WAIT_S = 5.0
-#: Seconds before its slot frees that a handed-back grant is due again: the
-#: reconciler's pass and the message pickup add up to ~1.5 s; the rest is slept inline.
-EARLY_RETURN_S = 2.5
+#: Longest wait for a rate slot slept in the worker thread, in seconds. A longer one hands the grant
+#: back for its turn in the key's line (``SlidingWindowLimiter.try_acquire``), and the reconciler
+#: dispatches it as its slot frees (``worker.schedule.Reconciler``), so a key's backlog holds no thread
+#: while it waits: another key's grant always finds one (``bench/drain.py``'s isolation figure). The
+#: hand-back costs a few Redis round trips, a few milliseconds; this is about as long.
+MAX_INLINE_WAIT_S = 0.05
 #: Seconds a lease outlives the HTTP timeout. The lease says "a live run is
 #: sending to this user"; once it has run out the grant moves again (a killed
 #: worker's grant after timeout + margin + ~1 s: 26 s with the default 15 s).
@@ -123,33 +120,6 @@ class _Run:
         return {"key": self.lease_key, "value": self.lease_value}
 
 
-class _InlineWaiters:
-    """How many threads of this process sleep inline for each key's next rate slot (``Deliverer._take_slot``).
-
-    A key frees at most its limit of slots per window, so more threads waiting for them than that cannot all
-    be served when they free; the extra ones would only hold threads that other keys' grants need (a backlog
-    of one guild filled every thread, ``bench/drain.py``'s isolation figure).
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._count: dict[str, int] = {}
-
-    @contextlib.contextmanager
-    def admit(self, key_id: str, most: int) -> Iterator[bool]:
-        """True (and counted until the block ends) when fewer than ``most`` threads wait for ``key_id``."""
-        with self._lock:
-            admitted = self._count.get(key_id, 0) < most
-            if admitted:
-                self._count[key_id] = self._count.get(key_id, 0) + 1
-        try:
-            yield admitted
-        finally:
-            if admitted:
-                with self._lock:
-                    self._count[key_id] -= 1
-
-
 @dataclass(frozen=True)
 class Deliverer:
     """Delivers grants, each with its guild's API key.
@@ -173,7 +143,6 @@ class Deliverer:
     clients: GuildClients
     schedule: Schedule
     sleep: Callable[[float], None] = time.sleep
-    _waiters: _InlineWaiters = field(default_factory=_InlineWaiters, init=False, repr=False, compare=False)
 
     def deliver(self, grant_id: str, token: str = "") -> None:
         """Process one queue message for ``grant_id`` carrying dispatch ``token``; see DESIGN.md "The single actor".
@@ -323,26 +292,20 @@ class Deliverer:
         return True
 
     def _take_slot(self, run: _Run) -> str | None:
-        """A rate slot's member: sleep through short waits, hand the grant back for long ones. No retry is spent.
+        """A rate slot's member, or None when the grant was handed back for its turn. No retry is spent.
 
-        At most the key's limit of threads per process sleep for its slots, so one guild's backlog cannot occupy
-        every thread while other keys' grants queue. A grant beyond them is handed back for the slots after the
-        ones they wait for (a window later, less ``EARLY_RETURN_S``); a wait within one reconciler pass is slept
-        through all the same, since a handed-back grant cannot run again any sooner than that pass.
+        Only a wait of at most ``MAX_INLINE_WAIT_S`` is slept; any longer one hands the grant back, due at its
+        turn in the key's line: the slot after those of the grants waiting ahead of it.
         """
         budget_s = MAX_INLINE_WAIT_S
         while True:
-            decision = self.limiter.try_acquire(run.api.key_id)
+            decision = self.limiter.try_acquire(run.api.key_id, waiter=run.grant.id)
             if decision.granted:
                 return decision.member
             if decision.wait_s > budget_s:
-                self._hand_back(run, decision.wait_s - EARLY_RETURN_S)
+                self._hand_back(run, decision.wait_s)
                 return None
-            with self._waiters.admit(run.api.key_id, self.limiter.rate.limit) as admitted:
-                if not admitted and decision.wait_s > RECONCILE_INTERVAL_S:
-                    self._hand_back(run, decision.wait_s + self.limiter.effective_window_s - EARLY_RETURN_S)
-                    return None
-                self.sleep(decision.wait_s)
+            self.sleep(decision.wait_s)
             budget_s -= decision.wait_s
 
     def _merged(self, lead: Grant) -> Merged:

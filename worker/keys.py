@@ -129,6 +129,10 @@ class Keys:
         """STRING microsecond timestamp before which no request may start (set after a 429)."""
         return f"{self.prefix}:rate:{key_id}:blocked"
 
+    def rate_line(self, key_id: str) -> str:
+        """ZSET grant id -> its turn (microseconds, Redis clock): grants waiting for this key's next slots."""
+        return f"{self.prefix}:rate:{key_id}:line"
+
     def key_outcomes(self, key_id: str) -> str:
         """HASH outcome (``worker.client.Outcome``) -> how many of this key's requests ended so, for ``/metrics``."""
         return f"{self.prefix}:rate:{key_id}:outcomes"

@@ -27,6 +27,9 @@ from worker.scripts import load_script
 #: jitter: 50 ms, plus 0.5 % of long windows (0.35 s at 60 s).
 SAFETY_MARGIN_S = 0.05
 SAFETY_MARGIN_FRACTION = 0.005
+#: Seconds after its turn that a waiter in a key's line keeps its place (``lua/sliding_window.lua``): it
+#: covers the reconciler's pass and the message's pickup; a waiter that never comes back is dropped then.
+LINE_GRACE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -57,18 +60,28 @@ class SlidingWindowLimiter:
         self.effective_window_s = rate.window_s + SAFETY_MARGIN_S + SAFETY_MARGIN_FRACTION * rate.window_s
         self._script = load_script(redis, "sliding_window")
 
-    def try_acquire(self, key_id: str, *, now_s: float | None = None) -> SlotDecision:
+    def try_acquire(self, key_id: str, *, waiter: str = "", now_s: float | None = None) -> SlotDecision:
         """Take a slot for ``key_id`` if one is free.
 
         Parameters:
           key_id: fingerprint of the API key.
+          waiter: who asks (a grant id). Refused, it gets a place in the key's line and the wait until its
+            turn: the slot after those of every waiter ahead of it. Without one the wait is until the next
+            slot frees, whoever else waits for it.
           now_s: the time to use instead of Redis ``TIME`` (tests only).
         """
         now_arg = "" if now_s is None else str(int(now_s * 1_000_000))
         member = uuid.uuid4().hex
         granted, wait_us = self._script(
-            keys=[self._keys.rate_window(key_id), self._keys.rate_block(key_id)],
-            args=[self.rate.limit, int(self.effective_window_s * 1_000_000), member, now_arg],
+            keys=[self._keys.rate_window(key_id), self._keys.rate_block(key_id), self._keys.rate_line(key_id)],
+            args=[
+                self.rate.limit,
+                int(self.effective_window_s * 1_000_000),
+                member,
+                now_arg,
+                waiter,
+                int(LINE_GRACE_S * 1_000_000),
+            ],
         )
         if int(granted) == 1:
             return SlotDecision(granted=True, wait_s=0.0, member=member)

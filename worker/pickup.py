@@ -63,6 +63,10 @@ POLL_INTERVAL_S = 5.0
 MAX_WAIT_S = 2.0
 #: Shortest wait (BLPOP's timeout 0 would mean "forever").
 MIN_WAIT_S = 0.01
+#: Longest sleep of a consumer whose prefetch is full, in seconds. Its thread also hands finished messages
+#: acks to Redis between two looks, and only then may it fetch again: stock Dramatiq sleeps up to the
+#: worker timeout (1 s) here, leaving threads idle with messages queued. A look costs no Redis call.
+FULL_BACKOFF_MAX_S = 0.02
 #: What a wake token says: nothing; only its presence counts.
 WAKE_SIGNAL = "1"
 
@@ -121,7 +125,9 @@ class _WakingConsumer(_RedisConsumer):
                 return message
             if self.outstanding_message_count >= self.prefetch:
                 # Prefetch full: nothing could be fetched, so leave the tokens to consumers that can.
-                self._full_misses, backoff_ms = compute_backoff(self._full_misses, max_backoff=int(self.wait_s * 1000))
+                self._full_misses, backoff_ms = compute_backoff(
+                    self._full_misses, max_backoff=int(min(self.wait_s, FULL_BACKOFF_MAX_S) * 1000)
+                )
                 time.sleep(backoff_ms / 1000)
                 return None
             self._fetch_next = False

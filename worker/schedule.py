@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import time
 import uuid
@@ -37,12 +38,58 @@ logger = logging.getLogger("wetbot_rewards.schedule")
 
 #: Seconds between reconciler passes in each worker process.
 RECONCILE_INTERVAL_S = 1.0
+#: Shortest gap between two reconciler passes, in seconds (a grant due "now" again is not a busy loop).
+MIN_PASS_GAP_S = 0.002
 #: Grants looked at per script call (a pass loops while a batch comes back full).
 BATCH = 200
 #: Seconds between checks that every moving grant is on the schedule (``Schedule.adopt_unscheduled``).
 ADOPT_INTERVAL_S = 300.0
 #: States whose grants must be on the schedule.
 MOVING_STATES = ("queued", "retrying", "sending")
+
+
+@dataclass(frozen=True)
+class Dispatched:
+    """One ``Schedule.dispatch_batch``: the ``(grant id, token)`` pairs dispatched, the seconds until the
+    earliest entry that was not due (None: nothing else is scheduled), and whether the batch was full."""
+
+    dispatched: list[tuple[str, str]]
+    next_due_in_s: float | None
+    full: bool
+
+
+class Wakeup:
+    """Wakes this process's reconciler early when a grant handed back here is due before its next pass.
+
+    The reconciler sleeps until the earliest entry on the schedule is due (at
+    most ``RECONCILE_INTERVAL_S``); a hand-back made meanwhile for sooner than
+    that would otherwise wait for the pass. Hand-backs made by other processes
+    wake those processes' reconcilers; any reconciler dispatches any due grant.
+    """
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        # inf while a pass runs: a hand-back then may not be in what the pass read, so it wakes the next sleep.
+        self._next_pass_at = math.inf
+
+    def due_in(self, delay_s: float) -> None:
+        """Something is due in ``delay_s``: wake the reconciler if it would sleep past that."""
+        with self._lock:
+            if time.monotonic() + delay_s < self._next_pass_at:
+                self._event.set()
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep until the next pass: ``seconds``, or less when ``due_in`` says so (or ``wake`` is called)."""
+        with self._lock:
+            self._next_pass_at = time.monotonic() + seconds
+        self._event.wait(seconds)
+        with self._lock:
+            self._event.clear()
+            self._next_pass_at = math.inf
+
+    def wake(self) -> None:
+        self._event.set()
 
 
 @dataclass(frozen=True)
@@ -62,6 +109,8 @@ class Schedule:
     def __init__(self, redis: Redis, keys: Keys) -> None:
         self._redis = redis
         self._keys = keys
+        #: wakes the reconciler sharing this schedule when a hand-back is due before its next pass.
+        self.wakeup = Wakeup()
         self._due_ids = load_script(redis, "due_ids")
         self._dispatch = load_script(redis, "dispatch_due")
         self._claim = load_script(redis, "claim")
@@ -75,8 +124,12 @@ class Schedule:
 
     def due_ids(self, *, limit: int = BATCH) -> list[str]:
         """Ids of grants due now (Redis' clock), earliest first (``lua/due_ids.lua``)."""
-        ids = cast(list[bytes], self._due_ids(keys=[self._keys.due()], args=[limit]))  # one round trip
-        return [grant_id.decode() for grant_id in ids]
+        return self._due(limit)[0]
+
+    def _due(self, limit: int) -> tuple[list[str], float | None]:
+        """``due_ids``, and the seconds until the earliest entry not due yet (None: there is none)."""
+        ids, next_ms = cast(tuple[list[bytes], int], self._due_ids(keys=[self._keys.due()], args=[limit]))
+        return [grant_id.decode() for grant_id in ids], None if int(next_ms) < 0 else int(next_ms) / 1000
 
     def due_in_s(self, grant_id: str) -> float | None:
         """Seconds until ``grant_id`` is due (negative when overdue), None when it is not scheduled."""
@@ -94,8 +147,17 @@ class Schedule:
         ``write_messages=False`` only hands out the tokens, for tests that run
         ``Deliverer.deliver`` themselves.
         """
+        return self.dispatch_batch(write_messages=write_messages, limit=limit).dispatched
+
+    def dispatch_batch(self, *, write_messages: bool = True, limit: int = BATCH) -> Dispatched:
+        """``dispatch_due`` for up to ``limit`` grants, with what the reconciler needs to plan its next pass."""
+        due_ids, next_due_in_s = self._due(limit)
+        dispatched = self._dispatch_ids(due_ids, write_messages=write_messages)
+        return Dispatched(dispatched, next_due_in_s, full=len(due_ids) >= limit)
+
+    def _dispatch_ids(self, due_ids: list[str], *, write_messages: bool) -> list[tuple[str, str]]:
         candidates = []
-        for grant_id in self.due_ids(limit=limit):
+        for grant_id in due_ids:
             token = uuid.uuid4().hex
             message_id, body = encoded_message(grant_id, token)
             candidates.append({"id": grant_id, "token": token, "msg_id": message_id, "body": body})
@@ -151,11 +213,20 @@ class Schedule:
             keys=[self._keys.grant(grant_id), self._keys.due(), lease_key],
             args=[grant_id, lease_value, max(0, int(delay_s * 1000))],
         )
+        self.wakeup.due_in(delay_s)
         return int(cast(int, moved)) == 1
 
 
 class Reconciler(dramatiq.Middleware):
-    """Runs ``Schedule.dispatch_due`` every ``interval_s`` in a worker process's own thread."""
+    """Dispatches due grants in a worker process's own thread: a pass when the earliest entry on the schedule
+    is due, and at least every ``interval_s``.
+
+    Passes timed by the schedule, not by the clock, matter for waits shorter
+    than the interval: a grant handed back for its key's next rate slot is
+    dispatched when that slot frees, not up to a second later (the slot would
+    go unused for that long). A hand-back in this process wakes a sleeping pass
+    (``Wakeup``); others are seen at the next pass.
+    """
 
     def __init__(
         self,
@@ -172,18 +243,34 @@ class Reconciler(dramatiq.Middleware):
         self._failing = False
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        self.start()
+
+    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Start the reconciler thread (a worker does this once it has booted)."""
         self._thread = threading.Thread(target=self._run, name="reconciler", daemon=True)
         self._thread.start()
 
-    def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+    def stop(self) -> None:
+        """Ask the thread to end and wake it from its sleep."""
         self._stop.set()
+        self._schedule.wakeup.wake()
 
     def _run(self) -> None:
         next_adopt = 0.0
-        while not self._stop.wait(self._interval_s):
+        self._schedule.wakeup.sleep(self._interval_s)
+        while not self._stop.is_set():
             if time.monotonic() >= next_adopt and self._adopt_once():
                 next_adopt = time.monotonic() + ADOPT_INTERVAL_S
-            self.reconcile_once()
+            self._schedule.wakeup.sleep(self.next_pass_in_s(self.reconcile_pass()))
+
+    def next_pass_in_s(self, next_due_in_s: float | None) -> float:
+        """Seconds to sleep after a pass that found the next entry due in ``next_due_in_s``."""
+        if next_due_in_s is None:
+            return self._interval_s
+        return min(max(next_due_in_s, MIN_PASS_GAP_S), self._interval_s)
 
     def _adopt_once(self) -> bool:
         """``Schedule.adopt_unscheduled`` and the release of key-parked grants whose key this worker has, logged;
@@ -201,22 +288,29 @@ class Reconciler(dramatiq.Middleware):
 
     def reconcile_once(self) -> int:
         """Dispatch everything due now; returns how many messages were written. Never raises for Redis."""
+        return self._pass()[0]
+
+    def reconcile_pass(self) -> float | None:
+        """``reconcile_once``, returning the seconds until the next entry is due (None: none, or no Redis)."""
+        return self._pass()[1]
+
+    def _pass(self) -> tuple[int, float | None]:
         written = 0
         try:
             while True:
-                batch = self._schedule.dispatch_due()
-                written += len(batch)
-                if len(batch) < BATCH:
+                batch = self._schedule.dispatch_batch()
+                written += len(batch.dispatched)
+                if not batch.full:
                     break
         except RedisError as exc:
             if not self._failing:
                 logger.warning("reconciler: Redis unavailable (%s); grants wait until it answers", exc)
             self._failing = True
-            return written
+            return written, None
         if self._failing:
             logger.warning("reconciler: Redis answers again; due grants dispatched")
             self._failing = False
-        return written
+        return written, batch.next_due_in_s
 
 
 def _text(value: bytes | str) -> str:

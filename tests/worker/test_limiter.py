@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from redis import Redis
 
 from config.settings import RateLimit
 from worker.keys import Keys
-from worker.limiter import SlidingWindowLimiter
+from worker.limiter import LINE_GRACE_S, SlidingWindowLimiter
 
 
 def limiter(redis: Redis, keys: Keys, limit: int = 3, window_s: float = 10.0) -> SlidingWindowLimiter:
@@ -80,3 +81,60 @@ def test_window_entries_expire_on_their_own(redis: Redis, keys: Keys) -> None:
     ttl_ms = int(redis.pttl(keys.rate_window("k")))  # type: ignore[arg-type]
     # One window, plus two minutes for a slot re-stamped when its (slow) answer comes back.
     assert 121_000 < ttl_ms <= 122_100
+
+
+def test_a_backlog_waits_in_line_one_turn_per_slot_to_come(redis: Redis, keys: Keys) -> None:
+    # Without a line every refused grant would be told "the next slot": a backlog of 1,000 would all ask
+    # again when it frees, and 999 would be refused again, every window.
+    lim = limiter(redis, keys, limit=3, window_s=10)
+    window = lim.effective_window_s
+    t0 = 1_000_000.0
+    assert all(lim.try_acquire("k", now_s=t0 + i).granted for i in range(3))  # slots taken at t0, t0+1, t0+2
+    asked = t0 + 3
+    waits = [lim.try_acquire("k", waiter=f"g{n}", now_s=asked).wait_s for n in range(7)]
+    turns = [asked + wait for wait in waits]
+    expected = [t0 + window, t0 + 1 + window, t0 + 2 + window]  # the first round: each slot as it frees
+    expected += [turn + window for turn in expected] + [t0 + 3 * window]  # then a window later, slot by slot
+    assert [round(turn, 3) for turn in turns] == [round(turn, 3) for turn in expected]
+    # A waiter asking again keeps its place, and a new one goes behind everyone.
+    assert round(asked + lim.try_acquire("k", waiter="g4", now_s=asked).wait_s, 3) == round(turns[4], 3)
+    assert round(asked + lim.try_acquire("k", waiter="new", now_s=asked).wait_s, 3) == round(t0 + 1 + 3 * window, 3)
+    # At its turn the first waiter gets the slot and leaves the line; the second, come early, keeps its turn.
+    assert lim.try_acquire("k", waiter="g0", now_s=turns[0]).granted
+    assert redis.zscore(keys.rate_line("k"), "g0") is None
+    early = turns[0] + 0.5
+    assert round(early + lim.try_acquire("k", waiter="g1", now_s=early).wait_s, 3) == round(turns[1], 3)
+
+
+def test_a_waiter_that_never_comes_back_loses_its_place_after_the_grace(redis: Redis, keys: Keys) -> None:
+    lim = limiter(redis, keys, limit=1, window_s=10)
+    window = lim.effective_window_s
+    t0 = 1_000_000.0
+    assert lim.try_acquire("k", now_s=t0).granted
+    assert abs(lim.try_acquire("k", waiter="gone", now_s=t0).wait_s - window) < 1e-3
+    # Until its turn is LINE_GRACE_S old, a newcomer waits a round behind it ...
+    assert abs(lim.try_acquire("k", waiter="next", now_s=t0).wait_s - 2 * window) < 1e-3
+    assert lim.try_acquire("k", now_s=t0 + window).granted  # someone else took the slot the absent one had
+    # ... then the absent waiter is dropped: a newcomer waits behind "next" alone.
+    later = t0 + window + LINE_GRACE_S + 0.1
+    assert abs(later + lim.try_acquire("k", waiter="late", now_s=later).wait_s - (t0 + 3 * window)) < 1e-3
+    assert redis.zscore(keys.rate_line("k"), "gone") is None
+
+
+def test_a_429_block_spreads_the_line_from_its_end(redis: Redis, keys: Keys) -> None:
+    lim = limiter(redis, keys, limit=2, window_s=10)
+    window = lim.effective_window_s
+    lim.block("k", 30)
+    now = time.time()
+    turns = [now + lim.try_acquire("k", waiter=f"g{n}").wait_s for n in range(4)]
+    # The two free slots go at the block's end, the next two a window after it.
+    assert abs(turns[1] - turns[0]) < 0.1 and 29 < turns[0] - now <= 30.1
+    assert abs(turns[2] - (turns[0] + window)) < 0.1 and abs(turns[3] - turns[2]) < 0.1
+
+
+def test_the_line_expires_on_its_own(redis: Redis, keys: Keys) -> None:
+    lim = limiter(redis, keys, limit=1, window_s=2)
+    assert lim.try_acquire("k").granted
+    wait_s = lim.try_acquire("k", waiter="g").wait_s
+    ttl_ms = int(redis.pttl(keys.rate_line("k")))  # type: ignore[arg-type]
+    assert (wait_s + LINE_GRACE_S) * 1000 < ttl_ms <= (wait_s + LINE_GRACE_S) * 1000 + 1100

@@ -4,13 +4,25 @@
 --
 -- KEYS[1]  window   <p>:rate:<key id>          ZSET member -> start time (us)
 -- KEYS[2]  block    <p>:rate:<key id>:blocked  STRING time (us) before which nothing may start (after a 429)
+-- KEYS[3]  line     <p>:rate:<key id>:line     ZSET waiter -> its turn (us): when its slot frees
 -- ARGV[1]  limit (requests per window)
 -- ARGV[2]  window (microseconds)
 -- ARGV[3]  unique member for this request
 -- ARGV[4]  now (microseconds) for tests; "" = Redis TIME
+-- ARGV[5]  the waiter asking (a grant id); "" = no line: wait for the next slot to free
+-- ARGV[6]  grace (microseconds): how long after its turn a waiter keeps its place
 --
 -- Returns {1, 0} when a slot was taken, {0, wait_us} when the caller must wait
 -- that long before asking again.
+--
+-- The line spreads a backlog over the slots to come. A waiter refused a slot
+-- gets the turn of the slot after every waiter ahead of it (all of them when it
+-- is new, those with earlier turns when it comes back), so a key 1,000 grants
+-- behind hands out its next 10 slots to 10 of them, not to whichever of the
+-- 1,000 asks first. A waiter that never comes back (cancelled, its worker gone)
+-- is dropped once its turn is ``grace`` old; until then it only makes the
+-- waiters behind it ask one slot later than they could, and a slot that is
+-- free goes to whoever asks, in line or not.
 local now
 if ARGV[4] ~= '' then
   now = tonumber(ARGV[4])
@@ -24,18 +36,53 @@ if redis.call('ZSCORE', KEYS[1], ARGV[3]) then
 end
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
+local waiter = ARGV[5]
 
 local blocked_until = tonumber(redis.call('GET', KEYS[2]) or '0')
-if blocked_until > now then
-  return {0, blocked_until - now}
-end
-
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-if redis.call('ZCARD', KEYS[1]) < limit then
+local count = redis.call('ZCARD', KEYS[1])
+if blocked_until <= now and count < limit then
   redis.call('ZADD', KEYS[1], now, ARGV[3])
   -- Two extra minutes: a slot is re-stamped when its answer comes back (at most a timeout later).
   redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000) + 120000)
+  if waiter ~= '' then
+    redis.call('ZREM', KEYS[3], waiter)
+  end
   return {1, 0}
 end
-local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-return {0, tonumber(oldest[2]) + window - now}
+
+if waiter == '' then
+  if blocked_until > now then
+    return {0, blocked_until - now}
+  end
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return {0, tonumber(oldest[2]) + window - now}
+end
+
+local grace = tonumber(ARGV[6])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - grace)
+local mine = redis.call('ZSCORE', KEYS[3], waiter)
+local ahead
+if mine then
+  ahead = redis.call('ZCOUNT', KEYS[3], '-inf', '(' .. mine)
+else
+  ahead = redis.call('ZCARD', KEYS[3])
+end
+-- The key's slots in the order they free: slot j frees a window after the start it holds (free
+-- slots, during a 429 block, at the block's end); every later round of slots a window after that.
+local starts = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local held = #starts / 2
+local earliest = math.max(now, blocked_until)
+local j = (ahead % limit) + 1
+local index = held - limit + j
+local turn = earliest
+if index >= 1 then
+  turn = math.max(earliest, tonumber(starts[2 * index]) + window)
+end
+turn = turn + window * math.floor(ahead / limit)
+redis.call('ZADD', KEYS[3], turn, waiter)
+local keep_ms = math.ceil((turn - now + grace) / 1000) + 1000
+if redis.call('PTTL', KEYS[3]) < keep_ms then
+  redis.call('PEXPIRE', KEYS[3], keep_ms)
+end
+return {0, turn - now}
