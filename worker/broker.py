@@ -44,7 +44,7 @@ HEARTBEAT_TIMEOUT_MS = 120_000
 MAINTENANCE_CHANCE = 10_000
 #: Seconds a written queue message may take to be claimed by a worker before
 #: the reconciler writes another (the older one then does nothing). Messages
-#: wait at most for a busy thread's inline wait and one API call.
+#: wait at most for a busy thread's API call (rate waits are hand-backs, not sleeps).
 DISPATCH_TTL_S = 20.0
 #: Milliseconds Dramatiq keeps its own dead-lettered messages (the ledger is the
 #: record that matters; these only appear after unexpected exceptions).

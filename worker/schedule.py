@@ -13,6 +13,12 @@ pause), a message lost with Redis, a delay queue dropped by Dramatiq, a killed
 worker whose lease ran out, an operator command that died half-way. Times are
 Redis' own, so skew between hosts changes nothing. A grant gets at most one
 message per ``DISPATCH_TTL_S`` unless it moved in between: no message storms.
+
+A reconciler sleeps until the earliest entry is due, at most
+``RECONCILE_INTERVAL_S``; a hand-back made in its own process for sooner wakes
+it (``Wakeup``). So a grant handed back for its turn at a rate slot (the key's
+line, ``worker.limiter``) is dispatched within milliseconds of that turn, and no
+worker thread sleeps through another key's traffic.
 """
 
 from __future__ import annotations

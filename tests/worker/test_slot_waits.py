@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 from redis import Redis
 
 import worker.delivery
+from producers.submit import submit_grant
 from simulator.wetbot import WetbotSimulator
-from tests.conftest import GUILD, SettingsFactory
+from tests.conftest import GUILD, RunningWorker, SettingsFactory, wait_for
 from worker.delivery import Deliverer
 from worker.grant import GrantItem, GrantState, NewGrant
 from worker.keys import Keys
@@ -109,3 +111,35 @@ def test_the_reconciler_dispatches_a_hand_back_when_it_is_due_not_at_its_next_pa
     finally:
         reconciler.stop()
     assert 0.29 < dispatched_after < 0.6, f"dispatched {dispatched_after:.3f} s after a 0.3 s hand-back"
+
+
+OTHER_GUILD = "444444444444444444"
+OTHER_KEY = "test-other-key-5be1f09c37"
+
+
+@pytest.mark.slow
+def test_a_backlogged_key_never_delays_another_keys_grants(
+    make_settings: SettingsFactory, sim: WetbotSimulator, ledger: Ledger, workers: Callable[..., RunningWorker]
+) -> None:
+    """Guild A 15 grants behind at 3 per 3 s (five windows), two worker threads.
+
+    B's grants (within B's own limit) go out at once, as on an idle system.
+    """
+    sim.add_key(OTHER_KEY, OTHER_GUILD)
+    sim.set_limit(3, 3.0)
+    workers(make_settings(wetbot_rate_limit="3/3s", wetbot_api_keys=f"{OTHER_GUILD}={OTHER_KEY}"), threads=2)
+    backlog = [submit_grant(ledger, grant_for(GUILD, n)).grant.id for n in range(15)]
+    wait_for(lambda: len(sim.applied()) >= 3, timeout_s=10)  # A's first window is spent; 12 wait for theirs
+
+    pickups: list[float] = []
+    for n in range(3):
+        submitted = time.monotonic()
+        grant_id = submit_grant(ledger, grant_for(OTHER_GUILD, n)).grant.id
+        wait_for(lambda: ledger.get(grant_id).state == GrantState.DELIVERED, timeout_s=10, interval_s=0.005)  # type: ignore[union-attr]  # noqa: B023
+        pickups.append(time.monotonic() - submitted)
+        time.sleep(0.4)
+    waiting = [g for g in backlog if ledger.get(g).state != GrantState.DELIVERED]  # type: ignore[union-attr]
+    assert len(waiting) >= 6, "A was still draining while B's grants went out"
+    assert max(pickups) < 0.5, f"B's grants took {[round(p, 3) for p in pickups]} s behind A's backlog"
+    wait_for(lambda: all(ledger.get(g).state == GrantState.DELIVERED for g in backlog), timeout_s=30)  # type: ignore[union-attr]
+    assert sim.count_status(429) == 0
