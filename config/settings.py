@@ -57,6 +57,9 @@ DEFAULT_LEDGER_RETENTION_DAYS = 90
 MIN_LEDGER_RETENTION_DAYS = 41
 #: Longest accepted ``LEDGER_RETENTION_DAYS`` (100 years: "keep everything", in practice).
 MAX_LEDGER_RETENTION_DAYS = 36_500
+#: Days a webhook delivery stays in the event inbox (``EVENT_RETENTION_DAYS``), and at most.
+DEFAULT_EVENT_RETENTION_DAYS = 30
+MAX_EVENT_RETENTION_DAYS = 3650
 
 #: Most items ``WETBOT_MAX_ITEMS_PER_REQUEST`` may allow in one request. WetBot documents no maximum; the
 #: simulator assumes 100, and a merged request refused for its size would only be split again.
@@ -276,6 +279,8 @@ class Settings(BaseSettings):
     ambiguous_policy: Literal["verify", "hold", "retry"] = "verify"
     #: Days a ``delivered`` or ``cancelled`` grant is kept after it got there (``worker.retention``).
     ledger_retention_days: int = DEFAULT_LEDGER_RETENTION_DAYS
+    #: Days a verified webhook delivery is kept in the event inbox (``producers.inbox``).
+    event_retention_days: int = DEFAULT_EVENT_RETENTION_DAYS
     #: Sentry DSN; none turns error reporting off.
     sentry_dsn: SecretStr | None = None
     sentry_environment: str | None = None
@@ -360,6 +365,13 @@ class Settings(BaseSettings):
                 f"must be {MIN_LEDGER_RETENTION_DAYS}-{MAX_LEDGER_RETENTION_DAYS} days"
                 " (longer than the 40-day idempotency claims)"
             )
+        return value
+
+    @field_validator("event_retention_days")
+    @classmethod
+    def _check_event_retention(cls, value: int) -> int:
+        if not 1 <= value <= MAX_EVENT_RETENTION_DAYS:
+            raise ValueError(f"must be 1-{MAX_EVENT_RETENTION_DAYS} days")
         return value
 
     @field_validator("sentry_dsn")

@@ -26,18 +26,10 @@ from config.settings import Settings, settings_or_exit
 from producers.api.grants import router as grants_router
 from producers.api.health import router as health_router
 from producers.api.links import router as links_router
-from producers.creation_batcher import CreationBatcher
-from producers.links import LinkStore
 from producers.patreon.webhook import router as patreon_router
-from producers.state import AppState
+from producers.state import close_state, open_state
 from producers.twitch.webhook import router as twitch_router
-from worker.connections import connect_redis, connect_redis_async
-from worker.eta import EtaEstimator
-from worker.keys import Keys
-from worker.ledger import Ledger
 from worker.observability import configure_logging, init_sentry
-from worker.redis_checks import CachedRedisCheck
-from worker.replication import ReplicaAcks
 
 logger = logging.getLogger("wetbot_rewards.web")
 
@@ -58,28 +50,11 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        redis = connect_redis(settings)
-        aredis = connect_redis_async(settings)
-        keys = Keys(settings.redis_key_prefix)
-        acks = ReplicaAcks.from_settings(settings)
-        app.state.wetbot = AppState(
-            settings=settings,
-            redis=redis,
-            aredis=aredis,
-            creator=CreationBatcher(aredis, keys, acks=acks),
-            keys=keys,
-            ledger=Ledger(redis, keys, acks=acks),
-            rewards=rewards,
-            keyring=keyring,
-            eta=EtaEstimator.build(redis, settings, keyring),
-            links=LinkStore.for_rewards(redis, keys, rewards),
-            redis_check=CachedRedisCheck(redis),
-        )
+        app.state.wetbot = open_state(settings, rewards, keyring)
         try:
             yield
         finally:
-            redis.close()
-            await aredis.aclose()
+            await close_state(app.state.wetbot)
 
     app = FastAPI(title="wetbot-rewards", lifespan=lifespan)
     for router in ROUTERS:

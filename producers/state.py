@@ -12,11 +12,14 @@ from config.keyring import Keyring
 from config.rewards import RewardsConfig
 from config.settings import Settings
 from producers.creation_batcher import CreationBatcher
+from producers.inbox import EventInbox
 from producers.links import LinkStore
+from worker.connections import connect_redis, connect_redis_async
 from worker.eta import EtaEstimator
 from worker.keys import Keys
 from worker.ledger import Ledger
 from worker.redis_checks import CachedRedisCheck
+from worker.replication import ReplicaAcks
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,35 @@ class AppState:
     links: LinkStore
     #: persistence/eviction check for ``GET /readyz``, cached so probes cost no CONFIG call.
     redis_check: CachedRedisCheck
+    #: every verified webhook delivery with what handling it did.
+    inbox: EventInbox
+
+
+def open_state(settings: Settings, rewards: RewardsConfig, keyring: Keyring) -> AppState:
+    """Connect and build the parts (the web app's lifespan, and the CLI's ``events reprocess``)."""
+    redis = connect_redis(settings)
+    aredis = connect_redis_async(settings)
+    keys = Keys(settings.redis_key_prefix)
+    acks = ReplicaAcks.from_settings(settings)
+    return AppState(
+        settings=settings,
+        redis=redis,
+        aredis=aredis,
+        creator=CreationBatcher(aredis, keys, acks=acks),
+        keys=keys,
+        ledger=Ledger(redis, keys, acks=acks),
+        rewards=rewards,
+        keyring=keyring,
+        eta=EtaEstimator.build(redis, settings, keyring),
+        links=LinkStore.for_rewards(redis, keys, rewards),
+        redis_check=CachedRedisCheck(redis),
+        inbox=EventInbox(redis, aredis, keys),
+    )
+
+
+async def close_state(state: AppState) -> None:
+    state.redis.close()
+    await state.aredis.aclose()
 
 
 def app_state(request: Request) -> AppState:

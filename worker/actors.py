@@ -43,6 +43,7 @@ add_worker_middleware(
     keyring=keyring,
     schedule=_deliverer.schedule,
     retention_days=settings.ledger_retention_days,
+    event_retention_days=settings.event_retention_days,
 )
 dramatiq.set_broker(broker)
 

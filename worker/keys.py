@@ -107,6 +107,18 @@ class Keys:
         """HASH of what a producer remembers about one entity (e.g. a Patreon member's last charge date)."""
         return f"{self.prefix}:source:{source}:{ident}"
 
+    def event(self, event_id: str) -> str:
+        """HASH: one webhook delivery kept in the event inbox (``producers.inbox``)."""
+        return f"{self.prefix}:event:{event_id}"
+
+    def events(self) -> str:
+        """ZSET event id -> received time (ms): the event inbox, newest last."""
+        return f"{self.prefix}:events"
+
+    def events_by_outcome(self, outcome: str) -> str:
+        """ZSET event id -> received time (ms) of the inbox events whose outcome is ``outcome``."""
+        return f"{self.prefix}:events:outcome:{outcome}"
+
     def counters(self) -> str:
         """HASH counter name -> count (events received, ignored, ...), exported by ``/metrics``."""
         return f"{self.prefix}:counters"

@@ -40,7 +40,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import dramatiq
 from redis import Redis, RedisError
@@ -59,6 +59,8 @@ BATCH_SIZE = 200
 BATCH_PAUSE_S = 0.01
 #: Seconds between runs.
 RUN_INTERVAL_S = 3600.0
+#: Inbox events deleted per script call (``lua/inbox_trim.lua``).
+EVENT_BATCH_SIZE = 200
 #: Seconds after worker start before the first run.
 FIRST_RUN_DELAY_S = 60.0
 
@@ -129,6 +131,22 @@ class GrantTrimmer:
         return total
 
 
+def trim_events(redis: Redis, keys: Keys, *, retention_s: float, now: float | None = None) -> int:
+    """Delete every event-inbox entry (``producers.inbox``) received more than ``retention_s`` ago.
+
+    Each batch is one script, so an entry never loses its hash but keeps its index entries (or back).
+    Returns how many entries went.
+    """
+    cutoff_ms = int(((time.time() if now is None else now) - retention_s) * 1000)
+    script = load_script(redis, "inbox_trim")
+    deleted = 0
+    while True:
+        batch = int(cast(int, script(args=[keys.prefix, cutoff_ms, EVENT_BATCH_SIZE])))
+        deleted += batch
+        if batch < EVENT_BATCH_SIZE:
+            return deleted
+
+
 class LedgerRetention(dramatiq.Middleware):
     """Runs ``GrantTrimmer.trim`` in each worker process's background thread, one process at a time.
 
@@ -143,12 +161,15 @@ class LedgerRetention(dramatiq.Middleware):
         keys: Keys,
         *,
         retention_days: int,
+        event_retention_days: int | None = None,
         interval_s: float = RUN_INTERVAL_S,
         first_run_delay_s: float = FIRST_RUN_DELAY_S,
     ) -> None:
         self._redis = redis
         self._trimmer = GrantTrimmer(redis, keys, retention_s=retention_days * SECONDS_PER_DAY)
         self._retention_days = retention_days
+        self._event_retention_days = event_retention_days
+        self._keys = keys
         self._lock_key = f"{keys.prefix}:retention:lock"
         self._interval_s = interval_s
         self._first_run_delay_s = first_run_delay_s
@@ -176,6 +197,12 @@ class LedgerRetention(dramatiq.Middleware):
         if not self._redis.set(self._lock_key, "1", nx=True, px=int(self._interval_s * 1000)):
             return None
         report = self._trimmer.trim(now=now, stop=self._stop.is_set)
+        if self._event_retention_days is not None:
+            events = trim_events(
+                self._redis, self._keys, retention_s=self._event_retention_days * SECONDS_PER_DAY, now=now
+            )
+            if events:
+                logger.info("event inbox: %d events older than %d days deleted", events, self._event_retention_days)
         if report.trimmed or report.kept:
             logger.info(
                 "ledger retention: %d final grants older than %d days deleted, %d old ones kept (claim still alive)",

@@ -103,12 +103,15 @@ def add_worker_middleware(
     keyring: Keyring | None = None,
     schedule: Schedule | None = None,
     retention_days: int = DEFAULT_LEDGER_RETENTION_DAYS,
+    event_retention_days: int | None = None,
 ) -> None:
     """The worker's own middleware: the reconciler (due grants become messages, key-parked grants whose key
-    is back resume) and ledger retention.
+    is back resume) and retention of the ledger and (``event_retention_days``) the event inbox.
 
     ``schedule`` is the deliverer's: sharing it lets a hand-back wake the reconciler (``Schedule.wakeup``).
     """
     release = None if keyring is None else key_parked_releaser(Ledger(redis, keys), keyring)
     broker.add_middleware(Reconciler(schedule or Schedule(redis, keys), release_key_parked=release))
-    broker.add_middleware(LedgerRetention(redis, keys, retention_days=retention_days))
+    broker.add_middleware(
+        LedgerRetention(redis, keys, retention_days=retention_days, event_retention_days=event_retention_days)
+    )

@@ -170,6 +170,8 @@ class Outcome:
     released: int = 0
     cancelled: int = 0
     left_to_operator: tuple[str, ...] = ()
+    #: every grant the event made or found made (rule grants and take-backs), for the event inbox.
+    grants: tuple[Grant, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -326,6 +328,7 @@ def _outcome(plan: Plan, step: _Step, results: Sequence[CreateResult]) -> Outcom
         released=len(plan.released_holds),
         cancelled=len(step.cancelled),
         left_to_operator=tuple(grant_id for grant_id, _ in step.left_to_operator),
+        grants=tuple(result.grant for result in results),
     )
 
 

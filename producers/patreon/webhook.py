@@ -20,15 +20,19 @@ import logging
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from producers.counters import count_event_async
+from producers.inbox import EventOutcome, grants_outcome
+from producers.inbox import Outcome as EventOutcomeKind
 from producers.patreon.events import MEMBER_TRIGGERS, MalformedEvent, NotAMemberEvent, parse_event
 from producers.patreon.members import Outcome, handle_event
 from producers.request_body import read_capped_body
+from producers.settle import settle_event
 from producers.state import AppState, app_state
 
-__all__ = ["MAX_BODY_BYTES", "router", "signature"]
+__all__ = ["MAX_BODY_BYTES", "handle_delivery", "router", "signature"]
 
 logger = logging.getLogger("wetbot_rewards.patreon")
 
@@ -44,7 +48,7 @@ def signature(secret: str, body: bytes) -> str:
     return hmac.new(secret.encode(), body, hashlib.md5).hexdigest()
 
 
-@router.post("/webhooks/patreon", status_code=status.HTTP_204_NO_CONTENT)
+@router.post("/webhooks/patreon", status_code=status.HTTP_200_OK)
 async def receive(request: Request, state: Annotated[AppState, Depends(app_state)]) -> Response:
     """One Patreon delivery; see the module docstring for the answers."""
     secret = state.settings.patreon_webhook_secret
@@ -63,6 +67,20 @@ async def receive(request: Request, state: Annotated[AppState, Depends(app_state
         raise HTTPException(status.HTTP_403_FORBIDDEN, "missing or wrong X-Patreon-Signature")
 
     trigger = request.headers.get("x-patreon-event", "").strip()
+    ref = hashlib.sha256(trigger.encode("utf-8", "surrogateescape") + b"\n" + body).hexdigest()
+    received = await state.inbox.receive("patreon", trigger or "(no trigger)", ref, request.headers, body)
+    outcome = await handle_delivery(state, trigger, body)
+    await settle_event(state, "patreon", received.id, outcome)
+    return JSONResponse({"event_id": received.id, **outcome.detail()})
+
+
+async def handle_delivery(state: AppState, trigger: str, body: bytes) -> EventOutcome:
+    """What one verified delivery asks for, carried out (also ``producers.reprocess``'s way in).
+
+    A body the rules cannot read is an ``unusable`` outcome, kept and answered
+    2xx: Patreon pauses the whole webhook after repeated failures.
+    Raises only storage errors (a 503: nothing was promised).
+    """
     label = trigger if trigger in MEMBER_TRIGGERS else "other"
     try:
         if not trigger:
@@ -71,15 +89,15 @@ async def receive(request: Request, state: Annotated[AppState, Depends(app_state
     except MalformedEvent as exc:
         logger.warning("patreon: malformed %s delivery: %s", label, exc)
         await _count(state, "patreon.malformed")
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
+        return EventOutcome(EventOutcomeKind.UNUSABLE, error=str(exc))
     except NotAMemberEvent:
         logger.info("patreon: %s delivery carries no member; ignored", label)
         await _count(state, f"patreon.{label}.ignored")
-        return Response(status_code=status.HTTP_204_NO_CONTENT)
+        return EventOutcome(EventOutcomeKind.IGNORED, ignored=f"{label}: not a member event")
     if event.is_test:
         logger.info("patreon: portal test delivery (%s) received and verified; nothing granted", trigger)
         await _count(state, "patreon.test")
-        return Response(status_code=status.HTTP_204_NO_CONTENT)
+        return EventOutcome(EventOutcomeKind.TEST, ignored="the portal's test payload is never granted")
 
     plan, outcome = await run_in_threadpool(handle_event, state, event)
     kind = _kind(plan.acts, outcome)
@@ -91,7 +109,27 @@ async def receive(request: Request, state: Annotated[AppState, Depends(app_state
         f" ({'; '.join(plan.notes)})" if plan.notes else "",
     )  # fmt: skip
     await _count(state, f"patreon.{label}.{kind}")
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return _event_outcome(plan.notes, outcome)
+
+
+def _event_outcome(notes: list[str], outcome: Outcome) -> EventOutcome:
+    """The inbox outcome of a handled member event: its grants, or why there were none."""
+    facts = tuple(
+        f"{count} {what}"
+        for count, what in (
+            (outcome.revoked, "taken back"),
+            (outcome.cancelled, "cancelled before sending"),
+            (outcome.held, "held until a later charge"),
+            (outcome.released, "holds used"),
+            (len(outcome.left_to_operator), "take-backs left to an operator"),
+        )
+        if count
+    )
+    if outcome.grants:
+        return grants_outcome(outcome.grants, notes=facts)
+    if outcome.duplicates:
+        return EventOutcome(EventOutcomeKind.DUPLICATE, notes=facts)
+    return EventOutcome(EventOutcomeKind.IGNORED, ignored="; ".join(notes) or "no rule asks for it", notes=facts)
 
 
 def _kind(acts: bool, outcome: Outcome) -> str:

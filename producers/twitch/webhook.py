@@ -7,12 +7,19 @@ Order of work, and why:
    ``Content-Length`` or by the bytes actually read).
 3. The signature over those raw bytes and the timestamp's freshness are
    checked (``twitch_signature``) → 403. Nothing touches Redis before this.
-4. The same bytes are parsed → 400 when they are not the JSON shape the
-   message type promises.
-5. ``webhook_callback_verification`` → 200 ``text/plain`` with the challenge;
-   ``revocation`` → recorded, one Sentry warning per message, 204;
-   ``notification`` → the rules' grants are durably queued (or parked) and
-   only then is the message id marked seen and 204 returned.
+4. The message type comes from the signed body (a challenge, an event, or
+   neither: a revocation); a ``Twitch-Eventsub-Message-Type`` header that
+   says otherwise was altered → 400, nothing kept (``_message_type``).
+5. ``webhook_callback_verification`` → 200 ``text/plain`` with the challenge.
+6. Anything else is kept in the event inbox first (``producers.inbox``), then
+   handled, and its outcome recorded and answered as JSON with 200:
+   ``{"event_id", "outcome", "granted": [...], "parked": [...], "ignored", "error"}``.
+   A notification's grants are durably queued (or parked) with the message id
+   marked seen in the same step; a revocation is recorded, one Sentry warning
+   per message; a signed message the rules cannot read is ``unusable``:
+   answered 200 all the same (Twitch would revoke a subscription that keeps
+   failing), counted, reported to Sentry once, and re-processable
+   (``wetbot-rewards events reprocess``).
 
 Grants are created on the asyncio Redis client (``creation_batcher``); the
 rare link rewards and revocations use the synchronous client in the
@@ -31,25 +38,35 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from producers.counters import count_event, count_event_async
+from producers.inbox import EventOutcome, Outcome, grants_outcome
 from producers.request_body import read_capped_body
+from producers.settle import settle_event
 from producers.state import AppState, app_state
 from producers.submit import link_and_release, planned_for_identity
 from producers.twitch.rules import MalformedEvent, Plan, plan_notification
-from producers.twitch.signature import HEADER_MESSAGE_TYPE, SignatureRejected, VerifiedMessage, verify
+from producers.twitch.signature import HEADER_MESSAGE_TYPE, SignatureRejected, verify
 from worker.keys import SEEN_TTL_S
 from worker.observability import capture
 
-__all__ = ["MAX_BODY_BYTES", "SEEN_MESSAGE", "SEEN_REVOCATION_STATE", "router"]
+__all__ = ["MAX_BODY_BYTES", "SEEN_MESSAGE", "SEEN_REVOCATION_STATE", "handle_message", "router"]
 
 logger = logging.getLogger("wetbot_rewards.twitch")
 
 #: Largest body accepted, in bytes (1 MiB). EventSub bodies are a few KiB.
 MAX_BODY_BYTES = 1 << 20
-#: ``keys.seen`` source of handled message ids (notifications and revocations).
+#: ``keys.seen`` source of handled notification message ids.
 SEEN_MESSAGE = "twitch-message"
+#: ``keys.seen`` source of handled revocation message ids (apart from notifications', see ``_record_revocation``).
+SEEN_REVOCATION_MESSAGE = "twitch-revocation-message"
+#: Message types (``Twitch-Eventsub-Message-Type``).
+NOTIFICATION = "notification"
+REVOCATION = "revocation"
+VERIFICATION = "webhook_callback_verification"
+KNOWN_TYPES = frozenset({NOTIFICATION, REVOCATION, VERIFICATION})
 #: ``keys.source_state`` source of the last revocation per subscription type.
 SEEN_REVOCATION_STATE = "twitch-revocation"
 #: Subscription types that may appear in counter names and Sentry tags as they are.
@@ -58,7 +75,7 @@ _PLAIN_TYPE = re.compile(r"[a-z0-9_.]{1,60}")
 router = APIRouter()
 
 
-@router.post("/webhooks/twitch", status_code=status.HTTP_204_NO_CONTENT)
+@router.post("/webhooks/twitch", status_code=status.HTTP_200_OK)
 async def twitch_webhook(request: Request) -> Response:
     """Receive one EventSub message (see the module docstring for the answers)."""
     state = app_state(request)
@@ -72,58 +89,111 @@ async def twitch_webhook(request: Request) -> Response:
         logger.info("twitch webhook rejected: %s", exc.reason)
         raise HTTPException(status.HTTP_403_FORBIDDEN, exc.reason) from None
 
-    message_type = request.headers.get(HEADER_MESSAGE_TYPE, "")
     payload = _parse(body)
-    subscription = _object(payload, "subscription")
-    subscription_type = subscription.get("type")
-    if not isinstance(subscription_type, str):
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, "subscription.type: must be a string")
-
-    if message_type == "webhook_callback_verification":
+    message_type = _message_type(request.headers.get(HEADER_MESSAGE_TYPE, ""), payload)
+    if message_type == VERIFICATION and isinstance(payload, dict):
         challenge = payload.get("challenge")
-        if not isinstance(challenge, str):
-            raise HTTPException(status.HTTP_400_BAD_REQUEST, "challenge: must be a string")
-        logger.info("twitch subscription verified: %s", _plain_type(subscription_type))
-        # The challenge alone, as text/plain: Twitch rejects it wrapped in JSON (research/twitch.md §1.4).
-        return Response(challenge, media_type="text/plain")
-    if message_type == "revocation":
-        await run_in_threadpool(_record_revocation, state, message, subscription, subscription_type)
-        return Response(status_code=status.HTTP_204_NO_CONTENT)
-    if message_type == "notification":
+        if isinstance(challenge, str):
+            subscription = payload.get("subscription")
+            shown = _plain_type(str(subscription.get("type", ""))) if isinstance(subscription, dict) else "other"
+            logger.info("twitch subscription verified: %s", shown)
+            # The challenge alone, as text/plain: Twitch rejects it wrapped in JSON (research/twitch.md §1.4).
+            return Response(challenge, media_type="text/plain")
+    received = await state.inbox.receive("twitch", message_type, message.message_id, request.headers, body)
+    outcome = await handle_message(state, message.message_id, message_type, payload)
+    await settle_event(state, "twitch", received.id, outcome)
+    return JSONResponse({"event_id": received.id, **outcome.detail()})
+
+
+async def handle_message(
+    state: AppState, message_id: str, message_type: str, payload: Any, *, after_ignored: bool = False
+) -> EventOutcome:
+    """What one verified message asks for, carried out (also ``producers.reprocess``'s way in).
+
+    A message the rules cannot read is an ``unusable`` outcome, not an error:
+    it is kept in the inbox and answered 2xx (see ``producers.inbox``).
+    ``after_ignored``: re-processing a message that granted nothing, so its
+    "seen" marker (set when it was ignored) is not asked; the idempotency keys
+    alone keep it to one grant per rule.
+    Raises only storage errors (RedisError, BrokerError): nothing was promised, the caller answers 503.
+    """
+    try:
+        if not isinstance(payload, dict):
+            raise MalformedEvent("body: not a JSON object")
+        subscription = _object(payload, "subscription")
+        subscription_type = subscription.get("type")
+        if not isinstance(subscription_type, str):
+            raise MalformedEvent("subscription.type: must be a string")
+        if message_type == REVOCATION:
+            shown = await run_in_threadpool(_record_revocation, state, message_id, subscription, subscription_type)
+            return EventOutcome(Outcome.REVOCATION, notes=(f"{shown} subscription revoked",))
+        if message_type == VERIFICATION:
+            raise MalformedEvent("challenge: must be a string")
+        if message_type != NOTIFICATION:
+            # Twitch's own example answers 2xx to message types it does not know.
+            logger.info("twitch message of unknown type ignored")
+            return EventOutcome(Outcome.IGNORED, ignored="unknown message type")
         event = _object(payload, "event")
         try:
-            plan = plan_notification(state.rewards.twitch, subscription_type, event, message.message_id)
+            plan = plan_notification(state.rewards.twitch, subscription_type, event, message_id)
         except MalformedEvent as exc:
-            logger.warning(
-                "twitch %s notification %s unusable: %s", _plain_type(subscription_type), message.message_id, exc
-            )
-            raise HTTPException(status.HTTP_400_BAD_REQUEST, f"event.{exc}") from None
-        await _carry_out(state, message, subscription_type, plan)
-        return Response(status_code=status.HTTP_204_NO_CONTENT)
-    if not message_type:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, "missing Twitch-Eventsub-Message-Type header")
-    # Twitch's own example answers 2xx to message types it does not know.
-    logger.info("twitch message of unknown type ignored")
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+            raise MalformedEvent(f"event.{exc}") from None
+    except MalformedEvent as exc:
+        logger.warning("twitch %s message %s unusable: %s", message_type, message_id, exc)
+        return EventOutcome(Outcome.UNUSABLE, error=str(exc))
+    return await _carry_out(state, message_id, subscription_type, plan, check_seen=not after_ignored)
 
 
 # -- reading --------------------------------------------------------------------------------
 
 
-def _parse(body: bytes) -> dict[str, Any]:
+def _parse(body: bytes) -> Any:
+    """The body's JSON, or None when it is not JSON (a signed body that is not JSON is unusable, not refused)."""
     try:
-        payload = json.loads(body)
+        return json.loads(body)
     except (ValueError, RecursionError):  # ValueError covers bad UTF-8 and bad JSON
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, "body is not JSON") from None
+        return None
+
+
+def _message_type(header: str, payload: Any) -> str:
+    """The message type, from the signed body; the unsigned header must agree with it.
+
+    Only the message id, timestamp and body are signed. Whoever replays a
+    captured notification can change the header: a cheer resent as
+    ``revocation`` was recorded as one and marked seen, so the genuine
+    notification then granted nothing. The body tells the three kinds apart
+    (a challenge, an event, or neither), so the header is only checked.
+    A type Twitch may add later (unknown to us) keeps the header's word.
+    """
+    derived = _body_type(payload)
+    if header and header not in KNOWN_TYPES:
+        return header[:60]
+    if header and derived is not None and header != derived:
+        raise HTTPException(
+            status.HTTP_400_BAD_REQUEST,
+            f"{HEADER_MESSAGE_TYPE}: says {header} but the signed body is a {derived}",
+        )
+    if derived is None and not header:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"missing {HEADER_MESSAGE_TYPE} header")
+    return derived or header
+
+
+def _body_type(payload: Any) -> str | None:
     if not isinstance(payload, dict):
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, "body is not a JSON object")
-    return payload
+        return None
+    if "challenge" in payload:
+        return VERIFICATION
+    if "event" in payload:
+        return NOTIFICATION
+    if isinstance(payload.get("subscription"), dict):
+        return REVOCATION
+    return None
 
 
 def _object(payload: dict[str, Any], field: str) -> dict[str, Any]:
     value = payload.get(field)
     if not isinstance(value, dict):
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{field}: must be an object")
+        raise MalformedEvent(f"{field}: must be an object")
     return value
 
 
@@ -135,7 +205,9 @@ def _plain_type(subscription_type: str) -> str:
 # -- acting ---------------------------------------------------------------------------------------
 
 
-async def _carry_out(state: AppState, message: VerifiedMessage, subscription_type: str, plan: Plan) -> None:
+async def _carry_out(
+    state: AppState, message_id: str, subscription_type: str, plan: Plan, *, check_seen: bool = True
+) -> EventOutcome:
     """Links, then grants (queued or parked) with the seen marker and counter in one atomic step.
 
     The common case is one script call on the asyncio Redis client, shared
@@ -144,30 +216,37 @@ async def _carry_out(state: AppState, message: VerifiedMessage, subscription_typ
     so the redemption's own grant already goes to the linked user.
     """
     shown = _plain_type(subscription_type)
-    seen = state.keys.seen(SEEN_MESSAGE, message.message_id)
+    seen = state.keys.seen(SEEN_MESSAGE, message_id) if check_seen else ""
+    notes: tuple[str, ...] = ()
     if plan.links:
-        if await state.aredis.exists(seen):
+        if seen and await state.aredis.exists(seen):
             await count_event_async(state.aredis, state.keys, "twitch.duplicate")
-            return
-        await run_in_threadpool(_make_links, state, plan)
+            return EventOutcome(Outcome.DUPLICATE)
+        notes = tuple(await run_in_threadpool(_make_links, state, plan))
     outcome = "granted" if plan.grants else "ignored"
     batch = await state.creator.create(
-        [planned_for_identity(state.links, planned.to_new_grant(message.message_id)) for planned in plan.grants],
+        [planned_for_identity(state.links, planned.to_new_grant(message_id)) for planned in plan.grants],
         seen_key=seen,
         counter=f"twitch.{shown}.{outcome}",
     )
     if batch.seen:
         await count_event_async(state.aredis, state.keys, "twitch.duplicate")
-        return
+        return EventOutcome(Outcome.DUPLICATE)
     for why in plan.skipped:
-        logger.debug("twitch %s %s: rule skipped: %s", shown, message.message_id, why)
-    if plan.grants:
-        created = sum(result.created for result in batch.results)
-        logger.info("twitch %s %s: %d grant(s), %d new", shown, message.message_id, len(plan.grants), created)
+        logger.debug("twitch %s %s: rule skipped: %s", shown, message_id, why)
+    if not plan.grants:
+        return EventOutcome(Outcome.IGNORED, ignored="; ".join(plan.skipped) or f"no rule for {shown}", notes=notes)
+    created = sum(result.created for result in batch.results)
+    logger.info("twitch %s %s: %d grant(s), %d new", shown, message_id, len(plan.grants), created)
+    return grants_outcome([result.grant for result in batch.results], notes=notes)
 
 
-def _make_links(state: AppState, plan: Plan) -> None:
-    """Link rewards: link each viewer to the Discord id they typed (and queue what was parked for them)."""
+def _make_links(state: AppState, plan: Plan) -> list[str]:
+    """Link rewards: link each viewer to the Discord id they typed (and queue what was parked for them).
+
+    Returns a line per link request, for the answer and the inbox.
+    """
+    notes: list[str] = []
     for link in plan.links:
         if link.discord_user_id is None:
             logger.info(
@@ -176,6 +255,7 @@ def _make_links(state: AppState, plan: Plan) -> None:
                 link.rule_id,
             )
             count_event(state.redis, state.keys, "twitch.link_reward.invalid_input")
+            notes.append(f"link reward {link.rule_id}: the input is not a Discord id; no link made")
             continue
         released = link_and_release(state.ledger, state.links, "twitch", link.twitch_user_id, link.discord_user_id)
         logger.info(
@@ -184,16 +264,20 @@ def _make_links(state: AppState, plan: Plan) -> None:
             link.discord_user_id,
             len(released),
         )
+        notes.append(f"linked Twitch user {link.twitch_user_id} to Discord user {link.discord_user_id}")
+    return notes
 
 
-def _record_revocation(
-    state: AppState, message: VerifiedMessage, subscription: dict[str, Any], subscription_type: str
-) -> None:
-    """Remember the revocation and warn once per message: that event type's rewards stop until re-subscribed."""
-    seen = state.keys.seen(SEEN_MESSAGE, message.message_id)
-    if state.redis.exists(seen):
-        return
+def _record_revocation(state: AppState, message_id: str, subscription: dict[str, Any], subscription_type: str) -> str:
+    """Remember the revocation and warn once per message: that event type's rewards stop until re-subscribed.
+
+    Revocations have their own "seen" markers: a notification's id must never be
+    marked handled by anything but its grants. Returns the type as shown.
+    """
     shown = _plain_type(subscription_type)
+    seen = state.keys.seen(SEEN_REVOCATION_MESSAGE, message_id)
+    if state.redis.exists(seen):
+        return shown
     reason = str(subscription.get("status", ""))[:100]
     state.redis.hset(
         state.keys.source_state(SEEN_REVOCATION_STATE, shown),
@@ -201,12 +285,12 @@ def _record_revocation(
             "status": reason,
             "subscription_id": str(subscription.get("id", ""))[:100],
             "version": str(subscription.get("version", ""))[:20],
-            "message_id": message.message_id,
+            "message_id": message_id,
             "at": repr(time.time()),
         },
     )
     if not state.redis.set(seen, "1", nx=True, ex=SEEN_TTL_S):
-        return  # a concurrent delivery of the same message warned already
+        return shown  # a concurrent delivery of the same message warned already
     count_event(state.redis, state.keys, "twitch.revocation")
     text = (
         f"Twitch revoked the EventSub subscription for {shown} ({reason}): its rewards stop until "
@@ -214,3 +298,4 @@ def _record_revocation(
     )
     logger.warning("%s", text)
     capture(text, level="warning", tags={"kind": "twitch-revocation", "state": shown, "reason": reason or "unknown"})
+    return shown

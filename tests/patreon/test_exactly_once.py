@@ -77,7 +77,7 @@ def client(patreon_settings: Settings) -> Iterator[TestClient]:
 
 
 def send(client: TestClient, trigger: str, member: Member) -> None:
-    assert deliver(client, trigger, encode(member.document())).status_code == 204
+    assert deliver(client, trigger, encode(member.document())).status_code == 200
 
 
 def send_all(client: TestClient, deliveries: list[Delivery]) -> None:

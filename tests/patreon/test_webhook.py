@@ -108,8 +108,9 @@ def test_the_signature_is_hmac_md5_of_the_raw_bytes(client: TestClient, ledger: 
     assert grants(ledger) == []
 
     response = deliver(client, "members:pledge:create", body, signature=sign(body).upper())
-    assert response.status_code == 204 and response.content == b""
+    assert response.status_code == 200 and response.json()["outcome"] == "granted"
     [grant] = grants(ledger)
+    assert response.json()["granted"] == [grant.id]
     assert (grant.user_id, grant.guild_id, grant.rule, grant.source) == (
         "123456789012345678",
         GUILD,
@@ -128,20 +129,25 @@ def test_without_a_secret_the_endpoint_answers_503(make_settings: SettingsFactor
         assert deliver(client, "members:pledge:create", body).status_code == 503
 
 
-def test_malformed_bodies_and_headers_answer_400(client: TestClient, ledger: Ledger) -> None:
+def test_signed_deliveries_the_rules_cannot_read_are_kept_and_answered_200(client: TestClient, ledger: Ledger) -> None:
+    """Patreon pauses the whole webhook after repeated failures: an odd delivery must not stop every reward."""
+    inbox = client.app.state.wetbot.inbox  # type: ignore[attr-defined]
     for body in (b"{not json", b"[]", b'{"data": {"type": "member", "id": 5}}'):
         response = deliver(client, "members:update", body)
-        assert response.status_code == 400, body
+        assert response.status_code == 200 and response.json()["outcome"] == "unusable", body
+        assert inbox.get(response.json()["event_id"]).body == body
     no_trigger = client.post("/webhooks/patreon", content=b"{}", headers={"X-Patreon-Signature": sign(b"{}")})
-    assert no_trigger.status_code == 400 and "X-Patreon-Event" in no_trigger.text
+    assert no_trigger.status_code == 200 and "X-Patreon-Event" in no_trigger.json()["error"]
     assert grants(ledger) == []
+    counters = read_counters(client.app.state.wetbot.redis, client.app.state.wetbot.keys)  # type: ignore[attr-defined]
+    assert counters["patreon.unusable"] == 4
 
 
 def test_bodies_are_capped_large_not_small(client: TestClient, ledger: Ledger) -> None:
     big = Member(discord_id=USER).document()
     big["included"][1]["attributes"]["about"] = "x" * 100_000  # far beyond a real 17.6 KB body
-    assert member_event(client, "members:pledge:create", discord_id=USER).status_code == 204
-    assert deliver(client, "members:update", encode(big)).status_code == 204
+    assert member_event(client, "members:pledge:create", discord_id=USER).status_code == 200
+    assert deliver(client, "members:update", encode(big)).status_code == 200
     too_big = b" " * (MAX_BODY_BYTES + 1)
     assert deliver(client, "members:update", too_big).status_code == 413
     chunked = (b" " * 1024 * 1024 for _ in range(5))  # no Content-Length: counted as it streams in
@@ -154,16 +160,16 @@ def test_the_portal_test_payload_is_acknowledged_and_grants_nothing(
 ) -> None:
     caplog.set_level("INFO", logger="wetbot_rewards.patreon")
     body = encode(portal_test())
-    assert deliver(client, "members:pledge:create", body).status_code == 204
+    assert deliver(client, "members:pledge:create", body).status_code == 200
     assert grants(ledger) == [] and "portal test delivery" in caplog.text
 
 
 def test_authentic_events_no_rule_wants_are_acknowledged_and_counted(client: TestClient, ledger: Ledger) -> None:
-    assert deliver(client, "posts:publish", sample("posts_publish.json")).status_code == 204
-    assert deliver(client, "members:create", sample("members_create.json")).status_code == 204
+    assert deliver(client, "posts:publish", sample("posts_publish.json")).status_code == 200
+    assert deliver(client, "members:create", sample("members_create.json")).status_code == 200
     # A real capture with no Discord account; no rule takes a pledge change of unknown previous level.
-    assert deliver(client, "members:pledge:update", sample("members_pledge_update.json")).status_code == 204
-    assert deliver(client, "members:pledge:create", sample("members_pledge_create_portal_test.json")).status_code == 204
+    assert deliver(client, "members:pledge:update", sample("members_pledge_update.json")).status_code == 200
+    assert deliver(client, "members:pledge:create", sample("members_pledge_create_portal_test.json")).status_code == 200
     assert grants(ledger) == []
     counters = read_counters(client.app.state.wetbot.redis, client.app.state.wetbot.keys)  # type: ignore[attr-defined]
     assert counters == {"patreon.other.ignored": 1, "patreon.members:create.ignored": 1,
@@ -186,10 +192,10 @@ def test_create_renewal_redelivery_and_cancel_net_out_in_the_inventory(
     ]
     workers(patreon_settings)
     for trigger, member in deliveries[:-1]:
-        assert deliver(client, trigger, encode(member.document())).status_code == 204
+        assert deliver(client, trigger, encode(member.document())).status_code == 200
     wait_for(lambda: len(ledger.list_grants(GrantState.DELIVERED)) == 2, timeout_s=15)
     trigger, member = deliveries[-1]  # cancelled after delivery: taken back with a negative grant
-    assert deliver(client, trigger, encode(member.document())).status_code == 204
+    assert deliver(client, trigger, encode(member.document())).status_code == 200
     assert summary(ledger) == [
         ("welcome", USER, (("patron-crate", 1.0),)),
         ("monthly", USER, (("monthly-crate", 2.0),)),
@@ -203,7 +209,7 @@ def test_create_renewal_redelivery_and_cancel_net_out_in_the_inventory(
 
     # Patreon resumes a paused webhook and sends everything again: nothing new.
     for trigger, member in deliveries:
-        assert deliver(client, trigger, encode(member.document())).status_code == 204
+        assert deliver(client, trigger, encode(member.document())).status_code == 200
     assert len(grants(ledger)) == 3
     wait_for(lambda: len(ledger.list_grants(GrantState.DELIVERED)) == 3, timeout_s=15)
     assert sim.inventory(GUILD, USER) == {"patron-crate": 0.0, "monthly-crate": 2.0}
@@ -213,8 +219,8 @@ def test_an_unlinked_patron_is_parked_until_linked_then_delivered(
     client: TestClient, patreon_settings: Settings, ledger: Ledger, sim: WetbotSimulator,
     workers: Callable[..., RunningWorker],
 ) -> None:  # fmt: skip
-    assert member_event(client, "members:pledge:create", charge_date=MARCH).status_code == 204
-    assert member_event(client, "members:update", charge_date=APRIL).status_code == 204
+    assert member_event(client, "members:pledge:create", charge_date=MARCH).status_code == 200
+    assert member_event(client, "members:update", charge_date=APRIL).status_code == 200
     parked = grants(ledger)
     assert [(g.state, g.user_id, g.external_id) for g in parked] == [(GrantState.PARKED, "", USER_ID)] * 2
     workers(patreon_settings)
@@ -224,7 +230,7 @@ def test_an_unlinked_patron_is_parked_until_linked_then_delivered(
     wait_for(lambda: len(ledger.list_grants(GrantState.DELIVERED)) == 2, timeout_s=15)
     assert sim.inventory(GUILD, USER) == {"patron-crate": 1.0, "monthly-crate": 2.0}
     # Once linked, new grants go straight to the linked user.
-    assert member_event(client, "members:update", charge_date=MAY).status_code == 204
+    assert member_event(client, "members:update", charge_date=MAY).status_code == 200
     assert grants(ledger)[-1].user_id == USER and grants(ledger)[-1].state != GrantState.PARKED
 
 
@@ -241,17 +247,17 @@ def test_require_paid_grants_once_the_first_charge_is_paid(
             response = member_event(
                 client, "members:pledge:create", discord_id=USER, status="Pending", charge_date=MARCH
             )
-            assert response.status_code == 204
+            assert response.status_code == 200
         assert grants(ledger) == []
         assert (
-            member_event(client, "members:update", discord_id=USER, status="Paid", charge_date=MARCH).status_code == 204
+            member_event(client, "members:update", discord_id=USER, status="Paid", charge_date=MARCH).status_code == 200
         )
         assert (
-            member_event(client, "members:update", discord_id=USER, status="Paid", charge_date=MARCH).status_code == 204
+            member_event(client, "members:update", discord_id=USER, status="Paid", charge_date=MARCH).status_code == 200
         )
         # The pending pledge replayed after its grant: no new hold, nothing granted again.
         member_event(client, "members:pledge:create", discord_id=USER, status="Pending", charge_date=MARCH)
-        assert member_event(client, "members:update", discord_id=USER, charge_date=MARCH).status_code == 204
+        assert member_event(client, "members:update", discord_id=USER, charge_date=MARCH).status_code == 200
         [grant] = grants(ledger)
         assert grant.items[0].amount == 1
         # A refund takes it back, once: not sent yet (no worker here), so it is cancelled.
@@ -295,7 +301,7 @@ def test_a_delivery_racing_another_for_the_same_member_is_decided_again(
 
     monkeypatch.setattr(patreon_members, "decide", racing)
     with TestClient(create_app(make_settings(patreon_webhook_secret=SECRET))) as client:
-        assert member_event(client, "members:update", discord_id=USER, charge_date=MARCH).status_code == 204
+        assert member_event(client, "members:update", discord_id=USER, charge_date=MARCH).status_code == 200
     assert [len(plan.grants) for plan in attempts] == [0, 1]  # the first decision saw no hold; the second did
     [grant] = grants(ledger)
     assert grant.idempotency_key == f"patreon:{MEMBER}:pledge-x:paid"
@@ -319,6 +325,6 @@ def test_a_member_always_losing_the_race_gets_a_503_and_nothing_written(
     # Grants and memory are written in one step: a lost race leaves neither.
     assert store.load(MEMBER).grants == {} and grants(ledger) == []
     monkeypatch.setattr(patreon_members, "decide", real)
-    assert member_event(client, "members:pledge:create", discord_id=USER, charge_date=MARCH).status_code == 204
+    assert member_event(client, "members:pledge:create", discord_id=USER, charge_date=MARCH).status_code == 200
     [grant] = grants(ledger)
     assert store.load(MEMBER).grants == {"welcome": (grant.id,)}

@@ -56,14 +56,14 @@ def test_send_test_posts_a_signed_sample_and_prints_the_answer(
 ) -> None:
     assert main(["send-test", "twitch", "channel.cheer", "--url", served, "--user-id", LINKED_TWITCH]) == 0
     out = capsys.readouterr().out
-    assert "answer: 204 No Content" in out and SECRET not in out
+    assert "answer: 200 OK" in out and SECRET not in out
     [grant] = ledger.list_grants()
     assert (grant.state, grant.user_id, grant.rule, grant.items[0].amount) == (GrantState.QUEUED, USER, "cheer", 10)
 
     # Without --url it uses $PORT; the reward id defaults to the rules file's first redemption rule.
     monkeypatch.setenv("PORT", served.rsplit(":", 1)[1])
     assert main(["send-test", "twitch", "channel.channel_points_custom_reward_redemption.add"]) == 0
-    assert "answer: 204" in capsys.readouterr().out
+    assert "answer: 200" in capsys.readouterr().out
     assert {g.rule for g in ledger.list_grants()} == {"cheer", "potion"}
 
     assert main(["send-test", "twitch", "channel.follow", "--message-type", "webhook_callback_verification"]) == 0

@@ -1,0 +1,87 @@
+"""Re-processing an inbox event after the rules or links were fixed (``wetbot-rewards events reprocess``).
+
+The stored body goes through the same handler as a live delivery, under the
+same idempotency keys, so re-processing never grants twice:
+
+* ``unusable`` and ``received`` events (the rules could not read it; or the
+  handler died) are handled as if delivered again: whatever a first handling
+  did create is found by its keys, not made again;
+* ``ignored`` events granted nothing, so a Twitch message's "seen" marker
+  (set when it was ignored) is not asked; its grants' keys still are;
+* events that made or found grants (``granted``, ``parked``, ``duplicate``) and
+  revocations, challenges and test payloads are left as they are: there is
+  nothing to re-process, and saying so is the idempotent answer.
+
+A ``received`` event older than the idempotency claims' lifetime is refused:
+its grants, if a handling made them, could no longer be found by their keys.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from producers.inbox import EventOutcome, InboxEvent, Outcome
+from producers.patreon.webhook import handle_delivery
+from producers.settle import settle_event
+from producers.state import AppState
+from producers.twitch.webhook import handle_message
+from worker.keys import IDEMPOTENCY_TTL_S
+
+__all__ = ["REPROCESSABLE", "NothingToReprocess", "ReprocessRefused", "reprocess"]
+
+#: Outcomes whose events can be re-processed.
+REPROCESSABLE = frozenset({Outcome.RECEIVED, Outcome.UNUSABLE, Outcome.IGNORED})
+#: Seconds before a claim expires that a ``received`` event stops being re-processable.
+CLAIM_MARGIN_S = 86_400.0
+
+
+class ReprocessRefused(Exception):
+    """The event cannot be re-processed (unknown id, too old); the message says why."""
+
+
+class NothingToReprocess(Exception):
+    """The event's outcome leaves nothing to re-process; ``event`` is the entry as it stands."""
+
+    def __init__(self, event: InboxEvent) -> None:
+        super().__init__(f"event {event.id} is {event.outcome.outcome.value}: nothing to re-process")
+        self.event = event
+
+
+async def reprocess(state: AppState, event_id: str, *, now: float | None = None) -> EventOutcome:
+    """Handle the stored event again and record the new outcome.
+
+    Raises:
+      ReprocessRefused: no such event, or a ``received`` one past its claims' lifetime.
+      NothingToReprocess: the event already made or found its grants (or is not a grant event).
+      RedisError, BrokerError: storage trouble; nothing was recorded (run it again).
+    """
+    event = state.inbox.get(event_id)
+    if event is None:
+        raise ReprocessRefused(f"no event {event_id} in the inbox (a mistyped id, or older than EVENT_RETENTION_DAYS)")
+    kind = event.outcome.outcome
+    if kind not in REPROCESSABLE:
+        raise NothingToReprocess(event)
+    age_s = (time.time() if now is None else now) - event.received_at
+    if kind == Outcome.RECEIVED and age_s > IDEMPOTENCY_TTL_S - CLAIM_MARGIN_S:
+        raise ReprocessRefused(
+            f"event {event_id} was received {age_s / 86_400:.0f} days ago: grants a handling may have made then"
+            " can no longer be found by their idempotency keys, so it is not re-processed (check its grants by hand)"
+        )
+    if event.source == "twitch":
+        outcome = await handle_message(
+            state, event.ref, event.kind, _json(event.body), after_ignored=kind == Outcome.IGNORED
+        )
+    elif event.source == "patreon":
+        outcome = await handle_delivery(state, event.headers.get("x-patreon-event", ""), event.body)
+    else:
+        raise ReprocessRefused(f"event {event_id} comes from an unknown source {event.source!r}")
+    await settle_event(state, event.source, event.id, outcome, reprocess=True)
+    return outcome
+
+
+def _json(body: bytes) -> object:
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        return None

@@ -1,0 +1,185 @@
+"""The event inbox: re-processing after a fix (never twice), the CLI, and retention."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
+
+from config.settings import Settings
+from producers.app import create_app
+from producers.cli import main
+from producers.inbox import EventInbox, EventOutcome, Outcome
+from producers.twitch.samples import sample_event, sample_payload, signed_request
+from tests.conftest import GUILD, TEST_REDIS_URL, USER, SettingsFactory
+from worker.keys import Keys
+from worker.ledger import Ledger
+from worker.retention import trim_events
+
+SECRET = "twitch-test-secret-inbox-77"
+TWITCH_USER = "4242"
+BASE_RULES = f"""
+guild_id = "{GUILD}"
+
+[[twitch.rules]]
+name = "follow"
+event = "channel.follow"
+items = [{{ id = "kit", amount = 1 }}]
+
+[twitch.links]
+"{TWITCH_USER}" = "{USER}"
+"""
+CHEER_RULE = """
+[[twitch.rules]]
+name = "cheer"
+event = "channel.cheer"
+per_bits = 100
+items = [{ id = "gem", amount = 1 }]
+"""
+
+
+@pytest.fixture
+def rules(tmp_path: Path) -> Path:
+    path = tmp_path / "rewards.toml"
+    path.write_text(BASE_RULES, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def app_settings(make_settings: SettingsFactory, rules: Path) -> Settings:
+    return make_settings(rewards_file=rules, twitch_webhook_secret=SECRET)
+
+
+@pytest.fixture
+def client(app_settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(app_settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, app_settings: Settings, rules: Path) -> None:
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    monkeypatch.setenv("REDIS_URL", app_settings.redis_url)
+    monkeypatch.setenv("REDIS_KEY_PREFIX", app_settings.redis_key_prefix)
+    monkeypatch.setenv("REWARDS_FILE", str(rules))
+    monkeypatch.setenv("TWITCH_WEBHOOK_SECRET", SECRET)
+    monkeypatch.setenv("WETBOT_API_KEY", "test-key-for-the-cli-0001")
+
+
+def cheer(client: TestClient, bits: int = 300, message_id: str | None = None) -> dict[str, object]:
+    event = sample_event("channel.cheer")
+    event.update(user_id=TWITCH_USER, bits=bits)
+    body, headers = signed_request(SECRET, sample_payload("channel.cheer", event), message_id=message_id)
+    response = client.post("/webhooks/twitch", content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    answer: dict[str, object] = response.json()
+    return answer
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_an_ignored_event_grants_once_when_reprocessed_after_the_rules_are_fixed(
+    client: TestClient, rules: Path, ledger: Ledger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    answer = cheer(client)
+    assert answer["outcome"] == "ignored" and ledger.list_grants() == []
+    event_id = str(answer["event_id"])
+
+    rules.write_text(BASE_RULES + CHEER_RULE, encoding="utf-8")  # the streamer adds the cheer rule
+    assert main(["events", "reprocess", event_id]) == 0
+    assert '"outcome": "granted"' in capsys.readouterr().out
+    [grant] = ledger.list_grants()
+    assert (grant.user_id, grant.items[0].item_id, grant.items[0].amount) == (USER, "gem", 3)
+
+    # Twice (a double click, a retried command): nothing more.
+    assert main(["events", "reprocess", event_id]) == 0
+    assert "nothing to do: granted" in capsys.readouterr().out
+    # Twitch redelivering the message: still nothing more.
+    assert cheer(client, message_id=ledger.get(grant.id).source_ref)["outcome"] == "duplicate"  # type: ignore[union-attr]
+    assert len(ledger.list_grants()) == 1
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_an_event_whose_handler_died_is_reprocessed_once_even_concurrently(
+    client: TestClient, rules: Path, ledger: Ledger, redis: Redis, keys: Keys, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rules.write_text(BASE_RULES + CHEER_RULE, encoding="utf-8")
+    event = sample_event("channel.cheer")
+    event.update(user_id=TWITCH_USER, bits=500)
+    body, headers = signed_request(SECRET, sample_payload("channel.cheer", event))
+    state = client.app.state.wetbot  # type: ignore[attr-defined]
+    message_id = headers["twitch-eventsub-message-id"]
+
+    async def kept_but_not_handled() -> str:
+        received = await EventInbox(redis, state.aredis, keys).receive(
+            "twitch", "notification", message_id, headers, body
+        )
+        return received.id
+
+    event_id = client.portal.call(kept_but_not_handled)  # type: ignore[union-attr]
+    assert state.inbox.get(event_id).outcome.outcome == Outcome.RECEIVED
+    with ThreadPoolExecutor(3) as pool:
+        codes = list(pool.map(lambda _: main(["events", "reprocess", event_id]), range(3)))
+    assert codes == [0, 0, 0]
+    [grant] = ledger.list_grants()
+    kept = state.inbox.get(event_id)
+    assert grant.items[0].amount == 5 and kept.reprocessed >= 1
+    assert kept.outcome.outcome == Outcome.GRANTED and kept.outcome.granted == (grant.id,)
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_events_list_and_show_print_what_happened_with_data_escaped(
+    client: TestClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hostile = b'{"subscription": {"type": "channel.cheer"}, "event": {"bits": "\x1b[2J\xe2\x80\xae", "user_id": "1"}}'
+    body, headers = signed_request(SECRET, hostile)
+    answer = client.post("/webhooks/twitch", content=body, headers=headers).json()
+    assert answer["outcome"] == "unusable"
+    assert main(["events", "list", "--outcome", "unusable"]) == 0
+    listed = capsys.readouterr().out
+    assert answer["event_id"] in listed and "unusable" in listed
+    assert main(["events", "show", answer["event_id"]]) == 0
+    shown = capsys.readouterr().out
+    assert "\x1b" not in shown and "\u202e" not in shown and "\\x1b" in shown and "\\u202e" in shown
+    assert "twitch-eventsub-message-signature" not in shown and SECRET not in shown
+    assert main(["events", "reprocess", "0" * 24]) == 1
+    assert "refused: no event" in capsys.readouterr().out
+
+
+def test_retention_deletes_old_events_with_their_index_entries_and_is_safe_twice(
+    client: TestClient, redis: Redis, keys: Keys
+) -> None:
+    old, new = cheer(client)["event_id"], cheer(client)["event_id"]
+    redis.zadd(keys.events(), {str(old): 1_000})  # received long ago
+    redis.zadd(keys.events_by_outcome("ignored"), {str(old): 1_000})
+    assert trim_events(redis, keys, retention_s=30 * 86_400, now=time.time()) == 1
+    assert trim_events(redis, keys, retention_s=30 * 86_400, now=time.time()) == 0
+    inbox = client.app.state.wetbot.inbox  # type: ignore[attr-defined]
+    assert inbox.get(str(old)) is None and inbox.get(str(new)) is not None
+    assert redis.zscore(keys.events_by_outcome("ignored"), str(old)) is None
+    assert [e.id for e in inbox.recent()] == [new]
+
+
+def test_receive_and_settle_are_atomic_steps_safe_to_repeat(redis: Redis, keys: Keys) -> None:
+    async def scenario() -> None:
+        aredis = AsyncRedis.from_url(TEST_REDIS_URL)
+        inbox = EventInbox(redis, aredis, keys)
+        first = await inbox.receive("patreon", "members:update", "ref-1", {"x-patreon-signature": "s"}, b"{}")
+        again = await inbox.receive("patreon", "members:update", "ref-1", {}, b"other")
+        assert (first.new, again.new, first.id) == (True, False, again.id)
+        granted = EventOutcome(Outcome.GRANTED, granted=("g1",))
+        assert (await inbox.settle(first.id, granted)).outcome == Outcome.GRANTED
+        dup = await inbox.settle(first.id, EventOutcome(Outcome.DUPLICATE), mode="first")
+        assert dup.outcome == Outcome.GRANTED  # a redelivery never overwrites the first outcome
+        await aredis.aclose()
+        kept = inbox.get(first.id)
+        assert kept is not None and kept.body == b"{}" and kept.headers == {} and kept.deliveries == 2
+        assert inbox.count(Outcome.GRANTED) == 1 and inbox.count(Outcome.RECEIVED) == 0
+
+    asyncio.run(scenario())
