@@ -246,9 +246,12 @@ class ChannelPointsRedemptionRule(_TwitchRule):
 
 
 class FollowRule(_TwitchRule):
-    """``channel.follow`` (v2). Unfollow and re-follow sends a new event: dedupe per user if that matters."""
+    """``channel.follow`` (v2). Unfollow and re-follow sends a new event under a new message id."""
 
     event: Literal["channel.follow"]
+    #: Reward each viewer once per channel, ever (default); false: once per follow notification, so
+    #: unfollowing and following again earns the reward again.
+    once_per_viewer: bool = True
 
 
 class RaidRule(_TwitchRule):

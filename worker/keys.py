@@ -61,7 +61,7 @@ class Keys:
         return f"{self.prefix}:grants"
 
     def idempotency(self, idempotency_key: str) -> str:
-        """STRING grant id, claimed with SET NX for ``IDEMPOTENCY_TTL_S``."""
+        """STRING grant id, claimed for ``IDEMPOTENCY_TTL_S`` (without a TTL for ``NewGrant.keep_claim``)."""
         return f"{self.prefix}:idem:{idempotency_key}"
 
     def due(self) -> str:

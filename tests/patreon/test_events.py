@@ -114,14 +114,16 @@ def test_dates_normalise_to_utc_and_sort_as_text() -> None:
 
 
 #: A rule of every kind, so ``decide`` takes every branch that compares or parses a date.
-RULES = parse_rewards({"guild_id": GUILD, "patreon": {"rules": [
-    {"name": name, "items": [{"id": "gem", "amount": 1}], **spec} for name, spec in [
-        ("welcome", {"event": "members:pledge:create", "revoke_on": ["members:pledge:delete"]}),
-        ("paid", {"event": "members:pledge:create", "require_paid": True}),
-        ("monthly", {"event": "renewal"}),
-        ("upgrade", {"event": "members:pledge:update", "upgrade_only": True}),
-    ]
-]}}).patreon.rules  # fmt: skip
+_RULE_KINDS: list[tuple[str, dict[str, Any]]] = [
+    ("welcome", {"event": "members:pledge:create", "revoke_on": ["members:pledge:delete"]}),
+    ("paid", {"event": "members:pledge:create", "require_paid": True}),
+    ("monthly", {"event": "renewal"}),
+    ("upgrade", {"event": "members:pledge:update", "upgrade_only": True}),
+]
+RULES = parse_rewards(
+    {"guild_id": GUILD, "patreon": {"rules": [{"name": n, "items": [{"id": "gem", "amount": 1}], **spec}
+                                              for n, spec in _RULE_KINDS]}}
+).patreon.rules  # fmt: skip
 
 #: Dates at the edges: the first and last years, the widest offsets and beyond, leap seconds, odd forms.
 EDGE_DATES = [

@@ -227,8 +227,13 @@ def test_every_documented_sample_is_granted_and_parked_for_unlinked_users(
         for grant in made:
             assert grant.state == GrantState.PARKED and grant.user_id == "" and grant.platform == "twitch"
             assert grant.guild_id == GUILD and grant.source == "twitch" and grant.reason
-            event_id = json.loads(payload).get("event", {}).get("id")
-            assert grant.idempotency_key == f"twitch:{event_id or message_id}:{grant.rule}"
+            event = json.loads(payload).get("event", {})
+            if grant.rule == "follow":  # once per viewer and channel, for good (no TTL)
+                once = f"follow-{event['broadcaster_user_id']}-{event['user_id']}"
+                assert grant.idempotency_key == f"twitch:{once}:follow"
+                assert ttl(redis, keys.idempotency(grant.idempotency_key)) == -1
+                continue
+            assert grant.idempotency_key == f"twitch:{event.get('id') or message_id}:{grant.rule}"
             assert ttl(redis, keys.idempotency(grant.idempotency_key)) >= MIN_DEDUPE_S
         assert ttl(redis, keys.seen(SEEN_MESSAGE, message_id)) >= MIN_DEDUPE_S
     assert counters(redis, keys)["twitch.channel.cheer.granted"] == 1
@@ -255,6 +260,73 @@ def test_the_same_redemption_under_a_new_message_id_grants_once(client: TestClie
     assert post(client, payload, message_id="m-2").status_code == 204
     [grant] = grants(ledger)
     assert grant.idempotency_key == f"twitch:{payload['event']['id']}:potion"
+
+
+def test_a_viewer_following_again_and_again_is_rewarded_once_per_channel(
+    twitch_settings: Settings, ledger: Ledger, redis: Redis, keys: Keys
+) -> None:
+    """Unfollow and refollow: new notifications, new message ids, one ``kit`` per viewer and channel, for good."""
+    with TestClient(create_app(twitch_settings)) as client:
+        for _ in range(3):
+            assert notify(client, "channel.follow", user_id="777").status_code == 204
+        assert notify(client, "channel.follow", user_id="778").status_code == 204  # another viewer
+        other_channel = sample_event("channel.follow", user_id="777", broadcaster_id="9999")
+        assert post(client, sample_payload("channel.follow", other_channel, broadcaster_id="9999")).status_code == 204
+    first = grants(ledger)[0]
+    assert [(g.external_id, g.idempotency_key) for g in grants(ledger)] == [
+        ("777", "twitch:follow-1337-777:follow"),
+        ("778", "twitch:follow-1337-778:follow"),
+        ("777", "twitch:follow-9999-777:follow"),
+    ]
+    # The claim never expires, so the once holds past the 40 days other claims live, and past restarts:
+    # a new app (another process, as after a deploy) finds it; so does a refollow after the grant was delivered.
+    assert ttl(redis, keys.idempotency(first.idempotency_key)) == -1
+    assert ledger.transition(first.id, GrantState.CANCELLED, "delivered or withdrawn: either way final")
+    with TestClient(create_app(twitch_settings)) as client:
+        assert notify(client, "channel.follow", user_id="777").status_code == 204
+    assert len(grants(ledger)) == 3
+    assert counters(redis, keys)["twitch.channel.follow.granted"] == 6  # every notification handled, 3 grants
+
+
+def test_concurrent_follows_of_one_viewer_grant_once(twitch_settings: Settings, ledger: Ledger) -> None:
+    """Follow, unfollow, follow within a second: the notifications race; the claim is taken in one script."""
+    deliveries = [signed_request(SECRET, sample_payload("channel.follow", sample_event("channel.follow",
+                  user_id="4321"))) for _ in range(12)]  # fmt: skip
+    start = threading.Barrier(len(deliveries))
+
+    def deliver(delivery: tuple[bytes, dict[str, str]]) -> int:
+        body, headers = delivery
+        with requests.Session() as session:
+            session.get(f"{url}/healthz", timeout=10)
+            start.wait(timeout=10)
+            return session.post(f"{url}/webhooks/twitch", data=body, headers=headers, timeout=10).status_code
+
+    with serve_app(create_app(twitch_settings)) as url, ThreadPoolExecutor(len(deliveries)) as pool:
+        assert list(pool.map(deliver, deliveries)) == [204] * len(deliveries)
+    [grant] = grants(ledger)
+    assert grant.idempotency_key == "twitch:follow-1337-4321:follow"
+
+
+def test_once_per_viewer_false_rewards_every_follow_notification(
+    make_settings: SettingsFactory, tmp_path: Path, ledger: Ledger, redis: Redis, keys: Keys
+) -> None:
+    path = tmp_path / "every-follow.toml"
+    path.write_text(RULES.replace('event = "channel.follow"', 'event = "channel.follow"\nonce_per_viewer = false'))
+    with TestClient(create_app(make_settings(rewards_file=path, twitch_webhook_secret=SECRET))) as client:
+        ids = [str(uuid.uuid4()) for _ in range(3)]
+        for message_id in ids:
+            assert notify(client, "channel.follow", user_id="777", message_id=message_id).status_code == 204
+        assert notify(client, "channel.follow", user_id="777", message_id=ids[0]).status_code == 204  # redelivery
+    assert [g.idempotency_key for g in grants(ledger)] == [f"twitch:{m}:follow" for m in ids]
+    assert all(ttl(redis, keys.idempotency(g.idempotency_key)) > 0 for g in grants(ledger))
+
+
+def test_a_follow_without_a_channel_id_is_malformed(client: TestClient, ledger: Ledger) -> None:
+    event = sample_event("channel.follow", user_id="777")
+    del event["broadcaster_user_id"]
+    response = post(client, sample_payload("channel.follow", event))
+    assert response.status_code == 400 and "broadcaster_user_id" in response.text
+    assert grants(ledger) == []
 
 
 def test_a_gift_bomb_rewards_gifter_and_recipients_once_each(client: TestClient, ledger: Ledger) -> None:
