@@ -350,6 +350,9 @@ class TwitchSection(_Model):
     rules: list[TwitchRule] = Field(default_factory=list)
     #: Twitch user id → Discord user id. Run-time links (``POST /links``) add to these.
     links: dict[TwitchUserId, Snowflake] = Field(default_factory=dict)
+    #: Most Twitch accounts one Discord id may link to itself by redeeming a ``link_reward``
+    #: (operator and static links do not count); more would let one viewer farm rewards.
+    max_twitch_accounts: int = Field(default=1, ge=1, le=1000)
 
     @model_validator(mode="after")
     def _ids(self) -> TwitchSection:

@@ -36,7 +36,7 @@ from starlette.concurrency import run_in_threadpool
 from producers.counters import count_event, count_event_async
 from producers.request_body import read_capped_body
 from producers.state import AppState, app_state
-from producers.submit import link_and_release, planned_for_identity
+from producers.submit import planned_for_identity, self_link_and_release
 from producers.twitch.rules import MalformedEvent, Plan, plan_notification
 from producers.twitch.signature import HEADER_MESSAGE_TYPE, SignatureRejected, VerifiedMessage, verify
 from worker.keys import SEEN_TTL_S
@@ -167,7 +167,12 @@ async def _carry_out(state: AppState, message: VerifiedMessage, subscription_typ
 
 
 def _make_links(state: AppState, plan: Plan) -> None:
-    """Link rewards: link each viewer to the Discord id they typed (and queue what was parked for them)."""
+    """Link rewards: link each viewer to the Discord id they typed (and queue what was parked for them).
+
+    Self-made links only (``LinkStore.add_self``): one that would replace another link, or pass
+    ``max_twitch_accounts``, is refused, logged and counted; the redemption's grant then follows the
+    viewer's existing link, or is parked.
+    """
     for link in plan.links:
         if link.discord_user_id is None:
             logger.info(
@@ -177,7 +182,17 @@ def _make_links(state: AppState, plan: Plan) -> None:
             )
             count_event(state.redis, state.keys, "twitch.link_reward.invalid_input")
             continue
-        released = link_and_release(state.ledger, state.links, "twitch", link.twitch_user_id, link.discord_user_id)
+        outcome, released = self_link_and_release(
+            state.ledger, state.links, "twitch", link.twitch_user_id, link.discord_user_id,
+            max_accounts=state.rewards.twitch.max_twitch_accounts,
+        )  # fmt: skip
+        if outcome.refused:
+            logger.warning(
+                "twitch user %s redeemed a link reward (%s) for Discord user %s; not linked: %s",
+                link.twitch_user_id, link.rule_id, link.discord_user_id, outcome.why,
+            )  # fmt: skip
+            count_event(state.redis, state.keys, f"twitch.link_reward.refused.{outcome.value}")
+            continue
         logger.info(
             "twitch user %s linked to Discord user %s by redemption; %d parked grant(s) queued",
             link.twitch_user_id,

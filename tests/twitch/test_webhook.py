@@ -459,6 +459,123 @@ def test_a_link_reward_links_and_releases_what_was_parked(
     assert len(made) == 3 and all(g.state == GrantState.QUEUED and g.user_id == USER for g in made)
 
 
+REDEMPTION = "channel.channel_points_custom_reward_redemption.add"
+OTHER = "333333333333333333"
+THIRD = "444444444444444444"
+OPERATOR = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def link_of(client: TestClient, twitch_user: str) -> str | None:
+    return client.app.state.wetbot.links.resolve("twitch", twitch_user)  # type: ignore[attr-defined, no-any-return]
+
+
+def refused(redis: Redis, keys: Keys) -> dict[str, int]:
+    prefix = "twitch.link_reward.refused."
+    return {name[len(prefix) :]: n for name, n in counters(redis, keys).items() if name.startswith(prefix)}
+
+
+def test_a_redemption_never_replaces_a_static_or_operator_link(
+    client: TestClient, ledger: Ledger, redis: Redis, keys: Keys
+) -> None:
+    """The streamer's account is linked in the file; a viewer who types another Discord id takes nothing."""
+    assert redeem_link(client, LINKED_TWITCH, OTHER).status_code == 204
+    assert client.post("/links", json={"platform": "twitch", "external_id": "600", "discord_user_id": USER},
+                       headers=OPERATOR).status_code == 201  # fmt: skip
+    assert redeem_link(client, "600", f"<@{OTHER}>").status_code == 204
+    assert (link_of(client, LINKED_TWITCH), link_of(client, "600")) == (USER, USER)
+    assert refused(redis, keys) == {"static": 1, "operator": 1}
+    # The streamer's next cheer still goes to the streamer, and each redemption's own grant where it should.
+    assert notify(client, "channel.cheer", user_id=LINKED_TWITCH, bits=100).status_code == 204
+    paid = [(g.rule, g.external_id, g.user_id, g.state) for g in grants(ledger)]
+    assert paid == [("link", LINKED_TWITCH, USER, GrantState.QUEUED), ("link", "600", USER, GrantState.QUEUED),
+                    ("cheer", LINKED_TWITCH, USER, GrantState.QUEUED)]  # fmt: skip
+    # Redeeming the link one already has is no refusal.
+    assert redeem_link(client, "600", USER).status_code == 204
+    assert refused(redis, keys) == {"static": 1, "operator": 1}
+
+
+def test_a_self_made_link_is_moved_only_by_an_operator(
+    client: TestClient, ledger: Ledger, redis: Redis, keys: Keys
+) -> None:
+    assert redeem_link(client, "601", OTHER).status_code == 204
+    assert redeem_link(client, "601", THIRD).status_code == 204  # the same viewer, or whoever got their account
+    assert link_of(client, "601") == OTHER and refused(redis, keys) == {"self-made": 1}
+    listed = client.get("/links/twitch", headers=OPERATOR).json()["links"]
+    assert {"external_id": "601", "discord_user_id": OTHER, "origin": "self"} in listed
+    assert all(g.user_id == OTHER for g in grants(ledger))  # both redemptions' grants went to the standing link
+
+    moved = {"platform": "twitch", "external_id": "601", "discord_user_id": THIRD}
+    assert client.post("/links", json=moved, headers=OPERATOR).status_code == 201
+    assert link_of(client, "601") == THIRD
+    listed = client.get("/links/twitch", headers=OPERATOR).json()["links"]
+    assert {"external_id": "601", "discord_user_id": THIRD, "origin": "runtime"} in listed
+    # OTHER's self-made link moved away, so OTHER may link one account by redemption again.
+    assert redeem_link(client, "602", OTHER).status_code == 204
+    assert link_of(client, "602") == OTHER and refused(redis, keys) == {"self-made": 1}
+    # An operator's removal frees the account for a redemption again.
+    assert client.delete("/links/twitch/601", headers=OPERATOR).status_code == 204
+    assert redeem_link(client, "601", "555555555555555555").status_code == 204
+    assert link_of(client, "601") == "555555555555555555"
+
+
+@pytest.mark.parametrize("cap", [None, 3])
+def test_a_discord_id_takes_at_most_max_twitch_accounts_self_made_links(
+    make_settings: SettingsFactory, tmp_path: Path, ledger: Ledger, redis: Redis, keys: Keys, cap: int | None
+) -> None:
+    path = tmp_path / "capped.toml"
+    rules = RULES if cap is None else RULES.replace("[twitch.links]", f"[twitch]\nmax_twitch_accounts = {cap}\n\n"
+                                                                      "[twitch.links]")  # fmt: skip
+    path.write_text(rules, encoding="utf-8")
+    allowed = cap or 1  # the default
+    with TestClient(create_app(make_settings(rewards_file=path, twitch_webhook_secret=SECRET))) as client:
+        farm = [str(700 + n) for n in range(allowed + 2)]
+        for account in farm:
+            assert redeem_link(client, account, OTHER).status_code == 204
+        assert [link_of(client, a) for a in farm] == [OTHER] * allowed + [None, None]
+        # An operator may still link more accounts to that Discord id; those do not count.
+        extra = {"platform": "twitch", "external_id": "799", "discord_user_id": OTHER}
+        assert client.post("/links", json=extra, headers=OPERATOR).status_code == 201
+    assert refused(redis, keys) == {"full": 2}
+    states = {g.external_id: g.state for g in grants(ledger)}
+    assert [states[a] for a in farm] == [GrantState.QUEUED] * allowed + [GrantState.PARKED] * 2
+
+
+def test_concurrent_redemptions_cannot_both_pass_the_cap(
+    twitch_settings: Settings, ledger: Ledger, redis: Redis, keys: Keys
+) -> None:
+    accounts = [str(800 + n) for n in range(10)]
+    deliveries = []
+    for account in accounts:
+        event = sample_event(REDEMPTION, user_id=account,
+                             reward_id=LINK_REWARD, user_input=OTHER)  # fmt: skip
+        deliveries.append(signed_request(SECRET, sample_payload(REDEMPTION, event)))
+    start = threading.Barrier(len(deliveries))
+
+    def deliver(delivery: tuple[bytes, dict[str, str]]) -> int:
+        body, headers = delivery
+        with requests.Session() as session:
+            session.get(f"{url}/healthz", timeout=10)
+            start.wait(timeout=10)
+            return session.post(f"{url}/webhooks/twitch", data=body, headers=headers, timeout=10).status_code
+
+    with serve_app(create_app(twitch_settings)) as url, ThreadPoolExecutor(len(deliveries)) as pool:
+        assert list(pool.map(deliver, deliveries)) == [204] * len(deliveries)
+    linked = {ext.decode() for ext, discord in cast(dict[bytes, bytes], redis.hgetall(keys.links("twitch"))).items()
+              if discord.decode() == OTHER}  # fmt: skip
+    assert len(linked) == 1 and refused(redis, keys) == {"full": 9}
+    assert sorted(g.state for g in grants(ledger)) == sorted([GrantState.QUEUED] + [GrantState.PARKED] * 9)
+
+
+def test_links_stored_before_origins_were_kept_count_as_operator_links(
+    client: TestClient, redis: Redis, keys: Keys
+) -> None:
+    redis.hset(keys.links("twitch"), "650", USER)  # how every run-time link was stored until now
+    assert redeem_link(client, "650", OTHER).status_code == 204
+    assert link_of(client, "650") == USER and refused(redis, keys) == {"operator": 1}
+    listed = client.get("/links/twitch", headers=OPERATOR).json()["links"]
+    assert {"external_id": "650", "discord_user_id": USER, "origin": "runtime"} in listed
+
+
 def test_three_parked_grants_are_delivered_exactly_once_after_a_link(
     client: TestClient,
     twitch_settings: Settings,
