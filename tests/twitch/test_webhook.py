@@ -148,6 +148,21 @@ def ttl(redis: Redis, key: str) -> int:
     return int(cast(int, redis.ttl(key)))
 
 
+def post_together(settings: Settings, deliveries: list[tuple[bytes, dict[str, str]]]) -> list[int]:
+    """Signed deliveries sent at once through a real server, one connection each; their status codes."""
+    start = threading.Barrier(len(deliveries))
+
+    def deliver(delivery: tuple[bytes, dict[str, str]]) -> int:
+        body, headers = delivery
+        with requests.Session() as session:
+            session.get(f"{url}/healthz", timeout=10)  # connect first, so the posts go out together
+            start.wait(timeout=10)
+            return session.post(f"{url}/webhooks/twitch", data=body, headers=headers, timeout=10).status_code
+
+    with serve_app(create_app(settings)) as url, ThreadPoolExecutor(len(deliveries)) as pool:
+        return list(pool.map(deliver, deliveries))
+
+
 # -- handshake, signature, freshness -----------------------------------------------------------------
 
 
@@ -292,17 +307,7 @@ def test_concurrent_follows_of_one_viewer_grant_once(twitch_settings: Settings, 
     """Follow, unfollow, follow within a second: the notifications race; the claim is taken in one script."""
     deliveries = [signed_request(SECRET, sample_payload("channel.follow", sample_event("channel.follow",
                   user_id="4321"))) for _ in range(12)]  # fmt: skip
-    start = threading.Barrier(len(deliveries))
-
-    def deliver(delivery: tuple[bytes, dict[str, str]]) -> int:
-        body, headers = delivery
-        with requests.Session() as session:
-            session.get(f"{url}/healthz", timeout=10)
-            start.wait(timeout=10)
-            return session.post(f"{url}/webhooks/twitch", data=body, headers=headers, timeout=10).status_code
-
-    with serve_app(create_app(twitch_settings)) as url, ThreadPoolExecutor(len(deliveries)) as pool:
-        assert list(pool.map(deliver, deliveries)) == [204] * len(deliveries)
+    assert post_together(twitch_settings, deliveries) == [204] * len(deliveries)
     [grant] = grants(ledger)
     assert grant.idempotency_key == "twitch:follow-1337-4321:follow"
 
@@ -549,17 +554,7 @@ def test_concurrent_redemptions_cannot_both_pass_the_cap(
         event = sample_event(REDEMPTION, user_id=account,
                              reward_id=LINK_REWARD, user_input=OTHER)  # fmt: skip
         deliveries.append(signed_request(SECRET, sample_payload(REDEMPTION, event)))
-    start = threading.Barrier(len(deliveries))
-
-    def deliver(delivery: tuple[bytes, dict[str, str]]) -> int:
-        body, headers = delivery
-        with requests.Session() as session:
-            session.get(f"{url}/healthz", timeout=10)
-            start.wait(timeout=10)
-            return session.post(f"{url}/webhooks/twitch", data=body, headers=headers, timeout=10).status_code
-
-    with serve_app(create_app(twitch_settings)) as url, ThreadPoolExecutor(len(deliveries)) as pool:
-        assert list(pool.map(deliver, deliveries)) == [204] * len(deliveries)
+    assert post_together(twitch_settings, deliveries) == [204] * len(deliveries)
     linked = {ext.decode() for ext, discord in cast(dict[bytes, bytes], redis.hgetall(keys.links("twitch"))).items()
               if discord.decode() == OTHER}  # fmt: skip
     assert len(linked) == 1 and refused(redis, keys) == {"full": 9}
@@ -616,17 +611,7 @@ def test_concurrent_notifications_over_http_grant_once_each(
     for n in range(8):
         event = sample_event("channel.cheer", user_id=LINKED_TWITCH, bits=100 * (n + 1))
         deliveries += [signed_request(SECRET, sample_payload("channel.cheer", event), message_id=f"burst-{n}")] * 3
-    start = threading.Barrier(len(deliveries))
-
-    def deliver(delivery: tuple[bytes, dict[str, str]]) -> int:
-        body, headers = delivery
-        with requests.Session() as session:
-            session.get(f"{url}/healthz", timeout=10)  # connect first, so the posts go out together
-            start.wait(timeout=10)
-            return session.post(f"{url}/webhooks/twitch", data=body, headers=headers, timeout=10).status_code
-
-    with serve_app(create_app(twitch_settings)) as url, ThreadPoolExecutor(len(deliveries)) as pool:
-        statuses = list(pool.map(deliver, deliveries))
+    statuses = post_together(twitch_settings, deliveries)
 
     assert statuses == [204] * 24
     paid = sorted(grant.items[0].amount for grant in grants(ledger))
