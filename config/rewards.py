@@ -246,9 +246,12 @@ class ChannelPointsRedemptionRule(_TwitchRule):
 
 
 class FollowRule(_TwitchRule):
-    """``channel.follow`` (v2). Unfollow and re-follow sends a new event: dedupe per user if that matters."""
+    """``channel.follow`` (v2). Unfollow and re-follow sends a new event under a new message id."""
 
     event: Literal["channel.follow"]
+    #: Reward each viewer once per channel, ever (default); false: once per follow notification, so
+    #: unfollowing and following again earns the reward again.
+    once_per_viewer: bool = True
 
 
 class RaidRule(_TwitchRule):
@@ -347,6 +350,9 @@ class TwitchSection(_Model):
     rules: list[TwitchRule] = Field(default_factory=list)
     #: Twitch user id → Discord user id. Run-time links (``POST /links``) add to these.
     links: dict[TwitchUserId, Snowflake] = Field(default_factory=dict)
+    #: Most Twitch accounts one Discord id may link to itself by redeeming a ``link_reward``
+    #: (operator and static links do not count); more would let one viewer farm rewards.
+    max_twitch_accounts: int = Field(default=1, ge=1, le=1000)
 
     @model_validator(mode="after")
     def _ids(self) -> TwitchSection:

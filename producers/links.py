@@ -1,20 +1,31 @@
 """Who is who: links from a platform's user id (Twitch, Patreon) to a Discord user id.
 
 Static links come from the rewards file (``[twitch.links]``); run-time links
-(``POST /links``, ``wetbot-rewards links add``) live in Redis and take
-precedence, so a viewer can be re-linked without editing the file.
+live in Redis and take precedence, so a viewer can be re-linked without editing
+the file. A run-time link is an operator's (``POST /links``, ``wetbot-rewards
+links add``, a patron's connected Discord account) or self-made (a viewer's
+link-reward redemption, ``add_self``). Anyone can redeem, so a self-made link
+never replaces a static or operator link, is never moved by another
+redemption, and one Discord id takes at most ``max_twitch_accounts`` of them
+(``[twitch]`` in the rewards file): otherwise a viewer could take the
+streamer's rewards, or farm one Discord account with many Twitch accounts.
+Every change is one script (``worker/lua/set_link.lua``), so two redemptions at
+once cannot both pass the cap. Links stored before origins were kept count as
+operator links.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from enum import StrEnum
 from typing import cast
 
 from redis import Redis
 
 from config.rewards import RewardsConfig
 from worker.keys import Keys
+from worker.scripts import load_script
 
 #: Platforms whose users can be linked.
 PLATFORMS = ("twitch", "patreon")
@@ -22,6 +33,36 @@ PLATFORMS = ("twitch", "patreon")
 DISCORD_ID = re.compile(r"^[0-9]{17,20}$")
 #: A platform user id as Twitch and Patreon issue them (digits).
 EXTERNAL_ID = re.compile(r"^[0-9]{1,32}$")
+#: ``worker/lua/set_link.lua``
+SCRIPT = "set_link"
+
+
+class SelfLink(StrEnum):
+    """What a self-made link request (``LinkStore.add_self``) came to: made, there already, or why not."""
+
+    LINKED = "linked"
+    ALREADY = "already"
+    STATIC = "static"
+    OPERATOR = "operator"
+    SELF_MADE = "self-made"
+    FULL = "full"
+
+    @property
+    def refused(self) -> bool:
+        return self not in (SelfLink.LINKED, SelfLink.ALREADY)
+
+    @property
+    def why(self) -> str:
+        """The refusal in words, for logs (empty when the link stands)."""
+        return _WHY.get(self, "")
+
+
+_WHY = {
+    SelfLink.STATIC: "the rewards file links this user to another Discord id",
+    SelfLink.OPERATOR: "an operator linked this user to another Discord id",
+    SelfLink.SELF_MADE: "an earlier redemption linked this user to another Discord id; only an operator moves it",
+    SelfLink.FULL: "that Discord id has as many self-made links as max_twitch_accounts allows",
+}
 
 
 class LinkStore:
@@ -37,6 +78,7 @@ class LinkStore:
         self._redis = redis
         self._keys = keys
         self._static = {platform: dict(links) for platform, links in (static or {}).items()}
+        self._script = load_script(redis, SCRIPT)
 
     @classmethod
     def for_rewards(cls, redis: Redis, keys: Keys, rewards: RewardsConfig) -> LinkStore:
@@ -55,20 +97,45 @@ class LinkStore:
         return self._static.get(platform, {}).get(external_id)
 
     def add(self, platform: str, external_id: str, discord_user_id: str) -> None:
-        """Link (or re-link) ``external_id`` to ``discord_user_id``. Raises ``ValueError`` on a malformed id."""
+        """An operator's link: link (or re-link) ``external_id``, whoever made the old link.
+
+        Raises ``ValueError`` on a malformed id.
+        """
         check_link(platform, external_id, discord_user_id)
-        self._redis.hset(self._keys.links(platform), external_id, discord_user_id)
+        self._run(platform, external_id, "operator", discord_user_id)
+
+    def add_self(self, platform: str, external_id: str, discord_user_id: str, *, max_accounts: int) -> SelfLink:
+        """A self-made link (a link reward), made only where it takes nothing from anyone (module docstring).
+
+        Raises ``ValueError`` on a malformed id.
+        """
+        check_link(platform, external_id, discord_user_id)
+        static = self.static_user(platform, external_id) or ""
+        return SelfLink(self._run(platform, external_id, "self", discord_user_id, static, str(max_accounts)))
 
     def remove(self, platform: str, external_id: str) -> bool:
         """Forget a run-time link; True when there was one. Static links stay (edit the rewards file)."""
-        return bool(self._redis.hdel(self._keys.links(platform), external_id))
+        return self._run(platform, external_id, "remove") == "removed"
 
     def all(self, platform: str) -> dict[str, tuple[str, str]]:
-        """Every link of ``platform``: external id -> (Discord id, ``"runtime"`` or ``"static"``)."""
+        """Every link of ``platform``: external id -> (Discord id, ``"runtime"``, ``"self"`` or ``"static"``).
+
+        ``runtime`` is an operator's link, ``self`` one a viewer made by redemption.
+        """
         out = {ext: (discord, "static") for ext, discord in self._static.get(platform, {}).items()}
-        runtime = cast(dict[bytes, bytes], self._redis.hgetall(self._keys.links(platform)))
-        out.update({ext.decode(): (discord.decode(), "runtime") for ext, discord in runtime.items()})
+        runtime = [(ext.decode(), discord.decode()) for ext, discord in
+                   cast(dict[bytes, bytes], self._redis.hgetall(self._keys.links(platform))).items()]  # fmt: skip
+        pipe = self._redis.pipeline(transaction=False)
+        for ext, discord in runtime:
+            pipe.sismember(self._keys.self_links(platform, discord), ext)
+        made_by_self = pipe.execute() if runtime else []
+        for (ext, discord), by_self in zip(runtime, made_by_self, strict=True):
+            out[ext] = (discord, "self" if by_self else "runtime")
         return out
+
+    def _run(self, platform: str, external_id: str, mode: str, *args: str) -> str:
+        reply = self._script(args=[self._keys.prefix, platform, external_id, mode, *args])
+        return reply.decode() if isinstance(reply, bytes) else str(reply)
 
 
 def check_link(platform: str, external_id: str, discord_user_id: str) -> None:

@@ -8,7 +8,7 @@ to the message afterwards, the schedule moves the grant (``worker.schedule``).
 
 from __future__ import annotations
 
-from producers.links import LinkStore
+from producers.links import LinkStore, SelfLink
 from worker.creation import Mode, Planned
 from worker.grant import CreateResult, GrantState, NewGrant
 from worker.ledger import Ledger, StepEffects
@@ -73,3 +73,18 @@ def link_and_release(
     """
     links.add(platform, external_id, discord_user_id)
     return ledger.release_parked(platform, external_id, discord_user_id)
+
+
+def self_link_and_release(
+    ledger: Ledger, links: LinkStore, platform: str, external_id: str, discord_user_id: str, *, max_accounts: int
+) -> tuple[SelfLink, list[str]]:
+    """A self-made link (``LinkStore.add_self``), then, if it stands, the user's parked grants queued.
+
+    A refused link releases nothing: the user's grants keep going where their existing link (or
+    none: parked) sends them. ``ALREADY`` releases too, so a redelivered redemption whose first
+    attempt died between the link and the release finishes the job.
+    """
+    outcome = links.add_self(platform, external_id, discord_user_id, max_accounts=max_accounts)
+    if outcome.refused:
+        return outcome, []
+    return outcome, ledger.release_parked(platform, external_id, discord_user_id)

@@ -117,6 +117,7 @@ def build_request(
                 {
                     "id": grant_id,
                     "idem": new.idempotency_key,
+                    "keep_claim": new.keep_claim,
                     "mode": item.mode.value,
                     "fields": [part for pair in fields.items() for part in pair],
                     "guild": new.guild_id,

@@ -83,6 +83,10 @@ class NewGrant:
     #: waits ``parked`` until a link gives ``user_id``.
     platform: str = ""
     external_id: str = ""
+    #: The idempotency claim never expires: the key is a once-ever fact (a viewer's follow of a channel),
+    #: not a delivery that stops being retried. The grant it names is then never trimmed either
+    #: (``worker.retention`` keeps a grant its claim names), so a repeat finds it however late.
+    keep_claim: bool = False
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,7 @@ class Keys:
         return f"{self.prefix}:grants"
 
     def idempotency(self, idempotency_key: str) -> str:
-        """STRING grant id, claimed with SET NX for ``IDEMPOTENCY_TTL_S``."""
+        """STRING grant id, claimed for ``IDEMPOTENCY_TTL_S`` (without a TTL for ``NewGrant.keep_claim``)."""
         return f"{self.prefix}:idem:{idempotency_key}"
 
     def due(self) -> str:
@@ -95,8 +95,12 @@ class Keys:
         return f"{self.prefix}:parked-key-guilds"
 
     def links(self, platform: str) -> str:
-        """HASH external id -> Discord user id: links added at run time (``POST /links``, CLI)."""
+        """HASH external id -> Discord user id: links added at run time (``POST /links``, CLI, link rewards)."""
         return f"{self.prefix}:links:{platform}"
+
+    def self_links(self, platform: str, discord_user_id: str) -> str:
+        """SET of the external ids a link reward linked to ``discord_user_id`` (``lua/set_link.lua``)."""
+        return f"{self.prefix}:self-links:{platform}:{discord_user_id}"
 
     # --- producers -------------------------------------------------------------------
     def seen(self, source: str, ident: str) -> str:

@@ -20,7 +20,10 @@ weakens no dedupe:
   a grant whose claim still lives and names it is kept, whatever the clocks
   say, so a repeated event can never find its claim but no grant
   (``worker.creation.MissingGrant``). Once the claim is gone, the same key
-  would make a new grant whether or not the old one had been trimmed.
+  would make a new grant whether or not the old one had been trimmed. A
+  claim made to last (``NewGrant.keep_claim``: a follow rewarded once per
+  viewer) never goes, so its grant is never trimmed: about 1.5 KB per
+  rewarded follower, kept for good.
 * Profile snapshots (``profile:<g>:<u>``) carry their own TTL and are shared
   by a user's grants, so they are left to it. Leases expire within seconds.
 

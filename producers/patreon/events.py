@@ -164,9 +164,12 @@ def normalise_date(text: str) -> str:
         moment = datetime.fromisoformat(text)
         if moment.tzinfo is None:
             moment = moment.replace(tzinfo=UTC)
-        return moment.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+        utc = moment.astimezone(UTC)
     except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 has no UTC form
         raise ValueError("date out of range") from None
+    # Not ``strftime("%Y")``: it writes year 1 as ``1``, not ``0001``, and the result would neither sort
+    # as text nor parse back (``rules._parse``). Four digits always: ``datetime`` stops at year 9999.
+    return f"{utc.year:04d}{utc.month:02d}{utc.day:02d}T{utc.hour:02d}{utc.minute:02d}{utc.second:02d}Z"
 
 
 # -- field helpers: each names its field, none repeats the value ---------------------------------

@@ -5,8 +5,11 @@ a ``Plan``; the router (``producers/twitch/webhook.py``) carries it out. Each ma
 rule is its own grant with its own idempotency key,
 ``twitch:<event id, else message id>:<rule id>``, so a redelivery (same message
 id) or the same redemption under a new message id maps to the same keys and
-creates nothing new. One event gives each rule at most one recipient, which is
-why the key needs no recipient part:
+creates nothing new. A follow rule with ``once_per_viewer`` (the default) keys
+on who follows whom instead, ``twitch:follow-<broadcaster>-<follower>:<rule id>``,
+and its claim never expires (``NewGrant.keep_claim``): unfollowing and following
+again, however much later, grants nothing more. One event gives each rule at
+most one recipient, which is why the other keys need no recipient part:
 
 - ``channel.subscribe`` rewards the subscriber (for ``is_gift: true``, only when
   the rule's ``gifted`` is ``recipient`` or ``both``);
@@ -68,6 +71,8 @@ class PlannedGrant:
     items: tuple[GrantItem, ...]
     idempotency_key: str
     reason: str
+    #: The key is a once-ever fact; its claim never expires (``NewGrant.keep_claim``).
+    keep_claim: bool = False
 
     def to_new_grant(self, message_id: str) -> NewGrant:
         """The ledger request; ``user_id`` stays empty until ``submit_for_identity`` resolves the link."""
@@ -82,6 +87,7 @@ class PlannedGrant:
             reason=self.reason,
             platform="twitch",
             external_id=self.twitch_user_id,
+            keep_claim=self.keep_claim,
         )
 
 
@@ -114,7 +120,8 @@ class _Builder:
         self.links: list[LinkRequest] = []
         self.skipped: list[str] = []
 
-    def grant(self, rule: Any, user_id: str, reason: str, factor: int = 1) -> None:
+    def grant(self, rule: Any, user_id: str, reason: str, factor: int = 1, *, once_key: str | None = None) -> None:
+        """Plan ``rule``'s grant for ``user_id``; ``once_key`` replaces the event's key base for good (a follow)."""
         items = tuple(GrantItem(item.id, _scaled(item, factor)) for item in rule.items)
         self.grants.append(
             PlannedGrant(
@@ -122,8 +129,9 @@ class _Builder:
                 guild_id=rule.effective_guild_id,
                 twitch_user_id=user_id,
                 items=items,
-                idempotency_key=f"twitch:{self.key_base}:{rule.rule_id}",
+                idempotency_key=f"twitch:{once_key or self.key_base}:{rule.rule_id}",
                 reason=(rule.reason or reason)[:500],
+                keep_claim=once_key is not None,
             )
         )
 
@@ -291,8 +299,14 @@ def _plan_follow(section: TwitchSection, event: Mapping[str, Any], out: _Builder
         user = _user(event, "user_id")
         if user is None:
             out.skip(rule, "no user id")
-        else:
-            out.grant(rule, user, f"Twitch follow{_by(event)}")
+            continue
+        once_key = None
+        if rule.once_per_viewer:
+            channel = _user(event, "broadcaster_user_id")
+            if channel is None:
+                raise MalformedEvent("broadcaster_user_id: must be a Twitch user id (a string of digits)")
+            once_key = f"follow-{channel}-{user}"
+        out.grant(rule, user, f"Twitch follow{_by(event)}", once_key=once_key)
 
 
 def _plan_raid(section: TwitchSection, event: Mapping[str, Any], out: _Builder) -> None:

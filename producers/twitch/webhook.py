@@ -46,7 +46,7 @@ from producers.inbox import EventOutcome, Outcome, grants_outcome
 from producers.request_body import read_capped_body
 from producers.settle import settle_event
 from producers.state import AppState, app_state
-from producers.submit import link_and_release, planned_for_identity
+from producers.submit import planned_for_identity, self_link_and_release
 from producers.twitch.rules import MalformedEvent, Plan, plan_notification
 from producers.twitch.signature import HEADER_MESSAGE_TYPE, SignatureRejected, verify
 from worker.keys import SEEN_TTL_S
@@ -244,7 +244,9 @@ async def _carry_out(
 def _make_links(state: AppState, plan: Plan) -> list[str]:
     """Link rewards: link each viewer to the Discord id they typed (and queue what was parked for them).
 
-    Returns a line per link request, for the answer and the inbox.
+    Self-made links only (``LinkStore.add_self``): one that would replace another link, or pass
+    ``max_twitch_accounts``, is refused, logged and counted; the redemption's grant then follows the
+    viewer's existing link, or is parked. Returns a line per link request, for the answer and the inbox.
     """
     notes: list[str] = []
     for link in plan.links:
@@ -257,7 +259,18 @@ def _make_links(state: AppState, plan: Plan) -> list[str]:
             count_event(state.redis, state.keys, "twitch.link_reward.invalid_input")
             notes.append(f"link reward {link.rule_id}: the input is not a Discord id; no link made")
             continue
-        released = link_and_release(state.ledger, state.links, "twitch", link.twitch_user_id, link.discord_user_id)
+        outcome, released = self_link_and_release(
+            state.ledger, state.links, "twitch", link.twitch_user_id, link.discord_user_id,
+            max_accounts=state.rewards.twitch.max_twitch_accounts,
+        )  # fmt: skip
+        if outcome.refused:
+            logger.warning(
+                "twitch user %s redeemed a link reward (%s) for Discord user %s; not linked: %s",
+                link.twitch_user_id, link.rule_id, link.discord_user_id, outcome.why,
+            )  # fmt: skip
+            count_event(state.redis, state.keys, f"twitch.link_reward.refused.{outcome.value}")
+            notes.append(f"link reward {link.rule_id}: not linked: {outcome.why}")
+            continue
         logger.info(
             "twitch user %s linked to Discord user %s by redemption; %d parked grant(s) queued",
             link.twitch_user_id,

@@ -480,6 +480,12 @@ def test_models_are_frozen(tmp_path: Path) -> None:
             "twitch.links.cool_user: key must be a Twitch user id",
             id="bad-link-key",
         ),
+        pytest.param(HEADER + "[twitch]\nmax_twitch_accounts = 0\n", "twitch.max_twitch_accounts:", id="cap-zero"),
+        pytest.param(
+            HEADER + FOLLOW.replace('"channel.follow"\n', '"channel.follow"\nonce_per_viewer = "yes"\n'),
+            "twitch.rules[0] (channel.follow): once_per_viewer:",
+            id="once-per-viewer-not-bool",
+        ),
         pytest.param(HEADER + "guild = 1\n", "guild: unknown key", id="unknown-top-level-key"),
         pytest.param(HEADER + "[twitch]\nrule = []\n", "twitch.rule: unknown key", id="unknown-section-key"),
         pytest.param(HEADER + "[discord]\nx = 1\n", "discord: unknown key", id="unknown-section"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +12,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from producers.patreon.events import MalformedEvent, MemberEvent, NotAMemberEvent, normalise_date, parse_event
+from config.rewards import parse_rewards
+from producers.patreon.events import (
+    MEMBER_TRIGGERS,
+    MalformedEvent,
+    MemberEvent,
+    NotAMemberEvent,
+    normalise_date,
+    parse_event,
+)
+from producers.patreon.rules import MemberMemory, decide
 from producers.patreon.samples import Member, encode, portal_test
 from producers.patreon.webhook import signature
+from tests.conftest import GUILD
 
 #: The documented samples (research/patreon.md §7), copied byte for byte into the repository.
 SAMPLES = Path(__file__).parent / "data"
@@ -97,6 +108,70 @@ def test_dates_normalise_to_utc_and_sort_as_text() -> None:
     assert normalise_date("2023-12-31T23:59:59Z") < normalise_date("2024-01-01T00:00:00Z")
     with pytest.raises(ValueError, match="out of range"):
         normalise_date("0001-01-01T00:00:00+01:00")
+    assert normalise_date("0001-01-01T00:00:00+00:00") == "00010101T000000Z"  # four digits, not ``1``
+    assert normalise_date("0999-12-31T23:59:59Z") < normalise_date("1000-01-01T00:00:00Z")
+    assert normalise_date("9999-12-31T23:59:59+14:00") == "99991231T095959Z"
+
+
+#: A rule of every kind, so ``decide`` takes every branch that compares or parses a date.
+_RULE_KINDS: list[tuple[str, dict[str, Any]]] = [
+    ("welcome", {"event": "members:pledge:create", "revoke_on": ["members:pledge:delete"]}),
+    ("paid", {"event": "members:pledge:create", "require_paid": True}),
+    ("monthly", {"event": "renewal"}),
+    ("upgrade", {"event": "members:pledge:update", "upgrade_only": True}),
+]
+RULES = parse_rewards(
+    {"guild_id": GUILD, "patreon": {"rules": [{"name": n, "items": [{"id": "gem", "amount": 1}], **spec}
+                                              for n, spec in _RULE_KINDS]}}
+).patreon.rules  # fmt: skip
+
+#: Dates at the edges: the first and last years, the widest offsets and beyond, leap seconds, odd forms.
+EDGE_DATES = [
+    "0001-01-01T00:00:00", "0001-01-01T00:00:00+00:00", "0001-01-01T00:00:00-14:00", "0001-01-01T00:00:00+14:00",
+    "9999-12-31T23:59:59+14:00", "9999-12-31T23:59:59-14:00", "9999-12-31T23:59:59.999999Z",
+    "2024-01-01T00:00:00+23:59", "2024-01-01T00:00:00+24:00", "2024-01-01T00:00:00+99:99",
+    "2024-01-01T00:00:00+00:00:00.000001", "2016-12-31T23:59:60Z", "2016-12-31T23:59:60.5+00:00",
+    "0000-01-01T00:00:00Z", "10000-01-01T00:00:00Z", "2024-02-30T00:00:00Z", "2024-W01-1", "20240101T000000",
+    "2024-01-01", "2024", "", " ", "\x00", "\ud800", "2024-01-01T00:00:00\u200f",
+    "\u0662\u0660\u0662\u0664-\u0660\u0661-\u0660\u0661",  # Arabic-Indic digits
+]  # fmt: skip
+
+
+def _with_offset(moment: datetime, minutes: int | None) -> str:
+    """``moment`` in ISO 8601 with an offset of ``minutes`` (None: naive), valid or far beyond ±24 h."""
+    if minutes is None:
+        return moment.isoformat()
+    return f"{moment.isoformat()}{'+' if minutes >= 0 else '-'}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+dates = (
+    st.sampled_from(EDGE_DATES)
+    | st.text(max_size=40)
+    | st.builds(_with_offset, st.datetimes(), st.none() | st.integers(min_value=-100 * 60, max_value=100 * 60))
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    date=dates,
+    field=st.sampled_from(["last_charge_date", "pledge_relationship_start"]),
+    trigger=st.sampled_from(sorted(MEMBER_TRIGGERS)),
+)
+def test_any_date_parses_and_decides_or_is_a_malformed_field(date: str, field: str, trigger: str) -> None:
+    """A date the rules use either parses to a form the rules can use, or makes the body malformed."""
+    try:
+        event = parse_event(trigger, mutate(["data", "attributes", field], date))
+    except MalformedEvent as exc:
+        assert field in str(exc)
+        return
+    parsed = event.last_charge_date if field == "last_charge_date" else event.pledge_start
+    if date == "":  # Patreon once sent empty charge dates: no date, not a malformed one
+        assert parsed is None
+        return
+    assert parsed is not None and re.fullmatch(r"[0-9]{8}T[0-9]{6}Z", parsed)
+    assert datetime.strptime(parsed, "%Y%m%dT%H%M%SZ")  # what the rules parse back
+    for memory in (MemberMemory(), MemberMemory(charge_date=parsed, pledge_start=parsed, cents=500)):
+        decide(event, memory, RULES)  # never raises: every branch compares or parses the date
 
 
 def mutate(path: list[str], value: Any) -> bytes:

@@ -123,6 +123,23 @@ def test_the_signature_is_hmac_md5_of_the_raw_bytes(client: TestClient, ledger: 
     assert counters["patreon.rejected"] == 5 and counters["patreon.members:pledge:create.granted"] == 1
 
 
+def test_a_bad_signature_logs_nothing_derived_from_the_right_one(
+    client: TestClient, ledger: Ledger, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
+    body = encode(Member(discord_id=USER).document())
+    expected = sign(body)
+    for wrong in ("", "z" * 32, sign(body, "other-secret")):
+        assert deliver(client, "members:pledge:create", body, signature=wrong).status_code == 403
+    assert "bad signature" in caplog.text  # the rejection is still logged
+    logged = caplog.text
+    leaked = {expected[i : i + 4] for i in range(len(expected) - 3)} & {
+        logged[i : i + 4] for i in range(len(logged) - 3)
+    }
+    assert not leaked and SECRET not in caplog.text
+    assert grants(ledger) == []
+
+
 def test_without_a_secret_the_endpoint_answers_503(make_settings: SettingsFactory) -> None:
     with TestClient(create_app(make_settings())) as client:
         body = encode(Member().document())
@@ -141,6 +158,28 @@ def test_signed_deliveries_the_rules_cannot_read_are_kept_and_answered_200(clien
     assert grants(ledger) == []
     counters = read_counters(client.app.state.wetbot.redis, client.app.state.wetbot.keys)  # type: ignore[attr-defined]
     assert counters["patreon.unusable"] == 4
+
+
+def test_dates_at_the_ends_of_the_calendar_are_read_or_refused_never_a_500(
+    make_settings: SettingsFactory, rewards_file: Path, ledger: Ledger
+) -> None:
+    rewards_file.write_text(RULES, encoding="utf-8")
+    with TestClient(create_app(make_settings(patreon_webhook_secret=SECRET)), raise_server_exceptions=False) as client:
+        year_one = "0001-01-01T00:00:00.000+00:00"
+        assert member_event(client, "members:update", discord_id=USER, pledge_start=year_one).status_code == 200
+        assert member_event(client, "members:update", discord_id=USER, charge_date=year_one).status_code == 200
+        assert member_event(client, "members:pledge:create", discord_id=USER, pledge_start=year_one).status_code == 200
+        last = "9999-12-31T23:59:59+14:00"
+        assert member_event(client, "members:update", discord_id=USER, charge_date=last).status_code == 200
+        no_utc_form = member_event(client, "members:update", pledge_start="0001-01-01T00:00:00+01:00")
+        assert no_utc_form.status_code == 200 and no_utc_form.json()["outcome"] == "unusable"
+        assert "pledge_relationship_start" in no_utc_form.json()["error"]
+    # A March charge 2023 years after its pledge began is a renewal; then the pledge; then the last renewal.
+    assert [g.idempotency_key for g in grants(ledger)] == [
+        f"patreon:{MEMBER}:charge-20240308T082405Z:monthly",
+        f"patreon:{MEMBER}:pledge-00010101T000000Z-20240308T082405Z:welcome",
+        f"patreon:{MEMBER}:charge-99991231T095959Z:monthly",
+    ]
 
 
 def test_bodies_are_capped_large_not_small(client: TestClient, ledger: Ledger) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from dramatiq.brokers.redis import RedisBroker
@@ -14,7 +15,7 @@ from redis import Redis
 from config.settings import Settings
 from producers.app import create_app
 from producers.cli import main
-from producers.links import LinkStore
+from producers.links import LinkStore, SelfLink
 from producers.submit import link_and_release, submit_for_identity
 from simulator.wetbot import WetbotSimulator
 from tests.conftest import GUILD, TEST_REDIS_URL, TOKEN, USER, RunningWorker, wait_for
@@ -26,6 +27,7 @@ from worker.schedule import Schedule
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 TWITCH_ID = "1337"
+OTHER = "333333333333333333"
 
 
 def twitch_grant(key: str) -> NewGrant:
@@ -152,3 +154,39 @@ def test_links_cli(
     assert "discord_user_id" in capsys.readouterr().err
     assert main(["links", "remove", "twitch", TWITCH_ID]) == 0
     assert main(["links", "remove", "twitch", TWITCH_ID]) == 1
+
+
+def test_self_made_links_are_listed_as_such_and_the_cli_moves_them(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, prefix: str, rewards_file: Path, links: LinkStore,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("REDIS_URL", TEST_REDIS_URL)
+    monkeypatch.setenv("REDIS_KEY_PREFIX", prefix)
+    monkeypatch.setenv("REWARDS_FILE", str(rewards_file))
+    assert links.add_self("twitch", TWITCH_ID, OTHER, max_accounts=1) is SelfLink.LINKED
+    assert links.add_self("twitch", TWITCH_ID, USER, max_accounts=1) is SelfLink.SELF_MADE
+    assert links.add_self("twitch", "42", OTHER, max_accounts=5) is SelfLink.STATIC  # the fixture's static link
+    assert main(["links", "list", "twitch"]) == 0
+    assert f"{TWITCH_ID} -> {OTHER}  (self)" in capsys.readouterr().out
+    assert main(["links", "add", "twitch", TWITCH_ID, USER]) == 0
+    assert main(["links", "add", "twitch", TWITCH_ID, USER]) == 0  # safe to run twice
+    assert main(["links", "list", "twitch"]) == 0
+    assert f"{TWITCH_ID} -> {USER}  (runtime)" in capsys.readouterr().out
+    assert links.add_self("twitch", "7", OTHER, max_accounts=1) is SelfLink.LINKED  # OTHER's one link moved away
+
+
+def test_a_resent_self_link_script_is_no_refusal_and_counts_once(redis: Redis, keys: Keys) -> None:
+    """redis-py resends an EVALSHA whose reply was lost: the second run must not turn the link into a refusal."""
+    store = LinkStore(redis, keys)
+    script = store._script
+    replies: list[Any] = []
+
+    def twice(**kwargs: Any) -> Any:
+        replies.append(script(**kwargs))
+        return script(**kwargs)
+
+    store._script = twice  # type: ignore[assignment]
+    assert store.add_self("twitch", "9", OTHER, max_accounts=1) is SelfLink.ALREADY
+    assert replies == [b"linked"] and redis.smembers(keys.self_links("twitch", OTHER)) == {b"9"}
+    assert store.resolve("twitch", "9") == OTHER

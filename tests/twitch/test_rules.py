@@ -62,7 +62,10 @@ def test_each_documented_sample_grants_to_the_right_user(name: str, expected_use
     [grant] = result.grants
     assert grant.twitch_user_id == expected_user and grant.guild_id == GUILD
     base = payload["event"].get("id", MSG)
+    if name == "channel.follow":  # once per viewer and channel (``once_per_viewer``, the default)
+        base = f"follow-{payload['event']['broadcaster_user_id']}-{expected_user}"
     assert grant.idempotency_key == f"twitch:{base}:r"
+    assert grant.keep_claim is (name == "channel.follow")
     new = grant.to_new_grant(MSG)
     assert (new.source, new.source_ref, new.platform, new.external_id, new.user_id) == (
         "twitch",

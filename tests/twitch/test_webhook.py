@@ -148,6 +148,21 @@ def ttl(redis: Redis, key: str) -> int:
     return int(cast(int, redis.ttl(key)))
 
 
+def post_together(settings: Settings, deliveries: list[tuple[bytes, dict[str, str]]]) -> list[int]:
+    """Signed deliveries sent at once through a real server, one connection each; their status codes."""
+    start = threading.Barrier(len(deliveries))
+
+    def deliver(delivery: tuple[bytes, dict[str, str]]) -> int:
+        body, headers = delivery
+        with requests.Session() as session:
+            session.get(f"{url}/healthz", timeout=10)  # connect first, so the posts go out together
+            start.wait(timeout=10)
+            return session.post(f"{url}/webhooks/twitch", data=body, headers=headers, timeout=10).status_code
+
+    with serve_app(create_app(settings)) as url, ThreadPoolExecutor(len(deliveries)) as pool:
+        return list(pool.map(deliver, deliveries))
+
+
 # -- handshake, signature, freshness -----------------------------------------------------------------
 
 
@@ -227,8 +242,13 @@ def test_every_documented_sample_is_granted_and_parked_for_unlinked_users(
         for grant in made:
             assert grant.state == GrantState.PARKED and grant.user_id == "" and grant.platform == "twitch"
             assert grant.guild_id == GUILD and grant.source == "twitch" and grant.reason
-            event_id = json.loads(payload).get("event", {}).get("id")
-            assert grant.idempotency_key == f"twitch:{event_id or message_id}:{grant.rule}"
+            event = json.loads(payload).get("event", {})
+            if grant.rule == "follow":  # once per viewer and channel, for good (no TTL)
+                once = f"follow-{event['broadcaster_user_id']}-{event['user_id']}"
+                assert grant.idempotency_key == f"twitch:{once}:follow"
+                assert ttl(redis, keys.idempotency(grant.idempotency_key)) == -1
+                continue
+            assert grant.idempotency_key == f"twitch:{event.get('id') or message_id}:{grant.rule}"
             assert ttl(redis, keys.idempotency(grant.idempotency_key)) >= MIN_DEDUPE_S
         assert ttl(redis, keys.seen(SEEN_MESSAGE, message_id)) >= MIN_DEDUPE_S
     assert counters(redis, keys)["twitch.channel.cheer.granted"] == 1
@@ -255,6 +275,64 @@ def test_the_same_redemption_under_a_new_message_id_grants_once(client: TestClie
     assert post(client, payload, message_id="m-2").status_code == 200
     [grant] = grants(ledger)
     assert grant.idempotency_key == f"twitch:{payload['event']['id']}:potion"
+
+
+def test_a_viewer_following_again_and_again_is_rewarded_once_per_channel(
+    twitch_settings: Settings, ledger: Ledger, redis: Redis, keys: Keys
+) -> None:
+    """Unfollow and refollow: new notifications, new message ids, one ``kit`` per viewer and channel, for good."""
+    with TestClient(create_app(twitch_settings)) as client:
+        for _ in range(3):
+            assert notify(client, "channel.follow", user_id="777").status_code == 200
+        assert notify(client, "channel.follow", user_id="778").status_code == 200  # another viewer
+        other_channel = sample_event("channel.follow", user_id="777", broadcaster_id="9999")
+        assert post(client, sample_payload("channel.follow", other_channel, broadcaster_id="9999")).status_code == 200
+    first = grants(ledger)[0]
+    assert [(g.external_id, g.idempotency_key) for g in grants(ledger)] == [
+        ("777", "twitch:follow-1337-777:follow"),
+        ("778", "twitch:follow-1337-778:follow"),
+        ("777", "twitch:follow-9999-777:follow"),
+    ]
+    # The claim never expires, so the once holds past the 40 days other claims live, and past restarts:
+    # a new app (another process, as after a deploy) finds it; so does a refollow after the grant was delivered.
+    assert ttl(redis, keys.idempotency(first.idempotency_key)) == -1
+    assert ledger.transition(first.id, GrantState.CANCELLED, "delivered or withdrawn: either way final")
+    with TestClient(create_app(twitch_settings)) as client:
+        assert notify(client, "channel.follow", user_id="777").status_code == 200
+    assert len(grants(ledger)) == 3
+    assert counters(redis, keys)["twitch.channel.follow.granted"] == 6  # every notification handled, 3 grants
+
+
+def test_concurrent_follows_of_one_viewer_grant_once(twitch_settings: Settings, ledger: Ledger) -> None:
+    """Follow, unfollow, follow within a second: the notifications race; the claim is taken in one script."""
+    deliveries = [signed_request(SECRET, sample_payload("channel.follow", sample_event("channel.follow",
+                  user_id="4321"))) for _ in range(12)]  # fmt: skip
+    assert post_together(twitch_settings, deliveries) == [200] * len(deliveries)
+    [grant] = grants(ledger)
+    assert grant.idempotency_key == "twitch:follow-1337-4321:follow"
+
+
+def test_once_per_viewer_false_rewards_every_follow_notification(
+    make_settings: SettingsFactory, tmp_path: Path, ledger: Ledger, redis: Redis, keys: Keys
+) -> None:
+    path = tmp_path / "every-follow.toml"
+    path.write_text(RULES.replace('event = "channel.follow"', 'event = "channel.follow"\nonce_per_viewer = false'))
+    with TestClient(create_app(make_settings(rewards_file=path, twitch_webhook_secret=SECRET))) as client:
+        ids = [str(uuid.uuid4()) for _ in range(3)]
+        for message_id in ids:
+            assert notify(client, "channel.follow", user_id="777", message_id=message_id).status_code == 200
+        assert notify(client, "channel.follow", user_id="777", message_id=ids[0]).status_code == 200  # redelivery
+    assert [g.idempotency_key for g in grants(ledger)] == [f"twitch:{m}:follow" for m in ids]
+    assert all(ttl(redis, keys.idempotency(g.idempotency_key)) > 0 for g in grants(ledger))
+
+
+def test_a_follow_without_a_channel_id_is_malformed(client: TestClient, ledger: Ledger) -> None:
+    event = sample_event("channel.follow", user_id="777")
+    del event["broadcaster_user_id"]
+    response = post(client, sample_payload("channel.follow", event))
+    assert response.status_code == 200 and response.json()["outcome"] == "unusable"
+    assert "broadcaster_user_id" in response.json()["error"]
+    assert grants(ledger) == []
 
 
 def test_a_gift_bomb_rewards_gifter_and_recipients_once_each(client: TestClient, ledger: Ledger) -> None:
@@ -390,6 +468,113 @@ def test_a_link_reward_links_and_releases_what_was_parked(
     assert len(made) == 3 and all(g.state == GrantState.QUEUED and g.user_id == USER for g in made)
 
 
+REDEMPTION = "channel.channel_points_custom_reward_redemption.add"
+OTHER = "333333333333333333"
+THIRD = "444444444444444444"
+OPERATOR = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def link_of(client: TestClient, twitch_user: str) -> str | None:
+    return client.app.state.wetbot.links.resolve("twitch", twitch_user)  # type: ignore[attr-defined, no-any-return]
+
+
+def refused(redis: Redis, keys: Keys) -> dict[str, int]:
+    prefix = "twitch.link_reward.refused."
+    return {name[len(prefix) :]: n for name, n in counters(redis, keys).items() if name.startswith(prefix)}
+
+
+def test_a_redemption_never_replaces_a_static_or_operator_link(
+    client: TestClient, ledger: Ledger, redis: Redis, keys: Keys
+) -> None:
+    """The streamer's account is linked in the file; a viewer who types another Discord id takes nothing."""
+    assert redeem_link(client, LINKED_TWITCH, OTHER).status_code == 200
+    assert client.post("/links", json={"platform": "twitch", "external_id": "600", "discord_user_id": USER},
+                       headers=OPERATOR).status_code == 201  # fmt: skip
+    assert redeem_link(client, "600", f"<@{OTHER}>").status_code == 200
+    assert (link_of(client, LINKED_TWITCH), link_of(client, "600")) == (USER, USER)
+    assert refused(redis, keys) == {"static": 1, "operator": 1}
+    # The streamer's next cheer still goes to the streamer, and each redemption's own grant where it should.
+    assert notify(client, "channel.cheer", user_id=LINKED_TWITCH, bits=100).status_code == 200
+    paid = [(g.rule, g.external_id, g.user_id, g.state) for g in grants(ledger)]
+    assert paid == [("link", LINKED_TWITCH, USER, GrantState.QUEUED), ("link", "600", USER, GrantState.QUEUED),
+                    ("cheer", LINKED_TWITCH, USER, GrantState.QUEUED)]  # fmt: skip
+    # Redeeming the link one already has is no refusal.
+    assert redeem_link(client, "600", USER).status_code == 200
+    assert refused(redis, keys) == {"static": 1, "operator": 1}
+
+
+def test_a_self_made_link_is_moved_only_by_an_operator(
+    client: TestClient, ledger: Ledger, redis: Redis, keys: Keys
+) -> None:
+    assert redeem_link(client, "601", OTHER).status_code == 200
+    assert redeem_link(client, "601", THIRD).status_code == 200  # the same viewer, or whoever got their account
+    assert link_of(client, "601") == OTHER and refused(redis, keys) == {"self-made": 1}
+    listed = client.get("/links/twitch", headers=OPERATOR).json()["links"]
+    assert {"external_id": "601", "discord_user_id": OTHER, "origin": "self"} in listed
+    assert all(g.user_id == OTHER for g in grants(ledger))  # both redemptions' grants went to the standing link
+
+    moved = {"platform": "twitch", "external_id": "601", "discord_user_id": THIRD}
+    assert client.post("/links", json=moved, headers=OPERATOR).status_code == 201
+    assert link_of(client, "601") == THIRD
+    listed = client.get("/links/twitch", headers=OPERATOR).json()["links"]
+    assert {"external_id": "601", "discord_user_id": THIRD, "origin": "runtime"} in listed
+    # OTHER's self-made link moved away, so OTHER may link one account by redemption again.
+    assert redeem_link(client, "602", OTHER).status_code == 200
+    assert link_of(client, "602") == OTHER and refused(redis, keys) == {"self-made": 1}
+    # An operator's removal frees the account for a redemption again.
+    assert client.delete("/links/twitch/601", headers=OPERATOR).status_code == 204
+    assert redeem_link(client, "601", "555555555555555555").status_code == 200
+    assert link_of(client, "601") == "555555555555555555"
+
+
+@pytest.mark.parametrize("cap", [None, 3])
+def test_a_discord_id_takes_at_most_max_twitch_accounts_self_made_links(
+    make_settings: SettingsFactory, tmp_path: Path, ledger: Ledger, redis: Redis, keys: Keys, cap: int | None
+) -> None:
+    path = tmp_path / "capped.toml"
+    rules = RULES if cap is None else RULES.replace("[twitch.links]", f"[twitch]\nmax_twitch_accounts = {cap}\n\n"
+                                                                      "[twitch.links]")  # fmt: skip
+    path.write_text(rules, encoding="utf-8")
+    allowed = cap or 1  # the default
+    with TestClient(create_app(make_settings(rewards_file=path, twitch_webhook_secret=SECRET))) as client:
+        farm = [str(700 + n) for n in range(allowed + 2)]
+        for account in farm:
+            assert redeem_link(client, account, OTHER).status_code == 200
+        assert [link_of(client, a) for a in farm] == [OTHER] * allowed + [None, None]
+        # An operator may still link more accounts to that Discord id; those do not count.
+        extra = {"platform": "twitch", "external_id": "799", "discord_user_id": OTHER}
+        assert client.post("/links", json=extra, headers=OPERATOR).status_code == 201
+    assert refused(redis, keys) == {"full": 2}
+    states = {g.external_id: g.state for g in grants(ledger)}
+    assert [states[a] for a in farm] == [GrantState.QUEUED] * allowed + [GrantState.PARKED] * 2
+
+
+def test_concurrent_redemptions_cannot_both_pass_the_cap(
+    twitch_settings: Settings, ledger: Ledger, redis: Redis, keys: Keys
+) -> None:
+    accounts = [str(800 + n) for n in range(10)]
+    deliveries = []
+    for account in accounts:
+        event = sample_event(REDEMPTION, user_id=account,
+                             reward_id=LINK_REWARD, user_input=OTHER)  # fmt: skip
+        deliveries.append(signed_request(SECRET, sample_payload(REDEMPTION, event)))
+    assert post_together(twitch_settings, deliveries) == [200] * len(deliveries)
+    linked = {ext.decode() for ext, discord in cast(dict[bytes, bytes], redis.hgetall(keys.links("twitch"))).items()
+              if discord.decode() == OTHER}  # fmt: skip
+    assert len(linked) == 1 and refused(redis, keys) == {"full": 9}
+    assert sorted(g.state for g in grants(ledger)) == sorted([GrantState.QUEUED] + [GrantState.PARKED] * 9)
+
+
+def test_links_stored_before_origins_were_kept_count_as_operator_links(
+    client: TestClient, redis: Redis, keys: Keys
+) -> None:
+    redis.hset(keys.links("twitch"), "650", USER)  # how every run-time link was stored until now
+    assert redeem_link(client, "650", OTHER).status_code == 200
+    assert link_of(client, "650") == USER and refused(redis, keys) == {"operator": 1}
+    listed = client.get("/links/twitch", headers=OPERATOR).json()["links"]
+    assert {"external_id": "650", "discord_user_id": USER, "origin": "runtime"} in listed
+
+
 def test_three_parked_grants_are_delivered_exactly_once_after_a_link(
     client: TestClient,
     twitch_settings: Settings,
@@ -430,17 +615,7 @@ def test_concurrent_notifications_over_http_grant_once_each(
     for n in range(8):
         event = sample_event("channel.cheer", user_id=LINKED_TWITCH, bits=100 * (n + 1))
         deliveries += [signed_request(SECRET, sample_payload("channel.cheer", event), message_id=f"burst-{n}")] * 3
-    start = threading.Barrier(len(deliveries))
-
-    def deliver(delivery: tuple[bytes, dict[str, str]]) -> int:
-        body, headers = delivery
-        with requests.Session() as session:
-            session.get(f"{url}/healthz", timeout=10)  # connect first, so the posts go out together
-            start.wait(timeout=10)
-            return session.post(f"{url}/webhooks/twitch", data=body, headers=headers, timeout=10).status_code
-
-    with serve_app(create_app(twitch_settings)) as url, ThreadPoolExecutor(len(deliveries)) as pool:
-        statuses = list(pool.map(deliver, deliveries))
+    statuses = post_together(twitch_settings, deliveries)
 
     assert statuses == [200] * 24
     paid = sorted(grant.items[0].amount for grant in grants(ledger))

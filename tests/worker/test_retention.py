@@ -225,3 +225,17 @@ def test_the_worker_runs_retention_with_the_configured_days(
     # Then the grant is not old enough
     assert report == TrimReport()
     assert intact(ledger, grant_id, GrantState.DELIVERED)
+
+
+def test_a_claim_made_to_last_keeps_its_grant_for_good(redis: Redis, keys: Keys, ledger: Ledger) -> None:
+    # Given an old delivered grant whose claim was made without a TTL (a follow rewarded once per viewer)
+    new = NewGrant(GUILD, USER, (GrantItem("kit", 1),), source="twitch", idempotency_key="twitch:follow-1-2:f",
+                   keep_claim=True)  # fmt: skip
+    grant_id = ledger.create_many([Planned(new, Mode.SCHEDULE)]).results[0].grant.id
+    assert redis.ttl(keys.idempotency("twitch:follow-1-2:f")) == -1
+    deliver(ledger, grant_id)
+    entered_ago(redis, keys, grant_id, OLD_S * 10, claim_expired=False)
+    # When retention runs, the grant stays, and the same follow again finds it
+    assert GrantTrimmer(redis, keys, retention_s=RETENTION_S).trim() == TrimReport(examined=1, trimmed=0, kept=1)
+    again = ledger.create_many([Planned(new, Mode.SCHEDULE)]).results[0]
+    assert again.created is False and again.grant.id == grant_id

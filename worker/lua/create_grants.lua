@@ -15,7 +15,7 @@
 --     seen    "" or a key: the event answers {seen=true} and does nothing if it exists; it is SET
 --             (NX, seen_ttl) once the event's grants are written
 --     counter "" or a counter name to HINCRBY in <p>:counters after the event's grants
---     grants  list of {id, idem, mode, fields (flat field/value list), guild, user, platform, external_id,
+--     grants  list of {id, idem, keep_claim, mode, fields (flat field/value list), guild, user, platform, external_id,
 --             static_user, reason, message_id, message, token}
 --             mode "enqueue":  state queued, Dramatiq message written (HSET queue.msgs + RPUSH queue),
 --                              its dispatch token on the grant, due when the message should be claimed
@@ -23,6 +23,7 @@
 --                  "park":    state parked, id added to <p>:parked:<platform>:<external id>
 --                  "resolve": the run-time link (HGET <p>:links:<platform>), else static_user, gives
 --                             user_id → as "enqueue"; no user → as "park"
+--             keep_claim true: the claim is SET without a TTL (a once-ever key, e.g. a viewer's follow)
 -- Keys touched per grant: <p>:idem:<idem>, <p>:grant:<id>, <p>:grant:<id>:history,
 -- <p>:state:<state>, <p>:grants, <p>:due, <p>:pending:<guild>:<user>, and the parked set or Dramatiq
 -- queue named above; per call the wake list.
@@ -60,7 +61,11 @@ local function create(g)
   end
   local state = (mode == 'park') and 'parked' or 'queued'
   local key = p .. ':grant:' .. g.id
-  redis.call('SET', claim, g.id, 'EX', req.idem_ttl)
+  if g.keep_claim then
+    redis.call('SET', claim, g.id)
+  else
+    redis.call('SET', claim, g.id, 'EX', req.idem_ttl)
+  end
   redis.call('HSET', key, unpack(g.fields))
   redis.call('HSET', key, 'state', state)
   if user then redis.call('HSET', key, 'user_id', user) end
