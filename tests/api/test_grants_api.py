@@ -60,7 +60,8 @@ def test_the_same_idempotency_key_twice_delivers_once(
     assert (first.status_code, second.status_code) == (202, 200)
     assert first.json()["id"] == second.json()["id"]
     workers(settings)
-    wait_for(lambda: client.get(f"/grants/{first.json()['id']}", headers=AUTH).json()["state"] == "delivered", timeout_s=10)
+    grant_id = first.json()["id"]
+    wait_for(lambda: client.get(f"/grants/{grant_id}", headers=AUTH).json()["state"] == "delivered", timeout_s=10)
     third = post_grant(client, idempotency_key="dup-1")
     assert third.status_code == 200 and third.json()["state"] == "delivered"
     assert len(sim.applied()) == 1
