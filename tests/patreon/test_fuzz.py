@@ -91,4 +91,4 @@ def test_signed_deliveries_of_any_shape_answer_204_or_400(
     response = client.post("/webhooks/patreon", content=body, headers=headers)
     assert response.status_code in (204, 400), response.text
     if response.status_code == 400:
-        assert response.json()["detail"]  # names what is wrong
+        assert response.json()["error"]  # names what is wrong
