@@ -262,6 +262,10 @@ class Settings(BaseSettings):
     patreon_webhook_secret: SecretStr | None = None
     #: Bearer token for ``POST /grants`` and the link/admin calls; none means they answer 503.
     grants_api_token: SecretStr | None = None
+    #: Bearer token ``GET /metrics`` requires (Prometheus' ``authorization``); none leaves it open.
+    metrics_token: SecretStr | None = None
+    #: Serve the interactive docs (``/docs``, ``/redoc``) and ``/openapi.json``; off, they answer 404.
+    api_docs: bool = False
     #: Twitch app credentials (used to look up users and manage subscriptions).
     twitch_client_id: str | None = None
     twitch_client_secret: SecretStr | None = None
@@ -329,7 +333,7 @@ class Settings(BaseSettings):
     def _check_twitch_urls(cls, value: str) -> str:
         return _http_base_url(value, "must be an http:// or https:// URL (Twitch's own by default)")
 
-    @field_validator("wetbot_api_key", "grants_api_token")
+    @field_validator("wetbot_api_key", "grants_api_token", "metrics_token")
     @classmethod
     def _check_header_secret(cls, value: SecretStr | None) -> SecretStr | None:
         """These travel in HTTP headers, where whitespace or control characters break (or forge) the header."""
@@ -437,7 +441,7 @@ class Settings(BaseSettings):
     def secrets(self) -> list[str]:
         """Every secret value that is set, for scrubbing logs and Sentry events.
 
-        Covers the API keys, both webhook secrets, the grants token, the Twitch
+        Covers the API keys, both webhook secrets, the grants and metrics tokens, the Twitch
         client secret, the Sentry DSN, the sentinels' password and a password
         embedded in ``REDIS_URL``.
         """
@@ -448,6 +452,7 @@ class Settings(BaseSettings):
                 self.twitch_webhook_secret,
                 self.patreon_webhook_secret,
                 self.grants_api_token,
+                self.metrics_token,
                 self.twitch_client_secret,
                 self.sentry_dsn,
                 self.redis_sentinel_password,

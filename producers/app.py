@@ -13,11 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import dramatiq
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from redis import RedisError
+from fastapi import FastAPI
 
 from config.errors import ConfigError
 from config.keyring import check_rule_guilds
@@ -26,6 +22,8 @@ from config.settings import Settings, settings_or_exit
 from producers.api.grants import router as grants_router
 from producers.api.health import router as health_router
 from producers.api.links import router as links_router
+from producers.body_deadline import BODY_TIMEOUT_S, BodyDeadline
+from producers.errors import install_error_handlers
 from producers.patreon.webhook import router as patreon_router
 from producers.state import close_state, open_state
 from producers.twitch.webhook import router as twitch_router
@@ -37,8 +35,10 @@ logger = logging.getLogger("wetbot_rewards.web")
 ROUTERS = [twitch_router, patreon_router, grants_router, links_router, health_router]
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """Build the app for ``settings``.
+def create_app(settings: Settings, *, body_timeout_s: float = BODY_TIMEOUT_S) -> FastAPI:
+    """Build the app for ``settings``; a request body must arrive within ``body_timeout_s`` (``BodyDeadline``).
+
+    ``/docs``, ``/redoc`` and ``/openapi.json`` exist only with ``API_DOCS=true``.
 
     Raises:
       ConfigError: the rewards file is invalid (``RewardsFileError``), or a rule's guild has no API key while
@@ -56,40 +56,19 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await close_state(app.state.wetbot)
 
-    app = FastAPI(title="wetbot-rewards", lifespan=lifespan)
+    docs = settings.api_docs
+    app = FastAPI(
+        title="wetbot-rewards",
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
     for router in ROUTERS:
         app.include_router(router)
-    app.add_exception_handler(RedisError, _storage_unavailable)
-    app.add_exception_handler(dramatiq.errors.BrokerError, _storage_unavailable)
-    app.add_exception_handler(RequestValidationError, _invalid_request)
+    install_error_handlers(app)
+    app.add_middleware(BodyDeadline, timeout_s=body_timeout_s)
     return app
-
-
-async def _storage_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    """Redis is down: nothing was promised, so the caller must retry (with the same idempotency key)."""
-    logger.error("%s %s: storage unavailable: %s", request.method, request.url.path, type(exc).__name__)
-    return JSONResponse(
-        {"detail": "storage unavailable; nothing was queued, retry later"},
-        status_code=503,
-        headers={"Retry-After": "5"},
-    )
-
-
-async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
-    """422 whose ``error`` line names the first bad field, e.g. ``items[0].amount: ...``."""
-    assert isinstance(exc, RequestValidationError)
-    errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
-    first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
-    summary = f"{_field_path(list(first['loc']))}: {first['msg']}"
-    return JSONResponse({"error": summary, "detail": errors}, status_code=422)
-
-
-def _field_path(loc: list[Any]) -> str:
-    parts = [p for p in loc if p not in ("body", "query", "path")] or ["body"]
-    out = ""
-    for part in parts:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
 
 
 def _build_default_app() -> FastAPI:

@@ -3,6 +3,10 @@
 Each one talks to the same Redis as the service: grants it creates or moves go
 through the same ledger and schedule as the web app's, and every change is one
 atomic step, so a command killed half-way or run twice does nothing twice.
+Whatever came from data (ids, items, reasons, errors) is printed through
+``safe`` (``producers.printable.terminal_safe``), so an old or hostile value
+shows its escapes instead of driving the terminal; ``--json`` output is
+escaped by ``json.dumps`` itself.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from config.rewards import load_rewards
 from config.settings import Settings
 from producers.cli_errors import CliError
 from producers.links import PLATFORMS, LinkStore, check_link
+from producers.printable import terminal_safe as safe
 from producers.submit import link_and_release, request_group, requeue_grant, submit_grant
 from worker.connections import connect_redis
 from worker.eta import Eta, EtaEstimator
@@ -146,10 +151,10 @@ def _grants_show(settings: Settings, args: argparse.Namespace) -> int:
             value = ", ".join(f"{i['item_id']} x {_amount(i['amount'])}" for i in value)
         elif key in ("created_at", "updated_at"):
             value = _when(value)
-        print(f"{key:>16}: {value if value not in (None, '') else '-'}")
+        print(f"{key:>16}: {safe(value) if value not in (None, '') else '-'}")
     print("         history:")
     for t in history:
-        print(f"  {_when(t.at)}  {t.from_state or '(new)':>9} -> {t.to_state:<9} {t.reason}")
+        print(f"  {_when(t.at)}  {safe(t.from_state or '(new)'):>9} -> {safe(t.to_state):<9} {safe(t.reason)}")
     return 0
 
 
@@ -168,13 +173,13 @@ def _dead_replay(settings: Settings, args: argparse.Namespace) -> int:
     for grant_id in ids:
         grant = _get(ledger, grant_id)
         if grant.state != GrantState.DEAD:
-            print(f"grant {grant.id}: is {grant.state.value}, not dead; skipped", file=sys.stderr)
+            print(f"grant {safe(grant.id)}: is {grant.state.value}, not dead; skipped", file=sys.stderr)
             continue
         if requeue_grant(ledger, grant.id, "replayed by an operator", expect=GrantState.DEAD):
             replayed += 1
-            print(f"grant {grant.id} queued again")
+            print(f"grant {safe(grant.id)} queued again")
         else:
-            print(f"grant {grant.id}: changed meanwhile; skipped", file=sys.stderr)
+            print(f"grant {safe(grant.id)}: changed meanwhile; skipped", file=sys.stderr)
     print(f"{replayed} grant(s) replayed")
     return 0
 
@@ -203,7 +208,7 @@ def _resolve(settings: Settings, args: argparse.Namespace) -> int:
     if not moved:
         raise CliError(f"grant {grant.id} changed meanwhile; look again")
     others = [other for other in group if other != grant.id]
-    together = f", with the {len(others)} other grant(s) its merged request carried: {', '.join(others)}"
+    together = f", with the {len(others)} other grant(s) its merged request carried: {safe(', '.join(others))}"
     print(f"grant {grant.id} {done}{together if others else ''}")
     return 0
 
@@ -228,7 +233,7 @@ def _links_list(settings: Settings, args: argparse.Namespace) -> int:
     if not found:
         print("no links")
     for external_id, (discord_id, origin) in sorted(found.items()):
-        print(f"{external_id:>20} -> {discord_id}  ({origin})")
+        print(f"{safe(external_id):>20} -> {safe(discord_id)}  ({safe(origin)})")
     return 0
 
 
@@ -285,12 +290,13 @@ def _print_grants(
         print("no grants")
         return
     for g in grants:
-        items = ", ".join(f"{i.item_id} x {_amount(i.amount)}" for i in g.items)
-        line = f"{g.id}  {g.state.value:<9} {_when(g.updated_at)}  {g.guild_id}/{g.user_id}  {items}  [{g.source}]"
+        items = ", ".join(f"{safe(i.item_id)} x {_amount(i.amount)}" for i in g.items)
+        who = f"{safe(g.guild_id)}/{safe(g.user_id)}"
+        line = f"{safe(g.id)}  {g.state.value:<9} {_when(g.updated_at)}  {who}  {items}  [{safe(g.source)}]"
         if g.id in etas:
-            line += f"  eta: {etas[g.id].describe()}"
+            line += f"  eta: {safe(etas[g.id].describe())}"
         if errors and g.last_error:
-            line += f"\n    last error: {g.last_error}"
+            line += f"\n    last error: {safe(g.last_error)}"
         print(line)
 
 

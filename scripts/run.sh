@@ -110,7 +110,7 @@ if [ -z "${WETBOT_API_KEY:-}" ] && [ -z "${WETBOT_API_KEYS:-}" ]; then
      curl -s -X POST http://127.0.0.1:$PORT/grants \\
        -H 'Authorization: Bearer $GRANTS_API_TOKEN' -H 'Content-Type: application/json' \\
        -d '{"guild_id": "$GUILD", "user_id": "222222222222222222", "items": [{"item_id": "gem", "amount": 5}]}'
-   then look at it:  curl -s http://127.0.0.1:$PORT/grants/<id>
+   then look at it:  curl -s -H 'Authorization: Bearer $GRANTS_API_TOKEN' http://127.0.0.1:$PORT/grants/<id>
    or:               $VENV/bin/wetbot-rewards grants list
 
    Signed test webhooks (secrets from .env):

@@ -3,7 +3,8 @@
 - ``grants`` — ``POST /grants`` and ``GET /grants/{id}``.
 - ``links`` — ``POST /links``, ``GET /links/{platform}``, ``DELETE /links/{platform}/{external_id}``.
 - ``health`` — ``/healthz``, ``/readyz`` and ``/metrics`` (``key_metrics``: its lines per API key).
-- ``auth`` — the bearer-token check those routes share.
+- ``auth`` — the bearer-token checks (``GRANTS_API_TOKEN``, ``METRICS_TOKEN``).
+- ``guarded_route`` — the route class of grants and links: token before body, JSON only, a size cap.
 """
 
-__all__ = ["auth", "grants", "health", "key_metrics", "links"]
+__all__ = ["auth", "grants", "guarded_route", "health", "key_metrics", "links"]

@@ -1,4 +1,4 @@
-"""Bearer-token check for ``POST /grants`` and the admin routes (``GRANTS_API_TOKEN``)."""
+"""Bearer-token checks: ``GRANTS_API_TOKEN`` for the grants and links API, ``METRICS_TOKEN`` for ``/metrics``."""
 
 from __future__ import annotations
 
@@ -6,15 +6,29 @@ import hmac
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
+from pydantic import SecretStr
 
 from producers.state import AppState, app_state
 
 
-def require_token(request: Request, state: Annotated[AppState, Depends(app_state)]) -> None:
-    """403-free, constant-time bearer check: 503 when no token is configured, 401 when wrong or missing."""
+def require_token(request: Request, state: AppState) -> None:
+    """403-free, constant-time bearer check: 503 when no token is configured, 401 when wrong or missing.
+
+    Called by ``producers.api.guarded_route.GuardedRoute`` before the body is read.
+    """
     configured = state.settings.grants_api_token
     if configured is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "GRANTS_API_TOKEN is not set on this server")
+    _check_bearer(request, configured)
+
+
+def require_metrics_token(request: Request, state: Annotated[AppState, Depends(app_state)]) -> None:
+    """A dependency: with ``METRICS_TOKEN`` set, ``/metrics`` needs it as a bearer token (401 otherwise)."""
+    if state.settings.metrics_token is not None:
+        _check_bearer(request, state.settings.metrics_token)
+
+
+def _check_bearer(request: Request, configured: SecretStr) -> None:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     expected = configured.get_secret_value().encode()

@@ -1,4 +1,10 @@
-"""The generic producer: ``POST /grants`` (bearer token) and ``GET /grants/{id}``."""
+"""The generic producer: ``POST /grants`` and ``GET /grants/{id}``, both behind the bearer token (``GuardedRoute``).
+
+Bodies are checked strictly: numbers must be JSON numbers (``true`` and ``"5"``
+are refused, not coerced) and ids and reasons printable text
+(``producers.printable``), so nothing a caller sends can later drive an
+operator's terminal or hide in a log line.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,8 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Response, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from producers.api.auth import require_token
+from producers.api.guarded_route import GuardedRoute
+from producers.printable import check_printable
 from producers.state import AppState, app_state
 from producers.submit import submit_grant
 from worker.grant import Grant, GrantItem, NewGrant
@@ -26,10 +33,15 @@ Snowflake = Annotated[str, Field(pattern=r"^[0-9]{17,20}$", description="Discord
 class ItemIn(BaseModel):
     """One item to give (or take, when negative)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     item_id: str = Field(min_length=1, max_length=100, pattern=r"^[^\s/?#]+$")
     amount: float = Field(ge=-MAX_AMOUNT, le=MAX_AMOUNT)
+
+    @field_validator("item_id")
+    @classmethod
+    def _printable_id(cls, value: str) -> str:
+        return check_printable(value)
 
     @field_validator("amount")
     @classmethod
@@ -44,13 +56,18 @@ class ItemIn(BaseModel):
 class GrantIn(BaseModel):
     """Body of ``POST /grants``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     guild_id: Snowflake | None = None
     user_id: Snowflake
     items: list[ItemIn] = Field(min_length=1, max_length=MAX_ITEMS)
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")
     reason: str | None = Field(default=None, max_length=500)
+
+    @field_validator("reason")
+    @classmethod
+    def _printable_reason(cls, value: str | None) -> str | None:
+        return None if value is None else check_printable(value, text=True)
 
     @field_validator("items")
     @classmethod
@@ -63,10 +80,10 @@ class GrantIn(BaseModel):
         return items
 
 
-router = APIRouter()
+router = APIRouter(route_class=GuardedRoute)
 
 
-@router.post("/grants", dependencies=[Depends(require_token)], status_code=status.HTTP_202_ACCEPTED)
+@router.post("/grants", status_code=status.HTTP_202_ACCEPTED)
 def create_grant(body: GrantIn, response: Response, state: Annotated[AppState, Depends(app_state)]) -> dict[str, Any]:
     """Queue a grant. 202 when new; 200 with the existing grant when the idempotency key was seen."""
     guild_id = body.guild_id or state.rewards.guild_id

@@ -5,10 +5,12 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
+from dramatiq.common import dq_name
 from fastapi import APIRouter, Depends, Response, status
 from fastapi.responses import PlainTextResponse
 from redis import RedisError
 
+from producers.api.auth import require_metrics_token
 from producers.api.key_metrics import key_metric_lines
 from producers.counters import read_counters
 from producers.state import AppState, app_state
@@ -48,18 +50,26 @@ def readyz(response: Response, state: Annotated[AppState, Depends(app_state)]) -
     return {"status": "ok", "redis": "ok", "redis_config": config.to_dict(), "warnings": warnings}
 
 
-@router.get("/metrics", response_class=PlainTextResponse)
+@router.get("/metrics", response_class=PlainTextResponse, dependencies=[Depends(require_metrics_token)])
 def metrics(state: Annotated[AppState, Depends(app_state)]) -> str:
-    """Prometheus text format: grants per state, queue depth, oldest queued grant, the ledger's schedule, keys."""
+    """Prometheus text format: grants per state, queue depth, oldest queued grant, the ledger's schedule, keys.
+
+    Behind ``METRICS_TOKEN`` when it is set. Dramatiq's delay queue is a list in
+    its Redis broker (``dispatch.lua`` pushes delayed message ids with RPUSH), so
+    it is counted with ``LLEN`` like the queue itself; this service schedules
+    through the ledger and puts nothing there, so a non-zero count means a
+    message some other code (or an older version) delayed.
+    """
     counts = state.ledger.counts()
     namespace = state.keys.dramatiq_namespace
     pipe = state.redis.pipeline(transaction=False)
     pipe.llen(f"{namespace}:{QUEUE_NAME}")
+    pipe.llen(f"{namespace}:{dq_name(QUEUE_NAME)}")
     pipe.zcard(state.keys.due())
     pipe.zrange(state.keys.due(), 0, 0, withscores=True)
     pipe.zrange(state.keys.state_index(GrantState.QUEUED.value), 0, 0, withscores=True)
     pipe.time()
-    queue_depth, scheduled, first_due, oldest, (seconds, micros) = pipe.execute()
+    queue_depth, delayed, scheduled, first_due, oldest, (seconds, micros) = pipe.execute()
     overdue_s = (
         max(0.0, (int(seconds) * 1000 + int(micros) // 1000 - float(first_due[0][1])) / 1000) if first_due else 0.0
     )
@@ -71,6 +81,9 @@ def metrics(state: Annotated[AppState, Depends(app_state)]) -> str:
         "# HELP wetbot_rewards_queue_messages Messages waiting on the grants queue.",
         "# TYPE wetbot_rewards_queue_messages gauge",
         f"wetbot_rewards_queue_messages {queue_depth}",
+        "# HELP wetbot_rewards_delayed_messages Messages on Dramatiq's delay queue (the service itself puts none).",
+        "# TYPE wetbot_rewards_delayed_messages gauge",
+        f"wetbot_rewards_delayed_messages {delayed}",
         "# HELP wetbot_rewards_scheduled Grants on the ledger's schedule (queued, retrying or sending).",
         "# TYPE wetbot_rewards_scheduled gauge",
         f"wetbot_rewards_scheduled {scheduled}",

@@ -1,4 +1,5 @@
-"""``POST /links``, ``GET /links/{platform}``, ``DELETE /links/{platform}/{external_id}`` (bearer token)."""
+"""``POST /links``, ``GET /links/{platform}``, ``DELETE /links/{platform}/{external_id}`` (bearer token first:
+``GuardedRoute``)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Path, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
-from producers.api.auth import require_token
+from producers.api.guarded_route import GuardedRoute
 from producers.state import AppState, app_state
 from producers.submit import link_and_release
 
-router = APIRouter(dependencies=[Depends(require_token)])
+router = APIRouter(route_class=GuardedRoute)
 
 Platform = Literal["twitch", "patreon"]
 
@@ -19,7 +20,7 @@ Platform = Literal["twitch", "patreon"]
 class LinkIn(BaseModel):
     """Body of ``POST /links``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     platform: Platform
     external_id: str = Field(pattern=r"^[0-9]{1,32}$", description="the platform's numeric user id")

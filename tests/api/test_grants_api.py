@@ -41,8 +41,8 @@ def test_a_posted_grant_is_delivered_and_its_profile_recorded(
     assert response.json()["state"] == "queued"
     workers(settings)
 
-    wait_for(lambda: client.get(f"/grants/{grant_id}").json()["state"] == "delivered", timeout_s=10)
-    body = client.get(f"/grants/{grant_id}").json()
+    wait_for(lambda: client.get(f"/grants/{grant_id}", headers=AUTH).json()["state"] == "delivered", timeout_s=10)
+    body = client.get(f"/grants/{grant_id}", headers=AUTH).json()
     assert body["result"] == {"gem": 5.0}
     assert body["attempts"] == 1 and body["last_error"] is None
     assert body["guild_id"] == GUILD and body["reason"] == "launch party"
@@ -60,7 +60,8 @@ def test_the_same_idempotency_key_twice_delivers_once(
     assert (first.status_code, second.status_code) == (202, 200)
     assert first.json()["id"] == second.json()["id"]
     workers(settings)
-    wait_for(lambda: client.get(f"/grants/{first.json()['id']}").json()["state"] == "delivered", timeout_s=10)
+    grant_id = first.json()["id"]
+    wait_for(lambda: client.get(f"/grants/{grant_id}", headers=AUTH).json()["state"] == "delivered", timeout_s=10)
     third = post_grant(client, idempotency_key="dup-1")
     assert third.status_code == 200 and third.json()["state"] == "delivered"
     assert len(sim.applied()) == 1
@@ -119,7 +120,8 @@ def test_invalid_input_is_422_naming_the_field(client: TestClient) -> None:
         response = post_grant(client, **override)
         assert response.status_code == 422, override
         assert response.json()["error"].startswith(f"{field}:"), response.json()
-    assert client.post("/grants", content=b"{not json", headers=AUTH).status_code == 422
+    not_json = client.post("/grants", content=b"{not json", headers={**AUTH, "Content-Type": "application/json"})
+    assert not_json.status_code == 422
 
 
 def test_grants_api_needs_the_bearer_token(client: TestClient) -> None:
@@ -148,7 +150,7 @@ def test_redis_down_answers_503_and_readyz_says_so(make_settings: SettingsFactor
     with TestClient(create_app(settings)) as client:
         response = post_grant(client, idempotency_key="x")
         assert response.status_code == 503
-        assert "nothing was queued" in response.json()["detail"]
+        assert "nothing was queued" in response.json()["error"]
         assert client.get("/readyz").status_code == 503
         assert client.get("/healthz").status_code == 200
 
@@ -167,5 +169,5 @@ def test_health_ready_and_metrics(client: TestClient) -> None:
 
 
 def test_unknown_grant_is_404(client: TestClient) -> None:
-    assert client.get("/grants/" + "0" * 32).status_code == 404
-    assert client.get("/grants/not-an-id").status_code == 422
+    assert client.get("/grants/" + "0" * 32, headers=AUTH).status_code == 404
+    assert client.get("/grants/not-an-id", headers=AUTH).status_code == 422

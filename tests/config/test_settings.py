@@ -60,6 +60,8 @@ def test_defaults() -> None:
     assert s.twitch_webhook_secret is None
     assert s.patreon_webhook_secret is None
     assert s.grants_api_token is None
+    assert s.metrics_token is None
+    assert s.api_docs is False
     assert s.twitch_client_id is None
     assert s.twitch_client_secret is None
     assert s.rewards_file == Path("config/rewards.toml")
@@ -399,6 +401,7 @@ def test_secrets_lists_every_set_secret(clean_env: pytest.MonkeyPatch) -> None:
         "TWITCH_WEBHOOK_SECRET": "twitch-" + LEAKY,
         "PATREON_WEBHOOK_SECRET": "patreon-" + LEAKY,
         "GRANTS_API_TOKEN": "token-" + LEAKY,
+        "METRICS_TOKEN": "metrics-" + LEAKY,
         "TWITCH_CLIENT_SECRET": "client-" + LEAKY,
         "SENTRY_DSN": "https://abc123@o1.ingest.sentry.io/42",
         "REDIS_SENTINEL_PASSWORD": "sentinel-" + LEAKY,

@@ -135,7 +135,11 @@ def test_procfile_processes_deliver_a_posted_grant(
     response = requests.post(f"{base}/grants", json=body, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5)
     assert response.status_code == 202, response.text
     grant_id = response.json()["id"]
-    wait_for(lambda: requests.get(f"{base}/grants/{grant_id}", timeout=5).json()["state"] == "delivered", timeout_s=20)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    wait_for(
+        lambda: requests.get(f"{base}/grants/{grant_id}", headers=auth, timeout=5).json()["state"] == "delivered",
+        timeout_s=20,
+    )
     assert sim.inventory(GUILD, USER) == {"gem": 3}
     assert API_KEY not in procs.log("web") + procs.log("worker")
     assert TOKEN not in procs.log("web") + procs.log("worker")

@@ -145,3 +145,33 @@ def test_console_script_is_installed_and_reports_redis_down(tmp_path: Path) -> N
     assert done.returncode == 1
     assert done.stderr.strip().startswith("wetbot-rewards: cannot use Redis")
     assert subprocess.run([script, "--help"], capture_output=True, cwd=tmp_path, timeout=30).returncode == 0
+
+
+HOSTILE_ITEM = "gem\x1b[2J\u202e"
+HOSTILE_REASON = "refund\x1b]0;pwned\x07\r\nfake line\u2028"
+
+
+def test_data_the_cli_prints_is_escaped_so_it_cannot_drive_the_terminal(
+    capsys: pytest.CaptureFixture[str], ledger: Ledger
+) -> None:
+    """Old or hostile values (written before the API checked them, or straight into Redis) print as escapes."""
+    new = NewGrant(GUILD, USER, (GrantItem(HOSTILE_ITEM, 1),), source="te\x1bst", idempotency_key="t:h",
+                   reason=HOSTILE_REASON)  # fmt: skip
+    grant = ledger.create(new).grant
+    ledger.transition(grant.id, GrantState.SENDING, "\x1b[31mred", add_attempt=True)
+    ledger.transition(grant.id, GrantState.DEAD, "test", add_failure=True, last_error="HTTP 400: \x1b[1mbad\u200f")
+    outputs = []
+    for command in (["grants", "list"], ["grants", "show", grant.id], ["dead", "list"]):
+        assert main(command) == 0
+        outputs.append(capsys.readouterr().out)
+    for out in outputs:
+        assert all(char.isprintable() or char == "\n" for char in out), repr(out)
+    listing, shown, dead = outputs
+    assert "gem\\x1b[2J\\u202e x 1" in listing and "[te\\x1bst]" in listing
+    assert "gem\\x1b[2J\\u202e x 1" in shown
+    assert "refund\\x1b]0;pwned\\x07\\x0d\\x0afake line\\u2028" in shown
+    assert "\\x1b[31mred" in shown
+    assert "last error: HTTP 400: \\x1b[1mbad\\u200f" in dead
+    assert main(["grants", "list", "--json"]) == 0
+    data = capsys.readouterr().out
+    assert data.isascii() and json.loads(data)[0]["items"][0]["item_id"] == HOSTILE_ITEM

@@ -182,10 +182,10 @@ def test_the_published_vectors_are_authentic_but_stale(make_settings: SettingsFa
         with TestClient(create_app(settings)) as client:
             headers = {**vector["headers"], "Twitch-Eventsub-Message-Signature": vector["expected_signature"]}
             response = client.post("/webhooks/twitch", content=vector["body"].encode(), headers=headers)
-            assert response.status_code == 403 and "older" in response.json()["detail"]
+            assert response.status_code == 403 and "older" in response.json()["error"]
             wrong = {**headers, "Twitch-Eventsub-Message-Signature": "sha256=" + "0" * 64}
             response = client.post("/webhooks/twitch", content=vector["body"].encode(), headers=wrong)
-            assert response.status_code == 403 and "signature" in response.json()["detail"]
+            assert response.status_code == 403 and "signature" in response.json()["error"]
 
 
 @pytest.mark.parametrize(
@@ -409,7 +409,7 @@ def test_redis_down_is_503_and_nothing_is_acknowledged(make_settings: SettingsFa
     settings = make_settings(redis_url="redis://127.0.0.1:1/0", rewards_file=rules, twitch_webhook_secret=SECRET)
     with TestClient(create_app(settings)) as client:
         response = notify(client, "channel.cheer")
-        assert response.status_code == 503 and "nothing was queued" in response.json()["detail"]
+        assert response.status_code == 503 and "nothing was queued" in response.json()["error"]
         # Authentication and the challenge do not need Redis.
         assert post(client, sample_payload("channel.cheer"), secret="wrong-secret-12345").status_code == 403
         challenge = post(
@@ -637,7 +637,7 @@ def test_a_signed_notification_resent_as_a_revocation_is_refused_and_the_genuine
     body, headers = signed_request(SECRET, sample_payload("channel.cheer", event))
     forged = {**headers, "twitch-eventsub-message-type": "revocation"}
     refused = client.post("/webhooks/twitch", content=body, headers=forged)
-    assert refused.status_code == 400 and "signed body is a notification" in refused.json()["detail"]
+    assert refused.status_code == 400 and "signed body is a notification" in refused.json()["error"]
     genuine = client.post("/webhooks/twitch", content=body, headers=headers)
     assert genuine.status_code == 200 and genuine.json()["outcome"] == "granted"
     [grant] = grants(ledger)
