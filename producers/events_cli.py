@@ -13,9 +13,9 @@ from config.rewards import load_rewards
 from config.settings import Settings
 from producers.cli_errors import CliError
 from producers.inbox import EventInbox, InboxEvent, Outcome
+from producers.printable import terminal_safe as shown
 from producers.reprocess import NothingToReprocess, ReprocessRefused, reprocess
 from producers.state import close_state, open_state
-from producers.terminal import shown
 from worker.connections import connect_redis
 from worker.keys import Keys
 
@@ -86,7 +86,8 @@ def _show(settings: Settings, args: argparse.Namespace) -> int:
     for name, value in sorted(event.headers.items()):
         print(f"  {shown(name)}: {shown(value)}")
     print("body")
-    print(shown(_body_text(event), keep_newlines=True))
+    for line in _body_text(event).splitlines():
+        print(shown(line))
     return 0
 
 
