@@ -16,7 +16,7 @@ from redis import Redis
 
 from config.settings import RateLimit
 from simulator.wetbot import WetbotSimulator
-from tests.conftest import GUILD, USER, SettingsFactory
+from tests.conftest import GUILD, USER, ScheduleDriver, SettingsFactory
 from worker.delivery import CLAIM_LEASE_S, Deliverer
 from worker.grant import Grant, GrantItem, GrantState, NewGrant
 from worker.keys import Keys
@@ -315,3 +315,27 @@ def test_an_outage_is_one_warning_of_the_adoption_check_not_one_per_pass(
             reconciler.stop()
     lines = [r for r in caplog.records if "cannot check the schedule" in r.getMessage()]
     assert len(lines) == 1, f"{len(lines)} warnings in 1 s of outage"
+
+
+# --- order and the limit, end to end ------------------------------------------------------------------------------
+
+
+def test_a_backlog_of_members_drains_in_the_order_it_arrived_without_a_429(
+    make_settings: SettingsFactory, redis: Redis, ledger: Ledger, sim: WetbotSimulator, driver: ScheduleDriver
+) -> None:
+    """Eight members' grants at 2 per second, WetBot counting as strictly (2 per 1 s): each waits for its own turn,
+    so they reach WetBot in the rounds they came in (two a window; within a round the two may swap: a hand-back's
+    due time is its wait re-based on a later clock reading) and WetBot never answers 429."""
+    sim.set_limit(2, 1.0)
+    deliverer = build_deliverer(make_settings(wetbot_rate_limit="2/1s"), redis)
+    users = [member(n) for n in range(8)]
+    for n, user in enumerate(users):
+        grant(ledger, f"m{n}", user)
+        time.sleep(0.002)  # created one after another
+    driver.run(deliverer, timeout_s=20)
+    arrived = [change.user_id for change in sim.applied()]
+    assert sorted(arrived) == sorted(users)
+    rounds = [users.index(user) // 2 for user in arrived]
+    assert rounds == sorted(rounds), f"arrival rounds {rounds}: a grant overtook a whole round of older ones"
+    assert sim.count_status(429) == 0
+    assert sim.max_in_window() <= 2
