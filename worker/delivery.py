@@ -298,8 +298,9 @@ class Deliverer:
         turn in the key's line: the slot after those of the grants waiting ahead of it.
         """
         budget_s = MAX_INLINE_WAIT_S
+        waiter = self._line_waiter(run.grant)
         while True:
-            decision = self.limiter.try_acquire(run.api.key_id, waiter=run.grant.id)
+            decision = self.limiter.try_acquire(run.api.key_id, waiter=waiter)
             if decision.granted:
                 return decision.member
             if decision.wait_s > budget_s:
@@ -307,6 +308,18 @@ class Deliverer:
                 return None
             self.sleep(decision.wait_s)
             budget_s -= decision.wait_s
+
+    def _line_waiter(self, grant: Grant) -> str:
+        """Who takes a place in the key's line for ``grant``: its member, when one request carries them all.
+
+        With coalescing, a member's pending grants go out in one request, so they
+        share one place: k cheers of one viewer wait for one slot, not k (whose
+        unused turns would push every other member back). A grant that must go
+        alone waits as itself.
+        """
+        if not self.settings.wetbot_coalesce or grant.verify_pending or grant.maybe_applied or grant.solo:
+            return grant.id
+        return f"member:{grant.guild_id}:{grant.user_id}"
 
     def _merged(self, lead: Grant) -> Merged:
         """What the request for ``lead`` carries: every pending grant of the user that fits (``worker.coalesce``),

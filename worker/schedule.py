@@ -247,6 +247,7 @@ class Reconciler(dramatiq.Middleware):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failing = False
+        self._adopt_failing = False
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         self.start()
@@ -286,8 +287,12 @@ class Reconciler(dramatiq.Middleware):
             if self._release_key_parked is not None:
                 self._release_key_parked()
         except RedisError as exc:
-            logger.warning("reconciler: cannot check the schedule, Redis unavailable (%s)", exc)
+            # Retried at every pass until it works: say so once per outage (the pass says when Redis is back).
+            if not self._adopt_failing:
+                logger.warning("reconciler: cannot check the schedule, Redis unavailable (%s)", exc)
+            self._adopt_failing = True
             return False
+        self._adopt_failing = False
         if adopted:
             logger.warning("reconciler: %d moving grant(s) were not on the schedule; they are now", adopted)
         return True

@@ -88,11 +88,6 @@ def test_a_grant_refused_after_waiters_were_cancelled_waits_only_for_the_next_fr
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="grants delivered as companions of a merged request keep their places in the key's line: "
-    "a grant refused after the merge is handed back behind them, for slots nobody will use",
-)
 def test_a_grant_refused_after_a_merged_request_does_not_wait_behind_the_grants_it_carried(
     make_settings: SettingsFactory, redis: Redis, ledger: Ledger, keys: Keys, sim: WetbotSimulator
 ) -> None:
@@ -103,7 +98,7 @@ def test_a_grant_refused_after_a_merged_request_does_not_wait_behind_the_grants_
     cheers = [grant(ledger, f"cheer{n}", USER) for n in range(5)]
     for cheer in cheers:
         deliverer.deliver(cheer.id)
-    assert line_length(redis, keys, key_id) == 5
+    assert line_length(redis, keys, key_id) == 1  # one place for the member: one request carries them all
     sleep_until_due(deliverer, cheers[0].id)
     deliverer.deliver(cheers[0].id)  # its turn: one request carries all five
     assert len(sim.requests()) == 1
@@ -118,11 +113,6 @@ def test_a_grant_refused_after_a_merged_request_does_not_wait_behind_the_grants_
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a merged request takes one slot for grants that held several turns; the waiters behind keep "
-    "the later turns they were handed back for, and the key's slots stay idle until then",
-)
 def test_waiters_behind_a_merged_request_move_up_to_the_slots_its_companions_no_longer_need(
     make_settings: SettingsFactory, redis: Redis, ledger: Ledger, sim: WetbotSimulator
 ) -> None:
@@ -131,9 +121,9 @@ def test_waiters_behind_a_merged_request_move_up_to_the_slots_its_companions_no_
     window = deliverer.limiter.effective_window_s
     cheers = [grant(ledger, f"cheer{n}", USER) for n in range(5)]
     for cheer in cheers:
-        deliverer.deliver(cheer.id)  # turns: W, W, 2W, 2W, 3W
+        deliverer.deliver(cheer.id)  # one place for the member (they go in one request): turn W
     other = grant(ledger, "other", member(1))
-    deliverer.deliver(other.id)  # behind the five: 3W
+    deliverer.deliver(other.id)  # behind the member: W too (the second slot)
     sleep_until_due(deliverer, cheers[0].id)
     deliverer.deliver(cheers[0].id)  # one request for all five cheers: one slot of the five turns is used
     assert len(sim.requests()) == 1
@@ -297,11 +287,6 @@ def test_the_reconciler_keeps_running_through_passes_without_redis(
     assert reconciler.next_pass_in_s(None) == 0.2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the adoption check that failed for want of Redis runs again at every pass and logs its warning "
-    "each time: one WARNING a second for as long as Redis is away (Reconciler._adopt_once)",
-)
 def test_an_outage_is_one_warning_of_the_adoption_check_not_one_per_pass(
     keys: Keys, caplog: pytest.LogCaptureFixture
 ) -> None:
