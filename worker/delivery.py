@@ -300,7 +300,7 @@ class Deliverer:
         budget_s = MAX_INLINE_WAIT_S
         waiter = self._line_waiter(run.grant)
         while True:
-            decision = self.limiter.try_acquire(run.api.key_id, waiter=waiter)
+            decision = self.limiter.try_acquire(run.api.key_id, waiter=waiter, grant_key=self.keys.grant(run.grant.id))
             if decision.granted:
                 return decision.member
             if decision.wait_s > budget_s:

@@ -60,7 +60,9 @@ class SlidingWindowLimiter:
         self.effective_window_s = rate.window_s + SAFETY_MARGIN_S + SAFETY_MARGIN_FRACTION * rate.window_s
         self._script = load_script(redis, "sliding_window")
 
-    def try_acquire(self, key_id: str, *, waiter: str = "", now_s: float | None = None) -> SlotDecision:
+    def try_acquire(
+        self, key_id: str, *, waiter: str = "", grant_key: str = "", now_s: float | None = None
+    ) -> SlotDecision:
         """Take a slot for ``key_id`` if one is free.
 
         Parameters:
@@ -68,12 +70,19 @@ class SlidingWindowLimiter:
           waiter: who asks (a grant id). Refused, it gets a place in the key's line and the wait until its
             turn: the slot after those of every waiter ahead of it. Without one the wait is until the next
             slot frees, whoever else waits for it.
+          grant_key: the asking grant's hash: refused, it records the line there, so leaving the moving
+            states (cancelled, parked, dead) gives up its place (``lua/transition.lua``).
           now_s: the time to use instead of Redis ``TIME`` (tests only).
         """
         now_arg = "" if now_s is None else str(int(now_s * 1_000_000))
         member = uuid.uuid4().hex
         granted, wait_us = self._script(
-            keys=[self._keys.rate_window(key_id), self._keys.rate_block(key_id), self._keys.rate_line(key_id)],
+            keys=[
+                self._keys.rate_window(key_id),
+                self._keys.rate_block(key_id),
+                self._keys.rate_line(key_id),
+                *([grant_key] if grant_key else []),
+            ],
             args=[
                 self.rate.limit,
                 int(self.effective_window_s * 1_000_000),

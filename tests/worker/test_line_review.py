@@ -62,11 +62,6 @@ def sleep_until_due(deliverer: Deliverer, *grant_ids: str) -> None:
 # --- grants that left the line without its slot ---------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cancelled grants keep their places in the key's line until their turns are LINE_GRACE_S old: "
-    "a grant refused after them is handed back behind them, for slots nobody will use",
-)
 def test_a_grant_refused_after_waiters_were_cancelled_waits_only_for_the_next_free_slot(
     make_settings: SettingsFactory, redis: Redis, ledger: Ledger, keys: Keys
 ) -> None:

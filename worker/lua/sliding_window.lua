@@ -5,6 +5,9 @@
 -- KEYS[1]  window   <p>:rate:<key id>          ZSET member -> start time (us)
 -- KEYS[2]  block    <p>:rate:<key id>:blocked  STRING time (us) before which nothing may start (after a 429)
 -- KEYS[3]  line     <p>:rate:<key id>:line     ZSET waiter -> its turn (us): when its slot frees
+-- KEYS[4]  optional: the asking grant's hash; a refused grant records its line there ("line"), so the
+--          step that takes it out of queued/retrying (cancelled, parked, dead) gives up its place
+--          (lua/transition.lua)
 -- ARGV[1]  limit (requests per window)
 -- ARGV[2]  window (microseconds)
 -- ARGV[3]  unique member for this request
@@ -81,6 +84,9 @@ if index >= 1 then
 end
 turn = turn + window * math.floor(ahead / limit)
 redis.call('ZADD', KEYS[3], turn, waiter)
+if KEYS[4] and redis.call('EXISTS', KEYS[4]) == 1 then
+  redis.call('HSET', KEYS[4], 'line', KEYS[3])
+end
 local keep_ms = math.ceil((turn - now + grace) / 1000) + 1000
 if redis.call('PTTL', KEYS[3]) < keep_ms then
   redis.call('PEXPIRE', KEYS[3], keep_ms)

@@ -157,6 +157,16 @@ for index, id in ipairs(ids) do
     else
       redis.call('ZREM', p .. ':due', id)
       redis.call('SREM', pending, id)
+      -- Out of the key's line too (lua/sliding_window.lua): its place, and its member's once nothing
+      -- of the member moves any more, would only make the waiters behind ask later than they could.
+      local line = redis.call('HGET', key, 'line')
+      if line then
+        redis.call('ZREM', line, id)
+        if redis.call('SCARD', pending) == 0 then
+          redis.call('ZREM', line, 'member:' .. tostring(g[1]) .. ':' .. tostring(g[2]))
+        end
+        redis.call('HDEL', key, 'line')
+      end
     end
     if req.park then
       redis.call('SADD', req.park.set, id)
