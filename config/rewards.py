@@ -5,7 +5,9 @@
 Every model forbids unknown keys and is strict about types (TOML values are
 already typed, so ``amount = "5"`` is a mistake worth reporting, not coercing).
 Any problem becomes one ``RewardsFileError`` line that names the file, the rule
-and the field, e.g. ``config/rewards.toml: twitch.rules[2] (channel.cheer): per_bits: must be at least 1``.
+and the field, e.g. ``config/rewards.toml: twitch rule "cheer-gems" (channel.cheer): per_bits: must be at least 1``
+(an unnamed rule is named by its place: ``twitch.rules[2] (channel.cheer)``). Items are written
+``{ item_id = "gem", amount = 1 }`` as in ``POST /grants``; ``id`` is read too.
 
 Rule identity: each rule has a ``rule_id``, its ``name`` if given, otherwise
 ``<section>:<event>#<index>`` (``twitch:channel.cheer#2``). Producers build
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
+    AliasChoices,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -128,9 +131,17 @@ class _Model(BaseModel):
 class ItemAmount(_Model):
     """One item and how many of it to grant (negative takes away)."""
 
-    #: WetBot item id (``itemID`` in the API body).
-    id: ShortText
+    #: WetBot item id (``itemID`` in the API body). Written ``item_id``, as ``POST /grants`` names it;
+    #: ``id`` (the older spelling) is read too.
+    id: ShortText = Field(validation_alias=AliasChoices("item_id", "id"))
     amount: Annotated[float, BeforeValidator(_amount)]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_id_spelling(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "id" in data and "item_id" in data:
+            raise ValueError("give item_id or id, not both")
+        return data
 
 
 # -- rules ---------------------------------------------------------------------------
@@ -387,11 +398,12 @@ class RewardsConfig(_Model):
         named: dict[str, str] = {}
         for section, rules in (("twitch", self.twitch.rules), ("patreon", self.patreon.rules)):
             for index, rule in enumerate(rules):
-                locator = f"{section}.rules[{index}] ({rule.event})"
+                locator = rule_locator(section, index, rule.name, rule.event)
                 if rule.name is not None:
                     if rule.name in named:
                         raise _rule_error(
-                            locator, "name", f"duplicate rule name {rule.name!r} (also {named[rule.name]})"
+                            f"{section}.rules[{index}] ({rule.event})",
+                            "name", f"duplicate rule name {rule.name!r} (also {named[rule.name]})"
                         )
                     named[rule.name] = f"{section}.rules[{index}]"
                 if rule.guild_id is None and self.guild_id is None:
@@ -402,7 +414,7 @@ class RewardsConfig(_Model):
     def rule_guilds(self) -> list[RuleGuild]:
         """Each rule (as errors name it) with the guild its grants go to, for ``config.keyring.check_rule_guilds``."""
         return [
-            RuleGuild(f"{section}.rules[{index}] ({rule.event})", rule.effective_guild_id)
+            RuleGuild(rule_locator(section, index, rule.name, rule.event), rule.effective_guild_id)
             for section, rules in (("twitch", self.twitch.rules), ("patreon", self.patreon.rules))
             for index, rule in enumerate(rules)
         ]
@@ -414,6 +426,17 @@ class RewardsConfig(_Model):
     def discord_user_for_twitch(self, twitch_user_id: str) -> str | None:
         """The statically linked Discord user of a Twitch user, if the file has one."""
         return self.twitch.links.get(twitch_user_id)
+
+
+def rule_locator(section: str, index: int, name: Any, event: Any) -> str:
+    """How errors name a rule: ``twitch rule "cheer-gems" (channel.cheer)`` when it has a valid ``name``
+    (what the operator wrote and searches for), else ``twitch.rules[3] (channel.cheer)``. The event is
+    named only when it is a real one (an unknown event name is the problem itself)."""
+    if isinstance(name, str) and _RULE_NAME_RE.fullmatch(name):
+        locator = f'{section} rule "{name}"'
+    else:
+        locator = f"{section}.rules[{index}]"
+    return locator + (f" ({event})" if event in _EVENTS.get(section, ()) else "")
 
 
 def _rule_error(locator: str, field: str, problem: str) -> PydanticCustomError:
@@ -508,9 +531,8 @@ def _locate(error: Any, data: Mapping[str, Any]) -> tuple[str | None, str | None
             event: Any = rest[0]
             rest = rest[1:]
         else:
-            event = _raw_event(data, section, index)
-        # Name the event only when it is a real one: an unknown name is the problem itself.
-        locator = f"{section}.rules[{index}]" + (f" ({event})" if event in known else "")
+            event = _raw_event(data, section, index, "event")
+        locator = rule_locator(section, index, _raw_event(data, section, index, "name"), event)
         if kind == "union_tag_invalid":
             return locator, "event", f"unknown event {ctx.get('tag')!r} (known: {', '.join(known)})"
         if kind == "union_tag_not_found":
@@ -519,9 +541,10 @@ def _locate(error: Any, data: Mapping[str, Any]) -> tuple[str | None, str | None
     return None, _path(loc) or None, problem
 
 
-def _raw_event(data: Mapping[str, Any], section: str, index: int) -> Any:
+def _raw_event(data: Mapping[str, Any], section: str, index: int, key: str) -> Any:
+    """The rule's raw ``key`` (``event`` or ``name``) as written, or None."""
     try:
-        return data[section]["rules"][index].get("event")
+        return data[section]["rules"][index].get(key)
     except (KeyError, IndexError, TypeError, AttributeError):
         return None
 
