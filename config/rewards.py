@@ -81,6 +81,11 @@ _TWITCH_USER_ID_RE = re.compile(r"[0-9]{1,20}")
 #: Names exclude ":" and "#", so a name can never equal a derived ``<section>:<event>#<i>`` id,
 #: and stay within characters that are safe inside Redis keys and idempotency keys.
 _RULE_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+#: What a missing rewards file says. A ``git push`` deploy ships none: ``config/rewards.toml`` is git-ignored.
+MISSING_FILE_PROBLEM = (
+    "file not found: copy config/rewards.example.toml there and edit it, or set REWARDS_FILE to your rules"
+    " file (config/rewards.toml is git-ignored, so a git push deploy does not ship it)"
+)
 _BARE_TOML_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
 
 
@@ -455,7 +460,8 @@ def load_rewards(path: Path, *, missing_ok: bool = False) -> RewardsConfig:
     Parameters:
       path: the TOML file (``Settings.rewards_file``).
       missing_ok: return an empty ``RewardsConfig`` (no rules) when the file
-        does not exist, instead of failing. Demo mode and tests use it.
+        does not exist, instead of failing. Demo mode (``Settings.demo_mode``) and the CLI use it;
+        web and worker outside demo mode do not: a service with no rules would grant nothing, silently.
 
     Raises:
       RewardsFileError: the file is missing (unless ``missing_ok``) or
@@ -469,9 +475,7 @@ def load_rewards(path: Path, *, missing_ok: bool = False) -> RewardsConfig:
     except FileNotFoundError:
         if missing_ok:
             return RewardsConfig()
-        raise RewardsFileError(
-            shown, "file not found (set REWARDS_FILE, or start from config/rewards.example.toml)"
-        ) from None
+        raise RewardsFileError(shown, MISSING_FILE_PROBLEM) from None
     except OSError as exc:
         raise RewardsFileError(shown, f"cannot be read ({exc.strerror or type(exc).__name__})") from None
     try:
