@@ -408,7 +408,8 @@ class RewardsConfig(_Model):
                     if rule.name in named:
                         raise _rule_error(
                             f"{section}.rules[{index}] ({rule.event})",
-                            "name", f"duplicate rule name {rule.name!r} (also {named[rule.name]})"
+                            "name",
+                            f"duplicate rule name {rule.name!r} (also {named[rule.name]})",
                         )
                     named[rule.name] = f"{section}.rules[{index}]"
                 if rule.guild_id is None and self.guild_id is None:

@@ -7,6 +7,7 @@ must not run what a body carries) and cut at ``MAX_SHOWN_CHARS``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 __all__ = ["MAX_SHOWN_CHARS", "format_answer"]
@@ -20,10 +21,8 @@ def format_answer(status: int, reason: str, body: bytes) -> str:
     lines = [f"answer: {status} {reason}".rstrip()]
     text = body.decode("utf-8", "replace").strip()
     if text:
-        try:
+        with contextlib.suppress(ValueError):  # not JSON: shown as text
             text = json.dumps(json.loads(text), indent=2, ensure_ascii=False)
-        except ValueError:
-            pass
         shown = _escape_controls(text[:MAX_SHOWN_CHARS])
         lines.append(shown + (" ..." if len(text) > MAX_SHOWN_CHARS else ""))
     return "\n".join(lines)

@@ -10,7 +10,7 @@ is safe (the second run finds nothing).
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import Any, cast
 
 from redis import Redis
 
@@ -37,10 +37,10 @@ def clear_demo_keys(redis: Redis) -> int:
     for key in redis.scan_iter(match=f"{DEMO_KEY_PREFIX}:*", count=BATCH):
         batch.append(key)
         if len(batch) >= BATCH:
-            deleted += int(redis.unlink(*batch))
+            deleted += int(cast(int, redis.unlink(*batch)))
             batch = []
     if batch:
-        deleted += int(redis.unlink(*batch))
+        deleted += int(cast(int, redis.unlink(*batch)))
     return deleted
 
 

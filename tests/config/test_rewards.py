@@ -591,7 +591,7 @@ def test_items_take_item_id_as_the_api_does_and_id_still_works(tmp_path: Path) -
 def test_an_item_with_both_spellings_is_an_error(tmp_path: Path) -> None:
     text = HEADER + '[[twitch.rules]]\nevent = "channel.follow"\nitems = [{ item_id = "a", id = "b", amount = 1 }]\n'
     assert str(error_for(tmp_path, text)).endswith(
-        'twitch.rules[0] (channel.follow): items[0]: give item_id or id, not both'
+        "twitch.rules[0] (channel.follow): items[0]: give item_id or id, not both"
     )
 
 

@@ -23,7 +23,11 @@ def web_ready(port: int) -> bool:
 
 @pytest.mark.parametrize("kind", ["web", "worker"])
 def test_a_missing_rewards_file_stops_start_up_naming_the_path(
-    kind: str, prefix: str, sim: WetbotSimulator, tmp_path: Path, procs: Processes  # noqa: F811
+    kind: str,
+    prefix: str,
+    sim: WetbotSimulator,
+    tmp_path: Path,
+    procs: Processes,  # noqa: F811
 ) -> None:
     missing = tmp_path / "deploy" / "rewards.toml"
     proc = procs.start(kind, procfile_command(kind, free_port()), service_env(prefix, sim, missing))
@@ -37,7 +41,10 @@ def test_a_missing_rewards_file_stops_start_up_naming_the_path(
 
 
 def test_demo_mode_starts_without_a_rewards_file(
-    prefix: str, sim: WetbotSimulator, tmp_path: Path, procs: Processes  # noqa: F811
+    prefix: str,
+    sim: WetbotSimulator,
+    tmp_path: Path,
+    procs: Processes,  # noqa: F811
 ) -> None:
     port = free_port()
     env = service_env(prefix, sim, tmp_path / "none.toml", DEMO_MODE="1")

@@ -11,9 +11,9 @@ import socket
 import stat
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 import requests
@@ -166,7 +166,7 @@ def test_the_demo_banner_works_as_printed_on_any_port(
     [clear] = [command for command in commands if " demo clear" in command]
     assert len(tries) == 4, tries
     redis = private_redis.client()
-    sources = {g.split(b":")[0] for g in redis.keys("*")}
+    sources = {key.split(b":")[0] for key in cast(list[bytes], redis.keys("*"))}
     assert sources == {DEMO_KEY_PREFIX.encode()}, "demo mode writes under its own prefix only"
     ledger_list = subprocess.run(["bash", "-c", commands[1]], cwd=checkout, env=shell, capture_output=True,
                                  text=True, timeout=30, check=False)  # fmt: skip

@@ -22,7 +22,7 @@ class _Answers(BaseHTTPRequestHandler):
 
     paths: list[str] = []
 
-    def do_POST(self) -> None:  # noqa: N802 - the http.server API
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", "0")))
         type(self).paths.append(self.path)
         body = json.dumps(ANSWER).encode()
