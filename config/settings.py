@@ -289,6 +289,8 @@ class Settings(BaseSettings):
     sentry_dsn: SecretStr | None = None
     sentry_environment: str | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    #: ``text`` (one line per record) or ``json`` (one JSON object per line), for every process.
+    log_format: Literal["text", "json"] = "text"
 
     # -- validators: every message must leave the value out -------------------------
 
@@ -407,7 +409,7 @@ class Settings(BaseSettings):
             raise ValueError(f"must be at most {SENTRY_ENVIRONMENT_MAX_LEN} characters without spaces or '/'")
         return value
 
-    @field_validator("ambiguous_policy", mode="before")
+    @field_validator("ambiguous_policy", "log_format", mode="before")
     @classmethod
     def _lower_policy(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import signal
+import time
 from pathlib import Path
 
 import pytest
 import requests
 
+from simulator.chaos.servers import PrivateRedis
 from simulator.wetbot import WetbotSimulator
-from tests.conftest import free_port, wait_for
+from tests.conftest import TOKEN, free_port, wait_for
 from tests.processes.test_procfile import Processes, procfile_command, procs, service_env  # noqa: F401
 
 pytestmark = pytest.mark.slow
@@ -50,3 +56,101 @@ def test_demo_mode_starts_without_a_rewards_file(
     env = service_env(prefix, sim, tmp_path / "none.toml", DEMO_MODE="1")
     procs.start("web", procfile_command("web", port), env)
     wait_for(lambda: web_ready(port), timeout_s=20, interval_s=0.2)
+
+
+# -- the worker and Redis at start ----------------------------------------------------------------------------
+
+
+def test_the_worker_says_when_redis_is_down_and_starts_once_it_answers(
+    prefix: str,
+    sim: WetbotSimulator,
+    rewards_file: Path,
+    tmp_path: Path,
+    procs: Processes,  # noqa: F811
+) -> None:
+    port = free_port()
+    env = service_env(prefix, sim, rewards_file, REDIS_URL=f"redis://127.0.0.1:{port}/0")
+    procs.start("worker", procfile_command("worker"), env)
+    down = f"cannot reach Redis at redis://127.0.0.1:{port}/0 (ConnectionError): no grant is delivered until it answers"
+    wait_for(lambda: down in procs.log("worker"), timeout_s=30, interval_s=0.2)
+    time.sleep(3)  # a few retries later: still not "ready"
+    assert "ready for action" not in procs.log("worker")
+    redis = PrivateRedis(tmp_path / "redis", port=port)
+    (tmp_path / "redis").mkdir()
+    redis.start()
+    try:
+        wait_for(lambda: "ready for action" in procs.log("worker"), timeout_s=30, interval_s=0.2)
+        assert f"Redis at redis://127.0.0.1:{port}/0 answers again" in procs.log("worker")
+        assert procs.log("worker").count(down) == 1, "one line, not one per retry"
+    finally:
+        procs.stop_all()
+        redis.stop()
+
+
+def test_a_worker_waiting_for_redis_stops_on_sigterm(
+    prefix: str,
+    sim: WetbotSimulator,
+    rewards_file: Path,
+    procs: Processes,  # noqa: F811
+) -> None:
+    env = service_env(prefix, sim, rewards_file, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    proc = procs.start("worker", procfile_command("worker"), env)
+    wait_for(lambda: "cannot reach Redis" in procs.log("worker"), timeout_s=30, interval_s=0.2)
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=15)
+
+
+# -- one log format, redacted, uvicorn's access log included --------------------------------------------------
+
+TEXT_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} (DEBUG|INFO|WARNING|ERROR|CRITICAL) [\w.()]+: ")
+
+
+def run_web_and_worker(
+    prefix: str,
+    sim: WetbotSimulator,
+    rewards_file: Path,
+    procs: Processes,
+    **extra: str,  # noqa: F811
+) -> tuple[str, str]:
+    """Start both Procfile processes, send a request with the token in its query string, stop; their logs."""
+    port = free_port()
+    env = service_env(prefix, sim, rewards_file, **extra)
+    procs.start("web", procfile_command("web", port), env)
+    procs.start("worker", procfile_command("worker"), env)
+    wait_for(lambda: web_ready(port), timeout_s=30, interval_s=0.2)
+    wait_for(lambda: "ready for action" in procs.log("worker"), timeout_s=30, interval_s=0.2)
+    assert requests.get(f"http://127.0.0.1:{port}/healthz?token={TOKEN}", timeout=5).status_code == 200
+    wait_for(lambda: "/healthz?token=" in procs.log("web"), timeout_s=10)
+    procs.stop_all()
+    return procs.log("web"), procs.log("worker")
+
+
+def test_web_and_worker_log_one_text_format_and_redact_uvicorns_access_log(
+    prefix: str,
+    sim: WetbotSimulator,
+    rewards_file: Path,
+    procs: Processes,  # noqa: F811
+) -> None:
+    web, worker = run_web_and_worker(prefix, sim, rewards_file, procs)
+    assert TOKEN not in web + worker
+    assert '"GET /healthz?token=[redacted] HTTP/1.1" 200' in web
+    for line in (web + worker).splitlines():
+        assert TEXT_LINE.match(line), line
+    assert "uvicorn.error: Application startup complete." in web
+    assert "Dramatiq '" in worker and "is booting up" in worker, "the supervisor process logs in our format too"
+
+
+def test_log_format_json_is_one_object_per_line_everywhere(
+    prefix: str,
+    sim: WetbotSimulator,
+    rewards_file: Path,
+    procs: Processes,  # noqa: F811
+) -> None:
+    web, worker = run_web_and_worker(prefix, sim, rewards_file, procs, LOG_FORMAT="json")
+    assert TOKEN not in web + worker
+    entries = [json.loads(line) for line in (web + worker).splitlines() if line.strip()]
+    assert all(set(e) >= {"time", "level", "logger", "process", "message"} for e in entries)
+    loggers = {e["logger"] for e in entries}
+    assert {"uvicorn.access", "uvicorn.error", "dramatiq.MainProcess", "wetbot_rewards.worker"} <= loggers
+    access = [e["message"] for e in entries if e["logger"] == "uvicorn.access"]
+    assert any("/healthz?token=[redacted]" in message for message in access), access
