@@ -6,6 +6,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import requests
 from simulator.chaos.servers import PrivateRedis
 from simulator.wetbot import WetbotSimulator
 from tests.conftest import TOKEN, free_port, wait_for
-from tests.processes.test_procfile import Processes, procfile_command, procs, service_env  # noqa: F401
+from tests.processes.test_procfile import ROOT, Processes, procfile_command, procs, service_env  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
@@ -109,20 +111,20 @@ def run_web_and_worker(
     prefix: str,
     sim: WetbotSimulator,
     rewards_file: Path,
-    procs: Processes,
-    **extra: str,  # noqa: F811
+    running: Processes,
+    **extra: str,
 ) -> tuple[str, str]:
     """Start both Procfile processes, send a request with the token in its query string, stop; their logs."""
     port = free_port()
     env = service_env(prefix, sim, rewards_file, **extra)
-    procs.start("web", procfile_command("web", port), env)
-    procs.start("worker", procfile_command("worker"), env)
+    running.start("web", procfile_command("web", port), env)
+    running.start("worker", procfile_command("worker"), env)
     wait_for(lambda: web_ready(port), timeout_s=30, interval_s=0.2)
-    wait_for(lambda: "ready for action" in procs.log("worker"), timeout_s=30, interval_s=0.2)
+    wait_for(lambda: "ready for action" in running.log("worker"), timeout_s=30, interval_s=0.2)
     assert requests.get(f"http://127.0.0.1:{port}/healthz?token={TOKEN}", timeout=5).status_code == 200
-    wait_for(lambda: "/healthz?token=" in procs.log("web"), timeout_s=10)
-    procs.stop_all()
-    return procs.log("web"), procs.log("worker")
+    wait_for(lambda: "/healthz?token=" in running.log("web"), timeout_s=10)
+    running.stop_all()
+    return running.log("web"), running.log("worker")
 
 
 def test_web_and_worker_log_one_text_format_and_redact_uvicorns_access_log(
@@ -154,3 +156,26 @@ def test_log_format_json_is_one_object_per_line_everywhere(
     assert {"uvicorn.access", "uvicorn.error", "dramatiq.MainProcess", "wetbot_rewards.worker"} <= loggers
     access = [e["message"] for e in entries if e["logger"] == "uvicorn.access"]
     assert any("/healthz?token=[redacted]" in message for message in access), access
+
+
+def test_the_worker_health_check_sees_a_running_worker(
+    prefix: str,
+    sim: WetbotSimulator,
+    rewards_file: Path,
+    procs: Processes,  # noqa: F811
+) -> None:
+    env = service_env(prefix, sim, rewards_file)
+    check = [sys.executable, "-m", "worker.healthcheck"]
+    before = subprocess.run(check, cwd=ROOT, env=env, capture_output=True, text=True, timeout=30, check=False)
+    assert (before.returncode, before.stderr.strip()) == (1, "unhealthy: no worker heartbeat in the last 120 s")
+    procs.start("worker", procfile_command("worker"), env)
+    wait_for(lambda: "ready for action" in procs.log("worker"), timeout_s=30, interval_s=0.2)
+
+    def healthy() -> bool:
+        done = subprocess.run(check, cwd=ROOT, env=env, capture_output=True, text=True, timeout=30, check=False)
+        return done.returncode == 0 and done.stdout.startswith("healthy: a worker stamped its heartbeat")
+
+    wait_for(healthy, timeout_s=30, interval_s=0.5)
+    down = subprocess.run(check, cwd=ROOT, env={**env, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"},
+                          capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
+    assert down.returncode == 1 and "unhealthy: cannot reach Redis at redis://127.0.0.1:" in down.stderr
