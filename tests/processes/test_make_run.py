@@ -3,6 +3,7 @@ commands work as printed on any port, demo data under its own prefix, and no str
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -47,10 +48,18 @@ def user_env(checkout: Path, **extra: str) -> dict[str, str]:
 
 
 def run_sh(checkout: Path, timeout_s: float = 60, **extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["bash", "scripts/run.sh"], cwd=checkout, env=user_env(checkout, **extra), capture_output=True, text=True,
-        timeout=timeout_s, check=False,
+    """Run ``make run``'s script to its end; whatever it started is stopped with it (its own process group)."""
+    proc = subprocess.Popen(
+        ["bash", "scripts/run.sh"], cwd=checkout, env=user_env(checkout, **extra), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def test_a_bad_setting_is_one_line_before_anything_starts(checkout: Path) -> None:
@@ -126,6 +135,8 @@ def demo(checkout: Path, private_redis: PrivateRedis) -> Iterator[tuple[subproce
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=30)
+        with contextlib.suppress(ProcessLookupError):  # anything make run left behind would be a bug: stop it
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def banner_commands(text: str) -> list[str]:
