@@ -124,6 +124,7 @@ def test_a_mistyped_redis_port_starts_no_redis_of_its_own(checkout: Path) -> Non
 def demo(checkout: Path, private_redis: PrivateRedis) -> Iterator[tuple[subprocess.Popen[str], int, Path]]:
     port = free_port()
     env = user_env(checkout, REDIS_URL=private_redis.url, PORT=str(port), SIM_PORT=str(free_port()))
+    (checkout.parent / "sim-port").write_text(env["SIM_PORT"])
     log = (checkout.parent / "make-run.log").open("w")
     proc = subprocess.Popen(
         ["bash", "scripts/run.sh"], cwd=checkout, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
@@ -183,8 +184,10 @@ def test_the_demo_banner_works_as_printed_on_any_port(
                                  text=True, timeout=30, check=False)  # fmt: skip
     assert len([line for line in ledger_list.stdout.splitlines() if line.strip()]) >= 3, ledger_list.stdout
 
-    os.killpg(proc.pid, signal.SIGTERM)  # Ctrl-C / stop: then clear, twice
+    os.killpg(proc.pid, signal.SIGTERM)  # stop make run: then clear, twice
     proc.wait(timeout=30)
+    sim_port = int((checkout.parent / "sim-port").read_text())
+    wait_for(lambda: not _listening(port) and not _listening(sim_port), timeout_s=15)  # all it started stopped
     redis.set("wbr:real-install", "kept")
     for _ in range(2):
         done = subprocess.run(["bash", "-c", clear], cwd=checkout, env=shell, capture_output=True, text=True,
