@@ -5,7 +5,9 @@
 Every model forbids unknown keys and is strict about types (TOML values are
 already typed, so ``amount = "5"`` is a mistake worth reporting, not coercing).
 Any problem becomes one ``RewardsFileError`` line that names the file, the rule
-and the field, e.g. ``config/rewards.toml: twitch.rules[2] (channel.cheer): per_bits: must be at least 1``.
+and the field, e.g. ``config/rewards.toml: twitch rule "cheer-gems" (channel.cheer): per_bits: must be at least 1``
+(an unnamed rule is named by its place: ``twitch.rules[2] (channel.cheer)``). Items are written
+``{ item_id = "gem", amount = 1 }`` as in ``POST /grants``; ``id`` is read too.
 
 Rule identity: each rule has a ``rule_id``, its ``name`` if given, otherwise
 ``<section>:<event>#<index>`` (``twitch:channel.cheer#2``). Producers build
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
+    AliasChoices,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -78,6 +81,11 @@ _TWITCH_USER_ID_RE = re.compile(r"[0-9]{1,20}")
 #: Names exclude ":" and "#", so a name can never equal a derived ``<section>:<event>#<i>`` id,
 #: and stay within characters that are safe inside Redis keys and idempotency keys.
 _RULE_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+#: What a missing rewards file says. A ``git push`` deploy ships none: ``config/rewards.toml`` is git-ignored.
+MISSING_FILE_PROBLEM = (
+    "file not found: copy config/rewards.example.toml there and edit it, or set REWARDS_FILE to your rules"
+    " file (config/rewards.toml is git-ignored, so a git push deploy does not ship it)"
+)
 _BARE_TOML_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
 
 
@@ -128,9 +136,17 @@ class _Model(BaseModel):
 class ItemAmount(_Model):
     """One item and how many of it to grant (negative takes away)."""
 
-    #: WetBot item id (``itemID`` in the API body).
-    id: ShortText
+    #: WetBot item id (``itemID`` in the API body). Written ``item_id``, as ``POST /grants`` names it;
+    #: ``id`` (the older spelling) is read too.
+    id: ShortText = Field(validation_alias=AliasChoices("item_id", "id"))
     amount: Annotated[float, BeforeValidator(_amount)]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_id_spelling(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "id" in data and "item_id" in data:
+            raise ValueError("give item_id or id, not both")
+        return data
 
 
 # -- rules ---------------------------------------------------------------------------
@@ -393,11 +409,13 @@ class RewardsConfig(_Model):
         named: dict[str, str] = {}
         for section, rules in (("twitch", self.twitch.rules), ("patreon", self.patreon.rules)):
             for index, rule in enumerate(rules):
-                locator = f"{section}.rules[{index}] ({rule.event})"
+                locator = rule_locator(section, index, rule.name, rule.event)
                 if rule.name is not None:
                     if rule.name in named:
                         raise _rule_error(
-                            locator, "name", f"duplicate rule name {rule.name!r} (also {named[rule.name]})"
+                            f"{section}.rules[{index}] ({rule.event})",
+                            "name",
+                            f"duplicate rule name {rule.name!r} (also {named[rule.name]})",
                         )
                     named[rule.name] = f"{section}.rules[{index}]"
                 if rule.guild_id is None and self.guild_id is None:
@@ -408,7 +426,7 @@ class RewardsConfig(_Model):
     def rule_guilds(self) -> list[RuleGuild]:
         """Each rule (as errors name it) with the guild its grants go to, for ``config.keyring.check_rule_guilds``."""
         return [
-            RuleGuild(f"{section}.rules[{index}] ({rule.event})", rule.effective_guild_id)
+            RuleGuild(rule_locator(section, index, rule.name, rule.event), rule.effective_guild_id)
             for section, rules in (("twitch", self.twitch.rules), ("patreon", self.patreon.rules))
             for index, rule in enumerate(rules)
         ]
@@ -420,6 +438,17 @@ class RewardsConfig(_Model):
     def discord_user_for_twitch(self, twitch_user_id: str) -> str | None:
         """The statically linked Discord user of a Twitch user, if the file has one."""
         return self.twitch.links.get(twitch_user_id)
+
+
+def rule_locator(section: str, index: int, name: Any, event: Any) -> str:
+    """How errors name a rule: ``twitch rule "cheer-gems" (channel.cheer)`` when it has a valid ``name``
+    (what the operator wrote and searches for), else ``twitch.rules[3] (channel.cheer)``. The event is
+    named only when it is a real one (an unknown event name is the problem itself)."""
+    if isinstance(name, str) and _RULE_NAME_RE.fullmatch(name):
+        locator = f'{section} rule "{name}"'
+    else:
+        locator = f"{section}.rules[{index}]"
+    return locator + (f" ({event})" if event in _EVENTS.get(section, ()) else "")
 
 
 def _rule_error(locator: str, field: str, problem: str) -> PydanticCustomError:
@@ -438,7 +467,8 @@ def load_rewards(path: Path, *, missing_ok: bool = False) -> RewardsConfig:
     Parameters:
       path: the TOML file (``Settings.rewards_file``).
       missing_ok: return an empty ``RewardsConfig`` (no rules) when the file
-        does not exist, instead of failing. Demo mode and tests use it.
+        does not exist, instead of failing. Demo mode (``Settings.demo_mode``) and the CLI use it;
+        web and worker outside demo mode do not: a service with no rules would grant nothing, silently.
 
     Raises:
       RewardsFileError: the file is missing (unless ``missing_ok``) or
@@ -452,9 +482,7 @@ def load_rewards(path: Path, *, missing_ok: bool = False) -> RewardsConfig:
     except FileNotFoundError:
         if missing_ok:
             return RewardsConfig()
-        raise RewardsFileError(
-            shown, "file not found (set REWARDS_FILE, or start from config/rewards.example.toml)"
-        ) from None
+        raise RewardsFileError(shown, MISSING_FILE_PROBLEM) from None
     except OSError as exc:
         raise RewardsFileError(shown, f"cannot be read ({exc.strerror or type(exc).__name__})") from None
     try:
@@ -514,9 +542,8 @@ def _locate(error: Any, data: Mapping[str, Any]) -> tuple[str | None, str | None
             event: Any = rest[0]
             rest = rest[1:]
         else:
-            event = _raw_event(data, section, index)
-        # Name the event only when it is a real one: an unknown name is the problem itself.
-        locator = f"{section}.rules[{index}]" + (f" ({event})" if event in known else "")
+            event = _raw_event(data, section, index, "event")
+        locator = rule_locator(section, index, _raw_event(data, section, index, "name"), event)
         if kind == "union_tag_invalid":
             return locator, "event", f"unknown event {ctx.get('tag')!r} (known: {', '.join(known)})"
         if kind == "union_tag_not_found":
@@ -525,9 +552,10 @@ def _locate(error: Any, data: Mapping[str, Any]) -> tuple[str | None, str | None
     return None, _path(loc) or None, problem
 
 
-def _raw_event(data: Mapping[str, Any], section: str, index: int) -> Any:
+def _raw_event(data: Mapping[str, Any], section: str, index: int, key: str) -> Any:
+    """The rule's raw ``key`` (``event`` or ``name``) as written, or None."""
     try:
-        return data[section]["rules"][index].get("event")
+        return data[section]["rules"][index].get(key)
     except (KeyError, IndexError, TypeError, AttributeError):
         return None
 

@@ -23,9 +23,11 @@ from pydantic import (
     PlainSerializer,
     PlainValidator,
     SecretStr,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
@@ -64,6 +66,10 @@ MAX_EVENT_RETENTION_DAYS = 3650
 #: Most items ``WETBOT_MAX_ITEMS_PER_REQUEST`` may allow in one request. WetBot documents no maximum; the
 #: simulator assumes 100, and a merged request refused for its size would only be split again.
 MAX_ITEMS_PER_REQUEST = 100
+
+#: ``REDIS_KEY_PREFIX`` when ``DEMO_MODE`` is on and no prefix is set: demo grants never share keys
+#: (or queues) with a real install on the same Redis (``wetbot-rewards demo clear`` deletes them).
+DEMO_KEY_PREFIX = "wbr-demo"
 
 #: Sentry rejects environment names longer than this (and ones with spaces, "/" or newlines).
 SENTRY_ENVIRONMENT_MAX_LEN = 64
@@ -234,13 +240,16 @@ class Settings(BaseSettings):
     redis_wait_replicas: int | None = Field(None, ge=0, le=MAX_WAIT_REPLICAS)
     #: Seconds to wait for that confirmation before answering 503 / not sending yet.
     redis_wait_timeout_s: float = Field(1.0, gt=0, le=MAX_WAIT_TIMEOUT_S, allow_inf_nan=False)
-    #: Every Redis key of the service lives under ``<prefix>:`` (see worker/keys.py).
+    #: Every Redis key of the service lives under ``<prefix>:`` (see worker/keys.py); ``wbr-demo`` in demo mode.
     redis_key_prefix: str = "wbr"
+    #: Demo mode, set by ``make run`` when no WetBot key is configured (it then starts the simulator):
+    #: a missing rewards file is allowed and the keys default to the ``wbr-demo`` prefix.
+    demo_mode: bool = False
     #: WetBot API base URL, without a trailing slash.
     wetbot_api_url: str = "https://www.wetbot.space/api"
     #: API key of the rewards file's default guild (of every guild when the file names none).
     wetbot_api_key: SecretStr | None = None
-    #: More guilds, a key each (``config.keyring``). Neither this nor ``wetbot_api_key`` means demo mode.
+    #: More guilds, a key each (``config.keyring``). Neither this nor ``wetbot_api_key``: ``make run`` runs a demo.
     wetbot_api_keys: ApiKeysField = Field(default_factory=dict)
     #: Requests per sliding window per API key (WetBot allows 10 a minute).
     wetbot_rate_limit: RateLimitField = RateLimit(10, 60.0)
@@ -289,8 +298,18 @@ class Settings(BaseSettings):
     sentry_dsn: SecretStr | None = None
     sentry_environment: str | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    #: ``text`` (one line per record) or ``json`` (one JSON object per line), for every process.
+    log_format: Literal["text", "json"] = "text"
 
     # -- validators: every message must leave the value out -------------------------
+
+    @model_validator(mode="before")
+    @classmethod
+    def _demo_prefix(cls, data: Any) -> Any:
+        """In demo mode an unset ``REDIS_KEY_PREFIX`` is ``wbr-demo``, so demo grants stay apart from real ones."""
+        if isinstance(data, dict) and data.get("redis_key_prefix") is None and _truthy(data.get("demo_mode")):
+            return {**data, "redis_key_prefix": DEMO_KEY_PREFIX}
+        return data
 
     @field_validator("redis_url")
     @classmethod
@@ -406,7 +425,7 @@ class Settings(BaseSettings):
             raise ValueError(f"must be at most {SENTRY_ENVIRONMENT_MAX_LEN} characters without spaces or '/'")
         return value
 
-    @field_validator("ambiguous_policy", mode="before")
+    @field_validator("ambiguous_policy", "log_format", mode="before")
     @classmethod
     def _lower_policy(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
@@ -424,11 +443,6 @@ class Settings(BaseSettings):
         if self.redis_wait_replicas is not None:
             return self.redis_wait_replicas
         return 1 if self.redis_sentinels else 0
-
-    @property
-    def demo_mode(self) -> bool:
-        """True without any API key: ``make run`` then points the worker at the bundled simulator."""
-        return self.wetbot_api_key is None and not self.wetbot_api_keys
 
     def keyring(self, default_guild: str | None) -> Keyring:
         """Every configured key by guild; ``WETBOT_API_KEY`` is bound to ``default_guild`` (the rewards file's).
@@ -462,6 +476,14 @@ class Settings(BaseSettings):
         values.extend(key.get_secret_value() for key in self.wetbot_api_keys.values())
         values.extend(_redis_passwords(self.redis_url))
         return [value for value in values if value]
+
+
+def _truthy(value: Any) -> bool:
+    """What pydantic reads as True for a bool field (anything else, an invalid value included, is False here)."""
+    try:
+        return TypeAdapter(bool).validate_python(value)
+    except ValidationError:
+        return False
 
 
 def _redis_passwords(url: str) -> list[str]:
@@ -540,6 +562,8 @@ def _describe(error: Any) -> str:
         "float_type": "must be a number",
         "finite_number": "must be a finite number",
         "string_type": "must be text",
+        "bool_parsing": "must be true or false (or 1 or 0)",
+        "bool_type": "must be true or false (or 1 or 0)",
         "greater_than": f"must be greater than {_number(ctx.get('gt'))}",
         "greater_than_equal": f"must be at least {_number(ctx.get('ge'))}",
         "less_than": f"must be less than {_number(ctx.get('lt'))}",

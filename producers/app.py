@@ -44,7 +44,7 @@ def create_app(settings: Settings, *, body_timeout_s: float = BODY_TIMEOUT_S) ->
       ConfigError: the rewards file is invalid (``RewardsFileError``), or a rule's guild has no API key while
         keys are configured (``config.keyring.check_rule_guilds``).
     """
-    rewards = load_rewards(settings.rewards_file, missing_ok=True)
+    rewards = load_rewards(settings.rewards_file, missing_ok=settings.demo_mode)
     keyring = settings.keyring(rewards.guild_id)
     check_rule_guilds(keyring, rewards.rule_guilds(), source=str(settings.rewards_file))
 

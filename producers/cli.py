@@ -16,7 +16,7 @@ from redis import RedisError
 
 from config.errors import ConfigError
 from config.settings import settings_or_exit
-from producers import events_cli, operator_cli
+from producers import demo_cli, events_cli, operator_cli
 from producers.cli_errors import CliError
 from producers.patreon import cli as patreon_cli
 from producers.twitch import cli as twitch_cli
@@ -50,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands")
     operator_cli.register(commands)
     events_cli.register(commands)
+    demo_cli.register(commands)
     send_test = commands.add_parser(
         "send-test", help="sign a sample event and post it to a running instance"
     ).add_subparsers(title="platforms")

@@ -92,7 +92,7 @@ def _show(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _reprocess(settings: Settings, args: argparse.Namespace) -> int:
-    rewards = load_rewards(settings.rewards_file, missing_ok=True)
+    rewards = load_rewards(settings.rewards_file, missing_ok=settings.demo_mode)
     keyring = settings.keyring(rewards.guild_id)
     check_rule_guilds(keyring, rewards.rule_guilds(), source=str(settings.rewards_file))
     return asyncio.run(_reprocess_all(settings, rewards, keyring, args.event_ids))

@@ -1,29 +1,26 @@
 #!/usr/bin/env bash
-# `make run`: start web + worker from the Procfile with honcho.
-# - reads .env if present;
-# - starts a local redis-server when REDIS_URL does not answer and one is installed (with
-#   REDIS_SENTINELS set it only checks that the master answers through the sentinels);
+# `make run`: check the configuration, then start web + worker from the Procfile with honcho.
+# - reads .env if present (a fresh checkout in demo mode gets one, mode 0600, with generated secrets);
 # - copies config/rewards.example.toml to config/rewards.toml when there is none;
-# - with no WETBOT_API_KEY nor WETBOT_API_KEYS: demo mode, the bundled WetBot simulator stands in for
-#   WetBot, with a demo key for every guild the rewards file names.
+# - checks settings and the rewards file as web and worker will (one line and exit 2 on a problem),
+#   before anything starts;
+# - starts a local redis-server when REDIS_URL does not answer, only for this machine's default port
+#   6379, and stops it when make run ends (data stays in .run/); with REDIS_SENTINELS it only checks
+#   that the master answers through the sentinels;
+# - with no WETBOT_API_KEY nor WETBOT_API_KEYS: demo mode (DEMO_MODE=1, keys under the prefix
+#   wbr-demo), the bundled WetBot simulator stands in for WetBot, with a demo key for every guild the
+#   rewards file names. Helpers: producers/make_run.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PY="$VENV/bin/python"
-export PATH="$PWD/$VENV/bin:$PATH"
+case "$VENV" in /*) export PATH="$VENV/bin:$PATH" ;; *) export PATH="$PWD/$VENV/bin:$PATH" ;; esac
 mkdir -p .run
 
 # Demo mode on a fresh checkout: a .env with generated secrets, so the CLI (send-test) shares them.
 if [ -z "${WETBOT_API_KEY:-}" ] && [ -z "${WETBOT_API_KEYS:-}" ] && [ ! -f .env ]; then
-  "$PY" - <<'PY'
-import re, secrets
-from pathlib import Path
-text = Path(".env.example").read_text(encoding="utf-8")
-for name in ("GRANTS_API_TOKEN", "TWITCH_WEBHOOK_SECRET", "PATREON_WEBHOOK_SECRET"):
-    text = re.sub(rf"^{name}=$", f"{name}={secrets.token_hex(20)}", text, flags=re.M)
-Path(".env").write_text(text, encoding="utf-8")
-PY
-  echo "make run: created .env from .env.example with generated demo secrets (add WETBOT_API_KEY there for real use)"
+  "$PY" -m producers.make_run demo-env
+  echo "make run: created .env (mode 0600) from .env.example with generated demo secrets (add WETBOT_API_KEY there for real use)"
 fi
 
 # Read .env without overriding what the environment already sets (the service itself does the same).
@@ -36,13 +33,45 @@ fi
 export REDIS_URL=${REDIS_URL:-redis://localhost:6379/0}
 export PORT=${PORT:-8000}
 export REWARDS_FILE=${REWARDS_FILE:-config/rewards.toml}
+DEMO=""
+if [ -z "${WETBOT_API_KEY:-}" ] && [ -z "${WETBOT_API_KEYS:-}" ]; then
+  DEMO=1
+  export DEMO_MODE=1
+fi
+
+if [ ! -f "$REWARDS_FILE" ] && [ "$REWARDS_FILE" = config/rewards.toml ]; then
+  cp config/rewards.example.toml config/rewards.toml
+  echo "make run: created config/rewards.toml from config/rewards.example.toml; edit it to set your rules"
+fi
+
+# Everything web and worker check at start, before anything starts: one line, exit 2.
+"$PY" -m producers.make_run check || exit $?
 
 pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; }
+# Stop what make run started, newest first: the service before the simulator and Redis it uses.
+cleanup() {
+  local i
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    kill "${pids[i]}" 2>/dev/null || true
+    wait "${pids[i]}" 2>/dev/null || true
+  done
+}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 redis_ping() { "$PY" -c 'import os, redis; redis.Redis.from_url(os.environ["REDIS_URL"], socket_connect_timeout=2).ping()' 2>/dev/null; }
+
+# Wait until $1 (a pid) listens on 127.0.0.1:$2; on its exit or after 10 s show the end of log $3 and fail.
+wait_listening() {
+  for _ in $(seq 1 100); do
+    if ! kill -0 "$1" 2>/dev/null; then break; fi
+    if (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "make run: $4 did not start; its log ($3) says:" >&2
+  tail -n 20 "$3" | sed 's/^/  /' >&2
+  exit 1
+}
 
 if [ -n "${REDIS_SENTINELS:-}" ]; then
   # Sentinel: ask the sentinels for the master, as the service will; never start a local server.
@@ -58,40 +87,41 @@ except RedisError as exc:
              " sentinels' addresses, REDIS_SENTINEL_MASTER and REDIS_SENTINEL_PASSWORD")
 PY
 elif ! redis_ping; then
-  read -r rhost rport < <("$PY" -c 'import os; from urllib.parse import urlsplit; u = urlsplit(os.environ["REDIS_URL"]); print(u.hostname or "localhost", u.port or 6379)')
-  if command -v redis-server >/dev/null 2>&1 && [[ "$rhost" == localhost || "$rhost" == 127.0.0.1 ]]; then
-    echo "make run: no Redis at $rhost:$rport; starting a local redis-server (data in .run/, append-only)"
-    redis-server --daemonize yes --bind 127.0.0.1 --port "$rport" --dir "$PWD/.run" --appendonly yes \
-      --pidfile "$PWD/.run/redis.pid" --logfile "$PWD/.run/redis.log"
-    for _ in $(seq 1 50); do redis_ping && break; sleep 0.1; done
-  fi
-  if ! redis_ping; then
-    echo "make run: Redis does not answer at REDIS_URL ($rhost:$rport)." >&2
+  # Only the default port: a mistyped one must fail here, not get a new, empty Redis of its own.
+  rport=$("$PY" -m producers.make_run local-redis) || exit 1
+  if ! command -v redis-server >/dev/null 2>&1; then
+    echo "make run: Redis does not answer at REDIS_URL (port $rport) and redis-server is not installed." >&2
     echo "  Install and start one (Debian/Ubuntu: sudo apt install redis-server; macOS: brew install redis && brew services start redis)," >&2
     echo "  or point REDIS_URL at a running Redis, then run 'make run' again." >&2
     exit 1
   fi
+  echo "make run: no Redis on port $rport; starting a local redis-server (data in .run/, append-only; it stops when make run ends)"
+  redis-server --bind 127.0.0.1 --port "$rport" --dir "$PWD/.run" --appendonly yes \
+    --logfile "$PWD/.run/redis.log" &
+  pids+=($!)
+  wait_listening "${pids[-1]}" "$rport" .run/redis.log redis-server
+  for _ in $(seq 1 50); do redis_ping && break; sleep 0.1; done
+  if ! redis_ping; then
+    echo "make run: the local redis-server does not answer at REDIS_URL; see .run/redis.log" >&2
+    exit 1
+  fi
 fi
 
-if [ ! -f "$REWARDS_FILE" ] && [ "$REWARDS_FILE" = config/rewards.toml ]; then
-  cp config/rewards.example.toml config/rewards.toml
-  echo "make run: created config/rewards.toml from config/rewards.example.toml; edit it to set your rules"
-fi
-
-if [ -z "${WETBOT_API_KEY:-}" ] && [ -z "${WETBOT_API_KEYS:-}" ]; then
+if [ -n "$DEMO" ]; then
   SIM_PORT=${SIM_PORT:-8099}
-  GUILD=$("$PY" -c 'import os; from pathlib import Path; from config.rewards import load_rewards; print(load_rewards(Path(os.environ["REWARDS_FILE"]), missing_ok=True).guild_id or "111111111111111111")')
-  # Every other guild a rule names gets a demo key of its own (WETBOT_API_KEYS), as a real setup needs.
-  OTHER_GUILDS=$("$PY" -c 'import os; from pathlib import Path; from config.rewards import load_rewards; r = load_rewards(Path(os.environ["REWARDS_FILE"]), missing_ok=True); print(" ".join(sorted({g.guild_id for g in r.rule_guilds()} - {r.guild_id})))')
+  # The default guild first, then every other guild a rule names: each gets a demo key (WETBOT_API_KEYS),
+  # as a real setup needs.
+  read -r GUILD OTHER_GUILDS < <("$PY" -m producers.make_run demo-guilds) || exit 2
   SIM_KEYS=(--key demo-key --guild "$GUILD")
   DEMO_KEYS=""
-  for other in $OTHER_GUILDS; do
+  for other in ${OTHER_GUILDS:-}; do
     SIM_KEYS+=(--key "demo-key-$other" --guild "$other")
     DEMO_KEYS="${DEMO_KEYS:+$DEMO_KEYS,}$other=demo-key-$other"
   done
   "$PY" -m simulator --host 127.0.0.1 --port "$SIM_PORT" "${SIM_KEYS[@]}" \
     --rate "${WETBOT_RATE_LIMIT:-10/60s}" > .run/wetbot-sim.log 2>&1 &
   pids+=($!)
+  wait_listening "${pids[-1]}" "$SIM_PORT" .run/wetbot-sim.log "the WetBot simulator (python -m simulator)"
   export WETBOT_API_URL="http://127.0.0.1:$SIM_PORT/api"
   export WETBOT_API_KEY=demo-key
   export WETBOT_API_KEYS="$DEMO_KEYS"
@@ -99,23 +129,27 @@ if [ -z "${WETBOT_API_KEY:-}" ] && [ -z "${WETBOT_API_KEYS:-}" ]; then
     GRANTS_API_TOKEN=$("$PY" -c 'import secrets; print(secrets.token_urlsafe(24))')
     export GRANTS_API_TOKEN
   fi
+  URL="http://127.0.0.1:$PORT"
   cat <<BANNER
 
   ======================================================================
    DEMO MODE: WETBOT_API_KEY is not set. Nothing reaches the real WetBot.
    A local WetBot simulator runs at $WETBOT_API_URL (log: .run/wetbot-sim.log)
    and the worker delivers to it. Set WETBOT_API_KEY in .env for real use.
+   Demo data lives in Redis under the key prefix ${REDIS_KEY_PREFIX:-wbr-demo}, apart from a real install.
 
    Send a first grant:
-     curl -s -X POST http://127.0.0.1:$PORT/grants \\
+     curl -s -X POST $URL/grants \\
        -H 'Authorization: Bearer $GRANTS_API_TOKEN' -H 'Content-Type: application/json' \\
        -d '{"guild_id": "$GUILD", "user_id": "222222222222222222", "items": [{"item_id": "gem", "amount": 5}]}'
-   then look at it:  curl -s -H 'Authorization: Bearer $GRANTS_API_TOKEN' http://127.0.0.1:$PORT/grants/<id>
-   or:               $VENV/bin/wetbot-rewards grants list
+   then look at it:  curl -s -H 'Authorization: Bearer $GRANTS_API_TOKEN' $URL/grants/<id>
+   or:               DEMO_MODE=1 $VENV/bin/wetbot-rewards grants list
 
    Signed test webhooks (secrets from .env):
-     $VENV/bin/wetbot-rewards send-test twitch channel.cheer --user-id 1337
-     $VENV/bin/wetbot-rewards send-test patreon members:pledge:create --tier 9999999 --discord-id 222222222222222222
+     $VENV/bin/wetbot-rewards send-test twitch channel.cheer --user-id 1337 --url $URL
+     $VENV/bin/wetbot-rewards send-test patreon members:pledge:create --tier 9999999 --discord-id 222222222222222222 --url $URL
+
+   Clear the demo data (after stopping make run):  DEMO_MODE=1 $VENV/bin/wetbot-rewards demo clear
   ======================================================================
 
 BANNER

@@ -1,7 +1,8 @@
 """The Dramatiq entry point (``dramatiq worker.actors``): declares ``deliver``, the only actor.
 
 Import order matters: settings first (a bad value stops here with one line),
-then logging and Sentry, then the broker (Sentry's Dramatiq integration patches
+then logging and Sentry, then Redis must answer (the worker waits, saying so,
+before Dramatiq can log "ready for action"), then the broker (Sentry's Dramatiq integration patches
 ``Broker.__init__``).
 """
 
@@ -19,6 +20,7 @@ from worker.connections import connect_redis
 from worker.keys import Keys
 from worker.observability import configure_logging, init_sentry
 from worker.redis_checks import warn_at_start
+from worker.redis_wait import redis_address, stop_on_sigterm, wait_for_redis
 from worker.runtime import add_worker_middleware, build_deliverer, worker_keyring
 
 logger = logging.getLogger("wetbot_rewards.worker")
@@ -33,6 +35,8 @@ configure_logging(settings)
 init_sentry(settings)
 
 redis = connect_redis(settings)
+with stop_on_sigterm():  # Dramatiq's own handler only takes effect once the worker runs
+    wait_for_redis(redis, redis_address(settings))  # one clear line while Redis is down (worker.redis_wait)
 warn_at_start(redis)  # no persistence or an evicting Redis: one loud line each (worker.redis_checks)
 broker = build_broker(settings)
 _deliverer = build_deliverer(settings, redis, keyring=keyring)

@@ -8,9 +8,11 @@ never events, so a logged error does not double-report.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import sentry_sdk
@@ -69,24 +71,65 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def configure_logging(settings: Settings, *, stream: Any = None) -> None:
-    """Log at ``LOG_LEVEL`` with secrets scrubbed from every record that reaches a root handler.
+#: The one text format of every process (web, worker, CLI): ``LOG_FORMAT=text``.
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: Uvicorn's own loggers: by default they have handlers of their own (another format, and the access log
+#: bypasses the redaction filter); ``configure_logging`` sends them through the root handler instead.
+UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
 
-    A stderr handler is added only when the root logger has none (or a
-    ``stream`` is given): Dramatiq's CLI installs its own before importing the
-    actors, and a second one would print every line twice.
+
+class JsonFormatter(logging.Formatter):
+    """``LOG_FORMAT=json``: one JSON object per line (``time``, ``level``, ``logger``, ``process``, ``message``,
+    ``exception`` when there is one), built from the record the redaction filter already scrubbed."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "process": record.process,
+            "message": record.getMessage(),
+        }
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exception"] = record.exc_text
+        return json.dumps(entry, ensure_ascii=False)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        del datefmt
+        return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+
+
+def make_formatter(log_format: str) -> logging.Formatter:
+    """The formatter for ``LOG_FORMAT`` (``text`` or ``json``)."""
+    return JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
+
+
+def configure_logging(settings: Settings, *, stream: Any = None) -> None:
+    """Log at ``LOG_LEVEL`` in ``LOG_FORMAT``, with secrets scrubbed from every record, uvicorn's included.
+
+    A stderr handler is added only when the root logger has none (or a ``stream`` is given): Dramatiq's CLI
+    installs its own before importing the actors, and a second one would print every line twice. Every root
+    handler gets the service's formatter (so Dramatiq's lines look like ours) and the redaction filter, and
+    uvicorn's loggers (its access log too) lose their own handlers and propagate to the root.
     """
     root = logging.getLogger()
     if stream is not None or not root.handlers:
-        handler = logging.StreamHandler(stream or sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
+        root.addHandler(logging.StreamHandler(stream or sys.stderr))
     root.setLevel(settings.log_level)
     scrub = RedactingFilter(SecretScrubber(settings.secrets()))
+    formatter = make_formatter(settings.log_format)
     for existing in root.handlers:
         for old in [f for f in existing.filters if isinstance(f, RedactingFilter)]:
             existing.removeFilter(old)
         existing.addFilter(scrub)
+        existing.setFormatter(formatter)
+    for name in UVICORN_LOGGERS:
+        own = logging.getLogger(name)
+        for handler in list(own.handlers):
+            own.removeHandler(handler)
+        own.propagate = True
 
 
 def init_sentry(settings: Settings, *, transport: Any = None) -> bool:

@@ -35,7 +35,7 @@ def worker_keyring(settings: Settings) -> Keyring:
         naming the rule and the guild: its grants could never go out).
       RewardsFileError: the rewards file is invalid.
     """
-    rewards = load_rewards(settings.rewards_file, missing_ok=True)
+    rewards = load_rewards(settings.rewards_file, missing_ok=settings.demo_mode)
     keyring = settings.keyring(rewards.guild_id)
     if keyring.empty:
         raise ConfigError(

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from config.settings import Settings
+from producers.answer_output import format_answer
 from producers.patreon.events import MEMBER_TRIGGERS, normalise_date
 from producers.patreon.samples import MEMBER_ID, TIER_ID, USER_ID, Member, encode, now_iso, portal_test
 from producers.patreon.webhook import signature
@@ -82,8 +83,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         return _fail(f"cannot reach {endpoint} ({type(reason).__name__}); is the web process running?")
-    shown = text.decode("utf-8", "replace").strip()
-    print(f"{status} {reason}" + (f": {shown[:500]}" if shown else ""))
+    print(format_answer(status, str(reason), text))
     return 0 if 200 <= status < 300 else 1
 
 

@@ -20,6 +20,7 @@ import requests
 
 from config.rewards import ChannelPointsRedemptionRule, TwitchSection, load_rewards
 from config.settings import Settings
+from producers.answer_output import format_answer
 from producers.cli_errors import CliError
 from producers.twitch.helix import HelixClient, HelixError, Subscription, SubscriptionExists
 from producers.twitch.samples import SAMPLE_REWARD_ID, SAMPLE_TYPES, sample_event, sample_payload, signed_request
@@ -28,8 +29,6 @@ __all__ = ["WantedSubscription", "register", "wanted_subscriptions"]
 
 #: Seconds to wait for the running instance to answer a test event.
 SEND_TIMEOUT_S = 10.0
-#: Characters of the answer's body printed by ``send-test``.
-MAX_SHOWN_BODY = 2000
 _TWITCH_ID = re.compile(r"[0-9]{1,32}")
 MESSAGE_TYPES = ("notification", "webhook_callback_verification", "revocation")
 
@@ -81,9 +80,7 @@ def _send_test(settings: Settings, args: argparse.Namespace) -> int:
     except requests.RequestException as exc:
         raise CliError(f"cannot reach {url} ({type(exc).__name__}); is the service running?") from None
     print(f"sent {args.message_type} {args.event} (message id {headers['twitch-eventsub-message-id']}) to {url}")
-    print(f"answer: {response.status_code} {response.reason}")
-    if response.text:
-        print(response.text[:MAX_SHOWN_BODY])
+    print(format_answer(response.status_code, response.reason or "", response.content))
     return 0 if response.ok else 1
 
 

@@ -503,8 +503,10 @@ class Cluster:
         env = self.env(redis_url=self.proxy.url if self.proxy is not None else None)
         skew = self.config.skew_s[index] if index < len(self.config.skew_s) else 0.0
         if skew:
-            assert args[0] == "dramatiq"
-            args = [sys.executable, "-m", "simulator.chaos.skewed_clock", *args[1:]]
+            # The Procfile runs ``python -m worker`` (Dramatiq's CLI for ``worker.actors``); the skewed clock
+            # wraps Dramatiq's CLI itself, so it gets the same arguments after the module name.
+            assert args[:3] == ["python", "-m", "worker"], args
+            args = [sys.executable, "-m", "simulator.chaos.skewed_clock", "worker.actors", *args[3:]]
             env["WBR_CHAOS_CLOCK_SKEW_S"] = repr(skew)
         if self.config.threads != 4:
             args[args.index("--threads") + 1] = str(self.config.threads)

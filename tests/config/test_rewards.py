@@ -580,3 +580,45 @@ def test_parse_rewards_uses_source_name() -> None:
     data: dict[str, Any] = {"twitch": {"rules": [{"event": "channel.follow", "items": [{"id": "a", "amount": 1}]}]}}
     with pytest.raises(RewardsFileError, match=r"^<memory>: twitch\.rules\[0\] \(channel\.follow\): guild_id: "):
         parse_rewards(data, source="<memory>")
+
+
+# -- item_id spelling and named rules in errors (issue 11) ----------------------------------
+
+
+def test_items_take_item_id_as_the_api_does_and_id_still_works(tmp_path: Path) -> None:
+    both = HEADER + (
+        '[[twitch.rules]]\nevent = "channel.follow"\nitems = [{ item_id = "gem", amount = 2 }]\n'
+        '[[twitch.rules]]\nevent = "channel.raid"\nitems = [{ id = "coin", amount = 3 }]\n'
+    )
+    config = load_rewards(write(tmp_path, both))
+    assert [(i.id, i.amount) for r in config.twitch.rules for i in r.items] == [("gem", 2), ("coin", 3)]
+
+
+def test_an_item_with_both_spellings_is_an_error(tmp_path: Path) -> None:
+    text = HEADER + '[[twitch.rules]]\nevent = "channel.follow"\nitems = [{ item_id = "a", id = "b", amount = 1 }]\n'
+    assert str(error_for(tmp_path, text)).endswith(
+        "twitch.rules[0] (channel.follow): items[0]: give item_id or id, not both"
+    )
+
+
+def test_a_bad_item_id_is_reported_under_the_spelling_used(tmp_path: Path) -> None:
+    text = HEADER + '[[twitch.rules]]\nevent = "channel.follow"\nitems = [{ item_id = "", amount = 1 }]\n'
+    assert str(error_for(tmp_path, text)).endswith("items[0].item_id: must not be empty")
+
+
+def test_errors_name_a_named_rule_by_its_name(tmp_path: Path) -> None:
+    text = (
+        HEADER
+        + FOLLOW * 3
+        + '[[twitch.rules]]\nname = "cheer-gems"\nevent = "channel.cheer"\nitems = [{ item_id = "gem", amount = 0 }]\n'
+    )
+    error = error_for(tmp_path, text)
+    assert str(error).endswith('twitch rule "cheer-gems" (channel.cheer): items[0].amount: must not be 0')
+    assert error.locator == 'twitch rule "cheer-gems" (channel.cheer)'
+
+
+def test_a_missing_guild_names_the_rule_by_its_name(tmp_path: Path) -> None:
+    text = '[[patreon.rules]]\nname = "patron-monthly"\nevent = "renewal"\n' + ONE_ITEM
+    assert str(error_for(tmp_path, text)).endswith(
+        'patreon rule "patron-monthly" (renewal): guild_id: required: the file has no top-level guild_id'
+    )

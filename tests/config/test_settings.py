@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from config import ConfigError, RateLimit, Settings, WetbotRewardsError, load_settings, settings_or_exit
-from config.settings import MIN_LEDGER_RETENTION_DAYS
+from config.settings import DEMO_KEY_PREFIX, MIN_LEDGER_RETENTION_DAYS
 from worker.keys import IDEMPOTENCY_TTL_S
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,7 +70,8 @@ def test_defaults() -> None:
     assert s.sentry_environment is None
     assert s.log_level == "INFO"
     assert s.ledger_retention_days == 90
-    assert s.demo_mode is True
+    assert s.demo_mode is False
+    assert s.redis_key_prefix == "wbr"
     assert s.secrets() == []
 
 
@@ -112,7 +113,6 @@ def test_values_from_environment(clean_env: pytest.MonkeyPatch) -> None:
     assert s.twitch_client_id == "abc123"
     assert s.sentry_environment == "staging"
     assert s.ledger_retention_days == 41
-    assert s.demo_mode is False
 
 
 def test_sentinel_settings(clean_env: pytest.MonkeyPatch) -> None:
@@ -423,11 +423,10 @@ def test_api_keys_parse_into_a_keyring(clean_env: pytest.MonkeyPatch) -> None:
     assert ring.guilds() == ["111111111111111111", "222222222222222222", "333333333333333333"]
     assert ring.fallback is None and not ring.covers("444444444444444444")
     assert LEAKY not in str(ring.fingerprints()) and LEAKY not in repr(ring)
-    assert not s.demo_mode
     clean_env.delenv("WETBOT_API_KEY")
-    assert not load_settings().demo_mode, "WETBOT_API_KEYS alone is not demo mode"
+    assert not load_settings().keyring(None).empty, "WETBOT_API_KEYS alone is a key"
     clean_env.delenv("WETBOT_API_KEYS")
-    assert load_settings().demo_mode
+    assert load_settings().keyring(None).empty
 
 
 def test_secrets_only_lists_what_is_set(clean_env: pytest.MonkeyPatch) -> None:
@@ -468,3 +467,30 @@ def test_settings_or_exit_exits_2_with_one_line(
 def test_shortest_retention_outlives_an_idempotency_claim() -> None:
     """A grant may only be trimmed once its claim has expired, with a day to spare for clock differences."""
     assert MIN_LEDGER_RETENTION_DAYS * 86_400 >= IDEMPOTENCY_TTL_S + 86_400
+
+
+# -- demo mode (issue 11) -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["1", "true", "yes"])
+def test_demo_mode_keeps_its_keys_apart_from_a_real_install(clean_env: pytest.MonkeyPatch, value: str) -> None:
+    clean_env.setenv("DEMO_MODE", value)
+    s = load_settings()
+    assert s.demo_mode is True
+    assert s.redis_key_prefix == DEMO_KEY_PREFIX == "wbr-demo"
+
+
+def test_demo_mode_respects_an_explicit_prefix(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("DEMO_MODE", "1")
+    clean_env.setenv("REDIS_KEY_PREFIX", "mine")
+    assert load_settings().redis_key_prefix == "mine"
+    clean_env.setenv("DEMO_MODE", "0")
+    clean_env.delenv("REDIS_KEY_PREFIX")
+    assert load_settings().redis_key_prefix == "wbr"
+
+
+def test_a_bad_demo_mode_is_one_line(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("DEMO_MODE", "maybe")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert str(caught.value) == "DEMO_MODE: must be true or false (or 1 or 0)"

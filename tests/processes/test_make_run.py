@@ -1,0 +1,197 @@
+"""``make run`` (scripts/run.sh) as a new user meets it, in a copy of the checkout: checks first, a banner whose
+commands work as printed on any port, demo data under its own prefix, and no stray Redis for a mistyped port."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import cast
+
+import pytest
+import requests
+
+from config.settings import DEMO_KEY_PREFIX
+from simulator.chaos.servers import PrivateRedis
+from tests.conftest import free_port, wait_for
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV = Path(sys.executable).parent.parent
+#: What a fresh clone has: no tests or benchmarks needed, none of the developer's local files.
+_NOT_COPIED = shutil.ignore_patterns(
+    ".git", ".venv", ".run", "tests", "bench", ".env", "rewards.toml", "__pycache__", "*_cache", "*.egg-info"
+)
+
+
+@pytest.fixture
+def checkout(tmp_path: Path) -> Path:
+    copy = tmp_path / "checkout"
+    shutil.copytree(ROOT, copy, ignore=_NOT_COPIED)
+    return copy
+
+
+def user_env(checkout: Path, **extra: str) -> dict[str, str]:
+    """A user's shell: nothing of the service's settings, the code under test importable."""
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
+    env.update(VENV=str(VENV), PYTHONPATH=str(checkout), **extra)
+    return env
+
+
+def run_sh(checkout: Path, timeout_s: float = 60, **extra: str) -> subprocess.CompletedProcess[str]:
+    """Run ``make run``'s script to its end; whatever it started is stopped with it (its own process group)."""
+    proc = subprocess.Popen(
+        ["bash", "scripts/run.sh"], cwd=checkout, env=user_env(checkout, **extra), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_a_bad_setting_is_one_line_before_anything_starts(checkout: Path) -> None:
+    done = run_sh(checkout, REDIS_URL="redis://127.0.0.1:6379/14", WETBOT_RATE_LIMIT="ten", PORT=str(free_port()))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "wetbot-rewards: configuration error: WETBOT_RATE_LIMIT: expected N/<seconds>s such as 10/60s"
+    ]
+    assert "DEMO MODE" not in done.stdout
+    assert not (checkout / ".run" / "wetbot-sim.log").exists(), "nothing may start before the check"
+
+
+def test_the_generated_env_file_is_readable_by_its_owner_only(checkout: Path) -> None:
+    run_sh(checkout, REDIS_URL="redis://127.0.0.1:6379/14", WETBOT_RATE_LIMIT="ten")
+    env_file = checkout / ".env"
+    assert "GRANTS_API_TOKEN=" in env_file.read_text()
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+
+
+def test_a_bad_rewards_file_is_one_line_naming_the_rule(checkout: Path) -> None:
+    rules = checkout / "config" / "rewards.toml"
+    example = (checkout / "config" / "rewards.example.toml").read_text()
+    rules.write_text(example.replace('item_id = "gem", amount = 1', 'item_id = "gem", amount = 0'))
+    done = run_sh(checkout, REDIS_URL="redis://127.0.0.1:6379/14")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        'wetbot-rewards: configuration error: config/rewards.toml: twitch rule "cheer-gems" (channel.cheer):'
+        " items[0].amount: must not be 0"
+    ]
+
+
+def test_a_simulator_that_cannot_start_shows_its_error(checkout: Path) -> None:
+    done = run_sh(checkout, REDIS_URL="redis://127.0.0.1:6379/14", SIM_PORT="eighty", PORT=str(free_port()))
+    assert done.returncode == 1
+    assert "the WetBot simulator (python -m simulator) did not start" in done.stderr
+    assert "argument --port: invalid int value: 'eighty'" in done.stderr
+    assert "DEMO MODE" not in done.stdout
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_a_mistyped_redis_port_starts_no_redis_of_its_own(checkout: Path) -> None:
+    port = free_port()
+    try:
+        done = run_sh(checkout, REDIS_URL=f"redis://localhost:{port}/0")
+        assert done.returncode == 1
+        assert f"only on the default port 6379, not {port}" in done.stderr
+        assert not _listening(port)
+    finally:  # the old behaviour left a daemonized server behind: stop it
+        pidfile = checkout / ".run" / "redis.pid"
+        if pidfile.exists():
+            os.kill(int(pidfile.read_text()), signal.SIGTERM)
+
+
+# -- the demo, end to end -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def demo(checkout: Path, private_redis: PrivateRedis) -> Iterator[tuple[subprocess.Popen[str], int, Path]]:
+    port = free_port()
+    env = user_env(checkout, REDIS_URL=private_redis.url, PORT=str(port), SIM_PORT=str(free_port()))
+    (checkout.parent / "sim-port").write_text(env["SIM_PORT"])
+    log = (checkout.parent / "make-run.log").open("w")
+    proc = subprocess.Popen(
+        ["bash", "scripts/run.sh"], cwd=checkout, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        yield proc, port, checkout.parent / "make-run.log"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+        with contextlib.suppress(ProcessLookupError):  # anything make run left behind would be a bug: stop it
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def banner_commands(text: str) -> list[str]:
+    """The shell commands the banner prints (continuation lines joined; the ``<id>`` template left out)."""
+    banner = text.split("=" * 70)[1]
+    joined = re.sub(r"\\\n\s*", "", banner)
+    commands = []
+    for line in joined.splitlines():
+        command = re.sub(r"^\s*(then look at it:|or:|Clear the demo data \(after stopping make run\):)?\s*", "", line)
+        if command.startswith(("curl ", "DEMO_MODE=1 ", str(VENV))) and "<id>" not in command:
+            commands.append(command)
+    return commands
+
+
+def test_the_demo_banner_works_as_printed_on_any_port(
+    demo: tuple[subprocess.Popen[str], int, Path], private_redis: PrivateRedis, checkout: Path
+) -> None:
+    proc, port, log = demo
+
+    def ready() -> bool:
+        assert proc.poll() is None, log.read_text()
+        try:
+            return requests.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
+        except requests.ConnectionError:
+            return False
+
+    wait_for(ready, timeout_s=60, interval_s=0.2)
+    wait_for(lambda: "worker" in log.read_text() and "delivering for" in log.read_text(), timeout_s=30)
+    commands = banner_commands(log.read_text())
+    tries = [command for command in commands if " demo clear" not in command]
+    shell = user_env(checkout, REDIS_URL=private_redis.url)  # another terminal: no PORT, no DEMO_MODE
+    for command in tries:
+        done = subprocess.run(["bash", "-c", command], cwd=checkout, env=shell, capture_output=True, text=True,
+                              timeout=30, check=False)  # fmt: skip
+        assert done.returncode == 0, (command, done.stdout, done.stderr)
+        if " send-test " in command:
+            assert re.search(r"^answer: 2\d\d ", done.stdout, re.M), done.stdout
+    [clear] = [command for command in commands if " demo clear" in command]
+    assert len(tries) == 4, tries
+    redis = private_redis.client()
+    sources = {key.split(b":")[0] for key in cast(list[bytes], redis.keys("*"))}
+    assert sources == {DEMO_KEY_PREFIX.encode()}, "demo mode writes under its own prefix only"
+    ledger_list = subprocess.run(["bash", "-c", commands[1]], cwd=checkout, env=shell, capture_output=True,
+                                 text=True, timeout=30, check=False)  # fmt: skip
+    assert len([line for line in ledger_list.stdout.splitlines() if line.strip()]) >= 3, ledger_list.stdout
+
+    os.killpg(proc.pid, signal.SIGTERM)  # stop make run: then clear, twice
+    proc.wait(timeout=30)
+    sim_port = int((checkout.parent / "sim-port").read_text())
+    wait_for(lambda: not _listening(port) and not _listening(sim_port), timeout_s=15)  # all it started stopped
+    redis.set("wbr:real-install", "kept")
+    for _ in range(2):
+        done = subprocess.run(["bash", "-c", clear], cwd=checkout, env=shell, capture_output=True, text=True,
+                              timeout=30, check=False)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    assert redis.keys("*") == [b"wbr:real-install"]
+    assert "deleted 0 demo key(s)" in done.stdout
