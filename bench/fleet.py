@@ -16,12 +16,10 @@ from __future__ import annotations
 import math
 import secrets
 import subprocess
-import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import TracebackType
 from typing import IO, cast
 
@@ -140,7 +138,6 @@ class Fleet:
             window_s=self.config.window_s,
             on_request=self.on_request,
         )
-        self._rules = Path(tempfile.gettempdir()) / f"{self.prefix}-no-rewards.toml"  # never created: no rules
 
     def __enter__(self) -> Fleet:
         config = self.config
@@ -160,7 +157,6 @@ class Fleet:
                 "WETBOT_RATE_LIMIT": rate,
                 "WETBOT_TIMEOUT": str(config.http_timeout_s),
                 "WETBOT_COALESCE": "true" if self.coalesce else "false",
-                "REWARDS_FILE": str(self._rules),
             },
         )
         self._processes = dramatiq_workers(

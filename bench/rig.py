@@ -70,9 +70,14 @@ def clean_env() -> dict[str, str]:
     return {name: value for name, value in os.environ.items() if name not in SETTINGS_ENV}
 
 
+#: A rewards file without rules, for benchmarks that queue their grants themselves.
+NO_RULES = Path(__file__).with_name("no_rules.toml")
+
+
 def service_env(redis_url: str, prefix: str, settings: Mapping[str, str]) -> dict[str, str]:
     """:func:`clean_env` plus the service's Redis, key prefix, quiet logging and ``settings`` (by variable name)."""
-    return clean_env() | {"REDIS_URL": redis_url, "REDIS_KEY_PREFIX": prefix, "LOG_LEVEL": "WARNING", **settings}
+    base = {"REDIS_URL": redis_url, "REDIS_KEY_PREFIX": prefix, "LOG_LEVEL": "WARNING", "REWARDS_FILE": str(NO_RULES)}
+    return clean_env() | base | dict(settings)
 
 
 # -- processes ----------------------------------------------------------------------------------------------
