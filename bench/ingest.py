@@ -5,20 +5,22 @@ Two uvicorn processes on loopback, started the same way (one worker, ``--no-acce
 ``app``
     ``producers.app:app`` with its own Redis key prefix, a rules file with one cheer rule and static links
     for every viewer the load uses, so each request verifies the signature, parses, plans, and durably
-    queues one grant (ledger entry + Dramatiq message) before answering 204. No worker runs.
+    keeps the event in the inbox, queues one grant (ledger entry + Dramatiq message) and records the event's
+    outcome before answering 200 with it. No worker runs.
 ``bare``
-    ``bench.ingest:bare_app``: a FastAPI route at the same path that reads the body and answers 204.
+    ``bench.ingest:bare_app``: a FastAPI route at the same path that reads the body and answers 200 with a
+    small JSON body.
 
 Each target gets two runs, every request a fresh, correctly signed ``channel.cheer`` notification with a
 unique message id:
 
 - **closed loop**: ``--concurrency`` client threads send back to back for ``--duration`` seconds
-  (throughput = 204s per second);
+  (throughput = 200s per second);
 - **paced**: ``--rate`` requests per second for ``--paced-duration`` seconds, open loop (each request has a
   scheduled start; latency counts from that start, so a stalled server cannot hide its queueing).
 
 Targets (exit status 1 when missed): app throughput >= 50 % of bare throughput; app p99 < 50 ms paced at
-200/s; every app request answered 204 and exactly one grant per request in the ledger. Exit status 2 on a
+200/s; every app request answered 200 and exactly one grant per request in the ledger. Exit status 2 on a
 setup error.
 
 Run from the repository root: ``.venv/bin/python bench/ingest.py [--duration 8 --concurrency 8 ...]``.
@@ -38,13 +40,14 @@ from pathlib import Path
 from typing import cast
 
 from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 from redis import Redis
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.http_load import Endpoint, RunResult, closed_loop, paced  # noqa: E402
+from bench.http_load import OK_STATUS, Endpoint, RunResult, closed_loop, paced  # noqa: E402
 from bench.rig import (  # noqa: E402
     DEFAULT_REDIS_URL,
     GUILD,
@@ -75,11 +78,11 @@ TARGET_P99_S = 0.050
 bare_app = FastAPI()
 
 
-@bare_app.post(PATH, status_code=204)
+@bare_app.post(PATH, status_code=200)
 async def bare_route(request: Request) -> Response:
-    """Read the body and answer 204: HTTP + ASGI + FastAPI routing, nothing else."""
+    """Read the body and answer 200 with JSON, as the app does: HTTP + ASGI + FastAPI routing, nothing else."""
     await request.body()
-    return Response(status_code=204)
+    return JSONResponse({"outcome": "ignored"})
 
 
 @bare_app.get("/healthz")
@@ -130,9 +133,9 @@ def grants_in_ledger(redis_url: str, prefix: str) -> int:
 
 
 def describe(run: RunResult) -> str:
-    others = {s: n for s, n in sorted(run.statuses.items()) if s != 204}
+    others = {s: n for s, n in sorted(run.statuses.items()) if s != OK_STATUS}
     line = (
-        f"{run.name:<12} sent {run.sent:>6}  204s {run.ok:>6}  other {others or '-'}  "
+        f"{run.name:<12} sent {run.sent:>6}  200s {run.ok:>6}  other {others or '-'}  "
         f"{run.throughput:7.1f}/s  p50 {run.percentile_ms(50):6.2f} ms  p99 {run.percentile_ms(99):6.2f} ms  "
         f"max {run.percentile_ms(100):7.2f} ms"
     )
@@ -228,7 +231,7 @@ def report(runs: list[RunResult], in_ledger: int, args: argparse.Namespace) -> i
         "app_paced_p99_ms": round(app_paced.percentile_ms(99), 2),
         "bare_paced_p99_ms": round(by_name["bare paced"].percentile_ms(99), 2),
         "grants_in_ledger": in_ledger,
-        "app_requests_answered_204": app_ok,
+        "app_requests_answered_200": app_ok,
     }
     print(json.dumps(summary, indent=2))
     problems = []
@@ -237,7 +240,7 @@ def report(runs: list[RunResult], in_ledger: int, args: argparse.Namespace) -> i
     if app_paced.percentile_ms(99) >= TARGET_P99_S * 1000:
         problems.append(f"app p99 at {args.rate:g}/s is {app_paced.percentile_ms(99):.1f} ms (target < 50 ms)")
     if app_ok != app_sent:
-        problems.append(f"{app_sent - app_ok} app requests were not answered 204")
+        problems.append(f"{app_sent - app_ok} app requests were not answered 200")
     expected = app_ok if args.variant == "cheer" else 0
     if in_ledger != expected:
         problems.append(f"the ledger holds {in_ledger} grants for {app_ok} accepted requests (want {expected})")

@@ -3,12 +3,14 @@
 A signed event the rules cannot read (a missing field, an id in an unexpected
 shape) must not be refused: Twitch revokes a subscription after repeated
 failures and Patreon pauses the whole webhook, so one odd event would stop
-every supporter's rewards. So a verified delivery is kept *before* it is
-handled (``receive``: outcome ``received``), its outcome is recorded after
-(``settle``), and the source gets a 2xx whatever the rules made of it. An
-operator can fix the rules or links and re-process it
-(``producers.reprocess``): the handlers derive the same idempotency keys from
-the same body, so re-processing can never grant twice.
+every supporter's rewards. So a verified delivery is handled, then kept with
+its outcome in one atomic step (``record``), and the source gets a 2xx
+whatever the rules made of it. Until that step is done the source has no
+answer and delivers again, so no verified event is lost to a crash, and the
+step costs one round trip on the hot path. An operator can fix the rules or
+links and re-process an event (``producers.reprocess``): the handlers derive
+the same idempotency keys from the same body, so re-processing can never
+grant twice.
 
 Ids are derived from the source's own delivery id (Twitch's message id; for
 Patreon, which has none, a digest of trigger and body), so a redelivery lands
@@ -30,6 +32,7 @@ from typing import Any, cast
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
+from producers.group_commit import GroupCommit
 from worker.grant import Grant, GrantState
 from worker.keys import Keys
 from worker.scripts import script_source
@@ -57,8 +60,6 @@ MAX_HEADER_CHARS = 300
 class Outcome(StrEnum):
     """What handling an event did."""
 
-    #: kept, not handled yet (or the handler died): re-process it.
-    RECEIVED = "received"
     #: grants were made (or found made) and queued.
     GRANTED = "granted"
     #: grants were made for users with no Discord link yet: they wait for the link.
@@ -111,7 +112,7 @@ class EventOutcome:
     @classmethod
     def from_detail(cls, detail: Mapping[str, Any]) -> EventOutcome:
         return cls(
-            Outcome(detail.get("outcome", Outcome.RECEIVED)),
+            Outcome(detail["outcome"]),
             granted=tuple(detail.get("granted", ())),
             parked=tuple(detail.get("parked", ())),
             ignored=str(detail.get("ignored", "")),
@@ -160,20 +161,12 @@ class InboxEvent:
 
 
 @dataclass(frozen=True)
-class Received:
-    """What ``receive`` found: the entry's id, whether it is new, and its outcome so far."""
+class Recorded:
+    """What ``record`` left on the entry: its id, its outcome now, and whether this call made it unusable
+    for the first time (report it then, once)."""
 
     id: str
-    new: bool
     outcome: Outcome
-
-
-@dataclass(frozen=True)
-class Settled:
-    """What ``settle`` recorded: the entry's outcome now (None: the entry is gone) and whether this call
-    made it unusable for the first time (report it then, once)."""
-
-    outcome: Outcome | None
     first_unusable: bool
 
 
@@ -195,48 +188,47 @@ class EventInbox:
         self._aredis = aredis
         self._keys = keys
         if aredis is not None:
-            self._receive = aredis.register_script(script_source("inbox_receive"))
-            self._settle = aredis.register_script(script_source("inbox_settle"))
+            self._record = aredis.register_script(script_source("inbox_record"))
+        self._group: GroupCommit[list[str | bytes], Recorded] = GroupCommit(self._record_many)
 
-    async def receive(
-        self, source: str, kind: str, ref: str, headers: Mapping[str, str], body: bytes, *, now: float | None = None
-    ) -> Received:
-        """Keep a verified delivery (or count a redelivery of one); call before handling it."""
+    async def record(
+        self,
+        source: str,
+        kind: str,
+        ref: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        outcome: EventOutcome,
+        *,
+        reprocess: bool = False,
+    ) -> Recorded:
+        """Keep a handled delivery with its outcome (a redelivery or re-processing: update the entry).
+
+        Concurrent calls share one script call (``producers.group_commit``).
+        """
         ident = event_id(source, ref)
-        stamp = _ms(now)
-        headers_json = json.dumps(kept_headers(headers), sort_keys=True)
-        args: list[str | bytes | int] = [
-            self._keys.prefix,
+        entry: list[str | bytes] = [
             ident,
-            stamp,
             source,
             kind[:100],
             ref[:300],
-            headers_json,
+            json.dumps(kept_headers(headers), sort_keys=True),
             body,
-        ]
-        new, outcome = cast(list[Any], await self._receive(args=args))
-        return Received(ident, bool(new), Outcome(_text(outcome)))
-
-    async def settle(
-        self, ident: str, outcome: EventOutcome, *, mode: str = "always", reprocess: bool = False
-    ) -> Settled:
-        """Record ``outcome`` on the entry.
-
-        ``mode``: ``always``; ``first`` (only if nothing was recorded yet); ``unless-acted`` (not over an
-        outcome naming grants). See ``lua/inbox_settle.lua``.
-        """
-        args = [
-            self._keys.prefix,
-            ident,
             outcome.outcome.value,
             json.dumps(outcome.detail(), sort_keys=True),
-            _ms(None),
-            mode,
             "1" if reprocess else "0",
         ]
-        now_outcome, first_unusable = cast(list[Any], await self._settle(args=args))
-        return Settled(None if now_outcome is None else Outcome(_text(now_outcome)), bool(first_unusable))
+        return await self._group.submit(entry)
+
+    async def _record_many(self, entries: list[list[str | bytes]]) -> list[Recorded]:
+        args: list[str | bytes | int] = [self._keys.prefix, _ms(None)]
+        for entry in entries:
+            args.extend(entry)
+        reply = cast(list[Any], await self._record(args=args))
+        return [
+            Recorded(_text(entry[0]), Outcome(_text(reply[2 * i])), bool(reply[2 * i + 1]))
+            for i, entry in enumerate(entries)
+        ]
 
     def get(self, ident: str) -> InboxEvent | None:
         """The entry, or None."""
@@ -281,8 +273,8 @@ def _event(raw: dict[bytes, bytes]) -> InboxEvent:
         value = raw.get(name.encode())
         return default if value is None else value.decode("utf-8", "replace")
 
-    detail = json.loads(text("detail", "{}")) or {"outcome": text("outcome", Outcome.RECEIVED.value)}
-    detail["outcome"] = text("outcome", Outcome.RECEIVED.value)
+    detail = json.loads(text("detail", "{}"))
+    detail["outcome"] = text("outcome", Outcome.UNUSABLE.value)
     acted = text("acted_at")
     return InboxEvent(
         id=text("id"),

@@ -3,41 +3,33 @@
 The stored body goes through the same handler as a live delivery, under the
 same idempotency keys, so re-processing never grants twice:
 
-* ``unusable`` and ``received`` events (the rules could not read it; or the
-  handler died) are handled as if delivered again: whatever a first handling
-  did create is found by its keys, not made again;
+* ``unusable`` events (the rules could not read them) are handled as if
+  delivered again;
 * ``ignored`` events granted nothing, so a Twitch message's "seen" marker
   (set when it was ignored) is not asked; its grants' keys still are;
 * events that made or found grants (``granted``, ``parked``, ``duplicate``) and
   revocations, challenges and test payloads are left as they are: there is
   nothing to re-process, and saying so is the idempotent answer.
-
-A ``received`` event older than the idempotency claims' lifetime is refused:
-its grants, if a handling made them, could no longer be found by their keys.
 """
 
 from __future__ import annotations
 
 import json
-import time
 
 from producers.inbox import EventOutcome, InboxEvent, Outcome
 from producers.patreon.webhook import handle_delivery
-from producers.settle import settle_event
+from producers.settle import record_event
 from producers.state import AppState
 from producers.twitch.webhook import handle_message
-from worker.keys import IDEMPOTENCY_TTL_S
 
 __all__ = ["REPROCESSABLE", "NothingToReprocess", "ReprocessRefused", "reprocess"]
 
 #: Outcomes whose events can be re-processed.
-REPROCESSABLE = frozenset({Outcome.RECEIVED, Outcome.UNUSABLE, Outcome.IGNORED})
-#: Seconds before a claim expires that a ``received`` event stops being re-processable.
-CLAIM_MARGIN_S = 86_400.0
+REPROCESSABLE = frozenset({Outcome.UNUSABLE, Outcome.IGNORED})
 
 
 class ReprocessRefused(Exception):
-    """The event cannot be re-processed (unknown id, too old); the message says why."""
+    """The event cannot be re-processed (an unknown id or source); the message says why."""
 
 
 class NothingToReprocess(Exception):
@@ -48,11 +40,11 @@ class NothingToReprocess(Exception):
         self.event = event
 
 
-async def reprocess(state: AppState, event_id: str, *, now: float | None = None) -> EventOutcome:
+async def reprocess(state: AppState, event_id: str) -> EventOutcome:
     """Handle the stored event again and record the new outcome.
 
     Raises:
-      ReprocessRefused: no such event, or a ``received`` one past its claims' lifetime.
+      ReprocessRefused: no such event.
       NothingToReprocess: the event already made or found its grants (or is not a grant event).
       RedisError, BrokerError: storage trouble; nothing was recorded (run it again).
     """
@@ -62,12 +54,6 @@ async def reprocess(state: AppState, event_id: str, *, now: float | None = None)
     kind = event.outcome.outcome
     if kind not in REPROCESSABLE:
         raise NothingToReprocess(event)
-    age_s = (time.time() if now is None else now) - event.received_at
-    if kind == Outcome.RECEIVED and age_s > IDEMPOTENCY_TTL_S - CLAIM_MARGIN_S:
-        raise ReprocessRefused(
-            f"event {event_id} was received {age_s / 86_400:.0f} days ago: grants a handling may have made then"
-            " can no longer be found by their idempotency keys, so it is not re-processed (check its grants by hand)"
-        )
     if event.source == "twitch":
         outcome = await handle_message(
             state, event.ref, event.kind, _json(event.body), after_ignored=kind == Outcome.IGNORED
@@ -76,7 +62,7 @@ async def reprocess(state: AppState, event_id: str, *, now: float | None = None)
         outcome = await handle_delivery(state, event.headers.get("x-patreon-event", ""), event.body)
     else:
         raise ReprocessRefused(f"event {event_id} comes from an unknown source {event.source!r}")
-    await settle_event(state, event.source, event.id, outcome, reprocess=True)
+    await record_event(state, event.source, event.kind, event.ref, event.headers, event.body, outcome, reprocess=True)
     return outcome
 
 

@@ -29,7 +29,7 @@ from producers.inbox import Outcome as EventOutcomeKind
 from producers.patreon.events import MEMBER_TRIGGERS, MalformedEvent, NotAMemberEvent, parse_event
 from producers.patreon.members import Outcome, handle_event
 from producers.request_body import read_capped_body
-from producers.settle import settle_event
+from producers.settle import record_event
 from producers.state import AppState, app_state
 
 __all__ = ["MAX_BODY_BYTES", "handle_delivery", "router", "signature"]
@@ -68,10 +68,9 @@ async def receive(request: Request, state: Annotated[AppState, Depends(app_state
 
     trigger = request.headers.get("x-patreon-event", "").strip()
     ref = hashlib.sha256(trigger.encode("utf-8", "surrogateescape") + b"\n" + body).hexdigest()
-    received = await state.inbox.receive("patreon", trigger or "(no trigger)", ref, request.headers, body)
     outcome = await handle_delivery(state, trigger, body)
-    await settle_event(state, "patreon", received.id, outcome)
-    return JSONResponse({"event_id": received.id, **outcome.detail()})
+    kept = await record_event(state, "patreon", trigger or "(no trigger)", ref, request.headers, body, outcome)
+    return JSONResponse({"event_id": kept.id, **outcome.detail()})
 
 
 async def handle_delivery(state: AppState, trigger: str, body: bytes) -> EventOutcome:

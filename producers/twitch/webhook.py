@@ -11,8 +11,8 @@ Order of work, and why:
    neither: a revocation); a ``Twitch-Eventsub-Message-Type`` header that
    says otherwise was altered → 400, nothing kept (``_message_type``).
 5. ``webhook_callback_verification`` → 200 ``text/plain`` with the challenge.
-6. Anything else is kept in the event inbox first (``producers.inbox``), then
-   handled, and its outcome recorded and answered as JSON with 200:
+6. Anything else is handled, then kept in the event inbox with its outcome
+   (``producers.inbox``, one atomic step) and answered as JSON with 200:
    ``{"event_id", "outcome", "granted": [...], "parked": [...], "ignored", "error"}``.
    A notification's grants are durably queued (or parked) with the message id
    marked seen in the same step; a revocation is recorded, one Sentry warning
@@ -44,7 +44,7 @@ from starlette.concurrency import run_in_threadpool
 from producers.counters import count_event, count_event_async
 from producers.inbox import EventOutcome, Outcome, grants_outcome
 from producers.request_body import read_capped_body
-from producers.settle import settle_event
+from producers.settle import record_event
 from producers.state import AppState, app_state
 from producers.submit import planned_for_identity, self_link_and_release
 from producers.twitch.rules import MalformedEvent, Plan, plan_notification
@@ -99,10 +99,9 @@ async def twitch_webhook(request: Request) -> Response:
             logger.info("twitch subscription verified: %s", shown)
             # The challenge alone, as text/plain: Twitch rejects it wrapped in JSON (research/twitch.md §1.4).
             return Response(challenge, media_type="text/plain")
-    received = await state.inbox.receive("twitch", message_type, message.message_id, request.headers, body)
     outcome = await handle_message(state, message.message_id, message_type, payload)
-    await settle_event(state, "twitch", received.id, outcome)
-    return JSONResponse({"event_id": received.id, **outcome.detail()})
+    kept = await record_event(state, "twitch", message_type, message.message_id, request.headers, body, outcome)
+    return JSONResponse({"event_id": kept.id, **outcome.detail()})
 
 
 async def handle_message(

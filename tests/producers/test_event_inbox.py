@@ -106,29 +106,16 @@ def test_an_ignored_event_grants_once_when_reprocessed_after_the_rules_are_fixed
 
 
 @pytest.mark.usefixtures("cli_env")
-def test_an_event_whose_handler_died_is_reprocessed_once_even_concurrently(
-    client: TestClient, rules: Path, ledger: Ledger, redis: Redis, keys: Keys, capsys: pytest.CaptureFixture[str]
+def test_concurrent_reprocessing_of_one_event_grants_once_and_keeps_the_grant_named(
+    client: TestClient, rules: Path, ledger: Ledger
 ) -> None:
+    event_id = str(cheer(client, bits=500)["event_id"])  # ignored: no cheer rule yet
     rules.write_text(BASE_RULES + CHEER_RULE, encoding="utf-8")
-    event = sample_event("channel.cheer")
-    event.update(user_id=TWITCH_USER, bits=500)
-    body, headers = signed_request(SECRET, sample_payload("channel.cheer", event))
-    state = client.app.state.wetbot  # type: ignore[attr-defined]
-    message_id = headers["twitch-eventsub-message-id"]
-
-    async def kept_but_not_handled() -> str:
-        received = await EventInbox(redis, state.aredis, keys).receive(
-            "twitch", "notification", message_id, headers, body
-        )
-        return received.id
-
-    event_id = client.portal.call(kept_but_not_handled)  # type: ignore[union-attr]
-    assert state.inbox.get(event_id).outcome.outcome == Outcome.RECEIVED
     with ThreadPoolExecutor(3) as pool:
         codes = list(pool.map(lambda _: main(["events", "reprocess", event_id]), range(3)))
     assert codes == [0, 0, 0]
     [grant] = ledger.list_grants()
-    kept = state.inbox.get(event_id)
+    kept = client.app.state.wetbot.inbox.get(event_id)  # type: ignore[attr-defined]
     assert grant.items[0].amount == 5 and kept.reprocessed >= 1
     assert kept.outcome.outcome == Outcome.GRANTED and kept.outcome.granted == (grant.id,)
 
@@ -166,20 +153,19 @@ def test_retention_deletes_old_events_with_their_index_entries_and_is_safe_twice
     assert [e.id for e in inbox.recent()] == [new]
 
 
-def test_receive_and_settle_are_atomic_steps_safe_to_repeat(redis: Redis, keys: Keys) -> None:
+def test_record_keeps_the_first_body_and_never_hides_an_outcome_behind_a_duplicate(redis: Redis, keys: Keys) -> None:
     async def scenario() -> None:
         aredis = AsyncRedis.from_url(TEST_REDIS_URL)
         inbox = EventInbox(redis, aredis, keys)
-        first = await inbox.receive("patreon", "members:update", "ref-1", {"x-patreon-signature": "s"}, b"{}")
-        again = await inbox.receive("patreon", "members:update", "ref-1", {}, b"other")
-        assert (first.new, again.new, first.id) == (True, False, again.id)
+        headers = {"X-Patreon-Signature": "s", "X-Patreon-Event": "members:update"}
         granted = EventOutcome(Outcome.GRANTED, granted=("g1",))
-        assert (await inbox.settle(first.id, granted)).outcome == Outcome.GRANTED
-        dup = await inbox.settle(first.id, EventOutcome(Outcome.DUPLICATE), mode="first")
-        assert dup.outcome == Outcome.GRANTED  # a redelivery never overwrites the first outcome
+        first = await inbox.record("patreon", "members:update", "ref-1", headers, b"{}", granted)
+        again = await inbox.record("patreon", "members:update", "ref-1", {}, b"other", EventOutcome(Outcome.DUPLICATE))
+        assert (first.id, first.outcome, again.outcome) == (again.id, Outcome.GRANTED, Outcome.GRANTED)
         await aredis.aclose()
         kept = inbox.get(first.id)
-        assert kept is not None and kept.body == b"{}" and kept.headers == {} and kept.deliveries == 2
-        assert inbox.count(Outcome.GRANTED) == 1 and inbox.count(Outcome.RECEIVED) == 0
+        assert kept is not None and kept.body == b"{}" and kept.deliveries == 2
+        assert kept.headers == {"x-patreon-event": "members:update"}  # never the signature
+        assert inbox.count(Outcome.GRANTED) == 1 and inbox.count(Outcome.DUPLICATE) == 0
 
     asyncio.run(scenario())
