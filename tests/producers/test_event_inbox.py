@@ -169,3 +169,21 @@ def test_record_keeps_the_first_body_and_never_hides_an_outcome_behind_a_duplica
         assert inbox.count(Outcome.GRANTED) == 1 and inbox.count(Outcome.DUPLICATE) == 0
 
     asyncio.run(scenario())
+
+
+def test_concurrent_records_share_script_calls_and_each_gets_its_own_answer(redis: Redis, keys: Keys) -> None:
+    async def scenario() -> None:
+        aredis = AsyncRedis.from_url(TEST_REDIS_URL)
+        inbox = EventInbox(redis, aredis, keys)
+        unusable, ignored = EventOutcome(Outcome.UNUSABLE, error="e"), EventOutcome(Outcome.IGNORED, ignored="x")
+        outcomes = [unusable if n % 2 else ignored for n in range(20)]
+        recorded = await asyncio.gather(
+            *(inbox.record("twitch", "notification", f"m-{n}", {}, b"{}", o) for n, o in enumerate(outcomes))
+        )
+        await aredis.aclose()
+        assert [r.outcome for r in recorded] == [o.outcome for o in outcomes]
+        assert [r.first_unusable for r in recorded] == [bool(n % 2) for n in range(20)]
+        assert inbox._group.calls < 20 and inbox._group.requests == 20
+        assert inbox.count() == 20 and inbox.count(Outcome.UNUSABLE) == 10
+
+    asyncio.run(scenario())
