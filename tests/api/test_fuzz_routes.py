@@ -31,7 +31,6 @@ def target(make_settings: SettingsFactory, rewards_file: Path, redis: Redis, pre
         yield Target(base_url, redis, prefix, SECRETS)
 
 
-@pytest.mark.slow
 def test_no_route_answers_5xx_or_grants_without_its_token(make_settings: SettingsFactory, target: Target) -> None:
     openapi = create_app(make_settings(api_docs=True)).openapi()
     tallies = fuzz_everything(target, openapi, EXAMPLES)
