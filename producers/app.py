@@ -16,8 +16,6 @@ from typing import Any
 from fastapi import FastAPI
 
 from config.errors import ConfigError
-from config.keyring import check_rule_guilds
-from config.rewards import load_rewards
 from config.settings import Settings, settings_or_exit
 from producers.api.grants import router as grants_router
 from producers.api.health import router as health_router
@@ -25,7 +23,7 @@ from producers.api.links import router as links_router
 from producers.body_deadline import BODY_TIMEOUT_S, BodyDeadline
 from producers.errors import install_error_handlers
 from producers.patreon.webhook import router as patreon_router
-from producers.state import close_state, open_state
+from producers.state import checked_rewards, close_state, open_state
 from producers.twitch.webhook import router as twitch_router
 from worker.observability import configure_logging, init_sentry
 
@@ -44,9 +42,7 @@ def create_app(settings: Settings, *, body_timeout_s: float = BODY_TIMEOUT_S) ->
       ConfigError: the rewards file is invalid (``RewardsFileError``), or a rule's guild has no API key while
         keys are configured (``config.keyring.check_rule_guilds``).
     """
-    rewards = load_rewards(settings.rewards_file, missing_ok=settings.demo_mode)
-    keyring = settings.keyring(rewards.guild_id)
-    check_rule_guilds(keyring, rewards.rule_guilds(), source=str(settings.rewards_file))
+    rewards, keyring = checked_rewards(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -8,14 +8,12 @@ import json
 import time
 from typing import Any
 
-from config.keyring import check_rule_guilds
-from config.rewards import load_rewards
 from config.settings import Settings
 from producers.cli_errors import CliError
 from producers.inbox import EventInbox, InboxEvent, Outcome
 from producers.printable import terminal_safe as shown
 from producers.reprocess import NothingToReprocess, ReprocessRefused, reprocess
-from producers.state import close_state, open_state
+from producers.state import checked_rewards, close_state, open_state
 from worker.connections import connect_redis
 from worker.keys import Keys
 
@@ -92,14 +90,11 @@ def _show(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _reprocess(settings: Settings, args: argparse.Namespace) -> int:
-    rewards = load_rewards(settings.rewards_file, missing_ok=settings.demo_mode)
-    keyring = settings.keyring(rewards.guild_id)
-    check_rule_guilds(keyring, rewards.rule_guilds(), source=str(settings.rewards_file))
-    return asyncio.run(_reprocess_all(settings, rewards, keyring, args.event_ids))
+    return asyncio.run(_reprocess_all(settings, args.event_ids))
 
 
-async def _reprocess_all(settings: Settings, rewards: Any, keyring: Any, event_ids: list[str]) -> int:
-    state = open_state(settings, rewards, keyring)
+async def _reprocess_all(settings: Settings, event_ids: list[str]) -> int:
+    state = open_state(settings, *checked_rewards(settings))
     failed = 0
     try:
         for event_id in event_ids:

@@ -14,13 +14,11 @@ same idempotency keys, so re-processing never grants twice:
 
 from __future__ import annotations
 
-import json
-
 from producers.inbox import EventOutcome, InboxEvent, Outcome
 from producers.patreon.webhook import handle_delivery
 from producers.settle import record_event
 from producers.state import AppState
-from producers.twitch.webhook import handle_message
+from producers.twitch.webhook import handle_message, parse_body
 
 __all__ = ["REPROCESSABLE", "NothingToReprocess", "ReprocessRefused", "reprocess"]
 
@@ -56,7 +54,7 @@ async def reprocess(state: AppState, event_id: str) -> EventOutcome:
         raise NothingToReprocess(event)
     if event.source == "twitch":
         outcome = await handle_message(
-            state, event.ref, event.kind, _json(event.body), after_ignored=kind == Outcome.IGNORED
+            state, event.ref, event.kind, parse_body(event.body), after_ignored=kind == Outcome.IGNORED
         )
     elif event.source == "patreon":
         outcome = await handle_delivery(state, event.headers.get("x-patreon-event", ""), event.body)
@@ -64,10 +62,3 @@ async def reprocess(state: AppState, event_id: str) -> EventOutcome:
         raise ReprocessRefused(f"event {event_id} comes from an unknown source {event.source!r}")
     await record_event(state, event.source, event.kind, event.ref, event.headers, event.body, outcome, reprocess=True)
     return outcome
-
-
-def _json(body: bytes) -> object:
-    try:
-        return json.loads(body)
-    except (ValueError, RecursionError):
-        return None

@@ -8,8 +8,8 @@ from fastapi import Request
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
-from config.keyring import Keyring
-from config.rewards import RewardsConfig
+from config.keyring import Keyring, check_rule_guilds
+from config.rewards import RewardsConfig, load_rewards
 from config.settings import Settings
 from producers.creation_batcher import CreationBatcher
 from producers.inbox import EventInbox
@@ -44,6 +44,18 @@ class AppState:
     redis_check: CachedRedisCheck
     #: every verified webhook delivery with what handling it did.
     inbox: EventInbox
+
+
+def checked_rewards(settings: Settings) -> tuple[RewardsConfig, Keyring]:
+    """The rewards file and the keys by guild, checked as the web app checks them at start.
+
+    Raises:
+      ConfigError: the rewards file is invalid or missing (outside demo mode), or a rule's guild has no key.
+    """
+    rewards = load_rewards(settings.rewards_file, missing_ok=settings.demo_mode)
+    keyring = settings.keyring(rewards.guild_id)
+    check_rule_guilds(keyring, rewards.rule_guilds(), source=str(settings.rewards_file))
+    return rewards, keyring
 
 
 def open_state(settings: Settings, rewards: RewardsConfig, keyring: Keyring) -> AppState:

@@ -52,7 +52,7 @@ from producers.twitch.signature import HEADER_MESSAGE_TYPE, SignatureRejected, v
 from worker.keys import SEEN_TTL_S
 from worker.observability import capture
 
-__all__ = ["MAX_BODY_BYTES", "SEEN_MESSAGE", "SEEN_REVOCATION_STATE", "handle_message", "router"]
+__all__ = ["MAX_BODY_BYTES", "SEEN_MESSAGE", "SEEN_REVOCATION_STATE", "handle_message", "parse_body", "router"]
 
 logger = logging.getLogger("wetbot_rewards.twitch")
 
@@ -89,7 +89,7 @@ async def twitch_webhook(request: Request) -> Response:
         logger.info("twitch webhook rejected: %s", exc.reason)
         raise HTTPException(status.HTTP_403_FORBIDDEN, exc.reason) from None
 
-    payload = _parse(body)
+    payload = parse_body(body)
     message_type = _message_type(request.headers.get(HEADER_MESSAGE_TYPE, ""), payload)
     if message_type == VERIFICATION and isinstance(payload, dict):
         challenge = payload.get("challenge")
@@ -146,7 +146,7 @@ async def handle_message(
 # -- reading --------------------------------------------------------------------------------
 
 
-def _parse(body: bytes) -> Any:
+def parse_body(body: bytes) -> Any:
     """The body's JSON, or None when it is not JSON (a signed body that is not JSON is unusable, not refused)."""
     try:
         return json.loads(body)
