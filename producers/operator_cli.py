@@ -12,6 +12,7 @@ escaped by ``json.dumps`` itself.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import math
 import sys
@@ -24,10 +25,13 @@ from config.settings import Settings
 from producers.cli_errors import CliError
 from producers.links import PLATFORMS, LinkStore, check_link
 from producers.printable import terminal_safe as safe
-from producers.submit import link_and_release, request_group, requeue_grant, submit_grant
+from producers import grant_actions
+from producers.audit import AuditLog
+from producers.submit import link_and_release, submit_grant
 from worker.connections import connect_redis
 from worker.eta import Eta, EtaEstimator
 from worker.grant import FINAL_STATES, Grant, GrantItem, GrantState, NewGrant
+from worker.grant_search import BadCursor, GrantQuery, find_grants
 from worker.keys import Keys
 from worker.ledger import Ledger
 from worker.replication import ReplicaAcks
@@ -37,7 +41,10 @@ MAX_AMOUNT = 1_000_000_000
 
 
 def register(commands: Any) -> None:
-    """Add ``grant``, ``grants``, ``dead``, ``links`` and ``resolve`` to the top-level ``commands``."""
+    """Add ``grant``, ``grants``, ``dead``, ``links`` and ``resolve`` to the top-level ``commands``.
+
+    What they change goes through ``producers.grant_actions``, as the console's and the API's actions do.
+    """
     grant = commands.add_parser("grant", help="queue a grant by hand")
     grant.add_argument("--user", required=True, help="Discord user id")
     grant.add_argument("--guild", help="Discord guild id (default: guild_id of the rewards file)")
@@ -48,25 +55,33 @@ def register(commands: Any) -> None:
     grant.add_argument("--reason", default="", help="free text kept on the grant")
     grant.set_defaults(run=_grant)
 
-    grants = commands.add_parser("grants", help="list or show grants").add_subparsers(title="grants commands")
-    listing = grants.add_parser("list", help="list grants, newest first")
+    grants = commands.add_parser("grants", help="list, show or cancel grants").add_subparsers(title="grants commands")
+    listing = grants.add_parser("list", help="list grants, newest first (filters combine)")
     listing.add_argument("--state", choices=[s.value for s in GrantState])
-    listing.add_argument("--limit", type=int, default=50)
+    _add_filters(listing)
+    listing.add_argument("--limit", type=int, default=50, help="grants per page (at most 100)")
+    listing.add_argument("--after", metavar="CURSOR", help="the next page, from the cursor a listing printed")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(run=_grants_list)
     show = grants.add_parser("show", help="one grant with its history")
     show.add_argument("grant_id")
     show.add_argument("--json", action="store_true")
     show.set_defaults(run=_grants_show)
+    cancel = grants.add_parser("cancel", help="cancel a queued, parked or retrying grant: it is never sent")
+    cancel.add_argument("grant_id")
+    cancel.add_argument("--reason", required=True, help="why (kept in the grant's history and the audit log)")
+    cancel.set_defaults(run=_grants_cancel)
 
     dead = commands.add_parser("dead", help="grants that ended dead").add_subparsers(title="dead commands")
     dead_list = dead.add_parser("list", help="list dead grants with their last error")
+    _add_filters(dead_list)
     dead_list.add_argument("--limit", type=int, default=50)
     dead_list.add_argument("--json", action="store_true")
     dead_list.set_defaults(run=_dead_list)
     replay = dead.add_parser("replay", help="queue dead grants again (attempts start over)")
     replay.add_argument("grant_ids", nargs="*")
-    replay.add_argument("--all", action="store_true", help="every dead grant")
+    replay.add_argument("--all", action="store_true", help="every dead grant (that the filters match)")
+    _add_filters(replay)
     replay.set_defaults(run=_dead_replay)
 
     links = commands.add_parser("links", help="Twitch/Patreon user -> Discord user links").add_subparsers(
@@ -129,9 +144,15 @@ def _grant(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _grants_list(settings: Settings, args: argparse.Namespace) -> int:
-    state = GrantState(args.state) if args.state else None
-    grants = _ledger(settings).list_grants(state, limit=args.limit)
-    _print_grants(grants, as_json=args.json, etas=_etas(settings, grants))
+    ledger = _ledger(settings)
+    query = _query(args, GrantState(args.state) if args.state else None)
+    try:
+        page = find_grants(ledger.redis, ledger.keys, query, cursor=args.after, limit=args.limit)
+    except BadCursor as exc:
+        raise CliError(f"--after: {exc}") from None
+    _print_grants(page.grants, as_json=args.json, etas=_etas(settings, page.grants))
+    if page.next_cursor and not args.json:
+        print(f"more: --after {page.next_cursor}")
     return 0
 
 
@@ -151,6 +172,8 @@ def _grants_show(settings: Settings, args: argparse.Namespace) -> int:
             value = ", ".join(f"{i['item_id']} x {_amount(i['amount'])}" for i in value)
         elif key in ("created_at", "updated_at"):
             value = _when(value)
+        elif key == "names":
+            value = ", ".join(value)
         print(f"{key:>16}: {safe(value) if value not in (None, '') else '-'}")
     print("         history:")
     for t in history:
@@ -158,8 +181,21 @@ def _grants_show(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _grants_cancel(settings: Settings, args: argparse.Namespace) -> int:
+    """Cancel one grant in one guarded step (run twice: the second says it was already cancelled)."""
+    ledger = _ledger(settings)
+    try:
+        result = grant_actions.cancel(ledger, args.grant_id, args.reason, audit=_audit(settings), actor=_actor())
+    except ValueError as exc:  # ActionRefused too: its message says what the grant is now
+        raise CliError(safe(str(exc))) from None
+    print(safe(result.message))
+    return 0
+
+
 def _dead_list(settings: Settings, args: argparse.Namespace) -> int:
-    _print_grants(_ledger(settings).list_grants(GrantState.DEAD, limit=args.limit), as_json=args.json, errors=True)
+    ledger = _ledger(settings)
+    page = find_grants(ledger.redis, ledger.keys, _query(args, GrantState.DEAD), limit=args.limit)
+    _print_grants(page.grants, as_json=args.json, errors=True)
     return 0
 
 
@@ -168,48 +204,45 @@ def _dead_replay(settings: Settings, args: argparse.Namespace) -> int:
     ledger = _ledger(settings)
     if args.all == bool(args.grant_ids):
         raise CliError("dead replay: give grant ids or --all (not both)")
-    ids = ledger.ids_in(GrantState.DEAD) if args.all else list(args.grant_ids)
+    if args.all:
+        bulk = grant_actions.bulk_replay(
+            ledger, _query(args, GrantState.DEAD), up_to=time.time(), audit=_audit(settings), actor=_actor()
+        )
+        for grant_id in bulk.replayed:
+            print(f"grant {grant_id} queued again")
+        print(f"{len(bulk.replayed)} grant(s) replayed")
+        return 0
     replayed = 0
-    for grant_id in ids:
-        grant = _get(ledger, grant_id)
-        if grant.state != GrantState.DEAD:
-            print(f"grant {safe(grant.id)}: is {grant.state.value}, not dead; skipped", file=sys.stderr)
+    for grant_id in args.grant_ids:
+        try:
+            result = grant_actions.replay(ledger, grant_id, audit=_audit(settings), actor=_actor())
+        except grant_actions.GrantMissing as exc:
+            raise CliError(safe(exc.message)) from None
+        except grant_actions.ActionRefused as exc:
+            print(f"{safe(exc.message)}; skipped", file=sys.stderr)
             continue
-        if requeue_grant(ledger, grant.id, "replayed by an operator", expect=GrantState.DEAD):
-            replayed += 1
-            print(f"grant {safe(grant.id)} queued again")
-        else:
-            print(f"grant {safe(grant.id)}: changed meanwhile; skipped", file=sys.stderr)
+        replayed += 1
+        print(result.message)
     print(f"{replayed} grant(s) replayed")
     return 0
 
 
 def _resolve(settings: Settings, args: argparse.Namespace) -> int:
     """Decide an ``unknown`` grant in one atomic step (safe to run twice: the second finds it decided)."""
-    ledger = _ledger(settings)
-    grant = _get(ledger, args.grant_id)
-    if grant.state != GrantState.UNKNOWN:
-        raise CliError(f"grant {grant.id} is {grant.state.value}; only grants in state unknown can be resolved")
-    note = f" ({args.note})" if args.note else ""
-    group = request_group(ledger, grant.id, GrantState.UNKNOWN)
-    if args.delivered:
-        moved = grant.id in ledger.transition_many(
-            group, GrantState.DELIVERED, f"resolved by an operator: applied{note}", expect=[GrantState.UNKNOWN]
+    decision = (
+        grant_actions.Decision.DELIVERED
+        if args.delivered
+        else grant_actions.Decision.VERIFY
+        if args.verify
+        else grant_actions.Decision.RESEND
+    )
+    try:
+        result = grant_actions.resolve(
+            _ledger(settings), args.grant_id, decision, note=args.note, audit=_audit(settings), actor=_actor()
         )
-        done = "marked delivered"
-    elif args.verify:
-        reason = f"operator asked for a read-back{note}"
-        moved = requeue_grant(ledger, grant.id, reason, expect=GrantState.UNKNOWN, verify=True)
-        done = "queued for a read-back of the member's profile"
-    else:
-        reason = f"resolved by an operator: not applied, resend{note}"
-        moved = requeue_grant(ledger, grant.id, reason, expect=GrantState.UNKNOWN)
-        done = "queued to be sent again"
-    if not moved:
-        raise CliError(f"grant {grant.id} changed meanwhile; look again")
-    others = [other for other in group if other != grant.id]
-    together = f", with the {len(others)} other grant(s) its merged request carried: {safe(', '.join(others))}"
-    print(f"grant {grant.id} {done}{together if others else ''}")
+    except grant_actions.ActionRefused as exc:
+        raise CliError(safe(exc.message)) from None
+    print(safe(result.message))
     return 0
 
 
@@ -246,6 +279,38 @@ def _links_remove(settings: Settings, args: argparse.Namespace) -> int:
 
 
 # --- helpers ----------------------------------------------------------------------------------
+def _add_filters(parser: argparse.ArgumentParser) -> None:
+    """The filters every listing shares with the console and ``GET /grants`` (``worker.grant_search``)."""
+    who = parser.add_mutually_exclusive_group()
+    who.add_argument("--user", help="Discord user id")
+    who.add_argument("--twitch", help="Twitch login or user id")
+    who.add_argument("--patreon", help="Patreon member id, user id or name")
+    who.add_argument("--search", help="any of those, or an idempotency key")
+    parser.add_argument("--source", help="twitch, patreon, api or cli")
+    parser.add_argument("--guild", help="Discord guild id")
+
+
+def _query(args: argparse.Namespace, state: GrantState | None) -> GrantQuery:
+    text = args.user or args.twitch or args.patreon or args.search or ""
+    try:
+        return GrantQuery(state=state, source=args.source or "", guild_id=args.guild or "", text=text)
+    except ValueError as exc:
+        raise CliError(f"--{exc}") from None
+
+
+def _actor() -> str:
+    """Who runs a command, for the audit log: the login name (as far as the system knows it)."""
+    try:
+        name = getpass.getuser()
+    except (OSError, KeyError):
+        name = "unknown"
+    return f"cli:{safe(name)[:40]}"
+
+
+def _audit(settings: Settings) -> AuditLog:
+    return AuditLog(connect_redis(settings), Keys(settings.redis_key_prefix))
+
+
 def _ledger(settings: Settings) -> Ledger:
     """The ledger; a ``grant`` it creates is confirmed by replicas like a producer's (``worker.replication``)."""
     return Ledger(connect_redis(settings), Keys(settings.redis_key_prefix), acks=ReplicaAcks.from_settings(settings))

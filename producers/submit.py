@@ -28,19 +28,27 @@ def planned_for_identity(links: LinkStore, new: NewGrant) -> Planned:
     return Planned(new, Mode.RESOLVE, links.static_user(new.platform, new.external_id) or "")
 
 
-def requeue_grant(ledger: Ledger, grant_id: str, reason: str, *, expect: GrantState, verify: bool = False) -> bool:
+def requeue_grant(
+    ledger: Ledger, grant_id: str, reason: str, *, expect: GrantState, verify: bool = False, version: int = -1
+) -> bool:
     """Queue a grant in state ``expect`` again (replay, resolve) in one atomic step; True when this call did it.
 
     The step puts the grant on the ledger's schedule, due now, so a command
     killed at any instant leaves it either unchanged or moving, and a second
     run finds it moved and does nothing. ``verify`` asks for a read-back of the
-    last request instead of a resend (``resolve --verify``). An ``unknown``
+    last request instead of a resend (``resolve --verify``); ``version`` (when >= 0) is the number of
+    history entries the operator saw (``StepEffects.expect_history``). An ``unknown``
     grant moves with every grant its merged request carried (``request_group``):
     the decision is about the request, and a read-back judges it as a whole.
     """
-    effects = StepEffects(fields={"verify": "1"}, hold="set") if verify else StepEffects(del_fields=("verify",))
+    effects = (
+        StepEffects(fields={"verify": "1"}, hold="set", expect_history=version)
+        if verify
+        else StepEffects(del_fields=("verify",), expect_history=version)
+    )
     to = GrantState.RETRYING if verify else GrantState.QUEUED
     ids = request_group(ledger, grant_id, expect)
+    ids = [grant_id, *(other for other in ids if other != grant_id)]  # the version is the named grant's
     moved = ledger.transition_many(ids, to, reason, expect=[expect], reset_failures=True, effects=effects)
     return grant_id in moved
 

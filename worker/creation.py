@@ -35,6 +35,7 @@ from redis.commands.core import AsyncScript
 
 from worker.broker import DISPATCH_TTL_S, QUEUE_NAME, encoded_message
 from worker.grant import CreateResult, GrantState, NewGrant, grant_from_fields
+from worker.grant_index import grant_terms
 from worker.keys import IDEMPOTENCY_TTL_S, SEEN_TTL_S, WAKE_TOKENS_MAX, Keys, wake_key
 from worker.replication import NO_ACKS, ReplicaAcks, run_confirmed, run_confirmed_async
 from worker.scripts import load_script, script_source
@@ -129,6 +130,8 @@ def build_request(
                     "message_id": message_id,
                     "message": message,
                     "token": token,
+                    "source": new.source,
+                    "terms": grant_terms(new),
                 }
             )
             sent.append(fields)
@@ -244,6 +247,7 @@ def _fields(new: NewGrant, grant_id: str, now: float) -> dict[str, str]:
         "idempotency_key": new.idempotency_key,
         "platform": new.platform,
         "external_id": new.external_id,
+        "names": json.dumps(list(new.names)) if new.names else "",
         "attempts": "0",
         "failures": "0",
         "last_error": "",

@@ -87,6 +87,12 @@ class NewGrant:
     #: not a delivery that stops being retried. The grant it names is then never trimmed either
     #: (``worker.retention`` keeps a grant its claim names), so a repeat finds it however late.
     keep_claim: bool = False
+    #: Who the supporter is on the source, for people to read and search (Twitch login and display
+    #: name, Patreon full name); never used to route the grant.
+    names: tuple[str, ...] = ()
+    #: More ids the grant can be found by (a Patreon member id), beside ``user_id``, ``external_id``,
+    #: ``idempotency_key`` and ``source_ref`` (``worker.grant_index.grant_terms``).
+    aliases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -133,6 +139,8 @@ class Grant:
     sent_items: tuple[GrantItem, ...] | None = None
     #: ids of every grant that last request carried (this one included); empty before coalescing existed.
     request_ids: tuple[str, ...] = ()
+    #: ``NewGrant.names``: who the supporter is on the source.
+    names: tuple[str, ...] = ()
 
     @property
     def cancellable(self) -> bool:
@@ -162,6 +170,7 @@ class Grant:
             "external_id": self.external_id or None,
             "possible_duplicates": self.possible_duplicates,
             "verify_pending": self.verify_pending,
+            "names": list(self.names),
         }
 
 
@@ -209,6 +218,7 @@ def grant_from_fields(data: Mapping[str, str]) -> Grant:
         solo=data.get("solo") == "1",
         sent_items=_items(data["sent_items"]) if data.get("sent_items") else None,
         request_ids=tuple(json.loads(data["request_ids"])) if data.get("request_ids") else (),
+        names=tuple(json.loads(data["names"])) if data.get("names") else (),
     )
 
 

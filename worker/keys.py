@@ -60,6 +60,30 @@ class Keys:
         """ZSET grant id -> creation time."""
         return f"{self.prefix}:grants"
 
+    def guild_grants(self, guild_id: str) -> str:
+        """ZSET grant id -> creation time of one guild's grants (``worker.grant_index``)."""
+        return f"{self.prefix}:by-guild:{guild_id}"
+
+    def guild_state(self, guild_id: str, state: str) -> str:
+        """ZSET grant id -> time it entered ``state``: one guild's share of ``state_index``."""
+        return f"{self.prefix}:by-guild:{guild_id}:{state}"
+
+    def source_grants(self, source: str) -> str:
+        """ZSET grant id -> creation time of the grants of one source (twitch, patreon, api, cli)."""
+        return f"{self.prefix}:by-source:{source}"
+
+    def find(self, term: str) -> str:
+        """ZSET grant id -> creation time of the grants found by a search term (``worker.grant_index``)."""
+        return f"{self.prefix}:find:{term}"
+
+    def guilds(self) -> str:
+        """SET of the guild ids that have (or had) grants."""
+        return f"{self.prefix}:guilds"
+
+    def index_version(self) -> str:
+        """STRING: the secondary indexes' version every older grant was backfilled to."""
+        return f"{self.prefix}:index-version"
+
     def idempotency(self, idempotency_key: str) -> str:
         """STRING grant id, claimed for ``IDEMPOTENCY_TTL_S`` (without a TTL for ``NewGrant.keep_claim``)."""
         return f"{self.prefix}:idem:{idempotency_key}"

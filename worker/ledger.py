@@ -92,6 +92,9 @@ class StepEffects:
     #: move none of the grants unless all can move (a merged request starting: all its grants go, or none).
     all_or_nothing: bool = False
     possible_duplicate: bool = False
+    #: -1, or how many history entries the (first) grant must have for the step to happen: an operator's
+    #: action names the grant as they saw it, so the same form sent again after it moved does nothing.
+    expect_history: int = -1
 
 
 class Ledger:
@@ -107,6 +110,15 @@ class Ledger:
         self._acks = acks
         self._transition = load_script(redis, "transition")
         self._release = load_script(redis, "release_parked")
+
+    @property
+    def redis(self) -> Redis:
+        """The Redis client the ledger writes to (for readers of its indexes: ``worker.grant_search``)."""
+        return self._redis
+
+    @property
+    def keys(self) -> Keys:
+        return self._keys
 
     # --- create & read -------------------------------------------------------
     def create(self, new: NewGrant) -> CreateResult:
@@ -256,6 +268,7 @@ class Ledger:
             "hold": extra.hold,
             "possible_duplicate": 1 if extra.possible_duplicate else 0,
             "all_or_nothing": 1 if extra.all_or_nothing else 0,
+            "expect_history": extra.expect_history,
             "profile_ttl": PROFILE_TTL_S,
         }
         if per_grant:
@@ -282,7 +295,7 @@ class Ledger:
         """
         return [member.id for member in same_request(self._redis, self._keys, grant)]
 
-    def cancel(self, grant_id: str, reason: str) -> bool:
+    def cancel(self, grant_id: str, reason: str, *, version: int = -1) -> bool:
         """Withdraw a grant nothing of which can have reached WetBot (``Grant.cancellable``); True when this
         call cancelled it.
 
@@ -290,14 +303,14 @@ class Ledger:
         pending, or a resend under ``AMBIGUOUS_POLICY=retry``) is not cancellable:
         WetBot may hold its items. A queue message still on its way finds a final
         state and does nothing; a parked grant stays in its parked index, which
-        ``release_parked`` skips.
+        ``release_parked`` skips. ``version`` as in ``StepEffects.expect_history``.
         """
         return self.transition(
             grant_id,
             GrantState.CANCELLED,
             reason,
             expect=CANCELLABLE_STATES,
-            effects=StepEffects(unless_flagged=MAYBE_APPLIED_FLAGS),
+            effects=StepEffects(unless_flagged=MAYBE_APPLIED_FLAGS, expect_history=version),
         )
 
     def release_parked(self, platform: str, external_id: str, user_id: str) -> list[str]:

@@ -66,6 +66,10 @@ class NotAMemberEvent(WetbotRewardsError):
     """Raised when an authentic body carries no member (posts, legacy v1 pledges): nothing to grant."""
 
 
+#: Characters of a member's full name kept.
+MAX_NAME_CHARS = 100
+
+
 @dataclass(frozen=True)
 class MemberEvent:
     """One member webhook, reduced to what the rules decide on.
@@ -90,6 +94,8 @@ class MemberEvent:
     tier_ids: tuple[str, ...] | None
     #: ``amount_cents`` of each included tier, by id.
     tier_cents: dict[str, int]
+    #: ``data.attributes.full_name`` (for people to search by; "" when absent or not text).
+    full_name: str = ""
 
     @property
     def is_test(self) -> bool:
@@ -151,7 +157,13 @@ def parse_event(trigger: str, body: bytes) -> MemberEvent:
         ),
         tier_ids=_tier_ids(relationships),
         tier_cents=_tier_cents(included),
+        full_name=_display_name(attributes.get("full_name")),
     )
+
+
+def _display_name(value: object) -> str:
+    """A name to show and search by: never a reason to refuse the event, so anything odd is dropped."""
+    return " ".join(value.split())[:MAX_NAME_CHARS] if isinstance(value, str) and value.isprintable() else ""
 
 
 def normalise_date(text: str) -> str:

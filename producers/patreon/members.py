@@ -345,6 +345,8 @@ def _new_grant(member: _Member, decision: GrantDecision) -> NewGrant:
         reason=rule.reason or "",
         platform=PLATFORM,
         external_id=member.patreon_user_id,
+        names=(member.event.full_name,) if member.event.full_name else (),
+        aliases=(member.member_id,),
     )
 
 
@@ -414,6 +416,8 @@ def _negative(original: Grant, member: _Member, why: str) -> NewGrant:
         reason=f"revoked ({why})",
         platform=original.platform,
         external_id=original.external_id,
+        names=original.names,
+        aliases=(member.member_id,),
     )
 
 

@@ -73,6 +73,8 @@ class PlannedGrant:
     reason: str
     #: The key is a once-ever fact; its claim never expires (``NewGrant.keep_claim``).
     keep_claim: bool = False
+    #: the user's login and display name as the event gives them (``NewGrant.names``: for searching).
+    names: tuple[str, ...] = ()
 
     def to_new_grant(self, message_id: str) -> NewGrant:
         """The ledger request; ``user_id`` stays empty until ``submit_for_identity`` resolves the link."""
@@ -88,6 +90,7 @@ class PlannedGrant:
             platform="twitch",
             external_id=self.twitch_user_id,
             keep_claim=self.keep_claim,
+            names=self.names,
         )
 
 
@@ -114,8 +117,9 @@ class Plan:
 class _Builder:
     """Collects a plan for one event; the ``_plan_*`` functions below call it per rule."""
 
-    def __init__(self, key_base: str) -> None:
+    def __init__(self, key_base: str, event: Mapping[str, Any]) -> None:
         self.key_base = key_base
+        self.event = event
         self.grants: list[PlannedGrant] = []
         self.links: list[LinkRequest] = []
         self.skipped: list[str] = []
@@ -132,6 +136,7 @@ class _Builder:
                 idempotency_key=f"twitch:{once_key or self.key_base}:{rule.rule_id}",
                 reason=(rule.reason or reason)[:500],
                 keep_claim=once_key is not None,
+                names=_names_of(self.event, user_id),
             )
         )
 
@@ -159,7 +164,7 @@ def plan_notification(
     planner = _PLANNERS.get(subscription_type)
     if planner is None:
         return Plan()
-    builder = _Builder(_key_base(event, message_id))
+    builder = _Builder(_key_base(event, message_id), event)
     planner(section, event, builder)
     return builder.plan()
 
@@ -354,6 +359,17 @@ def _user(event: Mapping[str, Any], field: str) -> str | None:
     if not isinstance(value, str) or not EXTERNAL_ID.match(value):
         raise MalformedEvent(f"{field}: must be a Twitch user id (a string of digits)")
     return value
+
+
+def _names_of(event: Mapping[str, Any], user_id: str) -> tuple[str, ...]:
+    """The login and display name beside the ``*user_id`` field that holds ``user_id`` (``user_login``,
+    ``from_broadcaster_user_name``...), as far as the event gives them; never raises."""
+    for field, value in event.items():
+        if field.endswith("user_id") and value == user_id:
+            stem = field.removesuffix("id")
+            found = (_name(event, stem + "login"), _name(event, stem + "name"))
+            return tuple(dict.fromkeys(name for name in found if name))
+    return ()
 
 
 def _str(event: Mapping[str, Any], field: str) -> str:

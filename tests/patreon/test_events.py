@@ -55,6 +55,7 @@ def test_the_discord_linked_sample_parses_to_its_facts() -> None:
         will_pay_cents=500,
         tier_ids=("9512103",),
         tier_cents={"9512103": 500},
+        full_name="Test Patron",
     )
     assert not event.is_test and event.level_cents == 500
 

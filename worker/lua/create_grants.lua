@@ -16,7 +16,7 @@
 --             (NX, seen_ttl) once the event's grants are written
 --     counter "" or a counter name to HINCRBY in <p>:counters after the event's grants
 --     grants  list of {id, idem, keep_claim, mode, fields (flat field/value list), guild, user, platform, external_id,
---             static_user, reason, message_id, message, token}
+--             static_user, reason, message_id, message, token, source, terms (search terms, worker/grant_index.py)}
 --             mode "enqueue":  state queued, Dramatiq message written (HSET queue.msgs + RPUSH queue),
 --                              its dispatch token on the grant, due when the message should be claimed
 --                  "schedule": state queued, due now (a worker's reconciler dispatches it)
@@ -25,13 +25,15 @@
 --                             user_id → as "enqueue"; no user → as "park"
 --             keep_claim true: the claim is SET without a TTL (a once-ever key, e.g. a viewer's follow)
 -- Keys touched per grant: <p>:idem:<idem>, <p>:grant:<id>, <p>:grant:<id>:history,
--- <p>:state:<state>, <p>:grants, <p>:due, <p>:pending:<guild>:<user>, and the parked set or Dramatiq
--- queue named above; per call the wake list.
+-- <p>:state:<state>, <p>:grants, <p>:due, <p>:pending:<guild>:<user>, the parked set or Dramatiq
+-- queue named above and the secondary indexes (lua/grant_index.lua); per call the wake list.
 --
 -- Returns JSON {events=[{seen=bool, grants=[...]}]}, one entry per event in request order. A created
 -- grant is {created=true, id, state, user_id} (the rest is what the caller sent); for a taken key it
 -- is {created=false, id, hash={field=value}}: the grant that took the key (hash empty if it has
 -- since been deleted by hand).
+-- include: grant_index
+
 local req = cjson.decode(ARGV[1])
 local p = req.prefix
 local t = redis.call('TIME')
@@ -72,6 +74,8 @@ local function create(g)
   redis.call('RPUSH', key .. ':history', cjson.encode({from = '', to = state, at = req.now, reason = g.reason}))
   redis.call('ZADD', p .. ':state:' .. state, req.now, g.id)
   redis.call('ZADD', p .. ':grants', req.now, g.id)
+  gi_created(p, g.id, g.guild, g.source, state, req.now, req.now, g.terms)
+  if user then gi_add_term(p, g.id, user, req.now) end
   if mode ~= 'park' then
     -- The user's pending index: the grants a merged request may carry (worker.coalesce).
     redis.call('SADD', p .. ':pending:' .. g.guild .. ':' .. (user or g.user), g.id)

@@ -7,8 +7,8 @@
 -- KEYS[2]  history  <p>:grant:<id>:history  LIST
 -- ARGV[1]  JSON request:
 --   prefix, ids       key prefix <p> and the grant ids the step is for (the script also touches
---                     <p>:state:<s>, <p>:due, <p>:pending:<guild>:<user>, <p>:hold:<guild>:<user> and the
---                     keys named below: one Redis instance, not a cluster). All grants of one call belong
+--                     <p>:state:<s>, <p>:due, <p>:pending:<guild>:<user>, <p>:hold:<guild>:<user>, the
+--                     secondary indexes (lua/grant_index.lua) and the keys named below: one Redis instance, not a cluster). All grants of one call belong
 --                     to one (guild, user); each is checked and moved on its own.
 --   expect            allowed current states ([] = any)
 --   unless_flagged    fields that, set to "1", forbid the step (e.g. a cancel of a grant that may have
@@ -36,9 +36,14 @@
 --   possible_duplicate 1 = count a resend that may duplicate an applied request
 --   all_or_nothing    1 = move no grant unless every grant can move (a request starting: its grants
 --                     go out together or not at all)
+--   expect_history    -1, or how many history entries the first grant must have: an operator's form
+--                     names the grant as they saw it, so a form sent again after anything happened
+--                     to the grant does nothing
 --
 -- Returns {code, state} for the first grant (1 = moved from state, 2 = this attempt was already recorded,
 -- 0 = not moved, state = its current state or ""), then the ids of every grant with code 1 or 2.
+-- include: grant_index
+
 local req = cjson.decode(ARGV[1])
 local p = req.prefix
 local ids = req.ids
@@ -76,6 +81,11 @@ local function check(key)
     end
   end
   return 1, current
+end
+
+if (req.expect_history or -1) >= 0 and redis.call('LLEN', p .. ':grant:' .. ids[1] .. ':history') ~= req.expect_history then
+  local _, current = check(p .. ':grant:' .. ids[1])
+  return {0, current}
 end
 
 if req.lease_set then
@@ -149,6 +159,7 @@ for index, id in ipairs(ids) do
     redis.call('HDEL', key, 'dispatch')
     local g = redis.call('HMGET', key, 'guild_id', 'user_id')
     who = who or g
+    gi_moved(p, id, tostring(g[1]), current, to, req.now)
     -- The user's pending index: the grants a merged request may carry (worker.coalesce).
     local pending = p .. ':pending:' .. tostring(g[1]) .. ':' .. tostring(g[2])
     if moving[to] then

@@ -2,7 +2,7 @@
 --
 -- ARGV[1]  key prefix "<p>"; the script touches <p>:state:<state>, <p>:grants, <p>:due,
 --          <p>:grant:<id>, <p>:grant:<id>:history, <p>:idem:<key> and <p>:parked:<platform>:<external id>
---          (one Redis instance, not a cluster)
+--          and the secondary indexes (lua/grant_index.lua); one Redis instance, not a cluster
 -- ARGV[2]  state whose index is walked ("delivered" or "cancelled")
 -- ARGV[3]  cutoff: only entries that entered the state at or before this time (epoch seconds) go
 -- ARGV[4]  offset into the old entries: how many this run has already kept (they stay at the front)
@@ -19,6 +19,8 @@
 -- the first run would have: every step is a delete of what may already be gone.
 --
 -- Returns {examined, trimmed, kept}.
+-- include: grant_index
+
 local p = ARGV[1]
 local state = ARGV[2]
 local index = p .. ':state:' .. state
@@ -33,6 +35,7 @@ for _, id in ipairs(ids) do
   elseif f[1] ~= state or (f[2] and redis.call('GET', p .. ':idem:' .. f[2]) == id) then
     kept = kept + 1
   else
+    gi_deleted(p, id)
     redis.call('DEL', grant, grant .. ':history')
     redis.call('ZREM', index, id)
     redis.call('ZREM', p .. ':grants', id)

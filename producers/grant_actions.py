@@ -1,0 +1,289 @@
+"""What an operator can do to a grant (replay, cancel, resolve, bulk replay): once, for console, API and CLI.
+
+Each action is one atomic ledger step guarded by the state it starts from
+(and, from a form, by the grant's ``version``: how many history entries the
+operator saw), so a double click, a form sent again or a retried API call
+does nothing twice: the second finds the grant moved and is refused with a
+message saying what the grant is now. Every call, done or refused, is written
+to the audit log.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from producers.submit import request_group, requeue_grant
+from worker.grant import CANCELLABLE_STATES, Grant, GrantState
+from worker.grant_search import GrantQuery, find_grants
+from worker.ledger import Ledger, StepEffects
+
+__all__ = [
+    "MAX_BULK",
+    "ActionDone",
+    "ActionRefused",
+    "Audit",
+    "Decision",
+    "GrantMissing",
+    "bulk_replay",
+    "cancel",
+    "count_dead",
+    "replay",
+    "resolve",
+]
+
+#: Most dead grants one bulk replay moves (a larger set takes several).
+MAX_BULK = 10_000
+#: Longest reason or note kept with an action, in characters.
+MAX_REASON_CHARS = 500
+
+
+class Audit(Protocol):
+    """Where actions are written (``producers.audit.AuditLog``)."""
+
+    def record(self, actor: str, action: str, target: str, outcome: str, detail: str = "") -> object: ...
+
+
+class Decision(StrEnum):
+    """How an operator resolves an ``unknown`` grant."""
+
+    #: WetBot did apply it: mark it delivered.
+    DELIVERED = "delivered"
+    #: WetBot did not apply it: send it again.
+    RESEND = "resend"
+    #: read the member's profile back and let the worker decide (one rate slot).
+    VERIFY = "verify"
+
+
+class ActionRefused(Exception):
+    """The action did nothing: the grant is not in a state it applies to, or changed since it was looked at."""
+
+    def __init__(self, message: str, grant: Grant | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.grant = grant
+
+
+class GrantMissing(ActionRefused):
+    """No grant has that id (mistyped, or trimmed by retention)."""
+
+
+@dataclass(frozen=True)
+class ActionDone:
+    """What an action did: the grant as it stands now, and every grant that moved with it."""
+
+    grant: Grant
+    #: False when there was nothing to do because it was already done (a cancel of a cancelled grant).
+    done: bool
+    message: str
+    moved: tuple[str, ...] = ()
+
+
+@dataclass
+class _Recorder:
+    audit: Audit | None
+    actor: str
+
+    def __call__(self, action: str, target: str, outcome: str, detail: str = "") -> None:
+        if self.audit is not None:
+            self.audit.record(self.actor, action, target, outcome, detail)
+
+
+def _get(ledger: Ledger, grant_id: str) -> Grant:
+    grant = ledger.get(grant_id)
+    if grant is None:
+        raise GrantMissing(f"no grant with id {grant_id} (mistyped, or older than the ledger's retention)")
+    return grant
+
+
+def _refusal(ledger: Ledger, grant_id: str, expected: str, version: int) -> ActionRefused:
+    """Why a guarded step did not move the grant, read after the fact."""
+    grant = _get(ledger, grant_id)
+    if version >= 0 and len(ledger.history(grant_id)) != version:
+        return ActionRefused(
+            f"grant {grant_id} changed since it was shown (it is {grant.state.value} now): nothing done; look again",
+            grant,
+        )
+    return ActionRefused(f"grant {grant_id} is {grant.state.value}, not {expected}: nothing done", grant)
+
+
+def _run(
+    ledger: Ledger,
+    audit: Audit | None,
+    actor: str,
+    action: str,
+    grant_id: str,
+    step: Callable[[Grant], ActionDone],
+    detail: str = "",
+) -> ActionDone:
+    record = _Recorder(audit, actor)
+    why = f"; {detail}" if detail else ""
+    try:
+        result = step(_get(ledger, grant_id))
+    except ActionRefused as refused:
+        record(action, grant_id, "refused", refused.message + why)
+        raise
+    record(action, grant_id, "done" if result.done else "nothing to do", result.message + why)
+    return result
+
+
+def _clean(text: str) -> str:
+    return " ".join(text.split())[:MAX_REASON_CHARS]
+
+
+def replay(
+    ledger: Ledger, grant_id: str, *, version: int = -1, audit: Audit | None = None, actor: str = ""
+) -> ActionDone:
+    """Queue a dead grant again; its failures start over.
+
+    Raises:
+      GrantMissing: no such grant.
+      ActionRefused: it is not dead (already replayed, say), or changed since ``version``.
+    """
+
+    def step(grant: Grant) -> ActionDone:
+        if grant.state != GrantState.DEAD:
+            raise ActionRefused(f"grant {grant.id} is {grant.state.value}, not dead: nothing replayed", grant)
+        if not requeue_grant(ledger, grant.id, "replayed by an operator", expect=GrantState.DEAD, version=version):
+            raise _refusal(ledger, grant.id, "dead", version)
+        return ActionDone(_get(ledger, grant.id), True, f"grant {grant.id} queued again", (grant.id,))
+
+    return _run(ledger, audit, actor, "replay", grant_id, step)
+
+
+def cancel(
+    ledger: Ledger, grant_id: str, reason: str, *, version: int = -1, audit: Audit | None = None, actor: str = ""
+) -> ActionDone:
+    """Cancel a queued, parked or retrying grant nothing of which can have reached WetBot; it never goes out.
+
+    Cancelling a cancelled grant is done already (``done`` False), not an error, so a retried call succeeds.
+
+    Raises:
+      ValueError: no reason given.
+      GrantMissing: no such grant.
+      ActionRefused: it is being sent, was delivered or ended otherwise, or may have reached WetBot.
+    """
+    why = _clean(reason)
+    if not why:
+        raise ValueError("a reason is required to cancel a grant")
+
+    def step(grant: Grant) -> ActionDone:
+        if grant.state == GrantState.CANCELLED:
+            return ActionDone(grant, False, f"grant {grant.id} was already cancelled")
+        if grant.state in CANCELLABLE_STATES and not grant.cancellable:
+            raise ActionRefused(
+                f"grant {grant.id} may already have reached WetBot (its last request's outcome is being "
+                "checked): it cannot be cancelled",
+                grant,
+            )
+        if grant.state not in CANCELLABLE_STATES:
+            raise ActionRefused(
+                f"grant {grant.id} is {grant.state.value}: only queued, parked or retrying grants can be cancelled",
+                grant,
+            )
+        if not ledger.cancel(grant.id, f"cancelled by an operator: {why}", version=version):
+            raise _refusal(ledger, grant.id, "queued, parked or retrying", version)
+        return ActionDone(_get(ledger, grant.id), True, f"grant {grant.id} cancelled: it will not be sent", (grant.id,))
+
+    return _run(ledger, audit, actor, "cancel", grant_id, step, why)
+
+
+def resolve(
+    ledger: Ledger,
+    grant_id: str,
+    decision: Decision,
+    *,
+    note: str = "",
+    version: int = -1,
+    audit: Audit | None = None,
+    actor: str = "",
+) -> ActionDone:
+    """Decide an ``unknown`` grant, with every grant its merged request carried (``request_group``).
+
+    Raises:
+      GrantMissing: no such grant.
+      ActionRefused: it is not unknown (decided already), or changed since ``version``.
+    """
+    extra = f" ({_clean(note)})" if _clean(note) else ""
+
+    def step(grant: Grant) -> ActionDone:
+        if grant.state != GrantState.UNKNOWN:
+            raise ActionRefused(
+                f"grant {grant.id} is {grant.state.value}; only grants in state unknown can be resolved", grant
+            )
+        group = request_group(ledger, grant.id, GrantState.UNKNOWN)
+        if decision == Decision.DELIVERED:
+            ids = [grant.id, *(other for other in group if other != grant.id)]
+            moved = ledger.transition_many(
+                ids,
+                GrantState.DELIVERED,
+                f"resolved by an operator: applied{extra}",
+                expect=[GrantState.UNKNOWN],
+                effects=StepEffects(expect_history=version),
+            )
+            ok, done = grant.id in moved, "marked delivered"
+        elif decision == Decision.VERIFY:
+            reason = f"operator asked for a read-back{extra}"
+            ok = requeue_grant(ledger, grant.id, reason, expect=GrantState.UNKNOWN, verify=True, version=version)
+            moved, done = group, "queued for a read-back of the member's profile"
+        else:
+            reason = f"resolved by an operator: not applied, resend{extra}"
+            ok = requeue_grant(ledger, grant.id, reason, expect=GrantState.UNKNOWN, version=version)
+            moved, done = group, "queued to be sent again"
+        if not ok:
+            raise _refusal(ledger, grant.id, "unknown", version)
+        others = [other for other in group if other != grant.id]
+        together = f", with the {len(others)} other grant(s) its merged request carried: {', '.join(others)}"
+        message = f"grant {grant.id} {done}{together if others else ''}"
+        return ActionDone(_get(ledger, grant.id), True, message, tuple(moved))
+
+    return _run(ledger, audit, actor, f"resolve {decision.value}", grant_id, step, _clean(note))
+
+
+def _dead_query(query: GrantQuery) -> GrantQuery:
+    return GrantQuery(state=GrantState.DEAD, source=query.source, guild_id=query.guild_id, text=query.text)
+
+
+def _dead_ids(ledger: Ledger, query: GrantQuery, up_to: float) -> list[str]:
+    """Ids of the dead grants ``query`` matches that died at or before ``up_to``, newest first."""
+    found: list[str] = []
+    cursor: str | None = None
+    while len(found) < MAX_BULK:
+        page = find_grants(ledger.redis, ledger.keys, _dead_query(query), cursor=cursor, limit=100)
+        found += [grant.id for grant in page.grants if grant.state == GrantState.DEAD and grant.updated_at <= up_to]
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    return found[:MAX_BULK]
+
+
+def count_dead(ledger: Ledger, query: GrantQuery, *, up_to: float | None = None) -> int:
+    """How many dead grants a bulk replay of ``query`` would queue again now (shown before confirming)."""
+    return len(_dead_ids(ledger, query, time.time() if up_to is None else up_to))
+
+
+@dataclass(frozen=True)
+class BulkDone:
+    replayed: tuple[str, ...]
+    #: matched when counted but moved meanwhile (replayed by someone else, say).
+    skipped: int
+
+
+def bulk_replay(
+    ledger: Ledger, query: GrantQuery, *, up_to: float, audit: Audit | None = None, actor: str = ""
+) -> BulkDone:
+    """Queue again every dead grant ``query`` matches that died at or before ``up_to`` (the moment the
+    operator was shown the count), each in its own guarded step: a second run finds none of them dead."""
+    replayed: list[str] = []
+    skipped = 0
+    for grant_id in _dead_ids(ledger, query, up_to):
+        if requeue_grant(ledger, grant_id, "replayed by an operator (bulk)", expect=GrantState.DEAD):
+            replayed.append(grant_id)
+        else:
+            skipped += 1
+    what = ", ".join(f"{name}={value}" for name, value in query.filters().items() if name != "state") or "all"
+    _Recorder(audit, actor)("bulk replay", what, "done", f"{len(replayed)} replayed, {skipped} skipped")
+    return BulkDone(tuple(replayed), skipped)

@@ -1,0 +1,145 @@
+"""The ledger's secondary indexes: grants by guild, by guild and state, by source, and by search term.
+
+An operator looks for "the grants of this supporter" by whatever they know: a
+Discord id, a Twitch login or id, a Patreon member id or name, an idempotency
+key. Every such value a grant carries is normalised into a *term*
+(``search_term``) and the grant's id is added to ``<p>:find:<term>`` when it is
+created, in the same atomic step (``lua/grant_index.lua``, included by the
+create, transition, release and trim scripts). A search is then one index
+read, never a scan of the ledger, however many grants it holds
+(``worker.grant_search``).
+
+Grants written before these indexes existed lack the ``indexed`` field;
+``backfill`` adds them, a batch per atomic step, and is safe to run twice or
+to interrupt (a grant indexed once is skipped).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable, Iterable, Mapping
+from typing import cast
+
+from redis import Redis
+
+from worker.grant import NewGrant
+from worker.keys import Keys
+from worker.scripts import load_script
+
+__all__ = ["MAX_TERM_CHARS", "backfill", "grant_terms", "search_term"]
+
+logger = logging.getLogger("wetbot_rewards.index")
+
+#: Longest search term kept, in characters (longer values are cut: a search cuts its text the same way).
+MAX_TERM_CHARS = 100
+#: Grants a backfill step indexes at once.
+BACKFILL_BATCH = 500
+#: The index version a finished backfill records (``Keys.index_version``); bump when terms change.
+INDEX_VERSION = "1"
+
+_WORD = re.compile(r"\w[\w.-]+")
+
+
+def search_term(text: str) -> str:
+    """``text`` as the indexes hold it: runs of whitespace as one space, trimmed, case-folded, cut short."""
+    return " ".join(text.split()).casefold()[:MAX_TERM_CHARS]
+
+
+def terms_for(
+    *,
+    user_id: str,
+    external_id: str,
+    idempotency_key: str,
+    source_ref: str,
+    names: Iterable[str] = (),
+    aliases: Iterable[str] = (),
+) -> list[str]:
+    """Every term a grant is found by, each once: its ids, its names whole and word by word.
+
+    A ``source_ref`` with spaces is a description (Patreon's), not an id, and is left out; the caller's
+    own key (``POST /grants``' ``idempotency_key``) is the ``source_ref`` of API and CLI grants.
+    """
+    found: list[str] = []
+    values = [user_id, external_id, idempotency_key, *aliases]
+    if source_ref and not any(ch.isspace() for ch in source_ref):
+        values.append(source_ref)
+    for name in names:
+        values.append(name)
+        words = _WORD.findall(name)
+        if len(words) > 1:
+            values.extend(words)
+    for value in values:
+        term = search_term(value)
+        if term and term not in found:
+            found.append(term)
+    return found
+
+
+def grant_terms(new: NewGrant) -> list[str]:
+    """The terms of a grant about to be created (its Discord id joins later if a link resolves it)."""
+    return terms_for(
+        user_id=new.user_id,
+        external_id=new.external_id,
+        idempotency_key=new.idempotency_key,
+        source_ref=new.source_ref,
+        names=new.names,
+        aliases=new.aliases,
+    )
+
+
+#: The grant fields its search terms come from.
+_TERM_FIELDS = ("user_id", "external_id", "idempotency_key", "source_ref", "names")
+
+
+def _stored_terms(fields: Mapping[str, bytes]) -> list[str]:
+    def text(name: str) -> str:
+        return fields.get(name, b"").decode()
+
+    names = json.loads(text("names")) if text("names") else []
+    return terms_for(
+        user_id=text("user_id"),
+        external_id=text("external_id"),
+        idempotency_key=text("idempotency_key"),
+        source_ref=text("source_ref"),
+        names=names,
+    )
+
+
+def backfill(
+    redis: Redis, keys: Keys, *, stop: Callable[[], bool] = lambda: False, batch: int = BACKFILL_BATCH
+) -> int | None:
+    """Index every grant written before the indexes existed; returns how many it indexed (None: stopped).
+
+    Walks ``<p>:grants`` oldest first. Once it has been through all of them it records ``INDEX_VERSION``,
+    and later calls return 0 at once. Grants created meanwhile are indexed by their own creation.
+    """
+    if redis.get(keys.index_version()) == INDEX_VERSION.encode():
+        return 0
+    script = load_script(redis, "index_grants")
+    indexed, offset = 0, 0
+    total = int(cast(int, redis.zcard(keys.all_grants())))
+    while True:
+        if stop():
+            return None
+        ids = [raw.decode() for raw in cast(list[bytes], redis.zrange(keys.all_grants(), offset, offset + batch - 1))]
+        if not ids:
+            break
+        offset += len(ids)
+        with redis.pipeline(transaction=False) as pipe:
+            for grant_id in ids:
+                pipe.hmget(keys.grant(grant_id), ["indexed", *_TERM_FIELDS])
+            rows = cast(list[list[bytes | None]], pipe.execute())
+        todo = []
+        for grant_id, row in zip(ids, rows, strict=True):
+            if row[0] is None and row[3] is not None:
+                fields = {name: value for name, value in zip(_TERM_FIELDS, row[1:], strict=True) if value is not None}
+                todo.append({"id": grant_id, "terms": _stored_terms(fields)})
+        if todo:
+            indexed += int(cast(int, script(args=[keys.prefix, json.dumps(todo)])))
+            logger.info("search indexes: %d of %d grants looked at, %d indexed so far", offset, total, indexed)
+    redis.set(keys.index_version(), INDEX_VERSION)
+    if indexed:
+        logger.info("search indexes: done, %d older grants indexed", indexed)
+    return indexed

@@ -1,0 +1,151 @@
+"""Pages of grants, newest first, filtered by state, source and guild and searched by what a supporter is known by.
+
+A page is one script call (``lua/find_grants.lua``) that walks a single index
+from a cursor: the search term's index when there is a search, else the
+smallest of the filters' indexes (``worker.grant_index``), and checks the other
+filters on each grant it meets. It looks at no more than ``budget`` entries,
+so a page costs the same with a hundred grants or a million; when the budget
+runs out first the page is short and its cursor goes on from where it stopped.
+
+Order is by the walked index: creation time, except that a state filter
+without a search walks that state's index, ordered by when each grant entered
+the state (the newest dead grant first).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import cast
+
+from redis import Redis
+
+from worker.grant import Grant, GrantState, grant_from_hash
+from worker.grant_index import search_term
+from worker.keys import Keys
+from worker.scripts import load_script
+
+__all__ = ["DEFAULT_BUDGET", "MAX_PAGE", "BadCursor", "GrantPage", "GrantQuery", "find_grants"]
+
+#: Most grants on one page.
+MAX_PAGE = 100
+#: Most index entries one page looks at.
+DEFAULT_BUDGET = 5000
+
+_CURSOR = re.compile(r"^(q|gs|s|g|src|all)~([0-9.e+-]{1,40})~([0-9a-f]{32})$")
+_SOURCE = re.compile(r"^[a-z0-9_-]{1,40}$")
+_GUILD = re.compile(r"^[0-9]{1,32}$")
+
+
+class BadCursor(ValueError):
+    """A page cursor that this query did not hand out (edited, or from another filter)."""
+
+
+@dataclass(frozen=True)
+class GrantQuery:
+    """What to list: every filter is optional; ``text`` is a search (an id, a login, a name, a key)."""
+
+    state: GrantState | None = None
+    source: str = ""
+    guild_id: str = ""
+    text: str = ""
+
+    def __post_init__(self) -> None:
+        if self.source and not _SOURCE.match(self.source):
+            raise ValueError("source: expected a source name such as twitch, patreon, api or cli")
+        if self.guild_id and not _GUILD.match(self.guild_id):
+            raise ValueError("guild: expected a Discord guild id (digits)")
+
+    @property
+    def term(self) -> str:
+        return search_term(self.text)
+
+    def filters(self) -> dict[str, str]:
+        """The filters as query parameters (empty ones left out), for links to other pages."""
+        out = {"state": self.state.value if self.state else "", "source": self.source, "guild": self.guild_id}
+        out["q"] = self.text
+        return {name: value for name, value in out.items() if value}
+
+
+@dataclass(frozen=True)
+class GrantPage:
+    """One page: its grants, the cursor of the next (None: no more), and the total when it is known cheaply."""
+
+    grants: list[Grant]
+    next_cursor: str | None
+    #: every grant the query matches, when one index holds exactly them (else None).
+    total: int | None
+    #: True when a state filter orders the page by time entered into the state, not by creation.
+    by_state_time: bool
+
+
+def _indexes(keys: Keys, query: GrantQuery) -> list[tuple[str, str, bool]]:
+    """(code, index, exact) for each index that covers the query; exact: it holds nothing but matches."""
+    state = query.state.value if query.state else ""
+    filters = sum(1 for value in (state, query.source, query.guild_id) if value)
+    if query.term:
+        return [("q", keys.find(query.term), filters == 0)]
+    found: list[tuple[str, str, bool]] = []
+    if query.guild_id and state:
+        found.append(("gs", keys.guild_state(query.guild_id, state), filters == 2))
+    elif state:
+        found.append(("s", keys.state_index(state), filters == 1))
+    elif query.guild_id:
+        found.append(("g", keys.guild_grants(query.guild_id), filters == 1))
+    if query.source:
+        found.append(("src", keys.source_grants(query.source), filters == 1))
+    return found or [("all", keys.all_grants(), True)]
+
+
+def find_grants(
+    redis: Redis,
+    keys: Keys,
+    query: GrantQuery,
+    *,
+    cursor: str | None = None,
+    limit: int = 50,
+    budget: int = DEFAULT_BUDGET,
+) -> GrantPage:
+    """The page of ``query`` that starts at ``cursor`` (None: the newest).
+
+    Raises:
+      BadCursor: ``cursor`` was not handed out for this query.
+    """
+    limit = max(1, min(limit, MAX_PAGE))
+    options = _indexes(keys, query)
+    after_score, after_id = "", ""
+    if cursor:
+        match = _CURSOR.match(cursor)
+        chosen = [option for option in options if match and option[0] == match.group(1)]
+        if not match or not chosen:
+            raise BadCursor("this page link is not valid for these filters; start from the first page")
+        code, index, exact = chosen[0]
+        after_score, after_id = match.group(2), match.group(3)
+    else:
+        with redis.pipeline(transaction=False) as pipe:
+            for _, index, _ in options:
+                pipe.zcard(index)
+            sizes = cast(list[int], pipe.execute())
+        code, index, exact = min(zip(options, sizes, strict=True), key=lambda pair: pair[1])[0]
+    request = {
+        "prefix": keys.prefix,
+        "index": index,
+        "limit": limit,
+        "budget": max(limit, budget),
+        "state": query.state.value if query.state else "",
+        "source": query.source,
+        "guild": query.guild_id,
+        "after_score": after_score,
+        "after_id": after_id,
+    }
+    reply = cast(list[bytes], load_script(redis, "find_grants")(args=[json.dumps(request)]))
+    *ids, _, next_score, next_id, done = (part.decode() for part in reply)
+    with redis.pipeline(transaction=False) as pipe:
+        for grant_id in ids:
+            pipe.hgetall(keys.grant(grant_id))
+        rows = cast(list[dict[bytes, bytes]], pipe.execute())
+    grants = [grant_from_hash(row) for row in rows if row]
+    next_cursor = None if done == "1" or not next_id else f"{code}~{next_score}~{next_id}"
+    total = int(cast(int, redis.zcard(index))) if exact else None
+    return GrantPage(grants, next_cursor, total, by_state_time=code in ("s", "gs"))

@@ -1,0 +1,47 @@
+-- The ledger's secondary indexes (worker/grant_index.py says what reads them), included by every script
+-- that creates, moves or deletes grants, so the indexes change in the same atomic step as the grant:
+--   <p>:by-guild:<guild>          ZSET id -> creation time
+--   <p>:by-guild:<guild>:<state>  ZSET id -> time it entered the state (the guild's share of <p>:state:<state>)
+--   <p>:by-source:<source>        ZSET id -> creation time
+--   <p>:find:<term>               ZSET id -> creation time, one per search term; the grant's "terms" field
+--                                 lists its terms ("\n"-separated) so a trim can remove them
+--   <p>:guilds                    SET of the guild ids that have (or had) grants
+-- The grant's "indexed" field says it is in all of them (worker/grant_index.py backfills older grants).
+
+local function gi_add_term(p, id, term, created)
+  local key = p .. ':grant:' .. id
+  local terms = redis.call('HGET', key, 'terms') or ''
+  for known in string.gmatch(terms, '[^\n]+') do
+    if known == term then return end
+  end
+  if terms == '' then terms = term else terms = terms .. '\n' .. term end
+  redis.call('HSET', key, 'terms', terms)
+  redis.call('ZADD', p .. ':find:' .. term, created, id)
+end
+
+local function gi_created(p, id, guild, source, state, created, entered, terms)
+  redis.call('ZADD', p .. ':by-guild:' .. guild, created, id)
+  redis.call('ZADD', p .. ':by-guild:' .. guild .. ':' .. state, entered, id)
+  redis.call('ZADD', p .. ':by-source:' .. source, created, id)
+  redis.call('SADD', p .. ':guilds', guild)
+  for _, term in ipairs(terms) do gi_add_term(p, id, term, created) end
+  redis.call('HSET', p .. ':grant:' .. id, 'indexed', '1')
+end
+
+local function gi_moved(p, id, guild, from, to, at)
+  redis.call('ZREM', p .. ':by-guild:' .. guild .. ':' .. from, id)
+  redis.call('ZADD', p .. ':by-guild:' .. guild .. ':' .. to, at, id)
+end
+
+-- Call before the grant's hash is deleted: its fields name the index entries to remove.
+local function gi_deleted(p, id)
+  local f = redis.call('HMGET', p .. ':grant:' .. id, 'guild_id', 'source', 'state', 'terms')
+  if f[1] then
+    redis.call('ZREM', p .. ':by-guild:' .. f[1], id)
+    if f[3] then redis.call('ZREM', p .. ':by-guild:' .. f[1] .. ':' .. f[3], id) end
+  end
+  if f[2] then redis.call('ZREM', p .. ':by-source:' .. f[2], id) end
+  if f[4] then
+    for term in string.gmatch(f[4], '[^\n]+') do redis.call('ZREM', p .. ':find:' .. term, id) end
+  end
+end
