@@ -48,8 +48,11 @@ MAX_TIMEOUT_S = 300.0
 TWITCH_SECRET_MIN_LEN = 10
 TWITCH_SECRET_MAX_LEN = 100
 
-#: Shortest accepted bearer token for ``POST /grants``: anything shorter is guessable.
+#: Shortest accepted bearer token for ``POST /grants`` (and ``ADMIN_TOKEN``): anything shorter is guessable.
 GRANTS_TOKEN_MIN_LEN = 16
+#: Hours an operator console session lasts by default (``CONSOLE_SESSION_HOURS``), and at most (30 days).
+DEFAULT_CONSOLE_SESSION_HOURS = 12.0
+MAX_CONSOLE_SESSION_HOURS = 720.0
 
 #: Days a final grant is kept by default (``LEDGER_RETENTION_DAYS``).
 DEFAULT_LEDGER_RETENTION_DAYS = 90
@@ -271,6 +274,12 @@ class Settings(BaseSettings):
     patreon_webhook_secret: SecretStr | None = None
     #: Bearer token for ``POST /grants`` and the link/admin calls; none means they answer 503.
     grants_api_token: SecretStr | None = None
+    #: Token an operator types to log in to ``/console``; none means ``GRANTS_API_TOKEN`` (``console_token``).
+    admin_token: SecretStr | None = None
+    #: Hours a console login lasts (the session cookie's Max-Age and the session's life in Redis).
+    console_session_hours: float = Field(
+        DEFAULT_CONSOLE_SESSION_HOURS, gt=0, le=MAX_CONSOLE_SESSION_HOURS, allow_inf_nan=False
+    )
     #: Bearer token ``GET /metrics`` requires (Prometheus' ``authorization``); none leaves it open.
     metrics_token: SecretStr | None = None
     #: Serve the interactive docs (``/docs``, ``/redoc``) and ``/openapi.json``; off, they answer 404.
@@ -352,7 +361,7 @@ class Settings(BaseSettings):
     def _check_twitch_urls(cls, value: str) -> str:
         return _http_base_url(value, "must be an http:// or https:// URL (Twitch's own by default)")
 
-    @field_validator("wetbot_api_key", "grants_api_token", "metrics_token")
+    @field_validator("wetbot_api_key", "grants_api_token", "admin_token", "metrics_token")
     @classmethod
     def _check_header_secret(cls, value: SecretStr | None) -> SecretStr | None:
         """These travel in HTTP headers, where whitespace or control characters break (or forge) the header."""
@@ -360,7 +369,7 @@ class Settings(BaseSettings):
             raise ValueError("must not contain spaces or control characters")
         return value
 
-    @field_validator("grants_api_token")
+    @field_validator("grants_api_token", "admin_token")
     @classmethod
     def _check_grants_token(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < GRANTS_TOKEN_MIN_LEN:
@@ -444,6 +453,11 @@ class Settings(BaseSettings):
             return self.redis_wait_replicas
         return 1 if self.redis_sentinels else 0
 
+    @property
+    def console_token(self) -> SecretStr | None:
+        """The token the operator console accepts: ``ADMIN_TOKEN``, else ``GRANTS_API_TOKEN``, else None (off)."""
+        return self.admin_token if self.admin_token is not None else self.grants_api_token
+
     def keyring(self, default_guild: str | None) -> Keyring:
         """Every configured key by guild; ``WETBOT_API_KEY`` is bound to ``default_guild`` (the rewards file's).
 
@@ -455,7 +469,7 @@ class Settings(BaseSettings):
     def secrets(self) -> list[str]:
         """Every secret value that is set, for scrubbing logs and Sentry events.
 
-        Covers the API keys, both webhook secrets, the grants and metrics tokens, the Twitch
+        Covers the API keys, both webhook secrets, the grants, admin and metrics tokens, the Twitch
         client secret, the Sentry DSN, the sentinels' password and a password
         embedded in ``REDIS_URL``.
         """
@@ -466,6 +480,7 @@ class Settings(BaseSettings):
                 self.twitch_webhook_secret,
                 self.patreon_webhook_secret,
                 self.grants_api_token,
+                self.admin_token,
                 self.metrics_token,
                 self.twitch_client_secret,
                 self.sentry_dsn,

@@ -1,4 +1,4 @@
-"""The web app (``uvicorn producers.app:app``): grants API, health and metrics.
+"""The web app (``uvicorn producers.app:app``): webhooks, grants API, health and metrics, operator console.
 
 Routers are assembled in one list; the Redis clients open and close in the
 lifespan. ``app`` is built on first access, so importing this module has no
@@ -21,6 +21,7 @@ from producers.api.grants import router as grants_router
 from producers.api.health import router as health_router
 from producers.api.links import router as links_router
 from producers.body_deadline import BODY_TIMEOUT_S, BodyDeadline
+from producers.console import router as console_router
 from producers.errors import install_error_handlers
 from producers.patreon.webhook import router as patreon_router
 from producers.state import checked_rewards, close_state, open_state
@@ -30,7 +31,7 @@ from worker.observability import configure_logging, init_sentry
 logger = logging.getLogger("wetbot_rewards.web")
 
 #: Webhooks first: FastAPI tries routers in this order, and they carry the load.
-ROUTERS = [twitch_router, patreon_router, grants_router, links_router, health_router]
+ROUTERS = [twitch_router, patreon_router, grants_router, links_router, health_router, console_router]
 
 
 def create_app(settings: Settings, *, body_timeout_s: float = BODY_TIMEOUT_S) -> FastAPI:

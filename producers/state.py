@@ -1,4 +1,4 @@
-"""What the web app holds for its lifetime: settings, Redis, ledger, rewards, keys by guild, links."""
+"""What the web app holds for its lifetime: settings, Redis, ledger, rewards, keys by guild, links, audit log."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from redis.asyncio import Redis as AsyncRedis
 from config.keyring import Keyring, check_rule_guilds
 from config.rewards import RewardsConfig, load_rewards
 from config.settings import Settings
+from producers.audit import AuditLog
 from producers.creation_batcher import CreationBatcher
 from producers.inbox import EventInbox
 from producers.links import LinkStore
@@ -44,6 +45,8 @@ class AppState:
     redis_check: CachedRedisCheck
     #: every verified webhook delivery with what handling it did.
     inbox: EventInbox
+    #: operator actions (console, later API and CLI): who, what, when.
+    audit: AuditLog
 
 
 def checked_rewards(settings: Settings) -> tuple[RewardsConfig, Keyring]:
@@ -77,6 +80,7 @@ def open_state(settings: Settings, rewards: RewardsConfig, keyring: Keyring) -> 
         links=LinkStore.for_rewards(redis, keys, rewards),
         redis_check=CachedRedisCheck(redis),
         inbox=EventInbox(redis, aredis, keys),
+        audit=AuditLog(redis, keys),
     )
 
 

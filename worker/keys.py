@@ -188,3 +188,19 @@ class Keys:
     def key_probe(self, scope: str) -> str:
         """STRING worker token: the one request allowed to test a refused key again."""
         return f"{self.prefix}:key:{scope}:probe"
+
+    # --- operator console (``producers.console``) and audit log -------------------------
+    def console_session(self, digest: str) -> str:
+        """HASH of one console session (csrf token, expiry, flash); ``digest`` is the sha256 of the cookie value.
+
+        TTL ``CONSOLE_SESSION_HOURS``; the cookie value itself is never stored.
+        """
+        return f"{self.prefix}:console:session:{digest}"
+
+    def console_login_failures(self, client: str) -> str:
+        """STRING count of recent wrong console tokens from one client address (TTL: the counting window)."""
+        return f"{self.prefix}:console:login-failures:{client}"
+
+    def audit(self) -> str:
+        """STREAM of operator actions (who, what, when), newest last, trimmed to about 10000 (``producers.audit``)."""
+        return f"{self.prefix}:audit"

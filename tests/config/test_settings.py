@@ -401,6 +401,7 @@ def test_secrets_lists_every_set_secret(clean_env: pytest.MonkeyPatch) -> None:
         "TWITCH_WEBHOOK_SECRET": "twitch-" + LEAKY,
         "PATREON_WEBHOOK_SECRET": "patreon-" + LEAKY,
         "GRANTS_API_TOKEN": "token-" + LEAKY,
+        "ADMIN_TOKEN": "admin-" + LEAKY,
         "METRICS_TOKEN": "metrics-" + LEAKY,
         "TWITCH_CLIENT_SECRET": "client-" + LEAKY,
         "SENTRY_DSN": "https://abc123@o1.ingest.sentry.io/42",

@@ -1,0 +1,110 @@
+"""Links in the console: who is who (Twitch/Patreon user -> Discord user); search, add, remove.
+
+Adding calls ``producers.submit.link_and_release``, the function behind ``POST /links``: the
+link is stored, then every grant parked for that user is queued, each exactly once, so a
+form sent twice releases nothing the second time. Static links (the rewards file's
+``[twitch.links]``) are shown but cannot be removed here: they live in the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response
+
+from producers.console.context import BASE, ConsoleContext, ConsoleForm, console_form, console_page, see_other
+from producers.console.route import ConsoleRoute
+from producers.links import PLATFORMS, check_link
+from producers.submit import link_and_release
+
+__all__ = ["LinkRow", "router"]
+
+router = APIRouter(route_class=ConsoleRoute)
+
+LINKS_PATH = f"{BASE}/links"
+#: Longest search text taken.
+MAX_QUERY_CHARS = 40
+#: How each origin is shown.
+ORIGIN_LABELS = {"runtime": "added by an operator", "self": "viewer's link reward", "static": "rewards file"}
+
+
+@dataclass(frozen=True)
+class LinkRow:
+    platform: str
+    external_id: str
+    discord_user_id: str
+    origin: str
+
+    @property
+    def hook(self) -> str:
+        """The row's ``data-link``: ``<platform>:<external id>``."""
+        return f"{self.platform}:{self.external_id}"
+
+    @property
+    def removable(self) -> bool:
+        return self.origin != "static"
+
+    @property
+    def origin_label(self) -> str:
+        return ORIGIN_LABELS.get(self.origin, self.origin)
+
+
+@router.get(LINKS_PATH)
+def links_page(console: Annotated[ConsoleContext, Depends(console_page)], q: str = "") -> Response:
+    """Every link of both platforms (``q``: part of an external or Discord id), and the add form."""
+    query = q.strip()[:MAX_QUERY_CHARS]
+    rows = [
+        LinkRow(platform, ext, discord, origin)
+        for platform in PLATFORMS
+        for ext, (discord, origin) in sorted(console.state.links.all(platform).items())
+    ]
+    total = len(rows)
+    if query:
+        rows = [row for row in rows if query in row.external_id or query in row.discord_user_id]
+    return console.render(
+        "links.html", active="links", rows=rows, total=total, q=query, platforms=PLATFORMS,
+    )  # fmt: skip
+
+
+@router.post(LINKS_PATH)
+def add_link(form: Annotated[ConsoleForm, Depends(console_form)]) -> Response:
+    """Link a user to a Discord id and queue their parked grants (``link_and_release``)."""
+    console = form.console
+    platform, external_id, discord_id = form.get("platform"), form.get("external_id"), form.get("discord_user_id")
+    target = f"{platform}:{external_id}"[:80]
+    try:
+        check_link(platform, external_id, discord_id)
+    except ValueError as exc:
+        console.audit("link-add", target, "refused", str(exc))
+        console.flash(f"Not linked: {exc}", "error")
+        return see_other(LINKS_PATH)
+    state = console.state
+    before = state.links.resolve(platform, external_id)
+    released = link_and_release(state.ledger, state.links, platform, external_id, discord_id)
+    was = "already linked; " if before == discord_id else (f"was {before}; " if before else "")
+    console.audit("link-add", target, "ok", f"discord {discord_id}; {was}{len(released)} parked grant(s) queued")
+    console.flash(
+        f"Linked {platform} user {external_id} to Discord {discord_id} ({was}{len(released)} parked grant(s) queued)."
+    )
+    return see_other(LINKS_PATH)
+
+
+@router.post(f"{LINKS_PATH}/remove")
+def remove_link(form: Annotated[ConsoleForm, Depends(console_form)]) -> Response:
+    """Forget a run-time link (a static one stays: it is in the rewards file)."""
+    console = form.console
+    platform, external_id = form.get("platform"), form.get("external_id")
+    target = f"{platform}:{external_id}"[:80]
+    if platform not in PLATFORMS or not external_id.isdigit() or len(external_id) > 32:
+        console.audit("link-remove", target, "refused", "not a platform user id")
+        console.flash("Not removed: choose a link from the list.", "error")
+    elif console.state.links.remove(platform, external_id):
+        console.audit("link-remove", target, "ok")
+        console.flash(f"Removed the link of {platform} user {external_id}.")
+    else:
+        static = console.state.links.static_user(platform, external_id)
+        why = "it is in the rewards file ([twitch.links]); edit the file" if static else "there was no such link"
+        console.audit("link-remove", target, "refused", why)
+        console.flash(f"Not removed: {why}.", "error")
+    return see_other(LINKS_PATH)
