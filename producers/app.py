@@ -17,6 +17,7 @@ from fastapi import FastAPI
 
 from config.errors import ConfigError
 from config.settings import Settings, settings_or_exit
+from producers.api.admin import router as admin_router
 from producers.api.grants import router as grants_router
 from producers.api.health import router as health_router
 from producers.api.links import router as links_router
@@ -31,7 +32,7 @@ from worker.observability import configure_logging, init_sentry
 logger = logging.getLogger("wetbot_rewards.web")
 
 #: Webhooks first: FastAPI tries routers in this order, and they carry the load.
-ROUTERS = [twitch_router, patreon_router, grants_router, links_router, health_router, console_router]
+ROUTERS = [twitch_router, patreon_router, grants_router, admin_router, links_router, health_router, console_router]
 
 
 def create_app(settings: Settings, *, body_timeout_s: float = BODY_TIMEOUT_S) -> FastAPI:

@@ -22,11 +22,11 @@ from typing import Any
 
 from config.rewards import load_rewards
 from config.settings import Settings
+from producers import grant_actions
+from producers.audit import AuditLog
 from producers.cli_errors import CliError
 from producers.links import PLATFORMS, LinkStore, check_link
 from producers.printable import terminal_safe as safe
-from producers import grant_actions
-from producers.audit import AuditLog
 from producers.submit import link_and_release, submit_grant
 from worker.connections import connect_redis
 from worker.eta import Eta, EtaEstimator

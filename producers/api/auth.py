@@ -1,4 +1,5 @@
-"""Bearer-token checks: ``GRANTS_API_TOKEN`` for the grants and links API, ``METRICS_TOKEN`` for ``/metrics``."""
+"""Bearer-token checks: ``GRANTS_API_TOKEN`` for the grants and links API, ``ADMIN_TOKEN`` for the operator
+API, ``METRICS_TOKEN`` for ``/metrics``."""
 
 from __future__ import annotations
 
@@ -19,6 +20,14 @@ def require_token(request: Request, state: AppState) -> None:
     configured = state.settings.grants_api_token
     if configured is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "GRANTS_API_TOKEN is not set on this server")
+    _check_bearer(request, configured)
+
+
+def require_admin_token(request: Request, state: AppState) -> None:
+    """The operator API's check (``producers.api.admin``): ``ADMIN_TOKEN``, else ``GRANTS_API_TOKEN``."""
+    configured = state.settings.console_token
+    if configured is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "ADMIN_TOKEN is not set on this server")
     _check_bearer(request, configured)
 
 

@@ -20,12 +20,12 @@ from fastapi import HTTPException, Request, Response, status
 from fastapi.routing import APIRoute
 from starlette.types import Message
 
-from producers.api.auth import require_token
+from producers.api.auth import require_admin_token, require_token
 from producers.errors import JSON_HINT
 from producers.request_body import read_capped_body
-from producers.state import app_state
+from producers.state import AppState, app_state
 
-__all__ = ["API_MAX_BODY_BYTES", "GuardedRoute"]
+__all__ = ["API_MAX_BODY_BYTES", "AdminRoute", "GuardedRoute"]
 
 #: Largest body of ``POST /grants`` or ``/links``, in bytes: a grant of 50 items with long ids and a
 #: 500-character reason is under 10 KiB, so 64 KiB leaves room and still bounds what one request costs.
@@ -35,12 +35,16 @@ API_MAX_BODY_BYTES = 64 * 1024
 class GuardedRoute(APIRoute):
     """An ``APIRoute`` that requires the bearer token first and reads at most ``API_MAX_BODY_BYTES`` of JSON."""
 
+    @staticmethod
+    def check_caller(request: Request, state: AppState) -> None:
+        require_token(request, state)
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
         takes_body = self.body_field is not None
 
         async def guarded(request: Request) -> Response:
-            require_token(request, app_state(request))
+            self.check_caller(request, app_state(request))
             if takes_body:
                 _require_json(request)
                 body = await read_capped_body(request, API_MAX_BODY_BYTES)
@@ -48,6 +52,14 @@ class GuardedRoute(APIRoute):
             return await handler(request)
 
         return guarded
+
+
+class AdminRoute(GuardedRoute):
+    """``GuardedRoute`` for the operator API: the bearer token is ``ADMIN_TOKEN`` (``Settings.console_token``)."""
+
+    @staticmethod
+    def check_caller(request: Request, state: AppState) -> None:
+        require_admin_token(request, state)
 
 
 def _require_json(request: Request) -> None:
