@@ -157,7 +157,7 @@ def test_linking_a_parked_viewer_queues_their_grant_once_and_the_link_can_be_rem
         sample_payload("channel.subscribe", sample_event("channel.subscribe", user_id=PARKED_TWITCH))
     )
     kept = console_server.redis.hget(console_server.keys.event(event_id("twitch", message)), "outcome")
-    assert kept == b"parked"
+    assert kept == b"parked"  # type: ignore[comparison-overlap]
     (grant,) = [g for g in console_server.ledger.list_grants(limit=100) if g.external_id == PARKED_TWITCH]
     assert grant.state == GrantState.PARKED
 
