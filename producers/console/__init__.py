@@ -33,5 +33,5 @@ def no_such_page(rest: str, console: Annotated[ConsoleContext, Depends(console_p
 
 router = APIRouter()
 for _pages in (login_pages, grants_pages, events_pages, links_pages, audit_pages):
-    router.include_router(_pages.router)
-router.include_router(_not_found)
+    router.include_router(_pages.router, include_in_schema=False)  # HTML pages: not part of the API schema
+router.include_router(_not_found, include_in_schema=False)

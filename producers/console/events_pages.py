@@ -19,7 +19,7 @@ from producers.console.route import ConsoleRoute
 from producers.inbox import InboxEvent, Outcome
 from producers.reprocess import REPROCESSABLE, NothingToReprocess, ReprocessRefused, reprocess
 
-__all__ = ["OUTCOME_HELP", "pretty_body", "router"]
+__all__ = ["OUTCOME_HELP", "event_type", "pretty_body", "router"]
 
 router = APIRouter(route_class=ConsoleRoute)
 
@@ -57,8 +57,16 @@ def pretty_body(body: bytes) -> tuple[str, bool]:
     return text, is_json
 
 
+def event_type(event: InboxEvent) -> str:
+    """What happened, as the source names it (``channel.cheer``, ``members:pledge:create``), else the kind."""
+    for header in ("twitch-eventsub-subscription-type", "x-patreon-event"):
+        if event.headers.get(header):
+            return event.headers[header]
+    return event.kind
+
+
 def _row(event: InboxEvent) -> dict[str, Any]:
-    return {"event": event, "help": OUTCOME_HELP.get(event.outcome.outcome, "")}
+    return {"event": event, "type": event_type(event), "help": OUTCOME_HELP.get(event.outcome.outcome, "")}
 
 
 @router.get(f"{BASE}/events")
@@ -106,6 +114,7 @@ def event_page(event_id: str, console: Annotated[ConsoleContext, Depends(console
         "event.html",
         active="events",
         event=event,
+        event_type=event_type(event),
         help=OUTCOME_HELP.get(event.outcome.outcome, ""),
         body=body,
         body_is_json=is_json,
