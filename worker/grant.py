@@ -141,6 +141,8 @@ class Grant:
     request_ids: tuple[str, ...] = ()
     #: ``NewGrant.names``: who the supporter is on the source.
     names: tuple[str, ...] = ()
+    #: the inbox id of the webhook delivery that made it ("" for API and CLI grants; ``producers.inbox``).
+    event_id: str = ""
 
     @property
     def cancellable(self) -> bool:
@@ -219,6 +221,7 @@ def grant_from_fields(data: Mapping[str, str]) -> Grant:
         sent_items=_items(data["sent_items"]) if data.get("sent_items") else None,
         request_ids=tuple(json.loads(data["request_ids"])) if data.get("request_ids") else (),
         names=tuple(json.loads(data["names"])) if data.get("names") else (),
+        event_id=data.get("event", ""),
     )
 
 

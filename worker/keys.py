@@ -147,6 +147,10 @@ class Keys:
         """ZSET event id -> received time (ms) of the inbox events whose outcome is ``outcome``."""
         return f"{self.prefix}:events:outcome:{outcome}"
 
+    def traffic(self, hour: int) -> str:
+        """HASH ``<source>:<outcome>`` -> webhook deliveries in one hour (hours since the epoch), kept 49 h."""
+        return f"{self.prefix}:traffic:{hour}"
+
     def counters(self) -> str:
         """HASH counter name -> count (events received, ignored, ...), exported by ``/metrics``."""
         return f"{self.prefix}:counters"

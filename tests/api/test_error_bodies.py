@@ -39,7 +39,7 @@ def assert_error_shape(body: Any, error: str) -> None:
         ("GET", "/grants/" + "0" * 32, AUTH, None, 404, "no such grant"),
         ("DELETE", "/links/twitch/1", AUTH, None, 404, "no run-time link for that user"),
         ("GET", "/no/such/route", {}, None, 404, "Not Found"),
-        ("GET", "/grants", {}, None, 405, "Method Not Allowed"),
+        ("DELETE", "/grants", {}, None, 405, "Method Not Allowed"),
         ("POST", "/grants", {**AUTH, **JSON, "Content-Length": "99999999"}, None, 413, "body larger than 65536 bytes"),
         ("POST", "/webhooks/twitch", JSON, b"{}", 403, "missing message id, timestamp or signature header"),
         ("POST", "/webhooks/patreon", JSON, b"{}", 403, "missing or wrong X-Patreon-Signature"),

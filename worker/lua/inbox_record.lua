@@ -1,7 +1,8 @@
 -- Keep verified webhook deliveries in the event inbox with what handling each did (producers/inbox.py),
 -- in one atomic step; concurrent deliveries share a call (producers/group_commit.py).
 --
--- ARGV[1] key prefix "<p>"; touches <p>:event:<id>, <p>:events, <p>:events:outcome:<outcome>
+-- ARGV[1] key prefix "<p>"; touches <p>:event:<id>, <p>:events, <p>:events:outcome:<outcome>,
+--         <p>:traffic:<hour>, and the "event" field of the grants an event made or found
 -- ARGV[2] now (ms, the caller's clock: it orders the inbox and dates retention)
 -- then 9 arguments per delivery:
 --   id (derived from the source's own delivery id, so a redelivery finds its entry), source ("twitch",
@@ -17,7 +18,29 @@
 -- Returns, per delivery, {outcome now on the entry, 1 if this call made it unusable for the first time}.
 local p, now = ARGV[1], ARGV[2]
 
+-- Each grant the handling made or found names the event it came from (HSETNX: its first event, the one
+-- that made it), if it still exists, so the console links a grant to its inbox entry.
+local function link_grants(id, detail)
+  local parsed = cjson.decode(detail)
+  for _, list in ipairs({parsed.granted, parsed.parked}) do
+    if type(list) == 'table' then
+      for _, grant_id in ipairs(list) do
+        local grant = p .. ':grant:' .. grant_id
+        if redis.call('EXISTS', grant) == 1 then redis.call('HSETNX', grant, 'event', id) end
+      end
+    end
+  end
+end
+
+-- Traffic: deliveries per source and outcome, per hour (<p>:traffic:<hours since the epoch>, kept 49 h).
+local function count_traffic(source, outcome)
+  local bucket = p .. ':traffic:' .. math.floor(tonumber(now) / 3600000)
+  redis.call('HINCRBY', bucket, source .. ':' .. outcome, 1)
+  redis.call('EXPIRE', bucket, 49 * 3600)
+end
+
 local function record(id, source, kind, ref, headers, body, outcome, detail, reprocess)
+  if reprocess ~= '1' then count_traffic(source, outcome) end
   local event = p .. ':event:' .. id
   local current = redis.call('HGET', event, 'outcome')
   local received = now
@@ -41,6 +64,7 @@ local function record(id, source, kind, ref, headers, body, outcome, detail, rep
   end
   redis.call('ZADD', p .. ':events:outcome:' .. outcome, received, id)
   redis.call('HSET', event, 'outcome', outcome, 'detail', detail, 'settled_at', now)
+  link_grants(id, detail)
   if outcome == 'granted' or outcome == 'parked' or outcome == 'duplicate' then
     redis.call('HSETNX', event, 'acted_at', now)
   end
