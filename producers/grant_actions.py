@@ -58,7 +58,7 @@ class Decision(StrEnum):
     VERIFY = "verify"
 
 
-class ActionRefused(Exception):
+class ActionRefused(ValueError):
     """The action did nothing: the grant is not in a state it applies to, or changed since it was looked at."""
 
     def __init__(self, message: str, grant: Grant | None = None) -> None:

@@ -6,8 +6,8 @@ forms. Nothing but the login form and the stylesheet is reachable without a sess
 answer carries strict security headers (``route.ConsoleRoute``); every action is written to
 the audit log (``producers.audit``).
 
-``router`` gathers the pages; ``grants_pages`` (overview and grants) comes before the
-catch-all "no such page".
+``router`` gathers the pages (``overview_page``, ``grants_pages``, ``events_pages``,
+``links_pages``, ``audit_pages``) before the catch-all "no such page".
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
 
-from producers.console import audit_pages, events_pages, grants_pages, links_pages, login_pages
+from producers.console import audit_pages, events_pages, grants_pages, links_pages, login_pages, overview_page
 from producers.console.context import BASE, ConsoleContext, console_page
 from producers.console.route import ConsoleRoute
 
@@ -32,6 +32,6 @@ def no_such_page(rest: str, console: Annotated[ConsoleContext, Depends(console_p
 
 
 router = APIRouter()
-for _pages in (login_pages, grants_pages, events_pages, links_pages, audit_pages):
+for _pages in (login_pages, overview_page, grants_pages, events_pages, links_pages, audit_pages):
     router.include_router(_pages.router, include_in_schema=False)  # HTML pages: not part of the API schema
 router.include_router(_not_found, include_in_schema=False)

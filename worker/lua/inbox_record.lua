@@ -22,7 +22,8 @@ local p, now = ARGV[1], ARGV[2]
 -- that made it), if it still exists, so the console links a grant to its inbox entry.
 local function link_grants(id, detail)
   local parsed = cjson.decode(detail)
-  for _, list in ipairs({parsed.granted, parsed.parked}) do
+  for _, name in ipairs({'granted', 'parked'}) do
+    local list = parsed[name]
     if type(list) == 'table' then
       for _, grant_id in ipairs(list) do
         local grant = p .. ':grant:' .. grant_id

@@ -1,0 +1,199 @@
+"""The state of the service at a glance, per guild and its API key: what waits, what failed, what went out.
+
+Everything is read from indexes in a few pipelined round trips (``worker.grant_index``: a guild's
+grants per state; ``Keys.traffic``: webhook deliveries per hour), never by walking grants, so it
+costs the same with a hundred grants or a million. The backlog ETA is the simple one: the guild's
+key sends ``limit`` requests per window, one per waiting member (coalescing), after any 429 block
+or 401/403 pause; ``worker.eta`` estimates single grants more closely.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import cast
+
+from redis import Redis
+
+from config.keyring import Keyring
+from config.settings import Settings
+from producers.inbox import EventInbox, InboxEvent, Outcome
+from worker.grant import GrantState
+from worker.keys import Keys
+
+__all__ = ["WAITING_STATES", "GuildOverview", "KeyState", "Overview", "Traffic", "overview"]
+
+#: States whose grants are still to go out (or to be decided), counted per guild.
+WAITING_STATES = (GrantState.QUEUED, GrantState.RETRYING, GrantState.SENDING, GrantState.PARKED)
+COUNTED_STATES = (*WAITING_STATES, GrantState.UNKNOWN, GrantState.DEAD, GrantState.CANCELLED, GrantState.DELIVERED)
+#: Hours of webhook traffic shown.
+TRAFFIC_HOURS = 24
+
+
+@dataclass(frozen=True)
+class KeyState:
+    """A guild's API key as the worker left it: ``ok``, ``throttled`` (429) until, ``paused``/``refused`` (401/403)."""
+
+    #: the key's fingerprint, or "" when this process knows no key for the guild.
+    key_id: str
+    status: str
+    #: epoch seconds the throttle or pause ends (None: not throttled or paused).
+    until: float | None = None
+    #: WetBot's message, for a pause or a refusal.
+    message: str = ""
+    #: requests the key started in the last window, and how many it may.
+    used: int = 0
+    limit: int = 0
+
+
+@dataclass(frozen=True)
+class GuildOverview:
+    guild_id: str
+    counts: dict[GrantState, int]
+    delivered_today: int
+    #: the grant waiting longest (queued, retrying or parked) and since when it waits in that state.
+    oldest_id: str | None
+    oldest_since: float | None
+    key: KeyState
+    #: seconds until the guild's queued and retrying grants are expected out (None: nothing waits, or no key).
+    backlog_eta_s: float | None
+
+    @property
+    def attention(self) -> int:
+        """Grants an operator has to look at: unknown and dead."""
+        return self.counts[GrantState.UNKNOWN] + self.counts[GrantState.DEAD]
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """Webhook deliveries of the last ``TRAFFIC_HOURS`` hours: (source, outcome) -> count."""
+
+    hours: int
+    counts: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def sources(self) -> list[str]:
+        return sorted({source for source, _ in self.counts})
+
+    def outcomes(self) -> list[str]:
+        return [o.value for o in Outcome if any(outcome == o.value for _, outcome in self.counts)]
+
+
+@dataclass(frozen=True)
+class Overview:
+    now: float
+    #: midnight UTC today, where "delivered today" starts.
+    day_start: float
+    guilds: list[GuildOverview]
+    traffic: Traffic
+    #: Twitch revocations, newest first: subscriptions Twitch stopped sending.
+    revocations: list[InboxEvent]
+
+
+def _guild_ids(redis: Redis, keys: Keys, keyring: Keyring, rule_guilds: list[str]) -> list[str]:
+    known = {raw.decode() for raw in cast(set[bytes], redis.smembers(keys.guilds()))}
+    return sorted(known | set(keyring.guilds()) | set(rule_guilds))
+
+
+#: What is read of a key per guild, in this order: its 429 block, its 401/403 pause (reason, ms left),
+#: its refusal, and the requests it started in the last window.
+_KEY_FIELDS = ("block", "paused", "pause_ms", "refused", "used")
+
+
+def _key_state(fields: Mapping[str, object], key_id: str | None, now: float, limit: int) -> KeyState:
+    if key_id is None:
+        return KeyState("", "no key", message="no WETBOT_API_KEYS entry for this guild: its grants wait parked")
+    used = int(cast(int, fields["used"]))
+    pause_ms = int(cast(int, fields["pause_ms"]))
+    block = fields["block"]
+    if fields["paused"] is not None and pause_ms > 0:
+        return KeyState(key_id, "paused", now + pause_ms / 1000, _text(fields["paused"]), used, limit)
+    if fields["refused"] is not None:
+        return KeyState(key_id, "refused", None, _text(fields["refused"]), used, limit)
+    if block is not None and int(cast(bytes, block)) / 1_000_000 > now:
+        return KeyState(key_id, "throttled", int(cast(bytes, block)) / 1_000_000, "WetBot answered 429", used, limit)
+    return KeyState(key_id, "ok", None, "", used, limit)
+
+
+def _oldest(firsts: list[list[tuple[bytes, float]]]) -> tuple[str, float] | None:
+    """The longest-waiting entry among the first entries of a guild's waiting-state indexes."""
+    entries = [(raw.decode(), score) for first in firsts for raw, score in first]
+    return min(entries, key=lambda entry: entry[1], default=None)
+
+
+def overview(
+    redis: Redis, keys: Keys, settings: Settings, keyring: Keyring, inbox: EventInbox, rule_guilds: list[str]
+) -> Overview:
+    """Read everything the overview shows (a handful of pipelined round trips)."""
+    seconds, micros = cast(tuple[int, int], redis.time())
+    now = int(seconds) + int(micros) / 1_000_000
+    day_start = math.floor(now / 86400) * 86400.0
+    rate = settings.wetbot_rate_limit
+    guilds = _guild_ids(redis, keys, keyring, rule_guilds)
+    key_ids = {guild: keyring.key_id_for(guild) for guild in guilds}
+    pipe = redis.pipeline(transaction=False)
+    for guild in guilds:
+        for state in COUNTED_STATES:
+            pipe.zcard(keys.guild_state(guild, state.value))
+        pipe.zcount(keys.guild_state(guild, GrantState.DELIVERED.value), day_start, "+inf")
+        for state in (GrantState.QUEUED, GrantState.RETRYING, GrantState.PARKED):
+            pipe.zrange(keys.guild_state(guild, state.value), 0, 0, withscores=True)
+        key_id = key_ids[guild]
+        if key_id is not None:
+            scope = f"{key_id}:{guild}"
+            pipe.get(keys.rate_block(key_id))
+            pipe.get(keys.key_paused(scope))
+            pipe.pttl(keys.key_paused(scope))
+            pipe.get(keys.key_unauthorised(scope))
+            pipe.zcount(keys.rate_window(key_id), (now - rate.window_s) * 1_000_000, "+inf")
+    hour = int(now // 3600)
+    for back in range(TRAFFIC_HOURS):
+        pipe.hgetall(keys.traffic(hour - back))
+    replies = iter(pipe.execute())
+    rows: list[GuildOverview] = []
+    waiting_by_key: dict[str, int] = {}
+    partial: list[tuple[str, dict[GrantState, int], int, tuple[str, float] | None, KeyState]] = []
+    for guild in guilds:
+        counts = {state: int(next(replies)) for state in COUNTED_STATES}
+        today = int(next(replies))
+        firsts = [cast(list[tuple[bytes, float]], next(replies)) for _ in range(3)]
+        oldest = min(
+            ((raw.decode(), score) for first in firsts for raw, score in first), key=lambda p: p[1], default=None
+        )
+        key_id = key_ids[guild]
+        fields: dict[str, object] = {}
+        if key_id is not None:
+            fields = {name: next(replies) for name in _KEY_FIELDS}
+            waiting_by_key[key_id] = (
+                waiting_by_key.get(key_id, 0) + counts[GrantState.QUEUED] + counts[GrantState.RETRYING]
+            )
+        partial.append((guild, counts, today, oldest, _key_state(fields, key_id, now, rate.limit)))
+    for guild, counts, today, oldest, key in partial:
+        eta = None
+        if key.key_id and counts[GrantState.QUEUED] + counts[GrantState.RETRYING]:
+            start = max(now, key.until or now) - now
+            eta = start + math.ceil(waiting_by_key[key.key_id] / rate.limit) * rate.window_s
+        rows.append(
+            GuildOverview(guild, counts, today, oldest[0] if oldest else None, oldest[1] if oldest else None, key, eta)
+        )
+    traffic: dict[tuple[str, str], int] = {}
+    for _ in range(TRAFFIC_HOURS):
+        for name, count in cast(dict[bytes, bytes], next(replies)).items():
+            source, _, outcome = name.decode().partition(":")
+            traffic[(source, outcome)] = traffic.get((source, outcome), 0) + int(count)
+    revocations = inbox.recent(outcome=Outcome.REVOCATION, limit=10)
+    return Overview(now, day_start, rows, Traffic(TRAFFIC_HOURS, traffic), revocations)
+
+
+def revoked_subscription(event: InboxEvent) -> tuple[str, str]:
+    """(subscription type, status) of a Twitch revocation, as far as its body says."""
+    try:
+        subscription = json.loads(event.body).get("subscription", {})
+        return str(subscription.get("type", "?")), str(subscription.get("status", "?"))
+    except (ValueError, AttributeError):
+        return "?", "?"
+
+
+def _text(value: object) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
