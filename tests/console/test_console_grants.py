@@ -129,7 +129,7 @@ def test_a_supporter_is_found_by_twitch_login_and_their_grant_says_who_it_waits_
     shot(browser, screenshot_dir, "grants")
     click(browser, f"tr[data-grant-id='{grant_id}'] [data-action=open-grant]")
     assert one(browser, "[data-field=waits-for]").text == f"Twitch user streamfan ({FAN})"
-    assert one(browser, "[data-field=items]").text == "sub-chest × 1"
+    assert one(browser, "[data-field=items]").text == "sub-chest \u00d7 1"
     made = server.ledger.get(grant_id)
     assert made is not None and made.event_id
     assert str(one(browser, "[data-action=open-event]").get_attribute("href")).endswith(
@@ -249,7 +249,7 @@ def test_the_overview_counts_each_guilds_grants_and_links_to_them(
 ) -> None:
     browser.get(f"{server.url}/console")
     row = one(browser, f"tr[data-guild='{GUILD}']")
-    parked = server.redis.zcard(server.keys.guild_state(GUILD, "parked"))
+    parked = int(server.redis.zcard(server.keys.guild_state(GUILD, "parked")))  # type: ignore[arg-type]
     assert row.find_element(By.CSS_SELECTOR, "[data-count=parked]").text == str(parked) and parked >= 2
     assert int(row.find_element(By.CSS_SELECTOR, "[data-count=delivered-today]").text) >= 5
     assert row.get_attribute("data-key-status") == "ok"

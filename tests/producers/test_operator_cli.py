@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
+from producers.audit import AuditLog
 from producers.cli import main
 from tests.conftest import GUILD, TEST_REDIS_URL, USER
 from worker.broker import QUEUE_NAME
+from worker.creation import Mode, Planned
 from worker.grant import GrantItem, GrantState, NewGrant
 from worker.keys import Keys
 from worker.ledger import Ledger
@@ -175,3 +177,69 @@ def test_data_the_cli_prints_is_escaped_so_it_cannot_drive_the_terminal(
     assert main(["grants", "list", "--json"]) == 0
     data = capsys.readouterr().out
     assert data.isascii() and json.loads(data)[0]["items"][0]["item_id"] == HOSTILE_ITEM
+
+
+def twitch_parked(ledger: Ledger, key: str, login: str, twitch_id: str, guild: str = GUILD) -> str:
+    new = NewGrant(guild, "", (GrantItem("gem", 1),), source="twitch", idempotency_key=key, platform="twitch",
+                   external_id=twitch_id, names=(login,))  # fmt: skip
+    return ledger.create_many([Planned(new, Mode.PARK)]).results[0].grant.id
+
+
+def test_grants_list_filters_by_supporter_source_and_guild_and_pages(
+    capsys: pytest.CaptureFixture[str], ledger: Ledger
+) -> None:
+    fan = twitch_parked(ledger, "twitch:a", "StreamFan", "5151")
+    other = twitch_parked(ledger, "twitch:b", "someone", "6161", guild="222222222222222222")
+    api = ledger.create(NewGrant(GUILD, USER, (GrantItem("gem", 1),), source="api", idempotency_key="api:x")).grant.id
+    capsys.readouterr()
+
+    def listed(*options: str) -> list[str]:
+        assert main(["grants", "list", "--json", *options]) == 0
+        return [grant["id"] for grant in json.loads(capsys.readouterr().out)]
+
+    assert listed("--twitch", "streamfan") == [fan]
+    assert listed("--twitch", "6161") == [other]
+    assert listed("--user", USER) == [api]
+    assert listed("--source", "twitch") == [other, fan]
+    assert listed("--guild", GUILD) == [api, fan]
+    assert listed("--state", "parked", "--guild", GUILD) == [fan]
+    assert main(["grants", "list", "--limit", "1"]) == 0
+    cursor = capsys.readouterr().out.strip().splitlines()[-1].removeprefix("more: --after ")
+    assert listed("--limit", "1", "--after", cursor) == [other]
+    assert main(["grants", "list", "--guild", "nope"]) == 1
+    with pytest.raises(SystemExit):  # one supporter at a time (argparse refuses both)
+        main(["grants", "list", "--user", USER, "--twitch", "x"])
+
+
+def test_grants_cancel_needs_a_reason_cancels_once_and_is_audited(
+    capsys: pytest.CaptureFixture[str], ledger: Ledger, redis: Redis, keys: Keys
+) -> None:
+    grant_id = twitch_parked(ledger, "twitch:c", "wrongperson", "7171")
+    with pytest.raises(SystemExit):
+        main(["grants", "cancel", grant_id])  # --reason is required
+    assert main(["grants", "cancel", grant_id, "--reason", "sent to the wrong person"]) == 0
+    assert "cancelled: it will not be sent" in capsys.readouterr().out
+    assert main(["grants", "cancel", grant_id, "--reason", "again"]) == 0
+    assert "already cancelled" in capsys.readouterr().out
+    assert [t.to_state for t in ledger.history(grant_id)] == ["parked", "cancelled"]
+    delivered = ledger.create(NewGrant(GUILD, USER, (GrantItem("gem", 1),), source="cli", idempotency_key="c:d"))
+    assert ledger.transition(delivered.grant.id, GrantState.DELIVERED, "arranged")
+    assert main(["grants", "cancel", delivered.grant.id, "--reason", "too late"]) == 1
+    assert "only queued, parked or retrying" in capsys.readouterr().err
+    entries = AuditLog(redis, keys).recent()
+    assert [(e.action, e.outcome) for e in entries] == [("cancel", "refused"), ("cancel", "nothing to do"),
+                                                        ("cancel", "done")]  # fmt: skip
+    assert all(e.actor.startswith("cli:") for e in entries)
+
+
+def test_dead_replay_all_takes_the_filters(capsys: pytest.CaptureFixture[str], ledger: Ledger) -> None:
+    mine, theirs = dead_grant(ledger, "t:mine"), dead_grant(ledger, "t:theirs")
+    assert ledger.transition(theirs, GrantState.QUEUED, "arranged", expect=[GrantState.DEAD])
+    ledger.transition(theirs, GrantState.DEAD, "arranged")
+    redis_guild = "222222222222222222"
+    other = ledger.create(NewGrant(redis_guild, USER, (GrantItem("gem", 1),), source="test", idempotency_key="t:o"))
+    assert ledger.transition(other.grant.id, GrantState.DEAD, "arranged")
+    assert main(["dead", "replay", "--all", "--guild", redis_guild]) == 0
+    assert "1 grant(s) replayed" in capsys.readouterr().out
+    assert ledger.get(other.grant.id).state == GrantState.QUEUED  # type: ignore[union-attr]
+    assert {ledger.get(g).state for g in (mine, theirs)} == {GrantState.DEAD}  # type: ignore[union-attr]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from redis import Redis
 
-from tests.conftest import GUILD, USER
+from config.settings import Settings
+from tests.conftest import GUILD, USER, RunningWorker, wait_for
 from tests.worker.test_retention import deliver, entered_ago
 from worker.creation import Mode, Planned
 from worker.grant import GrantItem, GrantState, NewGrant
@@ -163,3 +166,16 @@ def test_backfill_indexes_grants_written_before_the_indexes_once(redis: Redis, k
     assert ids(redis, keys, GrantQuery(state=GrantState.DEAD, guild_id=GUILD)) == [older[0]]
     assert redis.get(keys.index_version()) == INDEX_VERSION.encode()
     assert search_term("  A  b ") == "a b"
+
+
+def test_a_starting_worker_indexes_the_grants_an_older_version_wrote(
+    redis: Redis, keys: Keys, ledger: Ledger, settings: Settings, workers: Callable[..., RunningWorker]
+) -> None:
+    grant_id = api_grant(ledger, "legacy")
+    assert ledger.transition(grant_id, GrantState.DEAD, "arranged")  # dead: the worker leaves it alone
+    for index in [*redis.scan_iter(f"{keys.prefix}:by-*"), *redis.scan_iter(f"{keys.prefix}:find:*")]:
+        redis.delete(index)
+    redis.hdel(keys.grant(grant_id), "indexed", "terms")
+    workers(settings)
+    wait_for(lambda: ids(redis, keys, GrantQuery(text="legacy")) == [grant_id], timeout_s=10)
+    assert ids(redis, keys, GrantQuery(state=GrantState.DEAD, guild_id=GUILD)) == [grant_id]
