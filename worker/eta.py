@@ -10,14 +10,17 @@ new members do not overtake older ones, but a failure or a slow WetBot moves
 everything back.
 
 Everything is read in a few pipelined round trips; the queue is every moving
-grant on the schedule (``Keys.due``), so one call costs O(moving grants).
+grant on the schedule (``Keys.due``), so one call costs O(moving grants) — up to
+``MAX_SCANNED`` of them. A longer backlog is counted from the guilds' state
+indexes instead (``EtaEstimator._from_indexes``): a few reads per grant, a
+little later than the walk would say, since a member's grants each count.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 from redis import Redis
@@ -28,7 +31,10 @@ from worker.grant import FINAL_STATES, Grant, GrantState
 from worker.keys import Keys
 from worker.limiter import SlidingWindowLimiter
 
-__all__ = ["Eta", "EtaEstimator", "describe_wait"]
+__all__ = ["MAX_SCANNED", "Eta", "EtaEstimator", "describe_wait"]
+
+#: Most grants on the schedule an estimate walks (a few ms); past that it counts from indexes instead.
+MAX_SCANNED = 2000
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,14 @@ def describe_wait(seconds: float) -> str:
     return f"in about {round(seconds / 3600, 1):g} h"
 
 
+@dataclass
+class _PerCall:
+    """What one ``for_grants`` call reads once: each key's recent slots, each (key, guild)'s floor."""
+
+    slots: dict[str, list[float]] = field(default_factory=dict)
+    floors: dict[tuple[str, str], tuple[float, str]] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class _Waiting:
     grant_id: str
@@ -111,39 +125,73 @@ class EtaEstimator:
         waiting = [g for g in grants if g.state not in FINAL_STATES]
         if not waiting:
             return {}
+        if int(cast(int, self._redis.zcard(self._keys.due()))) > MAX_SCANNED:
+            return self._from_indexes(waiting)
         now, queue = self._queue()
         lines: dict[str, dict[tuple[str, str], float]] = {}
-        slots: dict[str, list[float]] = {}
-        floors: dict[tuple[str, str], tuple[float, str]] = {}
         due = {entry.grant_id: entry.due_s for entry in queue}
         out: dict[str, Eta] = {}
+        seen = _PerCall()
         for grant in waiting:
-            if grant.state == GrantState.SENDING:
-                out[grant.id] = Eta(now, 0, "", now)
-                continue
             key_id = self._keyring.key_id_for(grant.guild_id)
-            if grant.state == GrantState.PARKED or key_id is None:
-                parked_for_key = key_id is None or "API key" in grant.last_error
-                out[grant.id] = Eta(None, 0, "API key" if parked_for_key else "link", now)
-                continue
-            if key_id not in lines:
-                lines[key_id] = self._line(key_id, queue)
-                slots[key_id] = self._recent_slots(key_id, now)
-            if (key_id, grant.guild_id) not in floors:
-                floors[(key_id, grant.guild_id)] = self._floor(grant, key_id, now)
-            ahead = _groups_ahead(grant, lines[key_id])
-            floor, why = floors[(key_id, grant.guild_id)]
-            start = self._slot_time(slots[key_id], ahead, floor)
-            grant_due = due.get(grant.id, now)
-            if grant.verify_pending:
-                why = "read-back"
-            elif grant.state == GrantState.RETRYING and grant_due > start:
-                why = "retry"
-            at = max(start, grant_due)
-            if not why and at - now >= 2:
-                why = "rate limit"
-            out[grant.id] = Eta(at, ahead, why, now)
+            eta = _not_in_line(grant, key_id, now)
+            if eta is None and key_id is not None:
+                if key_id not in lines:
+                    lines[key_id] = self._line(key_id, queue)
+                ahead = _groups_ahead(grant, lines[key_id])
+                eta = self._in_line(grant, key_id, now, ahead, due.get(grant.id, now), seen)
+            if eta is not None:
+                out[grant.id] = eta
         return out
+
+    def _from_indexes(self, waiting: list[Grant]) -> dict[str, Eta]:
+        """``for_grants`` for a backlog too long to walk: the requests ahead of a grant are the queued and
+        retrying grants of its key's guilds that entered their state before it (read from the guilds'
+        state indexes, ``worker.grant_index``). A member with several waiting grants counts once per grant
+        here, not once, so the estimate errs late; each grant costs a few index reads, whatever the backlog."""
+        seconds, micros = cast(tuple[int, int], self._redis.time())
+        now = int(seconds) + int(micros) / 1_000_000
+        guilds = [raw.decode() for raw in cast(set[bytes], self._redis.smembers(self._keys.guilds()))]
+        out: dict[str, Eta] = {}
+        seen = _PerCall()
+        for grant in waiting:
+            key_id = self._keyring.key_id_for(grant.guild_id)
+            eta = _not_in_line(grant, key_id, now)
+            if eta is None and key_id is not None:
+                shared = [guild for guild in guilds if self._keyring.key_id_for(guild) == key_id]
+                pipe = self._redis.pipeline(transaction=False)
+                pipe.zscore(self._keys.state_index(grant.state.value), grant.id)
+                pipe.zscore(self._keys.due(), grant.id)
+                entered, due_ms = pipe.execute()
+                since = f"({entered if entered is not None else grant.updated_at!r}"
+                for guild in shared:
+                    for state in (GrantState.QUEUED, GrantState.RETRYING):
+                        pipe.zcount(self._keys.guild_state(guild, state.value), "-inf", since)
+                ahead = sum(int(n) for n in pipe.execute())
+                grant_due = now if due_ms is None else float(due_ms) / 1000
+                eta = self._in_line(grant, key_id, now, ahead, grant_due, seen)
+            if eta is not None:
+                out[grant.id] = eta
+        return out
+
+    def _in_line(self, grant: Grant, key_id: str, now: float, ahead: int, grant_due: float, seen: _PerCall) -> Eta:
+        """The ETA of a grant with ``ahead`` requests of its key before it, due itself at ``grant_due``.
+
+        ``seen`` keeps each key's window and each guild's pause for the rest of the call."""
+        if key_id not in seen.slots:
+            seen.slots[key_id] = self._recent_slots(key_id, now)
+        if (key_id, grant.guild_id) not in seen.floors:
+            seen.floors[(key_id, grant.guild_id)] = self._floor(grant, key_id, now)
+        floor, why = seen.floors[(key_id, grant.guild_id)]
+        start = self._slot_time(seen.slots[key_id], ahead, floor)
+        if grant.verify_pending:
+            why = "read-back"
+        elif grant.state == GrantState.RETRYING and grant_due > start:
+            why = "retry"
+        at = max(start, grant_due)
+        if not why and at - now >= 2:
+            why = "rate limit"
+        return Eta(at, ahead, why, now)
 
     def _line(self, key_id: str, queue: list[_Waiting]) -> dict[tuple[str, str], float]:
         """The key's waiting members (not being sent to now), each with its oldest waiting grant's creation."""
@@ -209,6 +257,16 @@ class EtaEstimator:
             who = (guild.decode(), user.decode(), state.decode())
             out.append(_Waiting(grant_id.decode(), *who, float(created or 0), float(due_ms) / 1000))
         return now, out
+
+
+def _not_in_line(grant: Grant, key_id: str | None, now: float) -> Eta | None:
+    """The ETA of a grant that does not wait in its key's line (being sent, parked, no key), else None."""
+    if grant.state == GrantState.SENDING:
+        return Eta(now, 0, "", now)
+    if grant.state == GrantState.PARKED or key_id is None:
+        parked_for_key = key_id is None or "API key" in grant.last_error
+        return Eta(None, 0, "API key" if parked_for_key else "link", now)
+    return None
 
 
 def _groups_ahead(grant: Grant, line: dict[tuple[str, str], float]) -> int:

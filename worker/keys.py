@@ -52,6 +52,10 @@ class Keys:
         """LIST of JSON transitions of one grant, oldest first."""
         return f"{self.prefix}:grant:{grant_id}:history"
 
+    def grant_terms(self, grant_id: str) -> str:
+        """STRING: the search terms one grant is indexed under, "\\n"-separated (``worker.grant_index``)."""
+        return f"{self.prefix}:grant:{grant_id}:terms"
+
     def state_index(self, state: str) -> str:
         """ZSET grant id -> time it entered ``state``; one per state."""
         return f"{self.prefix}:state:{state}"

@@ -143,3 +143,25 @@ def test_describe_wait() -> None:
     assert [describe_wait(s) for s in (0, 1.9, 12, 61, 241, 7200)] == [
         "now", "now", "in about 10 s", "in about 60 s", "in about 4 min", "in about 2 h",
     ]  # fmt: skip
+
+
+def test_a_backlog_too_long_to_walk_is_counted_from_the_guilds_state_indexes(
+    make_settings: SettingsFactory, ledger: Ledger, redis: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 51 members with one grant each: read from the indexes, the estimate is the walk's (4 windows, 50 ahead)
+    ids = [add(ledger, f"big-{n}", user=member(n)) for n in range(51)]
+    other = add(ledger, "other-guild", guild=OTHER_GUILD)  # another guild of no key of ours: not ahead
+    monkeypatch.setattr("worker.eta.MAX_SCANNED", 10)
+    queries: list[str] = []
+
+    def walk(self: EtaEstimator) -> tuple[float, list[object]]:
+        queries.append("walked")
+        return 0.0, []
+
+    monkeypatch.setattr(EtaEstimator, "_queue", walk)
+    grants = [g for g in (ledger.get(i) for i in [*ids, other]) if g is not None]
+    etas = estimator(redis, make_settings()).for_grants(grants)
+    assert queries == [], "the schedule was not walked"
+    assert etas[ids[-1]].requests_ahead == 50 and etas[ids[-1]].describe().startswith("in about 5 min")
+    assert etas[ids[0]].describe() == "now" and etas[ids[9]].requests_ahead == 9
+    assert etas[other].waiting_for == "API key"

@@ -3,19 +3,21 @@
 --   <p>:by-guild:<guild>          ZSET id -> creation time
 --   <p>:by-guild:<guild>:<state>  ZSET id -> time it entered the state (the guild's share of <p>:state:<state>)
 --   <p>:by-source:<source>        ZSET id -> creation time
---   <p>:find:<term>               ZSET id -> creation time, one per search term; the grant's "terms" field
---                                 lists its terms ("\n"-separated) so a trim can remove them
+--   <p>:find:<term>               ZSET id -> creation time, one per search term
+--   <p>:grant:<id>:terms          STRING: the grant's terms, "\n"-separated, so a trim can remove them (a key of
+--                                 its own: in the grant's hash this long value would cost the hash its compact
+--                                 encoding and more than double its memory)
 --   <p>:guilds                    SET of the guild ids that have (or had) grants
 -- The grant's "indexed" field says it is in all of them (worker/grant_index.py backfills older grants).
 
 local function gi_add_term(p, id, term, created)
-  local key = p .. ':grant:' .. id
-  local terms = redis.call('HGET', key, 'terms') or ''
+  local key = p .. ':grant:' .. id .. ':terms'
+  local terms = redis.call('GET', key) or ''
   for known in string.gmatch(terms, '[^\n]+') do
     if known == term then return end
   end
   if terms == '' then terms = term else terms = terms .. '\n' .. term end
-  redis.call('HSET', key, 'terms', terms)
+  redis.call('SET', key, terms)
   redis.call('ZADD', p .. ':find:' .. term, created, id)
 end
 
@@ -35,7 +37,8 @@ end
 
 -- Call before the grant's hash is deleted: its fields name the index entries to remove.
 local function gi_deleted(p, id)
-  local f = redis.call('HMGET', p .. ':grant:' .. id, 'guild_id', 'source', 'state', 'terms')
+  local f = redis.call('HMGET', p .. ':grant:' .. id, 'guild_id', 'source', 'state')
+  f[4] = redis.call('GET', p .. ':grant:' .. id .. ':terms')
   if f[1] then
     redis.call('ZREM', p .. ':by-guild:' .. f[1], id)
     if f[3] then redis.call('ZREM', p .. ':by-guild:' .. f[1] .. ':' .. f[3], id) end
@@ -43,5 +46,6 @@ local function gi_deleted(p, id)
   if f[2] then redis.call('ZREM', p .. ':by-source:' .. f[2], id) end
   if f[4] then
     for term in string.gmatch(f[4], '[^\n]+') do redis.call('ZREM', p .. ':find:' .. term, id) end
+    redis.call('DEL', p .. ':grant:' .. id .. ':terms')
   end
 end
