@@ -123,8 +123,8 @@ class EtaEstimator:
         and guild, however many grants are asked about (``grants list`` asks for a page at a time).
         """
         waiting = [g for g in grants if g.state not in FINAL_STATES]
-        if not waiting:
-            return {}
+        if not any(_not_in_line(g, self._keyring.key_id_for(g.guild_id), 0.0) is None for g in waiting):
+            return self._from_indexes(waiting)  # parked or sending only: nothing to count (and no walk)
         if int(cast(int, self._redis.zcard(self._keys.due()))) > MAX_SCANNED:
             return self._from_indexes(waiting)
         now, queue = self._queue()
@@ -153,25 +153,36 @@ class EtaEstimator:
         now = int(seconds) + int(micros) / 1_000_000
         guilds = [raw.decode() for raw in cast(set[bytes], self._redis.smembers(self._keys.guilds()))]
         out: dict[str, Eta] = {}
-        seen = _PerCall()
+        lined: list[tuple[Grant, str]] = []
         for grant in waiting:
             key_id = self._keyring.key_id_for(grant.guild_id)
             eta = _not_in_line(grant, key_id, now)
-            if eta is None and key_id is not None:
-                shared = [guild for guild in guilds if self._keyring.key_id_for(guild) == key_id]
-                pipe = self._redis.pipeline(transaction=False)
-                pipe.zscore(self._keys.state_index(grant.state.value), grant.id)
-                pipe.zscore(self._keys.due(), grant.id)
-                entered, due_ms = pipe.execute()
-                since = f"({entered if entered is not None else grant.updated_at!r}"
-                for guild in shared:
-                    for state in (GrantState.QUEUED, GrantState.RETRYING):
-                        pipe.zcount(self._keys.guild_state(guild, state.value), "-inf", since)
-                ahead = sum(int(n) for n in pipe.execute())
-                grant_due = now if due_ms is None else float(due_ms) / 1000
-                eta = self._in_line(grant, key_id, now, ahead, grant_due, seen)
             if eta is not None:
                 out[grant.id] = eta
+            elif key_id is not None:
+                lined.append((grant, key_id))
+        if not lined:
+            return out
+        pipe = self._redis.pipeline(transaction=False)
+        for grant, _ in lined:
+            pipe.zscore(self._keys.state_index(grant.state.value), grant.id)
+            pipe.zscore(self._keys.due(), grant.id)
+        scores = iter(pipe.execute())
+        shared: list[list[str]] = []
+        dues: list[float] = []
+        for grant, key_id in lined:
+            entered, due_ms = next(scores), next(scores)
+            since = f"({entered if entered is not None else grant.updated_at!r}"
+            shared.append([guild for guild in guilds if self._keyring.key_id_for(guild) == key_id])
+            for guild in shared[-1]:
+                for state in (GrantState.QUEUED, GrantState.RETRYING):
+                    pipe.zcount(self._keys.guild_state(guild, state.value), "-inf", since)
+            dues.append(now if due_ms is None else float(due_ms) / 1000)
+        counts = iter(pipe.execute())
+        seen = _PerCall()
+        for (grant, key_id), guilds_of_key, grant_due in zip(lined, shared, dues, strict=True):
+            ahead = sum(int(next(counts)) for _ in range(2 * len(guilds_of_key)))
+            out[grant.id] = self._in_line(grant, key_id, now, ahead, grant_due, seen)
         return out
 
     def _in_line(self, grant: Grant, key_id: str, now: float, ahead: int, grant_due: float, seen: _PerCall) -> Eta:
