@@ -2,7 +2,8 @@
 
 An operator looks for "the grants of this supporter" by whatever they know: a
 Discord id, a Twitch login or id, a Patreon member id or name, an idempotency
-key. Every such value a grant carries is normalised into a *term*
+key. Every such value a grant carries (but its idempotency key, which its claim
+``<p>:idem:<key>`` already finds) is normalised into a *term*
 (``search_term``) and the grant's id is added to ``<p>:find:<term>`` when it is
 created, in the same atomic step (``lua/grant_index.lua``, included by the
 create, transition, release and trim scripts). A search is then one index
@@ -47,24 +48,14 @@ def search_term(text: str) -> str:
     return " ".join(text.split()).casefold()[:MAX_TERM_CHARS]
 
 
-def terms_for(
-    *,
-    user_id: str,
-    external_id: str,
-    idempotency_key: str,
-    source_ref: str,
-    names: Iterable[str] = (),
-    aliases: Iterable[str] = (),
-) -> list[str]:
+def terms_for(*, user_id: str, external_id: str, names: Iterable[str] = (), aliases: Iterable[str] = ()) -> list[str]:
     """Every term a grant is found by, each once: its ids, its names whole and word by word.
 
-    A ``source_ref`` with spaces is a description (Patreon's), not an id, and is left out; the caller's
-    own key (``POST /grants``' ``idempotency_key``) is the ``source_ref`` of API and CLI grants.
+    Idempotency keys need no term: the claim ``<p>:idem:<key>`` already names the grant
+    (``worker.grant_search`` looks there), and a term per key would be a set per grant.
     """
     found: list[str] = []
-    values = [user_id, external_id, idempotency_key, *aliases]
-    if source_ref and not any(ch.isspace() for ch in source_ref):
-        values.append(source_ref)
+    values = [user_id, external_id, *aliases]
     for name in names:
         values.append(name)
         words = _WORD.findall(name)
@@ -79,18 +70,11 @@ def terms_for(
 
 def grant_terms(new: NewGrant) -> list[str]:
     """The terms of a grant about to be created (its Discord id joins later if a link resolves it)."""
-    return terms_for(
-        user_id=new.user_id,
-        external_id=new.external_id,
-        idempotency_key=new.idempotency_key,
-        source_ref=new.source_ref,
-        names=new.names,
-        aliases=new.aliases,
-    )
+    return terms_for(user_id=new.user_id, external_id=new.external_id, names=new.names, aliases=new.aliases)
 
 
 #: The grant fields its search terms come from.
-_TERM_FIELDS = ("user_id", "external_id", "idempotency_key", "source_ref", "names")
+_TERM_FIELDS = ("user_id", "external_id", "names")
 
 
 def _stored_terms(fields: Mapping[str, bytes]) -> list[str]:
@@ -98,13 +82,7 @@ def _stored_terms(fields: Mapping[str, bytes]) -> list[str]:
         return fields.get(name, b"").decode()
 
     names = json.loads(text("names")) if text("names") else []
-    return terms_for(
-        user_id=text("user_id"),
-        external_id=text("external_id"),
-        idempotency_key=text("idempotency_key"),
-        source_ref=text("source_ref"),
-        names=names,
-    )
+    return terms_for(user_id=text("user_id"), external_id=text("external_id"), names=names)
 
 
 def backfill(
@@ -133,7 +111,7 @@ def backfill(
             rows = cast(list[list[bytes | None]], pipe.execute())
         todo = []
         for grant_id, row in zip(ids, rows, strict=True):
-            if row[0] is None and row[3] is not None:
+            if row[0] is None and row[1] is not None:
                 fields = {name: value for name, value in zip(_TERM_FIELDS, row[1:], strict=True) if value is not None}
                 todo.append({"id": grant_id, "terms": _stored_terms(fields)})
         if todo:

@@ -7,6 +7,9 @@ filters on each grant it meets. It looks at no more than ``budget`` entries,
 so a page costs the same with a hundred grants or a million; when the budget
 runs out first the page is short and its cursor goes on from where it stopped.
 
+A search for an idempotency key reads its claim instead (``_claimed``): such
+a grant comes first on the first page.
+
 Order is by the walked index: creation time, except that a state filter
 without a search walks that state's index, ordered by when each grant entered
 the state (the newest dead grant first).
@@ -141,11 +144,33 @@ def find_grants(
     }
     reply = cast(list[bytes], load_script(redis, "find_grants")(args=[json.dumps(request)]))
     *ids, _, next_score, next_id, done = (part.decode() for part in reply)
+    claimed = _claimed(redis, keys, query) if query.text and not cursor else []
     with redis.pipeline(transaction=False) as pipe:
-        for grant_id in ids:
+        for grant_id in [*claimed, *ids]:
             pipe.hgetall(keys.grant(grant_id))
         rows = cast(list[dict[bytes, bytes]], pipe.execute())
-    grants = [grant_from_hash(row) for row in rows if row]
+    found = [grant_from_hash(row) for row in rows if row]
+    first = [grant for grant in found[: len(claimed)] if _matches(grant, query)]
+    grants = first + [grant for grant in found[len(claimed) :] if grant.id not in claimed]
     next_cursor = None if done == "1" or not next_id else f"{code}~{next_score}~{next_id}"
-    total = int(cast(int, redis.zcard(index))) if exact else None
+    total = int(cast(int, redis.zcard(index))) + len(first) if exact else None
     return GrantPage(grants, next_cursor, total, by_state_time=code in ("s", "gs"))
+
+
+def _claimed(redis: Redis, keys: Keys, query: GrantQuery) -> list[str]:
+    """The grants whose idempotency key is the search text (exactly, as keys are), as given to the API or
+    the CLI (``api:<key>``, ``cli:<key>``) or whole (``twitch:<event>:<rule>``): their claims name them."""
+    text = query.text.strip()
+    if not text or len(text) > 300:
+        return []
+    names = [keys.idempotency(text), keys.idempotency(f"api:{text}"), keys.idempotency(f"cli:{text}")]
+    found = cast(list[bytes | None], redis.mget(names))
+    return list(dict.fromkeys(raw.decode() for raw in found if raw is not None))
+
+
+def _matches(grant: Grant, query: GrantQuery) -> bool:
+    return (
+        (query.state is None or grant.state == query.state)
+        and (not query.source or grant.source == query.source)
+        and (not query.guild_id or grant.guild_id == query.guild_id)
+    )
