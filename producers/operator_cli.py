@@ -25,9 +25,10 @@ from config.settings import Settings
 from producers import grant_actions
 from producers.audit import AuditLog
 from producers.cli_errors import CliError
-from producers.links import PLATFORMS, LinkStore, check_link
+from producers.link_actions import LinkRefused, link, unlink
+from producers.links import PLATFORMS, LinkStore
 from producers.printable import terminal_safe as safe
-from producers.submit import link_and_release, submit_grant
+from producers.submit import submit_grant
 from worker.connections import connect_redis
 from worker.eta import Eta, EtaEstimator
 from worker.grant import FINAL_STATES, Grant, GrantItem, GrantState, NewGrant
@@ -247,15 +248,15 @@ def _resolve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _links_add(settings: Settings, args: argparse.Namespace) -> int:
-    try:
-        check_link(args.platform, args.external_id, args.discord_user_id)
-    except ValueError as exc:
-        raise CliError(str(exc)) from None
     redis, keys = connect_redis(settings), Keys(settings.redis_key_prefix)
     links = LinkStore.for_rewards(redis, keys, load_rewards(settings.rewards_file, missing_ok=True))
-    released = link_and_release(Ledger(redis, keys), links, args.platform, args.external_id, args.discord_user_id)
+    try:
+        done = link(Ledger(redis, keys), links, args.platform, args.external_id, args.discord_user_id,
+                    audit=AuditLog(redis, keys), actor=_actor())  # fmt: skip
+    except LinkRefused as exc:
+        raise CliError(str(exc)) from None
     print(f"{args.platform} user {args.external_id} linked to Discord user {args.discord_user_id}; "
-          f"{len(released)} parked grant(s) queued")  # fmt: skip
+          f"{len(done.released)} parked grant(s) queued")  # fmt: skip
     return 0
 
 
@@ -271,9 +272,12 @@ def _links_list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _links_remove(settings: Settings, args: argparse.Namespace) -> int:
-    links = LinkStore(connect_redis(settings), Keys(settings.redis_key_prefix))
-    if not links.remove(args.platform, args.external_id):
-        raise CliError(f"no run-time link for {args.platform} user {args.external_id}")
+    redis, keys = connect_redis(settings), Keys(settings.redis_key_prefix)
+    links = LinkStore.for_rewards(redis, keys, load_rewards(settings.rewards_file, missing_ok=True))
+    try:
+        unlink(links, args.platform, args.external_id, audit=AuditLog(redis, keys), actor=_actor())
+    except LinkRefused as exc:
+        raise CliError(f"link of {args.platform} user {args.external_id} not removed: {exc}") from None
     print(f"link of {args.platform} user {args.external_id} removed")
     return 0
 

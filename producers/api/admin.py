@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from producers import grant_actions
+from producers.api.auth import api_actor as actor
 from producers.api.guarded_route import AdminRoute
 from producers.inbox import Outcome
 from producers.reprocess import NothingToReprocess, ReprocessRefused, reprocess
@@ -46,12 +47,6 @@ class CancelIn(ActionIn):
 class ResolveIn(ActionIn):
     decision: Literal["delivered", "resend", "verify"]
     note: str = Field(default="", max_length=500)
-
-
-def actor(request: Request) -> str:
-    """The audit log's name for an API caller: its address (the token is one for all callers)."""
-    client = request.client.host if request.client else "unknown"
-    return f"api:{client}"
 
 
 def grant_view(state: AppState, grants: list[Grant]) -> list[dict[str, Any]]:

@@ -31,6 +31,12 @@ def require_admin_token(request: Request, state: AppState) -> None:
     _check_bearer(request, configured)
 
 
+def api_actor(request: Request) -> str:
+    """The audit log's name for an API caller: its address (one token serves every caller)."""
+    client = request.client.host if request.client else "unknown"
+    return f"api:{client}"
+
+
 def require_metrics_token(request: Request, state: Annotated[AppState, Depends(app_state)]) -> None:
     """A dependency: with ``METRICS_TOKEN`` set, ``/metrics`` needs it as a bearer token (401 otherwise)."""
     if state.settings.metrics_token is not None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Response, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
+from producers.api.auth import api_actor
 from producers.api.guarded_route import GuardedRoute
+from producers.link_actions import LinkRefused, link, unlink
 from producers.state import AppState, app_state
-from producers.submit import link_and_release
 
 router = APIRouter(route_class=GuardedRoute)
 
@@ -28,10 +29,11 @@ class LinkIn(BaseModel):
 
 
 @router.post("/links", status_code=status.HTTP_201_CREATED)
-def create_link(body: LinkIn, state: Annotated[AppState, Depends(app_state)]) -> dict[str, Any]:
+def create_link(body: LinkIn, request: Request, state: Annotated[AppState, Depends(app_state)]) -> dict[str, Any]:
     """Link a platform user to a Discord user and queue every grant parked for them."""
-    released = link_and_release(state.ledger, state.links, body.platform, body.external_id, body.discord_user_id)
-    return {**body.model_dump(), "released": released}
+    done = link(state.ledger, state.links, body.platform, body.external_id, body.discord_user_id,
+                audit=state.audit, actor=api_actor(request))  # fmt: skip
+    return {**body.model_dump(), "released": list(done.released)}
 
 
 @router.get("/links/{platform}")
@@ -48,9 +50,12 @@ def list_links(platform: Platform, state: Annotated[AppState, Depends(app_state)
 def delete_link(
     platform: Platform,
     external_id: Annotated[str, Path(pattern=r"^[0-9]{1,32}$")],
+    request: Request,
     state: Annotated[AppState, Depends(app_state)],
 ) -> Response:
     """Forget a run-time link (static links live in the rewards file)."""
-    if not state.links.remove(platform, external_id):
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "no run-time link for that user")
+    try:
+        unlink(state.links, platform, external_id, audit=state.audit, actor=api_actor(request))
+    except LinkRefused:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no run-time link for that user") from None
     return Response(status_code=status.HTTP_204_NO_CONTENT)

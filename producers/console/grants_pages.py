@@ -1,7 +1,7 @@
 """Grants in the console: the list (filters, search, pages), one grant's page, and what can be done to it.
 
 Every action calls the function the operator API and the CLI call (``producers.grant_actions``,
-``producers.submit.link_and_release``), with the grant's ``version`` (its history length when
+``producers.link_actions``), with the grant's ``version`` (its history length when
 the page was shown): a double click or a form sent again finds the grant moved and does nothing.
 Each answer is a 303 back to the page with a flash message saying what happened.
 """
@@ -19,8 +19,7 @@ from producers import grant_actions
 from producers.console.context import BASE, ConsoleContext, ConsoleForm, console_form, console_page, see_other
 from producers.console.route import ConsoleRoute
 from producers.inbox import event_id
-from producers.links import check_link
-from producers.submit import link_and_release
+from producers.link_actions import LinkRefused, link
 from worker.grant import FINAL_STATES, Grant, GrantState
 from worker.grant_search import BadCursor, GrantQuery, find_grants
 from worker.ledger import Transition
@@ -216,7 +215,7 @@ def resolve(grant_id: str, form: Annotated[ConsoleForm, Depends(console_form)]) 
 
 
 @router.post(f"{GRANTS_PATH}/{{grant_id}}/link")
-def link(grant_id: str, form: Annotated[ConsoleForm, Depends(console_form)]) -> Response:
+def link_user(grant_id: str, form: Annotated[ConsoleForm, Depends(console_form)]) -> Response:
     """Link the platform user a parked grant waits for to a Discord id: every grant parked for them is queued."""
     console = form.console
     state = console.state
@@ -224,17 +223,11 @@ def link(grant_id: str, form: Annotated[ConsoleForm, Depends(console_form)]) -> 
     if grant is None:
         console.flash("No such grant.", "error")
         return see_other(GRANTS_PATH)
-    discord_id = form.get("discord_user_id")
-    target = f"{grant.platform}:{grant.external_id}"
     try:
-        check_link(grant.platform, grant.external_id, discord_id)
-    except ValueError as exc:
-        console.audit("link-add", target, "refused", str(exc))
+        done = link(state.ledger, state.links, grant.platform, grant.external_id, form.get("discord_user_id"),
+                    audit=state.audit, actor=console.actor)  # fmt: skip
+    except LinkRefused as exc:
         console.flash(f"Not linked: {exc}", "error")
-        return see_other(f"{GRANTS_PATH}/{grant_id}")
-    released = link_and_release(state.ledger, state.links, grant.platform, grant.external_id, discord_id)
-    console.audit("link-add", target, "ok", f"discord {discord_id}; {len(released)} parked grant(s) queued")
-    name = PLATFORM_NAMES.get(grant.platform, grant.platform)
-    console.flash(f"Linked {name} user {grant.external_id} to Discord {discord_id}: "
-                  f"{len(released)} parked grant(s) queued.")  # fmt: skip
+    else:
+        console.flash(f"{done.message}.")
     return see_other(f"{GRANTS_PATH}/{grant_id}")

@@ -1,6 +1,6 @@
 """Links in the console: who is who (Twitch/Patreon user -> Discord user); search, add, remove.
 
-Adding calls ``producers.submit.link_and_release``, the function behind ``POST /links``: the
+Adding calls ``producers.link_actions.link``, as ``POST /links`` and the CLI do: the
 link is stored, then every grant parked for that user is queued, each exactly once, so a
 form sent twice releases nothing the second time. Static links (the rewards file's
 ``[twitch.links]``) are shown but cannot be removed here: they live in the file.
@@ -15,8 +15,8 @@ from fastapi import APIRouter, Depends, Response
 
 from producers.console.context import BASE, ConsoleContext, ConsoleForm, console_form, console_page, see_other
 from producers.console.route import ConsoleRoute
-from producers.links import PLATFORMS, check_link
-from producers.submit import link_and_release
+from producers.link_actions import LinkRefused, link, unlink
+from producers.links import PLATFORMS
 
 __all__ = ["LinkRow", "router"]
 
@@ -69,24 +69,16 @@ def links_page(console: Annotated[ConsoleContext, Depends(console_page)], q: str
 
 @router.post(LINKS_PATH)
 def add_link(form: Annotated[ConsoleForm, Depends(console_form)]) -> Response:
-    """Link a user to a Discord id and queue their parked grants (``link_and_release``)."""
+    """Link a user to a Discord id and queue their parked grants (``producers.link_actions.link``)."""
     console = form.console
-    platform, external_id, discord_id = form.get("platform"), form.get("external_id"), form.get("discord_user_id")
-    target = f"{platform}:{external_id}"[:80]
-    try:
-        check_link(platform, external_id, discord_id)
-    except ValueError as exc:
-        console.audit("link-add", target, "refused", str(exc))
-        console.flash(f"Not linked: {exc}", "error")
-        return see_other(LINKS_PATH)
     state = console.state
-    before = state.links.resolve(platform, external_id)
-    released = link_and_release(state.ledger, state.links, platform, external_id, discord_id)
-    was = "already linked; " if before == discord_id else (f"was {before}; " if before else "")
-    console.audit("link-add", target, "ok", f"discord {discord_id}; {was}{len(released)} parked grant(s) queued")
-    console.flash(
-        f"Linked {platform} user {external_id} to Discord {discord_id} ({was}{len(released)} parked grant(s) queued)."
-    )
+    try:
+        done = link(state.ledger, state.links, form.get("platform"), form.get("external_id"),
+                    form.get("discord_user_id"), audit=state.audit, actor=console.actor)  # fmt: skip
+    except LinkRefused as exc:
+        console.flash(f"Not linked: {exc}", "error")
+    else:
+        console.flash(f"{done.message}.")
     return see_other(LINKS_PATH)
 
 
@@ -95,16 +87,10 @@ def remove_link(form: Annotated[ConsoleForm, Depends(console_form)]) -> Response
     """Forget a run-time link (a static one stays: it is in the rewards file)."""
     console = form.console
     platform, external_id = form.get("platform"), form.get("external_id")
-    target = f"{platform}:{external_id}"[:80]
-    if platform not in PLATFORMS or not external_id.isdigit() or len(external_id) > 32:
-        console.audit("link-remove", target, "refused", "not a platform user id")
-        console.flash("Not removed: choose a link from the list.", "error")
-    elif console.state.links.remove(platform, external_id):
-        console.audit("link-remove", target, "ok")
-        console.flash(f"Removed the link of {platform} user {external_id}.")
+    try:
+        unlink(console.state.links, platform, external_id, audit=console.state.audit, actor=console.actor)
+    except LinkRefused as exc:
+        console.flash(f"Not removed: {exc}.", "error")
     else:
-        static = console.state.links.static_user(platform, external_id)
-        why = "it is in the rewards file ([twitch.links]); edit the file" if static else "there was no such link"
-        console.audit("link-remove", target, "refused", why)
-        console.flash(f"Not removed: {why}.", "error")
+        console.flash(f"Removed the link of {platform} user {external_id}.")
     return see_other(LINKS_PATH)
