@@ -24,6 +24,7 @@ from worker.ledger import Ledger, StepEffects
 __all__ = [
     "MAX_BULK",
     "ActionDone",
+    "ActionInvalid",
     "ActionRefused",
     "Audit",
     "Decision",
@@ -69,6 +70,10 @@ class ActionRefused(ValueError):
 
 class GrantMissing(ActionRefused):
     """No grant has that id (mistyped, or trimmed by retention)."""
+
+
+class ActionInvalid(ActionRefused):
+    """The request itself is incomplete (a cancel without a reason): nothing was looked at or done."""
 
 
 @dataclass(frozen=True)
@@ -162,15 +167,15 @@ def cancel(
     Cancelling a cancelled grant is done already (``done`` False), not an error, so a retried call succeeds.
 
     Raises:
-      ValueError: no reason given.
+      ActionInvalid: no reason given (a reason of spaces is none).
       GrantMissing: no such grant.
       ActionRefused: it is being sent, was delivered or ended otherwise, or may have reached WetBot.
     """
     why = _clean(reason)
-    if not why:
-        raise ValueError("a reason is required to cancel a grant")
 
     def step(grant: Grant) -> ActionDone:
+        if not why:
+            raise ActionInvalid("a reason is required to cancel a grant", grant)
         if grant.state == GrantState.CANCELLED:
             return ActionDone(grant, False, f"grant {grant.id} was already cancelled")
         if grant.state in CANCELLABLE_STATES and not grant.cancellable:

@@ -187,8 +187,8 @@ def _grants_cancel(settings: Settings, args: argparse.Namespace) -> int:
     ledger = _ledger(settings)
     try:
         result = grant_actions.cancel(ledger, args.grant_id, args.reason, audit=_audit(settings), actor=_actor())
-    except ValueError as exc:  # ActionRefused too: its message says what the grant is now
-        raise CliError(safe(str(exc))) from None
+    except grant_actions.ActionRefused as exc:  # its message says what the grant is now
+        raise CliError(safe(exc.message)) from None
     print(safe(result.message))
     return 0
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from typing import cast
 
@@ -44,8 +45,9 @@ _WORD = re.compile(r"\w[\w.-]+")
 
 
 def search_term(text: str) -> str:
-    """``text`` as the indexes hold it: runs of whitespace as one space, trimmed, case-folded, cut short."""
-    return " ".join(text.split()).casefold()[:MAX_TERM_CHARS]
+    """``text`` as the indexes hold it: one Unicode form (NFKC: a name typed composed or decomposed is
+    one term), runs of whitespace as one space, trimmed, case-folded, cut short."""
+    return " ".join(unicodedata.normalize("NFKC", text).split()).casefold()[:MAX_TERM_CHARS]
 
 
 def terms_for(*, user_id: str, external_id: str, names: Iterable[str] = (), aliases: Iterable[str] = ()) -> list[str]:
@@ -96,15 +98,26 @@ def backfill(
     if redis.get(keys.index_version()) == INDEX_VERSION.encode():
         return 0
     script = load_script(redis, "index_grants")
-    indexed, offset = 0, 0
+    indexed = looked = 0
     total = int(cast(int, redis.zcard(keys.all_grants())))
+    # Walk by score, not by offset: another worker's retention may delete entries between batches.
+    low: str = "-inf"
+    at_low: set[str] = set()  # ids already seen at the score ``low`` (ties)
     while True:
         if stop():
             return None
-        ids = [raw.decode() for raw in cast(list[bytes], redis.zrange(keys.all_grants(), offset, offset + batch - 1))]
-        if not ids:
+        rows_scored = cast(
+            list[tuple[bytes, float]],
+            redis.zrangebyscore(keys.all_grants(), low, "+inf", start=0, num=batch + len(at_low), withscores=True),
+        )
+        fresh = [(raw.decode(), score) for raw, score in rows_scored if raw.decode() not in at_low]
+        if not fresh:
             break
-        offset += len(ids)
+        ids = [grant_id for grant_id, _ in fresh]
+        top = fresh[-1][1]
+        at_low = {grant_id for grant_id, score in fresh if score == top} | (at_low if repr(top) == low else set())
+        low = repr(top)
+        looked += len(ids)
         with redis.pipeline(transaction=False) as pipe:
             for grant_id in ids:
                 pipe.hmget(keys.grant(grant_id), ["indexed", *_TERM_FIELDS])
@@ -116,7 +129,7 @@ def backfill(
                 todo.append({"id": grant_id, "terms": _stored_terms(fields)})
         if todo:
             indexed += int(cast(int, script(args=[keys.prefix, json.dumps(todo)])))
-            logger.info("search indexes: %d of %d grants looked at, %d indexed so far", offset, total, indexed)
+            logger.info("search indexes: %d of %d grants looked at, %d indexed so far", looked, total, indexed)
     redis.set(keys.index_version(), INDEX_VERSION)
     if indexed:
         logger.info("search indexes: done, %d older grants indexed", indexed)

@@ -7,8 +7,8 @@ filters on each grant it meets. It looks at no more than ``budget`` entries,
 so a page costs the same with a hundred grants or a million; when the budget
 runs out first the page is short and its cursor goes on from where it stopped.
 
-A search for an idempotency key reads its claim instead (``_claimed``): such
-a grant comes first on the first page.
+A search for an idempotency key reads its claim instead, and one for a grant
+id the grant (``_claimed``): such a grant comes first on the first page.
 
 Order is by the walked index: creation time, except that a state filter
 without a search walks that state's index, ordered by when each grant entered
@@ -18,6 +18,7 @@ the state (the newest dead grant first).
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import cast
@@ -37,6 +38,7 @@ MAX_PAGE = 100
 DEFAULT_BUDGET = 5000
 
 _CURSOR = re.compile(r"^(q|gs|s|g|src|all)~([0-9.e+-]{1,40})~([0-9a-f]{32})$")
+_GRANT_ID = re.compile(r"^[0-9a-f]{32}$")
 _SOURCE = re.compile(r"^[a-z0-9_-]{1,40}$")
 _GUILD = re.compile(r"^[0-9]{1,32}$")
 
@@ -121,7 +123,7 @@ def find_grants(
     if cursor:
         match = _CURSOR.match(cursor)
         chosen = [option for option in options if match and option[0] == match.group(1)]
-        if not match or not chosen:
+        if not match or not chosen or not _is_score(match.group(2)):
             raise BadCursor("this page link is not valid for these filters; start from the first page")
         code, index, exact = chosen[0]
         after_score, after_id = match.group(2), match.group(3)
@@ -157,6 +159,14 @@ def find_grants(
     return GrantPage(grants, next_cursor, total, by_state_time=code in ("s", "gs"))
 
 
+def _is_score(text: str) -> bool:
+    """A finite number, as Redis writes a sorted set's scores (what a cursor carries)."""
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
 def _claimed(redis: Redis, keys: Keys, query: GrantQuery) -> list[str]:
     """The grants whose idempotency key is the search text (exactly, as keys are), as given to the API or
     the CLI (``api:<key>``, ``cli:<key>``) or whole (``twitch:<event>:<rule>``): their claims name them."""
@@ -164,8 +174,10 @@ def _claimed(redis: Redis, keys: Keys, query: GrantQuery) -> list[str]:
     if not text or len(text) > 300:
         return []
     names = [keys.idempotency(text), keys.idempotency(f"api:{text}"), keys.idempotency(f"cli:{text}")]
-    found = cast(list[bytes | None], redis.mget(names))
-    return list(dict.fromkeys(raw.decode() for raw in found if raw is not None))
+    found = [raw.decode() for raw in cast(list[bytes | None], redis.mget(names)) if raw is not None]
+    if _GRANT_ID.match(text):
+        found.insert(0, text)  # a grant id: the grant itself (``find_grants`` skips ids without a record)
+    return list(dict.fromkeys(found))
 
 
 def _matches(grant: Grant, query: GrantQuery) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -87,6 +88,8 @@ def _act(state: AppState, run: Any) -> JSONResponse:
         result: grant_actions.ActionDone = run()
     except grant_actions.GrantMissing as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, exc.message) from None
+    except grant_actions.ActionInvalid as exc:
+        raise RequestValidationError([{"loc": ("body",), "msg": exc.message, "type": "value_error"}]) from None
     except grant_actions.ActionRefused as exc:
         now = None if exc.grant is None else grant_view(state, [exc.grant])[0]
         return JSONResponse({"error": exc.message, "grant": now}, status_code=status.HTTP_409_CONFLICT)

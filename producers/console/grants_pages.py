@@ -8,6 +8,7 @@ Each answer is a 303 back to the page with a flash message saying what happened.
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from typing import Annotated, Any
@@ -113,6 +114,8 @@ def bulk_replay(form: Annotated[ConsoleForm, Depends(console_form)]) -> Response
     try:
         query = _query(GrantState.DEAD.value, form.get("source"), form.get("guild"), form.get("q"))
         up_to = float(form.get("up_to"))
+        if not math.isfinite(up_to) or up_to > time.time() + 5:
+            raise ValueError("the count this form was sent with is not one this console showed; count again")
     except ValueError as exc:
         console.flash(f"Not replayed: {exc}", "error")
         return see_other(GRANTS_PATH)

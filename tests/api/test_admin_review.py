@@ -32,9 +32,6 @@ def queued(ledger: Ledger, key: str) -> str:
     return ledger.create(NewGrant(GUILD, USER, (GrantItem("gem", 1),), source="api", idempotency_key=key)).grant.id
 
 
-@pytest.mark.xfail(strict=True, reason="admin.py _act catches ActionRefused only: cancel's ValueError for a "
-                   "reason of spaces (passes min_length=1) escapes as a 500, and grant_actions.cancel "
-                   "audits nothing")  # fmt: skip
 def test_a_cancel_whose_reason_is_only_spaces_is_refused_clearly_and_audited(
     client: TestClient, ledger: Ledger, admin_settings: Settings
 ) -> None:
@@ -45,8 +42,6 @@ def test_a_cancel_whose_reason_is_only_spaces_is_refused_clearly_and_audited(
     assert audit_lines(admin_settings, client)[-1][1:] == ("cancel", grant_id, "refused")
 
 
-@pytest.mark.xfail(strict=True, reason="GET /grants?after=<code>~1.2.3~<id>: the score is not checked as a number, "
-                   "Redis refuses the script and the caller gets 503 'storage unavailable' instead of 400")  # fmt: skip
 def test_an_edited_cursor_is_a_400_not_a_storage_outage(client: TestClient, ledger: Ledger) -> None:
     queued(ledger, "c1")
     answer = client.get("/grants", params={"after": "all~1.2.3~" + "a" * 32}, headers=AS_ADMIN)

@@ -136,9 +136,6 @@ def test_no_console_answer_redirects_off_the_console(client: TestClient, grant_i
         assert answer.headers.get("location", "/console").startswith("/console")
 
 
-@pytest.mark.xfail(strict=True, reason="console grants list: an edited 'after' (score not a number) reaches "
-                   "Redis; the page says 'Storage unavailable' (503, logged as an error) instead of the "
-                   "bad-link 400")  # fmt: skip
 def test_an_edited_page_link_is_a_400_page_not_a_storage_outage(client: TestClient, ledger: Ledger) -> None:
     dead_grant(ledger, "one")
     log_in(client)
@@ -146,8 +143,6 @@ def test_an_edited_page_link_is_a_400_page_not_a_storage_outage(client: TestClie
     assert answer.status_code == 400 and "Start again" in answer.text
 
 
-@pytest.mark.xfail(strict=True, reason="grant_actions.cancel raises ValueError for a missing reason before _run: "
-                   "the console's refused cancel (empty reason) leaves no audit entry")  # fmt: skip
 def test_a_cancel_refused_for_want_of_a_reason_is_audited(
     client: TestClient, ledger: Ledger, redis: Redis, keys: Keys
 ) -> None:

@@ -63,11 +63,10 @@ def index_problems(redis: Redis, keys: Keys) -> list[str]:
             if held != (other == state):
                 problems.append(f"grant {grant_id} ({state}): {'in' if held else 'missing from'} "
                                 f"by-guild:{guild}:{other}")  # fmt: skip
-        recorded = [term for term in f.get("terms", "").split("\n") if term]
+        stored = redis.get(keys.grant_terms(grant_id))
+        recorded = [term for term in (stored or b"").decode().split("\n") if term]  # type: ignore[union-attr]
         names = json.loads(f["names"]) if f.get("names") else []
-        expected = terms_for(user_id=f.get("user_id", ""), external_id=f.get("external_id", ""),
-                             idempotency_key=f.get("idempotency_key", ""), source_ref=f.get("source_ref", ""),
-                             names=names)  # fmt: skip
+        expected = terms_for(user_id=f.get("user_id", ""), external_id=f.get("external_id", ""), names=names)
         for term in sorted(set(expected) - set(recorded)):
             problems.append(f"grant {grant_id}: term {term!r} not recorded")
         for term in recorded:
@@ -94,7 +93,8 @@ def index_problems(redis: Redis, keys: Keys) -> list[str]:
         term = raw.decode()[len(f"{keys.prefix}:find:") :]
         for grant_id in _members(redis, raw.decode()):
             entry = grants.get(grant_id)
-            if entry is None or term not in entry.get("terms", "").split("\n"):
+            stored = redis.get(keys.grant_terms(grant_id)) or b""
+            if entry is None or term not in stored.decode().split("\n"):  # type: ignore[union-attr]
                 what = "gone" if entry is None else "term not recorded"
                 problems.append(f"find:{term} holds {grant_id} ({what})")
     return problems

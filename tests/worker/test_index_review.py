@@ -1,7 +1,8 @@
-"""Review of the search indexes (issue 12): every grant-moving path keeps them exact; where they drift; search edges.
+"""Review of the search indexes (issue 12): every grant-moving path keeps them exact; search edges.
 
-The properties that hold are plain tests (cheap: a driven deliverer against the simulator, no Dramatiq);
-each defect found is an ``xfail(strict=True)`` test saying what goes wrong.
+Cheap tests (a driven deliverer against the simulator, no Dramatiq). The review's defects (a cursor score
+that is not a number, a backfill racing a trim, a grant deleted by hand haunting the indexes, Unicode forms)
+were written here as failing tests first, then fixed.
 """
 
 from __future__ import annotations
@@ -100,9 +101,6 @@ def test_every_grant_moving_path_keeps_every_index_exact(
     check("trim")
 
 
-@pytest.mark.xfail(strict=True, reason="trim_grants.lua: a grant whose hash is gone leaves its by-guild, "
-                   "by-guild-state, by-source and find entries behind for ever "
-                   "(overview counts and totals drift)")  # fmt: skip
 def test_a_grant_deleted_by_hand_does_not_haunt_the_indexes_after_retention(
     redis: Redis, keys: Keys, ledger: Ledger
 ) -> None:
@@ -116,9 +114,6 @@ def test_a_grant_deleted_by_hand_does_not_haunt_the_indexes_after_retention(
     assert find_grants(redis, keys, GrantQuery(state=GrantState.DELIVERED, guild_id=GUILD)).total == 0
 
 
-@pytest.mark.xfail(strict=True, reason="grant_index.backfill walks <p>:grants by offset: a trim (another "
-                   "worker's retention) between batches shifts it, older grants are skipped and INDEX_VERSION "
-                   "is still set")  # fmt: skip
 def test_a_backfill_racing_a_trim_still_indexes_every_older_grant(redis: Redis, keys: Keys, ledger: Ledger) -> None:
     # Given six grants an older version wrote (no index entries), the two oldest delivered long ago
     older = [ledger.create(new(f"old{n}")).grant.id for n in range(6)]
@@ -129,7 +124,8 @@ def test_a_backfill_racing_a_trim_still_indexes_every_older_grant(redis: Redis, 
     for index in [*redis.scan_iter(f"{keys.prefix}:by-*"), *redis.scan_iter(f"{keys.prefix}:find:*")]:
         redis.delete(index)
     for grant_id in older:
-        redis.hdel(keys.grant(grant_id), "indexed", "terms")
+        redis.hdel(keys.grant(grant_id), "indexed")
+        redis.delete(keys.grant_terms(grant_id))
     trimmer = GrantTrimmer(redis, keys, retention_s=90 * SECONDS_PER_DAY)
     calls = 0
 
@@ -146,9 +142,6 @@ def test_a_backfill_racing_a_trim_still_indexes_every_older_grant(redis: Redis, 
     assert [found(redis, keys, GrantQuery(text=f"t:old{n}")) for n in range(2, 6)] == [[g] for g in older[2:]]
 
 
-@pytest.mark.xfail(strict=True, reason="find_grants: a cursor whose score is not a number ('1.2.3', '-', 'e') "
-                   "passes _CURSOR and reaches ZREVRANGEBYSCORE: a Redis ResponseError (API/console answer 503), "
-                   "not BadCursor")  # fmt: skip
 def test_an_edited_cursor_score_is_a_bad_cursor_not_a_storage_error(redis: Redis, keys: Keys, ledger: Ledger) -> None:
     ledger.create(new("c1"))
     for score in ("1.2.3", "-", "e", "1e", "..", "+-1"):
@@ -161,7 +154,7 @@ def test_any_cursor_either_pages_the_querys_own_index_or_is_refused(redis: Redis
     mine = ledger.create(new("mine", source="api")).grant.id
     ledger.create(new("theirs", source="cli", guild=KEYLESS_GUILD))
     rng = random.Random(12)
-    valid_scores = ("1e999", "0", "1712345678.5", "9" * 40)
+    valid_scores = ("0", "1712345678.5", "9" * 40, "-1.5e3")
     for _ in range(60):
         code = rng.choice(["q", "gs", "s", "g", "src", "all", "find", ""])
         cursor = f"{code}~{rng.choice(valid_scores)}~{uuid.UUID(int=rng.getrandbits(128)).hex}"
@@ -191,8 +184,6 @@ def test_odd_names_are_found_as_typed_in_any_case(redis: Redis, keys: Keys, ledg
     assert index_problems(redis, keys) == []
 
 
-@pytest.mark.xfail(strict=True, reason="search_term does not normalise Unicode: a name that came decomposed "
-                   "(NFD, e.g. from a Mac) is not found by the same name typed composed (NFC)")  # fmt: skip
 def test_a_name_is_found_whatever_its_unicode_normal_form(redis: Redis, keys: Keys, ledger: Ledger) -> None:
     name = unicodedata.normalize("NFD", "José Müller")
     grant_id = ledger.create_many([Planned(new("nfd", user="", platform="patreon", external_id="2", names=(name,)),

@@ -7,10 +7,11 @@
 --   <p>:grant:<id>:terms          STRING: the grant's terms, "\n"-separated, so a trim can remove them (a key of
 --                                 its own: in the grant's hash this long value would cost the hash its compact
 --                                 encoding and more than double its memory)
---   <p>:guilds                    SET of the guild ids that have (or had) grants
+--   <p>:guilds, <p>:sources       SETs of the guild ids and the sources that have (or had) grants
 -- The grant's "indexed" field says it is in all of them (worker/grant_index.py backfills older grants).
 
 local function gi_add_term(p, id, term, created)
+  redis.call('ZADD', p .. ':find:' .. term, created, id)
   local key = p .. ':grant:' .. id .. ':terms'
   local terms = redis.call('GET', key) or ''
   for known in string.gmatch(terms, '[^\n]+') do
@@ -18,7 +19,6 @@ local function gi_add_term(p, id, term, created)
   end
   if terms == '' then terms = term else terms = terms .. '\n' .. term end
   redis.call('SET', key, terms)
-  redis.call('ZADD', p .. ':find:' .. term, created, id)
 end
 
 local function gi_created(p, id, guild, source, state, created, entered, terms)
@@ -26,6 +26,7 @@ local function gi_created(p, id, guild, source, state, created, entered, terms)
   redis.call('ZADD', p .. ':by-guild:' .. guild .. ':' .. state, entered, id)
   redis.call('ZADD', p .. ':by-source:' .. source, created, id)
   redis.call('SADD', p .. ':guilds', guild)
+  redis.call('SADD', p .. ':sources', source)
   for _, term in ipairs(terms) do gi_add_term(p, id, term, created) end
   redis.call('HSET', p .. ':grant:' .. id, 'indexed', '1')
 end
@@ -33,6 +34,20 @@ end
 local function gi_moved(p, id, guild, from, to, at)
   redis.call('ZREM', p .. ':by-guild:' .. guild .. ':' .. from, id)
   redis.call('ZADD', p .. ':by-guild:' .. guild .. ':' .. to, at, id)
+end
+
+-- A grant whose hash is gone (deleted by hand, a partial restore): its fields cannot say where it is
+-- indexed, so look in every guild's and source's index (a few sets) for its entries.
+local function gi_orphaned(p, id)
+  for _, guild in ipairs(redis.call('SMEMBERS', p .. ':guilds')) do
+    redis.call('ZREM', p .. ':by-guild:' .. guild, id)
+    for _, state in ipairs({'queued', 'sending', 'retrying', 'parked', 'delivered', 'unknown', 'dead', 'cancelled'}) do
+      redis.call('ZREM', p .. ':by-guild:' .. guild .. ':' .. state, id)
+    end
+  end
+  for _, source in ipairs(redis.call('SMEMBERS', p .. ':sources')) do
+    redis.call('ZREM', p .. ':by-source:' .. source, id)
+  end
 end
 
 -- Call before the grant's hash is deleted: its fields name the index entries to remove.

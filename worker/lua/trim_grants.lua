@@ -31,6 +31,7 @@ for _, id in ipairs(ids) do
   local f = redis.call('HMGET', grant, 'state', 'idempotency_key', 'platform', 'external_id')
   if not f[1] then
     gi_deleted(p, id)
+    gi_orphaned(p, id)
     redis.call('ZREM', index, id)
     redis.call('ZREM', p .. ':grants', id)
   elseif f[1] ~= state or (f[2] and redis.call('GET', p .. ':idem:' .. f[2]) == id) then
