@@ -38,8 +38,10 @@ logger = logging.getLogger("wetbot_rewards.index")
 MAX_TERM_CHARS = 100
 #: Grants a backfill step indexes at once.
 BACKFILL_BATCH = 500
-#: The index version a finished backfill records (``Keys.index_version``); bump when terms change.
+#: The index version a backfill records (``Keys.index_version``); bump when terms change (all is walked again).
 INDEX_VERSION = "1"
+#: Seconds before the last walked grant's creation the next backfill starts (clocks of other hosts, late writers).
+REWALK_S = 600.0
 
 _WORD = re.compile(r"\w[\w.-]+")
 
@@ -90,18 +92,24 @@ def _stored_terms(fields: Mapping[str, bytes]) -> list[str]:
 def backfill(
     redis: Redis, keys: Keys, *, stop: Callable[[], bool] = lambda: False, batch: int = BACKFILL_BATCH
 ) -> int | None:
-    """Index every grant written before the indexes existed; returns how many it indexed (None: stopped).
+    """Index every grant an older version wrote; returns how many it indexed (None: stopped).
 
-    Walks ``<p>:grants`` oldest first. Once it has been through all of them it records ``INDEX_VERSION``,
-    and later calls return 0 at once. Grants created meanwhile are indexed by their own creation.
+    Walks ``<p>:grants`` oldest first and records how far it got with ``INDEX_VERSION``
+    (``Keys.index_version``: ``<version>:<creation time>``). The next call starts there, less
+    ``REWALK_S``, so it costs only the grants created since — and still indexes those an older
+    process went on writing during a rolling upgrade, its clock a little behind. The worker's
+    retention thread calls it at start and then once an interval.
     """
-    if redis.get(keys.index_version()) == INDEX_VERSION.encode():
-        return 0
+    mark = cast(bytes | None, redis.get(keys.index_version()))
+    version, _, walked = (mark or b"").decode().partition(":")
+    low: str = "-inf"
+    if version == INDEX_VERSION and walked:
+        low = repr(float(walked) - REWALK_S)
     script = load_script(redis, "index_grants")
     indexed = looked = 0
-    total = int(cast(int, redis.zcard(keys.all_grants())))
+    total = int(cast(int, redis.zcount(keys.all_grants(), low, "+inf")))
     # Walk by score, not by offset: another worker's retention may delete entries between batches.
-    low: str = "-inf"
+    highest = float(walked) if version == INDEX_VERSION and walked else 0.0
     at_low: set[str] = set()  # ids already seen at the score ``low`` (ties)
     while True:
         if stop():
@@ -115,6 +123,7 @@ def backfill(
             break
         ids = [grant_id for grant_id, _ in fresh]
         top = fresh[-1][1]
+        highest = max(highest, top)
         at_low = {grant_id for grant_id, score in fresh if score == top} | (at_low if repr(top) == low else set())
         low = repr(top)
         looked += len(ids)
@@ -130,7 +139,7 @@ def backfill(
         if todo:
             indexed += int(cast(int, script(args=[keys.prefix, json.dumps(todo)])))
             logger.info("search indexes: %d of %d grants looked at, %d indexed so far", looked, total, indexed)
-    redis.set(keys.index_version(), INDEX_VERSION)
+    redis.set(keys.index_version(), f"{INDEX_VERSION}:{highest!r}")
     if indexed:
         logger.info("search indexes: done, %d older grants indexed", indexed)
     return indexed

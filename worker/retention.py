@@ -188,24 +188,23 @@ class LedgerRetention(dramatiq.Middleware):
         self._stop.set()
 
     def _run(self) -> None:
-        indexed = self._index_older_grants()
+        self._index_older_grants()
         delay_s = self._first_run_delay_s
         while not self._stop.wait(delay_s):
             delay_s = self._interval_s
-            indexed = indexed or self._index_older_grants()
+            self._index_older_grants()
             try:
                 self.run_once()
             except RedisError as exc:
                 logger.warning("ledger retention skipped: Redis unavailable (%s)", exc)
 
-    def _index_older_grants(self) -> bool:
-        """Put grants an older version wrote into the search indexes (``worker.grant_index.backfill``);
-        True once that is done (at once after the first time). Runs first, in this same thread."""
+    def _index_older_grants(self) -> None:
+        """Put grants an older version wrote into the search indexes (``worker.grant_index.backfill``): at
+        start, then once an interval for what an older process still running may have written since."""
         try:
-            return backfill(self._redis, self._keys, stop=self._stop.is_set) is not None
+            backfill(self._redis, self._keys, stop=self._stop.is_set)
         except RedisError as exc:
             logger.warning("search index backfill postponed: Redis unavailable (%s)", exc)
-            return False
 
     def run_once(self, *, now: float | None = None) -> TrimReport | None:
         """One run, unless another process ran within the interval (then None)."""
