@@ -145,6 +145,9 @@ if [ -n "$DEMO" ]; then
    then look at it:  curl -s -H 'Authorization: Bearer $GRANTS_API_TOKEN' $URL/grants/<id>
    or:               DEMO_MODE=1 $VENV/bin/wetbot-rewards grants list
 
+   Or open the operator console in a browser:  $URL/console
+     and log in with the token ${ADMIN_TOKEN:-$GRANTS_API_TOKEN}
+
    Signed test webhooks (secrets from .env):
      $VENV/bin/wetbot-rewards send-test twitch channel.cheer --user-id 1337 --url $URL
      $VENV/bin/wetbot-rewards send-test patreon members:pledge:create --tier 9999999 --discord-id 222222222222222222 --url $URL

@@ -177,6 +177,13 @@ def test_the_demo_banner_works_as_printed_on_any_port(
             assert re.search(r"^answer: 2\d\d ", done.stdout, re.M), done.stdout
     [clear] = [command for command in commands if " demo clear" in command]
     assert len(tries) == 4, tries
+    console_url = re.search(r"operator console in a browser:\s+(\S+)", log.read_text())[1]  # type: ignore[index]
+    token = re.search(r"log in with the token (\S+)", log.read_text())[1]  # type: ignore[index]
+    browser = requests.Session()
+    login = browser.get(f"{console_url}/login", timeout=10)
+    form = re.search(r'name="csrf" value="([^"]+)"', login.text)[1]  # type: ignore[index]
+    answer = browser.post(f"{console_url}/login", data={"csrf": form, "token": token}, timeout=10)
+    assert answer.status_code == 200 and answer.url == console_url and "data-guild=" in answer.text
     redis = private_redis.client()
     sources = {key.split(b":")[0] for key in cast(list[bytes], redis.keys("*"))}
     assert sources == {DEMO_KEY_PREFIX.encode()}, "demo mode writes under its own prefix only"
