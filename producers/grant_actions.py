@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from producers.submit import request_group, requeue_grant
+from producers.submit import request_group, requeue_grant, requeue_group
 from worker.grant import CANCELLABLE_STATES, Grant, GrantState
 from worker.grant_search import GrantQuery, find_grants
 from worker.ledger import Ledger, StepEffects
@@ -230,17 +230,19 @@ def resolve(
                 effects=StepEffects(expect_history=version),
             )
             ok, done = grant.id in moved, "marked delivered"
-        elif decision == Decision.VERIFY:
-            reason = f"operator asked for a read-back{extra}"
-            ok = requeue_grant(ledger, grant.id, reason, expect=GrantState.UNKNOWN, verify=True, version=version)
-            moved, done = group, "queued for a read-back of the member's profile"
         else:
-            reason = f"resolved by an operator: not applied, resend{extra}"
-            ok = requeue_grant(ledger, grant.id, reason, expect=GrantState.UNKNOWN, version=version)
-            moved, done = group, "queued to be sent again"
+            verify = decision == Decision.VERIFY
+            reason = (
+                f"operator asked for a read-back{extra}"
+                if verify
+                else f"resolved by an operator: not applied, resend{extra}"
+            )
+            moved = requeue_group(ledger, grant.id, reason, expect=GrantState.UNKNOWN, verify=verify, version=version)
+            ok = grant.id in moved
+            done = "queued for a read-back of the member's profile" if verify else "queued to be sent again"
         if not ok:
             raise _refusal(ledger, grant.id, "unknown", version)
-        others = [other for other in group if other != grant.id]
+        others = [other for other in moved if other != grant.id]
         together = f", with the {len(others)} other grant(s) its merged request carried: {', '.join(others)}"
         message = f"grant {grant.id} {done}{together if others else ''}"
         return ActionDone(_get(ledger, grant.id), True, message, tuple(moved))

@@ -31,7 +31,14 @@ def planned_for_identity(links: LinkStore, new: NewGrant) -> Planned:
 def requeue_grant(
     ledger: Ledger, grant_id: str, reason: str, *, expect: GrantState, verify: bool = False, version: int = -1
 ) -> bool:
-    """Queue a grant in state ``expect`` again (replay, resolve) in one atomic step; True when this call did it.
+    """``requeue_group``, True when the named grant moved."""
+    return grant_id in requeue_group(ledger, grant_id, reason, expect=expect, verify=verify, version=version)
+
+
+def requeue_group(
+    ledger: Ledger, grant_id: str, reason: str, *, expect: GrantState, verify: bool = False, version: int = -1
+) -> list[str]:
+    """Queue a grant in state ``expect`` again (replay, resolve) in one atomic step; the ids this call moved.
 
     The step puts the grant on the ledger's schedule, due now, so a command
     killed at any instant leaves it either unchanged or moving, and a second
@@ -49,8 +56,7 @@ def requeue_grant(
     to = GrantState.RETRYING if verify else GrantState.QUEUED
     ids = request_group(ledger, grant_id, expect)
     ids = [grant_id, *(other for other in ids if other != grant_id)]  # the version is the named grant's
-    moved = ledger.transition_many(ids, to, reason, expect=[expect], reset_failures=True, effects=effects)
-    return grant_id in moved
+    return ledger.transition_many(ids, to, reason, expect=[expect], reset_failures=True, effects=effects)
 
 
 def request_group(ledger: Ledger, grant_id: str, state: GrantState) -> list[str]:

@@ -25,6 +25,8 @@ router = APIRouter(route_class=ConsoleRoute)
 LINKS_PATH = f"{BASE}/links"
 #: Longest search text taken.
 MAX_QUERY_CHARS = 40
+#: Most links one page shows (a channel whose viewers link themselves may have thousands: search then).
+MAX_ROWS = 200
 #: How each origin is shown.
 ORIGIN_LABELS = {"runtime": "added by an operator", "self": "viewer's link reward", "static": "rewards file"}
 
@@ -62,8 +64,10 @@ def links_page(console: Annotated[ConsoleContext, Depends(console_page)], q: str
     total = len(rows)
     if query:
         rows = [row for row in rows if query in row.external_id or query in row.discord_user_id]
+    matched = len(rows)
     return console.render(
-        "links.html", active="links", rows=rows, total=total, q=query, platforms=PLATFORMS,
+        "links.html", active="links", rows=rows[:MAX_ROWS], matched=matched, total=total, q=query,
+        platforms=PLATFORMS, max_rows=MAX_ROWS,
     )  # fmt: skip
 
 

@@ -212,3 +212,14 @@ def test_no_secret_reaches_a_page_the_audit_log_or_the_logs(
     stored += [k.decode() for k in redis.scan_iter(match=f"{prefix}:*")]
     for secret in (ADMIN, cookie_value):
         assert not any(secret in text for text in stored)
+
+
+def test_the_links_page_shows_at_most_a_page_of_links_and_says_how_to_find_the_others(
+    client: TestClient, redis: Redis, keys: Keys
+) -> None:
+    redis.hset(keys.links("twitch"), mapping={str(1000 + n): "123456789012345678" for n in range(250)})
+    log_in(client)
+    page = client.get("/console/links").text
+    assert page.count('data-link="twitch:') == 200 and "Showing the first 200 of 250" in page
+    found = client.get("/console/links", params={"q": "1249"}).text
+    assert found.count('data-link="twitch:') == 1 and "Showing the first" not in found

@@ -12,7 +12,7 @@ from worker.broker import build_broker
 from worker.creation import Mode, Planned
 from worker.grant import GrantItem, GrantState, NewGrant
 from worker.keys import Keys
-from worker.ledger import Ledger
+from worker.ledger import Ledger, StepEffects
 from worker.retention import SECONDS_PER_DAY, GrantTrimmer, LedgerRetention, TrimReport
 from worker.runtime import add_worker_middleware
 from worker.scripts import load_script
@@ -239,3 +239,15 @@ def test_a_claim_made_to_last_keeps_its_grant_for_good(redis: Redis, keys: Keys,
     assert GrantTrimmer(redis, keys, retention_s=RETENTION_S).trim() == TrimReport(examined=1, trimmed=0, kept=1)
     again = ledger.create_many([Planned(new, Mode.SCHEDULE)]).results[0]
     assert again.created is False and again.grant.id == grant_id
+
+
+def test_a_grant_cancelled_while_it_waited_for_a_key_leaves_that_set_when_trimmed(
+    redis: Redis, keys: Keys, ledger: Ledger
+) -> None:
+    grant_id = make_grant(ledger, "keyless")
+    park = {"set": keys.parked_for_key(GUILD), "registry": keys.key_parked_guilds(), "name": GUILD}
+    assert ledger.transition(grant_id, GrantState.PARKED, "no API key for the guild", effects=StepEffects(park=park))
+    assert ledger.cancel(grant_id, "the guild left")
+    entered_ago(redis, keys, grant_id, OLD_S)
+    assert GrantTrimmer(redis, keys, retention_s=RETENTION_S).trim().trimmed == 1
+    assert not redis.sismember(keys.parked_for_key(GUILD), grant_id)

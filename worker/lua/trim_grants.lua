@@ -1,7 +1,8 @@
 -- Delete one batch of old final grants of one state, atomically (worker/retention.py says which and why).
 --
 -- ARGV[1]  key prefix "<p>"; the script touches <p>:state:<state>, <p>:grants, <p>:due,
---          <p>:grant:<id>, <p>:grant:<id>:history, <p>:idem:<key> and <p>:parked:<platform>:<external id>
+--          <p>:grant:<id>, <p>:grant:<id>:history, <p>:idem:<key>, <p>:parked:<platform>:<external id>,
+--          <p>:parked-key:<guild>
 --          and the secondary indexes (lua/grant_index.lua); one Redis instance, not a cluster
 -- ARGV[2]  state whose index is walked ("delivered" or "cancelled")
 -- ARGV[3]  cutoff: only entries that entered the state at or before this time (epoch seconds) go
@@ -28,7 +29,7 @@ local ids = redis.call('ZRANGEBYSCORE', index, '-inf', ARGV[3], 'LIMIT', tonumbe
 local trimmed, kept = 0, 0
 for _, id in ipairs(ids) do
   local grant = p .. ':grant:' .. id
-  local f = redis.call('HMGET', grant, 'state', 'idempotency_key', 'platform', 'external_id')
+  local f = redis.call('HMGET', grant, 'state', 'idempotency_key', 'platform', 'external_id', 'guild_id')
   if not f[1] then
     gi_deleted(p, id)
     gi_orphaned(p, id)
@@ -45,6 +46,8 @@ for _, id in ipairs(ids) do
     if f[3] and f[3] ~= '' and f[4] and f[4] ~= '' then
       redis.call('SREM', p .. ':parked:' .. f[3] .. ':' .. f[4], id)
     end
+    -- and from its guild's parked-for-a-key set (a grant cancelled while it waited for an API key)
+    if f[5] then redis.call('SREM', p .. ':parked-key:' .. f[5], id) end
     trimmed = trimmed + 1
   end
 end
