@@ -23,7 +23,7 @@ from producers.inbox import EventInbox, InboxEvent, Outcome
 from worker.grant import GrantState
 from worker.keys import Keys
 
-__all__ = ["WAITING_STATES", "GuildOverview", "KeyState", "Overview", "Traffic", "overview"]
+__all__ = ["WAITING_STATES", "GuildOverview", "KeyState", "Overview", "Traffic", "backlog_eta_s", "overview"]
 
 #: States whose grants are still to go out (or to be decided), counted per guild.
 WAITING_STATES = (GrantState.QUEUED, GrantState.RETRYING, GrantState.SENDING, GrantState.PARKED)
@@ -158,9 +158,7 @@ def overview(
         counts = {state: int(next(replies)) for state in COUNTED_STATES}
         today = int(next(replies))
         firsts = [cast(list[tuple[bytes, float]], next(replies)) for _ in range(3)]
-        oldest = min(
-            ((raw.decode(), score) for first in firsts for raw, score in first), key=lambda p: p[1], default=None
-        )
+        oldest = _oldest(firsts)
         key_id = key_ids[guild]
         fields: dict[str, object] = {}
         if key_id is not None:
@@ -172,8 +170,7 @@ def overview(
     for guild, counts, today, oldest, key in partial:
         eta = None
         if key.key_id and counts[GrantState.QUEUED] + counts[GrantState.RETRYING]:
-            start = max(now, key.until or now) - now
-            eta = start + math.ceil(waiting_by_key[key.key_id] / rate.limit) * rate.window_s
+            eta = backlog_eta_s(waiting_by_key[key.key_id], key, now, rate.window_s)
         rows.append(
             GuildOverview(guild, counts, today, oldest[0] if oldest else None, oldest[1] if oldest else None, key, eta)
         )
@@ -184,6 +181,16 @@ def overview(
             traffic[(source, outcome)] = traffic.get((source, outcome), 0) + int(count)
     revocations = inbox.recent(outcome=Outcome.REVOCATION, limit=10)
     return Overview(now, day_start, rows, Traffic(TRAFFIC_HOURS, traffic), revocations)
+
+
+def backlog_eta_s(waiting: int, key: KeyState, now: float, window_s: float) -> float:
+    """Seconds until ``waiting`` requests of ``key`` have started: the free slots of its window at once
+    (after a block or pause), then ``limit`` a window. One request per grant: coalescing only shortens it."""
+    start = max(now, key.until or now) - now
+    free = max(0, key.limit - key.used)
+    if waiting <= free:
+        return start
+    return start + math.ceil((waiting - free) / key.limit) * window_s
 
 
 def revoked_subscription(event: InboxEvent) -> tuple[str, str]:

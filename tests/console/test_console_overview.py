@@ -14,6 +14,7 @@ from redis import Redis
 from config.keyring import key_fingerprint
 from config.settings import Settings
 from producers.app import create_app
+from producers.overview import KeyState, backlog_eta_s
 from producers.twitch.samples import sample_payload, signed_request
 from simulator.wetbot import WetbotSimulator
 from tests.conftest import API_KEY, GUILD, USER, RunningWorker, SettingsFactory, wait_for
@@ -78,3 +79,12 @@ def test_a_revoked_twitch_subscription_is_listed(client: TestClient) -> None:
     panel = page[page.index('data-panel="revocations"') :]
     assert "<code>channel.cheer</code>" in panel and "authorization_revoked" in panel
     assert re.search(r'data-traffic="twitch".*?data-outcome="revocation"><a [^>]*>1<', page, re.S)
+
+
+def test_the_backlog_eta_counts_the_windows_free_slots_then_a_window_per_limit() -> None:
+    key = KeyState("k", "ok", used=4, limit=10)
+    assert backlog_eta_s(6, key, now=100.0, window_s=60.0) == 0  # 6 free slots: all go now
+    assert backlog_eta_s(7, key, now=100.0, window_s=60.0) == 60  # the 7th waits a window
+    assert backlog_eta_s(26, key, now=100.0, window_s=60.0) == 120
+    paused = KeyState("k", "paused", until=130.0, used=0, limit=10)
+    assert backlog_eta_s(5, paused, now=100.0, window_s=60.0) == 30  # after the pause
