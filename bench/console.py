@@ -58,6 +58,7 @@ from bench.rig import (  # noqa: E402
     service_env,
     uvicorn_server,
 )
+from producers.console.context import COOKIE  # noqa: E402
 from worker.grant import GrantState  # noqa: E402
 
 #: Issue 12's target for every page, in ms.
@@ -65,7 +66,6 @@ TARGET_MS = 200.0
 #: Fresh per run: no credential is written down.
 ADMIN_TOKEN = secrets.token_urlsafe(32)
 HTTP_TIMEOUT_S = 30.0
-SESSION_COOKIE = "wbr_console"
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
@@ -148,7 +148,7 @@ def log_in(base_url: str) -> requests.Session:
         f"{base_url}/console/login", data={"csrf": found.group(1), "token": ADMIN_TOKEN}, allow_redirects=False,
         timeout=HTTP_TIMEOUT_S,
     )  # fmt: skip
-    if answer.status_code != 303 or SESSION_COOKIE not in session.cookies:
+    if answer.status_code != 303 or COOKIE not in session.cookies:
         raise SetupError(f"POST /console/login answered {answer.status_code} without a session cookie")
     return session
 

@@ -45,7 +45,6 @@ from producers.twitch.samples import sample_event, sample_payload, signed_reques
 from producers.twitch.signature import HEADER_MESSAGE_ID
 from worker.creation import Mode, Planned
 from worker.grant import GrantItem, GrantState, NewGrant
-from worker.grant_index import INDEX_VERSION
 from worker.keys import Keys
 from worker.ledger import Ledger, StepEffects
 
@@ -271,7 +270,6 @@ def seed(redis: Redis, prefix: str, n: int, *, queued: int | None = None, rng_se
         for ids in _requests(created[state]):
             _send(ledger, ids, state)
     transition_s = time.perf_counter() - started
-    redis.set(keys.index_version(), INDEX_VERSION)  # as a deployment whose worker has run the backfill
     counts = {state: count for state, count in ledger.counts().items() if count}
     if counts != mix.counts():
         raise RuntimeError(f"the ledger holds {counts}, not the planned {mix.counts()}")

@@ -219,8 +219,8 @@ def resolve(
             raise ActionRefused(
                 f"grant {grant.id} is {grant.state.value}; only grants in state unknown can be resolved", grant
             )
-        group = request_group(ledger, grant.id, GrantState.UNKNOWN)
         if decision == Decision.DELIVERED:
+            group = request_group(ledger, grant.id, GrantState.UNKNOWN)
             ids = [grant.id, *(other for other in group if other != grant.id)]
             moved = ledger.transition_many(
                 ids,

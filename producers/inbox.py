@@ -235,6 +235,10 @@ class EventInbox:
         raw = cast(dict[bytes, bytes], self._redis.hgetall(self._keys.event(ident)))
         return _event(raw) if raw else None
 
+    def exists(self, ident: str) -> bool:
+        """True while the inbox keeps the entry (without reading its body)."""
+        return bool(self._redis.exists(self._keys.event(ident)))
+
     def recent(
         self,
         *,

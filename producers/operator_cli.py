@@ -186,7 +186,7 @@ def _grants_cancel(settings: Settings, args: argparse.Namespace) -> int:
     """Cancel one grant in one guarded step (run twice: the second says it was already cancelled)."""
     ledger = _ledger(settings)
     try:
-        result = grant_actions.cancel(ledger, args.grant_id, args.reason, audit=_audit(settings), actor=_actor())
+        result = grant_actions.cancel(ledger, args.grant_id, args.reason, audit=_audit(ledger), actor=_actor())
     except grant_actions.ActionRefused as exc:  # its message says what the grant is now
         raise CliError(safe(exc.message)) from None
     print(safe(result.message))
@@ -205,9 +205,10 @@ def _dead_replay(settings: Settings, args: argparse.Namespace) -> int:
     ledger = _ledger(settings)
     if args.all == bool(args.grant_ids):
         raise CliError("dead replay: give grant ids or --all (not both)")
+    audit, actor = _audit(ledger), _actor()
     if args.all:
         bulk = grant_actions.bulk_replay(
-            ledger, _query(args, GrantState.DEAD), up_to=time.time(), audit=_audit(settings), actor=_actor()
+            ledger, _query(args, GrantState.DEAD), up_to=time.time(), audit=audit, actor=actor
         )
         for grant_id in bulk.replayed:
             print(f"grant {grant_id} queued again")
@@ -216,7 +217,7 @@ def _dead_replay(settings: Settings, args: argparse.Namespace) -> int:
     replayed = 0
     for grant_id in args.grant_ids:
         try:
-            result = grant_actions.replay(ledger, grant_id, audit=_audit(settings), actor=_actor())
+            result = grant_actions.replay(ledger, grant_id, audit=audit, actor=actor)
         except grant_actions.GrantMissing as exc:
             raise CliError(safe(exc.message)) from None
         except grant_actions.ActionRefused as exc:
@@ -237,9 +238,10 @@ def _resolve(settings: Settings, args: argparse.Namespace) -> int:
         if args.verify
         else grant_actions.Decision.RESEND
     )
+    ledger = _ledger(settings)
     try:
         result = grant_actions.resolve(
-            _ledger(settings), args.grant_id, decision, note=args.note, audit=_audit(settings), actor=_actor()
+            ledger, args.grant_id, decision, note=args.note, audit=_audit(ledger), actor=_actor()
         )
     except grant_actions.ActionRefused as exc:
         raise CliError(safe(exc.message)) from None
@@ -311,8 +313,9 @@ def _actor() -> str:
     return f"cli:{safe(name)[:40]}"
 
 
-def _audit(settings: Settings) -> AuditLog:
-    return AuditLog(connect_redis(settings), Keys(settings.redis_key_prefix))
+def _audit(ledger: Ledger) -> AuditLog:
+    """The audit log on the ledger's own connection."""
+    return AuditLog(ledger.redis, ledger.keys)
 
 
 def _ledger(settings: Settings) -> Ledger:

@@ -66,9 +66,9 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
 
 
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    """A key prefix of this test's own; its keys are deleted afterwards."""
+@contextlib.contextmanager
+def own_prefix() -> Iterator[str]:
+    """A fresh key prefix in the test database; every key under it is deleted at the end."""
     value = f"t{uuid.uuid4().hex[:10]}"
     yield value
     client = Redis.from_url(TEST_REDIS_URL)
@@ -78,6 +78,13 @@ def prefix() -> Iterator[str]:
             client.delete(*keys)
     finally:
         client.close()
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    """A key prefix of this test's own; its keys are deleted afterwards."""
+    with own_prefix() as value:
+        yield value
 
 
 @pytest.fixture

@@ -123,7 +123,9 @@ class EtaEstimator:
         and guild, however many grants are asked about (``grants list`` asks for a page at a time).
         """
         waiting = [g for g in grants if g.state not in FINAL_STATES]
-        if not any(_not_in_line(g, self._keyring.key_id_for(g.guild_id), 0.0) is None for g in waiting):
+        if not waiting:
+            return {}
+        if not any(_waits_in_line(g, self._keyring.key_id_for(g.guild_id)) for g in waiting):
             return self._from_indexes(waiting)  # parked or sending only: nothing to count (and no walk)
         if int(cast(int, self._redis.zcard(self._keys.due()))) > MAX_SCANNED:
             return self._from_indexes(waiting)
@@ -151,7 +153,6 @@ class EtaEstimator:
         here, not once, so the estimate errs late; each grant costs a few index reads, whatever the backlog."""
         seconds, micros = cast(tuple[int, int], self._redis.time())
         now = int(seconds) + int(micros) / 1_000_000
-        guilds = [raw.decode() for raw in cast(set[bytes], self._redis.smembers(self._keys.guilds()))]
         out: dict[str, Eta] = {}
         lined: list[tuple[Grant, str]] = []
         for grant in waiting:
@@ -163,6 +164,7 @@ class EtaEstimator:
                 lined.append((grant, key_id))
         if not lined:
             return out
+        guilds = [raw.decode() for raw in cast(set[bytes], self._redis.smembers(self._keys.guilds()))]
         pipe = self._redis.pipeline(transaction=False)
         for grant, _ in lined:
             pipe.zscore(self._keys.state_index(grant.state.value), grant.id)
@@ -270,14 +272,19 @@ class EtaEstimator:
         return now, out
 
 
+def _waits_in_line(grant: Grant, key_id: str | None) -> bool:
+    """True for a grant that waits its turn in its key's line (not being sent, not parked, its guild keyed)."""
+    return grant.state not in (GrantState.SENDING, GrantState.PARKED) and key_id is not None
+
+
 def _not_in_line(grant: Grant, key_id: str | None, now: float) -> Eta | None:
     """The ETA of a grant that does not wait in its key's line (being sent, parked, no key), else None."""
+    if _waits_in_line(grant, key_id):
+        return None
     if grant.state == GrantState.SENDING:
         return Eta(now, 0, "", now)
-    if grant.state == GrantState.PARKED or key_id is None:
-        parked_for_key = key_id is None or "API key" in grant.last_error
-        return Eta(None, 0, "API key" if parked_for_key else "link", now)
-    return None
+    parked_for_key = key_id is None or "API key" in grant.last_error
+    return Eta(None, 0, "API key" if parked_for_key else "link", now)
 
 
 def _groups_ahead(grant: Grant, line: dict[tuple[str, str], float]) -> int:

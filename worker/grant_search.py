@@ -120,6 +120,7 @@ def find_grants(
     limit = max(1, min(limit, MAX_PAGE))
     options = _indexes(keys, query)
     after_score, after_id = "", ""
+    size: int | None = None
     if cursor:
         match = _CURSOR.match(cursor)
         chosen = [option for option in options if match and option[0] == match.group(1)]
@@ -132,7 +133,7 @@ def find_grants(
             for _, index, _ in options:
                 pipe.zcard(index)
             sizes = cast(list[int], pipe.execute())
-        code, index, exact = min(zip(options, sizes, strict=True), key=lambda pair: pair[1])[0]
+        (code, index, exact), size = min(zip(options, sizes, strict=True), key=lambda pair: pair[1])
     request = {
         "prefix": keys.prefix,
         "index": index,
@@ -155,7 +156,9 @@ def find_grants(
     first = [grant for grant in found[: len(claimed)] if _matches(grant, query)]
     grants = first + [grant for grant in found[len(claimed) :] if grant.id not in claimed]
     next_cursor = None if done == "1" or not next_id else f"{code}~{next_score}~{next_id}"
-    total = int(cast(int, redis.zcard(index))) + len(first) if exact else None
+    if exact and size is None:
+        size = int(cast(int, redis.zcard(index)))
+    total = size + len(first) if exact and size is not None else None
     return GrantPage(grants, next_cursor, total, by_state_time=code in ("s", "gs"))
 
 

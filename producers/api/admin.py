@@ -10,6 +10,7 @@ call never acts twice.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
@@ -83,9 +84,9 @@ def list_grants(
     return {"grants": grant_view(state, page.grants), "next": page.next_cursor, "total": page.total}
 
 
-def _act(state: AppState, run: Any) -> JSONResponse:
+def _act(state: AppState, run: Callable[[], grant_actions.ActionDone]) -> JSONResponse:
     try:
-        result: grant_actions.ActionDone = run()
+        result = run()
     except grant_actions.GrantMissing as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, exc.message) from None
     except grant_actions.ActionInvalid as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Callable
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -143,7 +144,7 @@ def grant_page(grant_id: str, console: Annotated[ConsoleContext, Depends(console
     history = state.ledger.history(grant.id)
     eta = None if grant.state in FINAL_STATES else state.eta.for_grants([grant]).get(grant.id)
     source_event = grant.event_id or (event_id("twitch", grant.source_ref) if grant.source == "twitch" else "")
-    if source_event and state.inbox.get(source_event) is None:
+    if source_event and not state.inbox.exists(source_event):
         source_event = ""
     waits_for_key = grant.state == GrantState.PARKED and bool(
         state.redis.sismember(state.keys.parked_for_key(grant.guild_id), grant.id)
@@ -171,14 +172,14 @@ def _version(form: ConsoleForm) -> int:
     return int(text) if text.isdigit() else -1
 
 
-def _act(form: ConsoleForm, grant_id: str, run: Any) -> Response:
+def _act(form: ConsoleForm, grant_id: str, run: Callable[[], grant_actions.ActionDone]) -> Response:
     """Run a grant action and flash what it did (or why it did nothing); back to the grant's page."""
     console = form.console
     if not _GRANT_ID.match(grant_id):
         console.flash("No such grant.", "error")
         return see_other(GRANTS_PATH)
     try:
-        result: grant_actions.ActionDone = run()
+        result = run()
     except grant_actions.GrantMissing as exc:
         console.flash(exc.message, "error")
         return see_other(GRANTS_PATH)

@@ -27,7 +27,7 @@ from producers.app import create_app
 from producers.audit import AuditLog
 from producers.links import LinkStore
 from producers.twitch.samples import signed_request
-from tests.conftest import API_KEY, GUILD, TEST_REDIS_URL, USER, serve_app
+from tests.conftest import API_KEY, GUILD, TEST_REDIS_URL, USER, own_prefix, serve_app
 from worker.keys import Keys
 from worker.ledger import Ledger
 
@@ -74,15 +74,9 @@ class ConsoleServer:
 
 @pytest.fixture(scope="module")
 def module_prefix() -> Iterator[str]:
-    value = f"t{uuid.uuid4().hex[:10]}"
-    yield value
-    client = Redis.from_url(TEST_REDIS_URL)
-    try:
-        found = list(client.scan_iter(match=f"{value}:*", count=1000))
-        if found:
-            client.delete(*found)
-    finally:
-        client.close()
+    """``prefix`` for a whole module (its server and browser outlive one test)."""
+    with own_prefix() as value:
+        yield value
 
 
 @pytest.fixture(scope="module")
