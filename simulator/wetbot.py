@@ -246,7 +246,7 @@ def _error(status: int, message: str) -> _Reply:
     return _Reply(status, {"code": status, "message": message})
 
 
-def _ok(payload: dict[str, Any]) -> _Reply:
+def _ok(payload: Any) -> _Reply:
     return _Reply(200, {"code": 200, "response": payload})
 
 
@@ -327,6 +327,7 @@ class WetbotSimulator:
         self._faults: list[_Fault] = []
         self._applied: list[AppliedChange] = []
         self._requests: list[RequestRecord] = []
+        self._profile_shape = "documented"
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -437,6 +438,21 @@ class WetbotSimulator:
         _check_limit(limit, window_s)
         with self._lock:
             self._limit, self._window_s = limit, window_s
+
+    def adjust(self, guild_id: str, user_id: str, item_id: str, delta: float) -> None:
+        """Change a member's item by ``delta`` as the bot itself would (a purchase, a trade, an admin's
+        ``/give-item``): no API request, no rate slot, not in :meth:`applied` (which lists API changes)."""
+        with self._lock:
+            profile = self._profiles.setdefault((guild_id, user_id), _Profile())
+            profile.inventory[item_id] = profile.inventory.get(item_id, Decimal(0)) + _decimal(delta)
+
+    def set_profile_shape(self, shape: str) -> None:
+        """Answer profiles in another shape than the documented one (a changed API, a proxy): one of
+        ``PROFILE_SHAPES``; ``documented`` restores it. Changes only how profiles are written out."""
+        if shape not in PROFILE_SHAPES:
+            raise ValueError(f"unknown profile shape {shape!r}; expected one of {sorted(PROFILE_SHAPES)}")
+        with self._lock:
+            self._profile_shape = shape
 
     def reset(self) -> None:
         """Clear profiles, windows, faults and logs; restore the constructor's keys, catalogue and limit."""
@@ -559,7 +575,7 @@ class WetbotSimulator:
         """Content-Type, validation and the change itself (atomic under the lock)."""
         with self._lock:
             if method == "GET":
-                return _ok(self._get_profile(route).to_json(route.guild, route.user))
+                return _ok(self._shaped(self._get_profile(route).to_json(route.guild, route.user)))
             if content_type is None or not _JSON_TYPE.match(content_type):
                 # ASSUMPTION: the docs require application/json; what the server does without it is unknown.
                 return _error(400, "Content-Type must be application/json")
@@ -608,7 +624,11 @@ class WetbotSimulator:
         self._applied.append(
             AppliedChange(time.time(), route.guild, route.user, tuple((i, float(a)) for i, a in parsed))
         )
-        return _ok(profile.to_json(route.guild, route.user))
+        return _ok(self._shaped(profile.to_json(route.guild, route.user)))
+
+    def _shaped(self, profile: dict[str, Any]) -> Any:
+        """``profile`` in the shape :meth:`set_profile_shape` chose (called under the lock)."""
+        return _reshape(profile, self._profile_shape)
 
     def _patch_profile(self, route: _Route, data: dict[str, Any]) -> _Reply:
         deltas: list[tuple[str, int | float]] = []
@@ -641,7 +661,7 @@ class WetbotSimulator:
         parts = [unquote(p) for p in path.strip("/").split("/")[1:]]
         endpoint = "/".join(parts) if len(parts) != 3 or parts[0] != "inventory" else "inventory"
         gets = {"health", "applied", "requests", "inventory", "max_in_window"}
-        posts = {"faults", "reset", "keys/revoke", "keys/restore", "limit"}
+        posts = {"faults", "reset", "keys/revoke", "keys/restore", "limit", "adjust", "profile_shape"}
         if endpoint not in gets | posts:
             return _Reply(404, {"error": f"unknown control endpoint {path}"})
         if method != ("GET" if endpoint in gets else "POST"):
@@ -678,9 +698,38 @@ class WetbotSimulator:
             self.revoke_key(str(args["key"]))
         elif endpoint == "keys/restore":
             self.restore_key(str(args["key"]))
+        elif endpoint == "adjust":
+            self.adjust(str(args["guild_id"]), str(args["user_id"]), str(args["item_id"]), float(args["delta"]))
+        elif endpoint == "profile_shape":
+            self.set_profile_shape(str(args["shape"]))
         else:  # limit
             self.set_limit(int(args["limit"]), float(args["window_s"]))
         return _Reply(200, {"ok": True})
+
+
+#: Shapes :meth:`WetbotSimulator.set_profile_shape` can answer profiles in: the documented one, and drifts
+#: a strict reader must not take for "no entry" (an inventory renamed, an entry key renamed, amounts as
+#: strings, no inventory at all, a list instead of the profile object).
+PROFILE_SHAPES = frozenset({"documented", "items", "itemId", "amount_string", "no_inventory", "not_object"})
+
+
+def _reshape(profile: dict[str, Any], shape: str) -> Any:
+    inventory = profile.get("inventory", [])
+    others = {key: value for key, value in profile.items() if key != "inventory"}
+    if shape == "items":
+        return {**others, "items": inventory}
+    if shape == "itemId":
+        return {
+            **others,
+            "inventory": [{"itemId": e["itemID"], "amount": e["amount"], "fav": e["fav"]} for e in inventory],
+        }
+    if shape == "amount_string":
+        return {**others, "inventory": [{**e, "amount": str(e["amount"])} for e in inventory]}
+    if shape == "no_inventory":
+        return others
+    if shape == "not_object":
+        return inventory
+    return profile
 
 
 def _check_limit(limit: int, window_s: float) -> None:

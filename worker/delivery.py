@@ -19,16 +19,19 @@ applied follow ``AMBIGUOUS_POLICY``: ``verify`` reads the profile back
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import math
 import random
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar, cast
 
 from redis import Redis, RedisError
+from redis.commands.core import Script
 
 from config.settings import Settings
 from worker.client import CallResult, ItemDelta, Outcome, WetbotClient
@@ -36,12 +39,14 @@ from worker.coalesce import Merged, merge, pending_grants, same_request
 from worker.grant import FINAL_STATES, SENDABLE_STATES, Grant, GrantItem, GrantState
 from worker.guild_clients import GuildClients
 from worker.keys import PROFILE_TTL_S, Keys
-from worker.ledger import Ledger, StepEffects, item_amounts
+from worker.ledger import Ledger, StepEffects
 from worker.limiter import SlidingWindowLimiter
 from worker.observability import capture
+from worker.profile import Inventory, ProfileProblem, parse_inventory
 from worker.replication import NotReplicated
 from worker.schedule import Schedule
-from worker.verify import Verdict, inventory_amounts, judge
+from worker.scripts import load_script
+from worker.verify import SPARE_FRACTION, VERIFY_WINDOW_S, Amounts, Verdict, judge
 
 logger = logging.getLogger("wetbot_rewards.delivery")
 
@@ -72,7 +77,20 @@ UNCONFIRMED_RETRY_S = 5.0
 #: Runs that failed unexpectedly (a bug, not WetBot trouble) before the grant is ``dead``.
 MAX_CRASHES = 20
 
+#: Why a read-back cannot judge a request, when nothing more precise is known.
+NO_BASELINE = "no baseline was read before the request"
+#: Seconds before the same profile-shape problem is reported to Sentry again.
+PROBLEM_REPORT_TTL_S = 24 * 3600
+
 ABANDONED = "the worker stopped while sending; the request may have been applied"
+
+
+@dataclass(frozen=True)
+class _Baseline:
+    """The amounts of a request's items in the member's profile as read right before it, and when (Redis' clock)."""
+
+    amounts: Amounts
+    at_s: float
 
 
 @dataclass(frozen=True)
@@ -88,6 +106,8 @@ class _Run:
     client: WetbotClient | None = None
     #: every grant the run's request carries, ``grant`` first (more than one when coalesced).
     members: tuple[Grant, ...] = ()
+    #: why no baseline was read for the run's request ("" when one was): a read-back cannot judge it then.
+    baseline_missing: str = ""
 
     @property
     def batch(self) -> tuple[Grant, ...]:
@@ -143,6 +163,10 @@ class Deliverer:
     clients: GuildClients
     schedule: Schedule
     sleep: Callable[[float], None] = time.sleep
+    _extend_lease: Script = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_extend_lease", load_script(self.redis, "extend_lease"))
 
     def deliver(self, grant_id: str, token: str = "") -> None:
         """Process one queue message for ``grant_id`` carrying dispatch ``token``; see DESIGN.md "The single actor".
@@ -186,6 +210,8 @@ class Deliverer:
             return
         run = replace(run, client=client)
         if not self._key_may_send(run):
+            return
+        if grant.verify_pending and self._cannot_verify(run):
             return
         slot = self._take_slot(run)
         if slot is None:
@@ -336,16 +362,17 @@ class Deliverer:
         """Send the grant (with the user's other pending grants, merged) once; the run holds lease and slot."""
         grant = run.grant
         merged = self._merged(grant)
-        # The baseline a read-back would judge this request against: the last profile WetBot sent, unless an
-        # outcome since left the inventory uncertain (then none: a read-back cannot decide, see worker.verify).
-        snapshot = self.ledger.get_profile(grant.guild_id, grant.user_id)
-        profile = snapshot.profile if snapshot is not None and not snapshot.stale else None
-        baseline = inventory_amounts(profile, merged.item_ids)
-        baseline_seq = -1 if snapshot is not None and snapshot.stale else (snapshot.seq if snapshot else 0)
+        read = self._read_baseline(run, slot, merged.item_ids)
+        if read is None:
+            return
+        slot, found = read
+        missing = found if isinstance(found, str) else ""
+        baseline = None if isinstance(found, str) else found
         send_lease_s = self.settings.wetbot_timeout + LEASE_MARGIN_S
         reason = "sending to WetBot" + (" again; this may duplicate an applied request" if duplicate else "")
         if len(merged.members) > 1:
             reason += f" (one request for {len(merged.members)} grants of this member: {_items(merged.items)})"
+        snapshot = self.ledger.get_profile(grant.guild_id, grant.user_id)
         try:
             moved = self.ledger.transition_many(
                 merged.ids,
@@ -360,8 +387,10 @@ class Deliverer:
                     # A companion must be as clean as when it was picked; the lead's own flags were judged above.
                     unless_flagged=("verify", "maybe_applied", "solo") if len(merged.members) > 1 else (),
                     fields={
-                        "baseline": "" if baseline is None else json.dumps(baseline),
-                        "baseline_seq": str(baseline_seq),
+                        "baseline": "" if baseline is None else json.dumps(baseline.amounts),
+                        "baseline_at": "" if baseline is None else repr(baseline.at_s),
+                        "baseline_missing": missing,
+                        "baseline_seq": str(snapshot.seq if snapshot else 0),
                         "sent_items": json.dumps([[item.item_id, item.amount] for item in merged.items]),
                         "request_ids": json.dumps(merged.ids),
                     },
@@ -377,14 +406,55 @@ class Deliverer:
             return
         if grant.id not in moved:
             # The grant, or a companion, moved meanwhile (an operator's cancel): nothing went out; look again.
+            self.limiter.give_back(run.api.key_id, slot)
             delay_s = 0.0 if len(merged.members) > 1 else BUSY_RETRY_S
             self.schedule.reschedule(grant.id, run.lease_key, run.lease_value, delay_s)
             return
-        run = replace(run, members=merged.members, attempt=run.token)
+        run = replace(run, members=merged.members, attempt=run.token, baseline_missing=missing)
         result = run.api.add_items(
             grant.guild_id, grant.user_id, [ItemDelta(item.item_id, item.amount) for item in merged.items]
         )
         self._record(run, slot, result)
+
+    def _read_baseline(self, run: _Run, slot: str, item_ids: list[str]) -> tuple[str, _Baseline | str] | None:
+        """Read the member's profile for the request about to go out, when a read-back may need it (``verify``,
+        or an operator's "check by read-back" under ``hold``) and the key
+        has a spare slot (``worker.verify``). Returns the slot the request then uses and the baseline (None:
+        or why none was read), or None when the grant was handed back (WetBot answered the read with a 429).
+
+        The read spends the run's slot; the request takes the spare one. A maybe-applied outcome of a
+        request sent without a baseline cannot be judged by a read-back: it is held ``unknown``.
+        """
+        if self.settings.ambiguous_policy == "retry":  # nothing is ever judged by a read-back
+            return slot, f"{NO_BASELINE} (AMBIGUOUS_POLICY=retry)"
+        api = run.api
+        spare = self.limiter.try_spare(api.key_id, keep_free=math.ceil(self.limiter.rate.limit * SPARE_FRACTION))
+        if not spare.granted:
+            return slot, f"{NO_BASELINE} (the key had no spare rate slot)"
+        read_lease_ms = int((self.settings.wetbot_timeout + LEASE_MARGIN_S) * 1000)
+        if not self._extend_lease(keys=[run.lease_key], args=[run.lease_value, read_lease_ms]):
+            self.limiter.give_back(api.key_id, spare.member)
+            return slot, f"{NO_BASELINE} (the run lost its lease)"
+        result = api.get_profile(run.grant.guild_id, run.grant.user_id)
+        self.limiter.settle(api.key_id, slot)
+        self._count_outcome(run, result)
+        if result.outcome == Outcome.RATE_LIMITED:
+            wait_s = result.retry_after_s if result.retry_after_s is not None else self.limiter.rate.window_s
+            self.limiter.give_back(api.key_id, spare.member)
+            self.limiter.block(api.key_id, wait_s)
+            self._hand_back(run, wait_s)
+            return None
+        if result.outcome == Outcome.AMBIGUOUS and result.status is not None and 200 <= result.status < 300:
+            inventory: Inventory | ProfileProblem = ProfileProblem(result.message)
+        elif result.outcome != Outcome.DELIVERED:
+            # A read changes nothing: the request goes without a baseline.
+            return spare.member, f"{NO_BASELINE} (reading it failed: {_describe(result)})"
+        else:
+            inventory = parse_inventory(result.profile)
+        if isinstance(inventory, ProfileProblem):
+            self._profile_problem(run.grant, inventory, "reading the baseline")
+            return spare.member, f"{NO_BASELINE} (the profile was not in WetBot's documented shape: {inventory.what})"
+        return spare.member, _Baseline(inventory.of(item_ids), self.schedule.now_ms() / 1000)
 
     def _not_confirmed(self, run: _Run, error: str, *, duplicate: bool) -> None:
         """No replica confirmed the step into sending: step back without sending (not a failure).
@@ -471,10 +541,12 @@ class Deliverer:
     def _delivered(self, run: _Run, result: CallResult, settle: dict[str, str], reason: str) -> None:
         grant = run.grant
         profile = result.profile or {}
-        per_grant = {
-            member.id: {"result": json.dumps(item_amounts(profile, (item.item_id for item in member.items)))}
-            for member in run.batch
-        }
+        inventory = parse_inventory(profile)
+        if isinstance(inventory, ProfileProblem):
+            self._profile_problem(grant, inventory, "recording a delivered request's result")
+            per_grant: dict[str, dict[str, str]] = {}
+        else:
+            per_grant = {member.id: {"result": json.dumps(_result(inventory, member.items))} for member in run.batch}
         # An answer that comes back after the run's lease ran out (Redis was away longer than the margin)
         # still wins over a takeover that only guessed (held unknown, or waiting for a read-back), as long
         # as nothing was sent since: the attempt guard says so.
@@ -582,6 +654,12 @@ class Deliverer:
         elif policy == "retry":
             self._failed(run, f"may have been applied, sending again (AMBIGUOUS_POLICY=retry): {error}", settle,
                          fields={"maybe_applied": "1"})  # fmt: skip
+        elif run.baseline_missing:
+            reason = (
+                f"may have been applied ({error}); {run.baseline_missing}, so a read-back cannot tell;"
+                " held for an operator"
+            )
+            self._finish(run, GrantState.UNKNOWN, reason, effects={"slot": settle})
         else:
             self._step(
                 run,
@@ -592,6 +670,29 @@ class Deliverer:
                 last_error=f"may have been applied: {error}",
                 effects={"fields": {"verify": "1"}, "due_in_s": self._verify_delay_s(), "hold": "set"},
             )
+
+    def _cannot_verify(self, run: _Run) -> bool:
+        """True (and the grant held ``unknown``, no slot spent) when no read-back could judge its last request:
+        no baseline was read for it, or the baseline is older than ``VERIFY_WINDOW_S``."""
+        problem = self._baseline_problem(run.grant)
+        if not problem:
+            return False
+        reason = f"a read-back cannot tell whether the last request was applied: {problem}; held for an operator"
+        # Not guarded by the request's token (its outcome is recorded already): the run's claim and lease are.
+        self._finish(run, GrantState.UNKNOWN, reason, effects={"attempt": ""}, expect=tuple(SENDABLE_STATES))
+        return True
+
+    def _baseline_problem(self, grant: Grant) -> str:
+        """Why ``grant``'s baseline cannot serve a read-back now ("" when it can)."""
+        if grant.baseline is None or grant.baseline_at is None:
+            return grant.baseline_missing or NO_BASELINE
+        age_s = self.schedule.now_ms() / 1000 - grant.baseline_at
+        if age_s > VERIFY_WINDOW_S:
+            return (
+                f"the baseline was read {age_s:.0f}s ago (more than {VERIFY_WINDOW_S:.0f}s): the member may have"
+                " changed these items meanwhile"
+            )
+        return ""
 
     def _verify_delay_s(self) -> float:
         """Seconds before a read-back: a request WetBot still holds gets that long to land first."""
@@ -634,17 +735,7 @@ class Deliverer:
     def _judged(self, run: _Run, profile: dict[str, Any], settle: dict[str, str]) -> None:
         grant = run.grant
         sent = grant.sent_items or grant.items  # what the request carried (merged), as its start recorded it
-        now = inventory_amounts(profile, [item.item_id for item in sent]) or {}
-        known = self.ledger.get_profile(grant.guild_id, grant.user_id)
-        trusted = grant.baseline_seq != -1 and (known.seq if known else 0) == grant.baseline_seq
-        verdict = judge(sent, grant.baseline, now) if trusted else Verdict.UNDECIDED
-        seen = f"baseline {_amounts(grant.baseline)}, read back {_amounts(now)}"
-        if not trusted:
-            seen += (
-                "; no usable baseline: an earlier outcome for this member was left uncertain"
-                if grant.baseline_seq == -1
-                else "; the member's recorded profile changed since the request"
-            )
+        verdict, seen = self._evidence(grant, sent, profile)
         profile_ref = self._profile_ref(grant, profile)
         if verdict == Verdict.APPLIED:
             result = CallResult(Outcome.DELIVERED, 200, "", profile)
@@ -665,6 +756,40 @@ class Deliverer:
             reason = f"read-back cannot tell whether the request was applied ({seen}); held for an operator"
             self._finish(run, GrantState.UNKNOWN, reason, effects={"slot": settle, "profile": profile_ref})
 
+    def _evidence(self, grant: Grant, sent: tuple[GrantItem, ...], profile: dict[str, Any]) -> tuple[Verdict, str]:
+        """The verdict a read-back supports, and what was seen (``worker.verify``): only a baseline read for
+        the request, young enough, that is still the last thing known of the member, can decide."""
+        inventory = parse_inventory(profile)
+        if isinstance(inventory, ProfileProblem):
+            self._profile_problem(grant, inventory, "reading a profile back")
+            return Verdict.UNDECIDED, f"the profile read back is not in WetBot's documented shape: {inventory.what}"
+        now = inventory.of(item.item_id for item in sent)
+        seen = f"baseline {_amounts(grant.baseline)}, read back {_amounts(now)}"
+        problem = self._baseline_problem(grant)
+        if problem:
+            return Verdict.UNDECIDED, f"{seen}; {problem}"
+        known = self.ledger.get_profile(grant.guild_id, grant.user_id)
+        if grant.baseline_seq == -1 or (known.seq if known else 0) != grant.baseline_seq:
+            return Verdict.UNDECIDED, seen + "; the member's recorded profile changed since the request"
+        return judge(sent, grant.baseline, now), seen
+
+    def _profile_problem(self, grant: Grant, problem: ProfileProblem, doing: str) -> None:
+        """A profile WetBot sent is not in the documented shape: log it, and tell Sentry once a day per problem."""
+        logger.error("grant %s: %s: the profile is not in WetBot's documented shape: %s", grant.id, doing, problem.what)
+        digest = hashlib.sha256(f"profile-shape:{problem.what}".encode()).hexdigest()[:16]
+        try:
+            first = self.redis.set(self.keys.reported(digest), "1", nx=True, ex=PROBLEM_REPORT_TTL_S)
+        except RedisError as exc:
+            logger.debug("profile problem not marked as reported (%s)", exc)
+            first = True
+        if first:
+            capture(
+                f"WetBot sent a profile not in its documented shape ({doing}): {problem.what}",
+                level="error",
+                tags={"kind": "profile_shape", "guild_id": grant.guild_id, "grant_id": grant.id},
+                context={"problem": problem.what, "doing": doing},
+            )
+
     def _read_back_failed(self, run: _Run, error: str, settle: dict[str, str]) -> None:
         """The read-back itself failed: try it again later, or ``unknown`` when out of attempts."""
         failures = run.grant.failures + 1
@@ -684,10 +809,19 @@ class Deliverer:
         )
 
     def _finish(
-        self, run: _Run, state: GrantState, reason: str, *, effects: dict[str, Any], add_failure: bool = False
+        self,
+        run: _Run,
+        state: GrantState,
+        reason: str,
+        *,
+        effects: dict[str, Any],
+        add_failure: bool = False,
+        expect: tuple[GrantState, ...] = (GrantState.SENDING,),
     ) -> None:
         """Move to a final state and report it to Sentry once (only the run that moved it reports)."""
-        moved = self._step(run, state, reason, add_failure=add_failure, last_error=reason, effects=effects)
+        moved = self._step(
+            run, state, reason, expect=expect, add_failure=add_failure, last_error=reason, effects=effects
+        )
         for grant in run.batch:
             if grant.id in moved:
                 self._report_final(grant, state, reason)
@@ -796,11 +930,16 @@ def _describe(result: CallResult) -> str:
     return f"{status}: {result.message}" if result.message else status
 
 
+def _result(inventory: Inventory, items: tuple[GrantItem, ...]) -> dict[str, float]:
+    """A delivered grant's resulting amounts: each of its items as the profile holds it (0 without an entry)."""
+    return {item: amount or 0.0 for item, amount in inventory.of(i.item_id for i in items).items()}
+
+
 def _items(items: tuple[GrantItem, ...]) -> str:
     return ", ".join(f"{item.item_id} {item.amount:g}" for item in items)
 
 
-def _amounts(amounts: dict[str, float | None] | None) -> str:
+def _amounts(amounts: Amounts | None) -> str:
     if amounts is None:
         return "none recorded"
     return ", ".join(f"{item}={'absent' if value is None else f'{value:g}'}" for item, value in amounts.items())

@@ -124,9 +124,13 @@ class Grant:
     possible_duplicates: int = 0
     #: True while the last request's outcome is to be verified by reading the profile back.
     verify_pending: bool = False
-    #: the granted items' amounts in the user's profile snapshot when the last request started
-    #: (item -> amount, None = no entry; None as a whole = no snapshot), for verification.
+    #: the granted items' amounts in the user's profile as read for the last request, right before it
+    #: (item -> amount, None = no entry; None as a whole = no baseline was read), for verification.
     baseline: dict[str, float | None] | None = None
+    #: when that baseline was read, in seconds on Redis' clock (None: no baseline was read).
+    baseline_at: float | None = None
+    #: why no baseline was read for the last request ("" when one was, or before baselines were read).
+    baseline_missing: str = ""
     #: the user's snapshot ``seq`` the baseline was taken at; -1 = the snapshot was stale (no usable baseline).
     baseline_seq: int = 0
     #: the run token of the last request sent (guards recording its outcome).
@@ -214,6 +218,8 @@ def grant_from_fields(data: Mapping[str, str]) -> Grant:
         possible_duplicates=int(data.get("possible_duplicates", 0)),
         verify_pending=data.get("verify") == "1",
         baseline=json.loads(data["baseline"]) if data.get("baseline") else None,
+        baseline_at=float(data["baseline_at"]) if data.get("baseline_at") else None,
+        baseline_missing=data.get("baseline_missing", ""),
         baseline_seq=int(data.get("baseline_seq", 0)),
         attempt_token=data.get("attempt", ""),
         maybe_applied=data.get("maybe_applied") == "1",

@@ -181,6 +181,10 @@ class Keys:
         """ZSET grant id -> its turn (microseconds, Redis clock): grants waiting for this key's next slots."""
         return f"{self.prefix}:rate:{key_id}:line"
 
+    def reported(self, digest: str) -> str:
+        """STRING set once (with a TTL) when a problem of this digest went to Sentry: it is reported once."""
+        return f"{self.prefix}:reported:{digest}"
+
     def key_outcomes(self, key_id: str) -> str:
         """HASH outcome (``worker.client.Outcome``) -> how many of this key's requests ended so, for ``/metrics``."""
         return f"{self.prefix}:rate:{key_id}:outcomes"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -363,20 +363,6 @@ class Ledger:
             seq=int(raw.get(b"seq", b"0")),
             stale=raw.get(b"stale") == b"1",
         )
-
-
-def item_amounts(profile: Mapping[str, Any], item_ids: Iterable[str]) -> dict[str, float]:
-    """The amount of each of ``item_ids`` in a WetBot profile's inventory (0 when absent)."""
-    wanted = set(item_ids)
-    amounts = dict.fromkeys(wanted, 0.0)
-    inventory = profile.get("inventory")
-    if isinstance(inventory, list):
-        for entry in inventory:
-            if isinstance(entry, dict) and entry.get("itemID") in wanted:
-                amount = entry.get("amount")
-                if isinstance(amount, int | float):
-                    amounts[str(entry["itemID"])] = float(amount)
-    return amounts
 
 
 def _text(value: bytes | str) -> str:

@@ -96,6 +96,28 @@ class SlidingWindowLimiter:
             return SlotDecision(granted=True, wait_s=0.0, member=member)
         return SlotDecision(granted=False, wait_s=max(int(wait_us), 1000) / 1_000_000)
 
+    def try_spare(self, key_id: str, *, keep_free: int) -> SlotDecision:
+        """Take one more slot for ``key_id`` only if it is spare: nobody waits in the key's line and, once it
+        is taken, at least ``keep_free`` slots of the window stay free.
+
+        The look at the line and the window is a hint (another worker may take a slot in between); the
+        slot itself is taken by the same atomic script as every other, so the limit always holds.
+        """
+        seconds, micros = cast(tuple[int, int], self._redis.time())
+        now_us = int(seconds) * 1_000_000 + int(micros)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zcard(self._keys.rate_line(key_id))
+        pipe.zcount(self._keys.rate_window(key_id), f"({now_us - int(self.effective_window_s * 1_000_000)}", "+inf")
+        pipe.get(self._keys.rate_block(key_id))
+        waiting, used, blocked_until = cast(tuple[int, int, bytes | None], tuple(pipe.execute()))
+        if waiting or int(blocked_until or 0) > now_us or self.rate.limit - int(used) - 1 < keep_free:
+            return SlotDecision(granted=False, wait_s=0.0)
+        return self.try_acquire(key_id)
+
+    def give_back(self, key_id: str, member: str) -> None:
+        """Free a slot whose request was never sent (a baseline read that is no longer needed)."""
+        self._redis.zrem(self._keys.rate_window(key_id), member)
+
     def settle_ref(self, key_id: str, member: str) -> dict[str, str]:
         """The slot to re-stamp with the time its answer came back, as ``StepEffects.slot`` takes it.
 

@@ -1,35 +1,39 @@
-"""Judging an outcome that may have been applied, by reading the user's profile back.
+"""Judging an outcome that may have been applied, by reading the user's profile back — from evidence only.
 
-Before each request the worker stores the granted items' amounts from the
-user's last recorded profile (the *baseline*; ``Grant.baseline``) and the
-snapshot's ``seq``. The baseline is used only while it is still the last thing
-known of the member: an outcome left ``unknown`` marks the snapshot stale (the
-request may or may not be in it) and any newer profile moves ``seq``; then a
-read-back cannot decide (``Deliverer._judged``). Requests to
-one user never overlap (the user lease), and while a grant waits for its
-read-back the user's other grants wait too (the verify hold), so between the
-baseline and the read-back only this grant's request — and whatever the member
-or other bots did meanwhile — can have changed those amounts.
+WetBot is an economy bot: members buy, sell and trade items between our
+grants, so the last profile we recorded says nothing about their inventory
+now. A read-back is therefore judged only against a **baseline read for this
+request**: ``GET /guilds/:g/users/:u`` in the same run, holding the user's
+lease, right before the ``POST`` (``Deliverer._send``), its amounts stored on
+the grant with the Redis time of the read (``baseline``, ``baseline_at``).
+Requests to one user never overlap (the user lease), and while a grant waits
+for its read-back the user's other grants wait too (the verify hold), so
+between the baseline and the read-back only this request — and whatever the
+member or other bots did in that window — can have changed those amounts.
 
 * every item at baseline + granted amount → applied (``delivered``, "verified by read-back");
 * every item exactly at baseline (an entry that did not exist still does not) → not applied: send again;
-* anything else → ``unknown``, for an operator.
+* anything else → ``unknown``, for an operator;
+* no baseline read for the request, a baseline older than ``VERIFY_WINDOW_S`` at the
+  read-back, or a profile not in the documented shape (``worker.profile``) → ``unknown``:
+  "cannot tell" is never turned into a guess.
 
-Without a baseline (no profile of the user recorded yet) the member is taken
-to have had no entry for the items: WetBot keeps inventory entries even at
-amount 0, so an entry that does not exist was never touched, and one that
-holds exactly the granted amount was made by this grant.
+**What a baseline costs.** A read is a request against the key's budget (10 a
+minute). The worker reads one only with a spare slot (``SPARE_FRACTION``):
+when nobody waits in the key's line and, after the request's own slot, at least
+half the window is still free. A quiet key therefore gets a baseline for every
+request at no cost in throughput; a key with a backlog spends every slot on
+grants, and a maybe-applied outcome of a request sent without a baseline is
+held ``unknown`` (``bench/verify_cost.py`` measures both). With coalescing one
+read serves the member's whole merged request.
 
-How it can be fooled, and so what it cannot promise: if between the request
-and the read-back the member (or someone else) changed one of these items by
-exactly the granted amount in the other direction — spent exactly what was
-granted — an applied grant looks not applied and is sent again (a duplicate);
-if they gained exactly the granted amount of every item while the request was
-not applied, a lost grant looks delivered. A request WetBot applies only after
-the read-back (it held it longer than ``WETBOT_TIMEOUT`` and a verify delay)
-also looks not applied. Without a baseline, a member who already held exactly
-the granted amount of every item from elsewhere makes a request that was not
-applied look applied. It costs one rate slot per ambiguous outcome.
+**How it can still be fooled**: only by a change inside the window, from the
+baseline read to the read-back (about ``WETBOT_TIMEOUT`` plus a second, at most
+``VERIFY_WINDOW_S``), by exactly the granted amount of every item: the member
+spends exactly what was granted (an applied request looks not applied and is
+sent again), or gains exactly that much while the request was lost (it looks
+applied). A request WetBot applies only after the read-back (it held it longer
+than ``WETBOT_TIMEOUT``) also looks not applied.
 """
 
 from __future__ import annotations
@@ -37,15 +41,21 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
-from typing import Any
 
 from worker.grant import GrantItem
 
 #: Amounts are compared with this tolerance (WetBot adds with decimals; JSON carries floats).
 TOLERANCE = 1e-9
+#: Longest time, in seconds, from the baseline read to the read-back for the read-back to decide: beyond
+#: it (read-backs that kept failing, an operator's late "check by read-back") the member has had too long
+#: to change the items for the comparison to mean anything, and the verdict is "cannot tell".
+VERIFY_WINDOW_S = 600.0
+#: Part of a key's window that must still be free, after a request's own slot, for the worker to spend one
+#: more slot on reading that request's baseline first.
+SPARE_FRACTION = 0.5
 
 #: item id -> amount in the inventory, None when the inventory has no entry for it.
-Amounts = dict[str, float | None]
+Amounts = Mapping[str, float | None]
 
 
 class Verdict(StrEnum):
@@ -56,35 +66,27 @@ class Verdict(StrEnum):
     UNDECIDED = "undecided"
 
 
-def inventory_amounts(profile: Mapping[str, Any] | None, item_ids: Iterable[str]) -> Amounts | None:
-    """The amount of each item in ``profile``'s inventory (None = no entry); None without a profile."""
-    if profile is None:
-        return None
-    wanted = list(dict.fromkeys(item_ids))
-    found: Amounts = dict.fromkeys(wanted)
-    inventory = profile.get("inventory")
-    if isinstance(inventory, list):
-        for entry in inventory:
-            if isinstance(entry, Mapping) and entry.get("itemID") in found:
-                amount = entry.get("amount")
-                if isinstance(amount, int | float) and not isinstance(amount, bool):
-                    item = str(entry["itemID"])
-                    found[item] = (found[item] or 0.0) + float(amount)
-    return found
-
-
 def judge(items: Iterable[GrantItem], baseline: Amounts | None, now: Amounts) -> Verdict:
-    """Compare the amounts read back (``now``) with ``baseline`` for the granted ``items``."""
+    """Compare the amounts read back (``now``) with the ``baseline`` read for the request, for ``items``.
+
+    Without a baseline (none was read for the request) nothing can be decided.
+    """
+    if baseline is None:
+        return Verdict.UNDECIDED
     granted: dict[str, float] = {}
     for item in items:
         granted[item.item_id] = granted.get(item.item_id, 0.0) + item.amount
-    if baseline is None:
-        baseline = dict.fromkeys(granted)
-    if all(_same(now.get(i), baseline.get(i)) for i in granted):
+    if any(item not in baseline or item not in now for item in granted):
+        return Verdict.UNDECIDED
+    if all(_same(now[i], baseline[i]) for i in granted):
         return Verdict.NOT_APPLIED
-    if all(now.get(i) is not None and _close(now[i] or 0.0, (baseline.get(i) or 0.0) + g) for i, g in granted.items()):
+    if all(_close(_or_zero(now[i]), _or_zero(baseline[i]) + g) and now[i] is not None for i, g in granted.items()):
         return Verdict.APPLIED
     return Verdict.UNDECIDED
+
+
+def _or_zero(amount: float | None) -> float:
+    return 0.0 if amount is None else amount
 
 
 def _same(a: float | None, b: float | None) -> bool:
