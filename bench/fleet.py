@@ -125,6 +125,8 @@ class Fleet:
     log: IO[bytes]
     coalesce: bool = True
     on_request: Callable[[RequestRecord], None] | None = None
+    #: more settings for the workers (e.g. ``AMBIGUOUS_POLICY``).
+    extra_env: Mapping[str, str] = field(default_factory=dict)
     guilds: list[str] = field(init=False)
     api_keys: dict[str, str] = field(init=False)
     _processes: list[subprocess.Popen[bytes]] = field(init=False, default_factory=list)
@@ -157,6 +159,7 @@ class Fleet:
                 "WETBOT_RATE_LIMIT": rate,
                 "WETBOT_TIMEOUT": str(config.http_timeout_s),
                 "WETBOT_COALESCE": "true" if self.coalesce else "false",
+                **self.extra_env,
             },
         )
         self._processes = dramatiq_workers(

@@ -362,7 +362,7 @@ class Deliverer:
         """Send the grant (with the user's other pending grants, merged) once; the run holds lease and slot."""
         grant = run.grant
         merged = self._merged(grant)
-        read = self._read_baseline(run, slot, merged.item_ids)
+        read = self._read_baseline(run, slot, merged)
         if read is None:
             return
         slot, found = read
@@ -416,7 +416,7 @@ class Deliverer:
         )
         self._record(run, slot, result)
 
-    def _read_baseline(self, run: _Run, slot: str, item_ids: list[str]) -> tuple[str, _Baseline | str] | None:
+    def _read_baseline(self, run: _Run, slot: str, merged: Merged) -> tuple[str, _Baseline | str] | None:
         """Read the member's profile for the request about to go out, when a read-back may need it (``verify``,
         or an operator's "check by read-back" under ``hold``) and the key
         has a spare slot (``worker.verify``). Returns the slot the request then uses and the baseline (None:
@@ -428,7 +428,12 @@ class Deliverer:
         if self.settings.ambiguous_policy == "retry":  # nothing is ever judged by a read-back
             return slot, f"{NO_BASELINE} (AMBIGUOUS_POLICY=retry)"
         api = run.api
-        spare = self.limiter.try_spare(api.key_id, keep_free=math.ceil(self.limiter.rate.limit * SPARE_FRACTION))
+        spare = self.limiter.try_spare(
+            api.key_id,
+            keep_free=math.ceil(self.limiter.rate.limit * SPARE_FRACTION),
+            demand_key=self.keys.guild_state(run.grant.guild_id, GrantState.QUEUED.value),
+            own_demand=sum(1 for member in merged.members if member.state == GrantState.QUEUED),
+        )
         if not spare.granted:
             return slot, f"{NO_BASELINE} (the key had no spare rate slot)"
         read_lease_ms = int((self.settings.wetbot_timeout + LEASE_MARGIN_S) * 1000)
@@ -454,7 +459,7 @@ class Deliverer:
         if isinstance(inventory, ProfileProblem):
             self._profile_problem(run.grant, inventory, "reading the baseline")
             return spare.member, f"{NO_BASELINE} (the profile was not in WetBot's documented shape: {inventory.what})"
-        return spare.member, _Baseline(inventory.of(item_ids), self.schedule.now_ms() / 1000)
+        return spare.member, _Baseline(inventory.of(merged.item_ids), self.schedule.now_ms() / 1000)
 
     def _not_confirmed(self, run: _Run, error: str, *, duplicate: bool) -> None:
         """No replica confirmed the step into sending: step back without sending (not a failure).

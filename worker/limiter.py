@@ -96,9 +96,10 @@ class SlidingWindowLimiter:
             return SlotDecision(granted=True, wait_s=0.0, member=member)
         return SlotDecision(granted=False, wait_s=max(int(wait_us), 1000) / 1_000_000)
 
-    def try_spare(self, key_id: str, *, keep_free: int) -> SlotDecision:
+    def try_spare(self, key_id: str, *, keep_free: int, demand_key: str = "", own_demand: int = 0) -> SlotDecision:
         """Take one more slot for ``key_id`` only if it is spare: nobody waits in the key's line and, once it
-        is taken, at least ``keep_free`` slots of the window stay free.
+        is taken, at least ``keep_free`` slots of the window stay free for the grants already queued (the
+        size of the ZSET ``demand_key``, when given, less the ``own_demand`` of the asking request) and then some.
 
         The look at the line and the window is a hint (another worker may take a slot in between); the
         slot itself is taken by the same atomic script as every other, so the limit always holds.
@@ -109,8 +110,11 @@ class SlidingWindowLimiter:
         pipe.zcard(self._keys.rate_line(key_id))
         pipe.zcount(self._keys.rate_window(key_id), f"({now_us - int(self.effective_window_s * 1_000_000)}", "+inf")
         pipe.get(self._keys.rate_block(key_id))
-        waiting, used, blocked_until = cast(tuple[int, int, bytes | None], tuple(pipe.execute()))
-        if waiting or int(blocked_until or 0) > now_us or self.rate.limit - int(used) - 1 < keep_free:
+        pipe.zcard(demand_key or self._keys.rate_line(key_id))
+        waiting, used, blocked_until, demand = cast(tuple[int, int, bytes | None, int], tuple(pipe.execute()))
+        others = max(int(demand) - own_demand, 0) if demand_key else 0
+        free_after = self.rate.limit - int(used) - 1 - others
+        if waiting or int(blocked_until or 0) > now_us or free_after < keep_free:
             return SlotDecision(granted=False, wait_s=0.0)
         return self.try_acquire(key_id)
 

@@ -20,8 +20,9 @@ member or other bots did in that window — can have changed those amounts.
 
 **What a baseline costs.** A read is a request against the key's budget (10 a
 minute). The worker reads one only with a spare slot (``SPARE_FRACTION``):
-when nobody waits in the key's line and, after the request's own slot, at least
-half the window is still free. A quiet key therefore gets a baseline for every
+when nobody waits in the key's line and, after the request's own slot and a
+slot for every grant of the guild already queued, a fifth of the window is
+still free. A quiet key therefore gets a baseline for every
 request at no cost in throughput; a key with a backlog spends every slot on
 grants, and a maybe-applied outcome of a request sent without a baseline is
 held ``unknown`` (``bench/verify_cost.py`` measures both). With coalescing one
@@ -50,9 +51,9 @@ TOLERANCE = 1e-9
 #: it (read-backs that kept failing, an operator's late "check by read-back") the member has had too long
 #: to change the items for the comparison to mean anything, and the verdict is "cannot tell".
 VERIFY_WINDOW_S = 600.0
-#: Part of a key's window that must still be free, after a request's own slot, for the worker to spend one
-#: more slot on reading that request's baseline first.
-SPARE_FRACTION = 0.5
+#: Part of a key's window that must still be free, after the request's own slot and one slot for each grant
+#: of its guild already queued, for the worker to spend one more slot on reading the request's baseline.
+SPARE_FRACTION = 0.2
 
 #: item id -> amount in the inventory, None when the inventory has no entry for it.
 Amounts = Mapping[str, float | None]

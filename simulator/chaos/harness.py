@@ -657,6 +657,11 @@ class Result:
     #: kill): how many ``unknown`` grants the faults can explain.
     ambiguous: int = 0
     injected_429: int = 0
+    #: ``unknown`` is a right answer whatever the policy (the world moved: ``Scenario.unknown_allowed``).
+    unknown_allowed: bool = False
+    #: ``unknown`` grants whose maybe-applied request went out without a baseline (no spare rate slot, see
+    #: ``worker/verify.py``): no read-back can judge them, so ``verify`` holds them too.
+    unknown_unjudgeable: int = 0
     send_failures: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     details: dict[str, list[str]] = field(default_factory=dict)
@@ -667,7 +672,10 @@ class Result:
         for name in ("lost", "doubled", "stranded", "too_many", "ledger_wrong"):
             if getattr(self, name):
                 out.append(f"{name}={getattr(self, name)} {self.details.get(name, [])[:5]}")
-        allowed = self.ambiguous if self.policy == "hold" else 0
+        if self.policy == "hold" or self.unknown_allowed:
+            allowed = self.ambiguous
+        else:
+            allowed = min(self.ambiguous, self.unknown_unjudgeable)
         if self.unknown > allowed:
             out.append(
                 f"unknown={self.unknown} > {allowed} explained by the faults {self.details.get('unknown', [])[:5]}"
@@ -687,6 +695,8 @@ TABLE_HEADER = (
 def table_row(result: Result) -> str:
     drain = f"{result.drain_s:.1f} s" + ("" if result.drained else " (deadline)")
     unknown = f"{result.unknown} (≤{result.ambiguous} ambiguous)" if result.unknown else "0"
+    if result.unknown_unjudgeable:
+        unknown += f", {result.unknown_unjudgeable} sent without a baseline"
     return (
         f"| {result.scenario} | {result.policy} | {result.events_sent} | {result.grants_expected} | {result.applied} "
         f"| {result.lost} | {result.doubled} | {unknown} | {result.stranded} | {result.slots_wasted} "
@@ -792,6 +802,7 @@ def measure(
         drained=drained,
         ledger_wrong=ledger_wrong,
         ambiguous=ambiguous + disrupted_in_flight,
+        unknown_unjudgeable=sum(1 for g in unknown if "no baseline was read" in g.last_error),
         injected_429=injected_429,
         send_failures=list(load.log.failures),
         details=details,

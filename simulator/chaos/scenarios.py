@@ -21,6 +21,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from simulator.chaos.harness import (
+    GUILD,
     TIMEOUT_S,
     Cluster,
     ClusterConfig,
@@ -29,6 +30,7 @@ from simulator.chaos.harness import (
     drain,
     measure,
 )
+from simulator.wetbot import PROFILE_SHAPES
 from worker.grant import GrantState
 
 
@@ -112,6 +114,8 @@ class Scenario:
     #: seconds from the first event for every grant to reach a final state.
     deadline_s: float = 30.0
     cluster: dict[str, Any] = field(default_factory=dict)
+    #: the world moves in this scenario: ``unknown`` ("cannot tell") is a right answer under every policy.
+    unknown_allowed: bool = False
 
 
 # ------------------------------------------------------------------------------------------ drives
@@ -125,15 +129,17 @@ def _faults_before(run: Run) -> None:
     for n, user in enumerate(run.users()):
         match n % 5:
             case 0:
-                run.cluster.sim.inject("500_before", user_id=user, count=2)
+                run.cluster.sim.inject("500_before", user_id=user, count=2, method="POST")
             case 1:
-                run.cluster.sim.inject("drop_before", user_id=user, count=2)
+                run.cluster.sim.inject("drop_before", user_id=user, count=2, method="POST")
             case 2 if n == 2:  # one burst of 429s (each blocks the key for a window)
-                run.cluster.sim.inject("status", user_id=user, count=2, status=429, message="Too many requests")
+                run.cluster.sim.inject(
+                    "status", user_id=user, count=2, status=429, message="Too many requests", method="POST"
+                )
             case 2:
-                run.cluster.sim.inject("500_before", user_id=user)
+                run.cluster.sim.inject("500_before", user_id=user, method="POST")
             case 3:  # the client times out while WetBot stalls; WetBot then applies nothing
-                run.cluster.sim.inject("stall_before", user_id=user, delay_s=TIMEOUT_S + 1.5)
+                run.cluster.sim.inject("stall_before", user_id=user, delay_s=TIMEOUT_S + 1.5, method="POST")
     run.start_load()
 
 
@@ -141,11 +147,11 @@ def _faults_after(run: Run) -> None:
     for n, user in enumerate(run.users()):
         match n % 4:
             case 0:
-                run.cluster.sim.inject("500_after", user_id=user)
+                run.cluster.sim.inject("500_after", user_id=user, method="POST")
             case 1:  # applied, answered after the client's read timeout
-                run.cluster.sim.inject("slow_after", user_id=user, delay_s=TIMEOUT_S + 1.0)
+                run.cluster.sim.inject("slow_after", user_id=user, delay_s=TIMEOUT_S + 1.0, method="POST")
             case 2:  # applied, answered slowly but in time
-                run.cluster.sim.inject("slow_after", user_id=user, delay_s=TIMEOUT_S / 2)
+                run.cluster.sim.inject("slow_after", user_id=user, delay_s=TIMEOUT_S / 2, method="POST")
     run.start_load()
 
 
@@ -153,15 +159,15 @@ def _html_200(run: Run) -> None:
     for n, user in enumerate(run.users()):
         match n % 3:
             case 0:
-                run.cluster.sim.inject("html_200", user_id=user)
+                run.cluster.sim.inject("html_200", user_id=user, method="POST")
             case 1:
-                run.cluster.sim.inject("html_200_after", user_id=user)
+                run.cluster.sim.inject("html_200_after", user_id=user, method="POST")
     run.start_load()
 
 
 def _sigkill(run: Run) -> None:
     for user in run.users():  # requests in flight for a while, so kills land mid-request
-        run.cluster.sim.inject("slow_after", user_id=user, delay_s=TIMEOUT_S * 0.75)
+        run.cluster.sim.inject("slow_after", user_id=user, delay_s=TIMEOUT_S * 0.75, method="POST")
     kills = 3 * run.size.rounds
     run.start_load(spread_s=1.5 * kills)
     for kill in range(kills):
@@ -175,7 +181,7 @@ def _sigkill(run: Run) -> None:
 
 def _double_sigterm(run: Run) -> None:
     for user in run.users():  # WetBot stalls each first request; applied only if the caller is still there
-        run.cluster.sim.inject("stall_before", user_id=user, delay_s=1.5)
+        run.cluster.sim.inject("stall_before", user_id=user, delay_s=1.5, method="POST")
     run.start_load()
     codes = []
     for round_ in range(2 * run.size.rounds):
@@ -190,7 +196,7 @@ def _double_sigterm(run: Run) -> None:
 def _redis_restart(run: Run) -> None:
     for n, user in enumerate(run.users()):  # retried after a backoff: waiting in a delay queue at the kill
         if n % 2 == 0:
-            run.cluster.sim.inject("500_before", user_id=user)
+            run.cluster.sim.inject("500_before", user_id=user, method="POST")
     run.start_load()
     for _ in range(run.size.rounds):
         if not run.wait(lambda: len(run.cluster.in_state(GrantState.RETRYING)) > 0, 10):
@@ -226,9 +232,9 @@ def _broker_cut(run: Run) -> None:
 def _clock_skew(run: Run) -> None:
     for n, user in enumerate(run.users()):
         if n % 3 == 0:  # retried with a delay: the message's ETA is stamped on the retrying worker's clock
-            run.cluster.sim.inject("500_before", user_id=user, count=2)
+            run.cluster.sim.inject("500_before", user_id=user, count=2, method="POST")
         elif n % 3 == 1:  # in flight for a while while the other host judges heartbeats
-            run.cluster.sim.inject("slow_after", user_id=user, delay_s=1.0)
+            run.cluster.sim.inject("slow_after", user_id=user, delay_s=1.0, method="POST")
     run.start_load()
 
 
@@ -236,7 +242,7 @@ def _cli_replay(run: Run) -> None:
     cluster = run.cluster
     users = run.users()
     for user in users:
-        cluster.sim.inject("status", user_id=user, status=400, message="Bad request (chaos)")
+        cluster.sim.inject("status", user_id=user, status=400, message="Bad request (chaos)", method="POST")
     run.start_load()
     if not run.wait(lambda: len(cluster.in_state(GrantState.DEAD)) == len(users), 30):
         run.notes.append(f"only {len(cluster.in_state(GrantState.DEAD))} of {len(users)} dead before replay")
@@ -286,6 +292,42 @@ def _failover(run: Run) -> None:
         group.rejoin(old)  # back as a replica: until then no replica confirms a write
 
 
+def _outside_activity(run: Run) -> None:
+    """Members' items change in the bot itself (purchases, trades, an admin's /give-item) around our grants.
+
+    Before the load every member already holds, or owes, exactly the granted amount from elsewhere (the
+    shape that made a lost request look applied and an applied one look lost); half the requests are
+    then answered 500 before applying, half 500 after. While they drain, members keep trading other
+    amounts of the same items, so some read-backs see neither the baseline nor baseline + grant.
+    """
+    sim = run.cluster.sim
+    expected = run.load.expected
+    for n, grant in enumerate(expected):
+        sim.adjust(GUILD, grant.user_id, grant.item_id, grant.amount if n % 2 == 0 else -grant.amount)
+        sim.inject("500_before" if n % 4 < 2 else "500_after", user_id=grant.user_id, method="POST")
+    run.start_load()
+    for _ in range(4 * run.size.rounds):
+        time.sleep(run.rng.uniform(0.3, 1.0))
+        grant = run.rng.choice(expected)
+        sim.adjust(GUILD, grant.user_id, grant.item_id, grant.amount * 0.5)  # never exactly the granted amount
+    run.notes.append("every member's items also changed outside the service")
+
+
+def _profile_drift(run: Run) -> None:
+    """WetBot answers profiles in another shape (an inventory renamed, ``itemId``, amounts as strings...)."""
+    sim = run.cluster.sim
+    shapes = sorted(PROFILE_SHAPES - {"documented"})
+    for n, user in enumerate(run.users()):
+        if n % 2 == 0:
+            sim.inject("500_after" if n % 4 == 0 else "500_before", user_id=user, method="POST")
+    sim.set_profile_shape(shapes[0])
+    run.start_load()
+    for round_ in range(len(shapes) * run.size.rounds):
+        time.sleep(run.rng.uniform(0.5, 1.5))
+        sim.set_profile_shape(shapes[(round_ + 1) % len(shapes)])
+    run.notes.append(f"profiles answered as {', '.join(shapes)} in turn")
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in [
@@ -313,6 +355,20 @@ SCENARIOS: dict[str, Scenario] = {
             45,
             {"sentinel": True},
         ),
+        Scenario(
+            "outside-activity",
+            "members' items change outside the service before and while ambiguous requests are judged",
+            _outside_activity,
+            30,
+            unknown_allowed=True,
+        ),
+        Scenario(
+            "profile-drift",
+            "profiles answered in other shapes than the documented one, with 5xx before and after applying",
+            _profile_drift,
+            30,
+            unknown_allowed=True,
+        ),
     ]
 }
 
@@ -339,6 +395,7 @@ def run_scenario(
             drained = drain(cluster, load, deadline_s=5.0, started=started)[1]
         time.sleep(0.5)  # a late duplicate would arrive now
         result = measure(name, cluster, load, drain_s=drain_s, drained=drained, disrupted_in_flight=run.in_flight)
+        result.unknown_allowed = scenario.unknown_allowed
         result.notes.extend(run.notes)
         result.notes.append(f"logs in {workdir}")
     return result

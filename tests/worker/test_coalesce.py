@@ -7,9 +7,11 @@ import uuid
 from collections.abc import Callable
 
 import pytest
+from redis import Redis
 
 from config.settings import Settings
 from simulator.wetbot import WetbotSimulator
+from tests.baselines import baseline_fields, methods
 from tests.conftest import GUILD, OTHER_USER, USER, CapturingTransport, ScheduleDriver, SettingsFactory
 from worker.coalesce import merge
 from worker.delivery import Deliverer
@@ -35,7 +37,8 @@ def test_a_backlog_goes_out_as_one_request_per_member(
     ids = [add(ledger, f"u{n}", ("gem", 1), ("potion", n)) for n in (1, 2, 3)]
     ids += [add(ledger, f"o{n}", ("gem", 10), user=OTHER_USER) for n in (1, 2)]
     driver.run(make_deliverer(make_settings()))
-    assert len(sim.requests()) == 2, "five grants for two members: two requests"
+    assert methods(sim).count("POST") == 2, "five grants for two members: two requests"
+    assert methods(sim) == ["GET", "POST"] * 2, "one baseline read for each member's merged request"
     assert sim.inventory(GUILD, USER) == {"gem": 3, "potion": 6}
     assert sim.inventory(GUILD, OTHER_USER) == {"gem": 20}
     for grant_id in ids:
@@ -94,7 +97,7 @@ def test_a_refused_merged_request_is_split_so_one_bad_grant_cannot_sink_the_othe
     good = [add(ledger, "a", ("gem", 1)), add(ledger, "b", ("potion", 2))]
     bad = add(ledger, "c", ("nope", 1))
     driver.run(make_deliverer(make_settings()))
-    statuses = [r.status for r in sim.requests()]
+    statuses = [r.status for r in sim.requests() if r.method == "POST"]
     assert statuses[0] == 404 and sorted(statuses[1:]) == [200, 200, 404], "one merged request, then each alone"
     assert [ledger.get(g).state for g in good] == [GrantState.DELIVERED] * 2  # type: ignore[union-attr]
     dead = ledger.get(bad)
@@ -119,7 +122,10 @@ def test_an_ambiguous_merged_request_is_judged_as_a_whole(
     assert [ledger.get(g).state for g in ids] == [final] * 3  # type: ignore[union-attr]
     assert sim.inventory(GUILD, USER) == {"gem": 6}, "applied exactly once"
     assert len([c for c in sim.applied() if c.kind == "inventory"]) == applied
-    assert sum(1 for r in sim.requests() if r.method == "GET") == 1, "one read-back judged the merged request"
+    # One baseline read for the merged request, one read-back judged it (then, if not applied, one resend
+    # with its own baseline read).
+    resend = ["GET", "POST"] if fault == "500_before" else []
+    assert methods(sim) == ["GET", "POST", "GET", *resend], "one read-back judged the merged request"
     verdict = "applied" if fault == "500_after" else "not applied"
     for grant_id in ids:
         assert any(f"verified by read-back: {verdict}" in t.reason for t in ledger.history(grant_id))
@@ -138,16 +144,18 @@ def test_hold_holds_every_grant_of_an_ambiguous_merged_request(
 
 
 def test_a_merged_request_whose_worker_died_is_judged_as_a_whole(
-    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator,
+    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, redis: Redis, sim: WetbotSimulator,
     driver: ScheduleDriver,
 ) -> None:  # fmt: skip
     ids = [add(ledger, f"g{n}", ("gem", n)) for n in (1, 2)]
-    # A worker started one request for both (same run token), then died before its answer was recorded.
+    # A worker read the member's baseline (no gem entry), started one request for both (same run token), then
+    # died before its answer was recorded.
     token = uuid.uuid4().hex
+    fields = {**baseline_fields(redis, ledger, GUILD, USER, {"gem": None}),
+              "sent_items": '[["gem", 3]]', "request_ids": json.dumps(ids)}  # fmt: skip
     moved = ledger.transition_many(
         ids, GrantState.SENDING, "sending to WetBot", add_attempt=True,
-        effects=StepEffects(begin=token, fields={"baseline": "", "baseline_seq": "0",
-                                                 "sent_items": '[["gem", 3]]', "request_ids": json.dumps(ids)}),
+        effects=StepEffects(begin=token, fields=fields),
     )  # fmt: skip
     assert moved == ids
     driver.run(make_deliverer(make_settings(wetbot_timeout=0.3)))
@@ -159,7 +167,7 @@ def test_a_merged_request_whose_worker_died_is_judged_as_a_whole(
         reasons = [t.reason for t in ledger.history(grant_id)]
         assert any("verified by read-back: not applied" in r for r in reasons)
     assert posts(sim) == [(("gem", 3.0),)]
-    assert sum(1 for r in sim.requests() if r.method == "GET") == 1
+    assert methods(sim) == ["GET", "GET", "POST"], "one read-back, then the resend's baseline read and the resend"
 
 
 def _grant(grant_id: str, items: tuple[GrantItem, ...], created_at: float) -> Grant:

@@ -6,15 +6,17 @@ import time
 from collections.abc import Callable
 
 import pytest
+from redis import Redis
 
 from config.keyring import key_fingerprint
 from config.settings import Settings
 from simulator.wetbot import WetbotSimulator
+from tests.baselines import baseline_fields, methods
 from tests.conftest import API_KEY, GUILD, OTHER_USER, USER, CapturingTransport, ScheduleDriver, SettingsFactory
 from worker.delivery import Deliverer
 from worker.grant import GrantItem, GrantState, NewGrant
 from worker.keys import Keys
-from worker.ledger import Ledger
+from worker.ledger import Ledger, StepEffects
 
 Deliv = Callable[[Settings], Deliverer]
 
@@ -68,14 +70,15 @@ def test_a_delivered_grant_is_never_sent_again(
     for _ in range(3):
         deliverer.deliver(grant.id)
     assert len(sim.applied()) == 1
-    assert len(sim.requests()) == 1
+    # One baseline read and one POST; the later runs send nothing and read nothing.
+    assert methods(sim) == ["GET", "POST"]
 
 
 def test_500_before_applying_is_retried_and_delivered_once(
     make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator, driver: ScheduleDriver
 ) -> None:
     grants = [ledger.create(new_grant(f"g{i}", user=u)).grant for i, u in enumerate((USER, OTHER_USER))]
-    sim.inject("500_before", count=2)
+    sim.inject("500_before", count=2, method="POST")
     deliverer = make_deliverer(make_settings())
     for grant in grants:
         deliverer.deliver(grant.id)
@@ -180,7 +183,7 @@ def test_ambiguous_outcome_with_policy_hold_ends_unknown(
     sentry_events: CapturingTransport,
 ) -> None:
     grant = ledger.create(new_grant(fault)).grant
-    sim.inject(fault, delay_s=1.5)
+    sim.inject(fault, delay_s=1.5, method="POST")
     deliverer = make_deliverer(make_settings(ambiguous_policy="hold", wetbot_timeout=0.5))
     deliverer.deliver(grant.id)
     driver.run(deliverer)
@@ -211,8 +214,8 @@ def test_401_pauses_the_key_keeps_grants_and_resumes(
     for grant in grants:
         deliverer.deliver(grant.id)
 
-    # The first call was refused; the key is paused and the second grant did not even try.
-    assert sim.count_status(401) == 1 and len(sim.requests()) == 1
+    # The first call (the baseline read) was refused; the key is paused and nothing else was tried.
+    assert sim.count_status(401) == 1 and len(sim.requests()) == 1, methods(sim)
     for grant in grants:
         waiting = ledger.get(grant.id)
         assert waiting is not None and waiting.state == GrantState.QUEUED
@@ -280,21 +283,31 @@ def test_a_grant_leased_by_another_worker_is_not_sent_twice(
 
 
 @pytest.mark.parametrize(
-    ("policy", "final", "reads"),
-    [("retry", GrantState.DELIVERED, 0), ("hold", GrantState.UNKNOWN, 0), ("verify", GrantState.DELIVERED, 1)],
+    ("policy", "final", "calls"),
+    [
+        ("retry", GrantState.DELIVERED, ["POST"]),
+        ("hold", GrantState.UNKNOWN, []),
+        # the read-back, then the resend's baseline read and the resend
+        ("verify", GrantState.DELIVERED, ["GET", "GET", "POST"]),
+    ],
 )
 def test_a_grant_left_sending_by_a_dead_worker_follows_the_policy(
     policy: str,
     final: GrantState,
-    reads: int,
+    calls: list[str],
     make_settings: SettingsFactory,
     make_deliverer: Deliv,
     ledger: Ledger,
+    redis: Redis,
     sim: WetbotSimulator,
     driver: ScheduleDriver,
 ) -> None:
     grant = ledger.create(new_grant("abandoned")).grant
-    assert ledger.transition(grant.id, GrantState.SENDING, "sending", add_attempt=True)
+    # The dead worker had read the baseline (no gem entry) before its request, as a worker does (not under retry).
+    fields = {} if policy == "retry" else baseline_fields(redis, ledger, GUILD, USER, {"gem": None})
+    assert ledger.transition(
+        grant.id, GrantState.SENDING, "sending", add_attempt=True, effects=StepEffects(fields=fields)
+    )
     deliverer = make_deliverer(make_settings(ambiguous_policy=policy))
     deliverer.deliver(grant.id)
     driver.run(deliverer)
@@ -303,7 +316,7 @@ def test_a_grant_left_sending_by_a_dead_worker_follows_the_policy(
     assert "worker stopped while sending" in ledger.history(grant.id)[2].reason
     # The dead worker's request never reached WetBot here: "retry" and "verify" send it once.
     assert len(sim.applied()) == (0 if policy == "hold" else 1)
-    assert sum(1 for r in sim.requests() if r.method == "GET") == reads
+    assert methods(sim) == calls
 
 
 def test_a_403_for_another_guild_does_not_hold_up_this_guild(
@@ -319,7 +332,8 @@ def test_a_403_for_another_guild_does_not_hold_up_this_guild(
     )
     deliverer.deliver(stranger.id)
     deliverer.deliver(local.id)
-    assert sim.count_status(403) == 1
+    # One refused call (the stranger's baseline read) pauses that key: its POST is not sent after it.
+    assert sim.count_status(403) == 1, methods(sim)
     assert ledger.get(local.id).state == GrantState.DELIVERED  # type: ignore[union-attr]
     held = ledger.get(stranger.id)
     assert held is not None and held.state == GrantState.QUEUED and "HTTP 403" in held.last_error

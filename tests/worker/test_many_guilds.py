@@ -167,9 +167,11 @@ def test_metrics_show_each_key_by_fingerprint_with_its_own_window_and_pause(
     with TestClient(create_app(settings)) as client:
         text = client.get("/metrics").text
     home, away = key_fingerprint(API_KEY), key_fingerprint(OTHER_KEY)
-    assert f'wetbot_rewards_key_requests_in_window{{key="{home}"}} 2' in text
+    # Home: the first grant's baseline read and POST, then the second's POST alone (no spare slot left of 5).
+    assert f'wetbot_rewards_key_requests_in_window{{key="{home}"}} 3' in text
+    assert f'wetbot_rewards_key_requests_total{{key="{home}",outcome="delivered"}} 3' in text
+    # Away: one refused call (the baseline read) pauses the key; nothing follows it.
     assert f'wetbot_rewards_key_requests_in_window{{key="{away}"}} 1' in text
-    assert f'wetbot_rewards_key_requests_total{{key="{home}",outcome="delivered"}} 2' in text
     assert f'wetbot_rewards_key_requests_total{{key="{away}",outcome="unauthorised"}} 1' in text
     assert f'wetbot_rewards_key_paused{{key="{home}",guild="{GUILD}"}} 0' in text
     assert f'wetbot_rewards_key_paused{{key="{away}",guild="{OTHER_GUILD}"}} 1' in text

@@ -10,7 +10,7 @@ import pytest
 from worker.profile import Inventory, ProfileProblem, parse_inventory
 
 
-def entry(item: str = "gem", amount: Any = 5, **extra: Any) -> dict[str, Any]:
+def entry(item: Any = "gem", amount: Any = 5, **extra: Any) -> dict[str, Any]:
     return {"itemID": item, "amount": amount, "fav": False, **extra}
 
 

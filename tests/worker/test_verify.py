@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from redis import Redis
 
 from config.settings import Settings
 from simulator.wetbot import WetbotSimulator
+from tests.baselines import baseline_fields, gets, methods, posts
 from tests.conftest import API_KEY, GUILD, USER, CapturingTransport, ScheduleDriver, SettingsFactory
 from worker.client import ItemDelta, WetbotClient
 from worker.delivery import Deliverer
@@ -23,14 +25,6 @@ def grant(ledger: Ledger, key: str, amount: float = 2) -> str:
     return ledger.create(new).grant.id
 
 
-def posts(sim: WetbotSimulator) -> int:
-    return sum(1 for r in sim.requests() if r.method == "POST")
-
-
-def gets(sim: WetbotSimulator) -> int:
-    return sum(1 for r in sim.requests() if r.method == "GET")
-
-
 @pytest.mark.parametrize("fault", ["500_after", "slow_after"])
 @pytest.mark.parametrize("known_before", [False, True])
 def test_applied_then_an_error_is_delivered_by_read_back_once(
@@ -44,7 +38,7 @@ def test_applied_then_an_error_is_delivered_by_read_back_once(
     sentry_events: CapturingTransport,
 ) -> None:
     deliverer = make_deliverer(make_settings(wetbot_timeout=0.5))
-    if known_before:  # the user has a recorded profile (a baseline) from an earlier delivery
+    if known_before:  # the member already holds gems, from an earlier delivery
         deliverer.deliver(grant(ledger, "earlier", amount=5))
     grant_id = grant(ledger, "x")
     sim.inject(fault, method="POST", delay_s=1.5)
@@ -56,7 +50,8 @@ def test_applied_then_an_error_is_delivered_by_read_back_once(
     assert "verified by read-back: applied" in ledger.history(grant_id)[-1].reason
     assert done.attempts == 1, "never sent twice"
     assert sim.inventory(GUILD, USER) == {"gem": 7.0 if known_before else 2.0}
-    assert gets(sim) == 1
+    # A baseline read before each request, then one read-back (a slow POST is listed only once answered).
+    assert gets(sim) == (2 if known_before else 1) + 1
     assert done.result == {"gem": 7.0 if known_before else 2.0}
     assert sentry_events.events == []
 
@@ -115,7 +110,7 @@ def test_other_grants_of_the_user_wait_for_the_read_back(
     assert [ledger.get(g).state for g in (first, second)] == [GrantState.DELIVERED] * 2  # type: ignore[union-attr]
     assert sim.inventory(GUILD, USER) == {"gem": 5.0}
     assert posts(sim) == 1, "the merged request was judged as a whole by one read-back, never resent"
-    assert sum(1 for r in sim.requests() if r.method == "GET") == 1
+    assert methods(sim) == ["GET", "POST", "GET"], "one baseline read for the merged request, one read-back"
     for grant_id in (first, second):
         assert "verified by read-back: applied" in ledger.history(grant_id)[-1].reason
 
@@ -153,10 +148,17 @@ def test_hold_never_resends_a_5xx(
 @pytest.mark.parametrize(
     ("baseline", "now", "verdict"),
     [
-        (None, {"gem": None}, Verdict.NOT_APPLIED),
-        (None, {"gem": 2.0}, Verdict.APPLIED),
+        # No baseline was read for the request: nothing can be decided, whatever is read back.
+        (None, {"gem": None}, Verdict.UNDECIDED),
+        (None, {"gem": 2.0}, Verdict.UNDECIDED),
         (None, {"gem": 5.0}, Verdict.UNDECIDED),
+        # A baseline that read no entry for the item: still none is not applied, the granted amount is applied.
+        ({"gem": None}, {"gem": None}, Verdict.NOT_APPLIED),
         ({"gem": None}, {"gem": 2.0}, Verdict.APPLIED),
+        ({"gem": None}, {"gem": 5.0}, Verdict.UNDECIDED),
+        # A baseline or a read-back that does not cover the item decides nothing.
+        ({}, {"gem": 2.0}, Verdict.UNDECIDED),
+        ({"gem": None}, {}, Verdict.UNDECIDED),
         ({"gem": 5.0}, {"gem": 7.0}, Verdict.APPLIED),
         ({"gem": 5.0}, {"gem": 5.0}, Verdict.NOT_APPLIED),
         ({"gem": 5.0}, {"gem": 6.0}, Verdict.UNDECIDED),
@@ -174,17 +176,20 @@ def test_judge_needs_every_item_to_agree() -> None:
 
 
 def test_a_read_back_cut_short_is_read_again_even_under_hold(
-    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator,
+    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, redis: Redis, sim: WetbotSimulator,
     driver: ScheduleDriver,
 ) -> None:  # fmt: skip
     grant_id = grant(ledger, "x")
-    # An operator asked for a read-back (resolve --verify) and the worker died during the GET.
+    # An operator asked for a read-back (resolve --verify) of a request sent with a baseline (no gem entry),
+    # and the worker died during the GET.
+    fields = {"verify": "1", **baseline_fields(redis, ledger, GUILD, USER, {"gem": None})}
     assert ledger.transition(grant_id, GrantState.SENDING, "reading the profile back", add_attempt=True,
-                             effects=StepEffects(fields={"verify": "1"}))  # fmt: skip
+                             effects=StepEffects(fields=fields))  # fmt: skip
     deliverer = make_deliverer(make_settings(ambiguous_policy="hold"))
     deliverer.deliver(grant_id)
     driver.run(deliverer)
     done = ledger.get(grant_id)
     assert done is not None and done.state == GrantState.DELIVERED, ledger.history(grant_id)
     assert "worker stopped while reading the profile back" in ledger.history(grant_id)[2].reason
-    assert gets(sim) == 1 and posts(sim) == 1
+    # The read-back (not applied), then the resend's baseline read and the resend.
+    assert methods(sim) == ["GET", "GET", "POST"]
