@@ -45,12 +45,12 @@ def baseline_fields(
 
 def fill_window(redis: Redis, keys: Keys, limiter: SlidingWindowLimiter, key_id: str) -> int:
     """Take slots of ``key_id``'s window until the next request leaves fewer than ``SPARE_FRACTION`` of
-    it free: no baseline is read before the requests that follow (while those slots last). Returns how
-    many slots were taken."""
+    it free, even with no other grant of the guild queued: no baseline is read before the requests that
+    follow (while those slots last). Returns how many slots were taken."""
     limit = limiter.rate.limit
     keep_free = math.ceil(limit * SPARE_FRACTION)  # as the worker computes it
     taken = 0
-    while limit - int(redis.zcard(keys.rate_window(key_id))) - 1 >= keep_free:
+    while limit - cast(int, redis.zcard(keys.rate_window(key_id))) - 1 >= keep_free:
         assert limiter.try_acquire(key_id).granted, "the window filled up before the spare slots were gone"
         taken += 1
     return taken

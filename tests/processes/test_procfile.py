@@ -152,8 +152,9 @@ def test_a_sigkilled_workers_grant_is_delivered_by_another_worker_within_30s(
     keys = Keys(prefix)
     ledger = Ledger(redis, keys)
     env = service_env(prefix, sim, rewards_file)
-    # The first request for USER hangs at WetBot; it is applied only if the caller is still there.
-    sim.inject("stall_before", user_id=USER, delay_s=60)
+    # The first request for USER (its POST, after the baseline read) hangs at WetBot; it is applied only if the
+    # caller is still there.
+    sim.inject("stall_before", user_id=USER, delay_s=60, method="POST")
     first = procs.start("worker-a", procfile_command("worker"), env)
     grants = submit(
         prefix,
@@ -167,8 +168,9 @@ def test_a_sigkilled_workers_grant_is_delivered_by_another_worker_within_30s(
 
     # Kill only once OTHER_USER's grant is delivered, so only USER's request is cut. It is stalled, and
     # the simulator applies a stalled request only if its caller is still there: under
-    # AMBIGUOUS_POLICY=verify (the default) worker-b reads the profile back, finds it not applied and
-    # sends it again, its only application.
+    # AMBIGUOUS_POLICY=verify (the default) worker-b reads the profile back, finds it not applied (against
+    # the baseline worker-a read right before the request: a quiet key has a spare slot) and sends it again,
+    # its only application.
     def stuck_and_done() -> bool:
         holder = cast(bytes | None, redis.get(keys.lease(GUILD, USER)))
         delivered = ledger.get(done.id).state == GrantState.DELIVERED  # type: ignore[union-attr]
@@ -204,7 +206,7 @@ def test_a_dead_grant_sends_one_sentry_event_without_secrets(
         procs.start("worker", procfile_command("worker"), env)
         bad = NewGrant(GUILD, USER, (GrantItem("no-such-item", 1),), source="test", idempotency_key="test:bad")
         flaky = NewGrant(GUILD, OTHER_USER, (GrantItem("gem", 1),), source="test", idempotency_key="test:flaky")
-        sim.inject("500_before", user_id=OTHER_USER)  # one failed attempt, then delivered: no event
+        sim.inject("500_before", user_id=OTHER_USER, method="POST")  # one failed attempt, then delivered: no event
         bad_id, flaky_id = (grant.id for grant in submit(prefix, [bad, flaky]))
         wait_for(lambda: ledger.get(bad_id).state == GrantState.DEAD, timeout_s=20)  # type: ignore[union-attr]
         wait_for(lambda: ledger.get(flaky_id).state == GrantState.DELIVERED, timeout_s=20)  # type: ignore[union-attr]

@@ -167,9 +167,11 @@ def test_metrics_show_each_key_by_fingerprint_with_its_own_window_and_pause(
     with TestClient(create_app(settings)) as client:
         text = client.get("/metrics").text
     home, away = key_fingerprint(API_KEY), key_fingerprint(OTHER_KEY)
-    # Home: the first grant's baseline read and POST, then the second's POST alone (no spare slot left of 5).
-    assert f'wetbot_rewards_key_requests_in_window{{key="{home}"}} 3' in text
-    assert f'wetbot_rewards_key_requests_total{{key="{home}",outcome="delivered"}} 3' in text
+    # Home: two POSTs, and a baseline read before each that found a spare slot; the metrics count every one.
+    sent_home = [r for r in two_guild_sim.requests() if r.key == home]
+    assert [r.method for r in sent_home].count("POST") == 2 and all(r.status == 200 for r in sent_home)
+    assert f'wetbot_rewards_key_requests_in_window{{key="{home}"}} {len(sent_home)}' in text
+    assert f'wetbot_rewards_key_requests_total{{key="{home}",outcome="delivered"}} {len(sent_home)}' in text
     # Away: one refused call (the baseline read) pauses the key; nothing follows it.
     assert f'wetbot_rewards_key_requests_in_window{{key="{away}"}} 1' in text
     assert f'wetbot_rewards_key_requests_total{{key="{away}",outcome="unauthorised"}} 1' in text

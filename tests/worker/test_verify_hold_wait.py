@@ -29,8 +29,8 @@ def test_grants_behind_a_long_verify_hold_wait_for_its_next_look(
 
     x = new("x")
     sim.inject("500_after", method="POST")
-    sim.inject("500_before", method="GET")
-    deliverer.deliver(x)
+    deliverer.deliver(x)  # its baseline read, then the request (a 500 after applying)
+    sim.inject("500_before", method="GET")  # for the read-back
     waiting = [new(f"w{i}") for i in range(5)]
     runs = 0
     end = time.monotonic() + 8.0
