@@ -326,7 +326,9 @@ class Deliverer:
         budget_s = MAX_INLINE_WAIT_S
         waiter = self._line_waiter(run.grant)
         while True:
-            decision = self.limiter.try_acquire(run.api.key_id, waiter=waiter, grant_key=self.keys.grant(run.grant.id))
+            decision = self.limiter.try_acquire(
+                run.api.key_id, waiter=waiter, grant_key=self.keys.grant(run.grant.id), hold_s=self._slot_hold_s()
+            )
             if decision.granted:
                 return decision.member
             if decision.wait_s > budget_s:
@@ -334,6 +336,10 @@ class Deliverer:
                 return None
             self.sleep(decision.wait_s)
             budget_s -= decision.wait_s
+
+    def _slot_hold_s(self) -> float:
+        """How long after its slot a run's request may still reach WetBot: its claim's lease, then its own."""
+        return CLAIM_LEASE_S + self.settings.wetbot_timeout + LEASE_MARGIN_S
 
     def _line_waiter(self, grant: Grant) -> str:
         """Who takes a place in the key's line for ``grant``: its member, when one request carries them all.
@@ -402,12 +408,14 @@ class Deliverer:
                 confirm=True,
             )
         except NotReplicated as exc:
+            self.limiter.settle(run.api.key_id, slot)  # nothing goes out: the slot holds one window, no longer
             self._not_confirmed(replace(run, attempt=run.token, members=merged.members), str(exc), duplicate=duplicate)
             return
         if grant.id not in moved:
             # The grant, or a companion, moved meanwhile (an operator's cancel): nothing went out; look again.
             self.limiter.give_back(run.api.key_id, slot)
             delay_s = 0.0 if len(merged.members) > 1 else BUSY_RETRY_S
+            self.limiter.settle(run.api.key_id, slot)
             self.schedule.reschedule(grant.id, run.lease_key, run.lease_value, delay_s)
             return
         run = replace(run, members=merged.members, attempt=run.token, baseline_missing=missing)
@@ -722,6 +730,7 @@ class Deliverer:
             ),
         )
         if grant.id not in moved:
+            self.limiter.settle(run.api.key_id, slot)  # nothing goes out: the slot holds one window, no longer
             self.schedule.reschedule(grant.id, run.lease_key, run.lease_value, BUSY_RETRY_S)
             return
         result = run.api.get_profile(grant.guild_id, grant.user_id)

@@ -230,18 +230,10 @@ class EtaEstimator:
         return floor, why
 
     def _recent_slots(self, key_id: str, now: float) -> list[float]:
-        """The key's slots as seen now: ``limit`` start times, the free ones as -inf, oldest first."""
+        """The key's slots as seen now: ``limit`` times they count from (``SlidingWindowLimiter.held_slots``:
+        a request still out counts from now at the soonest), the free ones as -inf, oldest first."""
         limit = self._limiter.rate.limit
-        window_s = self._limiter.effective_window_s
-        recent = sorted(
-            score / 1_000_000
-            for _, score in cast(
-                list[tuple[bytes, float]],
-                self._redis.zrangebyscore(
-                    self._keys.rate_window(key_id), (now - window_s) * 1_000_000, "+inf", withscores=True
-                ),
-            )
-        )[-limit:]
+        recent = self._limiter.held_slots(key_id, now)[-limit:]
         return [-math.inf] * (limit - len(recent)) + recent
 
     def _slot_time(self, recent: list[float], ahead: int, floor: float) -> float:

@@ -170,8 +170,13 @@ class Keys:
     # --- per API key (``key_id`` is a fingerprint, never the key) ------------------
     # The 401/403 pause is per "scope" = "<key id>:<guild id>" (see Deliverer._auth_scope).
     def rate_window(self, key_id: str) -> str:
-        """ZSET of request start times (microseconds, Redis clock) in the sliding window."""
+        """ZSET slot -> the time it counts from (microseconds, Redis clock): its start, its answer once back."""
         return f"{self.prefix}:rate:{key_id}"
+
+    def rate_pending(self, key_id: str) -> str:
+        """ZSET slot -> the latest time its request may still reach WetBot (microseconds), until its answer is
+        recorded: such a slot stays in the window (``worker.limiter``)."""
+        return f"{self.prefix}:rate:{key_id}:pending"
 
     def rate_block(self, key_id: str) -> str:
         """STRING microsecond timestamp before which no request may start (set after a 429)."""

@@ -5,11 +5,46 @@ worker process on every host shares one budget per API key. Asking for a slot
 never raises: it returns "go" or "wait N seconds", because in Dramatiq any
 exception (``Retry`` included) spends a retry (research/dramatiq.md §2), and
 waiting for a slot is not a failure.
+
+**A slot counts until a window after its request can have reached WetBot.**
+WetBot counts a request when it *arrives*, which is some time after we took
+its slot: the worker still has to step the grant into ``sending``, connect and
+write, and a starved process (CPU load, a VM pause), a slow connect or a
+server that stamps requests late can stretch that well past the window's
+margin. A slot is stamped with its start, and re-stamped with the time its
+answer came back when the outcome is recorded (``settle_ref``/``settle``):
+the answer comes after the arrival, so a settled slot always covers it. Until
+then a slot is **pending** (``Keys.rate_pending``: the latest time its
+request may still arrive, ``hold_s`` after the slot was taken) and does not
+leave the window, however old its start: the script moves it up instead.
+
+Issue 20 was the case without that hold: the slot left the window a window
+after its start, and a request whose answer came back later than that (a
+read timeout as long as the window, a worker killed mid-request, a run
+starved between its slot and its send) no longer counted while WetBot still
+did; another request took the freed slot, and WetBot saw N+1 arrivals in one
+of its windows and answered 429 (the chaos tests' fast window, 10 per 2 s with
+a 2 s timeout, under a CPU hog; ``tests/worker/test_starved_slot.py`` plays it
+deterministically). The re-stamp could not help: it only updated a slot still
+in the window. Under the hog, slot to arrival reached 229 ms against a 60 ms
+margin, most of it in the worker between its slot and its send; the simulator (in the
+test's process) stamped requests within 9 ms of accepting them, and a late
+stamp is a late arrival anyway, which the limiter has to cover
+(RELIABILITY.md, "The starved-process 429").
+
+What bounds ``hold_s`` is the run's leases (``worker.delivery``): the claim's
+until the step into ``sending``, then the request's (its timeout plus a
+margin). A request that reaches WetBot later than that is outside what the
+leases promise anyway: its grant moves again, to a takeover, by then. A
+slot whose answer is never recorded (its worker died) therefore counts for
+``hold_s`` plus a window; a slot taken for a request that is then not sent is
+settled at once (``settle``).
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import cast
 
@@ -20,16 +55,20 @@ from worker.keys import Keys
 from worker.scripts import load_script
 
 #: Seconds added to the window on our side. A slot counts from its request's
-#: start until its answer comes back (``settle``): WetBot counts a request when
-#: it arrives, which lies between the two, so even a request that reaches it
-#: late (a retransmitted SYN, a slow proxy) cannot put N+1 arrivals in one of
-#: its windows. The margin only covers clock granularity and the server's own
-#: jitter: 50 ms, plus 0.5 % of long windows (0.35 s at 60 s).
+#: start until a window after its answer comes back (``settle``), or, while the
+#: answer is not back, after the latest its request may arrive (``hold_s``):
+#: WetBot counts a request when it arrives, which lies in between, so even a
+#: request that reaches it late (a starved worker, a retransmitted SYN, a slow
+#: proxy) cannot put N+1 arrivals in one of its windows. The margin only covers
+#: clock granularity and the server's own jitter: 50 ms, plus 0.5 % of long
+#: windows (0.35 s at 60 s).
 SAFETY_MARGIN_S = 0.05
 SAFETY_MARGIN_FRACTION = 0.005
 #: Seconds after its turn that a waiter in a key's line keeps its place (``lua/sliding_window.lua``): it
 #: covers the reconciler's pass and the message's pickup; a waiter that never comes back is dropped then.
 LINE_GRACE_S = 5.0
+#: Seconds a re-stamped slot's window key lives at least (it needs one window; the rest is slack).
+SETTLED_TTL_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -61,7 +100,13 @@ class SlidingWindowLimiter:
         self._script = load_script(redis, "sliding_window")
 
     def try_acquire(
-        self, key_id: str, *, waiter: str = "", grant_key: str = "", now_s: float | None = None
+        self,
+        key_id: str,
+        *,
+        waiter: str = "",
+        grant_key: str = "",
+        hold_s: float = 0.0,
+        now_s: float | None = None,
     ) -> SlotDecision:
         """Take a slot for ``key_id`` if one is free.
 
@@ -72,6 +117,9 @@ class SlidingWindowLimiter:
             slot frees, whoever else waits for it.
           grant_key: the asking grant's hash: refused, it records the line there, so leaving the moving
             states (cancelled, parked, dead) gives up its place (``lua/transition.lua``).
+          hold_s: the latest, in seconds from now, that the slot's request may reach WetBot: until its
+            answer is recorded (``settle_ref``, ``settle``) the slot counts until a window after that.
+            0 (a slot that stands for no real request, in tests): it counts one window from now.
           now_s: the time to use instead of Redis ``TIME`` (tests only).
         """
         now_arg = "" if now_s is None else str(int(now_s * 1_000_000))
@@ -81,6 +129,7 @@ class SlidingWindowLimiter:
                 self._keys.rate_window(key_id),
                 self._keys.rate_block(key_id),
                 self._keys.rate_line(key_id),
+                self._keys.rate_pending(key_id),
                 *([grant_key] if grant_key else []),
             ],
             args=[
@@ -90,6 +139,7 @@ class SlidingWindowLimiter:
                 now_arg,
                 waiter,
                 int(LINE_GRACE_S * 1_000_000),
+                max(0, int(hold_s * 1_000_000)),
             ],
         )
         if int(granted) == 1:
@@ -125,17 +175,43 @@ class SlidingWindowLimiter:
     def settle_ref(self, key_id: str, member: str) -> dict[str, str]:
         """The slot to re-stamp with the time its answer came back, as ``StepEffects.slot`` takes it.
 
-        Recording an outcome re-stamps the slot in the same step, so the slot
-        covers the whole time the request may have taken to arrive.
+        Recording an outcome re-stamps the slot in the same step (``lua/transition.lua``) and ends its
+        hold, so the slot covers the whole time the request may have taken to arrive, and no more.
         """
-        return {"key": self._keys.rate_window(key_id), "member": member}
+        return {
+            "key": self._keys.rate_window(key_id),
+            "member": member,
+            "pending": self._keys.rate_pending(key_id),
+            "ttl_ms": str(self._settled_ttl_ms()),
+        }
 
     def settle(self, key_id: str, member: str) -> None:
-        """Re-stamp a slot now (its answer is back) when no ledger step carries it (a read-back)."""
+        """Re-stamp a slot now and end its hold, when no ledger step carries it: its answer is back, or its
+        request will not be sent (the grant moved meanwhile, or no replica confirmed the step into sending).
+
+        Like the step's re-stamp: the slot counts one window from now, and comes back if it had left.
+        """
         seconds, micros = cast(tuple[int, int], self._redis.time())
-        self._redis.zadd(
-            self._keys.rate_window(key_id), {member: int(seconds) * 1_000_000 + int(micros)}, xx=True, gt=True
-        )
+        window = self._keys.rate_window(key_id)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.zadd(window, {member: int(seconds) * 1_000_000 + int(micros)}, gt=True)
+        pipe.zrem(self._keys.rate_pending(key_id), member)
+        pipe.pttl(window)
+        ttl_ms = int(pipe.execute()[-1])
+        if ttl_ms < 0:
+            self._redis.pexpire(window, self._settled_ttl_ms())
+
+    def held_slots(self, key_id: str, now_s: float) -> list[float]:
+        """The times (epoch seconds, oldest first) the slots of ``key_id`` held at ``now_s`` count from.
+
+        The Python mirror of the script's window (``worker.eta``): a slot counts a window after its time;
+        a pending slot older than that counts from now, or from its pending deadline once that is past.
+        """
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zrange(self._keys.rate_window(key_id), 0, -1, withscores=True)
+        pipe.zrange(self._keys.rate_pending(key_id), 0, -1, withscores=True)
+        slots, pending = cast(tuple[list[tuple[bytes, float]], list[tuple[bytes, float]]], pipe.execute())
+        return held_slot_times(slots, dict(pending), now_s=now_s, window_s=self.effective_window_s)
 
     def block(self, key_id: str, duration_s: float) -> None:
         """Let no request for ``key_id`` start for ``duration_s`` seconds (after a 429).
@@ -149,3 +225,25 @@ class SlidingWindowLimiter:
         if current is not None and int(current) >= until_us:
             return
         self._redis.set(key, until_us, px=int(duration_s * 1000) + 1000)
+
+    def _settled_ttl_ms(self) -> int:
+        return int((self.effective_window_s + SETTLED_TTL_S) * 1000)
+
+
+def held_slot_times(
+    slots: Iterable[tuple[bytes, float]], pending: Mapping[bytes, float], *, now_s: float, window_s: float
+) -> list[float]:
+    """``lua/sliding_window.lua``'s window at ``now_s``, from the window's and the pending set's scores (us).
+
+    Returns, oldest first, the time each held slot counts from, in seconds: its own while it is within the
+    window; else, while pending, now or its pending deadline, whichever is earlier; the others are gone.
+    """
+    cutoff_us = (now_s - window_s) * 1_000_000
+    held = []
+    for member, score in slots:
+        deadline = pending.get(member)
+        if score > cutoff_us:
+            held.append(score / 1_000_000)
+        elif deadline is not None and deadline > cutoff_us:
+            held.append(min(now_s, deadline / 1_000_000))
+    return sorted(held)

@@ -25,7 +25,8 @@
 --   lease_release     optional {key, value}: delete the lease if it still holds value
 --   lease_set         optional {key, value, px}: (re)set the lease; the step does not happen when
 --                     another run holds it
---   slot              optional {key, member}: the rate slot counts from now (its answer came back)
+--   slot              optional {key, member, pending, ttl_ms}: the rate slot counts from now (its answer
+--                     came back) and leaves the pending set; done even when no grant moves
 --   profile           optional {key, json, at, ttl}: store the user's profile snapshot (key is derived
 --                     from the grants' guild and user; the caller's copy is informational)
 --   profile_ttl       seconds a snapshot lives (a move to "unknown" marks the user's snapshot stale)
@@ -194,14 +195,24 @@ if req.lease_release then
     redis.call('DEL', req.lease_release.key)
   end
 end
+-- The rate slot: its answer is back, whether or not this step moves a grant (another run may have taken
+-- the grant over), so it counts from now and is no longer pending (lua/sliding_window.lua). GT, not XX:
+-- a slot that left the window (its request lasted longer than a window) comes back, since the request
+-- may have reached WetBot just now; a resent step only moves it later.
+if req.slot then
+  redis.call('ZADD', req.slot.key, 'GT', tonumber(t[1]) * 1000000 + tonumber(t[2]), req.slot.member)
+  if req.slot.pending then
+    redis.call('ZREM', req.slot.pending, req.slot.member)
+  end
+  if req.slot.ttl_ms and redis.call('PTTL', req.slot.key) < 0 then
+    redis.call('PEXPIRE', req.slot.key, tonumber(req.slot.ttl_ms))
+  end
+end
 if #moved_ids == 0 then
   return reply
 end
 if req.lease_set then
   redis.call('SET', req.lease_set.key, req.lease_set.value, 'PX', req.lease_set.px)
-end
-if req.slot then
-  redis.call('ZADD', req.slot.key, 'XX', 'GT', tonumber(t[1]) * 1000000 + tonumber(t[2]), req.slot.member)
 end
 -- The user's profile snapshot: its "seq" moves whenever what we know of the inventory changes, so a
 -- read-back can tell whether its baseline is still the last thing known; "stale" says an outcome left
