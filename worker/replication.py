@@ -36,18 +36,28 @@ transaction fails the fence instead of confirming.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from redis import Redis, RedisError
 from redis.asyncio import Redis as AsyncRedis
+from redis.client import Pipeline
 from redis.commands.core import AsyncScript, Script
 
 from config.settings import Settings
+from worker.connections import follow_failover
 from worker.scripts import load_script
 
-__all__ = ["NotReplicated", "ReplicaAcks", "confirm_fence", "run_confirmed", "run_confirmed_async"]
+__all__ = [
+    "NO_ACKS",
+    "NotReplicated",
+    "ReplicaAcks",
+    "confirm_fence",
+    "confirm_read",
+    "run_confirmed",
+    "run_confirmed_async",
+]
 
 
 class NotReplicated(RedisError):
@@ -90,9 +100,19 @@ NO_ACKS = ReplicaAcks()
 
 
 def run_confirmed(
-    redis: Redis, script: Script, acks: ReplicaAcks, *, keys: Sequence[Any] = (), args: Sequence[Any] = ()
+    redis: Redis,
+    script: Script,
+    acks: ReplicaAcks,
+    *,
+    keys: Sequence[Any] = (),
+    args: Sequence[Any] = (),
+    barrier: str = "",
 ) -> Any:
     """``script(keys, args)``, then ``WAIT`` on the same connection when ``acks`` asks for replicas.
+
+    ``barrier`` (a key, ``Keys.replication_barrier``) adds an ``INCR`` of it between the script and the
+    ``WAIT``: the ``WAIT`` then covers everything the primary had when the script ran, also when the script
+    wrote nothing (an action found done already, a refusal), not only the script's own writes.
 
     Raises:
       NotReplicated: the write reached fewer replicas than asked (``reply`` holds the script's answer).
@@ -102,10 +122,43 @@ def run_confirmed(
         return script(keys=list(keys), args=list(args))
     pipe = redis.pipeline(transaction=False)
     script(keys=list(keys), args=list(args), client=pipe)
+    if barrier:
+        pipe.incr(barrier)
     pipe.wait(acks.replicas, acks.timeout_ms)
-    reply, acked = pipe.execute()
-    acks.check(acked, reply)
-    return reply
+    answers = pipe.execute()
+    _check(redis, acks, answers[-1], answers[0])
+    return answers[0]
+
+
+def confirm_read(redis: Redis, acks: ReplicaAcks, barrier: str, read: Callable[[Pipeline], object]) -> list[Any]:
+    """The answers of the reads ``read`` queues on a pipeline, confirmed: every write the primary had when they
+    ran is on ``acks.replicas`` replicas, so what they answered survives a failover.
+
+    The reads, an ``INCR`` of ``barrier`` and ``WAIT`` go in one pipeline on one connection; a pipeline resent
+    after a connection error reads again on the new primary. For an answer that rests on a state without
+    writing (an action found done already, a refusal saying what a grant is now).
+
+    Raises:
+      NotReplicated: fewer replicas confirmed (the answers may not survive a failover).
+    """
+    pipe = redis.pipeline(transaction=False)
+    read(pipe)
+    if not acks.wanted:
+        return list(pipe.execute())
+    pipe.incr(barrier)
+    pipe.wait(acks.replicas, acks.timeout_ms)
+    answers = pipe.execute()
+    _check(redis, acks, answers[-1])
+    return list(answers[:-2])
+
+
+def _check(redis: Redis, acks: ReplicaAcks, acked: Any, reply: Any = None) -> None:
+    """``acks.check``; short of replicas, the client asks the sentinels for the master before its next command."""
+    try:
+        acks.check(acked, reply)
+    except NotReplicated:
+        follow_failover(redis)
+        raise
 
 
 async def run_confirmed_async(
@@ -118,7 +171,11 @@ async def run_confirmed_async(
     await script(args=list(args), client=pipe)
     pipe.wait(acks.replicas, acks.timeout_ms)
     reply, acked = await pipe.execute()
-    acks.check(acked, reply)
+    try:
+        acks.check(acked, reply)
+    except NotReplicated:
+        follow_failover(redis)
+        raise
     return reply
 
 
@@ -136,5 +193,6 @@ def confirm_fence(redis: Redis, acks: ReplicaAcks, key: str, field: str, token: 
     pipe.wait(acks.replicas, acks.timeout_ms)
     present, acked = pipe.execute()
     if int(present) != 1:
+        follow_failover(redis)
         raise NotReplicated("the write is not on the current Redis primary (lost in a failover)")
-    acks.check(acked)
+    _check(redis, acks, acked)

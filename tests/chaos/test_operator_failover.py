@@ -126,7 +126,11 @@ def log_in(client: TestClient) -> None:
 
 
 def api_done(answer: Any) -> bool:
-    """An API action answered "done" (2xx); 503 is "could not be confirmed"; anything else is a bug here."""
+    """An API action answered "done" (2xx, or 409 "done already" for a repeat whose first try stood);
+    503 is "could not be confirmed"; anything else is a bug here."""
+    if answer.status_code == 409:
+        assert " already " in answer.json()["error"], answer.text
+        return True
     assert answer.status_code in (200, 201, 503), answer.text
     if answer.status_code == 503:
         assert "could not be confirmed" in answer.json()["error"], answer.text
