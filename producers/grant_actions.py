@@ -13,7 +13,9 @@ a refusal or a "nothing to do" rests on (``Ledger.confirmed``). Short of them
 the action raises ``ActionUnconfirmed`` (``producers.unconfirmed``): not done,
 not refused — "could not be confirmed, run it again". Its step may stand on
 the primary; the repeat then finds it done (a cancel: "already cancelled") or
-refuses it saying what the grant is (a replay: "queued, not dead"), confirmed.
+refuses it saying what the grant is (a replay: "replayed already"), confirmed.
+Each action first has the client ask the sentinels for the master
+(``follow_failover``), so it does not start on a primary just replaced.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Protocol
 
 from producers.submit import request_group, requeue_grant, requeue_group
 from producers.unconfirmed import ActionUnconfirmed
+from worker.connections import follow_failover
 from worker.grant import CANCELLABLE_STATES, Grant, GrantState
 from worker.grant_search import GrantQuery, find_grants
 from worker.ledger import Ledger, StepEffects
@@ -169,6 +172,7 @@ def _run(
     """
     record = _Recorder(audit, actor)
     why = f"; {detail}" if detail else ""
+    follow_failover(ledger.redis)
     try:
         try:
             result = step(_get(ledger, grant_id))
@@ -205,7 +209,8 @@ def replay(
     def step(grant: Grant) -> ActionDone:
         if grant.state != GrantState.DEAD and _done_before(ledger, grant, GrantState.DEAD, REPLAYED, version):
             raise ActionRefused(
-                f"grant {grant.id} was replayed already (it is {grant.state.value} now): nothing replayed again", grant
+                f"grant {grant.id} was replayed already: it is {grant.state.value}, not dead: nothing replayed again",
+                grant,
             )
         if grant.state != GrantState.DEAD:
             raise ActionRefused(f"grant {grant.id} is {grant.state.value}, not dead: nothing replayed", grant)
@@ -277,7 +282,9 @@ def resolve(
     def step(grant: Grant) -> ActionDone:
         if grant.state != GrantState.UNKNOWN and _done_before(ledger, grant, GrantState.UNKNOWN, RESOLVED, version):
             raise ActionRefused(
-                f"grant {grant.id} was resolved already (it is {grant.state.value} now): nothing done again", grant
+                f"grant {grant.id} was resolved already: it is {grant.state.value}; only grants in state unknown "
+                "can be resolved: nothing done again",
+                grant,
             )
         if grant.state != GrantState.UNKNOWN:
             raise ActionRefused(
@@ -356,6 +363,7 @@ def bulk_replay(
     skipped = 0
     what = ", ".join(f"{name}={value}" for name, value in query.filters().items() if name != "state") or "all"
     record = _Recorder(audit, actor)
+    follow_failover(ledger.redis)
     for grant_id in _dead_ids(ledger, query, up_to):
         try:
             moved = requeue_grant(ledger, grant_id, "replayed by an operator (bulk)", expect=GrantState.DEAD,

@@ -19,6 +19,7 @@ from producers.grant_actions import Audit
 from producers.links import PLATFORMS, LinkStore, check_link
 from producers.submit import link_and_release
 from producers.unconfirmed import ActionUnconfirmed
+from worker.connections import follow_failover
 from worker.ledger import Ledger
 from worker.replication import NotReplicated
 
@@ -72,6 +73,7 @@ def link(
         if audit is not None:
             audit.record(actor, "link-add", target, "refused", str(exc))
         raise LinkRefused(str(exc)) from None
+    follow_failover(ledger.redis)
     before = links.resolve(platform, external_id) or ""
     try:
         released = link_and_release(ledger, links, platform, external_id, discord_user_id)
@@ -112,6 +114,7 @@ def unlink(links: LinkStore, platform: str, external_id: str, *, audit: Audit | 
 
 def _removed(links: LinkStore, platform: str, external_id: str, audit: Audit | None, actor: str, target: str) -> bool:
     """``links.remove``, a shortfall of replicas audited and raised as ``ActionUnconfirmed``."""
+    follow_failover(links.redis)
     try:
         return links.remove(platform, external_id)
     except NotReplicated as exc:

@@ -92,6 +92,11 @@ class LinkStore:
         self._script = load_script(redis, SCRIPT)
         self._acks = acks
 
+    @property
+    def redis(self) -> Redis:
+        """The client the links are read and written on."""
+        return self._redis
+
     @classmethod
     def for_rewards(cls, redis: Redis, keys: Keys, rewards: RewardsConfig, *, acks: ReplicaAcks = NO_ACKS) -> LinkStore:
         """The store with the rewards file's static links (``[twitch.links]``)."""

@@ -14,27 +14,30 @@ by moving its DNS name leaves old connections on the demoted primary, which
 refuses writes with ``READONLY``; nothing ran (a replica rejects a script's
 first write), so a reconnect and resend is safe.
 
-**Sentinel** (``REDIS_SENTINELS``): the client is ``Sentinel(...).master_for(...)``
-with a pool that follows a failover (``FollowingSentinelPool``). redis-py's own
-pool asks the sentinels for the master's address only when it opens a
-connection: a connection it keeps open stays on the old primary after a
-failover, and a ``SENTINEL FAILOVER`` (or a partition) leaves that primary
-taking writes for about ten seconds — writes it drops once the sentinel turns
-it into a replica. A busy web process or console reuses its few connections
-and never opens a new one, so every write went there until then. Ours asks the
-sentinels again when it hands out a connection and has not asked for
-``MASTER_RECHECK_S`` (and right after a write fell short of its replicas,
-``follow_failover``); a master that moved closes the idle connections to the
-old one, and the ones in use are closed when they come back. redis-py's
-``SentinelManagedConnection`` turns a demoted master's ``READONLY`` into a
-``ConnectionError`` and disconnects, so the same retries reconnect to the new
-master. What a connection writes in the second before its pool looks again is
-what replica confirmation (``worker.replication``) is for: the old primary has
-no replica left, so it confirms nothing. ``REDIS_URL`` then gives only the database, username,
-password and TLS options (its host and port are not used); the sentinels get
-the same timeouts and TLS, ``REDIS_SENTINEL_PASSWORD``, and no retries of
-their own (redis-py asks the next sentinel, and the master connection's retries
-ask all of them again).
+**Sentinel** (``REDIS_SENTINELS``): the client is ``Sentinel(...).master_for(...)``,
+made to follow a failover at once (``FollowingSentinel``, ``FollowingSentinelPool``).
+redis-py's own pool asks the sentinels for the master's address only when it
+opens a connection, and reads it from ``SENTINEL MASTERS``, which names the old
+primary until the whole failover is over (every other replica reconfigured). A
+``SENTINEL FAILOVER`` (or a partition) leaves the old primary taking writes
+for about ten seconds, all dropped once the sentinel turns it into a replica;
+a busy web process or console reuses its few open connections, so every
+operator action went there, and a replica not yet moved to the new primary
+even confirmed them (``WAIT``) before it moved and dropped them too. Ours asks
+``SENTINEL GET-MASTER-ADDR-BY-NAME`` (the promoted replica as soon as one is
+chosen), and asks again when it hands out a connection and has not asked for
+``MASTER_RECHECK_S``, or when told to (``follow_failover``: before an operator
+action, after a write fell short of its replicas). A master that moved closes
+the idle connections to the old one; the ones in use are closed when they come
+back. redis-py's ``SentinelManagedConnection`` turns a demoted master's
+``READONLY`` into a ``ConnectionError`` and disconnects, so the same retries
+reconnect to the new master. What a connection writes in the second before its
+pool looks again is what replica confirmation (``worker.replication``) is for.
+
+``REDIS_URL`` then gives only the database, username, password and TLS options
+(its host and port are not used); the sentinels get the same timeouts and TLS,
+``REDIS_SENTINEL_PASSWORD``, and no retries of their own (redis-py asks the
+next sentinel, and the master connection's retries ask all of them again).
 """
 
 from __future__ import annotations
@@ -62,7 +65,9 @@ from config.settings import Settings
 __all__ = [
     "KEEPALIVE_OPTIONS",
     "MASTER_RECHECK_S",
+    "AsyncFollowingSentinel",
     "AsyncFollowingSentinelPool",
+    "FollowingSentinel",
     "FollowingSentinelPool",
     "REDIS_CONNECT_TIMEOUT_S",
     "REDIS_HEALTH_CHECK_S",
@@ -150,6 +155,45 @@ class _MasterCheck:
         self.at = -float("inf")
 
 
+def _named(reply: Any) -> tuple[str, int] | None:
+    """``SENTINEL GET-MASTER-ADDR-BY-NAME``'s answer as an address (the sentinels answer bytes)."""
+    if not reply:
+        return None
+    host, port = reply
+    return (host.decode() if isinstance(host, bytes) else str(host)), int(port)
+
+
+class FollowingSentinel(Sentinel):
+    """redis-py's ``Sentinel`` whose master, during a failover, is the replica being promoted.
+
+    redis-py reads the master from ``SENTINEL MASTERS``, which names the old primary until the whole
+    failover is over (every other replica reconfigured, seconds later): until then new connections went
+    to the old primary, and a replica not yet moved confirmed their writes, to drop them when it moved.
+    ``SENTINEL GET-MASTER-ADDR-BY-NAME`` names the promoted replica as soon as it is chosen; the same
+    sentinel (the one that passed redis-py's sanity checks) is asked.
+    """
+
+    def discover_master(self, service_name: str) -> tuple[str, int]:
+        address: tuple[str, int] = super().discover_master(service_name)  # type: ignore[no-untyped-call]
+        try:
+            named = _named(self.sentinels[0].sentinel_get_master_addr_by_name(service_name))  # type: ignore[no-untyped-call]
+        except (RedisConnectionError, RedisTimeoutError):
+            return address
+        return named or address
+
+
+class AsyncFollowingSentinel(AsyncSentinel):
+    """``FollowingSentinel`` for asyncio clients."""
+
+    async def discover_master(self, service_name: str) -> tuple[str, int]:
+        address: tuple[str, int] = await super().discover_master(service_name)
+        try:
+            named = _named(await self.sentinels[0].sentinel_get_master_addr_by_name(service_name))  # type: ignore[no-untyped-call]
+        except (RedisConnectionError, RedisTimeoutError):
+            return address
+        return named or address
+
+
 class FollowingSentinelPool(SentinelConnectionPool):
     """A Sentinel pool that asks the sentinels for the master every ``MASTER_RECHECK_S`` it is used (see above).
 
@@ -200,7 +244,7 @@ def connect_redis(settings: Settings) -> Redis:
     if not settings.redis_sentinels:
         return Redis.from_url(settings.redis_url, retry=retry, **_client_options())
     url_options = _url_options(settings)
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+    sentinel = FollowingSentinel(  # type: ignore[no-untyped-call]
         list(settings.redis_sentinels), sentinel_kwargs=_sentinel_options(settings, url_options)
     )
     client = sentinel.master_for(  # type: ignore[no-untyped-call]
@@ -219,7 +263,7 @@ def connect_redis_async(settings: Settings) -> AsyncRedis:
         return AsyncRedis.from_url(settings.redis_url, retry=retry, **_client_options())
     url_options = _url_options(settings)
     sentinel_options = _sentinel_options(settings, url_options) | {"retry": AsyncRetry(NoBackoff(), 0)}
-    sentinel = AsyncSentinel(list(settings.redis_sentinels), sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
+    sentinel = AsyncFollowingSentinel(list(settings.redis_sentinels), sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
     client = sentinel.master_for(
         settings.redis_sentinel_master,
         connection_pool_class=AsyncFollowingSentinelPool,

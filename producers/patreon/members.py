@@ -191,7 +191,9 @@ def handle_event(state: AppState, event: MemberEvent) -> tuple[Plan, Outcome]:
 
     One atomic step per attempt (see the module docstring): read memory under WATCH, decide, then write
     the grants (``create_grants.lua``) and the new memory in one MULTI. Nothing is written when another
-    delivery for the member wrote first; the event is then decided again on fresh memory.
+    delivery for the member wrote first; the event is then decided again on fresh memory. Once the MULTI
+    is confirmed, the payload's Discord account links the patron (``_link_from_payload``): the event's own
+    grants name that account already, so the link only releases grants parked before.
 
     Raises:
       ValueError: for the portal test payload (no member); the router answers it without calling this.
@@ -204,7 +206,6 @@ def handle_event(state: AppState, event: MemberEvent) -> tuple[Plan, Outcome]:
     member = _Member(event, event.member_id, event.patreon_user_id)
     store = MemberStore(state.redis, state.keys)
     acks = ReplicaAcks.from_settings(state.settings)
-    _link_from_payload(state, member)
     cancelled: set[str] = set()  # originals cancelled by this event, whichever attempt did it
     for attempt in range(1, MAX_DECIDE_ATTEMPTS + 1):
         with state.redis.pipeline() as pipe:
@@ -232,6 +233,7 @@ def handle_event(state: AppState, event: MemberEvent) -> tuple[Plan, Outcome]:
         outcome = parse_reply(reply, sent)[0]
         if isinstance(outcome, MissingGrant):  # checked under WATCH before; only a deletion in between
             raise outcome
+        _link_from_payload(state, member)
         for grant_id, grant_state in step.left_to_operator:
             logger.warning(
                 "patreon member %s: %s takes back grant %s, but grant %s is %s: no negative grant sent, "

@@ -1,6 +1,6 @@
 """Operator actions across a Sentinel failover (issue 20): what answered "done" stays done.
 
-A Sentinel group of the test's own (a primary, a replica, one sentinel: Debian's ``redis-server``), the web
+A Sentinel group of the test's own (a primary, one or two replicas, one sentinel: Debian's ``redis-server``), the web
 app pointed at it with ``REDIS_WAIT_REPLICAS=1``, and grants waiting for an operator: queued ones to cancel
 (through the API and the console), a dead one to replay, an unknown one to resolve, a parked one whose
 Twitch user an operator links. The app has been used, so its pool holds connections to the primary. Then
@@ -25,7 +25,6 @@ from typing import Any, cast
 
 import pytest
 from fastapi.testclient import TestClient
-from redis import Redis
 from redis.exceptions import RedisError
 
 from config.settings import Settings, load_settings
@@ -67,9 +66,11 @@ class Arranged:
     parked: str
 
 
-@pytest.fixture
-def group(tmp_path: Path) -> Iterator[SentinelGroup]:
-    with SentinelGroup(tmp_path / "sentinel") as sentinel_group:
+@pytest.fixture(params=[1, 2], ids=["1-replica", "2-replicas"])
+def group(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SentinelGroup]:
+    """One replica (the new primary has none until the old one rejoins: nothing confirms for ~10 s) or two
+    (the sentinel points the other one at the new primary at once: actions there are confirmed soon)."""
+    with SentinelGroup(tmp_path / "sentinel", replicas=request.param) as sentinel_group:
         yield sentinel_group
 
 
@@ -96,9 +97,9 @@ def new(key: str, **fields: Any) -> NewGrant:
     return NewGrant(source="test", idempotency_key=f"opfail:{key}", **values)
 
 
-def arrange(primary: Redis) -> Arranged:
-    """The grants, written on the primary and confirmed by its replica before the failover."""
-    ledger = Ledger(primary, Keys(PREFIX))
+def arrange(group: SentinelGroup) -> Arranged:
+    """The grants, written on the primary and confirmed by its replicas before the failover."""
+    ledger = Ledger(group.client(), Keys(PREFIX))
     cancel = [ledger.create(new(f"cancel-{n}")).grant.id for n in range(API_CANCELS)]
     console_cancel = ledger.create(new("console-cancel")).grant.id
     replay = ledger.create(new("replay")).grant.id
@@ -109,8 +110,14 @@ def arrange(primary: Redis) -> Arranged:
     parked_grant = new("parked", user_id="", platform="twitch", external_id=TWITCH_USER)
     parked = ledger.create_many([Planned(parked_grant, Mode.RESOLVE, "")]).results[0].grant.id
     assert ledger.get(parked).state == GrantState.PARKED  # type: ignore[union-attr]
-    assert int(primary.wait(1, 5000)) == 1
+    assert synced(group)
     return Arranged(cancel, console_cancel, replay, resolve, parked)
+
+
+def synced(group: SentinelGroup) -> bool:
+    """Every replica has every write so far (the arrangement must survive the failover, whichever is promoted)."""
+    replicas = len(group.nodes) - 1
+    return int(cast(Any, group.client().wait(replicas, 5000))) == replicas
 
 
 def console_form(client: TestClient, grant_id: str) -> dict[str, str]:
@@ -131,10 +138,11 @@ def api_done(answer: Any) -> bool:
     if answer.status_code == 409:
         assert " already " in answer.json()["error"], answer.text
         return True
-    assert answer.status_code in (200, 201, 503), answer.text
-    if answer.status_code == 503:
+    status: int = answer.status_code
+    assert status in (200, 201, 503), answer.text
+    if status == 503:
         assert "could not be confirmed" in answer.json()["error"], answer.text
-    return answer.status_code < 300
+    return status < 300
 
 
 def console_done(client: TestClient, grant_id: str, form: dict[str, str]) -> bool:
@@ -177,7 +185,7 @@ def expected(arranged: Arranged) -> dict[str, Callable[[Ledger], bool]]:
     out["resolve"] = state_is(arranged.resolve, GrantState.DELIVERED)
 
     def linked(ledger: Ledger) -> bool:
-        link = ledger.redis.hget(Keys(PREFIX).links("twitch"), TWITCH_USER)
+        link = cast(bytes | None, ledger.redis.hget(Keys(PREFIX).links("twitch"), TWITCH_USER))
         return link == USER.encode() and state_is(arranged.parked, GrantState.QUEUED)(ledger)
 
     out["link"] = linked
@@ -208,12 +216,12 @@ def history_count(ledger: Ledger, grant_id: str, reason_start: str) -> int:
 def test_an_operator_action_that_answered_done_stays_done_across_a_failover(
     group: SentinelGroup, rewards_file: Path
 ) -> None:
-    arranged = arrange(group.client())
+    arranged = arrange(group)
     with TestClient(create_app(settings_for(group, rewards_file))) as client:
         log_in(client)
         form = console_form(client, arranged.console_cancel)
         assert client.get("/grants?limit=5", headers=AS_ADMIN).status_code == 200  # the pool is in use
-        assert int(group.client().wait(1, 5000)) == 1  # the session is on the replica too
+        assert synced(group)  # the session is on the replicas too
         old_port, _ = group.failover()
 
         todo = actions(client, arranged, form)
