@@ -204,21 +204,23 @@ def _check(redis: Redis, acks: ReplicaAcks, acked: Any, reply: Any = None) -> No
 
 
 async def run_confirmed_async(
-    redis: AsyncRedis, script: AsyncScript, acks: ReplicaAcks, *, args: Sequence[Any] = ()
+    redis: AsyncRedis, script: AsyncScript, acks: ReplicaAcks, *, args: Sequence[Any] = (), barrier: str = ""
 ) -> Any:
     """``run_confirmed`` for asyncio code (``script`` registered on ``redis``)."""
     if not acks.wanted:
         return await script(args=list(args))
     pipe = redis.pipeline(transaction=False)
     await script(args=list(args), client=pipe)
+    if barrier:
+        pipe.incr(barrier)
     pipe.wait(acks.replicas, acks.timeout_ms)
-    reply, acked = await pipe.execute()
+    answers = await pipe.execute()
     try:
-        acks.check(acked, reply)
+        acks.check(answers[-1], answers[0])
     except NotReplicated:
         follow_failover(redis)
         raise
-    return reply
+    return answers[0]
 
 
 def confirm_fence(redis: Redis, acks: ReplicaAcks, key: str, field: str, token: str) -> None:

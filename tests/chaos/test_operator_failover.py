@@ -136,7 +136,7 @@ def api_done(answer: Any) -> bool:
     """An API action answered "done" (2xx, or 409 "done already" for a repeat whose first try stood);
     503 is "could not be confirmed"; anything else is a bug here."""
     if answer.status_code == 409:
-        assert " already " in answer.json()["error"], answer.text
+        assert " already" in answer.json()["error"], answer.text
         return True
     status: int = answer.status_code
     assert status in (200, 201, 503), answer.text
