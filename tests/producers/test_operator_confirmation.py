@@ -25,6 +25,7 @@ from producers.app import create_app
 from producers.audit import AuditLog
 from producers.cli import main
 from producers.links import LinkStore
+from producers.twitch.samples import sample_event, sample_payload, signed_request
 from producers.unconfirmed import ActionUnconfirmed
 from tests.conftest import GUILD, TEST_REDIS_URL, TOKEN, USER, SettingsFactory
 from worker.creation import Mode, Planned
@@ -149,6 +150,28 @@ def test_a_link_the_replicas_do_not_confirm_answers_503_and_a_repeat_releases_no
     assert outcomes(redis, keys, "link-remove") == ["not confirmed"] * 2
     released = [t for t in ledger.history(grant_id) if t.from_state == GrantState.PARKED.value]
     assert len(released) <= 1
+
+
+def test_a_reprocess_the_replicas_do_not_confirm_answers_503(
+    make_settings: SettingsFactory, tmp_path: Path, redis: Redis, keys: Keys
+) -> None:
+    secret = "twitch-secret-confirm-0042"
+    no_rules, cheer_rules = tmp_path / "none.toml", tmp_path / "cheer.toml"
+    no_rules.write_text(f'guild_id = "{GUILD}"\n', encoding="utf-8")
+    cheer_rules.write_text(
+        f'guild_id = "{GUILD}"\n\n[[twitch.rules]]\nname = "cheer"\nevent = "channel.cheer"\n'
+        'items = [{ id = "gem", amount = 1 }]\n',
+        encoding="utf-8",
+    )
+    body, headers = signed_request(secret, sample_payload("channel.cheer", sample_event("channel.cheer")))
+    with TestClient(create_app(make_settings(rewards_file=no_rules, twitch_webhook_secret=secret))) as before:
+        answer = before.post("/webhooks/twitch", content=body, headers=headers).json()
+    assert answer["outcome"] == "ignored"
+    fixed = make_settings(rewards_file=cheer_rules, twitch_webhook_secret=secret, admin_token=TOKEN,
+                          redis_wait_replicas=1, redis_wait_timeout_s=0.05)  # fmt: skip
+    with TestClient(create_app(fixed)) as after:
+        assert_unconfirmed(after.post(f"/events/{answer['event_id']}/reprocess", headers=AS_ADMIN))
+    assert outcomes(redis, keys, "reprocess") == ["not confirmed"]
 
 
 # --------------------------------------------------------------------------------------------- actions
