@@ -3,7 +3,9 @@
 ``producers.operator_cli`` holds the commands on the ledger and links (grant,
 inspect, replay, resolve, links); ``producers.twitch.cli`` and
 ``producers.patreon.cli`` add their ``send-test`` platforms and their own
-commands. A ``CliError`` (``producers.cli_errors``) is printed as one line.
+commands. A ``CliError`` (``producers.cli_errors``) is printed as one line, and so is
+an action the Redis replicas did not confirm (``producers.unconfirmed``): exit
+status 1, nothing reported done.
 """
 
 from __future__ import annotations
@@ -19,7 +21,10 @@ from config.settings import settings_or_exit
 from producers import demo_cli, events_cli, operator_cli
 from producers.cli_errors import CliError
 from producers.patreon import cli as patreon_cli
+from producers.printable import terminal_safe
 from producers.twitch import cli as twitch_cli
+from producers.unconfirmed import ActionUnconfirmed
+from worker.replication import NotReplicated
 
 __all__ = ["main"]
 
@@ -40,6 +45,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"wetbot-rewards: configuration error: {exc}", file=sys.stderr)
         return 2
+    except ActionUnconfirmed as exc:
+        print(f"wetbot-rewards: {terminal_safe(exc.message)}", file=sys.stderr)
+        return 1
+    except NotReplicated as exc:
+        print(f"wetbot-rewards: not confirmed by the Redis replicas ({exc}); nothing is reported done, "
+              "run the command again", file=sys.stderr)  # fmt: skip
+        return 1
     except RedisError as exc:
         print(f"wetbot-rewards: cannot use Redis ({type(exc).__name__}); is it running at REDIS_URL?", file=sys.stderr)
         return 1

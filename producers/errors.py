@@ -3,7 +3,8 @@
 ``error`` is the summary a person reads (``items[0].amount: ...``, ``missing or
 wrong bearer token``); ``detail`` lists every problem for a program, the same
 keys whether it came from validation, an ``HTTPException`` (401, 404, 413,
-webhook refusals...), Redis being away (503) or a bug (500). A client that hangs
+webhook refusals...), Redis being away (503), an operator's action the Redis
+replicas did not confirm (503, ``producers.unconfirmed``) or a bug (500). A client that hangs
 up mid-body is not an error of ours: it is logged at info level and never
 reaches Sentry (``_client_gone``).
 """
@@ -23,6 +24,8 @@ from redis import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from producers.unconfirmed import ActionUnconfirmed
+
 __all__ = ["error_response", "install_error_handlers"]
 
 logger = logging.getLogger("wetbot_rewards.web")
@@ -35,6 +38,7 @@ def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers that give every error answer of ``app`` the one shape."""
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(ActionUnconfirmed, _unconfirmed)
     app.add_exception_handler(RedisError, _storage_unavailable)
     app.add_exception_handler(dramatiq.errors.BrokerError, _storage_unavailable)
     app.add_exception_handler(ClientDisconnect, _client_gone)
@@ -72,6 +76,13 @@ async def _storage_unavailable(request: Request, exc: Exception) -> JSONResponse
     """Redis is down: nothing was promised, so the caller must retry (with the same idempotency key)."""
     logger.error("%s %s: storage unavailable: %s", request.method, request.url.path, type(exc).__name__)
     return error_response(503, "storage unavailable; nothing was queued, retry later", headers={"Retry-After": "5"})
+
+
+async def _unconfirmed(request: Request, exc: Exception) -> JSONResponse:
+    """An operator's action too few replicas confirmed: 503, nothing claimed done, the message says to repeat it."""
+    assert isinstance(exc, ActionUnconfirmed)
+    logger.warning("%s %s: not confirmed by the Redis replicas: %s", request.method, request.url.path, exc.what)
+    return error_response(503, exc.message, headers={"Retry-After": "5"})
 
 
 async def _client_gone(request: Request, exc: Exception) -> Response:

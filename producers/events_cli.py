@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import time
 from typing import Any
 
@@ -14,6 +15,7 @@ from producers.inbox import EventInbox, InboxEvent, Outcome
 from producers.printable import terminal_safe as shown
 from producers.reprocess import NothingToReprocess, ReprocessRefused, reprocess
 from producers.state import checked_rewards, close_state, open_state
+from producers.unconfirmed import ActionUnconfirmed
 from worker.connections import connect_redis
 from worker.keys import Keys
 
@@ -106,6 +108,10 @@ async def _reprocess_all(settings: Settings, event_ids: list[str]) -> int:
                 continue
             except ReprocessRefused as exc:
                 print(f"{shown(event_id)}: refused: {shown(str(exc))}")
+                failed += 1
+                continue
+            except ActionUnconfirmed as exc:
+                print(f"{shown(event_id)}: not confirmed: {shown(exc.message)}", file=sys.stderr)
                 failed += 1
                 continue
             print(f"{shown(event_id)}: {shown(json.dumps(outcome.detail()))}")

@@ -6,6 +6,16 @@ operator saw), so a double click, a form sent again or a retried API call
 does nothing twice: the second finds the grant moved and is refused with a
 message saying what the grant is now. Every call, done or refused, is written
 to the audit log.
+
+Every answer is confirmed by the ledger's replicas (``REDIS_WAIT_REPLICAS``,
+``worker.replication``) before it is given: a step's own write, and the state
+a refusal or a "nothing to do" rests on (``Ledger.confirmed``). Short of them
+the action raises ``ActionUnconfirmed`` (``producers.unconfirmed``): not done,
+not refused — "could not be confirmed, run it again". Its step may stand on
+the primary; the repeat then finds it done (a cancel: "already cancelled") or
+refuses it saying what the grant is (a replay: "replayed already"), confirmed.
+Each action first has the client ask the sentinels for the master
+(``follow_failover``), so it does not start on a primary just replaced.
 """
 
 from __future__ import annotations
@@ -17,15 +27,19 @@ from enum import StrEnum
 from typing import Protocol
 
 from producers.submit import request_group, requeue_grant, requeue_group
+from producers.unconfirmed import ActionUnconfirmed
+from worker.connections import follow_failover
 from worker.grant import CANCELLABLE_STATES, Grant, GrantState
 from worker.grant_search import GrantQuery, find_grants
 from worker.ledger import Ledger, StepEffects
+from worker.replication import NotReplicated
 
 __all__ = [
     "MAX_BULK",
     "ActionDone",
     "ActionInvalid",
     "ActionRefused",
+    "ActionUnconfirmed",
     "Audit",
     "Decision",
     "GrantMissing",
@@ -40,6 +54,10 @@ __all__ = [
 MAX_BULK = 10_000
 #: Longest reason or note kept with an action, in characters.
 MAX_REASON_CHARS = 500
+#: How a replay's history entry starts (a bulk replay's too).
+REPLAYED = "replayed by an operator"
+#: How a resolve's history entry starts: marked delivered or sent again, or a read-back asked for.
+RESOLVED = ("resolved by an operator", "operator asked for a read-back")
 
 
 class Audit(Protocol):
@@ -104,6 +122,17 @@ def _get(ledger: Ledger, grant_id: str) -> Grant:
     return grant
 
 
+def _done_before(ledger: Ledger, grant: Grant, left: GrantState, reasons: str | tuple[str, ...], version: int) -> bool:
+    """Whether the grant's last step is an operator's action out of ``left`` (its reason starts with one of
+    ``reasons``), and, given a ``version``, the one step since the operator looked: the same action, done by
+    an earlier try whose answer was lost or not confirmed. Its repeat then says so instead of "not dead"."""
+    history = ledger.history(grant.id)
+    if not history or (version >= 0 and len(history) != version + 1):
+        return False
+    last = history[-1]
+    return last.from_state == left.value and last.reason.startswith(reasons)
+
+
 def _refusal(ledger: Ledger, grant_id: str, expected: str, version: int) -> ActionRefused:
     """Why a guarded step did not move the grant, read after the fact."""
     grant = _get(ledger, grant_id)
@@ -115,6 +144,17 @@ def _refusal(ledger: Ledger, grant_id: str, expected: str, version: int) -> Acti
     return ActionRefused(f"grant {grant_id} is {grant.state.value}, not {expected}: nothing done", grant)
 
 
+def _confirm_seen(ledger: Ledger, grant: Grant) -> None:
+    """Confirm the state an answer that wrote nothing rests on (``Ledger.confirmed``).
+
+    Raises:
+      NotReplicated: too few replicas confirmed it, or the confirmed grant is no longer in that state.
+    """
+    now, _ = ledger.confirmed(grant.id)
+    if now is None or now.state != grant.state:
+        raise NotReplicated(f"grant {grant.id} is no longer {grant.state.value} on the replicas' side")
+
+
 def _run(
     ledger: Ledger,
     audit: Audit | None,
@@ -124,13 +164,29 @@ def _run(
     step: Callable[[Grant], ActionDone],
     detail: str = "",
 ) -> ActionDone:
+    """``step`` on the grant, its answer confirmed (module docstring) and written to the audit log.
+
+    Raises:
+      ActionUnconfirmed: too few replicas confirmed the step, or the state a refusal rests on.
+      ActionRefused: as ``step`` (``GrantMissing``, ``ActionInvalid`` need no confirmation).
+    """
     record = _Recorder(audit, actor)
     why = f"; {detail}" if detail else ""
+    follow_failover(ledger.redis)
     try:
-        result = step(_get(ledger, grant_id))
-    except ActionRefused as refused:
-        record(action, grant_id, "refused", refused.message + why)
-        raise
+        try:
+            result = step(_get(ledger, grant_id))
+            if not result.done:
+                _confirm_seen(ledger, result.grant)
+        except ActionRefused as refused:
+            if refused.grant is not None and not isinstance(refused, GrantMissing | ActionInvalid):
+                _confirm_seen(ledger, refused.grant)
+            record(action, grant_id, "refused", refused.message + why)
+            raise
+    except NotReplicated as exc:
+        unconfirmed = ActionUnconfirmed(f"{action} of grant {grant_id}", exc)
+        record(action, grant_id, "not confirmed", unconfirmed.message + why)
+        raise unconfirmed from exc
     record(action, grant_id, "done" if result.done else "nothing to do", result.message + why)
     return result
 
@@ -147,12 +203,19 @@ def replay(
     Raises:
       GrantMissing: no such grant.
       ActionRefused: it is not dead (already replayed, say), or changed since ``version``.
+      ActionUnconfirmed: too few replicas confirmed it (module docstring).
     """
 
     def step(grant: Grant) -> ActionDone:
+        if grant.state != GrantState.DEAD and _done_before(ledger, grant, GrantState.DEAD, REPLAYED, version):
+            raise ActionRefused(
+                f"grant {grant.id} was replayed already: it is {grant.state.value}, not dead: nothing replayed again",
+                grant,
+            )
         if grant.state != GrantState.DEAD:
             raise ActionRefused(f"grant {grant.id} is {grant.state.value}, not dead: nothing replayed", grant)
-        if not requeue_grant(ledger, grant.id, "replayed by an operator", expect=GrantState.DEAD, version=version):
+        reason = REPLAYED
+        if not requeue_grant(ledger, grant.id, reason, expect=GrantState.DEAD, version=version, confirm=True):
             raise _refusal(ledger, grant.id, "dead", version)
         return ActionDone(_get(ledger, grant.id), True, f"grant {grant.id} queued again", (grant.id,))
 
@@ -170,6 +233,7 @@ def cancel(
       ActionInvalid: no reason given (a reason of spaces is none).
       GrantMissing: no such grant.
       ActionRefused: it is being sent, was delivered or ended otherwise, or may have reached WetBot.
+      ActionUnconfirmed: too few replicas confirmed it (module docstring); "already cancelled" too.
     """
     why = _clean(reason)
 
@@ -189,7 +253,7 @@ def cancel(
                 f"grant {grant.id} is {grant.state.value}: only queued, parked or retrying grants can be cancelled",
                 grant,
             )
-        if not ledger.cancel(grant.id, f"cancelled by an operator: {why}", version=version):
+        if not ledger.cancel(grant.id, f"cancelled by an operator: {why}", version=version, confirm=True):
             raise _refusal(ledger, grant.id, "queued, parked or retrying", version)
         return ActionDone(_get(ledger, grant.id), True, f"grant {grant.id} cancelled: it will not be sent", (grant.id,))
 
@@ -211,10 +275,17 @@ def resolve(
     Raises:
       GrantMissing: no such grant.
       ActionRefused: it is not unknown (decided already), or changed since ``version``.
+      ActionUnconfirmed: too few replicas confirmed it (module docstring).
     """
     extra = f" ({_clean(note)})" if _clean(note) else ""
 
     def step(grant: Grant) -> ActionDone:
+        if grant.state != GrantState.UNKNOWN and _done_before(ledger, grant, GrantState.UNKNOWN, RESOLVED, version):
+            raise ActionRefused(
+                f"grant {grant.id} was resolved already: it is {grant.state.value}; only grants in state unknown "
+                "can be resolved: nothing done again",
+                grant,
+            )
         if grant.state != GrantState.UNKNOWN:
             raise ActionRefused(
                 f"grant {grant.id} is {grant.state.value}; only grants in state unknown can be resolved", grant
@@ -225,19 +296,18 @@ def resolve(
             moved = ledger.transition_many(
                 ids,
                 GrantState.DELIVERED,
-                f"resolved by an operator: applied{extra}",
+                f"{RESOLVED[0]}: applied{extra}",
                 expect=[GrantState.UNKNOWN],
                 effects=StepEffects(expect_history=version),
+                confirm=True,
             )
             ok, done = grant.id in moved, "marked delivered"
         else:
             verify = decision == Decision.VERIFY
-            reason = (
-                f"operator asked for a read-back{extra}"
-                if verify
-                else f"resolved by an operator: not applied, resend{extra}"
+            reason = f"{RESOLVED[1]}{extra}" if verify else f"{RESOLVED[0]}: not applied, resend{extra}"
+            moved = requeue_group(
+                ledger, grant.id, reason, expect=GrantState.UNKNOWN, verify=verify, version=version, confirm=True
             )
-            moved = requeue_group(ledger, grant.id, reason, expect=GrantState.UNKNOWN, verify=verify, version=version)
             ok = grant.id in moved
             done = "queued for a read-back of the member's profile" if verify else "queued to be sent again"
         if not ok:
@@ -283,14 +353,28 @@ def bulk_replay(
     ledger: Ledger, query: GrantQuery, *, up_to: float, audit: Audit | None = None, actor: str = ""
 ) -> BulkDone:
     """Queue again every dead grant ``query`` matches that died at or before ``up_to`` (the moment the
-    operator was shown the count), each in its own guarded step: a second run finds none of them dead."""
+    operator was shown the count), each in its own guarded, confirmed step: a second run finds none of them dead.
+
+    Raises:
+      ActionUnconfirmed: a step fell short of the replicas; the run stops there (its ``done``: the grants
+        replayed and confirmed before it). A second run replays the rest.
+    """
     replayed: list[str] = []
     skipped = 0
+    what = ", ".join(f"{name}={value}" for name, value in query.filters().items() if name != "state") or "all"
+    record = _Recorder(audit, actor)
+    follow_failover(ledger.redis)
     for grant_id in _dead_ids(ledger, query, up_to):
-        if requeue_grant(ledger, grant_id, "replayed by an operator (bulk)", expect=GrantState.DEAD):
+        try:
+            moved = requeue_grant(ledger, grant_id, "replayed by an operator (bulk)", expect=GrantState.DEAD,
+                                  confirm=True)  # fmt: skip
+        except NotReplicated as exc:
+            unconfirmed = ActionUnconfirmed(f"bulk replay ({len(replayed)} replayed before it)", exc, tuple(replayed))
+            record("bulk replay", what, "not confirmed", f"{len(replayed)} replayed, stopped at grant {grant_id}")
+            raise unconfirmed from exc
+        if moved:
             replayed.append(grant_id)
         else:
             skipped += 1
-    what = ", ".join(f"{name}={value}" for name, value in query.filters().items() if name != "state") or "all"
-    _Recorder(audit, actor)("bulk replay", what, "done", f"{len(replayed)} replayed, {skipped} skipped")
+    record("bulk replay", what, "done", f"{len(replayed)} replayed, {skipped} skipped")
     return BulkDone(tuple(replayed), skipped)

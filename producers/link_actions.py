@@ -4,6 +4,11 @@
 each grant once, so the same form or call sent twice releases nothing the second time).
 ``unlink`` forgets a run-time link; a static one lives in the rewards file. Both write the
 audit log, refused calls included.
+
+Both are confirmed by the replicas (``REDIS_WAIT_REPLICAS``, ``worker.replication``): the link, the release
+of its parked grants, and the state an unlink's "there was no such link" rests on. Short of them the call
+raises ``ActionUnconfirmed`` (``producers.unconfirmed``) and claims nothing; linking or unlinking again is
+safe (the link is set again, what is still parked is released, nothing twice).
 """
 
 from __future__ import annotations
@@ -13,7 +18,10 @@ from dataclasses import dataclass
 from producers.grant_actions import Audit
 from producers.links import PLATFORMS, LinkStore, check_link
 from producers.submit import link_and_release
+from producers.unconfirmed import ActionUnconfirmed
+from worker.connections import follow_failover
 from worker.ledger import Ledger
+from worker.replication import NotReplicated
 
 __all__ = ["LinkDone", "LinkRefused", "link", "unlink"]
 
@@ -56,6 +64,7 @@ def link(
 
     Raises:
       LinkRefused: a platform, id or Discord id that is not one.
+      ActionUnconfirmed: too few replicas confirmed the link or the release (module docstring).
     """
     target = f"{platform}:{external_id}"[:80]
     try:
@@ -64,8 +73,15 @@ def link(
         if audit is not None:
             audit.record(actor, "link-add", target, "refused", str(exc))
         raise LinkRefused(str(exc)) from None
+    follow_failover(ledger.redis)
     before = links.resolve(platform, external_id) or ""
-    released = link_and_release(ledger, links, platform, external_id, discord_user_id)
+    try:
+        released = link_and_release(ledger, links, platform, external_id, discord_user_id)
+    except NotReplicated as exc:
+        unconfirmed = ActionUnconfirmed(f"the link of {platform} user {external_id}", exc)
+        if audit is not None:
+            audit.record(actor, "link-add", target, "not confirmed", f"discord {discord_user_id}; {unconfirmed}")
+        raise unconfirmed from exc
     done = LinkDone(platform, external_id, discord_user_id, "" if before == discord_user_id else before,
                     before == discord_user_id, tuple(released))  # fmt: skip
     if audit is not None:
@@ -78,11 +94,12 @@ def unlink(links: LinkStore, platform: str, external_id: str, *, audit: Audit | 
 
     Raises:
       LinkRefused: no run-time link for that user (a static one is in the rewards file).
+      ActionUnconfirmed: too few replicas confirmed the removal, or that there was no link (module docstring).
     """
     target = f"{platform}:{external_id}"[:80]
     if platform not in PLATFORMS or not external_id.isdigit() or len(external_id) > 32:
         why = "not a platform user id"
-    elif links.remove(platform, external_id):
+    elif _removed(links, platform, external_id, audit, actor, target):
         if audit is not None:
             audit.record(actor, "link-remove", target, "ok")
         return
@@ -93,3 +110,15 @@ def unlink(links: LinkStore, platform: str, external_id: str, *, audit: Audit | 
     if audit is not None:
         audit.record(actor, "link-remove", target, "refused", why)
     raise LinkRefused(why)
+
+
+def _removed(links: LinkStore, platform: str, external_id: str, audit: Audit | None, actor: str, target: str) -> bool:
+    """``links.remove``, a shortfall of replicas audited and raised as ``ActionUnconfirmed``."""
+    follow_failover(links.redis)
+    try:
+        return links.remove(platform, external_id)
+    except NotReplicated as exc:
+        unconfirmed = ActionUnconfirmed(f"the removal of the link of {platform} user {external_id}", exc)
+        if audit is not None:
+            audit.record(actor, "link-remove", target, "not confirmed", str(unconfirmed))
+        raise unconfirmed from exc

@@ -11,7 +11,9 @@ redemption, and one Discord id takes at most ``max_twitch_accounts`` of them
 streamer's rewards, or farm one Discord account with many Twitch accounts.
 Every change is one script (``worker/lua/set_link.lua``), so two redemptions at
 once cannot both pass the cap. Links stored before origins were kept count as
-operator links.
+operator links. With replicas to wait for (``acks``, ``worker.replication``)
+every change is confirmed like a create: a link a failover could lose raises
+``NotReplicated`` instead of standing only on the primary.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from redis import Redis
 
 from config.rewards import RewardsConfig
 from worker.keys import Keys
+from worker.replication import NO_ACKS, ReplicaAcks, run_confirmed
 from worker.scripts import load_script
 
 #: Platforms whose users can be linked.
@@ -72,18 +75,32 @@ class LinkStore:
       redis: client for the service's Redis.
       keys: key layout.
       static: platform -> {external id: Discord id} from the rewards file.
+      acks: the replicas every change must reach (``worker.replication``); none by default.
     """
 
-    def __init__(self, redis: Redis, keys: Keys, static: Mapping[str, Mapping[str, str]] | None = None) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        static: Mapping[str, Mapping[str, str]] | None = None,
+        *,
+        acks: ReplicaAcks = NO_ACKS,
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self._static = {platform: dict(links) for platform, links in (static or {}).items()}
         self._script = load_script(redis, SCRIPT)
+        self._acks = acks
+
+    @property
+    def redis(self) -> Redis:
+        """The client the links are read and written on."""
+        return self._redis
 
     @classmethod
-    def for_rewards(cls, redis: Redis, keys: Keys, rewards: RewardsConfig) -> LinkStore:
+    def for_rewards(cls, redis: Redis, keys: Keys, rewards: RewardsConfig, *, acks: ReplicaAcks = NO_ACKS) -> LinkStore:
         """The store with the rewards file's static links (``[twitch.links]``)."""
-        return cls(redis, keys, {"twitch": rewards.twitch.links})
+        return cls(redis, keys, {"twitch": rewards.twitch.links}, acks=acks)
 
     def resolve(self, platform: str, external_id: str) -> str | None:
         """The Discord user linked to ``external_id`` on ``platform``, if any."""
@@ -99,7 +116,8 @@ class LinkStore:
     def add(self, platform: str, external_id: str, discord_user_id: str) -> None:
         """An operator's link: link (or re-link) ``external_id``, whoever made the old link.
 
-        Raises ``ValueError`` on a malformed id.
+        Raises ``ValueError`` on a malformed id; ``NotReplicated`` when too few replicas confirmed the link
+        (it may stand on the primary only; linking again is safe).
         """
         check_link(platform, external_id, discord_user_id)
         self._run(platform, external_id, "operator", discord_user_id)
@@ -107,14 +125,19 @@ class LinkStore:
     def add_self(self, platform: str, external_id: str, discord_user_id: str, *, max_accounts: int) -> SelfLink:
         """A self-made link (a link reward), made only where it takes nothing from anyone (module docstring).
 
-        Raises ``ValueError`` on a malformed id.
+        Raises ``ValueError`` on a malformed id; ``NotReplicated`` as ``add`` (for a refusal too: it rests on
+        links the replicas may not have).
         """
         check_link(platform, external_id, discord_user_id)
         static = self.static_user(platform, external_id) or ""
         return SelfLink(self._run(platform, external_id, "self", discord_user_id, static, str(max_accounts)))
 
     def remove(self, platform: str, external_id: str) -> bool:
-        """Forget a run-time link; True when there was one. Static links stay (edit the rewards file)."""
+        """Forget a run-time link; True when there was one. Static links stay (edit the rewards file).
+
+        Raises ``NotReplicated`` as ``add`` (also for "there was none": an earlier, unconfirmed removal may
+        have made it so).
+        """
         return self._run(platform, external_id, "remove") == "removed"
 
     def all(self, platform: str) -> dict[str, tuple[str, str]]:
@@ -134,7 +157,9 @@ class LinkStore:
         return out
 
     def _run(self, platform: str, external_id: str, mode: str, *args: str) -> str:
-        reply = self._script(args=[self._keys.prefix, platform, external_id, mode, *args])
+        """One ``set_link.lua`` change, confirmed by ``acks`` (the barrier: an answer that wrote nothing too)."""
+        reply = run_confirmed(self._redis, self._script, self._acks, args=[self._keys.prefix, platform, external_id,
+                              mode, *args], barrier=self._keys.replication_barrier())  # fmt: skip
         return reply.decode() if isinstance(reply, bytes) else str(reply)
 
 

@@ -207,9 +207,14 @@ def _dead_replay(settings: Settings, args: argparse.Namespace) -> int:
         raise CliError("dead replay: give grant ids or --all (not both)")
     audit, actor = _audit(ledger), _actor()
     if args.all:
-        bulk = grant_actions.bulk_replay(
-            ledger, _query(args, GrantState.DEAD), up_to=time.time(), audit=audit, actor=actor
-        )
+        try:
+            bulk = grant_actions.bulk_replay(
+                ledger, _query(args, GrantState.DEAD), up_to=time.time(), audit=audit, actor=actor
+            )
+        except grant_actions.ActionUnconfirmed as exc:
+            for grant_id in exc.done:
+                print(f"grant {grant_id} queued again")
+            raise
         for grant_id in bulk.replayed:
             print(f"grant {grant_id} queued again")
         print(f"{len(bulk.replayed)} grant(s) replayed")
@@ -250,11 +255,10 @@ def _resolve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _links_add(settings: Settings, args: argparse.Namespace) -> int:
-    redis, keys = connect_redis(settings), Keys(settings.redis_key_prefix)
-    links = LinkStore.for_rewards(redis, keys, load_rewards(settings.rewards_file, missing_ok=True))
+    ledger = _ledger(settings)
     try:
-        done = link(Ledger(redis, keys), links, args.platform, args.external_id, args.discord_user_id,
-                    audit=AuditLog(redis, keys), actor=_actor())  # fmt: skip
+        done = link(ledger, _links(settings, ledger), args.platform, args.external_id, args.discord_user_id,
+                    audit=_audit(ledger), actor=_actor())  # fmt: skip
     except LinkRefused as exc:
         raise CliError(str(exc)) from None
     print(f"{args.platform} user {args.external_id} linked to Discord user {args.discord_user_id}; "
@@ -263,9 +267,7 @@ def _links_add(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _links_list(settings: Settings, args: argparse.Namespace) -> int:
-    redis, keys = connect_redis(settings), Keys(settings.redis_key_prefix)
-    links = LinkStore.for_rewards(redis, keys, load_rewards(settings.rewards_file, missing_ok=True))
-    found = links.all(args.platform)
+    found = _links(settings, _ledger(settings)).all(args.platform)
     if not found:
         print("no links")
     for external_id, (discord_id, origin) in sorted(found.items()):
@@ -274,10 +276,9 @@ def _links_list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _links_remove(settings: Settings, args: argparse.Namespace) -> int:
-    redis, keys = connect_redis(settings), Keys(settings.redis_key_prefix)
-    links = LinkStore.for_rewards(redis, keys, load_rewards(settings.rewards_file, missing_ok=True))
+    ledger = _ledger(settings)
     try:
-        unlink(links, args.platform, args.external_id, audit=AuditLog(redis, keys), actor=_actor())
+        unlink(_links(settings, ledger), args.platform, args.external_id, audit=_audit(ledger), actor=_actor())
     except LinkRefused as exc:
         raise CliError(f"link of {args.platform} user {args.external_id} not removed: {exc}") from None
     print(f"link of {args.platform} user {args.external_id} removed")
@@ -319,8 +320,15 @@ def _audit(ledger: Ledger) -> AuditLog:
 
 
 def _ledger(settings: Settings) -> Ledger:
-    """The ledger; a ``grant`` it creates is confirmed by replicas like a producer's (``worker.replication``)."""
+    """The ledger; what it creates and what an action changes is confirmed by replicas like a producer's
+    create (``worker.replication``; an action short of them fails with ``ActionUnconfirmed``, exit 1)."""
     return Ledger(connect_redis(settings), Keys(settings.redis_key_prefix), acks=ReplicaAcks.from_settings(settings))
+
+
+def _links(settings: Settings, ledger: Ledger) -> LinkStore:
+    """The links (with the rewards file's static ones) on the ledger's connection, confirmed like it."""
+    rewards = load_rewards(settings.rewards_file, missing_ok=True)
+    return LinkStore.for_rewards(ledger.redis, ledger.keys, rewards, acks=ReplicaAcks.from_settings(settings))
 
 
 def _get(ledger: Ledger, grant_id: str) -> Grant:

@@ -10,6 +10,13 @@ same idempotency keys, so re-processing never grants twice:
 * events that made or found grants (``granted``, ``parked``, ``duplicate``) and
   revocations, challenges and test payloads are left as they are: there is
   nothing to re-process, and saying so is the idempotent answer.
+
+The grants it makes are confirmed by the replicas as a live delivery's are
+(creates, Patreon's fence, link rewards: ``worker.replication``); short of them
+it raises ``ActionUnconfirmed`` and claims nothing, and re-processing again is
+safe (the same idempotency keys find what the first run made). The inbox's
+record of the new outcome is not confirmed: a failover may bring back the old
+outcome, and re-processing the event again then finds its grants.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from producers.patreon.webhook import handle_delivery
 from producers.settle import record_event
 from producers.state import AppState
 from producers.twitch.webhook import handle_message, parse_body
+from producers.unconfirmed import unconfirmed_as
 
 __all__ = ["REPROCESSABLE", "NothingToReprocess", "ReprocessRefused", "reprocess"]
 
@@ -44,8 +52,14 @@ async def reprocess(state: AppState, event_id: str) -> EventOutcome:
     Raises:
       ReprocessRefused: no such event.
       NothingToReprocess: the event already made or found its grants (or is not a grant event).
+      ActionUnconfirmed: too few replicas confirmed the grants it made (run it again).
       RedisError, BrokerError: storage trouble; nothing was recorded (run it again).
     """
+    with unconfirmed_as(f"re-processing event {event_id}"):
+        return await _reprocess(state, event_id)
+
+
+async def _reprocess(state: AppState, event_id: str) -> EventOutcome:
     event = state.inbox.get(event_id)
     if event is None:
         raise ReprocessRefused(f"no event {event_id} in the inbox (a mistyped id, or older than EVENT_RETENTION_DAYS)")

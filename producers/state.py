@@ -77,7 +77,7 @@ def open_state(settings: Settings, rewards: RewardsConfig, keyring: Keyring) -> 
         rewards=rewards,
         keyring=keyring,
         eta=EtaEstimator.build(redis, settings, keyring),
-        links=LinkStore.for_rewards(redis, keys, rewards),
+        links=LinkStore.for_rewards(redis, keys, rewards, acks=acks),
         redis_check=CachedRedisCheck(redis),
         inbox=EventInbox(redis, aredis, keys),
         audit=AuditLog(redis, keys),

@@ -29,14 +29,29 @@ def planned_for_identity(links: LinkStore, new: NewGrant) -> Planned:
 
 
 def requeue_grant(
-    ledger: Ledger, grant_id: str, reason: str, *, expect: GrantState, verify: bool = False, version: int = -1
+    ledger: Ledger,
+    grant_id: str,
+    reason: str,
+    *,
+    expect: GrantState,
+    verify: bool = False,
+    version: int = -1,
+    confirm: bool = False,
 ) -> bool:
     """``requeue_group``, True when the named grant moved."""
-    return grant_id in requeue_group(ledger, grant_id, reason, expect=expect, verify=verify, version=version)
+    moved = requeue_group(ledger, grant_id, reason, expect=expect, verify=verify, version=version, confirm=confirm)
+    return grant_id in moved
 
 
 def requeue_group(
-    ledger: Ledger, grant_id: str, reason: str, *, expect: GrantState, verify: bool = False, version: int = -1
+    ledger: Ledger,
+    grant_id: str,
+    reason: str,
+    *,
+    expect: GrantState,
+    verify: bool = False,
+    version: int = -1,
+    confirm: bool = False,
 ) -> list[str]:
     """Queue a grant in state ``expect`` again (replay, resolve) in one atomic step; the ids this call moved.
 
@@ -46,7 +61,8 @@ def requeue_group(
     last request instead of a resend (``resolve --verify``); ``version`` (when >= 0) is the number of
     history entries the operator saw (``StepEffects.expect_history``). An ``unknown``
     grant moves with every grant its merged request carried (``request_group``):
-    the decision is about the request, and a read-back judges it as a whole.
+    the decision is about the request, and a read-back judges it as a whole. ``confirm`` waits for the
+    ledger's replicas (``Ledger.transition``; raises ``NotReplicated``).
     """
     effects = (
         StepEffects(fields={"verify": "1"}, hold="set", expect_history=version)
@@ -56,7 +72,9 @@ def requeue_group(
     to = GrantState.RETRYING if verify else GrantState.QUEUED
     ids = request_group(ledger, grant_id, expect)
     ids = [grant_id, *(other for other in ids if other != grant_id)]  # the version is the named grant's
-    return ledger.transition_many(ids, to, reason, expect=[expect], reset_failures=True, effects=effects)
+    return ledger.transition_many(
+        ids, to, reason, expect=[expect], reset_failures=True, effects=effects, confirm=confirm
+    )
 
 
 def request_group(ledger: Ledger, grant_id: str, state: GrantState) -> list[str]:
@@ -84,9 +102,13 @@ def link_and_release(
 
     Released grants are due at once on the ledger's schedule: a worker's
     reconciler dispatches them within a second, even if this caller dies next.
+    Both steps are confirmed by the replicas ``links`` and ``ledger`` wait for
+    (``worker.replication``): each can raise ``NotReplicated``, and the call
+    is then safe to repeat (the link is set again, what is still parked is
+    released; nothing is released twice).
     """
     links.add(platform, external_id, discord_user_id)
-    return ledger.release_parked(platform, external_id, discord_user_id)
+    return ledger.release_parked(platform, external_id, discord_user_id, confirm=True)
 
 
 def self_link_and_release(
@@ -96,9 +118,9 @@ def self_link_and_release(
 
     A refused link releases nothing: the user's grants keep going where their existing link (or
     none: parked) sends them. ``ALREADY`` releases too, so a redelivered redemption whose first
-    attempt died between the link and the release finishes the job.
+    attempt died between the link and the release finishes the job. Confirmed as ``link_and_release``.
     """
     outcome = links.add_self(platform, external_id, discord_user_id, max_accounts=max_accounts)
     if outcome.refused:
         return outcome, []
-    return outcome, ledger.release_parked(platform, external_id, discord_user_id)
+    return outcome, ledger.release_parked(platform, external_id, discord_user_id, confirm=True)

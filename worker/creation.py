@@ -200,7 +200,9 @@ def create_grants(
     event = EventRequest(tuple(planned), seen_key, counter)
     check_event(event)
     request, sent = build_request(keys, [event])
-    reply: Any = run_confirmed(redis, load_script(redis, SCRIPT), acks, args=[request])
+    # The barrier: a create that finds its grants made already (a retry) writes nothing of its own.
+    barrier = keys.replication_barrier()
+    reply: Any = run_confirmed(redis, load_script(redis, SCRIPT), acks, args=[request], barrier=barrier)
     outcome = parse_reply(reply, sent)[0]
     if isinstance(outcome, MissingGrant):
         raise outcome
@@ -224,7 +226,7 @@ async def create_events_async(
       NotReplicated: too few replicas confirmed the step.
     """
     request, sent = build_request(keys, events)
-    reply: Any = await run_confirmed_async(redis, script, acks, args=[request])
+    reply: Any = await run_confirmed_async(redis, script, acks, args=[request], barrier=keys.replication_barrier())
     return parse_reply(reply, sent)
 
 

@@ -221,3 +221,8 @@ class Keys:
     def audit(self) -> str:
         """STREAM of operator actions (who, what, when), newest last, trimmed to about 10000 (``producers.audit``)."""
         return f"{self.prefix}:audit"
+
+    def replication_barrier(self) -> str:
+        """STRING counter a confirmed write or read increments just before its ``WAIT`` (``worker.replication``):
+        a write of its own, so the ``WAIT`` covers everything the primary had, also when the step wrote nothing."""
+        return f"{self.prefix}:replication-barrier"

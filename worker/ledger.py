@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from redis import Redis
+from redis.client import Pipeline
 
 from worker.coalesce import same_request
 from worker.creation import BatchResult, Mode, Planned, create_grants
@@ -29,7 +30,7 @@ from worker.grant import (
     grant_from_hash,
 )
 from worker.keys import PROFILE_TTL_S, Keys
-from worker.replication import NO_ACKS, NotReplicated, ReplicaAcks, run_confirmed
+from worker.replication import NO_ACKS, NotReplicated, ReplicaAcks, confirm_read, run_confirmed
 from worker.scripts import load_script
 
 
@@ -101,7 +102,8 @@ class Ledger:
     """Grant records in Redis under ``keys``.
 
     ``acks`` says how many replicas must confirm the writes a promise rests on (``worker.replication``):
-    every create, and the transitions called with ``confirm=True``.
+    every create, and the transitions and releases called with ``confirm=True``; ``confirmed`` reads a
+    grant as the replicas have it.
     """
 
     def __init__(self, redis: Redis, keys: Keys, *, acks: ReplicaAcks = NO_ACKS) -> None:
@@ -203,7 +205,9 @@ class Ledger:
         ``confirm`` waits for the ledger's replicas to have the step (``worker.replication``).
 
         Raises:
-          NotReplicated: with ``confirm``, the step moved the grant but too few replicas confirmed it.
+          NotReplicated: with ``confirm``, the step moved the grant (or found it moved by an earlier run of
+            the same step) but too few replicas confirmed it. A step that moved nothing returns False
+            unconfirmed: nothing of it can be lost.
         """
         per_grant = None if result is None else {grant_id: {"result": json.dumps(dict(result))}}
         moved = self.transition_many(
@@ -280,11 +284,12 @@ class Ledger:
         first = grant_ids[0]
         acks = self._acks if confirm else NO_ACKS
         script_keys = [self._keys.grant(first), self._keys.history(first)]
+        barrier = self._keys.replication_barrier()
         try:
             reply = cast(list[Any], run_confirmed(self._redis, self._transition, acks, keys=script_keys,
-                                                  args=[json.dumps(request)]))  # fmt: skip
+                                                  args=[json.dumps(request)], barrier=barrier))  # fmt: skip
         except NotReplicated as exc:
-            if int(exc.reply[0]) in (1, 2):
+            if int(exc.reply[0]) in (1, 2) or len(exc.reply) > 2:
                 raise
             return []  # nothing moved: there is nothing to confirm
         return [_text(grant_id) for grant_id in reply[2:]]
@@ -295,7 +300,7 @@ class Ledger:
         """
         return [member.id for member in same_request(self._redis, self._keys, grant)]
 
-    def cancel(self, grant_id: str, reason: str, *, version: int = -1) -> bool:
+    def cancel(self, grant_id: str, reason: str, *, version: int = -1, confirm: bool = False) -> bool:
         """Withdraw a grant nothing of which can have reached WetBot (``Grant.cancellable``); True when this
         call cancelled it.
 
@@ -303,7 +308,8 @@ class Ledger:
         pending, or a resend under ``AMBIGUOUS_POLICY=retry``) is not cancellable:
         WetBot may hold its items. A queue message still on its way finds a final
         state and does nothing; a parked grant stays in its parked index, which
-        ``release_parked`` skips. ``version`` as in ``StepEffects.expect_history``.
+        ``release_parked`` skips. ``version`` as in ``StepEffects.expect_history``; ``confirm`` as in
+        ``transition``.
         """
         return self.transition(
             grant_id,
@@ -311,16 +317,36 @@ class Ledger:
             reason,
             expect=CANCELLABLE_STATES,
             effects=StepEffects(unless_flagged=MAYBE_APPLIED_FLAGS, expect_history=version),
+            confirm=confirm,
         )
 
-    def release_parked(self, platform: str, external_id: str, user_id: str) -> list[str]:
+    def confirmed(self, grant_id: str) -> tuple[Grant | None, int]:
+        """The grant and its version (history length) as ``acks.replicas`` replicas have them too
+        (``worker.replication.confirm_read``): what an answer that writes nothing may rest on.
+
+        Raises:
+          NotReplicated: too few replicas confirmed; what the primary holds may not survive a failover.
+        """
+
+        def read(pipe: Pipeline) -> None:
+            pipe.hgetall(self._keys.grant(grant_id))
+            pipe.llen(self._keys.history(grant_id))
+
+        raw, version = confirm_read(self._redis, self._acks, self._keys.replication_barrier(), read)
+        return (grant_from_hash(raw) if raw else None), int(version)
+
+    def release_parked(self, platform: str, external_id: str, user_id: str, *, confirm: bool = False) -> list[str]:
         """Move every grant parked for ``external_id`` to ``queued`` for ``user_id``; returns their ids.
 
         Atomic and once: a grant released by one caller is not released again by
         another. Released grants are due at once: a worker's reconciler dispatches them.
+
+        Raises:
+          NotReplicated: with ``confirm``, too few replicas confirmed the release — or, when it released
+            nothing, the state it found (an earlier, unconfirmed run may have released them).
         """
         reason = f"{platform} user {external_id} linked to Discord user {user_id}"
-        return self._release_index(self._keys.parked(platform, external_id), user_id, reason)
+        return self._release_index(self._keys.parked(platform, external_id), user_id, reason, confirm=confirm)
 
     def release_key_parked(self, guild_id: str, key_id: str) -> list[str]:
         """Move every grant parked because ``guild_id`` had no API key back to ``queued``; returns their ids.
@@ -337,7 +363,13 @@ class Ledger:
         return sorted(_text(guild) for guild in cast(set[bytes], self._redis.smembers(self._keys.key_parked_guilds())))
 
     def _release_index(
-        self, index: str, user_id: str, reason: str, *, registry: tuple[str, str] | None = None
+        self,
+        index: str,
+        user_id: str,
+        reason: str,
+        *,
+        registry: tuple[str, str] | None = None,
+        confirm: bool = False,
     ) -> list[str]:
         now = time.time()
         entry = json.dumps(
@@ -348,7 +380,9 @@ class Ledger:
         if registry is not None:
             keys.append(registry[0])
             args.append(registry[1])
-        released = self._release(keys=keys, args=args)
+        acks = self._acks if confirm else NO_ACKS
+        barrier = self._keys.replication_barrier()
+        released = run_confirmed(self._redis, self._release, acks, keys=keys, args=args, barrier=barrier)
         return [_text(grant_id) for grant_id in released]
 
     # --- profiles -------------------------------------------------------------------

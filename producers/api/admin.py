@@ -5,7 +5,8 @@
 console and the CLI call (``producers.grant_actions``, ``producers.reprocess``): one guarded atomic
 step, written to the audit log. A refused action (the grant is not in a state it applies to, or
 changed since the ``version`` the caller saw) answers 409 with what the grant is now, so a retried
-call never acts twice.
+call never acts twice. An action too few Redis replicas confirmed answers 503 "could not be confirmed"
+(``producers.unconfirmed``, via ``producers.errors``) and claims nothing: repeat it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from producers.api.guarded_route import AdminRoute
 from producers.inbox import Outcome
 from producers.reprocess import NothingToReprocess, ReprocessRefused, reprocess
 from producers.state import AppState, app_state
+from producers.unconfirmed import ActionUnconfirmed
 from worker.grant import Grant, GrantState
 from worker.grant_search import MAX_PAGE, GrantQuery, find_grants
 
@@ -159,5 +161,8 @@ async def reprocess_event(event_id: EventId, request: Request, state: State) -> 
     except NothingToReprocess as exc:
         state.audit.record(who, "reprocess", event_id, "refused", str(exc))
         return JSONResponse({"error": str(exc), "event": exc.event.summary()}, status_code=status.HTTP_409_CONFLICT)
+    except ActionUnconfirmed as exc:  # 503 (producers.errors), after the audit
+        state.audit.record(who, "reprocess", event_id, "not confirmed", exc.message)
+        raise
     state.audit.record(who, "reprocess", event_id, "done", outcome.outcome.value)
     return JSONResponse({"event_id": event_id, **outcome.detail()})

@@ -18,6 +18,7 @@ from producers.console.context import BASE, ConsoleContext, ConsoleForm, console
 from producers.console.route import ConsoleRoute
 from producers.inbox import InboxEvent, Outcome
 from producers.reprocess import REPROCESSABLE, NothingToReprocess, ReprocessRefused, reprocess
+from producers.unconfirmed import ActionUnconfirmed
 
 __all__ = ["OUTCOME_HELP", "event_type", "pretty_body", "router"]
 
@@ -134,6 +135,9 @@ async def reprocess_event(event_id: str, form: Annotated[ConsoleForm, Depends(co
         text, kind, result = str(exc), "error", "refused"
     except ReprocessRefused as exc:
         text, kind, result = str(exc), "error", "refused"
+    except ActionUnconfirmed as exc:  # the "could not be confirmed" page (ConsoleRoute), after the audit
+        await run_in_threadpool(console.audit, "reprocess", event_id, "not confirmed", exc.message)
+        raise
     else:
         found = len(outcome.granted) + len(outcome.parked)
         text = f"Re-processed: {outcome.outcome.value}" + (f", {found} grant(s)" if found else "")

@@ -2,7 +2,9 @@
 
 Console routes answer HTML, also when they refuse: the app's JSON error handlers
 (``producers.errors``) are for API clients, so an ``HTTPException``, a ``ConsoleRefusal``
-or Redis being away is turned into a page here, inside the route.
+or Redis being away is turned into a page here, inside the route. So is an action
+the Redis replicas did not confirm (``producers.unconfirmed``): a page saying so,
+never the flash of a "done".
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from producers.console.context import ConsoleOff, ConsoleRefusal, CsrfRefused, NeedSession, see_other
 from producers.console.rendering import render_html
+from producers.unconfirmed import ActionUnconfirmed
+from worker.replication import NotReplicated
 
 __all__ = ["SECURITY_HEADERS", "ConsoleRoute", "message_page"]
 
@@ -63,6 +67,17 @@ def _refusal_page(request: Request, exc: ConsoleRefusal) -> Response:
     return message_page(403, "Refused", "Nothing was done.")
 
 
+def _unconfirmed_page(request: Request, exc: NotReplicated) -> Response:
+    """503 "could not be confirmed": the action is not reported done; repeating it is safe."""
+    logger.warning("console: %s %s: not confirmed by the Redis replicas: %s", request.method, request.url.path, exc)
+    text = (
+        exc.message
+        if isinstance(exc, ActionUnconfirmed)
+        else f"Redis replicas did not confirm this ({exc}); it is not reported done. Go back and try again."
+    )
+    return message_page(503, "Could not be confirmed", text[:1].upper() + text[1:] + ".")
+
+
 class ConsoleRoute(APIRoute):
     """Use as ``APIRouter(route_class=ConsoleRoute)`` for every console router."""
 
@@ -77,6 +92,8 @@ class ConsoleRoute(APIRoute):
             except StarletteHTTPException as exc:
                 response = message_page(exc.status_code, "Request refused", str(exc.detail))
                 response.headers.update(exc.headers or {})
+            except NotReplicated as exc:
+                response = _unconfirmed_page(request, exc)
             except RedisError as exc:
                 logger.error("console: %s %s: storage unavailable: %s", request.method, request.url.path,
                              type(exc).__name__)  # fmt: skip

@@ -35,6 +35,9 @@ With replicas to wait for (``REDIS_WAIT_REPLICAS``, ``worker.replication``) the
 MULTI also sets ``written`` to a fresh token, and the webhook answers 2xx only
 once ``confirm_fence`` has seen a replica take it: a MULTI cannot carry the
 ``WAIT`` itself, and a failover must not lose a grant Patreon was told about.
+The writes outside the MULTI are confirmed on their own: a take-back's cancel
+(``Ledger.cancel(confirm=True)``) and a link from the payload with its release
+(``link_and_release``).
 """
 
 from __future__ import annotations
@@ -188,7 +191,9 @@ def handle_event(state: AppState, event: MemberEvent) -> tuple[Plan, Outcome]:
 
     One atomic step per attempt (see the module docstring): read memory under WATCH, decide, then write
     the grants (``create_grants.lua``) and the new memory in one MULTI. Nothing is written when another
-    delivery for the member wrote first; the event is then decided again on fresh memory.
+    delivery for the member wrote first; the event is then decided again on fresh memory. Once the MULTI
+    is confirmed, the payload's Discord account links the patron (``_link_from_payload``): the event's own
+    grants name that account already, so the link only releases grants parked before.
 
     Raises:
       ValueError: for the portal test payload (no member); the router answers it without calling this.
@@ -201,7 +206,6 @@ def handle_event(state: AppState, event: MemberEvent) -> tuple[Plan, Outcome]:
     member = _Member(event, event.member_id, event.patreon_user_id)
     store = MemberStore(state.redis, state.keys)
     acks = ReplicaAcks.from_settings(state.settings)
-    _link_from_payload(state, member)
     cancelled: set[str] = set()  # originals cancelled by this event, whichever attempt did it
     for attempt in range(1, MAX_DECIDE_ATTEMPTS + 1):
         with state.redis.pipeline() as pipe:
@@ -229,6 +233,7 @@ def handle_event(state: AppState, event: MemberEvent) -> tuple[Plan, Outcome]:
         outcome = parse_reply(reply, sent)[0]
         if isinstance(outcome, MissingGrant):  # checked under WATCH before; only a deletion in between
             raise outcome
+        _link_from_payload(state, member)
         for grant_id, grant_state in step.left_to_operator:
             logger.warning(
                 "patreon member %s: %s takes back grant %s, but grant %s is %s: no negative grant sent, "
@@ -379,6 +384,9 @@ def _take_back(
     The cancel is done right away, outside the MULTI (its script belongs to
     the ledger). It is conditional and idempotent, so a lost race or a crash
     before EXEC only means the next attempt finds the original cancelled.
+    It is confirmed on its own (``confirm=True``): the fence after the MULTI
+    covers only what the MULTI's primary has, and the cancel may have gone to
+    another one (a pool that moved to a new primary in between).
     ``cancelled`` collects the ids this event cancelled, across attempts.
     """
     why = plan.revoke_reason
@@ -389,7 +397,7 @@ def _take_back(
             for _ in range(_CANCEL_ATTEMPTS):
                 if original is None or not original.cancellable:
                     break
-                if state.ledger.cancel(grant_id, f"taken back by patreon ({why}) before it was sent"):
+                if state.ledger.cancel(grant_id, f"taken back by patreon ({why}) before it was sent", confirm=True):
                     cancelled.add(grant_id)
                 original = state.ledger.get(grant_id)  # cancelled now, or moved on meanwhile: look again
             if original is None or original.state is GrantState.CANCELLED:
@@ -424,12 +432,20 @@ def _negative(original: Grant, member: _Member, why: str) -> NewGrant:
 def _link_from_payload(state: AppState, member: _Member) -> None:
     """A payload naming the patron's Discord account links them, once, and releases what was parked for them.
 
-    Only when no link exists yet: a link set by an operator (``POST /links``) is never overwritten.
+    Only when no link exists yet: a link set by an operator (``POST /links``) is never overwritten. When the
+    link is there already, what is still parked for it is released: an earlier delivery may have stopped
+    between the link and the release (a crash, a release the replicas did not confirm).
     """
     discord_id = member.event.discord_user_id
-    if discord_id is None or state.links.resolve(PLATFORM, member.patreon_user_id) is not None:
+    current = None if discord_id is None else state.links.resolve(PLATFORM, member.patreon_user_id)
+    if discord_id is None or current not in (None, discord_id):
         return
-    released = link_and_release(state.ledger, state.links, PLATFORM, member.patreon_user_id, discord_id)
+    if current is None:
+        released = link_and_release(state.ledger, state.links, PLATFORM, member.patreon_user_id, discord_id)
+    else:
+        released = state.ledger.release_parked(PLATFORM, member.patreon_user_id, discord_id, confirm=True)
+    if current is not None and not released:
+        return
     logger.info(
         "patreon user %s linked to Discord user %s from the payload; %d parked grant(s) queued",
         member.patreon_user_id, discord_id, len(released),

@@ -287,9 +287,9 @@ def test_a_grant_a_worker_takes_while_it_is_being_cancelled_is_left_to_an_operat
     app_ledger = client.app.state.wetbot.ledger  # type: ignore[attr-defined]
     real_cancel = app_ledger.cancel
 
-    def worker_first(grant_id: str, reason: str) -> bool:
+    def worker_first(grant_id: str, reason: str, **options: Any) -> bool:
         ledger.transition(grant_id, GrantState.SENDING, "test: a worker took it", expect=[GrantState.QUEUED])
-        return bool(real_cancel(grant_id, reason))
+        return bool(real_cancel(grant_id, reason, **options))
 
     monkeypatch.setattr(app_ledger, "cancel", worker_first)
     send(client, "members:pledge:delete", linked(charge_date=MARCH, will_pay_cents=0))

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 from fastapi.testclient import TestClient
@@ -30,7 +31,13 @@ from simulator.chaos.sentinel import MASTER_NAME, SentinelGroup
 from simulator.chaos.servers import PrivateRedis, free_port
 from tests.conftest import SettingsFactory, wait_for
 from worker.broker import build_broker
-from worker.connections import REDIS_SOCKET_TIMEOUT_S, connect_redis, connect_redis_async
+from worker.connections import (
+    MASTER_RECHECK_S,
+    REDIS_SOCKET_TIMEOUT_S,
+    connect_redis,
+    connect_redis_async,
+    follow_failover,
+)
 
 needs_redis_server = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
 needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl for a test certificate")
@@ -260,6 +267,58 @@ def test_every_client_follows_the_master_through_a_failover(
     finally:
         client.close()
         broker.close()
+
+
+@pytest.fixture
+def trio(tmp_path: Path) -> Iterator[SentinelGroup]:
+    """A primary with two replicas: a failover then takes seconds (the other replica is moved too), and
+    the sentinels' ``SENTINEL MASTERS`` names the old primary until it is over."""
+    with SentinelGroup(tmp_path / "trio", replicas=2) as started:
+        yield started
+
+
+def _on_old_primary(group: SentinelGroup, port: int, key: str) -> bool:
+    """``key`` is on the old primary while it still acts as one (once a replica again, it has the new one's data)."""
+    client = group.node(port).client()
+    try:
+        role = cast(dict[str, Any], client.info("replication"))["role"]
+        return bool(client.exists(key)) and role == "master"
+    finally:
+        client.close()
+
+
+@pytest.mark.slow
+@needs_redis_server
+def test_a_pooled_connection_follows_a_sentinel_failover_at_once(
+    trio: SentinelGroup, make_settings: SettingsFactory
+) -> None:
+    """A ``SENTINEL FAILOVER`` leaves the old primary writable for ~10 s; an open connection must not keep
+    writing there (redis-py's pool did: issue 20), neither a sync nor an async one."""
+    settings = sentinel_settings(make_settings, trio)
+    client, aclient = connect_redis(settings), connect_redis_async(settings)
+
+    async def aset(key: str) -> None:
+        await aclient.set(key, "1")
+
+    loop = asyncio.new_event_loop()
+    try:
+        client.set("before", "1")
+        loop.run_until_complete(aset("before-async"))
+        old, new = trio.failover()
+        follow_failover(client)  # an operator action asks first: at once
+        client.set("asked", "1")
+        time.sleep(MASTER_RECHECK_S + 0.1)  # any other command asks within MASTER_RECHECK_S
+        client.set("later", "1")
+        loop.run_until_complete(aset("later-async"))
+        for key in ("asked", "later", "later-async"):
+            assert not _on_old_primary(trio, old, key), key
+        primary = trio.node(new).client()
+        assert primary.exists("asked", "later", "later-async") == 3
+        primary.close()
+    finally:
+        client.close()
+        loop.run_until_complete(aclient.aclose())
+        loop.close()
 
 
 def _answers(client: Redis) -> bool:

@@ -21,8 +21,8 @@ from tests.conftest import GUILD, USER, SettingsFactory
 from worker.delivery import UNCONFIRMED_RETRY_S, Deliverer
 from worker.grant import GrantItem, GrantState, NewGrant
 from worker.keys import Keys
-from worker.ledger import Ledger
-from worker.replication import NotReplicated, ReplicaAcks, confirm_fence, run_confirmed
+from worker.ledger import Ledger, StepEffects
+from worker.replication import NotReplicated, ReplicaAcks, confirm_fence, confirm_read, run_confirmed
 from worker.scripts import load_script
 
 #: One replica, and a short wait: the shared Redis has none, so this is always refused (quickly).
@@ -73,6 +73,33 @@ def test_a_transition_that_moved_nothing_needs_no_confirmation(redis: Redis, key
         ledger.transition(grant.id, GrantState.SENDING, "x", expect=[GrantState.QUEUED], confirm=True)
     # Without ``confirm`` a transition never waits.
     assert ledger.transition(grant.id, GrantState.RETRYING, "y", expect=[GrantState.SENDING]) is True
+
+
+def test_a_resent_outcome_step_waits_for_the_replicas_again(redis: Redis, keys: Keys) -> None:
+    """An outcome step guarded by its request's token, run again (``_persist`` after a ``NotReplicated``),
+    finds its earlier run recorded (code 2) and confirms that run's write through the barrier."""
+    plain = Ledger(redis, keys)
+    grant = plain.create(new("outcome")).grant
+    assert plain.transition(grant.id, GrantState.SENDING, "sent", effects=StepEffects(begin="run-1"))
+    confirming = Ledger(redis, keys, acks=ONE_FAST)
+    step = StepEffects(attempt="run-1")
+    for _ in range(2):
+        with pytest.raises(NotReplicated):
+            confirming.transition(grant.id, GrantState.DELIVERED, "WetBot answered 200", effects=step, confirm=True)
+    assert plain.get(grant.id).state == GrantState.DELIVERED  # type: ignore[union-attr]
+    assert plain.transition(grant.id, GrantState.DELIVERED, "WetBot answered 200", effects=step)  # recorded once
+    assert [t.to_state for t in plain.history(grant.id)].count("delivered") == 1
+
+
+def test_a_confirmed_read_waits_for_the_replicas(redis: Redis, keys: Keys) -> None:
+    barrier = keys.replication_barrier()
+    key = keys.prefix + ":read"
+    redis.set(key, "v")
+    assert confirm_read(redis, ReplicaAcks(), barrier, lambda pipe: pipe.get(key)) == [b"v"]
+    assert redis.get(barrier) is None  # nothing wanted: no barrier written
+    with pytest.raises(NotReplicated, match="0 of 1 Redis replicas"):
+        confirm_read(redis, ONE_FAST, barrier, lambda pipe: pipe.get(key))
+    assert redis.get(barrier) == b"1"
 
 
 def test_a_worker_does_not_send_what_no_replica_confirmed(
