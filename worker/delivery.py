@@ -441,6 +441,7 @@ class Deliverer:
             keep_free=math.ceil(self.limiter.rate.limit * SPARE_FRACTION),
             demand_key=self.keys.guild_state(run.grant.guild_id, GrantState.QUEUED.value),
             own_demand=sum(1 for member in merged.members if member.state == GrantState.QUEUED),
+            hold_s=self._slot_hold_s(),
         )
         if not spare.granted:
             return slot, f"{NO_BASELINE} (the key had no spare rate slot)"
@@ -456,6 +457,20 @@ class Deliverer:
             self.limiter.give_back(api.key_id, spare.member)
             self.limiter.block(api.key_id, wait_s)
             self._hand_back(run, wait_s)
+            return None
+        if result.outcome == Outcome.UNAUTHORISED:
+            # The request would be refused too: pause the key as a refused request does, send nothing.
+            self.limiter.give_back(api.key_id, spare.member)
+            reason, pause_s = _describe(result), self.settings.wetbot_auth_pause_s
+            self._step(
+                run,
+                run.grant.state,
+                f"API key refused reading the profile ({reason}); key paused {pause_s:.0f}s, nothing sent",
+                expect=tuple(SENDABLE_STATES),
+                last_error=reason,
+                effects={"attempt": "", "due_in_s": pause_s},
+            )
+            self._pause_key(run, reason)
             return None
         if result.outcome == Outcome.AMBIGUOUS and result.status is not None and 200 <= result.status < 300:
             inventory: Inventory | ProfileProblem = ProfileProblem(result.message)
@@ -484,6 +499,7 @@ class Deliverer:
             back,
             f"not sent: {error}; trying again in {UNCONFIRMED_RETRY_S:.0f}s (not a failure)",
             effects={"due_in_s": UNCONFIRMED_RETRY_S, "fields": {"maybe_applied": "1"} if duplicate else {}},
+            confirm=False,  # a confirmation would stall every send while a replica is away
         )
 
     def _record(self, run: _Run, slot: str, result: CallResult) -> None:
@@ -531,10 +547,12 @@ class Deliverer:
         *,
         slot: dict[str, str] | None = None,
         expect: tuple[GrantState, ...] = (GrantState.SENDING,),
+        confirm: bool = True,
         **options: Any,
     ) -> list[str]:
         """One guarded outcome step of this run's request (every grant it carried), retried in place while
-        Redis is away.
+        Redis is away or too few replicas confirm it (``worker.replication``: a lost outcome would turn a
+        known answer into a maybe-applied one; a repeat is guarded by the run's token).
 
         It also ends the run: the user's lease is released in the same step. Returns the ids whose change
         is in place (none when the run's own grant could not move).
@@ -548,7 +566,9 @@ class Deliverer:
         effects["lease_release"] = run.lease_release()
         step = StepEffects(**effects)
         return self._persist(
-            lambda: self.ledger.transition_many(run.ids, to, reason, expect=expect, effects=step, **options)
+            lambda: self.ledger.transition_many(
+                run.ids, to, reason, expect=expect, effects=step, confirm=confirm, **options
+            )
         )
 
     def _delivered(self, run: _Run, result: CallResult, settle: dict[str, str], reason: str) -> None:
@@ -605,6 +625,12 @@ class Deliverer:
             last_error=reason,
             effects={"due_in_s": pause_s},
         )
+        self._pause_key(run, reason)
+
+    def _pause_key(self, run: _Run, reason: str) -> None:
+        """WetBot refused the key for this guild (401/403): pause it, alert once; a probe resumes it."""
+        grant = run.grant
+        pause_s = self.settings.wetbot_auth_pause_s
         scope = run.key_scope
         self.redis.set(self.keys.key_paused(scope), reason, px=int(pause_s * 1000))
         first = self.redis.set(self.keys.key_unauthorised(scope), reason, nx=True)

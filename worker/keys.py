@@ -186,6 +186,10 @@ class Keys:
         """ZSET grant id -> its turn (microseconds, Redis clock): grants waiting for this key's next slots."""
         return f"{self.prefix}:rate:{key_id}:line"
 
+    def rate_throttled(self, key_id: str) -> str:
+        """STRING set (with a TTL) after WetBot answered this key 429: no slot is spare meanwhile."""
+        return f"{self.prefix}:rate:{key_id}:throttled"
+
     def reported(self, digest: str) -> str:
         """STRING set once (with a TTL) when a problem of this digest went to Sentry: it is reported once."""
         return f"{self.prefix}:reported:{digest}"

@@ -67,6 +67,9 @@ SAFETY_MARGIN_FRACTION = 0.005
 #: Seconds after its turn that a waiter in a key's line keeps its place (``lua/sliding_window.lua``): it
 #: covers the reconciler's pass and the message's pickup; a waiter that never comes back is dropped then.
 LINE_GRACE_S = 5.0
+#: Windows after a 429 during which no slot counts as spare (``try_spare``): WetBot's limit may be stricter
+#: than ours (a key shared with another tool), and a read taken then would push the request into a 429.
+THROTTLED_WINDOWS = 10
 #: Seconds a re-stamped slot's window key lives at least (it needs one window; the rest is slack).
 SETTLED_TTL_S = 120.0
 
@@ -146,31 +149,38 @@ class SlidingWindowLimiter:
             return SlotDecision(granted=True, wait_s=0.0, member=member)
         return SlotDecision(granted=False, wait_s=max(int(wait_us), 1000) / 1_000_000)
 
-    def try_spare(self, key_id: str, *, keep_free: int, demand_key: str = "", own_demand: int = 0) -> SlotDecision:
-        """Take one more slot for ``key_id`` only if it is spare: nobody waits in the key's line and, once it
-        is taken, at least ``keep_free`` slots of the window stay free for the grants already queued (the
-        size of the ZSET ``demand_key``, when given, less the ``own_demand`` of the asking request) and then some.
+    def try_spare(
+        self, key_id: str, *, keep_free: int, demand_key: str = "", own_demand: int = 0, hold_s: float = 0.0
+    ) -> SlotDecision:
+        """Take one more slot for ``key_id`` only if it is spare: nobody waits in the key's line, WetBot has
+        not answered 429 for ``THROTTLED_WINDOWS`` windows, and once it is taken at least ``keep_free``
+        slots of the window stay free for the grants already queued (the size of the ZSET ``demand_key``,
+        when given, less the ``own_demand`` of the asking request) and then some. ``hold_s`` as in
+        ``try_acquire``.
 
         The look at the line and the window is a hint (another worker may take a slot in between); the
         slot itself is taken by the same atomic script as every other, so the limit always holds.
         """
         seconds, micros = cast(tuple[int, int], self._redis.time())
-        now_us = int(seconds) * 1_000_000 + int(micros)
+        now_s = int(seconds) + int(micros) / 1_000_000
         pipe = self._redis.pipeline(transaction=False)
         pipe.zcard(self._keys.rate_line(key_id))
-        pipe.zcount(self._keys.rate_window(key_id), f"({now_us - int(self.effective_window_s * 1_000_000)}", "+inf")
-        pipe.get(self._keys.rate_block(key_id))
+        pipe.exists(self._keys.rate_throttled(key_id))
         pipe.zcard(demand_key or self._keys.rate_line(key_id))
-        waiting, used, blocked_until, demand = cast(tuple[int, int, bytes | None, int], tuple(pipe.execute()))
-        others = max(int(demand) - own_demand, 0) if demand_key else 0
-        free_after = self.rate.limit - int(used) - 1 - others
-        if waiting or int(blocked_until or 0) > now_us or free_after < keep_free:
+        waiting, throttled, demand = cast(tuple[int, int, int], tuple(pipe.execute()))
+        if waiting or throttled:
             return SlotDecision(granted=False, wait_s=0.0)
-        return self.try_acquire(key_id)
+        others = max(int(demand) - own_demand, 0) if demand_key else 0
+        if self.rate.limit - len(self.held_slots(key_id, now_s)) - 1 - others < keep_free:
+            return SlotDecision(granted=False, wait_s=0.0)
+        return self.try_acquire(key_id, hold_s=hold_s)
 
     def give_back(self, key_id: str, member: str) -> None:
         """Free a slot whose request was never sent (a baseline read that is no longer needed)."""
-        self._redis.zrem(self._keys.rate_window(key_id), member)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.zrem(self._keys.rate_window(key_id), member)
+        pipe.zrem(self._keys.rate_pending(key_id), member)
+        pipe.execute()
 
     def settle_ref(self, key_id: str, member: str) -> dict[str, str]:
         """The slot to re-stamp with the time its answer came back, as ``StepEffects.slot`` takes it.
@@ -221,6 +231,8 @@ class SlidingWindowLimiter:
         seconds, micros = self._redis.time()  # type: ignore[misc]
         until_us = int(seconds) * 1_000_000 + int(micros) + int(duration_s * 1_000_000)
         key = self._keys.rate_block(key_id)
+        throttled_ms = int(max(duration_s, self.rate.window_s) * THROTTLED_WINDOWS * 1000)
+        self._redis.set(self._keys.rate_throttled(key_id), "1", px=throttled_ms)
         current = cast(bytes | None, self._redis.get(key))
         if current is not None and int(current) >= until_us:
             return

@@ -36,9 +36,16 @@ for at most ``REDIS_WAIT_TIMEOUT_S``:
   in one MULTI (confirmed by the fence below), a take-back's cancel
   (``Ledger.cancel(confirm=True)``) and the payload's link, each on its own.
 
-Not confirmed, because a failover that loses them loses nothing promised: a
-worker's outcome steps (a lost one leaves the grant ``sending``, which
-``AMBIGUOUS_POLICY`` settles: ``verify`` reads the profile back), queue messages,
+A worker's outcome steps (delivered, dead, unknown, a retry, a 429 or 401
+answer: ``Deliverer._step``) are confirmed too: a lost one would turn a known
+answer into a maybe-applied one. Short of replicas the worker retries the
+guarded step in place for up to 90 s (a repeat answers "already recorded" and
+waits for the replicas again).
+
+Not confirmed, because a failover that loses them loses nothing promised: the
+worker's step back after an unconfirmed step into sending (nothing was sent),
+its takeover of an abandoned request and its step into a read-back (both are
+decided the same way again), queue messages,
 claims and schedule entries (hints the reconciler rewrites), the worker's
 release of grants parked for an API key (released again on its next pass), the
 audit log, console sessions and flash messages, the event inbox's record (a

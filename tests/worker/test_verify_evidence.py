@@ -16,7 +16,8 @@ from redis import Redis
 
 from config.settings import RateLimit, Settings
 from simulator.wetbot import WetbotSimulator
-from tests.conftest import GUILD, USER, CapturingTransport, ScheduleDriver, SettingsFactory
+from tests.baselines import fill_window
+from tests.conftest import API_KEY, GUILD, USER, CapturingTransport, ScheduleDriver, SettingsFactory
 from worker.delivery import Deliverer
 from worker.grant import GrantItem, GrantState, NewGrant
 from worker.keys import Keys
@@ -135,8 +136,9 @@ def test_without_a_spare_slot_no_baseline_is_read_and_an_ambiguous_outcome_is_he
     settings = make_settings(wetbot_timeout=0.3)
     deliverer = make_deliverer(settings)
     limiter = SlidingWindowLimiter(redis, keys, settings.wetbot_rate_limit)
-    for _ in range(5):  # half the window in use: the next request's slot leaves fewer than half free
-        assert limiter.try_acquire(deliverer.clients.for_guild(GUILD).key_id).granted  # type: ignore[union-attr]
+    client = deliverer.clients.for_guild(GUILD)
+    assert client is not None
+    assert fill_window(redis, keys, limiter, client.key_id) > 0
     grant_id = grant(ledger, "x")
     sim.inject("500_after", method="POST")
     deliverer.deliver(grant_id)
@@ -159,6 +161,39 @@ def test_a_quiet_key_reads_the_baseline_right_before_the_request(
     found = ledger.get(grant_id)
     assert found is not None and found.state == GrantState.DELIVERED
     assert found.baseline == {"gem": None} and found.baseline_at is not None
+
+
+def test_after_a_429_no_slot_is_spare_for_a_while(
+    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator,
+    driver: ScheduleDriver,
+) -> None:  # fmt: skip
+    """WetBot's limit can be stricter than ours (a key another tool uses too): after a 429 a read before
+    each request would push every request into the next 429, so reads stop for a while."""
+    sim.set_limit(1, 1.0)  # the server: 1 a second; the service believes in 10 a second
+    deliverer = make_deliverer(make_settings(wetbot_rate_limit=RateLimit(10, 1.0)))
+    first, second = grant(ledger, "a"), grant(ledger, "b", user="222222222222222223")
+    deliverer.deliver(first)  # GET answered, then the POST is refused with 429
+    driver.run(deliverer)
+    deliverer.deliver(second)
+    driver.run(deliverer)
+    assert state(ledger, first) == GrantState.DELIVERED and state(ledger, second) == GrantState.DELIVERED
+    assert sim.count_status(429) <= 2, methods(sim)
+    assert methods(sim)[-1:] == ["POST"] and methods(sim).count("GET") == 1, "no read after the 429"
+
+
+def test_a_refused_key_on_the_baseline_read_sends_nothing_more(
+    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator, redis: Redis,
+    keys: Keys,
+) -> None:  # fmt: skip
+    deliverer = make_deliverer(make_settings())
+    client = deliverer.clients.for_guild(GUILD)
+    assert client is not None
+    sim.revoke_key(API_KEY)
+    grant_id = grant(ledger, "x")
+    deliverer.deliver(grant_id)
+    assert methods(sim) == ["GET"] and sim.count_status(401) == 1
+    assert state(ledger, grant_id) == GrantState.QUEUED
+    assert redis.exists(keys.key_paused(f"{client.key_id}:{GUILD}"))
 
 
 def test_the_retry_policy_reads_no_baseline(
