@@ -413,9 +413,8 @@ class Deliverer:
             return
         if grant.id not in moved:
             # The grant, or a companion, moved meanwhile (an operator's cancel): nothing went out; look again.
-            self.limiter.give_back(run.api.key_id, slot)
+            self.limiter.give_back(run.api.key_id, slot)  # nothing was sent with it: the slot is free again
             delay_s = 0.0 if len(merged.members) > 1 else BUSY_RETRY_S
-            self.limiter.settle(run.api.key_id, slot)
             self.schedule.reschedule(grant.id, run.lease_key, run.lease_value, delay_s)
             return
         run = replace(run, members=merged.members, attempt=run.token, baseline_missing=missing)
@@ -426,9 +425,10 @@ class Deliverer:
 
     def _read_baseline(self, run: _Run, slot: str, merged: Merged) -> tuple[str, _Baseline | str] | None:
         """Read the member's profile for the request about to go out, when a read-back may need it (``verify``,
-        or an operator's "check by read-back" under ``hold``) and the key
-        has a spare slot (``worker.verify``). Returns the slot the request then uses and the baseline (None:
-        or why none was read), or None when the grant was handed back (WetBot answered the read with a 429).
+        or an operator's "check by read-back" under ``hold``) and the key has a spare slot (``worker.verify``).
+
+        Returns the slot the request then uses and its baseline (or why none was read), or None when the run
+        ended without sending (WetBot answered the read with a 429, or refused the key).
 
         The read spends the run's slot; the request takes the spare one. A maybe-applied outcome of a
         request sent without a baseline cannot be judged by a read-back: it is held ``unknown``.
