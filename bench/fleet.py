@@ -116,7 +116,7 @@ class Fleet:
     """A context manager: the simulator serves and the workers run inside the block.
 
     ``coalesce`` is ``WETBOT_COALESCE`` for the workers. ``on_request`` sees every request (from the
-    simulator's handler threads).
+    simulator's handler threads). ``module`` is what the workers run.
     """
 
     config: FleetConfig
@@ -125,6 +125,8 @@ class Fleet:
     log: IO[bytes]
     coalesce: bool = True
     on_request: Callable[[RequestRecord], None] | None = None
+    #: the module the ``dramatiq`` workers run (``bench/counted_actors.py`` also counts the actor's runs)
+    module: str = "worker.actors"
     guilds: list[str] = field(init=False)
     api_keys: dict[str, str] = field(init=False)
     _processes: list[subprocess.Popen[bytes]] = field(init=False, default_factory=list)
@@ -160,7 +162,7 @@ class Fleet:
             },
         )
         self._processes = dramatiq_workers(
-            "worker.actors", QUEUE_NAME, processes=config.processes, threads=config.threads, env=env, log=self.log
+            self.module, QUEUE_NAME, processes=config.processes, threads=config.threads, env=env, log=self.log
         )
         try:
             self._wait_booted()
