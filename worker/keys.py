@@ -102,6 +102,17 @@ class Keys:
         """
         return f"{self.prefix}:due"
 
+    def inflight(self, guild_id: str) -> str:
+        """ZSET grant id -> ms (Redis clock) its live message was written: one guild's unclaimed messages.
+
+        The reconciler writes no more than its cap of them (``worker.schedule``, ``lua/inflight.lua``).
+        """
+        return f"{self.prefix}:inflight:{guild_id}"
+
+    def overflow(self, guild_id: str) -> str:
+        """STRING ms (Redis clock): the latest time a grant of the guild over its in-flight cap was pushed to."""
+        return f"{self.prefix}:overflow:{guild_id}"
+
     def pending(self, guild_id: str, user_id: str) -> str:
         """SET of ids of the user's moving grants (queued, retrying, sending): what a merged request may carry."""
         return f"{self.prefix}:pending:{guild_id}:{user_id}"

@@ -32,6 +32,11 @@ SAFETY_MARGIN_FRACTION = 0.005
 LINE_GRACE_S = 5.0
 
 
+def effective_window_s(rate: RateLimit) -> float:
+    """The window slots are spaced by: the key's own plus the safety margin."""
+    return rate.window_s + SAFETY_MARGIN_S + SAFETY_MARGIN_FRACTION * rate.window_s
+
+
 @dataclass(frozen=True)
 class SlotDecision:
     """The limiter's answer: ``granted``, or how long to wait before asking again."""
@@ -57,7 +62,7 @@ class SlidingWindowLimiter:
         self._redis = redis
         self._keys = keys
         self.rate = rate
-        self.effective_window_s = rate.window_s + SAFETY_MARGIN_S + SAFETY_MARGIN_FRACTION * rate.window_s
+        self.effective_window_s = effective_window_s(rate)
         self._script = load_script(redis, "sliding_window")
 
     def try_acquire(

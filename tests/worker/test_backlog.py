@@ -20,6 +20,7 @@ from redis import Redis
 
 import worker.creation
 import worker.schedule
+from config.settings import RateLimit
 from simulator.wetbot import WetbotSimulator
 from tests.conftest import GUILD, Handler, RunningWorker, SettingsFactory
 from worker.broker import QUEUE_NAME
@@ -28,6 +29,7 @@ from worker.grant import GrantItem, GrantState, NewGrant
 from worker.keys import Keys
 from worker.ledger import Ledger
 from worker.limiter import SAFETY_MARGIN_FRACTION, SAFETY_MARGIN_S
+from worker.schedule import CREATE_INFLIGHT_CAP, OVERFLOW_PACE_MARGIN, UNREAD_TRUST_S, Backpressure, Schedule
 
 
 def member(index: int) -> str:
@@ -117,3 +119,164 @@ def test_a_backlog_larger_than_the_queue_can_hand_out_in_a_dispatch_ttl_drains_a
     assert runs <= 3 * max(delivered, 1), "every grant's message was read about once, not once per stale copy"
     assert peak[0] <= 500, "messages in flight are bounded by what the key and the workers can use"
     assert delivered >= 0.4 * key_rate * elapsed, "the backlog drains at (a generous share of) the key's rate"
+
+
+# --- the rules, one by one ---------------------------------------------------------------------------------------
+
+OTHER_GUILD = "444444444444444444"
+#: cap 2 x max(5, 1) = 10; pace 1.055 s / 5 = 211 ms
+PRESSURE = Backpressure(RateLimit(5, 1.0), threads=1)
+
+
+def queued(ledger: Ledger, count: int, *, guild: str = GUILD, first: int = 0) -> list[str]:
+    """``count`` grants due now without a message (``Mode.SCHEDULE``), one member each, in creation order."""
+    ids = []
+    for n in range(first, first + count):
+        ids.append(ledger.create(new(n, guild=guild)).grant.id)
+        time.sleep(0.001)  # distinct creation times: the schedule reads them in this order
+    return ids
+
+
+def due_ms(redis: Redis, keys: Keys, grant_id: str) -> float:
+    score = cast(float | None, redis.zscore(keys.due(), grant_id))
+    assert score is not None
+    return float(score)
+
+
+def test_the_cap_follows_the_keys_limit_and_the_workers_threads() -> None:
+    assert Backpressure(RateLimit(20, 1.0), threads=4).cap == 40
+    assert Backpressure(RateLimit(10, 60.0), threads=16).cap == 32
+    assert Backpressure(RateLimit(20, 1.0)).pace_ms == pytest.approx(52.75 * OVERFLOW_PACE_MARGIN)  # 1.055 s / 20
+    assert Backpressure(RateLimit(10, 60.0)).cap == CREATE_INFLIGHT_CAP
+
+
+def test_a_guild_gets_no_more_than_its_cap_of_unclaimed_messages(redis: Redis, keys: Keys, ledger: Ledger) -> None:
+    ids = queued(ledger, 30)
+    schedule = Schedule(redis, keys, backpressure=PRESSURE)
+    dispatched = [grant_id for grant_id, _ in schedule.dispatch_due()]
+    assert dispatched == ids[:10], "the earliest, up to the cap"
+    assert queue_length(redis, keys) == 20  # 10 ids listed + 10 messages kept
+    assert redis.zcard(keys.inflight(GUILD)) == 10
+    assert schedule.dispatch_due() == [], "nothing due now: the overflow was pushed"
+
+
+def test_the_overflow_comes_due_at_the_keys_pace_each_grant_pushed_once(
+    redis: Redis, keys: Keys, ledger: Ledger
+) -> None:
+    ids = queued(ledger, 30)
+    schedule = Schedule(redis, keys, backpressure=PRESSURE)
+    now = schedule.now_ms()
+    schedule.dispatch_due(write_messages=False)
+    times = [due_ms(redis, keys, grant_id) for grant_id in ids[10:]]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert all(gap == pytest.approx(PRESSURE.pace_ms) for gap in gaps), "a request of the key apart, in order"
+    assert times[0] >= now + PRESSURE.cap * PRESSURE.pace_ms, "after the grants already in flight"
+    # More of the guild's grants come due while the cap is still full: they queue behind the frontier.
+    later = queued(ledger, 2, first=100)
+    schedule.dispatch_due(write_messages=False)
+    assert [due_ms(redis, keys, grant_id) for grant_id in later] == pytest.approx(
+        [times[-1] + PRESSURE.pace_ms, times[-1] + 2 * PRESSURE.pace_ms]
+    )
+    assert [due_ms(redis, keys, grant_id) for grant_id in ids[10:]] == times, "pushed once, not at every pass"
+
+
+def test_a_claimed_message_makes_room_for_the_next(redis: Redis, keys: Keys, ledger: Ledger) -> None:
+    ids = queued(ledger, 11)
+    schedule = Schedule(redis, keys, backpressure=PRESSURE)
+    tokens = dict(schedule.dispatch_due(write_messages=False))
+    assert ids[10] not in tokens
+    assert schedule.claim(ids[0], tokens[ids[0]], "run", lease_px=5000, busy_ms=2000).claimed
+    assert redis.zcard(keys.inflight(GUILD)) == 9
+    redis.zadd(keys.due(), {ids[10]: 0}, xx=True)
+    assert [grant_id for grant_id, _ in schedule.dispatch_due(write_messages=False)] == [ids[10]]
+
+
+def test_another_guild_is_dispatched_while_one_guild_is_at_its_cap(redis: Redis, keys: Keys, ledger: Ledger) -> None:
+    queued(ledger, 40)
+    other = queued(ledger, 1, guild=OTHER_GUILD)
+    schedule = Schedule(redis, keys, backpressure=PRESSURE)
+    dispatched = [grant_id for grant_id, _ in schedule.dispatch_due(write_messages=False)]
+    assert other[0] in dispatched and len(dispatched) == 11
+
+
+def test_a_frontier_left_by_cancelled_grants_does_not_hold_back_new_ones(
+    redis: Redis, keys: Keys, ledger: Ledger
+) -> None:
+    ids = queued(ledger, 60)
+    schedule = Schedule(redis, keys, backpressure=PRESSURE)
+    schedule.dispatch_due(write_messages=False)
+    for grant_id in ids[10:]:
+        assert ledger.cancel(grant_id, "withdrawn")
+    [late] = queued(ledger, 1, first=100)
+    now = schedule.now_ms()
+    schedule.dispatch_due(write_messages=False)
+    # 11 grants of the guild still move: the new one is pushed no further than 11 requests of its key.
+    assert due_ms(redis, keys, late) <= now + 11 * PRESSURE.pace_ms + 50
+
+
+def test_a_step_takes_the_grant_out_of_its_guilds_in_flight_set(redis: Redis, keys: Keys, ledger: Ledger) -> None:
+    [grant_id] = queued(ledger, 1)
+    Schedule(redis, keys, backpressure=PRESSURE).dispatch_due(write_messages=False)
+    assert redis.zscore(keys.inflight(GUILD), grant_id) is not None
+    assert ledger.cancel(grant_id, "withdrawn")
+    assert redis.zscore(keys.inflight(GUILD), grant_id) is None
+    assert redis.hget(keys.grant(grant_id), "dispatch_msg") is None
+
+
+def test_a_producer_writes_messages_only_below_its_cap(redis: Redis, keys: Keys, ledger: Ledger) -> None:
+    ledger.create_many([Planned(new(n), Mode.ENQUEUE) for n in range(CREATE_INFLIGHT_CAP + 5)])
+    ledger.create_many([Planned(new(0, guild=OTHER_GUILD), Mode.ENQUEUE)])
+    queue = f"{keys.dramatiq_namespace}:{QUEUE_NAME}"
+    assert redis.llen(queue) == CREATE_INFLIGHT_CAP + 1, "the other guild has room of its own"
+    assert redis.zcard(keys.inflight(GUILD)) == CREATE_INFLIGHT_CAP
+    due_now = Schedule(redis, keys).due_ids()
+    assert len(due_now) == 5, "the rest is due at once, for a reconciler to dispatch or push"
+
+
+# --- lost or only unread ------------------------------------------------------------------------------------------
+
+
+def enqueued(ledger: Ledger, redis: Redis, keys: Keys) -> tuple[str, str]:
+    """One grant with its message written by the producer, overdue (its message unclaimed past the TTL)."""
+    grant_id = ledger.create_many([Planned(new(0), Mode.ENQUEUE)]).results[0].grant.id
+    message_id = redis.hget(keys.grant(grant_id), "dispatch_msg")
+    assert isinstance(message_id, bytes)
+    redis.zadd(keys.due(), {grant_id: 0}, xx=True)
+    return grant_id, message_id.decode()
+
+
+def test_an_unread_message_is_not_copied(redis: Redis, keys: Keys, ledger: Ledger) -> None:
+    grant_id, _message_id = enqueued(ledger, redis, keys)
+    schedule = Schedule(redis, keys, backpressure=PRESSURE)
+    assert schedule.dispatch_due() == [], "still in the queue, unread: waiting its turn"
+    assert queue_length(redis, keys) == 2, "one message, no copy"
+    due_in = schedule.due_in_s(grant_id)
+    assert due_in is not None and 15 < due_in <= 20, "looked at again a TTL later"
+
+
+def test_a_message_gone_from_the_hash_is_written_again(redis: Redis, keys: Keys, ledger: Ledger) -> None:
+    grant_id, message_id = enqueued(ledger, redis, keys)
+    redis.hdel(f"{keys.dramatiq_namespace}:{QUEUE_NAME}.msgs", message_id)  # acked without running, say
+    assert [gid for gid, _ in Schedule(redis, keys, backpressure=PRESSURE).dispatch_due()] == [grant_id]
+    assert cast(bytes, redis.hget(keys.grant(grant_id), "dispatch_msg")).decode() != message_id
+
+
+def test_a_message_fetched_but_not_claimed_is_written_again(redis: Redis, keys: Keys, ledger: Ledger) -> None:
+    grant_id, message_id = enqueued(ledger, redis, keys)
+    namespace = keys.dramatiq_namespace
+    queue = f"{namespace}:{QUEUE_NAME}"
+    # A worker fetched it (Dramatiq's fetch: LPOP, then into its acks set) and was killed before claiming it.
+    redis.zadd(f"{namespace}:__heartbeats__", {"dead-worker": 1})
+    redis.lrem(queue, 1, message_id)
+    redis.sadd(f"{namespace}:__acks__.dead-worker.{QUEUE_NAME}", message_id)
+    assert [gid for gid, _ in Schedule(redis, keys, backpressure=PRESSURE).dispatch_due()] == [grant_id]
+    assert redis.llen(queue) == 1
+
+
+def test_an_unread_message_is_trusted_for_a_bounded_time(redis: Redis, keys: Keys, ledger: Ledger) -> None:
+    grant_id, _message_id = enqueued(ledger, redis, keys)
+    schedule = Schedule(redis, keys, backpressure=PRESSURE)
+    written = schedule.now_ms() - int(UNREAD_TRUST_S * 1000) - 1
+    redis.zadd(keys.inflight(GUILD), {grant_id: written})
+    assert [gid for gid, _ in schedule.dispatch_due()] == [grant_id]
+    assert redis.zcard(keys.inflight(GUILD)) == 1, "the copy replaces the old entry"

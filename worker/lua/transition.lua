@@ -43,6 +43,7 @@
 -- Returns {code, state} for the first grant (1 = moved from state, 2 = this attempt was already recorded,
 -- 0 = not moved, state = its current state or ""), then the ids of every grant with code 1 or 2.
 -- include: grant_index
+-- include: inflight
 
 local req = cjson.decode(ARGV[1])
 local p = req.prefix
@@ -156,8 +157,8 @@ for index, id in ipairs(ids) do
     redis.call('ZADD', p .. ':state:' .. to, req.now, id)
     -- The schedule: every grant that should move has an entry; its Dramatiq message is only a hint. After a
     -- step no message is live any more: the reconciler writes one when the grant is due.
-    redis.call('HDEL', key, 'dispatch')
     local g = redis.call('HMGET', key, 'guild_id', 'user_id')
+    inflight_clear(p, key, id, g[1])
     who = who or g
     gi_moved(p, id, tostring(g[1]), current, to, req.now)
     -- The user's pending index: the grants a merged request may carry (worker.coalesce).
