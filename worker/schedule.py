@@ -301,7 +301,7 @@ class Schedule:
         """Hand a claimed grant back: due again in ``delay_s``, the run's lease released (``lua/reschedule.lua``)."""
         moved = self._reschedule(
             keys=[self._keys.grant(grant_id), self._keys.due(), lease_key],
-            args=[grant_id, lease_value, max(0, int(delay_s * 1000)), self._keys.prefix],
+            args=[grant_id, lease_value, max(0, int(delay_s * 1000))],
         )
         self.wakeup.due_in(delay_s)
         return int(cast(int, moved)) == 1

@@ -180,12 +180,21 @@ def test_the_overflow_comes_due_at_the_keys_pace_each_grant_pushed_once(
     assert [due_ms(redis, keys, grant_id) for grant_id in ids[10:]] == times, "pushed once, not at every pass"
 
 
-def test_a_claimed_message_makes_room_for_the_next(redis: Redis, keys: Keys, ledger: Ledger) -> None:
+def test_a_grant_waiting_for_its_turn_keeps_its_place_and_one_sent_makes_room(
+    redis: Redis, keys: Keys, ledger: Ledger
+) -> None:
     ids = queued(ledger, 11)
     schedule = Schedule(redis, keys, backpressure=PRESSURE)
     tokens = dict(schedule.dispatch_due(write_messages=False))
     assert ids[10] not in tokens
+    # A run claims the first and hands it back for its turn in the key's line: still in flight, not sent.
     assert schedule.claim(ids[0], tokens[ids[0]], "run", lease_px=5000, busy_ms=2000).claimed
+    assert schedule.reschedule(ids[0], keys.lease(GUILD, member(0)), f"{ids[0]}:run", 0.0)
+    assert redis.zcard(keys.inflight(GUILD)) == 10
+    redis.zadd(keys.due(), {ids[10]: 0}, xx=True)
+    assert [grant_id for grant_id, _ in schedule.dispatch_due(write_messages=False)] == [ids[0]], "back at its turn"
+    # The second goes out (its step into sending): that makes room for the next.
+    assert ledger.transition(ids[1], GrantState.SENDING, "sending")
     assert redis.zcard(keys.inflight(GUILD)) == 9
     redis.zadd(keys.due(), {ids[10]: 0}, xx=True)
     assert [grant_id for grant_id, _ in schedule.dispatch_due(write_messages=False)] == [ids[10]]

@@ -11,9 +11,8 @@
 --   lease_px     how long the lease lasts before the run starts its request (it is refreshed then)
 --   busy_ms      when to look again if another grant of the user holds the lease or a verify hold
 --
--- Returns {"claimed", state}, {"stale"}, {"final", state}, {"missing"} or {"busy", holder}. Every answer but
--- "stale" (and "missing": no guild to name) takes the grant out of its guild's in-flight set
--- (lua/inflight.lua): its message has been read.
+-- Returns {"claimed", state}, {"stale"}, {"final", state}, {"missing"} or {"busy", holder}. A claimed or busy
+-- grant stays in its guild's in-flight set (lua/inflight.lua) until its next step; a final one leaves it.
 -- include: inflight
 local req = cjson.decode(ARGV[1])
 local p, id = req.prefix, req.id
@@ -31,8 +30,8 @@ end
 if (req.token ~= '' and dispatch ~= req.token) or (req.token == '' and dispatch) then
   return {'stale'}
 end
--- The message is the grant's live one: whatever happens next, it has been read.
-inflight_clear(p, KEYS[1], id, g[3])
+-- The message is the grant's live one: whatever happens next, no copy of it may start a run.
+redis.call('HDEL', KEYS[1], 'dispatch', 'dispatch_msg')
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local hold_key = p .. ':hold:' .. g[3] .. ':' .. g[4]

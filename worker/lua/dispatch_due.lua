@@ -12,7 +12,7 @@
 --   wake        the queue's wake list: one token per message written is LPUSHed, then LTRIMmed to wake_max
 --   ttl_ms      how long a dispatched message may take to be claimed before it is looked at again
 --   lost_ms     how long a message that is still unread is trusted to be read before a copy is written
---   cap         most unclaimed messages per guild (0 = no cap); pace_ms the key's ms per request
+--   cap         most grants in flight per guild (0 = no cap); pace_ms the key's ms per request
 --   write       1 = write the messages (the worker); 0 = only hand out tokens (tests drive the actor)
 --   candidates  [{id, token, msg_id, body}] read as due just before; each is checked again here
 --
@@ -21,8 +21,9 @@
 -- token, its message id "dispatch_msg") is still in the messages hash and in no worker's fetched set is
 -- unread, behind others in the queue: it is looked at again a ttl later, without a copy (until lost_ms
 -- after its dispatch). A message gone from the hash (lost with Redis, acked without running) or fetched
--- and still unclaimed after ttl_ms (a dead worker's) is written again. A guild whose cap of unclaimed
--- messages is reached gets no more: the grant is pushed to the guild's overflow frontier, the next
+-- and still unclaimed after ttl_ms (a dead worker's) is written again. A guild whose cap of grants in
+-- flight (lua/inflight.lua: unread, or waiting for a turn in the key's line) is reached gets no new one:
+-- the grant is pushed to the guild's overflow frontier, the next
 -- request of its key after every grant already pushed or in flight, so the backlog comes due at the
 -- key's pace, each grant once. Every other due grant gets a new dispatch token (a message with an
 -- older token is a no-op when it runs). Returns {id, token} pairs.
@@ -107,8 +108,7 @@ local function dispatch(c, key, s)
     redis.call('HDEL', key, 'dispatch_msg')
   end
   redis.call('ZADD', KEYS[1], now_ms + req.ttl_ms, c.id)
-  redis.call('ZADD', s.key, now_ms, c.id)
-  s.count = s.count + 1
+  s.count = s.count + redis.call('ZADD', s.key, now_ms, c.id)
   out[#out + 1] = {c.id, c.token}
 end
 
@@ -129,9 +129,10 @@ for _, c in ipairs(req.candidates) do
       elseif unread(key, s, c.id) then
         redis.call('ZADD', KEYS[1], now_ms + req.ttl_ms, c.id)
       else
-        -- Its earlier message, if any, is lost or stale: it no longer counts against the cap.
-        s.count = s.count - redis.call('ZREM', s.key, c.id)
-        if req.cap > 0 and s.count >= req.cap then
+        -- A grant already in flight (back for its turn in the key's line, or its message lost) keeps its
+        -- place; a new one needs room under the cap.
+        local placed = redis.call('ZSCORE', s.key, c.id)
+        if not placed and req.cap > 0 and s.count >= req.cap then
           redis.call('HDEL', key, 'dispatch', 'dispatch_msg')
           redis.call('ZADD', KEYS[1], overflow_at(s), c.id)
         else

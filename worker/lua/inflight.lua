@@ -1,7 +1,9 @@
--- A guild's in-flight set (worker.schedule): <p>:inflight:<guild>  ZSET grant id -> ms (Redis clock) when its
--- live message was written. A grant is in it exactly while it has a dispatch token whose message no run
--- has claimed yet: the create and dispatch scripts add it with the token, every step that clears the token
--- (a claim, a hand-back, a transition, leaving the schedule) takes it out.
+-- A guild's in-flight set (worker.schedule): <p>:inflight:<guild>  ZSET grant id -> ms (Redis clock) when it
+-- was last dispatched. A grant is in it from its dispatch (the create and dispatch scripts add it with its
+-- dispatch token) until its next step (lua/transition.lua: it is sent, settled, cancelled, parked) or until it
+-- leaves the schedule: while its message waits to be read, and while its run waits for a turn in its key's
+-- line (a hand-back keeps its place). So the set holds what the key has not served yet of what was handed
+-- out, and a cap on it bounds the queue and the line together.
 
 local function inflight_key(p, guild)
   return p .. ':inflight:' .. tostring(guild)

@@ -4,11 +4,10 @@
 -- KEYS[1]  grant     <p>:grant:<id>   HASH
 -- KEYS[2]  schedule  <p>:due          ZSET
 -- KEYS[3]  lease     <p>:lease:<g>:<u>
--- ARGV[1]  grant id; ARGV[2] the run's lease value; ARGV[3] delay (ms); ARGV[4] key prefix <p> (the
---          grant leaves <p>:inflight:<guild>, lua/inflight.lua)
+-- ARGV[1]  grant id; ARGV[2] the run's lease value; ARGV[3] delay (ms)
 --
--- Returns 1 when rescheduled, 0 when the grant is no longer moving (then it leaves the schedule).
--- include: inflight
+-- Returns 1 when rescheduled, 0 when the grant is no longer moving (then it leaves the schedule). The grant
+-- keeps its place in its guild's in-flight set (lua/inflight.lua): it waits for its turn, not yet sent.
 if redis.call('GET', KEYS[3]) == ARGV[2] then
   redis.call('DEL', KEYS[3])
 end
@@ -19,6 +18,6 @@ if not (state == 'queued' or state == 'retrying' or state == 'sending') then
 end
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-inflight_clear(ARGV[4], KEYS[1], ARGV[1], redis.call('HGET', KEYS[1], 'guild_id'))
+redis.call('HDEL', KEYS[1], 'dispatch', 'dispatch_msg')
 redis.call('ZADD', KEYS[2], now_ms + tonumber(ARGV[3]), ARGV[1])
 return 1
