@@ -103,9 +103,10 @@ class Keys:
         return f"{self.prefix}:due"
 
     def inflight(self, guild_id: str) -> str:
-        """ZSET grant id -> ms (Redis clock) its live message was written: one guild's unclaimed messages.
+        """ZSET grant id -> ms (Redis clock) it was last dispatched: one guild's grants in flight, from a dispatch
+        to their next step (their message unread, or their run waiting for a turn in the key's line).
 
-        The reconciler writes no more than its cap of them (``worker.schedule``, ``lua/inflight.lua``).
+        The reconciler lets no more than its cap in (``worker.schedule``, ``lua/inflight.lua``).
         """
         return f"{self.prefix}:inflight:{guild_id}"
 

@@ -22,17 +22,20 @@ grants for one key: 235 runs per delivered grant, 11 % of the key's rate).
 Three rules, each inside the dispatch script (``lua/dispatch_due.lua``):
 
 - **A cap per guild** (a guild has one key): at most ``Backpressure.cap``
-  unclaimed messages, ``INFLIGHT_PER_SLOT`` x the larger of the key's limit
-  and the worker's threads, tracked in ``Keys.inflight`` (``lua/inflight.lua``:
-  added with a dispatch token, taken out by whatever clears it: a claim, a
-  hand-back, a step; entries older than any message can answer for are
-  dropped). A producer writes a message itself only below ``CREATE_INFLIGHT_CAP``.
-- **Overflow comes due at the key's pace**: a due grant over the cap is not
-  dispatched but pushed to the guild's frontier (``Keys.overflow``), one
-  request of the key (``Backpressure.pace_ms``) after the last grant pushed or
-  the grants in flight, never further than the guild's moving grants could
-  take: one write per grant, not a look per pass, and the reconciler's passes
-  stay small however long the backlog.
+  grants in flight, ``INFLIGHT_PER_SLOT`` x the larger of the key's limit and
+  the worker's threads. In flight (``Keys.inflight``, ``lua/inflight.lua``)
+  is from a dispatch to the grant's next step: its message waiting to be
+  read, then its run waiting for a turn in the key's line (a hand-back keeps
+  its place, and comes back whatever the cap). So the cap bounds the queue and
+  the line together, and a grant is sent about once per dispatch. A producer
+  writes a message itself only below ``CREATE_INFLIGHT_CAP``.
+- **Overflow comes due at the key's pace**: a new due grant over the cap is
+  not dispatched but pushed to the guild's frontier (``Keys.overflow``), one
+  request of the key (``Backpressure.pace_ms``, ``OVERFLOW_PACE_MARGIN``
+  slower than its slots) after the last grant pushed or the grants in flight,
+  never further than the guild's moving grants could take: one write per
+  grant, not a look per pass, so the reconciler's passes stay small however
+  long the backlog.
 - **Only a lost message is written again**: the grant keeps its live
   message's id (``dispatch_msg``). Past ``DISPATCH_TTL_S`` unclaimed, a message
   still in Dramatiq's messages hash and in no worker's fetched set
@@ -84,13 +87,14 @@ BATCH = 200
 ADOPT_INTERVAL_S = 300.0
 #: States whose grants must be on the schedule.
 MOVING_STATES = ("queued", "retrying", "sending")
-#: Unclaimed messages a guild may have, per request its key allows in a window or per worker thread,
-#: whichever is more (``Backpressure.cap``): two rounds of either, so neither the key nor the threads wait for
-#: a pass, and a queue that holds them is read in milliseconds, far within ``DISPATCH_TTL_S``.
+#: Grants a guild may have in flight (dispatched, not yet sent), per request its key allows in a window or per
+#: worker thread, whichever is more (``Backpressure.cap``): two rounds of either, so neither the key nor the
+#: threads wait for a pass, a queue that holds them is read in milliseconds (far within ``DISPATCH_TTL_S``) and
+#: the key's line holds at most two windows of turns.
 INFLIGHT_PER_SLOT = 2
 #: Worker threads a ``Backpressure`` assumes until its reconciler's worker says (the Procfile's ``--threads``).
 DEFAULT_WORKER_THREADS = 4
-#: Unclaimed messages of a guild up to which a producer writes a new grant's message itself
+#: Grants of a guild in flight up to which a producer writes a new grant's message itself
 #: (``worker.creation``, ``Mode.ENQUEUE``): the cap of the default 10 per 60 s. Beyond, the grant is due at
 #: once without one, and a reconciler dispatches it within its own cap or pushes it to its key's pace.
 CREATE_INFLIGHT_CAP = INFLIGHT_PER_SLOT * 10
@@ -107,7 +111,7 @@ OVERFLOW_PACE_MARGIN = 1.02
 
 @dataclass(frozen=True)
 class Backpressure:
-    """How many unclaimed messages the reconciler lets one guild have, and the pace its overflow comes due at.
+    """How many grants in flight the reconciler lets one guild have, and the pace its overflow comes due at.
 
     ``rate`` is the key's ``WETBOT_RATE_LIMIT`` (each guild has one key, every key the same limit);
     ``threads`` the worker threads of the reconciler's process.
@@ -185,7 +189,7 @@ class Claim:
 class Schedule:
     """Reads and changes ``Keys.due`` through its scripts.
 
-    ``backpressure`` caps each guild's unclaimed messages (see the module docstring); None dispatches every
+    ``backpressure`` caps each guild's grants in flight (see the module docstring); None dispatches every
     due grant (tests that drive the deliverer themselves).
     """
 

@@ -13,8 +13,10 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from types import SimpleNamespace
 from typing import cast
 
+import dramatiq
 import pytest
 from redis import Redis
 
@@ -29,7 +31,14 @@ from worker.grant import GrantItem, GrantState, NewGrant
 from worker.keys import Keys
 from worker.ledger import Ledger
 from worker.limiter import SAFETY_MARGIN_FRACTION, SAFETY_MARGIN_S
-from worker.schedule import CREATE_INFLIGHT_CAP, OVERFLOW_PACE_MARGIN, UNREAD_TRUST_S, Backpressure, Schedule
+from worker.schedule import (
+    CREATE_INFLIGHT_CAP,
+    OVERFLOW_PACE_MARGIN,
+    UNREAD_TRUST_S,
+    Backpressure,
+    Reconciler,
+    Schedule,
+)
 
 
 def member(index: int) -> str:
@@ -289,3 +298,12 @@ def test_an_unread_message_is_trusted_for_a_bounded_time(redis: Redis, keys: Key
     redis.zadd(keys.inflight(GUILD), {grant_id: written})
     assert [gid for gid, _ in schedule.dispatch_due()] == [grant_id]
     assert redis.zcard(keys.inflight(GUILD)) == 1, "the copy replaces the old entry"
+
+
+def test_the_reconciler_takes_its_workers_threads_into_the_cap(redis: Redis, keys: Keys) -> None:
+    schedule = Schedule(redis, keys, backpressure=Backpressure(RateLimit(5, 1.0)))
+    reconciler = Reconciler(schedule)
+    booted = cast(dramatiq.Worker, SimpleNamespace(worker_threads=16))
+    reconciler.after_worker_boot(cast(dramatiq.Broker, None), booted)
+    reconciler.stop()
+    assert schedule.backpressure is not None and schedule.backpressure.cap == 32

@@ -11,7 +11,7 @@
 --             (idle workers wait on it with BLPOP; a hint only, see worker/pickup.py)
 --   now       epoch seconds; idem_ttl: seconds an idempotency claim lives; seen_ttl: of a seen marker
 --   dispatch_ttl_ms  how long a written message may take to be claimed (see <p>:due)
---   inflight_cap     most unclaimed messages a guild may have for "enqueue" to write one (0 = no cap);
+--   inflight_cap     most grants a guild may have in flight for "enqueue" to write a message (0 = no cap);
 --                    beyond, an "enqueue" grant is created as "schedule" (see lua/inflight.lua)
 --   events    list of {seen, counter, grants}:
 --     seen    "" or a key: the event answers {seen=true} and does nothing if it exists; it is SET
@@ -45,7 +45,7 @@ local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 local written = 0
 
--- Unclaimed messages per guild (lua/inflight.lua), read once per call: a grant gets its message here only
+-- Grants in flight per guild (lua/inflight.lua), read once per call: a grant gets its message here only
 -- while its guild has fewer than inflight_cap; beyond, it is due now and a reconciler dispatches it
 -- within its own cap, or pushes it to its key's pace (lua/dispatch_due.lua).
 local inflight = {}
