@@ -148,6 +148,7 @@ def build_request(
         "seen_ttl": SEEN_TTL_S,
         "dispatch_ttl_ms": int(DISPATCH_TTL_S * 1000),
         "inflight_cap": CREATE_INFLIGHT_CAP,
+        "member_mark_ms": int(DISPATCH_TTL_S * 1000),
         "events": encoded_events,
     }
     return json.dumps(request), sent_per_event

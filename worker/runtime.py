@@ -65,7 +65,9 @@ def build_deliverer(
         ledger=Ledger(redis, keys, acks=ReplicaAcks.from_settings(settings)),
         limiter=SlidingWindowLimiter(redis, keys, settings.wetbot_rate_limit),
         clients=clients,
-        schedule=Schedule(redis, keys, backpressure=Backpressure(settings.wetbot_rate_limit)),
+        schedule=Schedule(
+            redis, keys, backpressure=Backpressure(settings.wetbot_rate_limit, coalesce=settings.wetbot_coalesce)
+        ),
         **extra,
     )
 

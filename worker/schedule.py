@@ -24,18 +24,23 @@ Three rules, each inside the dispatch script (``lua/dispatch_due.lua``):
 - **A cap per guild** (a guild has one key): at most ``Backpressure.cap``
   grants in flight, ``INFLIGHT_PER_SLOT`` x the larger of the key's limit and
   the worker's threads. In flight (``Keys.inflight``, ``lua/inflight.lua``)
-  is from a dispatch to the grant's next step: its message waiting to be
-  read, then its run waiting for a turn in the key's line (a hand-back keeps
-  its place, and comes back whatever the cap). So the cap bounds the queue and
-  the line together, and a grant is sent about once per dispatch. A producer
-  writes a message itself only below ``CREATE_INFLIGHT_CAP``.
+  is from a dispatch until the grant settles: its message waiting to be read,
+  its run waiting for a turn in the key's line (a hand-back), its request
+  out, a wait to be sent again (a 429, a backoff, a read-back). A grant in
+  flight comes back whatever the cap, so it keeps its place in the backlog
+  (a killed worker's grant too), and the cap bounds the queue and the line
+  together. A producer writes a message itself only below
+  ``CREATE_INFLIGHT_CAP``.
 - **Overflow comes due at the key's pace**: a new due grant over the cap is
-  not dispatched but pushed to the guild's frontier (``Keys.overflow``), one
-  request of the key (``Backpressure.pace_ms``, ``OVERFLOW_PACE_MARGIN``
-  slower than its slots) after the last grant pushed or the grants in flight,
-  never further than the guild's moving grants could take: one write per
-  grant, not a look per pass, so the reconciler's passes stay small however
-  long the backlog.
+  not dispatched but given a seat in the guild's frontier (``Keys.overflow``):
+  the key's next window with a seat free (``rate.limit`` seats a window,
+  ``Backpressure.window_ms`` apart: the limiter's window, ``OVERFLOW_WINDOW_MARGIN_S``
+  longer) after the windows the grants in flight take, never further than the
+  guild's moving grants could take. A window's grants come due together, when
+  the key's slots free together. With coalescing a member needs one seat: its
+  other grants come due with the seated one (or, when one is already in flight,
+  a TTL later, by when it has carried them). One write per grant, not a look
+  per pass, so the reconciler's passes stay small however long the backlog.
 - **Only a lost message is written again**: the grant keeps its live
   message's id (``dispatch_msg``). Past ``DISPATCH_TTL_S`` unclaimed, a message
   still in Dramatiq's messages hash and in no worker's fetched set
@@ -87,7 +92,7 @@ BATCH = 200
 ADOPT_INTERVAL_S = 300.0
 #: States whose grants must be on the schedule.
 MOVING_STATES = ("queued", "retrying", "sending")
-#: Grants a guild may have in flight (dispatched, not yet sent), per request its key allows in a window or per
+#: Grants a guild may have in flight (dispatched, not settled), per request its key allows in a window or per
 #: worker thread, whichever is more (``Backpressure.cap``): two rounds of either, so neither the key nor the
 #: threads wait for a pass, a queue that holds them is read in milliseconds (far within ``DISPATCH_TTL_S``) and
 #: the key's line holds at most two windows of turns.
@@ -102,11 +107,11 @@ CREATE_INFLIGHT_CAP = INFLIGHT_PER_SLOT * 10
 #: reconciler writes a copy anyway: a net under the message-id check, for a message that is in Dramatiq's
 #: messages hash but in neither its queue nor a fetched set (nothing known leaves one so).
 UNREAD_TRUST_S = 300.0
-#: How much slower than its key's slots a guild's overflow comes due. A slot frees a window after its answer
-#: came back, so a key serves a little slower than its limit; grants coming due faster would each find no
-#: free slot, take a turn in the key's line and run twice, and a newcomer could take a returning grant's
-#: slot (the limiter gives a free slot to whoever asks). 2 % slower keeps them ahead of neither.
-OVERFLOW_PACE_MARGIN = 1.02
+#: Seconds a key's windows of overflow seats are apart beyond its limiter's window. A slot frees a window after
+#: its answer came back, and a window's requests answer over some milliseconds; a window's grants coming due
+#: before their slots free would drift earlier window by window, until each took a turn in the key's line and
+#: ran twice (one a little early only sleeps: ``worker.delivery.MAX_INLINE_WAIT_S``).
+OVERFLOW_WINDOW_MARGIN_S = 0.02
 
 
 @dataclass(frozen=True)
@@ -119,16 +124,18 @@ class Backpressure:
 
     rate: RateLimit
     threads: int = DEFAULT_WORKER_THREADS
+    #: ``WETBOT_COALESCE``: a member's pending grants share one request, so they share one overflow seat.
+    coalesce: bool = True
 
     @property
     def cap(self) -> int:
         return INFLIGHT_PER_SLOT * max(self.rate.limit, self.threads)
 
     @property
-    def pace_ms(self) -> float:
-        """Milliseconds between two overflow grants coming due: a request of the key at its limiter's pace,
-        ``OVERFLOW_PACE_MARGIN`` slower."""
-        return effective_window_s(self.rate) * 1000 / self.rate.limit * OVERFLOW_PACE_MARGIN
+    def window_ms(self) -> float:
+        """Milliseconds between two windows of overflow seats (``rate.limit`` seats each): the limiter's window,
+        ``OVERFLOW_WINDOW_MARGIN_S`` longer."""
+        return (effective_window_s(self.rate) + OVERFLOW_WINDOW_MARGIN_S) * 1000
 
 
 @dataclass(frozen=True)
@@ -262,7 +269,9 @@ class Schedule:
             "ttl_ms": int(DISPATCH_TTL_S * 1000),
             "lost_ms": int(UNREAD_TRUST_S * 1000),
             "cap": 0 if pressure is None else pressure.cap,
-            "pace_ms": 0 if pressure is None else pressure.pace_ms,
+            "limit": 1 if pressure is None else pressure.rate.limit,
+            "window_ms": 0 if pressure is None else pressure.window_ms,
+            "coalesce": 1 if pressure is not None and pressure.coalesce else 0,
             "write": 1 if write_messages else 0,
             "candidates": candidates,
         }

@@ -33,7 +33,7 @@ from worker.ledger import Ledger
 from worker.limiter import SAFETY_MARGIN_FRACTION, SAFETY_MARGIN_S
 from worker.schedule import (
     CREATE_INFLIGHT_CAP,
-    OVERFLOW_PACE_MARGIN,
+    OVERFLOW_WINDOW_MARGIN_S,
     UNREAD_TRUST_S,
     Backpressure,
     Reconciler,
@@ -46,8 +46,10 @@ def member(index: int) -> str:
     return str(700_000_000_000_000_000 + index)
 
 
-def new(index: int, *, guild: str = GUILD) -> NewGrant:
-    return NewGrant(guild, member(index), (GrantItem("gem", 1),), source="test", idempotency_key=f"t:{guild}:{index}")
+def new(index: int, *, guild: str = GUILD, tag: str = "") -> NewGrant:
+    """A grant for member ``index``; ``tag`` makes another of the same member."""
+    key = f"t:{guild}:{index}{tag}"
+    return NewGrant(guild, member(index), (GrantItem("gem", 1),), source="test", idempotency_key=key)
 
 
 def seed(ledger: Ledger, count: int, *, batch: int = 500) -> None:
@@ -133,7 +135,7 @@ def test_a_backlog_larger_than_the_queue_can_hand_out_in_a_dispatch_ttl_drains_a
 # --- the rules, one by one ---------------------------------------------------------------------------------------
 
 OTHER_GUILD = "444444444444444444"
-#: cap 2 x max(5, 1) = 10; pace 1.055 s / 5 = 211 ms
+#: cap 2 x max(5, 1) = 10; 5 overflow seats a window, 1.055 s + 20 ms apart
 PRESSURE = Backpressure(RateLimit(5, 1.0), threads=1)
 
 
@@ -155,7 +157,7 @@ def due_ms(redis: Redis, keys: Keys, grant_id: str) -> float:
 def test_the_cap_follows_the_keys_limit_and_the_workers_threads() -> None:
     assert Backpressure(RateLimit(20, 1.0), threads=4).cap == 40
     assert Backpressure(RateLimit(10, 60.0), threads=16).cap == 32
-    assert Backpressure(RateLimit(20, 1.0)).pace_ms == pytest.approx(52.75 * OVERFLOW_PACE_MARGIN)  # 1.055 s / 20
+    assert Backpressure(RateLimit(20, 1.0)).window_ms == pytest.approx(1055 + OVERFLOW_WINDOW_MARGIN_S * 1000)
     assert Backpressure(RateLimit(10, 60.0)).cap == CREATE_INFLIGHT_CAP
 
 
@@ -169,7 +171,7 @@ def test_a_guild_gets_no_more_than_its_cap_of_unclaimed_messages(redis: Redis, k
     assert schedule.dispatch_due() == [], "nothing due now: the overflow was pushed"
 
 
-def test_the_overflow_comes_due_at_the_keys_pace_each_grant_pushed_once(
+def test_the_overflow_comes_due_a_window_of_the_key_at_a_time_each_grant_pushed_once(
     redis: Redis, keys: Keys, ledger: Ledger
 ) -> None:
     ids = queued(ledger, 30)
@@ -177,21 +179,33 @@ def test_the_overflow_comes_due_at_the_keys_pace_each_grant_pushed_once(
     now = schedule.now_ms()
     schedule.dispatch_due(write_messages=False)
     times = [due_ms(redis, keys, grant_id) for grant_id in ids[10:]]
-    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
-    assert all(gap == pytest.approx(PRESSURE.pace_ms) for gap in gaps), "a request of the key apart, in order"
-    assert times[0] >= now + PRESSURE.cap * PRESSURE.pace_ms, "after the grants already in flight"
+    first = times[0]
+    window = PRESSURE.window_ms
+    assert first == pytest.approx(now + 2 * window, abs=20), "after the two windows the 10 in flight take"
+    assert times == pytest.approx([first + (n // 5) * window for n in range(20)]), "5 a window, in order"
     # More of the guild's grants come due while the cap is still full: they queue behind the frontier.
     later = queued(ledger, 2, first=100)
     schedule.dispatch_due(write_messages=False)
-    assert [due_ms(redis, keys, grant_id) for grant_id in later] == pytest.approx(
-        [times[-1] + PRESSURE.pace_ms, times[-1] + 2 * PRESSURE.pace_ms]
-    )
+    assert [due_ms(redis, keys, grant_id) for grant_id in later] == pytest.approx([first + 4 * window] * 2)
     assert [due_ms(redis, keys, grant_id) for grant_id in ids[10:]] == times, "pushed once, not at every pass"
 
 
-def test_a_grant_waiting_for_its_turn_keeps_its_place_and_one_sent_makes_room(
-    redis: Redis, keys: Keys, ledger: Ledger
-) -> None:
+def test_a_members_grants_share_one_seat(redis: Redis, keys: Keys, ledger: Ledger) -> None:
+    """With coalescing one request carries a member's pending grants: they need one seat, not one each."""
+    in_flight = queued(ledger, 10)
+    # Three grants of a new member, and one more of member 0 (in flight).
+    mates = [ledger.create(new(n, tag=tag)).grant.id for n, tag in ((100, "a"), (100, "b"), (100, "c"), (0, "b"))]
+    schedule = Schedule(redis, keys, backpressure=PRESSURE)
+    now = schedule.now_ms()
+    schedule.dispatch_due(write_messages=False)
+    assert redis.zcard(keys.inflight(GUILD)) == len(in_flight)
+    seated = due_ms(redis, keys, mates[0])
+    assert [due_ms(redis, keys, grant_id) for grant_id in mates[1:3]] == [seated, seated]
+    assert due_ms(redis, keys, mates[3]) == pytest.approx(now + 20_000, abs=50), "member 0 is in flight"
+    assert int(cast(bytes, redis.hget(keys.overflow(GUILD), "seats"))) == 1
+
+
+def test_a_grant_in_flight_keeps_its_place_until_it_settles(redis: Redis, keys: Keys, ledger: Ledger) -> None:
     ids = queued(ledger, 11)
     schedule = Schedule(redis, keys, backpressure=PRESSURE)
     tokens = dict(schedule.dispatch_due(write_messages=False))
@@ -202,8 +216,11 @@ def test_a_grant_waiting_for_its_turn_keeps_its_place_and_one_sent_makes_room(
     assert redis.zcard(keys.inflight(GUILD)) == 10
     redis.zadd(keys.due(), {ids[10]: 0}, xx=True)
     assert [grant_id for grant_id, _ in schedule.dispatch_due(write_messages=False)] == [ids[0]], "back at its turn"
-    # The second goes out (its step into sending): that makes room for the next.
+    # The second goes out and comes back (a 429, say): still in flight. Delivered, it makes room for the next.
     assert ledger.transition(ids[1], GrantState.SENDING, "sending")
+    assert ledger.transition(ids[1], GrantState.QUEUED, "429")
+    assert redis.zcard(keys.inflight(GUILD)) == 10
+    assert ledger.transition(ids[1], GrantState.DELIVERED, "delivered")
     assert redis.zcard(keys.inflight(GUILD)) == 9
     redis.zadd(keys.due(), {ids[10]: 0}, xx=True)
     assert [grant_id for grant_id, _ in schedule.dispatch_due(write_messages=False)] == [ids[10]]
@@ -228,11 +245,11 @@ def test_a_frontier_left_by_cancelled_grants_does_not_hold_back_new_ones(
     [late] = queued(ledger, 1, first=100)
     now = schedule.now_ms()
     schedule.dispatch_due(write_messages=False)
-    # 11 grants of the guild still move: the new one is pushed no further than 11 requests of its key.
-    assert due_ms(redis, keys, late) <= now + 11 * PRESSURE.pace_ms + 50
+    # 11 grants of the guild still move: the new one is pushed no further than the 3 windows they could take.
+    assert due_ms(redis, keys, late) <= now + 3 * PRESSURE.window_ms + 50
 
 
-def test_a_step_takes_the_grant_out_of_its_guilds_in_flight_set(redis: Redis, keys: Keys, ledger: Ledger) -> None:
+def test_a_settled_grant_leaves_its_guilds_in_flight_set(redis: Redis, keys: Keys, ledger: Ledger) -> None:
     [grant_id] = queued(ledger, 1)
     Schedule(redis, keys, backpressure=PRESSURE).dispatch_due(write_messages=False)
     assert redis.zscore(keys.inflight(GUILD), grant_id) is not None

@@ -12,7 +12,7 @@
 --   busy_ms      when to look again if another grant of the user holds the lease or a verify hold
 --
 -- Returns {"claimed", state}, {"stale"}, {"final", state}, {"missing"} or {"busy", holder}. A claimed or busy
--- grant stays in its guild's in-flight set (lua/inflight.lua) until its next step; a final one leaves it.
+-- grant stays in its guild's in-flight set (lua/inflight.lua) until it settles; a final one leaves it.
 -- include: inflight
 local req = cjson.decode(ARGV[1])
 local p, id = req.prefix, req.id

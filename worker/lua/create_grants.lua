@@ -13,6 +13,8 @@
 --   dispatch_ttl_ms  how long a written message may take to be claimed (see <p>:due)
 --   inflight_cap     most grants a guild may have in flight for "enqueue" to write a message (0 = no cap);
 --                    beyond, an "enqueue" grant is created as "schedule" (see lua/inflight.lua)
+--   member_mark_ms   how long a written message marks its member as in flight (<p>:overflow-member:<g>:<u>,
+--                    lua/dispatch_due.lua); 0 = no mark
 --   events    list of {seen, counter, grants}:
 --     seen    "" or a key: the event answers {seen=true} and does nothing if it exists; it is SET
 --             (NX, seen_ttl) once the event's grants are written
@@ -105,6 +107,10 @@ local function create(g)
     redis.call('ZADD', p .. ':due', now_ms + req.dispatch_ttl_ms, g.id)
     redis.call('ZADD', inflight_key(p, g.guild), now_ms, g.id)
     inflight[g.guild] = (inflight[g.guild] or 0) + 1
+    if (req.member_mark_ms or 0) > 0 then
+      -- The member has a grant in flight: its others need no overflow seat of their own (dispatch_due.lua).
+      redis.call('SET', p .. ':overflow-member:' .. g.guild .. ':' .. (user or g.user), now_ms, 'PX', req.member_mark_ms)
+    end
   elseif mode == 'schedule' then
     redis.call('ZADD', p .. ':due', now_ms, g.id)
   else

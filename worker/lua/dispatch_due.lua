@@ -4,7 +4,8 @@
 -- KEYS[1]  schedule  <p>:due  ZSET grant id -> ms (Redis clock) when the grant is looked at next
 -- ARGV[1]  JSON request:
 --   prefix      key prefix <p> (the script reads <p>:grant:<id> and <p>:lease:<guild>:<user>, and keeps
---               <p>:inflight:<guild> and <p>:overflow:<guild>; it counts <p>:by-guild:<guild>:<state>)
+--               <p>:inflight:<guild>, <p>:overflow:<guild> and <p>:overflow-member:<guild>:<user>; it counts
+--               <p>:by-guild:<guild>:<state>)
 --   queue       Dramatiq's queue list; its messages hash is queue .. ".msgs"
 --   namespace, queue_name  Dramatiq's namespace and the queue's name: a worker's fetched-but-unacked
 --               messages are in the SET namespace .. ":__acks__." .. <worker id> .. "." .. queue_name, for
@@ -12,7 +13,9 @@
 --   wake        the queue's wake list: one token per message written is LPUSHed, then LTRIMmed to wake_max
 --   ttl_ms      how long a dispatched message may take to be claimed before it is looked at again
 --   lost_ms     how long a message that is still unread is trusted to be read before a copy is written
---   cap         most grants in flight per guild (0 = no cap); pace_ms the key's ms per request
+--   cap         most grants in flight per guild (0 = no cap); limit, window_ms: the key's requests per
+--               window and the window's ms (its limiter's, a margin longer); coalesce 1 = a member's pending
+--               grants go out in one request
 --   write       1 = write the messages (the worker); 0 = only hand out tokens (tests drive the actor)
 --   candidates  [{id, token, msg_id, body}] read as due just before; each is checked again here
 --
@@ -22,10 +25,9 @@
 -- unread, behind others in the queue: it is looked at again a ttl later, without a copy (until lost_ms
 -- after its dispatch). A message gone from the hash (lost with Redis, acked without running) or fetched
 -- and still unclaimed after ttl_ms (a dead worker's) is written again. A guild whose cap of grants in
--- flight (lua/inflight.lua: unread, or waiting for a turn in the key's line) is reached gets no new one:
--- the grant is pushed to the guild's overflow frontier, the next
--- request of its key after every grant already pushed or in flight, so the backlog comes due at the
--- key's pace, each grant once. Every other due grant gets a new dispatch token (a message with an
+-- flight (lua/inflight.lua: dispatched, not settled) is reached gets no new one:
+-- the grant is pushed to the guild's overflow frontier, a seat in the key's next window after every grant
+-- already pushed or in flight, so the backlog comes due at the key's pace, each grant once. Every other due grant gets a new dispatch token (a message with an
 -- older token is a no-op when it runs). Returns {id, token} pairs.
 -- include: inflight
 
@@ -61,17 +63,45 @@ local function moving_count(s)
   return s.moving
 end
 
--- When an over-cap grant is looked at next: one request of the key after the frontier (the last grant
--- pushed) or after the grants in flight, whichever is later; never later than the guild's moving grants
--- could take at the key's pace (grants cancelled or merged since leave no gap).
-local function overflow_at(s)
+-- When an over-cap grant is looked at next: a seat in the guild's overflow frontier (<p>:overflow:<guild>,
+-- a HASH {at, seats}), the next window of the key with a seat free (limit seats a window, window_ms apart),
+-- after the windows the grants in flight take; never later than the guild's moving grants could take
+-- (grants cancelled or merged since leave no gap). A window's grants come due together, when the key's
+-- slots free together, and go out as the line would send them.
+local function seat_at(s)
   local key = p .. ':overflow:' .. s.name
-  local frontier = tonumber(redis.call('GET', key) or '0')
-  local at = math.max(frontier, now_ms + s.count * req.pace_ms) + req.pace_ms
+  local f = redis.call('HMGET', key, 'at', 'seats')
+  local at, seats = tonumber(f[1] or '0'), tonumber(f[2] or '0')
+  local first = now_ms + math.ceil(s.count / req.limit) * req.window_ms
+  if at < first then at, seats = first, 0 end
+  if seats >= req.limit then at, seats = at + req.window_ms, 0 end
   local moving = moving_count(s)
-  if moving > 0 then at = math.min(at, now_ms + moving * req.pace_ms) end
-  redis.call('SET', key, at, 'PX', math.ceil(math.max(at - now_ms, 0)) + 1000)
+  local last = now_ms + math.ceil(moving / req.limit) * req.window_ms
+  if moving > 0 and at > last then at, seats = last, 0 end
+  redis.call('HSET', key, 'at', at, 'seats', seats + 1)
+  redis.call('PEXPIRE', key, math.ceil(at - now_ms + req.window_ms) + 1000)
   return at
+end
+
+-- With coalescing, one request carries every pending grant of a member: a member whose grant was dispatched
+-- and not sent yet, or seated, is marked (<p>:overflow-member:<guild>:<user> = now, or the seat's time; a
+-- step into sending or the member's last grant settling removes it, lua/transition.lua). Its other grants
+-- need neither a place in flight nor a seat: they come due with the seated one, or a TTL after a dispatch,
+-- by when the member's request has most likely carried them.
+local function member_key(g)
+  return p .. ':overflow-member:' .. g[2] .. ':' .. g[3]
+end
+
+local function mark_member(g, at)
+  if req.coalesce == 1 then
+    redis.call('SET', member_key(g), at, 'PX', math.ceil(math.max(at - now_ms, 0)) + req.ttl_ms)
+  end
+end
+
+local function mate_at(g)
+  if req.coalesce ~= 1 then return nil end
+  local mate = redis.call('GET', member_key(g))
+  return mate and tonumber(mate)
 end
 
 local workers = nil
@@ -129,14 +159,22 @@ for _, c in ipairs(req.candidates) do
       elseif unread(key, s, c.id) then
         redis.call('ZADD', KEYS[1], now_ms + req.ttl_ms, c.id)
       else
-        -- A grant already in flight (back for its turn in the key's line, or its message lost) keeps its
-        -- place; a new one needs room under the cap.
+        -- A grant already in flight (back for its turn in the key's line, after a 429 or a backoff, its
+        -- worker killed, its message lost) keeps its place; a new one rides with its member's request, or
+        -- needs room under the cap, or a seat.
         local placed = redis.call('ZSCORE', s.key, c.id)
-        if not placed and req.cap > 0 and s.count >= req.cap then
+        local mate = not placed and mate_at(g)
+        if mate and mate <= now_ms then
           redis.call('HDEL', key, 'dispatch', 'dispatch_msg')
-          redis.call('ZADD', KEYS[1], overflow_at(s), c.id)
+          redis.call('ZADD', KEYS[1], now_ms + req.ttl_ms, c.id)
+        elseif not placed and req.cap > 0 and s.count >= req.cap then
+          redis.call('HDEL', key, 'dispatch', 'dispatch_msg')
+          local at = mate or seat_at(s)
+          if not mate then mark_member(g, at) end
+          redis.call('ZADD', KEYS[1], at, c.id)
         else
           dispatch(c, key, s)
+          mark_member(g, now_ms)
         end
       end
     end

@@ -7,7 +7,7 @@
 -- ARGV[1]  grant id; ARGV[2] the run's lease value; ARGV[3] delay (ms)
 --
 -- Returns 1 when rescheduled, 0 when the grant is no longer moving (then it leaves the schedule). The grant
--- keeps its place in its guild's in-flight set (lua/inflight.lua): it waits for its turn, not yet sent.
+-- keeps its place in its guild's in-flight set (lua/inflight.lua): it waits for its turn, not settled yet.
 if redis.call('GET', KEYS[3]) == ARGV[2] then
   redis.call('DEL', KEYS[3])
 end
