@@ -37,7 +37,9 @@ Three rules, each inside the dispatch script (``lua/dispatch_due.lua``):
   ``Backpressure.window_ms`` apart: the limiter's window, ``OVERFLOW_WINDOW_MARGIN_S``
   longer) after the windows the grants in flight take, never further than the
   guild's moving grants could take. A window's grants come due together, when
-  the key's slots free together. With coalescing a member needs one seat: its
+  the key's slots free together, and go up to twice the cap (the last window's
+  grants may still wait for their turns; beyond, a seated grant is seated
+  again, at the back). With coalescing a member needs one seat: its
   other grants come due with the seated one (or, when one is already in flight,
   a TTL later, by when it has carried them). One write per grant, not a look
   per pass, so the reconciler's passes stay small however long the backlog.

@@ -206,24 +206,35 @@ def test_a_members_grants_share_one_seat(redis: Redis, keys: Keys, ledger: Ledge
 
 
 def test_a_grant_in_flight_keeps_its_place_until_it_settles(redis: Redis, keys: Keys, ledger: Ledger) -> None:
-    ids = queued(ledger, 11)
+    ids = queued(ledger, 10)
     schedule = Schedule(redis, keys, backpressure=PRESSURE)
     tokens = dict(schedule.dispatch_due(write_messages=False))
-    assert ids[10] not in tokens
+    assert len(tokens) == 10 == PRESSURE.cap
     # A run claims the first and hands it back for its turn in the key's line: still in flight, not sent.
     assert schedule.claim(ids[0], tokens[ids[0]], "run", lease_px=5000, busy_ms=2000).claimed
     assert schedule.reschedule(ids[0], keys.lease(GUILD, member(0)), f"{ids[0]}:run", 0.0)
     assert redis.zcard(keys.inflight(GUILD)) == 10
-    redis.zadd(keys.due(), {ids[10]: 0}, xx=True)
-    assert [grant_id for grant_id, _ in schedule.dispatch_due(write_messages=False)] == [ids[0]], "back at its turn"
+    [newcomer] = queued(ledger, 1, first=50)
+    dispatched = [grant_id for grant_id, _ in schedule.dispatch_due(write_messages=False)]
+    assert dispatched == [ids[0]], "back at its turn whatever the cap; a new grant gets a seat"
     # The second goes out and comes back (a 429, say): still in flight. Delivered, it makes room for the next.
     assert ledger.transition(ids[1], GrantState.SENDING, "sending")
     assert ledger.transition(ids[1], GrantState.QUEUED, "429")
     assert redis.zcard(keys.inflight(GUILD)) == 10
     assert ledger.transition(ids[1], GrantState.DELIVERED, "delivered")
     assert redis.zcard(keys.inflight(GUILD)) == 9
-    redis.zadd(keys.due(), {ids[10]: 0}, xx=True)
-    assert [grant_id for grant_id, _ in schedule.dispatch_due(write_messages=False)] == [ids[10]]
+    [another] = queued(ledger, 1, first=60)
+    assert [grant_id for grant_id, _ in schedule.dispatch_due(write_messages=False)] == [another]
+    assert newcomer != another
+
+
+def test_a_seated_grant_goes_in_its_window_up_to_twice_the_cap(redis: Redis, keys: Keys, ledger: Ledger) -> None:
+    ids = queued(ledger, 25)
+    schedule = Schedule(redis, keys, backpressure=PRESSURE)
+    schedule.dispatch_due(write_messages=False)  # 10 in flight, 15 seated
+    redis.zadd(keys.due(), dict.fromkeys(ids[10:], 0), xx=True)  # their windows came, the 10 still in flight
+    assert len(schedule.dispatch_due(write_messages=False)) == 10, "up to 2 x the cap"
+    assert redis.zcard(keys.inflight(GUILD)) == 20
 
 
 def test_another_guild_is_dispatched_while_one_guild_is_at_its_cap(redis: Redis, keys: Keys, ledger: Ledger) -> None:

@@ -109,7 +109,8 @@ local function create(g)
     inflight[g.guild] = (inflight[g.guild] or 0) + 1
     if (req.member_mark_ms or 0) > 0 then
       -- The member has a grant in flight: its others need no overflow seat of their own (dispatch_due.lua).
-      redis.call('SET', p .. ':overflow-member:' .. g.guild .. ':' .. (user or g.user), now_ms, 'PX', req.member_mark_ms)
+      local mark = now_ms .. ':' .. g.id
+      redis.call('SET', p .. ':overflow-member:' .. g.guild .. ':' .. (user or g.user), mark, 'PX', req.member_mark_ms)
     end
   elseif mode == 'schedule' then
     redis.call('ZADD', p .. ':due', now_ms, g.id)

@@ -84,7 +84,8 @@ local function seat_at(s)
 end
 
 -- With coalescing, one request carries every pending grant of a member: a member whose grant was dispatched
--- and not sent yet, or seated, is marked (<p>:overflow-member:<guild>:<user> = now, or the seat's time; a
+-- and not sent yet, or seated, is marked (<p>:overflow-member:<guild>:<user> = "<now, or the seat's time>:<grant
+-- id>"; a
 -- step into sending or the member's last grant settling removes it, lua/transition.lua). Its other grants
 -- need neither a place in flight nor a seat: they come due with the seated one, or a TTL after a dispatch,
 -- by when the member's request has most likely carried them.
@@ -92,16 +93,20 @@ local function member_key(g)
   return p .. ':overflow-member:' .. g[2] .. ':' .. g[3]
 end
 
-local function mark_member(g, at)
+local function mark_member(g, at, id)
   if req.coalesce == 1 then
-    redis.call('SET', member_key(g), at, 'PX', math.ceil(math.max(at - now_ms, 0)) + req.ttl_ms)
+    redis.call('SET', member_key(g), at .. ':' .. id, 'PX', math.ceil(math.max(at - now_ms, 0)) + req.ttl_ms)
   end
 end
 
-local function mate_at(g)
+-- When another grant of the member is due (its seat) or was dispatched (now or earlier), nil for none.
+local function mate_at(g, id)
   if req.coalesce ~= 1 then return nil end
-  local mate = redis.call('GET', member_key(g))
-  return mate and tonumber(mate)
+  local mark = redis.call('GET', member_key(g))
+  if not mark then return nil end
+  local at, owner = string.match(mark, '^([^:]+):(.*)$')
+  if owner == id then return nil end
+  return tonumber(at)
 end
 
 local workers = nil
@@ -128,6 +133,7 @@ local function unread(key, s, id)
 end
 
 local function dispatch(c, key, s)
+  redis.call('HDEL', key, 'seat')
   if req.write == 1 then
     redis.call('HSET', msgs, c.msg_id, c.body)
     redis.call('RPUSH', req.queue, c.msg_id)
@@ -162,19 +168,24 @@ for _, c in ipairs(req.candidates) do
         -- A grant already in flight (back for its turn in the key's line, after a 429 or a backoff, its
         -- worker killed, its message lost) keeps its place; a new one rides with its member's request, or
         -- needs room under the cap, or a seat.
+        -- A seated grant was paced already: it goes up to twice the cap (a window's seats come due together,
+        -- while the last window's grants may still wait for their turns), so it rarely loses its window.
         local placed = redis.call('ZSCORE', s.key, c.id)
-        local mate = not placed and mate_at(g)
+        local mate = not placed and mate_at(g, c.id)
+        local room = req.cap
+        if redis.call('HGET', key, 'seat') then room = 2 * req.cap end
         if mate and mate <= now_ms then
-          redis.call('HDEL', key, 'dispatch', 'dispatch_msg')
+          redis.call('HDEL', key, 'dispatch', 'dispatch_msg', 'seat')
           redis.call('ZADD', KEYS[1], now_ms + req.ttl_ms, c.id)
-        elseif not placed and req.cap > 0 and s.count >= req.cap then
+        elseif not placed and req.cap > 0 and s.count >= room then
           redis.call('HDEL', key, 'dispatch', 'dispatch_msg')
           local at = mate or seat_at(s)
-          if not mate then mark_member(g, at) end
+          if not mate then mark_member(g, at, c.id) end
+          redis.call('HSET', key, 'seat', '1')
           redis.call('ZADD', KEYS[1], at, c.id)
         else
           dispatch(c, key, s)
-          mark_member(g, now_ms)
+          mark_member(g, now_ms, c.id)
         end
       end
     end

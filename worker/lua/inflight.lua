@@ -10,8 +10,9 @@ local function inflight_key(p, guild)
   return p .. ':inflight:' .. tostring(guild)
 end
 
--- Clear a grant's live message (token and message id) and take it out of its guild's in-flight set.
+-- Clear a grant's live message (token and message id) and overflow seat, and take it out of its guild's
+-- in-flight set.
 local function inflight_clear(p, key, id, guild)
-  redis.call('HDEL', key, 'dispatch', 'dispatch_msg')
+  redis.call('HDEL', key, 'dispatch', 'dispatch_msg', 'seat')
   redis.call('ZREM', inflight_key(p, guild), id)
 end
