@@ -25,10 +25,10 @@
 -- unread, behind others in the queue: it is looked at again a ttl later, without a copy (until lost_ms
 -- after its dispatch). A message gone from the hash (lost with Redis, acked without running) or fetched
 -- and still unclaimed after ttl_ms (a dead worker's) is written again. A guild whose cap of grants in
--- flight (lua/inflight.lua: dispatched, not settled) is reached gets no new one:
--- the grant is pushed to the guild's overflow frontier, a seat in the key's next window after every grant
--- already pushed or in flight, so the backlog comes due at the key's pace, each grant once. Every other due grant gets a new dispatch token (a message with an
--- older token is a no-op when it runs). Returns {id, token} pairs.
+-- flight (lua/inflight.lua: dispatched, not settled) is reached gets no new one: the grant is pushed to
+-- the guild's overflow frontier, a seat in the key's next window after every grant already seated or in
+-- flight, so the backlog comes due at the key's pace, each grant once. Every other due grant gets a new
+-- dispatch token (a message with an older token is a no-op when it runs). Returns {id, token} pairs.
 -- include: inflight
 
 local req = cjson.decode(ARGV[1])
@@ -84,11 +84,10 @@ local function seat_at(s)
 end
 
 -- With coalescing, one request carries every pending grant of a member: a member whose grant was dispatched
--- and not sent yet, or seated, is marked (<p>:overflow-member:<guild>:<user> = "<now, or the seat's time>:<grant
--- id>"; a
--- step into sending or the member's last grant settling removes it, lua/transition.lua). Its other grants
--- need neither a place in flight nor a seat: they come due with the seated one, or a TTL after a dispatch,
--- by when the member's request has most likely carried them.
+-- and not sent yet, or seated, is marked (<p>:overflow-member:<guild>:<user> = "<ms>:<grant id>", the
+-- dispatch's or the seat's time; a step into sending or the member's last grant settling removes it,
+-- lua/transition.lua). Its other grants need neither a place in flight nor a seat: they come due with the
+-- seated one, or a TTL after a dispatch, by when the member's request has most likely carried them.
 local function member_key(g)
   return p .. ':overflow-member:' .. g[2] .. ':' .. g[3]
 end
@@ -167,9 +166,9 @@ for _, c in ipairs(req.candidates) do
       else
         -- A grant already in flight (back for its turn in the key's line, after a 429 or a backoff, its
         -- worker killed, its message lost) keeps its place; a new one rides with its member's request, or
-        -- needs room under the cap, or a seat.
-        -- A seated grant was paced already: it goes up to twice the cap (a window's seats come due together,
-        -- while the last window's grants may still wait for their turns), so it rarely loses its window.
+        -- needs room under the cap, or a seat. A seated grant was paced already: it goes up to twice the
+        -- cap (a window's seats come due together, while the last window's grants may still wait for their
+        -- turns), so it rarely loses its window.
         local placed = redis.call('ZSCORE', s.key, c.id)
         local mate = not placed and mate_at(g, c.id)
         local room = req.cap
