@@ -116,7 +116,7 @@ class Fleet:
     """A context manager: the simulator serves and the workers run inside the block.
 
     ``coalesce`` is ``WETBOT_COALESCE`` for the workers. ``on_request`` sees every request (from the
-    simulator's handler threads).
+    simulator's handler threads). ``module`` is what the workers run.
     """
 
     config: FleetConfig
@@ -127,6 +127,8 @@ class Fleet:
     on_request: Callable[[RequestRecord], None] | None = None
     #: more settings for the workers (e.g. ``AMBIGUOUS_POLICY``).
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    #: the module the ``dramatiq`` workers run (``bench/counted_actors.py`` also counts the actor's runs)
+    module: str = "worker.actors"
     guilds: list[str] = field(init=False)
     api_keys: dict[str, str] = field(init=False)
     _processes: list[subprocess.Popen[bytes]] = field(init=False, default_factory=list)
@@ -163,7 +165,7 @@ class Fleet:
             },
         )
         self._processes = dramatiq_workers(
-            "worker.actors", QUEUE_NAME, processes=config.processes, threads=config.threads, env=env, log=self.log
+            self.module, QUEUE_NAME, processes=config.processes, threads=config.threads, env=env, log=self.log
         )
         try:
             self._wait_booted()

@@ -46,6 +46,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
 #: The guild every benchmark grants in.
 GUILD = "111111111111111111"
+#: Counter of ``deliver`` runs under a run's key prefix (``bench/counted_actors.py`` adds to it).
+RUNS_KEY = "bench:runs"
 #: Seconds a started process gets to become ready (answer, or send its first request).
 BOOT_TIMEOUT_S = 30.0
 #: Seconds processes get to stop after SIGTERM before their process groups are SIGKILLed.

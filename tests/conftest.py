@@ -242,17 +242,26 @@ class RunningWorker:
         self.broker.close()
 
 
+Handler = Callable[[str, str], None]
+
+
 def start_worker(
-    settings: Settings, *, threads: int = 4, handler: Callable[[str, str], None] | None = None
+    settings: Settings,
+    *,
+    threads: int = 4,
+    handler: Handler | None = None,
+    wrap: Callable[[Handler], Handler] | None = None,
 ) -> RunningWorker:
     """Start a worker for ``settings``: its own broker connection, as a separate process would have.
 
-    ``handler`` replaces the deliverer (to make the actor fail on purpose).
+    ``handler`` replaces the deliverer (to make the actor fail on purpose); ``wrap`` wraps the deliverer's
+    ``deliver`` (to count its runs).
     """
     broker = build_broker(settings)
     redis_client = connect_redis(settings)
     deliverer = build_deliverer(settings, redis_client)
-    declare_deliver(broker, handler or deliverer.deliver, timeout_s=settings.wetbot_timeout)
+    run = handler or deliverer.deliver
+    declare_deliver(broker, wrap(run) if wrap else run, timeout_s=settings.wetbot_timeout)
     add_worker_middleware(
         broker,
         redis_client,

@@ -38,6 +38,7 @@ from worker.grant import CreateResult, GrantState, NewGrant, grant_from_fields
 from worker.grant_index import grant_terms
 from worker.keys import IDEMPOTENCY_TTL_S, SEEN_TTL_S, WAKE_TOKENS_MAX, Keys, wake_key
 from worker.replication import NO_ACKS, ReplicaAcks, run_confirmed, run_confirmed_async
+from worker.schedule import CREATE_INFLIGHT_CAP
 from worker.scripts import load_script, script_source
 
 #: ``worker/lua/create_grants.lua``
@@ -146,6 +147,8 @@ def build_request(
         "idem_ttl": IDEMPOTENCY_TTL_S,
         "seen_ttl": SEEN_TTL_S,
         "dispatch_ttl_ms": int(DISPATCH_TTL_S * 1000),
+        "inflight_cap": CREATE_INFLIGHT_CAP,
+        "member_mark_ms": int(DISPATCH_TTL_S * 1000),
         "events": encoded_events,
     }
     return json.dumps(request), sent_per_event

@@ -102,6 +102,24 @@ class Keys:
         """
         return f"{self.prefix}:due"
 
+    def inflight(self, guild_id: str) -> str:
+        """ZSET grant id -> ms (Redis clock) of its last dispatch or step: one guild's grants in flight, from a
+        dispatch until they settle (delivered, dead, unknown, cancelled, parked).
+
+        The reconciler lets no more than its cap in (``worker.schedule``, ``lua/inflight.lua``).
+        """
+        return f"{self.prefix}:inflight:{guild_id}"
+
+    def overflow(self, guild_id: str) -> str:
+        """HASH ``at`` (ms, Redis clock) and ``seats``: the latest window grants of the guild over its in-flight
+        cap were pushed to, and how many seats of it are taken (``lua/dispatch_due.lua``)."""
+        return f"{self.prefix}:overflow:{guild_id}"
+
+    def overflow_member(self, guild_id: str, user_id: str) -> str:
+        """STRING ms (Redis clock): when the member's seated (or in-flight) grant comes due, so its other grants
+        need no seat of their own (with coalescing one request carries them all)."""
+        return f"{self.prefix}:overflow-member:{guild_id}:{user_id}"
+
     def pending(self, guild_id: str, user_id: str) -> str:
         """SET of ids of the user's moving grants (queued, retrying, sending): what a merged request may carry."""
         return f"{self.prefix}:pending:{guild_id}:{user_id}"

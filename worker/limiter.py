@@ -74,6 +74,11 @@ THROTTLED_WINDOWS = 10
 SETTLED_TTL_S = 120.0
 
 
+def effective_window_s(rate: RateLimit) -> float:
+    """The window slots are spaced by: the key's own plus the safety margin."""
+    return rate.window_s + SAFETY_MARGIN_S + SAFETY_MARGIN_FRACTION * rate.window_s
+
+
 @dataclass(frozen=True)
 class SlotDecision:
     """The limiter's answer: ``granted``, or how long to wait before asking again."""
@@ -99,7 +104,7 @@ class SlidingWindowLimiter:
         self._redis = redis
         self._keys = keys
         self.rate = rate
-        self.effective_window_s = rate.window_s + SAFETY_MARGIN_S + SAFETY_MARGIN_FRACTION * rate.window_s
+        self.effective_window_s = effective_window_s(rate)
         self._script = load_script(redis, "sliding_window")
 
     def try_acquire(

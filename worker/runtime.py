@@ -22,7 +22,7 @@ from worker.ledger import Ledger
 from worker.limiter import SlidingWindowLimiter
 from worker.replication import ReplicaAcks
 from worker.retention import LedgerRetention
-from worker.schedule import Reconciler, Schedule
+from worker.schedule import Backpressure, Reconciler, Schedule
 
 logger = logging.getLogger("wetbot_rewards.worker")
 
@@ -65,7 +65,9 @@ def build_deliverer(
         ledger=Ledger(redis, keys, acks=ReplicaAcks.from_settings(settings)),
         limiter=SlidingWindowLimiter(redis, keys, settings.wetbot_rate_limit),
         clients=clients,
-        schedule=Schedule(redis, keys),
+        schedule=Schedule(
+            redis, keys, backpressure=Backpressure(settings.wetbot_rate_limit, coalesce=settings.wetbot_coalesce)
+        ),
         **extra,
     )
 

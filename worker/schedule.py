@@ -14,6 +14,46 @@ worker whose lease ran out, an operator command that died half-way. Times are
 Redis' own, so skew between hosts changes nothing. A grant gets at most one
 message per ``DISPATCH_TTL_S`` unless it moved in between: no message storms.
 
+**Backpressure: a backlog of any size drains at its key's pace.** The queue is
+FIFO and shared; were every due grant dispatched, a backlog that takes longer
+than ``DISPATCH_TTL_S`` to read would have each grant's live message replaced
+by a copy before a thread reached it, and the queue would only grow (20,000
+grants for one key: 235 runs per delivered grant, 11 % of the key's rate).
+Three rules, each inside the dispatch script (``lua/dispatch_due.lua``):
+
+- **A cap per guild** (a guild has one key): at most ``Backpressure.cap``
+  grants in flight, ``INFLIGHT_PER_SLOT`` x the larger of the key's limit and
+  the worker's threads. In flight (``Keys.inflight``, ``lua/inflight.lua``)
+  is from a dispatch until the grant settles: its message waiting to be read,
+  its run waiting for a turn in the key's line (a hand-back), its request
+  out, a wait to be sent again (a 429, a backoff, a read-back). A grant in
+  flight comes back whatever the cap, so it keeps its place in the backlog
+  (a killed worker's grant too), and the cap bounds the queue and the line
+  together. A producer writes a message itself only below
+  ``CREATE_INFLIGHT_CAP``.
+- **Overflow comes due at the key's pace**: a new due grant over the cap is
+  not dispatched but given a seat in the guild's frontier (``Keys.overflow``):
+  the key's next window with a seat free (``rate.limit`` seats a window,
+  ``Backpressure.window_ms`` apart: the limiter's window, ``OVERFLOW_WINDOW_MARGIN_S``
+  longer) after the windows the grants in flight take, never further than the
+  guild's moving grants could take. A window's grants come due together, when
+  the key's slots free together, and go up to twice the cap (the last window's
+  grants may still wait for their turns; beyond, a seated grant is seated
+  again, at the back). With coalescing a member needs one seat: its
+  other grants come due with the seated one (or, when one is already in flight,
+  a TTL later, by when it has carried them). One write per grant, not a look
+  per pass, so the reconciler's passes stay small however long the backlog.
+- **Only a lost message is written again**: the grant keeps its live
+  message's id (``dispatch_msg``). Past ``DISPATCH_TTL_S`` unclaimed, a message
+  still in Dramatiq's messages hash and in no worker's fetched set
+  (``__acks__``) is unread, behind others in the queue: the grant is looked at
+  again a TTL later, with no copy (for ``UNREAD_TRUST_S`` at most). A message
+  gone from the hash (lost with Redis, acked without running) or fetched and
+  not claimed (a killed worker's prefetch) is written again, as before.
+
+Another guild's grant waits behind at most the caps of the guilds ahead of it,
+so isolation holds whatever one guild has queued (``bench/backlog.py``).
+
 A reconciler sleeps until the earliest entry is due, at most
 ``RECONCILE_INTERVAL_S``; a hand-back made in its own process for sooner wakes
 it (``Wakeup``). So a grant handed back for its turn at a rate slot (the key's
@@ -30,14 +70,16 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 import dramatiq
 from redis import Redis, RedisError
 
+from config.settings import RateLimit
 from worker.broker import DISPATCH_TTL_S, QUEUE_NAME, encoded_message
 from worker.keys import WAKE_TOKENS_MAX, Keys, wake_key
+from worker.limiter import effective_window_s
 from worker.scripts import load_script
 
 logger = logging.getLogger("wetbot_rewards.schedule")
@@ -52,6 +94,50 @@ BATCH = 200
 ADOPT_INTERVAL_S = 300.0
 #: States whose grants must be on the schedule.
 MOVING_STATES = ("queued", "retrying", "sending")
+#: Grants a guild may have in flight (dispatched, not settled), per request its key allows in a window or per
+#: worker thread, whichever is more (``Backpressure.cap``): two rounds of either, so neither the key nor the
+#: threads wait for a pass, a queue that holds them is read in milliseconds (far within ``DISPATCH_TTL_S``) and
+#: the key's line holds at most two windows of turns.
+INFLIGHT_PER_SLOT = 2
+#: Worker threads a ``Backpressure`` assumes until its reconciler's worker says (the Procfile's ``--threads``).
+DEFAULT_WORKER_THREADS = 4
+#: Grants of a guild in flight up to which a producer writes a new grant's message itself
+#: (``worker.creation``, ``Mode.ENQUEUE``): the cap of the default 10 per 60 s. Beyond, the grant is due at
+#: once without one, and a reconciler dispatches it within its own cap or pushes it to its key's pace.
+CREATE_INFLIGHT_CAP = INFLIGHT_PER_SLOT * 10
+#: Seconds an unread message (still queued, in no worker's fetched set) is trusted to be read before the
+#: reconciler writes a copy anyway: a net under the message-id check, for a message that is in Dramatiq's
+#: messages hash but in neither its queue nor a fetched set (nothing known leaves one so).
+UNREAD_TRUST_S = 300.0
+#: Seconds a key's windows of overflow seats are apart beyond its limiter's window. A slot frees a window after
+#: its answer came back, and a window's requests answer over some milliseconds; a window's grants coming due
+#: before their slots free would drift earlier window by window, until each took a turn in the key's line and
+#: ran twice (one a little early only sleeps: ``worker.delivery.MAX_INLINE_WAIT_S``).
+OVERFLOW_WINDOW_MARGIN_S = 0.02
+
+
+@dataclass(frozen=True)
+class Backpressure:
+    """How many grants in flight the reconciler lets one guild have, and the pace its overflow comes due at.
+
+    ``rate`` is the key's ``WETBOT_RATE_LIMIT`` (each guild has one key, every key the same limit);
+    ``threads`` the worker threads of the reconciler's process.
+    """
+
+    rate: RateLimit
+    threads: int = DEFAULT_WORKER_THREADS
+    #: ``WETBOT_COALESCE``: a member's pending grants share one request, so they share one overflow seat.
+    coalesce: bool = True
+
+    @property
+    def cap(self) -> int:
+        return INFLIGHT_PER_SLOT * max(self.rate.limit, self.threads)
+
+    @property
+    def window_ms(self) -> float:
+        """Milliseconds between two windows of overflow seats (``rate.limit`` seats each): the limiter's window,
+        ``OVERFLOW_WINDOW_MARGIN_S`` longer."""
+        return (effective_window_s(self.rate) + OVERFLOW_WINDOW_MARGIN_S) * 1000
 
 
 @dataclass(frozen=True)
@@ -110,11 +196,16 @@ class Claim:
 
 
 class Schedule:
-    """Reads and changes ``Keys.due`` through its scripts."""
+    """Reads and changes ``Keys.due`` through its scripts.
 
-    def __init__(self, redis: Redis, keys: Keys) -> None:
+    ``backpressure`` caps each guild's grants in flight (see the module docstring); None dispatches every
+    due grant (tests that drive the deliverer themselves).
+    """
+
+    def __init__(self, redis: Redis, keys: Keys, *, backpressure: Backpressure | None = None) -> None:
         self._redis = redis
         self._keys = keys
+        self.backpressure = backpressure
         #: wakes the reconciler sharing this schedule when a hand-back is due before its next pass.
         self.wakeup = Wakeup()
         self._due_ids = load_script(redis, "due_ids")
@@ -169,12 +260,20 @@ class Schedule:
             candidates.append({"id": grant_id, "token": token, "msg_id": message_id, "body": body})
         if not candidates:
             return []
+        pressure = self.backpressure
         request = {
             "prefix": self._keys.prefix,
             "queue": f"{self._keys.dramatiq_namespace}:{QUEUE_NAME}",
+            "namespace": self._keys.dramatiq_namespace,
+            "queue_name": QUEUE_NAME,
             "wake": wake_key(self._keys.dramatiq_namespace, QUEUE_NAME),
             "wake_max": WAKE_TOKENS_MAX,
             "ttl_ms": int(DISPATCH_TTL_S * 1000),
+            "lost_ms": int(UNREAD_TRUST_S * 1000),
+            "cap": 0 if pressure is None else pressure.cap,
+            "limit": 1 if pressure is None else pressure.rate.limit,
+            "window_ms": 0 if pressure is None else pressure.window_ms,
+            "coalesce": 1 if pressure is not None and pressure.coalesce else 0,
             "write": 1 if write_messages else 0,
             "candidates": candidates,
         }
@@ -250,6 +349,9 @@ class Reconciler(dramatiq.Middleware):
         self._adopt_failing = False
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        pressure = self._schedule.backpressure
+        if pressure is not None:
+            self._schedule.backpressure = replace(pressure, threads=worker.worker_threads)
         self.start()
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:

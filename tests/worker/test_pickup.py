@@ -32,7 +32,7 @@ from worker.grant import GrantItem, GrantState, NewGrant
 from worker.keys import WAKE_TOKENS_MAX, Keys, wake_key
 from worker.ledger import Ledger
 from worker.pickup import WakingRedisBroker
-from worker.schedule import Schedule
+from worker.schedule import CREATE_INFLIGHT_CAP, Schedule
 
 #: The poll interval while these tests run: long, so that anything found quickly was found by a wake-up.
 LONG_POLL_S = 30.0
@@ -162,7 +162,10 @@ def test_every_message_writer_pushes_a_capped_number_of_tokens(
     wake = wake_key(keys.dramatiq_namespace, QUEUE_NAME)
     submit_grant(ledger, new_grant(1))
     assert redis.llen(wake) == 1
-    planned = [pickup_planned(n) for n in range(2, 2 + 2 * WAKE_TOKENS_MAX)]
+    # As many messages as a producer writes itself for one guild (the rest would be the reconciler's), more than
+    # the tokens kept.
+    planned = [pickup_planned(n) for n in range(2, 1 + CREATE_INFLIGHT_CAP)]
+    assert len(planned) > WAKE_TOKENS_MAX
     ledger.create_many(planned)
     assert redis.llen(wake) == WAKE_TOKENS_MAX
 
@@ -251,7 +254,7 @@ def test_several_consumers_lose_no_message_and_take_each_once(
         runs = [Consuming(idle(b.consume(QUEUE_NAME, prefetch=3, timeout=500))) for b in brokers]
         consuming.extend(runs)
         time.sleep(0.3)
-        ids = [r.grant.id for r in ledger.create_many([pickup_planned(n) for n in range(40)]).results]
+        ids = [r.grant.id for r in ledger.create_many([pickup_planned(n) for n in range(CREATE_INFLIGHT_CAP)]).results]
         assert int(redis.llen(wake_key(keys.dramatiq_namespace, QUEUE_NAME))) <= WAKE_TOKENS_MAX < len(ids)  # type: ignore[arg-type]
 
         def ack_all() -> int:

@@ -32,6 +32,16 @@ def make_overdue(redis: Redis, keys: Keys, *grant_ids: str) -> None:
     redis.zadd(keys.due(), dict.fromkeys(grant_ids, 0), xx=True)
 
 
+def fetched_by_a_dead_worker(redis: Redis, keys: Keys, grant_id: str) -> None:
+    """As if a worker had fetched the grant's message (Dramatiq: off the queue, into its acks set) and died."""
+    namespace = keys.dramatiq_namespace
+    message_id = redis.hget(keys.grant(grant_id), "dispatch_msg")
+    assert isinstance(message_id, bytes)
+    redis.zadd(f"{namespace}:__heartbeats__", {"dead-worker": 1})
+    redis.lrem(f"{namespace}:{QUEUE_NAME}", 1, message_id)
+    redis.sadd(f"{namespace}:__acks__.dead-worker.{QUEUE_NAME}", message_id)
+
+
 def test_a_new_grant_is_on_the_schedule_with_its_message(ledger: Ledger, redis: Redis, keys: Keys) -> None:
     grant = submit_grant(ledger, new("a")).grant
     schedule = Schedule(redis, keys)
@@ -47,6 +57,7 @@ def test_an_old_message_does_nothing_and_spends_no_slot(
     grant = submit_grant(ledger, new("a")).grant
     first_token = redis.hget(keys.grant(grant.id), "dispatch")
     assert isinstance(first_token, bytes)
+    fetched_by_a_dead_worker(redis, keys, grant.id)
     make_overdue(redis, keys, grant.id)
     [(grant_id, fresh_token)] = Schedule(redis, keys).dispatch_due(write_messages=False)
     deliverer = make_deliverer(settings)

@@ -11,7 +11,9 @@
 --   lease_px     how long the lease lasts before the run starts its request (it is refreshed then)
 --   busy_ms      when to look again if another grant of the user holds the lease or a verify hold
 --
--- Returns {"claimed", state}, {"stale"}, {"final", state}, {"missing"} or {"busy", holder}.
+-- Returns {"claimed", state}, {"stale"}, {"final", state}, {"missing"} or {"busy", holder}. A claimed or busy
+-- grant stays in its guild's in-flight set (lua/inflight.lua) until it settles; a final one leaves it.
+-- include: inflight
 local req = cjson.decode(ARGV[1])
 local p, id = req.prefix, req.id
 local g = redis.call('HMGET', KEYS[1], 'state', 'dispatch', 'guild_id', 'user_id')
@@ -22,12 +24,14 @@ if not state then
 end
 if not (state == 'queued' or state == 'retrying' or state == 'sending') then
   redis.call('ZREM', KEYS[2], id)
-  redis.call('HDEL', KEYS[1], 'dispatch')
+  inflight_clear(p, KEYS[1], id, g[3])
   return {'final', state}
 end
 if (req.token ~= '' and dispatch ~= req.token) or (req.token == '' and dispatch) then
   return {'stale'}
 end
+-- The message is the grant's live one: whatever happens next, no copy of it may start a run.
+redis.call('HDEL', KEYS[1], 'dispatch', 'dispatch_msg')
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local hold_key = p .. ':hold:' .. g[3] .. ':' .. g[4]
@@ -44,16 +48,13 @@ end
 if hold and hold ~= id then
   -- Wait for the holder's next look (its read-back), not a fixed poll: a read-back may back off for minutes.
   local holder_due = tonumber(redis.call('ZSCORE', KEYS[2], hold) or '0')
-  redis.call('HDEL', KEYS[1], 'dispatch')
   redis.call('ZADD', KEYS[2], math.max(now_ms + req.busy_ms, holder_due + req.busy_ms), id)
   return {'busy', hold}
 end
 if not redis.call('SET', lease, id .. ':' .. req.run, 'NX', 'PX', req.lease_px) then
   local left = math.max(redis.call('PTTL', lease), 0)
-  redis.call('HDEL', KEYS[1], 'dispatch')
   redis.call('ZADD', KEYS[2], now_ms + math.min(left, req.busy_ms) + 50, id)
   return {'busy', redis.call('GET', lease) or ''}
 end
-redis.call('HDEL', KEYS[1], 'dispatch')
 redis.call('ZADD', KEYS[2], now_ms + req.lease_px + 1000, id)
 return {'claimed', state}

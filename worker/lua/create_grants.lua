@@ -11,6 +11,10 @@
 --             (idle workers wait on it with BLPOP; a hint only, see worker/pickup.py)
 --   now       epoch seconds; idem_ttl: seconds an idempotency claim lives; seen_ttl: of a seen marker
 --   dispatch_ttl_ms  how long a written message may take to be claimed (see <p>:due)
+--   inflight_cap     most grants a guild may have in flight for "enqueue" to write a message (0 = no cap);
+--                    beyond, an "enqueue" grant is created as "schedule" (see lua/inflight.lua)
+--   member_mark_ms   how long a written message marks its member as in flight (<p>:overflow-member:<g>:<u>,
+--                    lua/dispatch_due.lua); 0 = no mark
 --   events    list of {seen, counter, grants}:
 --     seen    "" or a key: the event answers {seen=true} and does nothing if it exists; it is SET
 --             (NX, seen_ttl) once the event's grants are written
@@ -18,7 +22,8 @@
 --     grants  list of {id, idem, keep_claim, mode, fields (flat field/value list), guild, user, platform, external_id,
 --             static_user, reason, message_id, message, token, source, terms (search terms, worker/grant_index.py)}
 --             mode "enqueue":  state queued, Dramatiq message written (HSET queue.msgs + RPUSH queue),
---                              its dispatch token on the grant, due when the message should be claimed
+--                              its dispatch token and message id on the grant, in its guild's in-flight
+--                              set, due when the message should be claimed
 --                  "schedule": state queued, due now (a worker's reconciler dispatches it)
 --                  "park":    state parked, id added to <p>:parked:<platform>:<external id>
 --                  "resolve": the run-time link (HGET <p>:links:<platform>), else static_user, gives
@@ -33,6 +38,7 @@
 -- is {created=false, id, hash={field=value}}: the grant that took the key (hash empty if it has
 -- since been deleted by hand).
 -- include: grant_index
+-- include: inflight
 
 local req = cjson.decode(ARGV[1])
 local p = req.prefix
@@ -40,6 +46,16 @@ local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 local written = 0
+
+-- Grants in flight per guild (lua/inflight.lua), read once per call: a grant gets its message here only
+-- while its guild has fewer than inflight_cap; beyond, it is due now and a reconciler dispatches it
+-- within its own cap, or pushes it to its key's pace (lua/dispatch_due.lua).
+local inflight = {}
+local function room(guild)
+  if (req.inflight_cap or 0) <= 0 then return true end
+  if not inflight[guild] then inflight[guild] = redis.call('ZCARD', inflight_key(p, guild)) end
+  return inflight[guild] < req.inflight_cap
+end
 
 local function read_hash(key)
   local flat = redis.call('HGETALL', key)
@@ -80,12 +96,22 @@ local function create(g)
     -- The user's pending index: the grants a merged request may carry (worker.coalesce).
     redis.call('SADD', p .. ':pending:' .. g.guild .. ':' .. (user or g.user), g.id)
   end
+  if mode == 'enqueue' and not room(g.guild) then
+    mode = 'schedule'
+  end
   if mode == 'enqueue' then
     redis.call('HSET', req.queue .. '.msgs', g.message_id, g.message)
     redis.call('RPUSH', req.queue, g.message_id)
     written = written + 1
-    redis.call('HSET', key, 'dispatch', g.token)
+    redis.call('HSET', key, 'dispatch', g.token, 'dispatch_msg', g.message_id)
     redis.call('ZADD', p .. ':due', now_ms + req.dispatch_ttl_ms, g.id)
+    redis.call('ZADD', inflight_key(p, g.guild), now_ms, g.id)
+    inflight[g.guild] = (inflight[g.guild] or 0) + 1
+    if (req.member_mark_ms or 0) > 0 then
+      -- The member has a grant in flight: its others need no overflow seat of their own (dispatch_due.lua).
+      local mark = now_ms .. ':' .. g.id
+      redis.call('SET', p .. ':overflow-member:' .. g.guild .. ':' .. (user or g.user), mark, 'PX', req.member_mark_ms)
+    end
   elseif mode == 'schedule' then
     redis.call('ZADD', p .. ':due', now_ms, g.id)
   else

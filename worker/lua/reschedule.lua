@@ -6,7 +6,8 @@
 -- KEYS[3]  lease     <p>:lease:<g>:<u>
 -- ARGV[1]  grant id; ARGV[2] the run's lease value; ARGV[3] delay (ms)
 --
--- Returns 1 when rescheduled, 0 when the grant is no longer moving (then it leaves the schedule).
+-- Returns 1 when rescheduled, 0 when the grant is no longer moving (then it leaves the schedule). The grant
+-- keeps its place in its guild's in-flight set (lua/inflight.lua): it waits for its turn, not settled yet.
 if redis.call('GET', KEYS[3]) == ARGV[2] then
   redis.call('DEL', KEYS[3])
 end
@@ -17,6 +18,6 @@ if not (state == 'queued' or state == 'retrying' or state == 'sending') then
 end
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('HDEL', KEYS[1], 'dispatch')
+redis.call('HDEL', KEYS[1], 'dispatch', 'dispatch_msg')
 redis.call('ZADD', KEYS[2], now_ms + tonumber(ARGV[3]), ARGV[1])
 return 1

@@ -44,6 +44,7 @@
 -- Returns {code, state} for the first grant (1 = moved from state, 2 = this attempt was already recorded,
 -- 0 = not moved, state = its current state or ""), then the ids of every grant with code 1 or 2.
 -- include: grant_index
+-- include: inflight
 
 local req = cjson.decode(ARGV[1])
 local p = req.prefix
@@ -157,8 +158,18 @@ for index, id in ipairs(ids) do
     redis.call('ZADD', p .. ':state:' .. to, req.now, id)
     -- The schedule: every grant that should move has an entry; its Dramatiq message is only a hint. After a
     -- step no message is live any more: the reconciler writes one when the grant is due.
-    redis.call('HDEL', key, 'dispatch')
     local g = redis.call('HMGET', key, 'guild_id', 'user_id')
+    if moving[to] then
+      -- Still moving: no message is live, but a grant in flight keeps its place (lua/inflight.lua).
+      redis.call('HDEL', key, 'dispatch', 'dispatch_msg')
+      redis.call('ZADD', inflight_key(p, g[1]), 'XX', now_ms, id)
+      if to == 'sending' then
+        -- The member's request goes out: a grant of the member due from now on is not in it.
+        redis.call('DEL', p .. ':overflow-member:' .. tostring(g[1]) .. ':' .. tostring(g[2]))
+      end
+    else
+      inflight_clear(p, key, id, g[1])
+    end
     who = who or g
     gi_moved(p, id, tostring(g[1]), current, to, req.now)
     -- The user's pending index: the grants a merged request may carry (worker.coalesce).
@@ -169,6 +180,10 @@ for index, id in ipairs(ids) do
     else
       redis.call('ZREM', p .. ':due', id)
       redis.call('SREM', pending, id)
+      if redis.call('SCARD', pending) == 0 then
+        -- Nothing of the member moves: its overflow seat (lua/dispatch_due.lua) goes too.
+        redis.call('DEL', p .. ':overflow-member:' .. tostring(g[1]) .. ':' .. tostring(g[2]))
+      end
       -- Out of the key's line too (lua/sliding_window.lua): its place, and its member's once nothing
       -- of the member moves any more, would only make the waiters behind ask later than they could.
       local line = redis.call('HGET', key, 'line')
