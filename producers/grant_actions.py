@@ -144,15 +144,21 @@ def _refusal(ledger: Ledger, grant_id: str, expected: str, version: int) -> Acti
     return ActionRefused(f"grant {grant_id} is {grant.state.value}, not {expected}: nothing done", grant)
 
 
-def _confirm_seen(ledger: Ledger, grant: Grant) -> None:
-    """Confirm the state an answer that wrote nothing rests on (``Ledger.confirmed``).
+#: Times an answer that wrote nothing is judged again when the grant moved before its state was confirmed
+#: (a worker's step landing in between); a grant still moving after that is reported unconfirmed.
+CONFIRM_TRIES = 3
+
+
+def _confirmed_now(ledger: Ledger, grant: Grant) -> Grant:
+    """The grant as replicas confirm it now (``Ledger.confirmed``): what an answer that wrote nothing rests on.
 
     Raises:
-      NotReplicated: too few replicas confirmed it, or the confirmed grant is no longer in that state.
+      NotReplicated: too few replicas confirmed it, or the grant is gone.
     """
     now, _ = ledger.confirmed(grant.id)
-    if now is None or now.state != grant.state:
-        raise NotReplicated(f"grant {grant.id} is no longer {grant.state.value} on the replicas' side")
+    if now is None:
+        raise NotReplicated(f"grant {grant.id} is not there on the replicas' side")
+    return now
 
 
 def _run(
@@ -166,6 +172,10 @@ def _run(
 ) -> ActionDone:
     """``step`` on the grant, its answer confirmed (module docstring) and written to the audit log.
 
+    An answer that wrote nothing (a refusal, "already done") rests on the state the step saw; when the
+    confirmed state differs (a worker moved the grant meanwhile), the step judges the grant again as it
+    is now, so the answer is about the grant as it stands, never "unconfirmed" for a grant that only moved.
+
     Raises:
       ActionUnconfirmed: too few replicas confirmed the step, or the state a refusal rests on.
       ActionRefused: as ``step`` (``GrantMissing``, ``ActionInvalid`` need no confirmation).
@@ -174,15 +184,28 @@ def _run(
     why = f"; {detail}" if detail else ""
     follow_failover(ledger.redis)
     try:
-        try:
-            result = step(_get(ledger, grant_id))
-            if not result.done:
-                _confirm_seen(ledger, result.grant)
-        except ActionRefused as refused:
-            if refused.grant is not None and not isinstance(refused, GrantMissing | ActionInvalid):
-                _confirm_seen(ledger, refused.grant)
-            record(action, grant_id, "refused", refused.message + why)
-            raise
+        grant = _get(ledger, grant_id)
+        for _ in range(CONFIRM_TRIES):
+            try:
+                result = step(grant)
+            except ActionRefused as refused:
+                if refused.grant is None or isinstance(refused, GrantMissing | ActionInvalid):
+                    record(action, grant_id, "refused", refused.message + why)
+                    raise
+                now = _confirmed_now(ledger, refused.grant)
+                if now.state == refused.grant.state:
+                    record(action, grant_id, "refused", refused.message + why)
+                    raise
+                grant = now
+                continue
+            if result.done:
+                break
+            now = _confirmed_now(ledger, result.grant)
+            if now.state == result.grant.state:
+                break
+            grant = now
+        else:
+            raise NotReplicated(f"grant {grant_id} kept changing while its state was being confirmed")
     except NotReplicated as exc:
         unconfirmed = ActionUnconfirmed(f"{action} of grant {grant_id}", exc)
         record(action, grant_id, "not confirmed", unconfirmed.message + why)

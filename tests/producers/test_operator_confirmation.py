@@ -29,7 +29,7 @@ from producers.twitch.samples import sample_event, sample_payload, signed_reques
 from producers.unconfirmed import ActionUnconfirmed
 from tests.conftest import GUILD, TEST_REDIS_URL, TOKEN, USER, SettingsFactory
 from worker.creation import Mode, Planned
-from worker.grant import GrantItem, GrantState, NewGrant
+from worker.grant import Grant, GrantItem, GrantState, NewGrant
 from worker.grant_search import GrantQuery
 from worker.keys import Keys
 from worker.ledger import Ledger
@@ -244,3 +244,37 @@ def test_the_cli_exits_1_saying_it_could_not_be_confirmed(capsys: pytest.Capture
     assert main(["links", "add", "twitch", TWITCH_USER, USER]) == 1
     assert "could not be confirmed" in capsys.readouterr().err
     assert main(["dead", "replay", "--all"]) == 0  # nothing dead: nothing to confirm
+
+
+class _MovesBeforeConfirming(Ledger):
+    """A ledger whose confirmation read comes after the worker moved the grant on (its step landed in between)."""
+
+    def __init__(self, *args: Any, move: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._move: Callable[[], None] | None = move
+
+    def confirmed(self, grant_id: str) -> tuple[Grant | None, int]:
+        move, self._move = self._move, None
+        if move is not None:
+            move()
+        return super().confirmed(grant_id)
+
+
+def test_a_refusal_whose_grant_moved_on_is_judged_again_not_called_unconfirmed(redis: Redis, keys: Keys) -> None:
+    """A cancel finds the grant ``sending`` and refuses; before the refusal is confirmed the worker records
+    ``delivered``. With no replica in sight that is no "could not be confirmed": it is refused as it is now."""
+    plain = Ledger(redis, keys)
+    grant_id = plain.create(
+        NewGrant(GUILD, USER, (GrantItem("gem", 1),), source="api", idempotency_key="t:moved")
+    ).grant.id
+    assert plain.transition(grant_id, GrantState.SENDING, "sending", expect=[GrantState.QUEUED])
+
+    def delivered() -> None:
+        assert plain.transition(grant_id, GrantState.DELIVERED, "delivered", expect=[GrantState.SENDING])
+
+    ledger = _MovesBeforeConfirming(redis, keys, move=delivered)
+    with pytest.raises(grant_actions.ActionRefused) as refused:
+        grant_actions.cancel(ledger, grant_id, "race")
+    assert "is delivered" in refused.value.message
+    found = plain.get(grant_id)
+    assert found is not None and found.state == GrantState.DELIVERED
