@@ -1,0 +1,106 @@
+"""Review of issue 20: a baseline read that outlives the run's user lease (a starved process, a slow connect
+plus a slow read: the client's timeout applies to each, so a GET may take 2 x WETBOT_TIMEOUT, more than the
+lease's timeout + LEASE_MARGIN_S)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from redis import Redis
+
+from config.settings import Settings
+from simulator.wetbot import WetbotSimulator
+from tests.conftest import GUILD, USER, ScheduleDriver, SettingsFactory
+from worker.delivery import Deliverer
+from worker.grant import GrantItem, GrantState, NewGrant
+from worker.keys import Keys
+from worker.ledger import Ledger
+
+Deliv = Callable[[Settings], Deliverer]
+
+
+def _grant(ledger: Ledger, key: str, amount: float = 1) -> str:
+    new = NewGrant(GUILD, USER, (GrantItem("gem", amount),), source="test", idempotency_key=f"t:{key}")
+    return ledger.create(new).grant.id
+
+
+def test_baseline_read_outliving_the_lease_sends_with_a_stale_baseline_and_records_delivered_never_applied(
+    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator,
+    driver: ScheduleDriver, redis: Redis, keys: Keys, monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Run A reads grant 1's baseline (no gem). Its GET outlasts the extended lease; meanwhile run B takes
+    the member's lease for grant 2 (1 gem) and delivers it. A's GET answer (read before B's POST) is then
+    recorded as the baseline of A's request, and the step into sending goes through because the lease is
+    merely absent, not held by another run. A's POST fails before being applied (500); the read-back sees
+    gem=1 = baseline(absent)+1 and records grant 1 delivered: it never was."""
+    settings = make_settings(wetbot_timeout=0.3, wetbot_coalesce=False)
+    a = make_deliverer(settings)
+    b = make_deliverer(settings)
+    g1 = _grant(ledger, "one")
+    g2 = _grant(ledger, "two")
+    client = a.clients.for_guild(GUILD)
+    assert client is not None
+    real_get = client.get_profile
+    calls = {"n": 0}
+
+    def slow_get(guild_id: str, user_id: str) -> Any:
+        result = real_get(guild_id, user_id)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            # The GET's answer is late: the run's lease (timeout + margin) ran out meanwhile...
+            redis.delete(keys.lease(GUILD, USER))
+            # ...and another worker delivered grant 2 of the same member in the meantime.
+            b.deliver(g2)
+            assert ledger.get(g2).state == GrantState.DELIVERED  # type: ignore[union-attr]
+            sim.inject("500_before", method="POST")
+        return result
+
+    monkeypatch.setattr(client, "get_profile", slow_get)
+    a.deliver(g1)
+    monkeypatch.setattr(client, "get_profile", real_get)
+    driver.run(a)
+
+    applied = [c for c in sim.applied() if c.user_id == USER]
+    final = ledger.get(g1)
+    assert final is not None
+    # Exactly one gem was ever applied (grant 2's): grant 1 must not be recorded delivered.
+    assert len(applied) == 1, applied
+    assert final.state != GrantState.DELIVERED, [h.reason for h in ledger.history(g1)]
+
+
+def test_baseline_read_outliving_the_lease_sends_a_grant_a_takeover_already_sent_doubling_it(
+    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator,
+    driver: ScheduleDriver, redis: Redis, keys: Keys, monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Coalescing on, one grant. Run A's baseline GET outlasts the lease; the reconciler dispatches the grant
+    again (its lease is gone) and run B sends it: applied, answered 500, so it waits for a read-back
+    (retrying, verify=1). A's GET returns; its step into sending needs only that no *other* run holds the lease
+    (B released it) and that the grant is sendable (retrying is): it sends the grant a second time."""
+    settings = make_settings(wetbot_timeout=0.3)
+    a = make_deliverer(settings)
+    b = make_deliverer(settings)
+    g1 = _grant(ledger, "one")
+    client = a.clients.for_guild(GUILD)
+    assert client is not None
+    real_get = client.get_profile
+    calls = {"n": 0}
+
+    def slow_get(guild_id: str, user_id: str) -> Any:
+        result = real_get(guild_id, user_id)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            redis.delete(keys.lease(GUILD, USER))  # the lease ran out while the GET was out
+            sim.inject("500_after", method="POST")
+            b.deliver(g1)  # a new message for the grant, claimed by another worker
+            assert ledger.get(g1).state == GrantState.RETRYING  # type: ignore[union-attr]
+        return result
+
+    monkeypatch.setattr(client, "get_profile", slow_get)
+    a.deliver(g1)
+    monkeypatch.setattr(client, "get_profile", real_get)
+    driver.run(a)
+
+    applied = [c for c in sim.applied() if c.user_id == USER]
+    assert len(applied) == 1, ([h.reason for h in ledger.history(g1)], applied)
