@@ -368,6 +368,9 @@ class Deliverer:
         """Send the grant (with the user's other pending grants, merged) once; the run holds lease and slot."""
         grant = run.grant
         merged = self._merged(grant)
+        # Read before the baseline: a profile recorded meanwhile (another run's delivery) makes a read-back
+        # of this request undecided (``_evidence``), never judged against a baseline older than it.
+        snapshot = self.ledger.get_profile(grant.guild_id, grant.user_id)
         read = self._read_baseline(run, slot, merged)
         if read is None:
             return
@@ -378,7 +381,7 @@ class Deliverer:
         reason = "sending to WetBot" + (" again; this may duplicate an applied request" if duplicate else "")
         if len(merged.members) > 1:
             reason += f" (one request for {len(merged.members)} grants of this member: {_items(merged.items)})"
-        snapshot = self.ledger.get_profile(grant.guild_id, grant.user_id)
+        reason += f"; baseline read: {_amounts(baseline.amounts)}" if baseline is not None else f"; {missing}"
         try:
             moved = self.ledger.transition_many(
                 merged.ids,
@@ -441,7 +444,8 @@ class Deliverer:
             keep_free=math.ceil(self.limiter.rate.limit * SPARE_FRACTION),
             demand_key=self.keys.guild_state(run.grant.guild_id, GrantState.QUEUED.value),
             own_demand=sum(1 for member in merged.members if member.state == GrantState.QUEUED),
-            hold_s=self._slot_hold_s(),
+            # The request goes out after the read: its slot may wait the read's lease on top of the usual hold.
+            hold_s=self._slot_hold_s() + self.settings.wetbot_timeout + LEASE_MARGIN_S,
         )
         if not spare.granted:
             return slot, f"{NO_BASELINE} (the key had no spare rate slot)"
@@ -452,6 +456,13 @@ class Deliverer:
         result = api.get_profile(run.grant.guild_id, run.grant.user_id)
         self.limiter.settle(api.key_id, slot)
         self._count_outcome(run, result)
+        send_lease_ms = int((self.settings.wetbot_timeout + LEASE_MARGIN_S) * 1000)
+        if not self._extend_lease(keys=[run.lease_key], args=[run.lease_value, send_lease_ms]):
+            # The read outlived the lease: another run may have claimed the member and sent meanwhile. This
+            # run owns nothing any more and sends nothing (the grant's schedule entry moves it again).
+            self.limiter.give_back(api.key_id, spare.member)
+            logger.warning("grant %s: the baseline read outlived the run's lease; not sent by this run", run.grant.id)
+            return None
         if result.outcome == Outcome.RATE_LIMITED:
             wait_s = result.retry_after_s if result.retry_after_s is not None else self.limiter.rate.window_s
             self.limiter.give_back(api.key_id, spare.member)
@@ -565,11 +576,23 @@ class Deliverer:
             effects["slot"] = slot
         effects["lease_release"] = run.lease_release()
         step = StepEffects(**effects)
-        return self._persist(
-            lambda: self.ledger.transition_many(
-                run.ids, to, reason, expect=expect, effects=step, confirm=confirm, **options
-            )
-        )
+        # A step too few replicas confirmed is in place on the primary; its repeat (retried until confirmed)
+        # may then find nothing left to move when the step is not guarded by a token: the first try's ids
+        # are the ones it moved (for the Sentry report of a final state, say).
+        moved_first: list[str] = []
+
+        def attempt() -> list[str]:
+            try:
+                return self.ledger.transition_many(
+                    run.ids, to, reason, expect=expect, effects=step, confirm=confirm, **options
+                )
+            except NotReplicated as exc:
+                if not moved_first and isinstance(exc.reply, list):
+                    moved_first.extend(str(grant_id) for grant_id in exc.reply)  # ``Ledger.transition_many``
+                raise
+
+        moved = self._persist(attempt)
+        return list(dict.fromkeys([*moved_first, *moved]))
 
     def _delivered(self, run: _Run, result: CallResult, settle: dict[str, str], reason: str) -> None:
         grant = run.grant

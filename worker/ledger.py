@@ -290,7 +290,8 @@ class Ledger:
                                                   args=[json.dumps(request)], barrier=barrier))  # fmt: skip
         except NotReplicated as exc:
             if int(exc.reply[0]) in (1, 2) or len(exc.reply) > 2:
-                raise
+                # The step is in place on the primary only; ``reply`` names the grants it moved there.
+                raise NotReplicated(str(exc), [_text(grant_id) for grant_id in exc.reply[2:]]) from exc
             return []  # nothing moved: there is nothing to confirm
         return [_text(grant_id) for grant_id in reply[2:]]
 

@@ -237,6 +237,9 @@ def test_every_client_follows_the_master_through_a_failover(
     broker = build_broker(settings)
     try:
         assert client.set("before", "1")
+        # Replication is asynchronous: on a loaded machine the kill can come before the replica has the key
+        # (the service confirms the writes that matter the same way, worker.replication).
+        assert client.wait(1, 5000) == 1
         assert client.connection_pool.get_master_address()[1] == group.nodes[0].port  # type: ignore[attr-defined]
         old, new = group.kill_primary()
         assert new == group.nodes[1].port

@@ -31,10 +31,11 @@ def test_baseline_read_outliving_the_lease_sends_with_a_stale_baseline_and_recor
     driver: ScheduleDriver, redis: Redis, keys: Keys, monkeypatch: pytest.MonkeyPatch,
 ) -> None:  # fmt: skip
     """Run A reads grant 1's baseline (no gem). Its GET outlasts the extended lease; meanwhile run B takes
-    the member's lease for grant 2 (1 gem) and delivers it. A's GET answer (read before B's POST) is then
-    recorded as the baseline of A's request, and the step into sending goes through because the lease is
-    merely absent, not held by another run. A's POST fails before being applied (500); the read-back sees
-    gem=1 = baseline(absent)+1 and records grant 1 delivered: it never was."""
+    the member's lease for grant 2 (1 gem) and delivers it. Before the fix A's GET answer (read before B's
+    POST) became the baseline of A's request, the step into sending went through because the lease was
+    merely absent, A's POST failed before being applied (500), and the read-back (gem=1 = absent + 1)
+    recorded grant 1 delivered: it never was. Now A stops when its lease is gone, and the send step needs
+    the run's own lease."""
     settings = make_settings(wetbot_timeout=0.3, wetbot_coalesce=False)
     a = make_deliverer(settings)
     b = make_deliverer(settings)
@@ -63,11 +64,10 @@ def test_baseline_read_outliving_the_lease_sends_with_a_stale_baseline_and_recor
     driver.run(a)
 
     applied = [c for c in sim.applied() if c.user_id == USER]
-    final = ledger.get(g1)
-    assert final is not None
-    # Exactly one gem was ever applied (grant 2's): grant 1 must not be recorded delivered.
-    assert len(applied) == 1, applied
-    assert final.state != GrantState.DELIVERED, [h.reason for h in ledger.history(g1)]
+    delivered = [g for g in (g1, g2) if ledger.get(g).state == GrantState.DELIVERED]  # type: ignore[union-attr]
+    # The ledger agrees with WetBot: a grant recorded delivered was applied, once. (Run A, its lease gone,
+    # sends nothing; grant 1 goes out later with a baseline of its own.)
+    assert len(applied) == len(delivered), ([h.reason for h in ledger.history(g1)], applied)
 
 
 def test_baseline_read_outliving_the_lease_sends_a_grant_a_takeover_already_sent_doubling_it(

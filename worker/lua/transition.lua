@@ -23,8 +23,9 @@
 --   due_ms            for to = queued/retrying/sending: when the reconciler looks at it next, in ms from
 --                     Redis' clock (0 = now). Every other state leaves the schedule.
 --   lease_release     optional {key, value}: delete the lease if it still holds value
---   lease_set         optional {key, value, px}: (re)set the lease; the step does not happen when
---                     another run holds it
+--   lease_set         optional {key, value, px}: (re)set the lease; the step does not happen unless
+--                     the lease holds value (the run still owns the user: a lease that ran out may
+--                     have let another run claim the user and send meanwhile)
 --   slot              optional {key, member, pending, ttl_ms}: the rate slot counts from now (its answer
 --                     came back) and leaves the pending set; done even when no grant moves
 --   profile           optional {key, json, at, ttl}: store the user's profile snapshot (key is derived
@@ -92,7 +93,7 @@ end
 
 if req.lease_set then
   local holder = redis.call('GET', req.lease_set.key)
-  if holder and holder ~= req.lease_set.value then
+  if holder ~= req.lease_set.value then
     local _, current = check(p .. ':grant:' .. ids[1])
     return {0, current}
   end
