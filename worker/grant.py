@@ -131,7 +131,8 @@ class Grant:
     baseline_at: float | None = None
     #: why no baseline was read for the last request ("" when one was, or before baselines were read).
     baseline_missing: str = ""
-    #: the user's snapshot ``seq`` the baseline was taken at; -1 = the snapshot was stale (no usable baseline).
+    #: the user's snapshot ``seq`` when the request started: a profile recorded since (another run's delivery)
+    #: makes its read-back undecided; -1 (grants written before baselines were read) = no usable baseline.
     baseline_seq: int = 0
     #: the run token of the last request sent (guards recording its outcome).
     attempt_token: str = ""
