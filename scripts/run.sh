@@ -48,16 +48,27 @@ fi
 "$PY" -m producers.make_run check || exit $?
 
 pids=()
-# Stop what make run started, newest first: the service before the simulator and Redis it uses.
+signalled=0
+# Stop what make run started, newest first: the service before the simulator and Redis it uses. When
+# make run was stopped by a signal to its process group (Ctrl-C, a SIGTERM from a supervisor), every
+# process got that signal already: each gets up to 5 s to stop on it before it is signalled again. A second
+# SIGTERM while honcho is still printing "SIGTERM received" crashes it mid-handler (a reentrant write to
+# stdout), leaving web and worker running.
 cleanup() {
-  local i
+  local i _
   for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    if [ "$signalled" = 1 ]; then
+      for _ in $(seq 1 50); do
+        kill -0 "${pids[i]}" 2>/dev/null || break
+        sleep 0.1
+      done
+    fi
     kill "${pids[i]}" 2>/dev/null || true
     wait "${pids[i]}" 2>/dev/null || true
   done
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'signalled=1; exit 130' INT TERM
 
 redis_ping() { "$PY" -c 'import os, redis; redis.Redis.from_url(os.environ["REDIS_URL"], socket_connect_timeout=2).ping()' 2>/dev/null; }
 
