@@ -20,9 +20,10 @@ member or other bots did in that window — can have changed those amounts.
 
 **What a baseline costs.** A read is a request against the key's budget (10 a
 minute). The worker reads one only with a spare slot (``SPARE_FRACTION``):
-when nobody waits in the key's line and, after the request's own slot and a
-slot for every grant of the guild already queued, a fifth of the window is
-still free. A quiet key therefore gets a baseline for every
+when nobody waits in the key's line, WetBot answered no 429 in the last ten
+windows (its limit may be stricter than ours), and, after the request's own
+slot and a slot for every grant of the guild already queued, a fifth of the
+window is still free. A quiet key therefore gets a baseline for every
 request at no cost in throughput; a key with a backlog spends every slot on
 grants, and a maybe-applied outcome of a request sent without a baseline is
 held ``unknown`` (``bench/verify_cost.py`` measures both). With coalescing one
