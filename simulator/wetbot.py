@@ -5,8 +5,8 @@ A real HTTP server on loopback (stdlib ``ThreadingHTTPServer``, daemon threads),
 
 Facts vs. choices
 =================
-The WetBot server code is not public (``../shared/research/wetbot-api.md`` from the repository). This module keeps
-the two apart:
+The WetBot server code is not public: no repository holds its route handlers, key check or rate limiter.
+This module keeps the two apart:
 
 **Documented facts** (WetBot docs, the bot's data model, the WetbotKassa client):
 

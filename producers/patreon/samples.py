@@ -1,6 +1,4 @@
-"""Patreon webhook bodies for ``send-test patreon`` and the tests, modelled on the shared samples.
-
-Those are ``../shared/samples/patreon`` from the repository.
+"""Patreon webhook bodies for ``send-test patreon`` and the tests, modelled on Patreon's documented payloads.
 
 The shape follows the real captures (research/patreon.md §4): a ``member`` with
 its attributes, ``currently_entitled_tiers`` and ``user`` relationships, and
