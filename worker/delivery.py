@@ -4,7 +4,7 @@ Kept apart from Dramatiq so tests can drive it directly. Nothing here raises
 for WetBot trouble: every outcome becomes one atomic ledger step
 (``Ledger.transition`` with ``StepEffects``) that also says when the grant is
 looked at next (``worker.schedule``), so "try again later" is a due time the
-ledger owns, never a Dramatiq retry or delayed message (research/dramatiq.md
+ledger owns, never a Dramatiq retry or delayed message (docs/research/dramatiq.md
 §2, §8).
 
 A run, in order: claim the message (stale copies stop here) and the user's
