@@ -1,6 +1,6 @@
 """Which WetBot API key serves which guild: ``WETBOT_API_KEY`` and ``WETBOT_API_KEYS`` as one map.
 
-WetBot keys belong to one guild (docs/research/wetbot-api.md), so a grant can only
+WetBot keys belong to one guild (docs/wetbot-api.md), so a grant can only
 go out with its guild's key. ``WETBOT_API_KEYS`` (``<guild id>=<key>,...``)
 names a key per guild; ``WETBOT_API_KEY`` is the key of the rewards file's
 default ``guild_id``. Without a default guild (no rewards file, or one without

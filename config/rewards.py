@@ -69,7 +69,7 @@ __all__ = [
     "parse_rewards",
 ]
 
-#: WetBot accepts item amounts in [-1e9, 1e9] (docs/research/wetbot-api.md).
+#: WetBot accepts item amounts in [-1e9, 1e9] (docs/wetbot-api.md).
 MAX_ABS_AMOUNT = 1_000_000_000
 
 #: Items per rule. One rule's items go out in one request, and one request can
@@ -310,7 +310,7 @@ class PledgeCreateRule(_PatreonRule):
 class RenewalRule(_PatreonRule):
     """``renewal``: a paid recurring charge, seen as ``members:update`` with Paid and a newer ``last_charge_date``.
 
-    Patreon has no renewal trigger (docs/research/patreon.md §5); the producer derives it.
+    Patreon has no renewal trigger (docs/patreon.md §5); the producer derives it.
     """
 
     event: Literal["renewal"]

@@ -44,7 +44,7 @@ MAX_RATE_WINDOW_S = 86_400.0
 #: and a worker thread; five minutes is already far beyond any sane response time.
 MAX_TIMEOUT_S = 300.0
 
-#: Twitch requires an EventSub secret of 10-100 ASCII characters (docs/research/twitch.md §1.1).
+#: Twitch requires an EventSub secret of 10-100 ASCII characters (docs/twitch.md §1.1).
 TWITCH_SECRET_MIN_LEN = 10
 TWITCH_SECRET_MAX_LEN = 100
 

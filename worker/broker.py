@@ -4,7 +4,7 @@ The ledger owns the schedule (``worker.schedule``): a grant's queue message
 only says "look at this grant now", carries the dispatch token that makes
 every older copy a no-op, and is written again by the reconciler if it is
 lost. So nothing here depends on Dramatiq recovering well from connection
-errors (docs/research/dramatiq.md §8): no delayed messages (the delay queue lives
+errors (docs/dramatiq.md §8): no delayed messages (the delay queue lives
 in worker memory and is dropped on a connection error), no Dramatiq retries
 (their re-enqueue fails when Redis does), and a heartbeat timeout long enough
 that clock skew between hosts does not declare live workers dead.

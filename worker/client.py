@@ -27,7 +27,7 @@ MAX_MESSAGE_CHARS = 300
 
 
 class Outcome(StrEnum):
-    """What one WetBot call amounted to (DESIGN.md, "The single actor")."""
+    """What one WetBot call amounted to (README "Exactly once": outcomes)."""
 
     #: 2xx with WetBot's envelope and the user's profile: applied; ``profile`` holds it.
     DELIVERED = "delivered"

@@ -1,6 +1,6 @@
 """Redis clients with the service's defences, for every process: broker, worker state, web, CLI.
 
-Every client has the same defences (docs/research/dramatiq.md §8): connect and
+Every client has the same defences (docs/dramatiq.md §8): connect and
 command timeouts, TCP keepalive, a health check before reusing an idle
 connection, and a few retries with backoff on connection errors and timeouts.
 A failover or a silently cut connection then costs seconds, not a hung

@@ -14,7 +14,7 @@ travel together: a producer answers 2xx only once a replica has the grant, so
 a failover cannot lose what a source was told is queued.
 
 Writing the message ourselves follows the Redis broker's storage (a hash of
-encoded messages and a list of their ids, docs/research/dramatiq.md §4); the
+encoded messages and a list of their ids, docs/dramatiq.md §4); the
 message itself is encoded by Dramatiq (``broker.encoded_message``). Tests with
 real workers guard the coupling, and dramatiq is pinned below 3.
 """

@@ -4,7 +4,7 @@ Kept apart from Dramatiq so tests can drive it directly. Nothing here raises
 for WetBot trouble: every outcome becomes one atomic ledger step
 (``Ledger.transition`` with ``StepEffects``) that also says when the grant is
 looked at next (``worker.schedule``), so "try again later" is a due time the
-ledger owns, never a Dramatiq retry or delayed message (docs/research/dramatiq.md
+ledger owns, never a Dramatiq retry or delayed message (docs/dramatiq.md
 §2, §8).
 
 A run, in order: claim the message (stale copies stop here) and the user's
@@ -169,7 +169,7 @@ class Deliverer:
         object.__setattr__(self, "_extend_lease", load_script(self.redis, "extend_lease"))
 
     def deliver(self, grant_id: str, token: str = "") -> None:
-        """Process one queue message for ``grant_id`` carrying dispatch ``token``; see DESIGN.md "The single actor".
+        """Process one queue message for ``grant_id`` carrying dispatch ``token``; see README "Exactly once".
 
         Redis errors propagate (the grant stays on the schedule and moves again
         when Redis answers); other unexpected exceptions are counted on the

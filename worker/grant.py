@@ -28,7 +28,7 @@ __all__ = [
 
 
 class GrantState(StrEnum):
-    """Where a grant is in its life (DESIGN.md, "Grant lifecycle")."""
+    """Where a grant is in its life (README "Exactly once": grant states)."""
 
     #: waiting for its turn (or for a paused key / a rate slot).
     QUEUED = "queued"

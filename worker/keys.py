@@ -8,7 +8,7 @@ instance with other software (everything lives under ``<prefix>:``).
 from __future__ import annotations
 
 #: Seconds an idempotency claim lives. Patreon retries for about three weeks and
-#: Twitch gives no bound, so keep claims well past that (DESIGN.md: >= 35 days).
+#: Twitch gives no bound, so keep claims well past that: at least 35 days.
 IDEMPOTENCY_TTL_S = 40 * 24 * 3600
 
 #: Seconds a "seen" marker of a webhook delivery lives (as long as idempotency claims).

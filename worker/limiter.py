@@ -3,7 +3,7 @@
 Counted in Redis by ``lua/sliding_window.lua`` on Redis' own clock, so every
 worker process on every host shares one budget per API key. Asking for a slot
 never raises: it returns "go" or "wait N seconds", because in Dramatiq any
-exception (``Retry`` included) spends a retry (docs/research/dramatiq.md §2), and
+exception (``Retry`` included) spends a retry (docs/dramatiq.md §2), and
 waiting for a slot is not a failure.
 
 **A slot counts until a window after its request can have reached WetBot.**

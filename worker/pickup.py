@@ -2,7 +2,7 @@
 
 Stock Dramatiq's Redis consumer polls: after an empty fetch it sleeps a
 growing backoff, up to the worker timeout (1 s), so an idle worker finds a new
-message 0.5-1 s late (docs/research/dramatiq.md §4). Here whatever writes a message
+message 0.5-1 s late (docs/dramatiq.md §4). Here whatever writes a message
 also pushes a token onto the queue's wake list (``worker.keys.wake_key``, at
 most ``WAKE_TOKENS_MAX`` kept): the create and dispatch scripts in the same
 atomic step as the message, ``WakingRedisBroker.enqueue`` right after

@@ -30,7 +30,7 @@ __all__ = ["register"]
 TIMEOUT_S = 15.0
 #: Port when neither ``--url`` nor ``PORT`` says otherwise (the Procfile's default).
 DEFAULT_PORT = "8000"
-#: Charge statuses Patreon documents (docs/research/patreon.md §4).
+#: Charge statuses Patreon documents (docs/patreon.md §4).
 STATUSES = ("Paid", "Pending", "Declined", "Refunded", "Fraud", "Deleted", "Other")
 _DISCORD_ID = re.compile(r"[1-9][0-9]{16,19}")
 _MEMBER_ID = re.compile(r"[A-Za-z0-9-]{1,64}")

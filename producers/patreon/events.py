@@ -6,7 +6,7 @@ Discord account), what they pledge (entitled tiers and cents), and the charge
 Patreon adds cannot break parsing; a field we *use* that has the wrong type
 makes the whole body malformed (the receiver answers 400).
 
-Facts behind the shape: docs/research/patreon.md §4 (payloads, the portal test
+Facts behind the shape: docs/patreon.md §4 (payloads, the portal test
 payload, ``social_connections``). Dates are normalised to UTC
 ``YYYYMMDDTHHMMSSZ``: that form sorts as text in time order and is safe inside
 Redis keys and idempotency keys. Sub-second parts are dropped (two charges of
@@ -32,7 +32,7 @@ __all__ = [
     "parse_event",
 ]
 
-#: v2 member triggers (docs/research/patreon.md §2). Posts and legacy v1 ``pledges:*`` carry no member.
+#: v2 member triggers (docs/patreon.md §2). Posts and legacy v1 ``pledges:*`` carry no member.
 MEMBER_TRIGGERS = frozenset(
     {
         "members:create",
@@ -99,7 +99,7 @@ class MemberEvent:
 
     @property
     def is_test(self) -> bool:
-        """The portal's "Send Test" payload: ``data.id`` is null (docs/research/patreon.md §4)."""
+        """The portal's "Send Test" payload: ``data.id`` is null (docs/patreon.md §4)."""
         return self.member_id is None
 
     @property
@@ -216,7 +216,7 @@ def _optional_cents(value: Any, where: str) -> int | None:
 
 
 def _optional_date(value: Any, where: str) -> str | None:
-    if value is None or value == "":  # Patreon once sent empty charge dates (docs/research/patreon.md §6.6)
+    if value is None or value == "":  # Patreon once sent empty charge dates (docs/patreon.md §6.6)
         return None
     if isinstance(value, str):
         try:
@@ -245,7 +245,7 @@ def _included(value: Any) -> list[dict[str, Any]]:
 
 
 def _discord_id(included: list[dict[str, Any]], user_id: str | None) -> str | None:
-    """The connected Discord account of the member's user, if any (docs/research/patreon.md §4 "Discord identity")."""
+    """The connected Discord account of the member's user, if any (docs/patreon.md §4 "Discord identity")."""
     if user_id is None:
         return None
     for entry in included:

@@ -4,7 +4,7 @@
 the member (``MemberMemory``, kept by ``producers.patreon.members``) and
 returns a ``Plan``. Patreon sends no delivery id and no event time, retries
 for weeks and replays everything queued when a paused webhook resumes
-(docs/research/patreon.md §3), so every decision is keyed on business facts:
+(docs/patreon.md §3), so every decision is keyed on business facts:
 
 * **Idempotency keys** ``patreon:<member>:<fact>:<rule_id>``, where the fact is
   ``pledge-<pledge start>-<charge date>`` for a new pledge,
@@ -26,7 +26,7 @@ for weeks and replays everything queued when a paused webhook resumes
   level nor lowers ``first_paid`` from paid to unpaid; a ``members:update``
   repeating an accounted charge leaves the level as later pledge changes set it.
 
-Decisions (docs/research/patreon.md §5):
+Decisions (docs/patreon.md §5):
 
 * ``members:pledge:create`` grants per matching rule (``tier_id``, ``min_cents``).
   With ``require_paid`` and a first charge that is not Paid yet, the grant is
@@ -82,7 +82,7 @@ PLEDGE_UPDATE = "members:pledge:update"
 DELETE = "members:pledge:delete"
 PAID = "Paid"
 
-#: Charge statuses that can revoke, as ``revoke_on`` spells them (docs/research/patreon.md §4 lists the statuses).
+#: Charge statuses that can revoke, as ``revoke_on`` spells them (docs/patreon.md §4 lists the statuses).
 _REVOKING_STATUSES = {"Declined": "Declined", "Refunded": "Refunded", "Refunded by Patreon": "Refunded",
                       "Fraud": "Fraud"}  # fmt: skip
 

@@ -1,10 +1,10 @@
 """Patreon webhook bodies for ``send-test patreon`` and the tests, modelled on Patreon's documented payloads.
 
-The shape follows the real captures (docs/research/patreon.md §4): a ``member`` with
+The shape follows the real captures (docs/patreon.md §4): a ``member`` with
 its attributes, ``currently_entitled_tiers`` and ``user`` relationships, and
 ``included`` campaign, user (with ``social_connections``) and tier objects.
 Ids are fictional. ``encode`` writes what Patreon sends on the wire: compact
-JSON, sorted keys, non-ASCII escaped (docs/research/patreon.md §1, "Wire format").
+JSON, sorted keys, non-ASCII escaped (docs/patreon.md §1, "Wire format").
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ class Member:
 
 
 def portal_test() -> dict[str, Any]:
-    """The portal's "Send Test" shape: ``data.id`` null, no tiers, placeholder ids (docs/research/patreon.md §4)."""
+    """The portal's "Send Test" shape: ``data.id`` null, no tiers, placeholder ids (docs/patreon.md §4)."""
     return {
         "data": {
             "attributes": {

@@ -1,6 +1,6 @@
 """``POST /webhooks/patreon``: verify, parse, decide, queue; 204 only once the grants are durably queued.
 
-Answers (INTERFACE.md): 503 without ``PATREON_WEBHOOK_SECRET``; 413 over
+Answers (README "HTTP"): 503 without ``PATREON_WEBHOOK_SECRET``; 413 over
 ``MAX_BODY_BYTES``; 403 for a missing or wrong ``X-Patreon-Signature``; 400 for
 a malformed body or a missing ``X-Patreon-Event``; 204 for everything
 authentic, including events no rule wants (counted) and the portal's "Send
@@ -8,7 +8,7 @@ Test" payload (logged, never granted). A Redis or broker failure is a 503
 (``producers.app``), so Patreon retries and the same idempotency keys apply.
 
 The signature is the hex HMAC-MD5 of the *raw* body with the webhook's own
-secret (docs/research/patreon.md §1): the body is read once, verified, and those
+secret (docs/patreon.md §1): the body is read once, verified, and those
 same bytes are parsed. Re-serialised JSON would not match.
 """
 
@@ -36,7 +36,7 @@ __all__ = ["MAX_BODY_BYTES", "handle_delivery", "router", "signature"]
 
 logger = logging.getLogger("wetbot_rewards.patreon")
 
-#: Largest body accepted, in bytes. Real bodies reach 17.6 KB (docs/research/patreon.md §6.7); a member
+#: Largest body accepted, in bytes. Real bodies reach 17.6 KB (docs/patreon.md §6.7); a member
 #: with many tiers and a long "about" stays far below this, and it bounds memory per request.
 MAX_BODY_BYTES = 4 * 1024 * 1024
 

@@ -116,7 +116,7 @@ class WantedSubscription:
 def wanted_subscriptions(section: TwitchSection, broadcaster_id: str) -> list[WantedSubscription]:
     """The subscriptions ``section``'s rules need, in rule order, without repeats.
 
-    Conditions per docs/research/twitch.md §2: ``channel.follow`` v2 also needs
+    Conditions per docs/twitch.md §2: ``channel.follow`` v2 also needs
     ``moderator_user_id`` (the broadcaster), ``channel.raid`` is keyed on the
     receiving channel (``to_broadcaster_user_id``), and a redemption rule asks
     for its own ``reward_id``. A ``channel.subscribe`` rule that rewards gifters

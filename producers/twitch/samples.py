@@ -1,4 +1,4 @@
-"""Sample EventSub messages, modelled on Twitch's documented examples (docs/research/twitch.md §2), signed like Twitch.
+"""Sample EventSub messages, modelled on Twitch's documented examples (docs/twitch.md §2), signed like Twitch.
 
 Used by ``wetbot-rewards send-test twitch`` and by tests and benchmarks. Each
 call gets a fresh message id and timestamp unless given, so a sample is never

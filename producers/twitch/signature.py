@@ -1,4 +1,4 @@
-"""Twitch EventSub webhook signatures and message freshness (docs/research/twitch.md §1.3, §1.5).
+"""Twitch EventSub webhook signatures and message freshness (docs/twitch.md §1.3, §1.5).
 
 Twitch signs ``message id + timestamp + raw body`` with HMAC-SHA256 under the
 subscription secret and sends ``sha256=<lowercase hex>``. The header strings

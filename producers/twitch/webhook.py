@@ -97,7 +97,7 @@ async def twitch_webhook(request: Request) -> Response:
             subscription = payload.get("subscription")
             shown = _plain_type(str(subscription.get("type", ""))) if isinstance(subscription, dict) else "other"
             logger.info("twitch subscription verified: %s", shown)
-            # The challenge alone, as text/plain: Twitch rejects it wrapped in JSON (docs/research/twitch.md §1.4).
+            # The challenge alone, as text/plain: Twitch rejects it wrapped in JSON (docs/twitch.md §1.4).
             return Response(challenge, media_type="text/plain")
     outcome = await handle_message(state, message.message_id, message_type, payload)
     kept = await record_event(state, "twitch", message_type, message.message_id, request.headers, body, outcome)

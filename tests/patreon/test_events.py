@@ -26,7 +26,7 @@ from producers.patreon.samples import Member, encode, portal_test
 from producers.patreon.webhook import signature
 from tests.conftest import GUILD
 
-#: The documented samples (docs/research/patreon.md §7), copied byte for byte into the repository.
+#: The documented samples (docs/patreon.md §7), copied byte for byte into the repository.
 SAMPLES = Path(__file__).parent / "data"
 
 
@@ -35,7 +35,7 @@ def sample(name: str) -> bytes:
 
 
 def test_signature_matches_the_published_test_vectors() -> None:
-    # docs/research/patreon.md §1, test vector 1 (ghostrider-05/patreon-api.ts, recomputed there).
+    # docs/patreon.md §1, test vector 1 (ghostrider-05/patreon-api.ts, recomputed there).
     assert signature("secret", b"testing") == "a964f51f0ae9c643aca91bfbc66f6d78"
     assert signature("secret", b'{"data":{"type":"post"}}') == "607ab2394f5c0de6f35b1aabecd0c851"
 

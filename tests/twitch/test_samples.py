@@ -1,7 +1,7 @@
 """Twitch's documented EventSub samples and the published signature vectors, kept with the tests.
 
 ``tests/twitch/data`` holds verbatim copies of the research samples
-(``../shared/samples/twitch`` from the repository, see docs/research/twitch.md §2-3) so the suite
+(``../shared/samples/twitch`` from the repository, see docs/twitch.md §2-3) so the suite
 runs in a fresh clone; ``test_copies_match_the_research_samples`` checks the
 copies whenever the originals are present.
 """
