@@ -40,12 +40,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # ``bench`` is not an installed package
 
-from bench.fleet import Fleet, FleetConfig, backlog, user_id  # noqa: E402
+from bench.fleet import Fleet, FleetConfig, backlog, probe_grant  # noqa: E402
 from bench.rig import DEFAULT_REDIS_URL, RUNS_KEY, delete_prefixes, key_base, log_path, machine, percentile  # noqa: E402
 from simulator.wetbot import RequestRecord  # noqa: E402
 from worker.broker import QUEUE_NAME  # noqa: E402
 from worker.creation import Mode, Planned  # noqa: E402
-from worker.grant import GrantItem, GrantState, NewGrant  # noqa: E402
+from worker.grant import GrantState, NewGrant  # noqa: E402
 from worker.keys import Keys  # noqa: E402
 
 #: Target: delivered per second in the window against the key's rate.
@@ -134,16 +134,6 @@ def used_memory(redis: Any) -> int:
     return int(cast(dict[str, Any], redis.info("memory"))["used_memory"])
 
 
-def _b_grant(fleet: Fleet, index: int) -> NewGrant:
-    return NewGrant(
-        guild_id=fleet.guilds[1],
-        user_id=user_id(1, index),
-        items=(GrantItem("gem", 1.0),),
-        source="bench",
-        idempotency_key=f"bench:{fleet.prefix}:b:{index}",
-    )
-
-
 class Arrivals:
     """The simulator's ``on_request``: the first arrival (monotonic) per path."""
 
@@ -165,7 +155,7 @@ def _probe_b(fleet: Fleet, arrivals: Arrivals, until: float, interval_s: float) 
     """One grant for guild B every ``interval_s`` until ``until`` (monotonic): (grant, created mono)."""
     probes: list[tuple[NewGrant, float]] = []
     while time.monotonic() < until:
-        grant = _b_grant(fleet, len(probes))
+        grant = probe_grant(fleet, len(probes))
         probes.append((grant, fleet.create([grant])))
         time.sleep(max(0.0, min(interval_s, until - time.monotonic())))
     return probes

@@ -98,6 +98,18 @@ def backlog(
     return grants
 
 
+def probe_grant(fleet: Fleet, index: int) -> NewGrant:
+    """The ``index``-th one-gem grant for the fleet's second guild (B): the probe whose pickup an isolation
+    figure times while the first guild (A) drains its backlog."""
+    return NewGrant(
+        guild_id=fleet.guilds[1],
+        user_id=user_id(1, index),
+        items=(GrantItem("gem", 1.0),),
+        source="bench",
+        idempotency_key=f"bench:{fleet.prefix}:b:{index}",
+    )
+
+
 @dataclass
 class KeyFigures:
     """One key's requests as the simulator saw them."""

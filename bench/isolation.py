@@ -23,10 +23,10 @@ import time
 from dataclasses import dataclass, field
 from typing import IO, cast
 
-from bench.fleet import Fleet, FleetConfig, backlog, user_id
+from bench.fleet import Fleet, FleetConfig, backlog, probe_grant, user_id
 from bench.rig import percentile
 from worker.broker import QUEUE_NAME
-from worker.grant import GrantItem, NewGrant
+from worker.grant import NewGrant
 from worker.keys import Keys
 
 
@@ -71,16 +71,6 @@ class IsolationResult:
     problems: list[str] = field(default_factory=list)
 
 
-def _b_grant(fleet: Fleet, index: int) -> NewGrant:
-    return NewGrant(
-        guild_id=fleet.guilds[1],
-        user_id=user_id(1, index),
-        items=(GrantItem("gem", 1.0),),
-        source="bench",
-        idempotency_key=f"bench:{fleet.prefix}:b:{index}",
-    )
-
-
 def _phase(fleet: Fleet, config: IsolationConfig, first: int) -> list[tuple[NewGrant, float, float, int, int]]:
     """B's grants ``first``.. at the interval: (grant, created mono, created wall, queue length it joined, A's runs
     holding a lease then)."""
@@ -91,7 +81,7 @@ def _phase(fleet: Fleet, config: IsolationConfig, first: int) -> list[tuple[NewG
     start = time.monotonic()
     for index in range(config.samples):
         time.sleep(max(0.0, start + index * config.interval_s - time.monotonic()))
-        grant = _b_grant(fleet, first + index)
+        grant = probe_grant(fleet, first + index)
         wall = time.time()
         mono = fleet.create([grant])
         pipe = fleet.redis.pipeline(transaction=False)
