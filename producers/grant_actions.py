@@ -122,6 +122,23 @@ def _get(ledger: Ledger, grant_id: str) -> Grant:
     return grant
 
 
+def _found(ledger: Ledger, grant_id: str) -> Grant:
+    """The grant, for an action. "No such grant" is an answer too, so it is confirmed like one: during a
+    failover a demoted primary resyncing from the new one can answer a read from an empty dataset.
+
+    Raises:
+      GrantMissing: the replicas confirm there is no such grant.
+      NotReplicated: too few replicas confirmed the read (or the node answering is no primary any more).
+    """
+    grant = ledger.get(grant_id)
+    if grant is not None:
+        return grant
+    confirmed, _ = ledger.confirmed(grant_id)
+    if confirmed is None:
+        raise GrantMissing(f"no grant with id {grant_id} (mistyped, or older than the ledger's retention)")
+    return confirmed
+
+
 def _done_before(ledger: Ledger, grant: Grant, left: GrantState, reasons: str | tuple[str, ...], version: int) -> bool:
     """Whether the grant's last step is an operator's action out of ``left`` (its reason starts with one of
     ``reasons``), and, given a ``version``, the one step since the operator looked: the same action, done by
@@ -184,7 +201,7 @@ def _run(
     why = f"; {detail}" if detail else ""
     follow_failover(ledger.redis)
     try:
-        grant = _get(ledger, grant_id)
+        grant = _found(ledger, grant_id)
         for _ in range(CONFIRM_TRIES):
             try:
                 result = step(grant)

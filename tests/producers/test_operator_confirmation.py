@@ -132,8 +132,9 @@ def test_a_refusal_rests_on_a_confirmed_state_too(client: TestClient, ledger: Le
     grant_id = queued(ledger, "refused")
     assert_unconfirmed(client.post(f"/grants/{grant_id}/replay", headers=AS_ADMIN))
     assert ledger.get(grant_id).state == GrantState.QUEUED  # type: ignore[union-attr]
-    missing = client.post(f"/grants/{'0' * 32}/replay", headers=AS_ADMIN)
-    assert missing.status_code == 404  # no grant: nothing to confirm
+    # "No such grant" is an answer too: a demoted primary resyncing in a failover can read from an empty
+    # dataset, so it is confirmed like the others (404 once confirmed: test_no_such_grant_is_an_answer...).
+    assert_unconfirmed(client.post(f"/grants/{'0' * 32}/replay", headers=AS_ADMIN))
 
 
 def test_a_link_the_replicas_do_not_confirm_answers_503_and_a_repeat_releases_nothing_twice(
@@ -278,3 +279,29 @@ def test_a_refusal_whose_grant_moved_on_is_judged_again_not_called_unconfirmed(r
     assert "is delivered" in refused.value.message
     found = plain.get(grant_id)
     assert found is not None and found.state == GrantState.DELIVERED
+
+
+class _EmptyReadOnce(Ledger):
+    """A ledger whose first read of a grant comes from a node that answers from an empty dataset (a demoted
+    primary resyncing during a failover); the confirmed read reaches the data."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._empty = True
+
+    def get(self, grant_id: str) -> Grant | None:
+        empty, self._empty = self._empty, False
+        return None if empty else super().get(grant_id)
+
+
+def test_no_such_grant_is_an_answer_confirmed_like_the_others(redis: Redis, keys: Keys) -> None:
+    plain = Ledger(redis, keys)
+    grant_id = plain.create(
+        NewGrant(GUILD, USER, (GrantItem("gem", 1),), source="api", idempotency_key="t:empty")
+    ).grant.id
+    done = grant_actions.cancel(_EmptyReadOnce(redis, keys), grant_id, "read from an empty node first")
+    assert done.done
+    found = plain.get(grant_id)
+    assert found is not None and found.state == GrantState.CANCELLED
+    with pytest.raises(grant_actions.GrantMissing):
+        grant_actions.cancel(plain, "0" * 32, "no such grant")
