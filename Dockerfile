@@ -8,6 +8,8 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY worker ./worker
 COPY producers ./producers
+COPY admin ./admin
+COPY wetbot_rewards ./wetbot_rewards
 COPY config ./config
 COPY simulator ./simulator
 RUN pip install . \
@@ -17,4 +19,4 @@ USER wetbot
 
 EXPOSE 8000
 # docker-compose.yml runs the same image twice: web (this default) and worker (python -m worker ...).
-CMD ["sh", "-c", "exec uvicorn producers.app:app --host 0.0.0.0 --port ${PORT:-8000} --proxy-headers"]
+CMD ["sh", "-c", "exec uvicorn wetbot_rewards.app:app --host 0.0.0.0 --port ${PORT:-8000} --proxy-headers"]

@@ -1,4 +1,4 @@
-"""Long chaos scenarios (issue 8): the short ones of ``tests/chaos`` with more grants and more disruptions.
+"""Long chaos scenarios: the short ones of ``tests/chaos`` with more grants and more disruptions.
 
 Each scenario starts its own private Redis (AOF), the WetBot simulator, the web process and two worker
 processes exactly as the Procfile runs them, sends signed Twitch and Patreon events and API grants
@@ -24,8 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from simulator.chaos.harness import Result, print_table
-from simulator.chaos.scenarios import LONG, SCENARIOS, SHORT, run_scenario
+from devtools.chaos.harness import Result, print_table
+from devtools.chaos.scenarios import LONG, SCENARIOS, SHORT, run_scenario
 
 
 def main(argv: list[str] | None = None) -> int:

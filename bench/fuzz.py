@@ -1,6 +1,6 @@
 """Fuzzing benchmark: every POST route and schemathesis over the app's OpenAPI document, against a real web process.
 
-``producers.app:app`` runs under uvicorn (one worker, as the Procfile's ``web``) with every token and webhook
+``wetbot_rewards.app:app`` runs under uvicorn (one worker, as the Procfile's ``web``) with every token and webhook
 secret set, a rules file that grants for cheers, follows and new pledges, and its own Redis key prefix; no
 worker runs. ``bench.fuzzing`` then sends ``--examples`` hypothesis-generated requests to each POST route
 (``/grants`` and ``/links`` with the token, without, with a wrong one; ``/webhooks/twitch`` and
@@ -43,7 +43,7 @@ from bench.rig import (  # noqa: E402
     uvicorn_server,
 )
 from config.settings import load_settings  # noqa: E402
-from producers.app import create_app  # noqa: E402
+from wetbot_rewards.app import create_app  # noqa: E402
 
 SECRETS = Secrets(
     grants_token="bench-fuzz-grants-token-3f9a1c",
@@ -79,7 +79,7 @@ def main() -> int:
         try:
             with (
                 log_path("fuzz").open("wb") as log,
-                uvicorn_server("producers.app:app", port, service_env(args.redis_url, prefix, settings), log),
+                uvicorn_server("wetbot_rewards.app:app", port, service_env(args.redis_url, prefix, settings), log),
             ):
                 started = time.monotonic()
                 tallies = fuzz_everything(Target(f"http://127.0.0.1:{port}", redis, prefix, SECRETS), openapi,

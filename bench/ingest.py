@@ -3,7 +3,7 @@
 Two uvicorn processes on loopback, started the same way (one worker, ``--no-access-log``):
 
 ``app``
-    ``producers.app:app`` with its own Redis key prefix, a rules file with one cheer rule and static links
+    ``wetbot_rewards.app:app`` with its own Redis key prefix, a rules file with one cheer rule and static links
     for every viewer the load uses, so each request verifies the signature, parses, plans, and durably
     keeps the event in the inbox, queues one grant (ledger entry + Dramatiq message) and records the event's
     outcome before answering 200 with it. No worker runs.
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                 bare_port, app_port = free_port(), free_port()
                 with (
                     uvicorn_server("bench.ingest:bare_app", bare_port, base_env, log) as bare,
-                    uvicorn_server("producers.app:app", app_port, app_env, log) as app,
+                    uvicorn_server("wetbot_rewards.app:app", app_port, app_env, log) as app,
                 ):
                     runs += run_target("bare", bare_port, bare.pid, args)
                     runs += run_target("app", app_port, app.pid, args)

@@ -3,7 +3,7 @@
 Two runs on one private redis-server (``bench/redis_load.py``, unless ``--redis-url`` names another):
 
 ``ours``
-    The Procfile's processes: ``uvicorn producers.app:app`` and ``dramatiq worker.actors --processes 1
+    The Procfile's processes: ``uvicorn wetbot_rewards.app:app`` and ``dramatiq worker.actors --processes 1
     --threads T --queues grants``, against the WetBot simulator in this process. One grant at a time:
     after an idle gap, ``POST /grants``; a sample is the time from its answer (read here) to the arrival
     of the inventory request at the simulator (its own ``time.monotonic()``, the same clock).
@@ -68,7 +68,7 @@ from worker.broker import QUEUE_NAME  # noqa: E402
 
 API_KEY = secrets.token_hex(16)  # fresh per run: no credential is written down
 GRANTS_TOKEN = secrets.token_hex(16)
-#: Targets of issue 10 for ours, in seconds.
+#: Our targets, in seconds.
 TARGET_P50_S = 0.020
 TARGET_P99_S = 0.100
 #: Seconds one sample may take before it counts as lost.
@@ -153,7 +153,7 @@ def run_ours(args: argparse.Namespace, redis_url: str, prefix: str, gaps: Sequen
             "GRANTS_API_TOKEN": GRANTS_TOKEN, "REWARDS_FILE": str(rules),
         })  # fmt: skip
         port = free_port()
-        stack.enter_context(uvicorn_server("producers.app:app", port, env, log))
+        stack.enter_context(uvicorn_server("wetbot_rewards.app:app", port, env, log))
         workers = dramatiq_workers("worker.actors", QUEUE_NAME, processes=1, threads=args.threads, env=env, log=log)
         stack.callback(stop, workers)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -279,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with redis_for(args) as redis_url, processes_log.open("wb") as log:
             try:
-                print("run 1/2: ours (uvicorn producers.app:app + dramatiq worker.actors) ...", flush=True)
+                print("run 1/2: ours (uvicorn wetbot_rewards.app:app + dramatiq worker.actors) ...", flush=True)
                 results.append(run_ours(args, redis_url, prefixes[0], gaps, log))
                 if not args.skip_stock:
                     print("run 2/2: stock (RedisBroker.enqueue -> plain actor) ...", flush=True)

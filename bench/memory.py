@@ -1,6 +1,6 @@
 """Memory: RSS of every Procfile process with 10,000 grants queued (worker <= 100 MB each, web <= 120 MB).
 
-``uvicorn producers.app:app`` and ``dramatiq worker.actors --processes 1 --threads T --queues grants`` run
+``uvicorn wetbot_rewards.app:app`` and ``dramatiq worker.actors --processes 1 --threads T --queues grants`` run
 against the WetBot simulator at WetBot's real limit (10 per 60 s), on a private redis-server
 (``bench/redis_load.py``; ``--redis-url`` for another). ``--grants`` grants go in through ``POST /grants``
 from ``--clients`` keep-alive connections, so the web process has served them all; then everything runs for
@@ -56,7 +56,7 @@ from worker.keys import Keys  # noqa: E402
 
 API_KEY = secrets.token_hex(16)  # fresh per run: no credential is written down
 GRANTS_TOKEN = secrets.token_hex(16)
-#: Targets of issue 10, in MiB of resident memory per process.
+#: Targets, in MiB of resident memory per process.
 TARGET_WORKER_MB = 100.0
 TARGET_WEB_MB = 120.0
 MB = 1024 * 1024
@@ -180,7 +180,7 @@ def run(args: argparse.Namespace, redis_url: str, prefix: str, log_file: Path) -
             "REWARDS_FILE": str(rules),
         })  # fmt: skip
         port = free_port()
-        web = stack.enter_context(uvicorn_server("producers.app:app", port, env, log))
+        web = stack.enter_context(uvicorn_server("wetbot_rewards.app:app", port, env, log))
         processes = [Sampled("web", web.pid, TARGET_WEB_MB)]
 
         def start_worker() -> None:

@@ -29,7 +29,7 @@ from config.rewards import (
 )
 from config.settings import RateLimit, Settings, load_settings, settings_or_exit
 
-__all__ = [  # grouped by concept, as in dramatiq/__init__.py
+__all__ = [  # grouped by concept, as Dramatiq groups its own
     # errors
     "ConfigError",
     "RewardsFileError",

@@ -7,7 +7,7 @@ without importing each other.
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "RewardsFileError", "WetbotRewardsError", "format_rewards_problem"]
+__all__ = ["CliError", "ConfigError", "RewardsFileError", "WetbotRewardsError", "format_rewards_problem"]
 
 #: How many further rewards-file problems the one-line message spells out after
 #: the first; the rest are counted (all of them are in ``RewardsFileError.problems``).
@@ -19,6 +19,11 @@ class WetbotRewardsError(Exception):
 
     Catch this to tell "something we anticipated and described" from a bug.
     """
+
+
+class CliError(WetbotRewardsError):
+    """Raised when a command of the ``wetbot-rewards`` command line cannot do what was asked; printed as one
+    line, exit status 1."""
 
 
 class ConfigError(WetbotRewardsError):

@@ -1,13 +1,13 @@
 """The producing side: every way a grant comes in, up to the moment it is durably queued.
 
-- ``app`` — the web app (``producers.app:app``), assembled from the routers of
-  ``twitch/``, ``patreon/`` and ``api/``.
-- ``cli`` — the ``wetbot-rewards`` command line, assembled from ``operator_cli``
-  and the ``cli`` modules of ``twitch/`` and ``patreon/``.
-- ``submit`` — the one way every producer queues or re-queues grants; ``links`` —
+- ``twitch/``, ``patreon/`` — the sources: webhooks, their rules and their command-line helpers.
+- ``api/`` — the grants and links API of suppliers (bearer ``GRANTS_API_TOKEN``).
+- ``submit`` — the one way every producer queues or re-queues grants; ``links``, ``link_actions`` —
   platform user → Discord user, and releasing parked grants.
-- ``state``, ``counters``, ``creation_batcher``, ``request_body`` — what the web
-  process shares between its routers.
+- ``inbox``, ``settle`` — every verified webhook delivery, kept with what handling it did.
+- ``state``, ``counters``, ``creation_batcher``, ``group_commit``, ``request_body``, ``body_deadline``,
+  ``errors``, ``audit``, ``unconfirmed`` — what the web process shares between its routers (the operator
+  side, ``admin/``, builds on them; nothing here imports ``admin``).
 """
 
 from producers.submit import requeue_grant, submit_grant

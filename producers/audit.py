@@ -3,7 +3,7 @@
 Every operator action (a console login, a re-processed event, a link added...) is one entry
 on a Redis stream (``Keys.audit()``), trimmed to about ``MAX_ENTRIES`` so it cannot grow
 without bound. An actor is a fingerprint, never a secret: ``console:<8 hex>`` is the start
-of the sha256 of a console session id (``producers.console.sessions``), so two actions of one
+of the sha256 of a console session id (``admin.console.sessions``), so two actions of one
 login can be told apart from another login's without the cookie ever being written down.
 """
 
@@ -11,18 +11,24 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import cast
+from typing import Protocol, cast
 
 from redis import Redis
 
 from worker.keys import Keys
 
-__all__ = ["MAX_ENTRIES", "AuditEntry", "AuditLog"]
+__all__ = ["MAX_ENTRIES", "Audit", "AuditEntry", "AuditLog"]
 
 #: Entries kept (approximately: ``XADD ... MAXLEN ~``, so Redis trims whole nodes cheaply).
 MAX_ENTRIES = 10_000
 #: Longest text kept in one field; an entry is a line to read, not a place for a body.
 MAX_FIELD_CHARS = 500
+
+
+class Audit(Protocol):
+    """Where an action is written: ``AuditLog``, or a test's recorder."""
+
+    def record(self, actor: str, action: str, target: str, outcome: str, detail: str = "") -> object: ...
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ its outcome in one atomic step (``record``), and the source gets a 2xx
 whatever the rules made of it. Until that step is done the source has no
 answer and delivers again, so no verified event is lost to a crash, and the
 step costs one round trip on the hot path. An operator can fix the rules or
-links and re-process an event (``producers.reprocess``): the handlers derive
+links and re-process an event (``admin.reprocess``): the handlers derive
 the same idempotency keys from the same body, so re-processing can never
 grant twice.
 

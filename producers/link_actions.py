@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from producers.grant_actions import Audit
+from producers.audit import Audit
 from producers.links import PLATFORMS, LinkStore, check_link
 from producers.submit import link_and_release
 from producers.unconfirmed import ActionUnconfirmed

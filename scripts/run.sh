@@ -9,7 +9,7 @@
 #   that the master answers through the sentinels;
 # - with no WETBOT_API_KEY nor WETBOT_API_KEYS: demo mode (DEMO_MODE=1, keys under the prefix
 #   wbr-demo), the bundled WetBot simulator stands in for WetBot, with a demo key for every guild the
-#   rewards file names. Helpers: producers/make_run.py.
+#   rewards file names. Helpers: devtools/make_run.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -19,7 +19,7 @@ mkdir -p .run
 
 # Demo mode on a fresh checkout: a .env with generated secrets, so the CLI (send-test) shares them.
 if [ -z "${WETBOT_API_KEY:-}" ] && [ -z "${WETBOT_API_KEYS:-}" ] && [ ! -f .env ]; then
-  "$PY" -m producers.make_run demo-env
+  "$PY" -m devtools.make_run demo-env
   echo "make run: created .env (mode 0600) from .env.example with generated demo secrets (add WETBOT_API_KEY there for real use)"
 fi
 
@@ -45,7 +45,7 @@ if [ ! -f "$REWARDS_FILE" ] && [ "$REWARDS_FILE" = config/rewards.toml ]; then
 fi
 
 # Everything web and worker check at start, before anything starts: one line, exit 2.
-"$PY" -m producers.make_run check || exit $?
+"$PY" -m devtools.make_run check || exit $?
 
 pids=()
 signalled=0
@@ -99,7 +99,7 @@ except RedisError as exc:
 PY
 elif ! redis_ping; then
   # Only the default port: a mistyped one must fail here, not get a new, empty Redis of its own.
-  rport=$("$PY" -m producers.make_run local-redis) || exit 1
+  rport=$("$PY" -m devtools.make_run local-redis) || exit 1
   if ! command -v redis-server >/dev/null 2>&1; then
     echo "make run: Redis does not answer at REDIS_URL (port $rport) and redis-server is not installed." >&2
     echo "  Install and start one (Debian/Ubuntu: sudo apt install redis-server; macOS: brew install redis && brew services start redis)," >&2
@@ -122,7 +122,7 @@ if [ -n "$DEMO" ]; then
   SIM_PORT=${SIM_PORT:-8099}
   # The default guild first, then every other guild a rule names: each gets a demo key (WETBOT_API_KEYS),
   # as a real setup needs.
-  read -r GUILD OTHER_GUILDS < <("$PY" -m producers.make_run demo-guilds) || exit 2
+  read -r GUILD OTHER_GUILDS < <("$PY" -m devtools.make_run demo-guilds) || exit 2
   SIM_KEYS=(--key demo-key --guild "$GUILD")
   DEMO_KEYS=""
   for other in ${OTHER_GUILDS:-}; do

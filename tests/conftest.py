@@ -28,7 +28,7 @@ from sentry_sdk.envelope import Envelope
 from sentry_sdk.transport import Transport
 
 from config.settings import Settings, load_settings
-from simulator.chaos.servers import PrivateRedis
+from devtools.chaos.servers import PrivateRedis
 from simulator.wetbot import WetbotSimulator
 from worker.broker import build_broker, declare_deliver
 from worker.connections import connect_redis

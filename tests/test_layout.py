@@ -1,4 +1,6 @@
-"""The layout keeps its shape: no two production modules import each other, none imports from ``tests/``.
+"""The layout keeps its shape: no two production modules import each other, none imports from ``tests/``
+or the development tooling, ``producers/`` (ingestion) never imports the operator side, and no comment or
+docstring names a file the repository does not hold.
 
 Imports are read from the source (every ``import`` statement, also those inside functions and
 ``TYPE_CHECKING`` blocks: a lazy import is still a circle to a reader), so a circle fails here before
@@ -8,14 +10,29 @@ it can fail at import time.
 from __future__ import annotations
 
 import ast
+import io
+import re
+import tokenize
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-#: The packages the service is made of (``bench/`` and ``tests/`` build on them, never the other way).
-PRODUCT = ("worker", "producers", "config", "simulator")
+#: The packages the service is made of (``bench/``, ``devtools/`` and ``tests/`` build on them, never the other way).
+PRODUCT = ("worker", "producers", "admin", "wetbot_rewards", "config", "simulator")
+#: What the product never imports: the tests, the benchmarks and the development tooling (chaos cluster included).
+NOT_PRODUCT = ("tests", "bench", "devtools")
+#: Which product packages each one may import: the layers from the engine (``worker``) up to the assembly.
+MAY_IMPORT = {
+    "config": {"config"},
+    "worker": {"config", "worker"},
+    "simulator": {"simulator"},
+    "producers": {"config", "worker", "producers"},
+    "admin": {"config", "worker", "producers", "admin"},
+    "wetbot_rewards": {"config", "worker", "producers", "admin", "wetbot_rewards", "simulator"},
+}
 
 
 def module_name(root: Path, path: Path) -> str:
@@ -105,15 +122,124 @@ def test_the_circle_check_finds_a_lazy_circle(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("package", PRODUCT)
-def test_no_product_module_imports_from_tests(package: str) -> None:
+def test_no_product_module_imports_tests_bench_or_devtools(package: str) -> None:
     known = set(modules(ROOT))
     offenders = {
         name: target
         for name, path in modules(ROOT, (package,)).items()
         for target in imported(name, path, known)
-        if target == "tests" or target.startswith("tests.")
+        if target.split(".")[0] in NOT_PRODUCT
     }
     assert offenders == {}
+
+
+def layer_breaches(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """Module → the product modules it imports from a package it may not import (``MAY_IMPORT``)."""
+    breaches: dict[str, set[str]] = {}
+    for name, targets in graph.items():
+        allowed = MAY_IMPORT[name.split(".")[0]]
+        wrong = {target for target in targets if target.split(".")[0] not in allowed}
+        if wrong:
+            breaches[name] = wrong
+    return breaches
+
+
+def test_each_package_imports_only_the_layers_below_it() -> None:
+    """``producers/`` is ingestion only: the operator side (``admin/``) imports it, never the reverse."""
+    assert set(MAY_IMPORT) == set(PRODUCT)
+    assert layer_breaches(import_graph(ROOT)) == {}
+
+
+def test_the_layer_check_finds_ingestion_importing_the_operator_side(tmp_path: Path) -> None:
+    for package in PRODUCT:
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text("")
+    (tmp_path / "admin" / "overview.py").write_text("")
+    (tmp_path / "producers" / "submit.py").write_text("def f():\n    from admin import overview\n")
+    assert layer_breaches(import_graph(tmp_path)) == {"producers.submit": {"admin.overview"}}
+
+
+def test_the_wheel_ships_the_product_and_nothing_else() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    shipped = set(pyproject["tool"]["setuptools"]["packages"])
+    product = {name for name, path in modules(ROOT).items() if path.name == "__init__.py"}
+    assert shipped == product | {"worker.lua"}  # the Lua scripts: package data, no Python
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    copied = set(re.findall(r"^COPY (\w+) ", dockerfile, flags=re.M))
+    assert copied == set(PRODUCT)
+
+
+#: A file name as comments write it: a path of word characters ending in a known extension.
+FILE_MENTION = re.compile(r"(?<![\w/.-])((?:\.\./|\.?[\w-]+/)*[\w-]+\.(?:py|md|lua|toml|html|css|json|ya?ml|sh|txt))\b")
+
+
+def repository_files(root: Path) -> set[str]:
+    """Every file of the checkout (relative paths), the virtualenv and caches left out."""
+    skip = {".git", ".venv", ".mypy_cache", ".ruff_cache", ".pytest_cache", "__pycache__", ".run"}
+    return {
+        path.relative_to(root).as_posix()
+        for path in root.rglob("*")
+        if path.is_file() and not skip.intersection(path.relative_to(root).parts)
+    }
+
+
+def files_users_make(root: Path) -> set[str]:
+    """The plain file names ``.gitignore`` lists (``.env``, ``config/rewards.toml``): files a user writes."""
+    ignore = root / ".gitignore"
+    lines = ignore.read_text(encoding="utf-8").splitlines() if ignore.exists() else []
+    names = (line.strip() for line in lines)
+    return {name for name in names if name and not name.endswith("/") and not any(c in name for c in "*?[]!#")}
+
+
+def comment_texts(path: Path) -> Iterator[tuple[int, str]]:
+    """``(line, text)`` of every comment and docstring of a Python file."""
+    source = path.read_text(encoding="utf-8")
+    for token in tokenize.generate_tokens(io.StringIO(source).readline):
+        if token.type == tokenize.COMMENT:
+            yield token.start[0], token.string
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            docstring = ast.get_docstring(node, clean=False)
+            if docstring:
+                yield node.body[0].lineno, docstring
+
+
+def missing_file_mentions(root: Path, sources: list[Path]) -> list[str]:
+    """``path:line: name`` for each file a comment or docstring names that the repository does not hold.
+
+    A name counts as held when it is a path from the root, from the commenting file's folder, or the tail
+    of a held path (``lua/transition.lua``, ``transition.lua``).
+    """
+    held = repository_files(root) | files_users_make(root)
+    tails = {"/".join(parts[i:]) for name in held for parts in [name.split("/")] for i in range(len(parts))}
+    found = []
+    for source in sources:
+        folder = source.parent.relative_to(root).as_posix()
+        for line, text in comment_texts(source):
+            for name in FILE_MENTION.findall(text):
+                local = (Path(folder) / name).as_posix()
+                if name.startswith("../") or not (name in held or name in tails or local in held):
+                    found.append(f"{source.relative_to(root)}:{line}: {name}")
+    return found
+
+
+def test_no_comment_names_a_file_the_repository_does_not_hold() -> None:
+    sources = [path for package in (*PRODUCT, *NOT_PRODUCT) for path in sorted((ROOT / package).rglob("*.py"))]
+    assert missing_file_mentions(ROOT, sources) == []
+
+
+def test_the_mention_check_finds_a_file_outside_the_repository(tmp_path: Path) -> None:
+    (tmp_path / "worker" / "lua").mkdir(parents=True)
+    (tmp_path / "worker" / "lua" / "transition.lua").write_text("")
+    (tmp_path / "worker" / "ledger.py").write_text(
+        '"""Steps run ``lua/transition.lua`` (see research/wetbot.md)."""\n'
+        "# as DESIGN.md says\n"
+        "x = 1  # transition.lua\n"
+    )
+    assert missing_file_mentions(tmp_path, [tmp_path / "worker" / "ledger.py"]) == [
+        "worker/ledger.py:2: DESIGN.md",
+        "worker/ledger.py:1: research/wetbot.md",
+    ]
 
 
 def test_every_product_package_has_an_all_list_and_a_docstring() -> None:

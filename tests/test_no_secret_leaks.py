@@ -22,13 +22,13 @@ from fastapi.testclient import TestClient
 from httpx2 import Response
 
 from config.settings import Settings
-from producers.app import create_app
+from devtools.chaos.servers import PrivateRedis
 from producers.patreon.samples import Member, encode
 from producers.patreon.webhook import signature as patreon_signature
 from producers.twitch.samples import sample_payload, signed_request
-from simulator.chaos.servers import PrivateRedis
 from simulator.wetbot import WetbotSimulator
 from tests.conftest import GUILD, USER, CapturingTransport, SettingsFactory, wait_for
+from wetbot_rewards.app import create_app
 from worker.grant import GrantState
 from worker.keys import Keys
 from worker.ledger import Ledger

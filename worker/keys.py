@@ -228,7 +228,7 @@ class Keys:
         """STRING worker token: the one request allowed to test a refused key again."""
         return f"{self.prefix}:key:{scope}:probe"
 
-    # --- operator console (``producers.console``) and audit log -------------------------
+    # --- operator console (``admin.console``) and audit log -------------------------
     def console_session(self, digest: str) -> str:
         """HASH of one console session (csrf token, expiry, flash); ``digest`` is the sha256 of the cookie value.
 

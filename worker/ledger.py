@@ -1,6 +1,6 @@
 """The grant ledger in Redis: every grant, its state, and every transition with its reason.
 
-A grant is created at most once per idempotency key (``lua/create_grant.lua``
+A grant is created at most once per idempotency key (``lua/create_grants.lua``
 claims the key and writes the grant in one step: never check-then-insert), and
 each state change writes state, history and the per-state index together
 (``lua/transition.lua``). Only the caller whose transition succeeded acts on it,

@@ -15,8 +15,8 @@ for at most ``REDIS_WAIT_TIMEOUT_S``:
   WetBot applied the first request. Short of replicas, the worker does not send
   yet;
 * every **operator action**, from the console, the API and the CLI
-  (``producers.grant_actions``: cancel, replay, bulk replay, resolve;
-  ``producers.link_actions``: link, unlink; ``producers.reprocess``'s grants):
+  (``admin.grant_actions``: cancel, replay, bulk replay, resolve;
+  ``producers.link_actions``: link, unlink; ``admin.reprocess``'s grants):
   lost, a cancelled grant goes out after all, a replayed or resolved one stays
   dead or unknown, and the operator, told "done", never looks again. Short of
   replicas the action raises ``ActionUnconfirmed`` (``producers.unconfirmed``):

@@ -1,10 +1,9 @@
-"""The HTTP surface that is not a webhook: the grants and links API, health and metrics.
+"""The suppliers' HTTP surface that is not a webhook: the grants and links API.
 
 - ``grants`` — ``POST /grants`` and ``GET /grants/{id}``.
 - ``links`` — ``POST /links``, ``GET /links/{platform}``, ``DELETE /links/{platform}/{external_id}``.
-- ``health`` — ``/healthz``, ``/readyz`` and ``/metrics`` (``key_metrics``: its lines per API key).
-- ``auth`` — the bearer-token checks (``GRANTS_API_TOKEN``, ``METRICS_TOKEN``).
-- ``guarded_route`` — the route class of grants and links: token before body, JSON only, a size cap.
+- ``auth`` — the bearer-token checks (``GRANTS_API_TOKEN``, ``ADMIN_TOKEN``, ``METRICS_TOKEN``).
+- ``guarded_route`` — the route class of the token-protected API: token before body, JSON only, a size cap.
 """
 
-__all__ = ["auth", "grants", "guarded_route", "health", "key_metrics", "links"]
+__all__ = ["auth", "grants", "guarded_route", "links"]

@@ -24,7 +24,7 @@ def require_token(request: Request, state: AppState) -> None:
 
 
 def require_admin_token(request: Request, state: AppState) -> None:
-    """The operator API's check (``producers.api.admin``): ``ADMIN_TOKEN``, else ``GRANTS_API_TOKEN``."""
+    """The operator API's check (``admin.api.operations``): ``ADMIN_TOKEN``, else ``GRANTS_API_TOKEN``."""
     configured = state.settings.console_token
     if configured is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "ADMIN_TOKEN is not set on this server")

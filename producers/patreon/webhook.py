@@ -5,7 +5,7 @@ Answers (README "HTTP"): 503 without ``PATREON_WEBHOOK_SECRET``; 413 over
 a malformed body or a missing ``X-Patreon-Event``; 204 for everything
 authentic, including events no rule wants (counted) and the portal's "Send
 Test" payload (logged, never granted). A Redis or broker failure is a 503
-(``producers.app``), so Patreon retries and the same idempotency keys apply.
+(``wetbot_rewards.app``), so Patreon retries and the same idempotency keys apply.
 
 The signature is the hex HMAC-MD5 of the *raw* body with the webhook's own
 secret (docs/patreon.md §1): the body is read once, verified, and those
@@ -74,7 +74,7 @@ async def receive(request: Request, state: Annotated[AppState, Depends(app_state
 
 
 async def handle_delivery(state: AppState, trigger: str, body: bytes) -> EventOutcome:
-    """What one verified delivery asks for, carried out (also ``producers.reprocess``'s way in).
+    """What one verified delivery asks for, carried out (also ``admin.reprocess``'s way in).
 
     A body the rules cannot read is an ``unusable`` outcome, kept and answered
     2xx: Patreon pauses the whole webhook after repeated failures.

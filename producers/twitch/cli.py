@@ -18,10 +18,10 @@ from typing import Any
 
 import requests
 
+from config.errors import CliError
 from config.rewards import ChannelPointsRedemptionRule, TwitchSection, load_rewards
 from config.settings import Settings
 from producers.answer_output import format_answer
-from producers.cli_errors import CliError
 from producers.twitch.helix import HelixClient, HelixError, Subscription, SubscriptionExists
 from producers.twitch.samples import SAMPLE_REWARD_ID, SAMPLE_TYPES, sample_event, sample_payload, signed_request
 

@@ -107,7 +107,7 @@ async def twitch_webhook(request: Request) -> Response:
 async def handle_message(
     state: AppState, message_id: str, message_type: str, payload: Any, *, after_ignored: bool = False
 ) -> EventOutcome:
-    """What one verified message asks for, carried out (also ``producers.reprocess``'s way in).
+    """What one verified message asks for, carried out (also ``admin.reprocess``'s way in).
 
     A message the rules cannot read is an ``unusable`` outcome, not an error:
     it is kept in the inbox and answered 2xx (see ``producers.inbox``).

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from simulator.chaos.harness import TABLE_HEADER, Result, table_row
-from simulator.chaos.scenarios import run_scenario
+from devtools.chaos.harness import TABLE_HEADER, Result, table_row
+from devtools.chaos.scenarios import run_scenario
 
 #: The ambiguous-outcome policies every scenario runs under.
 POLICIES = ("verify", "hold")

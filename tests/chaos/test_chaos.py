@@ -1,6 +1,6 @@
 """Short chaos scenarios (issue 8): the Procfile's processes, a private Redis, the simulator, and faults.
 
-Each test runs one scenario from ``simulator/chaos/scenarios.py`` with a dozen grants and the fast rate
+Each test runs one scenario from ``devtools/chaos/scenarios.py`` with a dozen grants and the fast rate
 window, under each policy of ``POLICIES``, and asserts the targets: 0 lost, 0 doubled, 0 stranded,
 0 x 429, the ledger agreeing with WetBot, and ``unknown`` only under ``hold`` (under ``verify`` only for
 requests sent without a baseline; in the scenarios where the world moves, under both) and only as many as

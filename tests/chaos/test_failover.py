@@ -1,6 +1,6 @@
 """The Sentinel failover scenario (issue 10): no grant lost or doubled across failovers.
 
-``simulator/chaos/scenarios.py``'s ``failover`` on a Sentinel group of the harness's own (a primary, a
+``devtools/chaos/scenarios.py``'s ``failover`` on a Sentinel group of the harness's own (a primary, a
 replica, one sentinel, all Debian's ``redis-server``): grants trickle in through the web process while
 ``SENTINEL FAILOVER`` promotes the replica under load (the old primary keeps taking writes on the
 connections it has until the sentinel reconfigures it, ~10 s), then the new primary is SIGKILLed and

@@ -28,10 +28,10 @@ from fastapi.testclient import TestClient
 from redis.exceptions import RedisError
 
 from config.settings import Settings, load_settings
-from producers.app import create_app
-from simulator.chaos.sentinel import MASTER_NAME, SentinelGroup
-from simulator.chaos.servers import wait_until
+from devtools.chaos.sentinel import MASTER_NAME, SentinelGroup
+from devtools.chaos.servers import wait_until
 from tests.conftest import API_KEY, GUILD, TOKEN, USER
+from wetbot_rewards.app import create_app
 from worker.creation import Mode, Planned
 from worker.grant import GrantItem, GrantState, NewGrant
 from worker.keys import Keys

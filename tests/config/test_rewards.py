@@ -81,7 +81,7 @@ def test_example_file_loads() -> None:
 
 
 def test_interface_md_sample_loads(tmp_path: Path) -> None:
-    """The rewards-file sample in INTERFACE.md, verbatim."""
+    """The rewards-file sample of the published interface (layout, commands, rules file), verbatim."""
     text = """
 guild_id = "111111111111111111"          # default guild for every rule
 
@@ -582,7 +582,7 @@ def test_parse_rewards_uses_source_name() -> None:
         parse_rewards(data, source="<memory>")
 
 
-# -- item_id spelling and named rules in errors (issue 11) ----------------------------------
+# -- item_id spelling and named rules in errors -------------------------------------------
 
 
 def test_items_take_item_id_as_the_api_does_and_id_still_works(tmp_path: Path) -> None:

@@ -470,7 +470,7 @@ def test_shortest_retention_outlives_an_idempotency_claim() -> None:
     assert MIN_LEDGER_RETENTION_DAYS * 86_400 >= IDEMPOTENCY_TTL_S + 86_400
 
 
-# -- demo mode (issue 11) -------------------------------------------------------------------
+# -- demo mode ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("value", ["1", "true", "yes"])

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from simulator.chaos.servers import PrivateRedis
+from devtools.chaos.servers import PrivateRedis
 from simulator.wetbot import WetbotSimulator
 from tests.conftest import TOKEN, free_port, wait_for
 from tests.processes.test_procfile import ROOT, Processes, procfile_command, procs, service_env  # noqa: F401

@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from config.settings import DEMO_KEY_PREFIX
-from simulator.chaos.servers import PrivateRedis
+from devtools.chaos.servers import PrivateRedis
 from tests.conftest import free_port, wait_for
 
 pytestmark = pytest.mark.slow

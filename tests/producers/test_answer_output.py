@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from producers.answer_output import format_answer
-from producers.cli import main
+from wetbot_rewards.cli import main
 
 ANSWER = {"granted": ["g-1", "g-2"], "parked": [], "ignored": None}
 SECRET = "send-test-secret-0123456789"

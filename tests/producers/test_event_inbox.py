@@ -14,11 +14,11 @@ from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
 from config.settings import Settings
-from producers.app import create_app
-from producers.cli import main
 from producers.inbox import EventInbox, EventOutcome, Outcome
 from producers.twitch.samples import sample_event, sample_payload, signed_request
 from tests.conftest import GUILD, TEST_REDIS_URL, USER, SettingsFactory
+from wetbot_rewards.app import create_app
+from wetbot_rewards.cli import main
 from worker.keys import Keys
 from worker.ledger import Ledger
 from worker.retention import trim_events

@@ -13,12 +13,12 @@ from fastapi.testclient import TestClient
 from redis import Redis
 
 from config.settings import Settings
-from producers.app import create_app
-from producers.cli import main
 from producers.links import LinkStore, SelfLink
 from producers.submit import link_and_release, submit_for_identity
 from simulator.wetbot import WetbotSimulator
 from tests.conftest import GUILD, TEST_REDIS_URL, TOKEN, USER, RunningWorker, wait_for
+from wetbot_rewards.app import create_app
+from wetbot_rewards.cli import main
 from worker.broker import build_broker
 from worker.grant import GrantItem, GrantState, NewGrant
 from worker.keys import Keys

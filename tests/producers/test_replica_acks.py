@@ -13,10 +13,10 @@ import pytest
 from fastapi.testclient import TestClient
 from redis import Redis
 
-from producers.app import create_app
+from devtools.chaos.harness import PATREON_SECRET, TOKEN, TWITCH_SECRET, Delivery, Load, rewards_toml
 from producers.patreon.members import WRITTEN_FIELD
-from simulator.chaos.harness import PATREON_SECRET, TOKEN, TWITCH_SECRET, Delivery, Load, rewards_toml
 from tests.conftest import SettingsFactory
+from wetbot_rewards.app import create_app
 from worker.keys import Keys
 from worker.ledger import Ledger
 

@@ -12,11 +12,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from config.settings import Settings
-from producers.app import create_app
 from simulator.wetbot import WetbotSimulator
 from tests.conftest import GUILD, USER, ScheduleDriver, SettingsFactory
-from tests.patreon.test_exactly_once import RULES, by_rule, linked, of_rule, send
-from tests.patreon.test_webhook import MARCH, SECRET
+from tests.producers.patreon.test_exactly_once import RULES, by_rule, linked, of_rule, send
+from tests.producers.patreon.test_webhook import MARCH, SECRET
+from wetbot_rewards.app import create_app
 from worker.delivery import Deliverer
 from worker.grant import GrantItem, GrantState, NewGrant
 from worker.keys import Keys

@@ -10,8 +10,8 @@ import random
 import time
 from collections.abc import Callable
 
+from admin import grant_actions
 from config.settings import Settings
-from producers import grant_actions
 from producers.submit import submit_grant
 from simulator.wetbot import WetbotSimulator
 from tests.conftest import GUILD, RunningWorker, SettingsFactory, wait_for

@@ -11,10 +11,10 @@ from collections.abc import Callable
 import pytest
 
 from config.settings import Settings
-from producers.cli import main as cli_main
 from producers.submit import requeue_grant
 from simulator.wetbot import WetbotSimulator
 from tests.conftest import GUILD, USER, CapturingTransport, ScheduleDriver, SettingsFactory
+from wetbot_rewards.cli import main as cli_main
 from worker.delivery import Deliverer
 from worker.grant import GrantItem, GrantState, NewGrant
 from worker.ledger import Ledger

@@ -1,6 +1,6 @@
 """Every Redis client follows Sentinel and speaks TLS, with the same defences (``worker.connections``).
 
-Servers are the test's own: a Sentinel group (``simulator.chaos.sentinel``) and a ``redis-server`` with
+Servers are the test's own: a Sentinel group (``devtools.chaos.sentinel``) and a ``redis-server`` with
 ``--tls-port`` and a throwaway certificate made by ``openssl`` (Debian's redis-server is built with TLS).
 """
 
@@ -25,11 +25,11 @@ from redis.exceptions import ReadOnlyError
 from redis.sentinel import SentinelConnectionPool, SentinelManagedSSLConnection
 
 from config.settings import Settings
-from producers.app import create_app
-from producers.cli import main as cli_main
-from simulator.chaos.sentinel import MASTER_NAME, SentinelGroup
-from simulator.chaos.servers import PrivateRedis, free_port
+from devtools.chaos.sentinel import MASTER_NAME, SentinelGroup
+from devtools.chaos.servers import PrivateRedis, free_port
 from tests.conftest import SettingsFactory, wait_for
+from wetbot_rewards.app import create_app
+from wetbot_rewards.cli import main as cli_main
 from worker.broker import build_broker
 from worker.connections import (
     MASTER_RECHECK_S,

@@ -11,10 +11,10 @@ from redis import Redis
 
 from config.keyring import key_fingerprint
 from config.settings import Settings
-from producers.app import create_app
-from producers.cli import main as cli_main
 from simulator.wetbot import WetbotSimulator
 from tests.conftest import API_KEY, GUILD, TOKEN, USER, SettingsFactory
+from wetbot_rewards.app import create_app
+from wetbot_rewards.cli import main as cli_main
 from worker.delivery import Deliverer
 from worker.eta import EtaEstimator, describe_wait
 from worker.grant import GrantItem, GrantState, NewGrant

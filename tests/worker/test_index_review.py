@@ -16,8 +16,8 @@ from collections.abc import Callable
 import pytest
 from redis import Redis
 
+from admin import grant_actions
 from config.settings import Settings
-from producers import grant_actions
 from simulator.wetbot import WetbotSimulator
 from tests.conftest import GUILD, USER, ScheduleDriver, SettingsFactory
 from tests.worker.index_check import index_problems

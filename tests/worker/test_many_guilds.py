@@ -11,9 +11,9 @@ from fastapi.testclient import TestClient
 from config.errors import ConfigError
 from config.keyring import key_fingerprint
 from config.settings import Settings
-from producers.app import create_app
 from simulator.wetbot import WetbotSimulator
 from tests.conftest import API_KEY, GUILD, TOKEN, USER, ScheduleDriver, SettingsFactory
+from wetbot_rewards.app import create_app
 from worker.delivery import Deliverer
 from worker.grant import GrantItem, GrantState, NewGrant
 from worker.keys import Keys

@@ -20,8 +20,8 @@ from dramatiq.errors import BrokerConnectionError, ConnectionClosed
 from redis import Redis
 
 from config.settings import Settings
+from devtools.chaos.servers import PrivateRedis
 from producers.submit import submit_grant
-from simulator.chaos.servers import PrivateRedis
 from simulator.wetbot import WetbotSimulator
 from tests.conftest import GUILD, RunningWorker, SettingsFactory, wait_for
 from worker import pickup

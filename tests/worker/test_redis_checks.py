@@ -16,10 +16,10 @@ from fastapi.testclient import TestClient
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from producers.app import create_app
 from simulator.wetbot import WetbotSimulator
 from tests.conftest import CapturingTransport, SettingsFactory, wait_for
 from tests.processes.test_procfile import Processes, service_env
+from wetbot_rewards.app import create_app
 from worker.redis_checks import CachedRedisCheck, check_redis_config, warn_at_start
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")

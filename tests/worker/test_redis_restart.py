@@ -9,8 +9,8 @@ from collections.abc import Callable
 import pytest
 from redis import Redis
 
+from devtools.chaos.servers import PrivateRedis
 from producers.submit import submit_grant
-from simulator.chaos.servers import PrivateRedis
 from simulator.wetbot import WetbotSimulator
 from tests.baselines import methods
 from tests.conftest import GUILD, RunningWorker, SettingsFactory, wait_for

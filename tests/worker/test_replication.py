@@ -15,7 +15,7 @@ import pytest
 from redis import Redis
 
 from config.settings import Settings
-from simulator.chaos.sentinel import SentinelGroup
+from devtools.chaos.sentinel import SentinelGroup
 from simulator.wetbot import WetbotSimulator
 from tests.conftest import GUILD, USER, SettingsFactory
 from worker.delivery import UNCONFIRMED_RETRY_S, Deliverer

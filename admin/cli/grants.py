@@ -1,0 +1,392 @@
+"""The operator's commands on the ledger and the links: ``grant``, ``grants``, ``dead``, ``resolve``, ``links``.
+
+Each one talks to the same Redis as the service: grants it creates or moves go
+through the same ledger and schedule as the web app's, and every change is one
+atomic step, so a command killed half-way or run twice does nothing twice.
+Whatever came from data (ids, items, reasons, errors) is printed through
+``safe`` (``producers.printable.terminal_safe``), so an old or hostile value
+shows its escapes instead of driving the terminal; ``--json`` output is
+escaped by ``json.dumps`` itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import math
+import sys
+import time
+import uuid
+from typing import Any
+
+from admin import grant_actions
+from config.errors import CliError
+from config.rewards import load_rewards
+from config.settings import Settings
+from producers.audit import AuditLog
+from producers.link_actions import LinkRefused, link, unlink
+from producers.links import PLATFORMS, LinkStore
+from producers.printable import terminal_safe as safe
+from producers.submit import submit_grant
+from worker.connections import connect_redis
+from worker.eta import Eta, EtaEstimator
+from worker.grant import FINAL_STATES, Grant, GrantItem, GrantState, NewGrant
+from worker.grant_search import BadCursor, GrantQuery, find_grants
+from worker.keys import Keys
+from worker.ledger import Ledger
+from worker.replication import ReplicaAcks
+
+#: WetBot's documented amount range.
+MAX_AMOUNT = 1_000_000_000
+
+
+def register(commands: Any) -> None:
+    """Add ``grant``, ``grants``, ``dead``, ``links`` and ``resolve`` to the top-level ``commands``.
+
+    What they change goes through ``admin.grant_actions``, as the console's and the API's actions do.
+    """
+    grant = commands.add_parser("grant", help="queue a grant by hand")
+    grant.add_argument("--user", required=True, help="Discord user id")
+    grant.add_argument("--guild", help="Discord guild id (default: guild_id of the rewards file)")
+    grant.add_argument(
+        "--item", action="append", required=True, metavar="ID=AMOUNT", help="item and amount; repeat for more"
+    )
+    grant.add_argument("--key", help="idempotency key (the same key never grants twice)")
+    grant.add_argument("--reason", default="", help="free text kept on the grant")
+    grant.set_defaults(run=_grant)
+
+    grants = commands.add_parser("grants", help="list, show or cancel grants").add_subparsers(title="grants commands")
+    listing = grants.add_parser("list", help="list grants, newest first (filters combine)")
+    listing.add_argument("--state", choices=[s.value for s in GrantState])
+    _add_filters(listing)
+    listing.add_argument("--limit", type=int, default=50, help="grants per page (at most 100)")
+    listing.add_argument("--after", metavar="CURSOR", help="the next page, from the cursor a listing printed")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(run=_grants_list)
+    show = grants.add_parser("show", help="one grant with its history")
+    show.add_argument("grant_id")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(run=_grants_show)
+    cancel = grants.add_parser("cancel", help="cancel a queued, parked or retrying grant: it is never sent")
+    cancel.add_argument("grant_id")
+    cancel.add_argument("--reason", required=True, help="why (kept in the grant's history and the audit log)")
+    cancel.set_defaults(run=_grants_cancel)
+
+    dead = commands.add_parser("dead", help="grants that ended dead").add_subparsers(title="dead commands")
+    dead_list = dead.add_parser("list", help="list dead grants with their last error")
+    _add_filters(dead_list)
+    dead_list.add_argument("--limit", type=int, default=50)
+    dead_list.add_argument("--json", action="store_true")
+    dead_list.set_defaults(run=_dead_list)
+    replay = dead.add_parser("replay", help="queue dead grants again (attempts start over)")
+    replay.add_argument("grant_ids", nargs="*")
+    replay.add_argument("--all", action="store_true", help="every dead grant (that the filters match)")
+    _add_filters(replay)
+    replay.set_defaults(run=_dead_replay)
+
+    links = commands.add_parser("links", help="Twitch/Patreon user -> Discord user links").add_subparsers(
+        title="links commands"
+    )
+    link_add = links.add_parser("add", help="link a user and queue the grants parked for them")
+    link_add.add_argument("platform", choices=PLATFORMS)
+    link_add.add_argument("external_id", help="the platform's numeric user id")
+    link_add.add_argument("discord_user_id")
+    link_add.set_defaults(run=_links_add)
+    link_list = links.add_parser("list", help="every link of a platform")
+    link_list.add_argument("platform", choices=PLATFORMS)
+    link_list.set_defaults(run=_links_list)
+    link_remove = links.add_parser("remove", help="forget a run-time link")
+    link_remove.add_argument("platform", choices=PLATFORMS)
+    link_remove.add_argument("external_id")
+    link_remove.set_defaults(run=_links_remove)
+
+    resolve = commands.add_parser("resolve", help="decide a grant in state unknown")
+    resolve.add_argument("grant_id")
+    decision = resolve.add_mutually_exclusive_group(required=True)
+    decision.add_argument("--delivered", action="store_true", help="WetBot did apply it: mark delivered")
+    decision.add_argument("--resend", action="store_true", help="WetBot did not apply it: send it again")
+    decision.add_argument(
+        "--verify", action="store_true", help="read the member's profile back and let the worker decide (one rate slot)"
+    )
+    resolve.add_argument("--note", default="", help="why, kept in the grant's history")
+    resolve.set_defaults(run=_resolve)
+
+
+# --- commands -------------------------------------------------------------------------------
+def _grant(settings: Settings, args: argparse.Namespace) -> int:
+    default_guild = load_rewards(settings.rewards_file, missing_ok=True).guild_id
+    guild_id = args.guild or default_guild
+    if guild_id is None:
+        raise CliError("--guild is required: the rewards file sets no default guild_id")
+    for name, value in (("--user", args.user), ("--guild", guild_id)):
+        if not (value.isdigit() and 17 <= len(value) <= 20):
+            raise CliError(f"{name}: expected a Discord id of 17-20 digits")
+    keyring = settings.keyring(default_guild)
+    if not keyring.empty and not keyring.covers(guild_id):
+        raise CliError(f"--guild: {keyring.missing_key_problem(guild_id)}")
+    items = tuple(_parse_item(text) for text in args.item)
+    if len({item.item_id for item in items}) != len(items):
+        raise CliError("--item: the same item id appears twice; give it once with the total amount")
+    key = args.key or uuid.uuid4().hex
+    new = NewGrant(
+        guild_id=guild_id,
+        user_id=args.user,
+        items=items,
+        source="cli",
+        idempotency_key=f"cli:{key}",
+        source_ref=args.key or "",
+        reason=args.reason,
+    )
+    result = submit_grant(_ledger(settings), new)
+    verb = "queued" if result.created else "already exists (same --key)"
+    print(f"grant {result.grant.id} {verb}: state {result.grant.state.value}")
+    return 0
+
+
+def _grants_list(settings: Settings, args: argparse.Namespace) -> int:
+    ledger = _ledger(settings)
+    query = _query(args, GrantState(args.state) if args.state else None)
+    try:
+        page = find_grants(ledger.redis, ledger.keys, query, cursor=args.after, limit=args.limit)
+    except BadCursor as exc:
+        raise CliError(f"--after: {exc}") from None
+    _print_grants(page.grants, as_json=args.json, etas=_etas(settings, page.grants))
+    if page.next_cursor and not args.json:
+        print(f"more: --after {page.next_cursor}")
+    return 0
+
+
+def _grants_show(settings: Settings, args: argparse.Namespace) -> int:
+    ledger = _ledger(settings)
+    grant = _get(ledger, args.grant_id)
+    history = ledger.history(grant.id)
+    eta = _etas(settings, [grant]).get(grant.id)
+    if args.json:
+        data = grant.to_dict()
+        data["eta"] = None if eta is None else eta.to_dict()
+        data["history"] = [{"at": t.at, "from": t.from_state, "to": t.to_state, "reason": t.reason} for t in history]
+        print(json.dumps(data, indent=2))
+        return 0
+    for key, value in {**grant.to_dict(), "eta": None if eta is None else eta.describe()}.items():
+        if key == "items":
+            value = ", ".join(f"{i['item_id']} x {_amount(i['amount'])}" for i in value)
+        elif key in ("created_at", "updated_at"):
+            value = _when(value)
+        elif key == "names":
+            value = ", ".join(value)
+        print(f"{key:>16}: {safe(value) if value not in (None, '') else '-'}")
+    print("         history:")
+    for t in history:
+        print(f"  {_when(t.at)}  {safe(t.from_state or '(new)'):>9} -> {safe(t.to_state):<9} {safe(t.reason)}")
+    return 0
+
+
+def _grants_cancel(settings: Settings, args: argparse.Namespace) -> int:
+    """Cancel one grant in one guarded step (run twice: the second says it was already cancelled)."""
+    ledger = _ledger(settings)
+    try:
+        result = grant_actions.cancel(ledger, args.grant_id, args.reason, audit=_audit(ledger), actor=_actor())
+    except grant_actions.ActionRefused as exc:  # its message says what the grant is now
+        raise CliError(safe(exc.message)) from None
+    print(safe(result.message))
+    return 0
+
+
+def _dead_list(settings: Settings, args: argparse.Namespace) -> int:
+    ledger = _ledger(settings)
+    page = find_grants(ledger.redis, ledger.keys, _query(args, GrantState.DEAD), limit=args.limit)
+    _print_grants(page.grants, as_json=args.json, errors=True)
+    return 0
+
+
+def _dead_replay(settings: Settings, args: argparse.Namespace) -> int:
+    """Queue dead grants again, each in one atomic step: a second run (or a run after a kill) skips what moved."""
+    ledger = _ledger(settings)
+    if args.all == bool(args.grant_ids):
+        raise CliError("dead replay: give grant ids or --all (not both)")
+    audit, actor = _audit(ledger), _actor()
+    if args.all:
+        try:
+            bulk = grant_actions.bulk_replay(
+                ledger, _query(args, GrantState.DEAD), up_to=time.time(), audit=audit, actor=actor
+            )
+        except grant_actions.ActionUnconfirmed as exc:
+            for grant_id in exc.done:
+                print(f"grant {grant_id} queued again")
+            raise
+        for grant_id in bulk.replayed:
+            print(f"grant {grant_id} queued again")
+        print(f"{len(bulk.replayed)} grant(s) replayed")
+        return 0
+    replayed = 0
+    for grant_id in args.grant_ids:
+        try:
+            result = grant_actions.replay(ledger, grant_id, audit=audit, actor=actor)
+        except grant_actions.GrantMissing as exc:
+            raise CliError(safe(exc.message)) from None
+        except grant_actions.ActionRefused as exc:
+            print(f"{safe(exc.message)}; skipped", file=sys.stderr)
+            continue
+        replayed += 1
+        print(result.message)
+    print(f"{replayed} grant(s) replayed")
+    return 0
+
+
+def _resolve(settings: Settings, args: argparse.Namespace) -> int:
+    """Decide an ``unknown`` grant in one atomic step (safe to run twice: the second finds it decided)."""
+    decision = (
+        grant_actions.Decision.DELIVERED
+        if args.delivered
+        else grant_actions.Decision.VERIFY
+        if args.verify
+        else grant_actions.Decision.RESEND
+    )
+    ledger = _ledger(settings)
+    try:
+        result = grant_actions.resolve(
+            ledger, args.grant_id, decision, note=args.note, audit=_audit(ledger), actor=_actor()
+        )
+    except grant_actions.ActionRefused as exc:
+        raise CliError(safe(exc.message)) from None
+    print(safe(result.message))
+    return 0
+
+
+def _links_add(settings: Settings, args: argparse.Namespace) -> int:
+    ledger = _ledger(settings)
+    try:
+        done = link(ledger, _links(settings, ledger), args.platform, args.external_id, args.discord_user_id,
+                    audit=_audit(ledger), actor=_actor())  # fmt: skip
+    except LinkRefused as exc:
+        raise CliError(str(exc)) from None
+    print(f"{args.platform} user {args.external_id} linked to Discord user {args.discord_user_id}; "
+          f"{len(done.released)} parked grant(s) queued")  # fmt: skip
+    return 0
+
+
+def _links_list(settings: Settings, args: argparse.Namespace) -> int:
+    found = _links(settings, _ledger(settings)).all(args.platform)
+    if not found:
+        print("no links")
+    for external_id, (discord_id, origin) in sorted(found.items()):
+        print(f"{safe(external_id):>20} -> {safe(discord_id)}  ({safe(origin)})")
+    return 0
+
+
+def _links_remove(settings: Settings, args: argparse.Namespace) -> int:
+    ledger = _ledger(settings)
+    try:
+        unlink(_links(settings, ledger), args.platform, args.external_id, audit=_audit(ledger), actor=_actor())
+    except LinkRefused as exc:
+        raise CliError(f"link of {args.platform} user {args.external_id} not removed: {exc}") from None
+    print(f"link of {args.platform} user {args.external_id} removed")
+    return 0
+
+
+# --- helpers ----------------------------------------------------------------------------------
+def _add_filters(parser: argparse.ArgumentParser) -> None:
+    """The filters every listing shares with the console and ``GET /grants`` (``worker.grant_search``)."""
+    who = parser.add_mutually_exclusive_group()
+    who.add_argument("--user", help="Discord user id")
+    who.add_argument("--twitch", help="Twitch login or user id")
+    who.add_argument("--patreon", help="Patreon member id, user id or name")
+    who.add_argument("--search", help="any of those, or an idempotency key")
+    parser.add_argument("--source", help="twitch, patreon, api or cli")
+    parser.add_argument("--guild", help="Discord guild id")
+
+
+def _query(args: argparse.Namespace, state: GrantState | None) -> GrantQuery:
+    text = args.user or args.twitch or args.patreon or args.search or ""
+    try:
+        return GrantQuery(state=state, source=args.source or "", guild_id=args.guild or "", text=text)
+    except ValueError as exc:
+        raise CliError(f"--{exc}") from None
+
+
+def _actor() -> str:
+    """Who runs a command, for the audit log: the login name (as far as the system knows it)."""
+    try:
+        name = getpass.getuser()
+    except (OSError, KeyError):
+        name = "unknown"
+    return f"cli:{safe(name)[:40]}"
+
+
+def _audit(ledger: Ledger) -> AuditLog:
+    """The audit log on the ledger's own connection."""
+    return AuditLog(ledger.redis, ledger.keys)
+
+
+def _ledger(settings: Settings) -> Ledger:
+    """The ledger; what it creates and what an action changes is confirmed by replicas like a producer's
+    create (``worker.replication``; an action short of them fails with ``ActionUnconfirmed``, exit 1)."""
+    return Ledger(connect_redis(settings), Keys(settings.redis_key_prefix), acks=ReplicaAcks.from_settings(settings))
+
+
+def _links(settings: Settings, ledger: Ledger) -> LinkStore:
+    """The links (with the rewards file's static ones) on the ledger's connection, confirmed like it."""
+    rewards = load_rewards(settings.rewards_file, missing_ok=True)
+    return LinkStore.for_rewards(ledger.redis, ledger.keys, rewards, acks=ReplicaAcks.from_settings(settings))
+
+
+def _get(ledger: Ledger, grant_id: str) -> Grant:
+    grant = ledger.get(grant_id)
+    if grant is None:
+        raise CliError(f"no grant with id {grant_id!r}")
+    return grant
+
+
+def _parse_item(text: str) -> GrantItem:
+    item_id, sep, amount_text = text.rpartition("=")
+    if not sep or not item_id:
+        raise CliError(f"--item {text!r}: expected ID=AMOUNT, e.g. gem=5")
+    try:
+        amount = float(amount_text)
+    except ValueError:
+        raise CliError(f"--item {text!r}: amount is not a number") from None
+    if not math.isfinite(amount) or amount == 0 or abs(amount) > MAX_AMOUNT:
+        raise CliError(f"--item {text!r}: amount must be non-zero and between -1e9 and 1e9")
+    return GrantItem(item_id, amount)
+
+
+def _etas(settings: Settings, grants: list[Grant]) -> dict[str, Eta]:
+    """When each waiting grant of ``grants`` is expected to go out (``worker.eta``)."""
+    if all(g.state in FINAL_STATES for g in grants):
+        return {}
+    keyring = settings.keyring(load_rewards(settings.rewards_file, missing_ok=True).guild_id)
+    return EtaEstimator.build(connect_redis(settings), settings, keyring).for_grants(grants)
+
+
+def _print_grants(
+    grants: list[Grant], *, as_json: bool, errors: bool = False, etas: dict[str, Eta] | None = None
+) -> None:
+    etas = etas or {}
+    if as_json:
+        print(json.dumps([{**g.to_dict(), "eta": _eta_dict(etas.get(g.id))} for g in grants], indent=2))
+        return
+    if not grants:
+        print("no grants")
+        return
+    for g in grants:
+        items = ", ".join(f"{safe(i.item_id)} x {_amount(i.amount)}" for i in g.items)
+        who = f"{safe(g.guild_id)}/{safe(g.user_id)}"
+        line = f"{safe(g.id)}  {g.state.value:<9} {_when(g.updated_at)}  {who}  {items}  [{safe(g.source)}]"
+        if g.id in etas:
+            line += f"  eta: {safe(etas[g.id].describe())}"
+        if errors and g.last_error:
+            line += f"\n    last error: {safe(g.last_error)}"
+        print(line)
+
+
+def _eta_dict(eta: Eta | None) -> dict[str, object] | None:
+    return None if eta is None else eta.to_dict()
+
+
+def _amount(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _when(epoch: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))

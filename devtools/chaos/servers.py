@@ -1,0 +1,104 @@
+"""Servers the chaos harness and the Redis tests start for themselves: a private ``redis-server`` on a free port.
+
+Kept apart from ``devtools.chaos.harness`` so ``devtools.chaos.sentinel`` can build a Sentinel group
+from the same nodes without importing the harness that uses it.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from redis import Redis
+from redis.exceptions import RedisError
+
+__all__ = ["PrivateRedis", "free_port", "wait_until"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], bool], *, timeout_s: float, interval_s: float = 0.05, what: str = "") -> float:
+    """Poll ``predicate`` until it holds; returns the seconds it took. Raises ``TimeoutError`` past ``timeout_s``."""
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout_s:
+            raise TimeoutError(f"{what or 'condition'} not met within {timeout_s}s")
+        time.sleep(interval_s)
+    return time.monotonic() - start
+
+
+# --------------------------------------------------------------------------------------------- Redis
+
+
+class PrivateRedis:
+    """A redis-server of the caller's own, on a free port, persisting to an append-only file in ``directory``."""
+
+    def __init__(self, directory: Path, port: int | None = None, *, extra_args: Sequence[str] = ()) -> None:
+        self.directory = directory
+        self.port = port or free_port()
+        #: more ``redis-server`` arguments (a replica's ``--replicaof``); :meth:`start` may be given others.
+        self.extra_args = tuple(extra_args)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self, **options: Any) -> Redis:
+        """A client with short timeouts (the harness must never hang on a dead or paused server)."""
+        return Redis.from_url(self.url, socket_timeout=2, socket_connect_timeout=2, **options)
+
+    def start(self, *, extra_args: Sequence[str] | None = None) -> None:
+        """Start the server (``extra_args`` replaces the constructor's) and wait until it answers PING."""
+        if extra_args is not None:
+            self.extra_args = tuple(extra_args)
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
+             "--appendonly", "yes", "--appendfsync", "always", "--save", "", *self.extra_args],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        client = self.client()
+
+        def up() -> bool:
+            try:
+                return bool(client.ping())
+            except RedisError:
+                return False
+
+        try:
+            wait_until(up, timeout_s=10, what="redis-server up")
+        finally:
+            client.close()
+
+    def kill(self) -> None:
+        """Stop the server abruptly (SIGKILL): only what reached the append-only file survives."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+    def pause(self, milliseconds: int, mode: str = "WRITE") -> None:
+        """``CLIENT PAUSE <ms> <mode>``: clients' (write) commands wait until the pause ends."""
+        client = self.client()
+        try:
+            client.execute_command("CLIENT", "PAUSE", str(milliseconds), mode)  # type: ignore[no-untyped-call]
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                # A loaded machine can keep a replica (fsync always, a sync under way) past 10 s of SIGTERM;
+                # a test's server has nothing left to save, so it is killed rather than failing the test.
+                self.process.kill()
+                self.process.wait(timeout=10)

@@ -1,0 +1,90 @@
+"""The overview page: a key WetBot refused shows as paused with WetBot's message; a 429 as throttled until;
+Twitch revocations are listed. A real worker against the simulator, the real app, signed webhooks."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from redis import Redis
+
+from admin.overview import KeyState, backlog_eta_s
+from config.keyring import key_fingerprint
+from config.settings import Settings
+from producers.twitch.samples import sample_payload, signed_request
+from simulator.wetbot import WetbotSimulator
+from tests.admin.console.test_console_http import ADMIN, log_in
+from tests.conftest import API_KEY, GUILD, USER, RunningWorker, SettingsFactory, wait_for
+from wetbot_rewards.app import create_app
+from worker.grant import GrantItem, NewGrant
+from worker.keys import Keys
+from worker.ledger import Ledger
+
+SECRET = "overview-twitch-secret-5510"
+
+
+@pytest.fixture
+def overview_settings(make_settings: SettingsFactory) -> Settings:
+    return make_settings(admin_token=ADMIN, twitch_webhook_secret=SECRET, wetbot_auth_pause_s=30.0)
+
+
+@pytest.fixture
+def client(overview_settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(overview_settings)) as test_client:
+        log_in(test_client)
+        yield test_client
+
+
+def guild_row(client: TestClient) -> str:
+    page = client.get("/console")
+    assert page.status_code == 200
+    match = re.search(rf'<tr data-guild="{GUILD}".*?</tr>', page.text, re.S)
+    assert match is not None, page.text
+    return match[0]
+
+
+def test_a_key_wetbot_refuses_shows_paused_with_wetbots_message(
+    client: TestClient,
+    overview_settings: Settings,
+    ledger: Ledger,
+    sim: WetbotSimulator,
+    workers: Callable[..., RunningWorker],
+) -> None:
+    assert 'data-key-status="ok"' in guild_row(client)
+    sim.revoke_key(API_KEY)
+    workers(overview_settings, threads=1)
+    ledger.create(NewGrant(GUILD, USER, (GrantItem("gem", 1),), source="cli", idempotency_key="cli:refused"))
+    wait_for(lambda: 'data-key-status="paused"' in guild_row(client), timeout_s=10)
+    row = guild_row(client)
+    assert "401" in row and key_fingerprint(API_KEY) in row
+    assert re.search(r'data-count="queued">.*?>1<', row, re.S), "the grant waits, counted as queued"
+
+
+def test_a_429_shows_throttled_until_the_block_ends(client: TestClient, redis: Redis, keys: Keys) -> None:
+    # The worker records a 429 as the key's block (microseconds, Redis clock): arranged here as it writes it.
+    until_us = int((time.time() + 30) * 1_000_000)
+    redis.set(keys.rate_block(key_fingerprint(API_KEY)), str(until_us))
+    row = guild_row(client)
+    assert 'data-key-status="throttled"' in row and "WetBot answered 429" in row
+
+
+def test_a_revoked_twitch_subscription_is_listed(client: TestClient) -> None:
+    payload = sample_payload("channel.cheer", message_type="revocation")
+    body, headers = signed_request(SECRET, payload, message_type="revocation")
+    assert client.post("/webhooks/twitch", content=body, headers=headers).json()["outcome"] == "revocation"
+    page = client.get("/console").text
+    panel = page[page.index('data-panel="revocations"') :]
+    assert "<code>channel.cheer</code>" in panel and "authorization_revoked" in panel
+    assert re.search(r'data-traffic="twitch".*?data-outcome="revocation"><a [^>]*>1<', page, re.S)
+
+
+def test_the_backlog_eta_counts_the_windows_free_slots_then_a_window_per_limit() -> None:
+    key = KeyState("k", "ok", used=4, limit=10)
+    assert backlog_eta_s(6, key, now=100.0, window_s=60.0) == 0  # 6 free slots: all go now
+    assert backlog_eta_s(7, key, now=100.0, window_s=60.0) == 60  # the 7th waits a window
+    assert backlog_eta_s(26, key, now=100.0, window_s=60.0) == 120
+    paused = KeyState("k", "paused", until=130.0, used=0, limit=10)
+    assert backlog_eta_s(5, paused, now=100.0, window_s=60.0) == 30  # after the pause

@@ -1,1 +1,0 @@
-"""Tests of ``producers/api/``: the grants API, health and metrics, through the real app."""

@@ -1,0 +1,1 @@
+"""Tests of ``producers/api/``: the suppliers' grants API through the real app."""

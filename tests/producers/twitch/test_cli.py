@@ -1,0 +1,274 @@
+"""``send-test twitch`` against the app under uvicorn, and ``twitch subscribe`` against a fake Helix, over real HTTP."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from producers.twitch.helix import HelixClient
+from producers.twitch.samples import SAMPLE_REWARD_ID
+from tests.conftest import USER, SettingsFactory, serve_app
+from tests.producers.twitch.fake_helix import CLIENT_ID, CLIENT_SECRET, FakeHelix
+from tests.producers.twitch.test_webhook import LINK_REWARD, LINKED_TWITCH, RULES, SECRET
+from wetbot_rewards.app import create_app
+from wetbot_rewards.cli import main
+from worker.grant import GrantState
+from worker.ledger import Ledger
+
+CALLBACK = "https://rewards.example.com/webhooks/twitch"
+BROADCASTER = "1337"
+
+
+@pytest.fixture
+def rules_file(tmp_path: Path) -> Path:
+    path = tmp_path / "twitch-rules.toml"
+    path.write_text(RULES, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, make_settings: SettingsFactory, rules_file: Path) -> None:
+    settings = make_settings()
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    monkeypatch.setenv("REDIS_URL", settings.redis_url)
+    monkeypatch.setenv("REDIS_KEY_PREFIX", settings.redis_key_prefix)
+    monkeypatch.setenv("REWARDS_FILE", str(rules_file))
+    monkeypatch.setenv("TWITCH_WEBHOOK_SECRET", SECRET)
+
+
+# -- send-test twitch -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def served(make_settings: SettingsFactory, rules_file: Path) -> Iterator[str]:
+    """The real app under uvicorn on a loopback port; yields its base URL."""
+    with serve_app(create_app(make_settings(rewards_file=rules_file, twitch_webhook_secret=SECRET))) as url:
+        yield url
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_send_test_posts_a_signed_sample_and_prints_the_answer(
+    served: str, ledger: Ledger, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert main(["send-test", "twitch", "channel.cheer", "--url", served, "--user-id", LINKED_TWITCH]) == 0
+    out = capsys.readouterr().out
+    assert "answer: 200 OK" in out and SECRET not in out
+    [grant] = ledger.list_grants()
+    assert (grant.state, grant.user_id, grant.rule, grant.items[0].amount) == (GrantState.QUEUED, USER, "cheer", 10)
+
+    # Without --url it uses $PORT; the reward id defaults to the rules file's first redemption rule.
+    monkeypatch.setenv("PORT", served.rsplit(":", 1)[1])
+    assert main(["send-test", "twitch", "channel.channel_points_custom_reward_redemption.add"]) == 0
+    assert "answer: 200" in capsys.readouterr().out
+    assert {g.rule for g in ledger.list_grants()} == {"cheer", "potion"}
+
+    assert main(["send-test", "twitch", "channel.follow", "--message-type", "webhook_callback_verification"]) == 0
+    out = capsys.readouterr().out
+    assert "answer: 200 OK" in out and "challenge-" in out
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_send_test_link_reward(served: str, ledger: Ledger, capsys: pytest.CaptureFixture[str]) -> None:
+    args = [
+        "send-test",
+        "twitch",
+        "channel.channel_points_custom_reward_redemption.add",
+        "--url",
+        served,
+        "--user-id",
+        "808",
+        "--reward-id",
+        LINK_REWARD,
+        "--user-input",
+        USER,
+    ]
+    assert main(args) == 0
+    [grant] = ledger.list_grants()
+    assert grant.user_id == USER and grant.rule == "link"
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_send_test_errors_are_one_line(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    assert main(["send-test", "twitch", "channel.cheer", "--url", f"http://127.0.0.1:{port}"]) == 1
+    assert "cannot reach" in capsys.readouterr().err
+    assert main(["send-test", "twitch", "channel.cheer", "--user-id", "abc"]) == 1
+    assert "--user-id" in capsys.readouterr().err
+    monkeypatch.delenv("TWITCH_WEBHOOK_SECRET")
+    assert main(["send-test", "twitch", "channel.cheer"]) == 1
+    assert "TWITCH_WEBHOOK_SECRET is not set" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_send_test_reports_a_refusal(
+    make_settings: SettingsFactory,
+    rules_file: Path,
+    served: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TWITCH_WEBHOOK_SECRET", "a-different-secret-xyz")
+    assert main(["send-test", "twitch", "channel.raid", "--url", served]) == 1
+    out = capsys.readouterr().out
+    assert "answer: 403 Forbidden" in out and "signature" in out and "a-different-secret-xyz" not in out
+
+
+# -- twitch subscribe ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def helix(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHelix]:
+    fake = FakeHelix()
+    fake.start()
+    monkeypatch.setenv("TWITCH_CLIENT_ID", CLIENT_ID)
+    monkeypatch.setenv("TWITCH_CLIENT_SECRET", CLIENT_SECRET)
+    monkeypatch.setenv("TWITCH_API_URL", f"{fake.url}/helix")
+    monkeypatch.setenv("TWITCH_AUTH_URL", f"{fake.url}/oauth2/token")
+    yield fake
+    fake.stop()
+
+
+SUBSCRIBE = ["twitch", "subscribe", "--callback", CALLBACK, "--broadcaster-id", BROADCASTER]
+EXPECTED = [
+    ("channel.subscribe", "1", {"broadcaster_user_id": BROADCASTER}),
+    ("channel.subscription.gift", "1", {"broadcaster_user_id": BROADCASTER}),
+    ("channel.subscription.message", "1", {"broadcaster_user_id": BROADCASTER}),
+    ("channel.cheer", "1", {"broadcaster_user_id": BROADCASTER}),
+    (
+        "channel.channel_points_custom_reward_redemption.add",
+        "1",
+        {"broadcaster_user_id": BROADCASTER, "reward_id": SAMPLE_REWARD_ID},
+    ),
+    (
+        "channel.channel_points_custom_reward_redemption.add",
+        "1",
+        {"broadcaster_user_id": BROADCASTER, "reward_id": LINK_REWARD},
+    ),
+    ("channel.follow", "2", {"broadcaster_user_id": BROADCASTER, "moderator_user_id": BROADCASTER}),
+    ("channel.raid", "1", {"to_broadcaster_user_id": BROADCASTER}),
+]
+
+
+def outputs(capsys: pytest.CaptureFixture[str]) -> str:
+    captured = capsys.readouterr()
+    return captured.out + captured.err
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_subscribe_creates_what_the_rules_need_once(helix: FakeHelix, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(SUBSCRIBE) == 0
+    first = outputs(capsys)
+    sent = [json.loads(r.body) for r in helix.creates()]
+    assert [(b["type"], b["version"], b["condition"]) for b in sent] == EXPECTED
+    assert all(b["transport"] == {"method": "webhook", "callback": CALLBACK, "secret": SECRET} for b in sent)
+    assert "8 created, 0 already there, 0 failed" in first
+    token_requests = [r for r in helix.state.requests if r.path == "/oauth2/token"]
+    assert len(token_requests) == 1
+    assert all(r.headers["client-id"] == CLIENT_ID for r in helix.state.requests if r.path.startswith("/helix"))
+
+    assert main(SUBSCRIBE) == 0  # the listing spans 4 pages of 2
+    second = outputs(capsys)
+    assert len(helix.creates()) == 8
+    assert "0 created, 8 already there, 0 failed" in second
+    for text in (first, second):
+        assert SECRET not in text and CLIENT_SECRET not in text
+        assert not any(token in text for token in helix.state.tokens)
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_subscribe_replaces_dead_ones_and_counts_broader_ones(
+    helix: FakeHelix, capsys: pytest.CaptureFixture[str]
+) -> None:
+    revoked = helix.add_subscription(
+        "channel.cheer", "1", {"broadcaster_user_id": BROADCASTER}, CALLBACK, status="authorization_revoked"
+    )
+    helix.add_subscription(
+        "channel.channel_points_custom_reward_redemption.add", "1", {"broadcaster_user_id": BROADCASTER}, CALLBACK
+    )  # every reward
+    helix.add_subscription("channel.raid", "1", {"to_broadcaster_user_id": BROADCASTER}, CALLBACK)  # "" from listed
+    helix.add_subscription(
+        "channel.follow",
+        "2",
+        {"broadcaster_user_id": BROADCASTER, "moderator_user_id": BROADCASTER},
+        "https://elsewhere.example/cb",
+    )
+    assert main(SUBSCRIBE) == 0
+    out = outputs(capsys)
+    assert "removing channel.cheer v1 (broadcaster_user_id=1337): authorization_revoked" in out
+    assert revoked not in {s["id"] for s in helix.state.subscriptions}
+    created = [(json.loads(r.body)["type"]) for r in helix.creates()]
+    assert created == [
+        "channel.subscribe",
+        "channel.subscription.gift",
+        "channel.subscription.message",
+        "channel.cheer",
+        "channel.follow",
+    ]
+    # The follow subscription with another callback blocks a second one (409), and the output says where it sends.
+    assert "already exists, sending to https://elsewhere.example/cb" in out
+    assert "4 created, 4 already there, 0 failed" in out
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_subscribe_reports_refusals_and_carries_on(helix: FakeHelix, capsys: pytest.CaptureFixture[str]) -> None:
+    helix.state.unauthorised_types = {"channel.cheer"}
+    assert main(SUBSCRIBE) == 1
+    out = outputs(capsys)
+    assert "FAILED   channel.cheer v1" in out and "missing proper authorization" in out
+    assert "7 created, 0 already there, 1 failed" in out
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_subscribe_dry_run_creates_nothing(helix: FakeHelix, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([*SUBSCRIBE, "--dry-run"]) == 0
+    assert outputs(capsys).count("would create") == 8 and helix.creates() == []
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_subscribe_input_errors(
+    helix: FakeHelix, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert main(["twitch", "subscribe", "--callback", "http://plain.example/cb", "--broadcaster-id", "1"]) == 1
+    assert "https" in outputs(capsys)
+    assert main(["twitch", "subscribe", "--callback", CALLBACK, "--broadcaster-id", "me"]) == 1
+    assert "--broadcaster-id" in outputs(capsys)
+    monkeypatch.setenv("TWITCH_CLIENT_SECRET", "wrong-client-secret")
+    assert main(SUBSCRIBE) == 1
+    out = outputs(capsys)
+    assert "refused the app credentials" in out and "wrong-client-secret" not in out
+    monkeypatch.delenv("TWITCH_CLIENT_ID")
+    monkeypatch.delenv("TWITCH_CLIENT_SECRET")
+    assert main(SUBSCRIBE) == 1
+    assert "TWITCH_CLIENT_ID, TWITCH_CLIENT_SECRET must be set" in outputs(capsys)
+    monkeypatch.setenv("TWITCH_API_URL", "http://127.0.0.1:1/helix")
+    monkeypatch.setenv("TWITCH_CLIENT_ID", CLIENT_ID)
+    monkeypatch.setenv("TWITCH_CLIENT_SECRET", CLIENT_SECRET)
+    assert main(SUBSCRIBE) == 1
+    assert "cannot reach Twitch" in outputs(capsys)
+
+
+def test_helix_client_fetches_a_new_token_after_a_401(helix: FakeHelix) -> None:
+    client = HelixClient(
+        api_url=f"{helix.url}/helix",
+        auth_url=f"{helix.url}/oauth2/token",
+        client_id=CLIENT_ID,
+        client_secret=CLIENT_SECRET,
+    )
+    try:
+        assert client.list_subscriptions() == []
+        helix.state.tokens.clear()  # Twitch revoked the token
+        helix.add_subscription("channel.cheer", "1", {"broadcaster_user_id": "1"}, CALLBACK)
+        [listed] = client.list_subscriptions()
+        assert listed.type == "channel.cheer" and listed.active
+        client.delete_subscription(listed.id)
+        client.delete_subscription(listed.id)  # already gone: fine
+        assert helix.state.subscriptions == []
+    finally:
+        client.close()
+    assert len([r for r in helix.state.requests if r.path == "/oauth2/token"]) == 2
