@@ -1,1 +1,2 @@
-"""Tests of what ``producers/`` shares between its sources: the operator CLI, links, grant creation batching."""
+"""Tests of ``producers/``: what its sources share (links, the event inbox, grant creation batching, replica
+confirmation of a producer's answer, how ``send-test`` prints an answer)."""
