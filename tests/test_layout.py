@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import io
+import os
 import re
 import tokenize
 import tomllib
@@ -196,11 +197,11 @@ FILE_MENTION = re.compile(r"(?<![\w/.-])((?:\.\./|\.?[\w-]+/)*[\w-]+\.(?:py|md|l
 def repository_files(root: Path) -> set[str]:
     """Every file of the checkout (relative paths), the virtualenv and caches left out."""
     skip = {".git", ".venv", ".mypy_cache", ".ruff_cache", ".pytest_cache", "__pycache__", ".run"}
-    return {
-        path.relative_to(root).as_posix()
-        for path in root.rglob("*")
-        if path.is_file() and not skip.intersection(path.relative_to(root).parts)
-    }
+    found = set()
+    for folder, folders, files in os.walk(root):
+        folders[:] = [name for name in folders if name not in skip]  # pruned, so the virtualenv is never walked
+        found.update((Path(folder) / name).relative_to(root).as_posix() for name in files)
+    return found
 
 
 def files_users_make(root: Path) -> set[str]:
