@@ -197,7 +197,7 @@ FILE_MENTION = re.compile(r"(?<![\w/.-])((?:\.\./|\.?[\w-]+/)*[\w-]+\.(?:py|md|l
 def repository_files(root: Path) -> set[str]:
     """Every file of the checkout (relative paths), the virtualenv and caches left out."""
     skip = {".git", ".venv", ".mypy_cache", ".ruff_cache", ".pytest_cache", "__pycache__", ".run"}
-    found = set()
+    found: set[str] = set()
     for folder, folders, files in os.walk(root):
         folders[:] = [name for name in folders if name not in skip]  # pruned, so the virtualenv is never walked
         found.update((Path(folder) / name).relative_to(root).as_posix() for name in files)
