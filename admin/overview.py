@@ -21,6 +21,7 @@ from config.keyring import Keyring
 from config.settings import Settings
 from producers.inbox import EventInbox, InboxEvent, Outcome
 from worker.grant import GrantState
+from worker.key_health import KeyHealth, read_key_healths
 from worker.keys import Keys
 
 __all__ = ["WAITING_STATES", "GuildOverview", "KeyState", "Overview", "Traffic", "backlog_eta_s", "overview"]
@@ -96,21 +97,22 @@ def _guild_ids(redis: Redis, keys: Keys, keyring: Keyring, rule_guilds: list[str
     return sorted(known | set(keyring.guilds()) | set(rule_guilds))
 
 
-#: What is read of a key per guild, in this order: its 429 block, its 401/403 pause (reason, ms left),
-#: its refusal, and the requests it started in the last window.
-_KEY_FIELDS = ("block", "paused", "pause_ms", "refused", "used")
+#: What is read of a key per guild, in this order: its 429 block and the requests it started in the last
+#: window (its 401/403 state comes from ``worker.key_health``).
+_KEY_FIELDS = ("block", "used")
 
 
-def _key_state(fields: Mapping[str, object], key_id: str | None, now: float, limit: int) -> KeyState:
-    if key_id is None:
+def _key_state(
+    fields: Mapping[str, object], health: KeyHealth | None, key_id: str | None, now: float, limit: int
+) -> KeyState:
+    if key_id is None or health is None:
         return KeyState("", "no key", message="no WETBOT_API_KEYS entry for this guild: its grants wait parked")
     used = int(cast(int, fields["used"]))
-    pause_ms = int(cast(int, fields["pause_ms"]))
     block = fields["block"]
-    if fields["paused"] is not None and pause_ms > 0:
-        return KeyState(key_id, "paused", now + pause_ms / 1000, _text(fields["paused"]), used, limit)
-    if fields["refused"] is not None:
-        return KeyState(key_id, "refused", None, _text(fields["refused"]), used, limit)
+    if health.paused:
+        return KeyState(key_id, "paused", now + health.pause_left_s, health.pause_reason, used, limit)
+    if health.refusal is not None:
+        return KeyState(key_id, "refused", None, health.refusal, used, limit)
     if block is not None and int(cast(bytes, block)) / 1_000_000 > now:
         return KeyState(key_id, "throttled", int(cast(bytes, block)) / 1_000_000, "WetBot answered 429", used, limit)
     return KeyState(key_id, "ok", None, "", used, limit)
@@ -141,16 +143,13 @@ def overview(
             pipe.zrange(keys.guild_state(guild, state.value), 0, 0, withscores=True)
         key_id = key_ids[guild]
         if key_id is not None:
-            scope = f"{key_id}:{guild}"
             pipe.get(keys.rate_block(key_id))
-            pipe.get(keys.key_paused(scope))
-            pipe.pttl(keys.key_paused(scope))
-            pipe.get(keys.key_unauthorised(scope))
             pipe.zcount(keys.rate_window(key_id), (now - rate.window_s) * 1_000_000, "+inf")
     hour = int(now // 3600)
     for back in range(TRAFFIC_HOURS):
         pipe.hgetall(keys.traffic(hour - back))
     replies = iter(pipe.execute())
+    healths = read_key_healths(redis, keys, [(key_id, guild) for guild, key_id in key_ids.items() if key_id])
     rows: list[GuildOverview] = []
     waiting_by_key: dict[str, int] = {}
     partial: list[tuple[str, dict[GrantState, int], int, tuple[str, float] | None, KeyState]] = []
@@ -166,7 +165,15 @@ def overview(
             waiting_by_key[key_id] = (
                 waiting_by_key.get(key_id, 0) + counts[GrantState.QUEUED] + counts[GrantState.RETRYING]
             )
-        partial.append((guild, counts, today, oldest, _key_state(fields, key_id, now, rate.limit)))
+        partial.append(
+            (
+                guild,
+                counts,
+                today,
+                oldest,
+                _key_state(fields, healths.get((key_id or "", guild)), key_id, now, rate.limit),
+            )
+        )
     for guild, counts, today, oldest, key in partial:
         eta = None
         if key.key_id and counts[GrantState.QUEUED] + counts[GrantState.RETRYING]:
@@ -200,7 +207,3 @@ def revoked_subscription(event: InboxEvent) -> tuple[str, str]:
         return str(subscription.get("type", "?")), str(subscription.get("status", "?"))
     except (ValueError, AttributeError):
         return "?", "?"
-
-
-def _text(value: object) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)

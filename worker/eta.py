@@ -28,6 +28,7 @@ from redis import Redis
 from config.keyring import Keyring
 from config.settings import Settings
 from worker.grant import FINAL_STATES, Grant, GrantState
+from worker.key_health import read_key_health
 from worker.keys import Keys
 from worker.limiter import SlidingWindowLimiter
 
@@ -218,15 +219,13 @@ class EtaEstimator:
 
     def _floor(self, grant: Grant, key_id: str, now: float) -> tuple[float, str]:
         """The earliest a request of the key for the grant's guild can start: a 429 block or a 401/403 pause."""
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.get(self._keys.rate_block(key_id))
-        pipe.pttl(self._keys.key_paused(f"{key_id}:{grant.guild_id}"))
-        block, pause_ms = pipe.execute()
+        block = self._redis.get(self._keys.rate_block(key_id))
+        health = read_key_health(self._redis, self._keys, key_id, grant.guild_id)
         floor, why = now, ""
-        if block is not None and int(block) / 1_000_000 > floor:
-            floor, why = int(block) / 1_000_000, "rate limit"
-        if int(pause_ms) > 0 and now + int(pause_ms) / 1000 > floor:
-            floor, why = now + int(pause_ms) / 1000, "key paused"
+        if block is not None and int(cast(bytes, block)) / 1_000_000 > floor:
+            floor, why = int(cast(bytes, block)) / 1_000_000, "rate limit"
+        if health.paused and now + health.pause_left_s > floor:
+            floor, why = now + health.pause_left_s, "key paused"
         return floor, why
 
     def _recent_slots(self, key_id: str, now: float) -> list[float]:

@@ -15,6 +15,7 @@ from simulator.wetbot import WetbotSimulator
 from tests.conftest import API_KEY, GUILD, TOKEN, USER, SettingsFactory
 from wetbot_rewards.app import create_app
 from wetbot_rewards.cli import main as cli_main
+from worker import key_health
 from worker.delivery import Deliverer
 from worker.eta import EtaEstimator, describe_wait
 from worker.grant import GrantItem, GrantState, NewGrant
@@ -87,10 +88,10 @@ def test_a_paused_or_blocked_key_moves_the_estimate_back(
     settings = make_settings()
     grant_id = add(ledger, "waiting")
     key_id = key_fingerprint(API_KEY)
-    redis.set(keys.key_paused(f"{key_id}:{GUILD}"), "HTTP 401", px=300_000)
+    key_health.pause(redis, keys, key_id, GUILD, "HTTP 401", 300)
     paused = eta_of(redis, settings, ledger, grant_id)
     assert paused.waiting_for == "key paused" and 295 < paused.in_s <= 300  # type: ignore[attr-defined]
-    redis.delete(keys.key_paused(f"{key_id}:{GUILD}"))
+    key_health.clear(redis, keys, key_id, GUILD)
     seconds, micros = redis.time()  # type: ignore[misc]
     redis.set(keys.rate_block(key_id), (int(seconds) + 40) * 1_000_000 + int(micros))
     blocked = eta_of(redis, settings, ledger, grant_id)
