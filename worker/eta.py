@@ -28,11 +28,11 @@ from redis import Redis
 from config.keyring import Keyring
 from config.settings import Settings
 from worker.grant import FINAL_STATES, Grant, GrantState
-from worker.key_health import read_key_health
+from worker.key_health import KeyHealth, read_key_health
 from worker.keys import Keys
 from worker.limiter import SlidingWindowLimiter
 
-__all__ = ["MAX_SCANNED", "Eta", "EtaEstimator", "describe_wait"]
+__all__ = ["MAX_SCANNED", "Eta", "EtaEstimator", "describe_wait", "earliest_start", "request_start"]
 
 #: Most grants on the schedule an estimate walks (a few ms); past that it counts from indexes instead.
 MAX_SCANNED = 2000
@@ -87,7 +87,7 @@ def describe_wait(seconds: float) -> str:
 
 @dataclass
 class _PerCall:
-    """What one ``for_grants`` call reads once: each key's recent slots, each (key, guild)'s floor."""
+    """What one ``for_grants`` call reads once: each key's held slots, each (key, guild)'s floor."""
 
     slots: dict[str, list[float]] = field(default_factory=dict)
     floors: dict[tuple[str, str], tuple[float, str]] = field(default_factory=dict)
@@ -193,11 +193,14 @@ class EtaEstimator:
 
         ``seen`` keeps each key's window and each guild's pause for the rest of the call."""
         if key_id not in seen.slots:
-            seen.slots[key_id] = self._recent_slots(key_id, now)
+            seen.slots[key_id] = self._limiter.held_slots(key_id, now)
         if (key_id, grant.guild_id) not in seen.floors:
             seen.floors[(key_id, grant.guild_id)] = self._floor(grant, key_id, now)
         floor, why = seen.floors[(key_id, grant.guild_id)]
-        start = self._slot_time(seen.slots[key_id], ahead, floor)
+        rate = self._limiter.rate
+        start = request_start(
+            seen.slots[key_id], ahead, floor=floor, limit=rate.limit, window_s=self._limiter.effective_window_s
+        )
         if grant.verify_pending:
             why = "read-back"
         elif grant.state == GrantState.RETRYING and grant_due > start:
@@ -219,31 +222,9 @@ class EtaEstimator:
 
     def _floor(self, grant: Grant, key_id: str, now: float) -> tuple[float, str]:
         """The earliest a request of the key for the grant's guild can start: a 429 block or a 401/403 pause."""
-        block = self._redis.get(self._keys.rate_block(key_id))
+        block = cast(bytes | None, self._redis.get(self._keys.rate_block(key_id)))
         health = read_key_health(self._redis, self._keys, key_id, grant.guild_id)
-        floor, why = now, ""
-        if block is not None and int(cast(bytes, block)) / 1_000_000 > floor:
-            floor, why = int(cast(bytes, block)) / 1_000_000, "rate limit"
-        if health.paused and now + health.pause_left_s > floor:
-            floor, why = now + health.pause_left_s, "key paused"
-        return floor, why
-
-    def _recent_slots(self, key_id: str, now: float) -> list[float]:
-        """The key's slots as seen now: ``limit`` times they count from (``SlidingWindowLimiter.held_slots``:
-        a request still out counts from now at the soonest), the free ones as -inf, oldest first."""
-        limit = self._limiter.rate.limit
-        recent = self._limiter.held_slots(key_id, now)[-limit:]
-        return [-math.inf] * (limit - len(recent)) + recent
-
-    def _slot_time(self, recent: list[float], ahead: int, floor: float) -> float:
-        """When the key's request number ``ahead`` (0 = next) can start, slot by slot."""
-        window_s = self._limiter.effective_window_s
-        slots = list(recent)
-        start = floor
-        for _ in range(ahead + 1):
-            start = max(floor, slots.pop(0) + window_s)
-            slots.append(start)
-        return start
+        return earliest_start(block, health, now)
 
     def _queue(self) -> tuple[float, list[_Waiting]]:
         """Redis' clock, and every grant on the schedule with what the estimate needs of it."""
@@ -261,6 +242,34 @@ class EtaEstimator:
             who = (guild.decode(), user.decode(), state.decode())
             out.append(_Waiting(grant_id.decode(), *who, float(created or 0), float(due_ms) / 1000))
         return now, out
+
+
+def request_start(held: Sequence[float], ahead: int, *, floor: float, limit: int, window_s: float) -> float:
+    """When a key's request number ``ahead`` (0 = the next) can start, in epoch seconds: the turn
+    ``lua/sliding_window.lua`` gives the waiter with ``ahead`` waiters before it.
+
+    ``held`` are the times the key's held slots count from, oldest first
+    (``SlidingWindowLimiter.held_slots``); ``floor`` is the earliest anything may start (now, or the end
+    of a 429 block or 401/403 pause, ``earliest_start``). The window's slots free in the order they
+    were taken, each a window (``window_s``, the limiter's effective one) after the time it counts
+    from, a free slot at once; every later round of ``limit`` requests starts a window after the one
+    before. Used by the ETA of single grants and by the overview's backlog alike.
+    """
+    recent = list(held)[-limit:]
+    index = len(recent) - limit + ahead % limit
+    turn = floor if index < 0 else max(floor, recent[index] + window_s)
+    return turn + window_s * (ahead // limit)
+
+
+def earliest_start(block: bytes | str | None, health: KeyHealth, now: float) -> tuple[float, str]:
+    """The earliest a request of a key for a guild can start, and why it is later than ``now``: the key's
+    429 block (``Keys.rate_block``, microseconds, as read) or the guild's 401/403 pause (``health``)."""
+    floor, why = now, ""
+    if block is not None and int(block) / 1_000_000 > floor:
+        floor, why = int(block) / 1_000_000, "rate limit"
+    if health.paused and now + health.pause_left_s > floor:
+        floor, why = now + health.pause_left_s, "key paused"
+    return floor, why
 
 
 def _waits_in_line(grant: Grant, key_id: str | None) -> bool:

@@ -10,17 +10,18 @@ from fastapi.testclient import TestClient
 from redis import Redis
 
 from config.keyring import key_fingerprint
-from config.settings import Settings
+from config.settings import RateLimit, Settings
 from simulator.wetbot import WetbotSimulator
 from tests.conftest import API_KEY, GUILD, TOKEN, USER, SettingsFactory
 from wetbot_rewards.app import create_app
 from wetbot_rewards.cli import main as cli_main
 from worker import key_health
 from worker.delivery import Deliverer
-from worker.eta import EtaEstimator, describe_wait
+from worker.eta import EtaEstimator, describe_wait, request_start
 from worker.grant import GrantItem, GrantState, NewGrant
 from worker.keys import Keys
 from worker.ledger import Ledger
+from worker.limiter import SlidingWindowLimiter
 
 OTHER_GUILD = "444444444444444444"
 OTHER_KEY = "test-other-key-91c2d7e0a4"
@@ -166,3 +167,22 @@ def test_a_backlog_too_long_to_walk_is_counted_from_the_guilds_state_indexes(
     assert etas[ids[-1]].requests_ahead == 50 and etas[ids[-1]].describe().startswith("in about 5 min")
     assert etas[ids[0]].describe() == "now" and etas[ids[9]].requests_ahead == 9
     assert etas[other].waiting_for == "API key"
+
+
+@pytest.mark.parametrize("blocked_s", [0.0, 30.0])
+def test_request_start_gives_the_turn_the_limiters_script_gives(redis: Redis, keys: Keys, blocked_s: float) -> None:
+    """``request_start`` is the estimate's (and the overview's) copy of ``lua/sliding_window.lua``'s turns."""
+    limiter = SlidingWindowLimiter(redis, keys, RateLimit(3, 10.0))
+    for _ in range(3):
+        assert limiter.try_acquire("k").granted
+    seconds, micros = redis.time()  # type: ignore[misc]
+    now = int(seconds) + int(micros) / 1_000_000
+    if blocked_s:
+        redis.set(keys.rate_block("k"), int((now + blocked_s) * 1_000_000))
+    held = limiter.held_slots("k", now)
+    for ahead in range(8):
+        decision = limiter.try_acquire("k", waiter=f"w{ahead}")
+        assert not decision.granted
+        floor = now + blocked_s
+        expected = request_start(held, ahead, floor=floor, limit=3, window_s=limiter.effective_window_s) - now
+        assert decision.wait_s == pytest.approx(expected, abs=0.05), ahead
