@@ -17,10 +17,10 @@ from wetbot_rewards.app import create_app
 from wetbot_rewards.cli import main as cli_main
 from worker import key_health
 from worker.delivery import Deliverer
-from worker.eta import EtaEstimator, describe_wait, request_start
+from worker.eta import EtaEstimator, WaitReason, describe_wait, request_start
 from worker.grant import GrantItem, GrantState, NewGrant
 from worker.keys import Keys
-from worker.ledger import Ledger
+from worker.ledger import Ledger, StepEffects
 from worker.limiter import SlidingWindowLimiter
 
 OTHER_GUILD = "444444444444444444"
@@ -119,6 +119,24 @@ def test_parked_and_final_grants(make_settings: SettingsFactory, ledger: Ledger,
     done = add(ledger, "done")
     assert ledger.transition(done, GrantState.CANCELLED, "test")
     assert estimator(redis, settings).for_grants([ledger.get(done)]) == {}  # type: ignore[list-item]
+
+
+def test_a_parked_grant_waits_for_what_parked_it_whatever_its_last_error_says(
+    make_settings: SettingsFactory, ledger: Ledger, redis: Redis, keys: Keys
+) -> None:
+    # Parked for want of a key by a worker without it (this process has it): in the guild's key-parked index.
+    for_key = add(ledger, "for-key")
+    park = {"set": keys.parked_for_key(GUILD), "registry": keys.key_parked_guilds(), "name": GUILD}
+    assert ledger.transition(for_key, GrantState.PARKED, "no key", last_error="", effects=StepEffects(park=park))
+    # Parked for a link after an earlier refusal of the key: its last error names the key.
+    for_link = add(ledger, "for-link")
+    assert ledger.transition(for_link, GrantState.PARKED, "waiting for a link", last_error="API key refused (HTTP 401)")
+    grants = [g for g in (ledger.get(i) for i in (for_key, for_link)) if g is not None]
+    etas = estimator(redis, make_settings()).for_grants(grants)
+    assert etas[for_key].waiting_for is WaitReason.API_KEY
+    assert etas[for_key].describe() == "waits for an API key for its guild"
+    assert etas[for_link].waiting_for is WaitReason.LINK
+    assert etas[for_link].to_dict()["waiting_for"] == "link"
 
 
 def test_api_and_cli_show_the_eta(
