@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import cast
 
 from redis import Redis
@@ -26,7 +27,16 @@ from worker.key_health import KeyHealth, read_key_healths
 from worker.keys import Keys
 from worker.limiter import effective_window_s, held_slot_times
 
-__all__ = ["WAITING_STATES", "GuildOverview", "KeyState", "Overview", "Traffic", "backlog_eta_s", "overview"]
+__all__ = [
+    "WAITING_STATES",
+    "GuildOverview",
+    "KeyState",
+    "KeyStatus",
+    "Overview",
+    "Traffic",
+    "backlog_eta_s",
+    "overview",
+]
 
 #: States whose grants are still to go out (or to be decided), counted per guild.
 WAITING_STATES = (GrantState.QUEUED, GrantState.RETRYING, GrantState.SENDING, GrantState.PARKED)
@@ -35,13 +45,27 @@ COUNTED_STATES = (*WAITING_STATES, GrantState.UNKNOWN, GrantState.DEAD, GrantSta
 TRAFFIC_HOURS = 24
 
 
+class KeyStatus(StrEnum):
+    """What a guild's API key can do now; the value is what the console shows."""
+
+    OK = "ok"
+    #: WetBot answered 429: nothing starts until the block ends.
+    THROTTLED = "throttled"
+    #: WetBot refused the key for the guild (401/403): nothing starts until the pause ends.
+    PAUSED = "paused"
+    #: refused and paused before, the pause over: one request probes the key.
+    REFUSED = "refused"
+    #: this process knows no key for the guild: its grants wait parked.
+    NO_KEY = "no key"
+
+
 @dataclass(frozen=True)
 class KeyState:
     """A guild's API key as the worker left it: ``ok``, ``throttled`` (429) until, ``paused``/``refused`` (401/403)."""
 
     #: the key's fingerprint, or "" when this process knows no key for the guild.
     key_id: str
-    status: str
+    status: KeyStatus
     #: epoch seconds the throttle or pause ends (None: not throttled or paused).
     until: float | None = None
     #: WetBot's message, for a pause or a refusal.
@@ -108,14 +132,14 @@ def _key_state(
 ) -> KeyState:
     """The guild's key from its 429 block, its held slots (``SlidingWindowLimiter.held_slots``) and its health."""
     if key_id is None or health is None:
-        return KeyState("", "no key", message="no WETBOT_API_KEYS entry for this guild: its grants wait parked")
-    status, until, message = "ok", None, ""
+        return KeyState("", KeyStatus.NO_KEY, message="no WETBOT_API_KEYS entry for this guild: its grants wait parked")
+    status, until, message = KeyStatus.OK, None, ""
     if health.paused:
-        status, until, message = "paused", now + health.pause_left_s, health.pause_reason
+        status, until, message = KeyStatus.PAUSED, now + health.pause_left_s, health.pause_reason
     elif health.refusal is not None:
-        status, message = "refused", health.refusal
+        status, message = KeyStatus.REFUSED, health.refusal
     elif block is not None and int(block) / 1_000_000 > now:
-        status, until, message = "throttled", int(block) / 1_000_000, "WetBot answered 429"
+        status, until, message = KeyStatus.THROTTLED, int(block) / 1_000_000, "WetBot answered 429"
     ready_at, _ = earliest_start(block, health, now)
     return KeyState(key_id, status, until, message, len(slots), limit, tuple(slots), ready_at)
 

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from redis import Redis
 
-from admin.overview import KeyState, backlog_eta_s, overview
+from admin.overview import KeyState, KeyStatus, backlog_eta_s, overview
 from config.keyring import key_fingerprint
 from config.settings import Settings
 from producers.inbox import EventInbox
@@ -86,12 +86,12 @@ def test_a_revoked_twitch_subscription_is_listed(client: TestClient) -> None:
 
 
 def test_the_backlog_eta_counts_the_windows_slots_as_they_free_then_a_window_per_limit() -> None:
-    key = KeyState("k", "ok", used=4, limit=10, slots=(70.0, 75.0, 80.0, 85.0))
+    key = KeyState("k", KeyStatus.OK, used=4, limit=10, slots=(70.0, 75.0, 80.0, 85.0))
     assert backlog_eta_s(6, key, now=100.0, window_s=60.0) == 0  # 6 free slots: all go now
     assert backlog_eta_s(7, key, now=100.0, window_s=60.0) == 30  # the 7th takes the slot of 70 at 130
     assert backlog_eta_s(10, key, now=100.0, window_s=60.0) == 45
     assert backlog_eta_s(26, key, now=100.0, window_s=60.0) == 120  # two rounds of 10 after the first
-    paused = KeyState("k", "paused", until=130.0, used=0, limit=10, ready_at=130.0)
+    paused = KeyState("k", KeyStatus.PAUSED, until=130.0, used=0, limit=10, ready_at=130.0)
     assert backlog_eta_s(5, paused, now=100.0, window_s=60.0) == 30  # after the pause
     assert backlog_eta_s(0, paused, now=100.0, window_s=60.0) == 0
 
