@@ -190,8 +190,9 @@ def overview(
         block: bytes | None = None
         slots: list[float] = []
         if key_id is not None:
-            block = cast(bytes | None, next(replies))
-            window, pending = (cast(list[tuple[bytes, float]], next(replies)) for _ in range(2))
+            block = next(replies)
+            window: list[tuple[bytes, float]] = next(replies)
+            pending: list[tuple[bytes, float]] = next(replies)
             slots = held_slot_times(window, dict(pending), now_s=now, window_s=window_s)
             waiting_by_key[key_id] = (
                 waiting_by_key.get(key_id, 0) + counts[GrantState.QUEUED] + counts[GrantState.RETRYING]

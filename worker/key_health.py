@@ -66,15 +66,16 @@ def read_key_healths(redis: Redis, keys: Keys, pairs: Iterable[tuple[str, str]])
     replies = iter(pipe.execute())
     out: dict[tuple[str, str], KeyHealth] = {}
     for key_id, guild_id in wanted:
-        reason, pause_ms, refusal, probe_ms = (next(replies) for _ in range(4))
-        paused = int(cast(int, pause_ms)) > 0 and reason is not None
+        reason: bytes | None = next(replies)
+        pause_ms, refusal, probe_ms = int(next(replies)), next(replies), int(next(replies))
+        paused = pause_ms > 0 and reason is not None
         out[(key_id, guild_id)] = KeyHealth(
             key_id,
             guild_id,
-            pause_left_s=int(cast(int, pause_ms)) / 1000 if paused else 0.0,
+            pause_left_s=pause_ms / 1000 if paused else 0.0,
             pause_reason=_text(reason) if paused else "",
             refusal=None if refusal is None else _text(refusal),
-            probe_left_s=max(0, int(cast(int, probe_ms))) / 1000,
+            probe_left_s=max(0, probe_ms) / 1000,
         )
     return out
 
