@@ -41,7 +41,8 @@ def test_a_refusal_pauses_the_key_for_that_guild_only_until_it_works_again(redis
 
 
 def test_once_the_pause_ends_one_probe_tests_the_refused_key(redis: Redis, keys: Keys) -> None:
-    key_health.pause(redis, keys, "k1", GUILD, "HTTP 403", 0.001)
+    key_health.pause(redis, keys, "k1", GUILD, "HTTP 403", 60)
+    redis.delete(keys.key_paused(scope("k1", GUILD)))  # the pause ran out
     health = read_key_health(redis, keys, "k1", GUILD)
     assert not health.paused and health.refused and health.pause_reason == ""
     assert key_health.claim_probe(redis, keys, "k1", GUILD, "run-a", 30) is None
