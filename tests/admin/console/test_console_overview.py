@@ -114,6 +114,8 @@ def test_the_overview_backlog_and_the_last_grants_eta_are_one_estimate(
     last = ledger.get(ids[-1])
     assert last is not None and backlog is not None
     eta = EtaEstimator.build(redis, overview_settings, keyring).for_grants([last])[last.id]
-    assert eta.requests_ahead == 27 and eta.in_s is not None
-    assert 180 < eta.in_s < 182, "the 28th takes the first slot's turn, two windows later"
-    assert abs(backlog - eta.in_s) < 0.5
+    assert eta.requests_ahead == 27 and eta.at is not None
+    first_slot = limiter.held_slots(key_id, eta.now)[0]
+    window_s = limiter.effective_window_s
+    assert eta.at == pytest.approx(first_slot + 3 * window_s, abs=0.01), "the first slot's turn, two windows on"
+    assert seen.now + backlog == pytest.approx(eta.at, abs=0.01)
