@@ -42,6 +42,7 @@ __all__ = [
     "ActionUnconfirmed",
     "Decision",
     "GrantMissing",
+    "OperatorAction",
     "bulk_replay",
     "cancel",
     "count_dead",
@@ -53,10 +54,21 @@ __all__ = [
 MAX_BULK = 10_000
 #: Longest reason or note kept with an action, in characters.
 MAX_REASON_CHARS = 500
-#: How a replay's history entry starts (a bulk replay's too).
+#: How a replay's history entry reads (a bulk replay's too).
 REPLAYED = "replayed by an operator"
-#: How a resolve's history entry starts: marked delivered or sent again, or a read-back asked for.
+#: How a resolve's history entry reads: marked delivered or sent again, or a read-back asked for.
 RESOLVED = ("resolved by an operator", "operator asked for a read-back")
+
+
+class OperatorAction(StrEnum):
+    """An operator's action as its step's history entry names it (``Transition.action``)."""
+
+    REPLAY = "replay"
+    RESOLVE = "resolve"
+
+
+#: The state each operator action moves a grant out of.
+_ACTS_ON = {OperatorAction.REPLAY: GrantState.DEAD, OperatorAction.RESOLVE: GrantState.UNKNOWN}
 
 
 class Decision(StrEnum):
@@ -132,15 +144,15 @@ def _found(ledger: Ledger, grant_id: str) -> Grant:
     return confirmed
 
 
-def _done_before(ledger: Ledger, grant: Grant, left: GrantState, reasons: str | tuple[str, ...], version: int) -> bool:
-    """Whether the grant's last step is an operator's action out of ``left`` (its reason starts with one of
-    ``reasons``), and, given a ``version``, the one step since the operator looked: the same action, done by
-    an earlier try whose answer was lost or not confirmed. Its repeat then says so instead of "not dead"."""
+def _done_before(ledger: Ledger, grant: Grant, action: OperatorAction, version: int) -> bool:
+    """Whether the grant's last step is the operator's ``action`` (out of the state it acts on), as its history
+    entry names it, and, given a ``version``, the one step since the operator looked: the same action, done
+    by an earlier try whose answer was lost or not confirmed. Its repeat then says so instead of "not dead"."""
     history = ledger.history(grant.id)
     if not history or (version >= 0 and len(history) != version + 1):
         return False
     last = history[-1]
-    return last.from_state == left.value and last.reason.startswith(reasons)
+    return last.from_state == _ACTS_ON[action].value and last.action == action
 
 
 def _refusal(ledger: Ledger, grant_id: str, expected: str, version: int) -> ActionRefused:
@@ -240,7 +252,7 @@ def replay(
     """
 
     def step(grant: Grant) -> ActionDone:
-        if grant.state != GrantState.DEAD and _done_before(ledger, grant, GrantState.DEAD, REPLAYED, version):
+        if grant.state != GrantState.DEAD and _done_before(ledger, grant, OperatorAction.REPLAY, version):
             raise ActionRefused(
                 f"grant {grant.id} was replayed already: it is {grant.state.value}, not dead: nothing replayed again",
                 grant,
@@ -248,7 +260,10 @@ def replay(
         if grant.state != GrantState.DEAD:
             raise ActionRefused(f"grant {grant.id} is {grant.state.value}, not dead: nothing replayed", grant)
         reason = REPLAYED
-        if not requeue_grant(ledger, grant.id, reason, expect=GrantState.DEAD, version=version, confirm=True):
+        action = OperatorAction.REPLAY
+        if not requeue_grant(
+            ledger, grant.id, reason, expect=GrantState.DEAD, version=version, confirm=True, action=action
+        ):
             raise _refusal(ledger, grant.id, "dead", version)
         return ActionDone(_get(ledger, grant.id), True, f"grant {grant.id} queued again", (grant.id,))
 
@@ -313,7 +328,7 @@ def resolve(
     extra = f" ({_clean(note)})" if _clean(note) else ""
 
     def step(grant: Grant) -> ActionDone:
-        if grant.state != GrantState.UNKNOWN and _done_before(ledger, grant, GrantState.UNKNOWN, RESOLVED, version):
+        if grant.state != GrantState.UNKNOWN and _done_before(ledger, grant, OperatorAction.RESOLVE, version):
             raise ActionRefused(
                 f"grant {grant.id} was resolved already: it is {grant.state.value}; only grants in state unknown "
                 "can be resolved: nothing done again",
@@ -331,7 +346,7 @@ def resolve(
                 GrantState.DELIVERED,
                 f"{RESOLVED[0]}: applied{extra}",
                 expect=[GrantState.UNKNOWN],
-                effects=StepEffects(expect_history=version),
+                effects=StepEffects(expect_history=version, action=OperatorAction.RESOLVE),
                 confirm=True,
             )
             ok, done = grant.id in moved, "marked delivered"
@@ -339,7 +354,14 @@ def resolve(
             verify = decision == Decision.VERIFY
             reason = f"{RESOLVED[1]}{extra}" if verify else f"{RESOLVED[0]}: not applied, resend{extra}"
             moved = requeue_group(
-                ledger, grant.id, reason, expect=GrantState.UNKNOWN, verify=verify, version=version, confirm=True
+                ledger,
+                grant.id,
+                reason,
+                expect=GrantState.UNKNOWN,
+                verify=verify,
+                version=version,
+                confirm=True,
+                action=OperatorAction.RESOLVE,
             )
             ok = grant.id in moved
             done = "queued for a read-back of the member's profile" if verify else "queued to be sent again"
@@ -399,8 +421,8 @@ def bulk_replay(
     follow_failover(ledger.redis)
     for grant_id in _dead_ids(ledger, query, up_to):
         try:
-            moved = requeue_grant(ledger, grant_id, "replayed by an operator (bulk)", expect=GrantState.DEAD,
-                                  confirm=True)  # fmt: skip
+            moved = requeue_grant(ledger, grant_id, f"{REPLAYED} (bulk)", expect=GrantState.DEAD, confirm=True,
+                                  action=OperatorAction.REPLAY)  # fmt: skip
         except NotReplicated as exc:
             unconfirmed = ActionUnconfirmed(f"bulk replay ({len(replayed)} replayed before it)", exc, tuple(replayed))
             record("bulk replay", what, "not confirmed", f"{len(replayed)} replayed, stopped at grant {grant_id}")

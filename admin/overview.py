@@ -2,17 +2,18 @@
 
 Everything is read from indexes in a few pipelined round trips (``worker.grant_index``: a guild's
 grants per state; ``Keys.traffic``: webhook deliveries per hour), never by walking grants, so it
-costs the same with a hundred grants or a million. The backlog ETA is the simple one: the guild's
-key sends ``limit`` requests per window, one per waiting member (coalescing), after any 429 block
-or 401/403 pause; ``worker.eta`` estimates single grants more closely.
+costs the same with a hundred grants or a million. The backlog ETA is ``worker.eta``'s, counted
+for the key's whole backlog: its window's slots as they free, ``limit`` requests a window, one per
+waiting grant, after any 429 block or 401/403 pause; ``worker.eta`` estimates single grants more
+closely (one request per waiting member, with coalescing).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import cast
 
 from redis import Redis
@@ -20,10 +21,22 @@ from redis import Redis
 from config.keyring import Keyring
 from config.settings import Settings
 from producers.inbox import EventInbox, InboxEvent, Outcome
+from worker.eta import earliest_start, request_start
 from worker.grant import GrantState
+from worker.key_health import KeyHealth, read_key_healths
 from worker.keys import Keys
+from worker.limiter import effective_window_s, held_slot_times
 
-__all__ = ["WAITING_STATES", "GuildOverview", "KeyState", "Overview", "Traffic", "backlog_eta_s", "overview"]
+__all__ = [
+    "WAITING_STATES",
+    "GuildOverview",
+    "KeyState",
+    "KeyStatus",
+    "Overview",
+    "Traffic",
+    "backlog_eta_s",
+    "overview",
+]
 
 #: States whose grants are still to go out (or to be decided), counted per guild.
 WAITING_STATES = (GrantState.QUEUED, GrantState.RETRYING, GrantState.SENDING, GrantState.PARKED)
@@ -32,13 +45,27 @@ COUNTED_STATES = (*WAITING_STATES, GrantState.UNKNOWN, GrantState.DEAD, GrantSta
 TRAFFIC_HOURS = 24
 
 
+class KeyStatus(StrEnum):
+    """What a guild's API key can do now; the value is what the console shows."""
+
+    OK = "ok"
+    #: WetBot answered 429: nothing starts until the block ends.
+    THROTTLED = "throttled"
+    #: WetBot refused the key for the guild (401/403): nothing starts until the pause ends.
+    PAUSED = "paused"
+    #: refused and paused before, the pause over: one request probes the key.
+    REFUSED = "refused"
+    #: this process knows no key for the guild: its grants wait parked.
+    NO_KEY = "no key"
+
+
 @dataclass(frozen=True)
 class KeyState:
     """A guild's API key as the worker left it: ``ok``, ``throttled`` (429) until, ``paused``/``refused`` (401/403)."""
 
     #: the key's fingerprint, or "" when this process knows no key for the guild.
     key_id: str
-    status: str
+    status: KeyStatus
     #: epoch seconds the throttle or pause ends (None: not throttled or paused).
     until: float | None = None
     #: WetBot's message, for a pause or a refusal.
@@ -46,6 +73,10 @@ class KeyState:
     #: requests the key started in the last window, and how many it may.
     used: int = 0
     limit: int = 0
+    #: when each of those requests' slots counts from (epoch seconds, oldest first; ``SlidingWindowLimiter``).
+    slots: tuple[float, ...] = ()
+    #: the earliest a request of the key for the guild may start (epoch seconds): after a 429 block or a pause.
+    ready_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -96,24 +127,21 @@ def _guild_ids(redis: Redis, keys: Keys, keyring: Keyring, rule_guilds: list[str
     return sorted(known | set(keyring.guilds()) | set(rule_guilds))
 
 
-#: What is read of a key per guild, in this order: its 429 block, its 401/403 pause (reason, ms left),
-#: its refusal, and the requests it started in the last window.
-_KEY_FIELDS = ("block", "paused", "pause_ms", "refused", "used")
-
-
-def _key_state(fields: Mapping[str, object], key_id: str | None, now: float, limit: int) -> KeyState:
-    if key_id is None:
-        return KeyState("", "no key", message="no WETBOT_API_KEYS entry for this guild: its grants wait parked")
-    used = int(cast(int, fields["used"]))
-    pause_ms = int(cast(int, fields["pause_ms"]))
-    block = fields["block"]
-    if fields["paused"] is not None and pause_ms > 0:
-        return KeyState(key_id, "paused", now + pause_ms / 1000, _text(fields["paused"]), used, limit)
-    if fields["refused"] is not None:
-        return KeyState(key_id, "refused", None, _text(fields["refused"]), used, limit)
-    if block is not None and int(cast(bytes, block)) / 1_000_000 > now:
-        return KeyState(key_id, "throttled", int(cast(bytes, block)) / 1_000_000, "WetBot answered 429", used, limit)
-    return KeyState(key_id, "ok", None, "", used, limit)
+def _key_state(
+    block: bytes | None, slots: list[float], health: KeyHealth | None, key_id: str | None, now: float, limit: int
+) -> KeyState:
+    """The guild's key from its 429 block, its held slots (``SlidingWindowLimiter.held_slots``) and its health."""
+    if key_id is None or health is None:
+        return KeyState("", KeyStatus.NO_KEY, message="no WETBOT_API_KEYS entry for this guild: its grants wait parked")
+    status, until, message = KeyStatus.OK, None, ""
+    if health.paused:
+        status, until, message = KeyStatus.PAUSED, now + health.pause_left_s, health.pause_reason
+    elif health.refusal is not None:
+        status, message = KeyStatus.REFUSED, health.refusal
+    elif block is not None and int(block) / 1_000_000 > now:
+        status, until, message = KeyStatus.THROTTLED, int(block) / 1_000_000, "WetBot answered 429"
+    ready_at, _ = earliest_start(block, health, now)
+    return KeyState(key_id, status, until, message, len(slots), limit, tuple(slots), ready_at)
 
 
 def _oldest(firsts: list[list[tuple[bytes, float]]]) -> tuple[str, float] | None:
@@ -130,6 +158,7 @@ def overview(
     now = int(seconds) + int(micros) / 1_000_000
     day_start = math.floor(now / 86400) * 86400.0
     rate = settings.wetbot_rate_limit
+    window_s = effective_window_s(rate)
     guilds = _guild_ids(redis, keys, keyring, rule_guilds)
     key_ids = {guild: keyring.key_id_for(guild) for guild in guilds}
     pipe = redis.pipeline(transaction=False)
@@ -141,16 +170,14 @@ def overview(
             pipe.zrange(keys.guild_state(guild, state.value), 0, 0, withscores=True)
         key_id = key_ids[guild]
         if key_id is not None:
-            scope = f"{key_id}:{guild}"
             pipe.get(keys.rate_block(key_id))
-            pipe.get(keys.key_paused(scope))
-            pipe.pttl(keys.key_paused(scope))
-            pipe.get(keys.key_unauthorised(scope))
-            pipe.zcount(keys.rate_window(key_id), (now - rate.window_s) * 1_000_000, "+inf")
+            pipe.zrange(keys.rate_window(key_id), 0, -1, withscores=True)
+            pipe.zrange(keys.rate_pending(key_id), 0, -1, withscores=True)
     hour = int(now // 3600)
     for back in range(TRAFFIC_HOURS):
         pipe.hgetall(keys.traffic(hour - back))
     replies = iter(pipe.execute())
+    healths = read_key_healths(redis, keys, [(key_id, guild) for guild, key_id in key_ids.items() if key_id])
     rows: list[GuildOverview] = []
     waiting_by_key: dict[str, int] = {}
     partial: list[tuple[str, dict[GrantState, int], int, tuple[str, float] | None, KeyState]] = []
@@ -160,17 +187,22 @@ def overview(
         firsts = [cast(list[tuple[bytes, float]], next(replies)) for _ in range(3)]
         oldest = _oldest(firsts)
         key_id = key_ids[guild]
-        fields: dict[str, object] = {}
+        block: bytes | None = None
+        slots: list[float] = []
         if key_id is not None:
-            fields = {name: next(replies) for name in _KEY_FIELDS}
+            block = next(replies)
+            window: list[tuple[bytes, float]] = next(replies)
+            pending: list[tuple[bytes, float]] = next(replies)
+            slots = held_slot_times(window, dict(pending), now_s=now, window_s=window_s)
             waiting_by_key[key_id] = (
                 waiting_by_key.get(key_id, 0) + counts[GrantState.QUEUED] + counts[GrantState.RETRYING]
             )
-        partial.append((guild, counts, today, oldest, _key_state(fields, key_id, now, rate.limit)))
+        key = _key_state(block, slots, healths.get((key_id or "", guild)), key_id, now, rate.limit)
+        partial.append((guild, counts, today, oldest, key))
     for guild, counts, today, oldest, key in partial:
         eta = None
         if key.key_id and counts[GrantState.QUEUED] + counts[GrantState.RETRYING]:
-            eta = backlog_eta_s(waiting_by_key[key.key_id], key, now, rate.window_s)
+            eta = backlog_eta_s(waiting_by_key[key.key_id], key, now, window_s)
         rows.append(
             GuildOverview(guild, counts, today, oldest[0] if oldest else None, oldest[1] if oldest else None, key, eta)
         )
@@ -184,13 +216,13 @@ def overview(
 
 
 def backlog_eta_s(waiting: int, key: KeyState, now: float, window_s: float) -> float:
-    """Seconds until ``waiting`` requests of ``key`` have started: the free slots of its window at once
-    (after a block or pause), then ``limit`` a window. One request per grant: coalescing only shortens it."""
-    start = max(now, key.until or now) - now
-    free = max(0, key.limit - key.used)
-    if waiting <= free:
-        return start
-    return start + math.ceil((waiting - free) / key.limit) * window_s
+    """Seconds until ``waiting`` requests of ``key`` have started (``worker.eta.request_start``, as for one
+    grant): its window's slots as they free, after a block or pause, then ``limit`` a window. One request
+    per grant: coalescing only shortens it. ``window_s`` is the limiter's effective window."""
+    if waiting <= 0:
+        return 0.0
+    floor = max(now, key.ready_at)
+    return request_start(key.slots, waiting - 1, floor=floor, limit=key.limit, window_s=window_s) - now
 
 
 def revoked_subscription(event: InboxEvent) -> tuple[str, str]:
@@ -200,7 +232,3 @@ def revoked_subscription(event: InboxEvent) -> tuple[str, str]:
         return str(subscription.get("type", "?")), str(subscription.get("status", "?"))
     except (ValueError, AttributeError):
         return "?", "?"
-
-
-def _text(value: object) -> str:
-    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)

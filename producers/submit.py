@@ -37,9 +37,12 @@ def requeue_grant(
     verify: bool = False,
     version: int = -1,
     confirm: bool = False,
+    action: str = "",
 ) -> bool:
     """``requeue_group``, True when the named grant moved."""
-    moved = requeue_group(ledger, grant_id, reason, expect=expect, verify=verify, version=version, confirm=confirm)
+    moved = requeue_group(
+        ledger, grant_id, reason, expect=expect, verify=verify, version=version, confirm=confirm, action=action
+    )
     return grant_id in moved
 
 
@@ -52,6 +55,7 @@ def requeue_group(
     verify: bool = False,
     version: int = -1,
     confirm: bool = False,
+    action: str = "",
 ) -> list[str]:
     """Queue a grant in state ``expect`` again (replay, resolve) in one atomic step; the ids this call moved.
 
@@ -62,12 +66,13 @@ def requeue_group(
     history entries the operator saw (``StepEffects.expect_history``). An ``unknown``
     grant moves with every grant its merged request carried (``request_group``):
     the decision is about the request, and a read-back judges it as a whole. ``confirm`` waits for the
-    ledger's replicas (``Ledger.transition``; raises ``NotReplicated``).
+    ledger's replicas (``Ledger.transition``; raises ``NotReplicated``). ``action`` names the operator's
+    action the step is, in its history entry (``StepEffects.action``).
     """
     effects = (
-        StepEffects(fields={"verify": "1"}, hold="set", expect_history=version)
+        StepEffects(fields={"verify": "1"}, hold="set", expect_history=version, action=action)
         if verify
-        else StepEffects(del_fields=("verify",), expect_history=version)
+        else StepEffects(del_fields=("verify",), expect_history=version, action=action)
     )
     to = GrantState.RETRYING if verify else GrantState.QUEUED
     ids = request_group(ledger, grant_id, expect)

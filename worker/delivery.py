@@ -34,6 +34,7 @@ from redis import Redis, RedisError
 from redis.commands.core import Script
 
 from config.settings import Settings
+from worker import key_health
 from worker.client import CallResult, ItemDelta, Outcome, WetbotClient
 from worker.coalesce import Merged, merge, pending_grants, same_request
 from worker.grant import FINAL_STATES, SENDABLE_STATES, Grant, GrantItem, GrantState
@@ -122,15 +123,6 @@ class _Run:
         if self.client is None:
             raise RuntimeError("the run has no client: its guild has no key")
         return self.client
-
-    @property
-    def key_scope(self) -> str:
-        """What a 401/403 pauses: this key for this guild.
-
-        WetBot keys belong to one guild, so a refusal for one guild says nothing
-        about grants for another; with one guild this is simply "the key".
-        """
-        return f"{self.api.key_id}:{self.grant.guild_id}"
 
     @property
     def lease_value(self) -> str:
@@ -304,16 +296,17 @@ class Deliverer:
 
         Once the pause ends, one request probes the key; the rest wait for it.
         """
-        scope = run.key_scope
-        paused_ms = self._pttl_ms(self.keys.key_paused(scope))
-        if paused_ms > 0:
-            self._hand_back(run, paused_ms / 1000)
+        health = key_health.read_key_health(self.redis, self.keys, run.api.key_id, run.grant.guild_id)
+        if health.paused:
+            self._hand_back(run, health.pause_left_s)
             return False
-        if self.redis.exists(self.keys.key_unauthorised(scope)):
-            probe_key = self.keys.key_probe(scope)
-            probe_ms = int((self.settings.wetbot_timeout + LEASE_MARGIN_S) * 1000)
-            if not self.redis.set(probe_key, run.token, nx=True, px=probe_ms):
-                self._hand_back(run, max(self._pttl_ms(probe_key), 1000) / 1000)
+        if health.refused:
+            hold_s = self.settings.wetbot_timeout + LEASE_MARGIN_S
+            probing_s = key_health.claim_probe(
+                self.redis, self.keys, run.api.key_id, run.grant.guild_id, run.token, hold_s
+            )
+            if probing_s is not None:
+                self._hand_back(run, max(probing_s, 1.0))
                 return False
         return True
 
@@ -654,11 +647,7 @@ class Deliverer:
         """WetBot refused the key for this guild (401/403): pause it, alert once; a probe resumes it."""
         grant = run.grant
         pause_s = self.settings.wetbot_auth_pause_s
-        scope = run.key_scope
-        self.redis.set(self.keys.key_paused(scope), reason, px=int(pause_s * 1000))
-        first = self.redis.set(self.keys.key_unauthorised(scope), reason, nx=True)
-        self.redis.delete(self.keys.key_probe(scope))
-        if first:
+        if key_health.pause(self.redis, self.keys, run.api.key_id, grant.guild_id, reason, pause_s):
             logger.error(
                 "API key %s refused by WetBot for guild %s (%s): its grants wait until the key works",
                 run.api.key_id,
@@ -963,10 +952,7 @@ class Deliverer:
 
     def _key_works(self, run: _Run) -> None:
         """A call succeeded: a paused or refused key is usable again."""
-        scope = run.key_scope
-        if self.redis.delete(
-            self.keys.key_unauthorised(scope), self.keys.key_probe(scope), self.keys.key_paused(scope)
-        ):
+        if key_health.clear(self.redis, self.keys, run.api.key_id, run.grant.guild_id):
             logger.warning(
                 "API key %s works again for guild %s; paused grants resume", run.api.key_id, run.grant.guild_id
             )
@@ -982,10 +968,6 @@ class Deliverer:
         base = self.settings.wetbot_retry_backoff_s * 2 ** (failures - 1)
         jitter = random.uniform(1.0, 1.25)  # noqa: S311 - jitter, not security
         return float(min(base, MAX_BACKOFF_S) * jitter)
-
-    def _pttl_ms(self, key: str) -> int:
-        """Milliseconds ``key`` still lives (negative when it is gone or has no TTL)."""
-        return int(cast(int, self.redis.pttl(key)))
 
 
 def _describe(result: CallResult) -> str:

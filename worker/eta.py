@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import cast
 
 from redis import Redis
@@ -28,13 +29,31 @@ from redis import Redis
 from config.keyring import Keyring
 from config.settings import Settings
 from worker.grant import FINAL_STATES, Grant, GrantState
+from worker.key_health import KeyHealth, read_key_health
 from worker.keys import Keys
 from worker.limiter import SlidingWindowLimiter
 
-__all__ = ["MAX_SCANNED", "Eta", "EtaEstimator", "describe_wait"]
+__all__ = ["MAX_SCANNED", "Eta", "EtaEstimator", "WaitReason", "describe_wait", "earliest_start", "request_start"]
 
 #: Most grants on the schedule an estimate walks (a few ms); past that it counts from indexes instead.
 MAX_SCANNED = 2000
+
+
+class WaitReason(StrEnum):
+    """What a waiting grant waits for, decided where the wait is: its value is what the API and CLI show."""
+
+    #: its key's turn: the window's slots are taken, or a 429 block.
+    RATE_LIMIT = "rate limit"
+    #: its key was refused (401/403) for its guild and is paused.
+    KEY_PAUSED = "key paused"
+    #: a retry's backoff after a failure.
+    RETRY = "retry"
+    #: parked until its platform user is linked to a Discord user.
+    LINK = "link"
+    #: parked until a worker has an API key for its guild (or this process knows none).
+    API_KEY = "API key"
+    #: the read-back of its last request's outcome.
+    READ_BACK = "read-back"
 
 
 @dataclass(frozen=True)
@@ -45,8 +64,8 @@ class Eta:
     at: float | None
     #: requests of the grant's key that go out before the grant's own.
     requests_ahead: int
-    #: what the grant waits for: "", "rate limit", "key paused", "retry", "link", "API key", "read-back".
-    waiting_for: str
+    #: what the grant waits for (None: nothing, it goes out now or is being sent).
+    waiting_for: WaitReason | None
     #: the time the estimate was made (Redis' clock, epoch seconds).
     now: float
 
@@ -57,10 +76,12 @@ class Eta:
     def describe(self) -> str:
         """``now``, ``in about 4 min``, or what it waits for."""
         if self.at is None:
-            return f"waits for {'a Discord link' if self.waiting_for == 'link' else 'an API key for its guild'}"
+            return (
+                f"waits for {'a Discord link' if self.waiting_for == WaitReason.LINK else 'an API key for its guild'}"
+            )
         text = describe_wait(self.in_s or 0.0)
         ahead = f", {self.requests_ahead} request(s) ahead" if self.requests_ahead else ""
-        why = f" ({self.waiting_for}{ahead})" if self.waiting_for else (f" ({ahead[2:]})" if ahead else "")
+        why = f" ({self.waiting_for.value}{ahead})" if self.waiting_for else (f" ({ahead[2:]})" if ahead else "")
         return text + why
 
     def to_dict(self) -> dict[str, object]:
@@ -68,7 +89,7 @@ class Eta:
             "at": None if self.at is None else round(self.at, 3),
             "in_s": None if self.in_s is None else round(self.in_s, 1),
             "requests_ahead": self.requests_ahead,
-            "waiting_for": self.waiting_for or None,
+            "waiting_for": self.waiting_for.value if self.waiting_for else None,
             "text": self.describe(),
         }
 
@@ -86,10 +107,10 @@ def describe_wait(seconds: float) -> str:
 
 @dataclass
 class _PerCall:
-    """What one ``for_grants`` call reads once: each key's recent slots, each (key, guild)'s floor."""
+    """What one ``for_grants`` call reads once: each key's held slots, each (key, guild)'s floor."""
 
     slots: dict[str, list[float]] = field(default_factory=dict)
-    floors: dict[tuple[str, str], tuple[float, str]] = field(default_factory=dict)
+    floors: dict[tuple[str, str], tuple[float, WaitReason | None]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -125,10 +146,11 @@ class EtaEstimator:
         waiting = [g for g in grants if g.state not in FINAL_STATES]
         if not waiting:
             return {}
+        parked = self._parked_for_key(waiting)
         if not any(_waits_in_line(g, self._keyring.key_id_for(g.guild_id)) for g in waiting):
-            return self._from_indexes(waiting)  # parked or sending only: nothing to count (and no walk)
+            return self._from_indexes(waiting, parked)  # parked or sending only: nothing to count (and no walk)
         if int(cast(int, self._redis.zcard(self._keys.due()))) > MAX_SCANNED:
-            return self._from_indexes(waiting)
+            return self._from_indexes(waiting, parked)
         now, queue = self._queue()
         lines: dict[str, dict[tuple[str, str], float]] = {}
         due = {entry.grant_id: entry.due_s for entry in queue}
@@ -136,7 +158,7 @@ class EtaEstimator:
         seen = _PerCall()
         for grant in waiting:
             key_id = self._keyring.key_id_for(grant.guild_id)
-            eta = _not_in_line(grant, key_id, now)
+            eta = _not_in_line(grant, key_id, now, parked)
             if eta is None and key_id is not None:
                 if key_id not in lines:
                     lines[key_id] = self._line(key_id, queue)
@@ -146,7 +168,19 @@ class EtaEstimator:
                 out[grant.id] = eta
         return out
 
-    def _from_indexes(self, waiting: list[Grant]) -> dict[str, Eta]:
+    def _parked_for_key(self, waiting: list[Grant]) -> set[str]:
+        """The ids of the parked grants of ``waiting`` that wait for their guild's key, not for a link: those
+        in their guild's key-parked index (``Keys.parked_for_key``), where parking them for want of a key put
+        them and whence ``Ledger.release_key_parked`` takes them."""
+        parked = [grant for grant in waiting if grant.state == GrantState.PARKED]
+        if not parked:
+            return set()
+        pipe = self._redis.pipeline(transaction=False)
+        for grant in parked:
+            pipe.sismember(self._keys.parked_for_key(grant.guild_id), grant.id)
+        return {grant.id for grant, member in zip(parked, pipe.execute(), strict=True) if member}
+
+    def _from_indexes(self, waiting: list[Grant], parked: set[str]) -> dict[str, Eta]:
         """``for_grants`` for a backlog too long to walk: the requests ahead of a grant are the queued and
         retrying grants of its key's guilds that entered their state before it (read from the guilds'
         state indexes, ``worker.grant_index``). A member with several waiting grants counts once per grant
@@ -157,7 +191,7 @@ class EtaEstimator:
         lined: list[tuple[Grant, str]] = []
         for grant in waiting:
             key_id = self._keyring.key_id_for(grant.guild_id)
-            eta = _not_in_line(grant, key_id, now)
+            eta = _not_in_line(grant, key_id, now, parked)
             if eta is not None:
                 out[grant.id] = eta
             elif key_id is not None:
@@ -192,18 +226,21 @@ class EtaEstimator:
 
         ``seen`` keeps each key's window and each guild's pause for the rest of the call."""
         if key_id not in seen.slots:
-            seen.slots[key_id] = self._recent_slots(key_id, now)
+            seen.slots[key_id] = self._limiter.held_slots(key_id, now)
         if (key_id, grant.guild_id) not in seen.floors:
             seen.floors[(key_id, grant.guild_id)] = self._floor(grant, key_id, now)
         floor, why = seen.floors[(key_id, grant.guild_id)]
-        start = self._slot_time(seen.slots[key_id], ahead, floor)
+        rate = self._limiter.rate
+        start = request_start(
+            seen.slots[key_id], ahead, floor=floor, limit=rate.limit, window_s=self._limiter.effective_window_s
+        )
         if grant.verify_pending:
-            why = "read-back"
+            why = WaitReason.READ_BACK
         elif grant.state == GrantState.RETRYING and grant_due > start:
-            why = "retry"
+            why = WaitReason.RETRY
         at = max(start, grant_due)
-        if not why and at - now >= 2:
-            why = "rate limit"
+        if why is None and at - now >= 2:
+            why = WaitReason.RATE_LIMIT
         return Eta(at, ahead, why, now)
 
     def _line(self, key_id: str, queue: list[_Waiting]) -> dict[tuple[str, str], float]:
@@ -216,35 +253,11 @@ class EtaEstimator:
             first_by_group[group] = min(first_by_group.get(group, math.inf), entry.created_at)
         return first_by_group
 
-    def _floor(self, grant: Grant, key_id: str, now: float) -> tuple[float, str]:
+    def _floor(self, grant: Grant, key_id: str, now: float) -> tuple[float, WaitReason | None]:
         """The earliest a request of the key for the grant's guild can start: a 429 block or a 401/403 pause."""
-        pipe = self._redis.pipeline(transaction=False)
-        pipe.get(self._keys.rate_block(key_id))
-        pipe.pttl(self._keys.key_paused(f"{key_id}:{grant.guild_id}"))
-        block, pause_ms = pipe.execute()
-        floor, why = now, ""
-        if block is not None and int(block) / 1_000_000 > floor:
-            floor, why = int(block) / 1_000_000, "rate limit"
-        if int(pause_ms) > 0 and now + int(pause_ms) / 1000 > floor:
-            floor, why = now + int(pause_ms) / 1000, "key paused"
-        return floor, why
-
-    def _recent_slots(self, key_id: str, now: float) -> list[float]:
-        """The key's slots as seen now: ``limit`` times they count from (``SlidingWindowLimiter.held_slots``:
-        a request still out counts from now at the soonest), the free ones as -inf, oldest first."""
-        limit = self._limiter.rate.limit
-        recent = self._limiter.held_slots(key_id, now)[-limit:]
-        return [-math.inf] * (limit - len(recent)) + recent
-
-    def _slot_time(self, recent: list[float], ahead: int, floor: float) -> float:
-        """When the key's request number ``ahead`` (0 = next) can start, slot by slot."""
-        window_s = self._limiter.effective_window_s
-        slots = list(recent)
-        start = floor
-        for _ in range(ahead + 1):
-            start = max(floor, slots.pop(0) + window_s)
-            slots.append(start)
-        return start
+        block = cast(bytes | None, self._redis.get(self._keys.rate_block(key_id)))
+        health = read_key_health(self._redis, self._keys, key_id, grant.guild_id)
+        return earliest_start(block, health, now)
 
     def _queue(self) -> tuple[float, list[_Waiting]]:
         """Redis' clock, and every grant on the schedule with what the estimate needs of it."""
@@ -264,19 +277,50 @@ class EtaEstimator:
         return now, out
 
 
+def request_start(held: Sequence[float], ahead: int, *, floor: float, limit: int, window_s: float) -> float:
+    """When a key's request number ``ahead`` (0 = the next) can start, in epoch seconds: the turn
+    ``lua/sliding_window.lua`` gives the waiter with ``ahead`` waiters before it.
+
+    ``held`` are the times the key's held slots count from, oldest first
+    (``SlidingWindowLimiter.held_slots``); ``floor`` is the earliest anything may start (now, or the end
+    of a 429 block or 401/403 pause, ``earliest_start``). The window's slots free in the order they
+    were taken, each a window (``window_s``, the limiter's effective one) after the time it counts
+    from, a free slot at once; every later round of ``limit`` requests starts a window after the one
+    before. Used by the ETA of single grants and by the overview's backlog alike.
+    """
+    recent = list(held)[-limit:]
+    index = len(recent) - limit + ahead % limit
+    turn = floor if index < 0 else max(floor, recent[index] + window_s)
+    return turn + window_s * (ahead // limit)
+
+
+def earliest_start(block: bytes | str | None, health: KeyHealth, now: float) -> tuple[float, WaitReason | None]:
+    """The earliest a request of a key for a guild can start, and why it is later than ``now``: the key's
+    429 block (``Keys.rate_block``, microseconds, as read) or the guild's 401/403 pause (``health``)."""
+    floor, why = now, None
+    if block is not None and int(block) / 1_000_000 > floor:
+        floor, why = int(block) / 1_000_000, WaitReason.RATE_LIMIT
+    if health.paused and now + health.pause_left_s > floor:
+        floor, why = now + health.pause_left_s, WaitReason.KEY_PAUSED
+    return floor, why
+
+
 def _waits_in_line(grant: Grant, key_id: str | None) -> bool:
     """True for a grant that waits its turn in its key's line (not being sent, not parked, its guild keyed)."""
     return grant.state not in (GrantState.SENDING, GrantState.PARKED) and key_id is not None
 
 
-def _not_in_line(grant: Grant, key_id: str | None, now: float) -> Eta | None:
-    """The ETA of a grant that does not wait in its key's line (being sent, parked, no key), else None."""
+def _not_in_line(grant: Grant, key_id: str | None, now: float, parked_for_key: set[str]) -> Eta | None:
+    """The ETA of a grant that does not wait in its key's line (being sent, parked, no key), else None.
+
+    ``parked_for_key``: the ids of those grants parked until a worker has their guild's key; any other
+    parked grant waits for a link."""
     if _waits_in_line(grant, key_id):
         return None
     if grant.state == GrantState.SENDING:
-        return Eta(now, 0, "", now)
-    parked_for_key = key_id is None or "API key" in grant.last_error
-    return Eta(None, 0, "API key" if parked_for_key else "link", now)
+        return Eta(now, 0, None, now)
+    waits_for_key = key_id is None or grant.id in parked_for_key
+    return Eta(None, 0, WaitReason.API_KEY if waits_for_key else WaitReason.LINK, now)
 
 
 def _groups_ahead(grant: Grant, line: dict[tuple[str, str], float]) -> int:

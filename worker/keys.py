@@ -32,6 +32,16 @@ def wake_key(namespace: str, queue_name: str) -> str:
     return f"{namespace}:{queue_name}.wake"
 
 
+def scope(key_id: str, guild_id: str) -> str:
+    """What a 401/403 pauses: one API key (its fingerprint) for one guild, ``"<key id>:<guild id>"``.
+
+    WetBot keys belong to one guild, so a refusal for one guild says nothing about grants for another;
+    with one guild this is simply "the key". The pause, refusal and probe keys are per scope
+    (``Keys.key_paused`` and the two after it; ``worker.key_health`` reads and writes them).
+    """
+    return f"{key_id}:{guild_id}"
+
+
 class Keys:
     """Builds key names under one prefix (``REDIS_KEY_PREFIX``, default ``wbr``)."""
 
@@ -186,7 +196,7 @@ class Keys:
         return f"{self.prefix}:profile:{guild_id}:{user_id}"
 
     # --- per API key (``key_id`` is a fingerprint, never the key) ------------------
-    # The 401/403 pause is per "scope" = "<key id>:<guild id>" (see Deliverer._auth_scope).
+    # The 401/403 pause is per ``scope(key_id, guild_id)``; ``worker.key_health`` reads and writes it.
     def rate_window(self, key_id: str) -> str:
         """ZSET slot -> the time it counts from (microseconds, Redis clock): its start, its answer once back."""
         return f"{self.prefix}:rate:{key_id}"

@@ -42,6 +42,8 @@ class Transition:
     from_state: str
     to_state: str
     reason: str
+    #: the operator's action the step was (``StepEffects.action``); "" for any other step.
+    action: str = ""
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,9 @@ class StepEffects:
     #: -1, or how many history entries the (first) grant must have for the step to happen: an operator's
     #: action names the grant as they saw it, so the same form sent again after it moved does nothing.
     expect_history: int = -1
+    #: the operator's action this step is ("" for none), kept in its history entry (``Transition.action``) so
+    #: a repeat of the action can tell it was done without reading the entry's text.
+    action: str = ""
 
 
 class Ledger:
@@ -153,7 +158,7 @@ class Ledger:
         out: list[Transition] = []
         for raw in entries:
             data = json.loads(raw)
-            out.append(Transition(at=data["at"], from_state=data["from"], to_state=data["to"], reason=data["reason"]))
+            out.append(Transition(data["at"], data["from"], data["to"], data["reason"], action=data.get("action", "")))
         return out
 
     def list_grants(
@@ -254,6 +259,9 @@ class Ledger:
         fields = dict(extra.fields)
         if last_error is not None:
             fields["last_error"] = last_error
+        entry: dict[str, object] = {"from": "%FROM%", "to": to.value, "at": now, "reason": reason}
+        if extra.action:
+            entry["action"] = extra.action
         request: dict[str, Any] = {
             "prefix": self._keys.prefix,
             "ids": list(grant_ids),
@@ -263,7 +271,7 @@ class Ledger:
             "unless_flagged": list(extra.unless_flagged),
             "to": to.value,
             "now": repr(now),
-            "entry": json.dumps({"from": "%FROM%", "to": to.value, "at": now, "reason": reason}),
+            "entry": json.dumps(entry),
             "add_attempt": 1 if add_attempt else 0,
             "failures": "reset" if reset_failures else ("1" if add_failure else "0"),
             "fields": fields,

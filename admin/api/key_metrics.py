@@ -1,9 +1,9 @@
 """``/metrics`` lines per API key: its rate window, 429 block, 401/403 pauses and request outcomes.
 
 Each key is shown by its fingerprint (never the key) and the guilds it serves.
-Everything is read in one pipelined round trip from what the worker keeps in
-Redis (``worker.keys``: the limiter's window and block, the pause keys, the
-outcome counts).
+Everything is read in two pipelined round trips from what the worker keeps in
+Redis (``worker.keys``: the limiter's window and block, the outcome counts;
+``worker.key_health``: the pauses).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from redis import Redis
 from config.keyring import Keyring
 from config.settings import RateLimit
 from worker.client import Outcome
+from worker.key_health import read_key_healths
 from worker.keys import Keys
 
 __all__ = ["key_metric_lines"]
@@ -29,14 +30,12 @@ def key_metric_lines(redis: Redis, keys: Keys, keyring: Keyring, rate: RateLimit
         return []
     pipe = redis.pipeline(transaction=False)
     pipe.time()
-    for key_id, guilds in served.items():
+    for key_id in served:
         pipe.zrange(keys.rate_window(key_id), 0, -1, withscores=True)
         pipe.get(keys.rate_block(key_id))
         pipe.hgetall(keys.key_outcomes(key_id))
-        for guild in guilds:
-            pipe.pttl(keys.key_paused(f"{key_id}:{guild}"))
-            pipe.exists(keys.key_unauthorised(f"{key_id}:{guild}"))
     replies = iter(pipe.execute())
+    healths = read_key_healths(redis, keys, [(key_id, guild) for key_id, guilds in served.items() for guild in guilds])
     seconds, micros = cast(tuple[int, int], next(replies))
     now_us = int(seconds) * 1_000_000 + int(micros)
     window_us = int(rate.window_s * 1_000_000)
@@ -59,9 +58,8 @@ def key_metric_lines(redis: Redis, keys: Keys, keyring: Keyring, rate: RateLimit
             for outcome in Outcome
         )
         for guild in guilds:
-            pause_ms = int(cast(int, next(replies)))
-            refused = bool(next(replies))
-            state = 1 if pause_ms > 0 or refused else 0
+            health = healths[(key_id, guild)]
+            state = 1 if health.paused or health.refused else 0
             paused.append(f'wetbot_rewards_key_paused{{{label},guild="{guild}"}} {state}')
     return [
         f"# HELP wetbot_rewards_key_requests_in_window Requests of the key in its last window ({rate}).",

@@ -10,16 +10,18 @@ from fastapi.testclient import TestClient
 from redis import Redis
 
 from config.keyring import key_fingerprint
-from config.settings import Settings
+from config.settings import RateLimit, Settings
 from simulator.wetbot import WetbotSimulator
 from tests.conftest import API_KEY, GUILD, TOKEN, USER, SettingsFactory
 from wetbot_rewards.app import create_app
 from wetbot_rewards.cli import main as cli_main
+from worker import key_health
 from worker.delivery import Deliverer
-from worker.eta import EtaEstimator, describe_wait
+from worker.eta import EtaEstimator, WaitReason, describe_wait, request_start
 from worker.grant import GrantItem, GrantState, NewGrant
 from worker.keys import Keys
-from worker.ledger import Ledger
+from worker.ledger import Ledger, StepEffects
+from worker.limiter import SlidingWindowLimiter
 
 OTHER_GUILD = "444444444444444444"
 OTHER_KEY = "test-other-key-91c2d7e0a4"
@@ -87,10 +89,10 @@ def test_a_paused_or_blocked_key_moves_the_estimate_back(
     settings = make_settings()
     grant_id = add(ledger, "waiting")
     key_id = key_fingerprint(API_KEY)
-    redis.set(keys.key_paused(f"{key_id}:{GUILD}"), "HTTP 401", px=300_000)
+    key_health.pause(redis, keys, key_id, GUILD, "HTTP 401", 300)
     paused = eta_of(redis, settings, ledger, grant_id)
     assert paused.waiting_for == "key paused" and 295 < paused.in_s <= 300  # type: ignore[attr-defined]
-    redis.delete(keys.key_paused(f"{key_id}:{GUILD}"))
+    key_health.clear(redis, keys, key_id, GUILD)
     seconds, micros = redis.time()  # type: ignore[misc]
     redis.set(keys.rate_block(key_id), (int(seconds) + 40) * 1_000_000 + int(micros))
     blocked = eta_of(redis, settings, ledger, grant_id)
@@ -117,6 +119,24 @@ def test_parked_and_final_grants(make_settings: SettingsFactory, ledger: Ledger,
     done = add(ledger, "done")
     assert ledger.transition(done, GrantState.CANCELLED, "test")
     assert estimator(redis, settings).for_grants([ledger.get(done)]) == {}  # type: ignore[list-item]
+
+
+def test_a_parked_grant_waits_for_what_parked_it_whatever_its_last_error_says(
+    make_settings: SettingsFactory, ledger: Ledger, redis: Redis, keys: Keys
+) -> None:
+    # Parked for want of a key by a worker without it (this process has it): in the guild's key-parked index.
+    for_key = add(ledger, "for-key")
+    park = {"set": keys.parked_for_key(GUILD), "registry": keys.key_parked_guilds(), "name": GUILD}
+    assert ledger.transition(for_key, GrantState.PARKED, "no key", last_error="", effects=StepEffects(park=park))
+    # Parked for a link after an earlier refusal of the key: its last error names the key.
+    for_link = add(ledger, "for-link")
+    assert ledger.transition(for_link, GrantState.PARKED, "waiting for a link", last_error="API key refused (HTTP 401)")
+    grants = [g for g in (ledger.get(i) for i in (for_key, for_link)) if g is not None]
+    etas = estimator(redis, make_settings()).for_grants(grants)
+    assert etas[for_key].waiting_for is WaitReason.API_KEY
+    assert etas[for_key].describe() == "waits for an API key for its guild"
+    assert etas[for_link].waiting_for is WaitReason.LINK
+    assert etas[for_link].to_dict()["waiting_for"] == "link"
 
 
 def test_api_and_cli_show_the_eta(
@@ -165,3 +185,29 @@ def test_a_backlog_too_long_to_walk_is_counted_from_the_guilds_state_indexes(
     assert etas[ids[-1]].requests_ahead == 50 and etas[ids[-1]].describe().startswith("in about 5 min")
     assert etas[ids[0]].describe() == "now" and etas[ids[9]].requests_ahead == 9
     assert etas[other].waiting_for == "API key"
+
+
+@pytest.mark.parametrize("blocked_s", [0.0, 30.0])
+def test_request_start_gives_the_turn_the_limiters_script_gives(redis: Redis, keys: Keys, blocked_s: float) -> None:
+    """``request_start`` is the estimate's (and the overview's) copy of ``lua/sliding_window.lua``'s turns."""
+    limiter = SlidingWindowLimiter(redis, keys, RateLimit(3, 10.0))
+    for _ in range(3):
+        assert limiter.try_acquire("k").granted
+    seconds, micros = redis.time()  # type: ignore[misc]
+    now = int(seconds) + int(micros) / 1_000_000
+    if blocked_s:
+        redis.set(keys.rate_block("k"), int((now + blocked_s) * 1_000_000))
+    held = limiter.held_slots("k", now)
+    for ahead in range(8):
+        before = redis_now(redis)
+        decision = limiter.try_acquire("k", waiter=f"w{ahead}")
+        after = redis_now(redis)
+        assert not decision.granted
+        turn = request_start(held, ahead, floor=now + blocked_s, limit=3, window_s=limiter.effective_window_s)
+        # The script answers its turn less its own clock, read between ``before`` and ``after``.
+        assert before + decision.wait_s - 1e-5 <= turn <= after + decision.wait_s + 1e-5, ahead
+
+
+def redis_now(redis: Redis) -> float:
+    seconds, micros = redis.time()  # type: ignore[misc]
+    return int(seconds) + int(micros) / 1_000_000

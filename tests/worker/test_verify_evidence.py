@@ -20,6 +20,7 @@ from tests.baselines import fill_window
 from tests.conftest import API_KEY, GUILD, USER, CapturingTransport, ScheduleDriver, SettingsFactory
 from worker.delivery import Deliverer
 from worker.grant import GrantItem, GrantState, NewGrant
+from worker.key_health import read_key_health
 from worker.keys import Keys
 from worker.ledger import Ledger
 from worker.limiter import SlidingWindowLimiter
@@ -193,7 +194,7 @@ def test_a_refused_key_on_the_baseline_read_sends_nothing_more(
     deliverer.deliver(grant_id)
     assert methods(sim) == ["GET"] and sim.count_status(401) == 1
     assert state(ledger, grant_id) == GrantState.QUEUED
-    assert redis.exists(keys.key_paused(f"{client.key_id}:{GUILD}"))
+    assert read_key_health(redis, keys, client.key_id, GUILD).paused
 
 
 def test_the_retry_policy_reads_no_baseline(
