@@ -1,4 +1,4 @@
-"""Short chaos scenarios (issue 8): the Procfile's processes, a private Redis, the simulator, and faults.
+"""Short chaos scenarios: the Procfile's processes, a private Redis, the simulator, and faults.
 
 Each test runs one scenario from ``devtools/chaos/scenarios.py`` with a dozen grants and the fast rate
 window, under each policy of ``POLICIES``, and asserts the targets: 0 lost, 0 doubled, 0 stranded,
@@ -86,12 +86,12 @@ def test_the_cli_killed_mid_replay(policy: str, scenario_runs: Runs) -> None:
 
 @pytest.mark.parametrize("policy", POLICIES)
 def test_members_items_change_outside_the_service(policy: str, scenario_runs: Runs) -> None:
-    """Issue 20: a member who already holds or owes the granted amount, trading meanwhile, is neither
+    """A member who already holds or owes the granted amount, trading meanwhile, is neither
     doubled nor recorded delivered without the grant being applied; ``unknown`` is counted."""
     check(scenario_runs("outside-activity", policy))
 
 
 @pytest.mark.parametrize("policy", POLICIES)
 def test_profiles_in_another_shape(policy: str, scenario_runs: Runs) -> None:
-    """Issue 20: a profile not in the documented shape never reads as "no entry" (no grant sent twice)."""
+    """A profile not in the documented shape never reads as "no entry" (no grant sent twice)."""
     check(scenario_runs("profile-drift", policy))
