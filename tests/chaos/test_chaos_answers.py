@@ -40,12 +40,12 @@ def test_a_proxy_answering_html_200s(policy: str, scenario_runs: Runs) -> None:
 
 @pytest.mark.parametrize("policy", POLICIES)
 def test_members_items_change_outside_the_service(policy: str, scenario_runs: Runs) -> None:
-    """Issue 20: a member who already holds or owes the granted amount, trading meanwhile, is neither
+    """A member who already holds or owes the granted amount, trading meanwhile, is neither
     doubled nor recorded delivered without the grant being applied; ``unknown`` is counted."""
     check(scenario_runs("outside-activity", policy))
 
 
 @pytest.mark.parametrize("policy", POLICIES)
 def test_profiles_in_another_shape(policy: str, scenario_runs: Runs) -> None:
-    """Issue 20: a profile not in the documented shape never reads as "no entry" (no grant sent twice)."""
+    """A profile not in the documented shape never reads as "no entry" (no grant sent twice)."""
     check(scenario_runs("profile-drift", policy))

@@ -1,4 +1,4 @@
-"""The Sentinel failover scenario (issue 10): no grant lost or doubled across failovers.
+"""The Sentinel failover scenario: no grant lost or doubled across failovers.
 
 ``devtools/chaos/scenarios.py``'s ``failover`` on a Sentinel group of the harness's own (a primary, a
 replica, one sentinel, all Debian's ``redis-server``): grants trickle in through the web process while
