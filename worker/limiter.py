@@ -18,7 +18,7 @@ then a slot is **pending** (``Keys.rate_pending``: the latest time its
 request may still arrive, ``hold_s`` after the slot was taken) and does not
 leave the window, however old its start: the script moves it up instead.
 
-Issue 20 was the case without that hold: the slot left the window a window
+Without that hold, the slot left the window a window
 after its start, and a request whose answer came back later than that (a
 read timeout as long as the window, a worker killed mid-request, a run
 starved between its slot and its send) no longer counted while WetBot still

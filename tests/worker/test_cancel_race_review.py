@@ -1,4 +1,4 @@
-"""Review (issue 12): an operator's cancel racing a real worker that is picking the same grant up.
+"""An operator's cancel racing a real worker that is picking the same grant up.
 
 Whatever the interleaving, a grant the cancel reports cancelled never reaches WetBot, and one that reached
 WetBot was refused by the cancel (the worker's send and the cancel are guarded atomic steps of the ledger).

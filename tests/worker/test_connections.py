@@ -296,7 +296,7 @@ def test_a_pooled_connection_follows_a_sentinel_failover_at_once(
     trio: SentinelGroup, make_settings: SettingsFactory
 ) -> None:
     """A ``SENTINEL FAILOVER`` leaves the old primary writable for ~10 s; an open connection must not keep
-    writing there (redis-py's pool did: issue 20), neither a sync nor an async one."""
+    writing there (redis-py's pool did), neither a sync nor an async one."""
     settings = sentinel_settings(make_settings, trio)
     client, aclient = connect_redis(settings), connect_redis_async(settings)
 

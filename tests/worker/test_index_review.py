@@ -1,4 +1,4 @@
-"""Review of the search indexes (issue 12): every grant-moving path keeps them exact; search edges.
+"""Review of the search indexes: every grant-moving path keeps them exact; search edges.
 
 Cheap tests (a driven deliverer against the simulator, no Dramatiq). The review's defects (a cursor score
 that is not a number, a backfill racing a trim, a grant deleted by hand haunting the indexes, Unicode forms)

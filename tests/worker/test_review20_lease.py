@@ -1,4 +1,4 @@
-"""Review of issue 20: a baseline read that outlives the run's user lease (a starved process, a slow connect
+"""A baseline read that outlives the run's user lease (a starved process, a slow connect
 plus a slow read: the client's timeout applies to each, so a GET may take 2 x WETBOT_TIMEOUT, more than the
 lease's timeout + LEASE_MARGIN_S)."""
 

@@ -1,4 +1,4 @@
-"""Review of issue 20: the spare slot a baseline read gives the request is held pending for ``_slot_hold_s``
+"""The spare slot a baseline read gives the request is held pending for ``_slot_hold_s``
 (claim lease + timeout + margin) from *before the GET*. But the run may spend up to the extended lease
 (timeout + margin) on the GET, then up to the send lease before its POST reaches WetBot: a POST that arrives
 within what the leases promise can arrive after its slot's pending deadline. If its answer is never recorded

@@ -1,4 +1,4 @@
-"""Review of issue 20: outcome steps are confirmed by replicas and retried in place while short of them. A
+"""Outcome steps are confirmed by replicas and retried in place while short of them. A
 final step without an attempt guard (a takeover held unknown, ``_cannot_verify``) finds, on its retry, the
 grant already moved by its first try (on the primary, just not confirmed yet): it answers "moved nothing",
 so ``_finish`` never reports the unknown grant to Sentry."""

@@ -1,4 +1,4 @@
-"""A run starved between taking its rate slot and sending (issue 20): its slot must still count.
+"""A run starved between taking its rate slot and sending: its slot must still count.
 
 The chaos tests saw one 429 under CPU load. A slot counted from its start until a window later, and the
 answer re-stamped it only if it was still there; but a request can reach WetBot well after its slot was
