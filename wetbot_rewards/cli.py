@@ -3,7 +3,8 @@
 ``admin.cli.grants`` holds the commands on the ledger and links (grant,
 inspect, replay, resolve, links); ``producers.twitch.cli`` and
 ``producers.patreon.cli`` add their ``send-test`` platforms and their own
-commands. A ``CliError`` (``config.errors``) is printed as one line, and so is
+commands. A ``CliError`` (``config.errors``) or an argument that breaks its rule
+(``config.domain.InvalidInput``) is printed as one line, and so is
 an action the Redis replicas did not confirm (``producers.unconfirmed``): exit
 status 1, nothing reported done.
 """
@@ -19,6 +20,7 @@ from redis import RedisError
 from admin.cli import demo as demo_cli
 from admin.cli import events as events_cli
 from admin.cli import grants as operator_cli
+from config.domain import InvalidInput
 from config.errors import CliError, ConfigError
 from config.settings import settings_or_exit
 from producers.patreon import cli as patreon_cli
@@ -33,15 +35,19 @@ __all__ = ["main"]
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``wetbot-rewards`` console script."""
     parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except CliError as exc:  # an argument that breaks its rule (``config.domain.command_line``)
+        print(f"wetbot-rewards: {terminal_safe(str(exc))}", file=sys.stderr)
+        return 1
     if not hasattr(args, "run"):
         parser.print_help()
         return 2
     settings = settings_or_exit()
     try:
         return int(args.run(settings, args))
-    except CliError as exc:
-        print(f"wetbot-rewards: {exc}", file=sys.stderr)
+    except (CliError, InvalidInput) as exc:
+        print(f"wetbot-rewards: {terminal_safe(str(exc))}", file=sys.stderr)
         return 1
     except ConfigError as exc:
         print(f"wetbot-rewards: configuration error: {exc}", file=sys.stderr)
