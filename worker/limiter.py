@@ -51,6 +51,7 @@ from typing import cast
 from redis import Redis
 
 from config.settings import RateLimit
+from worker.effects import SlotSettle
 from worker.keys import Keys
 from worker.scripts import load_script
 
@@ -187,18 +188,15 @@ class SlidingWindowLimiter:
         pipe.zrem(self._keys.rate_pending(key_id), member)
         pipe.execute()
 
-    def settle_ref(self, key_id: str, member: str) -> dict[str, str]:
+    def settle_ref(self, key_id: str, member: str) -> SlotSettle:
         """The slot to re-stamp with the time its answer came back, as ``StepEffects.slot`` takes it.
 
         Recording an outcome re-stamps the slot in the same step (``lua/transition.lua``) and ends its
         hold, so the slot covers the whole time the request may have taken to arrive, and no more.
         """
-        return {
-            "key": self._keys.rate_window(key_id),
-            "member": member,
-            "pending": self._keys.rate_pending(key_id),
-            "ttl_ms": str(self._settled_ttl_ms()),
-        }
+        return SlotSettle(
+            self._keys.rate_window(key_id), member, self._keys.rate_pending(key_id), self._settled_ttl_ms()
+        )
 
     def settle(self, key_id: str, member: str) -> None:
         """Re-stamp a slot now and end its hold, when no ledger step carries it: its answer is back, or its
