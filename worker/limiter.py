@@ -107,6 +107,7 @@ class SlidingWindowLimiter:
         self.rate = rate
         self.effective_window_s = effective_window_s(rate)
         self._script = load_script(redis, "sliding_window")
+        self._block = load_script(redis, "rate_block")
 
     def try_acquire(
         self,
@@ -229,17 +230,14 @@ class SlidingWindowLimiter:
     def block(self, key_id: str, duration_s: float) -> None:
         """Let no request for ``key_id`` start for ``duration_s`` seconds (after a 429).
 
-        Uses Redis' clock, like the window, and never shortens an existing block.
+        Uses Redis' clock, like the window, and never shortens an existing block: the read and the write
+        are one step (``lua/rate_block.lua``), so of two 429s answered at once the longer block stays.
         """
-        seconds, micros = self._redis.time()  # type: ignore[misc]
-        until_us = int(seconds) * 1_000_000 + int(micros) + int(duration_s * 1_000_000)
-        key = self._keys.rate_block(key_id)
         throttled_ms = int(max(duration_s, self.rate.window_s) * THROTTLED_WINDOWS * 1000)
-        self._redis.set(self._keys.rate_throttled(key_id), "1", px=throttled_ms)
-        current = cast(bytes | None, self._redis.get(key))
-        if current is not None and int(current) >= until_us:
-            return
-        self._redis.set(key, until_us, px=int(duration_s * 1000) + 1000)
+        self._block(
+            keys=[self._keys.rate_block(key_id), self._keys.rate_throttled(key_id)],
+            args=[int(duration_s * 1_000_000), throttled_ms, int(duration_s * 1000) + 1000],
+        )
 
     def _settled_ttl_ms(self) -> int:
         return int((self.effective_window_s + SETTLED_TTL_S) * 1000)
