@@ -29,9 +29,10 @@ from producers.audit import Audit
 from producers.submit import request_group, requeue_grant, requeue_group
 from producers.unconfirmed import ActionUnconfirmed
 from worker.connections import follow_failover
+from worker.effects import StepEffects
 from worker.grant import CANCELLABLE_STATES, Grant, GrantState
 from worker.grant_search import GrantQuery, find_grants
-from worker.ledger import Ledger, StepEffects
+from worker.ledger import Ledger
 from worker.replication import NotReplicated
 
 __all__ = [
@@ -421,8 +422,14 @@ def bulk_replay(
     follow_failover(ledger.redis)
     for grant_id in _dead_ids(ledger, query, up_to):
         try:
-            moved = requeue_grant(ledger, grant_id, f"{REPLAYED} (bulk)", expect=GrantState.DEAD, confirm=True,
-                                  action=OperatorAction.REPLAY)  # fmt: skip
+            moved = requeue_grant(
+                ledger,
+                grant_id,
+                f"{REPLAYED} (bulk)",
+                expect=GrantState.DEAD,
+                confirm=True,
+                action=OperatorAction.REPLAY,
+            )
         except NotReplicated as exc:
             unconfirmed = ActionUnconfirmed(f"bulk replay ({len(replayed)} replayed before it)", exc, tuple(replayed))
             record("bulk replay", what, "not confirmed", f"{len(replayed)} replayed, stopped at grant {grant_id}")

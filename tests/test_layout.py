@@ -212,9 +212,20 @@ def files_users_make(root: Path) -> set[str]:
     return {name for name in names if name and not name.endswith("/") and not any(c in name for c in "*?[]!#")}
 
 
+def lua_comments(source: str) -> Iterator[tuple[int, str]]:
+    """``(line, text)`` of every ``--`` comment of a Lua script (Lua strings here hold key names, never ``--``)."""
+    for number, line in enumerate(source.splitlines(), start=1):
+        _, dashes, comment = line.partition("--")
+        if dashes:
+            yield number, comment
+
+
 def comment_texts(path: Path) -> Iterator[tuple[int, str]]:
-    """``(line, text)`` of every comment and docstring of a Python file."""
+    """``(line, text)`` of every comment and docstring of a Python file, or every comment of a Lua script."""
     source = path.read_text(encoding="utf-8")
+    if path.suffix == ".lua":
+        yield from lua_comments(source)
+        return
     for token in tokenize.generate_tokens(io.StringIO(source).readline):
         if token.type == tokenize.COMMENT:
             yield token.start[0], token.string
@@ -244,8 +255,15 @@ def missing_file_mentions(root: Path, sources: list[Path]) -> list[str]:
     return found
 
 
+def commented_sources(root: Path) -> list[Path]:
+    """The Python modules and Lua scripts of every package, product and tooling alike."""
+    folders = [root / package for package in (*PRODUCT, *NOT_PRODUCT)]
+    return [path for folder in folders for ext in ("py", "lua") for path in sorted(folder.rglob(f"*.{ext}"))]
+
+
 def test_no_comment_names_a_file_the_repository_does_not_hold() -> None:
-    sources = [path for package in (*PRODUCT, *NOT_PRODUCT) for path in sorted((ROOT / package).rglob("*.py"))]
+    sources = commented_sources(ROOT)
+    assert any(path.suffix == ".lua" for path in sources)
     assert missing_file_mentions(ROOT, sources) == []
 
 
@@ -263,12 +281,56 @@ def test_the_mention_check_finds_a_file_outside_the_repository(tmp_path: Path) -
     ]
 
 
+def test_the_mention_check_reads_lua_comments(tmp_path: Path) -> None:
+    (tmp_path / "worker" / "lua").mkdir(parents=True)
+    (tmp_path / "worker" / "limiter.py").write_text("")
+    script = tmp_path / "worker" / "lua" / "window.lua"
+    script.write_text("local key = KEYS[1]  -- see worker/limiter.py\n-- as research/wetbot.md says\nreturn 1\n")
+    assert missing_file_mentions(tmp_path, [script]) == ["worker/lua/window.lua:2: research/wetbot.md"]
+
+
+#: A reference to a numbered issue of this project's tracker (the word, a space, a number); an upstream
+#: project's issue is written with its ``#`` and its repository or address (``issue #527``), which stays.
+ISSUE_REFERENCE = re.compile(r"\bissues? \d+", flags=re.IGNORECASE)
+
+
+def issue_references(root: Path, paths: list[Path]) -> list[str]:
+    """``path:line: text`` for each line of ``paths`` that cites a numbered issue."""
+    return [
+        f"{path.relative_to(root)}:{number}: {match.group()}"
+        for path in paths
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+        for match in ISSUE_REFERENCE.finditer(line)
+    ]
+
+
+def test_nothing_cites_an_issue_number() -> None:
+    """What a change was for is the commit's to say; the tree says what is true now."""
+    files = repository_files(ROOT)
+    paths = sorted(ROOT / name for name in files if name.endswith((".py", ".lua", ".md")))
+    assert ROOT / "README.md" in paths
+    assert issue_references(ROOT, paths) == []
+
+
+def test_the_issue_check_finds_a_reference(tmp_path: Path) -> None:
+    word = "issue"  # spelled apart, so this file does not cite one itself
+    (tmp_path / "a.md").write_text(f"Fixed in {word.title()} 20.\nDramatiq's {word} #527 is upstream.\n")
+    (tmp_path / "b.lua").write_text(f"-- ({word}s 8 and 10)\n")
+    found = issue_references(tmp_path, [tmp_path / "a.md", tmp_path / "b.lua"])
+    assert found == [f"a.md:1: {word.title()} 20", f"b.lua:1: {word}s 8"]
+
+
 def test_every_product_package_has_an_all_list_and_a_docstring() -> None:
     for name, path in modules(ROOT).items():
         if path.name != "__init__.py" or path.parent.name == "lua":
             continue
         tree = ast.parse(path.read_text(encoding="utf-8"))
         assert ast.get_docstring(tree), f"{name}: no docstring"
-        names = {target.id for node in tree.body if isinstance(node, ast.Assign) for target in node.targets
-                 if isinstance(target, ast.Name)}  # fmt: skip
+        names = {
+            target.id
+            for node in tree.body
+            if isinstance(node, ast.Assign)
+            for target in node.targets
+            if isinstance(target, ast.Name)
+        }
         assert "__all__" in names, f"{name}: no __all__"

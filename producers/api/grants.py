@@ -38,7 +38,6 @@ class ItemIn(BaseModel):
     amount: Annotated[float, AfterValidator(pydantic_check(amount))]
 
 
-
 class GrantIn(BaseModel):
     """Body of ``POST /grants``."""
 

@@ -1,4 +1,4 @@
-"""Operator actions across a Sentinel failover (issue 20): what answered "done" stays done.
+"""Operator actions across a Sentinel failover: what answered "done" stays done.
 
 A Sentinel group of the test's own (a primary, one or two replicas, one sentinel: Debian's ``redis-server``), the web
 app pointed at it with ``REDIS_WAIT_REPLICAS=1``, and grants waiting for an operator: queued ones to cancel

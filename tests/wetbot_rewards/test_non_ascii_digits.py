@@ -192,18 +192,20 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, prefix: str, reward
 def cli_cases() -> Iterator[object]:
     for name, bad in BAD_DISCORD_IDS.items():
         yield pytest.param(
-            ["grant", "--user", bad, "--item", "gem=1"], "--user: expected a Discord id", id=f"user-{name}"
+            ["grants", "create", "--user", bad, "--item", "gem=1"], "--user: expected a Discord id", id=f"user-{name}"
         )
-        guild = ["grant", "--user", USER, "--guild", bad, "--item", "gem=1"]
+        guild = ["grants", "create", "--user", USER, "--guild", bad, "--item", "gem=1"]
         yield pytest.param(guild, "--guild: expected a Discord id", id=f"guild-{name}")
         yield pytest.param(["links", "add", "twitch", "42", bad], "discord_user_id: expected a Discord id",
                            id=f"link-{name}")  # fmt: skip
     for name, bad in BAD_NUMBERS.items():
         if name != "plus":  # +5 is an amount
-            yield pytest.param(["grant", "--user", USER, "--item", f"gem={bad}"], "amount is not a number",
+            yield pytest.param(["grants", "create", "--user", USER, "--item", f"gem={bad}"], "amount is not a number",
                                id=f"amount-{name}")  # fmt: skip
         yield pytest.param(["grants", "list", "--limit", bad], "--limit: expected a whole number", id=f"limit-{name}")
-        yield pytest.param(["dead", "list", "--limit", bad], "--limit: expected a whole number", id=f"dead-{name}")
+        yield pytest.param(
+            ["grants", "list", "--state", "dead", "--limit", bad], "--limit: expected a whole number", id=f"dead-{name}"
+        )
         yield pytest.param(["events", "list", "--limit", bad], "--limit: expected a whole number", id=f"events-{name}")
         yield pytest.param(["links", "add", "twitch", bad, USER], "external_id: expected a numeric user id",
                            id=f"external-{name}")  # fmt: skip

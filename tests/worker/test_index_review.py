@@ -1,4 +1,4 @@
-"""Review of the search indexes (issue 12): every grant-moving path keeps them exact; search edges.
+"""Review of the search indexes: every grant-moving path keeps them exact; search edges.
 
 Cheap tests (a driven deliverer against the simulator, no Dramatiq). The review's defects (a cursor score
 that is not a number, a backfill racing a trim, a grant deleted by hand haunting the indexes, Unicode forms)
@@ -12,6 +12,7 @@ import random
 import unicodedata
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from redis import Redis
@@ -25,11 +26,12 @@ from tests.worker.test_retention import deliver, entered_ago
 from worker.broker import QUEUE_NAME
 from worker.creation import Mode, Planned
 from worker.delivery import Deliverer
+from worker.effects import StepEffects
 from worker.grant import GrantItem, GrantState, NewGrant
 from worker.grant_index import backfill
 from worker.grant_search import BadCursor, GrantQuery, find_grants
 from worker.keys import Keys
-from worker.ledger import Ledger, StepEffects
+from worker.ledger import Ledger
 from worker.retention import SECONDS_PER_DAY, GrantTrimmer
 from worker.runtime import key_parked_releaser
 
@@ -39,9 +41,15 @@ OTHER_KEY = "test-other-key-91c2d7e0a4"
 VIEWER = "777777777777777777"
 
 
-def new(key: str, *, user: str = USER, guild: str = GUILD, **extra: object) -> NewGrant:
-    return NewGrant(guild, user, (GrantItem("gem", 1),), source=str(extra.pop("source", "test")),
-                    idempotency_key=f"t:{key}", **extra)  # type: ignore[arg-type]  # fmt: skip
+def new(key: str, *, user: str = USER, guild: str = GUILD, **extra: Any) -> NewGrant:
+    return NewGrant(
+        guild,
+        user,
+        (GrantItem("gem", 1),),
+        source=str(extra.pop("source", "test")),
+        idempotency_key=f"t:{key}",
+        **extra,
+    )
 
 
 def found(redis: Redis, keys: Keys, query: GrantQuery) -> list[str]:
@@ -49,9 +57,14 @@ def found(redis: Redis, keys: Keys, query: GrantQuery) -> list[str]:
 
 
 def test_every_grant_moving_path_keeps_every_index_exact(
-    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator,
-    driver: ScheduleDriver, redis: Redis, keys: Keys,
-) -> None:  # fmt: skip
+    make_settings: SettingsFactory,
+    make_deliverer: Deliv,
+    ledger: Ledger,
+    sim: WetbotSimulator,
+    driver: ScheduleDriver,
+    redis: Redis,
+    keys: Keys,
+) -> None:
     def check(step: str) -> None:
         assert index_problems(redis, keys) == [], f"after {step}"
 
@@ -88,8 +101,16 @@ def test_every_grant_moving_path_keeps_every_index_exact(
     # A merged request left unknown, resolved as a whole by an operator
     pair = [ledger.create(new(f"pair{n}", user=VIEWER)).grant.id for n in (1, 2)]
     token = uuid.uuid4().hex
-    assert ledger.transition_many(pair, GrantState.SENDING, "sending", add_attempt=True, effects=StepEffects(
-        begin=token, fields={"request_ids": json.dumps(pair)})) == pair  # fmt: skip
+    assert (
+        ledger.transition_many(
+            pair,
+            GrantState.SENDING,
+            "sending",
+            add_attempt=True,
+            effects=StepEffects(begin=token, fields={"request_ids": json.dumps(pair)}),
+        )
+        == pair
+    )
     assert ledger.transition_many(pair, GrantState.UNKNOWN, "timed out", expect=[GrantState.SENDING]) == pair
     check("transition_many to unknown")
     done = grant_actions.resolve(ledger, pair[0], grant_actions.Decision.DELIVERED)
@@ -179,10 +200,14 @@ def test_any_cursor_either_pages_the_querys_own_index_or_is_refused(redis: Redis
         ("Ünïcödé" * 20, "ünïcödé" * 20),  # longer than MAX_TERM_CHARS: both sides are cut the same way
     ],
 )
-def test_odd_names_are_found_as_typed_in_any_case(redis: Redis, keys: Keys, ledger: Ledger, name: str,
-                                                  typed: str) -> None:  # fmt: skip
-    grant_id = ledger.create_many([Planned(new("odd", user="", platform="twitch", external_id="1", names=(name,)),
-                                           Mode.PARK)]).results[0].grant.id  # fmt: skip
+def test_odd_names_are_found_as_typed_in_any_case(
+    redis: Redis, keys: Keys, ledger: Ledger, name: str, typed: str
+) -> None:
+    grant_id = (
+        ledger.create_many([Planned(new("odd", user="", platform="twitch", external_id="1", names=(name,)), Mode.PARK)])
+        .results[0]
+        .grant.id
+    )
     assert found(redis, keys, GrantQuery(text=typed)) == [grant_id]
     assert found(redis, keys, GrantQuery(text="*")) == []
     assert index_problems(redis, keys) == []
@@ -190,8 +215,13 @@ def test_odd_names_are_found_as_typed_in_any_case(redis: Redis, keys: Keys, ledg
 
 def test_a_name_is_found_whatever_its_unicode_normal_form(redis: Redis, keys: Keys, ledger: Ledger) -> None:
     name = unicodedata.normalize("NFD", "José Müller")
-    grant_id = ledger.create_many([Planned(new("nfd", user="", platform="patreon", external_id="2", names=(name,)),
-                                           Mode.PARK)]).results[0].grant.id  # fmt: skip
+    grant_id = (
+        ledger.create_many(
+            [Planned(new("nfd", user="", platform="patreon", external_id="2", names=(name,)), Mode.PARK)]
+        )
+        .results[0]
+        .grant.id
+    )
     assert found(redis, keys, GrantQuery(text=unicodedata.normalize("NFC", "josé müller"))) == [grant_id]
 
 
@@ -205,8 +235,9 @@ def test_following_the_cursors_lists_exactly_what_the_filters_match_whatever_tie
     made = []
     for n in range(40):
         guild = rng.choice([GUILD, KEYLESS_GUILD])
-        grant_id = ledger.create(new(f"r{n}", guild=guild, source=rng.choice(["api", "cli"]),
-                                     user=rng.choice([USER, VIEWER]))).grant.id  # fmt: skip
+        grant_id = ledger.create(
+            new(f"r{n}", guild=guild, source=rng.choice(["api", "cli"]), user=rng.choice([USER, VIEWER]))
+        ).grant.id
         state = rng.choice(states)
         if state != GrantState.QUEUED:
             assert ledger.transition(grant_id, state, "arranged")
@@ -219,14 +250,21 @@ def test_following_the_cursors_lists_exactly_what_the_filters_match_whatever_tie
                 redis.zadd(index, {m: float(1000 + made.index(m) % 3) for m in members})
     grants = {g: ledger.get(g) for g in made}
     for _ in range(25):
-        query = GrantQuery(state=rng.choice([None, *states]), source=rng.choice(["", "api", "cli"]),
-                           guild_id=rng.choice(["", GUILD, KEYLESS_GUILD]),
-                           text=rng.choice(["", USER, VIEWER]))  # fmt: skip
-        expected = [g for g, grant in grants.items() if grant is not None
-                    and (query.state is None or grant.state == query.state)
-                    and (not query.source or grant.source == query.source)
-                    and (not query.guild_id or grant.guild_id == query.guild_id)
-                    and (not query.text or grant.user_id == query.text)]  # fmt: skip
+        query = GrantQuery(
+            state=rng.choice([None, *states]),
+            source=rng.choice(["", "api", "cli"]),
+            guild_id=rng.choice(["", GUILD, KEYLESS_GUILD]),
+            text=rng.choice(["", USER, VIEWER]),
+        )
+        expected = [
+            g
+            for g, grant in grants.items()
+            if grant is not None
+            and (query.state is None or grant.state == query.state)
+            and (not query.source or grant.source == query.source)
+            and (not query.guild_id or grant.guild_id == query.guild_id)
+            and (not query.text or grant.user_id == query.text)
+        ]
         expected.sort(key=lambda g: (made.index(g) % 3, g), reverse=True)
         limit, budget = rng.randint(1, 7), rng.randint(1, 9)
         seen: list[str] = []

@@ -27,12 +27,17 @@ Deliv = Callable[[Settings], Deliverer]
 
 @pytest.mark.parametrize("policy", ["hold", "verify"])
 def test_an_answer_recorded_after_the_lease_ran_out_still_counts(
-    policy: str, make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator,
-) -> None:  # fmt: skip
+    policy: str,
+    make_settings: SettingsFactory,
+    make_deliverer: Deliv,
+    ledger: Ledger,
+    sim: WetbotSimulator,
+) -> None:
     settings = make_settings(wetbot_timeout=0.5, ambiguous_policy=policy)
     zombie, other = make_deliverer(settings), make_deliverer(settings)
-    grant_id = ledger.create(NewGrant(GUILD, USER, (GrantItem("gem", 2),), source="test",
-                                      idempotency_key="t:x")).grant.id  # fmt: skip
+    grant_id = ledger.create(
+        NewGrant(GUILD, USER, (GrantItem("gem", 2),), source="test", idempotency_key="t:x")
+    ).grant.id
     real_add = zombie.clients.all()[0].add_items
 
     def add_then_redis_goes_away(*args: Any, **kwargs: Any) -> Any:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 from redis import Redis
 
@@ -138,3 +140,31 @@ def test_the_line_expires_on_its_own(redis: Redis, keys: Keys) -> None:
     wait_s = lim.try_acquire("k", waiter="g").wait_s
     ttl_ms = int(redis.pttl(keys.rate_line("k")))  # type: ignore[arg-type]
     assert (wait_s + LINE_GRACE_S) * 1000 < ttl_ms <= (wait_s + LINE_GRACE_S) * 1000 + 1100
+
+
+class _AfterBlockRead(Redis):
+    """A client that runs ``then`` once, right after its first command naming ``key`` answered: the moment
+    another worker's 429 lands between a block's read of the key and its write."""
+
+    def __init__(self, redis: Redis, key: str, then: Callable[[], None]) -> None:
+        super().__init__(connection_pool=redis.connection_pool)
+        self._key, self._then = key, then
+        self._fired = False
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        reply = super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        if not self._fired and any(arg in (self._key, self._key.encode()) for arg in args):
+            self._fired = True
+            self._then()
+        return reply
+
+
+def test_of_two_blocks_at_once_the_longer_stays(redis: Redis, keys: Keys) -> None:
+    # Given a worker blocking the key for 5 s, and another's 30 s block landing just after the first looked
+    longer = limiter(redis, keys, limit=100, window_s=1)
+    racing = _AfterBlockRead(redis, keys.rate_block("k"), lambda: longer.block("k", 30))
+    shorter = SlidingWindowLimiter(racing, keys, RateLimit(100, 1))
+    shorter.block("k", 5)
+    # Then the 30 s block holds: the shorter one did not overwrite it
+    assert racing._fired
+    assert longer.try_acquire("k").wait_s > 29

@@ -1,4 +1,4 @@
-"""Review of issue 20: the spare slot a baseline read gives the request is held pending for ``_slot_hold_s``
+"""The spare slot a baseline read gives the request is held pending for ``_slot_hold_s``
 (claim lease + timeout + margin) from *before the GET*. But the run may spend up to the extended lease
 (timeout + margin) on the GET, then up to the send lease before its POST reaches WetBot: a POST that arrives
 within what the leases promise can arrive after its slot's pending deadline. If its answer is never recorded
@@ -28,8 +28,12 @@ class Killed(BaseException):
 
 @pytest.mark.parametrize("get_delay", ["slow_get", "control_fast_get"])
 def test_spare_slot_hold_does_not_cover_a_post_sent_within_its_leases(
-    get_delay: str, make_settings: SettingsFactory, sim: WetbotSimulator, redis: Redis, monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+    get_delay: str,
+    make_settings: SettingsFactory,
+    sim: WetbotSimulator,
+    redis: Redis,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # Short leases so the test runs in seconds (the same proportions as 10 s margin, 15 s timeout).
     monkeypatch.setattr(delivery, "LEASE_MARGIN_S", 1.0)
     monkeypatch.setattr(delivery, "CLAIM_LEASE_S", 0.25)
@@ -37,8 +41,9 @@ def test_spare_slot_hold_does_not_cover_a_post_sent_within_its_leases(
     settings = make_settings(wetbot_timeout=0.3, wetbot_rate_limit=f"{LIMIT}/{WINDOW_S:g}s")
     deliverer = build_deliverer(settings, redis)
     lease_s = settings.wetbot_timeout + delivery.LEASE_MARGIN_S  # 1.3 s: the GET's lease, then the POST's
-    grant_id = deliverer.ledger.create(NewGrant(GUILD, USER, (GrantItem("gem", 1),), source="test",
-                                                idempotency_key="t:x")).grant.id  # fmt: skip
+    grant_id = deliverer.ledger.create(
+        NewGrant(GUILD, USER, (GrantItem("gem", 1),), source="test", idempotency_key="t:x")
+    ).grant.id
     client = deliverer.clients.for_guild(GUILD)
     assert client is not None
     real_get, real_add = client.get_profile, client.add_items

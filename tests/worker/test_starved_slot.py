@@ -1,4 +1,4 @@
-"""A run starved between taking its rate slot and sending (issue 20): its slot must still count.
+"""A run starved between taking its rate slot and sending: its slot must still count.
 
 The chaos tests saw one 429 under CPU load. A slot counted from its start until a window later, and the
 answer re-stamped it only if it was still there; but a request can reach WetBot well after its slot was
@@ -25,9 +25,10 @@ from simulator.wetbot import WetbotSimulator
 from tests.conftest import API_KEY, GUILD, OTHER_USER, USER, ScheduleDriver, SettingsFactory, wait_for
 from worker.client import CallResult, ItemDelta, WetbotClient
 from worker.delivery import Deliverer
+from worker.effects import StepEffects
 from worker.grant import GrantItem, GrantState, NewGrant
 from worker.keys import Keys
-from worker.ledger import Ledger, StepEffects
+from worker.ledger import Ledger
 from worker.limiter import SlidingWindowLimiter
 from worker.replication import NotReplicated
 from worker.runtime import build_deliverer
@@ -232,9 +233,12 @@ def test_the_step_that_records_an_outcome_ends_the_hold_even_when_it_moves_no_gr
     slot = lim.try_acquire("k", hold_s=30.0)
     grant_id = _grant(ledger, USER)
     moved = ledger.transition(  # another run took the grant over: this run's outcome moves nothing
-        grant_id, GrantState.DELIVERED, "answered", expect=[GrantState.SENDING],
+        grant_id,
+        GrantState.DELIVERED,
+        "answered",
+        expect=[GrantState.SENDING],
         effects=StepEffects(slot=lim.settle_ref("k", slot.member)),
-    )  # fmt: skip
+    )
     assert not moved
     assert redis.zscore(keys.rate_pending("k"), slot.member) is None
 

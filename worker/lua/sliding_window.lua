@@ -28,7 +28,7 @@
 -- is past), so it keeps counting until a window after the latest its request can reach WetBot; its
 -- answer re-stamps it and ends the hold. Without this a request that reached WetBot more than the
 -- margin after its slot was taken, and was not answered within the window, let another request in
--- while WetBot still counted it (issue 20; worker/limiter.py).
+-- while WetBot still counted it (worker/limiter.py).
 --
 -- The line spreads a backlog over the slots to come. A waiter refused a slot
 -- gets the turn of the slot after every waiter ahead of it (all of them when it
