@@ -29,9 +29,10 @@ from producers.audit import Audit
 from producers.submit import request_group, requeue_grant, requeue_group
 from producers.unconfirmed import ActionUnconfirmed
 from worker.connections import follow_failover
+from worker.effects import StepEffects
 from worker.grant import CANCELLABLE_STATES, Grant, GrantState
 from worker.grant_search import GrantQuery, find_grants
-from worker.ledger import Ledger, StepEffects
+from worker.ledger import Ledger
 from worker.replication import NotReplicated
 
 __all__ = [

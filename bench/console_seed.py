@@ -44,9 +44,10 @@ from producers.patreon.samples import Member, encode
 from producers.twitch.samples import sample_event, sample_payload, signed_request
 from producers.twitch.signature import HEADER_MESSAGE_ID
 from worker.creation import Mode, Planned
+from worker.effects import StepEffects
 from worker.grant import GrantItem, GrantState, NewGrant
 from worker.keys import Keys
-from worker.ledger import Ledger, StepEffects
+from worker.ledger import Ledger
 
 __all__ = ["GUILDS", "Mix", "Seeded", "add_extras", "seed"]
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from producers.links import LinkStore, SelfLink
 from worker.creation import Mode, Planned
+from worker.effects import HoldChange, StepEffects
 from worker.grant import CreateResult, GrantState, NewGrant
-from worker.ledger import Ledger, StepEffects
+from worker.ledger import Ledger
 
 
 def submit_grant(ledger: Ledger, new: NewGrant) -> CreateResult:
@@ -70,7 +71,7 @@ def requeue_group(
     action the step is, in its history entry (``StepEffects.action``).
     """
     effects = (
-        StepEffects(fields={"verify": "1"}, hold="set", expect_history=version, action=action)
+        StepEffects(fields={"verify": "1"}, hold=HoldChange.SET, expect_history=version, action=action)
         if verify
         else StepEffects(del_fields=("verify",), expect_history=version, action=action)
     )

@@ -160,8 +160,8 @@ if [ -n "$DEMO" ]; then
      and log in with the token ${ADMIN_TOKEN:-$GRANTS_API_TOKEN}
 
    Signed test webhooks (secrets from .env):
-     $VENV/bin/wetbot-rewards send-test twitch channel.cheer --user-id 1337 --url $URL
-     $VENV/bin/wetbot-rewards send-test patreon members:pledge:create --tier 9999999 --discord-id 222222222222222222 --url $URL
+     $VENV/bin/wetbot-rewards twitch send-test channel.cheer --user-id 1337 --url $URL
+     $VENV/bin/wetbot-rewards patreon send-test members:pledge:create --tier 9999999 --discord-id 222222222222222222 --url $URL
 
    Clear the demo data (after stopping make run):  DEMO_MODE=1 $VENV/bin/wetbot-rewards demo clear
   ======================================================================

@@ -1,45 +1,94 @@
-"""``wetbot-rewards``: the operator's command line, assembled from its groups.
+"""The wetbot-rewards command line: one command per noun, each loaded only when it is used.
 
-``admin.cli.grants`` holds the commands on the ledger and links (grant,
-inspect, replay, resolve, links); ``producers.twitch.cli`` and
-``producers.patreon.cli`` add their ``send-test`` platforms and their own
-commands. A ``CliError`` (``config.errors``) is printed as one line, and so is
-an action the Redis replicas did not confirm (``producers.unconfirmed``): exit
-status 1, nothing reported done.
+``wetbot-rewards --help`` imports no command module at all, and ``wetbot-rewards grants list`` only the
+grants commands (and what they import on their own), so the command line starts in a fraction of a
+second. Old spellings (``grant``, ``dead list``, ``resolve``, ``send-test twitch``, ...) are rewritten to
+the new ones with one warning line (``admin.cli.renamed``). A ``CliError`` (``config.errors``) is printed
+as one line, and so is an action the Redis replicas did not confirm: exit status 1, nothing reported done.
+A closed pipe (``grants list | head -1``) ends quietly with status 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from importlib import import_module
+from typing import TYPE_CHECKING
 
-from redis import RedisError
+from admin.cli.renamed import new_spelling
 
-from admin.cli import demo as demo_cli
-from admin.cli import events as events_cli
-from admin.cli import grants as operator_cli
-from config.errors import CliError, ConfigError
-from config.settings import settings_or_exit
-from producers.patreon import cli as patreon_cli
-from producers.printable import terminal_safe
-from producers.twitch import cli as twitch_cli
-from producers.unconfirmed import ActionUnconfirmed
-from worker.replication import NotReplicated
+if TYPE_CHECKING:
+    from config.settings import Settings
 
-__all__ = ["main"]
+__all__ = ["NOUNS", "main"]
+
+#: Each noun: the module whose ``register(parser)`` adds its commands, and its one line of help.
+NOUNS: dict[str, tuple[str, str]] = {
+    "grants": ("admin.cli.grants", "create, list, show, cancel, replay or resolve grants"),
+    "links": ("admin.cli.links", "Twitch/Patreon user -> Discord user links"),
+    "events": ("admin.cli.events", "the event inbox: every verified webhook"),
+    "twitch": ("producers.twitch.cli", "Twitch: EventSub subscriptions and signed test events"),
+    "patreon": ("producers.patreon.cli", "Patreon: signed test webhooks"),
+    "demo": ("admin.cli.demo", "demo mode's data"),
+}
+
+DESCRIPTION = "The operator's command line of wetbot-rewards: grants, links, the event inbox and the sources."
+
+Command = Callable[["Settings", argparse.Namespace], int]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``wetbot-rewards`` console script."""
-    parser = _parser()
-    args = parser.parse_args(argv)
-    if not hasattr(args, "run"):
-        parser.print_help()
+    try:
+        status = _main(new_spelling(sys.argv[1:] if argv is None else argv))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (``| head``): what it wanted it has; say nothing more, and let the
+        # interpreter's last flush write to /dev/null rather than fail.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 0
+    return status
+
+
+def _main(words: list[str]) -> int:
+    parser = parser_for(words[0] if words else None)
+    args = parser.parse_args(words)
+    run: Command | None = getattr(args, "run", None)
+    if run is None:
+        getattr(args, "noun_parser", parser).print_help()
         return 2
+    return _run(run, args)
+
+
+def parser_for(noun: str | None) -> argparse.ArgumentParser:
+    """The parser with every noun listed and only ``noun``'s commands loaded: the top-level help lists
+    the nouns, and each noun's help its own commands, so no run needs the others' modules."""
+    parser = argparse.ArgumentParser(prog="wetbot-rewards", description=DESCRIPTION)
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for name, (module, summary) in NOUNS.items():
+        noun_parser = commands.add_parser(name, help=summary, description=summary)
+        noun_parser.set_defaults(noun_parser=noun_parser)
+        if name == noun:
+            import_module(module).register(noun_parser)
+    return parser
+
+
+def _run(run: Command, args: argparse.Namespace) -> int:
+    from redis import RedisError
+
+    from config.errors import CliError, ConfigError
+    from config.settings import settings_or_exit
+    from producers.printable import terminal_safe
+    from producers.unconfirmed import ActionUnconfirmed
+    from worker.replication import NotReplicated
+
     settings = settings_or_exit()
     try:
-        return int(args.run(settings, args))
+        return int(run(settings, args))
     except CliError as exc:
         print(f"wetbot-rewards: {exc}", file=sys.stderr)
         return 1
@@ -56,20 +105,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RedisError as exc:
         print(f"wetbot-rewards: cannot use Redis ({type(exc).__name__}); is it running at REDIS_URL?", file=sys.stderr)
         return 1
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="wetbot-rewards", description=__doc__.splitlines()[0] if __doc__ else None)
-    commands = parser.add_subparsers(title="commands")
-    operator_cli.register(commands)
-    events_cli.register(commands)
-    demo_cli.register(commands)
-    send_test = commands.add_parser(
-        "send-test", help="sign a sample event and post it to a running instance"
-    ).add_subparsers(title="platforms")
-    for register in (twitch_cli.register, patreon_cli.register):
-        register(commands, send_test)
-    return parser
 
 
 if __name__ == "__main__":

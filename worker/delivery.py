@@ -26,9 +26,9 @@ import math
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar, cast
+from typing import TypeVar, cast
 
 from redis import Redis, RedisError
 from redis.commands.core import Script
@@ -37,10 +37,11 @@ from config.settings import Settings
 from worker import key_health
 from worker.client import CallResult, ItemDelta, Outcome, WetbotClient
 from worker.coalesce import Merged, merge, pending_grants, same_request
+from worker.effects import HoldChange, JsonObject, LeaseRelease, LeaseSet, Park, ProfileWrite, SlotSettle, StepEffects
 from worker.grant import FINAL_STATES, SENDABLE_STATES, Grant, GrantItem, GrantState
 from worker.guild_clients import GuildClients
 from worker.keys import PROFILE_TTL_S, Keys
-from worker.ledger import Ledger, StepEffects
+from worker.ledger import Ledger
 from worker.limiter import SlidingWindowLimiter
 from worker.observability import capture
 from worker.profile import Inventory, ProfileProblem, parse_inventory
@@ -63,6 +64,9 @@ MAX_CRASHES = 20
 NO_BASELINE = "no baseline was read before the request"
 #: Seconds before the same profile-shape problem is reported to Sentry again.
 PROBLEM_REPORT_TTL_S = 24 * 3600
+
+#: A step that changes nothing beyond its grants' state.
+_NO_EFFECTS = StepEffects()
 
 ABANDONED = "the worker stopped while sending; the request may have been applied"
 
@@ -109,8 +113,8 @@ class _Run:
     def lease_value(self) -> str:
         return f"{self.grant.id}:{self.token}"
 
-    def lease_release(self) -> dict[str, str]:
-        return {"key": self.lease_key, "value": self.lease_value}
+    def lease_release(self) -> LeaseRelease:
+        return LeaseRelease(self.lease_key, self.lease_value)
 
 
 @dataclass(frozen=True)
@@ -222,12 +226,14 @@ class Deliverer:
                     expect=[GrantState.SENDING],
                     add_failure=True,
                     last_error=reason,
-                    effects=StepEffects(fields={"verify": "1"}, due_in_s=self.timings.claim_lease_s + 1, hold="set"),
+                    effects=StepEffects(
+                        fields={"verify": "1"}, due_in_s=self.timings.claim_lease_s + 1, hold=HoldChange.SET
+                    ),
                 )
             )
         elif policy == "hold":
             # Not guarded by the abandoned request's token: if its answer still comes back, it is recorded.
-            self._finish(run, GrantState.UNKNOWN, f"{ABANDONED}; held for an operator", effects={"attempt": ""})
+            self._finish(run, GrantState.UNKNOWN, f"{ABANDONED}; held for an operator", guarded=False)
             return None
         else:
             if self._gave_up(run, ABANDONED, maybe_applied=True):
@@ -254,11 +260,7 @@ class Deliverer:
         """
         grant = run.grant
         reason = f"{self.clients.keyring.missing_key_problem(grant.guild_id)}; parked until a worker has that key"
-        park = {
-            "set": self.keys.parked_for_key(grant.guild_id),
-            "registry": self.keys.key_parked_guilds(),
-            "name": grant.guild_id,
-        }
+        park = Park(self.keys.parked_for_key(grant.guild_id), self.keys.key_parked_guilds(), grant.guild_id)
         if not self._persist(
             lambda: self.ledger.transition(
                 grant.id,
@@ -385,7 +387,7 @@ class Deliverer:
                     },
                     del_fields=("maybe_applied",),
                     due_in_s=send_lease_s + 1,
-                    lease_set={"key": run.lease_key, "value": run.lease_value, "px": int(send_lease_s * 1000)},
+                    lease_set=LeaseSet(run.lease_key, run.lease_value, int(send_lease_s * 1000)),
                     possible_duplicate=duplicate,
                 ),
                 confirm=True,
@@ -459,7 +461,8 @@ class Deliverer:
                 f"API key refused reading the profile ({reason}); key paused {pause_s:.0f}s, nothing sent",
                 expect=tuple(SENDABLE_STATES),
                 last_error=reason,
-                effects={"attempt": "", "due_in_s": pause_s},
+                guarded=False,
+                effects=StepEffects(due_in_s=pause_s),
             )
             self._pause_key(run, reason)
             return None
@@ -489,10 +492,9 @@ class Deliverer:
             run,
             back,
             f"not sent: {error}; trying again in {self.timings.unconfirmed_retry_s:.0f}s (not a failure)",
-            effects={
-                "due_in_s": self.timings.unconfirmed_retry_s,
-                "fields": {"maybe_applied": "1"} if duplicate else {},
-            },
+            effects=StepEffects(
+                due_in_s=self.timings.unconfirmed_retry_s, fields={"maybe_applied": "1"} if duplicate else {}
+            ),
             confirm=False,  # a confirmation would stall every send while a replica is away
         )
 
@@ -502,7 +504,7 @@ class Deliverer:
         self._record_outcome(run, result, settle)
         self._count_outcome(run, result)
 
-    def _record_outcome(self, run: _Run, result: CallResult, settle: dict[str, str]) -> None:
+    def _record_outcome(self, run: _Run, result: CallResult, settle: SlotSettle) -> None:
         match result.outcome:
             case Outcome.DELIVERED:
                 self._delivered(run, result, settle, f"WetBot answered {result.status}")
@@ -514,13 +516,13 @@ class Deliverer:
                 self._split(run, result, settle)
             case Outcome.REJECTED:
                 reason = f"WetBot refused the grant: {_describe(result)}"
-                self._finish(run, GrantState.DEAD, reason, effects={"slot": settle})
+                self._finish(run, GrantState.DEAD, reason, slot=settle)
             case Outcome.TRANSIENT:
                 self._failed(run, _describe(result), settle)
             case Outcome.AMBIGUOUS:
                 self._ambiguous(run, _describe(result), settle)
 
-    def _split(self, run: _Run, result: CallResult, settle: dict[str, str]) -> None:
+    def _split(self, run: _Run, result: CallResult, settle: SlotSettle) -> None:
         """A merged request refused for its content: each grant goes out alone next, so one bad grant cannot
         hold the others back (the refusal is not counted as a failure of any of them)."""
         self._step(
@@ -530,7 +532,7 @@ class Deliverer:
             " each goes out alone now",
             slot=settle,
             last_error=f"merged request refused: {_describe(result)}",
-            effects={"fields": {"solo": "1"}, "due_in_s": 0.0},
+            effects=StepEffects(fields={"solo": "1"}, due_in_s=0.0),
         )
 
     def _step(
@@ -539,10 +541,14 @@ class Deliverer:
         to: GrantState,
         reason: str,
         *,
-        slot: dict[str, str] | None = None,
+        slot: SlotSettle | None = None,
         expect: tuple[GrantState, ...] = (GrantState.SENDING,),
         confirm: bool = True,
-        **options: Any,
+        guarded: bool = True,
+        add_failure: bool = False,
+        last_error: str | None = None,
+        per_grant: Mapping[str, Mapping[str, str]] | None = None,
+        effects: StepEffects = _NO_EFFECTS,
     ) -> list[str]:
         """One guarded outcome step of this run's request (every grant it carried), retried in place while
         Redis is away or too few replicas confirm it (``worker.replication``: a lost outcome would turn a
@@ -550,15 +556,19 @@ class Deliverer:
 
         It also ends the run: the user's lease is released in the same step. Returns the ids whose change
         is in place (none when the run's own grant could not move).
+
+        ``guarded`` steps happen only while the grant's last request is the run's ``attempt`` (a second run
+        of the step is then a no-op); an unguarded one (the request's outcome is recorded already) relies on
+        the run's claim and lease. ``slot`` is the run's rate slot, re-stamped in the same step.
         """
-        effects: dict[str, Any] = dict(options.pop("effects", {}))
-        effects.setdefault("attempt", run.attempt)
-        if to in FINAL_STATES:
-            effects["del_fields"] = (*effects.get("del_fields", ()), "verify", "maybe_applied")
-        if slot is not None:
-            effects["slot"] = slot
-        effects["lease_release"] = run.lease_release()
-        step = StepEffects(**effects)
+        final = ("verify", "maybe_applied") if to in FINAL_STATES else ()
+        step = replace(
+            effects,
+            attempt=run.attempt if guarded else "",
+            del_fields=(*effects.del_fields, *final),
+            slot=slot if slot is not None else effects.slot,
+            lease_release=run.lease_release(),
+        )
         # A step too few replicas confirmed is in place on the primary; its repeat (retried until confirmed)
         # may then find nothing left to move when the step is not guarded by a token: the first try's ids
         # are the ones it moved (for the Sentry report of a final state, say).
@@ -567,7 +577,15 @@ class Deliverer:
         def attempt() -> list[str]:
             try:
                 return self.ledger.transition_many(
-                    run.ids, to, reason, expect=expect, effects=step, confirm=confirm, **options
+                    run.ids,
+                    to,
+                    reason,
+                    expect=expect,
+                    add_failure=add_failure,
+                    last_error=last_error,
+                    per_grant=per_grant,
+                    effects=step,
+                    confirm=confirm,
                 )
             except NotReplicated as exc:
                 if not moved_first and isinstance(exc.reply, list):
@@ -577,7 +595,7 @@ class Deliverer:
         moved = self._persist(attempt)
         return list(dict.fromkeys([*moved_first, *moved]))
 
-    def _delivered(self, run: _Run, result: CallResult, settle: dict[str, str], reason: str) -> None:
+    def _delivered(self, run: _Run, result: CallResult, settle: SlotSettle, reason: str) -> None:
         grant = run.grant
         profile = result.profile or {}
         inventory = parse_inventory(profile)
@@ -597,7 +615,7 @@ class Deliverer:
             expect=(GrantState.SENDING, GrantState.RETRYING, GrantState.UNKNOWN),
             last_error="",
             per_grant=per_grant,
-            effects={"profile": self._profile_ref(grant, profile)},
+            effects=StepEffects(profile=self._profile_ref(grant, profile)),
         )
         self._key_works(run)
         if recorded:
@@ -607,7 +625,7 @@ class Deliverer:
                 "grant %s: a 200 came back after another run took the grant over; that run decides", grant.id
             )
 
-    def _rate_limited(self, run: _Run, result: CallResult, settle: dict[str, str]) -> None:
+    def _rate_limited(self, run: _Run, result: CallResult, settle: SlotSettle) -> None:
         wait_s = result.retry_after_s if result.retry_after_s is not None else self.limiter.rate.window_s
         self._step(
             run,
@@ -615,11 +633,11 @@ class Deliverer:
             f"WetBot answered 429; key blocked for {wait_s:.1f}s (not a failure)",
             slot=settle,
             last_error=_describe(result),
-            effects={"due_in_s": wait_s},
+            effects=StepEffects(due_in_s=wait_s),
         )
         self.limiter.block(run.api.key_id, wait_s)
 
-    def _unauthorised(self, run: _Run, result: CallResult, settle: dict[str, str]) -> None:
+    def _unauthorised(self, run: _Run, result: CallResult, settle: SlotSettle) -> None:
         grant = run.grant
         pause_s = self.settings.wetbot_auth_pause_s
         reason = _describe(result)
@@ -629,7 +647,7 @@ class Deliverer:
             f"API key refused ({reason}); key paused {pause_s:.0f}s, grant kept (not a failure)",
             slot=settle,
             last_error=reason,
-            effects={"due_in_s": pause_s},
+            effects=StepEffects(due_in_s=pause_s),
         )
         self._pause_key(run, reason)
 
@@ -656,7 +674,7 @@ class Deliverer:
             )
 
     def _failed(
-        self, run: _Run, error: str, settle: dict[str, str] | None, *, fields: dict[str, str] | None = None
+        self, run: _Run, error: str, settle: SlotSettle | None, *, fields: dict[str, str] | None = None
     ) -> None:
         """A failure: retry with backoff, or give up when out of attempts (``unknown`` if it may have been applied)."""
         if self._gave_up(run, error, settle, maybe_applied=bool(fields and fields.get("maybe_applied"))):
@@ -670,12 +688,10 @@ class Deliverer:
             slot=settle,
             add_failure=True,
             last_error=error,
-            effects={"due_in_s": delay_s, "fields": fields or {}},
+            effects=StepEffects(due_in_s=delay_s, fields=fields or {}),
         )
 
-    def _gave_up(
-        self, run: _Run, error: str, settle: dict[str, str] | None = None, *, maybe_applied: bool = False
-    ) -> bool:
+    def _gave_up(self, run: _Run, error: str, settle: SlotSettle | None = None, *, maybe_applied: bool = False) -> bool:
         """True when this failure is the last allowed one: the grant is then ``dead``, or ``unknown`` when the
         last request may have been applied (an operator decides; ``dead replay`` would risk a double grant)."""
         failures = run.grant.failures + 1
@@ -683,15 +699,15 @@ class Deliverer:
             return False
         state = GrantState.UNKNOWN if maybe_applied else GrantState.DEAD
         reason = f"gave up after {failures} failures: {error}"
-        self._finish(run, state, reason, add_failure=True, effects={"slot": settle} if settle else {})
+        self._finish(run, state, reason, add_failure=True, slot=settle)
         return True
 
-    def _ambiguous(self, run: _Run, error: str, settle: dict[str, str]) -> None:
+    def _ambiguous(self, run: _Run, error: str, settle: SlotSettle) -> None:
         """The request may have been applied: verify, hold or retry, as ``AMBIGUOUS_POLICY`` says."""
         policy = self.settings.ambiguous_policy
         if policy == "hold":
             self._finish(run, GrantState.UNKNOWN, f"may have been applied ({error}); held for an operator",
-                         effects={"slot": settle})  # fmt: skip
+                         slot=settle)  # fmt: skip
         elif policy == "retry":
             self._failed(run, f"may have been applied, sending again (AMBIGUOUS_POLICY=retry): {error}", settle,
                          fields={"maybe_applied": "1"})  # fmt: skip
@@ -700,7 +716,7 @@ class Deliverer:
                 f"may have been applied ({error}); {run.baseline_missing}, so a read-back cannot tell;"
                 " held for an operator"
             )
-            self._finish(run, GrantState.UNKNOWN, reason, effects={"slot": settle})
+            self._finish(run, GrantState.UNKNOWN, reason, slot=settle)
         else:
             self._step(
                 run,
@@ -709,7 +725,7 @@ class Deliverer:
                 slot=settle,
                 add_failure=True,
                 last_error=f"may have been applied: {error}",
-                effects={"fields": {"verify": "1"}, "due_in_s": self._verify_delay_s(), "hold": "set"},
+                effects=StepEffects(fields={"verify": "1"}, due_in_s=self._verify_delay_s(), hold=HoldChange.SET),
             )
 
     def _cannot_verify(self, run: _Run) -> bool:
@@ -720,7 +736,7 @@ class Deliverer:
             return False
         reason = f"a read-back cannot tell whether the last request was applied: {problem}; held for an operator"
         # Not guarded by the request's token (its outcome is recorded already): the run's claim and lease are.
-        self._finish(run, GrantState.UNKNOWN, reason, effects={"attempt": ""}, expect=tuple(SENDABLE_STATES))
+        self._finish(run, GrantState.UNKNOWN, reason, guarded=False, expect=tuple(SENDABLE_STATES))
         return True
 
     def _baseline_problem(self, grant: Grant) -> str:
@@ -754,7 +770,7 @@ class Deliverer:
                 begin=run.token,
                 all_or_nothing=True,
                 due_in_s=send_lease_s + 1,
-                lease_set={"key": run.lease_key, "value": run.lease_value, "px": int(send_lease_s * 1000)},
+                lease_set=LeaseSet(run.lease_key, run.lease_value, int(send_lease_s * 1000)),
             ),
         )
         if grant.id not in moved:
@@ -774,7 +790,7 @@ class Deliverer:
             self._read_back_failed(run, _describe(result), settle)
         self._count_outcome(run, result)
 
-    def _judged(self, run: _Run, profile: dict[str, Any], settle: dict[str, str]) -> None:
+    def _judged(self, run: _Run, profile: JsonObject, settle: SlotSettle) -> None:
         grant = run.grant
         sent = grant.sent_items or grant.items  # what the request carried (merged), as its start recorded it
         verdict, seen = self._evidence(grant, sent, profile)
@@ -785,20 +801,20 @@ class Deliverer:
         elif verdict == Verdict.NOT_APPLIED:
             if grant.failures >= self.settings.wetbot_max_attempts:
                 reason = f"not applied (verified by read-back: {seen}); gave up after {grant.failures} failures"
-                self._finish(run, GrantState.DEAD, reason, effects={"slot": settle, "profile": profile_ref})
+                self._finish(run, GrantState.DEAD, reason, slot=settle, effects=StepEffects(profile=profile_ref))
                 return
             self._step(
                 run,
                 GrantState.RETRYING,
                 f"verified by read-back: not applied ({seen}); sending again",
                 slot=settle,
-                effects={"profile": profile_ref, "del_fields": ("verify",), "hold": "clear"},
+                effects=StepEffects(profile=profile_ref, del_fields=("verify",), hold=HoldChange.CLEAR),
             )
         else:
             reason = f"read-back cannot tell whether the request was applied ({seen}); held for an operator"
-            self._finish(run, GrantState.UNKNOWN, reason, effects={"slot": settle, "profile": profile_ref})
+            self._finish(run, GrantState.UNKNOWN, reason, slot=settle, effects=StepEffects(profile=profile_ref))
 
-    def _evidence(self, grant: Grant, sent: tuple[GrantItem, ...], profile: dict[str, Any]) -> tuple[Verdict, str]:
+    def _evidence(self, grant: Grant, sent: tuple[GrantItem, ...], profile: JsonObject) -> tuple[Verdict, str]:
         """The verdict a read-back supports, and what was seen (``worker.verify``): only a baseline read for
         the request, young enough, that is still the last thing known of the member, can decide."""
         inventory = parse_inventory(profile)
@@ -832,12 +848,12 @@ class Deliverer:
                 context={"problem": problem.what, "doing": doing},
             )
 
-    def _read_back_failed(self, run: _Run, error: str, settle: dict[str, str]) -> None:
+    def _read_back_failed(self, run: _Run, error: str, settle: SlotSettle) -> None:
         """The read-back itself failed: try it again later, or ``unknown`` when out of attempts."""
         failures = run.grant.failures + 1
         if failures >= self.settings.wetbot_max_attempts:
             self._finish(run, GrantState.UNKNOWN, f"could not read the profile back after {failures} failures: "
-                         f"{error}; held for an operator", add_failure=True, effects={"slot": settle})  # fmt: skip
+                         f"{error}; held for an operator", add_failure=True, slot=settle)  # fmt: skip
             return
         delay_s = self._backoff_s(failures)
         self._step(
@@ -847,7 +863,7 @@ class Deliverer:
             slot=settle,
             add_failure=True,
             last_error=f"read-back failed: {error}",
-            effects={"due_in_s": delay_s},
+            effects=StepEffects(due_in_s=delay_s),
         )
 
     def _finish(
@@ -856,13 +872,26 @@ class Deliverer:
         state: GrantState,
         reason: str,
         *,
-        effects: dict[str, Any],
+        slot: SlotSettle | None = None,
+        effects: StepEffects = _NO_EFFECTS,
+        guarded: bool = True,
         add_failure: bool = False,
         expect: tuple[GrantState, ...] = (GrantState.SENDING,),
     ) -> None:
-        """Move to a final state and report it to Sentry once (only the run that moved it reports)."""
+        """Move to a final state and report it to Sentry once (only the run that moved it reports).
+
+        ``slot``, ``effects`` and ``guarded`` as in ``_step``.
+        """
         moved = self._step(
-            run, state, reason, expect=expect, add_failure=add_failure, last_error=reason, effects=effects
+            run,
+            state,
+            reason,
+            slot=slot,
+            expect=expect,
+            guarded=guarded,
+            add_failure=add_failure,
+            last_error=reason,
+            effects=effects,
         )
         for grant in run.batch:
             if grant.id in moved:
@@ -933,13 +962,10 @@ class Deliverer:
                 self.sleep(delay_s)
                 delay_s = min(delay_s * 2, 3.0)
 
-    def _profile_ref(self, grant: Grant, profile: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "key": self.keys.profile(grant.guild_id, grant.user_id),
-            "json": json.dumps(profile),
-            "at": repr(time.time()),
-            "ttl": PROFILE_TTL_S,
-        }
+    def _profile_ref(self, grant: Grant, profile: JsonObject) -> ProfileWrite:
+        return ProfileWrite(
+            self.keys.profile(grant.guild_id, grant.user_id), json.dumps(profile), time.time(), PROFILE_TTL_S
+        )
 
     def _hand_back(self, run: _Run, delay_s: float) -> None:
         self.schedule.reschedule(run.grant.id, run.lease_key, run.lease_value, max(delay_s, 0.0))

@@ -12,14 +12,16 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, cast
+from dataclasses import dataclass, replace
+from typing import cast
 
 from redis import Redis
 from redis.client import Pipeline
 
+from worker import redis_values as values
 from worker.coalesce import same_request
 from worker.creation import BatchResult, Mode, Planned, create_grants
+from worker.effects import JsonObject, StepEffects, encode_effects
 from worker.grant import (
     CANCELLABLE_STATES,
     MAYBE_APPLIED_FLAGS,
@@ -56,51 +58,10 @@ class ProfileSnapshot:
     when no profile was ever recorded.
     """
 
-    profile: dict[str, Any] | None
+    profile: JsonObject | None
     at: float
     seq: int = 0
     stale: bool = False
-
-
-@dataclass(frozen=True)
-class StepEffects:
-    """What else one grant step changes in the same atomic script (``lua/transition.lua``).
-
-    The optional parts are the JSON objects the script reads, built by the
-    callers that own those keys (``worker.delivery``, ``worker.schedule``).
-    """
-
-    #: the run token the grant's last request must carry; a second run of the step is then a no-op.
-    attempt: str = ""
-    #: flags (fields set to "1") that forbid the step.
-    unless_flagged: tuple[str, ...] = ()
-    #: the run token of the request this step starts (it becomes the grant's attempt; a resent step is a no-op).
-    begin: str = ""
-    fields: Mapping[str, str] = field(default_factory=dict)
-    del_fields: tuple[str, ...] = ()
-    #: seconds until the reconciler looks at a queued/retrying/sending grant again.
-    due_in_s: float = 0.0
-    #: ``{key, value}``: the lease to release if it still holds ``value``.
-    lease_release: Mapping[str, str] | None = None
-    #: ``{key, value, px}``: the lease to (re)set.
-    lease_set: Mapping[str, Any] | None = None
-    #: ``{key, member}``: the rate slot that counts from now on.
-    slot: Mapping[str, str] | None = None
-    #: ``{key, json, at, ttl}``: the profile snapshot to store.
-    profile: Mapping[str, Any] | None = None
-    #: ``"set"``/``"clear"``: the user's verify hold.
-    hold: str = ""
-    #: ``{set, registry, name}``: the parked index to add the grant to (a step to ``parked``), and its registry.
-    park: Mapping[str, str] | None = None
-    #: move none of the grants unless all can move (a merged request starting: all its grants go, or none).
-    all_or_nothing: bool = False
-    possible_duplicate: bool = False
-    #: -1, or how many history entries the (first) grant must have for the step to happen: an operator's
-    #: action names the grant as they saw it, so the same form sent again after it moved does nothing.
-    expect_history: int = -1
-    #: the operator's action this step is ("" for none), kept in its history entry (``Transition.action``) so
-    #: a repeat of the action can tell it was done without reading the entry's text.
-    action: str = ""
 
 
 class Ledger:
@@ -262,46 +223,36 @@ class Ledger:
         entry: dict[str, object] = {"from": "%FROM%", "to": to.value, "at": now, "reason": reason}
         if extra.action:
             entry["action"] = extra.action
-        request: dict[str, Any] = {
+        request: JsonObject = {
+            **encode_effects(replace(extra, fields=fields)),
             "prefix": self._keys.prefix,
             "ids": list(grant_ids),
             "expect": [state.value for state in expect],
-            "attempt": extra.attempt,
-            "begin": extra.begin,
-            "unless_flagged": list(extra.unless_flagged),
             "to": to.value,
             "now": repr(now),
             "entry": json.dumps(entry),
             "add_attempt": 1 if add_attempt else 0,
             "failures": "reset" if reset_failures else ("1" if add_failure else "0"),
-            "fields": fields,
-            "del_fields": list(extra.del_fields),
-            "due_ms": max(0, int(extra.due_in_s * 1000)),
-            "hold": extra.hold,
-            "possible_duplicate": 1 if extra.possible_duplicate else 0,
-            "all_or_nothing": 1 if extra.all_or_nothing else 0,
-            "expect_history": extra.expect_history,
             "profile_ttl": PROFILE_TTL_S,
         }
         if per_grant:
             request["per_grant"] = {grant_id: dict(values) for grant_id, values in per_grant.items()}
-        for name in ("lease_release", "lease_set", "slot", "profile", "park"):
-            value = getattr(extra, name)
-            if value is not None:
-                request[name] = value
         first = grant_ids[0]
         acks = self._acks if confirm else NO_ACKS
         script_keys = [self._keys.grant(first), self._keys.history(first)]
         barrier = self._keys.replication_barrier()
         try:
-            reply = cast(list[Any], run_confirmed(self._redis, self._transition, acks, keys=script_keys,
-                                                  args=[json.dumps(request)], barrier=barrier))  # fmt: skip
+            reply = values.items(
+                run_confirmed(self._redis, self._transition, acks, keys=script_keys, args=[json.dumps(request)],
+                              barrier=barrier)
+            )  # fmt: skip
         except NotReplicated as exc:
-            if int(exc.reply[0]) in (1, 2) or len(exc.reply) > 2:
+            answered = values.items(exc.reply)
+            if values.integer(answered[0]) in (1, 2) or len(answered) > 2:
                 # The step is in place on the primary only; ``reply`` names the grants it moved there.
-                raise NotReplicated(str(exc), [_text(grant_id) for grant_id in exc.reply[2:]]) from exc
+                raise NotReplicated(str(exc), values.texts(answered[2:])) from exc
             return []  # nothing moved: there is nothing to confirm
-        return [_text(grant_id) for grant_id in reply[2:]]
+        return values.texts(reply[2:])
 
     def same_request_ids(self, grant: Grant) -> list[str]:
         """``grant`` and every other grant its last (merged) request carried that still waits in its state for

@@ -51,6 +51,7 @@ from typing import cast
 from redis import Redis
 
 from config.settings import RateLimit
+from worker.effects import SlotSettle
 from worker.keys import Keys
 from worker.scripts import load_script
 from worker.timings import DEFAULT_TIMINGS, Timings
@@ -106,6 +107,7 @@ class SlidingWindowLimiter:
         self.rate = rate
         self.effective_window_s = effective_window_s(rate)
         self._script = load_script(redis, "sliding_window")
+        self._block = load_script(redis, "rate_block")
 
     def try_acquire(
         self,
@@ -187,18 +189,15 @@ class SlidingWindowLimiter:
         pipe.zrem(self._keys.rate_pending(key_id), member)
         pipe.execute()
 
-    def settle_ref(self, key_id: str, member: str) -> dict[str, str]:
+    def settle_ref(self, key_id: str, member: str) -> SlotSettle:
         """The slot to re-stamp with the time its answer came back, as ``StepEffects.slot`` takes it.
 
         Recording an outcome re-stamps the slot in the same step (``lua/transition.lua``) and ends its
         hold, so the slot covers the whole time the request may have taken to arrive, and no more.
         """
-        return {
-            "key": self._keys.rate_window(key_id),
-            "member": member,
-            "pending": self._keys.rate_pending(key_id),
-            "ttl_ms": str(self._settled_ttl_ms()),
-        }
+        return SlotSettle(
+            self._keys.rate_window(key_id), member, self._keys.rate_pending(key_id), self._settled_ttl_ms()
+        )
 
     def settle(self, key_id: str, member: str) -> None:
         """Re-stamp a slot now and end its hold, when no ledger step carries it: its answer is back, or its
@@ -231,17 +230,14 @@ class SlidingWindowLimiter:
     def block(self, key_id: str, duration_s: float) -> None:
         """Let no request for ``key_id`` start for ``duration_s`` seconds (after a 429).
 
-        Uses Redis' clock, like the window, and never shortens an existing block.
+        Uses Redis' clock, like the window, and never shortens an existing block: the read and the write
+        are one step (``lua/rate_block.lua``), so of two 429s answered at once the longer block stays.
         """
-        seconds, micros = self._redis.time()  # type: ignore[misc]
-        until_us = int(seconds) * 1_000_000 + int(micros) + int(duration_s * 1_000_000)
-        key = self._keys.rate_block(key_id)
         throttled_ms = int(max(duration_s, self.rate.window_s) * THROTTLED_WINDOWS * 1000)
-        self._redis.set(self._keys.rate_throttled(key_id), "1", px=throttled_ms)
-        current = cast(bytes | None, self._redis.get(key))
-        if current is not None and int(current) >= until_us:
-            return
-        self._redis.set(key, until_us, px=int(duration_s * 1000) + 1000)
+        self._block(
+            keys=[self._keys.rate_block(key_id), self._keys.rate_throttled(key_id)],
+            args=[int(duration_s * 1_000_000), throttled_ms, int(duration_s * 1000) + 1000],
+        )
 
     def _settled_ttl_ms(self) -> int:
         return int((self.effective_window_s + SETTLED_TTL_S) * 1000)

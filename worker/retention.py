@@ -7,7 +7,7 @@ weakens no dedupe:
 
 * Only ``delivered`` and ``cancelled`` grants are trimmed — nothing more can
   happen to them. ``dead`` and ``unknown`` grants wait for an operator
-  (``dead replay``, ``resolve``) and stay until one acts; they are few (one per
+  (``grants replay``, ``grants resolve``) and stay until one acts; they are few (one per
   failure, each reported to Sentry). Non-final grants are never touched: the
   script walks only the two final states' indexes.
 * Age counts from the time the grant entered its state (the state index's

@@ -399,31 +399,24 @@ class Reconciler(dramatiq.Middleware):
             logger.warning("reconciler: %d moving grant(s) were not on the schedule; they are now", adopted)
         return True
 
-    def reconcile_once(self) -> int:
-        """Dispatch everything due now; returns how many messages were written. Never raises for Redis."""
-        return self._pass()[0]
-
     def reconcile_pass(self) -> float | None:
-        """``reconcile_once``, returning the seconds until the next entry is due (None: none, or no Redis)."""
-        return self._pass()[1]
+        """Dispatch everything due now; the seconds until the next entry is due (None: none, or no Redis).
 
-    def _pass(self) -> tuple[int, float | None]:
-        written = 0
+        Never raises for Redis."""
         try:
             while True:
                 batch = self._schedule.dispatch_batch()
-                written += len(batch.dispatched)
                 if not batch.full:
                     break
         except RedisError as exc:
             if not self._failing:
                 logger.warning("reconciler: Redis unavailable (%s); grants wait until it answers", exc)
             self._failing = True
-            return written, None
+            return None
         if self._failing:
             logger.warning("reconciler: Redis answers again; due grants dispatched")
             self._failing = False
-        return written, batch.next_due_in_s
+        return batch.next_due_in_s
 
 
 def _text(value: bytes | str) -> str:

@@ -23,9 +23,9 @@ __all__ = ["clear_demo_keys", "register"]
 BATCH = 500
 
 
-def register(commands: Any) -> None:
-    """Add ``demo clear`` to the top-level ``commands``."""
-    demo = commands.add_parser("demo", help="demo mode's data").add_subparsers(title="demo commands")
+def register(parser: argparse.ArgumentParser) -> None:
+    """Add ``clear`` to the ``demo`` noun."""
+    demo = parser.add_subparsers(title="demo commands", metavar="COMMAND")
     clear = demo.add_parser("clear", help=f"delete every Redis key under {DEMO_KEY_PREFIX}: (demo data only)")
     clear.set_defaults(run=_clear)
 

@@ -7,7 +7,6 @@ import asyncio
 import json
 import sys
 import time
-from typing import Any
 
 from admin.reprocess import NothingToReprocess, ReprocessRefused, reprocess
 from config.errors import CliError
@@ -22,11 +21,9 @@ from worker.keys import Keys
 __all__ = ["register"]
 
 
-def register(commands: Any) -> None:
-    """Add ``events`` to the top-level ``commands``."""
-    events = commands.add_parser("events", help="the event inbox: every verified webhook").add_subparsers(
-        title="events commands"
-    )
+def register(parser: argparse.ArgumentParser) -> None:
+    """Add ``list``, ``show`` and ``reprocess`` to the ``events`` noun."""
+    events = parser.add_subparsers(title="events commands", metavar="COMMAND")
     listing = events.add_parser("list", help="events, newest first")
     listing.add_argument("--outcome", choices=[o.value for o in Outcome])
     listing.add_argument("--source", choices=["twitch", "patreon"])

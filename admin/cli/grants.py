@@ -1,4 +1,4 @@
-"""The operator's commands on the ledger and the links: ``grant``, ``grants``, ``dead``, ``resolve``, ``links``.
+"""``wetbot-rewards grants create|list|show|cancel|replay|resolve``: the operator's commands on the ledger.
 
 Each one talks to the same Redis as the service: grants it creates or moves go
 through the same ledger and schedule as the web app's, and every change is one
@@ -12,7 +12,6 @@ escaped by ``json.dumps`` itself.
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import math
 import sys
@@ -20,88 +19,66 @@ import time
 import uuid
 from typing import Any
 
-from admin import grant_actions
+from admin.cli import connect
+from admin.cli.renamed import RenamedOption
 from config.errors import CliError
 from config.rewards import load_rewards
 from config.settings import Settings
-from producers.audit import AuditLog
-from producers.link_actions import LinkRefused, link, unlink
-from producers.links import PLATFORMS, LinkStore
 from producers.printable import terminal_safe as safe
-from producers.submit import submit_grant
 from worker.connections import connect_redis
 from worker.eta import Eta, EtaEstimator
 from worker.grant import FINAL_STATES, Grant, GrantItem, GrantState, NewGrant
 from worker.grant_search import BadCursor, GrantQuery, find_grants
-from worker.keys import Keys
 from worker.ledger import Ledger
-from worker.replication import ReplicaAcks
+
+__all__ = ["register"]
 
 #: WetBot's documented amount range.
 MAX_AMOUNT = 1_000_000_000
 
 
-def register(commands: Any) -> None:
-    """Add ``grant``, ``grants``, ``dead``, ``links`` and ``resolve`` to the top-level ``commands``.
+def register(parser: argparse.ArgumentParser) -> None:
+    """Add ``create``, ``list``, ``show``, ``cancel``, ``replay`` and ``resolve`` to the ``grants`` noun.
 
     What they change goes through ``admin.grant_actions``, as the console's and the API's actions do.
     """
-    grant = commands.add_parser("grant", help="queue a grant by hand")
-    grant.add_argument("--user", required=True, help="Discord user id")
-    grant.add_argument("--guild", help="Discord guild id (default: guild_id of the rewards file)")
-    grant.add_argument(
+    grants = parser.add_subparsers(title="grants commands", metavar="COMMAND")
+    create = grants.add_parser("create", help="queue a grant by hand")
+    create.add_argument("--user", required=True, help="Discord user id")
+    create.add_argument("--guild", help="Discord guild id (default: guild_id of the rewards file)")
+    create.add_argument(
         "--item", action="append", required=True, metavar="ID=AMOUNT", help="item and amount; repeat for more"
     )
-    grant.add_argument("--key", help="idempotency key (the same key never grants twice)")
-    grant.add_argument("--reason", default="", help="free text kept on the grant")
-    grant.set_defaults(run=_grant)
+    create.add_argument("--key", help="idempotency key (the same key never grants twice)")
+    create.add_argument("--reason", default="", help="free text kept on the grant")
+    create.set_defaults(run=_create)
 
-    grants = commands.add_parser("grants", help="list, show or cancel grants").add_subparsers(title="grants commands")
     listing = grants.add_parser("list", help="list grants, newest first (filters combine)")
     listing.add_argument("--state", choices=[s.value for s in GrantState])
     _add_filters(listing)
     listing.add_argument("--limit", type=int, default=50, help="grants per page (at most 100)")
-    listing.add_argument("--after", metavar="CURSOR", help="the next page, from the cursor a listing printed")
+    listing.add_argument("--cursor", help="the next page, from the cursor a listing printed")
+    listing.add_argument("--after", dest="cursor", action=RenamedOption, new="--cursor")
     listing.add_argument("--json", action="store_true")
-    listing.set_defaults(run=_grants_list)
+    listing.set_defaults(run=_list)
+
     show = grants.add_parser("show", help="one grant with its history")
     show.add_argument("grant_id")
     show.add_argument("--json", action="store_true")
-    show.set_defaults(run=_grants_show)
+    show.set_defaults(run=_show)
+
     cancel = grants.add_parser("cancel", help="cancel a queued, parked or retrying grant: it is never sent")
     cancel.add_argument("grant_id")
     cancel.add_argument("--reason", required=True, help="why (kept in the grant's history and the audit log)")
-    cancel.set_defaults(run=_grants_cancel)
+    cancel.set_defaults(run=_cancel)
 
-    dead = commands.add_parser("dead", help="grants that ended dead").add_subparsers(title="dead commands")
-    dead_list = dead.add_parser("list", help="list dead grants with their last error")
-    _add_filters(dead_list)
-    dead_list.add_argument("--limit", type=int, default=50)
-    dead_list.add_argument("--json", action="store_true")
-    dead_list.set_defaults(run=_dead_list)
-    replay = dead.add_parser("replay", help="queue dead grants again (attempts start over)")
+    replay = grants.add_parser("replay", help="queue dead grants again (attempts start over)")
     replay.add_argument("grant_ids", nargs="*")
     replay.add_argument("--all", action="store_true", help="every dead grant (that the filters match)")
     _add_filters(replay)
-    replay.set_defaults(run=_dead_replay)
+    replay.set_defaults(run=_replay)
 
-    links = commands.add_parser("links", help="Twitch/Patreon user -> Discord user links").add_subparsers(
-        title="links commands"
-    )
-    link_add = links.add_parser("add", help="link a user and queue the grants parked for them")
-    link_add.add_argument("platform", choices=PLATFORMS)
-    link_add.add_argument("external_id", help="the platform's numeric user id")
-    link_add.add_argument("discord_user_id")
-    link_add.set_defaults(run=_links_add)
-    link_list = links.add_parser("list", help="every link of a platform")
-    link_list.add_argument("platform", choices=PLATFORMS)
-    link_list.set_defaults(run=_links_list)
-    link_remove = links.add_parser("remove", help="forget a run-time link")
-    link_remove.add_argument("platform", choices=PLATFORMS)
-    link_remove.add_argument("external_id")
-    link_remove.set_defaults(run=_links_remove)
-
-    resolve = commands.add_parser("resolve", help="decide a grant in state unknown")
+    resolve = grants.add_parser("resolve", help="decide a grant in state unknown")
     resolve.add_argument("grant_id")
     decision = resolve.add_mutually_exclusive_group(required=True)
     decision.add_argument("--delivered", action="store_true", help="WetBot did apply it: mark delivered")
@@ -114,7 +91,9 @@ def register(commands: Any) -> None:
 
 
 # --- commands -------------------------------------------------------------------------------
-def _grant(settings: Settings, args: argparse.Namespace) -> int:
+def _create(settings: Settings, args: argparse.Namespace) -> int:
+    from producers.submit import submit_grant  # here: the other commands do not need it
+
     default_guild = load_rewards(settings.rewards_file, missing_ok=True).guild_id
     guild_id = args.guild or default_guild
     if guild_id is None:
@@ -138,27 +117,29 @@ def _grant(settings: Settings, args: argparse.Namespace) -> int:
         source_ref=args.key or "",
         reason=args.reason,
     )
-    result = submit_grant(_ledger(settings), new)
+    result = submit_grant(connect.ledger(settings), new)
     verb = "queued" if result.created else "already exists (same --key)"
     print(f"grant {result.grant.id} {verb}: state {result.grant.state.value}")
     return 0
 
 
-def _grants_list(settings: Settings, args: argparse.Namespace) -> int:
-    ledger = _ledger(settings)
+def _list(settings: Settings, args: argparse.Namespace) -> int:
+    ledger = connect.ledger(settings)
     query = _query(args, GrantState(args.state) if args.state else None)
     try:
-        page = find_grants(ledger.redis, ledger.keys, query, cursor=args.after, limit=args.limit)
+        page = find_grants(ledger.redis, ledger.keys, query, cursor=args.cursor, limit=args.limit)
     except BadCursor as exc:
-        raise CliError(f"--after: {exc}") from None
-    _print_grants(page.grants, as_json=args.json, etas=_etas(settings, page.grants))
+        raise CliError(f"--cursor: {exc}") from None
+    # A dead grant's last error says why it died: a listing of dead grants shows it.
+    errors = query.state == GrantState.DEAD
+    _print_grants(page.grants, as_json=args.json, errors=errors, etas=_etas(settings, page.grants))
     if page.next_cursor and not args.json:
-        print(f"more: --after {page.next_cursor}")
+        print(f"more: --cursor {page.next_cursor}")
     return 0
 
 
-def _grants_show(settings: Settings, args: argparse.Namespace) -> int:
-    ledger = _ledger(settings)
+def _show(settings: Settings, args: argparse.Namespace) -> int:
+    ledger = connect.ledger(settings)
     grant = _get(ledger, args.grant_id)
     history = ledger.history(grant.id)
     eta = _etas(settings, [grant]).get(grant.id)
@@ -182,34 +163,33 @@ def _grants_show(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _grants_cancel(settings: Settings, args: argparse.Namespace) -> int:
+def _cancel(settings: Settings, args: argparse.Namespace) -> int:
     """Cancel one grant in one guarded step (run twice: the second says it was already cancelled)."""
-    ledger = _ledger(settings)
+    from admin import grant_actions  # here: listing and showing do not need it
+
+    ledger = connect.ledger(settings)
     try:
-        result = grant_actions.cancel(ledger, args.grant_id, args.reason, audit=_audit(ledger), actor=_actor())
+        result = grant_actions.cancel(
+            ledger, args.grant_id, args.reason, audit=connect.audit_log(ledger), actor=connect.actor()
+        )
     except grant_actions.ActionRefused as exc:  # its message says what the grant is now
         raise CliError(safe(exc.message)) from None
     print(safe(result.message))
     return 0
 
 
-def _dead_list(settings: Settings, args: argparse.Namespace) -> int:
-    ledger = _ledger(settings)
-    page = find_grants(ledger.redis, ledger.keys, _query(args, GrantState.DEAD), limit=args.limit)
-    _print_grants(page.grants, as_json=args.json, errors=True)
-    return 0
-
-
-def _dead_replay(settings: Settings, args: argparse.Namespace) -> int:
+def _replay(settings: Settings, args: argparse.Namespace) -> int:
     """Queue dead grants again, each in one atomic step: a second run (or a run after a kill) skips what moved."""
-    ledger = _ledger(settings)
+    from admin import grant_actions  # here: listing and showing do not need it
+
+    ledger = connect.ledger(settings)
     if args.all == bool(args.grant_ids):
-        raise CliError("dead replay: give grant ids or --all (not both)")
-    audit, actor = _audit(ledger), _actor()
+        raise CliError("grants replay: give grant ids or --all (not both)")
+    audit, who = connect.audit_log(ledger), connect.actor()
     if args.all:
         try:
             bulk = grant_actions.bulk_replay(
-                ledger, _query(args, GrantState.DEAD), up_to=time.time(), audit=audit, actor=actor
+                ledger, _query(args, GrantState.DEAD), up_to=time.time(), audit=audit, actor=who
             )
         except grant_actions.ActionUnconfirmed as exc:
             for grant_id in exc.done:
@@ -222,7 +202,7 @@ def _dead_replay(settings: Settings, args: argparse.Namespace) -> int:
     replayed = 0
     for grant_id in args.grant_ids:
         try:
-            result = grant_actions.replay(ledger, grant_id, audit=audit, actor=actor)
+            result = grant_actions.replay(ledger, grant_id, audit=audit, actor=who)
         except grant_actions.GrantMissing as exc:
             raise CliError(safe(exc.message)) from None
         except grant_actions.ActionRefused as exc:
@@ -236,6 +216,8 @@ def _dead_replay(settings: Settings, args: argparse.Namespace) -> int:
 
 def _resolve(settings: Settings, args: argparse.Namespace) -> int:
     """Decide an ``unknown`` grant in one atomic step (safe to run twice: the second finds it decided)."""
+    from admin import grant_actions  # here: listing and showing do not need it
+
     decision = (
         grant_actions.Decision.DELIVERED
         if args.delivered
@@ -243,45 +225,14 @@ def _resolve(settings: Settings, args: argparse.Namespace) -> int:
         if args.verify
         else grant_actions.Decision.RESEND
     )
-    ledger = _ledger(settings)
+    ledger = connect.ledger(settings)
     try:
         result = grant_actions.resolve(
-            ledger, args.grant_id, decision, note=args.note, audit=_audit(ledger), actor=_actor()
+            ledger, args.grant_id, decision, note=args.note, audit=connect.audit_log(ledger), actor=connect.actor()
         )
     except grant_actions.ActionRefused as exc:
         raise CliError(safe(exc.message)) from None
     print(safe(result.message))
-    return 0
-
-
-def _links_add(settings: Settings, args: argparse.Namespace) -> int:
-    ledger = _ledger(settings)
-    try:
-        done = link(ledger, _links(settings, ledger), args.platform, args.external_id, args.discord_user_id,
-                    audit=_audit(ledger), actor=_actor())  # fmt: skip
-    except LinkRefused as exc:
-        raise CliError(str(exc)) from None
-    print(f"{args.platform} user {args.external_id} linked to Discord user {args.discord_user_id}; "
-          f"{len(done.released)} parked grant(s) queued")  # fmt: skip
-    return 0
-
-
-def _links_list(settings: Settings, args: argparse.Namespace) -> int:
-    found = _links(settings, _ledger(settings)).all(args.platform)
-    if not found:
-        print("no links")
-    for external_id, (discord_id, origin) in sorted(found.items()):
-        print(f"{safe(external_id):>20} -> {safe(discord_id)}  ({safe(origin)})")
-    return 0
-
-
-def _links_remove(settings: Settings, args: argparse.Namespace) -> int:
-    ledger = _ledger(settings)
-    try:
-        unlink(_links(settings, ledger), args.platform, args.external_id, audit=_audit(ledger), actor=_actor())
-    except LinkRefused as exc:
-        raise CliError(f"link of {args.platform} user {args.external_id} not removed: {exc}") from None
-    print(f"link of {args.platform} user {args.external_id} removed")
     return 0
 
 
@@ -303,32 +254,6 @@ def _query(args: argparse.Namespace, state: GrantState | None) -> GrantQuery:
         return GrantQuery(state=state, source=args.source or "", guild_id=args.guild or "", text=text)
     except ValueError as exc:
         raise CliError(f"--{exc}") from None
-
-
-def _actor() -> str:
-    """Who runs a command, for the audit log: the login name (as far as the system knows it)."""
-    try:
-        name = getpass.getuser()
-    except (OSError, KeyError):
-        name = "unknown"
-    return f"cli:{safe(name)[:40]}"
-
-
-def _audit(ledger: Ledger) -> AuditLog:
-    """The audit log on the ledger's own connection."""
-    return AuditLog(ledger.redis, ledger.keys)
-
-
-def _ledger(settings: Settings) -> Ledger:
-    """The ledger; what it creates and what an action changes is confirmed by replicas like a producer's
-    create (``worker.replication``; an action short of them fails with ``ActionUnconfirmed``, exit 1)."""
-    return Ledger(connect_redis(settings), Keys(settings.redis_key_prefix), acks=ReplicaAcks.from_settings(settings))
-
-
-def _links(settings: Settings, ledger: Ledger) -> LinkStore:
-    """The links (with the rewards file's static ones) on the ledger's connection, confirmed like it."""
-    rewards = load_rewards(settings.rewards_file, missing_ok=True)
-    return LinkStore.for_rewards(ledger.redis, ledger.keys, rewards, acks=ReplicaAcks.from_settings(settings))
 
 
 def _get(ledger: Ledger, grant_id: str) -> Grant:

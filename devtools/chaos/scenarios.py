@@ -252,7 +252,7 @@ def _cli_replay(run: Run) -> None:
         if dead == 0:
             break
         stop_below = dead - run.rng.randint(0, max(0, min(dead - 1, 3)))
-        proc = cluster.cli("dead", "replay", "--all")
+        proc = cluster.cli("grants", "replay", "--all")
         client = cluster.redis.client()
         index = cluster.keys.state_index(GrantState.DEAD.value)
         try:
@@ -265,7 +265,7 @@ def _cli_replay(run: Run) -> None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
         proc.wait(timeout=10)
-    proc = cluster.cli("dead", "replay", "--all")
+    proc = cluster.cli("grants", "replay", "--all")
     try:
         proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
@@ -347,7 +347,7 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("redis-pause", "Redis paused (CLIENT PAUSE WRITE 1.5 s, then 5.5 s)", _redis_pause, 30),
         Scenario("broker-cut", "broker connections silently cut (black-holed)", _broker_cut, 30, {"via_proxy": True}),
         Scenario("clock-skew", "one worker host's clock 60 s ahead", _clock_skew, 30, {"skew_s": (0.0, 60.0)}),
-        Scenario("cli-replay-kill", "`dead replay --all` SIGKILLed mid-replay, run again", _cli_replay, 45),
+        Scenario("cli-replay-kill", "`grants replay --all` SIGKILLed mid-replay, run again", _cli_replay, 45),
         Scenario(
             "failover",
             "Sentinel: SENTINEL FAILOVER mid-drain, then the new primary SIGKILLed (back later as a replica)",

@@ -4,7 +4,7 @@
 - ``events`` — webhook bodies (JSON:API) → a typed ``MemberEvent``.
 - ``rules`` — what one member event means against ``[[patreon.rules]]`` and the member's memory (pure).
 - ``members`` — the member memory in Redis, and carrying out a plan atomically.
-- ``cli`` — ``send-test patreon``.
+- ``cli`` — ``patreon send-test``.
 - ``samples`` — sample webhook bodies for ``send-test`` and the tests.
 """
 

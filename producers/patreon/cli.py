@@ -1,4 +1,4 @@
-"""``wetbot-rewards send-test patreon <trigger>``: sign a sample Patreon webhook and post it to a running instance.
+"""``wetbot-rewards patreon send-test <trigger>``: sign a sample Patreon webhook and post it to a running instance.
 
 The body comes from ``producers.patreon.samples`` (one fictional patron whose
 pledge started at ``PLEDGE_START``); the charge date defaults to now, so each
@@ -15,7 +15,6 @@ import re
 import sys
 import urllib.error
 import urllib.request
-from typing import Any
 from urllib.parse import urlsplit
 
 from config.settings import Settings
@@ -36,10 +35,10 @@ _DISCORD_ID = re.compile(r"[1-9][0-9]{16,19}")
 _MEMBER_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
 
 
-def register(commands: Any, send_test: Any) -> None:
-    """Add ``send-test patreon`` to the ``send-test`` subparsers (``commands`` is unused: no other commands)."""
-    del commands
-    parser = send_test.add_parser("patreon", help="sign a sample Patreon webhook and post it to the service")
+def register(noun: argparse.ArgumentParser) -> None:
+    """Add ``send-test`` to the ``patreon`` noun."""
+    patreon = noun.add_subparsers(title="patreon commands", metavar="COMMAND")
+    parser = patreon.add_parser("send-test", help="sign a sample Patreon webhook and post it to the service")
     parser.add_argument("trigger", choices=sorted(MEMBER_TRIGGERS), help="X-Patreon-Event, e.g. members:update")
     parser.add_argument("--url", help="the service's base URL (default http://127.0.0.1:$PORT, PORT default 8000)")
     parser.add_argument("--discord-id", help="the patron's connected Discord id (default: not connected)")

@@ -1,4 +1,4 @@
-"""Patreon webhook bodies for ``send-test patreon`` and the tests, modelled on Patreon's documented payloads.
+"""Patreon webhook bodies for ``patreon send-test`` and the tests, modelled on Patreon's documented payloads.
 
 The shape follows the real captures (docs/patreon.md §4): a ``member`` with
 its attributes, ``currently_entitled_tiers`` and ``user`` relationships, and

@@ -4,7 +4,7 @@
 - ``signature`` — EventSub HMAC signatures and message freshness.
 - ``rules`` — notifications → the grants and links ``[[twitch.rules]]`` ask for (pure).
 - ``helix`` — a small Helix client for EventSub subscriptions.
-- ``cli`` — ``send-test twitch`` and ``twitch subscribe``.
+- ``cli`` — ``twitch send-test`` and ``twitch subscribe``.
 - ``samples`` — signed sample notifications for ``send-test``, the tests and the benchmarks.
 """
 

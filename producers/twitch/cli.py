@@ -1,6 +1,6 @@
-"""Twitch commands: ``send-test twitch <event>`` and ``twitch subscribe``.
+"""Twitch commands: ``twitch send-test <event>`` and ``twitch subscribe``.
 
-``send-test twitch`` signs a sample event with ``TWITCH_WEBHOOK_SECRET`` and
+``twitch send-test`` signs a sample event with ``TWITCH_WEBHOOK_SECRET`` and
 posts it to a running instance, printing what it answered. ``twitch subscribe``
 creates, through Helix, the EventSub subscriptions the rewards file's rules
 need, skipping the ones that already exist, so running it twice creates nothing
@@ -14,7 +14,6 @@ import os
 import re
 import sys
 from dataclasses import dataclass
-from typing import Any
 
 import requests
 
@@ -33,9 +32,10 @@ _TWITCH_ID = re.compile(r"[0-9]{1,32}")
 MESSAGE_TYPES = ("notification", "webhook_callback_verification", "revocation")
 
 
-def register(commands: Any, send_test: Any) -> None:
-    """Add ``send-test twitch`` to ``send_test`` and ``twitch subscribe`` to the top-level ``commands``."""
-    test = send_test.add_parser("twitch", help="sign a sample Twitch EventSub event and post it")
+def register(parser: argparse.ArgumentParser) -> None:
+    """Add ``send-test`` and ``subscribe`` to the ``twitch`` noun."""
+    twitch = parser.add_subparsers(title="twitch commands", metavar="COMMAND")
+    test = twitch.add_parser("send-test", help="sign a sample Twitch EventSub event and post it")
     test.add_argument(
         "event",
         choices=sorted(SAMPLE_TYPES),
@@ -49,7 +49,6 @@ def register(commands: Any, send_test: Any) -> None:
     test.add_argument("--message-type", choices=MESSAGE_TYPES, default="notification")
     test.set_defaults(run=_send_test)
 
-    twitch = commands.add_parser("twitch", help="Twitch EventSub set-up").add_subparsers(title="twitch commands")
     subscribe = twitch.add_parser("subscribe", help="create the EventSub subscriptions the rules need (idempotent)")
     subscribe.add_argument("--callback", required=True, help="public https URL of POST /webhooks/twitch")
     subscribe.add_argument("--broadcaster-id", required=True, help="the channel's Twitch user id")
@@ -57,7 +56,7 @@ def register(commands: Any, send_test: Any) -> None:
     subscribe.set_defaults(run=_subscribe)
 
 
-# -- send-test twitch -------------------------------------------------------------------------
+# -- twitch send-test -------------------------------------------------------------------------
 
 
 def _send_test(settings: Settings, args: argparse.Namespace) -> int:

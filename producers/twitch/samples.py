@@ -1,6 +1,6 @@
 """Sample EventSub messages, modelled on Twitch's documented examples (docs/twitch.md §2), signed like Twitch.
 
-Used by ``wetbot-rewards send-test twitch`` and by tests and benchmarks. Each
+Used by ``wetbot-rewards twitch send-test`` and by tests and benchmarks. Each
 call gets a fresh message id and timestamp unless given, so a sample is never
 mistaken for a redelivery.
 """

@@ -244,7 +244,7 @@ def test_the_cli_exits_1_saying_it_could_not_be_confirmed(capsys: pytest.Capture
     assert "could not be confirmed by the Redis replicas" in err and "Run it again" in err
     assert main(["links", "add", "twitch", TWITCH_USER, USER]) == 1
     assert "could not be confirmed" in capsys.readouterr().err
-    assert main(["dead", "replay", "--all"]) == 0  # nothing dead: nothing to confirm
+    assert main(["grants", "replay", "--all"]) == 0  # nothing dead: nothing to confirm
 
 
 class _MovesBeforeConfirming(Ledger):

@@ -38,9 +38,9 @@ def due_now(redis: Redis, keys: Keys) -> set[str]:
 def test_grant_queues_once_per_key(
     capsys: pytest.CaptureFixture[str], ledger: Ledger, redis: Redis, keys: Keys
 ) -> None:
-    assert main(["grant", "--user", USER, "--item", "gem=5", "--item", "potion=1.5", "--key", "k1"]) == 0
+    assert main(["grants", "create", "--user", USER, "--item", "gem=5", "--item", "potion=1.5", "--key", "k1"]) == 0
     assert "queued: state queued" in capsys.readouterr().out
-    assert main(["grant", "--user", USER, "--item", "gem=5", "--item", "potion=1.5", "--key", "k1"]) == 0
+    assert main(["grants", "create", "--user", USER, "--item", "gem=5", "--item", "potion=1.5", "--key", "k1"]) == 0
     assert "already exists" in capsys.readouterr().out
     [grant] = ledger.list_grants()
     assert grant.guild_id == GUILD and grant.source == "cli"
@@ -62,7 +62,7 @@ def test_grant_queues_once_per_key(
 def test_grant_rejects_bad_input_and_queues_nothing(
     args: list[str], message: str, capsys: pytest.CaptureFixture[str], ledger: Ledger
 ) -> None:
-    assert main(["grant", "--user", USER, *args]) == 1
+    assert main(["grants", "create", "--user", USER, *args]) == 1
     assert message in capsys.readouterr().err
     assert ledger.list_grants() == []
 
@@ -87,23 +87,25 @@ def dead_grant(ledger: Ledger, key: str) -> str:
     return grant.id
 
 
-def test_dead_list_and_replay(capsys: pytest.CaptureFixture[str], ledger: Ledger, redis: Redis, keys: Keys) -> None:
+def test_dead_grants_listed_and_replayed(
+    capsys: pytest.CaptureFixture[str], ledger: Ledger, redis: Redis, keys: Keys
+) -> None:
     first, second = dead_grant(ledger, "t:a"), dead_grant(ledger, "t:b")
-    assert main(["dead", "list"]) == 0
+    assert main(["grants", "list", "--state", "dead"]) == 0
     assert capsys.readouterr().out.count("last error: HTTP 404: Item not found") == 2
-    assert main(["dead", "replay", first]) == 0
+    assert main(["grants", "replay", first]) == 0
     replayed = ledger.get(first)
     assert replayed is not None and replayed.state == GrantState.QUEUED and replayed.failures == 0
     assert due_now(redis, keys) == {first}, "the replay and its place on the schedule are one step"
-    assert main(["dead", "replay", "--all"]) == 0
+    assert main(["grants", "replay", "--all"]) == 0
     assert "1 grant(s) replayed" in capsys.readouterr().out
     assert ledger.get(second).state == GrantState.QUEUED  # type: ignore[union-attr]
     assert due_now(redis, keys) == {first, second}
     # Run again (as after a kill mid-run): nothing is replayed twice.
-    assert main(["dead", "replay", first, second]) == 0
+    assert main(["grants", "replay", first, second]) == 0
     assert "0 grant(s) replayed" in capsys.readouterr().out
     assert [t.to_state for t in ledger.history(first)].count("queued") == 2  # created, replayed once
-    assert main(["dead", "replay"]) == 1
+    assert main(["grants", "replay"]) == 1
 
 
 def unknown_grant(ledger: Ledger, key: str) -> str:
@@ -117,14 +119,14 @@ def test_resolve_delivered_and_resend(
     capsys: pytest.CaptureFixture[str], ledger: Ledger, redis: Redis, keys: Keys
 ) -> None:
     applied, lost = unknown_grant(ledger, "t:u1"), unknown_grant(ledger, "t:u2")
-    assert main(["resolve", applied, "--delivered", "--note", "saw it in Discord"]) == 0
+    assert main(["grants", "resolve", applied, "--delivered", "--note", "saw it in Discord"]) == 0
     assert ledger.get(applied).state == GrantState.DELIVERED  # type: ignore[union-attr]
     assert "saw it in Discord" in ledger.history(applied)[-1].reason
     assert due_now(redis, keys) == set()
-    assert main(["resolve", lost, "--resend"]) == 0
+    assert main(["grants", "resolve", lost, "--resend"]) == 0
     assert ledger.get(lost).state == GrantState.QUEUED  # type: ignore[union-attr]
     assert due_now(redis, keys) == {lost}
-    assert main(["resolve", applied, "--resend"]) == 1
+    assert main(["grants", "resolve", applied, "--resend"]) == 1
     assert "only grants in state unknown" in capsys.readouterr().err
 
 
@@ -132,12 +134,12 @@ def test_resolve_verify_asks_the_worker_for_a_read_back(
     capsys: pytest.CaptureFixture[str], ledger: Ledger, redis: Redis, keys: Keys
 ) -> None:
     grant_id = unknown_grant(ledger, "t:v1")
-    assert main(["resolve", grant_id, "--verify"]) == 0
+    assert main(["grants", "resolve", grant_id, "--verify"]) == 0
     grant = ledger.get(grant_id)
     assert grant is not None and grant.state == GrantState.RETRYING and grant.verify_pending
     assert due_now(redis, keys) == {grant_id}
     assert redis.get(keys.hold(GUILD, USER)) == grant_id.encode(), "the user's other grants wait for the read-back"
-    assert main(["resolve", grant_id, "--verify"]) == 1, "a second run finds it decided"
+    assert main(["grants", "resolve", grant_id, "--verify"]) == 1, "a second run finds it decided"
 
 
 def test_console_script_is_installed_and_reports_redis_down(tmp_path: Path) -> None:
@@ -163,7 +165,7 @@ def test_data_the_cli_prints_is_escaped_so_it_cannot_drive_the_terminal(
     ledger.transition(grant.id, GrantState.SENDING, "\x1b[31mred", add_attempt=True)
     ledger.transition(grant.id, GrantState.DEAD, "test", add_failure=True, last_error="HTTP 400: \x1b[1mbad\u200f")
     outputs = []
-    for command in (["grants", "list"], ["grants", "show", grant.id], ["dead", "list"]):
+    for command in (["grants", "list"], ["grants", "show", grant.id], ["grants", "list", "--state", "dead"]):
         assert main(command) == 0
         outputs.append(capsys.readouterr().out)
     for out in outputs:
@@ -204,8 +206,8 @@ def test_grants_list_filters_by_supporter_source_and_guild_and_pages(
     assert listed("--guild", GUILD) == [api, fan]
     assert listed("--state", "parked", "--guild", GUILD) == [fan]
     assert main(["grants", "list", "--limit", "1"]) == 0
-    cursor = capsys.readouterr().out.strip().splitlines()[-1].removeprefix("more: --after ")
-    assert listed("--limit", "1", "--after", cursor) == [other]
+    cursor = capsys.readouterr().out.strip().splitlines()[-1].removeprefix("more: --cursor ")
+    assert listed("--limit", "1", "--cursor", cursor) == [other]
     assert main(["grants", "list", "--guild", "nope"]) == 1
     with pytest.raises(SystemExit):  # one supporter at a time (argparse refuses both)
         main(["grants", "list", "--user", USER, "--twitch", "x"])
@@ -239,7 +241,7 @@ def test_dead_replay_all_takes_the_filters(capsys: pytest.CaptureFixture[str], l
     redis_guild = "222222222222222222"
     other = ledger.create(NewGrant(redis_guild, USER, (GrantItem("gem", 1),), source="test", idempotency_key="t:o"))
     assert ledger.transition(other.grant.id, GrantState.DEAD, "arranged")
-    assert main(["dead", "replay", "--all", "--guild", redis_guild]) == 0
+    assert main(["grants", "replay", "--all", "--guild", redis_guild]) == 0
     assert "1 grant(s) replayed" in capsys.readouterr().out
     assert ledger.get(other.grant.id).state == GrantState.QUEUED  # type: ignore[union-attr]
     assert {ledger.get(g).state for g in (mine, theirs)} == {GrantState.DEAD}  # type: ignore[union-attr]

@@ -58,8 +58,8 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("argv", "path"),
     [
-        (["send-test", "twitch", "channel.cheer", "--user-id", "1337"], "/webhooks/twitch"),
-        (["send-test", "patreon", "members:pledge:create", "--tier", "9999999"], "/webhooks/patreon"),
+        (["twitch", "send-test", "channel.cheer", "--user-id", "1337"], "/webhooks/twitch"),
+        (["patreon", "send-test", "members:pledge:create", "--tier", "9999999"], "/webhooks/patreon"),
     ],
 )
 def test_send_test_prints_status_and_the_json_body_indented(

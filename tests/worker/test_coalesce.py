@@ -15,8 +15,9 @@ from tests.baselines import baseline_fields, methods
 from tests.conftest import GUILD, OTHER_USER, USER, CapturingTransport, ScheduleDriver, SettingsFactory
 from worker.coalesce import merge
 from worker.delivery import Deliverer
+from worker.effects import StepEffects
 from worker.grant import Grant, GrantItem, GrantState, NewGrant
-from worker.ledger import Ledger, StepEffects
+from worker.ledger import Ledger
 
 Deliv = Callable[[Settings], Deliverer]
 

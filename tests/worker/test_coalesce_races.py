@@ -149,7 +149,7 @@ def test_resolve_delivered_decides_every_grant_of_the_merged_request(
     with pytest.MonkeyPatch.context() as patch:
         for name, value in env.items():
             patch.setenv(name, value)
-        assert cli_main(["resolve", a, "--delivered"]) == 0
+        assert cli_main(["grants", "resolve", a, "--delivered"]) == 0
     assert f"with the 1 other grant(s) its merged request carried: {b}" in capsys.readouterr().out
     assert [ledger.get(g).state for g in (a, b)] == [GrantState.DELIVERED] * 2  # type: ignore[union-attr]
     assert len(sim.applied()) == 1

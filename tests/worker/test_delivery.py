@@ -14,9 +14,11 @@ from simulator.wetbot import WetbotSimulator
 from tests.baselines import baseline_fields, methods
 from tests.conftest import API_KEY, GUILD, OTHER_USER, USER, CapturingTransport, ScheduleDriver, SettingsFactory
 from worker.delivery import Deliverer
+from worker.effects import StepEffects
 from worker.grant import GrantItem, GrantState, NewGrant
 from worker.keys import Keys
-from worker.ledger import Ledger, StepEffects
+from worker.ledger import Ledger
+from worker.profile import Inventory, parse_inventory
 
 Deliv = Callable[[Settings], Deliverer]
 
@@ -48,7 +50,7 @@ def test_delivered_grant_records_profile_and_resulting_amounts(
     assert ledger.get(first.id).result == {"gem": 6.5, "potion": 2.0}  # type: ignore[union-attr]
     snapshot = ledger.get_profile(GUILD, USER)
     assert snapshot is not None and snapshot.profile is not None and abs(snapshot.at - time.time()) < 5
-    assert {e["itemID"]: e["amount"] for e in snapshot.profile["inventory"]} == {"gem": 6.5, "potion": 2}
+    assert parse_inventory(snapshot.profile) == Inventory({"gem": 6.5, "potion": 2})
     assert sim.inventory(GUILD, USER) == {"gem": 6.5, "potion": 2}
     assert [t.to_state for t in ledger.history(first.id)] == ["queued", "sending", "delivered"]
     assert done.attempts == 1 and done.failures == 0

@@ -17,10 +17,11 @@ from wetbot_rewards.app import create_app
 from wetbot_rewards.cli import main as cli_main
 from worker import key_health
 from worker.delivery import Deliverer
+from worker.effects import Park, StepEffects
 from worker.eta import EtaEstimator, WaitReason, describe_wait, request_start
 from worker.grant import GrantItem, GrantState, NewGrant
 from worker.keys import Keys
-from worker.ledger import Ledger, StepEffects
+from worker.ledger import Ledger
 from worker.limiter import SlidingWindowLimiter
 
 OTHER_GUILD = "444444444444444444"
@@ -126,7 +127,7 @@ def test_a_parked_grant_waits_for_what_parked_it_whatever_its_last_error_says(
 ) -> None:
     # Parked for want of a key by a worker without it (this process has it): in the guild's key-parked index.
     for_key = add(ledger, "for-key")
-    park = {"set": keys.parked_for_key(GUILD), "registry": keys.key_parked_guilds(), "name": GUILD}
+    park = Park(keys.parked_for_key(GUILD), keys.key_parked_guilds(), GUILD)
     assert ledger.transition(for_key, GrantState.PARKED, "no key", last_error="", effects=StepEffects(park=park))
     # Parked for a link after an earlier refusal of the key: its last error names the key.
     for_link = add(ledger, "for-link")

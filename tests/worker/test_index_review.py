@@ -25,11 +25,12 @@ from tests.worker.test_retention import deliver, entered_ago
 from worker.broker import QUEUE_NAME
 from worker.creation import Mode, Planned
 from worker.delivery import Deliverer
+from worker.effects import StepEffects
 from worker.grant import GrantItem, GrantState, NewGrant
 from worker.grant_index import backfill
 from worker.grant_search import BadCursor, GrantQuery, find_grants
 from worker.keys import Keys
-from worker.ledger import Ledger, StepEffects
+from worker.ledger import Ledger
 from worker.retention import SECONDS_PER_DAY, GrantTrimmer
 from worker.runtime import key_parked_releaser
 

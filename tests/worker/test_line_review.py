@@ -217,7 +217,7 @@ def test_the_line_outlives_its_latest_turn_when_a_waiter_asks_again_for_a_later_
     again = lim.try_acquire("k", waiter="a")
     assert not again.granted and again.wait_s > 1.5
     ttl_s = int(cast(int, redis.pttl(keys.rate_line("k")))) / 1000
-    assert ttl_s >= again.wait_s + DEFAULT_TIMINGS.line_grace_s, "the line lives until a's new turn is LINE_GRACE_S old"
+    assert ttl_s >= again.wait_s + DEFAULT_TIMINGS.line_grace_s, "the line lives until a's new turn is line_grace_s old"
 
 
 def test_a_hand_back_announced_while_a_pass_runs_cuts_the_next_sleep_short() -> None:

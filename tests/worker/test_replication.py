@@ -19,9 +19,10 @@ from devtools.chaos.sentinel import SentinelGroup
 from simulator.wetbot import WetbotSimulator
 from tests.conftest import GUILD, USER, SettingsFactory
 from worker.delivery import Deliverer
+from worker.effects import StepEffects
 from worker.grant import GrantItem, GrantState, NewGrant
 from worker.keys import Keys
-from worker.ledger import Ledger, StepEffects
+from worker.ledger import Ledger
 from worker.replication import NotReplicated, ReplicaAcks, confirm_fence, confirm_read, run_confirmed
 from worker.scripts import load_script
 from worker.timings import DEFAULT_TIMINGS

@@ -10,9 +10,10 @@ from config.settings import Settings
 from tests.conftest import GUILD, USER
 from worker.broker import build_broker
 from worker.creation import Mode, Planned
+from worker.effects import Park, StepEffects
 from worker.grant import GrantItem, GrantState, NewGrant
 from worker.keys import Keys
-from worker.ledger import Ledger, StepEffects
+from worker.ledger import Ledger
 from worker.retention import SECONDS_PER_DAY, GrantTrimmer, LedgerRetention, TrimReport
 from worker.runtime import add_worker_middleware
 from worker.scripts import load_script
@@ -245,7 +246,7 @@ def test_a_grant_cancelled_while_it_waited_for_a_key_leaves_that_set_when_trimme
     redis: Redis, keys: Keys, ledger: Ledger
 ) -> None:
     grant_id = make_grant(ledger, "keyless")
-    park = {"set": keys.parked_for_key(GUILD), "registry": keys.key_parked_guilds(), "name": GUILD}
+    park = Park(keys.parked_for_key(GUILD), keys.key_parked_guilds(), GUILD)
     assert ledger.transition(grant_id, GrantState.PARKED, "no API key for the guild", effects=StepEffects(park=park))
     assert ledger.cancel(grant_id, "the guild left")
     entered_ago(redis, keys, grant_id, OLD_S)

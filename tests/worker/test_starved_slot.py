@@ -25,9 +25,10 @@ from simulator.wetbot import WetbotSimulator
 from tests.conftest import API_KEY, GUILD, OTHER_USER, USER, ScheduleDriver, SettingsFactory, wait_for
 from worker.client import CallResult, ItemDelta, WetbotClient
 from worker.delivery import Deliverer
+from worker.effects import StepEffects
 from worker.grant import GrantItem, GrantState, NewGrant
 from worker.keys import Keys
-from worker.ledger import Ledger, StepEffects
+from worker.ledger import Ledger
 from worker.limiter import SlidingWindowLimiter
 from worker.replication import NotReplicated
 from worker.runtime import build_deliverer

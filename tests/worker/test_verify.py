@@ -13,8 +13,9 @@ from tests.baselines import baseline_fields, gets, methods, posts
 from tests.conftest import API_KEY, GUILD, USER, CapturingTransport, ScheduleDriver, SettingsFactory
 from worker.client import ItemDelta, WetbotClient
 from worker.delivery import Deliverer
+from worker.effects import StepEffects
 from worker.grant import GrantItem, GrantState, NewGrant
-from worker.ledger import Ledger, StepEffects
+from worker.ledger import Ledger
 from worker.verify import Verdict, judge
 
 Deliv = Callable[[Settings], Deliverer]

@@ -16,6 +16,7 @@ from tests.conftest import GUILD, OTHER_USER, TOKEN, USER, CapturingTransport, R
 from wetbot_rewards.app import create_app
 from worker.grant import GrantState
 from worker.ledger import Ledger
+from worker.profile import Inventory, parse_inventory
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 Workers = Callable[..., RunningWorker]
@@ -49,7 +50,9 @@ def test_a_posted_grant_is_delivered_and_its_profile_recorded(
     assert [h["to"] for h in body["history"]] == ["queued", "sending", "delivered"]
     assert sim.inventory(GUILD, USER) == {"gem": 5}
     snapshot = ledger.get_profile(GUILD, USER)
-    assert snapshot is not None and snapshot.profile is not None and snapshot.profile["inventory"][0]["itemID"] == "gem"
+    assert snapshot is not None and snapshot.profile is not None
+    inventory = parse_inventory(snapshot.profile)
+    assert isinstance(inventory, Inventory) and list(inventory.amounts) == ["gem"]
 
 
 def test_the_same_idempotency_key_twice_delivers_once(

@@ -1,4 +1,4 @@
-"""``wetbot-rewards send-test patreon``: signs a sample and posts it to a running instance (uvicorn in a thread)."""
+"""``wetbot-rewards patreon send-test``: signs a sample and posts it to a running instance (uvicorn in a thread)."""
 
 from __future__ import annotations
 
@@ -35,13 +35,13 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, prefix: str, reward
 def test_send_test_posts_signed_events_that_the_service_accepts(
     service: str, ledger: Ledger, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["send-test", "patreon", "members:pledge:create", "--url", service, "--discord-id", USER]) == 0
+    assert main(["patreon", "send-test", "members:pledge:create", "--url", service, "--discord-id", USER]) == 0
     out = capsys.readouterr()
     assert "200 OK" in out.out and SECRET not in out.out + out.err
     common = ["--url", service, "--discord-id", USER]
-    assert main(["send-test", "patreon", "members:update", "--charge-date", "2030-01-01T00:00:00Z", *common]) == 0
-    assert main(["send-test", "patreon", "members:pledge:delete", *common]) == 0
-    assert main(["send-test", "patreon", "members:pledge:create", "--portal-test", *common]) == 0
+    assert main(["patreon", "send-test", "members:update", "--charge-date", "2030-01-01T00:00:00Z", *common]) == 0
+    assert main(["patreon", "send-test", "members:pledge:delete", *common]) == 0
+    assert main(["patreon", "send-test", "members:pledge:create", "--portal-test", *common]) == 0
     # No worker runs here: the deletion cancels the welcome grant before it is sent.
     rules = sorted((g.rule, g.items[0].amount, g.state.value) for g in ledger.list_grants())
     assert rules == [("monthly", 2.0, "queued"), ("welcome", 1.0, "cancelled")]
@@ -62,7 +62,7 @@ def test_send_test_posts_signed_events_that_the_service_accepts(
 def test_send_test_reports_bad_input_in_one_line(
     args: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["send-test", "patreon", "members:update", *args]) == 1
+    assert main(["patreon", "send-test", "members:update", *args]) == 1
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and SECRET not in err
 
@@ -71,7 +71,7 @@ def test_send_test_needs_the_secret(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    assert main(["send-test", "patreon", "members:update"]) == 1
+    assert main(["patreon", "send-test", "members:update"]) == 1
     assert "PATREON_WEBHOOK_SECRET is not set" in capsys.readouterr().err
 
 
@@ -80,5 +80,5 @@ def test_send_test_exits_1_when_the_service_refuses(
     service: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("PATREON_WEBHOOK_SECRET", "not-the-service-secret")
-    assert main(["send-test", "patreon", "members:update", "--url", service]) == 1
+    assert main(["patreon", "send-test", "members:update", "--url", service]) == 1
     assert "403" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""``send-test twitch`` against the app under uvicorn, and ``twitch subscribe`` against a fake Helix, over real HTTP."""
+"""``twitch send-test`` against the app under uvicorn, and ``twitch subscribe`` against a fake Helix, over real HTTP."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, make_settings: Sett
     monkeypatch.setenv("TWITCH_WEBHOOK_SECRET", SECRET)
 
 
-# -- send-test twitch -----------------------------------------------------------------------------
+# -- twitch send-test -----------------------------------------------------------------------------
 
 
 @pytest.fixture
@@ -54,7 +54,7 @@ def served(make_settings: SettingsFactory, rules_file: Path) -> Iterator[str]:
 def test_send_test_posts_a_signed_sample_and_prints_the_answer(
     served: str, ledger: Ledger, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert main(["send-test", "twitch", "channel.cheer", "--url", served, "--user-id", LINKED_TWITCH]) == 0
+    assert main(["twitch", "send-test", "channel.cheer", "--url", served, "--user-id", LINKED_TWITCH]) == 0
     out = capsys.readouterr().out
     assert "answer: 200 OK" in out and SECRET not in out
     [grant] = ledger.list_grants()
@@ -62,11 +62,11 @@ def test_send_test_posts_a_signed_sample_and_prints_the_answer(
 
     # Without --url it uses $PORT; the reward id defaults to the rules file's first redemption rule.
     monkeypatch.setenv("PORT", served.rsplit(":", 1)[1])
-    assert main(["send-test", "twitch", "channel.channel_points_custom_reward_redemption.add"]) == 0
+    assert main(["twitch", "send-test", "channel.channel_points_custom_reward_redemption.add"]) == 0
     assert "answer: 200" in capsys.readouterr().out
     assert {g.rule for g in ledger.list_grants()} == {"cheer", "potion"}
 
-    assert main(["send-test", "twitch", "channel.follow", "--message-type", "webhook_callback_verification"]) == 0
+    assert main(["twitch", "send-test", "channel.follow", "--message-type", "webhook_callback_verification"]) == 0
     out = capsys.readouterr().out
     assert "answer: 200 OK" in out and "challenge-" in out
 
@@ -74,8 +74,8 @@ def test_send_test_posts_a_signed_sample_and_prints_the_answer(
 @pytest.mark.usefixtures("cli_env")
 def test_send_test_link_reward(served: str, ledger: Ledger, capsys: pytest.CaptureFixture[str]) -> None:
     args = [
-        "send-test",
         "twitch",
+        "send-test",
         "channel.channel_points_custom_reward_redemption.add",
         "--url",
         served,
@@ -96,12 +96,12 @@ def test_send_test_errors_are_one_line(capsys: pytest.CaptureFixture[str], monke
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
         port = unused.getsockname()[1]
-    assert main(["send-test", "twitch", "channel.cheer", "--url", f"http://127.0.0.1:{port}"]) == 1
+    assert main(["twitch", "send-test", "channel.cheer", "--url", f"http://127.0.0.1:{port}"]) == 1
     assert "cannot reach" in capsys.readouterr().err
-    assert main(["send-test", "twitch", "channel.cheer", "--user-id", "abc"]) == 1
+    assert main(["twitch", "send-test", "channel.cheer", "--user-id", "abc"]) == 1
     assert "--user-id" in capsys.readouterr().err
     monkeypatch.delenv("TWITCH_WEBHOOK_SECRET")
-    assert main(["send-test", "twitch", "channel.cheer"]) == 1
+    assert main(["twitch", "send-test", "channel.cheer"]) == 1
     assert "TWITCH_WEBHOOK_SECRET is not set" in capsys.readouterr().err
 
 
@@ -114,7 +114,7 @@ def test_send_test_reports_a_refusal(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("TWITCH_WEBHOOK_SECRET", "a-different-secret-xyz")
-    assert main(["send-test", "twitch", "channel.raid", "--url", served]) == 1
+    assert main(["twitch", "send-test", "channel.raid", "--url", served]) == 1
     out = capsys.readouterr().out
     assert "answer: 403 Forbidden" in out and "signature" in out and "a-different-secret-xyz" not in out
 
