@@ -706,11 +706,14 @@ class Deliverer:
         """The request may have been applied: verify, hold or retry, as ``AMBIGUOUS_POLICY`` says."""
         policy = self.settings.ambiguous_policy
         if policy == "hold":
-            self._finish(run, GrantState.UNKNOWN, f"may have been applied ({error}); held for an operator",
-                         slot=settle)  # fmt: skip
+            self._finish(run, GrantState.UNKNOWN, f"may have been applied ({error}); held for an operator", slot=settle)
         elif policy == "retry":
-            self._failed(run, f"may have been applied, sending again (AMBIGUOUS_POLICY=retry): {error}", settle,
-                         fields={"maybe_applied": "1"})  # fmt: skip
+            self._failed(
+                run,
+                f"may have been applied, sending again (AMBIGUOUS_POLICY=retry): {error}",
+                settle,
+                fields={"maybe_applied": "1"},
+            )
         elif run.baseline_missing:
             reason = (
                 f"may have been applied ({error}); {run.baseline_missing}, so a read-back cannot tell;"
@@ -852,8 +855,13 @@ class Deliverer:
         """The read-back itself failed: try it again later, or ``unknown`` when out of attempts."""
         failures = run.grant.failures + 1
         if failures >= self.settings.wetbot_max_attempts:
-            self._finish(run, GrantState.UNKNOWN, f"could not read the profile back after {failures} failures: "
-                         f"{error}; held for an operator", add_failure=True, slot=settle)  # fmt: skip
+            self._finish(
+                run,
+                GrantState.UNKNOWN,
+                f"could not read the profile back after {failures} failures: {error}; held for an operator",
+                add_failure=True,
+                slot=settle,
+            )
             return
         delay_s = self._backoff_s(failures)
         self._step(

@@ -290,8 +290,9 @@ class Schedule:
             "lease_px": lease_px,
             "busy_ms": busy_ms,
         }
-        reply = cast(list[Any], self._claim(keys=[self._keys.grant(grant_id), self._keys.due()],
-                                            args=[json.dumps(request)]))  # fmt: skip
+        reply = cast(
+            list[Any], self._claim(keys=[self._keys.grant(grant_id), self._keys.due()], args=[json.dumps(request)])
+        )
         return Claim(_text(reply[0]))
 
     def adopt_unscheduled(self) -> int:
@@ -306,9 +307,14 @@ class Schedule:
             index = self._keys.state_index(state)
             start = 0
             while start < int(cast(int, self._redis.zcard(index))):
-                adopted += int(cast(int, self._adopt(
-                    keys=[index, self._keys.due()], args=[self._keys.prefix, state, start, start + BATCH - 1]
-                )))  # fmt: skip
+                adopted += int(
+                    cast(
+                        int,
+                        self._adopt(
+                            keys=[index, self._keys.due()], args=[self._keys.prefix, state, start, start + BATCH - 1]
+                        ),
+                    )
+                )
                 start += BATCH
         return adopted
 

@@ -25,13 +25,18 @@ from worker.timings import Timings
 
 @pytest.mark.parametrize("policy", ["hold", "verify"])
 def test_an_answer_recorded_after_the_lease_ran_out_still_counts(
-    policy: str, make_settings: SettingsFactory, redis: Redis, ledger: Ledger, sim: WetbotSimulator,
-) -> None:  # fmt: skip
+    policy: str,
+    make_settings: SettingsFactory,
+    redis: Redis,
+    ledger: Ledger,
+    sim: WetbotSimulator,
+) -> None:
     settings = make_settings(wetbot_timeout=0.5, ambiguous_policy=policy)
     timings = Timings(lease_margin_s=0.5)  # the outage only has to outlast the lease: seconds, not the 10 s margin
     zombie, other = (build_deliverer(settings, redis, timings=timings) for _ in range(2))
-    grant_id = ledger.create(NewGrant(GUILD, USER, (GrantItem("gem", 2),), source="test",
-                                      idempotency_key="t:x")).grant.id  # fmt: skip
+    grant_id = ledger.create(
+        NewGrant(GUILD, USER, (GrantItem("gem", 2),), source="test", idempotency_key="t:x")
+    ).grant.id
     real_add = zombie.clients.all()[0].add_items
 
     def add_then_redis_goes_away(*args: Any, **kwargs: Any) -> Any:

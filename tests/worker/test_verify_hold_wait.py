@@ -24,8 +24,9 @@ def test_grants_behind_a_long_verify_hold_wait_for_its_next_look(
     deliverer = make_deliverer(make_settings(wetbot_timeout=0.5, wetbot_retry_backoff_s=60.0))
 
     def new(key: str) -> str:
-        return ledger.create(NewGrant(GUILD, USER, (GrantItem("gem", 1),), source="test",
-                                      idempotency_key=f"t:{key}")).grant.id  # fmt: skip
+        return ledger.create(
+            NewGrant(GUILD, USER, (GrantItem("gem", 1),), source="test", idempotency_key=f"t:{key}")
+        ).grant.id
 
     x = new("x")
     sim.inject("500_after", method="POST")
