@@ -112,7 +112,7 @@ UNREAD_TRUST_S = 300.0
 #: Seconds a key's windows of overflow seats are apart beyond its limiter's window. A slot frees a window after
 #: its answer came back, and a window's requests answer over some milliseconds; a window's grants coming due
 #: before their slots free would drift earlier window by window, until each took a turn in the key's line and
-#: ran twice (one a little early only sleeps: ``worker.delivery.MAX_INLINE_WAIT_S``).
+#: ran twice (one a little early only sleeps: ``worker.timings.Timings.max_inline_wait_s``).
 OVERFLOW_WINDOW_MARGIN_S = 0.02
 
 
