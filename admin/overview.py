@@ -91,11 +91,6 @@ class GuildOverview:
     #: seconds until the guild's queued and retrying grants are expected out (None: nothing waits, or no key).
     backlog_eta_s: float | None
 
-    @property
-    def attention(self) -> int:
-        """Grants an operator has to look at: unknown and dead."""
-        return self.counts[GrantState.UNKNOWN] + self.counts[GrantState.DEAD]
-
 
 @dataclass(frozen=True)
 class Traffic:

@@ -78,10 +78,6 @@ class Outcome(StrEnum):
     TEST = "test"
 
 
-#: Outcomes that made or found grants (re-processing them is bounded by the claims' lifetime).
-ACTED = frozenset({Outcome.GRANTED, Outcome.PARKED, Outcome.DUPLICATE})
-
-
 @dataclass(frozen=True)
 class EventOutcome:
     """The outcome of one handling, as recorded and as answered to the source (``answer``)."""

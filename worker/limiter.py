@@ -54,6 +54,7 @@ from config.settings import RateLimit
 from worker.effects import SlotSettle
 from worker.keys import Keys
 from worker.scripts import load_script
+from worker.timings import DEFAULT_TIMINGS, Timings
 
 #: Seconds added to the window on our side. A slot counts from its request's
 #: start until a window after its answer comes back (``settle``), or, while the
@@ -65,9 +66,6 @@ from worker.scripts import load_script
 #: windows (0.35 s at 60 s).
 SAFETY_MARGIN_S = 0.05
 SAFETY_MARGIN_FRACTION = 0.005
-#: Seconds after its turn that a waiter in a key's line keeps its place (``lua/sliding_window.lua``): it
-#: covers the reconciler's pass and the message's pickup; a waiter that never comes back is dropped then.
-LINE_GRACE_S = 5.0
 #: Windows after a 429 during which no slot counts as spare (``try_spare``): WetBot's limit may be stricter
 #: than ours (a key shared with another tool), and a read taken then would push the request into a 429.
 THROTTLED_WINDOWS = 10
@@ -99,14 +97,17 @@ class SlidingWindowLimiter:
       redis: client for the service's Redis.
       keys: key layout.
       rate: requests per window (``WETBOT_RATE_LIMIT``).
+      timings: the line's grace (``Timings.line_grace_s``).
     """
 
-    def __init__(self, redis: Redis, keys: Keys, rate: RateLimit) -> None:
+    def __init__(self, redis: Redis, keys: Keys, rate: RateLimit, *, timings: Timings = DEFAULT_TIMINGS) -> None:
         self._redis = redis
+        self._line_grace_s = timings.line_grace_s
         self._keys = keys
         self.rate = rate
         self.effective_window_s = effective_window_s(rate)
         self._script = load_script(redis, "sliding_window")
+        self._block = load_script(redis, "rate_block")
 
     def try_acquire(
         self,
@@ -147,7 +148,7 @@ class SlidingWindowLimiter:
                 member,
                 now_arg,
                 waiter,
-                int(LINE_GRACE_S * 1_000_000),
+                int(self._line_grace_s * 1_000_000),
                 max(0, int(hold_s * 1_000_000)),
             ],
         )
@@ -229,17 +230,14 @@ class SlidingWindowLimiter:
     def block(self, key_id: str, duration_s: float) -> None:
         """Let no request for ``key_id`` start for ``duration_s`` seconds (after a 429).
 
-        Uses Redis' clock, like the window, and never shortens an existing block.
+        Uses Redis' clock, like the window, and never shortens an existing block: the read and the write
+        are one step (``lua/rate_block.lua``), so of two 429s answered at once the longer block stays.
         """
-        seconds, micros = self._redis.time()  # type: ignore[misc]
-        until_us = int(seconds) * 1_000_000 + int(micros) + int(duration_s * 1_000_000)
-        key = self._keys.rate_block(key_id)
         throttled_ms = int(max(duration_s, self.rate.window_s) * THROTTLED_WINDOWS * 1000)
-        self._redis.set(self._keys.rate_throttled(key_id), "1", px=throttled_ms)
-        current = cast(bytes | None, self._redis.get(key))
-        if current is not None and int(current) >= until_us:
-            return
-        self._redis.set(key, until_us, px=int(duration_s * 1000) + 1000)
+        self._block(
+            keys=[self._keys.rate_block(key_id), self._keys.rate_throttled(key_id)],
+            args=[int(duration_s * 1_000_000), throttled_ms, int(duration_s * 1000) + 1000],
+        )
 
     def _settled_ttl_ms(self) -> int:
         return int((self.effective_window_s + SETTLED_TTL_S) * 1000)

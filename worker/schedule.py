@@ -112,7 +112,7 @@ UNREAD_TRUST_S = 300.0
 #: Seconds a key's windows of overflow seats are apart beyond its limiter's window. A slot frees a window after
 #: its answer came back, and a window's requests answer over some milliseconds; a window's grants coming due
 #: before their slots free would drift earlier window by window, until each took a turn in the key's line and
-#: ran twice (one a little early only sleeps: ``worker.delivery.MAX_INLINE_WAIT_S``).
+#: ran twice (one a little early only sleeps: ``worker.timings.Timings.max_inline_wait_s``).
 OVERFLOW_WINDOW_MARGIN_S = 0.02
 
 
@@ -290,8 +290,9 @@ class Schedule:
             "lease_px": lease_px,
             "busy_ms": busy_ms,
         }
-        reply = cast(list[Any], self._claim(keys=[self._keys.grant(grant_id), self._keys.due()],
-                                            args=[json.dumps(request)]))  # fmt: skip
+        reply = cast(
+            list[Any], self._claim(keys=[self._keys.grant(grant_id), self._keys.due()], args=[json.dumps(request)])
+        )
         return Claim(_text(reply[0]))
 
     def adopt_unscheduled(self) -> int:
@@ -306,9 +307,14 @@ class Schedule:
             index = self._keys.state_index(state)
             start = 0
             while start < int(cast(int, self._redis.zcard(index))):
-                adopted += int(cast(int, self._adopt(
-                    keys=[index, self._keys.due()], args=[self._keys.prefix, state, start, start + BATCH - 1]
-                )))  # fmt: skip
+                adopted += int(
+                    cast(
+                        int,
+                        self._adopt(
+                            keys=[index, self._keys.due()], args=[self._keys.prefix, state, start, start + BATCH - 1]
+                        ),
+                    )
+                )
                 start += BATCH
         return adopted
 
@@ -399,31 +405,24 @@ class Reconciler(dramatiq.Middleware):
             logger.warning("reconciler: %d moving grant(s) were not on the schedule; they are now", adopted)
         return True
 
-    def reconcile_once(self) -> int:
-        """Dispatch everything due now; returns how many messages were written. Never raises for Redis."""
-        return self._pass()[0]
-
     def reconcile_pass(self) -> float | None:
-        """``reconcile_once``, returning the seconds until the next entry is due (None: none, or no Redis)."""
-        return self._pass()[1]
+        """Dispatch everything due now; the seconds until the next entry is due (None: none, or no Redis).
 
-    def _pass(self) -> tuple[int, float | None]:
-        written = 0
+        Never raises for Redis."""
         try:
             while True:
                 batch = self._schedule.dispatch_batch()
-                written += len(batch.dispatched)
                 if not batch.full:
                     break
         except RedisError as exc:
             if not self._failing:
                 logger.warning("reconciler: Redis unavailable (%s); grants wait until it answers", exc)
             self._failing = True
-            return written, None
+            return None
         if self._failing:
             logger.warning("reconciler: Redis answers again; due grants dispatched")
             self._failing = False
-        return written, batch.next_due_in_s
+        return batch.next_due_in_s
 
 
 def _text(value: bytes | str) -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import time
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, Literal
@@ -30,6 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from admin import grant_actions
 from admin.reprocess import NothingToReprocess, ReprocessRefused, reprocess
+from config.domain import InvalidInput, cursor_ms
+from config.domain_fields import Digits
 from producers.api.auth import api_actor as actor
 from producers.api.guarded_route import AdminRoute
 from producers.inbox import Outcome
@@ -90,7 +91,7 @@ def list_grants(
     source: Annotated[str, Query(max_length=40)] = "",
     guild_id: Annotated[str, Query(max_length=32)] = "",
     q: Annotated[str, Query(max_length=200, description="Discord id, Twitch login/id, Patreon id/name, key")] = "",
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    limit: Annotated[Digits, Query(ge=1, le=MAX_PAGE)] = 50,
     cursor: Annotated[str, Query(max_length=120, description="the `next` cursor of the previous page")] = "",
     guild: Annotated[str, Query(max_length=32, deprecated=True, description="old name of guild_id")] = "",
     after: Annotated[str, Query(max_length=120, deprecated=True, description="old name of cursor")] = "",
@@ -100,7 +101,7 @@ def list_grants(
     try:
         query = GrantQuery(state=grant_state, source=source, guild_id=guild_id, text=q)
         page = find_grants(state.redis, state.keys, query, cursor=cursor or None, limit=limit)
-    except ValueError as exc:  # BadCursor too
+    except InvalidInput as exc:  # BadCursor too
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
     return {"grants": grant_view(state, page.grants), "next": page.next_cursor, "total": page.total}
 
@@ -176,14 +177,10 @@ def bulk_replay(body: BulkReplayIn, request: Request, state: State) -> dict[str,
         raise RequestValidationError([{"loc": ("body", "up_to"), "msg": "not a past time", "type": "value_error"}])
     try:
         query = GrantQuery(state=GrantState.DEAD, source=body.source, guild_id=body.guild_id, text=body.q)
-    except ValueError as exc:
+    except InvalidInput as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
     done = grant_actions.bulk_replay(state.ledger, query, up_to=up_to, audit=state.audit, actor=actor(request))
     return {"replayed": list(done.replayed), "skipped": done.skipped}
-
-
-#: An events cursor: the receive time (epoch ms) the next page starts before, in ASCII digits.
-_EVENTS_CURSOR = re.compile(r"[0-9]{1,15}")
 
 
 @router.get("/events")
@@ -191,15 +188,15 @@ def list_events(
     state: State,
     outcome: Outcome | None = None,
     source: Literal["twitch", "patreon"] | None = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    limit: Annotated[Digits, Query(ge=1, le=MAX_PAGE)] = 50,
     cursor: Annotated[str, Query(max_length=15, description="the `next` cursor of the previous page")] = "",
     before_ms: Annotated[str, Query(max_length=15, deprecated=True, description="old name of cursor")] = "",
 ) -> dict[str, Any]:
     """Inbox events newest first, without their bodies (``wetbot-rewards events show`` has them)."""
-    cursor = renamed("before_ms", before_ms, "cursor", cursor)
-    if cursor and not _EVENTS_CURSOR.fullmatch(cursor):
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, "cursor: not one this API gave; start from the first page")
-    before = int(cursor) if cursor else None
+    try:
+        before = cursor_ms(renamed("before_ms", before_ms, "cursor", cursor), field="cursor")
+    except InvalidInput as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{exc}; start from the first page") from None
     events = state.inbox.recent(outcome=outcome, source=source, limit=limit, before_ms=before)
     last = int(events[-1].received_at * 1000) if len(events) == limit else None
     # ``next_before_ms`` is the old name of ``next``, kept for one release.

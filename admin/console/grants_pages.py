@@ -20,6 +20,7 @@ from fastapi import APIRouter, Depends, Response
 from admin import grant_actions
 from admin.console.context import BASE, ConsoleContext, ConsoleForm, console_form, console_page, see_other
 from admin.console.route import ConsoleRoute
+from config.domain import InvalidInput, parse_digits
 from producers.inbox import event_id
 from producers.link_actions import LinkRefused, link
 from worker.grant import FINAL_STATES, Grant, GrantState
@@ -34,6 +35,8 @@ GRANTS_PATH = f"{BASE}/grants"
 SOURCES = ("twitch", "patreon", "api", "cli")
 PLATFORM_NAMES = {"twitch": "Twitch", "patreon": "Patreon"}
 PAGE_SIZE = 50
+#: ``repr(time.time())``: ASCII digits and one dot.
+_SHOWN_AT = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,20})?")
 _GRANT_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -69,16 +72,26 @@ def grants_list(
     after: str = "",
 ) -> Response:
     """Grants newest first; filters combine; a search finds a supporter by any id or name they go by."""
-    values: dict[str, Any] = {"state": state, "source": source, "guild": guild, "q": q, "sources": SOURCES,
-                              "states": [s.value for s in GrantState], "guilds": _guilds(console),
-                              "paged": bool(after), "error": "", "first": False, "bulk_link": "",
-                              "next_link": ""}  # fmt: skip
+    values: dict[str, Any] = {
+        "state": state,
+        "source": source,
+        "guild": guild,
+        "q": q,
+        "sources": SOURCES,
+        "states": [s.value for s in GrantState],
+        "guilds": _guilds(console),
+        "paged": bool(after),
+        "error": "",
+        "first": False,
+        "bulk_link": "",
+        "next_link": "",
+    }
     try:
         query = _query(state, source, guild, q)
-        if _GRANT_ID.match(q.strip()) and console.state.ledger.get(q.strip()) is not None:
+        if _GRANT_ID.fullmatch(q.strip()) and console.state.ledger.get(q.strip()) is not None:
             return see_other(f"{GRANTS_PATH}/{q.strip()}")
         page = find_grants(console.state.redis, console.state.keys, query, cursor=after or None, limit=PAGE_SIZE)
-    except ValueError as exc:  # BadCursor too
+    except InvalidInput as exc:  # BadCursor too
         values.update(error=str(exc), first=isinstance(exc, BadCursor))
         return console.render("grants.html", active="grants", rows=[], **values, status_code=400)
     filters = query.filters()
@@ -97,15 +110,22 @@ def bulk_replay_confirm(
     """How many dead grants the filters match, and a form to replay them all (nothing happens before it)."""
     try:
         query = _query(GrantState.DEAD.value, source, guild, q)
-    except ValueError as exc:
+    except InvalidInput as exc:
         console.flash(f"Not replayed: {exc}", "error")
         return see_other(GRANTS_PATH)
     now = time.time()
     count = grant_actions.count_dead(console.state.ledger, query, up_to=now)
     return console.render(
-        "bulk_replay.html", active="grants", count=count, up_to=repr(now), source=source, guild=guild, q=q,
-        back=f"{GRANTS_PATH}?{urlencode(query.filters())}", limit=grant_actions.MAX_BULK,
-    )  # fmt: skip
+        "bulk_replay.html",
+        active="grants",
+        count=count,
+        up_to=repr(now),
+        source=source,
+        guild=guild,
+        q=q,
+        back=f"{GRANTS_PATH}?{urlencode(query.filters())}",
+        limit=grant_actions.MAX_BULK,
+    )
 
 
 @router.post(f"{GRANTS_PATH}/replay-dead")
@@ -114,14 +134,13 @@ def bulk_replay(form: Annotated[ConsoleForm, Depends(console_form)]) -> Response
     console = form.console
     try:
         query = _query(GrantState.DEAD.value, form.get("source"), form.get("guild"), form.get("q"))
-        up_to = float(form.get("up_to"))
-        if not math.isfinite(up_to) or up_to > time.time() + 5:
-            raise ValueError("the count this form was sent with is not one this console showed; count again")
-    except ValueError as exc:
+        up_to = _shown_at(form.get("up_to"))
+    except InvalidInput as exc:
         console.flash(f"Not replayed: {exc}", "error")
         return see_other(GRANTS_PATH)
-    done = grant_actions.bulk_replay(console.state.ledger, query, up_to=up_to, audit=console.state.audit,
-                                     actor=console.actor)  # fmt: skip
+    done = grant_actions.bulk_replay(
+        console.state.ledger, query, up_to=up_to, audit=console.state.audit, actor=console.actor
+    )
     skipped = f" ({done.skipped} had moved meanwhile and were left alone)" if done.skipped else ""
     kind = "ok" if done.replayed else "error"
     console.flash(f"{len(done.replayed)} dead grant(s) queued again{skipped}.", kind)
@@ -137,10 +156,14 @@ def _attempts(history: list[Transition]) -> list[Transition]:
 def grant_page(grant_id: str, console: Annotated[ConsoleContext, Depends(console_page)]) -> Response:
     """One grant: items, state, ETA, history, attempts, results, its event, who it waits for, and its actions."""
     state = console.state
-    grant = state.ledger.get(grant_id) if _GRANT_ID.match(grant_id) else None
+    grant = state.ledger.get(grant_id) if _GRANT_ID.fullmatch(grant_id) else None
     if grant is None:
-        return console.render("not_found.html", status_code=404, what="grant",
-                              hint="It may be mistyped, or older than the ledger's retention.")  # fmt: skip
+        return console.render(
+            "not_found.html",
+            status_code=404,
+            what="grant",
+            hint="It may be mistyped, or older than the ledger's retention.",
+        )
     history = state.ledger.history(grant.id)
     eta = None if grant.state in FINAL_STATES else state.eta.for_grants([grant]).get(grant.id)
     source_event = grant.event_id or (event_id("twitch", grant.source_ref) if grant.source == "twitch" else "")
@@ -167,15 +190,24 @@ def grant_page(grant_id: str, console: Annotated[ConsoleContext, Depends(console
     )
 
 
+def _shown_at(text: str) -> float:
+    """The time the bulk form's count was taken (``repr(time.time())`` when the page was shown)."""
+    up_to = float(text) if _SHOWN_AT.fullmatch(text) else math.nan
+    if not math.isfinite(up_to) or up_to > time.time() + 5:
+        raise InvalidInput("", "the count this form was sent with is not one this console showed; count again")
+    return up_to
+
+
 def _version(form: ConsoleForm) -> int:
+    """The history length the form was shown with (-1, "do not check", when the form has none)."""
     text = form.get("version")
-    return int(text) if text.isdigit() else -1
+    return -1 if text == "" else parse_digits(text, field="version", max_digits=9)
 
 
 def _act(form: ConsoleForm, grant_id: str, run: Callable[[], grant_actions.ActionDone]) -> Response:
     """Run a grant action and flash what it did (or why it did nothing); back to the grant's page."""
     console = form.console
-    if not _GRANT_ID.match(grant_id):
+    if not _GRANT_ID.fullmatch(grant_id):
         console.flash("No such grant.", "error")
         return see_other(GRANTS_PATH)
     try:
@@ -183,7 +215,7 @@ def _act(form: ConsoleForm, grant_id: str, run: Callable[[], grant_actions.Actio
     except grant_actions.GrantMissing as exc:
         console.flash(exc.message, "error")
         return see_other(GRANTS_PATH)
-    except ValueError as exc:  # ActionRefused, and a cancel without a reason
+    except grant_actions.ActionRefused as exc:  # ActionInvalid too: a cancel without a reason
         console.flash(f"Nothing done: {exc}", "error")
     else:
         console.flash(result.message[:1].upper() + result.message[1:] + ".")
@@ -193,16 +225,24 @@ def _act(form: ConsoleForm, grant_id: str, run: Callable[[], grant_actions.Actio
 @router.post(f"{GRANTS_PATH}/{{grant_id}}/replay")
 def replay(grant_id: str, form: Annotated[ConsoleForm, Depends(console_form)]) -> Response:
     state, actor = form.console.state, form.console.actor
-    return _act(form, grant_id, lambda: grant_actions.replay(state.ledger, grant_id, version=_version(form),
-                                                             audit=state.audit, actor=actor))  # fmt: skip
+    return _act(
+        form,
+        grant_id,
+        lambda: grant_actions.replay(state.ledger, grant_id, version=_version(form), audit=state.audit, actor=actor),
+    )
 
 
 @router.post(f"{GRANTS_PATH}/{{grant_id}}/cancel")
 def cancel(grant_id: str, form: Annotated[ConsoleForm, Depends(console_form)]) -> Response:
     state, actor = form.console.state, form.console.actor
     reason = form.get("reason")
-    return _act(form, grant_id, lambda: grant_actions.cancel(state.ledger, grant_id, reason, version=_version(form),
-                                                             audit=state.audit, actor=actor))  # fmt: skip
+    return _act(
+        form,
+        grant_id,
+        lambda: grant_actions.cancel(
+            state.ledger, grant_id, reason, version=_version(form), audit=state.audit, actor=actor
+        ),
+    )
 
 
 @router.post(f"{GRANTS_PATH}/{{grant_id}}/resolve")
@@ -213,9 +253,19 @@ def resolve(grant_id: str, form: Annotated[ConsoleForm, Depends(console_form)]) 
     except ValueError:
         form.console.flash("Nothing done: choose delivered, send again or check by read-back.", "error")
         return see_other(f"{GRANTS_PATH}/{grant_id}")
-    return _act(form, grant_id, lambda: grant_actions.resolve(state.ledger, grant_id, decision, note=form.get("note"),
-                                                              version=_version(form), audit=state.audit,
-                                                              actor=actor))  # fmt: skip
+    return _act(
+        form,
+        grant_id,
+        lambda: grant_actions.resolve(
+            state.ledger,
+            grant_id,
+            decision,
+            note=form.get("note"),
+            version=_version(form),
+            audit=state.audit,
+            actor=actor,
+        ),
+    )
 
 
 @router.post(f"{GRANTS_PATH}/{{grant_id}}/link")
@@ -223,13 +273,20 @@ def link_user(grant_id: str, form: Annotated[ConsoleForm, Depends(console_form)]
     """Link the platform user a parked grant waits for to a Discord id: every grant parked for them is queued."""
     console = form.console
     state = console.state
-    grant = state.ledger.get(grant_id) if _GRANT_ID.match(grant_id) else None
+    grant = state.ledger.get(grant_id) if _GRANT_ID.fullmatch(grant_id) else None
     if grant is None:
         console.flash("No such grant.", "error")
         return see_other(GRANTS_PATH)
     try:
-        done = link(state.ledger, state.links, grant.platform, grant.external_id, form.get("discord_user_id"),
-                    audit=state.audit, actor=console.actor)  # fmt: skip
+        done = link(
+            state.ledger,
+            state.links,
+            grant.platform,
+            grant.external_id,
+            form.get("discord_user_id"),
+            audit=state.audit,
+            actor=console.actor,
+        )
     except LinkRefused as exc:
         console.flash(f"Not linked: {exc}", "error")
     else:
