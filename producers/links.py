@@ -21,11 +21,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import cast
 
 from redis import Redis
 
 from config.rewards import RewardsConfig
+from worker import redis_values as values
 from worker.keys import Keys
 from worker.replication import NO_ACKS, ReplicaAcks, run_confirmed
 from worker.scripts import load_script
@@ -104,7 +104,7 @@ class LinkStore:
 
     def resolve(self, platform: str, external_id: str) -> str | None:
         """The Discord user linked to ``external_id`` on ``platform``, if any."""
-        found = cast(bytes | None, self._redis.hget(self._keys.links(platform), external_id))
+        found = values.optional_raw(self._redis.hget(self._keys.links(platform), external_id))
         if found is not None:
             return found.decode()
         return self._static.get(platform, {}).get(external_id)
@@ -147,7 +147,7 @@ class LinkStore:
         """
         out = {ext: (discord, "static") for ext, discord in self._static.get(platform, {}).items()}
         runtime = [(ext.decode(), discord.decode()) for ext, discord in
-                   cast(dict[bytes, bytes], self._redis.hgetall(self._keys.links(platform))).items()]  # fmt: skip
+                   values.raw_map(self._redis.hgetall(self._keys.links(platform))).items()]  # fmt: skip
         pipe = self._redis.pipeline(transaction=False)
         for ext, discord in runtime:
             pipe.sismember(self._keys.self_links(platform, discord), ext)
