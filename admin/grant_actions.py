@@ -422,8 +422,14 @@ def bulk_replay(
     follow_failover(ledger.redis)
     for grant_id in _dead_ids(ledger, query, up_to):
         try:
-            moved = requeue_grant(ledger, grant_id, f"{REPLAYED} (bulk)", expect=GrantState.DEAD, confirm=True,
-                                  action=OperatorAction.REPLAY)  # fmt: skip
+            moved = requeue_grant(
+                ledger,
+                grant_id,
+                f"{REPLAYED} (bulk)",
+                expect=GrantState.DEAD,
+                confirm=True,
+                action=OperatorAction.REPLAY,
+            )
         except NotReplicated as exc:
             unconfirmed = ActionUnconfirmed(f"bulk replay ({len(replayed)} replayed before it)", exc, tuple(replayed))
             record("bulk replay", what, "not confirmed", f"{len(replayed)} replayed, stopped at grant {grant_id}")

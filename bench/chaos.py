@@ -30,8 +30,9 @@ from devtools.chaos.scenarios import LONG, SCENARIOS, SHORT, run_scenario
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/chaos.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scenario", action="append", choices=[*SCENARIOS, "all"],
-                        help="scenario to run (repeatable; default all)")  # fmt: skip
+    parser.add_argument(
+        "--scenario", action="append", choices=[*SCENARIOS, "all"], help="scenario to run (repeatable; default all)"
+    )
     parser.add_argument("--policy", action="append", help="AMBIGUOUS_POLICY (repeatable; default hold)")
     parser.add_argument("--grants", type=int, help=f"expected grants per run (default {LONG.grants})")
     parser.add_argument("--rounds", type=int, help=f"repetitions of each disruption (default {LONG.rounds})")
@@ -47,8 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         for policy in policies:
             workdir = Path(tempfile.mkdtemp(prefix=f"chaos-{name}-{policy}-"))
-            print(f"# {name} ({SCENARIOS[name].title}) under {policy}: {size.grants} grants, "
-                  f"{size.rounds} round(s); logs in {workdir}", file=sys.stderr, flush=True)  # fmt: skip
+            print(
+                f"# {name} ({SCENARIOS[name].title}) under {policy}: {size.grants} grants, "
+                f"{size.rounds} round(s); logs in {workdir}",
+                file=sys.stderr,
+                flush=True,
+            )
             try:
                 result = run_scenario(name, policy, workdir, size, seed=args.seed)
             except Exception as exc:  # noqa: BLE001 - one broken run must not hide the others' figures

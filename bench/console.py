@@ -145,9 +145,11 @@ def log_in(base_url: str) -> requests.Session:
     if form.status_code != 200 or found is None:
         raise SetupError(f"GET /console/login answered {form.status_code} without a login form token")
     answer = session.post(
-        f"{base_url}/console/login", data={"csrf": found.group(1), "token": ADMIN_TOKEN}, allow_redirects=False,
+        f"{base_url}/console/login",
+        data={"csrf": found.group(1), "token": ADMIN_TOKEN},
+        allow_redirects=False,
         timeout=HTTP_TIMEOUT_S,
-    )  # fmt: skip
+    )
     if answer.status_code != 303 or COOKIE not in session.cookies:
         raise SetupError(f"POST /console/login answered {answer.status_code} without a session cookie")
     return session
@@ -288,10 +290,15 @@ def serve(stack: ExitStack, redis_url: str, seeded: Seeded, log_file: Path) -> T
     """A web process for ``seeded``'s prefix (closed with ``stack``), logged in, its pages listed."""
     rules = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-console-"))) / "rewards.toml"
     rules.write_text(f'guild_id = "{GUILDS[0]}"\n', encoding="utf-8")
-    env = service_env(redis_url, seeded.prefix, {
-        "ADMIN_TOKEN": ADMIN_TOKEN, "REWARDS_FILE": str(rules),
-        "WETBOT_API_KEYS": ",".join(f"{guild}={secrets.token_hex(16)}" for guild in GUILDS),
-    })  # fmt: skip
+    env = service_env(
+        redis_url,
+        seeded.prefix,
+        {
+            "ADMIN_TOKEN": ADMIN_TOKEN,
+            "REWARDS_FILE": str(rules),
+            "WETBOT_API_KEYS": ",".join(f"{guild}={secrets.token_hex(16)}" for guild in GUILDS),
+        },
+    )
     log = stack.enter_context(log_file.open("ab"))
     port = free_port()
     stack.enter_context(uvicorn_server("wetbot_rewards.app:app", port, env, log))

@@ -164,23 +164,43 @@ def _new_grant(rng: random.Random, who: Supporter, source: str, n: int, *, parke
         rule = rng.choice(TWITCH_RULES)
         message_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
         return NewGrant(
-            guild_id=who.guild, user_id="" if parked else who.discord, items=(GrantItem("gem", rng.randint(1, 50)),),
-            source="twitch", idempotency_key=f"twitch:{message_id}:{rule}", source_ref=message_id, rule=rule,
-            reason="Thanks for the support!", platform="twitch", external_id=who.twitch_id,
+            guild_id=who.guild,
+            user_id="" if parked else who.discord,
+            items=(GrantItem("gem", rng.randint(1, 50)),),
+            source="twitch",
+            idempotency_key=f"twitch:{message_id}:{rule}",
+            source_ref=message_id,
+            rule=rule,
+            reason="Thanks for the support!",
+            platform="twitch",
+            external_id=who.twitch_id,
             names=(who.login, who.display),
-        )  # fmt: skip
+        )
     if source == "patreon":
         return NewGrant(
-            guild_id=who.guild, user_id="" if parked else who.discord, items=(GrantItem("kit", 1),),
-            source="patreon", idempotency_key=f"patreon:{who.member_id}:charge-{n}:monthly",
-            source_ref=f"members:pledge:update member {who.member_id}", rule="monthly", reason="Patreon monthly",
-            platform="patreon", external_id=who.patreon_id, names=(who.full_name,), aliases=(who.member_id,),
-        )  # fmt: skip
+            guild_id=who.guild,
+            user_id="" if parked else who.discord,
+            items=(GrantItem("kit", 1),),
+            source="patreon",
+            idempotency_key=f"patreon:{who.member_id}:charge-{n}:monthly",
+            source_ref=f"members:pledge:update member {who.member_id}",
+            rule="monthly",
+            reason="Patreon monthly",
+            platform="patreon",
+            external_id=who.patreon_id,
+            names=(who.full_name,),
+            aliases=(who.member_id,),
+        )
     key = uuid.UUID(int=rng.getrandbits(128), version=4).hex
     return NewGrant(
-        guild_id=who.guild, user_id=who.discord, items=(GrantItem("coin", 10),), source="api",
-        idempotency_key=f"api:{key}", source_ref=key, reason="giveaway",
-    )  # fmt: skip
+        guild_id=who.guild,
+        user_id=who.discord,
+        items=(GrantItem("coin", 10),),
+        source="api",
+        idempotency_key=f"api:{key}",
+        source_ref=key,
+        reason="giveaway",
+    )
 
 
 def _plan(rng: random.Random, mix: Mix) -> tuple[list[Supporter], list[tuple[Planned, GrantState, Supporter]]]:
@@ -223,23 +243,35 @@ def _send(ledger: Ledger, ids: list[str], to: GrantState) -> None:
     """One merged request: into ``sending`` (a run token, as a worker's send), then on to ``to``."""
     token = uuid.uuid4().hex
     begun = ledger.transition_many(
-        ids, GrantState.SENDING, "sending to WetBot", expect=[GrantState.QUEUED], add_attempt=True,
+        ids,
+        GrantState.SENDING,
+        "sending to WetBot",
+        expect=[GrantState.QUEUED],
+        add_attempt=True,
         effects=StepEffects(begin=token, all_or_nothing=True, due_in_s=30.0),
-    )  # fmt: skip
+    )
     if len(begun) != len(ids):
         raise RuntimeError(f"only {len(begun)} of {len(ids)} grants moved to sending")
     if to == GrantState.DELIVERED:
         moved = ledger.transition_many(
-            ids, to, "WetBot applied it", expect=[GrantState.SENDING],
+            ids,
+            to,
+            "WetBot applied it",
+            expect=[GrantState.SENDING],
             per_grant={grant_id: {"result": json.dumps({"gem": 1.0})} for grant_id in ids},
             effects=StepEffects(attempt=token),
-        )  # fmt: skip
+        )
     else:
         error = AFTER_SENDING[to]
         moved = ledger.transition_many(
-            ids, to, error, expect=[GrantState.SENDING], add_failure=True, last_error=error,
+            ids,
+            to,
+            error,
+            expect=[GrantState.SENDING],
+            add_failure=True,
+            last_error=error,
             effects=StepEffects(attempt=token, due_in_s=300.0 if to == GrantState.RETRYING else 0.0),
-        )  # fmt: skip
+        )
     if len(moved) != len(ids):
         raise RuntimeError(f"only {len(moved)} of {len(ids)} grants moved to {to.value}")
 
@@ -328,8 +360,11 @@ async def _record_events(redis_url: str, redis: Redis, keys: Keys, seeded: Seede
             if source == "patreon":
                 member = Member(member_id=who.member_id, user_id=who.patreon_id, discord_id=who.discord)
                 body = encode(member.document())
-                headers = {"Content-Type": "application/json", "X-Patreon-Event": "members:pledge:update",
-                           "User-Agent": "Patreon HTTP Robot"}  # fmt: skip
+                headers = {
+                    "Content-Type": "application/json",
+                    "X-Patreon-Event": "members:pledge:update",
+                    "User-Agent": "Patreon HTTP Robot",
+                }
                 ref = uuid.uuid4().hex
                 pending.append(inbox.record("patreon", "members:pledge:update", ref, headers, body, outcome))
             else:

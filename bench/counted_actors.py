@@ -25,8 +25,9 @@ class CountRuns(dramatiq.Middleware):
         self._redis = connect_redis(actors.settings)
         self._key = f"{actors.settings.redis_key_prefix}:{RUNS_KEY}"
 
-    def after_process_message(self, broker: dramatiq.Broker, message: Any, *, result: Any = None,
-                              exception: BaseException | None = None) -> None:  # fmt: skip
+    def after_process_message(
+        self, broker: dramatiq.Broker, message: Any, *, result: Any = None, exception: BaseException | None = None
+    ) -> None:
         with contextlib.suppress(RedisError):
             self._redis.incr(self._key)
 

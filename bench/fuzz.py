@@ -71,9 +71,14 @@ def main() -> int:
             "REWARDS_FILE": str(rules),
         }
         openapi = create_app(
-            load_settings(_env_file=None, redis_url=args.redis_url, redis_key_prefix=prefix, api_docs=True,
-                          **{name.lower(): value for name, value in settings.items()})
-        ).openapi()  # fmt: skip
+            load_settings(
+                _env_file=None,
+                redis_url=args.redis_url,
+                redis_key_prefix=prefix,
+                api_docs=True,
+                **{name.lower(): value for name, value in settings.items()},
+            )
+        ).openapi()
         port = free_port()
         redis = Redis.from_url(args.redis_url)
         try:
@@ -82,8 +87,9 @@ def main() -> int:
                 uvicorn_server("wetbot_rewards.app:app", port, service_env(args.redis_url, prefix, settings), log),
             ):
                 started = time.monotonic()
-                tallies = fuzz_everything(Target(f"http://127.0.0.1:{port}", redis, prefix, SECRETS), openapi,
-                                          args.examples)  # fmt: skip
+                tallies = fuzz_everything(
+                    Target(f"http://127.0.0.1:{port}", redis, prefix, SECRETS), openapi, args.examples
+                )
                 took = time.monotonic() - started
         finally:
             redis.close()
@@ -92,8 +98,10 @@ def main() -> int:
     for name, tally in tallies.items():
         print(f"{name:<28} {tally.requests:>9} {tally.server_errors:>5} {tally.unauthenticated_grants:>23}")
     total = sum(t.requests for t in tallies.values())
-    print(f"{'all':<28} {total:>9} {sum(t.server_errors for t in tallies.values()):>5} "
-          f"{sum(t.unauthenticated_grants for t in tallies.values()):>23}   ({took:.0f} s)")  # fmt: skip
+    print(
+        f"{'all':<28} {total:>9} {sum(t.server_errors for t in tallies.values()):>5} "
+        f"{sum(t.unauthenticated_grants for t in tallies.values()):>23}   ({took:.0f} s)"
+    )
     failed = {name: tally.examples for name, tally in tallies.items() if tally.examples}
     for name, examples in failed.items():
         print(f"\n{name}:", *examples, sep="\n  ")

@@ -159,14 +159,22 @@ def with_one_field_changed(draw: st.DrawFn, valid: dict[str, Any], fields: st.Se
 
 
 grant_bodies = st.builds(
-    lambda user, item, amount, key: {"user_id": user, "items": [{"item_id": item, "amount": amount}],
-                                     "idempotency_key": key},
-    snowflakes, item_ids, amounts, st.none() | st.text(max_size=30),
-).flatmap(lambda valid: with_one_field_changed(valid, json_values | snowflakes))  # fmt: skip
+    lambda user, item, amount, key: {
+        "user_id": user,
+        "items": [{"item_id": item, "amount": amount}],
+        "idempotency_key": key,
+    },
+    snowflakes,
+    item_ids,
+    amounts,
+    st.none() | st.text(max_size=30),
+).flatmap(lambda valid: with_one_field_changed(valid, json_values | snowflakes))
 link_bodies = st.builds(
     lambda platform, ext, user: {"platform": platform, "external_id": ext, "discord_user_id": user},
-    st.sampled_from(["twitch", "patreon", "Twitch", ""]), st.text("0123456789", max_size=34), snowflakes,
-).flatmap(lambda valid: with_one_field_changed(valid, json_values | snowflakes))  # fmt: skip
+    st.sampled_from(["twitch", "patreon", "Twitch", ""]),
+    st.text("0123456789", max_size=34),
+    snowflakes,
+).flatmap(lambda valid: with_one_field_changed(valid, json_values | snowflakes))
 
 
 def api_bodies(valid: st.SearchStrategy[dict[str, Any]]) -> st.SearchStrategy[bytes]:
@@ -184,8 +192,12 @@ AUTH_MODES = ["token", "none", "wrong token", "no scheme", "basic"]
 
 
 def auth_header(mode: str, token: str) -> dict[str, str]:
-    values = {"token": f"Bearer {token}", "wrong token": f"Bearer {token[:-1]}x", "no scheme": token,
-              "basic": f"Basic {token}"}  # fmt: skip
+    values = {
+        "token": f"Bearer {token}",
+        "wrong token": f"Bearer {token[:-1]}x",
+        "no scheme": token,
+        "basic": f"Basic {token}",
+    }
     return {"Authorization": values[mode]} if mode in values else {}
 
 
@@ -201,10 +213,15 @@ twitch_bodies = st.builds(
 twitch_message_types = st.sampled_from(["notification", "revocation", "webhook_callback_verification", "other"])
 #: How a Twitch or Patreon delivery is signed: right, not at all, with another secret, or tampered with after.
 SIGN_MODES = ["valid", "none", "other secret", "tampered"]
-patreon_bodies = st.builds(
-    lambda discord, status: encode(Member(discord_id=discord, status=status).document()),
-    st.sampled_from([None, USER]), st.sampled_from(["Paid", "Declined", None]),
-) | json_values.map(lambda v: encode({"data": v})) | st.binary(max_size=300)  # fmt: skip
+patreon_bodies = (
+    st.builds(
+        lambda discord, status: encode(Member(discord_id=discord, status=status).document()),
+        st.sampled_from([None, USER]),
+        st.sampled_from(["Paid", "Declined", None]),
+    )
+    | json_values.map(lambda v: encode({"data": v}))
+    | st.binary(max_size=300)
+)
 patreon_triggers = st.sampled_from(sorted(MEMBER_TRIGGERS)) | header_text
 
 
@@ -234,8 +251,13 @@ def fuzz_api_route(target: Target, path: str, examples: int) -> Tally:
         if content_type is not None:
             headers["Content-Type"] = content_type
         url = target.base_url + path
-        target.send(tally, "POST", path, authenticated=mode == "token",
-                    call=lambda: target.session.post(url, data=body, headers=headers, timeout=10))  # fmt: skip
+        target.send(
+            tally,
+            "POST",
+            path,
+            authenticated=mode == "token",
+            call=lambda: target.session.post(url, data=body, headers=headers, timeout=10),
+        )
 
     _run(examples, st.tuples(st.sampled_from(AUTH_MODES), api_bodies(valid), content_types), test)
     return tally
@@ -257,11 +279,21 @@ def fuzz_twitch(target: Target, examples: int) -> Tally:
             sent = sent + b" "
         headers.update({name: value.encode("latin-1") for name, value in noise.items()})
         url = target.base_url + path
-        target.send(tally, "POST", path, authenticated=mode == "valid",
-                    call=lambda: target.session.post(url, data=sent, headers=headers, timeout=10))  # fmt: skip
+        target.send(
+            tally,
+            "POST",
+            path,
+            authenticated=mode == "valid",
+            call=lambda: target.session.post(url, data=sent, headers=headers, timeout=10),
+        )
 
-    noise = st.dictionaries(st.sampled_from(["Twitch-Eventsub-Message-Retry", "Twitch-Eventsub-Subscription-Type",
-                                             "Content-Type", "X-Anything"]), header_text, max_size=2)  # fmt: skip
+    noise = st.dictionaries(
+        st.sampled_from(
+            ["Twitch-Eventsub-Message-Retry", "Twitch-Eventsub-Subscription-Type", "Content-Type", "X-Anything"]
+        ),
+        header_text,
+        max_size=2,
+    )
     _run(examples, st.tuples(st.sampled_from(SIGN_MODES), twitch_bodies, twitch_message_types, noise), test)
     return tally
 
@@ -282,8 +314,13 @@ def fuzz_patreon(target: Target, examples: int) -> Tally:
             headers["X-Patreon-Signature"] = patreon_signature(secret, body)
         sent = body + b" " if mode == "tampered" else body
         url = target.base_url + path
-        target.send(tally, "POST", path, authenticated=mode == "valid",
-                    call=lambda: target.session.post(url, data=sent, headers=headers, timeout=10))  # fmt: skip
+        target.send(
+            tally,
+            "POST",
+            path,
+            authenticated=mode == "valid",
+            call=lambda: target.session.post(url, data=sent, headers=headers, timeout=10),
+        )
 
     _run(examples, st.tuples(st.sampled_from(SIGN_MODES), patreon_bodies, patreon_triggers), test)
     return tally
@@ -313,9 +350,13 @@ def _schema_case_test(target: Target, tally: Tally) -> Callable[[tuple[schemathe
         path = case.operation.path
         headers = auth_header(mode, target.secrets.grants_token)
         authenticated = mode == "token" and not path.startswith("/webhooks/")
-        target.send(tally, case.method.upper(), path, authenticated=authenticated,
-                    call=lambda: case.call(base_url=target.base_url, session=target.session, headers=headers,
-                                           timeout=10))  # fmt: skip
+        target.send(
+            tally,
+            case.method.upper(),
+            path,
+            authenticated=authenticated,
+            call=lambda: case.call(base_url=target.base_url, session=target.session, headers=headers, timeout=10),
+        )
 
     return test
 

@@ -148,10 +148,17 @@ def run_ours(args: argparse.Namespace, redis_url: str, prefix: str, gaps: Sequen
         stack.callback(sim.stop)
         rules = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-latency-"))) / "rules.toml"
         rules.write_text(f'guild_id = "{GUILD}"\n', encoding="utf-8")
-        env = service_env(redis_url, prefix, {
-            "WETBOT_API_URL": sim.url, "WETBOT_API_KEY": API_KEY, "WETBOT_RATE_LIMIT": "100000/1s",
-            "GRANTS_API_TOKEN": GRANTS_TOKEN, "REWARDS_FILE": str(rules),
-        })  # fmt: skip
+        env = service_env(
+            redis_url,
+            prefix,
+            {
+                "WETBOT_API_URL": sim.url,
+                "WETBOT_API_KEY": API_KEY,
+                "WETBOT_RATE_LIMIT": "100000/1s",
+                "GRANTS_API_TOKEN": GRANTS_TOKEN,
+                "REWARDS_FILE": str(rules),
+            },
+        )
         port = free_port()
         stack.enter_context(uvicorn_server("wetbot_rewards.app:app", port, env, log))
         workers = dramatiq_workers("worker.actors", QUEUE_NAME, processes=1, threads=args.threads, env=env, log=log)
@@ -273,8 +280,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     base = key_base()
     prefixes = [f"{base}-ours", f"{base}-stock"]
     processes_log = log_path(f"{base}-latency")
-    print(f"machine: {machine()}; {args.samples} samples per run, gaps {args.gap_min:g}-{args.gap_max:g} s; "
-          f"process output in {processes_log}", flush=True)  # fmt: skip
+    print(
+        f"machine: {machine()}; {args.samples} samples per run, gaps {args.gap_min:g}-{args.gap_max:g} s; "
+        f"process output in {processes_log}",
+        flush=True,
+    )
     results: list[RunResult] = []
     try:
         with redis_for(args) as redis_url, processes_log.open("wb") as log:

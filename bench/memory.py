@@ -175,17 +175,24 @@ def run(args: argparse.Namespace, redis_url: str, prefix: str, log_file: Path) -
         stack.callback(sim.stop)
         rules = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-memory-"))) / "rules.toml"
         rules.write_text(f'guild_id = "{GUILD}"\n', encoding="utf-8")
-        env = service_env(redis_url, prefix, {
-            "WETBOT_API_URL": sim.url, "WETBOT_API_KEY": API_KEY, "GRANTS_API_TOKEN": GRANTS_TOKEN,
-            "REWARDS_FILE": str(rules),
-        })  # fmt: skip
+        env = service_env(
+            redis_url,
+            prefix,
+            {
+                "WETBOT_API_URL": sim.url,
+                "WETBOT_API_KEY": API_KEY,
+                "GRANTS_API_TOKEN": GRANTS_TOKEN,
+                "REWARDS_FILE": str(rules),
+            },
+        )
         port = free_port()
         web = stack.enter_context(uvicorn_server("wetbot_rewards.app:app", port, env, log))
         processes = [Sampled("web", web.pid, TARGET_WEB_MB)]
 
         def start_worker() -> None:
-            master = dramatiq_workers("worker.actors", QUEUE_NAME, processes=1, threads=args.threads, env=env,
-                                      log=log)[0]  # fmt: skip
+            master = dramatiq_workers("worker.actors", QUEUE_NAME, processes=1, threads=args.threads, env=env, log=log)[
+                0
+            ]
             stack.callback(stop, [master])
             deadline = time.monotonic() + 30
             while not (forked := children(master.pid)) and time.monotonic() < deadline:
@@ -210,8 +217,11 @@ def run(args: argparse.Namespace, redis_url: str, prefix: str, log_file: Path) -
         with sampling(processes, backlog_now):
             started = time.monotonic()
             accepted = post_grants(port, prefix, args.grants, args.clients)
-            print(f"{accepted}/{args.grants} grants accepted in {time.monotonic() - started:.1f} s; "
-                  f"holding {args.hold:g} s ...", flush=True)  # fmt: skip
+            print(
+                f"{accepted}/{args.grants} grants accepted in {time.monotonic() - started:.1f} s; "
+                f"holding {args.hold:g} s ...",
+                flush=True,
+            )
             if args.worker_late:
                 start_worker()
             time.sleep(args.hold)

@@ -82,8 +82,14 @@ def link(
         if audit is not None:
             audit.record(actor, "link-add", target, "not confirmed", f"discord {discord_user_id}; {unconfirmed}")
         raise unconfirmed from exc
-    done = LinkDone(platform, external_id, discord_user_id, "" if before == discord_user_id else before,
-                    before == discord_user_id, tuple(released))  # fmt: skip
+    done = LinkDone(
+        platform,
+        external_id,
+        discord_user_id,
+        "" if before == discord_user_id else before,
+        before == discord_user_id,
+        tuple(released),
+    )
     if audit is not None:
         audit.record(actor, "link-add", target, "ok", f"discord {discord_user_id}; {done.message}")
     return done

@@ -146,8 +146,7 @@ class LinkStore:
         ``runtime`` is an operator's link, ``self`` one a viewer made by redemption.
         """
         out = {ext: (discord, "static") for ext, discord in self._static.get(platform, {}).items()}
-        runtime = [(ext.decode(), discord.decode()) for ext, discord in
-                   values.raw_map(self._redis.hgetall(self._keys.links(platform))).items()]  # fmt: skip
+        runtime = list(values.text_map(self._redis.hgetall(self._keys.links(platform))).items())
         pipe = self._redis.pipeline(transaction=False)
         for ext, discord in runtime:
             pipe.sismember(self._keys.self_links(platform, discord), ext)
@@ -158,8 +157,13 @@ class LinkStore:
 
     def _run(self, platform: str, external_id: str, mode: str, *args: str) -> str:
         """One ``set_link.lua`` change, confirmed by ``acks`` (the barrier: an answer that wrote nothing too)."""
-        reply = run_confirmed(self._redis, self._script, self._acks, args=[self._keys.prefix, platform, external_id,
-                              mode, *args], barrier=self._keys.replication_barrier())  # fmt: skip
+        reply = run_confirmed(
+            self._redis,
+            self._script,
+            self._acks,
+            args=[self._keys.prefix, platform, external_id, mode, *args],
+            barrier=self._keys.replication_barrier(),
+        )
         return reply.decode() if isinstance(reply, bytes) else str(reply)
 
 

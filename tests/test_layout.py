@@ -326,6 +326,11 @@ def test_every_product_package_has_an_all_list_and_a_docstring() -> None:
             continue
         tree = ast.parse(path.read_text(encoding="utf-8"))
         assert ast.get_docstring(tree), f"{name}: no docstring"
-        names = {target.id for node in tree.body if isinstance(node, ast.Assign) for target in node.targets
-                 if isinstance(target, ast.Name)}  # fmt: skip
+        names = {
+            target.id
+            for node in tree.body
+            if isinstance(node, ast.Assign)
+            for target in node.targets
+            if isinstance(target, ast.Name)
+        }
         assert "__all__" in names, f"{name}: no __all__"

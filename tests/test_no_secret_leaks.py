@@ -95,8 +95,9 @@ def lock(server: PrivateRedis) -> None:
 
 
 @pytest.fixture
-def leaky_settings(make_settings: SettingsFactory, rewards_file: Path, wetbot: WetbotSimulator,
-                   locked_redis: PrivateRedis) -> Settings:  # fmt: skip
+def leaky_settings(
+    make_settings: SettingsFactory, rewards_file: Path, wetbot: WetbotSimulator, locked_redis: PrivateRedis
+) -> Settings:
     rewards_file.write_text(RULES, encoding="utf-8")
     return make_settings(
         redis_url=f"redis://:{SECRETS['REDIS password']}@127.0.0.1:{locked_redis.port}/0",
@@ -181,9 +182,14 @@ def test_a_full_failing_run_leaks_no_secret(
             answers = failing_requests(client)
             wait_for(lambda: ledger.counts()[GrantState.UNKNOWN] + ledger.counts()[GrantState.DEAD] >= 1, timeout_s=30)
             locked_redis.kill()
-            answers += [client.post("/grants", json={"user_id": USER, "items": [{"item_id": "gem", "amount": 1}]},
-                                    headers={"Authorization": f"Bearer {SECRETS['GRANTS_API_TOKEN']}"}),
-                        client.get("/readyz")]  # fmt: skip
+            answers += [
+                client.post(
+                    "/grants",
+                    json={"user_id": USER, "items": [{"item_id": "gem", "amount": 1}]},
+                    headers={"Authorization": f"Bearer {SECRETS['GRANTS_API_TOKEN']}"},
+                ),
+                client.get("/readyz"),
+            ]
             locked_redis.start()  # back, so the worker can stop
             lock(locked_redis)
     finally:

@@ -99,8 +99,11 @@ def _run(run: Command, args: argparse.Namespace) -> int:
         print(f"wetbot-rewards: {terminal_safe(exc.message)}", file=sys.stderr)
         return 1
     except NotReplicated as exc:
-        print(f"wetbot-rewards: not confirmed by the Redis replicas ({exc}); nothing is reported done, "
-              "run the command again", file=sys.stderr)  # fmt: skip
+        print(
+            f"wetbot-rewards: not confirmed by the Redis replicas ({exc}); nothing is reported done, "
+            "run the command again",
+            file=sys.stderr,
+        )
         return 1
     except RedisError as exc:
         print(f"wetbot-rewards: cannot use Redis ({type(exc).__name__}); is it running at REDIS_URL?", file=sys.stderr)

@@ -242,9 +242,10 @@ class Ledger:
         barrier = self._keys.replication_barrier()
         try:
             reply = values.items(
-                run_confirmed(self._redis, self._transition, acks, keys=script_keys, args=[json.dumps(request)],
-                              barrier=barrier)
-            )  # fmt: skip
+                run_confirmed(
+                    self._redis, self._transition, acks, keys=script_keys, args=[json.dumps(request)], barrier=barrier
+                )
+            )
         except NotReplicated as exc:
             answered = values.items(exc.reply)
             if values.integer(answered[0]) in (1, 2) or len(answered) > 2:

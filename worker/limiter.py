@@ -54,6 +54,7 @@ from worker import redis_values as values
 from worker.effects import SlotSettle
 from worker.keys import Keys
 from worker.scripts import load_script
+from worker.timings import DEFAULT_TIMINGS, Timings
 
 #: Seconds added to the window on our side. A slot counts from its request's
 #: start until a window after its answer comes back (``settle``), or, while the
@@ -65,9 +66,6 @@ from worker.scripts import load_script
 #: windows (0.35 s at 60 s).
 SAFETY_MARGIN_S = 0.05
 SAFETY_MARGIN_FRACTION = 0.005
-#: Seconds after its turn that a waiter in a key's line keeps its place (``lua/sliding_window.lua``): it
-#: covers the reconciler's pass and the message's pickup; a waiter that never comes back is dropped then.
-LINE_GRACE_S = 5.0
 #: Windows after a 429 during which no slot counts as spare (``try_spare``): WetBot's limit may be stricter
 #: than ours (a key shared with another tool), and a read taken then would push the request into a 429.
 THROTTLED_WINDOWS = 10
@@ -99,10 +97,12 @@ class SlidingWindowLimiter:
       redis: client for the service's Redis.
       keys: key layout.
       rate: requests per window (``WETBOT_RATE_LIMIT``).
+      timings: the line's grace (``Timings.line_grace_s``).
     """
 
-    def __init__(self, redis: Redis, keys: Keys, rate: RateLimit) -> None:
+    def __init__(self, redis: Redis, keys: Keys, rate: RateLimit, *, timings: Timings = DEFAULT_TIMINGS) -> None:
         self._redis = redis
+        self._line_grace_s = timings.line_grace_s
         self._keys = keys
         self.rate = rate
         self.effective_window_s = effective_window_s(rate)
@@ -148,7 +148,7 @@ class SlidingWindowLimiter:
                 member,
                 now_arg,
                 waiter,
-                int(LINE_GRACE_S * 1_000_000),
+                int(self._line_grace_s * 1_000_000),
                 max(0, int(hold_s * 1_000_000)),
             ],
         )

@@ -74,9 +74,11 @@ def check_redis_config(redis: Redis) -> RedisConfigReport:
     except ResponseError as exc:  # unknown / renamed command, NOPERM from an ACL
         return RedisConfigReport(
             checked=False,
-            warnings=(f"Redis refused CONFIG GET ({_first_line(exc)}), so persistence and eviction cannot be "
-                      f"checked: {_BY_HAND}",),
-        )  # fmt: skip
+            warnings=(
+                f"Redis refused CONFIG GET ({_first_line(exc)}), so persistence and eviction cannot be "
+                f"checked: {_BY_HAND}",
+            ),
+        )
     return RedisConfigReport(checked=True, settings=values, warnings=tuple(_problems(values)))
 
 
@@ -167,9 +169,10 @@ def replica_shortfall(redis: Redis, wanted: int) -> str | None:
         return None
     info = cast(dict[str, Any], redis.info("replication"))
     online = sum(
-        1 for name, value in info.items()
+        1
+        for name, value in info.items()
         if name.startswith("slave") and isinstance(value, dict) and value.get("state") == "online"
-    )  # fmt: skip
+    )
     if online >= wanted:
         return None
     return (

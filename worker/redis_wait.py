@@ -64,8 +64,10 @@ def wait_for_redis(
                 logger.error(
                     "cannot reach Redis at %s (%s): no grant is delivered until it answers; retrying every %g s"
                     " (check REDIS_URL and that Redis runs)",
-                    address, type(exc).__name__, retry_every_s,
-                )  # fmt: skip
+                    address,
+                    type(exc).__name__,
+                    retry_every_s,
+                )
                 failed = True
             elif now - reminded >= REMIND_EVERY_S:
                 logger.error("still cannot reach Redis at %s after %.0f s; retrying", address, now - start)

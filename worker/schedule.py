@@ -113,7 +113,7 @@ UNREAD_TRUST_S = 300.0
 #: Seconds a key's windows of overflow seats are apart beyond its limiter's window. A slot frees a window after
 #: its answer came back, and a window's requests answer over some milliseconds; a window's grants coming due
 #: before their slots free would drift earlier window by window, until each took a turn in the key's line and
-#: ran twice (one a little early only sleeps: ``worker.delivery.MAX_INLINE_WAIT_S``).
+#: ran twice (one a little early only sleeps: ``worker.timings.Timings.max_inline_wait_s``).
 OVERFLOW_WINDOW_MARGIN_S = 0.02
 
 
@@ -290,8 +290,9 @@ class Schedule:
             "lease_px": lease_px,
             "busy_ms": busy_ms,
         }
-        reply = values.items(self._claim(keys=[self._keys.grant(grant_id), self._keys.due()],
-                                            args=[json.dumps(request)]))  # fmt: skip
+        reply = values.items(
+            self._claim(keys=[self._keys.grant(grant_id), self._keys.due()], args=[json.dumps(request)])
+        )
         return Claim(values.text(reply[0]))
 
     def adopt_unscheduled(self) -> int:
@@ -306,9 +307,11 @@ class Schedule:
             index = self._keys.state_index(state)
             start = 0
             while start < values.integer(self._redis.zcard(index)):
-                adopted += values.integer(self._adopt(
-                    keys=[index, self._keys.due()], args=[self._keys.prefix, state, start, start + BATCH - 1]
-                ))  # fmt: skip
+                adopted += values.integer(
+                    self._adopt(
+                        keys=[index, self._keys.due()], args=[self._keys.prefix, state, start, start + BATCH - 1]
+                    )
+                )
                 start += BATCH
         return adopted
 

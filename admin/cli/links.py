@@ -41,12 +41,21 @@ def register(parser: argparse.ArgumentParser) -> None:
 def _add(settings: Settings, args: argparse.Namespace) -> int:
     on = ledger(settings)
     try:
-        done = link(on, link_store(settings, on), args.platform, args.external_id, args.discord_user_id,
-                    audit=audit_log(on), actor=actor())  # fmt: skip
+        done = link(
+            on,
+            link_store(settings, on),
+            args.platform,
+            args.external_id,
+            args.discord_user_id,
+            audit=audit_log(on),
+            actor=actor(),
+        )
     except LinkRefused as exc:
         raise CliError(str(exc)) from None
-    print(f"{args.platform} user {args.external_id} linked to Discord user {args.discord_user_id}; "
-          f"{len(done.released)} parked grant(s) queued")  # fmt: skip
+    print(
+        f"{args.platform} user {args.external_id} linked to Discord user {args.discord_user_id}; "
+        f"{len(done.released)} parked grant(s) queued"
+    )
     return 0
 
 

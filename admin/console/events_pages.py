@@ -107,9 +107,12 @@ def event_page(event_id: str, console: Annotated[ConsoleContext, Depends(console
     event = console.state.inbox.get(event_id) if EVENT_ID.match(event_id) else None
     if event is None:
         return console.render(
-            "not_found.html", active="events", status_code=404, what="event",
+            "not_found.html",
+            active="events",
+            status_code=404,
+            what="event",
             hint="It may be mistyped, or older than EVENT_RETENTION_DAYS.",
-        )  # fmt: skip
+        )
     body, is_json = pretty_body(event.body)
     return console.render(
         "event.html",

@@ -69,10 +69,20 @@ def grants_list(
     after: str = "",
 ) -> Response:
     """Grants newest first; filters combine; a search finds a supporter by any id or name they go by."""
-    values: dict[str, Any] = {"state": state, "source": source, "guild": guild, "q": q, "sources": SOURCES,
-                              "states": [s.value for s in GrantState], "guilds": _guilds(console),
-                              "paged": bool(after), "error": "", "first": False, "bulk_link": "",
-                              "next_link": ""}  # fmt: skip
+    values: dict[str, Any] = {
+        "state": state,
+        "source": source,
+        "guild": guild,
+        "q": q,
+        "sources": SOURCES,
+        "states": [s.value for s in GrantState],
+        "guilds": _guilds(console),
+        "paged": bool(after),
+        "error": "",
+        "first": False,
+        "bulk_link": "",
+        "next_link": "",
+    }
     try:
         query = _query(state, source, guild, q)
         if _GRANT_ID.match(q.strip()) and console.state.ledger.get(q.strip()) is not None:
@@ -103,9 +113,16 @@ def bulk_replay_confirm(
     now = time.time()
     count = grant_actions.count_dead(console.state.ledger, query, up_to=now)
     return console.render(
-        "bulk_replay.html", active="grants", count=count, up_to=repr(now), source=source, guild=guild, q=q,
-        back=f"{GRANTS_PATH}?{urlencode(query.filters())}", limit=grant_actions.MAX_BULK,
-    )  # fmt: skip
+        "bulk_replay.html",
+        active="grants",
+        count=count,
+        up_to=repr(now),
+        source=source,
+        guild=guild,
+        q=q,
+        back=f"{GRANTS_PATH}?{urlencode(query.filters())}",
+        limit=grant_actions.MAX_BULK,
+    )
 
 
 @router.post(f"{GRANTS_PATH}/replay-dead")
@@ -120,8 +137,9 @@ def bulk_replay(form: Annotated[ConsoleForm, Depends(console_form)]) -> Response
     except ValueError as exc:
         console.flash(f"Not replayed: {exc}", "error")
         return see_other(GRANTS_PATH)
-    done = grant_actions.bulk_replay(console.state.ledger, query, up_to=up_to, audit=console.state.audit,
-                                     actor=console.actor)  # fmt: skip
+    done = grant_actions.bulk_replay(
+        console.state.ledger, query, up_to=up_to, audit=console.state.audit, actor=console.actor
+    )
     skipped = f" ({done.skipped} had moved meanwhile and were left alone)" if done.skipped else ""
     kind = "ok" if done.replayed else "error"
     console.flash(f"{len(done.replayed)} dead grant(s) queued again{skipped}.", kind)
@@ -139,8 +157,12 @@ def grant_page(grant_id: str, console: Annotated[ConsoleContext, Depends(console
     state = console.state
     grant = state.ledger.get(grant_id) if _GRANT_ID.match(grant_id) else None
     if grant is None:
-        return console.render("not_found.html", status_code=404, what="grant",
-                              hint="It may be mistyped, or older than the ledger's retention.")  # fmt: skip
+        return console.render(
+            "not_found.html",
+            status_code=404,
+            what="grant",
+            hint="It may be mistyped, or older than the ledger's retention.",
+        )
     history = state.ledger.history(grant.id)
     eta = None if grant.state in FINAL_STATES else state.eta.for_grants([grant]).get(grant.id)
     source_event = grant.event_id or (event_id("twitch", grant.source_ref) if grant.source == "twitch" else "")
@@ -193,16 +215,24 @@ def _act(form: ConsoleForm, grant_id: str, run: Callable[[], grant_actions.Actio
 @router.post(f"{GRANTS_PATH}/{{grant_id}}/replay")
 def replay(grant_id: str, form: Annotated[ConsoleForm, Depends(console_form)]) -> Response:
     state, actor = form.console.state, form.console.actor
-    return _act(form, grant_id, lambda: grant_actions.replay(state.ledger, grant_id, version=_version(form),
-                                                             audit=state.audit, actor=actor))  # fmt: skip
+    return _act(
+        form,
+        grant_id,
+        lambda: grant_actions.replay(state.ledger, grant_id, version=_version(form), audit=state.audit, actor=actor),
+    )
 
 
 @router.post(f"{GRANTS_PATH}/{{grant_id}}/cancel")
 def cancel(grant_id: str, form: Annotated[ConsoleForm, Depends(console_form)]) -> Response:
     state, actor = form.console.state, form.console.actor
     reason = form.get("reason")
-    return _act(form, grant_id, lambda: grant_actions.cancel(state.ledger, grant_id, reason, version=_version(form),
-                                                             audit=state.audit, actor=actor))  # fmt: skip
+    return _act(
+        form,
+        grant_id,
+        lambda: grant_actions.cancel(
+            state.ledger, grant_id, reason, version=_version(form), audit=state.audit, actor=actor
+        ),
+    )
 
 
 @router.post(f"{GRANTS_PATH}/{{grant_id}}/resolve")
@@ -213,9 +243,19 @@ def resolve(grant_id: str, form: Annotated[ConsoleForm, Depends(console_form)]) 
     except ValueError:
         form.console.flash("Nothing done: choose delivered, send again or check by read-back.", "error")
         return see_other(f"{GRANTS_PATH}/{grant_id}")
-    return _act(form, grant_id, lambda: grant_actions.resolve(state.ledger, grant_id, decision, note=form.get("note"),
-                                                              version=_version(form), audit=state.audit,
-                                                              actor=actor))  # fmt: skip
+    return _act(
+        form,
+        grant_id,
+        lambda: grant_actions.resolve(
+            state.ledger,
+            grant_id,
+            decision,
+            note=form.get("note"),
+            version=_version(form),
+            audit=state.audit,
+            actor=actor,
+        ),
+    )
 
 
 @router.post(f"{GRANTS_PATH}/{{grant_id}}/link")
@@ -228,8 +268,15 @@ def link_user(grant_id: str, form: Annotated[ConsoleForm, Depends(console_form)]
         console.flash("No such grant.", "error")
         return see_other(GRANTS_PATH)
     try:
-        done = link(state.ledger, state.links, grant.platform, grant.external_id, form.get("discord_user_id"),
-                    audit=state.audit, actor=console.actor)  # fmt: skip
+        done = link(
+            state.ledger,
+            state.links,
+            grant.platform,
+            grant.external_id,
+            form.get("discord_user_id"),
+            audit=state.audit,
+            actor=console.actor,
+        )
     except LinkRefused as exc:
         console.flash(f"Not linked: {exc}", "error")
     else:

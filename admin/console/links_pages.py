@@ -66,9 +66,15 @@ def links_page(console: Annotated[ConsoleContext, Depends(console_page)], q: str
         rows = [row for row in rows if query in row.external_id or query in row.discord_user_id]
     matched = len(rows)
     return console.render(
-        "links.html", active="links", rows=rows[:MAX_ROWS], matched=matched, total=total, q=query,
-        platforms=PLATFORMS, max_rows=MAX_ROWS,
-    )  # fmt: skip
+        "links.html",
+        active="links",
+        rows=rows[:MAX_ROWS],
+        matched=matched,
+        total=total,
+        q=query,
+        platforms=PLATFORMS,
+        max_rows=MAX_ROWS,
+    )
 
 
 @router.post(LINKS_PATH)
@@ -77,8 +83,15 @@ def add_link(form: Annotated[ConsoleForm, Depends(console_form)]) -> Response:
     console = form.console
     state = console.state
     try:
-        done = link(state.ledger, state.links, form.get("platform"), form.get("external_id"),
-                    form.get("discord_user_id"), audit=state.audit, actor=console.actor)  # fmt: skip
+        done = link(
+            state.ledger,
+            state.links,
+            form.get("platform"),
+            form.get("external_id"),
+            form.get("discord_user_id"),
+            audit=state.audit,
+            actor=console.actor,
+        )
     except LinkRefused as exc:
         console.flash(f"Not linked: {exc}", "error")
     else:

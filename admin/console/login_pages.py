@@ -73,9 +73,14 @@ def _login_form(request: Request, *, message: str = "", kind: str = "", status_c
         "login.html", {"csrf": form_token, "message": message, "kind": kind}, status_code=status_code
     )
     response.set_cookie(
-        LOGIN_COOKIE, form_token, max_age=LOGIN_FORM_MAX_AGE_S, path=LOGIN_PATH,
-        secure=is_https(request), httponly=True, samesite="strict",
-    )  # fmt: skip
+        LOGIN_COOKIE,
+        form_token,
+        max_age=LOGIN_FORM_MAX_AGE_S,
+        path=LOGIN_PATH,
+        secure=is_https(request),
+        httponly=True,
+        samesite="strict",
+    )
     return response
 
 
@@ -95,8 +100,9 @@ async def login(request: Request, state: Annotated[AppState, Depends(console_sta
     cookie_token = request.cookies.get(LOGIN_COOKIE, "")
     sent_token = fields.get("csrf", "")
     if not cookie_token or not hmac.compare_digest(cookie_token.encode(), sent_token.encode()):
-        return _login_form(request, message="The login form had expired. Please try again.", kind="error",
-                           status_code=403)  # fmt: skip
+        return _login_form(
+            request, message="The login form had expired. Please try again.", kind="error", status_code=403
+        )
     expected = cast(str, state.settings.console_token and state.settings.console_token.get_secret_value())
     client = request.client.host if request.client else "unknown"
     if not hmac.compare_digest(fields.get("token", "").encode(), expected.encode()):
@@ -104,17 +110,26 @@ async def login(request: Request, state: Annotated[AppState, Depends(console_sta
         await run_in_threadpool(state.audit.record, "console:-", "login", "", "refused", f"wrong token from {client}")
         logger.warning("console: wrong token from %s (%d in %ds)", client, failures, FAILURE_WINDOW_S)
         await asyncio.sleep(login_delay_s(failures))
-        return _login_form(request, message="That is not the admin token. Check ADMIN_TOKEN and try again.",
-                           kind="error", status_code=401)  # fmt: skip
+        return _login_form(
+            request,
+            message="That is not the admin token. Check ADMIN_TOKEN and try again.",
+            kind="error",
+            status_code=401,
+        )
     store = session_store(state)
     cookie_value, session = await run_in_threadpool(store.create)
     await run_in_threadpool(state.redis.delete, state.keys.console_login_failures(client))
     await run_in_threadpool(state.audit.record, session.actor, "login", "", "ok", f"from {client}")
     response = see_other(BASE)
     response.set_cookie(
-        COOKIE, cookie_value, max_age=store.max_age_s, path=BASE,
-        secure=is_https(request), httponly=True, samesite="strict",
-    )  # fmt: skip
+        COOKIE,
+        cookie_value,
+        max_age=store.max_age_s,
+        path=BASE,
+        secure=is_https(request),
+        httponly=True,
+        samesite="strict",
+    )
     response.delete_cookie(LOGIN_COOKIE, path=LOGIN_PATH, secure=is_https(request), httponly=True, samesite="strict")
     return response
 

@@ -95,8 +95,9 @@ class ConsoleRoute(APIRoute):
             except NotReplicated as exc:
                 response = _unconfirmed_page(request, exc)
             except RedisError as exc:
-                logger.error("console: %s %s: storage unavailable: %s", request.method, request.url.path,
-                             type(exc).__name__)  # fmt: skip
+                logger.error(
+                    "console: %s %s: storage unavailable: %s", request.method, request.url.path, type(exc).__name__
+                )
                 response = message_page(
                     503, "Storage unavailable", "Redis does not answer right now; nothing was done. Try again soon."
                 )

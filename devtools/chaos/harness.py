@@ -255,16 +255,23 @@ class Load:
         member = Member(member_id=str(uuid.UUID(int=n + 1)), user_id=str(80_000 + n), discord_id=user, status="Paid")
         body = encode(member.document())
         signature = hmac.new(PATREON_SECRET.encode(), body, hashlib.md5).hexdigest()
-        headers = {"Content-Type": "application/json", "X-Patreon-Event": "members:pledge:create",
-                   "X-Patreon-Signature": signature}  # fmt: skip
+        headers = {
+            "Content-Type": "application/json",
+            "X-Patreon-Event": "members:pledge:create",
+            "X-Patreon-Signature": signature,
+        }
         self.deliveries.append(Delivery(f"patreon-{n}", "/webhooks/patreon", body, headers))
         self.expected.append(Expected("patreon", user, "chaos-crate", 3))
 
     def _api(self, n: int, user: str) -> None:
         body = json.dumps(
-            {"guild_id": GUILD, "user_id": user, "items": [{"item_id": "chaos-coin", "amount": 4}],
-             "idempotency_key": f"chaos-order-{n}"}
-        ).encode()  # fmt: skip
+            {
+                "guild_id": GUILD,
+                "user_id": user,
+                "items": [{"item_id": "chaos-coin", "amount": 4}],
+                "idempotency_key": f"chaos-order-{n}",
+            }
+        ).encode()
         headers = {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"}
         self.deliveries.append(Delivery(f"api-{n}", "/grants", body, headers))
         self.expected.append(Expected("api", user, "chaos-coin", 4))
@@ -282,8 +289,9 @@ class Load:
             session.trust_env = False
             while True:
                 try:
-                    response = session.post(base_url + delivery.path, data=delivery.body, headers=delivery.headers,
-                                            timeout=10)  # fmt: skip
+                    response = session.post(
+                        base_url + delivery.path, data=delivery.body, headers=delivery.headers, timeout=10
+                    )
                     status = response.status_code
                 except requests.RequestException:
                     status = 0
@@ -401,8 +409,11 @@ class Cluster:
         return f"http://127.0.0.1:{self.web_port}"
 
     def env(self, *, redis_url: str | None = None) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("WETBOT_", "REDIS_", "SENTRY_", "GRANTS_", "TWITCH_", "PATREON_"))}  # fmt: skip
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("WETBOT_", "REDIS_", "SENTRY_", "GRANTS_", "TWITCH_", "PATREON_"))
+        }
         env.update(
             REDIS_URL=redis_url or self.redis.url,
             REDIS_KEY_PREFIX=PREFIX,
@@ -494,8 +505,9 @@ class Cluster:
         self._started += 1
         log = self.workdir / f"{name}.{self._started}.log"
         with log.open("wb") as out:
-            popen = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                     start_new_session=True)  # fmt: skip
+            popen = subprocess.Popen(
+                args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
         return Proc(name, popen, log)
 
     def _spawn_worker(self, index: int) -> Proc:

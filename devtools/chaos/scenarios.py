@@ -388,8 +388,9 @@ def run_scenario(
         run = Run(cluster, load, size, rng)
         started = time.monotonic()
         scenario.drive(run)
-        drain_s, drained = drain(cluster, load, deadline_s=max(0.0, deadline_s - (time.monotonic() - started)),
-                                 started=started)  # fmt: skip
+        drain_s, drained = drain(
+            cluster, load, deadline_s=max(0.0, deadline_s - (time.monotonic() - started)), started=started
+        )
         run.join_load()  # the later repeats may still be going; they must create nothing new
         if drained:
             drained = drain(cluster, load, deadline_s=5.0, started=started)[1]

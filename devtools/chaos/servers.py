@@ -61,10 +61,24 @@ class PrivateRedis:
         if extra_args is not None:
             self.extra_args = tuple(extra_args)
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", "", *self.extra_args],
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(self.directory),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+                *self.extra_args,
+            ],
             stdout=subprocess.DEVNULL,
-        )  # fmt: skip
+        )
         client = self.client()
 
         def up() -> bool:

@@ -31,8 +31,15 @@ class LinkIn(BaseModel):
 @router.post("/links", status_code=status.HTTP_201_CREATED)
 def create_link(body: LinkIn, request: Request, state: Annotated[AppState, Depends(app_state)]) -> dict[str, Any]:
     """Link a platform user to a Discord user and queue every grant parked for them."""
-    done = link(state.ledger, state.links, body.platform, body.external_id, body.discord_user_id,
-                audit=state.audit, actor=api_actor(request))  # fmt: skip
+    done = link(
+        state.ledger,
+        state.links,
+        body.platform,
+        body.external_id,
+        body.discord_user_id,
+        audit=state.audit,
+        actor=api_actor(request),
+    )
     return {**body.model_dump(), "released": list(done.released)}
 
 

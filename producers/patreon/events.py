@@ -270,8 +270,10 @@ def _tier_ids(relationships: dict[str, Any]) -> tuple[str, ...] | None:
         return ()
     if not isinstance(entries, list):
         raise MalformedEvent(f"{where}: must be a list")
-    ids = {_optional_id(_object(entry, f"{where}[{i}]").get("id"), f"{where}[{i}].id", _TIER_ID)
-           for i, entry in enumerate(entries)}  # fmt: skip
+    ids = {
+        _optional_id(_object(entry, f"{where}[{i}]").get("id"), f"{where}[{i}].id", _TIER_ID)
+        for i, entry in enumerate(entries)
+    }
     return tuple(sorted(tier for tier in ids if tier is not None))
 
 

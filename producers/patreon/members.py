@@ -238,8 +238,12 @@ def handle_event(state: AppState, event: MemberEvent) -> tuple[Plan, Outcome]:
             logger.warning(
                 "patreon member %s: %s takes back grant %s, but grant %s is %s: no negative grant sent, "
                 "left to an operator (check WetBot, then take it back by hand if it was applied)",
-                member.member_id, plan.revoke_reason, grant_id, grant_id, grant_state.value,
-            )  # fmt: skip
+                member.member_id,
+                plan.revoke_reason,
+                grant_id,
+                grant_id,
+                grant_state.value,
+            )
         return plan, _outcome(plan, step, outcome.results)
     raise WatchError(f"patreon member {member.member_id}: still contended after {MAX_DECIDE_ATTEMPTS} attempts")
 
@@ -447,5 +451,7 @@ def _link_from_payload(state: AppState, member: _Member) -> None:
         return
     logger.info(
         "patreon user %s linked to Discord user %s from the payload; %d parked grant(s) queued",
-        member.patreon_user_id, discord_id, len(released),
-    )  # fmt: skip
+        member.patreon_user_id,
+        discord_id,
+        len(released),
+    )

@@ -83,8 +83,12 @@ DELETE = "members:pledge:delete"
 PAID = "Paid"
 
 #: Charge statuses that can revoke, as ``revoke_on`` spells them (docs/patreon.md §4 lists the statuses).
-_REVOKING_STATUSES = {"Declined": "Declined", "Refunded": "Refunded", "Refunded by Patreon": "Refunded",
-                      "Fraud": "Fraud"}  # fmt: skip
+_REVOKING_STATUSES = {
+    "Declined": "Declined",
+    "Refunded": "Refunded",
+    "Refunded by Patreon": "Refunded",
+    "Fraud": "Fraud",
+}
 
 #: Seconds after the pledge start within which a Paid charge of a never-seen member is the pledge's
 #: first charge, not a renewal. Campaigns that charge up front charge within seconds of pledging

@@ -88,10 +88,18 @@ class Member:
             "type": "user",
         }
         tiers = [
-            {"attributes": {"amount_cents": amount, "discord_role_ids": None, "published": True,
-                            "title": f"Tier {tier_id}"}, "id": tier_id, "type": "tier"}
+            {
+                "attributes": {
+                    "amount_cents": amount,
+                    "discord_role_ids": None,
+                    "published": True,
+                    "title": f"Tier {tier_id}",
+                },
+                "id": tier_id,
+                "type": "tier",
+            }
             for tier_id, amount in self.tiers
-        ]  # fmt: skip
+        ]
         campaign = {"attributes": {"is_monthly": True, "vanity": "sample"}, "id": CAMPAIGN_ID, "type": "campaign"}
         return {
             "data": {

@@ -60,9 +60,7 @@ async def receive(request: Request, state: Annotated[AppState, Depends(app_state
     if not hmac.compare_digest(expected.encode(), provided.encode("latin-1", "replace")):
         # Nothing derived from the computed digest or the secret: a prefix of the right answer helps whoever
         # is guessing it. The received prefix is the caller's own text, enough to tell deliveries apart.
-        logger.warning(
-            "patreon: bad signature (received %s..., %d bytes)", provided[:8] or "nothing", len(body)
-        )  # fmt: skip
+        logger.warning("patreon: bad signature (received %s..., %d bytes)", provided[:8] or "nothing", len(body))
         await _count(state, "patreon.rejected")
         raise HTTPException(status.HTTP_403_FORBIDDEN, "missing or wrong X-Patreon-Signature")
 
@@ -103,10 +101,17 @@ async def handle_delivery(state: AppState, trigger: str, body: bytes) -> EventOu
     logger.info(
         "patreon: %s member %s: %d granted, %d already granted, %d revoked, %d cancelled, %d held, %d released, "
         "%d take-back(s) left to an operator%s",
-        trigger, event.member_id, outcome.granted, outcome.duplicates, outcome.revoked, outcome.cancelled,
-        outcome.held, outcome.released, len(outcome.left_to_operator),
+        trigger,
+        event.member_id,
+        outcome.granted,
+        outcome.duplicates,
+        outcome.revoked,
+        outcome.cancelled,
+        outcome.held,
+        outcome.released,
+        len(outcome.left_to_operator),
         f" ({'; '.join(plan.notes)})" if plan.notes else "",
-    )  # fmt: skip
+    )
     await _count(state, f"patreon.{label}.{kind}")
     return _event_outcome(plan.notes, outcome)
 

@@ -259,14 +259,21 @@ def _make_links(state: AppState, plan: Plan) -> list[str]:
             notes.append(f"link reward {link.rule_id}: the input is not a Discord id; no link made")
             continue
         outcome, released = self_link_and_release(
-            state.ledger, state.links, "twitch", link.twitch_user_id, link.discord_user_id,
+            state.ledger,
+            state.links,
+            "twitch",
+            link.twitch_user_id,
+            link.discord_user_id,
             max_accounts=state.rewards.twitch.max_twitch_accounts,
-        )  # fmt: skip
+        )
         if outcome.refused:
             logger.warning(
                 "twitch user %s redeemed a link reward (%s) for Discord user %s; not linked: %s",
-                link.twitch_user_id, link.rule_id, link.discord_user_id, outcome.why,
-            )  # fmt: skip
+                link.twitch_user_id,
+                link.rule_id,
+                link.discord_user_id,
+                outcome.why,
+            )
             count_event(state.redis, state.keys, f"twitch.link_reward.refused.{outcome.value}")
             notes.append(f"link reward {link.rule_id}: not linked: {outcome.why}")
             continue

@@ -168,8 +168,13 @@ def test_a_reprocess_the_replicas_do_not_confirm_answers_503(
     with TestClient(create_app(make_settings(rewards_file=no_rules, twitch_webhook_secret=secret))) as before:
         answer = before.post("/webhooks/twitch", content=body, headers=headers).json()
     assert answer["outcome"] == "ignored"
-    fixed = make_settings(rewards_file=cheer_rules, twitch_webhook_secret=secret, admin_token=TOKEN,
-                          redis_wait_replicas=1, redis_wait_timeout_s=0.05)  # fmt: skip
+    fixed = make_settings(
+        rewards_file=cheer_rules,
+        twitch_webhook_secret=secret,
+        admin_token=TOKEN,
+        redis_wait_replicas=1,
+        redis_wait_timeout_s=0.05,
+    )
     with TestClient(create_app(fixed)) as after:
         assert_unconfirmed(after.post(f"/events/{answer['event_id']}/reprocess", headers=AS_ADMIN))
     assert outcomes(redis, keys, "reprocess") == ["not confirmed"]

@@ -159,8 +159,9 @@ def test_data_the_cli_prints_is_escaped_so_it_cannot_drive_the_terminal(
     capsys: pytest.CaptureFixture[str], ledger: Ledger
 ) -> None:
     """Old or hostile values (written before the API checked them, or straight into Redis) print as escapes."""
-    new = NewGrant(GUILD, USER, (GrantItem(HOSTILE_ITEM, 1),), source="te\x1bst", idempotency_key="t:h",
-                   reason=HOSTILE_REASON)  # fmt: skip
+    new = NewGrant(
+        GUILD, USER, (GrantItem(HOSTILE_ITEM, 1),), source="te\x1bst", idempotency_key="t:h", reason=HOSTILE_REASON
+    )
     grant = ledger.create(new).grant
     ledger.transition(grant.id, GrantState.SENDING, "\x1b[31mred", add_attempt=True)
     ledger.transition(grant.id, GrantState.DEAD, "test", add_failure=True, last_error="HTTP 400: \x1b[1mbad\u200f")
@@ -182,8 +183,16 @@ def test_data_the_cli_prints_is_escaped_so_it_cannot_drive_the_terminal(
 
 
 def twitch_parked(ledger: Ledger, key: str, login: str, twitch_id: str, guild: str = GUILD) -> str:
-    new = NewGrant(guild, "", (GrantItem("gem", 1),), source="twitch", idempotency_key=key, platform="twitch",
-                   external_id=twitch_id, names=(login,))  # fmt: skip
+    new = NewGrant(
+        guild,
+        "",
+        (GrantItem("gem", 1),),
+        source="twitch",
+        idempotency_key=key,
+        platform="twitch",
+        external_id=twitch_id,
+        names=(login,),
+    )
     return ledger.create_many([Planned(new, Mode.PARK)]).results[0].grant.id
 
 
@@ -229,8 +238,11 @@ def test_grants_cancel_needs_a_reason_cancels_once_and_is_audited(
     assert main(["grants", "cancel", delivered.grant.id, "--reason", "too late"]) == 1
     assert "only queued, parked or retrying" in capsys.readouterr().err
     entries = AuditLog(redis, keys).recent()
-    assert [(e.action, e.outcome) for e in entries] == [("cancel", "refused"), ("cancel", "nothing to do"),
-                                                        ("cancel", "done")]  # fmt: skip
+    assert [(e.action, e.outcome) for e in entries] == [
+        ("cancel", "refused"),
+        ("cancel", "nothing to do"),
+        ("cancel", "done"),
+    ]
     assert all(e.actor.startswith("cli:") for e in entries)
 
 

@@ -176,6 +176,13 @@ def test_the_worker_health_check_sees_a_running_worker(
         return done.returncode == 0 and done.stdout.startswith("healthy: a worker stamped its heartbeat")
 
     wait_for(healthy, timeout_s=30, interval_s=0.5)
-    down = subprocess.run(check, cwd=ROOT, env={**env, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"},
-                          capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
+    down = subprocess.run(
+        check,
+        cwd=ROOT,
+        env={**env, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert down.returncode == 1 and "unhealthy: cannot reach Redis at redis://127.0.0.1:" in down.stderr

@@ -50,9 +50,14 @@ def user_env(checkout: Path, **extra: str) -> dict[str, str]:
 def run_sh(checkout: Path, timeout_s: float = 60, **extra: str) -> subprocess.CompletedProcess[str]:
     """Run ``make run``'s script to its end; whatever it started is stopped with it (its own process group)."""
     proc = subprocess.Popen(
-        ["bash", "scripts/run.sh"], cwd=checkout, env=user_env(checkout, **extra), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )  # fmt: skip
+        ["bash", "scripts/run.sh"],
+        cwd=checkout,
+        env=user_env(checkout, **extra),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     try:
         out, err = proc.communicate(timeout=timeout_s)
     finally:
@@ -127,9 +132,14 @@ def demo(checkout: Path, private_redis: PrivateRedis) -> Iterator[tuple[subproce
     (checkout.parent / "sim-port").write_text(env["SIM_PORT"])
     log = (checkout.parent / "make-run.log").open("w")
     proc = subprocess.Popen(
-        ["bash", "scripts/run.sh"], cwd=checkout, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
+        ["bash", "scripts/run.sh"],
+        cwd=checkout,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
         start_new_session=True,
-    )  # fmt: skip
+    )
     try:
         yield proc, port, checkout.parent / "make-run.log"
     finally:
@@ -170,8 +180,9 @@ def test_the_demo_banner_works_as_printed_on_any_port(
     tries = [command for command in commands if " demo clear" not in command]
     shell = user_env(checkout, REDIS_URL=private_redis.url)  # another terminal: no PORT, no DEMO_MODE
     for command in tries:
-        done = subprocess.run(["bash", "-c", command], cwd=checkout, env=shell, capture_output=True, text=True,
-                              timeout=30, check=False)  # fmt: skip
+        done = subprocess.run(
+            ["bash", "-c", command], cwd=checkout, env=shell, capture_output=True, text=True, timeout=30, check=False
+        )
         assert done.returncode == 0, (command, done.stdout, done.stderr)
         if " send-test " in command:
             assert re.search(r"^answer: 2\d\d ", done.stdout, re.M), done.stdout
@@ -187,8 +198,9 @@ def test_the_demo_banner_works_as_printed_on_any_port(
     redis = private_redis.client()
     sources = {key.split(b":")[0] for key in cast(list[bytes], redis.keys("*"))}
     assert sources == {DEMO_KEY_PREFIX.encode()}, "demo mode writes under its own prefix only"
-    ledger_list = subprocess.run(["bash", "-c", commands[1]], cwd=checkout, env=shell, capture_output=True,
-                                 text=True, timeout=30, check=False)  # fmt: skip
+    ledger_list = subprocess.run(
+        ["bash", "-c", commands[1]], cwd=checkout, env=shell, capture_output=True, text=True, timeout=30, check=False
+    )
     assert len([line for line in ledger_list.stdout.splitlines() if line.strip()]) >= 3, ledger_list.stdout
 
     os.killpg(proc.pid, signal.SIGTERM)  # stop make run: then clear, twice
@@ -197,8 +209,9 @@ def test_the_demo_banner_works_as_printed_on_any_port(
     wait_for(lambda: not _listening(port) and not _listening(sim_port), timeout_s=15)  # all it started stopped
     redis.set("wbr:real-install", "kept")
     for _ in range(2):
-        done = subprocess.run(["bash", "-c", clear], cwd=checkout, env=shell, capture_output=True, text=True,
-                              timeout=30, check=False)  # fmt: skip
+        done = subprocess.run(
+            ["bash", "-c", clear], cwd=checkout, env=shell, capture_output=True, text=True, timeout=30, check=False
+        )
         assert done.returncode == 0, done.stderr
     assert redis.keys("*") == [b"wbr:real-install"]
     assert "deleted 0 demo key(s)" in done.stdout

@@ -32,9 +32,14 @@ OTHER = "333333333333333333"
 
 def twitch_grant(key: str) -> NewGrant:
     return NewGrant(
-        GUILD, "", (GrantItem("gem", 1),), source="twitch", idempotency_key=f"twitch:{key}",
-        platform="twitch", external_id=TWITCH_ID,
-    )  # fmt: skip
+        GUILD,
+        "",
+        (GrantItem("gem", 1),),
+        source="twitch",
+        idempotency_key=f"twitch:{key}",
+        platform="twitch",
+        external_id=TWITCH_ID,
+    )
 
 
 @pytest.fixture
@@ -80,8 +85,15 @@ def test_unlinked_grants_park_and_a_link_queues_each_exactly_once(
 
 
 def test_static_links_from_the_rewards_file_resolve(ledger: Ledger, links: LinkStore, broker: RedisBroker) -> None:
-    new = NewGrant(GUILD, "", (GrantItem("gem", 1),), source="twitch", idempotency_key="twitch:s",
-                   platform="twitch", external_id="42")  # fmt: skip
+    new = NewGrant(
+        GUILD,
+        "",
+        (GrantItem("gem", 1),),
+        source="twitch",
+        idempotency_key="twitch:s",
+        platform="twitch",
+        external_id="42",
+    )
     assert submit_for_identity(ledger, links, new).grant.user_id == "444444444444444444"
     links.add("twitch", "42", USER)  # a run-time link wins over the file
     assert links.resolve("twitch", "42") == USER
@@ -108,18 +120,27 @@ def test_concurrent_links_release_each_parked_grant_once(
 
 
 def test_a_link_via_the_api_delivers_three_parked_grants_exactly_once(
-    settings: Settings, ledger: Ledger, links: LinkStore, sim: WetbotSimulator, workers: Callable[..., RunningWorker],
+    settings: Settings,
+    ledger: Ledger,
+    links: LinkStore,
+    sim: WetbotSimulator,
+    workers: Callable[..., RunningWorker],
     broker: RedisBroker,
-) -> None:  # fmt: skip
+) -> None:
     for i in range(3):
         submit_for_identity(ledger, links, twitch_grant(f"api{i}"))
     workers(settings)
     with TestClient(create_app(settings)) as client:
-        bad = client.post("/links", json={"platform": "twitch", "external_id": TWITCH_ID, "discord_user_id": "1"},
-                          headers=AUTH)  # fmt: skip
+        bad = client.post(
+            "/links", json={"platform": "twitch", "external_id": TWITCH_ID, "discord_user_id": "1"}, headers=AUTH
+        )
         assert bad.status_code == 422
-        assert client.post("/links", json={"platform": "twitch", "external_id": TWITCH_ID,
-                                           "discord_user_id": USER}).status_code == 401  # fmt: skip
+        assert (
+            client.post(
+                "/links", json={"platform": "twitch", "external_id": TWITCH_ID, "discord_user_id": USER}
+            ).status_code
+            == 401
+        )
         response = client.post(
             "/links", json={"platform": "twitch", "external_id": TWITCH_ID, "discord_user_id": USER}, headers=AUTH
         )
@@ -138,9 +159,15 @@ def test_a_link_via_the_api_delivers_three_parked_grants_exactly_once(
 
 
 def test_links_cli(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, prefix: str, rewards_file: Path, ledger: Ledger,
-    links: LinkStore, broker: RedisBroker, capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    prefix: str,
+    rewards_file: Path,
+    ledger: Ledger,
+    links: LinkStore,
+    broker: RedisBroker,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("REDIS_URL", TEST_REDIS_URL)
     monkeypatch.setenv("REDIS_KEY_PREFIX", prefix)
@@ -157,9 +184,13 @@ def test_links_cli(
 
 
 def test_self_made_links_are_listed_as_such_and_the_cli_moves_them(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, prefix: str, rewards_file: Path, links: LinkStore,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    prefix: str,
+    rewards_file: Path,
+    links: LinkStore,
     capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("REDIS_URL", TEST_REDIS_URL)
     monkeypatch.setenv("REDIS_KEY_PREFIX", prefix)

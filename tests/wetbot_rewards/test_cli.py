@@ -76,8 +76,10 @@ def test_an_old_spelling_runs_the_new_command_with_one_warning(
     out, err = help_of(list(old), capsys)
     command = " ".join(word for word in new if not word.startswith("-") and word != "dead")
     assert out.startswith(f"usage: wetbot-rewards {command} ")
-    assert err == f"wetbot-rewards: warning: '{' '.join(old)}' is deprecated and goes in the next release; " \
-                  f"use '{' '.join(new)}'\n"  # fmt: skip
+    assert (
+        err == f"wetbot-rewards: warning: '{' '.join(old)}' is deprecated and goes in the next release; "
+        f"use '{' '.join(new)}'\n"
+    )
 
 
 def test_old_grant_and_dead_spellings_do_what_they_did(capsys: pytest.CaptureFixture[str], ledger: Ledger) -> None:
@@ -106,8 +108,10 @@ def test_after_is_the_old_name_of_cursor(capsys: pytest.CaptureFixture[str], led
     captured = capsys.readouterr()
     [second] = json.loads(captured.out)
     assert second["id"] not in first
-    assert captured.err == "wetbot-rewards: warning: '--after' is deprecated and goes in the next release; " \
-                           "use '--cursor'\n"  # fmt: skip
+    assert (
+        captured.err == "wetbot-rewards: warning: '--after' is deprecated and goes in the next release; "
+        "use '--cursor'\n"
+    )
 
 
 def run_into_closed_pipe(argv: list[str]) -> subprocess.CompletedProcess[bytes]:

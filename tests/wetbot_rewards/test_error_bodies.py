@@ -72,10 +72,12 @@ def test_validation_errors_keep_the_field_summary_and_list_every_problem(client:
     ("content", "error"),
     [
         (b'{"user_id": 1 "items": []}', "body is not valid JSON: Expecting ',' delimiter at line 1 column 15"),
-        (b'{\n  "user_id": "1",\n  items: []\n}', "body is not valid JSON: "
-         "Expecting property name enclosed in double quotes at line 3 column 3"),
+        (
+            b'{\n  "user_id": "1",\n  items: []\n}',
+            "body is not valid JSON: Expecting property name enclosed in double quotes at line 3 column 3",
+        ),
     ],
-)  # fmt: skip
+)
 def test_a_json_syntax_error_says_what_and_where(client: TestClient, content: bytes, error: str) -> None:
     response = client.post("/grants", content=content, headers={**AUTH, **JSON})
     assert response.status_code == 422

@@ -25,8 +25,7 @@ EXAMPLES = 60
 @pytest.fixture
 def target(make_settings: SettingsFactory, rewards_file: Path, redis: Redis, prefix: str) -> Iterator[Target]:
     rewards_file.write_text(RULES, encoding="utf-8")
-    settings = make_settings(twitch_webhook_secret=SECRETS.twitch_secret,
-                             patreon_webhook_secret=SECRETS.patreon_secret)  # fmt: skip
+    settings = make_settings(twitch_webhook_secret=SECRETS.twitch_secret, patreon_webhook_secret=SECRETS.patreon_secret)
     with serve_app(create_app(settings)) as base_url:
         yield Target(base_url, redis, prefix, SECRETS)
 

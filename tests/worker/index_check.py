@@ -61,8 +61,9 @@ def index_problems(redis: Redis, keys: Keys) -> list[str]:
         for other in _STATES:
             held = redis.zscore(keys.guild_state(guild, other), grant_id) is not None
             if held != (other == state):
-                problems.append(f"grant {grant_id} ({state}): {'in' if held else 'missing from'} "
-                                f"by-guild:{guild}:{other}")  # fmt: skip
+                problems.append(
+                    f"grant {grant_id} ({state}): {'in' if held else 'missing from'} by-guild:{guild}:{other}"
+                )
         stored = redis.get(keys.grant_terms(grant_id))
         recorded = [term for term in (stored or b"").decode().split("\n") if term]  # type: ignore[union-attr]
         names = json.loads(f["names"]) if f.get("names") else []

@@ -41,8 +41,9 @@ def test_a_grant_whose_read_back_is_pending_cannot_be_cancelled(
     make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator
 ) -> None:
     deliverer = make_deliverer(make_settings(wetbot_timeout=0.5))
-    grant_id = ledger.create(NewGrant(GUILD, USER, (GrantItem("gem", 2),), source="test",
-                                      idempotency_key="t:x")).grant.id  # fmt: skip
+    grant_id = ledger.create(
+        NewGrant(GUILD, USER, (GrantItem("gem", 2),), source="test", idempotency_key="t:x")
+    ).grant.id
     sim.inject("500_after", method="POST")
     deliverer.deliver(grant_id)
     g = ledger.get(grant_id)
@@ -53,9 +54,15 @@ def test_a_grant_whose_read_back_is_pending_cannot_be_cancelled(
 
 
 def test_a_patreon_take_back_of_a_grant_awaiting_its_read_back_is_not_a_cancel(
-    client: TestClient, patreon_settings: Settings, make_deliverer: Deliv, ledger: Ledger,
-    sim: WetbotSimulator, redis: Any, keys: Keys, driver: ScheduleDriver,
-) -> None:  # fmt: skip
+    client: TestClient,
+    patreon_settings: Settings,
+    make_deliverer: Deliv,
+    ledger: Ledger,
+    sim: WetbotSimulator,
+    redis: Any,
+    keys: Keys,
+    driver: ScheduleDriver,
+) -> None:
     deliverer = make_deliverer(patreon_settings)
     send(client, "members:pledge:create", linked(charge_date=MARCH))
     welcome = of_rule(ledger, "welcome")

@@ -26,8 +26,9 @@ def test_a_cancel_racing_the_worker_either_wins_and_nothing_is_sent_or_is_refuse
     sim.set_limit(1000, 1.0)
     settings: Settings = make_settings(wetbot_rate_limit="1000/1s")
     workers(settings, threads=4)
-    warm = submit_grant(ledger, NewGrant(GUILD, "899999999999999999", (GrantItem("gem", 1),), source="api",
-                                         idempotency_key="warm-up")).grant.id  # fmt: skip
+    warm = submit_grant(
+        ledger, NewGrant(GUILD, "899999999999999999", (GrantItem("gem", 1),), source="api", idempotency_key="warm-up")
+    ).grant.id
     wait_for(lambda: ledger.get(warm).state == GrantState.DELIVERED, timeout_s=10)  # type: ignore[union-attr]
     rng = random.Random(7)
     cancelled: dict[str, bool] = {}

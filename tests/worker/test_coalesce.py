@@ -32,9 +32,12 @@ def posts(sim: WetbotSimulator) -> list[tuple[tuple[str, float], ...]]:
 
 
 def test_a_backlog_goes_out_as_one_request_per_member(
-    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator,
+    make_settings: SettingsFactory,
+    make_deliverer: Deliv,
+    ledger: Ledger,
+    sim: WetbotSimulator,
     driver: ScheduleDriver,
-) -> None:  # fmt: skip
+) -> None:
     ids = [add(ledger, f"u{n}", ("gem", 1), ("potion", n)) for n in (1, 2, 3)]
     ids += [add(ledger, f"o{n}", ("gem", 10), user=OTHER_USER) for n in (1, 2)]
     driver.run(make_deliverer(make_settings()))
@@ -55,9 +58,12 @@ def test_a_backlog_goes_out_as_one_request_per_member(
 
 
 def test_coalescing_off_sends_one_request_per_grant(
-    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator,
+    make_settings: SettingsFactory,
+    make_deliverer: Deliv,
+    ledger: Ledger,
+    sim: WetbotSimulator,
     driver: ScheduleDriver,
-) -> None:  # fmt: skip
+) -> None:
     for n in range(3):
         add(ledger, f"g{n}", ("gem", 1))
     driver.run(make_deliverer(make_settings(wetbot_coalesce=False)))
@@ -65,9 +71,12 @@ def test_coalescing_off_sends_one_request_per_grant(
 
 
 def test_sums_stay_within_wetbots_range_and_the_item_cap(
-    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator,
+    make_settings: SettingsFactory,
+    make_deliverer: Deliv,
+    ledger: Ledger,
+    sim: WetbotSimulator,
     driver: ScheduleDriver,
-) -> None:  # fmt: skip
+) -> None:
     add(ledger, "big-1", ("gem", 6e8))
     add(ledger, "big-2", ("gem", 6e8))  # 1.2e9 would be out of range: next request
     add(ledger, "wide", ("a", 1), ("b", 1))  # with gem that is 3 items: over the cap of 2
@@ -91,9 +100,13 @@ def test_merge_never_sums_to_zero_or_out_of_range() -> None:
 
 
 def test_a_refused_merged_request_is_split_so_one_bad_grant_cannot_sink_the_others(
-    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator,
-    driver: ScheduleDriver, sentry_events: CapturingTransport,
-) -> None:  # fmt: skip
+    make_settings: SettingsFactory,
+    make_deliverer: Deliv,
+    ledger: Ledger,
+    sim: WetbotSimulator,
+    driver: ScheduleDriver,
+    sentry_events: CapturingTransport,
+) -> None:
     sim.set_items(GUILD, ["gem", "potion"])
     good = [add(ledger, "a", ("gem", 1)), add(ledger, "b", ("potion", 2))]
     bad = add(ledger, "c", ("nope", 1))
@@ -111,12 +124,19 @@ def test_a_refused_merged_request_is_split_so_one_bad_grant_cannot_sink_the_othe
     assert [e["tags"]["grant_id"] for e in sentry_events.events] == [bad], "Sentry hears of the bad one only"
 
 
-@pytest.mark.parametrize(("fault", "final", "applied"), [("500_after", GrantState.DELIVERED, 1),
-                                                        ("500_before", GrantState.DELIVERED, 1)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("fault", "final", "applied"), [("500_after", GrantState.DELIVERED, 1), ("500_before", GrantState.DELIVERED, 1)]
+)
 def test_an_ambiguous_merged_request_is_judged_as_a_whole(
-    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator,
-    driver: ScheduleDriver, fault: str, final: GrantState, applied: int,
-) -> None:  # fmt: skip
+    make_settings: SettingsFactory,
+    make_deliverer: Deliv,
+    ledger: Ledger,
+    sim: WetbotSimulator,
+    driver: ScheduleDriver,
+    fault: str,
+    final: GrantState,
+    applied: int,
+) -> None:
     ids = [add(ledger, f"g{n}", ("gem", n)) for n in (1, 2, 3)]
     sim.inject(fault, method="POST")
     driver.run(make_deliverer(make_settings(wetbot_timeout=0.3)))
@@ -133,9 +153,13 @@ def test_an_ambiguous_merged_request_is_judged_as_a_whole(
 
 
 def test_hold_holds_every_grant_of_an_ambiguous_merged_request(
-    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator,
-    driver: ScheduleDriver, sentry_events: CapturingTransport,
-) -> None:  # fmt: skip
+    make_settings: SettingsFactory,
+    make_deliverer: Deliv,
+    ledger: Ledger,
+    sim: WetbotSimulator,
+    driver: ScheduleDriver,
+    sentry_events: CapturingTransport,
+) -> None:
     ids = [add(ledger, f"g{n}", ("gem", n)) for n in (1, 2)]
     sim.inject("500_after", method="POST")
     driver.run(make_deliverer(make_settings(ambiguous_policy="hold")))
@@ -145,19 +169,29 @@ def test_hold_holds_every_grant_of_an_ambiguous_merged_request(
 
 
 def test_a_merged_request_whose_worker_died_is_judged_as_a_whole(
-    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, redis: Redis, sim: WetbotSimulator,
+    make_settings: SettingsFactory,
+    make_deliverer: Deliv,
+    ledger: Ledger,
+    redis: Redis,
+    sim: WetbotSimulator,
     driver: ScheduleDriver,
-) -> None:  # fmt: skip
+) -> None:
     ids = [add(ledger, f"g{n}", ("gem", n)) for n in (1, 2)]
     # A worker read the member's baseline (no gem entry), started one request for both (same run token), then
     # died before its answer was recorded.
     token = uuid.uuid4().hex
-    fields = {**baseline_fields(redis, ledger, GUILD, USER, {"gem": None}),
-              "sent_items": '[["gem", 3]]', "request_ids": json.dumps(ids)}  # fmt: skip
+    fields = {
+        **baseline_fields(redis, ledger, GUILD, USER, {"gem": None}),
+        "sent_items": '[["gem", 3]]',
+        "request_ids": json.dumps(ids),
+    }
     moved = ledger.transition_many(
-        ids, GrantState.SENDING, "sending to WetBot", add_attempt=True,
+        ids,
+        GrantState.SENDING,
+        "sending to WetBot",
+        add_attempt=True,
         effects=StepEffects(begin=token, fields=fields),
-    )  # fmt: skip
+    )
     assert moved == ids
     driver.run(make_deliverer(make_settings(wetbot_timeout=0.3)))
     # Nothing had reached WetBot: one read-back judged the request as a whole ("not applied": no gem at all),
@@ -173,7 +207,19 @@ def test_a_merged_request_whose_worker_died_is_judged_as_a_whole(
 
 def _grant(grant_id: str, items: tuple[GrantItem, ...], created_at: float) -> Grant:
     return Grant(
-        id=grant_id, state=GrantState.QUEUED, guild_id=GUILD, user_id=USER, items=items, source="test",
-        source_ref="", rule="", reason="", idempotency_key=grant_id, attempts=0, failures=0, last_error="",
-        created_at=created_at, updated_at=created_at,
-    )  # fmt: skip
+        id=grant_id,
+        state=GrantState.QUEUED,
+        guild_id=GUILD,
+        user_id=USER,
+        items=items,
+        source="test",
+        source_ref="",
+        rule="",
+        reason="",
+        idempotency_key=grant_id,
+        attempts=0,
+        failures=0,
+        last_error="",
+        created_at=created_at,
+        updated_at=created_at,
+    )

@@ -28,9 +28,14 @@ def add(ledger: Ledger, key: str, *items: tuple[str, float], user: str = USER) -
 
 
 def test_cancelling_the_lead_while_it_waits_for_a_slot_does_not_strand_its_companions(
-    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator,
-    driver: ScheduleDriver, sentry_events: CapturingTransport, monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+    make_settings: SettingsFactory,
+    make_deliverer: Deliv,
+    ledger: Ledger,
+    sim: WetbotSimulator,
+    driver: ScheduleDriver,
+    sentry_events: CapturingTransport,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The lead of a merged request is cancelled (a Patreon take-back, ``Ledger.cancel``) after its run
     claimed it and while it waits for a rate slot (``_take_slot`` sleeps up to 5 s inline).
 
@@ -70,9 +75,13 @@ def test_cancelling_the_lead_while_it_waits_for_a_slot_does_not_strand_its_compa
 
 
 def test_a_companion_is_not_given_up_for_the_leads_exhausted_attempts(
-    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator,
-    driver: ScheduleDriver, sentry_events: CapturingTransport,
-) -> None:  # fmt: skip
+    make_settings: SettingsFactory,
+    make_deliverer: Deliv,
+    ledger: Ledger,
+    sim: WetbotSimulator,
+    driver: ScheduleDriver,
+    sentry_events: CapturingTransport,
+) -> None:
     """``_failed``/``_gave_up`` (and ``_read_back_failed``, ``_judged``'s not-applied branch) compare only
     ``run.grant.failures`` (the lead's) with ``WETBOT_MAX_ATTEMPTS``, then apply the verdict to every grant
     of the merged request.
@@ -101,9 +110,12 @@ def test_a_companion_is_not_given_up_for_the_leads_exhausted_attempts(
 
 
 def test_resolve_verify_on_each_member_of_an_unknown_merged_request_decides_them_all(
-    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator,
+    make_settings: SettingsFactory,
+    make_deliverer: Deliv,
+    ledger: Ledger,
+    sim: WetbotSimulator,
     driver: ScheduleDriver,
-) -> None:  # fmt: skip
+) -> None:
     """A merged request {A, B} (gem 1 + gem 2) answered 500 after WetBot applied it; AMBIGUOUS_POLICY=hold
     leaves both ``unknown``. The operator runs ``resolve A --verify``, then ``resolve B --verify``.
 
@@ -126,8 +138,9 @@ def test_resolve_verify_on_each_member_of_an_unknown_merged_request_decides_them
 
     for grant_id in (a, b):
         if ledger.get(grant_id).state == GrantState.UNKNOWN:  # type: ignore[union-attr]
-            assert requeue_grant(ledger, grant_id, "operator asked for a read-back", expect=GrantState.UNKNOWN,
-                                 verify=True)  # fmt: skip
+            assert requeue_grant(
+                ledger, grant_id, "operator asked for a read-back", expect=GrantState.UNKNOWN, verify=True
+            )
             driver.run(deliverer)
     assert ledger.get(a).state == GrantState.DELIVERED  # type: ignore[union-attr]
     done = ledger.get(b)
@@ -136,16 +149,24 @@ def test_resolve_verify_on_each_member_of_an_unknown_merged_request_decides_them
 
 
 def test_resolve_delivered_decides_every_grant_of_the_merged_request(
-    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator,
-    driver: ScheduleDriver, capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+    make_settings: SettingsFactory,
+    make_deliverer: Deliv,
+    ledger: Ledger,
+    sim: WetbotSimulator,
+    driver: ScheduleDriver,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     settings = make_settings(wetbot_timeout=0.3, ambiguous_policy="hold")
     a, b = add(ledger, "a", ("gem", 1)), add(ledger, "b", ("gem", 2))
     sim.inject("500_after", method="POST")
     driver.run(make_deliverer(settings))
     assert [ledger.get(g).state for g in (a, b)] == [GrantState.UNKNOWN] * 2  # type: ignore[union-attr]
-    env = {"REDIS_URL": settings.redis_url, "REDIS_KEY_PREFIX": settings.redis_key_prefix,
-           "WETBOT_API_KEY": "unused-here-but-set", "REWARDS_FILE": str(settings.rewards_file)}  # fmt: skip
+    env = {
+        "REDIS_URL": settings.redis_url,
+        "REDIS_KEY_PREFIX": settings.redis_key_prefix,
+        "WETBOT_API_KEY": "unused-here-but-set",
+        "REWARDS_FILE": str(settings.rewards_file),
+    }
     with pytest.MonkeyPatch.context() as patch:
         for name, value in env.items():
             patch.setenv(name, value)

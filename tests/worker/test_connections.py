@@ -65,8 +65,11 @@ def test_sentinel_clients_keep_every_defence_and_take_db_credentials_and_tls_fro
     sync, asynchronous = connect_redis(settings), connect_redis_async(settings)
     broker = build_broker(settings)
     try:
-        for client, pool_class in ((sync, SentinelConnectionPool), (asynchronous, AsyncSentinelPool),
-                                   (broker.client, SentinelConnectionPool)):  # fmt: skip
+        for client, pool_class in (
+            (sync, SentinelConnectionPool),
+            (asynchronous, AsyncSentinelPool),
+            (broker.client, SentinelConnectionPool),
+        ):
             pool = client.connection_pool
             assert isinstance(pool, pool_class) and pool.service_name == "wetbot"
             options = pool.connection_kwargs
@@ -128,18 +131,52 @@ class TlsRedis:
     def __init__(self, directory: Path) -> None:
         self.cert, self.key = directory / "cert.pem", directory / "key.pem"
         subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-             "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(self.key), "-out", str(self.cert)],
-            check=True, capture_output=True,
-        )  # fmt: skip
+            [
+                "openssl",
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=127.0.0.1",
+                "-addext",
+                "subjectAltName=IP:127.0.0.1",
+                "-keyout",
+                str(self.key),
+                "-out",
+                str(self.cert),
+            ],
+            check=True,
+            capture_output=True,
+        )
         self.port = free_port()
         self.process = subprocess.Popen(
-            ["redis-server", "--port", "0", "--tls-port", str(self.port), "--bind", "127.0.0.1",
-             "--tls-cert-file", str(self.cert), "--tls-key-file", str(self.key),
-             "--tls-ca-cert-file", str(self.cert), "--tls-auth-clients", "no",
-             "--dir", str(directory), "--save", ""],
+            [
+                "redis-server",
+                "--port",
+                "0",
+                "--tls-port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--tls-cert-file",
+                str(self.cert),
+                "--tls-key-file",
+                str(self.key),
+                "--tls-ca-cert-file",
+                str(self.cert),
+                "--tls-auth-clients",
+                "no",
+                "--dir",
+                str(directory),
+                "--save",
+                "",
+            ],
             stdout=subprocess.DEVNULL,
-        )  # fmt: skip
+        )
 
     def url(self, query: str) -> str:
         return f"rediss://127.0.0.1:{self.port}/0?{query}"
@@ -197,10 +234,25 @@ def test_tls_redis_with_a_checked_certificate_for_every_client(
     other = tmp_path / "other"
     other.mkdir()
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=other",
-         "-keyout", str(other / "key.pem"), "-out", str(other / "cert.pem")],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=other",
+            "-keyout",
+            str(other / "key.pem"),
+            "-out",
+            str(other / "cert.pem"),
+        ],
+        check=True,
+        capture_output=True,
+    )
     wrong = connect_redis(make_settings(redis_url=tls_redis.url(f"ssl_ca_certs={other / 'cert.pem'}")))
     with pytest.raises(RedisConnectionError, match="certificate verify failed"):
         wrong.ping()
@@ -222,9 +274,12 @@ def group(tmp_path: Path) -> Iterator[SentinelGroup]:
 def sentinel_settings(make_settings: SettingsFactory, group: SentinelGroup, **overrides: object) -> Settings:
     env = group.env()
     return make_settings(
-        redis_url=env["REDIS_URL"], redis_sentinels=env["REDIS_SENTINELS"], redis_sentinel_master=MASTER_NAME,
-        redis_key_prefix="wbr", **overrides,
-    )  # fmt: skip
+        redis_url=env["REDIS_URL"],
+        redis_sentinels=env["REDIS_SENTINELS"],
+        redis_sentinel_master=MASTER_NAME,
+        redis_key_prefix="wbr",
+        **overrides,
+    )
 
 
 @pytest.mark.slow

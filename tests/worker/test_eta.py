@@ -148,8 +148,12 @@ def test_api_and_cli_show_the_eta(
     with TestClient(create_app(settings)) as client:
         view = client.get(f"/grants/{ids[-1]}", headers={"Authorization": f"Bearer {TOKEN}"}).json()
     assert view["eta"]["requests_ahead"] == 24 and view["eta"]["text"].startswith("in about 2 min")
-    env = {"REDIS_URL": settings.redis_url, "REDIS_KEY_PREFIX": settings.redis_key_prefix,
-           "WETBOT_API_KEY": API_KEY, "REWARDS_FILE": str(settings.rewards_file)}  # fmt: skip
+    env = {
+        "REDIS_URL": settings.redis_url,
+        "REDIS_KEY_PREFIX": settings.redis_key_prefix,
+        "WETBOT_API_KEY": API_KEY,
+        "REWARDS_FILE": str(settings.rewards_file),
+    }
     with pytest.MonkeyPatch.context() as patch:
         for name, value in env.items():
             patch.setenv(name, value)

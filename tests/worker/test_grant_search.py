@@ -22,10 +22,25 @@ OTHER_GUILD = "222222222222222222"
 VIEWER = "123456789012345678"
 
 
-def twitch_grant(ledger: Ledger, key: str, *, login: str = "CoolViewer", twitch_id: str = "4242", guild: str = GUILD,
-                 park: bool = True) -> str:  # fmt: skip
-    new = NewGrant(guild, "" if park else VIEWER, (GrantItem("gem", 1),), source="twitch", idempotency_key=key,
-                   platform="twitch", external_id=twitch_id, names=(login, f"{login} TV"))  # fmt: skip
+def twitch_grant(
+    ledger: Ledger,
+    key: str,
+    *,
+    login: str = "CoolViewer",
+    twitch_id: str = "4242",
+    guild: str = GUILD,
+    park: bool = True,
+) -> str:
+    new = NewGrant(
+        guild,
+        "" if park else VIEWER,
+        (GrantItem("gem", 1),),
+        source="twitch",
+        idempotency_key=key,
+        platform="twitch",
+        external_id=twitch_id,
+        names=(login, f"{login} TV"),
+    )
     return ledger.create_many([Planned(new, Mode.PARK if park else Mode.SCHEDULE)]).results[0].grant.id
 
 
@@ -41,9 +56,18 @@ def ids(redis: Redis, keys: Keys, query: GrantQuery, **options: object) -> list[
 def test_a_supporter_is_found_by_every_id_and_name_they_are_known_by(redis: Redis, keys: Keys, ledger: Ledger) -> None:
     # Given a parked Twitch grant, a Patreon grant with a member id and a full name, and an API grant
     parked = twitch_grant(ledger, "twitch:m1:sub")
-    patreon = NewGrant(GUILD, "", (GrantItem("gem", 1),), source="patreon", idempotency_key="patreon:x",
-                       source_ref="members:pledge:create member m-77", platform="patreon", external_id="9001",
-                       names=("Jane  Q. Doe",), aliases=("m-77",))  # fmt: skip
+    patreon = NewGrant(
+        GUILD,
+        "",
+        (GrantItem("gem", 1),),
+        source="patreon",
+        idempotency_key="patreon:x",
+        source_ref="members:pledge:create member m-77",
+        platform="patreon",
+        external_id="9001",
+        names=("Jane  Q. Doe",),
+        aliases=("m-77",),
+    )
     pledge = ledger.create_many([Planned(patreon, Mode.PARK)]).results[0].grant.id
     api = api_grant(ledger, "Order-55")
     # Then each is found by what an operator knows of the supporter, whatever the case
@@ -143,8 +167,14 @@ def test_retention_removes_a_trimmed_grant_from_every_index(redis: Redis, keys: 
     deliver(ledger, grant_id)
     entered_ago(redis, keys, grant_id, 91 * SECONDS_PER_DAY)
     assert GrantTrimmer(redis, keys, retention_s=90 * SECONDS_PER_DAY).trim().trimmed == 1
-    left = [keys.guild_grants(GUILD), keys.guild_state(GUILD, "delivered"), keys.source_grants("twitch"),
-            keys.find("coolviewer"), keys.find("4242"), keys.find(VIEWER)]  # fmt: skip
+    left = [
+        keys.guild_grants(GUILD),
+        keys.guild_state(GUILD, "delivered"),
+        keys.source_grants("twitch"),
+        keys.find("coolviewer"),
+        keys.find("4242"),
+        keys.find(VIEWER),
+    ]
     assert [redis.zscore(index, grant_id) for index in left] == [None] * len(left)
     assert not redis.exists(keys.grant_terms(grant_id))
 
@@ -199,8 +229,9 @@ def test_a_grants_hash_keeps_redis_compact_encoding_with_its_search_terms(
 ) -> None:
     # Long search terms live beside the hash: inside it, one value over 64 bytes would make Redis store
     # the hash in its large encoding (2.5x the memory per grant, measured by bench/console.py).
-    grant_id = twitch_grant(ledger, "twitch:" + "e" * 36 + ":monthly-sub-reward", login="longestpossiblelogin_2025",
-                            park=False)  # fmt: skip
+    grant_id = twitch_grant(
+        ledger, "twitch:" + "e" * 36 + ":monthly-sub-reward", login="longestpossiblelogin_2025", park=False
+    )
     deliver(ledger, grant_id)
     assert redis.object("encoding", keys.grant(grant_id)) in (b"listpack", b"ziplist")
     assert len(redis.get(keys.grant_terms(grant_id)) or b"") > 64  # type: ignore[arg-type]

@@ -12,6 +12,7 @@ import random
 import unicodedata
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from redis import Redis
@@ -40,9 +41,15 @@ OTHER_KEY = "test-other-key-91c2d7e0a4"
 VIEWER = "777777777777777777"
 
 
-def new(key: str, *, user: str = USER, guild: str = GUILD, **extra: object) -> NewGrant:
-    return NewGrant(guild, user, (GrantItem("gem", 1),), source=str(extra.pop("source", "test")),
-                    idempotency_key=f"t:{key}", **extra)  # type: ignore[arg-type]  # fmt: skip
+def new(key: str, *, user: str = USER, guild: str = GUILD, **extra: Any) -> NewGrant:
+    return NewGrant(
+        guild,
+        user,
+        (GrantItem("gem", 1),),
+        source=str(extra.pop("source", "test")),
+        idempotency_key=f"t:{key}",
+        **extra,
+    )
 
 
 def found(redis: Redis, keys: Keys, query: GrantQuery) -> list[str]:
@@ -50,9 +57,14 @@ def found(redis: Redis, keys: Keys, query: GrantQuery) -> list[str]:
 
 
 def test_every_grant_moving_path_keeps_every_index_exact(
-    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator,
-    driver: ScheduleDriver, redis: Redis, keys: Keys,
-) -> None:  # fmt: skip
+    make_settings: SettingsFactory,
+    make_deliverer: Deliv,
+    ledger: Ledger,
+    sim: WetbotSimulator,
+    driver: ScheduleDriver,
+    redis: Redis,
+    keys: Keys,
+) -> None:
     def check(step: str) -> None:
         assert index_problems(redis, keys) == [], f"after {step}"
 
@@ -89,8 +101,16 @@ def test_every_grant_moving_path_keeps_every_index_exact(
     # A merged request left unknown, resolved as a whole by an operator
     pair = [ledger.create(new(f"pair{n}", user=VIEWER)).grant.id for n in (1, 2)]
     token = uuid.uuid4().hex
-    assert ledger.transition_many(pair, GrantState.SENDING, "sending", add_attempt=True, effects=StepEffects(
-        begin=token, fields={"request_ids": json.dumps(pair)})) == pair  # fmt: skip
+    assert (
+        ledger.transition_many(
+            pair,
+            GrantState.SENDING,
+            "sending",
+            add_attempt=True,
+            effects=StepEffects(begin=token, fields={"request_ids": json.dumps(pair)}),
+        )
+        == pair
+    )
     assert ledger.transition_many(pair, GrantState.UNKNOWN, "timed out", expect=[GrantState.SENDING]) == pair
     check("transition_many to unknown")
     done = grant_actions.resolve(ledger, pair[0], grant_actions.Decision.DELIVERED)
@@ -180,10 +200,14 @@ def test_any_cursor_either_pages_the_querys_own_index_or_is_refused(redis: Redis
         ("Ünïcödé" * 20, "ünïcödé" * 20),  # longer than MAX_TERM_CHARS: both sides are cut the same way
     ],
 )
-def test_odd_names_are_found_as_typed_in_any_case(redis: Redis, keys: Keys, ledger: Ledger, name: str,
-                                                  typed: str) -> None:  # fmt: skip
-    grant_id = ledger.create_many([Planned(new("odd", user="", platform="twitch", external_id="1", names=(name,)),
-                                           Mode.PARK)]).results[0].grant.id  # fmt: skip
+def test_odd_names_are_found_as_typed_in_any_case(
+    redis: Redis, keys: Keys, ledger: Ledger, name: str, typed: str
+) -> None:
+    grant_id = (
+        ledger.create_many([Planned(new("odd", user="", platform="twitch", external_id="1", names=(name,)), Mode.PARK)])
+        .results[0]
+        .grant.id
+    )
     assert found(redis, keys, GrantQuery(text=typed)) == [grant_id]
     assert found(redis, keys, GrantQuery(text="*")) == []
     assert index_problems(redis, keys) == []
@@ -191,8 +215,13 @@ def test_odd_names_are_found_as_typed_in_any_case(redis: Redis, keys: Keys, ledg
 
 def test_a_name_is_found_whatever_its_unicode_normal_form(redis: Redis, keys: Keys, ledger: Ledger) -> None:
     name = unicodedata.normalize("NFD", "José Müller")
-    grant_id = ledger.create_many([Planned(new("nfd", user="", platform="patreon", external_id="2", names=(name,)),
-                                           Mode.PARK)]).results[0].grant.id  # fmt: skip
+    grant_id = (
+        ledger.create_many(
+            [Planned(new("nfd", user="", platform="patreon", external_id="2", names=(name,)), Mode.PARK)]
+        )
+        .results[0]
+        .grant.id
+    )
     assert found(redis, keys, GrantQuery(text=unicodedata.normalize("NFC", "josé müller"))) == [grant_id]
 
 
@@ -206,8 +235,9 @@ def test_following_the_cursors_lists_exactly_what_the_filters_match_whatever_tie
     made = []
     for n in range(40):
         guild = rng.choice([GUILD, KEYLESS_GUILD])
-        grant_id = ledger.create(new(f"r{n}", guild=guild, source=rng.choice(["api", "cli"]),
-                                     user=rng.choice([USER, VIEWER]))).grant.id  # fmt: skip
+        grant_id = ledger.create(
+            new(f"r{n}", guild=guild, source=rng.choice(["api", "cli"]), user=rng.choice([USER, VIEWER]))
+        ).grant.id
         state = rng.choice(states)
         if state != GrantState.QUEUED:
             assert ledger.transition(grant_id, state, "arranged")
@@ -220,14 +250,21 @@ def test_following_the_cursors_lists_exactly_what_the_filters_match_whatever_tie
                 redis.zadd(index, {m: float(1000 + made.index(m) % 3) for m in members})
     grants = {g: ledger.get(g) for g in made}
     for _ in range(25):
-        query = GrantQuery(state=rng.choice([None, *states]), source=rng.choice(["", "api", "cli"]),
-                           guild_id=rng.choice(["", GUILD, KEYLESS_GUILD]),
-                           text=rng.choice(["", USER, VIEWER]))  # fmt: skip
-        expected = [g for g, grant in grants.items() if grant is not None
-                    and (query.state is None or grant.state == query.state)
-                    and (not query.source or grant.source == query.source)
-                    and (not query.guild_id or grant.guild_id == query.guild_id)
-                    and (not query.text or grant.user_id == query.text)]  # fmt: skip
+        query = GrantQuery(
+            state=rng.choice([None, *states]),
+            source=rng.choice(["", "api", "cli"]),
+            guild_id=rng.choice(["", GUILD, KEYLESS_GUILD]),
+            text=rng.choice(["", USER, VIEWER]),
+        )
+        expected = [
+            g
+            for g, grant in grants.items()
+            if grant is not None
+            and (query.state is None or grant.state == query.state)
+            and (not query.source or grant.source == query.source)
+            and (not query.guild_id or grant.guild_id == query.guild_id)
+            and (not query.text or grant.user_id == query.text)
+        ]
         expected.sort(key=lambda g: (made.index(g) % 3, g), reverse=True)
         limit, budget = rng.randint(1, 7), rng.randint(1, 9)
         seen: list[str] = []

@@ -36,9 +36,12 @@ def two_guild_sim(sim: WetbotSimulator) -> WetbotSimulator:
 
 
 def test_each_guild_goes_out_with_its_own_key_and_window(
-    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, two_guild_sim: WetbotSimulator,
+    make_settings: SettingsFactory,
+    make_deliverer: Deliv,
+    ledger: Ledger,
+    two_guild_sim: WetbotSimulator,
     driver: ScheduleDriver,
-) -> None:  # fmt: skip
+) -> None:
     two_guild_sim.set_limit(1, 60.0)
     settings = make_settings(wetbot_rate_limit="1/60s", wetbot_api_keys=f"{OTHER_GUILD}={OTHER_KEY}")
     deliverer = make_deliverer(settings)
@@ -62,9 +65,13 @@ def test_each_guild_goes_out_with_its_own_key_and_window(
 
 
 def test_a_guild_without_a_key_parks_visibly_and_resumes_when_the_key_comes_back(
-    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, two_guild_sim: WetbotSimulator,
-    driver: ScheduleDriver, keys: Keys,
-) -> None:  # fmt: skip
+    make_settings: SettingsFactory,
+    make_deliverer: Deliv,
+    ledger: Ledger,
+    two_guild_sim: WetbotSimulator,
+    driver: ScheduleDriver,
+    keys: Keys,
+) -> None:
     # Queued while a worker had the other guild's key; that key has since been removed from the settings.
     grant = ledger.create(grant_for(OTHER_GUILD, "orphan")).grant
     without = make_deliverer(make_settings())
@@ -92,9 +99,13 @@ def test_a_guild_without_a_key_parks_visibly_and_resumes_when_the_key_comes_back
 
 
 def test_a_fallback_key_releases_any_guild_parked_by_another_worker(
-    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator,
-    driver: ScheduleDriver, tmp_path: Path,
-) -> None:  # fmt: skip
+    make_settings: SettingsFactory,
+    make_deliverer: Deliv,
+    ledger: Ledger,
+    sim: WetbotSimulator,
+    driver: ScheduleDriver,
+    tmp_path: Path,
+) -> None:
     grant = ledger.create(grant_for(OTHER_GUILD, "elsewhere")).grant
     driver.run(make_deliverer(make_settings()))
     assert ledger.get(grant.id).state == GrantState.PARKED  # type: ignore[union-attr]

@@ -230,8 +230,9 @@ def test_the_worker_runs_retention_with_the_configured_days(
 
 def test_a_claim_made_to_last_keeps_its_grant_for_good(redis: Redis, keys: Keys, ledger: Ledger) -> None:
     # Given an old delivered grant whose claim was made without a TTL (a follow rewarded once per viewer)
-    new = NewGrant(GUILD, USER, (GrantItem("kit", 1),), source="twitch", idempotency_key="twitch:follow-1-2:f",
-                   keep_claim=True)  # fmt: skip
+    new = NewGrant(
+        GUILD, USER, (GrantItem("kit", 1),), source="twitch", idempotency_key="twitch:follow-1-2:f", keep_claim=True
+    )
     grant_id = ledger.create_many([Planned(new, Mode.SCHEDULE)]).results[0].grant.id
     assert redis.ttl(keys.idempotency("twitch:follow-1-2:f")) == -1
     deliver(ledger, grant_id)

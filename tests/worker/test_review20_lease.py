@@ -1,6 +1,6 @@
 """A baseline read that outlives the run's user lease (a starved process, a slow connect
 plus a slow read: the client's timeout applies to each, so a GET may take 2 x WETBOT_TIMEOUT, more than the
-lease's timeout + LEASE_MARGIN_S)."""
+lease's timeout + Timings.lease_margin_s)."""
 
 from __future__ import annotations
 
@@ -27,9 +27,15 @@ def _grant(ledger: Ledger, key: str, amount: float = 1) -> str:
 
 
 def test_baseline_read_outliving_the_lease_sends_with_a_stale_baseline_and_records_delivered_never_applied(
-    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator,
-    driver: ScheduleDriver, redis: Redis, keys: Keys, monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+    make_settings: SettingsFactory,
+    make_deliverer: Deliv,
+    ledger: Ledger,
+    sim: WetbotSimulator,
+    driver: ScheduleDriver,
+    redis: Redis,
+    keys: Keys,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Run A reads grant 1's baseline (no gem). Its GET outlasts the extended lease; meanwhile run B takes
     the member's lease for grant 2 (1 gem) and delivers it. Before the fix A's GET answer (read before B's
     POST) became the baseline of A's request, the step into sending went through because the lease was
@@ -71,9 +77,15 @@ def test_baseline_read_outliving_the_lease_sends_with_a_stale_baseline_and_recor
 
 
 def test_baseline_read_outliving_the_lease_sends_a_grant_a_takeover_already_sent_doubling_it(
-    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator,
-    driver: ScheduleDriver, redis: Redis, keys: Keys, monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+    make_settings: SettingsFactory,
+    make_deliverer: Deliv,
+    ledger: Ledger,
+    sim: WetbotSimulator,
+    driver: ScheduleDriver,
+    redis: Redis,
+    keys: Keys,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Coalescing on, one grant. Run A's baseline GET outlasts the lease; the reconciler dispatches the grant
     again (its lease is gone) and run B sends it: applied, answered 500, so it waits for a read-back
     (retrying, verify=1). A's GET returns; its step into sending needs only that no *other* run holds the lease

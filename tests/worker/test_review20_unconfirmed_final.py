@@ -35,13 +35,16 @@ def _short_of_replicas_once(monkeypatch: pytest.MonkeyPatch, ledger: Ledger, to:
 
 
 def test_abandoned_request_held_unknown_is_reported_even_when_the_first_try_was_unconfirmed(
-    make_settings: SettingsFactory, make_deliverer: Deliv, monkeypatch: pytest.MonkeyPatch,
+    make_settings: SettingsFactory,
+    make_deliverer: Deliv,
+    monkeypatch: pytest.MonkeyPatch,
     sentry_events: CapturingTransport,
-) -> None:  # fmt: skip
+) -> None:
     deliverer = make_deliverer(make_settings(ambiguous_policy="hold"))
     ledger = deliverer.ledger
-    grant_id = ledger.create(NewGrant(GUILD, USER, (GrantItem("gem", 1),), source="test",
-                                      idempotency_key="t:x")).grant.id  # fmt: skip
+    grant_id = ledger.create(
+        NewGrant(GUILD, USER, (GrantItem("gem", 1),), source="test", idempotency_key="t:x")
+    ).grant.id
     # A worker set it sending and died with its request out (no lease left).
     assert ledger.transition(grant_id, GrantState.SENDING, "sending to WetBot", expect=[GrantState.QUEUED])
     _short_of_replicas_once(monkeypatch, ledger, GrantState.UNKNOWN)
@@ -53,13 +56,16 @@ def test_abandoned_request_held_unknown_is_reported_even_when_the_first_try_was_
 
 
 def test_control_abandoned_request_held_unknown_is_reported(
-    make_settings: SettingsFactory, make_deliverer: Deliv, sentry_events: CapturingTransport,
-) -> None:  # fmt: skip
+    make_settings: SettingsFactory,
+    make_deliverer: Deliv,
+    sentry_events: CapturingTransport,
+) -> None:
     """The same without the shortfall: one alert (shows the check above is the right one)."""
     deliverer = make_deliverer(make_settings(ambiguous_policy="hold"))
     ledger = deliverer.ledger
-    grant_id = ledger.create(NewGrant(GUILD, USER, (GrantItem("gem", 1),), source="test",
-                                      idempotency_key="t:x")).grant.id  # fmt: skip
+    grant_id = ledger.create(
+        NewGrant(GUILD, USER, (GrantItem("gem", 1),), source="test", idempotency_key="t:x")
+    ).grant.id
     assert ledger.transition(grant_id, GrantState.SENDING, "sending to WetBot", expect=[GrantState.QUEUED])
     deliverer.deliver(grant_id)
     assert ledger.get(grant_id).state == GrantState.UNKNOWN  # type: ignore[union-attr]

@@ -46,12 +46,17 @@ def run_twice(
 
 @pytest.mark.parametrize("policy", ["hold", "verify", "retry"])
 def test_a_resent_step_into_sending_still_sends_once(
-    policy: str, make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator,
+    policy: str,
+    make_settings: SettingsFactory,
+    make_deliverer: Deliv,
+    ledger: Ledger,
+    sim: WetbotSimulator,
     driver: ScheduleDriver,
-) -> None:  # fmt: skip
+) -> None:
     deliverer = make_deliverer(make_settings(wetbot_timeout=0.5, ambiguous_policy=policy))
-    grant_id = ledger.create(NewGrant(GUILD, USER, (GrantItem("gem", 2),), source="test",
-                                      idempotency_key="t:x")).grant.id  # fmt: skip
+    grant_id = ledger.create(
+        NewGrant(GUILD, USER, (GrantItem("gem", 2),), source="test", idempotency_key="t:x")
+    ).grant.id
     real = deliverer.ledger._transition
     calls = {"n": 0}
 

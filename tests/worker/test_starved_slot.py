@@ -233,9 +233,12 @@ def test_the_step_that_records_an_outcome_ends_the_hold_even_when_it_moves_no_gr
     slot = lim.try_acquire("k", hold_s=30.0)
     grant_id = _grant(ledger, USER)
     moved = ledger.transition(  # another run took the grant over: this run's outcome moves nothing
-        grant_id, GrantState.DELIVERED, "answered", expect=[GrantState.SENDING],
+        grant_id,
+        GrantState.DELIVERED,
+        "answered",
+        expect=[GrantState.SENDING],
         effects=StepEffects(slot=lim.settle_ref("k", slot.member)),
-    )  # fmt: skip
+    )
     assert not moved
     assert redis.zscore(keys.rate_pending("k"), slot.member) is None
 

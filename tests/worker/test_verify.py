@@ -59,9 +59,13 @@ def test_applied_then_an_error_is_delivered_by_read_back_once(
 
 @pytest.mark.parametrize("fault", ["500_before", "drop_before"])
 def test_not_applied_is_proven_then_sent_again(
-    fault: str, make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator,
+    fault: str,
+    make_settings: SettingsFactory,
+    make_deliverer: Deliv,
+    ledger: Ledger,
+    sim: WetbotSimulator,
     driver: ScheduleDriver,
-) -> None:  # fmt: skip
+) -> None:
     deliverer = make_deliverer(make_settings(wetbot_timeout=0.5))
     deliverer.deliver(grant(ledger, "earlier", amount=5))
     grant_id = grant(ledger, "x")
@@ -78,9 +82,13 @@ def test_not_applied_is_proven_then_sent_again(
 
 
 def test_a_change_by_someone_else_meanwhile_leaves_it_unknown(
-    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator,
-    driver: ScheduleDriver, sentry_events: CapturingTransport,
-) -> None:  # fmt: skip
+    make_settings: SettingsFactory,
+    make_deliverer: Deliv,
+    ledger: Ledger,
+    sim: WetbotSimulator,
+    driver: ScheduleDriver,
+    sentry_events: CapturingTransport,
+) -> None:
     deliverer = make_deliverer(make_settings(wetbot_timeout=0.5))
     deliverer.deliver(grant(ledger, "earlier", amount=5))
     grant_id = grant(ledger, "x")
@@ -98,9 +106,12 @@ def test_a_change_by_someone_else_meanwhile_leaves_it_unknown(
 
 
 def test_other_grants_of_the_user_wait_for_the_read_back(
-    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator,
+    make_settings: SettingsFactory,
+    make_deliverer: Deliv,
+    ledger: Ledger,
+    sim: WetbotSimulator,
     driver: ScheduleDriver,
-) -> None:  # fmt: skip
+) -> None:
     deliverer = make_deliverer(make_settings(wetbot_timeout=0.5))
     first, second = grant(ledger, "a"), grant(ledger, "b", amount=3)
     sim.inject("500_after", method="POST")
@@ -117,9 +128,12 @@ def test_other_grants_of_the_user_wait_for_the_read_back(
 
 
 def test_a_grant_queued_during_a_read_back_waits_for_it(
-    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator,
+    make_settings: SettingsFactory,
+    make_deliverer: Deliv,
+    ledger: Ledger,
+    sim: WetbotSimulator,
     driver: ScheduleDriver,
-) -> None:  # fmt: skip
+) -> None:
     deliverer = make_deliverer(make_settings(wetbot_timeout=0.5))
     first = grant(ledger, "a")
     sim.inject("500_after", method="POST")
@@ -134,9 +148,12 @@ def test_a_grant_queued_during_a_read_back_waits_for_it(
 
 
 def test_hold_never_resends_a_5xx(
-    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator,
+    make_settings: SettingsFactory,
+    make_deliverer: Deliv,
+    ledger: Ledger,
+    sim: WetbotSimulator,
     driver: ScheduleDriver,
-) -> None:  # fmt: skip
+) -> None:
     deliverer = make_deliverer(make_settings(ambiguous_policy="hold"))
     grant_id = grant(ledger, "x")
     sim.inject("500_after", method="POST")
@@ -177,15 +194,20 @@ def test_judge_needs_every_item_to_agree() -> None:
 
 
 def test_a_read_back_cut_short_is_read_again_even_under_hold(
-    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, redis: Redis, sim: WetbotSimulator,
+    make_settings: SettingsFactory,
+    make_deliverer: Deliv,
+    ledger: Ledger,
+    redis: Redis,
+    sim: WetbotSimulator,
     driver: ScheduleDriver,
-) -> None:  # fmt: skip
+) -> None:
     grant_id = grant(ledger, "x")
     # An operator asked for a read-back (resolve --verify) of a request sent with a baseline (no gem entry),
     # and the worker died during the GET.
     fields = {"verify": "1", **baseline_fields(redis, ledger, GUILD, USER, {"gem": None})}
-    assert ledger.transition(grant_id, GrantState.SENDING, "reading the profile back", add_attempt=True,
-                             effects=StepEffects(fields=fields))  # fmt: skip
+    assert ledger.transition(
+        grant_id, GrantState.SENDING, "reading the profile back", add_attempt=True, effects=StepEffects(fields=fields)
+    )
     deliverer = make_deliverer(make_settings(ambiguous_policy="hold"))
     deliverer.deliver(grant_id)
     driver.run(deliverer)

@@ -39,9 +39,12 @@ def delivered_total(ledger: Ledger, *ids: str) -> float:
 
 
 def test_after_an_unknown_outcome_the_next_read_back_cannot_use_the_old_snapshot(
-    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator,
+    make_settings: SettingsFactory,
+    make_deliverer: Deliv,
+    ledger: Ledger,
+    sim: WetbotSimulator,
     driver: ScheduleDriver,
-) -> None:  # fmt: skip
+) -> None:
     """Default policy (verify). X: POST applied but answered 500, its read-back fails until it is out of
     attempts -> unknown (correct). Y (same items, same user): POST not applied (500_before). Judged against
     the profile recorded before X, the read-back showed X's gems -> "verified by read-back: applied" ->
@@ -73,9 +76,12 @@ def test_after_an_unknown_outcome_the_next_read_back_cannot_use_the_old_snapshot
 
 
 def test_a_read_back_after_later_deliveries_does_not_judge_an_old_baseline(
-    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator,
+    make_settings: SettingsFactory,
+    make_deliverer: Deliv,
+    ledger: Ledger,
+    sim: WetbotSimulator,
     driver: ScheduleDriver,
-) -> None:  # fmt: skip
+) -> None:
     """X ends unknown without being applied (500_before under hold; under verify: read-backs exhausted).
     Its hold is cleared, so Y (same items) is delivered meanwhile. The operator then runs
     `resolve --verify` on X: its baseline, read right before X's request, is young, but it is from before Y;

@@ -49,9 +49,12 @@ def state(ledger: Ledger, grant_id: str) -> GrantState:
 
 
 def test_spent_elsewhere_then_applied_but_answered_500_is_delivered_once(
-    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator,
+    make_settings: SettingsFactory,
+    make_deliverer: Deliv,
+    ledger: Ledger,
+    sim: WetbotSimulator,
     driver: ScheduleDriver,
-) -> None:  # fmt: skip
+) -> None:
     """The member spent 1 gem in the bot after our last delivery; our 1-gem grant was applied, answered 500.
     Judged against the recorded profile (5) the read-back (5) looked "not applied": sent twice."""
     deliverer = make_deliverer(make_settings(wetbot_timeout=0.3))
@@ -69,9 +72,12 @@ def test_spent_elsewhere_then_applied_but_answered_500_is_delivered_once(
 
 
 def test_earned_elsewhere_then_refused_with_500_is_sent_again_not_recorded_delivered(
-    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator,
+    make_settings: SettingsFactory,
+    make_deliverer: Deliv,
+    ledger: Ledger,
+    sim: WetbotSimulator,
     driver: ScheduleDriver,
-) -> None:  # fmt: skip
+) -> None:
     """The member earned 1 gem elsewhere; our 1-gem grant got a 500 before WetBot applied it. Against the
     recorded profile (5) the read-back (6) looked "applied": recorded delivered, never applied."""
     deliverer = make_deliverer(make_settings(wetbot_timeout=0.3))
@@ -89,9 +95,12 @@ def test_earned_elsewhere_then_refused_with_500_is_sent_again_not_recorded_deliv
 
 
 def test_a_new_member_already_holding_the_amount_is_not_taken_for_applied(
-    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator,
+    make_settings: SettingsFactory,
+    make_deliverer: Deliv,
+    ledger: Ledger,
+    sim: WetbotSimulator,
     driver: ScheduleDriver,
-) -> None:  # fmt: skip
+) -> None:
     """Never granted to, the member already holds exactly 1 gem: "no entry" + 1 looked like our grant."""
     deliverer = make_deliverer(make_settings(wetbot_timeout=0.3))
     sim.adjust(GUILD, USER, "gem", 1)
@@ -107,9 +116,13 @@ def test_a_new_member_already_holding_the_amount_is_not_taken_for_applied(
 
 @pytest.mark.parametrize("fault", ["500_after", "500_before"])
 def test_ten_members_with_outside_activity_none_doubled_none_lost(
-    fault: str, make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator,
+    fault: str,
+    make_settings: SettingsFactory,
+    make_deliverer: Deliv,
+    ledger: Ledger,
+    sim: WetbotSimulator,
     driver: ScheduleDriver,
-) -> None:  # fmt: skip
+) -> None:
     """The check's 10-of-10 runs: each member spent or earned 1 gem elsewhere before an ambiguous request."""
     sim.set_limit(100, 1.0)
     deliverer = make_deliverer(make_settings(wetbot_timeout=0.3, wetbot_rate_limit=RateLimit(100, 1.0)))
@@ -130,9 +143,15 @@ def test_ten_members_with_outside_activity_none_doubled_none_lost(
 
 
 def test_without_a_spare_slot_no_baseline_is_read_and_an_ambiguous_outcome_is_held_unknown(
-    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator, redis: Redis,
-    keys: Keys, driver: ScheduleDriver, sentry_events: CapturingTransport,
-) -> None:  # fmt: skip
+    make_settings: SettingsFactory,
+    make_deliverer: Deliv,
+    ledger: Ledger,
+    sim: WetbotSimulator,
+    redis: Redis,
+    keys: Keys,
+    driver: ScheduleDriver,
+    sentry_events: CapturingTransport,
+) -> None:
     """A key with a backlog spends its slots on grants: no read before the request, and then no guess."""
     settings = make_settings(wetbot_timeout=0.3)
     deliverer = make_deliverer(settings)
@@ -153,8 +172,11 @@ def test_without_a_spare_slot_no_baseline_is_read_and_an_ambiguous_outcome_is_he
 
 
 def test_a_quiet_key_reads_the_baseline_right_before_the_request(
-    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator,
-) -> None:  # fmt: skip
+    make_settings: SettingsFactory,
+    make_deliverer: Deliv,
+    ledger: Ledger,
+    sim: WetbotSimulator,
+) -> None:
     deliverer = make_deliverer(make_settings())
     grant_id = grant(ledger, "x", amount=3)
     deliverer.deliver(grant_id)
@@ -165,9 +187,12 @@ def test_a_quiet_key_reads_the_baseline_right_before_the_request(
 
 
 def test_after_a_429_no_slot_is_spare_for_a_while(
-    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator,
+    make_settings: SettingsFactory,
+    make_deliverer: Deliv,
+    ledger: Ledger,
+    sim: WetbotSimulator,
     driver: ScheduleDriver,
-) -> None:  # fmt: skip
+) -> None:
     """WetBot's limit can be stricter than ours (a key another tool uses too): after a 429 a read before
     each request would push every request into the next 429, so reads stop for a while."""
     sim.set_limit(1, 1.0)  # the server: 1 a second; the service believes in 10 a second
@@ -183,9 +208,13 @@ def test_after_a_429_no_slot_is_spare_for_a_while(
 
 
 def test_a_refused_key_on_the_baseline_read_sends_nothing_more(
-    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator, redis: Redis,
+    make_settings: SettingsFactory,
+    make_deliverer: Deliv,
+    ledger: Ledger,
+    sim: WetbotSimulator,
+    redis: Redis,
     keys: Keys,
-) -> None:  # fmt: skip
+) -> None:
     deliverer = make_deliverer(make_settings())
     client = deliverer.clients.for_guild(GUILD)
     assert client is not None
@@ -198,17 +227,25 @@ def test_a_refused_key_on_the_baseline_read_sends_nothing_more(
 
 
 def test_the_retry_policy_reads_no_baseline(
-    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator,
-) -> None:  # fmt: skip
+    make_settings: SettingsFactory,
+    make_deliverer: Deliv,
+    ledger: Ledger,
+    sim: WetbotSimulator,
+) -> None:
     deliverer = make_deliverer(make_settings(ambiguous_policy="retry"))
     deliverer.deliver(grant(ledger, "x"))
     assert methods(sim) == ["POST"]
 
 
 def test_a_baseline_older_than_the_window_decides_nothing(
-    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator, redis: Redis,
-    keys: Keys, driver: ScheduleDriver,
-) -> None:  # fmt: skip
+    make_settings: SettingsFactory,
+    make_deliverer: Deliv,
+    ledger: Ledger,
+    sim: WetbotSimulator,
+    redis: Redis,
+    keys: Keys,
+    driver: ScheduleDriver,
+) -> None:
     """A read-back long after the baseline (read-backs that kept failing, a late operator check) cannot tell."""
     deliverer = make_deliverer(make_settings(wetbot_timeout=0.3))
     grant_id = grant(ledger, "x")
@@ -230,9 +267,14 @@ DRIFTS = ["items", "itemId", "amount_string", "no_inventory", "not_object"]
 
 @pytest.mark.parametrize("shape", DRIFTS)
 def test_a_profile_in_another_shape_never_reads_as_no_entry(
-    shape: str, make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator,
-    driver: ScheduleDriver, sentry_events: CapturingTransport,
-) -> None:  # fmt: skip
+    shape: str,
+    make_settings: SettingsFactory,
+    make_deliverer: Deliv,
+    ledger: Ledger,
+    sim: WetbotSimulator,
+    driver: ScheduleDriver,
+    sentry_events: CapturingTransport,
+) -> None:
     """The check's 10 of 10 applied twice: a new member, the profile's inventory under another name, a 500
     after applying; "no entry" read back matched the "no entry" baseline and the grant was sent again."""
     sim.set_limit(100, 1.0)
@@ -255,9 +297,13 @@ def test_a_profile_in_another_shape_never_reads_as_no_entry(
 
 @pytest.mark.parametrize("shape", DRIFTS)
 def test_a_read_back_in_another_shape_cannot_tell(
-    shape: str, make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator,
+    shape: str,
+    make_settings: SettingsFactory,
+    make_deliverer: Deliv,
+    ledger: Ledger,
+    sim: WetbotSimulator,
     driver: ScheduleDriver,
-) -> None:  # fmt: skip
+) -> None:
     """The baseline was read in the documented shape; the profile read back is not: cannot tell."""
     deliverer = make_deliverer(make_settings(wetbot_timeout=0.3))
     grant_id = grant(ledger, "x")
@@ -272,9 +318,12 @@ def test_a_read_back_in_another_shape_cannot_tell(
 
 
 def test_a_delivered_answer_in_another_shape_is_still_delivered(
-    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator,
+    make_settings: SettingsFactory,
+    make_deliverer: Deliv,
+    ledger: Ledger,
+    sim: WetbotSimulator,
     sentry_events: CapturingTransport,
-) -> None:  # fmt: skip
+) -> None:
     """WetBot's 2xx envelope says it applied the request; only the resulting amounts are unreadable."""
     deliverer = make_deliverer(make_settings(ambiguous_policy="retry"))
     sim.set_profile_shape("itemId")

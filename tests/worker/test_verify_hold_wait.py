@@ -1,6 +1,6 @@
 """While a user's verify hold lasts, the user's other grants wait for the holder's next look (its read-back,
 which may back off for minutes or wait out a 401/403 pause), instead of being dispatched and claimed
-every ``BUSY_RETRY_S``."""
+every ``Timings.busy_retry_s``."""
 
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ def test_grants_behind_a_long_verify_hold_wait_for_its_next_look(
     deliverer = make_deliverer(make_settings(wetbot_timeout=0.5, wetbot_retry_backoff_s=60.0))
 
     def new(key: str) -> str:
-        return ledger.create(NewGrant(GUILD, USER, (GrantItem("gem", 1),), source="test",
-                                      idempotency_key=f"t:{key}")).grant.id  # fmt: skip
+        return ledger.create(
+            NewGrant(GUILD, USER, (GrantItem("gem", 1),), source="test", idempotency_key=f"t:{key}")
+        ).grant.id
 
     x = new("x")
     sim.inject("500_after", method="POST")

@@ -162,8 +162,11 @@ def test_events_are_listed_and_only_reprocessable_ones_reprocessed(client: TestC
 
 def test_a_patron_is_found_by_full_name_and_member_id(client: TestClient) -> None:
     body = encode(Member().document())
-    headers = {"Content-Type": "application/json", "X-Patreon-Event": "members:pledge:create",
-               "X-Patreon-Signature": patreon_sign(body, PATREON_SECRET)}  # fmt: skip
+    headers = {
+        "Content-Type": "application/json",
+        "X-Patreon-Event": "members:pledge:create",
+        "X-Patreon-Signature": patreon_sign(body, PATREON_SECRET),
+    }
     assert client.post("/webhooks/patreon", content=body, headers=headers).status_code == 200
     member_id = Member().member_id
     found: list[Any] = []

@@ -76,8 +76,12 @@ def test_two_callers_replaying_one_dead_grant_at_once_move_it_once_and_both_are_
         answers: list[Any] = []
         start = threading.Barrier(2)
 
-        def replay(grant_id: str = grant_id, version: int = version, start: threading.Barrier = start,
-                   answers: list[Any] = answers) -> None:  # fmt: skip
+        def replay(
+            grant_id: str = grant_id,
+            version: int = version,
+            start: threading.Barrier = start,
+            answers: list[Any] = answers,
+        ) -> None:
             start.wait()
             answers.append(client.post(f"/grants/{grant_id}/replay", json={"version": version}, headers=AS_ADMIN))
 

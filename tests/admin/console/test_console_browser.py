@@ -106,8 +106,10 @@ def test_events_show_signed_webhooks_and_an_ignored_one_is_reprocessed(
         sample_payload("channel.subscribe", sample_event("channel.subscribe", user_id=STATIC_TWITCH))
     )
     browser.get(f"{console_server.url}/console/events")
-    rows = {row.get_attribute("data-event-id"): row.get_attribute("data-outcome")
-            for row in browser.find_elements(By.CSS_SELECTOR, "tr[data-event-id]")}  # fmt: skip
+    rows = {
+        row.get_attribute("data-event-id"): row.get_attribute("data-outcome")
+        for row in browser.find_elements(By.CSS_SELECTOR, "tr[data-event-id]")
+    }
     assert {event_id("twitch", m): o for m, o in [(ignored, "ignored"), (unusable, "unusable"), (granted, "granted")]}
     assert rows[event_id("twitch", ignored)] == "ignored"
     assert rows[event_id("twitch", unusable)] == "unusable"
@@ -199,8 +201,13 @@ def test_a_form_without_the_sessions_csrf_token_is_refused_and_does_nothing(
     form = {"platform": "twitch", "external_id": "777", "discord_user_id": USER}
     before = len(console_server.audit.recent(limit=1000))
     for csrf in ({"csrf": "forged-token"}, {}):
-        answer = requests.post(f"{console_server.url}/console/links", data={**form, **csrf}, cookies=cookies,
-                               allow_redirects=False, timeout=10)  # fmt: skip
+        answer = requests.post(
+            f"{console_server.url}/console/links",
+            data={**form, **csrf},
+            cookies=cookies,
+            allow_redirects=False,
+            timeout=10,
+        )
         assert answer.status_code == 403 and "Nothing was done" in answer.text
     assert console_server.links.resolve("twitch", "777") is None
     assert len(console_server.audit.recent(limit=1000)) == before
@@ -213,8 +220,11 @@ def test_the_audit_log_shows_every_action_by_session_and_logout_ends_the_session
     cookie_value = session_cookie(browser)
     browser.get(f"{console_server.url}/console/audit")
     rows = browser.find_elements(By.CSS_SELECTOR, "tr[data-audit-action]")
-    mine = {row.get_attribute("data-audit-action") for row in rows
-            if row.get_attribute("data-actor") == f"console:{fingerprint(cookie_value)}"}  # fmt: skip
+    mine = {
+        row.get_attribute("data-audit-action")
+        for row in rows
+        if row.get_attribute("data-actor") == f"console:{fingerprint(cookie_value)}"
+    }
     assert {"login", "reprocess", "link-add", "link-remove"} <= mine
     assert any(row.get_attribute("data-actor") == "console:-" for row in rows)  # the wrong token's try
     shot(browser, screenshot_dir, "audit")
@@ -222,7 +232,8 @@ def test_the_audit_log_shows_every_action_by_session_and_logout_ends_the_session
     click(browser, "[data-action=logout]")
     assert browser.current_url.startswith(f"{console_server.url}/console/login")
     assert flash(browser) == "You are logged out."
-    old = requests.get(f"{console_server.url}/console/events", cookies={COOKIE: cookie_value},
-                       allow_redirects=False, timeout=10)  # fmt: skip
+    old = requests.get(
+        f"{console_server.url}/console/events", cookies={COOKIE: cookie_value}, allow_redirects=False, timeout=10
+    )
     assert old.status_code == 303 and old.headers["location"] == "/console/login"
     assert console_server.audit.recent(limit=1)[0].action == "logout"

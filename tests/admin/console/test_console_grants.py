@@ -49,17 +49,27 @@ def server(
     rewards = tmp_path_factory.mktemp("grants") / "rewards.toml"
     rewards.write_text(RULES, encoding="utf-8")
     settings = load_settings(
-        _env_file=None, redis_url=TEST_REDIS_URL, redis_key_prefix=module_prefix, wetbot_api_url=sim.url,
-        wetbot_api_key=API_KEY, wetbot_rate_limit="100/1s", wetbot_timeout=2.0, wetbot_retry_backoff_s=0.05,
-        rewards_file=rewards, twitch_webhook_secret=TWITCH_SECRET, admin_token=ADMIN_TOKEN, grants_api_token=TOKEN,
-    )  # fmt: skip
+        _env_file=None,
+        redis_url=TEST_REDIS_URL,
+        redis_key_prefix=module_prefix,
+        wetbot_api_url=sim.url,
+        wetbot_api_key=API_KEY,
+        wetbot_rate_limit="100/1s",
+        wetbot_timeout=2.0,
+        wetbot_retry_backoff_s=0.05,
+        rewards_file=rewards,
+        twitch_webhook_secret=TWITCH_SECRET,
+        admin_token=ADMIN_TOKEN,
+        grants_api_token=TOKEN,
+    )
     redis = Redis.from_url(TEST_REDIS_URL)
     keys = Keys(module_prefix)
     worker = start_worker(settings, threads=2)
     try:
         with serve_app(create_app(settings)) as url:
-            yield ConsoleServer(url, settings, redis, keys, Ledger(redis, keys), LinkStore(redis, keys),
-                                AuditLog(redis, keys))  # fmt: skip
+            yield ConsoleServer(
+                url, settings, redis, keys, Ledger(redis, keys), LinkStore(redis, keys), AuditLog(redis, keys)
+            )
     finally:
         worker.stop()
         redis.close()
@@ -87,8 +97,10 @@ def form_of(browser: webdriver.Chrome, css: str) -> tuple[str, dict[str, str]]:
     name and value included when ``css`` names the button)."""
     element = one(browser, css)
     form = element if element.tag_name == "form" else element.find_element(By.XPATH, "./ancestor::form")
-    fields = {str(i.get_attribute("name")): str(i.get_attribute("value"))
-              for i in form.find_elements(By.CSS_SELECTOR, "input[name]")}  # fmt: skip
+    fields = {
+        str(i.get_attribute("name")): str(i.get_attribute("value"))
+        for i in form.find_elements(By.CSS_SELECTOR, "input[name]")
+    }
     if element.tag_name == "button" and element.get_attribute("name"):
         fields[str(element.get_attribute("name"))] = str(element.get_attribute("value"))
     return str(form.get_attribute("action")), fields
@@ -97,11 +109,15 @@ def form_of(browser: webdriver.Chrome, css: str) -> tuple[str, dict[str, str]]:
 def send_again(browser: webdriver.Chrome, form: tuple[str, dict[str, str]]) -> str:
     """Post ``form`` once more with this browser's session (a double click, a replayed form); the flash it left."""
     action, fields = form
-    answer = requests.post(action, data=fields, cookies={COOKIE: session_cookie(browser)}, timeout=10,
-                           allow_redirects=False)  # fmt: skip
+    answer = requests.post(
+        action, data=fields, cookies={COOKIE: session_cookie(browser)}, timeout=10, allow_redirects=False
+    )
     assert answer.status_code == 303, answer.text
-    browser.get(answer.headers["location"] if answer.headers["location"].startswith("http") else
-                action.split("/console")[0] + answer.headers["location"])  # fmt: skip
+    browser.get(
+        answer.headers["location"]
+        if answer.headers["location"].startswith("http")
+        else action.split("/console")[0] + answer.headers["location"]
+    )
     return flash(browser)
 
 
@@ -237,8 +253,9 @@ def test_a_grant_action_with_a_bad_csrf_token_or_no_session_does_nothing(
     grant_id = subscribe(server, "8181", "keepme")
     url = f"{server.url}/console/grants/{grant_id}/cancel"
     cookies = {COOKIE: session_cookie(browser)}
-    forged = requests.post(url, data={"csrf": "forged", "reason": "x"}, cookies=cookies, timeout=10,
-                           allow_redirects=False)  # fmt: skip
+    forged = requests.post(
+        url, data={"csrf": "forged", "reason": "x"}, cookies=cookies, timeout=10, allow_redirects=False
+    )
     anonymous = requests.post(url, data={"reason": "x"}, timeout=10, allow_redirects=False)
     assert (forged.status_code, anonymous.status_code) == (403, 403)
     assert state_of(server, grant_id) == GrantState.PARKED

@@ -26,8 +26,15 @@ from worker.ledger import Ledger
 
 HOSTILE = "<script>alert(1)</script>"
 #: What a form of each console action would carry (so a missing CSRF token is the only thing wrong).
-FIELDS = {"reason": "because", "decision": "delivered", "discord_user_id": "123456789012345678",
-          "platform": "twitch", "external_id": "4242", "up_to": repr(time.time() + 3600), "version": "2"}  # fmt: skip
+FIELDS = {
+    "reason": "because",
+    "decision": "delivered",
+    "discord_user_id": "123456789012345678",
+    "platform": "twitch",
+    "external_id": "4242",
+    "up_to": repr(time.time() + 3600),
+    "version": "2",
+}
 
 
 @pytest.fixture
@@ -69,9 +76,26 @@ def test_every_console_post_without_session_or_csrf_is_403_and_changes_nothing(
     client: TestClient, ledger: Ledger, redis: Redis, keys: Keys
 ) -> None:
     grant_id = dead_grant(ledger, "csrf-target")
-    parked = ledger.create_many([Planned(NewGrant(GUILD, "", (GrantItem("gem", 1),), source="twitch",
-                                                  idempotency_key="p", platform="twitch", external_id="4242"),
-                                         Mode.PARK)]).results[0].grant.id  # fmt: skip
+    parked = (
+        ledger.create_many(
+            [
+                Planned(
+                    NewGrant(
+                        GUILD,
+                        "",
+                        (GrantItem("gem", 1),),
+                        source="twitch",
+                        idempotency_key="p",
+                        platform="twitch",
+                        external_id="4242",
+                    ),
+                    Mode.PARK,
+                )
+            ]
+        )
+        .results[0]
+        .grant.id
+    )
     posts = console_posts(client)
     assert "/console/grants/{grant_id}/replay" in posts and "/console/logout" in posts and len(posts) >= 9
     audit = AuditLog(redis, keys)
@@ -126,8 +150,11 @@ def test_no_console_answer_redirects_off_the_console(client: TestClient, grant_i
     csrf = page_csrf(client)
     for action in ("replay", "cancel", "resolve", "link"):
         for decision in ("delivered", "nonsense"):
-            answer = client.post(f"/console/grants/{grant_id}/{action}", follow_redirects=False,
-                                 data={"csrf": csrf, "decision": decision, "reason": "x"})  # fmt: skip
+            answer = client.post(
+                f"/console/grants/{grant_id}/{action}",
+                follow_redirects=False,
+                data={"csrf": csrf, "decision": decision, "reason": "x"},
+            )
             location = answer.headers.get("location", "/console")
             assert location.startswith("/console") and "\n" not in location and "\r" not in location, location
             assert "x: y" not in {k.lower(): v for k, v in answer.headers.items()}.get("x", "").lower()

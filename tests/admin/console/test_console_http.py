@@ -85,8 +85,12 @@ def test_the_session_cookie_is_secure_over_https_also_behind_the_proxy(
         form_cookie = page.headers["set-cookie"]
         token = form_cookie.split(";")[0].partition("=")[2]
         # over plain http the client would not send a Secure cookie back: send it as the proxied browser does
-        answer = client.post("/console/login", data={"csrf": token, "token": ADMIN}, follow_redirects=False,
-                             headers={"cookie": f"{LOGIN_COOKIE}={token}"})  # fmt: skip
+        answer = client.post(
+            "/console/login",
+            data={"csrf": token, "token": ADMIN},
+            follow_redirects=False,
+            headers={"cookie": f"{LOGIN_COOKIE}={token}"},
+        )
     assert answer.status_code == 303
     session_cookie = next(h for h in answer.headers.get_list("set-cookie") if h.startswith(f"{COOKIE}="))
     for header in (form_cookie, session_cookie):
@@ -110,11 +114,24 @@ def test_a_session_lasts_console_session_hours_and_is_refused_past_its_expiry(
 
 
 def test_every_console_answer_carries_the_security_headers(client: TestClient) -> None:
-    answers = [client.get("/console/login"), client.get("/console/console.css"),
-               client.get("/console/events", follow_redirects=False), client.post("/console/links")]  # fmt: skip
+    answers = [
+        client.get("/console/login"),
+        client.get("/console/console.css"),
+        client.get("/console/events", follow_redirects=False),
+        client.post("/console/links"),
+    ]
     log_in(client)
-    answers += [client.get(p) for p in ("/console", "/console/events", "/console/links", "/console/audit",
-                                        "/console/events/nope", "/console/no-such-page")]  # fmt: skip
+    answers += [
+        client.get(p)
+        for p in (
+            "/console",
+            "/console/events",
+            "/console/links",
+            "/console/audit",
+            "/console/events/nope",
+            "/console/no-such-page",
+        )
+    ]
     answers.append(client.post("/console/links", data={"csrf": "wrong"}))
     assert [a.status_code for a in answers] == [200, 200, 303, 403, 200, 200, 200, 200, 404, 404, 403]
     for answer in answers:
@@ -143,9 +160,12 @@ def test_admin_token_defaults_to_the_grants_token_and_wins_over_it(prefix: str, 
 
 @pytest.mark.parametrize(
     ("overrides", "variable"),
-    [({"admin_token": "short"}, "ADMIN_TOKEN"), ({"admin_token": "has a space in it 123"}, "ADMIN_TOKEN"),
-     ({"console_session_hours": 0}, "CONSOLE_SESSION_HOURS")],
-)  # fmt: skip
+    [
+        ({"admin_token": "short"}, "ADMIN_TOKEN"),
+        ({"admin_token": "has a space in it 123"}, "ADMIN_TOKEN"),
+        ({"console_session_hours": 0}, "CONSOLE_SESSION_HOURS"),
+    ],
+)
 def test_bad_console_settings_stop_the_start(
     prefix: str, rewards_file: Path, overrides: dict[str, object], variable: str
 ) -> None:
@@ -179,8 +199,11 @@ def test_forms_are_urlencoded_capped_and_single_valued(client: TestClient) -> No
     assert client.post("/console/links", json={"csrf": csrf}).status_code == 415
     too_big = client.post("/console/links", data={"csrf": csrf, "x": "9" * 17_000})
     assert too_big.status_code == 413
-    twice = client.post("/console/links", content=f"csrf={csrf}&csrf={csrf}",
-                        headers={"content-type": "application/x-www-form-urlencoded"})  # fmt: skip
+    twice = client.post(
+        "/console/links",
+        content=f"csrf={csrf}&csrf={csrf}",
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
     assert twice.status_code == 400
     for answer in (too_big, twice):
         assert answer.headers["content-type"].startswith("text/html")

@@ -39,8 +39,10 @@ def ledger_on_private(private_redis: PrivateRedis) -> Iterator[Ledger]:
 
 
 def dead_grants(ledger: Ledger, n: int) -> list[str]:
-    planned = [Planned(NewGrant(GUILD, USER, (GrantItem("gem", 1),), source="api", idempotency_key=f"api:d{i}"),
-                       Mode.SCHEDULE) for i in range(n)]  # fmt: skip
+    planned = [
+        Planned(NewGrant(GUILD, USER, (GrantItem("gem", 1),), source="api", idempotency_key=f"api:d{i}"), Mode.SCHEDULE)
+        for i in range(n)
+    ]
     ids = [result.grant.id for result in ledger.create_many(planned).results]
     assert len(ledger.transition_many(ids, GrantState.DEAD, "WetBot refused the grant: HTTP 404")) == n
     return ids

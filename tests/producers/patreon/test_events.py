@@ -97,8 +97,10 @@ def test_the_builder_matches_the_parser() -> None:
     member = Member(discord_id="123456789012345678", status="Pending", charge_date="2024-04-08T09:02:11Z")
     event = parse_event("members:update", encode(member.document()))
     assert (event.discord_user_id, event.last_charge_status, event.last_charge_date) == (
-        "123456789012345678", "Pending", "20240408T090211Z",
-    )  # fmt: skip
+        "123456789012345678",
+        "Pending",
+        "20240408T090211Z",
+    )
     assert parse_event("members:pledge:create", encode(portal_test())).is_test
 
 
@@ -122,9 +124,11 @@ _RULE_KINDS: list[tuple[str, dict[str, Any]]] = [
     ("upgrade", {"event": "members:pledge:update", "upgrade_only": True}),
 ]
 RULES = parse_rewards(
-    {"guild_id": GUILD, "patreon": {"rules": [{"name": n, "items": [{"id": "gem", "amount": 1}], **spec}
-                                              for n, spec in _RULE_KINDS]}}
-).patreon.rules  # fmt: skip
+    {
+        "guild_id": GUILD,
+        "patreon": {"rules": [{"name": n, "items": [{"id": "gem", "amount": 1}], **spec} for n, spec in _RULE_KINDS]},
+    }
+).patreon.rules
 
 #: Dates at the edges: the first and last years, the widest offsets and beyond, leap seconds, odd forms.
 EDGE_DATES = [
@@ -230,11 +234,19 @@ json_values = st.recursive(
 
 @settings(max_examples=150, deadline=None)
 @given(
-    path=st.sampled_from([["data"], ["data", "attributes"], ["data", "relationships"], ["included"],
-                          ["data", "relationships", "user", "data"], ["data", "attributes", "last_charge_date"],
-                          ["data", "relationships", "currently_entitled_tiers", "data"]]),
+    path=st.sampled_from(
+        [
+            ["data"],
+            ["data", "attributes"],
+            ["data", "relationships"],
+            ["included"],
+            ["data", "relationships", "user", "data"],
+            ["data", "attributes", "last_charge_date"],
+            ["data", "relationships", "currently_entitled_tiers", "data"],
+        ]
+    ),
     value=json_values,
-)  # fmt: skip
+)
 def test_any_value_anywhere_parses_or_is_malformed(path: list[str], value: Any) -> None:
     try:
         parse_event("members:update", mutate(path, value))

@@ -114,13 +114,16 @@ def test_a_pending_pledge_redelivered_after_its_paid_charge_does_not_swallow_the
     client: TestClient, ledger: Ledger, redis: Any, keys: Keys
 ) -> None:
     pending = ("members:pledge:create", linked(status="Pending", charge_date=MARCH))
-    send_all(client, [
-        pending,
-        ("members:update", linked(charge_date=MARCH)),  # the first charge is paid: the held grant, no renewal
-        ("members:update", linked(charge_date=APRIL)),  # renewal
-        pending,  # Patreon redelivers the create late
-        ("members:update", linked(charge_date=MAY)),  # renewal: must not be taken for the pledge's first charge
-    ])  # fmt: skip
+    send_all(
+        client,
+        [
+            pending,
+            ("members:update", linked(charge_date=MARCH)),  # the first charge is paid: the held grant, no renewal
+            ("members:update", linked(charge_date=APRIL)),  # renewal
+            pending,  # Patreon redelivers the create late
+            ("members:update", linked(charge_date=MAY)),  # renewal: must not be taken for the pledge's first charge
+        ],
+    )
     assert MemberStore(redis, keys).load(MEMBER).first_paid is True
     monthly = [g.idempotency_key.split(":")[2] for g in grants(ledger) if g.rule == "monthly"]
     assert monthly == ["charge-20240408T090211Z", "charge-20240508T090000Z"]
@@ -130,12 +133,15 @@ def test_a_pledge_redelivered_after_an_upgrade_keeps_the_level_so_a_sideways_cha
     client: TestClient, ledger: Ledger, redis: Any, keys: Keys
 ) -> None:
     create = ("members:pledge:create", linked(charge_date=MARCH, tiers=SILVER))
-    send_all(client, [
-        create,
-        ("members:pledge:update", linked(charge_date=APRIL, tiers=GOLD)),  # upgrade 500 -> 1000
-        create,  # redelivered late
-        ("members:pledge:update", linked(charge_date=APRIL, tiers=PLATINUM)),  # 1000 -> 1000: sideways
-    ])  # fmt: skip
+    send_all(
+        client,
+        [
+            create,
+            ("members:pledge:update", linked(charge_date=APRIL, tiers=GOLD)),  # upgrade 500 -> 1000
+            create,  # redelivered late
+            ("members:pledge:update", linked(charge_date=APRIL, tiers=PLATINUM)),  # 1000 -> 1000: sideways
+        ],
+    )
     assert MemberStore(redis, keys).load(MEMBER).cents == 1000
     assert [rule for rule, _ in by_rule(ledger)] == ["paid", "upgrade", "welcome"]
 
@@ -144,13 +150,16 @@ def test_an_accounted_charge_told_again_keeps_the_level_a_later_pledge_change_se
     client: TestClient, ledger: Ledger, redis: Any, keys: Keys
 ) -> None:
     charge = ("members:update", linked(charge_date=MARCH, tiers=SILVER))
-    send_all(client, [
-        ("members:pledge:create", linked(charge_date=MARCH, tiers=SILVER)),
-        charge,
-        ("members:pledge:update", linked(charge_date=MARCH, tiers=GOLD)),  # upgrade, charged next cycle
-        charge,  # redelivered
-        ("members:pledge:update", linked(charge_date=MARCH, tiers=PLATINUM)),  # sideways
-    ])  # fmt: skip
+    send_all(
+        client,
+        [
+            ("members:pledge:create", linked(charge_date=MARCH, tiers=SILVER)),
+            charge,
+            ("members:pledge:update", linked(charge_date=MARCH, tiers=GOLD)),  # upgrade, charged next cycle
+            charge,  # redelivered
+            ("members:pledge:update", linked(charge_date=MARCH, tiers=PLATINUM)),  # sideways
+        ],
+    )
     assert MemberStore(redis, keys).load(MEMBER).cents == 1000
     assert [rule for rule, _ in by_rule(ledger)] == ["paid", "upgrade", "welcome"]
 
@@ -197,9 +206,12 @@ def test_a_pledge_replayed_after_its_take_back_and_the_claims_expiry_grants_noth
 
 
 def test_a_take_back_of_a_delivered_grant_is_a_negative_grant(
-    client: TestClient, patreon_settings: Settings, ledger: Ledger, sim: WetbotSimulator,
+    client: TestClient,
+    patreon_settings: Settings,
+    ledger: Ledger,
+    sim: WetbotSimulator,
     workers: Callable[..., RunningWorker],
-) -> None:  # fmt: skip
+) -> None:
     workers(patreon_settings)
     send(client, "members:pledge:create", linked(charge_date=MARCH))
     wait_for(lambda: len(ledger.list_grants(GrantState.DELIVERED)) == 2, timeout_s=15)
@@ -211,9 +223,15 @@ def test_a_take_back_of_a_delivered_grant_is_a_negative_grant(
 
 @pytest.mark.parametrize("state", [GrantState.QUEUED, GrantState.RETRYING])
 def test_a_take_back_of_a_grant_not_sent_yet_cancels_it(
-    client: TestClient, patreon_settings: Settings, ledger: Ledger, sim: WetbotSimulator,
-    workers: Callable[..., RunningWorker], redis: Any, keys: Keys, state: GrantState,
-) -> None:  # fmt: skip
+    client: TestClient,
+    patreon_settings: Settings,
+    ledger: Ledger,
+    sim: WetbotSimulator,
+    workers: Callable[..., RunningWorker],
+    redis: Any,
+    keys: Keys,
+    state: GrantState,
+) -> None:
     send(client, "members:pledge:create", linked(charge_date=MARCH))
     welcome = of_rule(ledger, "welcome")
     if state is not GrantState.QUEUED:
@@ -231,18 +249,28 @@ def test_a_take_back_of_a_grant_not_sent_yet_cancels_it(
 def test_a_take_back_of_a_parked_grant_cancels_it(client: TestClient, ledger: Ledger) -> None:
     send(client, "members:pledge:create", Member(charge_date=MARCH))  # no Discord account: parked
     send(client, "members:pledge:delete", Member(charge_date=MARCH, will_pay_cents=0))
-    assert sorted((g.rule, g.state) for g in grants(ledger)) == [("paid", GrantState.PARKED),
-                                                                 ("welcome", GrantState.CANCELLED)]  # fmt: skip
+    assert sorted((g.rule, g.state) for g in grants(ledger)) == [
+        ("paid", GrantState.PARKED),
+        ("welcome", GrantState.CANCELLED),
+    ]
     # Linking later releases only what is still parked.
     send(client, "members:update", linked(charge_date=MARCH))
-    assert sorted((g.rule, g.state) for g in grants(ledger)) == [("paid", GrantState.QUEUED),
-                                                                 ("welcome", GrantState.CANCELLED)]  # fmt: skip
+    assert sorted((g.rule, g.state) for g in grants(ledger)) == [
+        ("paid", GrantState.QUEUED),
+        ("welcome", GrantState.CANCELLED),
+    ]
 
 
 def test_a_take_back_of_a_dead_grant_sends_nothing_and_is_left_to_an_operator(
-    client: TestClient, patreon_settings: Settings, ledger: Ledger, sim: WetbotSimulator,
-    workers: Callable[..., RunningWorker], redis: Any, keys: Keys, caplog: pytest.LogCaptureFixture,
-) -> None:  # fmt: skip
+    client: TestClient,
+    patreon_settings: Settings,
+    ledger: Ledger,
+    sim: WetbotSimulator,
+    workers: Callable[..., RunningWorker],
+    redis: Any,
+    keys: Keys,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level("INFO", logger="wetbot_rewards.patreon")
     workers(patreon_settings)
     sim.set_items(GUILD, ["paid-crate"])  # "patron-crate" unknown for now: the welcome grant ends dead

@@ -60,16 +60,23 @@ def client(make_settings: SettingsFactory, rewards_file: Path) -> Iterator[TestC
     body=bodies,
     signature=st.sampled_from(["none", "random", "other body", "other secret", "valid", "valid, upper case"]),
     noise=header_text,
-    extra=st.dictionaries(st.sampled_from(["content-type", "user-agent", "x-patreon-uuid", "content-encoding"]),
-                          header_text, max_size=3),
-)  # fmt: skip
+    extra=st.dictionaries(
+        st.sampled_from(["content-type", "user-agent", "x-patreon-uuid", "content-encoding"]), header_text, max_size=3
+    ),
+)
 def test_unsigned_or_badly_signed_deliveries_are_refused_and_grant_nothing(
     client: TestClient, ledger: Ledger, trigger: str, body: bytes, signature: str, noise: str, extra: dict[str, str]
-) -> None:  # fmt: skip
+) -> None:
     headers = {name.encode(): value.encode("latin-1") for name, value in extra.items()}
     headers[b"x-patreon-event"] = trigger.encode("latin-1")
-    signatures = {"none": None, "random": noise, "other body": sign(body + b" "), "other secret": sign(body, "x"),
-                  "valid": sign(body), "valid, upper case": f" {sign(body).upper()} "}  # fmt: skip
+    signatures = {
+        "none": None,
+        "random": noise,
+        "other body": sign(body + b" "),
+        "other secret": sign(body, "x"),
+        "valid": sign(body),
+        "valid, upper case": f" {sign(body).upper()} ",
+    }
     value = signatures[signature]
     if value is not None:
         headers[b"x-patreon-signature"] = value.encode("latin-1")

@@ -17,8 +17,9 @@ MAY = "2024-05-08T09:00:00.000+00:00"
 
 
 def rules(*specs: dict[str, Any]) -> list[PatreonRule]:
-    config = parse_rewards({"guild_id": GUILD, "patreon": {"rules": [{"items": [{"id": "gem", "amount": 1}], **spec}
-                                                                     for spec in specs]}})  # fmt: skip
+    config = parse_rewards(
+        {"guild_id": GUILD, "patreon": {"rules": [{"items": [{"id": "gem", "amount": 1}], **spec} for spec in specs]}}
+    )
     return config.patreon.rules
 
 
@@ -39,17 +40,23 @@ def test_a_new_pledge_grants_each_matching_rule_keyed_on_the_pledge() -> None:
         {"name": "monthly", "event": "renewal"},
     )
     plan = decide(event("members:pledge:create", charge_date=MARCH), MemberMemory(), found)
-    assert keys(plan) == ["patreon:m:pledge-20240308T082358Z-20240308T082405Z:any",
-                          "patreon:m:pledge-20240308T082358Z-20240308T082405Z:silver"]  # fmt: skip
+    assert keys(plan) == [
+        "patreon:m:pledge-20240308T082358Z-20240308T082405Z:any",
+        "patreon:m:pledge-20240308T082358Z-20240308T082405Z:silver",
+    ]
     assert plan.charge_date == "20240308T082405Z" and plan.remember == {
-        "first_paid": "1", "pledge_start": "20240308T082358Z", "cents": "500",
-    }  # fmt: skip
+        "first_paid": "1",
+        "pledge_start": "20240308T082358Z",
+        "cents": "500",
+    }
     assert any("tier 9512023 not entitled" in note for note in plan.notes)
 
 
 def test_require_paid_holds_a_pending_pledge_until_a_paid_charge() -> None:
-    found = rules({"name": "paid", "event": "members:pledge:create", "require_paid": True},
-                  {"name": "monthly", "event": "renewal"})  # fmt: skip
+    found = rules(
+        {"name": "paid", "event": "members:pledge:create", "require_paid": True},
+        {"name": "monthly", "event": "renewal"},
+    )
     created = decide(event("members:pledge:create", status="Pending", charge_date=MARCH), MemberMemory(), found)
     assert created.grants == [] and created.remember["first_paid"] == "0"
     [hold] = created.new_holds
@@ -93,12 +100,16 @@ def test_the_first_charge_of_a_member_never_seen_is_no_renewal() -> None:
 
 
 def test_upgrade_only_compares_with_the_last_known_level() -> None:
-    found = rules({"name": "up", "event": "members:pledge:update", "upgrade_only": True},
-                  {"name": "any", "event": "members:pledge:update"})  # fmt: skip
+    found = rules(
+        {"name": "up", "event": "members:pledge:update", "upgrade_only": True},
+        {"name": "any", "event": "members:pledge:update"},
+    )
     gold = event("members:pledge:update", charge_date=APRIL, tiers=(("9512023", 1000),))
     plan = decide(gold, MemberMemory(cents=500), found)
-    assert keys(plan) == ["patreon:m:update-9512023-1000-20240408T090211Z:up",
-                          "patreon:m:update-9512023-1000-20240408T090211Z:any"]  # fmt: skip
+    assert keys(plan) == [
+        "patreon:m:update-9512023-1000-20240408T090211Z:up",
+        "patreon:m:update-9512023-1000-20240408T090211Z:any",
+    ]
     assert plan.remember["cents"] == "1000" and plan.charge_date == "20240408T090211Z"
     assert [g.rule.rule_id for g in decide(gold, MemberMemory(cents=1000), found).grants] == ["any"]
     assert [g.rule.rule_id for g in decide(gold, MemberMemory(), found).grants] == ["any"]  # level unknown
@@ -112,8 +123,9 @@ def test_revocation_follows_revoke_on_and_ignores_stale_events() -> None:
         {"name": "monthly", "event": "renewal", "revoke_on": ["Declined", "Refunded"]},
         {"name": "keep", "event": "renewal"},
     )
-    memory = MemberMemory(charge_date="20240408T090211Z", pledge_start="20240308T082358Z", first_paid=True,
-                          holds={"x": Hold("x", "f")})  # fmt: skip
+    memory = MemberMemory(
+        charge_date="20240408T090211Z", pledge_start="20240308T082358Z", first_paid=True, holds={"x": Hold("x", "f")}
+    )
     deleted = decide(event("members:pledge:delete", charge_date=APRIL), memory, found)
     assert deleted.revoke == ["welcome"] and deleted.drop_all_holds and deleted.grants == []
     declined = decide(event("members:update", status="Declined", charge_date=MAY, tiers=()), memory, found)
@@ -128,8 +140,10 @@ def test_revocation_follows_revoke_on_and_ignores_stale_events() -> None:
 
 
 def test_a_rule_does_not_grant_from_an_event_whose_status_it_revokes_on() -> None:
-    found = rules({"name": "w", "event": "members:pledge:create", "revoke_on": ["Fraud"]},
-                  {"name": "v", "event": "members:pledge:create"})  # fmt: skip
+    found = rules(
+        {"name": "w", "event": "members:pledge:create", "revoke_on": ["Fraud"]},
+        {"name": "v", "event": "members:pledge:create"},
+    )
     plan = decide(event("members:pledge:create", status="Fraud"), MemberMemory(), found)
     assert [g.rule.rule_id for g in plan.grants] == ["v"] and plan.revoke == ["w"]
 
@@ -143,9 +157,11 @@ def test_an_older_pledge_replayed_after_a_newer_one_is_ignored() -> None:
 
 
 def test_a_fact_granted_before_is_neither_granted_nor_held_again() -> None:
-    found = rules({"name": "w", "event": "members:pledge:create"},
-                  {"name": "p", "event": "members:pledge:create", "require_paid": True},
-                  {"name": "monthly", "event": "renewal"})  # fmt: skip
+    found = rules(
+        {"name": "w", "event": "members:pledge:create"},
+        {"name": "p", "event": "members:pledge:create", "require_paid": True},
+        {"name": "monthly", "event": "renewal"},
+    )
     pledge = "pledge-20240308T082358Z-20240308T082405Z"
     memory = MemberMemory(
         granted={("w", pledge): "g1", ("p", pledge): "g2", ("monthly", "charge-20240408T090211Z"): "g3"}

@@ -76,8 +76,12 @@ def sign(body: bytes, secret: str = SECRET) -> str:
 
 
 def deliver(client: TestClient, trigger: str, body: bytes, *, signature: str | None = None, **headers: str) -> Any:
-    sent = {"Content-Type": "application/json", "X-Patreon-Event": trigger,
-            "X-Patreon-Signature": sign(body) if signature is None else signature, **headers}  # fmt: skip
+    sent = {
+        "Content-Type": "application/json",
+        "X-Patreon-Event": trigger,
+        "X-Patreon-Signature": sign(body) if signature is None else signature,
+        **headers,
+    }
     return client.post("/webhooks/patreon", content=body, headers=sent)
 
 
@@ -211,17 +215,26 @@ def test_authentic_events_no_rule_wants_are_acknowledged_and_counted(client: Tes
     assert deliver(client, "members:pledge:create", sample("members_pledge_create_portal_test.json")).status_code == 200
     assert grants(ledger) == []
     counters = read_counters(client.app.state.wetbot.redis, client.app.state.wetbot.keys)  # type: ignore[attr-defined]
-    assert counters == {"patreon.other.ignored": 1, "patreon.members:create.ignored": 1,
-                        "patreon.members:pledge:update.ignored": 1, "patreon.test": 1}  # fmt: skip
+    assert counters == {
+        "patreon.other.ignored": 1,
+        "patreon.members:create.ignored": 1,
+        "patreon.members:pledge:update.ignored": 1,
+        "patreon.test": 1,
+    }
 
 
 # -- the member's life, delivered ------------------------------------------------------------------------
 
 
 def test_create_renewal_redelivery_and_cancel_net_out_in_the_inventory(
-    client: TestClient, patreon_settings: Settings, ledger: Ledger, sim: WetbotSimulator,
-    workers: Callable[..., RunningWorker], redis: Any, keys: Keys,
-) -> None:  # fmt: skip
+    client: TestClient,
+    patreon_settings: Settings,
+    ledger: Ledger,
+    sim: WetbotSimulator,
+    workers: Callable[..., RunningWorker],
+    redis: Any,
+    keys: Keys,
+) -> None:
     deliveries = [
         ("members:pledge:create", Member(discord_id=USER, charge_date=MARCH)),
         ("members:update", Member(discord_id=USER, charge_date=MARCH)),  # the pledge's own charge: no renewal
@@ -255,9 +268,12 @@ def test_create_renewal_redelivery_and_cancel_net_out_in_the_inventory(
 
 
 def test_an_unlinked_patron_is_parked_until_linked_then_delivered(
-    client: TestClient, patreon_settings: Settings, ledger: Ledger, sim: WetbotSimulator,
+    client: TestClient,
+    patreon_settings: Settings,
+    ledger: Ledger,
+    sim: WetbotSimulator,
     workers: Callable[..., RunningWorker],
-) -> None:  # fmt: skip
+) -> None:
     assert member_event(client, "members:pledge:create", charge_date=MARCH).status_code == 200
     assert member_event(client, "members:update", charge_date=APRIL).status_code == 200
     parked = grants(ledger)
@@ -318,9 +334,13 @@ def test_an_upgrade_grants_once_and_a_downgrade_not_at_all(client: TestClient, l
 
 
 def test_a_delivery_racing_another_for_the_same_member_is_decided_again(
-    make_settings: SettingsFactory, rewards_file: Path, ledger: Ledger, redis: Any, keys: Keys,
+    make_settings: SettingsFactory,
+    rewards_file: Path,
+    ledger: Ledger,
+    redis: Any,
+    keys: Keys,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     rewards_file.write_text(
         f'guild_id = "{GUILD}"\n[[patreon.rules]]\nname = "paid"\nevent = "members:pledge:create"\n'
         'require_paid = true\nitems = [{ id = "crate", amount = 1 }]\n',
@@ -334,8 +354,14 @@ def test_a_delivery_racing_another_for_the_same_member_is_decided_again(
         plan = real(*args)
         attempts.append(plan)
         if len(attempts) == 1:  # another web process stores the Pending pledge's hold right now
-            redis.hset(store.key(MEMBER), mapping={"first_paid": "0", "charge_date": "20240308T082405Z",
-                       "hold:paid": json.dumps({"fact": "pledge-x", "charge_date": "20240308T082405Z"})})  # fmt: skip
+            redis.hset(
+                store.key(MEMBER),
+                mapping={
+                    "first_paid": "0",
+                    "charge_date": "20240308T082405Z",
+                    "hold:paid": json.dumps({"fact": "pledge-x", "charge_date": "20240308T082405Z"}),
+                },
+            )
         return plan
 
     monkeypatch.setattr(patreon_members, "decide", racing)

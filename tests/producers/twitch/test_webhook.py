@@ -305,8 +305,10 @@ def test_a_viewer_following_again_and_again_is_rewarded_once_per_channel(
 
 def test_concurrent_follows_of_one_viewer_grant_once(twitch_settings: Settings, ledger: Ledger) -> None:
     """Follow, unfollow, follow within a second: the notifications race; the claim is taken in one script."""
-    deliveries = [signed_request(SECRET, sample_payload("channel.follow", sample_event("channel.follow",
-                  user_id="4321"))) for _ in range(12)]  # fmt: skip
+    deliveries = [
+        signed_request(SECRET, sample_payload("channel.follow", sample_event("channel.follow", user_id="4321")))
+        for _ in range(12)
+    ]
     assert post_together(twitch_settings, deliveries) == [200] * len(deliveries)
     [grant] = grants(ledger)
     assert grant.idempotency_key == "twitch:follow-1337-4321:follow"
@@ -488,16 +490,23 @@ def test_a_redemption_never_replaces_a_static_or_operator_link(
 ) -> None:
     """The streamer's account is linked in the file; a viewer who types another Discord id takes nothing."""
     assert redeem_link(client, LINKED_TWITCH, OTHER).status_code == 200
-    assert client.post("/links", json={"platform": "twitch", "external_id": "600", "discord_user_id": USER},
-                       headers=OPERATOR).status_code == 201  # fmt: skip
+    assert (
+        client.post(
+            "/links", json={"platform": "twitch", "external_id": "600", "discord_user_id": USER}, headers=OPERATOR
+        ).status_code
+        == 201
+    )
     assert redeem_link(client, "600", f"<@{OTHER}>").status_code == 200
     assert (link_of(client, LINKED_TWITCH), link_of(client, "600")) == (USER, USER)
     assert refused(redis, keys) == {"static": 1, "operator": 1}
     # The streamer's next cheer still goes to the streamer, and each redemption's own grant where it should.
     assert notify(client, "channel.cheer", user_id=LINKED_TWITCH, bits=100).status_code == 200
     paid = [(g.rule, g.external_id, g.user_id, g.state) for g in grants(ledger)]
-    assert paid == [("link", LINKED_TWITCH, USER, GrantState.QUEUED), ("link", "600", USER, GrantState.QUEUED),
-                    ("cheer", LINKED_TWITCH, USER, GrantState.QUEUED)]  # fmt: skip
+    assert paid == [
+        ("link", LINKED_TWITCH, USER, GrantState.QUEUED),
+        ("link", "600", USER, GrantState.QUEUED),
+        ("cheer", LINKED_TWITCH, USER, GrantState.QUEUED),
+    ]
     # Redeeming the link one already has is no refusal.
     assert redeem_link(client, "600", USER).status_code == 200
     assert refused(redis, keys) == {"static": 1, "operator": 1}
@@ -532,8 +541,11 @@ def test_a_discord_id_takes_at_most_max_twitch_accounts_self_made_links(
     make_settings: SettingsFactory, tmp_path: Path, ledger: Ledger, redis: Redis, keys: Keys, cap: int | None
 ) -> None:
     path = tmp_path / "capped.toml"
-    rules = RULES if cap is None else RULES.replace("[twitch.links]", f"[twitch]\nmax_twitch_accounts = {cap}\n\n"
-                                                                      "[twitch.links]")  # fmt: skip
+    rules = (
+        RULES
+        if cap is None
+        else RULES.replace("[twitch.links]", f"[twitch]\nmax_twitch_accounts = {cap}\n\n[twitch.links]")
+    )
     path.write_text(rules, encoding="utf-8")
     allowed = cap or 1  # the default
     with TestClient(create_app(make_settings(rewards_file=path, twitch_webhook_secret=SECRET))) as client:
@@ -555,12 +567,14 @@ def test_concurrent_redemptions_cannot_both_pass_the_cap(
     accounts = [str(800 + n) for n in range(10)]
     deliveries = []
     for account in accounts:
-        event = sample_event(REDEMPTION, user_id=account,
-                             reward_id=LINK_REWARD, user_input=OTHER)  # fmt: skip
+        event = sample_event(REDEMPTION, user_id=account, reward_id=LINK_REWARD, user_input=OTHER)
         deliveries.append(signed_request(SECRET, sample_payload(REDEMPTION, event)))
     assert post_together(twitch_settings, deliveries) == [200] * len(deliveries)
-    linked = {ext.decode() for ext, discord in cast(dict[bytes, bytes], redis.hgetall(keys.links("twitch"))).items()
-              if discord.decode() == OTHER}  # fmt: skip
+    linked = {
+        ext.decode()
+        for ext, discord in cast(dict[bytes, bytes], redis.hgetall(keys.links("twitch"))).items()
+        if discord.decode() == OTHER
+    }
     assert len(linked) == 1 and refused(redis, keys) == {"full": 9}
     assert sorted(g.state for g in grants(ledger)) == sorted([GrantState.QUEUED] + [GrantState.PARKED] * 9)
 
