@@ -18,12 +18,12 @@ every change is confirmed like a create: a link a failover could lose raises
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from enum import StrEnum
 
 from redis import Redis
 
+from config.domain import InvalidInput, discord_id, platform_user_id
 from config.rewards import RewardsConfig
 from worker import redis_values as values
 from worker.keys import Keys
@@ -32,10 +32,6 @@ from worker.scripts import load_script
 
 #: Platforms whose users can be linked.
 PLATFORMS = ("twitch", "patreon")
-#: A Discord user id (a snowflake).
-DISCORD_ID = re.compile(r"^[0-9]{17,20}$")
-#: A platform user id as Twitch and Patreon issue them (digits).
-EXTERNAL_ID = re.compile(r"^[0-9]{1,32}$")
 #: ``worker/lua/set_link.lua``
 SCRIPT = "set_link"
 
@@ -168,10 +164,8 @@ class LinkStore:
 
 
 def check_link(platform: str, external_id: str, discord_user_id: str) -> None:
-    """Raise ``ValueError`` naming the field when a link is malformed."""
+    """Raise ``InvalidInput`` naming the field when a link is malformed (``config.domain``'s rules)."""
     if platform not in PLATFORMS:
-        raise ValueError(f"platform: must be one of {', '.join(PLATFORMS)}")
-    if not EXTERNAL_ID.match(external_id):
-        raise ValueError("external_id: must be the platform's numeric user id")
-    if not DISCORD_ID.match(discord_user_id):
-        raise ValueError("discord_user_id: must be a Discord id of 17-20 digits")
+        raise InvalidInput("platform", f"must be one of {', '.join(PLATFORMS)}")
+    platform_user_id(external_id, field="external_id")
+    discord_id(discord_user_id, field="discord_user_id")

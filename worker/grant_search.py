@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from redis import Redis
 
+from config.domain import InvalidInput, discord_id
 from worker import redis_values as values
 from worker.grant import Grant, GrantState, grant_from_hash
 from worker.grant_index import search_term
@@ -40,11 +41,13 @@ DEFAULT_BUDGET = 5000
 _CURSOR = re.compile(r"^(q|gs|s|g|src|all)~([0-9.e+-]{1,40})~([0-9a-f]{32})$")
 _GRANT_ID = re.compile(r"^[0-9a-f]{32}$")
 _SOURCE = re.compile(r"^[a-z0-9_-]{1,40}$")
-_GUILD = re.compile(r"^[0-9]{1,32}$")
 
 
-class BadCursor(ValueError):
-    """A page cursor that this query did not hand out (edited, or from another filter)."""
+class BadCursor(InvalidInput):
+    """Raised for a page cursor that this query did not hand out (edited, or from another filter)."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__("", problem)
 
 
 @dataclass(frozen=True)
@@ -57,10 +60,10 @@ class GrantQuery:
     text: str = ""
 
     def __post_init__(self) -> None:
-        if self.source and not _SOURCE.match(self.source):
-            raise ValueError("source: expected a source name such as twitch, patreon, api or cli")
-        if self.guild_id and not _GUILD.match(self.guild_id):
-            raise ValueError("guild: expected a Discord guild id (digits)")
+        if self.source and not _SOURCE.fullmatch(self.source):
+            raise InvalidInput("source", "expected a source name such as twitch, patreon, api or cli")
+        if self.guild_id:
+            discord_id(self.guild_id, field="guild")
 
     @property
     def term(self) -> str:
@@ -122,7 +125,7 @@ def find_grants(
     after_score, after_id = "", ""
     size: int | None = None
     if cursor:
-        match = _CURSOR.match(cursor)
+        match = _CURSOR.fullmatch(cursor)
         chosen = [option for option in options if match and option[0] == match.group(1)]
         if not match or not chosen or not _is_score(match.group(2)):
             raise BadCursor("this page link is not valid for these filters; start from the first page")
@@ -178,7 +181,7 @@ def _claimed(redis: Redis, keys: Keys, query: GrantQuery) -> list[str]:
         return []
     names = [keys.idempotency(text), keys.idempotency(f"api:{text}"), keys.idempotency(f"cli:{text}")]
     found = [grant_id for grant_id in values.optional_texts(redis.mget(names)) if grant_id is not None]
-    if _GRANT_ID.match(text):
+    if _GRANT_ID.fullmatch(text):
         found.insert(0, text)  # a grant id: the grant itself (``find_grants`` skips ids without a record)
     return list(dict.fromkeys(found))
 

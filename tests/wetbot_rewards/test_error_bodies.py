@@ -64,7 +64,7 @@ def test_validation_errors_keep_the_field_summary_and_list_every_problem(client:
     response = client.post("/grants", json={"user_id": "1", "items": []}, headers=AUTH)
     assert response.status_code == 422
     body = response.json()
-    assert_error_shape(body, "user_id: String should match pattern '^[0-9]{17,20}$'")
+    assert_error_shape(body, "user_id: expected a Discord id: 17-20 digits 0-9, not starting with 0")
     assert [p["loc"] for p in body["detail"]] == [["body", "user_id"], ["body", "items"]]
 
 
