@@ -28,13 +28,14 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TypeVar, cast
+from typing import TypeVar
 
 from redis import Redis, RedisError
 from redis.commands.core import Script
 
 from config.settings import Settings
 from worker import key_health
+from worker import redis_values as values
 from worker.client import CallResult, ItemDelta, Outcome, WetbotClient
 from worker.coalesce import Merged, merge, pending_grants, same_request
 from worker.effects import HoldChange, JsonObject, LeaseRelease, LeaseSet, Park, ProfileWrite, SlotSettle, StepEffects
@@ -928,7 +929,7 @@ class Deliverer:
         grant = run.grant
         error = f"the worker failed unexpectedly: {type(exc).__name__}: {exc}"[:300]
         try:
-            crashes = int(cast(int, self.redis.hincrby(self.keys.grant(grant.id), "crashes", 1)))
+            crashes = values.integer(self.redis.hincrby(self.keys.grant(grant.id), "crashes", 1))
             logger.exception("grant %s: %s (run %d of %d)", grant.id, error, crashes, MAX_CRASHES)
             if crashes >= MAX_CRASHES and self.ledger.transition(
                 grant.id,
