@@ -22,7 +22,6 @@ documented here and implemented by the producers.
 
 from __future__ import annotations
 
-import math
 import re
 import tomllib
 from collections.abc import Mapping
@@ -43,6 +42,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from config.domain import InvalidInput, is_discord_id, is_platform_user_id
+from config.domain import amount as checked_amount
 from config.errors import RewardsFileError, format_rewards_problem
 from config.keyring import RuleGuild
 
@@ -69,15 +70,10 @@ __all__ = [
     "parse_rewards",
 ]
 
-#: WetBot accepts item amounts in [-1e9, 1e9] (docs/wetbot-api.md).
-MAX_ABS_AMOUNT = 1_000_000_000
-
 #: Items per rule. One rule's items go out in one request, and one request can
 #: also carry other coalesced grants, so keep a single rule's share modest.
 MAX_ITEMS_PER_RULE = 50
 
-_SNOWFLAKE_RE = re.compile(r"[1-9][0-9]{16,19}")
-_TWITCH_USER_ID_RE = re.compile(r"[0-9]{1,20}")
 #: Names exclude ":" and "#", so a name can never equal a derived ``<section>:<event>#<i>`` id,
 #: and stay within characters that are safe inside Redis keys and idempotency keys.
 _RULE_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -91,13 +87,13 @@ _BARE_TOML_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
 
 def _snowflake(value: Any) -> Any:
     """Check a Discord id: a *quoted* string of 17-20 digits that fits in 64 bits."""
-    if not isinstance(value, str) or not _SNOWFLAKE_RE.fullmatch(value) or int(value) >= 2**64:
+    if not is_discord_id(value):
         raise ValueError("must be a Discord id: a quoted string of 17-20 digits")
     return value
 
 
 def _twitch_user_id(value: Any) -> Any:
-    if not isinstance(value, str) or not _TWITCH_USER_ID_RE.fullmatch(value):
+    if not is_platform_user_id(value):
         raise ValueError("must be a Twitch user id: a quoted string of digits")
     return value
 
@@ -112,12 +108,10 @@ def _amount(value: Any) -> Any:
     """Amounts may be fractional (WetBot has fractional items), never zero, never beyond ±1e9."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return value  # the strict float check reports the type
-    if not math.isfinite(value):
-        raise ValueError("must be a finite number")
-    if not -MAX_ABS_AMOUNT <= value <= MAX_ABS_AMOUNT:
-        raise ValueError(f"must be between {-MAX_ABS_AMOUNT} and {MAX_ABS_AMOUNT}")
-    if value == 0:
-        raise ValueError("must not be 0")
+    try:
+        checked_amount(value)
+    except InvalidInput as exc:
+        raise ValueError(exc.problem) from None
     return value
 
 

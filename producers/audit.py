@@ -15,6 +15,8 @@ from typing import Protocol, cast
 
 from redis import Redis
 
+from config.domain import InvalidInput, is_ascii_digits
+from worker import redis_values as values
 from worker.keys import Keys
 
 __all__ = ["MAX_ENTRIES", "Audit", "AuditEntry", "AuditLog"]
@@ -68,7 +70,7 @@ class AuditLog:
             "detail": detail[:MAX_FIELD_CHARS],
         }
         entry_id = self._redis.xadd(self._keys.audit(), fields, maxlen=MAX_ENTRIES, approximate=True)  # type: ignore[arg-type]
-        return _text(cast(bytes | str, entry_id))
+        return values.text(entry_id)
 
     def recent(self, limit: int = 50, before: str | None = None) -> list[AuditEntry]:
         """Up to ``limit`` entries, newest first, older than the entry id ``before`` when given (paging).
@@ -76,7 +78,7 @@ class AuditLog:
         Raises ``ValueError`` when ``before`` is not a stream id (``<ms>-<seq>``).
         """
         if before is not None and not _is_stream_id(before):
-            raise ValueError("before: must be an audit entry id such as 1700000000000-0")
+            raise InvalidInput("before", "must be an audit entry id such as 1700000000000-0")
         top = "+" if before is None else f"({before}"
         rows = cast(
             list[tuple[bytes, dict[bytes, bytes]]],
@@ -89,11 +91,11 @@ def _entry(raw_id: bytes, fields: dict[bytes, bytes]) -> AuditEntry:
     def text(name: str) -> str:
         return fields.get(name.encode(), b"").decode("utf-8", "replace")
 
-    ident = _text(raw_id)
+    ident = values.text(raw_id)
     at_ms = text("at_ms")
     return AuditEntry(
         id=ident,
-        at=(int(at_ms) if at_ms.isdigit() else int(ident.partition("-")[0])) / 1000,
+        at=(int(at_ms) if is_ascii_digits(at_ms) else int(ident.partition("-")[0])) / 1000,
         actor=text("actor"),
         action=text("action"),
         target=text("target"),
@@ -104,8 +106,4 @@ def _entry(raw_id: bytes, fields: dict[bytes, bytes]) -> AuditEntry:
 
 def _is_stream_id(text: str) -> bool:
     ms, dash, seq = text.partition("-")
-    return ms.isdigit() and len(ms) <= 20 and (not dash or (seq.isdigit() and len(seq) <= 20))
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+    return is_ascii_digits(ms) and len(ms) <= 20 and (not dash or (is_ascii_digits(seq) and len(seq) <= 20))

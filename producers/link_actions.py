@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from config.domain import InvalidInput, is_platform_user_id
+from config.errors import WetbotRewardsError
 from producers.audit import Audit
 from producers.links import PLATFORMS, LinkStore, check_link
 from producers.submit import link_and_release
@@ -26,8 +28,8 @@ from worker.replication import NotReplicated
 __all__ = ["LinkDone", "LinkRefused", "link", "unlink"]
 
 
-class LinkRefused(ValueError):
-    """Nothing was linked or unlinked; the message says why."""
+class LinkRefused(WetbotRewardsError):
+    """Raised when nothing was linked or unlinked; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,7 @@ def link(
     target = f"{platform}:{external_id}"[:80]
     try:
         check_link(platform, external_id, discord_user_id)
-    except ValueError as exc:
+    except InvalidInput as exc:
         if audit is not None:
             audit.record(actor, "link-add", target, "refused", str(exc))
         raise LinkRefused(str(exc)) from None
@@ -103,7 +105,7 @@ def unlink(links: LinkStore, platform: str, external_id: str, *, audit: Audit | 
       ActionUnconfirmed: too few replicas confirmed the removal, or that there was no link (module docstring).
     """
     target = f"{platform}:{external_id}"[:80]
-    if platform not in PLATFORMS or not external_id.isdigit() or len(external_id) > 32:
+    if platform not in PLATFORMS or not is_platform_user_id(external_id):
         why = "not a platform user id"
     elif _removed(links, platform, external_id, audit, actor, target):
         if audit is not None:

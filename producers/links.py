@@ -18,24 +18,20 @@ every change is confirmed like a create: a link a failover could lose raises
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import cast
 
 from redis import Redis
 
+from config.domain import InvalidInput, discord_id, platform_user_id
 from config.rewards import RewardsConfig
+from worker import redis_values as values
 from worker.keys import Keys
 from worker.replication import NO_ACKS, ReplicaAcks, run_confirmed
 from worker.scripts import load_script
 
 #: Platforms whose users can be linked.
 PLATFORMS = ("twitch", "patreon")
-#: A Discord user id (a snowflake).
-DISCORD_ID = re.compile(r"^[0-9]{17,20}$")
-#: A platform user id as Twitch and Patreon issue them (digits).
-EXTERNAL_ID = re.compile(r"^[0-9]{1,32}$")
 #: ``worker/lua/set_link.lua``
 SCRIPT = "set_link"
 
@@ -104,7 +100,7 @@ class LinkStore:
 
     def resolve(self, platform: str, external_id: str) -> str | None:
         """The Discord user linked to ``external_id`` on ``platform``, if any."""
-        found = cast(bytes | None, self._redis.hget(self._keys.links(platform), external_id))
+        found = values.optional_raw(self._redis.hget(self._keys.links(platform), external_id))
         if found is not None:
             return found.decode()
         return self._static.get(platform, {}).get(external_id)
@@ -146,10 +142,7 @@ class LinkStore:
         ``runtime`` is an operator's link, ``self`` one a viewer made by redemption.
         """
         out = {ext: (discord, "static") for ext, discord in self._static.get(platform, {}).items()}
-        runtime = [
-            (ext.decode(), discord.decode())
-            for ext, discord in cast(dict[bytes, bytes], self._redis.hgetall(self._keys.links(platform))).items()
-        ]
+        runtime = list(values.text_map(self._redis.hgetall(self._keys.links(platform))).items())
         pipe = self._redis.pipeline(transaction=False)
         for ext, discord in runtime:
             pipe.sismember(self._keys.self_links(platform, discord), ext)
@@ -171,10 +164,8 @@ class LinkStore:
 
 
 def check_link(platform: str, external_id: str, discord_user_id: str) -> None:
-    """Raise ``ValueError`` naming the field when a link is malformed."""
+    """Raise ``InvalidInput`` naming the field when a link is malformed (``config.domain``'s rules)."""
     if platform not in PLATFORMS:
-        raise ValueError(f"platform: must be one of {', '.join(PLATFORMS)}")
-    if not EXTERNAL_ID.match(external_id):
-        raise ValueError("external_id: must be the platform's numeric user id")
-    if not DISCORD_ID.match(discord_user_id):
-        raise ValueError("discord_user_id: must be a Discord id of 17-20 digits")
+        raise InvalidInput("platform", f"must be one of {', '.join(PLATFORMS)}")
+    platform_user_id(external_id, field="external_id")
+    discord_id(discord_user_id, field="discord_user_id")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from fastapi import HTTPException, Request, status
 
+from config.domain import is_ascii_digits
+
 __all__ = ["read_capped_body"]
 
 
@@ -16,7 +18,7 @@ async def read_capped_body(request: Request, limit: int) -> bytes:
     """
     declared = request.headers.get("content-length")
     if declared is not None:
-        if not declared.isdigit():
+        if not is_ascii_digits(declared):
             raise HTTPException(status.HTTP_400_BAD_REQUEST, "bad Content-Length")
         if int(declared) > limit:
             raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"body larger than {limit} bytes")

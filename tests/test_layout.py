@@ -10,15 +10,19 @@ it can fail at import time.
 from __future__ import annotations
 
 import ast
+import importlib
 import io
 import os
 import re
+import sys
 import tokenize
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from config.errors import WetbotRewardsError
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The packages the service is made of (``bench/``, ``devtools/`` and ``tests/`` build on them, never the other way).
@@ -352,5 +356,39 @@ def test_the_bench_docstring_lists_every_script_once() -> None:
     assert runnable | shared == files
     for name in files:
         source = (ROOT / "bench" / f"{name}.py").read_text(encoding="utf-8")
-        assert ("__name__ == \"__main__\"" in source) == (name in runnable), name
+        assert ('__name__ == "__main__"' in source) == (name in runnable), name
         assert "sys.path" not in source, f"bench/{name}.py: imports as bench.{name}, no path hack"
+
+
+#: The packages whose errors hang off ``WetbotRewardsError`` (the simulator models WetBot, not the service).
+ERROR_TREE = ("worker", "producers", "admin", "wetbot_rewards", "config")
+
+
+def exception_classes(root: Path) -> Iterator[type[BaseException]]:
+    """Every exception class defined in ``ERROR_TREE`` (modules with a class are imported to resolve its bases)."""
+    for name, path in modules(root, ERROR_TREE).items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        names = {node.name for node in ast.walk(tree) if isinstance(node, ast.ClassDef)}
+        if not names or name.endswith("__main__"):
+            continue
+        module = importlib.import_module(name)
+        for value in vars(module).values():
+            if isinstance(value, type) and value.__module__ == name and issubclass(value, BaseException):
+                yield value
+
+
+def test_every_error_of_the_service_derives_from_the_root() -> None:
+    found = list(exception_classes(ROOT))
+    assert len(found) > 15  # the check reads the tree it means to
+    strays = sorted(f"{cls.__module__}.{cls.__qualname__}" for cls in found if not issubclass(cls, WetbotRewardsError))
+    assert strays == [], f"derive these from config.errors.WetbotRewardsError (or a family below it): {strays}"
+
+
+def test_the_error_tree_check_finds_a_stray(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "worker").mkdir()
+    (tmp_path / "worker" / "__init__.py").write_text("")
+    (tmp_path / "worker" / "stray_errors_probe.py").write_text("class Stray(ValueError):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys.modules["worker"], "__path__", [str(tmp_path / "worker"), *sys.modules["worker"].__path__])
+    found = [cls for cls in exception_classes(tmp_path) if not issubclass(cls, WetbotRewardsError)]
+    assert [cls.__qualname__ for cls in found] == ["Stray"]

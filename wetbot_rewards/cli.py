@@ -3,8 +3,9 @@
 ``wetbot-rewards --help`` imports no command module at all, and ``wetbot-rewards grants list`` only the
 grants commands (and what they import on their own), so the command line starts in a fraction of a
 second. Old spellings (``grant``, ``dead list``, ``resolve``, ``send-test twitch``, ...) are rewritten to
-the new ones with one warning line (``admin.cli.renamed``). A ``CliError`` (``config.errors``) is printed
-as one line, and so is an action the Redis replicas did not confirm: exit status 1, nothing reported done.
+the new ones with one warning line (``admin.cli.renamed``). A ``CliError`` (``config.errors``) or an
+argument that breaks its rule (``config.domain.InvalidInput``) is printed as one line, and so is an action the
+Redis replicas did not confirm: exit status 1, nothing reported done.
 A closed pipe (``grants list | head -1``) ends quietly with status 0.
 """
 
@@ -56,12 +57,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(words: list[str]) -> int:
     parser = parser_for(words[0] if words else None)
-    args = parser.parse_args(words)
+    try:
+        args = parser.parse_args(words)
+    except _cli_error() as exc:  # an argument that breaks its rule (``config.domain.command_line``)
+        from producers.printable import terminal_safe
+
+        print(f"wetbot-rewards: {terminal_safe(str(exc))}", file=sys.stderr)
+        return 1
     run: Command | None = getattr(args, "run", None)
     if run is None:
         getattr(args, "noun_parser", parser).print_help()
         return 2
     return _run(run, args)
+
+
+def _cli_error() -> type[Exception]:
+    from config.errors import CliError
+
+    return CliError
 
 
 def parser_for(noun: str | None) -> argparse.ArgumentParser:
@@ -80,6 +93,7 @@ def parser_for(noun: str | None) -> argparse.ArgumentParser:
 def _run(run: Command, args: argparse.Namespace) -> int:
     from redis import RedisError
 
+    from config.domain import InvalidInput
     from config.errors import CliError, ConfigError
     from config.settings import settings_or_exit
     from producers.printable import terminal_safe
@@ -89,8 +103,8 @@ def _run(run: Command, args: argparse.Namespace) -> int:
     settings = settings_or_exit()
     try:
         return int(run(settings, args))
-    except CliError as exc:
-        print(f"wetbot-rewards: {exc}", file=sys.stderr)
+    except (CliError, InvalidInput) as exc:
+        print(f"wetbot-rewards: {terminal_safe(str(exc))}", file=sys.stderr)
         return 1
     except ConfigError as exc:
         print(f"wetbot-rewards: configuration error: {exc}", file=sys.stderr)

@@ -20,17 +20,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import cast
 
 from redis import Redis
 
+from config.domain import MAX_ABS_AMOUNT
+from worker import redis_values as values
 from worker.grant import SENDABLE_STATES, Grant, GrantItem, grant_from_hash
 from worker.keys import Keys
 
-__all__ = ["MAX_AMOUNT", "Merged", "merge", "pending_grants", "same_request"]
-
-#: WetBot's documented amount range, per item of one request.
-MAX_AMOUNT = 1_000_000_000
+__all__ = ["Merged", "merge", "pending_grants", "same_request"]
 
 
 @dataclass(frozen=True)
@@ -50,7 +48,7 @@ class Merged:
 
 
 def merge(lead: Grant, candidates: Iterable[Grant], *, max_items: int) -> Merged:
-    """``lead`` and, oldest first, each candidate that fits: every summed amount within ±``MAX_AMOUNT`` and
+    """``lead`` and, oldest first, each candidate that fits: every summed amount within ±``MAX_ABS_AMOUNT`` and
     not 0, and at most ``max_items`` distinct items (the lead alone may exceed neither: producers check)."""
     totals: dict[str, float] = {item.item_id: item.amount for item in lead.items}
     members = [lead]
@@ -58,7 +56,7 @@ def merge(lead: Grant, candidates: Iterable[Grant], *, max_items: int) -> Merged
         trial = dict(totals)
         for item in grant.items:
             trial[item.item_id] = trial.get(item.item_id, 0.0) + item.amount
-        if len(trial) > max_items or any(abs(v) > MAX_AMOUNT or v == 0 for v in trial.values()):
+        if len(trial) > max_items or any(abs(v) > MAX_ABS_AMOUNT or v == 0 for v in trial.values()):
             continue
         totals = trial
         members.append(grant)
@@ -68,9 +66,9 @@ def merge(lead: Grant, candidates: Iterable[Grant], *, max_items: int) -> Merged
 def pending_grants(redis: Redis, keys: Keys, lead: Grant) -> list[Grant]:
     """The user's other grants that may join a merged request with ``lead`` (see the module docstring)."""
     ids = sorted(
-        member.decode()
-        for member in cast(set[bytes], redis.smembers(keys.pending(lead.guild_id, lead.user_id)))
-        if member.decode() != lead.id
+        member
+        for member in values.texts(redis.smembers(keys.pending(lead.guild_id, lead.user_id)))
+        if member != lead.id
     )
     return [
         grant
@@ -111,4 +109,4 @@ def _load(redis: Redis, keys: Keys, ids: Sequence[str]) -> list[Grant]:
     pipe = redis.pipeline(transaction=False)
     for grant_id in ids:
         pipe.hgetall(keys.grant(grant_id))
-    return [grant_from_hash(raw) for raw in cast(list[dict[bytes, bytes]], pipe.execute()) if raw]
+    return [grant_from_hash(raw) for raw in values.raw_maps(pipe.execute()) if raw]

@@ -28,13 +28,14 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TypeVar, cast
+from typing import TypeVar
 
 from redis import Redis, RedisError
 from redis.commands.core import Script
 
 from config.settings import Settings
 from worker import key_health
+from worker import redis_values as values
 from worker.client import CallResult, ItemDelta, Outcome, WetbotClient
 from worker.coalesce import Merged, merge, pending_grants, same_request
 from worker.effects import HoldChange, JsonObject, LeaseRelease, LeaseSet, Park, ProfileWrite, SlotSettle, StepEffects
@@ -48,34 +49,15 @@ from worker.profile import Inventory, ProfileProblem, parse_inventory
 from worker.replication import NotReplicated
 from worker.schedule import Schedule
 from worker.scripts import load_script
+from worker.timings import DEFAULT_TIMINGS, Timings
 from worker.verify import SPARE_FRACTION, VERIFY_WINDOW_S, Amounts, Verdict, judge
 
 logger = logging.getLogger("wetbot_rewards.delivery")
 
 _T = TypeVar("_T")
 
-#: Longest wait for a rate slot slept in the worker thread, in seconds. A longer one hands the grant
-#: back for its turn in the key's line (``SlidingWindowLimiter.try_acquire``), and the reconciler
-#: dispatches it as its slot frees (``worker.schedule.Reconciler``), so a key's backlog holds no thread
-#: while it waits: another key's grant always finds one (``bench/drain.py``'s isolation figure). The
-#: hand-back costs a few Redis round trips, a few milliseconds; this is about as long.
-MAX_INLINE_WAIT_S = 0.05
-#: Seconds a lease outlives the HTTP timeout. The lease says "a live run is
-#: sending to this user"; once it has run out the grant moves again (a killed
-#: worker's grant after timeout + margin + ~1 s: 26 s with the default 15 s).
-#: The margin also gives a run whose answer is back time to record it while
-#: Redis pauses (a failover), before anyone treats the request as abandoned.
-LEASE_MARGIN_S = 10.0
-#: Seconds a claim's lease lasts before the request starts (covers the inline wait).
-CLAIM_LEASE_S = MAX_INLINE_WAIT_S + LEASE_MARGIN_S
-#: Seconds until a grant whose user is busy (another grant's run or read-back) is looked at again.
-BUSY_RETRY_S = 2.0
 #: Upper bound of the retry backoff, in seconds.
 MAX_BACKOFF_S = 15 * 60.0
-#: Seconds a run keeps trying to record an outcome while Redis does not answer.
-RECORD_RETRY_S = 90.0
-#: Seconds until a grant is looked at again when no replica confirmed its step into sending (not sent).
-UNCONFIRMED_RETRY_S = 5.0
 #: Runs that failed unexpectedly (a bug, not WetBot trouble) before the grant is ``dead``.
 MAX_CRASHES = 20
 
@@ -149,6 +131,7 @@ class Deliverer:
       clients: a WetBot client per configured key, by guild.
       schedule: the ledger's schedule (claims and hand-backs).
       sleep: how to wait (tests pass a fake).
+      timings: how long it waits, holds and retries (tests pass shorter ones).
     """
 
     settings: Settings
@@ -159,6 +142,7 @@ class Deliverer:
     clients: GuildClients
     schedule: Schedule
     sleep: Callable[[float], None] = time.sleep
+    timings: Timings = DEFAULT_TIMINGS
     _extend_lease: Script = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -173,7 +157,11 @@ class Deliverer:
         """
         run_token = uuid.uuid4().hex
         claim = self.schedule.claim(
-            grant_id, token, run_token, lease_px=int(CLAIM_LEASE_S * 1000), busy_ms=int(BUSY_RETRY_S * 1000)
+            grant_id,
+            token,
+            run_token,
+            lease_px=int(self.timings.claim_lease_s * 1000),
+            busy_ms=int(self.timings.busy_retry_s * 1000),
         )
         if not claim.claimed:
             logger.debug("grant %s: message %s (%s), nothing to do", grant_id, token or "-", claim.status)
@@ -239,7 +227,9 @@ class Deliverer:
                     expect=[GrantState.SENDING],
                     add_failure=True,
                     last_error=reason,
-                    effects=StepEffects(fields={"verify": "1"}, due_in_s=CLAIM_LEASE_S + 1, hold=HoldChange.SET),
+                    effects=StepEffects(
+                        fields={"verify": "1"}, due_in_s=self.timings.claim_lease_s + 1, hold=HoldChange.SET
+                    ),
                 )
             )
         elif policy == "hold":
@@ -257,7 +247,7 @@ class Deliverer:
                     expect=[GrantState.SENDING],
                     add_failure=True,
                     last_error=ABANDONED,
-                    effects=StepEffects(fields={"maybe_applied": "1"}, due_in_s=CLAIM_LEASE_S + 1),
+                    effects=StepEffects(fields={"maybe_applied": "1"}, due_in_s=self.timings.claim_lease_s + 1),
                 )
             )
         return self.ledger.get(grant.id) if grant.id in moved else None
@@ -282,7 +272,7 @@ class Deliverer:
                 effects=StepEffects(park=park, lease_release=run.lease_release()),
             )
         ):
-            self.schedule.reschedule(grant.id, run.lease_key, run.lease_value, BUSY_RETRY_S)
+            self.schedule.reschedule(grant.id, run.lease_key, run.lease_value, self.timings.busy_retry_s)
             return
         logger.error("grant %s: %s", grant.id, reason)
         capture(
@@ -301,7 +291,7 @@ class Deliverer:
             self._hand_back(run, health.pause_left_s)
             return False
         if health.refused:
-            hold_s = self.settings.wetbot_timeout + LEASE_MARGIN_S
+            hold_s = self.settings.wetbot_timeout + self.timings.lease_margin_s
             probing_s = key_health.claim_probe(
                 self.redis, self.keys, run.api.key_id, run.grant.guild_id, run.token, hold_s
             )
@@ -313,10 +303,10 @@ class Deliverer:
     def _take_slot(self, run: _Run) -> str | None:
         """A rate slot's member, or None when the grant was handed back for its turn. No retry is spent.
 
-        Only a wait of at most ``MAX_INLINE_WAIT_S`` is slept; any longer one hands the grant back, due at its
+        Only a wait of at most ``Timings.max_inline_wait_s`` is slept; any longer one hands the grant back, due at its
         turn in the key's line: the slot after those of the grants waiting ahead of it.
         """
-        budget_s = MAX_INLINE_WAIT_S
+        budget_s = self.timings.max_inline_wait_s
         waiter = self._line_waiter(run.grant)
         while True:
             decision = self.limiter.try_acquire(
@@ -332,7 +322,7 @@ class Deliverer:
 
     def _slot_hold_s(self) -> float:
         """How long after its slot a run's request may still reach WetBot: its claim's lease, then its own."""
-        return CLAIM_LEASE_S + self.settings.wetbot_timeout + LEASE_MARGIN_S
+        return self.timings.claim_lease_s + self.settings.wetbot_timeout + self.timings.lease_margin_s
 
     def _line_waiter(self, grant: Grant) -> str:
         """Who takes a place in the key's line for ``grant``: its member, when one request carries them all.
@@ -370,7 +360,7 @@ class Deliverer:
         slot, found = read
         missing = found if isinstance(found, str) else ""
         baseline = None if isinstance(found, str) else found
-        send_lease_s = self.settings.wetbot_timeout + LEASE_MARGIN_S
+        send_lease_s = self.settings.wetbot_timeout + self.timings.lease_margin_s
         reason = "sending to WetBot" + (" again; this may duplicate an applied request" if duplicate else "")
         if len(merged.members) > 1:
             reason += f" (one request for {len(merged.members)} grants of this member: {_items(merged.items)})"
@@ -410,7 +400,7 @@ class Deliverer:
         if grant.id not in moved:
             # The grant, or a companion, moved meanwhile (an operator's cancel): nothing went out; look again.
             self.limiter.give_back(run.api.key_id, slot)  # nothing was sent with it: the slot is free again
-            delay_s = 0.0 if len(merged.members) > 1 else BUSY_RETRY_S
+            delay_s = 0.0 if len(merged.members) > 1 else self.timings.busy_retry_s
             self.schedule.reschedule(grant.id, run.lease_key, run.lease_value, delay_s)
             return
         run = replace(run, members=merged.members, attempt=run.token, baseline_missing=missing)
@@ -438,18 +428,18 @@ class Deliverer:
             demand_key=self.keys.guild_state(run.grant.guild_id, GrantState.QUEUED.value),
             own_demand=sum(1 for member in merged.members if member.state == GrantState.QUEUED),
             # The request goes out after the read: its slot may wait the read's lease on top of the usual hold.
-            hold_s=self._slot_hold_s() + self.settings.wetbot_timeout + LEASE_MARGIN_S,
+            hold_s=self._slot_hold_s() + self.settings.wetbot_timeout + self.timings.lease_margin_s,
         )
         if not spare.granted:
             return slot, f"{NO_BASELINE} (the key had no spare rate slot)"
-        read_lease_ms = int((self.settings.wetbot_timeout + LEASE_MARGIN_S) * 1000)
+        read_lease_ms = int((self.settings.wetbot_timeout + self.timings.lease_margin_s) * 1000)
         if not self._extend_lease(keys=[run.lease_key], args=[run.lease_value, read_lease_ms]):
             self.limiter.give_back(api.key_id, spare.member)
             return slot, f"{NO_BASELINE} (the run lost its lease)"
         result = api.get_profile(run.grant.guild_id, run.grant.user_id)
         self.limiter.settle(api.key_id, slot)
         self._count_outcome(run, result)
-        send_lease_ms = int((self.settings.wetbot_timeout + LEASE_MARGIN_S) * 1000)
+        send_lease_ms = int((self.settings.wetbot_timeout + self.timings.lease_margin_s) * 1000)
         if not self._extend_lease(keys=[run.lease_key], args=[run.lease_value, send_lease_ms]):
             # The read outlived the lease: another run may have claimed the member and sent meanwhile. This
             # run owns nothing any more and sends nothing (the grant's schedule entry moves it again).
@@ -502,8 +492,10 @@ class Deliverer:
         self._step(
             run,
             back,
-            f"not sent: {error}; trying again in {UNCONFIRMED_RETRY_S:.0f}s (not a failure)",
-            effects=StepEffects(due_in_s=UNCONFIRMED_RETRY_S, fields={"maybe_applied": "1"} if duplicate else {}),
+            f"not sent: {error}; trying again in {self.timings.unconfirmed_retry_s:.0f}s (not a failure)",
+            effects=StepEffects(
+                due_in_s=self.timings.unconfirmed_retry_s, fields={"maybe_applied": "1"} if duplicate else {}
+            ),
             confirm=False,  # a confirmation would stall every send while a replica is away
         )
 
@@ -772,7 +764,7 @@ class Deliverer:
         grant = run.grant
         # The request being judged may have carried several grants: they are judged, and move, together.
         members = tuple(same_request(self.redis, self.keys, grant))
-        send_lease_s = self.settings.wetbot_timeout + LEASE_MARGIN_S
+        send_lease_s = self.settings.wetbot_timeout + self.timings.lease_margin_s
         moved = self.ledger.transition_many(
             [member.id for member in members],
             GrantState.SENDING,
@@ -787,7 +779,7 @@ class Deliverer:
         )
         if grant.id not in moved:
             self.limiter.settle(run.api.key_id, slot)  # nothing goes out: the slot holds one window, no longer
-            self.schedule.reschedule(grant.id, run.lease_key, run.lease_value, BUSY_RETRY_S)
+            self.schedule.reschedule(grant.id, run.lease_key, run.lease_value, self.timings.busy_retry_s)
             return
         result = run.api.get_profile(grant.guild_id, grant.user_id)
         run = replace(run, attempt=run.token, members=tuple(m for m in members if m.id in moved))
@@ -937,7 +929,7 @@ class Deliverer:
         grant = run.grant
         error = f"the worker failed unexpectedly: {type(exc).__name__}: {exc}"[:300]
         try:
-            crashes = int(cast(int, self.redis.hincrby(self.keys.grant(grant.id), "crashes", 1)))
+            crashes = values.integer(self.redis.hincrby(self.keys.grant(grant.id), "crashes", 1))
             logger.exception("grant %s: %s (run %d of %d)", grant.id, error, crashes, MAX_CRASHES)
             if crashes >= MAX_CRASHES and self.ledger.transition(
                 grant.id,
@@ -957,19 +949,23 @@ class Deliverer:
 
     # --- helpers --------------------------------------------------------------------------
     def _persist(self, step: Callable[[], _T]) -> _T:
-        """Run a guarded ledger step, retrying in place while Redis does not answer (up to ``RECORD_RETRY_S``).
+        """Run a guarded ledger step, retrying in place while Redis does not answer (up to ``Timings.record_retry_s``).
 
         An answer already received must not be lost to a Redis restart or a
         failover's write pause; the step's run token makes a repeat harmless.
         """
-        deadline = time.monotonic() + RECORD_RETRY_S
+        deadline = time.monotonic() + self.timings.record_retry_s
         delay_s = 0.2
         while True:
             try:
                 return step()
             except RedisError as exc:
                 if time.monotonic() > deadline:
-                    logger.error("could not record an outcome for %.0fs: Redis unavailable (%s)", RECORD_RETRY_S, exc)
+                    logger.error(
+                        "could not record an outcome for %.0fs: Redis unavailable (%s)",
+                        self.timings.record_retry_s,
+                        exc,
+                    )
                     raise
                 logger.warning("recording an outcome: Redis unavailable (%s); trying again in %.1fs", exc, delay_s)
                 self.sleep(delay_s)

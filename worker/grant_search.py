@@ -21,10 +21,11 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import cast
 
 from redis import Redis
 
+from config.domain import InvalidInput, discord_id
+from worker import redis_values as values
 from worker.grant import Grant, GrantState, grant_from_hash
 from worker.grant_index import search_term
 from worker.keys import Keys
@@ -40,11 +41,13 @@ DEFAULT_BUDGET = 5000
 _CURSOR = re.compile(r"^(q|gs|s|g|src|all)~([0-9.e+-]{1,40})~([0-9a-f]{32})$")
 _GRANT_ID = re.compile(r"^[0-9a-f]{32}$")
 _SOURCE = re.compile(r"^[a-z0-9_-]{1,40}$")
-_GUILD = re.compile(r"^[0-9]{1,32}$")
 
 
-class BadCursor(ValueError):
-    """A page cursor that this query did not hand out (edited, or from another filter)."""
+class BadCursor(InvalidInput):
+    """Raised for a page cursor that this query did not hand out (edited, or from another filter)."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__("", problem)
 
 
 @dataclass(frozen=True)
@@ -57,10 +60,10 @@ class GrantQuery:
     text: str = ""
 
     def __post_init__(self) -> None:
-        if self.source and not _SOURCE.match(self.source):
-            raise ValueError("source: expected a source name such as twitch, patreon, api or cli")
-        if self.guild_id and not _GUILD.match(self.guild_id):
-            raise ValueError("guild: expected a Discord guild id (digits)")
+        if self.source and not _SOURCE.fullmatch(self.source):
+            raise InvalidInput("source", "expected a source name such as twitch, patreon, api or cli")
+        if self.guild_id:
+            discord_id(self.guild_id, field="guild")
 
     @property
     def term(self) -> str:
@@ -122,7 +125,7 @@ def find_grants(
     after_score, after_id = "", ""
     size: int | None = None
     if cursor:
-        match = _CURSOR.match(cursor)
+        match = _CURSOR.fullmatch(cursor)
         chosen = [option for option in options if match and option[0] == match.group(1)]
         if not match or not chosen or not _is_score(match.group(2)):
             raise BadCursor("this page link is not valid for these filters; start from the first page")
@@ -132,7 +135,7 @@ def find_grants(
         with redis.pipeline(transaction=False) as pipe:
             for _, index, _ in options:
                 pipe.zcard(index)
-            sizes = cast(list[int], pipe.execute())
+            sizes = [values.integer(size) for size in values.items(pipe.execute())]
         (code, index, exact), size = min(zip(options, sizes, strict=True), key=lambda pair: pair[1])
     request = {
         "prefix": keys.prefix,
@@ -145,19 +148,19 @@ def find_grants(
         "after_score": after_score,
         "after_id": after_id,
     }
-    reply = cast(list[bytes], load_script(redis, "find_grants")(args=[json.dumps(request)]))
-    *ids, _, next_score, next_id, done = (part.decode() for part in reply)
+    reply = values.texts(load_script(redis, "find_grants")(args=[json.dumps(request)]))
+    *ids, _, next_score, next_id, done = reply
     claimed = _claimed(redis, keys, query) if query.text and not cursor else []
     with redis.pipeline(transaction=False) as pipe:
         for grant_id in [*claimed, *ids]:
             pipe.hgetall(keys.grant(grant_id))
-        rows = cast(list[dict[bytes, bytes]], pipe.execute())
+        rows = values.raw_maps(pipe.execute())
     found = [grant_from_hash(row) for row in rows if row]
     first = [grant for grant in found[: len(claimed)] if _matches(grant, query)]
     grants = first + [grant for grant in found[len(claimed) :] if grant.id not in claimed]
     next_cursor = None if done == "1" or not next_id else f"{code}~{next_score}~{next_id}"
     if exact and size is None:
-        size = int(cast(int, redis.zcard(index)))
+        size = values.integer(redis.zcard(index))
     total = size + len(first) if exact and size is not None else None
     return GrantPage(grants, next_cursor, total, by_state_time=code in ("s", "gs"))
 
@@ -177,8 +180,8 @@ def _claimed(redis: Redis, keys: Keys, query: GrantQuery) -> list[str]:
     if not text or len(text) > 300:
         return []
     names = [keys.idempotency(text), keys.idempotency(f"api:{text}"), keys.idempotency(f"cli:{text}")]
-    found = [raw.decode() for raw in cast(list[bytes | None], redis.mget(names)) if raw is not None]
-    if _GRANT_ID.match(text):
+    found = [grant_id for grant_id in values.optional_texts(redis.mget(names)) if grant_id is not None]
+    if _GRANT_ID.fullmatch(text):
         found.insert(0, text)  # a grant id: the grant itself (``find_grants`` skips ids without a record)
     return list(dict.fromkeys(found))
 

@@ -23,6 +23,7 @@ from worker.limiter import SlidingWindowLimiter
 from worker.replication import ReplicaAcks
 from worker.retention import LedgerRetention
 from worker.schedule import Backpressure, Reconciler, Schedule
+from worker.timings import DEFAULT_TIMINGS, Timings
 
 logger = logging.getLogger("wetbot_rewards.worker")
 
@@ -53,8 +54,10 @@ def build_deliverer(
     *,
     keyring: Keyring | None = None,
     sleep: Callable[[float], None] | None = None,
+    timings: Timings = DEFAULT_TIMINGS,
 ) -> Deliverer:
-    """The deliverer for every configured key (``worker_keyring`` unless ``keyring`` is given)."""
+    """The deliverer for every configured key (``worker_keyring`` unless ``keyring`` is given), waiting,
+    holding and retrying as ``timings`` say."""
     keys = Keys(settings.redis_key_prefix)
     clients = GuildClients(keyring or worker_keyring(settings), settings.wetbot_api_url, settings.wetbot_timeout)
     extra = {} if sleep is None else {"sleep": sleep}
@@ -63,11 +66,12 @@ def build_deliverer(
         redis=redis,
         keys=keys,
         ledger=Ledger(redis, keys, acks=ReplicaAcks.from_settings(settings)),
-        limiter=SlidingWindowLimiter(redis, keys, settings.wetbot_rate_limit),
+        limiter=SlidingWindowLimiter(redis, keys, settings.wetbot_rate_limit, timings=timings),
         clients=clients,
         schedule=Schedule(
             redis, keys, backpressure=Backpressure(settings.wetbot_rate_limit, coalesce=settings.wetbot_coalesce)
         ),
+        timings=timings,
         **extra,
     )
 

@@ -21,6 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from admin import grant_actions
 from admin.reprocess import NothingToReprocess, ReprocessRefused, reprocess
+from config.domain import InvalidInput
+from config.domain_fields import Digits
 from producers.api.auth import api_actor as actor
 from producers.api.guarded_route import AdminRoute
 from producers.inbox import Outcome
@@ -74,14 +76,14 @@ def list_grants(
     source: Annotated[str, Query(max_length=40)] = "",
     guild: Annotated[str, Query(max_length=32)] = "",
     q: Annotated[str, Query(max_length=200, description="Discord id, Twitch login/id, Patreon id/name, key")] = "",
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+    limit: Annotated[Digits, Query(ge=1, le=MAX_PAGE)] = 50,
     after: Annotated[str, Query(max_length=120, description="the `next` cursor of the previous page")] = "",
 ) -> dict[str, Any]:
     """Grants newest first (with a state filter: newest into that state first), filtered and searched."""
     try:
         query = GrantQuery(state=grant_state, source=source, guild_id=guild, text=q)
         page = find_grants(state.redis, state.keys, query, cursor=after or None, limit=limit)
-    except ValueError as exc:  # BadCursor too
+    except InvalidInput as exc:  # BadCursor too
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
     return {"grants": grant_view(state, page.grants), "next": page.next_cursor, "total": page.total}
 
@@ -140,8 +142,8 @@ def list_events(
     state: State,
     outcome: Outcome | None = None,
     source: Literal["twitch", "patreon"] | None = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
-    before_ms: Annotated[int | None, Query(ge=0, description="received before (epoch ms): the next page")] = None,
+    limit: Annotated[Digits, Query(ge=1, le=MAX_PAGE)] = 50,
+    before_ms: Annotated[Digits | None, Query(ge=0, description="received before (epoch ms): the next page")] = None,
 ) -> dict[str, Any]:
     """Inbox events newest first, without their bodies (``wetbot-rewards events show`` has them)."""
     events = state.inbox.recent(outcome=outcome, source=source, limit=limit, before_ms=before_ms)

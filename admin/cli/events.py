@@ -9,6 +9,7 @@ import sys
 import time
 
 from admin.reprocess import NothingToReprocess, ReprocessRefused, reprocess
+from config.domain import command_line, whole_number
 from config.errors import CliError
 from config.settings import Settings
 from producers.inbox import EventInbox, InboxEvent, Outcome
@@ -27,7 +28,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     listing = events.add_parser("list", help="events, newest first")
     listing.add_argument("--outcome", choices=[o.value for o in Outcome])
     listing.add_argument("--source", choices=["twitch", "patreon"])
-    listing.add_argument("--limit", type=int, default=50)
+    listing.add_argument("--limit", type=command_line(whole_number, field="--limit", minimum=1), default=50)
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(run=_list)
     show = events.add_parser("show", help="one event: headers, body and outcome")
@@ -46,8 +47,6 @@ def _inbox(settings: Settings) -> EventInbox:
 
 
 def _list(settings: Settings, args: argparse.Namespace) -> int:
-    if args.limit < 1:
-        raise CliError("--limit: must be at least 1")
     outcome = Outcome(args.outcome) if args.outcome else None
     found = _inbox(settings).recent(outcome=outcome, source=args.source, limit=args.limit)
     if args.json:

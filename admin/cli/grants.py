@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 import uuid
@@ -21,6 +20,7 @@ from typing import Any
 
 from admin.cli import connect
 from admin.cli.renamed import RenamedOption
+from config import domain
 from config.errors import CliError
 from config.rewards import load_rewards
 from config.settings import Settings
@@ -33,8 +33,8 @@ from worker.ledger import Ledger
 
 __all__ = ["register"]
 
-#: WetBot's documented amount range.
-MAX_AMOUNT = 1_000_000_000
+#: ``--limit``: grants per page of a listing, 1-100 (``worker.grant_search`` pages at most 100).
+_limit = domain.command_line(domain.whole_number, field="--limit", minimum=1, maximum=100)
 
 
 def register(parser: argparse.ArgumentParser) -> None:
@@ -56,7 +56,7 @@ def register(parser: argparse.ArgumentParser) -> None:
     listing = grants.add_parser("list", help="list grants, newest first (filters combine)")
     listing.add_argument("--state", choices=[s.value for s in GrantState])
     _add_filters(listing)
-    listing.add_argument("--limit", type=int, default=50, help="grants per page (at most 100)")
+    listing.add_argument("--limit", type=_limit, default=50, help="grants per page (at most 100)")
     listing.add_argument("--cursor", help="the next page, from the cursor a listing printed")
     listing.add_argument("--after", dest="cursor", action=RenamedOption, new="--cursor")
     listing.add_argument("--json", action="store_true")
@@ -99,8 +99,7 @@ def _create(settings: Settings, args: argparse.Namespace) -> int:
     if guild_id is None:
         raise CliError("--guild is required: the rewards file sets no default guild_id")
     for name, value in (("--user", args.user), ("--guild", guild_id)):
-        if not (value.isdigit() and 17 <= len(value) <= 20):
-            raise CliError(f"{name}: expected a Discord id of 17-20 digits")
+        domain.discord_id(value, field=name)
     keyring = settings.keyring(default_guild)
     if not keyring.empty and not keyring.covers(guild_id):
         raise CliError(f"--guild: {keyring.missing_key_problem(guild_id)}")
@@ -252,7 +251,7 @@ def _query(args: argparse.Namespace, state: GrantState | None) -> GrantQuery:
     text = args.user or args.twitch or args.patreon or args.search or ""
     try:
         return GrantQuery(state=state, source=args.source or "", guild_id=args.guild or "", text=text)
-    except ValueError as exc:
+    except domain.InvalidInput as exc:
         raise CliError(f"--{exc}") from None
 
 
@@ -268,12 +267,10 @@ def _parse_item(text: str) -> GrantItem:
     if not sep or not item_id:
         raise CliError(f"--item {text!r}: expected ID=AMOUNT, e.g. gem=5")
     try:
-        amount = float(amount_text)
-    except ValueError:
-        raise CliError(f"--item {text!r}: amount is not a number") from None
-    if not math.isfinite(amount) or amount == 0 or abs(amount) > MAX_AMOUNT:
-        raise CliError(f"--item {text!r}: amount must be non-zero and between -1e9 and 1e9")
-    return GrantItem(item_id, amount)
+        field = f"--item {text!r}"
+        return GrantItem(domain.item_id(item_id, field=field), domain.parse_amount(amount_text, field=field))
+    except domain.InvalidInput as exc:
+        raise CliError(str(exc)) from None
 
 
 def _etas(settings: Settings, grants: list[Grant]) -> dict[str, Eta]:

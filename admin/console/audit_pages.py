@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Response
 
 from admin.console.context import BASE, ConsoleContext, console_page
 from admin.console.route import ConsoleRoute
+from config.domain import InvalidInput
 
 __all__ = ["router"]
 
@@ -21,7 +22,7 @@ def audit_page(console: Annotated[ConsoleContext, Depends(console_page)], before
     """Newest first; ``before`` (an entry id) pages back."""
     try:
         entries = console.state.audit.recent(limit=PAGE_SIZE + 1, before=before or None)
-    except ValueError:
+    except InvalidInput:
         entries = console.state.audit.recent(limit=PAGE_SIZE + 1)
     more = len(entries) > PAGE_SIZE
     entries = entries[:PAGE_SIZE]

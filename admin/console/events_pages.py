@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from admin.console.context import BASE, ConsoleContext, ConsoleForm, console_form, console_page, see_other
 from admin.console.route import ConsoleRoute
 from admin.reprocess import REPROCESSABLE, NothingToReprocess, ReprocessRefused, reprocess
+from config.domain import cursor_ms
 from producers.inbox import InboxEvent, Outcome
 from producers.unconfirmed import ActionUnconfirmed
 
@@ -80,7 +81,7 @@ def events_list(
     """Newest events first; ``outcome`` and ``source`` filter, ``before_ms`` pages back."""
     chosen = Outcome(outcome) if outcome in {o.value for o in Outcome} else None
     chosen_source = source if source in SOURCES else None
-    before = int(before_ms) if before_ms.isdigit() and len(before_ms) <= 15 else None
+    before = cursor_ms(before_ms)  # InvalidInput: a 400 page (ConsoleRoute)
     inbox = console.state.inbox
     events = inbox.recent(outcome=chosen, source=chosen_source, limit=PAGE_SIZE + 1, before_ms=before)
     more = len(events) > PAGE_SIZE
@@ -104,7 +105,7 @@ def events_list(
 @router.get(f"{BASE}/events/{{event_id}}")
 def event_page(event_id: str, console: Annotated[ConsoleContext, Depends(console_page)]) -> Response:
     """One event: what came in, what handling did, the raw body; a Re-process button when it can help."""
-    event = console.state.inbox.get(event_id) if EVENT_ID.match(event_id) else None
+    event = console.state.inbox.get(event_id) if EVENT_ID.fullmatch(event_id) else None
     if event is None:
         return console.render(
             "not_found.html",
@@ -130,7 +131,7 @@ def event_page(event_id: str, console: Annotated[ConsoleContext, Depends(console
 async def reprocess_event(event_id: str, form: Annotated[ConsoleForm, Depends(console_form)]) -> Response:
     """Handle the stored event again (``admin.reprocess``) and come back to its page with the result."""
     console = form.console
-    if not EVENT_ID.match(event_id):
+    if not EVENT_ID.fullmatch(event_id):
         return console.render("not_found.html", active="events", status_code=404, what="event", hint="")
     try:
         outcome = await reprocess(console.state, event_id)

@@ -20,6 +20,7 @@ from fastapi import APIRouter, Depends, Response
 from admin import grant_actions
 from admin.console.context import BASE, ConsoleContext, ConsoleForm, console_form, console_page, see_other
 from admin.console.route import ConsoleRoute
+from config.domain import InvalidInput, parse_digits
 from producers.inbox import event_id
 from producers.link_actions import LinkRefused, link
 from worker.grant import FINAL_STATES, Grant, GrantState
@@ -34,6 +35,8 @@ GRANTS_PATH = f"{BASE}/grants"
 SOURCES = ("twitch", "patreon", "api", "cli")
 PLATFORM_NAMES = {"twitch": "Twitch", "patreon": "Patreon"}
 PAGE_SIZE = 50
+#: ``repr(time.time())``: ASCII digits and one dot.
+_SHOWN_AT = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,20})?")
 _GRANT_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -85,10 +88,10 @@ def grants_list(
     }
     try:
         query = _query(state, source, guild, q)
-        if _GRANT_ID.match(q.strip()) and console.state.ledger.get(q.strip()) is not None:
+        if _GRANT_ID.fullmatch(q.strip()) and console.state.ledger.get(q.strip()) is not None:
             return see_other(f"{GRANTS_PATH}/{q.strip()}")
         page = find_grants(console.state.redis, console.state.keys, query, cursor=after or None, limit=PAGE_SIZE)
-    except ValueError as exc:  # BadCursor too
+    except InvalidInput as exc:  # BadCursor too
         values.update(error=str(exc), first=isinstance(exc, BadCursor))
         return console.render("grants.html", active="grants", rows=[], **values, status_code=400)
     filters = query.filters()
@@ -107,7 +110,7 @@ def bulk_replay_confirm(
     """How many dead grants the filters match, and a form to replay them all (nothing happens before it)."""
     try:
         query = _query(GrantState.DEAD.value, source, guild, q)
-    except ValueError as exc:
+    except InvalidInput as exc:
         console.flash(f"Not replayed: {exc}", "error")
         return see_other(GRANTS_PATH)
     now = time.time()
@@ -131,10 +134,8 @@ def bulk_replay(form: Annotated[ConsoleForm, Depends(console_form)]) -> Response
     console = form.console
     try:
         query = _query(GrantState.DEAD.value, form.get("source"), form.get("guild"), form.get("q"))
-        up_to = float(form.get("up_to"))
-        if not math.isfinite(up_to) or up_to > time.time() + 5:
-            raise ValueError("the count this form was sent with is not one this console showed; count again")
-    except ValueError as exc:
+        up_to = _shown_at(form.get("up_to"))
+    except InvalidInput as exc:
         console.flash(f"Not replayed: {exc}", "error")
         return see_other(GRANTS_PATH)
     done = grant_actions.bulk_replay(
@@ -155,7 +156,7 @@ def _attempts(history: list[Transition]) -> list[Transition]:
 def grant_page(grant_id: str, console: Annotated[ConsoleContext, Depends(console_page)]) -> Response:
     """One grant: items, state, ETA, history, attempts, results, its event, who it waits for, and its actions."""
     state = console.state
-    grant = state.ledger.get(grant_id) if _GRANT_ID.match(grant_id) else None
+    grant = state.ledger.get(grant_id) if _GRANT_ID.fullmatch(grant_id) else None
     if grant is None:
         return console.render(
             "not_found.html",
@@ -189,15 +190,24 @@ def grant_page(grant_id: str, console: Annotated[ConsoleContext, Depends(console
     )
 
 
+def _shown_at(text: str) -> float:
+    """The time the bulk form's count was taken (``repr(time.time())`` when the page was shown)."""
+    up_to = float(text) if _SHOWN_AT.fullmatch(text) else math.nan
+    if not math.isfinite(up_to) or up_to > time.time() + 5:
+        raise InvalidInput("", "the count this form was sent with is not one this console showed; count again")
+    return up_to
+
+
 def _version(form: ConsoleForm) -> int:
+    """The history length the form was shown with (-1, "do not check", when the form has none)."""
     text = form.get("version")
-    return int(text) if text.isdigit() else -1
+    return -1 if text == "" else parse_digits(text, field="version", max_digits=9)
 
 
 def _act(form: ConsoleForm, grant_id: str, run: Callable[[], grant_actions.ActionDone]) -> Response:
     """Run a grant action and flash what it did (or why it did nothing); back to the grant's page."""
     console = form.console
-    if not _GRANT_ID.match(grant_id):
+    if not _GRANT_ID.fullmatch(grant_id):
         console.flash("No such grant.", "error")
         return see_other(GRANTS_PATH)
     try:
@@ -205,7 +215,7 @@ def _act(form: ConsoleForm, grant_id: str, run: Callable[[], grant_actions.Actio
     except grant_actions.GrantMissing as exc:
         console.flash(exc.message, "error")
         return see_other(GRANTS_PATH)
-    except ValueError as exc:  # ActionRefused, and a cancel without a reason
+    except grant_actions.ActionRefused as exc:  # ActionInvalid too: a cancel without a reason
         console.flash(f"Nothing done: {exc}", "error")
     else:
         console.flash(result.message[:1].upper() + result.message[1:] + ".")
@@ -263,7 +273,7 @@ def link_user(grant_id: str, form: Annotated[ConsoleForm, Depends(console_form)]
     """Link the platform user a parked grant waits for to a Discord id: every grant parked for them is queued."""
     console = form.console
     state = console.state
-    grant = state.ledger.get(grant_id) if _GRANT_ID.match(grant_id) else None
+    grant = state.ledger.get(grant_id) if _GRANT_ID.fullmatch(grant_id) else None
     if grant is None:
         console.flash("No such grant.", "error")
         return see_other(GRANTS_PATH)

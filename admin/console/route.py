@@ -4,7 +4,10 @@ Console routes answer HTML, also when they refuse: the app's JSON error handlers
 (``producers.errors``) are for API clients, so an ``HTTPException``, a ``ConsoleRefusal``
 or Redis being away is turned into a page here, inside the route. So is an action
 the Redis replicas did not confirm (``producers.unconfirmed``): a page saying so,
-never the flash of a "done".
+never the flash of a "done". A value that breaks its rule (``config.domain.InvalidInput``: a
+query parameter or form field) is a 400 page naming the field. Anything else is a bug: a 500 page
+of the console's own kind, the exception logged and reported to Sentry once (here, since the
+route answers it and the app's handlers never see it).
 """
 
 from __future__ import annotations
@@ -13,13 +16,16 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import sentry_sdk
 from fastapi import Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from redis import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from admin.console.context import ConsoleOff, ConsoleRefusal, CsrfRefused, NeedSession, see_other
 from admin.console.rendering import render_html
+from config.domain import InvalidInput
 from producers.unconfirmed import ActionUnconfirmed
 from worker.replication import NotReplicated
 
@@ -78,6 +84,26 @@ def _unconfirmed_page(request: Request, exc: NotReplicated) -> Response:
     return message_page(503, "Could not be confirmed", text[:1].upper() + text[1:] + ".")
 
 
+def _first_problem(exc: RequestValidationError) -> str:
+    """``<field>: <message>`` of the first problem FastAPI found in the query or the form."""
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error.get("loc", ()) if part not in ("query", "body", "path"))
+        return f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg", "invalid"))
+    return "invalid request"
+
+
+def _bug_page(request: Request, exc: Exception) -> Response:
+    """500: the console's own page; the exception goes to the log and, once, to Sentry (when configured)."""
+    logger.error("console: %s %s failed", request.method, request.url.path, exc_info=exc)
+    sentry_sdk.capture_exception(exc)
+    return message_page(
+        500,
+        "Something went wrong",
+        "The console hit an unexpected error; it has been logged. Nothing is known to be done: "
+        "look at the grant or event again before repeating.",
+    )
+
+
 class ConsoleRoute(APIRoute):
     """Use as ``APIRouter(route_class=ConsoleRoute)`` for every console router."""
 
@@ -101,6 +127,12 @@ class ConsoleRoute(APIRoute):
                 response = message_page(
                     503, "Storage unavailable", "Redis does not answer right now; nothing was done. Try again soon."
                 )
+            except RequestValidationError as exc:
+                response = message_page(400, "Request not understood", f"{_first_problem(exc)}. Nothing was done.")
+            except InvalidInput as exc:
+                response = message_page(400, "Request not understood", f"{exc}. Nothing was done.")
+            except Exception as exc:  # noqa: BLE001 -- a bug: answered as a page, logged, reported
+                response = _bug_page(request, exc)
             response.headers.update(SECURITY_HEADERS)
             return response
 

@@ -8,26 +8,25 @@ operator's terminal or hide in a log line.
 
 from __future__ import annotations
 
-import math
 import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Response, status
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from config.domain import amount
+from config.domain_fields import DiscordId, ItemId, pydantic_check
 from producers.api.guarded_route import GuardedRoute
 from producers.printable import check_printable
 from producers.state import AppState, app_state
 from producers.submit import submit_grant
 from worker.grant import Grant, GrantItem, NewGrant
 
-#: WetBot's documented amount range.
-MAX_AMOUNT = 1_000_000_000
 #: Items per grant; WetBot documents no maximum, so stay modest.
 MAX_ITEMS = 50
 
-Snowflake = Annotated[str, Field(pattern=r"^[0-9]{17,20}$", description="Discord id, 17-20 digits")]
+Snowflake = Annotated[DiscordId, Field(description="Discord id, 17-20 digits 0-9, not starting with 0")]
 
 
 class ItemIn(BaseModel):
@@ -35,22 +34,8 @@ class ItemIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    item_id: str = Field(min_length=1, max_length=100, pattern=r"^[^\s/?#]+$")
-    amount: float = Field(ge=-MAX_AMOUNT, le=MAX_AMOUNT)
-
-    @field_validator("item_id")
-    @classmethod
-    def _printable_id(cls, value: str) -> str:
-        return check_printable(value)
-
-    @field_validator("amount")
-    @classmethod
-    def _finite_nonzero(cls, value: float) -> float:
-        if not math.isfinite(value):
-            raise ValueError("must be a finite number")
-        if value == 0:
-            raise ValueError("must not be 0")
-        return value
+    item_id: ItemId
+    amount: Annotated[float, AfterValidator(pydantic_check(amount))]
 
 
 class GrantIn(BaseModel):

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
+from config.domain_fields import DiscordId, PlatformUserId
 from producers.api.auth import api_actor
 from producers.api.guarded_route import GuardedRoute
 from producers.link_actions import LinkRefused, link, unlink
@@ -24,8 +25,8 @@ class LinkIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     platform: Platform
-    external_id: str = Field(pattern=r"^[0-9]{1,32}$", description="the platform's numeric user id")
-    discord_user_id: str = Field(pattern=r"^[0-9]{17,20}$", description="Discord id, 17-20 digits")
+    external_id: PlatformUserId = Field(description="the platform's numeric user id, 1-20 digits 0-9")
+    discord_user_id: DiscordId = Field(description="Discord id, 17-20 digits 0-9, not starting with 0")
 
 
 @router.post("/links", status_code=status.HTTP_201_CREATED)
@@ -56,7 +57,7 @@ def list_links(platform: Platform, state: Annotated[AppState, Depends(app_state)
 @router.delete("/links/{platform}/{external_id}", status_code=status.HTTP_204_NO_CONTENT)
 def delete_link(
     platform: Platform,
-    external_id: Annotated[str, Path(pattern=r"^[0-9]{1,32}$")],
+    external_id: Annotated[PlatformUserId, Path()],
     request: Request,
     state: Annotated[AppState, Depends(app_state)],
 ) -> Response:

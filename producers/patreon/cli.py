@@ -17,6 +17,8 @@ import urllib.error
 import urllib.request
 from urllib.parse import urlsplit
 
+from config.domain import command_line, discord_id, platform_user_id, whole_number
+from config.errors import CliError
 from config.settings import Settings
 from producers.answer_output import format_answer
 from producers.patreon.events import MEMBER_TRIGGERS, normalise_date
@@ -31,7 +33,8 @@ TIMEOUT_S = 15.0
 DEFAULT_PORT = "8000"
 #: Charge statuses Patreon documents (docs/patreon.md §4).
 STATUSES = ("Paid", "Pending", "Declined", "Refunded", "Fraud", "Deleted", "Other")
-_DISCORD_ID = re.compile(r"[1-9][0-9]{16,19}")
+#: ``--cents``: 0 or more, digits 0-9 only.
+_cents = command_line(whole_number, field="--cents")
 _MEMBER_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
 
 
@@ -45,7 +48,12 @@ def register(noun: argparse.ArgumentParser) -> None:
     parser.add_argument("--status", choices=STATUSES, default="Paid", help="last_charge_status (default Paid)")
     parser.add_argument("--charge-date", help="last_charge_date, ISO 8601 (default now)")
     parser.add_argument("--tier", default=TIER_ID, help=f"entitled tier id (default {TIER_ID})")
-    parser.add_argument("--cents", type=int, default=500, help="the tier's amount in US cents (default 500)")
+    parser.add_argument(
+        "--cents",
+        type=command_line(whole_number, field="--cents"),
+        default=500,
+        help="the tier's amount in US cents (default 500)",
+    )
     parser.add_argument("--member-id", default=MEMBER_ID, help="Patreon member id (a UUID)")
     parser.add_argument("--user-id", default=USER_ID, help=f"Patreon user id (default {USER_ID})")
     parser.add_argument("--portal-test", action="store_true", help="send the portal's 'Send Test' payload instead")
@@ -56,11 +64,8 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     """Build, sign and post one event; print the service's answer. 0 on a 2xx answer, 1 otherwise."""
     if settings.patreon_webhook_secret is None:
         return _fail("PATREON_WEBHOOK_SECRET is not set; send-test signs with it, as Patreon does")
-    try:
-        endpoint = _endpoint(args.url)
-        document = portal_test() if args.portal_test else _member(args).document()
-    except ValueError as exc:
-        return _fail(str(exc))
+    endpoint = _endpoint(args.url)
+    document = portal_test() if args.portal_test else _member(args).document()
     body = encode(document)
     request = urllib.request.Request(  # noqa: S310 - the scheme is checked in _endpoint
         endpoint,
@@ -87,19 +92,16 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _member(args: argparse.Namespace) -> Member:
-    if args.discord_id is not None and not _DISCORD_ID.fullmatch(args.discord_id):
-        raise ValueError("--discord-id: expected a Discord id of 17-20 digits")
+    if args.discord_id is not None:
+        discord_id(args.discord_id, field="--discord-id")
     if not _MEMBER_ID.fullmatch(args.member_id):
-        raise ValueError("--member-id: expected a UUID")
-    if not args.user_id.isdigit():
-        raise ValueError("--user-id: expected the Patreon user id (digits)")
-    if args.cents < 0:
-        raise ValueError("--cents: must not be negative")
+        raise CliError("--member-id: expected a UUID")
+    platform_user_id(args.user_id, field="--user-id")
     charge_date = args.charge_date or now_iso()
     try:
         normalise_date(charge_date)
     except ValueError:
-        raise ValueError("--charge-date: expected an ISO 8601 date such as 2024-04-08T09:02:11+00:00") from None
+        raise CliError("--charge-date: expected an ISO 8601 date such as 2024-04-08T09:02:11+00:00") from None
     # As Patreon shows them: a failed charge ends the entitlement; a deleted pledge pays nothing next cycle.
     failed = args.status in ("Declined", "Fraud")
     return Member(
@@ -121,7 +123,7 @@ def _endpoint(url: str | None) -> str:
     except ValueError:
         ok = False
     if not ok:
-        raise ValueError("--url: expected an http:// or https:// URL such as http://127.0.0.1:8000")
+        raise CliError("--url: expected an http:// or https:// URL such as http://127.0.0.1:8000")
     return base.rstrip("/") + "/webhooks/patreon"
 
 

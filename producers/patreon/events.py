@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from config.domain import is_discord_id, is_platform_user_id
 from config.errors import WetbotRewardsError
 
 __all__ = [
@@ -46,10 +47,6 @@ MEMBER_TRIGGERS = frozenset(
 
 #: Member ids are UUIDs; accept any id made of these, since they become part of Redis keys.
 _MEMBER_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
-#: Patreon user ids are digits (the same rule ``producers.links`` applies to linked ids).
-_USER_ID = re.compile(r"[0-9]{1,32}")
-#: A Discord snowflake; anything else in ``social_connections.discord.user_id`` counts as "not connected".
-_SNOWFLAKE = re.compile(r"[1-9][0-9]{16,19}")
 #: Tier ids are digits too, but only ever compared, so anything short without separators will do.
 _TIER_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -136,7 +133,7 @@ def parse_event(trigger: str, body: bytes) -> MemberEvent:
     user_id = _related_id(relationships, "user")
     if member_id is None:  # portal test payload: placeholders such as "****" where ids would be
         user_id = None
-    elif user_id is None or not _USER_ID.fullmatch(user_id):
+    elif user_id is None or not is_platform_user_id(user_id):
         raise MalformedEvent("data.relationships.user.data.id: must be the Patreon user id (digits)")
     return MemberEvent(
         trigger=trigger,
@@ -255,7 +252,7 @@ def _discord_id(included: list[dict[str, Any]], user_id: str | None) -> str | No
         connections = attributes.get("social_connections") if isinstance(attributes, dict) else None
         discord = connections.get("discord") if isinstance(connections, dict) else None
         found = discord.get("user_id") if isinstance(discord, dict) else None
-        if isinstance(found, str) and _SNOWFLAKE.fullmatch(found) and int(found) < 2**64:
+        if is_discord_id(found):
             return found
     return None
 

@@ -47,7 +47,6 @@ import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import cast
 
 from redis import Redis, WatchError
 from redis.client import Pipeline
@@ -56,6 +55,7 @@ from producers.patreon.events import MemberEvent
 from producers.patreon.rules import GrantDecision, Hold, MemberMemory, Plan, decide
 from producers.state import AppState
 from producers.submit import link_and_release, planned_for_identity
+from worker import redis_values as values
 from worker.creation import SCRIPT, EventRequest, MissingGrant, Mode, Planned, build_request, parse_reply
 from worker.grant import CreateResult, Grant, GrantItem, GrantState, NewGrant
 from worker.keys import Keys
@@ -110,7 +110,7 @@ class MemberStore:
 
     def load(self, member_id: str, *, via: Redis | Pipeline | None = None) -> MemberMemory:
         """The member's memory; ``via`` a WATCHing pipeline (in immediate mode) to read under its watch."""
-        raw = cast(dict[bytes, bytes], (via or self._redis).hgetall(self.key(member_id)))
+        raw = values.raw_map((via or self._redis).hgetall(self.key(member_id)))
         fields = {name.decode(): value.decode() for name, value in raw.items()}
         holds: dict[str, Hold] = {}
         grants: dict[str, list[str]] = {}
@@ -301,8 +301,7 @@ def _watch_claims(pipe: Pipeline, keys: Keys, entries: Sequence[_Entry]) -> list
     claim_keys = [keys.idempotency(entry.planned.new.idempotency_key) for entry in entries]
     pipe.watch(*claim_keys)  # type: ignore[no-untyped-call]
     found: list[str | None] = []
-    for raw in cast(list[bytes | None], pipe.mget(claim_keys)):
-        grant_id = None if raw is None else raw.decode()
+    for grant_id in values.optional_texts(pipe.mget(claim_keys)):
         if grant_id is not None and not pipe.exists(keys.grant(grant_id)):
             raise MissingGrant(f"an idempotency key names a missing grant {grant_id}")
         found.append(grant_id)

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from dataclasses import dataclass
 
 import requests
 
+from config.domain import PLATFORM_ID_RULE, is_platform_user_id
 from config.errors import CliError
 from config.rewards import ChannelPointsRedemptionRule, TwitchSection, load_rewards
 from config.settings import Settings
@@ -28,7 +28,6 @@ __all__ = ["WantedSubscription", "register", "wanted_subscriptions"]
 
 #: Seconds to wait for the running instance to answer a test event.
 SEND_TIMEOUT_S = 10.0
-_TWITCH_ID = re.compile(r"[0-9]{1,32}")
 MESSAGE_TYPES = ("notification", "webhook_callback_verification", "revocation")
 
 
@@ -62,8 +61,8 @@ def register(parser: argparse.ArgumentParser) -> None:
 def _send_test(settings: Settings, args: argparse.Namespace) -> int:
     if settings.twitch_webhook_secret is None:
         raise CliError("TWITCH_WEBHOOK_SECRET is not set: the test event cannot be signed")
-    if args.user_id is not None and not _TWITCH_ID.fullmatch(args.user_id):
-        raise CliError("--user-id: expected a Twitch user id (digits)")
+    if args.user_id is not None and not is_platform_user_id(args.user_id):
+        raise CliError(f"--user-id: expected a Twitch user id, {PLATFORM_ID_RULE}")
     rewards = load_rewards(settings.rewards_file, missing_ok=True)
     reward_ids = [r.reward_id for r in rewards.twitch.rules if isinstance(r, ChannelPointsRedemptionRule)]
     reward_id = args.reward_id or (reward_ids[0] if reward_ids else SAMPLE_REWARD_ID)
@@ -154,8 +153,8 @@ def _subscribe(settings: Settings, args: argparse.Namespace) -> int:
         }
         missing = ", ".join(name for name, value in named.items() if value is None)
         raise CliError(f"{missing} must be set to create EventSub subscriptions")
-    if not _TWITCH_ID.fullmatch(args.broadcaster_id):
-        raise CliError("--broadcaster-id: expected the channel's Twitch user id (digits)")
+    if not is_platform_user_id(args.broadcaster_id):
+        raise CliError(f"--broadcaster-id: expected the channel's Twitch user id, {PLATFORM_ID_RULE}")
     if not args.callback.startswith("https://"):
         raise CliError("--callback: Twitch only calls https:// URLs (port 443)")
     wanted = wanted_subscriptions(load_rewards(settings.rewards_file).twitch, args.broadcaster_id)

@@ -32,8 +32,9 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from config.domain import MAX_ABS_AMOUNT, is_discord_id, is_platform_user_id
+from config.errors import WetbotRewardsError
 from config.rewards import (
-    MAX_ABS_AMOUNT,
     ChannelPointsRedemptionRule,
     CheerRule,
     FollowRule,
@@ -44,7 +45,6 @@ from config.rewards import (
     SubscriptionMessageRule,
     TwitchSection,
 )
-from producers.links import DISCORD_ID, EXTERNAL_ID
 from worker.grant import GrantItem, NewGrant
 
 __all__ = ["LinkRequest", "MalformedEvent", "Plan", "PlannedGrant", "discord_id_from_input", "plan_notification"]
@@ -57,7 +57,7 @@ MAX_NAME_IN_REASON = 100
 _MENTION = re.compile(r"<@!?([0-9]+)>")
 
 
-class MalformedEvent(ValueError):
+class MalformedEvent(WetbotRewardsError, ValueError):
     """Raised when an event lacks a field a matching rule needs, or has it with the wrong type."""
 
 
@@ -176,7 +176,7 @@ def discord_id_from_input(text: Any) -> str | None:
     text = text.strip()
     mention = _MENTION.fullmatch(text)
     candidate = mention[1] if mention else text
-    if DISCORD_ID.match(candidate) and int(candidate) < 2**64:
+    if is_discord_id(candidate):
         return candidate
     return None
 
@@ -356,7 +356,7 @@ def _user(event: Mapping[str, Any], field: str) -> str | None:
     value = event.get(field)
     if value is None or value == "":
         return None
-    if not isinstance(value, str) or not EXTERNAL_ID.match(value):
+    if not is_platform_user_id(value):
         raise MalformedEvent(f"{field}: must be a Twitch user id (a string of digits)")
     return value
 

@@ -53,8 +53,8 @@ def test_grant_queues_once_per_key(
     [
         (["--item", "gem"], "expected ID=AMOUNT"),
         (["--item", "gem=lots"], "not a number"),
-        (["--item", "gem=0"], "non-zero"),
-        (["--item", "gem=2e9"], "between -1e9 and 1e9"),
+        (["--item", "gem=0"], "must not be 0"),
+        (["--item", "gem=2e9"], "must be between -1000000000 and 1000000000"),
         (["--item", "gem=1", "--item", "gem=2"], "appears twice"),
         (["--item", "gem=1", "--guild", "12"], "--guild: expected a Discord id"),
     ],

@@ -10,31 +10,30 @@ outage is modelled by the recording run being late by more than the lease while 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
+from redis import Redis
 
-from config.settings import Settings
 from simulator.wetbot import WetbotSimulator
 from tests.conftest import GUILD, USER, SettingsFactory
-from worker.delivery import LEASE_MARGIN_S, Deliverer
 from worker.grant import GrantItem, GrantState, NewGrant
 from worker.ledger import Ledger
-
-Deliv = Callable[[Settings], Deliverer]
+from worker.runtime import build_deliverer
+from worker.timings import Timings
 
 
 @pytest.mark.parametrize("policy", ["hold", "verify"])
 def test_an_answer_recorded_after_the_lease_ran_out_still_counts(
     policy: str,
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    redis: Redis,
     ledger: Ledger,
     sim: WetbotSimulator,
 ) -> None:
     settings = make_settings(wetbot_timeout=0.5, ambiguous_policy=policy)
-    zombie, other = make_deliverer(settings), make_deliverer(settings)
+    timings = Timings(lease_margin_s=0.5)  # the outage only has to outlast the lease: seconds, not the 10 s margin
+    zombie, other = (build_deliverer(settings, redis, timings=timings) for _ in range(2))
     grant_id = ledger.create(
         NewGrant(GUILD, USER, (GrantItem("gem", 2),), source="test", idempotency_key="t:x")
     ).grant.id
@@ -42,7 +41,7 @@ def test_an_answer_recorded_after_the_lease_ran_out_still_counts(
 
     def add_then_redis_goes_away(*args: Any, **kwargs: Any) -> Any:
         result = real_add(*args, **kwargs)  # 200 with the profile: applied, answer in hand
-        time.sleep(settings.wetbot_timeout + LEASE_MARGIN_S + 1.5)  # Redis unavailable meanwhile
+        time.sleep(settings.wetbot_timeout + timings.lease_margin_s + 1.5)  # Redis unavailable meanwhile
         # Redis answers again: the other worker's reconciler is first.
         for gid, token in other.schedule.dispatch_due(write_messages=False):
             other.deliver(gid, token)

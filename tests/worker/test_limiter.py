@@ -11,7 +11,8 @@ from redis import Redis
 
 from config.settings import RateLimit
 from worker.keys import Keys
-from worker.limiter import LINE_GRACE_S, SlidingWindowLimiter
+from worker.limiter import SlidingWindowLimiter
+from worker.timings import DEFAULT_TIMINGS
 
 
 def limiter(redis: Redis, keys: Keys, limit: int = 3, window_s: float = 10.0) -> SlidingWindowLimiter:
@@ -114,11 +115,11 @@ def test_a_waiter_that_never_comes_back_loses_its_place_after_the_grace(redis: R
     t0 = 1_000_000.0
     assert lim.try_acquire("k", now_s=t0).granted
     assert abs(lim.try_acquire("k", waiter="gone", now_s=t0).wait_s - window) < 1e-3
-    # Until its turn is LINE_GRACE_S old, a newcomer waits a round behind it ...
+    # Until its turn is line_grace_s old, a newcomer waits a round behind it ...
     assert abs(lim.try_acquire("k", waiter="next", now_s=t0).wait_s - 2 * window) < 1e-3
     assert lim.try_acquire("k", now_s=t0 + window).granted  # someone else took the slot the absent one had
     # ... then the absent waiter is dropped: a newcomer waits behind "next" alone.
-    later = t0 + window + LINE_GRACE_S + 0.1
+    later = t0 + window + DEFAULT_TIMINGS.line_grace_s + 0.1
     assert abs(later + lim.try_acquire("k", waiter="late", now_s=later).wait_s - (t0 + 3 * window)) < 1e-3
     assert redis.zscore(keys.rate_line("k"), "gone") is None
 
@@ -139,7 +140,8 @@ def test_the_line_expires_on_its_own(redis: Redis, keys: Keys) -> None:
     assert lim.try_acquire("k").granted
     wait_s = lim.try_acquire("k", waiter="g").wait_s
     ttl_ms = int(redis.pttl(keys.rate_line("k")))  # type: ignore[arg-type]
-    assert (wait_s + LINE_GRACE_S) * 1000 < ttl_ms <= (wait_s + LINE_GRACE_S) * 1000 + 1100
+    keep_ms = (wait_s + DEFAULT_TIMINGS.line_grace_s) * 1000
+    assert keep_ms < ttl_ms <= keep_ms + 1100
 
 
 class _AfterBlockRead(Redis):

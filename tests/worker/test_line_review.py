@@ -17,13 +17,14 @@ from redis import Redis
 from config.settings import RateLimit
 from simulator.wetbot import WetbotSimulator
 from tests.conftest import GUILD, USER, ScheduleDriver, SettingsFactory
-from worker.delivery import CLAIM_LEASE_S, Deliverer
+from worker.delivery import Deliverer
 from worker.grant import Grant, GrantItem, GrantState, NewGrant
 from worker.keys import Keys
 from worker.ledger import Ledger
-from worker.limiter import LINE_GRACE_S, SlidingWindowLimiter
+from worker.limiter import SlidingWindowLimiter
 from worker.runtime import build_deliverer
 from worker.schedule import Reconciler, Schedule, Wakeup
+from worker.timings import DEFAULT_TIMINGS
 
 
 def grant(ledger: Ledger, name: str, user: str) -> Grant:
@@ -216,7 +217,7 @@ def test_the_line_outlives_its_latest_turn_when_a_waiter_asks_again_for_a_later_
     again = lim.try_acquire("k", waiter="a")
     assert not again.granted and again.wait_s > 1.5
     ttl_s = int(cast(int, redis.pttl(keys.rate_line("k")))) / 1000
-    assert ttl_s >= again.wait_s + LINE_GRACE_S, "the line lives until a's new turn is LINE_GRACE_S old"
+    assert ttl_s >= again.wait_s + DEFAULT_TIMINGS.line_grace_s, "the line lives until a's new turn is line_grace_s old"
 
 
 def test_a_hand_back_announced_while_a_pass_runs_cuts_the_next_sleep_short() -> None:
@@ -239,7 +240,7 @@ def test_a_hand_back_announced_while_a_pass_runs_cuts_the_next_sleep_short() -> 
 @pytest.mark.xfail(
     strict=True,
     reason="the refusal (line) and the hand-back (schedule) are two scripts: a run that stops between them "
-    "leaves its grant due when its claim lease ends (CLAIM_LEASE_S + 1 s), after LINE_GRACE_S has dropped "
+    "leaves its grant due when its claim lease ends (claim_lease_s + 1 s), after line_grace_s has dropped "
     "a turn nearer than that; the grant comes back a newcomer, behind every waiter refused after it",
 )
 def test_a_grant_whose_run_stopped_after_its_refusal_keeps_its_place(redis: Redis, keys: Keys) -> None:
@@ -249,7 +250,7 @@ def test_a_grant_whose_run_stopped_after_its_refusal_keeps_its_place(redis: Redi
     assert not lim.try_acquire("k", waiter="first", now_s=t0).granted  # its worker dies here: no hand-back
     assert not lim.try_acquire("k", waiter="second", now_s=t0 + 1).granted  # refused after it
     # claim.lua put "first" on the schedule for the end of its claim lease: that is when it runs again.
-    back = t0 + CLAIM_LEASE_S + 1
+    back = t0 + DEFAULT_TIMINGS.claim_lease_s + 1
     lim.try_acquire("k", now_s=back)  # the slot "first" waited for: taken by a grant not in line
     again = lim.try_acquire("k", waiter="first", now_s=back)
     assert not again.granted

@@ -18,13 +18,14 @@ from config.settings import Settings
 from devtools.chaos.sentinel import SentinelGroup
 from simulator.wetbot import WetbotSimulator
 from tests.conftest import GUILD, USER, SettingsFactory
-from worker.delivery import UNCONFIRMED_RETRY_S, Deliverer
+from worker.delivery import Deliverer
 from worker.effects import StepEffects
 from worker.grant import GrantItem, GrantState, NewGrant
 from worker.keys import Keys
 from worker.ledger import Ledger
 from worker.replication import NotReplicated, ReplicaAcks, confirm_fence, confirm_read, run_confirmed
 from worker.scripts import load_script
+from worker.timings import DEFAULT_TIMINGS
 
 #: One replica, and a short wait: the shared Redis has none, so this is always refused (quickly).
 ONE_FAST = ReplicaAcks(replicas=1, timeout_ms=50)
@@ -121,7 +122,7 @@ def test_a_worker_does_not_send_what_no_replica_confirmed(
     assert "not sent: 0 of 1 Redis replicas confirmed" in ledger.history(grant.id)[-1].reason
     due = redis.zscore(keys.due(), grant.id)
     seconds, micros = redis.time()  # type: ignore[misc]
-    assert due is not None and 0 < due - (seconds * 1000 + micros // 1000) <= UNCONFIRMED_RETRY_S * 1000
+    assert due is not None and 0 < due - (seconds * 1000 + micros // 1000) <= DEFAULT_TIMINGS.unconfirmed_retry_s * 1000
 
     # Once the replicas confirm (here: none wanted), the same grant is sent, once.
     make_deliverer(make_settings()).deliver(grant.id)

@@ -1,6 +1,6 @@
 """A baseline read that outlives the run's user lease (a starved process, a slow connect
 plus a slow read: the client's timeout applies to each, so a GET may take 2 x WETBOT_TIMEOUT, more than the
-lease's timeout + LEASE_MARGIN_S)."""
+lease's timeout + Timings.lease_margin_s)."""
 
 from __future__ import annotations
 

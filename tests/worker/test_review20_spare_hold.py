@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from redis import Redis
 
-import worker.delivery as delivery
 from simulator.wetbot import WetbotSimulator
 from tests.conftest import GUILD, USER, SettingsFactory
 from worker.grant import GrantItem, NewGrant
 from worker.runtime import build_deliverer
+from worker.timings import Timings
 
 LIMIT, WINDOW_S = 10, 2.0
 
@@ -35,12 +35,11 @@ def test_spare_slot_hold_does_not_cover_a_post_sent_within_its_leases(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Short leases so the test runs in seconds (the same proportions as 10 s margin, 15 s timeout).
-    monkeypatch.setattr(delivery, "LEASE_MARGIN_S", 1.0)
-    monkeypatch.setattr(delivery, "CLAIM_LEASE_S", 0.25)
+    timings = Timings(lease_margin_s=1.0)
     sim.set_limit(LIMIT, WINDOW_S)
     settings = make_settings(wetbot_timeout=0.3, wetbot_rate_limit=f"{LIMIT}/{WINDOW_S:g}s")
-    deliverer = build_deliverer(settings, redis)
-    lease_s = settings.wetbot_timeout + delivery.LEASE_MARGIN_S  # 1.3 s: the GET's lease, then the POST's
+    deliverer = build_deliverer(settings, redis, timings=timings)
+    lease_s = settings.wetbot_timeout + timings.lease_margin_s  # 1.3 s: the GET's lease, then the POST's
     grant_id = deliverer.ledger.create(
         NewGrant(GUILD, USER, (GrantItem("gem", 1),), source="test", idempotency_key="t:x")
     ).grant.id

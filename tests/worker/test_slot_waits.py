@@ -14,7 +14,6 @@ from collections.abc import Callable
 import pytest
 from redis import Redis
 
-import worker.delivery
 from config.keyring import key_fingerprint
 from producers.submit import submit_grant
 from simulator.wetbot import WetbotSimulator
@@ -25,6 +24,7 @@ from worker.keys import Keys
 from worker.ledger import Ledger
 from worker.runtime import build_deliverer
 from worker.schedule import Reconciler
+from worker.timings import Timings
 
 
 class RecordingSleep:
@@ -79,9 +79,9 @@ def test_a_grant_waiting_for_a_slot_goes_back_to_the_schedule_for_its_turn(
 def test_a_wait_within_the_inline_bound_is_slept_in_the_thread(
     make_settings: SettingsFactory, redis: Redis, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(worker.delivery, "MAX_INLINE_WAIT_S", 10.0)  # the same 4 s wait, now within the bound
     sleep = RecordingSleep()
-    deliverer = build_deliverer(make_settings(wetbot_rate_limit="2/4s"), redis, sleep=sleep)
+    timings = Timings(max_inline_wait_s=10.0)  # the same 4 s wait, now within the bound
+    deliverer = build_deliverer(make_settings(wetbot_rate_limit="2/4s"), redis, sleep=sleep, timings=timings)
     fill_window(deliverer, GUILD)
     grant = ledger.create(grant_for(GUILD, 0)).grant
     thread = threading.Thread(target=deliverer.deliver, args=(grant.id,), name="inline", daemon=True)

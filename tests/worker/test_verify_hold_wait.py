@@ -1,6 +1,6 @@
 """While a user's verify hold lasts, the user's other grants wait for the holder's next look (its read-back,
 which may back off for minutes or wait out a 401/403 pause), instead of being dispatched and claimed
-every ``BUSY_RETRY_S``."""
+every ``Timings.busy_retry_s``."""
 
 from __future__ import annotations
 
