@@ -340,6 +340,26 @@ def test_every_product_package_has_an_all_list_and_a_docstring() -> None:
         assert "__all__" in names, f"{name}: no __all__"
 
 
+def bench_listing(root: Path) -> tuple[set[str], set[str]]:
+    """The benchmarks and the shared parts ``bench/__init__.py``'s docstring lists (``- ``name``: ...``)."""
+    docstring = ast.get_docstring(ast.parse((root / "bench" / "__init__.py").read_text(encoding="utf-8"))) or ""
+    runnable, _, shared = docstring.partition("Parts they share:")
+    names = re.compile(r"^- ``(\w+)``:", flags=re.M)
+    return set(names.findall(runnable)), set(names.findall(shared))
+
+
+def test_the_bench_docstring_lists_every_script_once() -> None:
+    """Every bench module is listed, a benchmark runs as ``python -m bench.<name>``, a shared part does not."""
+    runnable, shared = bench_listing(ROOT)
+    files = {path.stem for path in (ROOT / "bench").glob("*.py") if path.name != "__init__.py"}
+    assert runnable & shared == set()
+    assert runnable | shared == files
+    for name in files:
+        source = (ROOT / "bench" / f"{name}.py").read_text(encoding="utf-8")
+        assert ('__name__ == "__main__"' in source) == (name in runnable), name
+        assert "sys.path" not in source, f"bench/{name}.py: imports as bench.{name}, no path hack"
+
+
 #: The packages whose errors hang off ``WetbotRewardsError`` (the simulator models WetBot, not the service).
 ERROR_TREE = ("worker", "producers", "admin", "wetbot_rewards", "config")
 
