@@ -10,15 +10,19 @@ it can fail at import time.
 from __future__ import annotations
 
 import ast
+import importlib
 import io
 import os
 import re
+import sys
 import tokenize
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from config.errors import WetbotRewardsError
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The packages the service is made of (``bench/``, ``devtools/`` and ``tests/`` build on them, never the other way).
@@ -334,3 +338,57 @@ def test_every_product_package_has_an_all_list_and_a_docstring() -> None:
             if isinstance(target, ast.Name)
         }
         assert "__all__" in names, f"{name}: no __all__"
+
+
+def bench_listing(root: Path) -> tuple[set[str], set[str]]:
+    """The benchmarks and the shared parts ``bench/__init__.py``'s docstring lists (``- ``name``: ...``)."""
+    docstring = ast.get_docstring(ast.parse((root / "bench" / "__init__.py").read_text(encoding="utf-8"))) or ""
+    runnable, _, shared = docstring.partition("Parts they share:")
+    names = re.compile(r"^- ``(\w+)``:", flags=re.M)
+    return set(names.findall(runnable)), set(names.findall(shared))
+
+
+def test_the_bench_docstring_lists_every_script_once() -> None:
+    """Every bench module is listed, a benchmark runs as ``python -m bench.<name>``, a shared part does not."""
+    runnable, shared = bench_listing(ROOT)
+    files = {path.stem for path in (ROOT / "bench").glob("*.py") if path.name != "__init__.py"}
+    assert runnable & shared == set()
+    assert runnable | shared == files
+    for name in files:
+        source = (ROOT / "bench" / f"{name}.py").read_text(encoding="utf-8")
+        assert ('__name__ == "__main__"' in source) == (name in runnable), name
+        assert "sys.path" not in source, f"bench/{name}.py: imports as bench.{name}, no path hack"
+
+
+#: The packages whose errors hang off ``WetbotRewardsError`` (the simulator models WetBot, not the service).
+ERROR_TREE = ("worker", "producers", "admin", "wetbot_rewards", "config")
+
+
+def exception_classes(root: Path) -> Iterator[type[BaseException]]:
+    """Every exception class defined in ``ERROR_TREE`` (modules with a class are imported to resolve its bases)."""
+    for name, path in modules(root, ERROR_TREE).items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        names = {node.name for node in ast.walk(tree) if isinstance(node, ast.ClassDef)}
+        if not names or name.endswith("__main__"):
+            continue
+        module = importlib.import_module(name)
+        for value in vars(module).values():
+            if isinstance(value, type) and value.__module__ == name and issubclass(value, BaseException):
+                yield value
+
+
+def test_every_error_of_the_service_derives_from_the_root() -> None:
+    found = list(exception_classes(ROOT))
+    assert len(found) > 15  # the check reads the tree it means to
+    strays = sorted(f"{cls.__module__}.{cls.__qualname__}" for cls in found if not issubclass(cls, WetbotRewardsError))
+    assert strays == [], f"derive these from config.errors.WetbotRewardsError (or a family below it): {strays}"
+
+
+def test_the_error_tree_check_finds_a_stray(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "worker").mkdir()
+    (tmp_path / "worker" / "__init__.py").write_text("")
+    (tmp_path / "worker" / "stray_errors_probe.py").write_text("class Stray(ValueError):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys.modules["worker"], "__path__", [str(tmp_path / "worker"), *sys.modules["worker"].__path__])
+    found = [cls for cls in exception_classes(tmp_path) if not issubclass(cls, WetbotRewardsError)]
+    assert [cls.__qualname__ for cls in found] == ["Stray"]
