@@ -1,6 +1,6 @@
--- Writing a Dramatiq message onto a queue, as Dramatiq's Redis broker does (its dispatch.lua, command
+-- Writing a Dramatiq message onto a queue, as Dramatiq's Redis broker does (its dispatch script, command
 -- "enqueue": the message under its id in the queue's ".msgs" hash, its id at the tail of the queue's list),
--- inside the step of a script of ours; tests/worker/test_enqueue_message.py compares the two. Then one wake
+-- inside the step of a script of ours; tests/worker/test_script_parts.py compares the two. Then one wake
 -- token per message written (worker.pickup), at most wake_max kept.
 
 -- queue: the queue's full name "<namespace>:<queue name>".
