@@ -392,3 +392,31 @@ def test_the_error_tree_check_finds_a_stray(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.setattr(sys.modules["worker"], "__path__", [str(tmp_path / "worker"), *sys.modules["worker"].__path__])
     found = [cls for cls in exception_classes(tmp_path) if not issubclass(cls, WetbotRewardsError)]
     assert [cls.__qualname__ for cls in found] == ["Stray"]
+
+
+def inventory_readers(root: Path) -> list[str]:
+    """Product modules that read a profile's ``inventory`` field themselves (``x["inventory"]``,
+    ``x.get("inventory")``) instead of through ``worker.profile.parse_inventory``."""
+    found = []
+    for name, path in modules(root, ERROR_TREE).items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+            key = None
+            if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
+                key = node.slice.value
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get":
+                key = node.args[0].value if node.args and isinstance(node.args[0], ast.Constant) else None
+            if key == "inventory" and name != "worker.profile":
+                found.append(f"{name}:{getattr(node, 'lineno', 0)}")
+    return found
+
+
+def test_a_profiles_inventory_is_parsed_in_one_place() -> None:
+    assert inventory_readers(ROOT) == []
+
+
+def test_the_inventory_check_finds_a_second_parser(tmp_path: Path) -> None:
+    (tmp_path / "admin").mkdir()
+    (tmp_path / "admin" / "shown.py").write_text(
+        'def amounts(p):\n    return {e["itemID"]: e for e in p.get("inventory")}\n'
+    )
+    assert inventory_readers(tmp_path) == ["admin.shown:2"]

@@ -223,7 +223,7 @@ class Keys:
         return f"{self.prefix}:reported:{digest}"
 
     def key_outcomes(self, key_id: str) -> str:
-        """HASH outcome (``worker.client.Outcome``) -> how many of this key's requests ended so, for ``/metrics``."""
+        """HASH outcome (``worker.client.CallOutcome``) -> how many of this key's requests ended so (``/metrics``)."""
         return f"{self.prefix}:rate:{key_id}:outcomes"
 
     def key_paused(self, scope: str) -> str:

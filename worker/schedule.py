@@ -79,6 +79,7 @@ from redis import Redis, RedisError
 from config.settings import RateLimit
 from worker import redis_values as values
 from worker.broker import DISPATCH_TTL_S, QUEUE_NAME, encoded_message
+from worker.grant import MOVING_STATES
 from worker.keys import WAKE_TOKENS_MAX, Keys, wake_key
 from worker.limiter import effective_window_s
 from worker.scripts import load_script
@@ -93,8 +94,6 @@ MIN_PASS_GAP_S = 0.002
 BATCH = 200
 #: Seconds between checks that every moving grant is on the schedule (``Schedule.adopt_unscheduled``).
 ADOPT_INTERVAL_S = 300.0
-#: States whose grants must be on the schedule.
-MOVING_STATES = ("queued", "retrying", "sending")
 #: Grants a guild may have in flight (dispatched, not settled), per request its key allows in a window or per
 #: worker thread, whichever is more (``Backpressure.cap``): two rounds of either, so neither the key nor the
 #: threads wait for a pass, a queue that holds them is read in milliseconds (far within ``DISPATCH_TTL_S``) and
@@ -303,7 +302,7 @@ class Schedule:
         hand). Returns how many were adopted.
         """
         adopted = 0
-        for state in MOVING_STATES:
+        for state in sorted(MOVING_STATES):
             index = self._keys.state_index(state)
             start = 0
             while start < values.integer(self._redis.zcard(index)):

@@ -13,7 +13,7 @@ from redis import Redis
 from config.keyring import Keyring
 from config.settings import RateLimit
 from worker import redis_values as values
-from worker.client import Outcome
+from worker.client import CallOutcome
 from worker.key_health import read_key_healths
 from worker.keys import Keys
 
@@ -53,7 +53,7 @@ def key_metric_lines(redis: Redis, keys: Keys, keyring: Keyring, rate: RateLimit
         counted = {name.decode(): int(n) for name, n in values.raw_map(next(replies)).items()}
         outcomes.extend(
             f'wetbot_rewards_key_requests_total{{{label},outcome="{outcome.value}"}} {counted.get(outcome.value, 0)}'
-            for outcome in Outcome
+            for outcome in CallOutcome
         )
         for guild in guilds:
             health = healths[(key_id, guild)]

@@ -62,7 +62,15 @@ from worker.keys import Keys
 from worker.replication import ReplicaAcks, confirm_fence
 from worker.scripts import load_script
 
-__all__ = ["MAX_DECIDE_ATTEMPTS", "PLATFORM", "SOURCE", "MemberStore", "Outcome", "handle_event", "revoke_key"]
+__all__ = [
+    "MAX_DECIDE_ATTEMPTS",
+    "PLATFORM",
+    "SOURCE",
+    "MemberStore",
+    "MemberEventResult",
+    "handle_event",
+    "revoke_key",
+]
 
 logger = logging.getLogger("wetbot_rewards.patreon")
 
@@ -159,7 +167,7 @@ class MemberStore:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class MemberEventResult:
     """What handling one event did: new grants, grants that already existed, revocations, holds made and used.
 
     ``revoked`` counts negative grants (for delivered originals), ``cancelled`` originals withdrawn before
@@ -186,7 +194,7 @@ class _Member:
     patreon_user_id: str
 
 
-def handle_event(state: AppState, event: MemberEvent) -> tuple[Plan, Outcome]:
+def handle_event(state: AppState, event: MemberEvent) -> tuple[Plan, MemberEventResult]:
     """Decide on ``event`` against the member's memory and carry the plan out (blocking: run in a threadpool).
 
     One atomic step per attempt (see the module docstring): read memory under WATCH, decide, then write
@@ -320,7 +328,7 @@ def _record_ids(state: AppState, step: _Step, claims: list[str | None], sent: Se
             step.changes.recorded.append((entry.rule_id, grant_id))
 
 
-def _outcome(plan: Plan, step: _Step, results: Sequence[CreateResult]) -> Outcome:
+def _outcome(plan: Plan, step: _Step, results: Sequence[CreateResult]) -> MemberEventResult:
     granted = duplicates = revoked = 0
     for entry, result in zip(step.entries, results, strict=True):
         if entry.is_take_back:
@@ -328,7 +336,7 @@ def _outcome(plan: Plan, step: _Step, results: Sequence[CreateResult]) -> Outcom
         else:
             granted += result.created
             duplicates += not result.created
-    return Outcome(
+    return MemberEventResult(
         granted=granted,
         duplicates=duplicates + plan.already_granted,
         revoked=revoked,

@@ -13,6 +13,7 @@
 --
 -- Returns {"claimed", state}, {"stale"}, {"final", state}, {"missing"} or {"busy", holder}. A claimed or busy
 -- grant stays in its guild's in-flight set (lua/inflight.lua) until it settles; a final one leaves it.
+-- include: moving_states
 -- include: inflight
 local req = cjson.decode(ARGV[1])
 local p, id = req.prefix, req.id
@@ -22,7 +23,7 @@ if not state then
   redis.call('ZREM', KEYS[2], id)
   return {'missing'}
 end
-if not (state == 'queued' or state == 'retrying' or state == 'sending') then
+if not MOVING_STATES[state] then
   redis.call('ZREM', KEYS[2], id)
   inflight_clear(p, KEYS[1], id, g[3])
   return {'final', state}
@@ -40,7 +41,7 @@ local lease = p .. ':lease:' .. g[3] .. ':' .. g[4]
 if hold and hold ~= id then
   -- A hold whose grant no longer moves (deleted by hand, say) must not block the user for ever.
   local holder_state = redis.call('HGET', p .. ':grant:' .. hold, 'state')
-  if not (holder_state == 'queued' or holder_state == 'retrying' or holder_state == 'sending') then
+  if not MOVING_STATES[holder_state] then
     redis.call('DEL', hold_key)
     hold = false
   end

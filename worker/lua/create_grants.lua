@@ -37,6 +37,7 @@
 -- grant is {created=true, id, state, user_id} (the rest is what the caller sent); for a taken key it
 -- is {created=false, id, hash={field=value}}: the grant that took the key (hash empty if it has
 -- since been deleted by hand).
+-- include: enqueue_message
 -- include: grant_index
 -- include: inflight
 
@@ -100,8 +101,7 @@ local function create(g)
     mode = 'schedule'
   end
   if mode == 'enqueue' then
-    redis.call('HSET', req.queue .. '.msgs', g.message_id, g.message)
-    redis.call('RPUSH', req.queue, g.message_id)
+    enqueue_message(req.queue, g.message_id, g.message)
     written = written + 1
     redis.call('HSET', key, 'dispatch', g.token, 'dispatch_msg', g.message_id)
     redis.call('ZADD', p .. ':due', now_ms + req.dispatch_ttl_ms, g.id)
@@ -136,10 +136,5 @@ for _, event in ipairs(req.events) do
     answers[#answers + 1] = {seen = false, grants = out}
   end
 end
-if written > 0 then
-  local tokens = {}
-  for i = 1, math.min(written, req.wake_max) do tokens[i] = '1' end
-  redis.call('LPUSH', req.wake, unpack(tokens))
-  redis.call('LTRIM', req.wake, 0, req.wake_max - 1)
-end
+wake_consumers(req.wake, written, req.wake_max)
 return cjson.encode({events = answers})

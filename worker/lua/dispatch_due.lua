@@ -29,13 +29,14 @@
 -- the guild's overflow frontier, a seat in the key's next window after every grant already seated or in
 -- flight, so the backlog comes due at the key's pace, each grant once. Every other due grant gets a new
 -- dispatch token (a message with an older token is a no-op when it runs). Returns {id, token} pairs.
+-- include: moving_states
+-- include: enqueue_message
 -- include: inflight
 
 local req = cjson.decode(ARGV[1])
 local p = req.prefix
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local moving = {queued = true, retrying = true, sending = true}
 local msgs = req.queue .. '.msgs'
 local out = {}
 local written = 0
@@ -134,8 +135,7 @@ end
 local function dispatch(c, key, s)
   redis.call('HDEL', key, 'seat')
   if req.write == 1 then
-    redis.call('HSET', msgs, c.msg_id, c.body)
-    redis.call('RPUSH', req.queue, c.msg_id)
+    enqueue_message(req.queue, c.msg_id, c.body)
     redis.call('HSET', key, 'dispatch', c.token, 'dispatch_msg', c.msg_id)
     written = written + 1
   else
@@ -152,7 +152,7 @@ for _, c in ipairs(req.candidates) do
   if score and tonumber(score) <= now_ms then
     local key = p .. ':grant:' .. c.id
     local g = redis.call('HMGET', key, 'state', 'guild_id', 'user_id')
-    if not g[1] or not moving[g[1]] then
+    if not g[1] or not MOVING_STATES[g[1]] then
       redis.call('ZREM', KEYS[1], c.id)
       if g[1] then inflight_clear(p, key, c.id, g[2]) end
     else
@@ -190,10 +190,5 @@ for _, c in ipairs(req.candidates) do
     end
   end
 end
-if written > 0 then
-  local tokens = {}
-  for i = 1, math.min(written, req.wake_max) do tokens[i] = '1' end
-  redis.call('LPUSH', req.wake, unpack(tokens))
-  redis.call('LTRIM', req.wake, 0, req.wake_max - 1)
-end
+wake_consumers(req.wake, written, req.wake_max)
 return out

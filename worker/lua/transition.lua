@@ -44,13 +44,13 @@
 --
 -- Returns {code, state} for the first grant (1 = moved from state, 2 = this attempt was already recorded,
 -- 0 = not moved, state = its current state or ""), then the ids of every grant with code 1 or 2.
+-- include: moving_states
 -- include: grant_index
 -- include: inflight
 
 local req = cjson.decode(ARGV[1])
 local p = req.prefix
 local ids = req.ids
-local moving = {queued = true, retrying = true, sending = true}
 
 local function check(key)
   local current = redis.call('HGET', key, 'state')
@@ -160,7 +160,7 @@ for index, id in ipairs(ids) do
     -- The schedule: every grant that should move has an entry; its Dramatiq message is only a hint. After a
     -- step no message is live any more: the reconciler writes one when the grant is due.
     local g = redis.call('HMGET', key, 'guild_id', 'user_id')
-    if moving[to] then
+    if MOVING_STATES[to] then
       -- Still moving: no message is live, but a grant in flight keeps its place (lua/inflight.lua).
       redis.call('HDEL', key, 'dispatch', 'dispatch_msg')
       redis.call('ZADD', inflight_key(p, g[1]), 'XX', now_ms, id)
@@ -175,7 +175,7 @@ for index, id in ipairs(ids) do
     gi_moved(p, id, tostring(g[1]), current, to, req.now)
     -- The user's pending index: the grants a merged request may carry (worker.coalesce).
     local pending = p .. ':pending:' .. tostring(g[1]) .. ':' .. tostring(g[2])
-    if moving[to] then
+    if MOVING_STATES[to] then
       redis.call('ZADD', p .. ':due', now_ms + (req.due_ms or 0), id)
       redis.call('SADD', pending, id)
     else
@@ -253,7 +253,7 @@ end
 local hold = p .. ':hold:' .. tostring(who[1]) .. ':' .. tostring(who[2])
 if req.hold == 'set' then
   redis.call('SET', hold, moved_ids[1])
-elseif req.hold == 'clear' or not moving[to] then
+elseif req.hold == 'clear' or not MOVING_STATES[to] then
   local holder = redis.call('GET', hold)
   for _, id in ipairs(moved_ids) do
     if holder == id then redis.call('DEL', hold) end
