@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from redis import Redis
 
 from config.errors import RewardsFileError
+from config.keyring import parse_api_keys
 from config.rewards import parse_rewards
 from config.settings import Settings
 from tests.conftest import GUILD, TEST_REDIS_URL, TOKEN, USER, SettingsFactory
@@ -234,3 +235,10 @@ def test_the_rewards_file_refuses_them_as_a_guild_id(bad: str) -> None:
 def test_the_rewards_file_refuses_them_as_a_twitch_link(bad: str) -> None:
     with pytest.raises(RewardsFileError, match="must be a Twitch user id"):
         parse_rewards({"guild_id": GUILD, "twitch": {"links": {bad: USER}}}, source="rewards.toml")
+
+
+# --- the environment -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("bad", UNSTRIPPED.values(), ids=UNSTRIPPED.keys())  # entries are stripped
+def test_wetbot_api_keys_refuse_them_as_a_guild_id(bad: str) -> None:
+    with pytest.raises(ValueError, match="guild ids are 17-20 digits 0-9"):
+        parse_api_keys(f"{bad}=some-key")
