@@ -197,19 +197,24 @@ def cli_cases() -> Iterator[object]:
         )
         guild = ["grants", "create", "--user", USER, "--guild", bad, "--item", "gem=1"]
         yield pytest.param(guild, "--guild: expected a Discord id", id=f"guild-{name}")
-        yield pytest.param(["links", "add", "twitch", "42", bad], "discord_user_id: expected a Discord id",
-                           id=f"link-{name}")  # fmt: skip
+        yield pytest.param(
+            ["links", "add", "twitch", "42", bad], "discord_user_id: expected a Discord id", id=f"link-{name}"
+        )
     for name, bad in BAD_NUMBERS.items():
         if name != "plus":  # +5 is an amount
-            yield pytest.param(["grants", "create", "--user", USER, "--item", f"gem={bad}"], "amount is not a number",
-                               id=f"amount-{name}")  # fmt: skip
+            yield pytest.param(
+                ["grants", "create", "--user", USER, "--item", f"gem={bad}"],
+                "amount is not a number",
+                id=f"amount-{name}",
+            )
         yield pytest.param(["grants", "list", "--limit", bad], "--limit: expected a whole number", id=f"limit-{name}")
         yield pytest.param(
             ["grants", "list", "--state", "dead", "--limit", bad], "--limit: expected a whole number", id=f"dead-{name}"
         )
         yield pytest.param(["events", "list", "--limit", bad], "--limit: expected a whole number", id=f"events-{name}")
-        yield pytest.param(["links", "add", "twitch", bad, USER], "external_id: expected a numeric user id",
-                           id=f"external-{name}")  # fmt: skip
+        yield pytest.param(
+            ["links", "add", "twitch", bad, USER], "external_id: expected a numeric user id", id=f"external-{name}"
+        )
 
 
 @pytest.mark.usefixtures("cli_env")
