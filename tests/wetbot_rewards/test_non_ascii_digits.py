@@ -150,6 +150,12 @@ def test_console_queries_refuse_them_with_its_own_400_page(client: TestClient, p
     assert '"detail"' not in answer.text  # the console's page, not the API's JSON body
 
 
+def test_console_grants_list_with_an_unknown_state_is_its_400_page(client: TestClient) -> None:
+    logged_in(client)
+    answer = client.get("/console/grants", params={"state": "\u00b2"})
+    assert answer.status_code == 400 and "state: not a grant state" in answer.text
+
+
 def test_console_audit_paging_with_a_non_ascii_cursor_shows_the_first_page(client: TestClient) -> None:
     logged_in(client)
     answer = client.get("/console/audit", params={"before": "²-0"})
