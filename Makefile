@@ -31,7 +31,7 @@ typecheck: $(STAMP)
 check: lint typecheck test
 
 bench: $(STAMP)  ## rate-limiter benchmark (prints figures; see BENCHMARKS.md)
-	$(PY) bench/limiter.py
+	$(PY) -m bench.limiter
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
+from config.errors import WetbotRewardsError
 from producers.audit import Audit
 from producers.submit import request_group, requeue_grant, requeue_group
 from producers.unconfirmed import ActionUnconfirmed
@@ -83,8 +84,9 @@ class Decision(StrEnum):
     VERIFY = "verify"
 
 
-class ActionRefused(ValueError):
-    """The action did nothing: the grant is not in a state it applies to, or changed since it was looked at."""
+class ActionRefused(WetbotRewardsError):
+    """Raised when the action did nothing: the grant is not in a state it applies to, or changed since it was
+    looked at."""
 
     def __init__(self, message: str, grant: Grant | None = None) -> None:
         super().__init__(message)

@@ -14,13 +14,13 @@ import json
 import math
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import cast
 
 from redis import Redis
 
 from config.keyring import Keyring
 from config.settings import Settings
 from producers.inbox import EventInbox, InboxEvent, Outcome
+from worker import redis_values as values
 from worker.eta import earliest_start, request_start
 from worker.grant import GrantState
 from worker.key_health import KeyHealth, read_key_healths
@@ -118,7 +118,7 @@ class Overview:
 
 
 def _guild_ids(redis: Redis, keys: Keys, keyring: Keyring, rule_guilds: list[str]) -> list[str]:
-    known = {raw.decode() for raw in cast(set[bytes], redis.smembers(keys.guilds()))}
+    known = set(values.texts(redis.smembers(keys.guilds())))
     return sorted(known | set(keyring.guilds()) | set(rule_guilds))
 
 
@@ -139,9 +139,9 @@ def _key_state(
     return KeyState(key_id, status, until, message, len(slots), limit, tuple(slots), ready_at)
 
 
-def _oldest(firsts: list[list[tuple[bytes, float]]]) -> tuple[str, float] | None:
+def _oldest(firsts: list[list[tuple[str, float]]]) -> tuple[str, float] | None:
     """The longest-waiting entry among the first entries of a guild's waiting-state indexes."""
-    entries = [(raw.decode(), score) for first in firsts for raw, score in first]
+    entries = [entry for first in firsts for entry in first]
     return min(entries, key=lambda entry: entry[1], default=None)
 
 
@@ -149,8 +149,7 @@ def overview(
     redis: Redis, keys: Keys, settings: Settings, keyring: Keyring, inbox: EventInbox, rule_guilds: list[str]
 ) -> Overview:
     """Read everything the overview shows (a handful of pipelined round trips)."""
-    seconds, micros = cast(tuple[int, int], redis.time())
-    now = int(seconds) + int(micros) / 1_000_000
+    now = values.redis_time(redis).s
     day_start = math.floor(now / 86400) * 86400.0
     rate = settings.wetbot_rate_limit
     window_s = effective_window_s(rate)
@@ -179,15 +178,15 @@ def overview(
     for guild in guilds:
         counts = {state: int(next(replies)) for state in COUNTED_STATES}
         today = int(next(replies))
-        firsts = [cast(list[tuple[bytes, float]], next(replies)) for _ in range(3)]
+        firsts = [values.scored(next(replies)) for _ in range(3)]
         oldest = _oldest(firsts)
         key_id = key_ids[guild]
         block: bytes | None = None
         slots: list[float] = []
         if key_id is not None:
             block = next(replies)
-            window: list[tuple[bytes, float]] = next(replies)
-            pending: list[tuple[bytes, float]] = next(replies)
+            window = values.scored(next(replies))
+            pending = values.scored(next(replies))
             slots = held_slot_times(window, dict(pending), now_s=now, window_s=window_s)
             waiting_by_key[key_id] = (
                 waiting_by_key.get(key_id, 0) + counts[GrantState.QUEUED] + counts[GrantState.RETRYING]
@@ -203,8 +202,8 @@ def overview(
         )
     traffic: dict[tuple[str, str], int] = {}
     for _ in range(TRAFFIC_HOURS):
-        for name, count in cast(dict[bytes, bytes], next(replies)).items():
-            source, _, outcome = name.decode().partition(":")
+        for name, count in values.text_map(next(replies)).items():
+            source, _, outcome = name.partition(":")
             traffic[(source, outcome)] = traffic.get((source, outcome), 0) + int(count)
     revocations = inbox.recent(outcome=Outcome.REVOCATION, limit=10)
     return Overview(now, day_start, rows, Traffic(TRAFFIC_HOURS, traffic), revocations)

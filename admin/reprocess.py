@@ -21,6 +21,7 @@ outcome, and re-processing the event again then finds its grants.
 
 from __future__ import annotations
 
+from config.errors import WetbotRewardsError
 from producers.inbox import EventOutcome, InboxEvent, Outcome
 from producers.patreon.webhook import handle_delivery
 from producers.settle import record_event
@@ -34,12 +35,12 @@ __all__ = ["REPROCESSABLE", "NothingToReprocess", "ReprocessRefused", "reprocess
 REPROCESSABLE = frozenset({Outcome.UNUSABLE, Outcome.IGNORED})
 
 
-class ReprocessRefused(Exception):
-    """The event cannot be re-processed (an unknown id or source); the message says why."""
+class ReprocessRefused(WetbotRewardsError):
+    """Raised when the event cannot be re-processed (an unknown id or source); the message says why."""
 
 
-class NothingToReprocess(Exception):
-    """The event's outcome leaves nothing to re-process; ``event`` is the entry as it stands."""
+class NothingToReprocess(WetbotRewardsError):
+    """Raised when the event's outcome leaves nothing to re-process; ``event`` is the entry as it stands."""
 
     def __init__(self, event: InboxEvent) -> None:
         super().__init__(f"event {event.id} is {event.outcome.outcome.value}: nothing to re-process")

@@ -1,7 +1,7 @@
 """Backlog benchmark: N grants queued at once for one key, drained by real worker processes at a fast rate.
 
 For each ``--grants`` size (default 20,000 and 100,000), a fresh fleet (``bench/fleet.py``: a strict
-simulator, ``--processes`` x ``--threads`` worker threads running ``bench/counted_actors.py``, which is
+simulator, ``--processes`` x ``--threads`` worker threads running ``bench/backlog_counted_actors.py``, which is
 ``worker.actors`` with its runs counted) serves two guilds with a key each. Guild A's backlog, one grant per
 member (so one request per grant: coalescing cannot shorten it), is written as producers write grants
 (``Ledger.create_many``, ``Mode.ENQUEUE``, ``--batch`` grants per atomic call). Then, for a fixed
@@ -19,7 +19,7 @@ member (so one request per grant: coalescing cannot shorten it), is written as p
   latency is creation to its request's arrival at the simulator.
 
 The backlog need not drain: the window measures the pace. Run from the repository root:
-``.venv/bin/python bench/backlog.py [--grants 20000,100000] [--limit 20 --window 1] [--measure 90]``. Needs Redis
+``.venv/bin/python -m bench.backlog [--grants 20000,100000] [--limit 20 --window 1] [--measure 90]``. Needs Redis
 at 127.0.0.1:6379 (DB 15; ``--redis-url``); keys live under random ``bench<hex>-...`` prefixes, deleted at the
 end. Exit status 1 when a grant was delivered twice or answered 429, 2 on a setup error; figures are printed,
 never asserted.
@@ -33,20 +33,15 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import IO, Any, cast
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # ``bench`` is not an installed package
-
-from bench.fleet import Fleet, FleetConfig, backlog, probe_grant  # noqa: E402
-from bench.rig import DEFAULT_REDIS_URL, RUNS_KEY, delete_prefixes, key_base, log_path, machine, percentile  # noqa: E402
-from simulator.wetbot import RequestRecord  # noqa: E402
-from worker.broker import QUEUE_NAME  # noqa: E402
-from worker.creation import Mode, Planned  # noqa: E402
-from worker.grant import GrantState, NewGrant  # noqa: E402
-from worker.keys import Keys  # noqa: E402
+from bench.fleet import Fleet, FleetConfig, backlog, probe_grant
+from bench.rig import DEFAULT_REDIS_URL, RUNS_KEY, delete_prefixes, key_base, log_path, machine, percentile
+from simulator.wetbot import RequestRecord
+from worker.broker import QUEUE_NAME
+from worker.creation import Mode, Planned
+from worker.grant import GrantState, NewGrant
+from worker.keys import Keys
 
 #: Target: delivered per second in the window against the key's rate.
 RATE_TARGET = 0.90
@@ -166,7 +161,7 @@ def run_backlog(
 ) -> BacklogResult:
     result = BacklogResult(grants, config)
     arrivals = Arrivals()
-    with Fleet(config, 2, prefix, log, module="bench.counted_actors", on_request=arrivals) as fleet:
+    with Fleet(config, 2, prefix, log, module="bench.backlog_counted_actors", on_request=arrivals) as fleet:
         runs_key = f"{prefix}:{RUNS_KEY}"
         a_grants = backlog(fleet.guilds[:1], grants, 1, tag=f"{prefix}-a")
         result.memory_before = used_memory(fleet.redis)
@@ -239,7 +234,7 @@ def print_results(results: Sequence[BacklogResult]) -> None:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="bench/backlog.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.backlog", description=__doc__.split("\n\n")[0])
     parser.add_argument("--grants", default="20000,100000", help="backlog sizes, comma-separated")
     parser.add_argument("--limit", type=int, default=20, help="requests per window per key (default 20)")
     parser.add_argument("--window", type=float, default=1.0, help="window in seconds (default 1)")

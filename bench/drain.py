@@ -11,13 +11,13 @@ Three scenarios, each against fresh simulators with the same limit and (scaled) 
     The same backlog per key (one grant per user, ``--scale-seconds`` of ideal drain) for K = ``--scale-keys``
     keys at each of ``--scale-windows``: requests/s against K x one key's, and CPU per request.
 ``isolation``
-    ``bench/isolation.py``: guild B's pickup latency while guild A drains a backlog, against an idle system.
+    ``bench/drain_isolation.py``: guild B's pickup latency while guild A drains a backlog, against an idle system.
 
 The ideal drain accounts for our limiter's safety margin: R requests of a key at L per W start over
 floor((R-1)/L) windows of W + 50 ms + 0.5 % of W (``SAFETY_MARGIN_S``, ``SAFETY_MARGIN_FRACTION`` in
 ``worker/limiter.py``); the margin-free floor((R-1)/L) x W is printed too.
 
-Run from the repository root: ``.venv/bin/python bench/drain.py [--only coalescing,scaling,isolation]``. Needs
+Run from the repository root: ``.venv/bin/python -m bench.drain [--only coalescing,scaling,isolation]``. Needs
 Redis at 127.0.0.1:6379 (DB 15; ``--redis-url``); keys live under random ``bench<hex>-...`` prefixes, deleted at
 the end. Exit status 1 when a grant was lost or doubled, 2 on a setup error; figures are printed, never asserted.
 """
@@ -30,16 +30,11 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import IO
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # ``bench`` is not an installed package
-
-from bench.fleet import Fleet, FleetConfig, backlog  # noqa: E402
-from bench.isolation import IsolationConfig, IsolationResult, print_isolation, run_isolation  # noqa: E402
-from bench.rig import DEFAULT_REDIS_URL, CpuMeter, delete_prefixes, key_base, log_path, machine  # noqa: E402
+from bench.drain_isolation import IsolationConfig, IsolationResult, print_isolation, run_isolation
+from bench.fleet import Fleet, FleetConfig, backlog
+from bench.rig import DEFAULT_REDIS_URL, CpuMeter, delete_prefixes, key_base, log_path, machine
 
 SCENARIOS = ("coalescing", "scaling", "isolation")
 #: Target: a drain within this fraction of the ideal time.
@@ -204,7 +199,7 @@ def print_scaling(results: Sequence[DrainResult]) -> None:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="bench/drain.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.drain", description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default=",".join(SCENARIOS), help=f"comma-separated subset of {SCENARIOS}")
     parser.add_argument("--limit", type=int, default=10, help="requests per window per key (default 10)")
     parser.add_argument("--window", type=float, default=2.0, help="window in seconds (default 2, scaled from 60)")

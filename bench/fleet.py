@@ -1,5 +1,5 @@
 """K guilds with a key each, one strict simulator serving them all, and real worker processes: what
-``bench/drain.py`` and its isolation scenario (``bench/isolation.py``) drain backlogs through.
+``bench/drain.py`` and its isolation scenario (``bench/drain_isolation.py``) drain backlogs through.
 
 A :class:`Fleet` boots its ``dramatiq worker.actors`` processes **before** any grant exists and waits until
 each has polled the queue (its Dramatiq heartbeat is in Redis); the caller then writes its whole backlog in
@@ -139,7 +139,7 @@ class Fleet:
     on_request: Callable[[RequestRecord], None] | None = None
     #: more settings for the workers (e.g. ``AMBIGUOUS_POLICY``).
     extra_env: Mapping[str, str] = field(default_factory=dict)
-    #: the module the ``dramatiq`` workers run (``bench/counted_actors.py`` also counts the actor's runs)
+    #: the module the ``dramatiq`` workers run (``bench/backlog_counted_actors.py`` also counts the actor's runs)
     module: str = "worker.actors"
     guilds: list[str] = field(init=False)
     api_keys: dict[str, str] = field(init=False)

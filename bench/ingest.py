@@ -23,7 +23,7 @@ Targets (exit status 1 when missed): app throughput >= 50 % of bare throughput; 
 200/s; every app request answered 200 and exactly one grant per request in the ledger. Exit status 2 on a
 setup error.
 
-Run from the repository root: ``.venv/bin/python bench/ingest.py [--duration 8 --concurrency 8 ...]``.
+Run from the repository root: ``.venv/bin/python -m bench.ingest [--duration 8 --concurrency 8 ...]``.
 Needs Redis at 127.0.0.1:6379 (DB 15; ``--redis-url``); every key lives under a random ``bench<hex>-ingest``
 prefix that is deleted at the end (SCAN + DEL, never a flush).
 """
@@ -43,12 +43,8 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from redis import Redis
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from bench.http_load import OK_STATUS, Endpoint, RunResult, closed_loop, paced  # noqa: E402
-from bench.rig import (  # noqa: E402
+from bench.ingest_clients import OK_STATUS, Endpoint, RunResult, closed_loop, paced
+from bench.rig import (
     DEFAULT_REDIS_URL,
     GUILD,
     CpuMeter,
@@ -61,8 +57,8 @@ from bench.rig import (  # noqa: E402
     service_env,
     uvicorn_server,
 )
-from producers.twitch.samples import sample_event, sample_payload, signed_request  # noqa: E402
-from worker.keys import Keys  # noqa: E402
+from producers.twitch.samples import sample_event, sample_payload, signed_request
+from worker.keys import Keys
 
 SECRET = secrets.token_hex(16)  # fresh per run: no credential is written down
 #: Viewers in the load, each statically linked to a Discord user (so grants are queued, not parked).

@@ -6,7 +6,7 @@ Two runs, each against a fresh simulator with the same limit and (scaled) window
     The service as deployed: grants created by the real producer path (``producers.submit.submit_grant``),
     drained by ``--processes`` separate ``dramatiq worker.actors`` processes sharing the Redis limiter.
 ``stock``
-    The usual stock-Dramatiq pattern (``bench/stock_actor.py``): ``WindowRateLimiter`` + ``Retries``,
+    The usual stock-Dramatiq pattern (``bench/limiter_stock_actor.py``): ``WindowRateLimiter`` + ``Retries``,
     with ``raise_for_status()`` turning a 429 into a retry too. Same processes, threads and backlog,
     capped at ``--timeout`` seconds after its first request.
 
@@ -16,7 +16,7 @@ that closed interval), the drain-time ratio ideal / actual with ideal = (ceil(M 
 accepted requests in any W, and the retries spent. Exit status 1 when ours misses a target
 (utilisation >= 98 %, no 429, every grant delivered, at most N accepted in any W); 2 on a setup error.
 
-Run from the repository root: ``make bench`` or ``.venv/bin/python bench/limiter.py [--limit N --window W ...]``.
+Run from the repository root: ``make bench`` or ``.venv/bin/python -m bench.limiter [--limit N --window W ...]``.
 Needs Redis at 127.0.0.1:6379 (DB 15; override with ``--redis-url``); every key lives under a random
 ``bench<hex>-...`` prefix that is deleted at the end.
 """
@@ -28,19 +28,22 @@ import math
 import secrets
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import IO
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # ``bench`` is not an installed package
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+from redis import Redis
 
-import dramatiq  # noqa: E402
-from dramatiq.brokers.redis import RedisBroker  # noqa: E402
-from redis import Redis  # noqa: E402
-
-from bench.limiter_run import Config, DrainRun, RunResult, print_report  # noqa: E402
-from bench.rig import (  # noqa: E402
+from bench.limiter_one_run import Config, DrainRun, RunResult, print_report
+from bench.limiter_stock_actor import (
+    BENCH_ITEM,
+    COUNTERS,
+    STOCK_ACTOR,
+    STOCK_QUEUE,
+    broker_namespace,
+    counter_key,
+)
+from bench.rig import (
     DEFAULT_REDIS_URL,
     GUILD,
     clean_env,
@@ -50,21 +53,13 @@ from bench.rig import (  # noqa: E402
     log_path,
     service_env,
 )
-from bench.stock_actor import (  # noqa: E402
-    BENCH_ITEM,
-    COUNTERS,
-    STOCK_ACTOR,
-    STOCK_QUEUE,
-    broker_namespace,
-    counter_key,
-)
-from config.settings import RateLimit, load_settings  # noqa: E402
-from producers.submit import submit_grant  # noqa: E402
-from worker.broker import QUEUE_NAME  # noqa: E402
-from worker.connections import connect_redis  # noqa: E402
-from worker.grant import GrantItem, GrantState, NewGrant  # noqa: E402
-from worker.keys import Keys  # noqa: E402
-from worker.ledger import Ledger  # noqa: E402
+from config.settings import RateLimit, load_settings
+from producers.submit import submit_grant
+from worker.broker import QUEUE_NAME
+from worker.connections import connect_redis
+from worker.grant import GrantItem, GrantState, NewGrant
+from worker.keys import Keys
+from worker.ledger import Ledger
 
 API_KEY = secrets.token_hex(16)  # fresh per run: no credential is written down
 #: Utilisation our worker must reach.
@@ -129,7 +124,7 @@ def run_ours(config: Config, prefix: str, log: IO[bytes]) -> RunResult:
 
 
 def run_stock(config: Config, prefix: str, log: IO[bytes]) -> RunResult:
-    """The same backlog through ``bench/stock_actor.py`` (WindowRateLimiter + Retries), time-capped."""
+    """The same backlog through ``bench/limiter_stock_actor.py`` (WindowRateLimiter + Retries), time-capped."""
     redis = Redis.from_url(config.redis_url)
     broker = RedisBroker(url=config.redis_url, namespace=broker_namespace(prefix))  # type: ignore[no-untyped-call]
     try:
@@ -159,7 +154,7 @@ def run_stock(config: Config, prefix: str, log: IO[bytes]) -> RunResult:
             def delivered() -> int:
                 return len({(change.guild_id, change.user_id) for change in run.sim.applied()})
 
-            run.drain("bench.stock_actor", STOCK_QUEUE, env, log, lambda: delivered() >= config.grants)
+            run.drain("bench.limiter_stock_actor", STOCK_QUEUE, env, log, lambda: delivered() >= config.grants)
             counters = {
                 name: int(redis.get(counter_key(prefix, name)) or 0)  # type: ignore[arg-type]
                 for name in COUNTERS
@@ -202,7 +197,7 @@ def failures_of(config: Config, ours: RunResult) -> list[str]:
 
 
 def parse_args(argv: Sequence[str] | None) -> Config:
-    parser = argparse.ArgumentParser(prog="bench/limiter.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.limiter", description=__doc__.split("\n\n")[0])
     parser.add_argument("--limit", type=int, default=10, help="requests per window (default 10)")
     parser.add_argument("--window", type=float, default=2.0, help="window in seconds (default 2, scaled from 60)")
     parser.add_argument("--grants", type=int, default=60, help="backlog size (default 60)")

@@ -2,7 +2,7 @@
 
 ``uvicorn wetbot_rewards.app:app`` and ``dramatiq worker.actors --processes 1 --threads T --queues grants`` run
 against the WetBot simulator at WetBot's real limit (10 per 60 s), on a private redis-server
-(``bench/redis_load.py``; ``--redis-url`` for another). ``--grants`` grants go in through ``POST /grants``
+(``bench/private_redis.py``; ``--redis-url`` for another). ``--grants`` grants go in through ``POST /grants``
 from ``--clients`` keep-alive connections, so the web process has served them all; then everything runs for
 ``--hold`` seconds with the backlog queued. The worker claims each message it fetches (2 x threads at a
 time) and hands a grant that waits for a rate slot back to the ledger's schedule, so the grants stay
@@ -12,7 +12,7 @@ its worker process) is sampled every 0.5 s, with the queue's length; the report 
 largest sample and the kernel's peak (``VmHWM``), in MiB. Exit status 1 when a target is missed, 2 on a
 setup error.
 
-Run from the repository root: ``.venv/bin/python bench/memory.py [--grants 10000 --hold 30]`` (about a minute).
+Run from the repository root: ``.venv/bin/python -m bench.memory [--grants 10000 --hold 30]`` (about a minute).
 """
 
 from __future__ import annotations
@@ -31,14 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # ``bench`` is not an installed package
+from redis import Redis
 
-from redis import Redis  # noqa: E402
-
-from bench.redis_load import private_redis  # noqa: E402
-from bench.rig import (  # noqa: E402
+from bench.private_redis import private_redis
+from bench.rig import (
     GUILD,
     delete_prefixes,
     dramatiq_workers,
@@ -51,8 +47,8 @@ from bench.rig import (  # noqa: E402
     uvicorn_server,
     wetbot_simulator,
 )
-from worker.broker import QUEUE_NAME  # noqa: E402
-from worker.keys import Keys  # noqa: E402
+from worker.broker import QUEUE_NAME
+from worker.keys import Keys
 
 API_KEY = secrets.token_hex(16)  # fresh per run: no credential is written down
 GRANTS_TOKEN = secrets.token_hex(16)
@@ -236,7 +232,9 @@ def run(args: argparse.Namespace, redis_url: str, prefix: str, log_file: Path) -
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bench/memory.py", description=__doc__.split("\n\n")[0] if __doc__ else "")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.memory", description=__doc__.split("\n\n")[0] if __doc__ else ""
+    )
     parser.add_argument("--grants", type=int, default=10_000, help="grants queued (default 10000)")
     parser.add_argument("--clients", type=int, default=4, help="client connections posting them (4)")
     parser.add_argument("--hold", type=float, default=30.0, help="seconds with the backlog queued (30)")

@@ -17,7 +17,7 @@ Two phases, in Redis DB 15 under a random ``bench<hex>-retention`` prefix that i
     ``worker.retention.GrantTrimmer.trim`` (no pause between batches), the wall time, and the time of each
     script call (one batch of ``--batch`` grants).
 
-Run from the repository root: ``.venv/bin/python bench/retention.py [--sample 300 --grants 20000]``.
+Run from the repository root: ``.venv/bin/python -m bench.retention [--sample 300 --grants 20000]``.
 Exit status 1 when the trim leaves an old grant or removes a young one; 2 on a setup error.
 """
 
@@ -30,26 +30,21 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, cast
 
 import dramatiq
 from redis import Redis
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # run as a script from the repository root
-
-from bench.rig import DEFAULT_REDIS_URL, GUILD, delete_prefixes, key_base, wetbot_simulator  # noqa: E402
-from config.settings import load_settings  # noqa: E402
-from producers.submit import submit_grant  # noqa: E402
-from worker.broker import build_broker, declare_deliver  # noqa: E402
-from worker.connections import connect_redis  # noqa: E402
-from worker.grant import GrantItem, GrantState, NewGrant  # noqa: E402
-from worker.keys import Keys  # noqa: E402
-from worker.ledger import Ledger  # noqa: E402
-from worker.retention import SECONDS_PER_DAY, GrantTrimmer, TrimReport  # noqa: E402
-from worker.runtime import add_worker_middleware, build_deliverer  # noqa: E402
+from bench.rig import DEFAULT_REDIS_URL, GUILD, delete_prefixes, key_base, wetbot_simulator
+from config.settings import load_settings
+from producers.submit import submit_grant
+from worker.broker import build_broker, declare_deliver
+from worker.connections import connect_redis
+from worker.grant import GrantItem, GrantState, NewGrant
+from worker.keys import Keys
+from worker.ledger import Ledger
+from worker.retention import SECONDS_PER_DAY, GrantTrimmer, TrimReport
+from worker.runtime import add_worker_middleware, build_deliverer
 
 API_KEY = secrets.token_hex(16)  # fresh per run: no credential is written down
 RETENTION_DAYS = 90

@@ -12,9 +12,8 @@
 - **Figures**: CPU seconds of processes (or process groups) and of Redis (:class:`CpuMeter`), the machine
   line, percentiles and the ``n/a``-aware formatting of the report tables.
 
-Imported as ``bench.rig``: ``bench`` is not an installed package, so each script first puts the
-repository root on ``sys.path``; the processes started here run from that root, so they import
-``bench`` the same way.
+Every benchmark runs from the repository root as ``python -m bench.<name>``, so ``bench`` imports
+without being installed; the processes started here run from that root too (``dramatiq bench.<module>``).
 """
 
 from __future__ import annotations
@@ -46,7 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/15"
 #: The guild every benchmark grants in.
 GUILD = "111111111111111111"
-#: Counter of ``deliver`` runs under a run's key prefix (``bench/counted_actors.py`` adds to it).
+#: Counter of ``deliver`` runs under a run's key prefix (``bench/backlog_counted_actors.py`` adds to it).
 RUNS_KEY = "bench:runs"
 #: Seconds a started process gets to become ready (answer, or send its first request).
 BOOT_TIMEOUT_S = 30.0

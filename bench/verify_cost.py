@@ -14,7 +14,7 @@ each drained by real worker processes against a strict simulator, under ``AMBIGU
     requests that carried a baseline (the maybe-applied outcomes a read-back can judge) and each grant's
     time from creation to its POST.
 
-Run from the repository root: ``.venv/bin/python bench/verify_cost.py``. Needs Redis at 127.0.0.1:6379
+Run from the repository root: ``.venv/bin/python -m bench.verify_cost``. Needs Redis at 127.0.0.1:6379
 (DB 15); keys live under random ``bench<hex>-...`` prefixes, deleted at the end. Figures are printed,
 never asserted.
 """
@@ -27,15 +27,10 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # ``bench`` is not an installed package
-
-from bench.fleet import Fleet, FleetConfig, backlog  # noqa: E402
-from bench.rig import DEFAULT_REDIS_URL, delete_prefixes, key_base, log_path, machine  # noqa: E402
-from worker.grant import GrantState  # noqa: E402
+from bench.fleet import Fleet, FleetConfig, backlog
+from bench.rig import DEFAULT_REDIS_URL, delete_prefixes, key_base, log_path, machine
+from worker.grant import GrantState
 
 
 @dataclass(frozen=True)

@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 
 from pydantic import SecretStr
 
+from config.domain import is_discord_id
 from config.errors import ConfigError
 
 __all__ = ["Keyring", "RuleGuild", "check_rule_guilds", "key_fingerprint", "parse_api_keys"]
 
-_GUILD_ID = re.compile(r"[0-9]{17,20}")
 _HAS_SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f\x7f]")
-API_KEYS_FORMAT = "expected <guild id>=<key>,<guild id>=<key> (guild ids are 17-20 digits)"
+API_KEYS_FORMAT = "expected <guild id>=<key>,<guild id>=<key> (guild ids are 17-20 digits 0-9, not starting with 0)"
 
 
 def key_fingerprint(api_key: str) -> str:
@@ -48,7 +48,7 @@ def parse_api_keys(text: str) -> dict[str, SecretStr]:
         guild, sep, key = entry.partition("=")
         guild = guild.strip()
         key = key.strip()
-        if not sep or not _GUILD_ID.fullmatch(guild):
+        if not sep or not is_discord_id(guild):
             raise ValueError(f"entry {position}: {API_KEYS_FORMAT}")
         if not key or _HAS_SPACE_OR_CONTROL.search(key):
             raise ValueError(f"entry {position} (guild {guild}): the key must be set, without spaces")

@@ -16,6 +16,7 @@ from typing import Protocol, cast
 from redis import Redis
 
 from config.domain import InvalidInput, is_ascii_digits
+from worker import redis_values as values
 from worker.keys import Keys
 
 __all__ = ["MAX_ENTRIES", "Audit", "AuditEntry", "AuditLog"]
@@ -69,7 +70,7 @@ class AuditLog:
             "detail": detail[:MAX_FIELD_CHARS],
         }
         entry_id = self._redis.xadd(self._keys.audit(), fields, maxlen=MAX_ENTRIES, approximate=True)  # type: ignore[arg-type]
-        return _text(cast(bytes | str, entry_id))
+        return values.text(entry_id)
 
     def recent(self, limit: int = 50, before: str | None = None) -> list[AuditEntry]:
         """Up to ``limit`` entries, newest first, older than the entry id ``before`` when given (paging).
@@ -90,7 +91,7 @@ def _entry(raw_id: bytes, fields: dict[bytes, bytes]) -> AuditEntry:
     def text(name: str) -> str:
         return fields.get(name.encode(), b"").decode("utf-8", "replace")
 
-    ident = _text(raw_id)
+    ident = values.text(raw_id)
     at_ms = text("at_ms")
     return AuditEntry(
         id=ident,
@@ -106,7 +107,3 @@ def _entry(raw_id: bytes, fields: dict[bytes, bytes]) -> AuditEntry:
 def _is_stream_id(text: str) -> bool:
     ms, dash, seq = text.partition("-")
     return is_ascii_digits(ms) and len(ms) <= 20 and (not dash or (is_ascii_digits(seq) and len(seq) <= 20))
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -9,6 +9,7 @@ from typing import cast
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
+from worker import redis_values as values
 from worker.keys import Keys
 
 #: Counter names become Prometheus label values; keep them plain.
@@ -27,7 +28,7 @@ async def count_event_async(redis: AsyncRedis, keys: Keys, name: str, amount: in
 
 def read_counters(redis: Redis, keys: Keys) -> dict[str, int]:
     """Every counter and its value."""
-    raw = cast(dict[bytes, bytes], redis.hgetall(keys.counters()))
+    raw = values.raw_map(redis.hgetall(keys.counters()))
     return {name.decode(): int(value) for name, value in sorted(raw.items())}
 
 

@@ -24,6 +24,7 @@ from redis import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
+from config.domain import InvalidInput
 from producers.unconfirmed import ActionUnconfirmed
 
 __all__ = ["error_response", "install_error_handlers"]
@@ -39,6 +40,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(ActionUnconfirmed, _unconfirmed)
+    app.add_exception_handler(InvalidInput, _invalid_input)
     app.add_exception_handler(RedisError, _storage_unavailable)
     app.add_exception_handler(dramatiq.errors.BrokerError, _storage_unavailable)
     app.add_exception_handler(ClientDisconnect, _client_gone)
@@ -94,6 +96,13 @@ async def _client_gone(request: Request, exc: Exception) -> Response:
 async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
     """A bug: the same shape, no internals (the exception still reaches the logs and Sentry)."""
     return error_response(500, "internal error; nothing is known to be queued, retry later with the same key")
+
+
+async def _invalid_input(request: Request, exc: Exception) -> JSONResponse:
+    """A value that breaks its rule (``config.domain``), found past FastAPI's own validation: 422 naming the field."""
+    assert isinstance(exc, InvalidInput)
+    loc = [exc.field] if exc.field else []
+    return error_response(422, str(exc), [{"loc": loc, "msg": exc.problem, "type": "value_error"}])
 
 
 async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:

@@ -27,12 +27,13 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, cast
+from typing import Any
 
 from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 
 from producers.group_commit import GroupCommit
+from worker import redis_values as values
 from worker.grant import Grant, GrantState
 from worker.keys import Keys
 from worker.scripts import script_source
@@ -220,15 +221,15 @@ class EventInbox:
         args: list[str | bytes | int] = [self._keys.prefix, _ms(None)]
         for entry in entries:
             args.extend(entry)
-        reply = cast(list[Any], await self._record(args=args))
+        reply = values.items(await self._record(args=args))
         return [
-            Recorded(_text(entry[0]), Outcome(_text(reply[2 * i])), bool(reply[2 * i + 1]))
+            Recorded(values.text(entry[0]), Outcome(values.text(reply[2 * i])), bool(reply[2 * i + 1]))
             for i, entry in enumerate(entries)
         ]
 
     def get(self, ident: str) -> InboxEvent | None:
         """The entry, or None."""
-        raw = cast(dict[bytes, bytes], self._redis.hgetall(self._keys.event(ident)))
+        raw = values.raw_map(self._redis.hgetall(self._keys.event(ident)))
         return _event(raw) if raw else None
 
     def exists(self, ident: str) -> bool:
@@ -250,14 +251,14 @@ class EventInbox:
         offset = 0
         page = max(limit, 50)
         while len(found) < limit:
-            ids = cast(list[bytes], self._redis.zrevrangebyscore(index, top, "-inf", start=offset, num=page))
+            ids = values.texts(self._redis.zrevrangebyscore(index, top, "-inf", start=offset, num=page))
             if not ids:
                 break
             offset += len(ids)
             with self._redis.pipeline(transaction=False) as pipe:
                 for raw_id in ids:
-                    pipe.hgetall(self._keys.event(raw_id.decode()))
-                rows = cast(list[dict[bytes, bytes]], pipe.execute())
+                    pipe.hgetall(self._keys.event(raw_id))
+                rows = values.raw_maps(pipe.execute())
             for raw in rows:
                 if raw and (source is None or raw.get(b"source") == source.encode()):
                     found.append(_event(raw))
@@ -265,7 +266,7 @@ class EventInbox:
 
     def count(self, outcome: Outcome | None = None) -> int:
         index = self._keys.events() if outcome is None else self._keys.events_by_outcome(outcome.value)
-        return int(cast(int, self._redis.zcard(index)))
+        return values.integer(self._redis.zcard(index))
 
 
 def _event(raw: dict[bytes, bytes]) -> InboxEvent:
@@ -293,7 +294,3 @@ def _event(raw: dict[bytes, bytes]) -> InboxEvent:
 
 def _ms(now: float | None) -> int:
     return int((time.time() if now is None else now) * 1000)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

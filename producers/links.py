@@ -20,12 +20,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import cast
 
 from redis import Redis
 
 from config.domain import InvalidInput, discord_id, platform_user_id
 from config.rewards import RewardsConfig
+from worker import redis_values as values
 from worker.keys import Keys
 from worker.replication import NO_ACKS, ReplicaAcks, run_confirmed
 from worker.scripts import load_script
@@ -100,7 +100,7 @@ class LinkStore:
 
     def resolve(self, platform: str, external_id: str) -> str | None:
         """The Discord user linked to ``external_id`` on ``platform``, if any."""
-        found = cast(bytes | None, self._redis.hget(self._keys.links(platform), external_id))
+        found = values.optional_raw(self._redis.hget(self._keys.links(platform), external_id))
         if found is not None:
             return found.decode()
         return self._static.get(platform, {}).get(external_id)
@@ -142,10 +142,7 @@ class LinkStore:
         ``runtime`` is an operator's link, ``self`` one a viewer made by redemption.
         """
         out = {ext: (discord, "static") for ext, discord in self._static.get(platform, {}).items()}
-        runtime = [
-            (ext.decode(), discord.decode())
-            for ext, discord in cast(dict[bytes, bytes], self._redis.hgetall(self._keys.links(platform))).items()
-        ]
+        runtime = list(values.text_map(self._redis.hgetall(self._keys.links(platform))).items())
         pipe = self._redis.pipeline(transaction=False)
         for ext, discord in runtime:
             pipe.sismember(self._keys.self_links(platform, discord), ext)

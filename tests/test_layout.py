@@ -10,15 +10,19 @@ it can fail at import time.
 from __future__ import annotations
 
 import ast
+import importlib
 import io
 import os
 import re
+import sys
 import tokenize
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from config.errors import WetbotRewardsError
 
 ROOT = Path(__file__).resolve().parents[1]
 #: The packages the service is made of (``bench/``, ``devtools/`` and ``tests/`` build on them, never the other way).
@@ -334,3 +338,111 @@ def test_every_product_package_has_an_all_list_and_a_docstring() -> None:
             if isinstance(target, ast.Name)
         }
         assert "__all__" in names, f"{name}: no __all__"
+
+
+def bench_listing(root: Path) -> tuple[set[str], set[str]]:
+    """The benchmarks and the shared parts ``bench/__init__.py``'s docstring lists (``- ``name``: ...``)."""
+    docstring = ast.get_docstring(ast.parse((root / "bench" / "__init__.py").read_text(encoding="utf-8"))) or ""
+    runnable, _, shared = docstring.partition("Parts they share:")
+    names = re.compile(r"^- ``(\w+)``:", flags=re.M)
+    return set(names.findall(runnable)), set(names.findall(shared))
+
+
+def test_the_bench_docstring_lists_every_script_once() -> None:
+    """Every bench module is listed, a benchmark runs as ``python -m bench.<name>``, a shared part does not."""
+    runnable, shared = bench_listing(ROOT)
+    files = {path.stem for path in (ROOT / "bench").glob("*.py") if path.name != "__init__.py"}
+    assert runnable & shared == set()
+    assert runnable | shared == files
+    for name in files:
+        source = (ROOT / "bench" / f"{name}.py").read_text(encoding="utf-8")
+        assert ('__name__ == "__main__"' in source) == (name in runnable), name
+        assert "sys.path" not in source, f"bench/{name}.py: imports as bench.{name}, no path hack"
+
+
+#: The packages whose errors hang off ``WetbotRewardsError`` (the simulator models WetBot, not the service).
+ERROR_TREE = ("worker", "producers", "admin", "wetbot_rewards", "config")
+
+
+def exception_classes(root: Path) -> Iterator[type[BaseException]]:
+    """Every exception class defined in ``ERROR_TREE`` (modules with a class are imported to resolve its bases)."""
+    for name, path in modules(root, ERROR_TREE).items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        names = {node.name for node in ast.walk(tree) if isinstance(node, ast.ClassDef)}
+        if not names or name.endswith("__main__"):
+            continue
+        module = importlib.import_module(name)
+        for value in vars(module).values():
+            if isinstance(value, type) and value.__module__ == name and issubclass(value, BaseException):
+                yield value
+
+
+def test_every_error_of_the_service_derives_from_the_root() -> None:
+    found = list(exception_classes(ROOT))
+    assert len(found) > 15  # the check reads the tree it means to
+    strays = sorted(f"{cls.__module__}.{cls.__qualname__}" for cls in found if not issubclass(cls, WetbotRewardsError))
+    assert strays == [], f"derive these from config.errors.WetbotRewardsError (or a family below it): {strays}"
+
+
+def test_the_error_tree_check_finds_a_stray(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "worker").mkdir()
+    (tmp_path / "worker" / "__init__.py").write_text("")
+    (tmp_path / "worker" / "stray_errors_probe.py").write_text("class Stray(ValueError):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys.modules["worker"], "__path__", [str(tmp_path / "worker"), *sys.modules["worker"].__path__])
+    found = [cls for cls in exception_classes(tmp_path) if not issubclass(cls, WetbotRewardsError)]
+    assert [cls.__qualname__ for cls in found] == ["Stray"]
+
+
+def inventory_readers(root: Path) -> list[str]:
+    """Product modules that read a profile's ``inventory`` field themselves (``x["inventory"]``,
+    ``x.get("inventory")``) instead of through ``worker.profile.parse_inventory``."""
+    found = []
+    for name, path in modules(root, ERROR_TREE).items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+            key = None
+            if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant):
+                key = node.slice.value
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get":
+                key = node.args[0].value if node.args and isinstance(node.args[0], ast.Constant) else None
+            if key == "inventory" and name != "worker.profile":
+                found.append(f"{name}:{getattr(node, 'lineno', 0)}")
+    return found
+
+
+def test_a_profiles_inventory_is_parsed_in_one_place() -> None:
+    assert inventory_readers(ROOT) == []
+
+
+def test_the_inventory_check_finds_a_second_parser(tmp_path: Path) -> None:
+    (tmp_path / "admin").mkdir()
+    (tmp_path / "admin" / "shown.py").write_text(
+        'def amounts(p):\n    return {e["itemID"]: e for e in p.get("inventory")}\n'
+    )
+    assert inventory_readers(tmp_path) == ["admin.shown:2"]
+
+
+#: Where a formatter opt-out is allowed: on the closing bracket of a table (a literal or call laid out by hand
+#: in columns), never on an ordinary statement.
+TABLE_CLOSE_SKIP = re.compile(r"^\s*[\])}]+[)\]]?\s*# fmt: skip$")
+
+
+def formatter_opt_outs(paths: list[Path], root: Path) -> list[str]:
+    """``path:line`` of each ``# fmt: skip`` that does not close a table."""
+    return [
+        f"{path.relative_to(root)}:{number}"
+        for path in paths
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+        if line.rstrip().endswith("# fmt: skip") and not TABLE_CLOSE_SKIP.match(line)
+    ]
+
+
+def test_the_formatter_is_opted_out_of_only_for_tables() -> None:
+    paths = [path for path in commented_sources(ROOT) if path.suffix == ".py"]
+    assert formatter_opt_outs(paths, ROOT) == []
+
+
+def test_the_opt_out_check_finds_a_statement(tmp_path: Path) -> None:
+    skip = "# fmt: " + "skip"  # spelled apart, so this file holds no opt-out of its own
+    (tmp_path / "a.py").write_text(f"ROWS = [\n    1, 2,\n]  {skip}\nx = f(1,\n      2)  {skip}\n")
+    assert formatter_opt_outs([tmp_path / "a.py"], tmp_path) == ["a.py:5"]

@@ -14,7 +14,7 @@ from config.lazy_exports import lazy_exports
 
 if TYPE_CHECKING:
     from worker.broker import QUEUE_NAME, build_broker, declare_deliver
-    from worker.client import CallResult, ItemDelta, Outcome, WetbotClient
+    from worker.client import CallOutcome, CallResult, ItemDelta, WetbotClient
     from worker.delivery import Deliverer
     from worker.grant import Grant, GrantItem, GrantState, NewGrant
     from worker.guild_clients import GuildClients
@@ -31,7 +31,7 @@ __all__ = [
     # WetBot
     "CallResult",
     "ItemDelta",
-    "Outcome",
+    "CallOutcome",
     "WetbotClient",
     "GuildClients",
     # delivery
@@ -56,7 +56,7 @@ _HOMES = {
     "declare_deliver": "worker.broker",
     "CallResult": "worker.client",
     "ItemDelta": "worker.client",
-    "Outcome": "worker.client",
+    "CallOutcome": "worker.client",
     "WetbotClient": "worker.client",
     "Deliverer": "worker.delivery",
     "Grant": "worker.grant",

@@ -26,7 +26,7 @@ from config.keyring import key_fingerprint
 MAX_MESSAGE_CHARS = 300
 
 
-class Outcome(StrEnum):
+class CallOutcome(StrEnum):
     """What one WetBot call amounted to (README "Exactly once": outcomes)."""
 
     #: 2xx with WetBot's envelope and the user's profile: applied; ``profile`` holds it.
@@ -48,7 +48,7 @@ class Outcome(StrEnum):
 class CallResult:
     """One call's classified result."""
 
-    outcome: Outcome
+    outcome: CallOutcome
     #: HTTP status, or None when no response arrived.
     status: int | None
     #: Server message or a description of the failure, secrets removed.
@@ -103,15 +103,15 @@ class WetbotClient:
                 allow_redirects=False,
             )
         except requests.ConnectTimeout as exc:
-            return CallResult(Outcome.TRANSIENT, None, self._describe("connect timeout", exc))
+            return CallResult(CallOutcome.TRANSIENT, None, self._describe("connect timeout", exc))
         except requests.ReadTimeout as exc:
-            return CallResult(Outcome.AMBIGUOUS, None, self._describe("no answer within the timeout", exc))
+            return CallResult(CallOutcome.AMBIGUOUS, None, self._describe("no answer within the timeout", exc))
         except requests.ConnectionError as exc:
             if _never_sent(exc):
-                return CallResult(Outcome.TRANSIENT, None, self._describe("cannot connect", exc))
-            return CallResult(Outcome.AMBIGUOUS, None, self._describe("connection lost after sending", exc))
+                return CallResult(CallOutcome.TRANSIENT, None, self._describe("cannot connect", exc))
+            return CallResult(CallOutcome.AMBIGUOUS, None, self._describe("connection lost after sending", exc))
         except requests.RequestException as exc:
-            return CallResult(Outcome.AMBIGUOUS, None, self._describe("request failed", exc))
+            return CallResult(CallOutcome.AMBIGUOUS, None, self._describe("request failed", exc))
         return self._classify(response)
 
     def _classify(self, response: requests.Response) -> CallResult:
@@ -126,23 +126,23 @@ class WetbotClient:
         if 200 <= status < 300:
             profile = envelope.get("response")
             if isinstance(code, int) and 200 <= code < 300 and isinstance(profile, dict):
-                return CallResult(Outcome.DELIVERED, status, message, profile)
+                return CallResult(CallOutcome.DELIVERED, status, message, profile)
             kind = response.headers.get("Content-Type", "no content type").split(";")[0].strip()
             return CallResult(
-                Outcome.AMBIGUOUS, status, f"HTTP {status} without WetBot's envelope and profile ({kind})"
+                CallOutcome.AMBIGUOUS, status, f"HTTP {status} without WetBot's envelope and profile ({kind})"
             )
         if status == 429:
-            return CallResult(Outcome.RATE_LIMITED, status, message, retry_after_s=retry_after_s)
+            return CallResult(CallOutcome.RATE_LIMITED, status, message, retry_after_s=retry_after_s)
         if status in (401, 403):
-            return CallResult(Outcome.UNAUTHORISED, status, message)
+            return CallResult(CallOutcome.UNAUTHORISED, status, message)
         if status == 408:
-            return CallResult(Outcome.TRANSIENT, status, message, retry_after_s=retry_after_s)
+            return CallResult(CallOutcome.TRANSIENT, status, message, retry_after_s=retry_after_s)
         if status >= 500:
-            return CallResult(Outcome.AMBIGUOUS, status, message, retry_after_s=retry_after_s)
+            return CallResult(CallOutcome.AMBIGUOUS, status, message, retry_after_s=retry_after_s)
         if 400 <= status < 500:
-            return CallResult(Outcome.REJECTED, status, message)
+            return CallResult(CallOutcome.REJECTED, status, message)
         # 1xx/3xx: we never follow redirects; the request was not served as asked.
-        return CallResult(Outcome.REJECTED, status, message or f"unexpected HTTP {status}")
+        return CallResult(CallOutcome.REJECTED, status, message or f"unexpected HTTP {status}")
 
     def _describe(self, what: str, exc: BaseException) -> str:
         return self._scrub(f"{what}: {type(exc).__name__}: {exc}")[:MAX_MESSAGE_CHARS]

@@ -20,11 +20,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import cast
 
 from redis import Redis
 
 from config.domain import MAX_ABS_AMOUNT
+from worker import redis_values as values
 from worker.grant import SENDABLE_STATES, Grant, GrantItem, grant_from_hash
 from worker.keys import Keys
 
@@ -66,9 +66,9 @@ def merge(lead: Grant, candidates: Iterable[Grant], *, max_items: int) -> Merged
 def pending_grants(redis: Redis, keys: Keys, lead: Grant) -> list[Grant]:
     """The user's other grants that may join a merged request with ``lead`` (see the module docstring)."""
     ids = sorted(
-        member.decode()
-        for member in cast(set[bytes], redis.smembers(keys.pending(lead.guild_id, lead.user_id)))
-        if member.decode() != lead.id
+        member
+        for member in values.texts(redis.smembers(keys.pending(lead.guild_id, lead.user_id)))
+        if member != lead.id
     )
     return [
         grant
@@ -109,4 +109,4 @@ def _load(redis: Redis, keys: Keys, ids: Sequence[str]) -> list[Grant]:
     pipe = redis.pipeline(transaction=False)
     for grant_id in ids:
         pipe.hgetall(keys.grant(grant_id))
-    return [grant_from_hash(raw) for raw in cast(list[dict[bytes, bytes]], pipe.execute()) if raw]
+    return [grant_from_hash(raw) for raw in values.raw_maps(pipe.execute()) if raw]

@@ -33,6 +33,7 @@ from redis import Redis
 from redis.asyncio import Redis as AsyncRedis
 from redis.commands.core import AsyncScript
 
+from config.errors import WetbotRewardsError
 from worker.broker import DISPATCH_TTL_S, QUEUE_NAME, encoded_message
 from worker.grant import CreateResult, GrantState, NewGrant, grant_from_fields
 from worker.grant_index import grant_terms
@@ -154,8 +155,9 @@ def build_request(
     return json.dumps(request), sent_per_event
 
 
-class MissingGrant(LookupError):
-    """An idempotency key names a grant whose record is gone (deleted by hand): that event cannot be answered."""
+class MissingGrant(WetbotRewardsError, LookupError):
+    """Raised (or returned, by ``parse_reply``) when an idempotency key names a grant whose record is gone
+    (deleted by hand): that event cannot be answered."""
 
 
 def parse_reply(reply: bytes | str, sent_per_event: Sequence[Sequence[_Sent]]) -> list[BatchResult | MissingGrant]:

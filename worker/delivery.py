@@ -28,14 +28,15 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TypeVar, cast
+from typing import TypeVar
 
 from redis import Redis, RedisError
 from redis.commands.core import Script
 
 from config.settings import Settings
 from worker import key_health
-from worker.client import CallResult, ItemDelta, Outcome, WetbotClient
+from worker import redis_values as values
+from worker.client import CallOutcome, CallResult, ItemDelta, WetbotClient
 from worker.coalesce import Merged, merge, pending_grants, same_request
 from worker.effects import HoldChange, JsonObject, LeaseRelease, LeaseSet, Park, ProfileWrite, SlotSettle, StepEffects
 from worker.grant import FINAL_STATES, SENDABLE_STATES, Grant, GrantItem, GrantState
@@ -445,13 +446,13 @@ class Deliverer:
             self.limiter.give_back(api.key_id, spare.member)
             logger.warning("grant %s: the baseline read outlived the run's lease; not sent by this run", run.grant.id)
             return None
-        if result.outcome == Outcome.RATE_LIMITED:
+        if result.outcome == CallOutcome.RATE_LIMITED:
             wait_s = result.retry_after_s if result.retry_after_s is not None else self.limiter.rate.window_s
             self.limiter.give_back(api.key_id, spare.member)
             self.limiter.block(api.key_id, wait_s)
             self._hand_back(run, wait_s)
             return None
-        if result.outcome == Outcome.UNAUTHORISED:
+        if result.outcome == CallOutcome.UNAUTHORISED:
             # The request would be refused too: pause the key as a refused request does, send nothing.
             self.limiter.give_back(api.key_id, spare.member)
             reason, pause_s = _describe(result), self.settings.wetbot_auth_pause_s
@@ -466,9 +467,9 @@ class Deliverer:
             )
             self._pause_key(run, reason)
             return None
-        if result.outcome == Outcome.AMBIGUOUS and result.status is not None and 200 <= result.status < 300:
+        if result.outcome == CallOutcome.AMBIGUOUS and result.status is not None and 200 <= result.status < 300:
             inventory: Inventory | ProfileProblem = ProfileProblem(result.message)
-        elif result.outcome != Outcome.DELIVERED:
+        elif result.outcome != CallOutcome.DELIVERED:
             # A read changes nothing: the request goes without a baseline.
             return spare.member, f"{NO_BASELINE} (reading it failed: {_describe(result)})"
         else:
@@ -506,20 +507,20 @@ class Deliverer:
 
     def _record_outcome(self, run: _Run, result: CallResult, settle: SlotSettle) -> None:
         match result.outcome:
-            case Outcome.DELIVERED:
+            case CallOutcome.DELIVERED:
                 self._delivered(run, result, settle, f"WetBot answered {result.status}")
-            case Outcome.RATE_LIMITED:
+            case CallOutcome.RATE_LIMITED:
                 self._rate_limited(run, result, settle)
-            case Outcome.UNAUTHORISED:
+            case CallOutcome.UNAUTHORISED:
                 self._unauthorised(run, result, settle)
-            case Outcome.REJECTED if len(run.batch) > 1:
+            case CallOutcome.REJECTED if len(run.batch) > 1:
                 self._split(run, result, settle)
-            case Outcome.REJECTED:
+            case CallOutcome.REJECTED:
                 reason = f"WetBot refused the grant: {_describe(result)}"
                 self._finish(run, GrantState.DEAD, reason, slot=settle)
-            case Outcome.TRANSIENT:
+            case CallOutcome.TRANSIENT:
                 self._failed(run, _describe(result), settle)
-            case Outcome.AMBIGUOUS:
+            case CallOutcome.AMBIGUOUS:
                 self._ambiguous(run, _describe(result), settle)
 
     def _split(self, run: _Run, result: CallResult, settle: SlotSettle) -> None:
@@ -783,11 +784,11 @@ class Deliverer:
         result = run.api.get_profile(grant.guild_id, grant.user_id)
         run = replace(run, attempt=run.token, members=tuple(m for m in members if m.id in moved))
         settle = self.limiter.settle_ref(run.api.key_id, slot)
-        if result.outcome == Outcome.DELIVERED and result.profile is not None:
+        if result.outcome == CallOutcome.DELIVERED and result.profile is not None:
             self._judged(run, result.profile, settle)
-        elif result.outcome == Outcome.RATE_LIMITED:
+        elif result.outcome == CallOutcome.RATE_LIMITED:
             self._rate_limited(run, result, settle)
-        elif result.outcome == Outcome.UNAUTHORISED:
+        elif result.outcome == CallOutcome.UNAUTHORISED:
             self._unauthorised(run, result, settle)
         else:
             self._read_back_failed(run, _describe(result), settle)
@@ -799,7 +800,7 @@ class Deliverer:
         verdict, seen = self._evidence(grant, sent, profile)
         profile_ref = self._profile_ref(grant, profile)
         if verdict == Verdict.APPLIED:
-            result = CallResult(Outcome.DELIVERED, 200, "", profile)
+            result = CallResult(CallOutcome.DELIVERED, 200, "", profile)
             self._delivered(run, result, settle, f"verified by read-back: applied ({seen})")
         elif verdict == Verdict.NOT_APPLIED:
             if grant.failures >= self.settings.wetbot_max_attempts:
@@ -928,7 +929,7 @@ class Deliverer:
         grant = run.grant
         error = f"the worker failed unexpectedly: {type(exc).__name__}: {exc}"[:300]
         try:
-            crashes = int(cast(int, self.redis.hincrby(self.keys.grant(grant.id), "crashes", 1)))
+            crashes = values.integer(self.redis.hincrby(self.keys.grant(grant.id), "crashes", 1))
             logger.exception("grant %s: %s (run %d of %d)", grant.id, error, crashes, MAX_CRASHES)
             if crashes >= MAX_CRASHES and self.ledger.transition(
                 grant.id,

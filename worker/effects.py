@@ -169,38 +169,44 @@ def decode_effects(request: Mapping[str, object]) -> StepEffects:
     profile = _part(request, "profile")
     park = _part(request, "park")
     return StepEffects(
-        attempt=_text(request, "attempt"),
-        unless_flagged=_texts(request, "unless_flagged"),
-        begin=_text(request, "begin"),
-        fields={name: _text(fields, name) for name in fields},
-        del_fields=_texts(request, "del_fields"),
+        attempt=_str_of(request, "attempt"),
+        unless_flagged=_strs_of(request, "unless_flagged"),
+        begin=_str_of(request, "begin"),
+        fields={name: _str_of(fields, name) for name in fields},
+        del_fields=_strs_of(request, "del_fields"),
         due_in_s=_number(request, "due_ms") / 1000,
         lease_release=None
         if lease_release is None
-        else LeaseRelease(_text(lease_release, "key"), _text(lease_release, "value")),
+        else LeaseRelease(_str_of(lease_release, "key"), _str_of(lease_release, "value")),
         lease_set=None
         if lease_set is None
-        else LeaseSet(_text(lease_set, "key"), _text(lease_set, "value"), int(_number(lease_set, "px"))),
+        else LeaseSet(_str_of(lease_set, "key"), _str_of(lease_set, "value"), int(_number(lease_set, "px"))),
         slot=None
         if slot is None
         else SlotSettle(
-            _text(slot, "key"), _text(slot, "member"), _text(slot, "pending"), int(_number(slot, "ttl_ms"))
+            _str_of(slot, "key"),
+            _str_of(slot, "member"),
+            _str_of(slot, "pending"),
+            int(_number(slot, "ttl_ms")),
         ),
         profile=None
         if profile is None
         else ProfileWrite(
-            _text(profile, "key"), _text(profile, "json"), float(_text(profile, "at")), int(_number(profile, "ttl"))
+            _str_of(profile, "key"),
+            _str_of(profile, "json"),
+            float(_str_of(profile, "at")),
+            int(_number(profile, "ttl")),
         ),
-        hold=HoldChange(_text(request, "hold")),
-        park=None if park is None else Park(_text(park, "set"), _text(park, "registry"), _text(park, "name")),
+        hold=HoldChange(_str_of(request, "hold")),
+        park=None if park is None else Park(_str_of(park, "set"), _str_of(park, "registry"), _str_of(park, "name")),
         all_or_nothing=_number(request, "all_or_nothing") == 1,
         possible_duplicate=_number(request, "possible_duplicate") == 1,
         expect_history=int(_number(request, "expect_history")),
-        action=_text(request, "action"),
+        action=_str_of(request, "action"),
     )
 
 
-def _text(data: Mapping[str, object], name: str) -> str:
+def _str_of(data: Mapping[str, object], name: str) -> str:
     value = data[name]
     if not isinstance(value, str):
         raise TypeError(f"{name} is {type(value).__name__}, not a string")
@@ -214,7 +220,7 @@ def _number(data: Mapping[str, object], name: str) -> float:
     return float(value)
 
 
-def _texts(data: Mapping[str, object], name: str) -> tuple[str, ...]:
+def _strs_of(data: Mapping[str, object], name: str) -> tuple[str, ...]:
     value = data[name]
     if value == {}:
         return ()

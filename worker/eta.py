@@ -22,12 +22,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import cast
 
 from redis import Redis
 
 from config.keyring import Keyring
 from config.settings import Settings
+from worker import redis_values as values
 from worker.grant import FINAL_STATES, Grant, GrantState
 from worker.key_health import KeyHealth, read_key_health
 from worker.keys import Keys
@@ -149,7 +149,7 @@ class EtaEstimator:
         parked = self._parked_for_key(waiting)
         if not any(_waits_in_line(g, self._keyring.key_id_for(g.guild_id)) for g in waiting):
             return self._from_indexes(waiting, parked)  # parked or sending only: nothing to count (and no walk)
-        if int(cast(int, self._redis.zcard(self._keys.due()))) > MAX_SCANNED:
+        if values.integer(self._redis.zcard(self._keys.due())) > MAX_SCANNED:
             return self._from_indexes(waiting, parked)
         now, queue = self._queue()
         lines: dict[str, dict[tuple[str, str], float]] = {}
@@ -185,8 +185,7 @@ class EtaEstimator:
         retrying grants of its key's guilds that entered their state before it (read from the guilds'
         state indexes, ``worker.grant_index``). A member with several waiting grants counts once per grant
         here, not once, so the estimate errs late; each grant costs a few index reads, whatever the backlog."""
-        seconds, micros = cast(tuple[int, int], self._redis.time())
-        now = int(seconds) + int(micros) / 1_000_000
+        now = values.redis_time(self._redis).s
         out: dict[str, Eta] = {}
         lined: list[tuple[Grant, str]] = []
         for grant in waiting:
@@ -198,7 +197,7 @@ class EtaEstimator:
                 lined.append((grant, key_id))
         if not lined:
             return out
-        guilds = [raw.decode() for raw in cast(set[bytes], self._redis.smembers(self._keys.guilds()))]
+        guilds = values.texts(self._redis.smembers(self._keys.guilds()))
         pipe = self._redis.pipeline(transaction=False)
         for grant, _ in lined:
             pipe.zscore(self._keys.state_index(grant.state.value), grant.id)
@@ -255,25 +254,23 @@ class EtaEstimator:
 
     def _floor(self, grant: Grant, key_id: str, now: float) -> tuple[float, WaitReason | None]:
         """The earliest a request of the key for the grant's guild can start: a 429 block or a 401/403 pause."""
-        block = cast(bytes | None, self._redis.get(self._keys.rate_block(key_id)))
+        block = values.optional_raw(self._redis.get(self._keys.rate_block(key_id)))
         health = read_key_health(self._redis, self._keys, key_id, grant.guild_id)
         return earliest_start(block, health, now)
 
     def _queue(self) -> tuple[float, list[_Waiting]]:
         """Redis' clock, and every grant on the schedule with what the estimate needs of it."""
-        seconds, micros = cast(tuple[int, int], self._redis.time())
-        now = int(seconds) + int(micros) / 1_000_000
-        scheduled = cast(list[tuple[bytes, float]], self._redis.zrange(self._keys.due(), 0, -1, withscores=True))
+        now = values.redis_time(self._redis).s
+        scheduled = values.scored(self._redis.zrange(self._keys.due(), 0, -1, withscores=True))
         pipe = self._redis.pipeline(transaction=False)
         for grant_id, _ in scheduled:
-            pipe.hmget(self._keys.grant(grant_id.decode()), ["guild_id", "user_id", "state", "created_at"])
+            pipe.hmget(self._keys.grant(grant_id), ["guild_id", "user_id", "state", "created_at"])
         out = []
         for (grant_id, due_ms), fields in zip(scheduled, pipe.execute() if scheduled else [], strict=True):
-            guild, user, state, created = cast(list[bytes | None], fields)
+            guild, user, state, created = values.optional_texts(fields)
             if guild is None or user is None or state is None:
                 continue
-            who = (guild.decode(), user.decode(), state.decode())
-            out.append(_Waiting(grant_id.decode(), *who, float(created or 0), float(due_ms) / 1000))
+            out.append(_Waiting(grant_id, guild, user, state, float(created or 0), float(due_ms) / 1000))
         return now, out
 
 

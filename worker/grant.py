@@ -54,6 +54,9 @@ FINAL_STATES = frozenset({GrantState.DELIVERED, GrantState.DEAD, GrantState.UNKN
 MAYBE_APPLIED_FLAGS = ("verify", "maybe_applied")
 #: States a grant may be cancelled from: nothing is being sent now (see ``Grant.cancellable``).
 CANCELLABLE_STATES = frozenset({GrantState.QUEUED, GrantState.RETRYING, GrantState.PARKED})
+#: States whose grants should move: on the schedule (``Keys.due``), in their user's pending index; the Lua
+#: scripts get their copy from this one (``worker.scripts``, ``-- include: moving_states``).
+MOVING_STATES = frozenset({GrantState.QUEUED, GrantState.RETRYING, GrantState.SENDING})
 #: States from which a worker may start sending.
 SENDABLE_STATES = frozenset({GrantState.QUEUED, GrantState.RETRYING})
 

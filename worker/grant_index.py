@@ -26,6 +26,7 @@ from typing import cast
 
 from redis import Redis
 
+from worker import redis_values as values
 from worker.grant import NewGrant
 from worker.keys import Keys
 from worker.scripts import load_script
@@ -100,14 +101,14 @@ def backfill(
     process went on writing during a rolling upgrade, its clock a little behind. The worker's
     retention thread calls it at start and then once an interval.
     """
-    mark = cast(bytes | None, redis.get(keys.index_version()))
+    mark = values.optional_raw(redis.get(keys.index_version()))
     version, _, walked = (mark or b"").decode().partition(":")
     low: str = "-inf"
     if version == INDEX_VERSION and walked:
         low = repr(float(walked) - REWALK_S)
     script = load_script(redis, "index_grants")
     indexed = looked = 0
-    total = int(cast(int, redis.zcount(keys.all_grants(), low, "+inf")))
+    total = values.integer(redis.zcount(keys.all_grants(), low, "+inf"))
     # Walk by score, not by offset: another worker's retention may delete entries between batches.
     highest = float(walked) if version == INDEX_VERSION and walked else 0.0
     at_low: set[str] = set()  # ids already seen at the score ``low`` (ties)
@@ -137,7 +138,7 @@ def backfill(
                 fields = {name: value for name, value in zip(_TERM_FIELDS, row[1:], strict=True) if value is not None}
                 todo.append({"id": grant_id, "terms": _stored_terms(fields)})
         if todo:
-            indexed += int(cast(int, script(args=[keys.prefix, json.dumps(todo)])))
+            indexed += values.integer(script(args=[keys.prefix, json.dumps(todo)]))
             logger.info("search indexes: %d of %d grants looked at, %d indexed so far", looked, total, indexed)
     redis.set(keys.index_version(), f"{INDEX_VERSION}:{highest!r}")
     if indexed:

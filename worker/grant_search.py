@@ -21,11 +21,11 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import cast
 
 from redis import Redis
 
 from config.domain import InvalidInput, discord_id
+from worker import redis_values as values
 from worker.grant import Grant, GrantState, grant_from_hash
 from worker.grant_index import search_term
 from worker.keys import Keys
@@ -135,7 +135,7 @@ def find_grants(
         with redis.pipeline(transaction=False) as pipe:
             for _, index, _ in options:
                 pipe.zcard(index)
-            sizes = cast(list[int], pipe.execute())
+            sizes = [values.integer(size) for size in values.items(pipe.execute())]
         (code, index, exact), size = min(zip(options, sizes, strict=True), key=lambda pair: pair[1])
     request = {
         "prefix": keys.prefix,
@@ -148,19 +148,19 @@ def find_grants(
         "after_score": after_score,
         "after_id": after_id,
     }
-    reply = cast(list[bytes], load_script(redis, "find_grants")(args=[json.dumps(request)]))
-    *ids, _, next_score, next_id, done = (part.decode() for part in reply)
+    reply = values.texts(load_script(redis, "find_grants")(args=[json.dumps(request)]))
+    *ids, _, next_score, next_id, done = reply
     claimed = _claimed(redis, keys, query) if query.text and not cursor else []
     with redis.pipeline(transaction=False) as pipe:
         for grant_id in [*claimed, *ids]:
             pipe.hgetall(keys.grant(grant_id))
-        rows = cast(list[dict[bytes, bytes]], pipe.execute())
+        rows = values.raw_maps(pipe.execute())
     found = [grant_from_hash(row) for row in rows if row]
     first = [grant for grant in found[: len(claimed)] if _matches(grant, query)]
     grants = first + [grant for grant in found[len(claimed) :] if grant.id not in claimed]
     next_cursor = None if done == "1" or not next_id else f"{code}~{next_score}~{next_id}"
     if exact and size is None:
-        size = int(cast(int, redis.zcard(index)))
+        size = values.integer(redis.zcard(index))
     total = size + len(first) if exact and size is not None else None
     return GrantPage(grants, next_cursor, total, by_state_time=code in ("s", "gs"))
 
@@ -180,7 +180,7 @@ def _claimed(redis: Redis, keys: Keys, query: GrantQuery) -> list[str]:
     if not text or len(text) > 300:
         return []
     names = [keys.idempotency(text), keys.idempotency(f"api:{text}"), keys.idempotency(f"cli:{text}")]
-    found = [raw.decode() for raw in cast(list[bytes | None], redis.mget(names)) if raw is not None]
+    found = [grant_id for grant_id in values.optional_texts(redis.mget(names)) if grant_id is not None]
     if _GRANT_ID.fullmatch(text):
         found.insert(0, text)  # a grant id: the grant itself (``find_grants`` skips ids without a record)
     return list(dict.fromkeys(found))

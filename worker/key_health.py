@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import cast
 
 from redis import Redis
 
+from worker import redis_values as values
 from worker.keys import Keys, scope
 
 __all__ = ["KeyHealth", "claim_probe", "clear", "pause", "read_key_health", "read_key_healths"]
@@ -98,7 +98,7 @@ def claim_probe(redis: Redis, keys: Keys, key_id: str, guild_id: str, token: str
     probe = keys.key_probe(scope(key_id, guild_id))
     if redis.set(probe, token, nx=True, px=int(hold_s * 1000)):
         return None
-    return max(0, int(cast(int, redis.pttl(probe)))) / 1000
+    return max(0, values.integer(redis.pttl(probe))) / 1000
 
 
 def clear(redis: Redis, keys: Keys, key_id: str, guild_id: str) -> bool:

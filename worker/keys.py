@@ -94,6 +94,10 @@ class Keys:
         """SET of the guild ids that have (or had) grants."""
         return f"{self.prefix}:guilds"
 
+    def sources(self) -> str:
+        """SET of the sources (twitch, patreon, api, cli) that have (or had) grants (``lua/grant_index.lua``)."""
+        return f"{self.prefix}:sources"
+
     def index_version(self) -> str:
         """STRING: the secondary indexes' version every older grant was backfilled to."""
         return f"{self.prefix}:index-version"
@@ -223,7 +227,7 @@ class Keys:
         return f"{self.prefix}:reported:{digest}"
 
     def key_outcomes(self, key_id: str) -> str:
-        """HASH outcome (``worker.client.Outcome``) -> how many of this key's requests ended so, for ``/metrics``."""
+        """HASH outcome (``worker.client.CallOutcome``) -> how many of this key's requests ended so (``/metrics``)."""
         return f"{self.prefix}:rate:{key_id}:outcomes"
 
     def key_paused(self, scope: str) -> str:

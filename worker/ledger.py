@@ -13,7 +13,6 @@ import json
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import cast
 
 from redis import Redis
 from redis.client import Pipeline
@@ -105,17 +104,17 @@ class Ledger:
 
     def get(self, grant_id: str) -> Grant | None:
         """The grant, or None when no grant has that id."""
-        raw = cast(dict[bytes, bytes], self._redis.hgetall(self._keys.grant(grant_id)))
+        raw = values.raw_map(self._redis.hgetall(self._keys.grant(grant_id)))
         return grant_from_hash(raw) if raw else None
 
     def get_by_key(self, idempotency_key: str) -> Grant | None:
         """The grant that claimed ``idempotency_key``, if any."""
-        grant_id = cast(bytes | None, self._redis.get(self._keys.idempotency(idempotency_key)))
-        return None if grant_id is None else self.get(_text(grant_id))
+        grant_id = values.optional_raw(self._redis.get(self._keys.idempotency(idempotency_key)))
+        return None if grant_id is None else self.get(values.text(grant_id))
 
     def history(self, grant_id: str) -> list[Transition]:
         """Every transition of the grant, oldest first."""
-        entries = cast(list[bytes], self._redis.lrange(self._keys.history(grant_id), 0, -1))
+        entries = values.texts(self._redis.lrange(self._keys.history(grant_id), 0, -1))
         out: list[Transition] = []
         for raw in entries:
             data = json.loads(raw)
@@ -127,14 +126,14 @@ class Ledger:
     ) -> list[Grant]:
         """Grants in ``state`` (or all), by time entered into that state."""
         index = self._keys.all_grants() if state is None else self._keys.state_index(state.value)
-        ids = cast(list[bytes], (self._redis.zrevrange if newest_first else self._redis.zrange)(index, 0, limit - 1))
-        grants = (self.get(_text(grant_id)) for grant_id in ids)
+        ids = values.texts((self._redis.zrevrange if newest_first else self._redis.zrange)(index, 0, limit - 1))
+        grants = (self.get(values.text(grant_id)) for grant_id in ids)
         return [grant for grant in grants if grant is not None]
 
     def ids_in(self, state: GrantState) -> list[str]:
         """Ids of every grant in ``state``, oldest first."""
-        ids = cast(list[bytes], self._redis.zrange(self._keys.state_index(state.value), 0, -1))
-        return [_text(grant_id) for grant_id in ids]
+        ids = values.texts(self._redis.zrange(self._keys.state_index(state.value), 0, -1))
+        return [values.text(grant_id) for grant_id in ids]
 
     def counts(self) -> dict[GrantState, int]:
         """How many grants are in each state."""
@@ -321,7 +320,9 @@ class Ledger:
 
     def key_parked_guilds(self) -> list[str]:
         """Guilds with grants parked for want of a key (``release_key_parked`` empties the list)."""
-        return sorted(_text(guild) for guild in cast(set[bytes], self._redis.smembers(self._keys.key_parked_guilds())))
+        return sorted(
+            values.text(guild) for guild in values.texts(self._redis.smembers(self._keys.key_parked_guilds()))
+        )
 
     def _release_index(
         self,
@@ -344,12 +345,12 @@ class Ledger:
         acks = self._acks if confirm else NO_ACKS
         barrier = self._keys.replication_barrier()
         released = run_confirmed(self._redis, self._release, acks, keys=keys, args=args, barrier=barrier)
-        return [_text(grant_id) for grant_id in released]
+        return [values.text(grant_id) for grant_id in released]
 
     # --- profiles -------------------------------------------------------------------
     def get_profile(self, guild_id: str, user_id: str) -> ProfileSnapshot | None:
         """What is known of the user's profile (``ProfileSnapshot``), None when nothing is."""
-        raw = cast(dict[bytes, bytes], self._redis.hgetall(self._keys.profile(guild_id, user_id)))
+        raw = values.raw_map(self._redis.hgetall(self._keys.profile(guild_id, user_id)))
         if not raw:
             return None
         return ProfileSnapshot(
@@ -358,7 +359,3 @@ class Ledger:
             seq=int(raw.get(b"seq", b"0")),
             stale=raw.get(b"stale") == b"1",
         )
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

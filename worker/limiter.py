@@ -46,11 +46,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import cast
 
 from redis import Redis
 
 from config.settings import RateLimit
+from worker import redis_values as values
 from worker.effects import SlotSettle
 from worker.keys import Keys
 from worker.scripts import load_script
@@ -168,13 +168,12 @@ class SlidingWindowLimiter:
         The look at the line and the window is a hint (another worker may take a slot in between); the
         slot itself is taken by the same atomic script as every other, so the limit always holds.
         """
-        seconds, micros = cast(tuple[int, int], self._redis.time())
-        now_s = int(seconds) + int(micros) / 1_000_000
+        now_s = values.redis_time(self._redis).s
         pipe = self._redis.pipeline(transaction=False)
         pipe.zcard(self._keys.rate_line(key_id))
         pipe.exists(self._keys.rate_throttled(key_id))
         pipe.zcard(demand_key or self._keys.rate_line(key_id))
-        waiting, throttled, demand = cast(tuple[int, int, int], tuple(pipe.execute()))
+        waiting, throttled, demand = (values.integer(reply) for reply in values.items(pipe.execute()))
         if waiting or throttled:
             return SlotDecision(granted=False, wait_s=0.0)
         others = max(int(demand) - own_demand, 0) if demand_key else 0
@@ -205,10 +204,10 @@ class SlidingWindowLimiter:
 
         Like the step's re-stamp: the slot counts one window from now, and comes back if it had left.
         """
-        seconds, micros = cast(tuple[int, int], self._redis.time())
+        now_us = values.redis_time(self._redis).us
         window = self._keys.rate_window(key_id)
         pipe = self._redis.pipeline(transaction=True)
-        pipe.zadd(window, {member: int(seconds) * 1_000_000 + int(micros)}, gt=True)
+        pipe.zadd(window, {member: now_us}, gt=True)
         pipe.zrem(self._keys.rate_pending(key_id), member)
         pipe.pttl(window)
         ttl_ms = int(pipe.execute()[-1])
@@ -224,7 +223,7 @@ class SlidingWindowLimiter:
         pipe = self._redis.pipeline(transaction=False)
         pipe.zrange(self._keys.rate_window(key_id), 0, -1, withscores=True)
         pipe.zrange(self._keys.rate_pending(key_id), 0, -1, withscores=True)
-        slots, pending = cast(tuple[list[tuple[bytes, float]], list[tuple[bytes, float]]], pipe.execute())
+        slots, pending = (values.scored(reply) for reply in values.items(pipe.execute()))
         return held_slot_times(slots, dict(pending), now_s=now_s, window_s=self.effective_window_s)
 
     def block(self, key_id: str, duration_s: float) -> None:
@@ -244,7 +243,7 @@ class SlidingWindowLimiter:
 
 
 def held_slot_times(
-    slots: Iterable[tuple[bytes, float]], pending: Mapping[bytes, float], *, now_s: float, window_s: float
+    slots: Iterable[tuple[str, float]], pending: Mapping[str, float], *, now_s: float, window_s: float
 ) -> list[float]:
     """``lua/sliding_window.lua``'s window at ``now_s``, from the window's and the pending set's scores (us).
 

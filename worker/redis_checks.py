@@ -31,6 +31,7 @@ from typing import Any, cast
 
 from redis import Redis, RedisError, ResponseError
 
+from worker import redis_values
 from worker.observability import capture
 
 logger = logging.getLogger("wetbot_rewards.redis_checks")
@@ -68,8 +69,8 @@ def check_redis_config(redis: Redis) -> RedisConfigReport:
     values: dict[str, str | None] = {}
     try:
         for name in CHECKED_PARAMETERS:
-            reply = cast(dict[Any, Any], redis.config_get(name))
-            values[name] = _text(reply.get(name, reply.get(name.encode())))
+            reply = redis_values.text_map(redis.config_get(name))
+            values[name] = reply.get(name)
     except ResponseError as exc:  # unknown / renamed command, NOPERM from an ACL
         return RedisConfigReport(
             checked=False,
@@ -178,12 +179,6 @@ def replica_shortfall(redis: Redis, wanted: int) -> str | None:
         f"{online} of the {wanted} Redis replicas REDIS_WAIT_REPLICAS asks for are in sync: producers answer 503"
         " and workers send nothing until enough replicas are back"
     )
-
-
-def _text(value: Any) -> str | None:
-    if value is None:
-        return None
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _int(value: str) -> int:

@@ -18,8 +18,13 @@ __all__ = [
     "integer",
     "items",
     "number",
+    "optional_raw",
     "optional_text",
+    "optional_texts",
+    "raw_map",
+    "raw_maps",
     "redis_time",
+    "redis_time_of",
     "scored",
     "text",
     "text_map",
@@ -82,6 +87,36 @@ def text_map(value: object) -> dict[str, str]:
     if not isinstance(value, Mapping):
         raise TypeError(f"expected a Redis hash, got {type(value).__name__}")
     return {text(field): text(item) for field, item in value.items()}
+
+
+def raw_map(value: object) -> dict[bytes, bytes]:
+    """A hash reply (``HGETALL``) as bytes, from a client without ``decode_responses``."""
+    if not isinstance(value, Mapping):
+        raise TypeError(f"expected a Redis hash, got {type(value).__name__}")
+    return {_raw(field): _raw(item) for field, item in value.items()}
+
+
+def raw_maps(value: object) -> list[dict[bytes, bytes]]:
+    """A pipeline's answers to ``HGETALL`` commands, each as ``raw_map``."""
+    return [raw_map(item) for item in items(value)]
+
+
+def optional_raw(value: object) -> bytes | None:
+    """A bulk string reply as bytes, or None for a nil reply."""
+    return None if value is None else _raw(value)
+
+
+def optional_texts(value: object) -> list[str | None]:
+    """An array reply with nil entries (``MGET``, ``HMGET``) as text."""
+    return [optional_text(item) for item in items(value)]
+
+
+def _raw(value: object) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    raise TypeError(f"expected a Redis string, got {type(value).__name__}")
 
 
 def scored(value: object) -> list[tuple[str, float]]:

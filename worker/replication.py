@@ -94,6 +94,7 @@ from redis.asyncio import Redis as AsyncRedis
 from redis.client import Pipeline
 from redis.commands.core import AsyncScript, Script
 
+from config.errors import WetbotRewardsError
 from config.settings import Settings
 from worker.connections import follow_failover
 from worker.scripts import load_script
@@ -109,8 +110,8 @@ __all__ = [
 ]
 
 
-class NotReplicated(RedisError):
-    """Fewer replicas than ``REDIS_WAIT_REPLICAS`` confirmed a write in time (it is on the primary only).
+class NotReplicated(RedisError, WetbotRewardsError):
+    """Raised when fewer replicas than ``REDIS_WAIT_REPLICAS`` confirmed a write in time (it is on the primary only).
 
     ``reply`` is the script's answer, for callers whose write turned out to change nothing.
     """

@@ -43,11 +43,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import dramatiq
 from redis import Redis, RedisError
 
+from worker import redis_values as values
 from worker.grant import GrantState
 from worker.grant_index import backfill
 from worker.keys import Keys
@@ -145,7 +146,7 @@ def trim_events(redis: Redis, keys: Keys, *, retention_s: float, now: float | No
     script = load_script(redis, "inbox_trim")
     deleted = 0
     while True:
-        batch = int(cast(int, script(args=[keys.prefix, cutoff_ms, EVENT_BATCH_SIZE])))
+        batch = values.integer(script(args=[keys.prefix, cutoff_ms, EVENT_BATCH_SIZE]))
         deleted += batch
         if batch < EVENT_BATCH_SIZE:
             return deleted

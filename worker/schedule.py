@@ -71,13 +71,15 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, cast
+from typing import cast
 
 import dramatiq
 from redis import Redis, RedisError
 
 from config.settings import RateLimit
+from worker import redis_values as values
 from worker.broker import DISPATCH_TTL_S, QUEUE_NAME, encoded_message
+from worker.grant import MOVING_STATES
 from worker.keys import WAKE_TOKENS_MAX, Keys, wake_key
 from worker.limiter import effective_window_s
 from worker.scripts import load_script
@@ -92,8 +94,6 @@ MIN_PASS_GAP_S = 0.002
 BATCH = 200
 #: Seconds between checks that every moving grant is on the schedule (``Schedule.adopt_unscheduled``).
 ADOPT_INTERVAL_S = 300.0
-#: States whose grants must be on the schedule.
-MOVING_STATES = ("queued", "retrying", "sending")
 #: Grants a guild may have in flight (dispatched, not settled), per request its key allows in a window or per
 #: worker thread, whichever is more (``Backpressure.cap``): two rounds of either, so neither the key nor the
 #: threads wait for a pass, a queue that holds them is read in milliseconds (far within ``DISPATCH_TTL_S``) and
@@ -216,8 +216,7 @@ class Schedule:
 
     def now_ms(self) -> int:
         """Redis' clock in milliseconds."""
-        seconds, micros = cast(tuple[int, int], self._redis.time())
-        return int(seconds) * 1000 + int(micros) // 1000
+        return values.redis_time(self._redis).ms
 
     def due_ids(self, *, limit: int = BATCH) -> list[str]:
         """Ids of grants due now (Redis' clock), earliest first (``lua/due_ids.lua``)."""
@@ -235,7 +234,7 @@ class Schedule:
 
     def next_due_in_s(self) -> float | None:
         """Seconds until the earliest entry is due, None when nothing is scheduled."""
-        first = cast(list[tuple[bytes, float]], self._redis.zrange(self._keys.due(), 0, 0, withscores=True))
+        first = values.scored(self._redis.zrange(self._keys.due(), 0, 0, withscores=True))
         return None if not first else (float(first[0][1]) - self.now_ms()) / 1000
 
     def dispatch_due(self, *, write_messages: bool = True, limit: int = BATCH) -> list[tuple[str, str]]:
@@ -277,8 +276,8 @@ class Schedule:
             "write": 1 if write_messages else 0,
             "candidates": candidates,
         }
-        out = cast(list[list[bytes]], self._dispatch(keys=[self._keys.due()], args=[json.dumps(request)]))
-        return [(grant_id.decode(), token.decode()) for grant_id, token in out]
+        out = values.items(self._dispatch(keys=[self._keys.due()], args=[json.dumps(request)]))
+        return [(grant_id, token) for grant_id, token in (values.texts(pair) for pair in out)]
 
     def claim(self, grant_id: str, token: str, run: str, *, lease_px: int, busy_ms: int) -> Claim:
         """Start a run of ``grant_id`` for the message carrying ``token``: see ``lua/claim.lua``."""
@@ -290,10 +289,10 @@ class Schedule:
             "lease_px": lease_px,
             "busy_ms": busy_ms,
         }
-        reply = cast(
-            list[Any], self._claim(keys=[self._keys.grant(grant_id), self._keys.due()], args=[json.dumps(request)])
+        reply = values.items(
+            self._claim(keys=[self._keys.grant(grant_id), self._keys.due()], args=[json.dumps(request)])
         )
-        return Claim(_text(reply[0]))
+        return Claim(values.text(reply[0]))
 
     def adopt_unscheduled(self) -> int:
         """Put every queued, retrying or sending grant that is missing from the schedule on it, due now.
@@ -303,16 +302,13 @@ class Schedule:
         hand). Returns how many were adopted.
         """
         adopted = 0
-        for state in MOVING_STATES:
+        for state in sorted(MOVING_STATES):
             index = self._keys.state_index(state)
             start = 0
-            while start < int(cast(int, self._redis.zcard(index))):
-                adopted += int(
-                    cast(
-                        int,
-                        self._adopt(
-                            keys=[index, self._keys.due()], args=[self._keys.prefix, state, start, start + BATCH - 1]
-                        ),
+            while start < values.integer(self._redis.zcard(index)):
+                adopted += values.integer(
+                    self._adopt(
+                        keys=[index, self._keys.due()], args=[self._keys.prefix, state, start, start + BATCH - 1]
                     )
                 )
                 start += BATCH
@@ -325,7 +321,7 @@ class Schedule:
             args=[grant_id, lease_value, max(0, int(delay_s * 1000))],
         )
         self.wakeup.due_in(delay_s)
-        return int(cast(int, moved)) == 1
+        return values.integer(moved) == 1
 
 
 class Reconciler(dramatiq.Middleware):
@@ -423,7 +419,3 @@ class Reconciler(dramatiq.Middleware):
             logger.warning("reconciler: Redis answers again; due grants dispatched")
             self._failing = False
         return batch.next_due_in_s
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

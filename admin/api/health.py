@@ -14,6 +14,7 @@ from admin.api.key_metrics import key_metric_lines
 from producers.api.auth import require_metrics_token
 from producers.counters import read_counters
 from producers.state import AppState, app_state
+from worker import redis_values as values
 from worker.broker import QUEUE_NAME
 from worker.grant import GrantState
 from worker.redis_checks import replica_shortfall
@@ -69,10 +70,9 @@ def metrics(state: Annotated[AppState, Depends(app_state)]) -> str:
     pipe.zrange(state.keys.due(), 0, 0, withscores=True)
     pipe.zrange(state.keys.state_index(GrantState.QUEUED.value), 0, 0, withscores=True)
     pipe.time()
-    queue_depth, delayed, scheduled, first_due, oldest, (seconds, micros) = pipe.execute()
-    overdue_s = (
-        max(0.0, (int(seconds) * 1000 + int(micros) // 1000 - float(first_due[0][1])) / 1000) if first_due else 0.0
-    )
+    queue_depth, delayed, scheduled, first_due, oldest, now = pipe.execute()
+    now_ms = values.redis_time_of(now).ms
+    overdue_s = max(0.0, (now_ms - float(first_due[0][1])) / 1000) if first_due else 0.0
     oldest_age = time.time() - float(oldest[0][1]) if oldest else 0.0
     lines = [
         "# HELP wetbot_rewards_grants Grants in the ledger by state.",

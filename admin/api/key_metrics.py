@@ -8,13 +8,12 @@ Redis (``worker.keys``: the limiter's window and block, the outcome counts;
 
 from __future__ import annotations
 
-from typing import cast
-
 from redis import Redis
 
 from config.keyring import Keyring
 from config.settings import RateLimit
-from worker.client import Outcome
+from worker import redis_values as values
+from worker.client import CallOutcome
 from worker.key_health import read_key_healths
 from worker.keys import Keys
 
@@ -36,8 +35,7 @@ def key_metric_lines(redis: Redis, keys: Keys, keyring: Keyring, rate: RateLimit
         pipe.hgetall(keys.key_outcomes(key_id))
     replies = iter(pipe.execute())
     healths = read_key_healths(redis, keys, [(key_id, guild) for key_id, guilds in served.items() for guild in guilds])
-    seconds, micros = cast(tuple[int, int], next(replies))
-    now_us = int(seconds) * 1_000_000 + int(micros)
+    now_us = values.redis_time_of(next(replies)).us
     window_us = int(rate.window_s * 1_000_000)
     used: list[str] = []
     blocked: list[str] = []
@@ -45,17 +43,17 @@ def key_metric_lines(redis: Redis, keys: Keys, keyring: Keyring, rate: RateLimit
     paused: list[str] = []
     for key_id, guilds in served.items():
         label = f'key="{key_id}"'
-        slots = cast(list[tuple[bytes, float]], next(replies))
+        slots = values.scored(next(replies))
         used.append(
             f"wetbot_rewards_key_requests_in_window{{{label}}} {sum(1 for _, at in slots if at > now_us - window_us)}"
         )
-        block = cast(bytes | None, next(replies))
+        block = values.optional_raw(next(replies))
         blocked_s = max(0.0, (int(block) - now_us) / 1_000_000) if block else 0.0
         blocked.append(f"wetbot_rewards_key_blocked_seconds{{{label}}} {blocked_s:.3f}")
-        counted = {name.decode(): int(n) for name, n in cast(dict[bytes, bytes], next(replies)).items()}
+        counted = {name.decode(): int(n) for name, n in values.raw_map(next(replies)).items()}
         outcomes.extend(
             f'wetbot_rewards_key_requests_total{{{label},outcome="{outcome.value}"}} {counted.get(outcome.value, 0)}'
-            for outcome in Outcome
+            for outcome in CallOutcome
         )
         for guild in guilds:
             health = healths[(key_id, guild)]

@@ -10,11 +10,12 @@ is safe (the second run finds nothing).
 from __future__ import annotations
 
 import argparse
-from typing import Any, cast
+from typing import Any
 
 from redis import Redis
 
 from config.settings import DEMO_KEY_PREFIX, Settings
+from worker import redis_values as values
 from worker.connections import connect_redis
 
 __all__ = ["clear_demo_keys", "register"]
@@ -37,10 +38,10 @@ def clear_demo_keys(redis: Redis) -> int:
     for key in redis.scan_iter(match=f"{DEMO_KEY_PREFIX}:*", count=BATCH):
         batch.append(key)
         if len(batch) >= BATCH:
-            deleted += int(cast(int, redis.unlink(*batch)))
+            deleted += values.integer(redis.unlink(*batch))
             batch = []
     if batch:
-        deleted += int(cast(int, redis.unlink(*batch)))
+        deleted += values.integer(redis.unlink(*batch))
     return deleted
 
 

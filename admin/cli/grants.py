@@ -251,7 +251,7 @@ def _query(args: argparse.Namespace, state: GrantState | None) -> GrantQuery:
     text = args.user or args.twitch or args.patreon or args.search or ""
     try:
         return GrantQuery(state=state, source=args.source or "", guild_id=args.guild or "", text=text)
-    except ValueError as exc:
+    except domain.InvalidInput as exc:
         raise CliError(f"--{exc}") from None
 
 

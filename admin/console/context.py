@@ -24,6 +24,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from admin.console.forms import read_form
 from admin.console.rendering import render_html
 from admin.console.sessions import Flash, Session, SessionStore
+from config.errors import WetbotRewardsError
 from producers.state import AppState, app_state
 
 __all__ = [
@@ -49,8 +50,8 @@ COOKIE = "wbr_console"
 BASE = "/console"
 
 
-class ConsoleRefusal(Exception):
-    """A request the console refuses before doing anything; ``ConsoleRoute`` answers it."""
+class ConsoleRefusal(WetbotRewardsError):
+    """Raised for a request the console refuses before doing anything; ``ConsoleRoute`` answers it."""
 
 
 class ConsoleOff(ConsoleRefusal):

@@ -41,9 +41,9 @@ _GRANT_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 def _query(state: str, source: str, guild: str, q: str) -> GrantQuery:
-    """The filters of a request; raises ``ValueError`` with a message for the page."""
+    """The filters of a request; raises ``InvalidInput`` with a message for the page."""
     if state and state not in {s.value for s in GrantState}:
-        raise ValueError(f"state: {state!r} is not a grant state")
+        raise InvalidInput("state", "not a grant state")
     return GrantQuery(state=GrantState(state) if state else None, source=source, guild_id=guild, text=q.strip())
 
 

@@ -15,10 +15,10 @@ import math
 import secrets
 import time
 from dataclasses import dataclass
-from typing import cast
 
 from redis import Redis
 
+from worker import redis_values as values
 from worker.keys import Keys
 
 __all__ = ["Flash", "Session", "SessionStore", "fingerprint"]
@@ -88,7 +88,7 @@ class SessionStore:
         if not cookie_value or len(cookie_value) > 200:
             return None
         digest = _digest(cookie_value)
-        raw = cast(dict[bytes, bytes], self._redis.hgetall(self._keys.console_session(digest)))
+        raw = values.raw_map(self._redis.hgetall(self._keys.console_session(digest)))
         csrf = raw.get(b"csrf", b"").decode()
         expires = raw.get(b"expires_ms", b"")
         if not csrf or not expires.isdigit():

@@ -19,7 +19,7 @@ channel-point redemptions, Patreon new pledges and ``POST /grants`` with idempot
 delivery is sent twice at once and once more later; a redemption is also sent again under a new message
 id. :func:`measure` compares the simulator's applied changes and the ledger with the expected set.
 
-Used by ``tests/chaos`` (short scenarios) and ``bench/chaos.py`` (long ones); the scenarios themselves
+Used by ``tests/chaos`` (short scenarios) and ``bench/chaos_long.py`` (long ones); the scenarios themselves
 are in ``devtools/chaos/scenarios.py``.
 """
 

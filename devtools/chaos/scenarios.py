@@ -1,4 +1,4 @@
-"""The chaos scenarios, shared by ``tests/chaos`` (short) and ``bench/chaos.py`` (long).
+"""The chaos scenarios, shared by ``tests/chaos`` (short) and ``bench/chaos_long.py`` (long).
 
 Each scenario starts a :class:`~devtools.chaos.harness.Cluster`, sends the :class:`~devtools.chaos.harness.Load`
 (every delivery twice at once and again later), drives its faults while the grants drain, waits for

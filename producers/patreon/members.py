@@ -47,7 +47,6 @@ import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import cast
 
 from redis import Redis, WatchError
 from redis.client import Pipeline
@@ -56,13 +55,22 @@ from producers.patreon.events import MemberEvent
 from producers.patreon.rules import GrantDecision, Hold, MemberMemory, Plan, decide
 from producers.state import AppState
 from producers.submit import link_and_release, planned_for_identity
+from worker import redis_values as values
 from worker.creation import SCRIPT, EventRequest, MissingGrant, Mode, Planned, build_request, parse_reply
 from worker.grant import CreateResult, Grant, GrantItem, GrantState, NewGrant
 from worker.keys import Keys
 from worker.replication import ReplicaAcks, confirm_fence
 from worker.scripts import load_script
 
-__all__ = ["MAX_DECIDE_ATTEMPTS", "PLATFORM", "SOURCE", "MemberStore", "Outcome", "handle_event", "revoke_key"]
+__all__ = [
+    "MAX_DECIDE_ATTEMPTS",
+    "PLATFORM",
+    "SOURCE",
+    "MemberStore",
+    "MemberEventResult",
+    "handle_event",
+    "revoke_key",
+]
 
 logger = logging.getLogger("wetbot_rewards.patreon")
 
@@ -110,7 +118,7 @@ class MemberStore:
 
     def load(self, member_id: str, *, via: Redis | Pipeline | None = None) -> MemberMemory:
         """The member's memory; ``via`` a WATCHing pipeline (in immediate mode) to read under its watch."""
-        raw = cast(dict[bytes, bytes], (via or self._redis).hgetall(self.key(member_id)))
+        raw = values.raw_map((via or self._redis).hgetall(self.key(member_id)))
         fields = {name.decode(): value.decode() for name, value in raw.items()}
         holds: dict[str, Hold] = {}
         grants: dict[str, list[str]] = {}
@@ -159,7 +167,7 @@ class MemberStore:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class MemberEventResult:
     """What handling one event did: new grants, grants that already existed, revocations, holds made and used.
 
     ``revoked`` counts negative grants (for delivered originals), ``cancelled`` originals withdrawn before
@@ -186,7 +194,7 @@ class _Member:
     patreon_user_id: str
 
 
-def handle_event(state: AppState, event: MemberEvent) -> tuple[Plan, Outcome]:
+def handle_event(state: AppState, event: MemberEvent) -> tuple[Plan, MemberEventResult]:
     """Decide on ``event`` against the member's memory and carry the plan out (blocking: run in a threadpool).
 
     One atomic step per attempt (see the module docstring): read memory under WATCH, decide, then write
@@ -301,8 +309,7 @@ def _watch_claims(pipe: Pipeline, keys: Keys, entries: Sequence[_Entry]) -> list
     claim_keys = [keys.idempotency(entry.planned.new.idempotency_key) for entry in entries]
     pipe.watch(*claim_keys)  # type: ignore[no-untyped-call]
     found: list[str | None] = []
-    for raw in cast(list[bytes | None], pipe.mget(claim_keys)):
-        grant_id = None if raw is None else raw.decode()
+    for grant_id in values.optional_texts(pipe.mget(claim_keys)):
         if grant_id is not None and not pipe.exists(keys.grant(grant_id)):
             raise MissingGrant(f"an idempotency key names a missing grant {grant_id}")
         found.append(grant_id)
@@ -321,7 +328,7 @@ def _record_ids(state: AppState, step: _Step, claims: list[str | None], sent: Se
             step.changes.recorded.append((entry.rule_id, grant_id))
 
 
-def _outcome(plan: Plan, step: _Step, results: Sequence[CreateResult]) -> Outcome:
+def _outcome(plan: Plan, step: _Step, results: Sequence[CreateResult]) -> MemberEventResult:
     granted = duplicates = revoked = 0
     for entry, result in zip(step.entries, results, strict=True):
         if entry.is_take_back:
@@ -329,7 +336,7 @@ def _outcome(plan: Plan, step: _Step, results: Sequence[CreateResult]) -> Outcom
         else:
             granted += result.created
             duplicates += not result.created
-    return Outcome(
+    return MemberEventResult(
         granted=granted,
         duplicates=duplicates + plan.already_granted,
         revoked=revoked,

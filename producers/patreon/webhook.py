@@ -27,7 +27,7 @@ from producers.counters import count_event_async
 from producers.inbox import EventOutcome, grants_outcome
 from producers.inbox import Outcome as EventOutcomeKind
 from producers.patreon.events import MEMBER_TRIGGERS, MalformedEvent, NotAMemberEvent, parse_event
-from producers.patreon.members import Outcome, handle_event
+from producers.patreon.members import MemberEventResult, handle_event
 from producers.request_body import read_capped_body
 from producers.settle import record_event
 from producers.state import AppState, app_state
@@ -116,7 +116,7 @@ async def handle_delivery(state: AppState, trigger: str, body: bytes) -> EventOu
     return _event_outcome(plan.notes, outcome)
 
 
-def _event_outcome(notes: list[str], outcome: Outcome) -> EventOutcome:
+def _event_outcome(notes: list[str], outcome: MemberEventResult) -> EventOutcome:
     """The inbox outcome of a handled member event: its grants, or why there were none."""
     facts = tuple(
         f"{count} {what}"
@@ -136,7 +136,7 @@ def _event_outcome(notes: list[str], outcome: Outcome) -> EventOutcome:
     return EventOutcome(EventOutcomeKind.IGNORED, ignored="; ".join(notes) or "no rule asks for it", notes=facts)
 
 
-def _kind(acts: bool, outcome: Outcome) -> str:
+def _kind(acts: bool, outcome: MemberEventResult) -> str:
     """The counter suffix of a handled member event."""
     if outcome.granted or outcome.revoked or outcome.cancelled:
         return "granted"

@@ -16,6 +16,8 @@ from typing import Any
 
 import requests
 
+from config.errors import WetbotRewardsError
+
 __all__ = ["ACTIVE_STATUSES", "HelixClient", "HelixError", "Subscription", "SubscriptionExists"]
 
 #: Seconds per Helix call.
@@ -27,7 +29,7 @@ MAX_PAGES = 100
 ACTIVE_STATUSES = frozenset({"enabled", "webhook_callback_verification_pending"})
 
 
-class HelixError(Exception):
+class HelixError(WetbotRewardsError):
     """Raised when Twitch refuses a call or cannot be reached; ``status`` is the HTTP status (0: no answer)."""
 
     def __init__(self, message: str, status: int = 0) -> None:

@@ -33,6 +33,7 @@ from decimal import Decimal
 from typing import Any
 
 from config.domain import MAX_ABS_AMOUNT, is_discord_id, is_platform_user_id
+from config.errors import WetbotRewardsError
 from config.rewards import (
     ChannelPointsRedemptionRule,
     CheerRule,
@@ -56,7 +57,7 @@ MAX_NAME_IN_REASON = 100
 _MENTION = re.compile(r"<@!?([0-9]+)>")
 
 
-class MalformedEvent(ValueError):
+class MalformedEvent(WetbotRewardsError, ValueError):
     """Raised when an event lacks a field a matching rule needs, or has it with the wrong type."""
 
 

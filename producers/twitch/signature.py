@@ -18,6 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from config.errors import WetbotRewardsError
+
 #: Prefix of the signature header value.
 SIGNATURE_PREFIX = "sha256="
 #: Seconds a message may be old: Twitch's replay guidance says "not older than 10 minutes".
@@ -37,7 +39,7 @@ HEADER_SUBSCRIPTION_TYPE = "twitch-eventsub-subscription-type"
 HEADER_SUBSCRIPTION_VERSION = "twitch-eventsub-subscription-version"
 
 
-class SignatureRejected(Exception):
+class SignatureRejected(WetbotRewardsError):
     """Raised when a request is not provably a fresh message from Twitch; ``reason`` says why (no secrets)."""
 
     def __init__(self, reason: str) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from config import domain
 from config.settings import Settings
 from tests.conftest import TOKEN, USER, SettingsFactory
 from wetbot_rewards.app import create_app
@@ -130,3 +131,17 @@ def test_an_unexpected_error_is_500_in_the_one_shape(settings: Settings) -> None
     assert response.status_code == 500
     assert_error_shape(response.json(), "internal error; nothing is known to be queued, retry later with the same key")
     assert "a bug" not in response.text
+
+
+def test_a_broken_input_rule_past_validation_is_a_422_naming_the_field(make_settings: SettingsFactory) -> None:
+    app = create_app(make_settings())
+
+    def probe() -> None:
+        domain.cursor_ms("\u00b2")
+
+    app.add_api_route("/probe-invalid-input", probe)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        answer = client.get("/probe-invalid-input")
+    assert answer.status_code == 422
+    assert_error_shape(answer.json(), "before_ms: expected a whole number of at most 15 digits 0-9")
+    assert answer.json()["detail"][0]["loc"] == ["before_ms"]

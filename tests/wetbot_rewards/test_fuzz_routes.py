@@ -1,8 +1,8 @@
 """Fuzzing every POST route with and without its token or signature, and schemathesis over the OpenAPI document.
 
-A short run of ``bench/fuzzing.py``'s campaigns (``bench/fuzz.py`` runs them longer) against the real app under
-uvicorn on Redis DB 15: no answer may be a 5xx, and no request without the right token or signature may add a
-grant or a link.
+A short run of ``bench/fuzz_routes.py``'s campaigns (``bench/fuzz_campaigns.py`` runs them longer) against the real
+app under uvicorn on Redis DB 15: no answer may be a 5xx, and no request without the right token or signature may
+add a grant or a link.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from bench.fuzzing import RULES, Secrets, Target, fuzz_everything
+from bench.fuzz_routes import RULES, Secrets, Target, fuzz_everything
 from tests.conftest import TOKEN, SettingsFactory, serve_app
 from wetbot_rewards.app import create_app
 

@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from redis import Redis
 
 from config.errors import RewardsFileError
+from config.keyring import parse_api_keys
 from config.rewards import parse_rewards
 from config.settings import Settings
 from tests.conftest import GUILD, TEST_REDIS_URL, TOKEN, USER, SettingsFactory
@@ -149,6 +150,12 @@ def test_console_queries_refuse_them_with_its_own_400_page(client: TestClient, p
     assert '"detail"' not in answer.text  # the console's page, not the API's JSON body
 
 
+def test_console_grants_list_with_an_unknown_state_is_its_400_page(client: TestClient) -> None:
+    logged_in(client)
+    answer = client.get("/console/grants", params={"state": "\u00b2"})
+    assert answer.status_code == 400 and "state: not a grant state" in answer.text
+
+
 def test_console_audit_paging_with_a_non_ascii_cursor_shows_the_first_page(client: TestClient) -> None:
     logged_in(client)
     answer = client.get("/console/audit", params={"before": "²-0"})
@@ -196,19 +203,24 @@ def cli_cases() -> Iterator[object]:
         )
         guild = ["grants", "create", "--user", USER, "--guild", bad, "--item", "gem=1"]
         yield pytest.param(guild, "--guild: expected a Discord id", id=f"guild-{name}")
-        yield pytest.param(["links", "add", "twitch", "42", bad], "discord_user_id: expected a Discord id",
-                           id=f"link-{name}")  # fmt: skip
+        yield pytest.param(
+            ["links", "add", "twitch", "42", bad], "discord_user_id: expected a Discord id", id=f"link-{name}"
+        )
     for name, bad in BAD_NUMBERS.items():
         if name != "plus":  # +5 is an amount
-            yield pytest.param(["grants", "create", "--user", USER, "--item", f"gem={bad}"], "amount is not a number",
-                               id=f"amount-{name}")  # fmt: skip
+            yield pytest.param(
+                ["grants", "create", "--user", USER, "--item", f"gem={bad}"],
+                "amount is not a number",
+                id=f"amount-{name}",
+            )
         yield pytest.param(["grants", "list", "--limit", bad], "--limit: expected a whole number", id=f"limit-{name}")
         yield pytest.param(
             ["grants", "list", "--state", "dead", "--limit", bad], "--limit: expected a whole number", id=f"dead-{name}"
         )
         yield pytest.param(["events", "list", "--limit", bad], "--limit: expected a whole number", id=f"events-{name}")
-        yield pytest.param(["links", "add", "twitch", bad, USER], "external_id: expected a numeric user id",
-                           id=f"external-{name}")  # fmt: skip
+        yield pytest.param(
+            ["links", "add", "twitch", bad, USER], "external_id: expected a numeric user id", id=f"external-{name}"
+        )
 
 
 @pytest.mark.usefixtures("cli_env")
@@ -234,3 +246,10 @@ def test_the_rewards_file_refuses_them_as_a_guild_id(bad: str) -> None:
 def test_the_rewards_file_refuses_them_as_a_twitch_link(bad: str) -> None:
     with pytest.raises(RewardsFileError, match="must be a Twitch user id"):
         parse_rewards({"guild_id": GUILD, "twitch": {"links": {bad: USER}}}, source="rewards.toml")
+
+
+# --- the environment -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("bad", UNSTRIPPED.values(), ids=UNSTRIPPED.keys())  # entries are stripped
+def test_wetbot_api_keys_refuse_them_as_a_guild_id(bad: str) -> None:
+    with pytest.raises(ValueError, match="guild ids are 17-20 digits 0-9"):
+        parse_api_keys(f"{bad}=some-key")

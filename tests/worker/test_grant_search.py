@@ -228,7 +228,7 @@ def test_a_grants_hash_keeps_redis_compact_encoding_with_its_search_terms(
     redis: Redis, keys: Keys, ledger: Ledger
 ) -> None:
     # Long search terms live beside the hash: inside it, one value over 64 bytes would make Redis store
-    # the hash in its large encoding (2.5x the memory per grant, measured by bench/console.py).
+    # the hash in its large encoding (2.5x the memory per grant, measured by bench/console_pages.py).
     grant_id = twitch_grant(
         ledger, "twitch:" + "e" * 36 + ":monthly-sub-reward", login="longestpossiblelogin_2025", park=False
     )

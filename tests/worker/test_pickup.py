@@ -1,7 +1,7 @@
 """Fast pickup (``worker.pickup``): idle consumers are woken by the message writers, the queue stays the truth.
 
 Bounds are generous and relative to the configured poll interval (a wake-up takes a round trip, a poll
-takes ``POLL_INTERVAL_S``): nothing here measures latency, ``bench/latency.py`` does.
+takes ``POLL_INTERVAL_S``): nothing here measures latency, ``bench/pickup_latency.py`` does.
 """
 
 from __future__ import annotations

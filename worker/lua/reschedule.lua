@@ -8,11 +8,12 @@
 --
 -- Returns 1 when rescheduled, 0 when the grant is no longer moving (then it leaves the schedule). The grant
 -- keeps its place in its guild's in-flight set (lua/inflight.lua): it waits for its turn, not settled yet.
+-- include: moving_states
 if redis.call('GET', KEYS[3]) == ARGV[2] then
   redis.call('DEL', KEYS[3])
 end
 local state = redis.call('HGET', KEYS[1], 'state')
-if not (state == 'queued' or state == 'retrying' or state == 'sending') then
+if not MOVING_STATES[state] then
   redis.call('ZREM', KEYS[2], ARGV[1])
   return 0
 end

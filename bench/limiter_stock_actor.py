@@ -1,6 +1,6 @@
 """The baseline for ``bench/limiter.py``: the rate-limited actor most people write with stock Dramatiq.
 
-Run by the benchmark as ``dramatiq bench.stock_actor --processes 1 --threads T --queues <STOCK_QUEUE>``
+Run by the benchmark as ``dramatiq bench.limiter_stock_actor --processes 1 --threads T --queues <STOCK_QUEUE>``
 (cwd = the repository root). Everything is stock Dramatiq:
 
 * ``WindowRateLimiter(RedisBackend(...), key, limit=N, window=W)`` around the HTTP call, with
@@ -62,7 +62,7 @@ def broker_namespace(prefix: str) -> str:
 def _env(name: str) -> str:
     value = os.environ.get(name)
     if not value:
-        raise SystemExit(f"bench.stock_actor: {name} is not set (this module is started by bench/limiter.py)")
+        raise SystemExit(f"bench.limiter_stock_actor: {name} is not set (this module is started by bench/limiter.py)")
     return value
 
 

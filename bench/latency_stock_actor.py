@@ -1,6 +1,6 @@
-"""The baseline for ``bench/latency.py``: a plain actor on a stock ``RedisBroker``, noting when it starts.
+"""The baseline for ``bench/pickup_latency.py``: a plain actor on a stock ``RedisBroker``, noting when it starts.
 
-Run by the benchmark as ``dramatiq bench.stock_pickup --processes 1 --threads T --queues <PICKUP_QUEUE>``
+Run by the benchmark as ``dramatiq bench.latency_stock_actor --processes 1 --threads T --queues <PICKUP_QUEUE>``
 (cwd = the repository root). Nothing here is ours: a stock broker built from a URL, Dramatiq's own
 enqueue, its own consumer with its idle backoff (up to the worker timeout, 1 s by default). The actor's
 first act is to push ``time.time()`` onto ``<prefix>:started``; the benchmark takes the time right after

@@ -2,7 +2,7 @@
 
 ``wetbot_rewards.app:app`` runs under uvicorn (one worker, as the Procfile's ``web``) with every token and webhook
 secret set, a rules file that grants for cheers, follows and new pledges, and its own Redis key prefix; no
-worker runs. ``bench.fuzzing`` then sends ``--examples`` hypothesis-generated requests to each POST route
+worker runs. ``bench.fuzz_routes`` then sends ``--examples`` hypothesis-generated requests to each POST route
 (``/grants`` and ``/links`` with the token, without, with a wrong one; ``/webhooks/twitch`` and
 ``/webhooks/patreon`` signed, unsigned, signed with another secret, tampered with) and as many to each
 operation of the OpenAPI document with schemathesis (positive and negative cases, each with one of the same
@@ -12,7 +12,7 @@ token modes). The OpenAPI document is the app's own, built in-process from the s
 Prints, per campaign: requests sent, 5xx answers, and grants (or links) created by a request without the right
 token or signature. Targets: 0 and 0 (exit status 1 otherwise, with the first offending requests).
 
-Run from the repository root: ``.venv/bin/python bench/fuzz.py [--examples 500]``. Needs Redis at
+Run from the repository root: ``.venv/bin/python -m bench.fuzz_campaigns [--examples 500]``. Needs Redis at
 127.0.0.1:6379 (DB 15; ``--redis-url``); every key lives under a random ``bench<hex>-fuzz`` prefix that is
 deleted at the end (SCAN + DEL, never a flush).
 """
@@ -27,12 +27,8 @@ from pathlib import Path
 
 from redis import Redis
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from bench.fuzzing import RULES, Secrets, Target, fuzz_everything  # noqa: E402
-from bench.rig import (  # noqa: E402
+from bench.fuzz_routes import RULES, Secrets, Target, fuzz_everything
+from bench.rig import (
     DEFAULT_REDIS_URL,
     delete_prefixes,
     free_port,
@@ -42,8 +38,8 @@ from bench.rig import (  # noqa: E402
     service_env,
     uvicorn_server,
 )
-from config.settings import load_settings  # noqa: E402
-from wetbot_rewards.app import create_app  # noqa: E402
+from config.settings import load_settings
+from wetbot_rewards.app import create_app
 
 SECRETS = Secrets(
     grants_token="bench-fuzz-grants-token-3f9a1c",

@@ -9,8 +9,8 @@ WetBot. Exit status 1 when a run misses a target (see ``Result.problems``).
 
 Run from the repository root, one scenario at a time on a shared machine::
 
-    .venv/bin/python bench/chaos.py --scenario sigkill --policy hold --grants 80
-    .venv/bin/python bench/chaos.py --scenario all --policy hold --policy retry --short
+    .venv/bin/python -m bench.chaos_long --scenario sigkill --policy hold --grants 80
+    .venv/bin/python -m bench.chaos_long --scenario all --policy hold --policy retry --short
 
 ``--short`` runs the test-sized version (12 grants, one round of disruptions).
 """
@@ -22,14 +22,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from devtools.chaos.harness import Result, print_table
 from devtools.chaos.scenarios import LONG, SCENARIOS, SHORT, run_scenario
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bench/chaos.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.chaos_long", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--scenario", action="append", choices=[*SCENARIOS, "all"], help="scenario to run (repeatable; default all)"
     )

@@ -1,8 +1,8 @@
 """Fuzzing every POST route, and schemathesis over the app's own OpenAPI document, against a running app.
 
-Shared by ``bench/fuzz.py`` (long runs, figures for BENCHMARKS.md) and ``tests/wetbot_rewards/test_fuzz_routes.py``
-(short runs in the suite). Each campaign sends hypothesis-generated requests over real HTTP to an app
-served at ``base_url`` and tallies, per route:
+Shared by ``bench/fuzz_campaigns.py`` (long runs, figures for BENCHMARKS.md) and
+``tests/wetbot_rewards/test_fuzz_routes.py`` (short runs in the suite). Each campaign sends hypothesis-generated
+requests over real HTTP to an app served at ``base_url`` and tallies, per route:
 
 - **requests** sent;
 - **5xx**: answers with a status of 500 or more (the app's tokens and secrets are all set, so none is

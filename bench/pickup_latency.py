@@ -1,6 +1,6 @@
 """Pickup latency on an idle system: from the producer's answer to the request at WetBot, ours against stock.
 
-Two runs on one private redis-server (``bench/redis_load.py``, unless ``--redis-url`` names another):
+Two runs on one private redis-server (``bench/private_redis.py``, unless ``--redis-url`` names another):
 
 ``ours``
     The Procfile's processes: ``uvicorn wetbot_rewards.app:app`` and ``dramatiq worker.actors --processes 1
@@ -8,7 +8,7 @@ Two runs on one private redis-server (``bench/redis_load.py``, unless ``--redis-
     after an idle gap, ``POST /grants``; a sample is the time from its answer (read here) to the arrival
     of the inventory request at the simulator (its own ``time.monotonic()``, the same clock).
 ``stock``
-    A plain actor on a stock ``RedisBroker`` (``bench/stock_pickup.py``, same processes and threads): a
+    A plain actor on a stock ``RedisBroker`` (``bench/latency_stock_actor.py``, same processes and threads): a
     sample is the time from ``broker.enqueue`` returning to the actor's first line.
 
 The gaps are drawn once (uniform in ``--gap-min``..``--gap-max`` seconds, seeded) and used by both runs, so
@@ -17,7 +17,7 @@ for ``--settle`` seconds, then its Redis round trips per second are counted for 
 command (``MONITOR``; what scripts run inside is shown apart). Targets (ours): p50 <= 20 ms, p99 <= 100 ms;
 exit status 1 when missed, 2 on a setup error.
 
-Run from the repository root: ``.venv/bin/python bench/latency.py [--samples 60 ...]`` (about 4 minutes).
+Run from the repository root: ``.venv/bin/python -m bench.pickup_latency [--samples 60 ...]`` (about 4 minutes).
 """
 
 from __future__ import annotations
@@ -37,16 +37,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, cast
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # ``bench`` is not an installed package
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+from redis import Redis
 
-import dramatiq  # noqa: E402
-from dramatiq.brokers.redis import RedisBroker  # noqa: E402
-from redis import Redis  # noqa: E402
-
-from bench.redis_load import INSIDE, idle_load, private_redis  # noqa: E402
-from bench.rig import (  # noqa: E402
+from bench.latency_stock_actor import PICKUP_ACTOR, PICKUP_QUEUE, broker_namespace, started_key
+from bench.private_redis import INSIDE, idle_load, private_redis
+from bench.rig import (
     BOOT_TIMEOUT_S,
     GUILD,
     clean_env,
@@ -62,9 +59,8 @@ from bench.rig import (  # noqa: E402
     uvicorn_server,
     wetbot_simulator,
 )
-from bench.stock_pickup import PICKUP_ACTOR, PICKUP_QUEUE, broker_namespace, started_key  # noqa: E402
-from simulator.wetbot import RequestRecord  # noqa: E402
-from worker.broker import QUEUE_NAME  # noqa: E402
+from simulator.wetbot import RequestRecord
+from worker.broker import QUEUE_NAME
 
 API_KEY = secrets.token_hex(16)  # fresh per run: no credential is written down
 GRANTS_TOKEN = secrets.token_hex(16)
@@ -193,7 +189,9 @@ def run_stock(
     env = clean_env() | {"BENCH_PICKUP_PREFIX": prefix, "BENCH_REDIS_URL": redis_url}
     broker = RedisBroker(url=redis_url, namespace=broker_namespace(prefix))  # type: ignore[no-untyped-call]
     redis = Redis.from_url(redis_url)
-    workers = dramatiq_workers("bench.stock_pickup", PICKUP_QUEUE, processes=1, threads=args.threads, env=env, log=log)
+    workers = dramatiq_workers(
+        "bench.latency_stock_actor", PICKUP_QUEUE, processes=1, threads=args.threads, env=env, log=log
+    )
     try:
 
         def take(n: int) -> float | None:
@@ -264,7 +262,9 @@ def redis_for(args: argparse.Namespace) -> Iterator[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bench/latency.py", description=__doc__.split("\n\n")[0] if __doc__ else "")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.pickup_latency", description=__doc__.split("\n\n")[0] if __doc__ else ""
+    )
     parser.add_argument("--samples", type=int, default=60, help="samples per run (default 60)")
     parser.add_argument("--gap-min", type=float, default=0.25, help="shortest idle gap before a sample, s (0.25)")
     parser.add_argument("--gap-max", type=float, default=2.0, help="longest idle gap before a sample, s (2.0)")
@@ -297,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             finally:
                 delete_prefixes(redis_url, prefixes)
     except (RuntimeError, OSError) as exc:
-        print(f"bench/latency.py: setup error: {exc}; see {processes_log}", file=sys.stderr)
+        print(f"bench/pickup_latency.py: setup error: {exc}; see {processes_log}", file=sys.stderr)
         return 2
     problems = report(results)
     for problem in problems:

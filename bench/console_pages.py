@@ -17,7 +17,7 @@ answer, and whether the slowest p95 at N is under 200 ms. Every answer must be 2
 anything else stops the run. ``--queued`` gives the measured ledger a backlog of that many queued grants
 (the baseline keeps the mix's share): a waiting grant's ETA (``worker.eta``) reads the whole schedule.
 
-Run from the repository root: ``.venv/bin/python bench/console.py [--grants 100000 --baseline-grants 1000]``.
+Run from the repository root: ``.venv/bin/python -m bench.console_pages [--grants 100000 --baseline-grants 1000]``.
 Exit status 1 when a page's p95 at N is 200 ms or more, 2 on a setup error (a process, Redis, a status).
 """
 
@@ -39,16 +39,11 @@ from typing import Any, NoReturn, cast
 from urllib.parse import urlencode
 
 import requests
+from redis import Redis
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # ``bench`` is not an installed package
-
-from redis import Redis  # noqa: E402
-
-from admin.console.context import COOKIE  # noqa: E402
-from bench.console_seed import GUILDS, Seeded, add_extras, seed  # noqa: E402
-from bench.rig import (  # noqa: E402
+from admin.console.context import COOKIE
+from bench.console_seed import GUILDS, Seeded, add_extras, seed
+from bench.rig import (
     DEFAULT_REDIS_URL,
     delete_prefixes,
     free_port,
@@ -59,7 +54,7 @@ from bench.rig import (  # noqa: E402
     service_env,
     uvicorn_server,
 )
-from worker.grant import GrantState  # noqa: E402
+from worker.grant import GrantState
 
 #: The target for every page, in ms.
 TARGET_MS = 200.0
@@ -228,7 +223,9 @@ def _terminate(signum: int, frame: FrameType | None) -> NoReturn:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="bench/console.py", description=__doc__.split("\n\n")[0] if __doc__ else "")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.console_pages", description=__doc__.split("\n\n")[0] if __doc__ else ""
+    )
     parser.add_argument("--grants", type=int, default=100_000, help="grants in the measured ledger (100000)")
     parser.add_argument("--baseline-grants", type=int, default=1_000, help="grants in the baseline ledger (1000)")
     parser.add_argument("--repeat", type=int, default=20, help="timed requests per page and ledger (20)")
@@ -277,10 +274,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return report(targets[0], targets[1])
     except (SetupError, RuntimeError, OSError, requests.RequestException) as exc:
-        print(f"bench/console.py: setup error: {exc}; see {log_file}", file=sys.stderr)
+        print(f"bench/console_pages.py: setup error: {exc}; see {log_file}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("bench/console.py: interrupted (servers stopped, keys deleted)", file=sys.stderr)
+        print("bench/console_pages.py: interrupted (servers stopped, keys deleted)", file=sys.stderr)
         return 130
     finally:
         redis.close()
