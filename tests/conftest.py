@@ -289,13 +289,6 @@ def workers() -> Iterator[Callable[..., RunningWorker]]:
         running.stop()
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def serve_app(app: FastAPI) -> Iterator[str]:
     """``app`` under uvicorn on a loopback port (bound before the server starts: no race); yields its base URL."""
