@@ -203,6 +203,7 @@ def cli_cases() -> Iterator[object]:
         )
         guild = ["grants", "create", "--user", USER, "--guild", bad, "--item", "gem=1"]
         yield pytest.param(guild, "--guild: expected a Discord id", id=f"guild-{name}")
+        yield pytest.param(["grants", "list", "--guild", bad], "--guild: expected a Discord id", id=f"filter-{name}")
         yield pytest.param(["links", "add", "twitch", "42", bad], "discord_user_id: expected a Discord id",
                            id=f"link-{name}")  # fmt: skip
     for name, bad in BAD_NUMBERS.items():
