@@ -420,3 +420,29 @@ def test_the_inventory_check_finds_a_second_parser(tmp_path: Path) -> None:
         'def amounts(p):\n    return {e["itemID"]: e for e in p.get("inventory")}\n'
     )
     assert inventory_readers(tmp_path) == ["admin.shown:2"]
+
+
+#: Where a formatter opt-out is allowed: on the closing bracket of a table (a literal or call laid out by hand
+#: in columns), never on an ordinary statement.
+TABLE_CLOSE_SKIP = re.compile(r"^\s*[\])}]+[)\]]?\s*# fmt: skip$")
+
+
+def formatter_opt_outs(paths: list[Path], root: Path) -> list[str]:
+    """``path:line`` of each ``# fmt: skip`` that does not close a table."""
+    return [
+        f"{path.relative_to(root)}:{number}"
+        for path in paths
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+        if line.rstrip().endswith("# fmt: skip") and not TABLE_CLOSE_SKIP.match(line)
+    ]
+
+
+def test_the_formatter_is_opted_out_of_only_for_tables() -> None:
+    paths = [path for path in commented_sources(ROOT) if path.suffix == ".py"]
+    assert formatter_opt_outs(paths, ROOT) == []
+
+
+def test_the_opt_out_check_finds_a_statement(tmp_path: Path) -> None:
+    skip = "# fmt: " + "skip"  # spelled apart, so this file holds no opt-out of its own
+    (tmp_path / "a.py").write_text(f"ROWS = [\n    1, 2,\n]  {skip}\nx = f(1,\n      2)  {skip}\n")
+    assert formatter_opt_outs([tmp_path / "a.py"], tmp_path) == ["a.py:5"]

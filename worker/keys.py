@@ -94,6 +94,10 @@ class Keys:
         """SET of the guild ids that have (or had) grants."""
         return f"{self.prefix}:guilds"
 
+    def sources(self) -> str:
+        """SET of the sources (twitch, patreon, api, cli) that have (or had) grants (``lua/grant_index.lua``)."""
+        return f"{self.prefix}:sources"
+
     def index_version(self) -> str:
         """STRING: the secondary indexes' version every older grant was backfilled to."""
         return f"{self.prefix}:index-version"

@@ -8,12 +8,13 @@
 --          the index range (start, stop) to look at
 --
 -- Returns the number of grants put on the schedule.
+-- include: keys
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local adopted = 0
 for _, id in ipairs(redis.call('ZRANGE', KEYS[1], tonumber(ARGV[3]), tonumber(ARGV[4]))) do
   if not redis.call('ZSCORE', KEYS[2], id)
-      and redis.call('HGET', ARGV[1] .. ':grant:' .. id, 'state') == ARGV[2] then
+      and redis.call('HGET', K.grant(ARGV[1], id), 'state') == ARGV[2] then
     redis.call('ZADD', KEYS[2], now_ms, id)
     adopted = adopted + 1
   end

@@ -13,6 +13,7 @@
 --
 -- Returns {"claimed", state}, {"stale"}, {"final", state}, {"missing"} or {"busy", holder}. A claimed or busy
 -- grant stays in its guild's in-flight set (lua/inflight.lua) until it settles; a final one leaves it.
+-- include: keys
 -- include: moving_states
 -- include: inflight
 local req = cjson.decode(ARGV[1])
@@ -35,12 +36,12 @@ end
 redis.call('HDEL', KEYS[1], 'dispatch', 'dispatch_msg')
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local hold_key = p .. ':hold:' .. g[3] .. ':' .. g[4]
+local hold_key = K.hold(p, g[3], g[4])
 local hold = redis.call('GET', hold_key)
-local lease = p .. ':lease:' .. g[3] .. ':' .. g[4]
+local lease = K.lease(p, g[3], g[4])
 if hold and hold ~= id then
   -- A hold whose grant no longer moves (deleted by hand, say) must not block the user for ever.
-  local holder_state = redis.call('HGET', p .. ':grant:' .. hold, 'state')
+  local holder_state = redis.call('HGET', K.grant(p, hold), 'state')
   if not MOVING_STATES[holder_state] then
     redis.call('DEL', hold_key)
     hold = false

@@ -37,6 +37,7 @@
 -- grant is {created=true, id, state, user_id} (the rest is what the caller sent); for a taken key it
 -- is {created=false, id, hash={field=value}}: the grant that took the key (hash empty if it has
 -- since been deleted by hand).
+-- include: keys
 -- include: enqueue_message
 -- include: grant_index
 -- include: inflight
@@ -66,20 +67,20 @@ local function read_hash(key)
 end
 
 local function create(g)
-  local claim = p .. ':idem:' .. g.idem
+  local claim = K.idempotency(p, g.idem)
   local existing = redis.call('GET', claim)
   if existing then
-    return {created = false, id = existing, hash = read_hash(p .. ':grant:' .. existing)}
+    return {created = false, id = existing, hash = read_hash(K.grant(p, existing))}
   end
   local mode = g.mode
   local user = nil
   if mode == 'resolve' then
-    user = redis.call('HGET', p .. ':links:' .. g.platform, g.external_id)
+    user = redis.call('HGET', K.links(p, g.platform), g.external_id)
     if not user and g.static_user ~= '' then user = g.static_user end
     if user then mode = 'enqueue' else mode = 'park' end
   end
   local state = (mode == 'park') and 'parked' or 'queued'
-  local key = p .. ':grant:' .. g.id
+  local key = K.grant(p, g.id)
   if g.keep_claim then
     redis.call('SET', claim, g.id)
   else
@@ -88,14 +89,14 @@ local function create(g)
   redis.call('HSET', key, unpack(g.fields))
   redis.call('HSET', key, 'state', state)
   if user then redis.call('HSET', key, 'user_id', user) end
-  redis.call('RPUSH', key .. ':history', cjson.encode({from = '', to = state, at = req.now, reason = g.reason}))
-  redis.call('ZADD', p .. ':state:' .. state, req.now, g.id)
-  redis.call('ZADD', p .. ':grants', req.now, g.id)
+  redis.call('RPUSH', K.history(p, g.id), cjson.encode({from = '', to = state, at = req.now, reason = g.reason}))
+  redis.call('ZADD', K.state_index(p, state), req.now, g.id)
+  redis.call('ZADD', K.all_grants(p), req.now, g.id)
   gi_created(p, g.id, g.guild, g.source, state, req.now, req.now, g.terms)
   if user then gi_add_term(p, g.id, user, req.now) end
   if mode ~= 'park' then
     -- The user's pending index: the grants a merged request may carry (worker.coalesce).
-    redis.call('SADD', p .. ':pending:' .. g.guild .. ':' .. (user or g.user), g.id)
+    redis.call('SADD', K.pending(p, g.guild, (user or g.user)), g.id)
   end
   if mode == 'enqueue' and not room(g.guild) then
     mode = 'schedule'
@@ -104,18 +105,18 @@ local function create(g)
     enqueue_message(req.queue, g.message_id, g.message)
     written = written + 1
     redis.call('HSET', key, 'dispatch', g.token, 'dispatch_msg', g.message_id)
-    redis.call('ZADD', p .. ':due', now_ms + req.dispatch_ttl_ms, g.id)
+    redis.call('ZADD', K.due(p), now_ms + req.dispatch_ttl_ms, g.id)
     redis.call('ZADD', inflight_key(p, g.guild), now_ms, g.id)
     inflight[g.guild] = (inflight[g.guild] or 0) + 1
     if (req.member_mark_ms or 0) > 0 then
       -- The member has a grant in flight: its others need no overflow seat of their own (dispatch_due.lua).
       local mark = now_ms .. ':' .. g.id
-      redis.call('SET', p .. ':overflow-member:' .. g.guild .. ':' .. (user or g.user), mark, 'PX', req.member_mark_ms)
+      redis.call('SET', K.overflow_member(p, g.guild, (user or g.user)), mark, 'PX', req.member_mark_ms)
     end
   elseif mode == 'schedule' then
-    redis.call('ZADD', p .. ':due', now_ms, g.id)
+    redis.call('ZADD', K.due(p), now_ms, g.id)
   else
-    redis.call('SADD', p .. ':parked:' .. g.platform .. ':' .. g.external_id, g.id)
+    redis.call('SADD', K.parked(p, g.platform, g.external_id), g.id)
   end
   return {created = true, id = g.id, state = state, user_id = user or ''}
 end
@@ -131,7 +132,7 @@ for _, event in ipairs(req.events) do
       redis.call('SET', event.seen, '1', 'NX', 'EX', req.seen_ttl)
     end
     if event.counter ~= '' then
-      redis.call('HINCRBY', p .. ':counters', event.counter, 1)
+      redis.call('HINCRBY', K.counters(p), event.counter, 1)
     end
     answers[#answers + 1] = {seen = false, grants = out}
   end

@@ -29,6 +29,7 @@
 -- the guild's overflow frontier, a seat in the key's next window after every grant already seated or in
 -- flight, so the backlog comes due at the key's pace, each grant once. Every other due grant gets a new
 -- dispatch token (a message with an older token is a no-op when it runs). Returns {id, token} pairs.
+-- include: keys
 -- include: moving_states
 -- include: enqueue_message
 -- include: inflight
@@ -57,9 +58,10 @@ end
 
 local function moving_count(s)
   if not s.moving then
-    local base = p .. ':by-guild:' .. s.name .. ':'
-    s.moving = redis.call('ZCARD', base .. 'queued') + redis.call('ZCARD', base .. 'retrying')
-      + redis.call('ZCARD', base .. 'sending')
+    s.moving = 0
+    for state in pairs(MOVING_STATES) do
+      s.moving = s.moving + redis.call('ZCARD', K.guild_state(p, s.name, state))
+    end
   end
   return s.moving
 end
@@ -70,7 +72,7 @@ end
 -- (grants cancelled or merged since leave no gap). A window's grants come due together, when the key's
 -- slots free together, and go out as the line would send them.
 local function seat_at(s)
-  local key = p .. ':overflow:' .. s.name
+  local key = K.overflow(p, s.name)
   local f = redis.call('HMGET', key, 'at', 'seats')
   local at, seats = tonumber(f[1] or '0'), tonumber(f[2] or '0')
   local first = now_ms + math.ceil(s.count / req.limit) * req.window_ms
@@ -90,7 +92,7 @@ end
 -- lua/transition.lua). Its other grants need neither a place in flight nor a seat: they come due with the
 -- seated one, or a TTL after a dispatch, by when the member's request has most likely carried them.
 local function member_key(g)
-  return p .. ':overflow-member:' .. g[2] .. ':' .. g[3]
+  return K.overflow_member(p, g[2], g[3])
 end
 
 local function mark_member(g, at, id)
@@ -150,13 +152,13 @@ end
 for _, c in ipairs(req.candidates) do
   local score = redis.call('ZSCORE', KEYS[1], c.id)
   if score and tonumber(score) <= now_ms then
-    local key = p .. ':grant:' .. c.id
+    local key = K.grant(p, c.id)
     local g = redis.call('HMGET', key, 'state', 'guild_id', 'user_id')
     if not g[1] or not MOVING_STATES[g[1]] then
       redis.call('ZREM', KEYS[1], c.id)
       if g[1] then inflight_clear(p, key, c.id, g[2]) end
     else
-      local lease = p .. ':lease:' .. g[2] .. ':' .. g[3]
+      local lease = K.lease(p, g[2], g[3])
       local holder = redis.call('GET', lease)
       local s = guild_state(g[2])
       if holder and string.sub(holder, 1, #c.id + 1) == c.id .. ':' then

@@ -8,6 +8,7 @@
 --
 -- Returns {ids..., "", next_score, next_id, done}: the matching ids in index order, then where the next
 -- page starts ("" when the index is exhausted) and "1" when the whole index was walked.
+-- include: keys
 local req = cjson.decode(ARGV[1])
 local p = req.prefix
 local chunk = 200
@@ -33,7 +34,7 @@ while #found < req.limit and looked < req.budget do
     if not (after and tonumber(score) == after and id >= req.after_id) then
       looked = looked + 1
       last_score, last_id = score, id
-      local f = redis.call('HMGET', p .. ':grant:' .. id, 'state', 'source', 'guild_id')
+      local f = redis.call('HMGET', K.grant(p, id), 'state', 'source', 'guild_id')
       if f[1] and (req.state == '' or f[1] == req.state) and (req.source == '' or f[2] == req.source)
           and (req.guild == '' or f[3] == req.guild) then
         found[#found + 1] = id

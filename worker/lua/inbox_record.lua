@@ -16,6 +16,7 @@
 -- first time the event made or found grants; ``unusable_reported`` is set the first time it is
 -- unusable, so Sentry hears of it once.
 -- Returns, per delivery, {outcome now on the entry, 1 if this call made it unusable for the first time}.
+-- include: keys
 local p, now = ARGV[1], ARGV[2]
 
 -- Each grant the handling made or found names the event it came from (HSETNX: its first event, the one
@@ -26,7 +27,7 @@ local function link_grants(id, detail)
     local list = parsed[name]
     if type(list) == 'table' then
       for _, grant_id in ipairs(list) do
-        local grant = p .. ':grant:' .. grant_id
+        local grant = K.grant(p, grant_id)
         if redis.call('EXISTS', grant) == 1 then redis.call('HSETNX', grant, 'event', id) end
       end
     end
@@ -35,20 +36,20 @@ end
 
 -- Traffic: deliveries per source and outcome, per hour (<p>:traffic:<hours since the epoch>, kept 49 h).
 local function count_traffic(source, outcome)
-  local bucket = p .. ':traffic:' .. math.floor(tonumber(now) / 3600000)
+  local bucket = K.traffic(p, math.floor(tonumber(now) / 3600000))
   redis.call('HINCRBY', bucket, source .. ':' .. outcome, 1)
   redis.call('EXPIRE', bucket, 49 * 3600)
 end
 
 local function record(id, source, kind, ref, headers, body, outcome, detail, reprocess)
   if reprocess ~= '1' then count_traffic(source, outcome) end
-  local event = p .. ':event:' .. id
+  local event = K.event(p, id)
   local current = redis.call('HGET', event, 'outcome')
   local received = now
   if not current then
     redis.call('HSET', event, 'id', id, 'source', source, 'kind', kind, 'ref', ref, 'headers', headers,
       'body', body, 'received_at', now, 'last_received_at', now, 'deliveries', 1)
-    redis.call('ZADD', p .. ':events', now, id)
+    redis.call('ZADD', K.events(p), now, id)
   else
     received = redis.call('HGET', event, 'received_at')
     if reprocess == '1' then
@@ -61,9 +62,9 @@ local function record(id, source, kind, ref, headers, body, outcome, detail, rep
     if outcome == 'duplicate' then
       return current, 0
     end
-    redis.call('ZREM', p .. ':events:outcome:' .. current, id)
+    redis.call('ZREM', K.events_by_outcome(p, current), id)
   end
-  redis.call('ZADD', p .. ':events:outcome:' .. outcome, received, id)
+  redis.call('ZADD', K.events_by_outcome(p, outcome), received, id)
   redis.call('HSET', event, 'outcome', outcome, 'detail', detail, 'settled_at', now)
   link_grants(id, detail)
   if outcome == 'granted' or outcome == 'parked' or outcome == 'duplicate' then

@@ -5,9 +5,10 @@
 -- its request is out, or it waits to be sent again (a 429, a backoff, a read-back). Such a grant comes back
 -- whatever the cap; so the set holds what the key has not settled yet of what was handed out, and a cap on
 -- new entries bounds the queue and the line together.
+-- include: keys
 
 local function inflight_key(p, guild)
-  return p .. ':inflight:' .. tostring(guild)
+  return K.inflight(p, tostring(guild))
 end
 
 -- Clear a grant's live message (token and message id) and overflow seat, and take it out of its guild's

@@ -15,6 +15,7 @@
 -- Only grants still in state "parked" move (to "queued", with the user id set if given, due now: a worker's
 -- reconciler dispatches them even if the caller dies next); each id leaves the index. Returns the
 -- ids that moved.
+-- include: keys
 -- include: grant_index
 
 local t = redis.call('TIME')
@@ -22,16 +23,16 @@ local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local released = {}
 local ids = redis.call('SMEMBERS', KEYS[1])
 for _, id in ipairs(ids) do
-  local grant = ARGV[1] .. ':grant:' .. id
+  local grant = K.grant(ARGV[1], id)
   if redis.call('HGET', grant, 'state') == 'parked' then
     redis.call('HSET', grant, 'state', 'queued', 'updated_at', ARGV[3])
     if ARGV[2] ~= '' then redis.call('HSET', grant, 'user_id', ARGV[2]) end
-    redis.call('RPUSH', grant .. ':history', ARGV[4])
-    redis.call('ZREM', ARGV[1] .. ':state:parked', id)
-    redis.call('ZADD', ARGV[1] .. ':state:queued', ARGV[3], id)
+    redis.call('RPUSH', K.history(ARGV[1], id), ARGV[4])
+    redis.call('ZREM', K.state_index(ARGV[1], 'parked'), id)
+    redis.call('ZADD', K.state_index(ARGV[1], 'queued'), ARGV[3], id)
     redis.call('ZADD', KEYS[2], now_ms, id)
     local g = redis.call('HMGET', grant, 'guild_id', 'user_id', 'created_at')
-    redis.call('SADD', ARGV[1] .. ':pending:' .. g[1] .. ':' .. g[2], id)
+    redis.call('SADD', K.pending(ARGV[1], g[1], g[2]), id)
     gi_moved(ARGV[1], id, g[1], 'parked', 'queued', ARGV[3])
     if ARGV[2] ~= '' then gi_add_term(ARGV[1], id, ARGV[2], g[3] or ARGV[3]) end
     released[#released + 1] = id

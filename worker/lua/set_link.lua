@@ -19,9 +19,10 @@
 --   moves it), "full" (the Discord id has its ARGV[7] self-made links).
 -- mode "remove": forget the run-time link. Returns "removed", or "none" when there was none.
 -- Run twice (a resent EVALSHA), each mode ends where one run would: "linked" then "already", and so on.
+-- include: keys
 local p, platform, ext, mode = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local links = p .. ':links:' .. platform
-local function self_made(discord) return p .. ':self-links:' .. platform .. ':' .. discord end
+local links = K.links(p, platform)
+local function self_made(discord) return K.self_links(p, platform, discord) end
 
 local current = redis.call('HGET', links, ext)
 if mode == 'remove' then

@@ -44,6 +44,7 @@
 --
 -- Returns {code, state} for the first grant (1 = moved from state, 2 = this attempt was already recorded,
 -- 0 = not moved, state = its current state or ""), then the ids of every grant with code 1 or 2.
+-- include: keys
 -- include: moving_states
 -- include: grant_index
 -- include: inflight
@@ -86,15 +87,15 @@ local function check(key)
   return 1, current
 end
 
-if (req.expect_history or -1) >= 0 and redis.call('LLEN', p .. ':grant:' .. ids[1] .. ':history') ~= req.expect_history then
-  local _, current = check(p .. ':grant:' .. ids[1])
+if (req.expect_history or -1) >= 0 and redis.call('LLEN', K.history(p, ids[1])) ~= req.expect_history then
+  local _, current = check(K.grant(p, ids[1]))
   return {0, current}
 end
 
 if req.lease_set then
   local holder = redis.call('GET', req.lease_set.key)
   if holder ~= req.lease_set.value then
-    local _, current = check(p .. ':grant:' .. ids[1])
+    local _, current = check(K.grant(p, ids[1]))
     return {0, current}
   end
 end
@@ -102,8 +103,8 @@ end
 if req.all_or_nothing == 1 then
   -- A resent step finds its grants answered (2): that is no reason to stop.
   for _, id in ipairs(ids) do
-    if check(p .. ':grant:' .. id) == 0 then
-      local _, first = check(p .. ':grant:' .. ids[1])
+    if check(K.grant(p, id)) == 0 then
+      local _, first = check(K.grant(p, ids[1]))
       return {0, first}
     end
   end
@@ -118,7 +119,7 @@ local moved_ids = {}
 local who = nil
 
 for index, id in ipairs(ids) do
-  local key = p .. ':grant:' .. id
+  local key = K.grant(p, id)
   local code, current = check(key)
   if index == 1 then first_code, first_state = code, current end
   if code > 0 then answered[#answered + 1] = id end
@@ -154,9 +155,9 @@ for index, id in ipairs(ids) do
       redis.call('HINCRBY', key, 'failures', 1)
     end
     local entry = string.gsub(req.entry, '%%FROM%%', current, 1)
-    redis.call('RPUSH', key .. ':history', entry)
-    redis.call('ZREM', p .. ':state:' .. current, id)
-    redis.call('ZADD', p .. ':state:' .. to, req.now, id)
+    redis.call('RPUSH', K.history(p, id), entry)
+    redis.call('ZREM', K.state_index(p, current), id)
+    redis.call('ZADD', K.state_index(p, to), req.now, id)
     -- The schedule: every grant that should move has an entry; its Dramatiq message is only a hint. After a
     -- step no message is live any more: the reconciler writes one when the grant is due.
     local g = redis.call('HMGET', key, 'guild_id', 'user_id')
@@ -166,7 +167,7 @@ for index, id in ipairs(ids) do
       redis.call('ZADD', inflight_key(p, g[1]), 'XX', now_ms, id)
       if to == 'sending' then
         -- The member's request goes out: a grant of the member due from now on is not in it.
-        redis.call('DEL', p .. ':overflow-member:' .. tostring(g[1]) .. ':' .. tostring(g[2]))
+        redis.call('DEL', K.overflow_member(p, tostring(g[1]), tostring(g[2])))
       end
     else
       inflight_clear(p, key, id, g[1])
@@ -174,16 +175,16 @@ for index, id in ipairs(ids) do
     who = who or g
     gi_moved(p, id, tostring(g[1]), current, to, req.now)
     -- The user's pending index: the grants a merged request may carry (worker.coalesce).
-    local pending = p .. ':pending:' .. tostring(g[1]) .. ':' .. tostring(g[2])
+    local pending = K.pending(p, tostring(g[1]), tostring(g[2]))
     if MOVING_STATES[to] then
-      redis.call('ZADD', p .. ':due', now_ms + (req.due_ms or 0), id)
+      redis.call('ZADD', K.due(p), now_ms + (req.due_ms or 0), id)
       redis.call('SADD', pending, id)
     else
-      redis.call('ZREM', p .. ':due', id)
+      redis.call('ZREM', K.due(p), id)
       redis.call('SREM', pending, id)
       if redis.call('SCARD', pending) == 0 then
         -- Nothing of the member moves: its overflow seat (lua/dispatch_due.lua) goes too.
-        redis.call('DEL', p .. ':overflow-member:' .. tostring(g[1]) .. ':' .. tostring(g[2]))
+        redis.call('DEL', K.overflow_member(p, tostring(g[1]), tostring(g[2])))
       end
       -- Out of the key's line too (lua/sliding_window.lua): its place, and its member's once nothing
       -- of the member moves any more, would only make the waiters behind ask later than they could.
@@ -233,7 +234,7 @@ end
 -- The user's profile snapshot: its "seq" moves whenever what we know of the inventory changes, so a
 -- read-back can tell whether its baseline is still the last thing known; "stale" says an outcome left
 -- the inventory uncertain (the snapshot then cannot serve as a baseline until WetBot sends a new one).
-local snapshot = p .. ':profile:' .. tostring(who[1]) .. ':' .. tostring(who[2])
+local snapshot = K.profile(p, tostring(who[1]), tostring(who[2]))
 if req.profile then
   redis.call('HSET', snapshot, 'profile', req.profile.json, 'at', req.profile.at)
   redis.call('HDEL', snapshot, 'stale')
@@ -245,12 +246,12 @@ elseif to == 'unknown' then
   redis.call('EXPIRE', snapshot, req.profile_ttl)
   -- These grants' own uncertainty does not make their own baseline wrong (a later read-back judges it).
   for _, id in ipairs(moved_ids) do
-    local key = p .. ':grant:' .. id
+    local key = K.grant(p, id)
     local own = redis.call('HGET', key, 'baseline_seq')
     if own and own ~= '-1' then redis.call('HSET', key, 'baseline_seq', seq) end
   end
 end
-local hold = p .. ':hold:' .. tostring(who[1]) .. ':' .. tostring(who[2])
+local hold = K.hold(p, tostring(who[1]), tostring(who[2]))
 if req.hold == 'set' then
   redis.call('SET', hold, moved_ids[1])
 elseif req.hold == 'clear' or not MOVING_STATES[to] then

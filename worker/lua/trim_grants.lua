@@ -20,34 +20,35 @@
 -- the first run would have: every step is a delete of what may already be gone.
 --
 -- Returns {examined, trimmed, kept}.
+-- include: keys
 -- include: grant_index
 
 local p = ARGV[1]
 local state = ARGV[2]
-local index = p .. ':state:' .. state
+local index = K.state_index(p, state)
 local ids = redis.call('ZRANGEBYSCORE', index, '-inf', ARGV[3], 'LIMIT', tonumber(ARGV[4]), tonumber(ARGV[5]))
 local trimmed, kept = 0, 0
 for _, id in ipairs(ids) do
-  local grant = p .. ':grant:' .. id
+  local grant = K.grant(p, id)
   local f = redis.call('HMGET', grant, 'state', 'idempotency_key', 'platform', 'external_id', 'guild_id')
   if not f[1] then
     gi_deleted(p, id)
     gi_orphaned(p, id)
     redis.call('ZREM', index, id)
-    redis.call('ZREM', p .. ':grants', id)
-  elseif f[1] ~= state or (f[2] and redis.call('GET', p .. ':idem:' .. f[2]) == id) then
+    redis.call('ZREM', K.all_grants(p), id)
+  elseif f[1] ~= state or (f[2] and redis.call('GET', K.idempotency(p, f[2])) == id) then
     kept = kept + 1
   else
     gi_deleted(p, id)
-    redis.call('DEL', grant, grant .. ':history')
+    redis.call('DEL', grant, K.history(p, id))
     redis.call('ZREM', index, id)
-    redis.call('ZREM', p .. ':grants', id)
-    redis.call('ZREM', p .. ':due', id)
+    redis.call('ZREM', K.all_grants(p), id)
+    redis.call('ZREM', K.due(p), id)
     if f[3] and f[3] ~= '' and f[4] and f[4] ~= '' then
-      redis.call('SREM', p .. ':parked:' .. f[3] .. ':' .. f[4], id)
+      redis.call('SREM', K.parked(p, f[3], f[4]), id)
     end
     -- and from its guild's parked-for-a-key set (a grant cancelled while it waited for an API key)
-    if f[5] then redis.call('SREM', p .. ':parked-key:' .. f[5], id) end
+    if f[5] then redis.call('SREM', K.parked_for_key(p, f[5]), id) end
     trimmed = trimmed + 1
   end
 end
