@@ -36,7 +36,7 @@ def service_env(prefix: str, sim: WetbotSimulator, rewards_file: Path, **extra: 
         REDIS_KEY_PREFIX=prefix,
         WETBOT_API_URL=sim.url,
         WETBOT_API_KEY=API_KEY,
-        WETBOT_TIMEOUT="3",
+        WETBOT_TIMEOUT_S="3",
         WETBOT_RETRY_BACKOFF_S="0.2",
         GRANTS_API_TOKEN=TOKEN,
         REWARDS_FILE=str(rewards_file),
