@@ -171,7 +171,7 @@ class Fleet:
                 "WETBOT_API_URL": self.sim.url,
                 "WETBOT_API_KEYS": api_keys_setting(self.api_keys),
                 "WETBOT_RATE_LIMIT": rate,
-                "WETBOT_TIMEOUT": str(config.http_timeout_s),
+                "WETBOT_TIMEOUT_S": str(config.http_timeout_s),
                 "WETBOT_COALESCE": "true" if self.coalesce else "false",
                 **self.extra_env,
             },

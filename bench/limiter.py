@@ -79,7 +79,7 @@ def run_ours(config: Config, prefix: str, log: IO[bytes]) -> RunResult:
             wetbot_api_url=run.sim.url,
             wetbot_api_key=API_KEY,
             wetbot_rate_limit=rate,
-            wetbot_timeout=config.http_timeout_s,
+            wetbot_timeout_s=config.http_timeout_s,
         )
         redis = connect_redis(settings)
         try:
@@ -102,7 +102,7 @@ def run_ours(config: Config, prefix: str, log: IO[bytes]) -> RunResult:
                     "WETBOT_API_URL": run.sim.url,
                     "WETBOT_API_KEY": API_KEY,
                     "WETBOT_RATE_LIMIT": rate,
-                    "WETBOT_TIMEOUT": str(config.http_timeout_s),
+                    "WETBOT_TIMEOUT_S": str(config.http_timeout_s),
                 },
             )
             run.drain(

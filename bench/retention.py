@@ -87,7 +87,7 @@ def deliver_sample(redis_url: str, prefix: str, count: int) -> list[str]:
     broker = build_broker(settings)
     worker_redis = connect_redis(settings)
     deliverer = build_deliverer(settings, worker_redis)
-    declare_deliver(broker, deliverer.deliver, timeout_s=settings.wetbot_timeout)
+    declare_deliver(broker, deliverer.deliver, timeout_s=settings.wetbot_timeout_s)
     add_worker_middleware(broker, worker_redis, Keys(prefix), schedule=deliverer.schedule)
     worker = dramatiq.Worker(broker, worker_threads=4, worker_timeout=100)
     worker.start()

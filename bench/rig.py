@@ -24,7 +24,6 @@ import os
 import platform
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from typing import IO, Any, cast
 
 from redis import Redis
 
+from devtools.chaos.servers import free_port as free_port  # the bench scripts take it from here
 from simulator.wetbot import RequestRecord, WetbotSimulator
 
 OnRequest = Callable[[RequestRecord], None]
@@ -55,7 +55,7 @@ STOP_TIMEOUT_S = 10.0
 #: cannot leak in.
 SETTINGS_ENV = (
     "REDIS_URL", "REDIS_KEY_PREFIX", "WETBOT_API_URL", "WETBOT_API_KEY", "WETBOT_API_KEYS", "WETBOT_RATE_LIMIT",
-    "WETBOT_TIMEOUT", "WETBOT_MAX_ATTEMPTS", "WETBOT_RETRY_BACKOFF_S", "WETBOT_AUTH_PAUSE_S", "WETBOT_COALESCE",
+    "WETBOT_TIMEOUT_S", "WETBOT_MAX_ATTEMPTS", "WETBOT_RETRY_BACKOFF_S", "WETBOT_AUTH_PAUSE_S", "WETBOT_COALESCE",
     "WETBOT_MAX_ITEMS_PER_REQUEST", "TWITCH_WEBHOOK_SECRET",
     "PATREON_WEBHOOK_SECRET", "GRANTS_API_TOKEN", "TWITCH_CLIENT_ID", "TWITCH_CLIENT_SECRET", "REWARDS_FILE",
     "AMBIGUOUS_POLICY", "SENTRY_DSN", "SENTRY_ENVIRONMENT", "LOG_LEVEL", "TWITCH_API_URL", "TWITCH_AUTH_URL",
@@ -103,14 +103,6 @@ def stop(processes: Sequence[subprocess.Popen[bytes]]) -> None:
             os.killpg(process.pid, signal.SIGKILL)  # the master may be gone while a child lingers
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=5)
-
-
-def free_port() -> int:
-    """A TCP port on loopback that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager

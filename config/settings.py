@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -29,12 +30,23 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 from config.errors import ConfigError
 from config.keyring import API_KEYS_FORMAT, Keyring, parse_api_keys
 
-__all__ = ["RateLimit", "Settings", "load_settings", "settings_or_exit"]
+__all__ = ["RENAMED_VARIABLES", "RateLimit", "Settings", "load_settings", "settings_or_exit"]
+
+#: Variables renamed so that every duration ends in ``_S``: old name → new. The old name is still read
+#: for one release (when the new one is unset), with one warning line on stderr (``RenamedVariables``).
+RENAMED_VARIABLES = {"WETBOT_TIMEOUT": "WETBOT_TIMEOUT_S"}
 
 #: Largest rate-limit window accepted, in seconds (one day). Longer windows are
 #: almost certainly a unit mistake, and the limiter keeps one entry per request.
@@ -213,6 +225,33 @@ def _http_base_url(value: str, problem: str) -> str:
     return value.rstrip("/")
 
 
+class RenamedVariables(PydanticBaseSettingsSource):
+    """The old names of ``RENAMED_VARIABLES``, found in the environment or ``.env`` (as the sources it wraps
+    read them), each given to its new field with a warning. It ranks below those sources, so a new name set
+    anywhere wins."""
+
+    def __init__(self, settings_cls: type[BaseSettings], *sources: PydanticBaseSettingsSource) -> None:
+        super().__init__(settings_cls)
+        self.sources = sources
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        del field
+        return None, field_name, False  # everything is in __call__
+
+    def __call__(self) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for source in self.sources:
+            env_vars: Mapping[str, str | None] = getattr(source, "env_vars", {})
+            for old, new in RENAMED_VARIABLES.items():
+                value = env_vars.get(old.lower())
+                if value in (None, "") or new.lower() in found:
+                    continue
+                print(f"wetbot-rewards: warning: {old} is deprecated and read only while {new} is unset; "
+                      f"rename it to {new}", file=sys.stderr)  # fmt: skip
+                found[new.lower()] = value
+        return found
+
+
 class Settings(BaseSettings):
     """Every setting of the service; the environment name is the field name in upper case.
 
@@ -228,6 +267,19 @@ class Settings(BaseSettings):
         case_sensitive=False,
         frozen=True,
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The usual sources, then the old variable names (``RenamedVariables``) below them."""
+        renamed = RenamedVariables(settings_cls, env_settings, dotenv_settings)
+        return init_settings, env_settings, dotenv_settings, renamed, file_secret_settings
 
     #: Broker and state. ``redis://``, ``rediss://`` (TLS) or ``unix://``. With ``REDIS_SENTINELS`` its
     #: host and port are not used: it gives the database, username, password and TLS options of the master.
@@ -257,7 +309,7 @@ class Settings(BaseSettings):
     #: Requests per sliding window per API key (WetBot allows 10 a minute).
     wetbot_rate_limit: RateLimitField = RateLimit(10, 60.0)
     #: Seconds one API call may take before it counts as a timeout.
-    wetbot_timeout: float = Field(15.0, gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False)
+    wetbot_timeout_s: float = Field(15.0, gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False)
     #: Transient failures a grant may have before it is ``dead``.
     wetbot_max_attempts: int = Field(8, ge=1, le=100)
     #: Seconds before the first retry; each further retry waits twice as long.

@@ -27,7 +27,7 @@ from redis import Redis
 from sentry_sdk.envelope import Envelope
 from sentry_sdk.transport import Transport
 
-from config.settings import Settings, load_settings
+from config.settings import RENAMED_VARIABLES, Settings, load_settings
 from devtools.chaos.servers import PrivateRedis
 from simulator.wetbot import WetbotSimulator
 from worker.broker import build_broker, declare_deliver
@@ -50,7 +50,7 @@ TOKEN = "test-grants-token-5d8e2a7c41"
 #: Every variable Settings reads; cleared so the developer's environment cannot leak into tests.
 SETTINGS_ENV = [
     "REDIS_URL", "REDIS_KEY_PREFIX", "WETBOT_API_URL", "WETBOT_API_KEY", "WETBOT_API_KEYS", "WETBOT_RATE_LIMIT",
-    "WETBOT_TIMEOUT", "WETBOT_MAX_ATTEMPTS", "WETBOT_RETRY_BACKOFF_S", "WETBOT_AUTH_PAUSE_S", "WETBOT_COALESCE",
+    "WETBOT_TIMEOUT_S", "WETBOT_MAX_ATTEMPTS", "WETBOT_RETRY_BACKOFF_S", "WETBOT_AUTH_PAUSE_S", "WETBOT_COALESCE",
     "WETBOT_MAX_ITEMS_PER_REQUEST", "TWITCH_WEBHOOK_SECRET",
     "PATREON_WEBHOOK_SECRET", "GRANTS_API_TOKEN", "TWITCH_CLIENT_ID", "TWITCH_CLIENT_SECRET", "REWARDS_FILE",
     "AMBIGUOUS_POLICY", "SENTRY_DSN", "SENTRY_ENVIRONMENT", "LOG_LEVEL", "TWITCH_API_URL", "TWITCH_AUTH_URL",
@@ -62,7 +62,7 @@ SETTINGS_ENV = [
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in SETTINGS_ENV:
+    for name in (*SETTINGS_ENV, *RENAMED_VARIABLES):  # the old names too: they are still read
         monkeypatch.delenv(name, raising=False)
 
 
@@ -134,7 +134,7 @@ def make_settings(prefix: str, sim: WetbotSimulator, rewards_file: Path) -> Sett
             "redis_key_prefix": prefix,
             "wetbot_api_url": sim.url,
             "wetbot_api_key": API_KEY,
-            "wetbot_timeout": 2.0,
+            "wetbot_timeout_s": 2.0,
             "wetbot_retry_backoff_s": 0.05,
             "wetbot_auth_pause_s": 0.5,
             "rewards_file": rewards_file,
@@ -261,7 +261,7 @@ def start_worker(
     redis_client = connect_redis(settings)
     deliverer = build_deliverer(settings, redis_client)
     run = handler or deliverer.deliver
-    declare_deliver(broker, wrap(run) if wrap else run, timeout_s=settings.wetbot_timeout)
+    declare_deliver(broker, wrap(run) if wrap else run, timeout_s=settings.wetbot_timeout_s)
     add_worker_middleware(
         broker,
         redis_client,
@@ -287,13 +287,6 @@ def workers() -> Iterator[Callable[..., RunningWorker]]:
     yield factory
     for running in started:
         running.stop()
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager

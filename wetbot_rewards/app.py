@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from admin.api.health import router as health_router
+from admin.api.operations import legacy_router as old_admin_router
 from admin.api.operations import router as admin_router
 from admin.console import router as console_router
 from config.errors import ConfigError
@@ -31,8 +32,18 @@ from worker.observability import configure_logging, init_sentry
 
 logger = logging.getLogger("wetbot_rewards.web")
 
-#: Webhooks first: FastAPI tries routers in this order, and they carry the load.
-ROUTERS = [twitch_router, patreon_router, grants_router, admin_router, links_router, health_router, console_router]
+#: Webhooks first: FastAPI tries routers in this order, and they carry the load. The operator API's old
+#: paths (``old_admin_router``) answer for one release.
+ROUTERS = [
+    twitch_router,
+    patreon_router,
+    grants_router,
+    admin_router,
+    links_router,
+    health_router,
+    console_router,
+    old_admin_router,
+]
 
 
 def create_app(settings: Settings, *, body_timeout_s: float = BODY_TIMEOUT_S) -> FastAPI:

@@ -54,4 +54,4 @@ dramatiq.set_broker(broker)
 logger.info("delivering for %d key(s): %s", len(_deliverer.clients.all()), keyring.fingerprints())
 
 #: The only actor: deliver one grant to WetBot (see ``worker.delivery.Deliverer.deliver``).
-deliver = declare_deliver(broker, _deliverer.deliver, timeout_s=settings.wetbot_timeout)
+deliver = declare_deliver(broker, _deliverer.deliver, timeout_s=settings.wetbot_timeout_s)

@@ -291,7 +291,7 @@ class Deliverer:
             self._hand_back(run, health.pause_left_s)
             return False
         if health.refused:
-            hold_s = self.settings.wetbot_timeout + self.timings.lease_margin_s
+            hold_s = self.settings.wetbot_timeout_s + self.timings.lease_margin_s
             probing_s = key_health.claim_probe(
                 self.redis, self.keys, run.api.key_id, run.grant.guild_id, run.token, hold_s
             )
@@ -322,7 +322,7 @@ class Deliverer:
 
     def _slot_hold_s(self) -> float:
         """How long after its slot a run's request may still reach WetBot: its claim's lease, then its own."""
-        return self.timings.claim_lease_s + self.settings.wetbot_timeout + self.timings.lease_margin_s
+        return self.timings.claim_lease_s + self.settings.wetbot_timeout_s + self.timings.lease_margin_s
 
     def _line_waiter(self, grant: Grant) -> str:
         """Who takes a place in the key's line for ``grant``: its member, when one request carries them all.
@@ -360,7 +360,7 @@ class Deliverer:
         slot, found = read
         missing = found if isinstance(found, str) else ""
         baseline = None if isinstance(found, str) else found
-        send_lease_s = self.settings.wetbot_timeout + self.timings.lease_margin_s
+        send_lease_s = self.settings.wetbot_timeout_s + self.timings.lease_margin_s
         reason = "sending to WetBot" + (" again; this may duplicate an applied request" if duplicate else "")
         if len(merged.members) > 1:
             reason += f" (one request for {len(merged.members)} grants of this member: {_items(merged.items)})"
@@ -428,18 +428,18 @@ class Deliverer:
             demand_key=self.keys.guild_state(run.grant.guild_id, GrantState.QUEUED.value),
             own_demand=sum(1 for member in merged.members if member.state == GrantState.QUEUED),
             # The request goes out after the read: its slot may wait the read's lease on top of the usual hold.
-            hold_s=self._slot_hold_s() + self.settings.wetbot_timeout + self.timings.lease_margin_s,
+            hold_s=self._slot_hold_s() + self.settings.wetbot_timeout_s + self.timings.lease_margin_s,
         )
         if not spare.granted:
             return slot, f"{NO_BASELINE} (the key had no spare rate slot)"
-        read_lease_ms = int((self.settings.wetbot_timeout + self.timings.lease_margin_s) * 1000)
+        read_lease_ms = int((self.settings.wetbot_timeout_s + self.timings.lease_margin_s) * 1000)
         if not self._extend_lease(keys=[run.lease_key], args=[run.lease_value, read_lease_ms]):
             self.limiter.give_back(api.key_id, spare.member)
             return slot, f"{NO_BASELINE} (the run lost its lease)"
         result = api.get_profile(run.grant.guild_id, run.grant.user_id)
-        self.limiter.settle(api.key_id, slot)
+        self.limiter.settle(api.key_id, slot, may_still_arrive=result.may_still_arrive)
         self._count_outcome(run, result)
-        send_lease_ms = int((self.settings.wetbot_timeout + self.timings.lease_margin_s) * 1000)
+        send_lease_ms = int((self.settings.wetbot_timeout_s + self.timings.lease_margin_s) * 1000)
         if not self._extend_lease(keys=[run.lease_key], args=[run.lease_value, send_lease_ms]):
             # The read outlived the lease: another run may have claimed the member and sent meanwhile. This
             # run owns nothing any more and sends nothing (the grant's schedule entry moves it again).
@@ -501,7 +501,7 @@ class Deliverer:
 
     def _record(self, run: _Run, slot: str, result: CallResult) -> None:
         """Record a POST's outcome, first and in one step."""
-        settle = self.limiter.settle_ref(run.api.key_id, slot)
+        settle = self.limiter.settle_ref(run.api.key_id, slot, may_still_arrive=result.may_still_arrive)
         self._record_outcome(run, result, settle)
         self._count_outcome(run, result)
 
@@ -757,14 +757,14 @@ class Deliverer:
 
     def _verify_delay_s(self) -> float:
         """Seconds before a read-back: a request WetBot still holds gets that long to land first."""
-        return float(self.settings.wetbot_timeout)
+        return float(self.settings.wetbot_timeout_s)
 
     def _verify(self, run: _Run, slot: str) -> None:
         """Read the profile back and judge the last request (``worker.verify``); the run holds lease and slot."""
         grant = run.grant
         # The request being judged may have carried several grants: they are judged, and move, together.
         members = tuple(same_request(self.redis, self.keys, grant))
-        send_lease_s = self.settings.wetbot_timeout + self.timings.lease_margin_s
+        send_lease_s = self.settings.wetbot_timeout_s + self.timings.lease_margin_s
         moved = self.ledger.transition_many(
             [member.id for member in members],
             GrantState.SENDING,
@@ -783,7 +783,7 @@ class Deliverer:
             return
         result = run.api.get_profile(grant.guild_id, grant.user_id)
         run = replace(run, attempt=run.token, members=tuple(m for m in members if m.id in moved))
-        settle = self.limiter.settle_ref(run.api.key_id, slot)
+        settle = self.limiter.settle_ref(run.api.key_id, slot, may_still_arrive=result.may_still_arrive)
         if result.outcome == CallOutcome.DELIVERED and result.profile is not None:
             self._judged(run, result.profile, settle)
         elif result.outcome == CallOutcome.RATE_LIMITED:

@@ -59,7 +59,7 @@ def build_deliverer(
     """The deliverer for every configured key (``worker_keyring`` unless ``keyring`` is given), waiting,
     holding and retrying as ``timings`` say."""
     keys = Keys(settings.redis_key_prefix)
-    clients = GuildClients(keyring or worker_keyring(settings), settings.wetbot_api_url, settings.wetbot_timeout)
+    clients = GuildClients(keyring or worker_keyring(settings), settings.wetbot_api_url, settings.wetbot_timeout_s)
     extra = {} if sleep is None else {"sleep": sleep}
     return Deliverer(
         settings=settings,

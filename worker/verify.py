@@ -30,12 +30,12 @@ held ``unknown`` (``bench/verify_cost.py`` measures both). With coalescing one
 read serves the member's whole merged request.
 
 **How it can still be fooled**: only by a change inside the window, from the
-baseline read to the read-back (about ``WETBOT_TIMEOUT`` plus a second, at most
+baseline read to the read-back (about ``WETBOT_TIMEOUT_S`` plus a second, at most
 ``VERIFY_WINDOW_S``), by exactly the granted amount of every item: the member
 spends exactly what was granted (an applied request looks not applied and is
 sent again), or gains exactly that much while the request was lost (it looks
 applied). A request WetBot applies only after the read-back (it held it longer
-than ``WETBOT_TIMEOUT``) also looks not applied.
+than ``WETBOT_TIMEOUT_S``) also looks not applied.
 """
 
 from __future__ import annotations

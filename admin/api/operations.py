@@ -1,9 +1,13 @@
-"""The operator API (bearer ``ADMIN_TOKEN``): list and fix grants, list and re-process inbox events.
+"""The operator API, all under ``/admin`` and the bearer ``ADMIN_TOKEN``: list and fix grants, list and
+re-process inbox events.
 
-``GET /grants`` (filters and search, paged by cursor), ``POST /grants/{id}/cancel``, ``/replay``,
-``/resolve``, ``GET /events``, ``POST /events/{id}/reprocess``. Each action is the function the
-console and the CLI call (``admin.grant_actions``, ``admin.reprocess``): one guarded atomic
-step, written to the audit log. A refused action (the grant is not in a state it applies to, or
+``GET /admin/grants`` (filters and search, paged by ``cursor``), ``POST /admin/grants/{id}/cancel``,
+``/replay``, ``/resolve``, ``POST /admin/grants/replay`` (every dead grant the filters match),
+``GET /admin/events`` (paged by ``cursor``), ``POST /admin/events/{id}/reprocess``. Each action is the
+function the console and the CLI call (``admin.grant_actions``, ``admin.reprocess``): one guarded atomic
+step, written to the audit log. The same routes at their old paths (without ``/admin``) keep answering
+for one release, marked deprecated (``DeprecatedAdminRoute``), as do the old query names ``after``,
+``before_ms`` and ``guild``. A refused action (the grant is not in a state it applies to, or
 changed since the ``version`` the caller saw) answers 409 with what the grant is now, so a retried
 call never acts twice. An action too few Redis replicas confirmed answers 503 "could not be confirmed"
 (``producers.unconfirmed``, via ``producers.errors``) and claims nothing: repeat it.
@@ -11,17 +15,21 @@ call never acts twice. An action too few Redis replicas confirmed answers 503 "c
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+import math
+import time
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 
 from admin import grant_actions
 from admin.reprocess import NothingToReprocess, ReprocessRefused, reprocess
-from config.domain import InvalidInput
+from config.domain import InvalidInput, cursor_ms
 from config.domain_fields import Digits
 from producers.api.auth import api_actor as actor
 from producers.api.guarded_route import AdminRoute
@@ -31,7 +39,14 @@ from producers.unconfirmed import ActionUnconfirmed
 from worker.grant import Grant, GrantState
 from worker.grant_search import MAX_PAGE, GrantQuery, find_grants
 
-router = APIRouter(route_class=AdminRoute)
+__all__ = ["PREFIX", "DeprecatedAdminRoute", "legacy_router", "router"]
+
+logger = logging.getLogger("wetbot_rewards.admin_api")
+
+#: Where the operator API lives.
+PREFIX = "/admin"
+
+router = APIRouter(prefix=PREFIX, route_class=AdminRoute)
 
 GrantId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]
 EventId = Annotated[str, Path(pattern=r"^[0-9a-f]{24}$")]
@@ -74,15 +89,18 @@ def list_grants(
     state: State,
     grant_state: Annotated[GrantState | None, Query(alias="state")] = None,
     source: Annotated[str, Query(max_length=40)] = "",
-    guild: Annotated[str, Query(max_length=32)] = "",
+    guild_id: Annotated[str, Query(max_length=32)] = "",
     q: Annotated[str, Query(max_length=200, description="Discord id, Twitch login/id, Patreon id/name, key")] = "",
     limit: Annotated[Digits, Query(ge=1, le=MAX_PAGE)] = 50,
-    after: Annotated[str, Query(max_length=120, description="the `next` cursor of the previous page")] = "",
+    cursor: Annotated[str, Query(max_length=120, description="the `next` cursor of the previous page")] = "",
+    guild: Annotated[str, Query(max_length=32, deprecated=True, description="old name of guild_id")] = "",
+    after: Annotated[str, Query(max_length=120, deprecated=True, description="old name of cursor")] = "",
 ) -> dict[str, Any]:
     """Grants newest first (with a state filter: newest into that state first), filtered and searched."""
+    guild_id, cursor = renamed("guild", guild, "guild_id", guild_id), renamed("after", after, "cursor", cursor)
     try:
-        query = GrantQuery(state=grant_state, source=source, guild_id=guild, text=q)
-        page = find_grants(state.redis, state.keys, query, cursor=after or None, limit=limit)
+        query = GrantQuery(state=grant_state, source=source, guild_id=guild_id, text=q)
+        page = find_grants(state.redis, state.keys, query, cursor=cursor or None, limit=limit)
     except InvalidInput as exc:  # BadCursor too
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
     return {"grants": grant_view(state, page.grants), "next": page.next_cursor, "total": page.total}
@@ -137,18 +155,53 @@ def resolve_grant(grant_id: GrantId, body: ResolveIn, request: Request, state: S
     )
 
 
+class BulkReplayIn(BaseModel):
+    """Which dead grants to replay: the filters of ``GET /admin/grants`` (``state`` is always ``dead``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    source: str = Field(default="", max_length=40)
+    guild_id: str = Field(default="", max_length=32)
+    q: str = Field(default="", max_length=200)
+    up_to: float | None = Field(
+        default=None, description="only grants dead at or before this epoch time (the moment you counted them)"
+    )
+
+
+@router.post("/grants/replay")
+def bulk_replay(body: BulkReplayIn, request: Request, state: State) -> dict[str, Any]:
+    """Queue again every dead grant the filters match (the console's "replay all", the CLI's
+    ``grants replay --all``): each in its own guarded step, one audit entry for the run."""
+    up_to = time.time() if body.up_to is None else body.up_to
+    if not math.isfinite(up_to) or up_to > time.time() + 5:
+        raise RequestValidationError([{"loc": ("body", "up_to"), "msg": "not a past time", "type": "value_error"}])
+    try:
+        query = GrantQuery(state=GrantState.DEAD, source=body.source, guild_id=body.guild_id, text=body.q)
+    except InvalidInput as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
+    done = grant_actions.bulk_replay(state.ledger, query, up_to=up_to, audit=state.audit, actor=actor(request))
+    return {"replayed": list(done.replayed), "skipped": done.skipped}
+
+
 @router.get("/events")
 def list_events(
     state: State,
     outcome: Outcome | None = None,
     source: Literal["twitch", "patreon"] | None = None,
     limit: Annotated[Digits, Query(ge=1, le=MAX_PAGE)] = 50,
-    before_ms: Annotated[Digits | None, Query(ge=0, description="received before (epoch ms): the next page")] = None,
+    cursor: Annotated[str, Query(max_length=15, description="the `next` cursor of the previous page")] = "",
+    before_ms: Annotated[str, Query(max_length=15, deprecated=True, description="old name of cursor")] = "",
 ) -> dict[str, Any]:
     """Inbox events newest first, without their bodies (``wetbot-rewards events show`` has them)."""
-    events = state.inbox.recent(outcome=outcome, source=source, limit=limit, before_ms=before_ms)
+    try:
+        before = cursor_ms(renamed("before_ms", before_ms, "cursor", cursor), field="cursor")
+    except InvalidInput as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{exc}; start from the first page") from None
+    events = state.inbox.recent(outcome=outcome, source=source, limit=limit, before_ms=before)
     last = int(events[-1].received_at * 1000) if len(events) == limit else None
-    return {"events": [event.summary() for event in events], "next_before_ms": last}
+    # ``next_before_ms`` is the old name of ``next``, kept for one release.
+    return {"events": [event.summary() for event in events], "next": None if last is None else str(last),
+            "next_before_ms": last}  # fmt: skip
 
 
 @router.post("/events/{event_id}/reprocess")
@@ -168,3 +221,44 @@ async def reprocess_event(event_id: EventId, request: Request, state: State) -> 
         raise
     state.audit.record(who, "reprocess", event_id, "done", outcome.outcome.value)
     return JSONResponse({"event_id": event_id, **outcome.detail()})
+
+
+def renamed(old: str, old_value: str, new: str, new_value: str) -> str:
+    """A query parameter given by its new name or its old one (logged as deprecated); 400 when both differ."""
+    if not old_value:
+        return new_value
+    if new_value and new_value != old_value:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{old} is the old name of {new}: give {new} only")
+    logger.warning("operator API: query parameter %s is deprecated, use %s", old, new)
+    return old_value
+
+
+class DeprecatedAdminRoute(AdminRoute):
+    """An operator route at its old path (without ``/admin``), kept for one release: it answers as the new
+    one does, plus a ``Deprecation`` header and a ``Link`` to its successor, and logs a warning."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        successor = PREFIX + self.path
+
+        async def deprecated(request: Request) -> Response:
+            logger.warning("operator API: %s %s is deprecated, use %s", request.method, self.path, successor)
+            marks = {"Deprecation": "true", "Link": f'<{PREFIX}{request.url.path}>; rel="successor-version"'}
+            try:
+                response = await handler(request)
+            except HTTPException as exc:  # a refusal is marked too (the error handlers keep its headers)
+                raise HTTPException(exc.status_code, exc.detail, headers={**(exc.headers or {}), **marks}) from exc
+            response.headers.update(marks)
+            return response
+
+        return deprecated
+
+
+#: The operator routes at their old paths, for one release (``DeprecatedAdminRoute``).
+legacy_router = APIRouter(route_class=DeprecatedAdminRoute, include_in_schema=False)
+for _route in list(router.routes):
+    if isinstance(_route, APIRoute) and _route.path != f"{PREFIX}/grants/replay":  # the bulk replay is new
+        legacy_router.add_api_route(
+            _route.path.removeprefix(PREFIX), _route.endpoint, methods=sorted(_route.methods or ()),
+            response_class=_route.response_class,
+        )  # fmt: skip

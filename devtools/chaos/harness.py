@@ -69,7 +69,7 @@ PATREON_SECRET = secrets.token_hex(16)
 PREFIX = "wbr"
 #: The simulator's window and the service's WETBOT_RATE_LIMIT (fast, so short scenarios drain in seconds).
 LIMIT, WINDOW_S = 10, 2.0
-#: WETBOT_TIMEOUT of the workers, in seconds; ``slow_after`` faults longer than this are read timeouts.
+#: WETBOT_TIMEOUT_S of the workers, in seconds; ``slow_after`` faults longer than this are read timeouts.
 TIMEOUT_S = 2.0
 #: Log line of a Dramatiq worker process that is consuming.
 WORKER_READY = "Worker process is ready for action"
@@ -420,7 +420,7 @@ class Cluster:
             WETBOT_API_URL=self.sim.url,
             WETBOT_API_KEY=API_KEY,
             WETBOT_RATE_LIMIT=f"{LIMIT}/{WINDOW_S:g}s",
-            WETBOT_TIMEOUT=f"{TIMEOUT_S:g}",
+            WETBOT_TIMEOUT_S=f"{TIMEOUT_S:g}",
             WETBOT_RETRY_BACKOFF_S="0.2",
             WETBOT_AUTH_PAUSE_S="1",
             AMBIGUOUS_POLICY=self.config.policy,

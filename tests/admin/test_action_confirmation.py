@@ -110,16 +110,16 @@ def test_an_api_action_the_replicas_do_not_confirm_answers_503_and_a_repeat_is_s
     arrange, path, body, after = ACTIONS[name]
     grant_id = arrange(ledger, name)
     before = len(ledger.history(grant_id))
-    assert_unconfirmed(client.post(f"/grants/{grant_id}/{path}", json=body or None, headers=AS_ADMIN))
+    assert_unconfirmed(client.post(f"/admin/grants/{grant_id}/{path}", json=body or None, headers=AS_ADMIN))
     # The step stands on the primary (reaching the replicas later, or dropped by a failover): not claimed.
     assert ledger.get(grant_id).state == after  # type: ignore[union-attr]
     # A repeat finds it done, but cannot confirm that either: refused alike, and nothing happens twice.
-    assert_unconfirmed(client.post(f"/grants/{grant_id}/{path}", json=body or None, headers=AS_ADMIN))
+    assert_unconfirmed(client.post(f"/admin/grants/{grant_id}/{path}", json=body or None, headers=AS_ADMIN))
     assert len(ledger.history(grant_id)) == before + 1
     assert outcomes(redis, keys, name if name != "resolve" else "resolve delivered") == ["not confirmed"] * 2
     # Once replicas are not asked for, the repeat answers from the state the first try left.
     with TestClient(create_app(make_settings(grants_api_token=TOKEN))) as plain:
-        again = plain.post(f"/grants/{grant_id}/{path}", json=body or None, headers=AS_ADMIN)
+        again = plain.post(f"/admin/grants/{grant_id}/{path}", json=body or None, headers=AS_ADMIN)
     if name == "cancel":
         assert again.status_code == 200 and again.json()["done"] is False, again.text  # "already cancelled"
     else:
@@ -130,11 +130,11 @@ def test_an_api_action_the_replicas_do_not_confirm_answers_503_and_a_repeat_is_s
 def test_a_refusal_rests_on_a_confirmed_state_too(client: TestClient, ledger: Ledger) -> None:
     """A refusal says what the grant is now; unconfirmed, that may not survive a failover: 503 as well."""
     grant_id = queued(ledger, "refused")
-    assert_unconfirmed(client.post(f"/grants/{grant_id}/replay", headers=AS_ADMIN))
+    assert_unconfirmed(client.post(f"/admin/grants/{grant_id}/replay", headers=AS_ADMIN))
     assert ledger.get(grant_id).state == GrantState.QUEUED  # type: ignore[union-attr]
     # "No such grant" is an answer too: a demoted primary resyncing in a failover can read from an empty
     # dataset, so it is confirmed like the others (404 once confirmed: test_no_such_grant_is_an_answer...).
-    assert_unconfirmed(client.post(f"/grants/{'0' * 32}/replay", headers=AS_ADMIN))
+    assert_unconfirmed(client.post(f"/admin/grants/{'0' * 32}/replay", headers=AS_ADMIN))
 
 
 def test_a_link_the_replicas_do_not_confirm_answers_503_and_a_repeat_releases_nothing_twice(
@@ -176,7 +176,7 @@ def test_a_reprocess_the_replicas_do_not_confirm_answers_503(
         redis_wait_timeout_s=0.05,
     )
     with TestClient(create_app(fixed)) as after:
-        assert_unconfirmed(after.post(f"/events/{answer['event_id']}/reprocess", headers=AS_ADMIN))
+        assert_unconfirmed(after.post(f"/admin/events/{answer['event_id']}/reprocess", headers=AS_ADMIN))
     assert outcomes(redis, keys, "reprocess") == ["not confirmed"]
 
 

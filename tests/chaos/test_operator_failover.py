@@ -161,12 +161,12 @@ def actions(client: TestClient, arranged: Arranged, form: dict[str, str]) -> dic
     out: dict[str, Callable[[], bool]] = {}
     for grant_id in arranged.cancel:
         out[f"cancel {grant_id}"] = lambda g=grant_id: api_done(  # type: ignore[misc]
-            client.post(f"/grants/{g}/cancel", json={"reason": "fraud"}, headers=AS_ADMIN)
+            client.post(f"/admin/grants/{g}/cancel", json={"reason": "fraud"}, headers=AS_ADMIN)
         )
     out["console cancel"] = lambda: console_done(client, arranged.console_cancel, form)
-    out["replay"] = lambda: api_done(client.post(f"/grants/{arranged.replay}/replay", headers=AS_ADMIN))
+    out["replay"] = lambda: api_done(client.post(f"/admin/grants/{arranged.replay}/replay", headers=AS_ADMIN))
     out["resolve"] = lambda: api_done(
-        client.post(f"/grants/{arranged.resolve}/resolve", json={"decision": "delivered"}, headers=AS_ADMIN)
+        client.post(f"/admin/grants/{arranged.resolve}/resolve", json={"decision": "delivered"}, headers=AS_ADMIN)
     )
     link = {"platform": "twitch", "external_id": TWITCH_USER, "discord_user_id": USER}
     out["link"] = lambda: api_done(client.post("/links", json=link, headers=AS_CLIENT))
@@ -220,7 +220,7 @@ def test_an_operator_action_that_answered_done_stays_done_across_a_failover(
     with TestClient(create_app(settings_for(group, rewards_file))) as client:
         log_in(client)
         form = console_form(client, arranged.console_cancel)
-        assert client.get("/grants?limit=5", headers=AS_ADMIN).status_code == 200  # the pool is in use
+        assert client.get("/admin/grants?limit=5", headers=AS_ADMIN).status_code == 200  # the pool is in use
         assert synced(group)  # the session is on the replicas too
         old_port, _ = group.failover()
 

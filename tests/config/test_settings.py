@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from config import ConfigError, RateLimit, Settings, WetbotRewardsError, load_settings, settings_or_exit
-from config.settings import DEMO_KEY_PREFIX, MIN_LEDGER_RETENTION_DAYS
+from config.settings import DEMO_KEY_PREFIX, MIN_LEDGER_RETENTION_DAYS, RENAMED_VARIABLES
 from worker.keys import IDEMPOTENCY_TTL_S
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,7 +26,7 @@ ENV_NAMES = [name.upper() for name in Settings.model_fields]
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[pytest.MonkeyPatch]:
     """Nothing from the real environment or a real .env may reach a test."""
-    for name in ENV_NAMES:
+    for name in (*ENV_NAMES, *RENAMED_VARIABLES):
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(name.lower(), raising=False)
     monkeypatch.chdir(tmp_path)
@@ -53,7 +53,7 @@ def test_defaults() -> None:
     assert s.wetbot_api_key is None
     assert s.wetbot_rate_limit == RateLimit(10, 60.0)
     assert str(s.wetbot_rate_limit) == "10/60s"
-    assert s.wetbot_timeout == 15
+    assert s.wetbot_timeout_s == 15
     assert s.wetbot_max_attempts == 8
     assert s.wetbot_retry_backoff_s == 5
     assert s.wetbot_auth_pause_s == 60
@@ -82,7 +82,7 @@ def test_values_from_environment(clean_env: pytest.MonkeyPatch) -> None:
         "WETBOT_API_URL": "http://127.0.0.1:8080/api//",
         "WETBOT_API_KEY": LEAKY,
         "WETBOT_RATE_LIMIT": "5/1.5s",
-        "WETBOT_TIMEOUT": "2.5",
+        "WETBOT_TIMEOUT_S": "2.5",
         "WETBOT_MAX_ATTEMPTS": "3",
         "WETBOT_RETRY_BACKOFF_S": "0.1",
         "WETBOT_AUTH_PAUSE_S": "1",
@@ -101,7 +101,7 @@ def test_values_from_environment(clean_env: pytest.MonkeyPatch) -> None:
     assert s.wetbot_api_url == "http://127.0.0.1:8080/api"
     assert s.wetbot_api_key is not None and s.wetbot_api_key.get_secret_value() == LEAKY
     assert s.wetbot_rate_limit == RateLimit(5, 1.5)
-    assert (s.wetbot_timeout, s.wetbot_max_attempts, s.wetbot_retry_backoff_s, s.wetbot_auth_pause_s) == (
+    assert (s.wetbot_timeout_s, s.wetbot_max_attempts, s.wetbot_retry_backoff_s, s.wetbot_auth_pause_s) == (
         2.5,
         3,
         0.1,
@@ -142,21 +142,21 @@ def test_sentinels_need_a_tcp_redis_url(clean_env: pytest.MonkeyPatch) -> None:
 
 
 def test_env_names_are_case_insensitive(clean_env: pytest.MonkeyPatch) -> None:
-    clean_env.setenv("wetbot_timeout", "7")
-    assert load_settings().wetbot_timeout == 7
+    clean_env.setenv("wetbot_timeout_s", "7")
+    assert load_settings().wetbot_timeout_s == 7
 
 
 def test_overrides_win_over_environment(clean_env: pytest.MonkeyPatch) -> None:
-    clean_env.setenv("WETBOT_TIMEOUT", "7")
-    s = load_settings(wetbot_timeout=9, wetbot_rate_limit=RateLimit(2, 1.0))
-    assert s.wetbot_timeout == 9
+    clean_env.setenv("WETBOT_TIMEOUT_S", "7")
+    s = load_settings(wetbot_timeout_s=9, wetbot_rate_limit=RateLimit(2, 1.0))
+    assert s.wetbot_timeout_s == 9
     assert s.wetbot_rate_limit == RateLimit(2, 1.0)
 
 
 def test_settings_are_frozen() -> None:
     s = load_settings()
     with pytest.raises(ValueError, match="frozen"):
-        s.wetbot_timeout = 1
+        s.wetbot_timeout_s = 1
 
 
 # -- errors: one line, names the variable, never the value ----------------------------
@@ -178,10 +178,10 @@ BAD_VALUES = [
     ("WETBOT_API_KEYS", f"1234={LEAKY}", "WETBOT_API_KEYS: entry 1: expected"),
     ("WETBOT_API_KEYS", f"123456789012345678={LEAKY},123456789012345678=b", "WETBOT_API_KEYS: guild 1234567"),
     ("WETBOT_RATE_LIMIT", LEAKY, "WETBOT_RATE_LIMIT: expected N/<seconds>s such as 10/60s"),
-    ("WETBOT_TIMEOUT", LEAKY, "WETBOT_TIMEOUT: must be a number"),
-    ("WETBOT_TIMEOUT", "0", "WETBOT_TIMEOUT: must be greater than 0"),
-    ("WETBOT_TIMEOUT", "300.5", "WETBOT_TIMEOUT: must be at most 300"),
-    ("WETBOT_TIMEOUT", "nan", "WETBOT_TIMEOUT: must be a finite number"),
+    ("WETBOT_TIMEOUT_S", LEAKY, "WETBOT_TIMEOUT_S: must be a number"),
+    ("WETBOT_TIMEOUT_S", "0", "WETBOT_TIMEOUT_S: must be greater than 0"),
+    ("WETBOT_TIMEOUT_S", "300.5", "WETBOT_TIMEOUT_S: must be at most 300"),
+    ("WETBOT_TIMEOUT_S", "nan", "WETBOT_TIMEOUT_S: must be a finite number"),
     ("WETBOT_MAX_ATTEMPTS", "0", "WETBOT_MAX_ATTEMPTS: must be at least 1"),
     ("WETBOT_MAX_ATTEMPTS", "101", "WETBOT_MAX_ATTEMPTS: must be at most 100"),
     ("WETBOT_MAX_ATTEMPTS", "2.5", "WETBOT_MAX_ATTEMPTS: must be a whole number"),
@@ -249,7 +249,7 @@ def test_exact_line_for_the_documented_examples(clean_env: pytest.MonkeyPatch) -
 
 
 def test_several_bad_values_are_joined_on_one_line(clean_env: pytest.MonkeyPatch) -> None:
-    clean_env.setenv("WETBOT_TIMEOUT", "0")
+    clean_env.setenv("WETBOT_TIMEOUT_S", "0")
     clean_env.setenv("WETBOT_API_KEY", f"{LEAKY} x")
     clean_env.setenv("LOG_LEVEL", "loud")
     with pytest.raises(ConfigError) as caught:
@@ -257,7 +257,7 @@ def test_several_bad_values_are_joined_on_one_line(clean_env: pytest.MonkeyPatch
     text = str(caught.value)
     assert "\n" not in text
     assert text.count("; ") == 2
-    assert set(caught.value.variables) == {"WETBOT_TIMEOUT", "WETBOT_API_KEY", "LOG_LEVEL"}
+    assert set(caught.value.variables) == {"WETBOT_TIMEOUT_S", "WETBOT_API_KEY", "LOG_LEVEL"}
     assert LEAKY not in text
 
 
@@ -358,14 +358,14 @@ def test_dotenv_file_is_read(tmp_path: Path) -> None:
 
 
 def test_environment_wins_over_dotenv(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    (tmp_path / ".env").write_text("WETBOT_TIMEOUT=3\n")
-    clean_env.setenv("WETBOT_TIMEOUT", "4")
-    assert load_settings().wetbot_timeout == 4
+    (tmp_path / ".env").write_text("WETBOT_TIMEOUT_S=3\n")
+    clean_env.setenv("WETBOT_TIMEOUT_S", "4")
+    assert load_settings().wetbot_timeout_s == 4
 
 
 def test_dotenv_can_be_skipped(tmp_path: Path) -> None:
-    (tmp_path / ".env").write_text("WETBOT_TIMEOUT=3\n")
-    assert load_settings(_env_file=None).wetbot_timeout == 15
+    (tmp_path / ".env").write_text("WETBOT_TIMEOUT_S=3\n")
+    assert load_settings(_env_file=None).wetbot_timeout_s == 15
 
 
 def test_bad_value_in_dotenv_is_named_without_value(tmp_path: Path) -> None:
@@ -388,8 +388,8 @@ def test_empty_value_means_unset(clean_env: pytest.MonkeyPatch, tmp_path: Path) 
     assert s == load_settings(_env_file=None)
     assert s.wetbot_api_key is None
     assert s.wetbot_rate_limit == RateLimit(10, 60.0)
-    (tmp_path / ".env").write_text("WETBOT_TIMEOUT=\nWETBOT_API_KEY=\n")
-    assert load_settings().wetbot_timeout == 15
+    (tmp_path / ".env").write_text("WETBOT_TIMEOUT_S=\nWETBOT_API_KEY=\n")
+    assert load_settings().wetbot_timeout_s == 15
 
 
 # -- secrets --------------------------------------------------------------------------
@@ -450,7 +450,7 @@ def test_secret_repr_hides_the_key(clean_env: pytest.MonkeyPatch) -> None:
 
 
 def test_settings_or_exit_returns_settings() -> None:
-    assert settings_or_exit().wetbot_timeout == 15
+    assert settings_or_exit().wetbot_timeout_s == 15
 
 
 def test_settings_or_exit_exits_2_with_one_line(
@@ -495,3 +495,56 @@ def test_a_bad_demo_mode_is_one_line(clean_env: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings()
     assert str(caught.value) == "DEMO_MODE: must be true or false (or 1 or 0)"
+
+
+WARNING = (
+    "wetbot-rewards: warning: WETBOT_TIMEOUT is deprecated and read only while WETBOT_TIMEOUT_S is unset; "
+    "rename it to WETBOT_TIMEOUT_S\n"
+)
+
+
+def test_every_duration_ends_in_s_and_the_renamed_ones_are_gone_from_the_example() -> None:
+    example = (ROOT / ".env.example").read_text()
+    for old, new in RENAMED_VARIABLES.items():
+        assert new.endswith("_S") and new in ENV_NAMES
+        assert f"\n{old}=" not in example
+    assert "WETBOT_TIMEOUT" not in ENV_NAMES
+
+
+def test_an_old_name_in_the_environment_is_read_with_one_warning(
+    clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clean_env.setenv("WETBOT_TIMEOUT", "2.5")
+    assert load_settings().wetbot_timeout_s == 2.5
+    assert capsys.readouterr().err == WARNING
+
+
+def test_an_old_name_in_dotenv_is_read_with_one_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / ".env").write_text("WETBOT_TIMEOUT=3\n")
+    assert load_settings().wetbot_timeout_s == 3
+    assert capsys.readouterr().err == WARNING
+
+
+def test_the_new_name_wins_over_the_old_one_wherever_each_is_set(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    clean_env.setenv("WETBOT_TIMEOUT", "3")
+    clean_env.setenv("WETBOT_TIMEOUT_S", "4")
+    assert load_settings().wetbot_timeout_s == 4
+    (tmp_path / ".env").write_text("WETBOT_TIMEOUT_S=5\n")
+    clean_env.delenv("WETBOT_TIMEOUT_S")
+    assert load_settings().wetbot_timeout_s == 5
+    capsys.readouterr()
+
+
+def test_a_bad_value_under_the_old_name_is_named_by_the_new_one(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("WETBOT_TIMEOUT", "0")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert str(caught.value) == "WETBOT_TIMEOUT_S: must be greater than 0"
+
+
+def test_the_new_name_alone_warns_of_nothing(clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    clean_env.setenv("WETBOT_TIMEOUT_S", "6")
+    assert load_settings().wetbot_timeout_s == 6
+    assert capsys.readouterr().err == ""

@@ -16,9 +16,10 @@ import pytest
 import requests
 from redis import Redis
 
+from devtools.chaos.servers import free_port
 from producers.submit import submit_grant
 from simulator.wetbot import WetbotSimulator
-from tests.conftest import API_KEY, GUILD, OTHER_USER, TEST_REDIS_URL, TOKEN, USER, free_port, wait_for
+from tests.conftest import API_KEY, GUILD, OTHER_USER, TEST_REDIS_URL, TOKEN, USER, wait_for
 from worker.grant import Grant, GrantItem, GrantState, NewGrant
 from worker.keys import Keys
 from worker.ledger import Ledger
@@ -36,7 +37,7 @@ def service_env(prefix: str, sim: WetbotSimulator, rewards_file: Path, **extra: 
         REDIS_KEY_PREFIX=prefix,
         WETBOT_API_URL=sim.url,
         WETBOT_API_KEY=API_KEY,
-        WETBOT_TIMEOUT="3",
+        WETBOT_TIMEOUT_S="3",
         WETBOT_RETRY_BACKOFF_S="0.2",
         GRANTS_API_TOKEN=TOKEN,
         REWARDS_FILE=str(rewards_file),

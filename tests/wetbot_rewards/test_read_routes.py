@@ -65,7 +65,7 @@ def test_metrics_answer_200_and_count_a_message_on_dramatiqs_delay_queue(make_se
     settings = make_settings()
     broker = build_broker(settings)
     try:
-        declare_deliver(broker, lambda grant_id, token: None, timeout_s=settings.wetbot_timeout)
+        declare_deliver(broker, lambda grant_id, token: None, timeout_s=settings.wetbot_timeout_s)
         for n in range(2):
             message: dramatiq.Message[None] = dramatiq.Message(
                 queue_name=QUEUE_NAME, actor_name=ACTOR_NAME, args=(f"g{n}", ""), kwargs={}, options={}

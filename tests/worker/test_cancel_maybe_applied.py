@@ -28,7 +28,7 @@ Deliv = Callable[[Settings], Deliverer]
 @pytest.fixture
 def patreon_settings(make_settings: SettingsFactory, rewards_file: Path) -> Settings:
     rewards_file.write_text(RULES, encoding="utf-8")
-    return make_settings(patreon_webhook_secret=SECRET, wetbot_timeout=0.5)
+    return make_settings(patreon_webhook_secret=SECRET, wetbot_timeout_s=0.5)
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ def client(patreon_settings: Settings) -> Iterator[TestClient]:
 def test_a_grant_whose_read_back_is_pending_cannot_be_cancelled(
     make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator
 ) -> None:
-    deliverer = make_deliverer(make_settings(wetbot_timeout=0.5))
+    deliverer = make_deliverer(make_settings(wetbot_timeout_s=0.5))
     grant_id = ledger.create(
         NewGrant(GUILD, USER, (GrantItem("gem", 2),), source="test", idempotency_key="t:x")
     ).grant.id

@@ -139,7 +139,7 @@ def test_an_ambiguous_merged_request_is_judged_as_a_whole(
 ) -> None:
     ids = [add(ledger, f"g{n}", ("gem", n)) for n in (1, 2, 3)]
     sim.inject(fault, method="POST")
-    driver.run(make_deliverer(make_settings(wetbot_timeout=0.3)))
+    driver.run(make_deliverer(make_settings(wetbot_timeout_s=0.3)))
     assert [ledger.get(g).state for g in ids] == [final] * 3  # type: ignore[union-attr]
     assert sim.inventory(GUILD, USER) == {"gem": 6}, "applied exactly once"
     assert len([c for c in sim.applied() if c.kind == "inventory"]) == applied
@@ -193,7 +193,7 @@ def test_a_merged_request_whose_worker_died_is_judged_as_a_whole(
         effects=StepEffects(begin=token, fields=fields),
     )
     assert moved == ids
-    driver.run(make_deliverer(make_settings(wetbot_timeout=0.3)))
+    driver.run(make_deliverer(make_settings(wetbot_timeout_s=0.3)))
     # Nothing had reached WetBot: one read-back judged the request as a whole ("not applied": no gem at all),
     # and one merged request sent both again.
     for grant_id in ids:

@@ -61,7 +61,7 @@ def test_cancelling_the_lead_while_it_waits_for_a_slot_does_not_strand_its_compa
         return original(self, run)
 
     monkeypatch.setattr(Deliverer, "_take_slot", take_slot_while_cancelled)
-    driver.run(make_deliverer(make_settings(wetbot_timeout=0.3, ambiguous_policy="hold")))
+    driver.run(make_deliverer(make_settings(wetbot_timeout_s=0.3, ambiguous_policy="hold")))
 
     lead = cancelled[0]
     companion = second if lead == first else first
@@ -128,7 +128,7 @@ def test_resolve_verify_on_each_member_of_an_unknown_merged_request_decides_them
     held ``unknown`` again, for ever: the read-back can never decide the second member, and an
     operator who then picks ``--resend`` doubles B's items.
     """
-    deliverer = make_deliverer(make_settings(wetbot_timeout=0.3, ambiguous_policy="hold"))
+    deliverer = make_deliverer(make_settings(wetbot_timeout_s=0.3, ambiguous_policy="hold"))
     a = add(ledger, "a", ("gem", 1))
     b = add(ledger, "b", ("gem", 2))
     sim.inject("500_after", method="POST")
@@ -156,7 +156,7 @@ def test_resolve_delivered_decides_every_grant_of_the_merged_request(
     driver: ScheduleDriver,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    settings = make_settings(wetbot_timeout=0.3, ambiguous_policy="hold")
+    settings = make_settings(wetbot_timeout_s=0.3, ambiguous_policy="hold")
     a, b = add(ledger, "a", ("gem", 1)), add(ledger, "b", ("gem", 2))
     sim.inject("500_after", method="POST")
     driver.run(make_deliverer(settings))

@@ -159,7 +159,7 @@ def test_ambiguous_outcome_with_policy_retry_sends_again(
 ) -> None:
     grant = ledger.create(new_grant(fault)).grant
     sim.inject(fault, delay_s=1.5)
-    deliverer = make_deliverer(make_settings(ambiguous_policy="retry", wetbot_timeout=0.5))
+    deliverer = make_deliverer(make_settings(ambiguous_policy="retry", wetbot_timeout_s=0.5))
     deliverer.deliver(grant.id)
     driver.run(deliverer)
 
@@ -186,7 +186,7 @@ def test_ambiguous_outcome_with_policy_hold_ends_unknown(
 ) -> None:
     grant = ledger.create(new_grant(fault)).grant
     sim.inject(fault, delay_s=1.5, method="POST")
-    deliverer = make_deliverer(make_settings(ambiguous_policy="hold", wetbot_timeout=0.5))
+    deliverer = make_deliverer(make_settings(ambiguous_policy="hold", wetbot_timeout_s=0.5))
     deliverer.deliver(grant.id)
     driver.run(deliverer)
 

@@ -31,7 +31,7 @@ def test_an_answer_recorded_after_the_lease_ran_out_still_counts(
     ledger: Ledger,
     sim: WetbotSimulator,
 ) -> None:
-    settings = make_settings(wetbot_timeout=0.5, ambiguous_policy=policy)
+    settings = make_settings(wetbot_timeout_s=0.5, ambiguous_policy=policy)
     timings = Timings(lease_margin_s=0.5)  # the outage only has to outlast the lease: seconds, not the 10 s margin
     zombie, other = (build_deliverer(settings, redis, timings=timings) for _ in range(2))
     grant_id = ledger.create(
@@ -41,7 +41,7 @@ def test_an_answer_recorded_after_the_lease_ran_out_still_counts(
 
     def add_then_redis_goes_away(*args: Any, **kwargs: Any) -> Any:
         result = real_add(*args, **kwargs)  # 200 with the profile: applied, answer in hand
-        time.sleep(settings.wetbot_timeout + timings.lease_margin_s + 1.5)  # Redis unavailable meanwhile
+        time.sleep(settings.wetbot_timeout_s + timings.lease_margin_s + 1.5)  # Redis unavailable meanwhile
         # Redis answers again: the other worker's reconciler is first.
         for gid, token in other.schedule.dispatch_due(write_messages=False):
             other.deliver(gid, token)

@@ -1,5 +1,5 @@
 """A baseline read that outlives the run's user lease (a starved process, a slow connect
-plus a slow read: the client's timeout applies to each, so a GET may take 2 x WETBOT_TIMEOUT, more than the
+plus a slow read: the client's timeout applies to each, so a GET may take 2 x WETBOT_TIMEOUT_S, more than the
 lease's timeout + Timings.lease_margin_s)."""
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def test_baseline_read_outliving_the_lease_sends_with_a_stale_baseline_and_recor
     merely absent, A's POST failed before being applied (500), and the read-back (gem=1 = absent + 1)
     recorded grant 1 delivered: it never was. Now A stops when its lease is gone, and the send step needs
     the run's own lease."""
-    settings = make_settings(wetbot_timeout=0.3, wetbot_coalesce=False)
+    settings = make_settings(wetbot_timeout_s=0.3, wetbot_coalesce=False)
     a = make_deliverer(settings)
     b = make_deliverer(settings)
     g1 = _grant(ledger, "one")
@@ -90,7 +90,7 @@ def test_baseline_read_outliving_the_lease_sends_a_grant_a_takeover_already_sent
     again (its lease is gone) and run B sends it: applied, answered 500, so it waits for a read-back
     (retrying, verify=1). A's GET returns; its step into sending needs only that no *other* run holds the lease
     (B released it) and that the grant is sendable (retrying is): it sends the grant a second time."""
-    settings = make_settings(wetbot_timeout=0.3)
+    settings = make_settings(wetbot_timeout_s=0.3)
     a = make_deliverer(settings)
     b = make_deliverer(settings)
     g1 = _grant(ledger, "one")

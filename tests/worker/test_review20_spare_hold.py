@@ -37,9 +37,9 @@ def test_spare_slot_hold_does_not_cover_a_post_sent_within_its_leases(
     # Short leases so the test runs in seconds (the same proportions as 10 s margin, 15 s timeout).
     timings = Timings(lease_margin_s=1.0)
     sim.set_limit(LIMIT, WINDOW_S)
-    settings = make_settings(wetbot_timeout=0.3, wetbot_rate_limit=f"{LIMIT}/{WINDOW_S:g}s")
+    settings = make_settings(wetbot_timeout_s=0.3, wetbot_rate_limit=f"{LIMIT}/{WINDOW_S:g}s")
     deliverer = build_deliverer(settings, redis, timings=timings)
-    lease_s = settings.wetbot_timeout + timings.lease_margin_s  # 1.3 s: the GET's lease, then the POST's
+    lease_s = settings.wetbot_timeout_s + timings.lease_margin_s  # 1.3 s: the GET's lease, then the POST's
     grant_id = deliverer.ledger.create(
         NewGrant(GUILD, USER, (GrantItem("gem", 1),), source="test", idempotency_key="t:x")
     ).grant.id

@@ -53,7 +53,7 @@ def test_a_resent_step_into_sending_still_sends_once(
     sim: WetbotSimulator,
     driver: ScheduleDriver,
 ) -> None:
-    deliverer = make_deliverer(make_settings(wetbot_timeout=0.5, ambiguous_policy=policy))
+    deliverer = make_deliverer(make_settings(wetbot_timeout_s=0.5, ambiguous_policy=policy))
     grant_id = ledger.create(
         NewGrant(GUILD, USER, (GrantItem("gem", 2),), source="test", idempotency_key="t:x")
     ).grant.id

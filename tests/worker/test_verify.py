@@ -38,7 +38,7 @@ def test_applied_then_an_error_is_delivered_by_read_back_once(
     driver: ScheduleDriver,
     sentry_events: CapturingTransport,
 ) -> None:
-    deliverer = make_deliverer(make_settings(wetbot_timeout=0.5))
+    deliverer = make_deliverer(make_settings(wetbot_timeout_s=0.5))
     if known_before:  # the member already holds gems, from an earlier delivery
         deliverer.deliver(grant(ledger, "earlier", amount=5))
     grant_id = grant(ledger, "x")
@@ -66,7 +66,7 @@ def test_not_applied_is_proven_then_sent_again(
     sim: WetbotSimulator,
     driver: ScheduleDriver,
 ) -> None:
-    deliverer = make_deliverer(make_settings(wetbot_timeout=0.5))
+    deliverer = make_deliverer(make_settings(wetbot_timeout_s=0.5))
     deliverer.deliver(grant(ledger, "earlier", amount=5))
     grant_id = grant(ledger, "x")
     sim.inject(fault, method="POST")
@@ -89,7 +89,7 @@ def test_a_change_by_someone_else_meanwhile_leaves_it_unknown(
     driver: ScheduleDriver,
     sentry_events: CapturingTransport,
 ) -> None:
-    deliverer = make_deliverer(make_settings(wetbot_timeout=0.5))
+    deliverer = make_deliverer(make_settings(wetbot_timeout_s=0.5))
     deliverer.deliver(grant(ledger, "earlier", amount=5))
     grant_id = grant(ledger, "x")
     sim.inject("500_after", method="POST")
@@ -112,7 +112,7 @@ def test_other_grants_of_the_user_wait_for_the_read_back(
     sim: WetbotSimulator,
     driver: ScheduleDriver,
 ) -> None:
-    deliverer = make_deliverer(make_settings(wetbot_timeout=0.5))
+    deliverer = make_deliverer(make_settings(wetbot_timeout_s=0.5))
     first, second = grant(ledger, "a"), grant(ledger, "b", amount=3)
     sim.inject("500_after", method="POST")
     deliverer.deliver(first)  # one merged request carries both grants; its answer is a 500 after applying
@@ -134,7 +134,7 @@ def test_a_grant_queued_during_a_read_back_waits_for_it(
     sim: WetbotSimulator,
     driver: ScheduleDriver,
 ) -> None:
-    deliverer = make_deliverer(make_settings(wetbot_timeout=0.5))
+    deliverer = make_deliverer(make_settings(wetbot_timeout_s=0.5))
     first = grant(ledger, "a")
     sim.inject("500_after", method="POST")
     deliverer.deliver(first)

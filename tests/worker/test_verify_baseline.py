@@ -51,7 +51,7 @@ def test_after_an_unknown_outcome_the_next_read_back_cannot_use_the_old_snapshot
     delivered: WetBot held 2 gems, the ledger said Y delivered (and X, once resolved, too): one grant lost.
     Y's baseline is read right before Y's request, X's gems in it: the read-back shows "not applied", Y is
     sent again, and WetBot holds both grants."""
-    deliverer = make_deliverer(make_settings(wetbot_timeout=0.5, wetbot_max_attempts=2))
+    deliverer = make_deliverer(make_settings(wetbot_timeout_s=0.5, wetbot_max_attempts=2))
     x = grant(ledger, "x")
     sim.inject("500_after", method="POST")
     deliverer.deliver(x)  # X's baseline read, then its request
@@ -87,7 +87,7 @@ def test_a_read_back_after_later_deliveries_does_not_judge_an_old_baseline(
     `resolve --verify` on X: its baseline, read right before X's request, is young, but it is from before Y;
     compared against it the read-back sees +2 and would mark X delivered (WetBot holds 2 gems; the ledger
     would say 4 were delivered). Y's delivery moved the recorded profile's ``seq``: the read-back cannot tell."""
-    deliverer = make_deliverer(make_settings(wetbot_timeout=0.5, ambiguous_policy="hold"))
+    deliverer = make_deliverer(make_settings(wetbot_timeout_s=0.5, ambiguous_policy="hold"))
     x = grant(ledger, "x")
     sim.inject("500_before", method="POST")  # X is NOT applied, but its fate is unknown
     deliverer.deliver(x)

@@ -57,7 +57,7 @@ def test_spent_elsewhere_then_applied_but_answered_500_is_delivered_once(
 ) -> None:
     """The member spent 1 gem in the bot after our last delivery; our 1-gem grant was applied, answered 500.
     Judged against the recorded profile (5) the read-back (5) looked "not applied": sent twice."""
-    deliverer = make_deliverer(make_settings(wetbot_timeout=0.3))
+    deliverer = make_deliverer(make_settings(wetbot_timeout_s=0.3))
     deliverer.deliver(grant(ledger, "earlier", amount=5))
     sim.adjust(GUILD, USER, "gem", -1)  # a purchase in Discord, 2 s before our request in the check
     grant_id = grant(ledger, "x")
@@ -80,7 +80,7 @@ def test_earned_elsewhere_then_refused_with_500_is_sent_again_not_recorded_deliv
 ) -> None:
     """The member earned 1 gem elsewhere; our 1-gem grant got a 500 before WetBot applied it. Against the
     recorded profile (5) the read-back (6) looked "applied": recorded delivered, never applied."""
-    deliverer = make_deliverer(make_settings(wetbot_timeout=0.3))
+    deliverer = make_deliverer(make_settings(wetbot_timeout_s=0.3))
     deliverer.deliver(grant(ledger, "earlier", amount=5))
     sim.adjust(GUILD, USER, "gem", 1)
     grant_id = grant(ledger, "x")
@@ -102,7 +102,7 @@ def test_a_new_member_already_holding_the_amount_is_not_taken_for_applied(
     driver: ScheduleDriver,
 ) -> None:
     """Never granted to, the member already holds exactly 1 gem: "no entry" + 1 looked like our grant."""
-    deliverer = make_deliverer(make_settings(wetbot_timeout=0.3))
+    deliverer = make_deliverer(make_settings(wetbot_timeout_s=0.3))
     sim.adjust(GUILD, USER, "gem", 1)
     grant_id = grant(ledger, "x")
     sim.inject("500_before", method="POST")
@@ -125,7 +125,7 @@ def test_ten_members_with_outside_activity_none_doubled_none_lost(
 ) -> None:
     """The check's 10-of-10 runs: each member spent or earned 1 gem elsewhere before an ambiguous request."""
     sim.set_limit(100, 1.0)
-    deliverer = make_deliverer(make_settings(wetbot_timeout=0.3, wetbot_rate_limit=RateLimit(100, 1.0)))
+    deliverer = make_deliverer(make_settings(wetbot_timeout_s=0.3, wetbot_rate_limit=RateLimit(100, 1.0)))
     users = [f"3000000000000000{n:02d}" for n in range(10)]
     ids = []
     for n, user in enumerate(users):
@@ -153,7 +153,7 @@ def test_without_a_spare_slot_no_baseline_is_read_and_an_ambiguous_outcome_is_he
     sentry_events: CapturingTransport,
 ) -> None:
     """A key with a backlog spends its slots on grants: no read before the request, and then no guess."""
-    settings = make_settings(wetbot_timeout=0.3)
+    settings = make_settings(wetbot_timeout_s=0.3)
     deliverer = make_deliverer(settings)
     limiter = SlidingWindowLimiter(redis, keys, settings.wetbot_rate_limit)
     client = deliverer.clients.for_guild(GUILD)
@@ -247,7 +247,7 @@ def test_a_baseline_older_than_the_window_decides_nothing(
     driver: ScheduleDriver,
 ) -> None:
     """A read-back long after the baseline (read-backs that kept failing, a late operator check) cannot tell."""
-    deliverer = make_deliverer(make_settings(wetbot_timeout=0.3))
+    deliverer = make_deliverer(make_settings(wetbot_timeout_s=0.3))
     grant_id = grant(ledger, "x")
     sim.inject("500_before", method="POST")
     deliverer.deliver(grant_id)
@@ -278,7 +278,7 @@ def test_a_profile_in_another_shape_never_reads_as_no_entry(
     """The check's 10 of 10 applied twice: a new member, the profile's inventory under another name, a 500
     after applying; "no entry" read back matched the "no entry" baseline and the grant was sent again."""
     sim.set_limit(100, 1.0)
-    deliverer = make_deliverer(make_settings(wetbot_timeout=0.3, wetbot_rate_limit=RateLimit(100, 1.0)))
+    deliverer = make_deliverer(make_settings(wetbot_timeout_s=0.3, wetbot_rate_limit=RateLimit(100, 1.0)))
     sim.set_profile_shape(shape)
     users = [f"4000000000000000{n:02d}" for n in range(3)]
     ids = [grant(ledger, f"x-{n}", user=user) for n, user in enumerate(users)]
@@ -305,7 +305,7 @@ def test_a_read_back_in_another_shape_cannot_tell(
     driver: ScheduleDriver,
 ) -> None:
     """The baseline was read in the documented shape; the profile read back is not: cannot tell."""
-    deliverer = make_deliverer(make_settings(wetbot_timeout=0.3))
+    deliverer = make_deliverer(make_settings(wetbot_timeout_s=0.3))
     grant_id = grant(ledger, "x")
     sim.inject("500_after", method="POST")
     deliverer.deliver(grant_id)

@@ -21,7 +21,7 @@ def test_grants_behind_a_long_verify_hold_wait_for_its_next_look(
     make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator
 ) -> None:
     # The read-back will fail and back off for a long time (here: 60 s+).
-    deliverer = make_deliverer(make_settings(wetbot_timeout=0.5, wetbot_retry_backoff_s=60.0))
+    deliverer = make_deliverer(make_settings(wetbot_timeout_s=0.5, wetbot_retry_backoff_s=60.0))
 
     def new(key: str) -> str:
         return ledger.create(

@@ -36,7 +36,7 @@ def test_a_cancel_whose_reason_is_only_spaces_is_refused_clearly_and_audited(
     client: TestClient, ledger: Ledger, admin_settings: Settings
 ) -> None:
     grant_id = queued(ledger, "blank-reason")
-    answer = client.post(f"/grants/{grant_id}/cancel", json={"reason": "   "}, headers=AS_ADMIN)
+    answer = client.post(f"/admin/grants/{grant_id}/cancel", json={"reason": "   "}, headers=AS_ADMIN)
     assert answer.status_code in (400, 422), answer.text
     assert ledger.get(grant_id).state == GrantState.QUEUED  # type: ignore[union-attr]
     assert audit_lines(admin_settings, client)[-1][1:] == ("cancel", grant_id, "refused")
@@ -44,7 +44,7 @@ def test_a_cancel_whose_reason_is_only_spaces_is_refused_clearly_and_audited(
 
 def test_an_edited_cursor_is_a_400_not_a_storage_outage(client: TestClient, ledger: Ledger) -> None:
     queued(ledger, "c1")
-    answer = client.get("/grants", params={"after": "all~1.2.3~" + "a" * 32}, headers=AS_ADMIN)
+    answer = client.get("/admin/grants", params={"cursor": "all~1.2.3~" + "a" * 32}, headers=AS_ADMIN)
     assert answer.status_code == 400, answer.text
 
 
@@ -56,13 +56,13 @@ def test_an_edited_cursor_is_a_400_not_a_storage_outage(client: TestClient, ledg
         {"q": "a\x00b"},
         {"q": "*"},
         {"q": "   "},
-        {"q": "x", "state": "dead", "source": "api", "guild": GUILD, "limit": "100"},
-        {"after": "q~1~" + "a" * 32, "q": ":"},
+        {"q": "x", "state": "dead", "source": "api", "guild_id": GUILD, "limit": "100"},
+        {"cursor": "q~1~" + "a" * 32, "q": ":"},
     ],
 )
 def test_odd_list_parameters_answer_a_page(client: TestClient, ledger: Ledger, params: dict[str, str]) -> None:
     queued(ledger, "odd")
-    answer = client.get("/grants", params=params, headers=AS_ADMIN)
+    answer = client.get("/admin/grants", params=params, headers=AS_ADMIN)
     assert answer.status_code == 200, answer.text
     assert set(answer.json()) == {"grants", "next", "total"}
 
@@ -83,7 +83,7 @@ def test_two_callers_replaying_one_dead_grant_at_once_move_it_once_and_both_are_
             answers: list[Any] = answers,
         ) -> None:
             start.wait()
-            answers.append(client.post(f"/grants/{grant_id}/replay", json={"version": version}, headers=AS_ADMIN))
+            answers.append(client.post(f"/admin/grants/{grant_id}/replay", json={"version": version}, headers=AS_ADMIN))
 
         threads = [threading.Thread(target=replay) for _ in range(2)]
         for thread in threads:
@@ -101,7 +101,7 @@ def test_a_409_says_what_the_grant_is_without_any_secret_or_run_token(
 ) -> None:
     grant_id = queued(ledger, "no-secrets")
     ledger.redis.hset(ledger.keys.grant(grant_id), "attempt", "run-token-0123456789abcdef")
-    answer = client.post(f"/grants/{grant_id}/replay", headers=AS_ADMIN)
+    answer = client.post(f"/admin/grants/{grant_id}/replay", headers=AS_ADMIN)
     assert answer.status_code == 409 and answer.json()["grant"]["state"] == "queued"
     dispatch = cast(bytes | None, ledger.redis.hget(ledger.keys.grant(grant_id), "dispatch"))
     for secret in (ADMIN, API_KEY, "run-token-0123456789abcdef", (dispatch or b"").decode() or ADMIN):

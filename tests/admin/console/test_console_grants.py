@@ -55,7 +55,7 @@ def server(
         wetbot_api_url=sim.url,
         wetbot_api_key=API_KEY,
         wetbot_rate_limit="100/1s",
-        wetbot_timeout=2.0,
+        wetbot_timeout_s=2.0,
         wetbot_retry_backoff_s=0.05,
         rewards_file=rewards,
         twitch_webhook_secret=TWITCH_SECRET,
