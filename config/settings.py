@@ -246,8 +246,11 @@ class RenamedVariables(PydanticBaseSettingsSource):
                 value = env_vars.get(old.lower())
                 if value in (None, "") or new.lower() in found:
                     continue
-                print(f"wetbot-rewards: warning: {old} is deprecated and read only while {new} is unset; "
-                      f"rename it to {new}", file=sys.stderr)  # fmt: skip
+                print(
+                    f"wetbot-rewards: warning: {old} is deprecated and read only while {new} is unset; "
+                    f"rename it to {new}",
+                    file=sys.stderr,
+                )
                 found[new.lower()] = value
         return found
 
