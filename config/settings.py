@@ -246,8 +246,11 @@ class RenamedVariables(PydanticBaseSettingsSource):
                 value = env_vars.get(old.lower())
                 if value in (None, "") or new.lower() in found:
                     continue
-                print(f"wetbot-rewards: warning: {old} is deprecated and read only while {new} is unset; "
-                      f"rename it to {new}", file=sys.stderr)  # fmt: skip
+                print(
+                    f"wetbot-rewards: warning: {old} is deprecated and read only while {new} is unset; "
+                    f"rename it to {new}",
+                    file=sys.stderr,
+                )
                 found[new.lower()] = value
         return found
 
@@ -562,6 +565,11 @@ def _redis_passwords(url: str) -> list[str]:
         return []
     found.extend(parse_qs(parts.query).get("password", []))
     return found
+
+
+def env_names() -> tuple[str, ...]:
+    """Every environment variable ``Settings`` reads (its field names in upper case), in field order."""
+    return tuple(name.upper() for name in Settings.model_fields)
 
 
 def load_settings(**overrides: Any) -> Settings:
