@@ -24,7 +24,6 @@ import os
 import platform
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +35,7 @@ from typing import IO, Any, cast
 
 from redis import Redis
 
+from devtools.chaos.servers import free_port as free_port  # the bench scripts take it from here
 from simulator.wetbot import RequestRecord, WetbotSimulator
 
 OnRequest = Callable[[RequestRecord], None]
@@ -103,14 +103,6 @@ def stop(processes: Sequence[subprocess.Popen[bytes]]) -> None:
             os.killpg(process.pid, signal.SIGKILL)  # the master may be gone while a child lingers
         with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=5)
-
-
-def free_port() -> int:
-    """A TCP port on loopback that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager

@@ -588,6 +588,11 @@ def _redis_passwords(url: str) -> list[str]:
     return found
 
 
+def env_names() -> tuple[str, ...]:
+    """Every environment variable ``Settings`` reads (its field names in upper case), in field order."""
+    return tuple(name.upper() for name in Settings.model_fields)
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build the settings from the environment, ``.env`` and ``overrides`` (field names, highest priority).
 

@@ -27,7 +27,7 @@ from redis import Redis
 from sentry_sdk.envelope import Envelope
 from sentry_sdk.transport import Transport
 
-from config.settings import RENAMED_VARIABLES, Settings, load_settings
+from config.settings import RENAMED_VARIABLES, Settings, env_names, load_settings
 from devtools.chaos.servers import PrivateRedis
 from simulator.wetbot import WetbotSimulator
 from worker.broker import build_broker, declare_deliver
@@ -48,16 +48,7 @@ OTHER_USER = "333333333333333333"
 TOKEN = "test-grants-token-5d8e2a7c41"
 
 #: Every variable Settings reads; cleared so the developer's environment cannot leak into tests.
-SETTINGS_ENV = [
-    "REDIS_URL", "REDIS_KEY_PREFIX", "WETBOT_API_URL", "WETBOT_API_KEY", "WETBOT_API_KEYS", "WETBOT_RATE_LIMIT",
-    "WETBOT_TIMEOUT_S", "WETBOT_MAX_ATTEMPTS", "WETBOT_RETRY_BACKOFF_S", "WETBOT_AUTH_PAUSE_S", "WETBOT_COALESCE",
-    "WETBOT_MAX_ITEMS_PER_REQUEST", "TWITCH_WEBHOOK_SECRET",
-    "PATREON_WEBHOOK_SECRET", "GRANTS_API_TOKEN", "TWITCH_CLIENT_ID", "TWITCH_CLIENT_SECRET", "REWARDS_FILE",
-    "AMBIGUOUS_POLICY", "SENTRY_DSN", "SENTRY_ENVIRONMENT", "LOG_LEVEL", "TWITCH_API_URL", "TWITCH_AUTH_URL",
-    "LEDGER_RETENTION_S", "EVENT_RETENTION_S", "REDIS_SENTINELS", "REDIS_SENTINEL_MASTER",
-    "REDIS_SENTINEL_PASSWORD", "REDIS_WAIT_REPLICAS", "REDIS_WAIT_TIMEOUT_S",
-    "METRICS_TOKEN", "API_DOCS", "DEMO_MODE", "LOG_FORMAT", "ADMIN_TOKEN", "CONSOLE_SESSION_S",
-]  # fmt: skip
+SETTINGS_ENV = env_names()
 
 
 @pytest.fixture(autouse=True)
@@ -287,13 +278,6 @@ def workers() -> Iterator[Callable[..., RunningWorker]]:
     yield factory
     for running in started:
         running.stop()
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager

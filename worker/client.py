@@ -58,6 +58,12 @@ class CallResult:
     #: Seconds from a ``Retry-After`` header, when present.
     retry_after_s: float | None = None
 
+    @property
+    def may_still_arrive(self) -> bool:
+        """True when the request went out but no answer came back (a read timeout, a connection lost after
+        sending): WetBot may not have counted it yet, and may still, within what the run's leases promise."""
+        return self.status is None and self.outcome == CallOutcome.AMBIGUOUS
+
 
 @dataclass(frozen=True)
 class ItemDelta:

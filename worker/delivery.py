@@ -437,7 +437,7 @@ class Deliverer:
             self.limiter.give_back(api.key_id, spare.member)
             return slot, f"{NO_BASELINE} (the run lost its lease)"
         result = api.get_profile(run.grant.guild_id, run.grant.user_id)
-        self.limiter.settle(api.key_id, slot)
+        self.limiter.settle(api.key_id, slot, may_still_arrive=result.may_still_arrive)
         self._count_outcome(run, result)
         send_lease_ms = int((self.settings.wetbot_timeout_s + self.timings.lease_margin_s) * 1000)
         if not self._extend_lease(keys=[run.lease_key], args=[run.lease_value, send_lease_ms]):
@@ -501,7 +501,7 @@ class Deliverer:
 
     def _record(self, run: _Run, slot: str, result: CallResult) -> None:
         """Record a POST's outcome, first and in one step."""
-        settle = self.limiter.settle_ref(run.api.key_id, slot)
+        settle = self.limiter.settle_ref(run.api.key_id, slot, may_still_arrive=result.may_still_arrive)
         self._record_outcome(run, result, settle)
         self._count_outcome(run, result)
 
@@ -783,7 +783,7 @@ class Deliverer:
             return
         result = run.api.get_profile(grant.guild_id, grant.user_id)
         run = replace(run, attempt=run.token, members=tuple(m for m in members if m.id in moved))
-        settle = self.limiter.settle_ref(run.api.key_id, slot)
+        settle = self.limiter.settle_ref(run.api.key_id, slot, may_still_arrive=result.may_still_arrive)
         if result.outcome == CallOutcome.DELIVERED and result.profile is not None:
             self._judged(run, result.profile, settle)
         elif result.outcome == CallOutcome.RATE_LIMITED:

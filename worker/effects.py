@@ -62,7 +62,9 @@ class LeaseSet:
 class SlotSettle:
     """A rate slot whose answer is back: ``member`` of window ``key`` counts from now and leaves ``pending``.
 
-    ``ttl_ms`` is the window's expiry when it has none (``worker.limiter``).
+    ``pending`` is "" when the request got no answer: the slot stays pending, since WetBot may still count
+    the request (``SlidingWindowLimiter.settle_ref``). ``ttl_ms`` is the window's expiry when it has none
+    (``worker.limiter``).
     """
 
     key: str

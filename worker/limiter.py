@@ -37,8 +37,9 @@ until the step into ``sending``, then the request's (its timeout plus a
 margin). A request that reaches WetBot later than that is outside what the
 leases promise anyway: its grant moves again, to a takeover, by then. A
 slot whose answer is never recorded (its worker died) therefore counts for
-``hold_s`` plus a window; a slot taken for a request that is then not sent is
-settled at once (``settle``).
+``hold_s`` plus a window, and so does one whose request got no answer (a read
+timeout, a connection lost after sending: WetBot may count it after we gave up);
+a slot taken for a request that is then not sent is settled at once (``settle``).
 """
 
 from __future__ import annotations
@@ -188,27 +189,30 @@ class SlidingWindowLimiter:
         pipe.zrem(self._keys.rate_pending(key_id), member)
         pipe.execute()
 
-    def settle_ref(self, key_id: str, member: str) -> SlotSettle:
+    def settle_ref(self, key_id: str, member: str, *, may_still_arrive: bool = False) -> SlotSettle:
         """The slot to re-stamp with the time its answer came back, as ``StepEffects.slot`` takes it.
 
         Recording an outcome re-stamps the slot in the same step (``lua/transition.lua``) and ends its
-        hold, so the slot covers the whole time the request may have taken to arrive, and no more.
+        hold, so the slot covers the whole time the request may have taken to arrive, and no more. A
+        request that got no answer (``CallResult.may_still_arrive``) keeps its hold: WetBot may count it
+        after the client gave up, so its slot counts until a window after the latest it may arrive.
         """
-        return SlotSettle(
-            self._keys.rate_window(key_id), member, self._keys.rate_pending(key_id), self._settled_ttl_ms()
-        )
+        pending = "" if may_still_arrive else self._keys.rate_pending(key_id)
+        return SlotSettle(self._keys.rate_window(key_id), member, pending, self._settled_ttl_ms())
 
-    def settle(self, key_id: str, member: str) -> None:
+    def settle(self, key_id: str, member: str, *, may_still_arrive: bool = False) -> None:
         """Re-stamp a slot now and end its hold, when no ledger step carries it: its answer is back, or its
         request will not be sent (the grant moved meanwhile, or no replica confirmed the step into sending).
 
-        Like the step's re-stamp: the slot counts one window from now, and comes back if it had left.
+        Like the step's re-stamp: the slot counts one window from now, and comes back if it had left. A
+        request that got no answer keeps its hold (``settle_ref``).
         """
         now_us = values.redis_time(self._redis).us
         window = self._keys.rate_window(key_id)
         pipe = self._redis.pipeline(transaction=True)
         pipe.zadd(window, {member: now_us}, gt=True)
-        pipe.zrem(self._keys.rate_pending(key_id), member)
+        if not may_still_arrive:
+            pipe.zrem(self._keys.rate_pending(key_id), member)
         pipe.pttl(window)
         ttl_ms = int(pipe.execute()[-1])
         if ttl_ms < 0:

@@ -6,6 +6,7 @@ from the same nodes without importing the harness that uses it.
 
 from __future__ import annotations
 
+import random
 import socket
 import subprocess
 import time
@@ -19,10 +20,24 @@ from redis.exceptions import RedisError
 __all__ = ["PrivateRedis", "free_port", "wait_until"]
 
 
+#: Where ``free_port`` picks: below Linux's ephemeral range (32768-60999), from which the kernel takes the
+#: local port of every outgoing connection, so none of those can take a port between its check and its use.
+FREE_PORTS = range(20000, 32000)
+#: Seconds ``PrivateRedis.stop`` gives a server after SIGTERM before it kills it.
+STOP_GRACE_S = 3.0
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nothing listens on right now, picked at random from ``FREE_PORTS``."""
+    for _ in range(200):
+        port = random.choice(FREE_PORTS)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {FREE_PORTS}")
 
 
 def wait_until(predicate: Callable[[], bool], *, timeout_s: float, interval_s: float = 0.05, what: str = "") -> float:
@@ -110,9 +125,9 @@ class PrivateRedis:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
-                self.process.wait(timeout=10)
+                self.process.wait(timeout=STOP_GRACE_S)
             except subprocess.TimeoutExpired:
-                # A loaded machine can keep a replica (fsync always, a sync under way) past 10 s of SIGTERM;
+                # A loaded machine can keep a replica (fsync always, a sync under way) busy past SIGTERM;
                 # a test's server has nothing left to save, so it is killed rather than failing the test.
                 self.process.kill()
                 self.process.wait(timeout=10)

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from redis import Redis, WatchError
 from redis.client import Pipeline
 
-from producers.patreon.events import MemberEvent
+from producers.patreon.events import MemberEvent, NotAMemberEvent
 from producers.patreon.rules import GrantDecision, Hold, MemberMemory, Plan, decide
 from producers.state import AppState
 from producers.submit import link_and_release, planned_for_identity
@@ -204,13 +204,13 @@ def handle_event(state: AppState, event: MemberEvent) -> tuple[Plan, MemberEvent
     grants name that account already, so the link only releases grants parked before.
 
     Raises:
-      ValueError: for the portal test payload (no member); the router answers it without calling this.
+      NotAMemberEvent: for the portal test payload (no member); the router answers it without calling this.
       WatchError: when other deliveries for the member kept winning (``MAX_DECIDE_ATTEMPTS``); a 503.
       MissingGrant: an idempotency key names a grant whose record was deleted by hand; nothing written.
       RedisError, dramatiq.errors.BrokerError: storage trouble (``NotReplicated`` too); a 503, nothing promised.
     """
     if event.member_id is None or event.patreon_user_id is None:
-        raise ValueError("a member event needs a member id and a Patreon user id")
+        raise NotAMemberEvent("a member event needs a member id and a Patreon user id")
     member = _Member(event, event.member_id, event.patreon_user_id)
     store = MemberStore(state.redis, state.keys)
     acks = ReplicaAcks.from_settings(state.settings)

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from devtools.chaos.servers import PrivateRedis
+from devtools.chaos.servers import PrivateRedis, free_port
 from simulator.wetbot import WetbotSimulator
-from tests.conftest import TOKEN, free_port, wait_for
+from tests.conftest import TOKEN, wait_for
 from tests.processes.test_procfile import ROOT, Processes, procfile_command, procs, service_env  # noqa: F401
 
 pytestmark = pytest.mark.slow

@@ -20,8 +20,8 @@ import pytest
 import requests
 
 from config.settings import DEMO_KEY_PREFIX
-from devtools.chaos.servers import PrivateRedis
-from tests.conftest import free_port, wait_for
+from devtools.chaos.servers import PrivateRedis, free_port
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.slow
 

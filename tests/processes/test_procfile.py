@@ -16,9 +16,10 @@ import pytest
 import requests
 from redis import Redis
 
+from devtools.chaos.servers import free_port
 from producers.submit import submit_grant
 from simulator.wetbot import WetbotSimulator
-from tests.conftest import API_KEY, GUILD, OTHER_USER, TEST_REDIS_URL, TOKEN, USER, free_port, wait_for
+from tests.conftest import API_KEY, GUILD, OTHER_USER, TEST_REDIS_URL, TOKEN, USER, wait_for
 from worker.grant import Grant, GrantItem, GrantState, NewGrant
 from worker.keys import Keys
 from worker.ledger import Ledger

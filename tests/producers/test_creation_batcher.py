@@ -12,8 +12,9 @@ from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from config.settings import load_settings
+from devtools.chaos.servers import free_port
 from producers.creation_batcher import CreationBatcher
-from tests.conftest import GUILD, TEST_REDIS_URL, USER, free_port
+from tests.conftest import GUILD, TEST_REDIS_URL, USER
 from worker.broker import QUEUE_NAME
 from worker.connections import connect_redis_async
 from worker.creation import BatchResult, MissingGrant, Mode, Planned

@@ -99,21 +99,28 @@ def test_links_refuse_a_platform_id_that_is_not_ascii_digits(
 @pytest.mark.parametrize(
     "query",
     [
-        *(f"/events?before_ms={bad}" for bad in BAD_NUMBERS.values()),
-        *(f"/events?limit={bad}" for bad in BAD_NUMBERS.values()),
-        *(f"/grants?limit={bad}" for bad in BAD_NUMBERS.values()),
-        "/grants?limit=12.0",
+        *(f"/admin/events?limit={bad}" for bad in BAD_NUMBERS.values()),
+        *(f"/admin/grants?limit={bad}" for bad in BAD_NUMBERS.values()),
+        "/admin/grants?limit=12.0",
     ],
 )
-def test_operator_api_queries_refuse_them_with_422_json(client: TestClient, query: str) -> None:
+def test_operator_api_page_sizes_refuse_them_with_422_json(client: TestClient, query: str) -> None:
     answer = client.get(query, headers=AS_ADMIN)
     assert answer.status_code == 422, answer.text
-    assert answer.json()["error"].split(":")[0] in ("before_ms", "limit")
+    assert answer.json()["error"].startswith("limit: ")
+
+
+@pytest.mark.parametrize("name", ["cursor", "before_ms"])  # before_ms: the old name, for one release
+@pytest.mark.parametrize("bad", BAD_NUMBERS.values(), ids=BAD_NUMBERS.keys())
+def test_operator_api_event_cursor_refuses_them_with_400_json(client: TestClient, name: str, bad: str) -> None:
+    answer = client.get("/admin/events", params={name: bad}, headers=AS_ADMIN)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"].startswith("cursor: expected a whole number")
 
 
 @pytest.mark.parametrize("bad", BAD_DISCORD_IDS.values(), ids=BAD_DISCORD_IDS.keys())
 def test_operator_api_guild_filter_refuses_them_with_400_json(client: TestClient, bad: str) -> None:
-    answer = client.get("/grants", params={"guild": bad}, headers=AS_ADMIN)
+    answer = client.get("/admin/grants", params={"guild_id": bad}, headers=AS_ADMIN)
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"].startswith("guild: expected a Discord id")
 
@@ -203,6 +210,7 @@ def cli_cases() -> Iterator[object]:
         )
         guild = ["grants", "create", "--user", USER, "--guild", bad, "--item", "gem=1"]
         yield pytest.param(guild, "--guild: expected a Discord id", id=f"guild-{name}")
+        yield pytest.param(["grants", "list", "--guild", bad], "--guild: expected a Discord id", id=f"filter-{name}")
         yield pytest.param(
             ["links", "add", "twitch", "42", bad], "discord_user_id: expected a Discord id", id=f"link-{name}"
         )

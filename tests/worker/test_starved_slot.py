@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 import pytest
@@ -23,7 +23,7 @@ from redis import Redis
 from config.settings import RateLimit
 from simulator.wetbot import WetbotSimulator
 from tests.conftest import API_KEY, GUILD, OTHER_USER, USER, ScheduleDriver, SettingsFactory, wait_for
-from worker.client import CallResult, ItemDelta, WetbotClient
+from worker.client import CallOutcome, CallResult, ItemDelta, WetbotClient
 from worker.delivery import Deliverer
 from worker.effects import StepEffects
 from worker.grant import GrantItem, GrantState, NewGrant
@@ -32,6 +32,7 @@ from worker.ledger import Ledger
 from worker.limiter import SlidingWindowLimiter
 from worker.replication import NotReplicated
 from worker.runtime import build_deliverer
+from worker.timings import Timings
 
 #: WetBot's (and the service's) window in these tests: 1 request per 2 s.
 LIMIT, WINDOW_S = 1, 2.0
@@ -66,6 +67,12 @@ def _slot_start(redis: Redis, keys: Keys, deliverer: Deliverer) -> float:
     slots = cast(list[tuple[bytes, float]], redis.zrange(keys.rate_window(_key_id(deliverer)), 0, -1, withscores=True))
     assert len(slots) == 1, slots
     return slots[0][1] / 1_000_000
+
+
+def _only_slot(redis: Redis, keys: Keys, deliverer: Deliverer) -> str:
+    members = cast(list[bytes], redis.zrange(keys.rate_window(_key_id(deliverer)), 0, -1))
+    assert len(members) == 1, members
+    return members[0].decode()
 
 
 def _wait_past_window(redis: Redis, deliverer: Deliverer, start: float) -> None:
@@ -181,6 +188,47 @@ def test_the_slot_of_a_run_killed_after_sending_holds_until_its_request_can_no_l
     assert held is not None and held.state == GrantState.QUEUED and held.attempts == 0
     due_in_s = deliverer.schedule.due_in_s(second)
     assert due_in_s is not None and due_in_s > 1.0, "handed back for a later turn"
+
+
+def test_a_request_that_got_no_answer_keeps_its_slot_held_while_it_may_still_arrive(
+    make_settings: SettingsFactory,
+    redis: Redis,
+    keys: Keys,
+    ledger: Ledger,
+    sim: WetbotSimulator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A read timeout is not an answer: the request may reach WetBot after the client gave up (a server
+    that is slow to accept, a stamp taken late), within what the run's leases promise. Recording the
+    timeout must not end the slot's hold, or the slot leaves the window a window after the timeout while
+    WetBot may still count the request, and the next request gets a 429."""
+    sim.set_limit(LIMIT, WINDOW_S)
+    settings = make_settings(wetbot_rate_limit=f"{LIMIT}/{WINDOW_S:g}s", wetbot_timeout=0.5, ambiguous_policy="hold")
+    # The slot's hold (claim lease + timeout + margin: 4.55 s) outlasts a window after the timeout.
+    deliverer = build_deliverer(settings, redis, timings=Timings(lease_margin_s=2.0))
+    send = WetbotClient.add_items
+    late: list[Callable[[], CallResult]] = []
+
+    def no_answer(client: WetbotClient, guild_id: str, user_id: str, items: Iterable[ItemDelta]) -> CallResult:
+        if user_id != USER:
+            return send(client, guild_id, user_id, items)
+        late.append(lambda: send(client, guild_id, user_id, list(items)))  # WetBot has not stamped it yet
+        return CallResult(CallOutcome.AMBIGUOUS, None, "no answer within the timeout")
+
+    monkeypatch.setattr(WetbotClient, "add_items", no_answer)
+    first, second = _grant(ledger, USER), _grant(ledger, OTHER_USER)
+    deliverer.deliver(first)
+    recorded = ledger.get(first)
+    assert recorded is not None and recorded.state == GrantState.UNKNOWN
+    answered = cast(float, redis.zscore(keys.rate_window(_key_id(deliverer)), _only_slot(redis, keys, deliverer)))
+    _wait_past_window(redis, deliverer, answered / 1_000_000)  # a window after the timeout was recorded
+    late[0]()  # ... the request reaches WetBot at last, still within its run's leases
+    deliverer.deliver(second)
+    seen = [(_user(r.path), r.status) for r in sim.requests()]
+    assert sim.count_status(429) == 0, seen
+    assert [user for user, _ in seen] == [USER], "the unanswered request may still be in WetBot's window"
+    held = ledger.get(second)
+    assert held is not None and held.state == GrantState.QUEUED and held.attempts == 0
 
 
 # --- the window itself (explicit clocks where the slot's own time matters) ------------------------------

@@ -27,7 +27,8 @@
 --                     the lease holds value (the run still owns the user: a lease that ran out may
 --                     have let another run claim the user and send meanwhile)
 --   slot              optional {key, member, pending, ttl_ms}: the rate slot counts from now (its answer
---                     came back) and leaves the pending set; done even when no grant moves
+--                     came back) and leaves the pending set (pending "": no answer came back, it stays
+--                     pending); done even when no grant moves
 --   profile           optional {key, json, at, ttl}: store the user's profile snapshot (key is derived
 --                     from the grants' guild and user; the caller's copy is informational)
 --   profile_ttl       seconds a snapshot lives (a move to "unknown" marks the user's snapshot stale)
@@ -218,7 +219,7 @@ end
 -- may have reached WetBot just now; a resent step only moves it later.
 if req.slot then
   redis.call('ZADD', req.slot.key, 'GT', tonumber(t[1]) * 1000000 + tonumber(t[2]), req.slot.member)
-  if req.slot.pending then
+  if req.slot.pending and req.slot.pending ~= '' then  -- '': no answer came back, the hold stays
     redis.call('ZREM', req.slot.pending, req.slot.member)
   end
   if req.slot.ttl_ms and redis.call('PTTL', req.slot.key) < 0 then

@@ -1,4 +1,4 @@
-"""Review of a key's line (``lua/sliding_window.lua``, ``Deliverer._take_slot``, ``Reconciler``): holds, breaks.
+"""A key's line (``lua/sliding_window.lua``, ``Deliverer._take_slot``, ``Reconciler``): holds, breaks.
 
 Tests marked ``xfail(strict=True)`` prove a defect (each reason names it); the others guard what holds.
 All use real Redis, the real limiter, schedule and deliverer, and the simulator where a request goes out.

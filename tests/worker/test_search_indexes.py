@@ -1,6 +1,6 @@
-"""Review of the search indexes: every grant-moving path keeps them exact; search edges.
+"""The search indexes: every grant-moving path keeps them exact; search edges.
 
-Cheap tests (a driven deliverer against the simulator, no Dramatiq). The review's defects (a cursor score
+Cheap tests (a driven deliverer against the simulator, no Dramatiq). Its defects (a cursor score
 that is not a number, a backfill racing a trim, a grant deleted by hand haunting the indexes, Unicode forms)
 were written here as failing tests first, then fixed.
 """
