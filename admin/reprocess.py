@@ -63,7 +63,7 @@ async def reprocess(state: AppState, event_id: str) -> EventOutcome:
 async def _reprocess(state: AppState, event_id: str) -> EventOutcome:
     event = state.inbox.get(event_id)
     if event is None:
-        raise ReprocessRefused(f"no event {event_id} in the inbox (a mistyped id, or older than EVENT_RETENTION_DAYS)")
+        raise ReprocessRefused(f"no event {event_id} in the inbox (a mistyped id, or older than EVENT_RETENTION_S)")
     kind = event.outcome.outcome
     if kind not in REPROCESSABLE:
         raise NothingToReprocess(event)

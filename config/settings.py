@@ -46,7 +46,14 @@ __all__ = ["RENAMED_VARIABLES", "RateLimit", "Settings", "load_settings", "setti
 
 #: Variables renamed so that every duration ends in ``_S``: old name → new. The old name is still read
 #: for one release (when the new one is unset), with one warning line on stderr (``RenamedVariables``).
-RENAMED_VARIABLES = {"WETBOT_TIMEOUT": "WETBOT_TIMEOUT_S"}
+RENAMED_VARIABLES = {
+    "WETBOT_TIMEOUT": "WETBOT_TIMEOUT_S",
+    "CONSOLE_SESSION_HOURS": "CONSOLE_SESSION_S",
+    "LEDGER_RETENTION_DAYS": "LEDGER_RETENTION_S",
+    "EVENT_RETENTION_DAYS": "EVENT_RETENTION_S",
+}
+#: What an old name's value is multiplied by to be in seconds (the others were seconds already).
+_OLD_UNIT_S = {"CONSOLE_SESSION_HOURS": 3600, "LEDGER_RETENTION_DAYS": 86_400, "EVENT_RETENTION_DAYS": 86_400}
 
 #: Largest rate-limit window accepted, in seconds (one day). Longer windows are
 #: almost certainly a unit mistake, and the limiter keeps one entry per request.
@@ -62,19 +69,21 @@ TWITCH_SECRET_MAX_LEN = 100
 
 #: Shortest accepted bearer token for ``POST /grants`` (and ``ADMIN_TOKEN``): anything shorter is guessable.
 GRANTS_TOKEN_MIN_LEN = 16
-#: Hours an operator console session lasts by default (``CONSOLE_SESSION_HOURS``), and at most (30 days).
-DEFAULT_CONSOLE_SESSION_HOURS = 12.0
-MAX_CONSOLE_SESSION_HOURS = 720.0
+#: Seconds an operator console session lasts by default (``CONSOLE_SESSION_S``), and at most (30 days).
+DEFAULT_CONSOLE_SESSION_S = 12 * 3600.0
+MAX_CONSOLE_SESSION_S = 30 * 86_400.0
 
-#: Days a final grant is kept by default (``LEDGER_RETENTION_DAYS``).
+#: Seconds in a day (the retention settings are in seconds, their limits in days).
+SECONDS_PER_DAY = 86_400
+#: Days a final grant is kept by default (``LEDGER_RETENTION_S``).
 DEFAULT_LEDGER_RETENTION_DAYS = 90
-#: Shortest accepted ``LEDGER_RETENTION_DAYS``: longer than an idempotency claim lives
+#: Shortest accepted ``LEDGER_RETENTION_S``, in days: longer than an idempotency claim lives
 #: (``worker.keys.IDEMPOTENCY_TTL_S``, 40 days) plus a day for clock differences between hosts,
 #: so a grant is only ever trimmed once nothing can dedupe against it any more.
 MIN_LEDGER_RETENTION_DAYS = 41
-#: Longest accepted ``LEDGER_RETENTION_DAYS`` (100 years: "keep everything", in practice).
+#: Longest accepted ``LEDGER_RETENTION_S``, in days (100 years: "keep everything", in practice).
 MAX_LEDGER_RETENTION_DAYS = 36_500
-#: Days a webhook delivery stays in the event inbox (``EVENT_RETENTION_DAYS``), and at most.
+#: Days a webhook delivery stays in the event inbox (``EVENT_RETENTION_S``), and at most.
 DEFAULT_EVENT_RETENTION_DAYS = 30
 MAX_EVENT_RETENTION_DAYS = 3650
 
@@ -225,6 +234,18 @@ def _http_base_url(value: str, problem: str) -> str:
     return value.rstrip("/")
 
 
+def _in_seconds(value: str | None, unit_s: int) -> str | None:
+    """An old variable's number in seconds (as text, for the field's own checks); anything else unchanged,
+    so the field's check reports it."""
+    if unit_s == 1 or value is None:
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return repr(number * unit_s) if math.isfinite(number) else value
+
+
 class RenamedVariables(PydanticBaseSettingsSource):
     """The old names of ``RENAMED_VARIABLES``, found in the environment or ``.env`` (as the sources it wraps
     read them), each given to its new field with a warning. It ranks below those sources, so a new name set
@@ -246,9 +267,12 @@ class RenamedVariables(PydanticBaseSettingsSource):
                 value = env_vars.get(old.lower())
                 if value in (None, "") or new.lower() in found:
                     continue
-                print(f"wetbot-rewards: warning: {old} is deprecated and read only while {new} is unset; "
-                      f"rename it to {new}", file=sys.stderr)  # fmt: skip
-                found[new.lower()] = value
+                print(
+                    f"wetbot-rewards: warning: {old} is deprecated and read only while {new} is unset; "
+                    f"rename it to {new}",
+                    file=sys.stderr,
+                )
+                found[new.lower()] = _in_seconds(value, _OLD_UNIT_S.get(old, 1))
         return found
 
 
@@ -328,10 +352,8 @@ class Settings(BaseSettings):
     grants_api_token: SecretStr | None = None
     #: Token an operator types to log in to ``/console``; none means ``GRANTS_API_TOKEN`` (``console_token``).
     admin_token: SecretStr | None = None
-    #: Hours a console login lasts (the session cookie's Max-Age and the session's life in Redis).
-    console_session_hours: float = Field(
-        DEFAULT_CONSOLE_SESSION_HOURS, gt=0, le=MAX_CONSOLE_SESSION_HOURS, allow_inf_nan=False
-    )
+    #: Seconds a console login lasts (the session cookie's Max-Age and the session's life in Redis).
+    console_session_s: float = Field(DEFAULT_CONSOLE_SESSION_S, gt=0, le=MAX_CONSOLE_SESSION_S, allow_inf_nan=False)
     #: Bearer token ``GET /metrics`` requires (Prometheus' ``authorization``); none leaves it open.
     metrics_token: SecretStr | None = None
     #: Serve the interactive docs (``/docs``, ``/redoc``) and ``/openapi.json``; off, they answer 404.
@@ -351,10 +373,10 @@ class Settings(BaseSettings):
     #: as ``unknown`` for an operator (risking a missing one); ``retry`` sends it
     #: again (risking a double grant, counted as a possible duplicate).
     ambiguous_policy: Literal["verify", "hold", "retry"] = "verify"
-    #: Days a ``delivered`` or ``cancelled`` grant is kept after it got there (``worker.retention``).
-    ledger_retention_days: int = DEFAULT_LEDGER_RETENTION_DAYS
-    #: Days a verified webhook delivery is kept in the event inbox (``producers.inbox``).
-    event_retention_days: int = DEFAULT_EVENT_RETENTION_DAYS
+    #: Seconds a ``delivered`` or ``cancelled`` grant is kept after it got there (``worker.retention``).
+    ledger_retention_s: float = Field(DEFAULT_LEDGER_RETENTION_DAYS * SECONDS_PER_DAY, allow_inf_nan=False)
+    #: Seconds a verified webhook delivery is kept in the event inbox (``producers.inbox``).
+    event_retention_s: float = Field(DEFAULT_EVENT_RETENTION_DAYS * SECONDS_PER_DAY, allow_inf_nan=False)
     #: Sentry DSN; none turns error reporting off.
     sentry_dsn: SecretStr | None = None
     sentry_environment: str | None = None
@@ -440,22 +462,24 @@ class Settings(BaseSettings):
             )
         return value
 
-    @field_validator("ledger_retention_days")
+    @field_validator("ledger_retention_s")
     @classmethod
-    def _check_retention(cls, value: int) -> int:
+    def _check_retention(cls, value: float) -> float:
         """Shorter than an idempotency claim would let a repeated event find its claim but no grant."""
-        if not MIN_LEDGER_RETENTION_DAYS <= value <= MAX_LEDGER_RETENTION_DAYS:
+        low, high = MIN_LEDGER_RETENTION_DAYS * SECONDS_PER_DAY, MAX_LEDGER_RETENTION_DAYS * SECONDS_PER_DAY
+        if not low <= value <= high:
             raise ValueError(
-                f"must be {MIN_LEDGER_RETENTION_DAYS}-{MAX_LEDGER_RETENTION_DAYS} days"
-                " (longer than the 40-day idempotency claims)"
+                f"must be {low}-{high} seconds ({MIN_LEDGER_RETENTION_DAYS}-{MAX_LEDGER_RETENTION_DAYS} days,"
+                " longer than the 40-day idempotency claims)"
             )
         return value
 
-    @field_validator("event_retention_days")
+    @field_validator("event_retention_s")
     @classmethod
-    def _check_event_retention(cls, value: int) -> int:
-        if not 1 <= value <= MAX_EVENT_RETENTION_DAYS:
-            raise ValueError(f"must be 1-{MAX_EVENT_RETENTION_DAYS} days")
+    def _check_event_retention(cls, value: float) -> float:
+        high = MAX_EVENT_RETENTION_DAYS * SECONDS_PER_DAY
+        if not SECONDS_PER_DAY <= value <= high:
+            raise ValueError(f"must be {SECONDS_PER_DAY}-{high} seconds (1-{MAX_EVENT_RETENTION_DAYS} days)")
         return value
 
     @field_validator("sentry_dsn")

@@ -15,7 +15,7 @@ grant twice.
 Ids are derived from the source's own delivery id (Twitch's message id; for
 Patreon, which has none, a digest of trigger and body), so a redelivery lands
 on the same entry. Headers are kept from an allow-list: never a signature.
-Entries are deleted ``EVENT_RETENTION_DAYS`` after they were received, by the
+Entries are deleted ``EVENT_RETENTION_S`` after they were received, by the
 worker's retention thread (``worker.retention.trim_events``).
 """
 

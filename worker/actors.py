@@ -46,8 +46,8 @@ add_worker_middleware(
     Keys(settings.redis_key_prefix),
     keyring=keyring,
     schedule=_deliverer.schedule,
-    retention_days=settings.ledger_retention_days,
-    event_retention_days=settings.event_retention_days,
+    retention_s=settings.ledger_retention_s,
+    event_retention_s=settings.event_retention_s,
 )
 dramatiq.set_broker(broker)
 

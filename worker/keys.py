@@ -246,7 +246,7 @@ class Keys:
     def console_session(self, digest: str) -> str:
         """HASH of one console session (csrf token, expiry, flash); ``digest`` is the sha256 of the cookie value.
 
-        TTL ``CONSOLE_SESSION_HOURS``; the cookie value itself is never stored.
+        TTL ``CONSOLE_SESSION_S``; the cookie value itself is never stored.
         """
         return f"{self.prefix}:console:session:{digest}"
 

@@ -287,8 +287,9 @@ class Ledger:
             pipe.hgetall(self._keys.grant(grant_id))
             pipe.llen(self._keys.history(grant_id))
 
-        raw, version = confirm_read(self._redis, self._acks, self._keys.replication_barrier(), read)
-        return (grant_from_hash(raw) if raw else None), int(version)
+        found, version = confirm_read(self._redis, self._acks, self._keys.replication_barrier(), read)
+        raw = values.raw_map(found)
+        return (grant_from_hash(raw) if raw else None), values.integer(version)
 
     def release_parked(self, platform: str, external_id: str, user_id: str, *, confirm: bool = False) -> list[str]:
         """Move every grant parked for ``external_id`` to ``queued`` for ``user_id``; returns their ids.
@@ -340,7 +341,7 @@ class Ledger:
         acks = self._acks if confirm else NO_ACKS
         barrier = self._keys.replication_barrier()
         released = run_confirmed(self._redis, self._release, acks, keys=keys, args=args, barrier=barrier)
-        return [values.text(grant_id) for grant_id in released]
+        return values.texts(released)
 
     # --- profiles -------------------------------------------------------------------
     def get_profile(self, guild_id: str, user_id: str) -> ProfileSnapshot | None:

@@ -1,4 +1,4 @@
-"""Ledger retention: final grants are deleted ``LEDGER_RETENTION_DAYS`` after they got there.
+"""Ledger retention: final grants are deleted ``LEDGER_RETENTION_S`` after they got there.
 
 Without it every grant stays forever: about 1.45 KB of ledger per delivered
 grant (hash, history, index entries; BENCHMARKS.md), 7.6 GB a year at 10 grants
@@ -14,7 +14,7 @@ weakens no dedupe:
   score), so a grant parked for months is still kept a full period after it
   was delivered.
 * Dedupe rests on the idempotency claim (``idem:<key>`` → grant id, 40 days,
-  ``worker.keys.IDEMPOTENCY_TTL_S``). ``LEDGER_RETENTION_DAYS`` must be at
+  ``worker.keys.IDEMPOTENCY_TTL_S``). ``LEDGER_RETENTION_S`` must be at
   least 41 (``config.settings``), so a claim made when the grant was created
   has expired long before the grant is old enough. The script also checks it:
   a grant whose claim still lives and names it is kept, whatever the clocks
@@ -165,15 +165,15 @@ class LedgerRetention(dramatiq.Middleware):
         redis: Redis,
         keys: Keys,
         *,
-        retention_days: int,
-        event_retention_days: int | None = None,
+        retention_s: float,
+        event_retention_s: float | None = None,
         interval_s: float = RUN_INTERVAL_S,
         first_run_delay_s: float = FIRST_RUN_DELAY_S,
     ) -> None:
         self._redis = redis
-        self._trimmer = GrantTrimmer(redis, keys, retention_s=retention_days * SECONDS_PER_DAY)
-        self._retention_days = retention_days
-        self._event_retention_days = event_retention_days
+        self._trimmer = GrantTrimmer(redis, keys, retention_s=retention_s)
+        self._retention_s = retention_s
+        self._event_retention_s = event_retention_s
         self._keys = keys
         self._lock_key = f"{keys.prefix}:retention:lock"
         self._interval_s = interval_s
@@ -212,17 +212,16 @@ class LedgerRetention(dramatiq.Middleware):
         if not self._redis.set(self._lock_key, "1", nx=True, px=int(self._interval_s * 1000)):
             return None
         report = self._trimmer.trim(now=now, stop=self._stop.is_set)
-        if self._event_retention_days is not None:
-            events = trim_events(
-                self._redis, self._keys, retention_s=self._event_retention_days * SECONDS_PER_DAY, now=now
-            )
+        if self._event_retention_s is not None:
+            events = trim_events(self._redis, self._keys, retention_s=self._event_retention_s, now=now)
             if events:
-                logger.info("event inbox: %d events older than %d days deleted", events, self._event_retention_days)
+                days = self._event_retention_s / SECONDS_PER_DAY
+                logger.info("event inbox: %d events older than %g days deleted", events, days)
         if report.trimmed or report.kept:
             logger.info(
-                "ledger retention: %d final grants older than %d days deleted, %d old ones kept (claim still alive)",
+                "ledger retention: %d final grants older than %g days deleted, %d old ones kept (claim still alive)",
                 report.trimmed,
-                self._retention_days,
+                self._retention_s / SECONDS_PER_DAY,
                 report.kept,
             )
         return report

@@ -14,7 +14,7 @@ from redis import Redis
 from config.errors import ConfigError
 from config.keyring import Keyring, check_rule_guilds
 from config.rewards import load_rewards
-from config.settings import DEFAULT_LEDGER_RETENTION_DAYS, Settings
+from config.settings import DEFAULT_LEDGER_RETENTION_DAYS, SECONDS_PER_DAY, Settings
 from worker.delivery import Deliverer
 from worker.guild_clients import GuildClients
 from worker.keys import Keys
@@ -108,16 +108,14 @@ def add_worker_middleware(
     *,
     keyring: Keyring | None = None,
     schedule: Schedule | None = None,
-    retention_days: int = DEFAULT_LEDGER_RETENTION_DAYS,
-    event_retention_days: int | None = None,
+    retention_s: float = DEFAULT_LEDGER_RETENTION_DAYS * SECONDS_PER_DAY,
+    event_retention_s: float | None = None,
 ) -> None:
     """The worker's own middleware: the reconciler (due grants become messages, key-parked grants whose key
-    is back resume) and retention of the ledger and (``event_retention_days``) the event inbox.
+    is back resume) and retention of the ledger and (``event_retention_s``) the event inbox.
 
     ``schedule`` is the deliverer's: sharing it lets a hand-back wake the reconciler (``Schedule.wakeup``).
     """
     release = None if keyring is None else key_parked_releaser(Ledger(redis, keys), keyring)
     broker.add_middleware(Reconciler(schedule or Schedule(redis, keys), release_key_parked=release))
-    broker.add_middleware(
-        LedgerRetention(redis, keys, retention_days=retention_days, event_retention_days=event_retention_days)
-    )
+    broker.add_middleware(LedgerRetention(redis, keys, retention_s=retention_s, event_retention_s=event_retention_s))

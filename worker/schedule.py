@@ -71,7 +71,6 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import cast
 
 import dramatiq
 from redis import Redis, RedisError
@@ -221,8 +220,9 @@ class Schedule:
     def _due(self, limit: int) -> tuple[list[str], float | None]:
         """Ids of grants due now (Redis' clock), earliest first (``lua/due_ids.lua``), and the seconds until the
         earliest entry not due yet (None: there is none)."""
-        ids, next_ms = cast(tuple[list[bytes], int], self._due_ids(keys=[self._keys.due()], args=[limit]))
-        return [grant_id.decode() for grant_id in ids], None if int(next_ms) < 0 else int(next_ms) / 1000
+        ids, next_ms = values.items(self._due_ids(keys=[self._keys.due()], args=[limit]))
+        after_ms = values.integer(next_ms)
+        return values.texts(ids), None if after_ms < 0 else after_ms / 1000
 
     def dispatch_due(self, *, write_messages: bool = True, limit: int = BATCH) -> list[tuple[str, str]]:
         """Give each due grant a new dispatch token (and its queue message); returns ``(grant id, token)``.

@@ -200,8 +200,11 @@ def list_events(
     events = state.inbox.recent(outcome=outcome, source=source, limit=limit, before_ms=before)
     last = int(events[-1].received_at * 1000) if len(events) == limit else None
     # ``next_before_ms`` is the old name of ``next``, kept for one release.
-    return {"events": [event.summary() for event in events], "next": None if last is None else str(last),
-            "next_before_ms": last}  # fmt: skip
+    return {
+        "events": [event.summary() for event in events],
+        "next": None if last is None else str(last),
+        "next_before_ms": last,
+    }
 
 
 @router.post("/events/{event_id}/reprocess")
@@ -259,6 +262,8 @@ legacy_router = APIRouter(route_class=DeprecatedAdminRoute, include_in_schema=Fa
 for _route in list(router.routes):
     if isinstance(_route, APIRoute) and _route.path != f"{PREFIX}/grants/replay":  # the bulk replay is new
         legacy_router.add_api_route(
-            _route.path.removeprefix(PREFIX), _route.endpoint, methods=sorted(_route.methods or ()),
+            _route.path.removeprefix(PREFIX),
+            _route.endpoint,
+            methods=sorted(_route.methods or ()),
             response_class=_route.response_class,
-        )  # fmt: skip
+        )

@@ -67,7 +67,7 @@ class CsrfRefused(ConsoleRefusal):
 
 
 def session_store(state: AppState) -> SessionStore:
-    return SessionStore(state.redis, state.keys, state.settings.console_session_hours)
+    return SessionStore(state.redis, state.keys, state.settings.console_session_s)
 
 
 def console_state(request: Request) -> AppState:

@@ -112,7 +112,7 @@ def event_page(event_id: str, console: Annotated[ConsoleContext, Depends(console
             active="events",
             status_code=404,
             what="event",
-            hint="It may be mistyped, or older than EVENT_RETENTION_DAYS.",
+            hint="It may be mistyped, or older than EVENT_RETENTION_S.",
         )
     body, is_json = pretty_body(event.body)
     return console.render(

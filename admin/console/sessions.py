@@ -63,12 +63,12 @@ def fingerprint(cookie_value: str) -> str:
 
 
 class SessionStore:
-    """Creates, finds and ends sessions that last ``hours``."""
+    """Creates, finds and ends sessions that last ``lasts_s`` seconds (at least one)."""
 
-    def __init__(self, redis: Redis, keys: Keys, hours: float) -> None:
+    def __init__(self, redis: Redis, keys: Keys, lasts_s: float) -> None:
         self._redis = redis
         self._keys = keys
-        self.max_age_s = max(1, math.ceil(hours * 3600))
+        self.max_age_s = max(1, math.ceil(lasts_s))
 
     def create(self) -> tuple[str, Session]:
         """A new session: the cookie value to hand to the browser (and nowhere else), and the session."""

@@ -69,7 +69,9 @@ def test_defaults() -> None:
     assert s.sentry_dsn is None
     assert s.sentry_environment is None
     assert s.log_level == "INFO"
-    assert s.ledger_retention_days == 90
+    assert s.ledger_retention_s == 90 * 86_400
+    assert s.event_retention_s == 30 * 86_400
+    assert s.console_session_s == 12 * 3600
     assert s.demo_mode is False
     assert s.redis_key_prefix == "wbr"
     assert s.secrets() == []
@@ -91,7 +93,7 @@ def test_values_from_environment(clean_env: pytest.MonkeyPatch) -> None:
         "REWARDS_FILE": "/etc/wbr/rules.toml",
         "TWITCH_CLIENT_ID": "abc123",
         "SENTRY_ENVIRONMENT": "staging",
-        "LEDGER_RETENTION_DAYS": "41",
+        "LEDGER_RETENTION_S": "3542400",
     }
     for name, value in env.items():
         clean_env.setenv(name, value)
@@ -112,7 +114,7 @@ def test_values_from_environment(clean_env: pytest.MonkeyPatch) -> None:
     assert s.rewards_file == Path("/etc/wbr/rules.toml")
     assert s.twitch_client_id == "abc123"
     assert s.sentry_environment == "staging"
-    assert s.ledger_retention_days == 41
+    assert s.ledger_retention_s == 41 * 86_400
 
 
 def test_sentinel_settings(clean_env: pytest.MonkeyPatch) -> None:
@@ -188,11 +190,11 @@ BAD_VALUES = [
     ("WETBOT_RETRY_BACKOFF_S", "-1", "WETBOT_RETRY_BACKOFF_S: must be greater than 0"),
     ("WETBOT_RETRY_BACKOFF_S", "inf", "WETBOT_RETRY_BACKOFF_S: must be a finite number"),
     ("WETBOT_AUTH_PAUSE_S", "0", "WETBOT_AUTH_PAUSE_S: must be greater than 0"),
-    ("LEDGER_RETENTION_DAYS", "30", "LEDGER_RETENTION_DAYS: must be 41-36500 days (longer than the 40-day"),
-    ("LEDGER_RETENTION_DAYS", "40", "LEDGER_RETENTION_DAYS: must be 41-36500 days"),
-    ("LEDGER_RETENTION_DAYS", "36501", "LEDGER_RETENTION_DAYS: must be 41-36500 days"),
-    ("LEDGER_RETENTION_DAYS", "90.5", "LEDGER_RETENTION_DAYS: must be a whole number"),
-    ("LEDGER_RETENTION_DAYS", LEAKY, "LEDGER_RETENTION_DAYS: must be a whole number"),
+    ("LEDGER_RETENTION_S", "2592000", "LEDGER_RETENTION_S: must be 3542400-3153600000 seconds (41-36500 days, longer"),
+    ("LEDGER_RETENTION_S", "3542399", "LEDGER_RETENTION_S: must be 3542400-3153600000 seconds"),
+    ("LEDGER_RETENTION_S", "3153600001", "LEDGER_RETENTION_S: must be 3542400-3153600000 seconds"),
+    ("LEDGER_RETENTION_S", LEAKY, "LEDGER_RETENTION_S: must be a number"),
+    ("EVENT_RETENTION_S", "3600", "EVENT_RETENTION_S: must be 86400-315360000 seconds (1-3650 days)"),
     ("TWITCH_WEBHOOK_SECRET", "short", "TWITCH_WEBHOOK_SECRET: must be 10-100 ASCII characters"),
     ("TWITCH_WEBHOOK_SECRET", LEAKY * 5, "TWITCH_WEBHOOK_SECRET: must be 10-100 ASCII characters"),
     ("TWITCH_WEBHOOK_SECRET", LEAKY + "é", "TWITCH_WEBHOOK_SECRET: must be 10-100 ASCII characters"),
@@ -548,3 +550,24 @@ def test_the_new_name_alone_warns_of_nothing(clean_env: pytest.MonkeyPatch, caps
     clean_env.setenv("WETBOT_TIMEOUT_S", "6")
     assert load_settings().wetbot_timeout_s == 6
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(
+    ("old", "value", "field", "seconds"),
+    [
+        ("CONSOLE_SESSION_HOURS", "0.5", "console_session_s", 1800),
+        ("LEDGER_RETENTION_DAYS", "41", "ledger_retention_s", 41 * 86_400),
+        ("EVENT_RETENTION_DAYS", "2", "event_retention_s", 2 * 86_400),
+    ],
+)
+def test_an_old_hours_or_days_name_is_read_in_its_unit_with_one_warning(
+    clean_env: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], old: str, value: str, field: str, seconds: int
+) -> None:
+    clean_env.setenv(old, value)
+    assert getattr(load_settings(), field) == seconds
+    new = RENAMED_VARIABLES[old]
+    assert capsys.readouterr().err == (
+        f"wetbot-rewards: warning: {old} is deprecated and read only while {new} is unset; rename it to {new}\n"
+    )
+    clean_env.setenv(new, str(2 * seconds))  # the new name wins
+    assert getattr(load_settings(), field) == 2 * seconds

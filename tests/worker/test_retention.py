@@ -200,8 +200,8 @@ def test_one_process_runs_per_interval(redis: Redis, keys: Keys, ledger: Ledger)
     grant_id = make_grant(ledger, "k")
     deliver(ledger, grant_id)
     entered_ago(redis, keys, grant_id, OLD_S)
-    first = LedgerRetention(redis, keys, retention_days=RETENTION_DAYS)
-    second = LedgerRetention(redis, keys, retention_days=RETENTION_DAYS)
+    first = LedgerRetention(redis, keys, retention_s=RETENTION_S)
+    second = LedgerRetention(redis, keys, retention_s=RETENTION_S)
     # When both try to run
     # Then the first does the work and the second skips (the lock lives one interval)
     assert first.run_once() == TrimReport(examined=1, trimmed=1, kept=0)
@@ -218,7 +218,7 @@ def test_the_worker_runs_retention_with_the_configured_days(
     deliver(ledger, grant_id)
     entered_ago(redis, keys, grant_id, 100 * SECONDS_PER_DAY)
     broker = build_broker(settings)
-    add_worker_middleware(broker, redis, keys, retention_days=120)
+    add_worker_middleware(broker, redis, keys, retention_s=120 * SECONDS_PER_DAY)
     (retention,) = [m for m in broker.middleware if isinstance(m, LedgerRetention)]
     # When its retention runs
     report = retention.run_once()

@@ -199,8 +199,11 @@ def test_a_bulk_replay_moves_every_matching_dead_grant_once_and_is_audited_as_th
     from wetbot_rewards.cli import main
 
     third = dead_grant(ledger, "api:bulk-3")
-    for name, value in {"REDIS_URL": admin_settings.redis_url, "REDIS_KEY_PREFIX": admin_settings.redis_key_prefix,
-                        "REWARDS_FILE": str(admin_settings.rewards_file)}.items():  # fmt: skip
+    for name, value in {
+        "REDIS_URL": admin_settings.redis_url,
+        "REDIS_KEY_PREFIX": admin_settings.redis_key_prefix,
+        "REWARDS_FILE": str(admin_settings.rewards_file),
+    }.items():
         monkeypatch.setenv(name, value)
     assert main(["grants", "replay", "--all", "--source", "api", "--guild", GUILD]) == 0
     assert ledger.get(third).state == GrantState.QUEUED  # type: ignore[union-attr]
@@ -228,9 +231,14 @@ OLD_PATHS = [
 
 @pytest.mark.parametrize(("method", "path", "body", "status"), OLD_PATHS, ids=[f"{m} {p}" for m, p, _, _ in OLD_PATHS])
 def test_the_old_operator_paths_answer_for_one_release_marked_deprecated(
-    client: TestClient, ledger: Ledger, method: str, path: str, body: dict[str, str] | None, status: int,
+    client: TestClient,
+    ledger: Ledger,
+    method: str,
+    path: str,
+    body: dict[str, str] | None,
+    status: int,
     caplog: pytest.LogCaptureFixture,
-) -> None:  # fmt: skip
+) -> None:
     def fresh(key: str) -> str:
         unsure = ledger.create(NewGrant(GUILD, USER, (GrantItem("gem", 2),), source="api", idempotency_key=key))
         assert ledger.transition(unsure.grant.id, GrantState.UNKNOWN, "timed out after sending")

@@ -97,11 +97,11 @@ def test_the_session_cookie_is_secure_over_https_also_behind_the_proxy(
         assert "secure" in [part.strip().lower() for part in header.split(";")[1:]]
 
 
-def test_a_session_lasts_console_session_hours_and_is_refused_past_its_expiry(
+def test_a_session_lasts_console_session_s_and_is_refused_past_its_expiry(
     prefix: str, rewards_file: Path, redis: Redis
 ) -> None:
     keys = Keys(prefix)
-    with TestClient(create_app(console_settings(prefix, rewards_file, console_session_hours=0.5))) as client:
+    with TestClient(create_app(console_settings(prefix, rewards_file, console_session_s=1800))) as client:
         header, _ = log_in(client)
         assert "max-age=1800" in header.lower()
         (key,) = list(redis.scan_iter(match=keys.console_session("*")))
@@ -163,7 +163,7 @@ def test_admin_token_defaults_to_the_grants_token_and_wins_over_it(prefix: str, 
     [
         ({"admin_token": "short"}, "ADMIN_TOKEN"),
         ({"admin_token": "has a space in it 123"}, "ADMIN_TOKEN"),
-        ({"console_session_hours": 0}, "CONSOLE_SESSION_HOURS"),
+        ({"console_session_s": 0}, "CONSOLE_SESSION_S"),
     ],
 )
 def test_bad_console_settings_stop_the_start(
