@@ -5,20 +5,15 @@ every ``Timings.busy_retry_s``."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
-from config.settings import Settings
 from simulator.wetbot import WetbotSimulator
-from tests.conftest import GUILD, USER, SettingsFactory
-from worker.delivery import Deliverer
+from tests.conftest import GUILD, USER, DelivererFactory, SettingsFactory
 from worker.grant import GrantItem, GrantState, NewGrant
 from worker.ledger import Ledger
 
-Deliv = Callable[[Settings], Deliverer]
-
 
 def test_grants_behind_a_long_verify_hold_wait_for_its_next_look(
-    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator
+    make_settings: SettingsFactory, make_deliverer: DelivererFactory, ledger: Ledger, sim: WetbotSimulator
 ) -> None:
     # The read-back will fail and back off for a long time (here: 60 s+).
     deliverer = make_deliverer(make_settings(wetbot_timeout_s=0.5, wetbot_retry_backoff_s=60.0))
