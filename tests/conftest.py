@@ -152,16 +152,21 @@ class ScheduleDriver:
     ``runs`` keeps every (grant id, token) handed over.
     """
 
+    redis: Redis
+    keys: Keys
     schedule: Schedule
     runs: list[tuple[str, str]] = field(default_factory=list)
 
     def run(self, deliverer: Deliverer, *, timeout_s: float = 30.0) -> None:
         deadline = time.monotonic() + timeout_s
         while True:
-            for grant_id, token in self.schedule.dispatch_due(write_messages=False):
+            batch = self.schedule.dispatch_batch(write_messages=False)
+            for grant_id, token in batch.dispatched:
                 self.runs.append((grant_id, token))
                 deliverer.deliver(grant_id, token)
-            wait_s = self.schedule.next_due_in_s()
+            if batch.dispatched:
+                continue  # the runs moved what is due: look again
+            wait_s = batch.next_due_in_s
             if wait_s is None:
                 return
             if time.monotonic() + wait_s > deadline:
@@ -175,7 +180,7 @@ class ScheduleDriver:
 
 @pytest.fixture
 def driver(redis: Redis, keys: Keys) -> ScheduleDriver:
-    return ScheduleDriver(Schedule(redis, keys))
+    return ScheduleDriver(redis, keys, Schedule(redis, keys))
 
 
 @pytest.fixture

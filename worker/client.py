@@ -21,6 +21,7 @@ import requests
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from config.keyring import key_fingerprint
+from worker.effects import JsonObject
 
 #: Longest server message kept on a grant, in characters.
 MAX_MESSAGE_CHARS = 300
@@ -54,7 +55,7 @@ class CallResult:
     #: Server message or a description of the failure, secrets removed.
     message: str
     #: The ``response`` object of a success envelope (the user's profile).
-    profile: dict[str, Any] | None = None
+    profile: JsonObject | None = None
     #: Seconds from a ``Retry-After`` header, when present.
     retry_after_s: float | None = None
 

@@ -130,11 +130,6 @@ class Ledger:
         grants = (self.get(values.text(grant_id)) for grant_id in ids)
         return [grant for grant in grants if grant is not None]
 
-    def ids_in(self, state: GrantState) -> list[str]:
-        """Ids of every grant in ``state``, oldest first."""
-        ids = values.texts(self._redis.zrange(self._keys.state_index(state.value), 0, -1))
-        return [values.text(grant_id) for grant_id in ids]
-
     def counts(self) -> dict[GrantState, int]:
         """How many grants are in each state."""
         pipe = self._redis.pipeline(transaction=False)
@@ -292,8 +287,9 @@ class Ledger:
             pipe.hgetall(self._keys.grant(grant_id))
             pipe.llen(self._keys.history(grant_id))
 
-        raw, version = confirm_read(self._redis, self._acks, self._keys.replication_barrier(), read)
-        return (grant_from_hash(raw) if raw else None), int(version)
+        found, version = confirm_read(self._redis, self._acks, self._keys.replication_barrier(), read)
+        raw = values.raw_map(found)
+        return (grant_from_hash(raw) if raw else None), values.integer(version)
 
     def release_parked(self, platform: str, external_id: str, user_id: str, *, confirm: bool = False) -> list[str]:
         """Move every grant parked for ``external_id`` to ``queued`` for ``user_id``; returns their ids.
@@ -345,7 +341,7 @@ class Ledger:
         acks = self._acks if confirm else NO_ACKS
         barrier = self._keys.replication_barrier()
         released = run_confirmed(self._redis, self._release, acks, keys=keys, args=args, barrier=barrier)
-        return [values.text(grant_id) for grant_id in released]
+        return values.texts(released)
 
     # --- profiles -------------------------------------------------------------------
     def get_profile(self, guild_id: str, user_id: str) -> ProfileSnapshot | None:

@@ -87,7 +87,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from redis import Redis, RedisError
 from redis.asyncio import Redis as AsyncRedis
@@ -96,6 +95,7 @@ from redis.commands.core import AsyncScript, Script
 
 from config.errors import WetbotRewardsError
 from config.settings import Settings
+from worker import redis_values
 from worker.connections import follow_failover
 from worker.scripts import load_script
 
@@ -110,13 +110,17 @@ __all__ = [
 ]
 
 
+#: What a script's ARGV may be given: redis-py sends each as a string.
+ScriptArg = str | bytes | int | float
+
+
 class NotReplicated(RedisError, WetbotRewardsError):
     """Raised when fewer replicas than ``REDIS_WAIT_REPLICAS`` confirmed a write in time (it is on the primary only).
 
     ``reply`` is the script's answer, for callers whose write turned out to change nothing.
     """
 
-    def __init__(self, message: str, reply: Any = None) -> None:
+    def __init__(self, message: str, reply: object = None) -> None:
         super().__init__(message)
         self.reply = reply
 
@@ -136,11 +140,12 @@ class ReplicaAcks:
     def wanted(self) -> bool:
         return self.replicas > 0
 
-    def check(self, acked: Any, reply: Any = None) -> None:
+    def check(self, acked: object, reply: object = None) -> None:
         """Raise ``NotReplicated`` when ``acked`` (``WAIT``'s answer) is short of ``replicas``."""
-        if int(acked) < self.replicas:
+        confirmed = redis_values.integer(acked)
+        if confirmed < self.replicas:
             raise NotReplicated(
-                f"{int(acked)} of {self.replicas} Redis replicas confirmed the write within {self.timeout_ms} ms",
+                f"{confirmed} of {self.replicas} Redis replicas confirmed the write within {self.timeout_ms} ms",
                 reply,
             )
 
@@ -154,10 +159,10 @@ def run_confirmed(
     script: Script,
     acks: ReplicaAcks,
     *,
-    keys: Sequence[Any] = (),
-    args: Sequence[Any] = (),
+    keys: Sequence[str] = (),
+    args: Sequence[ScriptArg] = (),
     barrier: str = "",
-) -> Any:
+) -> object:
     """``script(keys, args)``, then ``WAIT`` on the same connection when ``acks`` asks for replicas.
 
     ``barrier`` (a key, ``Keys.replication_barrier``) adds an ``INCR`` of it between the script and the
@@ -180,7 +185,7 @@ def run_confirmed(
     return answers[0]
 
 
-def confirm_read(redis: Redis, acks: ReplicaAcks, barrier: str, read: Callable[[Pipeline], object]) -> list[Any]:
+def confirm_read(redis: Redis, acks: ReplicaAcks, barrier: str, read: Callable[[Pipeline], object]) -> list[object]:
     """The answers of the reads ``read`` queues on a pipeline, confirmed: every write the primary had when they
     ran is on ``acks.replicas`` replicas, so what they answered survives a failover.
 
@@ -202,7 +207,7 @@ def confirm_read(redis: Redis, acks: ReplicaAcks, barrier: str, read: Callable[[
     return list(answers[:-2])
 
 
-def _check(redis: Redis, acks: ReplicaAcks, acked: Any, reply: Any = None) -> None:
+def _check(redis: Redis, acks: ReplicaAcks, acked: object, reply: object = None) -> None:
     """``acks.check``; short of replicas, the client asks the sentinels for the master before its next command."""
     try:
         acks.check(acked, reply)
@@ -212,8 +217,8 @@ def _check(redis: Redis, acks: ReplicaAcks, acked: Any, reply: Any = None) -> No
 
 
 async def run_confirmed_async(
-    redis: AsyncRedis, script: AsyncScript, acks: ReplicaAcks, *, args: Sequence[Any] = (), barrier: str = ""
-) -> Any:
+    redis: AsyncRedis, script: AsyncScript, acks: ReplicaAcks, *, args: Sequence[ScriptArg] = (), barrier: str = ""
+) -> object:
     """``run_confirmed`` for asyncio code (``script`` registered on ``redis``)."""
     if not acks.wanted:
         return await script(args=list(args))

@@ -15,6 +15,7 @@ import pytest
 from simulator.wetbot import WetbotSimulator
 from tests.conftest import API_KEY, GUILD, USER
 from worker.client import CallOutcome, ItemDelta, WetbotClient
+from worker.profile import Inventory, parse_inventory
 
 
 def client_for(url: str, timeout_s: float = 2.0, key: str = API_KEY) -> WetbotClient:
@@ -25,7 +26,7 @@ def test_success_returns_the_profile(sim: WetbotSimulator) -> None:
     result = client_for(sim.url).add_items(GUILD, USER, [ItemDelta("gem", 2), ItemDelta("coin", 0.5)])
     assert result.outcome == CallOutcome.DELIVERED and result.status == 200
     assert result.profile is not None
-    assert {e["itemID"]: e["amount"] for e in result.profile["inventory"]} == {"gem": 2, "coin": 0.5}
+    assert parse_inventory(result.profile) == Inventory({"gem": 2, "coin": 0.5})
 
 
 def test_the_key_is_sent_bare(sim: WetbotSimulator) -> None:

@@ -13,6 +13,7 @@ from config.keyring import key_fingerprint
 from config.settings import Settings
 from simulator.wetbot import WetbotSimulator
 from tests.conftest import API_KEY, GUILD, TOKEN, USER, ScheduleDriver, SettingsFactory
+from tests.schedule_view import due_in_s
 from wetbot_rewards.app import create_app
 from worker.delivery import Deliverer
 from worker.grant import GrantItem, GrantState, NewGrant
@@ -53,7 +54,7 @@ def test_each_guild_goes_out_with_its_own_key_and_window(
     # The home key used its one request of the minute: its next grant waits (no attempt, no failure) ...
     waiting = ledger.get(throttled.id)
     assert waiting is not None and waiting.state == GrantState.QUEUED and waiting.attempts == 0
-    due_in = driver.schedule.due_in_s(throttled.id)
+    due_in = due_in_s(driver.redis, driver.keys, throttled.id)
     assert due_in is not None and due_in > 50
     # ... and the other guild's grant still goes out at once, with its own key.
     deliverer.deliver(away.id)
@@ -81,7 +82,7 @@ def test_a_guild_without_a_key_parks_visibly_and_resumes_when_the_key_comes_back
     assert f"no WetBot API key for guild {OTHER_GUILD}" in parked.last_error
     assert "WETBOT_API_KEYS" in parked.last_error
     assert two_guild_sim.requests() == [], "no request goes out without the guild's key"
-    assert driver.schedule.due_in_s(grant.id) is None, "a parked grant is off the schedule: it never loops"
+    assert due_in_s(driver.redis, driver.keys, grant.id) is None, "a parked grant is off the schedule: it never loops"
     assert driver.ran(grant.id) == 1
     assert ledger.key_parked_guilds() == [OTHER_GUILD]
     # A worker without the key releases nothing; one with it releases the grant once.
