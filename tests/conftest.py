@@ -161,7 +161,7 @@ class ScheduleDriver:
     def run(self, deliverer: Deliverer, *, timeout_s: float = 30.0) -> None:
         deadline = time.monotonic() + timeout_s
         while True:
-            batch = self.schedule.dispatch_batch(write_messages=False)
+            batch = self.schedule.dispatch_batch()
             for grant_id, token in batch.dispatched:
                 self.runs.append((grant_id, token))
                 deliverer.deliver(grant_id, token)
