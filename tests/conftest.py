@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import dramatiq
 import pytest
@@ -38,6 +38,7 @@ from worker.ledger import Ledger
 from worker.observability import init_sentry
 from worker.runtime import add_worker_middleware, build_deliverer
 from worker.schedule import Schedule
+from worker.timings import DEFAULT_TIMINGS, Timings
 
 #: Tests use DB 15 of the local Redis; override with WBR_TEST_REDIS_URL.
 TEST_REDIS_URL = os.environ.get("WBR_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -183,10 +184,16 @@ def driver(redis: Redis, keys: Keys) -> ScheduleDriver:
     return ScheduleDriver(redis, keys, Schedule(redis, keys))
 
 
+class DelivererFactory(Protocol):
+    """``make_deliverer``: a deliverer on the test's Redis, with the production timings unless told."""
+
+    def __call__(self, settings: Settings, timings: Timings = DEFAULT_TIMINGS) -> Deliverer: ...
+
+
 @pytest.fixture
-def make_deliverer(redis: Redis) -> Callable[[Settings], Deliverer]:
-    def factory(settings: Settings) -> Deliverer:
-        return build_deliverer(settings, redis)
+def make_deliverer(redis: Redis) -> DelivererFactory:
+    def factory(settings: Settings, timings: Timings = DEFAULT_TIMINGS) -> Deliverer:
+        return build_deliverer(settings, redis, timings=timings)
 
     return factory
 

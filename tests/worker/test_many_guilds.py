@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -10,12 +9,10 @@ from fastapi.testclient import TestClient
 
 from config.errors import ConfigError
 from config.keyring import key_fingerprint
-from config.settings import Settings
 from simulator.wetbot import WetbotSimulator
-from tests.conftest import API_KEY, GUILD, TOKEN, USER, ScheduleDriver, SettingsFactory
+from tests.conftest import API_KEY, GUILD, TOKEN, USER, DelivererFactory, ScheduleDriver, SettingsFactory
 from tests.schedule_view import due_in_s
 from wetbot_rewards.app import create_app
-from worker.delivery import Deliverer
 from worker.grant import GrantItem, GrantState, NewGrant
 from worker.keys import Keys
 from worker.ledger import Ledger
@@ -23,7 +20,6 @@ from worker.runtime import key_parked_releaser, worker_keyring
 
 OTHER_GUILD = "444444444444444444"
 OTHER_KEY = "test-other-key-91c2d7e0a4"
-Deliv = Callable[[Settings], Deliverer]
 
 
 def grant_for(guild: str, key: str, *, user: str = USER) -> NewGrant:
@@ -38,7 +34,7 @@ def two_guild_sim(sim: WetbotSimulator) -> WetbotSimulator:
 
 def test_each_guild_goes_out_with_its_own_key_and_window(
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     two_guild_sim: WetbotSimulator,
     driver: ScheduleDriver,
@@ -67,7 +63,7 @@ def test_each_guild_goes_out_with_its_own_key_and_window(
 
 def test_a_guild_without_a_key_parks_visibly_and_resumes_when_the_key_comes_back(
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     two_guild_sim: WetbotSimulator,
     driver: ScheduleDriver,
@@ -101,7 +97,7 @@ def test_a_guild_without_a_key_parks_visibly_and_resumes_when_the_key_comes_back
 
 def test_a_fallback_key_releases_any_guild_parked_by_another_worker(
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     sim: WetbotSimulator,
     driver: ScheduleDriver,
@@ -166,7 +162,7 @@ def test_the_two_key_settings_must_agree_on_the_default_guild(make_settings: Set
 
 
 def test_metrics_show_each_key_by_fingerprint_with_its_own_window_and_pause(
-    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, two_guild_sim: WetbotSimulator
+    make_settings: SettingsFactory, make_deliverer: DelivererFactory, ledger: Ledger, two_guild_sim: WetbotSimulator
 ) -> None:
     settings = make_settings(wetbot_rate_limit="5/60s", wetbot_api_keys=f"{OTHER_GUILD}={OTHER_KEY}")
     deliverer = make_deliverer(settings)
