@@ -38,6 +38,7 @@ from typing import IO, Any, cast
 from bench.fleet import Fleet, FleetConfig, backlog, probe_grant
 from bench.rig import DEFAULT_REDIS_URL, RUNS_KEY, delete_prefixes, key_base, log_path, machine, percentile
 from simulator.wetbot import RequestRecord
+from worker import redis_values as values
 from worker.broker import QUEUE_NAME
 from worker.creation import Mode, Planned
 from worker.grant import GrantState, NewGrant
@@ -119,7 +120,7 @@ class Sampler:
             pipe = self._redis.pipeline(transaction=False)
             pipe.llen(self._queue)
             pipe.hlen(f"{self._queue}.msgs")
-            llen, msgs = (int(n) for n in cast(list[int], pipe.execute()))
+            llen, msgs = (values.integer(n) for n in values.items(pipe.execute()))
             self.peaks.llen = max(self.peaks.llen, llen)
             self.peaks.msgs = max(self.peaks.msgs, msgs)
             self.peaks.used_memory = max(self.peaks.used_memory, used_memory(self._redis))

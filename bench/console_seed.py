@@ -43,6 +43,7 @@ from producers.links import LinkStore
 from producers.patreon.samples import Member, encode
 from producers.twitch.samples import sample_event, sample_payload, signed_request
 from producers.twitch.signature import HEADER_MESSAGE_ID
+from worker import redis_values as values
 from worker.creation import Mode, Planned
 from worker.effects import StepEffects
 from worker.grant import GrantItem, GrantState, NewGrant
@@ -306,7 +307,7 @@ def seed(redis: Redis, prefix: str, n: int, *, queued: int | None = None, rng_se
     counts = {state: count for state, count in ledger.counts().items() if count}
     if counts != mix.counts():
         raise RuntimeError(f"the ledger holds {counts}, not the planned {mix.counts()}")
-    queued_by_guild = {g: int(cast(int, redis.zcard(keys.guild_state(g, "queued")))) for g in GUILDS}
+    queued_by_guild = {g: values.integer(redis.zcard(keys.guild_state(g, "queued"))) for g in GUILDS}
     searched = supporters[0]
     return Seeded(
         prefix=prefix,
@@ -318,9 +319,9 @@ def seed(redis: Redis, prefix: str, n: int, *, queued: int | None = None, rng_se
         memory_after=used_memory(redis),
         sample={state: ids[0][0] for state, ids in created.items()},
         login=searched.login,
-        login_grants=int(cast(int, redis.zcard(keys.find(searched.login)))),
+        login_grants=values.integer(redis.zcard(keys.find(searched.login))),
         discord=supporters[1].discord,
-        discord_grants=int(cast(int, redis.zcard(keys.find(supporters[1].discord)))),
+        discord_grants=values.integer(redis.zcard(keys.find(supporters[1].discord))),
         queued_guild=max(queued_by_guild, key=lambda g: queued_by_guild[g]),
         supporters=supporters,
         made=made,

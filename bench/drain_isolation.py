@@ -21,10 +21,11 @@ import bisect
 import math
 import time
 from dataclasses import dataclass, field
-from typing import IO, cast
+from typing import IO
 
 from bench.fleet import Fleet, FleetConfig, backlog, probe_grant, user_id
 from bench.rig import percentile
+from worker import redis_values as values
 from worker.broker import QUEUE_NAME
 from worker.grant import NewGrant
 from worker.keys import Keys
@@ -87,7 +88,7 @@ def _phase(fleet: Fleet, config: IsolationConfig, first: int) -> list[tuple[NewG
         pipe = fleet.redis.pipeline(transaction=False)
         pipe.llen(queue)
         pipe.exists(*leases)
-        ahead, a_runs = cast(list[int], pipe.execute())
+        ahead, a_runs = (values.integer(n) for n in values.items(pipe.execute()))
         out.append((grant, mono, wall, int(ahead) - 1, int(a_runs)))
     return out
 

@@ -21,11 +21,12 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import IO, cast
+from typing import IO
 
 from bench.rig import BOOT_TIMEOUT_S, GUILD, dramatiq_workers, service_env, stop, wetbot_simulator
 from config.settings import RateLimit, load_settings
 from simulator.wetbot import RequestRecord, key_fingerprint
+from worker import redis_values as values
 from worker.broker import QUEUE_NAME
 from worker.connections import connect_redis
 from worker.creation import Mode, Planned
@@ -203,7 +204,7 @@ class Fleet:
         """Until every worker process's consumer has polled the queue once (a heartbeat per process)."""
         heartbeats = f"{Keys(self.prefix).dramatiq_namespace}:__heartbeats__"
         deadline = time.monotonic() + BOOT_TIMEOUT_S
-        while int(cast(int, self.redis.zcard(heartbeats))) < self.config.processes:
+        while values.integer(self.redis.zcard(heartbeats)) < self.config.processes:
             self.check_alive()
             if time.monotonic() > deadline:
                 raise RuntimeError(f"workers did not poll the queue within {BOOT_TIMEOUT_S:g} s")

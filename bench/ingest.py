@@ -37,7 +37,6 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import cast
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
@@ -58,6 +57,7 @@ from bench.rig import (
     uvicorn_server,
 )
 from producers.twitch.samples import sample_event, sample_payload, signed_request
+from worker import redis_values as values
 from worker.keys import Keys
 
 SECRET = secrets.token_hex(16)  # fresh per run: no credential is written down
@@ -120,7 +120,7 @@ items = [{{ id = "gem", amount = 1 }}]
 def grants_in_ledger(redis_url: str, prefix: str) -> int:
     client = Redis.from_url(redis_url)
     try:
-        return cast(int, client.zcard(Keys(prefix).all_grants()))
+        return values.integer(client.zcard(Keys(prefix).all_grants()))
     finally:
         client.close()
 

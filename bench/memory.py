@@ -47,6 +47,7 @@ from bench.rig import (
     uvicorn_server,
     wetbot_simulator,
 )
+from worker import redis_values as values
 from worker.broker import QUEUE_NAME
 from worker.keys import Keys
 
@@ -207,8 +208,8 @@ def run(args: argparse.Namespace, redis_url: str, prefix: str, log_file: Path) -
         most = {"messages": 0, "queued": 0}
 
         def backlog_now() -> None:
-            most["messages"] = max(most["messages"], cast(int, client.llen(queue)))
-            most["queued"] = max(most["queued"], cast(int, client.zcard(keys.state_index("queued"))))
+            most["messages"] = max(most["messages"], values.integer(client.llen(queue)))
+            most["queued"] = max(most["queued"], values.integer(client.zcard(keys.state_index("queued"))))
 
         with sampling(processes, backlog_now):
             started = time.monotonic()
@@ -221,7 +222,7 @@ def run(args: argparse.Namespace, redis_url: str, prefix: str, log_file: Path) -
             if args.worker_late:
                 start_worker()
             time.sleep(args.hold)
-        queued = cast(int, client.zcard(keys.state_index("queued")))
+        queued = values.integer(client.zcard(keys.state_index("queued")))
         used = cast(dict[str, str], client.info("memory"))["used_memory_human"]
         backlog = (
             f"grants queued: at most {most['queued']}, {queued} at the end ({len(sim.applied())} delivered); "

@@ -38,6 +38,7 @@ from redis import Redis
 from bench.rig import DEFAULT_REDIS_URL, GUILD, delete_prefixes, key_base, wetbot_simulator
 from config.settings import load_settings
 from producers.submit import submit_grant
+from worker import redis_values as values
 from worker.broker import build_broker, declare_deliver
 from worker.connections import connect_redis
 from worker.grant import GrantItem, GrantState, NewGrant
@@ -165,8 +166,8 @@ def trim_phase(redis: Redis, keys: Keys, template_id: str, old: int, young: int,
     """Clone a delivered grant ``old`` + ``young`` times, trim, and report."""
     ledger = Ledger(redis, keys)
     delivered_before = ledger.counts()[GrantState.DELIVERED]
-    fields = cast(dict[bytes, bytes], redis.hgetall(keys.grant(template_id)))
-    history = cast(list[bytes], redis.lrange(keys.history(template_id), 0, -1))
+    fields = values.raw_map(redis.hgetall(keys.grant(template_id)))
+    history = values.texts(redis.lrange(keys.history(template_id), 0, -1))
     now = time.time()
     old_at = now - (RETENTION_DAYS + 10) * SECONDS_PER_DAY
     young_ids: list[str] = []

@@ -37,6 +37,7 @@ from redis import Redis
 
 from devtools.chaos.servers import free_port as free_port  # the bench scripts take it from here
 from simulator.wetbot import RequestRecord, WetbotSimulator
+from worker import redis_values as values
 
 OnRequest = Callable[[RequestRecord], None]
 #: The repository root: the working directory of every process a benchmark starts.
@@ -175,10 +176,10 @@ def delete_prefixes(redis_url: str, prefixes: Sequence[str]) -> int:
             for key in client.scan_iter(match=f"{prefix}:*", count=1000):
                 batch.append(key)
                 if len(batch) >= 500:
-                    deleted += cast(int, client.delete(*batch))
+                    deleted += values.integer(client.delete(*batch))
                     batch = []
             if batch:
-                deleted += cast(int, client.delete(*batch))
+                deleted += values.integer(client.delete(*batch))
     finally:
         client.close()
     return deleted

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import dramatiq
 import pytest
@@ -38,6 +38,7 @@ from worker.ledger import Ledger
 from worker.observability import init_sentry
 from worker.runtime import add_worker_middleware, build_deliverer
 from worker.schedule import Schedule
+from worker.timings import DEFAULT_TIMINGS, Timings
 
 #: Tests use DB 15 of the local Redis; override with WBR_TEST_REDIS_URL.
 TEST_REDIS_URL = os.environ.get("WBR_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -152,16 +153,21 @@ class ScheduleDriver:
     ``runs`` keeps every (grant id, token) handed over.
     """
 
+    redis: Redis
+    keys: Keys
     schedule: Schedule
     runs: list[tuple[str, str]] = field(default_factory=list)
 
     def run(self, deliverer: Deliverer, *, timeout_s: float = 30.0) -> None:
         deadline = time.monotonic() + timeout_s
         while True:
-            for grant_id, token in self.schedule.dispatch_due(write_messages=False):
+            batch = self.schedule.dispatch_batch(write_messages=False)
+            for grant_id, token in batch.dispatched:
                 self.runs.append((grant_id, token))
                 deliverer.deliver(grant_id, token)
-            wait_s = self.schedule.next_due_in_s()
+            if batch.dispatched:
+                continue  # the runs moved what is due: look again
+            wait_s = batch.next_due_in_s
             if wait_s is None:
                 return
             if time.monotonic() + wait_s > deadline:
@@ -175,13 +181,19 @@ class ScheduleDriver:
 
 @pytest.fixture
 def driver(redis: Redis, keys: Keys) -> ScheduleDriver:
-    return ScheduleDriver(Schedule(redis, keys))
+    return ScheduleDriver(redis, keys, Schedule(redis, keys))
+
+
+class DelivererFactory(Protocol):
+    """``make_deliverer``: a deliverer on the test's Redis, with the production timings unless told."""
+
+    def __call__(self, settings: Settings, timings: Timings = DEFAULT_TIMINGS) -> Deliverer: ...
 
 
 @pytest.fixture
-def make_deliverer(redis: Redis) -> Callable[[Settings], Deliverer]:
-    def factory(settings: Settings) -> Deliverer:
-        return build_deliverer(settings, redis)
+def make_deliverer(redis: Redis) -> DelivererFactory:
+    def factory(settings: Settings, timings: Timings = DEFAULT_TIMINGS) -> Deliverer:
+        return build_deliverer(settings, redis, timings=timings)
 
     return factory
 

@@ -22,7 +22,6 @@ import logging
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
-from typing import cast
 
 from redis import Redis
 
@@ -82,9 +81,9 @@ def grant_terms(new: NewGrant) -> list[str]:
 _TERM_FIELDS = ("user_id", "external_id", "names")
 
 
-def _stored_terms(fields: Mapping[str, bytes]) -> list[str]:
+def _stored_terms(fields: Mapping[str, str]) -> list[str]:
     def text(name: str) -> str:
-        return fields.get(name, b"").decode()
+        return fields.get(name, "")
 
     names = json.loads(text("names")) if text("names") else []
     return terms_for(user_id=text("user_id"), external_id=text("external_id"), names=names)
@@ -115,11 +114,10 @@ def backfill(
     while True:
         if stop():
             return None
-        rows_scored = cast(
-            list[tuple[bytes, float]],
-            redis.zrangebyscore(keys.all_grants(), low, "+inf", start=0, num=batch + len(at_low), withscores=True),
+        rows_scored = values.scored(
+            redis.zrangebyscore(keys.all_grants(), low, "+inf", start=0, num=batch + len(at_low), withscores=True)
         )
-        fresh = [(raw.decode(), score) for raw, score in rows_scored if raw.decode() not in at_low]
+        fresh = [(grant_id, score) for grant_id, score in rows_scored if grant_id not in at_low]
         if not fresh:
             break
         ids = [grant_id for grant_id, _ in fresh]
@@ -131,7 +129,7 @@ def backfill(
         with redis.pipeline(transaction=False) as pipe:
             for grant_id in ids:
                 pipe.hmget(keys.grant(grant_id), ["indexed", *_TERM_FIELDS])
-            rows = cast(list[list[bytes | None]], pipe.execute())
+            rows = [values.optional_texts(row) for row in values.items(pipe.execute())]
         todo = []
         for grant_id, row in zip(ids, rows, strict=True):
             if row[0] is None and row[1] is not None:

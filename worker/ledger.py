@@ -130,11 +130,6 @@ class Ledger:
         grants = (self.get(values.text(grant_id)) for grant_id in ids)
         return [grant for grant in grants if grant is not None]
 
-    def ids_in(self, state: GrantState) -> list[str]:
-        """Ids of every grant in ``state``, oldest first."""
-        ids = values.texts(self._redis.zrange(self._keys.state_index(state.value), 0, -1))
-        return [values.text(grant_id) for grant_id in ids]
-
     def counts(self) -> dict[GrantState, int]:
         """How many grants are in each state."""
         pipe = self._redis.pipeline(transaction=False)

@@ -71,7 +71,6 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import cast
 
 import dramatiq
 from redis import Redis, RedisError
@@ -218,24 +217,12 @@ class Schedule:
         """Redis' clock in milliseconds."""
         return values.redis_time(self._redis).ms
 
-    def due_ids(self, *, limit: int = BATCH) -> list[str]:
-        """Ids of grants due now (Redis' clock), earliest first (``lua/due_ids.lua``)."""
-        return self._due(limit)[0]
-
     def _due(self, limit: int) -> tuple[list[str], float | None]:
-        """``due_ids``, and the seconds until the earliest entry not due yet (None: there is none)."""
-        ids, next_ms = cast(tuple[list[bytes], int], self._due_ids(keys=[self._keys.due()], args=[limit]))
-        return [grant_id.decode() for grant_id in ids], None if int(next_ms) < 0 else int(next_ms) / 1000
-
-    def due_in_s(self, grant_id: str) -> float | None:
-        """Seconds until ``grant_id`` is due (negative when overdue), None when it is not scheduled."""
-        score = cast(float | None, self._redis.zscore(self._keys.due(), grant_id))
-        return None if score is None else (float(score) - self.now_ms()) / 1000
-
-    def next_due_in_s(self) -> float | None:
-        """Seconds until the earliest entry is due, None when nothing is scheduled."""
-        first = values.scored(self._redis.zrange(self._keys.due(), 0, 0, withscores=True))
-        return None if not first else (float(first[0][1]) - self.now_ms()) / 1000
+        """Ids of grants due now (Redis' clock), earliest first (``lua/due_ids.lua``), and the seconds until the
+        earliest entry not due yet (None: there is none)."""
+        ids, next_ms = values.items(self._due_ids(keys=[self._keys.due()], args=[limit]))
+        after_ms = values.integer(next_ms)
+        return values.texts(ids), None if after_ms < 0 else after_ms / 1000
 
     def dispatch_due(self, *, write_messages: bool = True, limit: int = BATCH) -> list[tuple[str, str]]:
         """Give each due grant a new dispatch token (and its queue message); returns ``(grant id, token)``.

@@ -6,7 +6,6 @@ from __future__ import annotations
 import getpass
 from typing import TYPE_CHECKING
 
-from config.rewards import load_rewards
 from config.settings import Settings
 from producers.printable import terminal_safe
 from worker.connections import connect_redis
@@ -45,6 +44,7 @@ def ledger(settings: Settings) -> Ledger:
 
 def link_store(settings: Settings, on: Ledger) -> LinkStore:
     """The links (with the rewards file's static ones) on the ledger's connection, confirmed like it."""
+    from config.rewards import load_rewards  # here: the grants commands do not need it
     from producers.links import LinkStore  # here: the grants commands do not need it
 
     rewards = load_rewards(settings.rewards_file, missing_ok=True)

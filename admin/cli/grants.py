@@ -23,7 +23,6 @@ from admin.cli import connect
 from admin.cli.renamed import RenamedOption
 from config import domain
 from config.errors import CliError
-from config.rewards import load_rewards
 from config.settings import Settings
 from producers.printable import terminal_safe as safe
 from worker.connections import connect_redis
@@ -93,6 +92,7 @@ def register(parser: argparse.ArgumentParser) -> None:
 
 # --- commands -------------------------------------------------------------------------------
 def _create(settings: Settings, args: argparse.Namespace) -> int:
+    from config.rewards import load_rewards  # here: the listings need the rules only for waiting grants
     from producers.submit import submit_grant  # here: the other commands do not need it
 
     default_guild = load_rewards(settings.rewards_file, missing_ok=True).guild_id
@@ -282,6 +282,8 @@ def _etas(settings: Settings, grants: list[Grant]) -> dict[str, Eta]:
     """When each waiting grant of ``grants`` is expected to go out (``worker.eta``)."""
     if all(g.state in FINAL_STATES for g in grants):
         return {}
+    from config.rewards import load_rewards  # here: only waiting grants need the rules' default guild
+
     keyring = settings.keyring(load_rewards(settings.rewards_file, missing_ok=True).guild_id)
     return EtaEstimator.build(connect_redis(settings), settings, keyring).for_grants(grants)
 

@@ -13,13 +13,13 @@ from redis import Redis
 
 from producers.audit import AuditLog
 from tests.conftest import GUILD, TEST_REDIS_URL, USER
+from tests.schedule_view import due_ids
 from wetbot_rewards.cli import main
 from worker.broker import QUEUE_NAME
 from worker.creation import Mode, Planned
 from worker.grant import GrantItem, GrantState, NewGrant
 from worker.keys import Keys
 from worker.ledger import Ledger
-from worker.schedule import Schedule
 
 
 @pytest.fixture(autouse=True)
@@ -32,7 +32,7 @@ def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, prefix: str, reward
 
 def due_now(redis: Redis, keys: Keys) -> set[str]:
     """Grants the ledger's schedule has due now: a worker's reconciler dispatches them within a second."""
-    return set(Schedule(redis, keys).due_ids())
+    return set(due_ids(redis, keys))
 
 
 def test_grant_queues_once_per_key(

@@ -17,13 +17,13 @@ from producers.links import LinkStore, SelfLink
 from producers.submit import link_and_release, submit_for_identity
 from simulator.wetbot import WetbotSimulator
 from tests.conftest import GUILD, TEST_REDIS_URL, TOKEN, USER, RunningWorker, wait_for
+from tests.schedule_view import due_ids
 from wetbot_rewards.app import create_app
 from wetbot_rewards.cli import main
 from worker.broker import build_broker
 from worker.grant import GrantItem, GrantState, NewGrant
 from worker.keys import Keys
 from worker.ledger import Ledger
-from worker.schedule import Schedule
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 TWITCH_ID = "1337"
@@ -56,7 +56,7 @@ def broker(settings: Settings) -> Iterator[RedisBroker]:
 
 def queue_length(redis: Redis, keys: Keys) -> int:
     """Grants due now on the ledger's schedule: a worker's reconciler dispatches each within a second."""
-    return len(Schedule(redis, keys).due_ids(limit=1000))
+    return len(due_ids(redis, keys))
 
 
 def test_unlinked_grants_park_and_a_link_queues_each_exactly_once(

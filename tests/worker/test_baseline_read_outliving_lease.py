@@ -4,21 +4,20 @@ lease's timeout + Timings.lease_margin_s)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from redis import Redis
 
-from config.settings import Settings
 from simulator.wetbot import WetbotSimulator
-from tests.conftest import GUILD, USER, ScheduleDriver, SettingsFactory
-from worker.delivery import Deliverer
+from tests.conftest import GUILD, USER, DelivererFactory, ScheduleDriver, SettingsFactory
 from worker.grant import GrantItem, GrantState, NewGrant
 from worker.keys import Keys
 from worker.ledger import Ledger
+from worker.timings import Timings
 
-Deliv = Callable[[Settings], Deliverer]
+#: The lease's margin, short: the takeovers these tests wait for are due a lease after the step, not 10 s.
+SHORT_LEASES = Timings(lease_margin_s=1.0)
 
 
 def _grant(ledger: Ledger, key: str, amount: float = 1) -> str:
@@ -28,7 +27,7 @@ def _grant(ledger: Ledger, key: str, amount: float = 1) -> str:
 
 def test_baseline_read_outliving_the_lease_sends_with_a_stale_baseline_and_records_delivered_never_applied(
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     sim: WetbotSimulator,
     driver: ScheduleDriver,
@@ -43,8 +42,7 @@ def test_baseline_read_outliving_the_lease_sends_with_a_stale_baseline_and_recor
     recorded grant 1 delivered: it never was. Now A stops when its lease is gone, and the send step needs
     the run's own lease."""
     settings = make_settings(wetbot_timeout_s=0.3, wetbot_coalesce=False)
-    a = make_deliverer(settings)
-    b = make_deliverer(settings)
+    a, b = make_deliverer(settings, SHORT_LEASES), make_deliverer(settings, SHORT_LEASES)
     g1 = _grant(ledger, "one")
     g2 = _grant(ledger, "two")
     client = a.clients.for_guild(GUILD)
@@ -78,7 +76,7 @@ def test_baseline_read_outliving_the_lease_sends_with_a_stale_baseline_and_recor
 
 def test_baseline_read_outliving_the_lease_sends_a_grant_a_takeover_already_sent_doubling_it(
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     sim: WetbotSimulator,
     driver: ScheduleDriver,
@@ -91,8 +89,7 @@ def test_baseline_read_outliving_the_lease_sends_a_grant_a_takeover_already_sent
     (retrying, verify=1). A's GET returns; its step into sending needs only that no *other* run holds the lease
     (B released it) and that the grant is sendable (retrying is): it sends the grant a second time."""
     settings = make_settings(wetbot_timeout_s=0.3)
-    a = make_deliverer(settings)
-    b = make_deliverer(settings)
+    a, b = make_deliverer(settings, SHORT_LEASES), make_deliverer(settings, SHORT_LEASES)
     g1 = _grant(ledger, "one")
     client = a.clients.for_guild(GUILD)
     assert client is not None

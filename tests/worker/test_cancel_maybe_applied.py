@@ -4,7 +4,7 @@ of it is left to an operator instead of cancelling it (which would leave the mem
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,16 +13,13 @@ from fastapi.testclient import TestClient
 
 from config.settings import Settings
 from simulator.wetbot import WetbotSimulator
-from tests.conftest import GUILD, USER, ScheduleDriver, SettingsFactory
+from tests.conftest import GUILD, USER, DelivererFactory, ScheduleDriver, SettingsFactory
 from tests.producers.patreon.test_exactly_once import RULES, by_rule, linked, of_rule, send
 from tests.producers.patreon.test_webhook import MARCH, SECRET
 from wetbot_rewards.app import create_app
-from worker.delivery import Deliverer
 from worker.grant import GrantItem, GrantState, NewGrant
 from worker.keys import Keys
 from worker.ledger import Ledger
-
-Deliv = Callable[[Settings], Deliverer]
 
 
 @pytest.fixture
@@ -38,7 +35,7 @@ def client(patreon_settings: Settings) -> Iterator[TestClient]:
 
 
 def test_a_grant_whose_read_back_is_pending_cannot_be_cancelled(
-    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator
+    make_settings: SettingsFactory, make_deliverer: DelivererFactory, ledger: Ledger, sim: WetbotSimulator
 ) -> None:
     deliverer = make_deliverer(make_settings(wetbot_timeout_s=0.5))
     grant_id = ledger.create(
@@ -56,7 +53,7 @@ def test_a_grant_whose_read_back_is_pending_cannot_be_cancelled(
 def test_a_patreon_take_back_of_a_grant_awaiting_its_read_back_is_not_a_cancel(
     client: TestClient,
     patreon_settings: Settings,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     sim: WetbotSimulator,
     redis: Any,

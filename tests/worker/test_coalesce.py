@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable
 
 import pytest
 from redis import Redis
 
-from config.settings import Settings
 from simulator.wetbot import WetbotSimulator
 from tests.baselines import baseline_fields, methods
-from tests.conftest import GUILD, OTHER_USER, USER, CapturingTransport, ScheduleDriver, SettingsFactory
+from tests.conftest import (
+    GUILD,
+    OTHER_USER,
+    USER,
+    CapturingTransport,
+    DelivererFactory,
+    ScheduleDriver,
+    SettingsFactory,
+)
 from worker.coalesce import merge
-from worker.delivery import Deliverer
 from worker.effects import StepEffects
 from worker.grant import Grant, GrantItem, GrantState, NewGrant
 from worker.ledger import Ledger
-
-Deliv = Callable[[Settings], Deliverer]
 
 
 def add(ledger: Ledger, key: str, *items: tuple[str, float], user: str = USER) -> str:
@@ -33,7 +36,7 @@ def posts(sim: WetbotSimulator) -> list[tuple[tuple[str, float], ...]]:
 
 def test_a_backlog_goes_out_as_one_request_per_member(
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     sim: WetbotSimulator,
     driver: ScheduleDriver,
@@ -59,7 +62,7 @@ def test_a_backlog_goes_out_as_one_request_per_member(
 
 def test_coalescing_off_sends_one_request_per_grant(
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     sim: WetbotSimulator,
     driver: ScheduleDriver,
@@ -72,7 +75,7 @@ def test_coalescing_off_sends_one_request_per_grant(
 
 def test_sums_stay_within_wetbots_range_and_the_item_cap(
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     sim: WetbotSimulator,
     driver: ScheduleDriver,
@@ -101,7 +104,7 @@ def test_merge_never_sums_to_zero_or_out_of_range() -> None:
 
 def test_a_refused_merged_request_is_split_so_one_bad_grant_cannot_sink_the_others(
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     sim: WetbotSimulator,
     driver: ScheduleDriver,
@@ -129,7 +132,7 @@ def test_a_refused_merged_request_is_split_so_one_bad_grant_cannot_sink_the_othe
 )
 def test_an_ambiguous_merged_request_is_judged_as_a_whole(
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     sim: WetbotSimulator,
     driver: ScheduleDriver,
@@ -154,7 +157,7 @@ def test_an_ambiguous_merged_request_is_judged_as_a_whole(
 
 def test_hold_holds_every_grant_of_an_ambiguous_merged_request(
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     sim: WetbotSimulator,
     driver: ScheduleDriver,
@@ -170,7 +173,7 @@ def test_hold_holds_every_grant_of_an_ambiguous_merged_request(
 
 def test_a_merged_request_whose_worker_died_is_judged_as_a_whole(
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     redis: Redis,
     sim: WetbotSimulator,

@@ -6,20 +6,16 @@ Each test failed on the code it was written against; the docstrings say how.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import pytest
 
-from config.settings import Settings
 from producers.submit import requeue_grant
 from simulator.wetbot import WetbotSimulator
-from tests.conftest import GUILD, USER, CapturingTransport, ScheduleDriver, SettingsFactory
+from tests.conftest import GUILD, USER, CapturingTransport, DelivererFactory, ScheduleDriver, SettingsFactory
 from wetbot_rewards.cli import main as cli_main
 from worker.delivery import Deliverer
 from worker.grant import GrantItem, GrantState, NewGrant
 from worker.ledger import Ledger
-
-Deliv = Callable[[Settings], Deliverer]
 
 
 def add(ledger: Ledger, key: str, *items: tuple[str, float], user: str = USER) -> str:
@@ -29,7 +25,7 @@ def add(ledger: Ledger, key: str, *items: tuple[str, float], user: str = USER) -
 
 def test_cancelling_the_lead_while_it_waits_for_a_slot_does_not_strand_its_companions(
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     sim: WetbotSimulator,
     driver: ScheduleDriver,
@@ -76,7 +72,7 @@ def test_cancelling_the_lead_while_it_waits_for_a_slot_does_not_strand_its_compa
 
 def test_a_companion_is_not_given_up_for_the_leads_exhausted_attempts(
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     sim: WetbotSimulator,
     driver: ScheduleDriver,
@@ -111,7 +107,7 @@ def test_a_companion_is_not_given_up_for_the_leads_exhausted_attempts(
 
 def test_resolve_verify_on_each_member_of_an_unknown_merged_request_decides_them_all(
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     sim: WetbotSimulator,
     driver: ScheduleDriver,
@@ -150,7 +146,7 @@ def test_resolve_verify_on_each_member_of_an_unknown_merged_request_decides_them
 
 def test_resolve_delivered_decides_every_grant_of_the_merged_request(
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     sim: WetbotSimulator,
     driver: ScheduleDriver,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import pytest
 from redis import Redis
@@ -12,15 +11,22 @@ from config.keyring import key_fingerprint
 from config.settings import Settings
 from simulator.wetbot import WetbotSimulator
 from tests.baselines import baseline_fields, methods
-from tests.conftest import API_KEY, GUILD, OTHER_USER, USER, CapturingTransport, ScheduleDriver, SettingsFactory
-from worker.delivery import Deliverer
+from tests.conftest import (
+    API_KEY,
+    GUILD,
+    OTHER_USER,
+    USER,
+    CapturingTransport,
+    DelivererFactory,
+    ScheduleDriver,
+    SettingsFactory,
+)
+from tests.schedule_view import due_in_s
 from worker.effects import StepEffects
 from worker.grant import GrantItem, GrantState, NewGrant
 from worker.keys import Keys
 from worker.ledger import Ledger
 from worker.profile import Inventory, parse_inventory
-
-Deliv = Callable[[Settings], Deliverer]
 
 
 def new_grant(key: str, *, user: str = USER, items: tuple[tuple[str, float], ...] = (("gem", 5),)) -> NewGrant:
@@ -34,7 +40,7 @@ def new_grant(key: str, *, user: str = USER, items: tuple[tuple[str, float], ...
 
 
 def test_delivered_grant_records_profile_and_resulting_amounts(
-    settings: Settings, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator
+    settings: Settings, make_deliverer: DelivererFactory, ledger: Ledger, sim: WetbotSimulator
 ) -> None:
     first = ledger.create(new_grant("a", items=(("gem", 5), ("potion", 2)))).grant
     second = ledger.create(new_grant("b", items=(("gem", 1.5),))).grant
@@ -65,7 +71,7 @@ def test_same_idempotency_key_creates_one_grant(ledger: Ledger) -> None:
 
 
 def test_a_delivered_grant_is_never_sent_again(
-    settings: Settings, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator
+    settings: Settings, make_deliverer: DelivererFactory, ledger: Ledger, sim: WetbotSimulator
 ) -> None:
     grant = ledger.create(new_grant("once")).grant
     deliverer = make_deliverer(settings)
@@ -77,7 +83,11 @@ def test_a_delivered_grant_is_never_sent_again(
 
 
 def test_500_before_applying_is_retried_and_delivered_once(
-    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator, driver: ScheduleDriver
+    make_settings: SettingsFactory,
+    make_deliverer: DelivererFactory,
+    ledger: Ledger,
+    sim: WetbotSimulator,
+    driver: ScheduleDriver,
 ) -> None:
     grants = [ledger.create(new_grant(f"g{i}", user=u)).grant for i, u in enumerate((USER, OTHER_USER))]
     sim.inject("500_before", count=2, method="POST")
@@ -96,7 +106,7 @@ def test_500_before_applying_is_retried_and_delivered_once(
 
 def test_retries_run_out_and_the_grant_ends_dead(
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     sim: WetbotSimulator,
     driver: ScheduleDriver,
@@ -119,7 +129,7 @@ def test_retries_run_out_and_the_grant_ends_dead(
 
 def test_unknown_item_ends_dead_with_server_message_and_one_clean_sentry_event(
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     sim: WetbotSimulator,
     driver: ScheduleDriver,
@@ -151,7 +161,7 @@ def test_unknown_item_ends_dead_with_server_message_and_one_clean_sentry_event(
 def test_ambiguous_outcome_with_policy_retry_sends_again(
     fault: str,
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     sim: WetbotSimulator,
     driver: ScheduleDriver,
@@ -178,7 +188,7 @@ def test_ambiguous_outcome_with_policy_retry_sends_again(
 def test_ambiguous_outcome_with_policy_hold_ends_unknown(
     fault: str,
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     sim: WetbotSimulator,
     driver: ScheduleDriver,
@@ -202,7 +212,7 @@ def test_ambiguous_outcome_with_policy_hold_ends_unknown(
 
 def test_401_pauses_the_key_keeps_grants_and_resumes(
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     keys: Keys,
     sim: WetbotSimulator,
@@ -240,7 +250,11 @@ def test_401_pauses_the_key_keeps_grants_and_resumes(
 
 
 def test_server_429_blocks_the_key_without_spending_a_retry(
-    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator, driver: ScheduleDriver
+    make_settings: SettingsFactory,
+    make_deliverer: DelivererFactory,
+    ledger: Ledger,
+    sim: WetbotSimulator,
+    driver: ScheduleDriver,
 ) -> None:
     # The server is stricter than our configured limit: 1 per 1 s against our 10 per 1 s.
     sim.set_limit(1, 1.0)
@@ -261,7 +275,7 @@ def test_server_429_blocks_the_key_without_spending_a_retry(
 
 def test_a_grant_leased_by_another_worker_is_not_sent_twice(
     settings: Settings,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     keys: Keys,
     sim: WetbotSimulator,
@@ -279,7 +293,7 @@ def test_a_grant_leased_by_another_worker_is_not_sent_twice(
     assert redis.zcard(keys.rate_window(key_fingerprint(API_KEY))) == 0, (
         "a grant that waits for the lease spends no slot"
     )
-    due_in = driver.schedule.due_in_s(grant.id)
+    due_in = due_in_s(driver.redis, driver.keys, grant.id)
     assert due_in is not None and 0.2 < due_in <= 0.5
     driver.run(deliverer)
     assert len(sim.applied()) == 1
@@ -299,7 +313,7 @@ def test_a_grant_left_sending_by_a_dead_worker_follows_the_policy(
     final: GrantState,
     calls: list[str],
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     redis: Redis,
     sim: WetbotSimulator,
@@ -323,7 +337,11 @@ def test_a_grant_left_sending_by_a_dead_worker_follows_the_policy(
 
 
 def test_a_403_for_another_guild_does_not_hold_up_this_guild(
-    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, sim: WetbotSimulator, driver: ScheduleDriver
+    make_settings: SettingsFactory,
+    make_deliverer: DelivererFactory,
+    ledger: Ledger,
+    sim: WetbotSimulator,
+    driver: ScheduleDriver,
 ) -> None:
     foreign = NewGrant("999999999999999999", USER, (GrantItem("gem", 1),), source="test", idempotency_key="t:foreign")
     stranger = ledger.create(foreign).grant
@@ -340,5 +358,5 @@ def test_a_403_for_another_guild_does_not_hold_up_this_guild(
     assert ledger.get(local.id).state == GrantState.DELIVERED  # type: ignore[union-attr]
     held = ledger.get(stranger.id)
     assert held is not None and held.state == GrantState.QUEUED and "HTTP 403" in held.last_error
-    due_in = driver.schedule.due_in_s(stranger.id)
+    due_in = due_in_s(driver.redis, driver.keys, stranger.id)
     assert due_in is not None and 29.0 < due_in <= 30.0

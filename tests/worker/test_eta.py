@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 
 import pytest
 from fastapi.testclient import TestClient
@@ -12,11 +11,10 @@ from redis import Redis
 from config.keyring import key_fingerprint
 from config.settings import RateLimit, Settings
 from simulator.wetbot import WetbotSimulator
-from tests.conftest import API_KEY, GUILD, TOKEN, USER, SettingsFactory
+from tests.conftest import API_KEY, GUILD, TOKEN, USER, DelivererFactory, SettingsFactory
 from wetbot_rewards.app import create_app
 from wetbot_rewards.cli import main as cli_main
 from worker import key_health
-from worker.delivery import Deliverer
 from worker.effects import Park, StepEffects
 from worker.eta import EtaEstimator, WaitReason, describe_wait, request_start
 from worker.grant import GrantItem, GrantState, NewGrant
@@ -26,7 +24,6 @@ from worker.limiter import SlidingWindowLimiter
 
 OTHER_GUILD = "444444444444444444"
 OTHER_KEY = "test-other-key-91c2d7e0a4"
-Deliv = Callable[[Settings], Deliverer]
 
 
 def member(n: int) -> str:
@@ -66,7 +63,7 @@ def test_a_gift_bomb_shows_when_its_last_recipient_gets_the_items(
 
 
 def test_the_estimate_counts_the_window_already_used_and_one_request_per_member(
-    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, redis: Redis, sim: WetbotSimulator
+    make_settings: SettingsFactory, make_deliverer: DelivererFactory, ledger: Ledger, redis: Redis, sim: WetbotSimulator
 ) -> None:
     settings = make_settings(wetbot_rate_limit="2/60s")
     sim.set_limit(2, 60)

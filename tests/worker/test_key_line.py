@@ -17,6 +17,7 @@ from redis import Redis
 from config.settings import RateLimit
 from simulator.wetbot import WetbotSimulator
 from tests.conftest import GUILD, USER, ScheduleDriver, SettingsFactory
+from tests.schedule_view import due_in_s
 from worker.delivery import Deliverer
 from worker.grant import Grant, GrantItem, GrantState, NewGrant
 from worker.keys import Keys
@@ -47,7 +48,7 @@ def fill_window(deliverer: Deliverer) -> str:
 
 
 def due_in(deliverer: Deliverer, grant_id: str) -> float:
-    due = deliverer.schedule.due_in_s(grant_id)
+    due = due_in_s(deliverer.redis, deliverer.keys, grant_id)
     assert due is not None, f"{grant_id} is on the schedule"
     return due
 

@@ -22,7 +22,7 @@ def test_a_grant_not_being_sent_can_be_cancelled_once(ledger: Ledger, state: Gra
     grant = ledger.get(grant_id)
     assert grant is not None and grant.state == GrantState.CANCELLED
     assert [t.to_state for t in ledger.history(grant_id)][-1] == "cancelled"
-    assert ledger.ids_in(GrantState.CANCELLED) == [grant_id]
+    assert [g.id for g in ledger.list_grants(GrantState.CANCELLED)] == [grant_id]
 
 
 @pytest.mark.parametrize("state", [GrantState.SENDING, GrantState.DELIVERED, GrantState.DEAD, GrantState.UNKNOWN])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -10,11 +9,10 @@ from fastapi.testclient import TestClient
 
 from config.errors import ConfigError
 from config.keyring import key_fingerprint
-from config.settings import Settings
 from simulator.wetbot import WetbotSimulator
-from tests.conftest import API_KEY, GUILD, TOKEN, USER, ScheduleDriver, SettingsFactory
+from tests.conftest import API_KEY, GUILD, TOKEN, USER, DelivererFactory, ScheduleDriver, SettingsFactory
+from tests.schedule_view import due_in_s
 from wetbot_rewards.app import create_app
-from worker.delivery import Deliverer
 from worker.grant import GrantItem, GrantState, NewGrant
 from worker.keys import Keys
 from worker.ledger import Ledger
@@ -22,7 +20,6 @@ from worker.runtime import key_parked_releaser, worker_keyring
 
 OTHER_GUILD = "444444444444444444"
 OTHER_KEY = "test-other-key-91c2d7e0a4"
-Deliv = Callable[[Settings], Deliverer]
 
 
 def grant_for(guild: str, key: str, *, user: str = USER) -> NewGrant:
@@ -37,7 +34,7 @@ def two_guild_sim(sim: WetbotSimulator) -> WetbotSimulator:
 
 def test_each_guild_goes_out_with_its_own_key_and_window(
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     two_guild_sim: WetbotSimulator,
     driver: ScheduleDriver,
@@ -53,7 +50,7 @@ def test_each_guild_goes_out_with_its_own_key_and_window(
     # The home key used its one request of the minute: its next grant waits (no attempt, no failure) ...
     waiting = ledger.get(throttled.id)
     assert waiting is not None and waiting.state == GrantState.QUEUED and waiting.attempts == 0
-    due_in = driver.schedule.due_in_s(throttled.id)
+    due_in = due_in_s(driver.redis, driver.keys, throttled.id)
     assert due_in is not None and due_in > 50
     # ... and the other guild's grant still goes out at once, with its own key.
     deliverer.deliver(away.id)
@@ -66,7 +63,7 @@ def test_each_guild_goes_out_with_its_own_key_and_window(
 
 def test_a_guild_without_a_key_parks_visibly_and_resumes_when_the_key_comes_back(
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     two_guild_sim: WetbotSimulator,
     driver: ScheduleDriver,
@@ -81,7 +78,7 @@ def test_a_guild_without_a_key_parks_visibly_and_resumes_when_the_key_comes_back
     assert f"no WetBot API key for guild {OTHER_GUILD}" in parked.last_error
     assert "WETBOT_API_KEYS" in parked.last_error
     assert two_guild_sim.requests() == [], "no request goes out without the guild's key"
-    assert driver.schedule.due_in_s(grant.id) is None, "a parked grant is off the schedule: it never loops"
+    assert due_in_s(driver.redis, driver.keys, grant.id) is None, "a parked grant is off the schedule: it never loops"
     assert driver.ran(grant.id) == 1
     assert ledger.key_parked_guilds() == [OTHER_GUILD]
     # A worker without the key releases nothing; one with it releases the grant once.
@@ -100,7 +97,7 @@ def test_a_guild_without_a_key_parks_visibly_and_resumes_when_the_key_comes_back
 
 def test_a_fallback_key_releases_any_guild_parked_by_another_worker(
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     sim: WetbotSimulator,
     driver: ScheduleDriver,
@@ -165,7 +162,7 @@ def test_the_two_key_settings_must_agree_on_the_default_guild(make_settings: Set
 
 
 def test_metrics_show_each_key_by_fingerprint_with_its_own_window_and_pause(
-    make_settings: SettingsFactory, make_deliverer: Deliv, ledger: Ledger, two_guild_sim: WetbotSimulator
+    make_settings: SettingsFactory, make_deliverer: DelivererFactory, ledger: Ledger, two_guild_sim: WetbotSimulator
 ) -> None:
     settings = make_settings(wetbot_rate_limit="5/60s", wetbot_api_keys=f"{OTHER_GUILD}={OTHER_KEY}")
     deliverer = make_deliverer(settings)

@@ -66,7 +66,7 @@ def intact(ledger: Ledger, grant_id: str, state: GrantState) -> bool:
     return (
         grant is not None
         and grant.state == state
-        and grant_id in ledger.ids_in(state)
+        and grant_id in [g.id for g in ledger.list_grants(state, limit=10_000)]
         and bool(ledger.history(grant_id))
     )
 

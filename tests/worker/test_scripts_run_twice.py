@@ -16,16 +16,13 @@ from typing import Any
 import pytest
 
 from config.keyring import key_fingerprint
-from config.settings import RateLimit, Settings
+from config.settings import RateLimit
 from simulator.wetbot import WetbotSimulator
-from tests.conftest import API_KEY, GUILD, USER, ScheduleDriver, SettingsFactory
-from worker.delivery import Deliverer
+from tests.conftest import API_KEY, GUILD, USER, DelivererFactory, ScheduleDriver, SettingsFactory
 from worker.grant import GrantItem, GrantState, NewGrant
 from worker.keys import Keys
 from worker.ledger import Ledger
 from worker.limiter import SlidingWindowLimiter
-
-Deliv = Callable[[Settings], Deliverer]
 
 
 def run_twice(
@@ -48,7 +45,7 @@ def run_twice(
 def test_a_resent_step_into_sending_still_sends_once(
     policy: str,
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     sim: WetbotSimulator,
     driver: ScheduleDriver,

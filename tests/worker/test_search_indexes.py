@@ -11,21 +11,18 @@ import json
 import random
 import unicodedata
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from redis import Redis
 
 from admin import grant_actions
-from config.settings import Settings
 from simulator.wetbot import WetbotSimulator
-from tests.conftest import GUILD, USER, ScheduleDriver, SettingsFactory
+from tests.conftest import GUILD, USER, DelivererFactory, ScheduleDriver, SettingsFactory
 from tests.worker.index_check import index_problems
 from tests.worker.test_retention import deliver, entered_ago
 from worker.broker import QUEUE_NAME
 from worker.creation import Mode, Planned
-from worker.delivery import Deliverer
 from worker.effects import StepEffects
 from worker.grant import GrantItem, GrantState, NewGrant
 from worker.grant_index import backfill
@@ -35,7 +32,6 @@ from worker.ledger import Ledger
 from worker.retention import SECONDS_PER_DAY, GrantTrimmer
 from worker.runtime import key_parked_releaser
 
-Deliv = Callable[[Settings], Deliverer]
 KEYLESS_GUILD = "444444444444444444"
 OTHER_KEY = "test-other-key-91c2d7e0a4"
 VIEWER = "777777777777777777"
@@ -58,7 +54,7 @@ def found(redis: Redis, keys: Keys, query: GrantQuery) -> list[str]:
 
 def test_every_grant_moving_path_keeps_every_index_exact(
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     sim: WetbotSimulator,
     driver: ScheduleDriver,

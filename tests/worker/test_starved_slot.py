@@ -23,6 +23,7 @@ from redis import Redis
 from config.settings import RateLimit
 from simulator.wetbot import WetbotSimulator
 from tests.conftest import API_KEY, GUILD, OTHER_USER, USER, ScheduleDriver, SettingsFactory, wait_for
+from tests.schedule_view import due_in_s
 from worker.client import CallOutcome, CallResult, ItemDelta, WetbotClient
 from worker.delivery import Deliverer
 from worker.effects import StepEffects
@@ -186,8 +187,8 @@ def test_the_slot_of_a_run_killed_after_sending_holds_until_its_request_can_no_l
     assert [_user(r.path) for r in sim.requests()] == [USER], "the killed run's request may still be in WetBot's window"
     held = ledger.get(second)
     assert held is not None and held.state == GrantState.QUEUED and held.attempts == 0
-    due_in_s = deliverer.schedule.due_in_s(second)
-    assert due_in_s is not None and due_in_s > 1.0, "handed back for a later turn"
+    due_s = due_in_s(deliverer.redis, deliverer.keys, second)
+    assert due_s is not None and due_s > 1.0, "handed back for a later turn"
 
 
 def test_a_request_that_got_no_answer_keeps_its_slot_held_while_it_may_still_arrive(

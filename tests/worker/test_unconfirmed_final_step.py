@@ -5,19 +5,14 @@ so ``_finish`` never reports the unknown grant to Sentry."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from config.settings import Settings
-from tests.conftest import GUILD, USER, CapturingTransport, SettingsFactory
-from worker.delivery import Deliverer
+from tests.conftest import GUILD, USER, CapturingTransport, DelivererFactory, SettingsFactory
 from worker.grant import GrantItem, GrantState, NewGrant
 from worker.ledger import Ledger
 from worker.replication import NotReplicated
-
-Deliv = Callable[[Settings], Deliverer]
 
 
 def _short_of_replicas_once(monkeypatch: pytest.MonkeyPatch, ledger: Ledger, to: GrantState) -> None:
@@ -36,7 +31,7 @@ def _short_of_replicas_once(monkeypatch: pytest.MonkeyPatch, ledger: Ledger, to:
 
 def test_abandoned_request_held_unknown_is_reported_even_when_the_first_try_was_unconfirmed(
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     monkeypatch: pytest.MonkeyPatch,
     sentry_events: CapturingTransport,
 ) -> None:
@@ -57,7 +52,7 @@ def test_abandoned_request_held_unknown_is_reported_even_when_the_first_try_was_
 
 def test_control_abandoned_request_held_unknown_is_reported(
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     sentry_events: CapturingTransport,
 ) -> None:
     """The same without the shortfall: one alert (shows the check above is the right one)."""

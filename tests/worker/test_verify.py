@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 from redis import Redis
 
-from config.settings import Settings
 from simulator.wetbot import WetbotSimulator
 from tests.baselines import baseline_fields, gets, methods, posts
-from tests.conftest import API_KEY, GUILD, USER, CapturingTransport, ScheduleDriver, SettingsFactory
+from tests.conftest import API_KEY, GUILD, USER, CapturingTransport, DelivererFactory, ScheduleDriver, SettingsFactory
 from worker.client import ItemDelta, WetbotClient
-from worker.delivery import Deliverer
 from worker.effects import StepEffects
 from worker.grant import GrantItem, GrantState, NewGrant
 from worker.ledger import Ledger
 from worker.verify import Verdict, judge
-
-Deliv = Callable[[Settings], Deliverer]
 
 
 def grant(ledger: Ledger, key: str, amount: float = 2) -> str:
@@ -32,7 +26,7 @@ def test_applied_then_an_error_is_delivered_by_read_back_once(
     fault: str,
     known_before: bool,
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     sim: WetbotSimulator,
     driver: ScheduleDriver,
@@ -61,7 +55,7 @@ def test_applied_then_an_error_is_delivered_by_read_back_once(
 def test_not_applied_is_proven_then_sent_again(
     fault: str,
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     sim: WetbotSimulator,
     driver: ScheduleDriver,
@@ -83,7 +77,7 @@ def test_not_applied_is_proven_then_sent_again(
 
 def test_a_change_by_someone_else_meanwhile_leaves_it_unknown(
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     sim: WetbotSimulator,
     driver: ScheduleDriver,
@@ -107,7 +101,7 @@ def test_a_change_by_someone_else_meanwhile_leaves_it_unknown(
 
 def test_other_grants_of_the_user_wait_for_the_read_back(
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     sim: WetbotSimulator,
     driver: ScheduleDriver,
@@ -129,7 +123,7 @@ def test_other_grants_of_the_user_wait_for_the_read_back(
 
 def test_a_grant_queued_during_a_read_back_waits_for_it(
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     sim: WetbotSimulator,
     driver: ScheduleDriver,
@@ -149,7 +143,7 @@ def test_a_grant_queued_during_a_read_back_waits_for_it(
 
 def test_hold_never_resends_a_5xx(
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     sim: WetbotSimulator,
     driver: ScheduleDriver,
@@ -195,7 +189,7 @@ def test_judge_needs_every_item_to_agree() -> None:
 
 def test_a_read_back_cut_short_is_read_again_even_under_hold(
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     redis: Redis,
     sim: WetbotSimulator,

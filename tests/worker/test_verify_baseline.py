@@ -10,17 +10,11 @@ grant making a grant that was never applied look applied (a lost grant) when rew
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from config.settings import Settings
 from producers.submit import requeue_grant
 from simulator.wetbot import WetbotSimulator
-from tests.conftest import GUILD, USER, ScheduleDriver, SettingsFactory
-from worker.delivery import Deliverer
+from tests.conftest import GUILD, USER, DelivererFactory, ScheduleDriver, SettingsFactory
 from worker.grant import GrantItem, GrantState, NewGrant
 from worker.ledger import Ledger
-
-Deliv = Callable[[Settings], Deliverer]
 
 
 def grant(ledger: Ledger, key: str, amount: float = 2) -> str:
@@ -40,7 +34,7 @@ def delivered_total(ledger: Ledger, *ids: str) -> float:
 
 def test_after_an_unknown_outcome_the_next_read_back_cannot_use_the_old_snapshot(
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     sim: WetbotSimulator,
     driver: ScheduleDriver,
@@ -77,7 +71,7 @@ def test_after_an_unknown_outcome_the_next_read_back_cannot_use_the_old_snapshot
 
 def test_a_read_back_after_later_deliveries_does_not_judge_an_old_baseline(
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     sim: WetbotSimulator,
     driver: ScheduleDriver,

@@ -9,24 +9,19 @@ grant; a profile under another field name read as "no entry" and doubled it), an
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 from redis import Redis
 
-from config.settings import RateLimit, Settings
+from config.settings import RateLimit
 from simulator.wetbot import WetbotSimulator
 from tests.baselines import fill_window
-from tests.conftest import API_KEY, GUILD, USER, CapturingTransport, ScheduleDriver, SettingsFactory
-from worker.delivery import Deliverer
+from tests.conftest import API_KEY, GUILD, USER, CapturingTransport, DelivererFactory, ScheduleDriver, SettingsFactory
 from worker.grant import GrantItem, GrantState, NewGrant
 from worker.key_health import read_key_health
 from worker.keys import Keys
 from worker.ledger import Ledger
 from worker.limiter import SlidingWindowLimiter
 from worker.verify import VERIFY_WINDOW_S
-
-Deliv = Callable[[Settings], Deliverer]
 
 
 def grant(ledger: Ledger, key: str, amount: float = 1, user: str = USER) -> str:
@@ -50,7 +45,7 @@ def state(ledger: Ledger, grant_id: str) -> GrantState:
 
 def test_spent_elsewhere_then_applied_but_answered_500_is_delivered_once(
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     sim: WetbotSimulator,
     driver: ScheduleDriver,
@@ -73,7 +68,7 @@ def test_spent_elsewhere_then_applied_but_answered_500_is_delivered_once(
 
 def test_earned_elsewhere_then_refused_with_500_is_sent_again_not_recorded_delivered(
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     sim: WetbotSimulator,
     driver: ScheduleDriver,
@@ -96,7 +91,7 @@ def test_earned_elsewhere_then_refused_with_500_is_sent_again_not_recorded_deliv
 
 def test_a_new_member_already_holding_the_amount_is_not_taken_for_applied(
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     sim: WetbotSimulator,
     driver: ScheduleDriver,
@@ -118,7 +113,7 @@ def test_a_new_member_already_holding_the_amount_is_not_taken_for_applied(
 def test_ten_members_with_outside_activity_none_doubled_none_lost(
     fault: str,
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     sim: WetbotSimulator,
     driver: ScheduleDriver,
@@ -144,7 +139,7 @@ def test_ten_members_with_outside_activity_none_doubled_none_lost(
 
 def test_without_a_spare_slot_no_baseline_is_read_and_an_ambiguous_outcome_is_held_unknown(
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     sim: WetbotSimulator,
     redis: Redis,
@@ -173,7 +168,7 @@ def test_without_a_spare_slot_no_baseline_is_read_and_an_ambiguous_outcome_is_he
 
 def test_a_quiet_key_reads_the_baseline_right_before_the_request(
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     sim: WetbotSimulator,
 ) -> None:
@@ -188,7 +183,7 @@ def test_a_quiet_key_reads_the_baseline_right_before_the_request(
 
 def test_after_a_429_no_slot_is_spare_for_a_while(
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     sim: WetbotSimulator,
     driver: ScheduleDriver,
@@ -209,7 +204,7 @@ def test_after_a_429_no_slot_is_spare_for_a_while(
 
 def test_a_refused_key_on_the_baseline_read_sends_nothing_more(
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     sim: WetbotSimulator,
     redis: Redis,
@@ -228,7 +223,7 @@ def test_a_refused_key_on_the_baseline_read_sends_nothing_more(
 
 def test_the_retry_policy_reads_no_baseline(
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     sim: WetbotSimulator,
 ) -> None:
@@ -239,7 +234,7 @@ def test_the_retry_policy_reads_no_baseline(
 
 def test_a_baseline_older_than_the_window_decides_nothing(
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     sim: WetbotSimulator,
     redis: Redis,
@@ -269,7 +264,7 @@ DRIFTS = ["items", "itemId", "amount_string", "no_inventory", "not_object"]
 def test_a_profile_in_another_shape_never_reads_as_no_entry(
     shape: str,
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     sim: WetbotSimulator,
     driver: ScheduleDriver,
@@ -299,7 +294,7 @@ def test_a_profile_in_another_shape_never_reads_as_no_entry(
 def test_a_read_back_in_another_shape_cannot_tell(
     shape: str,
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     sim: WetbotSimulator,
     driver: ScheduleDriver,
@@ -319,7 +314,7 @@ def test_a_read_back_in_another_shape_cannot_tell(
 
 def test_a_delivered_answer_in_another_shape_is_still_delivered(
     make_settings: SettingsFactory,
-    make_deliverer: Deliv,
+    make_deliverer: DelivererFactory,
     ledger: Ledger,
     sim: WetbotSimulator,
     sentry_events: CapturingTransport,
