@@ -71,7 +71,7 @@ class GrantQuery:
 
     def filters(self) -> dict[str, str]:
         """The filters as query parameters (empty ones left out), for links to other pages."""
-        out = {"state": self.state.value if self.state else "", "source": self.source, "guild": self.guild_id}
+        out = {"state": self.state.value if self.state else "", "source": self.source, "guild_id": self.guild_id}
         out["q"] = self.text
         return {name: value for name, value in out.items() if value}
 

@@ -76,12 +76,14 @@ def events_list(
     console: Annotated[ConsoleContext, Depends(console_page)],
     outcome: str = "",
     source: str = "",
+    cursor: str = "",
     before_ms: str = "",
 ) -> Response:
-    """Newest events first; ``outcome`` and ``source`` filter, ``before_ms`` pages back."""
+    """Newest events first; ``outcome`` and ``source`` filter, ``cursor`` pages back (``before_ms`` is its
+    old name, kept for old links)."""
     chosen = Outcome(outcome) if outcome in {o.value for o in Outcome} else None
     chosen_source = source if source in SOURCES else None
-    before = cursor_ms(before_ms)  # InvalidInput: a 400 page (ConsoleRoute)
+    before = cursor_ms(cursor or before_ms, field="cursor")  # InvalidInput: a 400 page (ConsoleRoute)
     inbox = console.state.inbox
     events = inbox.recent(outcome=chosen, source=chosen_source, limit=PAGE_SIZE + 1, before_ms=before)
     more = len(events) > PAGE_SIZE

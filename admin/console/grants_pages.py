@@ -67,11 +67,15 @@ def grants_list(
     console: Annotated[ConsoleContext, Depends(console_page)],
     state: str = "",
     source: str = "",
-    guild: str = "",
+    guild_id: str = "",
     q: str = "",
+    cursor: str = "",
+    guild: str = "",
     after: str = "",
 ) -> Response:
-    """Grants newest first; filters combine; a search finds a supporter by any id or name they go by."""
+    """Grants newest first; filters combine; a search finds a supporter by any id or name they go by.
+    ``guild`` and ``after`` are the old names of ``guild_id`` and ``cursor`` (kept for old links)."""
+    guild, after = guild_id or guild, cursor or after
     values: dict[str, Any] = {
         "state": state,
         "source": source,
@@ -97,7 +101,7 @@ def grants_list(
     filters = query.filters()
     rows = [{"grant": grant, "who": who(grant)} for grant in page.grants]
     if page.next_cursor:
-        values["next_link"] = f"{GRANTS_PATH}?{urlencode({**filters, 'after': page.next_cursor})}"
+        values["next_link"] = f"{GRANTS_PATH}?{urlencode({**filters, 'cursor': page.next_cursor})}"
     if state == GrantState.DEAD.value and rows:
         values["bulk_link"] = f"{GRANTS_PATH}/replay-dead?{urlencode(filters)}"
     return console.render("grants.html", active="grants", rows=rows, page=page, **values)
@@ -105,9 +109,14 @@ def grants_list(
 
 @router.get(f"{GRANTS_PATH}/replay-dead")
 def bulk_replay_confirm(
-    console: Annotated[ConsoleContext, Depends(console_page)], source: str = "", guild: str = "", q: str = ""
+    console: Annotated[ConsoleContext, Depends(console_page)],
+    source: str = "",
+    guild_id: str = "",
+    q: str = "",
+    guild: str = "",
 ) -> Response:
     """How many dead grants the filters match, and a form to replay them all (nothing happens before it)."""
+    guild = guild_id or guild
     try:
         query = _query(GrantState.DEAD.value, source, guild, q)
     except InvalidInput as exc:
@@ -133,7 +142,7 @@ def bulk_replay(form: Annotated[ConsoleForm, Depends(console_form)]) -> Response
     """Replay every dead grant the filters matched when the count was shown (a second submit finds none dead)."""
     console = form.console
     try:
-        query = _query(GrantState.DEAD.value, form.get("source"), form.get("guild"), form.get("q"))
+        query = _query(GrantState.DEAD.value, form.get("source"), form.get("guild_id"), form.get("q"))
         up_to = _shown_at(form.get("up_to"))
     except InvalidInput as exc:
         console.flash(f"Not replayed: {exc}", "error")

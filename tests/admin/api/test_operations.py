@@ -212,7 +212,7 @@ def test_a_bulk_replay_moves_every_matching_dead_grant_once_and_is_audited_as_th
     api_runs = [e for e in entries if e.actor.startswith("api:")]
     cli_runs = [e for e in entries if e.actor.startswith("cli:")]
     assert [(e.action, e.target, e.outcome) for e in api_runs] == [
-        ("bulk replay", f"source=api, guild={GUILD}", "done")
+        ("bulk replay", f"source=api, guild_id={GUILD}", "done")
     ] * 2
     assert [(e.action, e.target, e.outcome) for e in cli_runs] == [
         (e.action, e.target, e.outcome) for e in api_runs[:1]

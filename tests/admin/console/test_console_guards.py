@@ -199,3 +199,23 @@ def test_a_bulk_replay_moves_only_what_was_counted_and_a_second_submit_nothing(
     page = client.post("/console/grants/replay-dead", data={"csrf": csrf, "up_to": up_to})
     assert "0 dead grant(s) queued again" in page.text
     assert [len(ledger.history(g)) for g in counted] == [3, 3, 3]
+
+
+def test_console_links_say_guild_id_and_cursor_and_old_links_still_work(client: TestClient, ledger: Ledger) -> None:
+    for key in ("p1", "p2"):
+        dead_grant(ledger, key)
+    other = ledger.create(NewGrant("3" * 18, USER, (GrantItem("gem", 1),), source="api", idempotency_key="o")).grant.id
+    log_in(client)
+    ids = {
+        "new": set(re.findall(r"/console/grants/([0-9a-f]{32})", client.get("/console/grants?guild_id=" + GUILD).text))
+    }
+    ids["old"] = set(re.findall(r"/console/grants/([0-9a-f]{32})", client.get("/console/grants?guild=" + GUILD).text))
+    assert ids["new"] == ids["old"] and len(ids["new"]) == 2 and other not in ids["new"]
+    dead_page = client.get("/console/grants", params={"state": "dead", "guild_id": GUILD}).text
+    assert f"replay-dead?state=dead&amp;guild_id={GUILD}" in dead_page and 'name="guild_id"' in dead_page
+    assert 'name="guild_id" value="' + GUILD in client.get(f"/console/grants/replay-dead?guild_id={GUILD}").text
+    assert 'name="guild_id" value="' + GUILD in client.get(f"/console/grants/replay-dead?guild={GUILD}").text
+    assert f"/console/grants?guild_id={GUILD}" in client.get("/console").text
+    for name in ("cursor", "before_ms"):
+        assert client.get("/console/events", params={name: "1"}).status_code == 200
+        assert client.get("/console/events", params={name: "\u00b2"}).status_code == 400
