@@ -26,6 +26,7 @@ __all__ = [
     "DISCORD_ID_RULE",
     "MAX_ABS_AMOUNT",
     "MAX_CURSOR_DIGITS",
+    "MAX_ITEM_ID_LENGTH",
     "PLATFORM_ID_RULE",
     "InvalidInput",
     "amount",

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
+    AfterValidator,
     AliasChoices,
     BaseModel,
     BeforeValidator,
@@ -42,8 +43,9 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from config.domain import InvalidInput, is_discord_id, is_platform_user_id
+from config.domain import MAX_ITEM_ID_LENGTH, InvalidInput, is_discord_id, is_platform_user_id, item_id
 from config.domain import amount as checked_amount
+from config.domain_fields import pydantic_check
 from config.errors import RewardsFileError, format_rewards_problem
 from config.keyring import RuleGuild
 
@@ -119,6 +121,10 @@ Snowflake = Annotated[str, BeforeValidator(_snowflake)]
 TwitchUserId = Annotated[str, BeforeValidator(_twitch_user_id)]
 RuleName = Annotated[str, BeforeValidator(_rule_name)]
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+#: ``config.domain.item_id`` (as ``POST /grants``), after the length bounds that read better in this file's errors.
+ItemId = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_ITEM_ID_LENGTH), AfterValidator(pydantic_check(item_id))
+]
 Tier = Literal["1000", "2000", "3000"]
 RevokeTrigger = Literal["members:pledge:delete", "Declined", "Refunded", "Fraud"]
 
@@ -132,7 +138,7 @@ class ItemAmount(_Model):
 
     #: WetBot item id (``itemID`` in the API body). Written ``item_id``, as ``POST /grants`` names it;
     #: ``id`` (the older spelling) is read too.
-    id: ShortText = Field(validation_alias=AliasChoices("item_id", "id"))
+    id: ItemId = Field(validation_alias=AliasChoices("item_id", "id"))
     amount: Annotated[float, BeforeValidator(_amount)]
 
     @model_validator(mode="before")

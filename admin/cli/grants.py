@@ -16,6 +16,7 @@ import json
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from admin.cli import connect
@@ -239,12 +240,16 @@ def _resolve(settings: Settings, args: argparse.Namespace) -> int:
 def _add_filters(parser: argparse.ArgumentParser) -> None:
     """The filters every listing shares with the console and ``GET /grants`` (``worker.grant_search``)."""
     who = parser.add_mutually_exclusive_group()
-    who.add_argument("--user", help="Discord user id")
+    who.add_argument("--user", type=_discord_id("--user"), help="Discord user id")
     who.add_argument("--twitch", help="Twitch login or user id")
     who.add_argument("--patreon", help="Patreon member id, user id or name")
     who.add_argument("--search", help="any of those, or an idempotency key")
     parser.add_argument("--source", help="twitch, patreon, api or cli")
-    parser.add_argument("--guild", help="Discord guild id")
+    parser.add_argument("--guild", type=_discord_id("--guild"), help="Discord guild id")
+
+
+def _discord_id(option: str) -> Callable[[str], str]:
+    return domain.command_line(domain.discord_id, field=option)
 
 
 def _query(args: argparse.Namespace, state: GrantState | None) -> GrantQuery:

@@ -211,9 +211,16 @@ def cli_cases() -> Iterator[object]:
         guild = ["grants", "create", "--user", USER, "--guild", bad, "--item", "gem=1"]
         yield pytest.param(guild, "--guild: expected a Discord id", id=f"guild-{name}")
         yield pytest.param(["grants", "list", "--guild", bad], "--guild: expected a Discord id", id=f"filter-{name}")
+        yield pytest.param(["grants", "list", "--user", bad], "--user: expected a Discord id", id=f"list-user-{name}")
+        yield pytest.param(
+            ["grants", "replay", "--all", "--user", bad], "--user: expected a Discord id", id=f"replay-user-{name}"
+        )
         yield pytest.param(
             ["links", "add", "twitch", "42", bad], "discord_user_id: expected a Discord id", id=f"link-{name}"
         )
+    for noun in (["grants", "list"], ["grants", "replay", "--all"]):  # "" is not "every guild"
+        yield pytest.param([*noun, "--guild", ""], "--guild: expected a Discord id", id=f"{noun[1]}-empty-guild")
+        yield pytest.param([*noun, "--user", ""], "--user: expected a Discord id", id=f"{noun[1]}-empty-user")
     for name, bad in BAD_NUMBERS.items():
         if name != "plus":  # +5 is an amount
             yield pytest.param(
@@ -254,6 +261,23 @@ def test_the_rewards_file_refuses_them_as_a_guild_id(bad: str) -> None:
 def test_the_rewards_file_refuses_them_as_a_twitch_link(bad: str) -> None:
     with pytest.raises(RewardsFileError, match="must be a Twitch user id"):
         parse_rewards({"guild_id": GUILD, "twitch": {"links": {bad: USER}}}, source="rewards.toml")
+
+
+#: Item ids ``POST /grants`` refuses (``config.domain.item_id``): the rewards file must refuse them too.
+BAD_ITEM_IDS = {
+    "trailing-newline": "gem\n",
+    "leading-space": " gem",
+    "nul": "g\x00m",
+    "slash": "a/b",
+    "bidi": "g\u202em",
+}
+
+
+@pytest.mark.parametrize("bad", BAD_ITEM_IDS.values(), ids=BAD_ITEM_IDS.keys())
+def test_the_rewards_file_refuses_an_item_id_the_api_refuses(bad: str) -> None:
+    rule = {"name": "cheer", "event": "channel.cheer", "per_bits": 100, "items": [{"item_id": bad, "amount": 1}]}
+    with pytest.raises(RewardsFileError, match=r"items\[0\]\.item_id: expected 1-100 printable|must be printable"):
+        parse_rewards({"guild_id": GUILD, "twitch": {"rules": [rule]}}, source="rewards.toml")
 
 
 # --- the environment -----------------------------------------------------------------------------------------------
