@@ -23,6 +23,8 @@ __all__ = ["MASTER_NAME", "SentinelGroup"]
 #: The master's name the sentinel monitors (``REDIS_SENTINEL_MASTER``'s default).
 MASTER_NAME = "mymaster"
 HOST = "127.0.0.1"
+#: The key ``SentinelGroup.synced`` writes so that its ``WAIT`` covers every earlier write.
+SYNC_BARRIER = "sentinel-group:synced"
 #: Every node's own arguments: a replica's full sync starts at once (Redis waits 5 s by default, for
 #: more replicas to share one transfer).
 NODE_ARGS = ("--repl-diskless-sync-delay", "0")
@@ -32,7 +34,8 @@ class SentinelGroup:
     """``replicas`` + 1 redis-servers (node 0 starts as the primary) and one sentinel watching them.
 
     ``env()`` is what the service needs to reach the master through the sentinel; ``client()`` is a
-    plain client on the master the sentinel names *now* (a harness must not read a demoted node).
+    plain client on the master the sentinel names *now* (a harness must not read a demoted node);
+    ``synced()`` says whether every replica has what the master has (what a failover may promote).
     """
 
     def __init__(
@@ -132,6 +135,30 @@ class SentinelGroup:
         finally:
             client.close()
         return int(address[1]) if address else None
+
+    def synced(self, timeout_ms: int = 5000) -> bool:
+        """Whether every replica has every write the master had when asked (waiting up to ``timeout_ms``).
+
+        ``WAIT`` counts the replicas that have the writes of its own connection: on one that wrote nothing it
+        answers at once with every connected replica, however far behind. So an ``INCR`` of a key of the
+        group's own and the ``WAIT`` go on one connection (one pipeline): the ``WAIT`` then covers every write
+        the master took before, from any client.
+
+        Raises:
+          RedisError: the sentinel names no master (mid-failover), or it did not answer.
+        """
+        port = self.master_port()
+        if port is None:
+            raise RedisError("the sentinel names no master right now")
+        client = self.node(port).client(socket_timeout=timeout_ms / 1000 + 2)
+        try:
+            pipe = client.pipeline(transaction=False)
+            pipe.incr(SYNC_BARRIER)
+            pipe.wait(len(self.nodes) - 1, timeout_ms)
+            _, acked = pipe.execute()
+        finally:
+            client.close()
+        return int(acked) == len(self.nodes) - 1
 
     def node(self, port: int) -> PrivateRedis:
         return next(node for node in self.nodes if node.port == port)

@@ -68,8 +68,9 @@ class PrivateRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def client(self, **options: Any) -> Redis:
-        """A client with short timeouts (the harness must never hang on a dead or paused server)."""
-        return Redis.from_url(self.url, socket_timeout=2, socket_connect_timeout=2, **options)
+        """A client with short timeouts (the harness must never hang on a dead or paused server); ``options``
+        win (a longer ``socket_timeout`` for a command that blocks, say)."""
+        return Redis.from_url(self.url, **({"socket_timeout": 2, "socket_connect_timeout": 2} | options))
 
     def start(self, *, extra_args: Sequence[str] | None = None) -> None:
         """Start the server (``extra_args`` replaces the constructor's) and wait until it answers PING."""

@@ -110,14 +110,8 @@ def arrange(group: SentinelGroup) -> Arranged:
     parked_grant = new("parked", user_id="", platform="twitch", external_id=TWITCH_USER)
     parked = ledger.create_many([Planned(parked_grant, Mode.RESOLVE, "")]).results[0].grant.id
     assert ledger.get(parked).state == GrantState.PARKED  # type: ignore[union-attr]
-    assert synced(group)
+    assert group.synced()  # the arrangement must survive the failover, whichever replica is promoted
     return Arranged(cancel, console_cancel, replay, resolve, parked)
-
-
-def synced(group: SentinelGroup) -> bool:
-    """Every replica has every write so far (the arrangement must survive the failover, whichever is promoted)."""
-    replicas = len(group.nodes) - 1
-    return int(cast(Any, group.client().wait(replicas, 5000))) == replicas
 
 
 def console_form(client: TestClient, grant_id: str) -> dict[str, str]:
@@ -221,7 +215,7 @@ def test_an_operator_action_that_answered_done_stays_done_across_a_failover(
         log_in(client)
         form = console_form(client, arranged.console_cancel)
         assert client.get("/admin/grants?limit=5", headers=AS_ADMIN).status_code == 200  # the pool is in use
-        assert synced(group)  # the session is on the replicas too
+        assert group.synced()  # the session is on the replicas too
         old_port, _ = group.failover()
 
         todo = actions(client, arranged, form)
