@@ -139,6 +139,15 @@ def make_settings(prefix: str, sim: WetbotSimulator, rewards_file: Path) -> Sett
 
 
 @pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, prefix: str, rewards_file: Path) -> None:
+    """The CLI's environment: the test's Redis and prefix, its rules file, and no stray ``.env``."""
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    monkeypatch.setenv("REDIS_URL", TEST_REDIS_URL)
+    monkeypatch.setenv("REDIS_KEY_PREFIX", prefix)
+    monkeypatch.setenv("REWARDS_FILE", str(rewards_file))
+
+
+@pytest.fixture
 def settings(make_settings: SettingsFactory) -> Settings:
     return make_settings()
 
@@ -161,7 +170,7 @@ class ScheduleDriver:
     def run(self, deliverer: Deliverer, *, timeout_s: float = 30.0) -> None:
         deadline = time.monotonic() + timeout_s
         while True:
-            batch = self.schedule.dispatch_batch(write_messages=False)
+            batch = self.schedule.dispatch_batch()
             for grant_id, token in batch.dispatched:
                 self.runs.append((grant_id, token))
                 deliverer.deliver(grant_id, token)

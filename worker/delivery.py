@@ -694,7 +694,7 @@ class Deliverer:
 
     def _gave_up(self, run: _Run, error: str, settle: SlotSettle | None = None, *, maybe_applied: bool = False) -> bool:
         """True when this failure is the last allowed one: the grant is then ``dead``, or ``unknown`` when the
-        last request may have been applied (an operator decides; ``dead replay`` would risk a double grant)."""
+        last request may have been applied (an operator decides; ``grants replay`` would risk a double grant)."""
         failures = run.grant.failures + 1
         if failures < self.settings.wetbot_max_attempts:
             return False

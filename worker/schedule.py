@@ -224,21 +224,14 @@ class Schedule:
         after_ms = values.integer(next_ms)
         return values.texts(ids), None if after_ms < 0 else after_ms / 1000
 
-    def dispatch_due(self, *, write_messages: bool = True, limit: int = BATCH) -> list[tuple[str, str]]:
-        """Give each due grant a new dispatch token (and its queue message); returns ``(grant id, token)``.
-
-        ``write_messages=False`` only hands out the tokens, for tests that run
-        ``Deliverer.deliver`` themselves.
-        """
-        return self.dispatch_batch(write_messages=write_messages, limit=limit).dispatched
-
-    def dispatch_batch(self, *, write_messages: bool = True, limit: int = BATCH) -> Dispatched:
-        """``dispatch_due`` for up to ``limit`` grants, with what the reconciler needs to plan its next pass."""
+    def dispatch_batch(self, *, limit: int = BATCH) -> Dispatched:
+        """Give each of up to ``limit`` due grants a new dispatch token and its queue message; returns the
+        ``(grant id, token)`` pairs with what the reconciler needs to plan its next pass."""
         due_ids, next_due_in_s = self._due(limit)
-        dispatched = self._dispatch_ids(due_ids, write_messages=write_messages)
+        dispatched = self._dispatch_ids(due_ids)
         return Dispatched(dispatched, next_due_in_s, full=len(due_ids) >= limit)
 
-    def _dispatch_ids(self, due_ids: list[str], *, write_messages: bool) -> list[tuple[str, str]]:
+    def _dispatch_ids(self, due_ids: list[str]) -> list[tuple[str, str]]:
         candidates = []
         for grant_id in due_ids:
             token = uuid.uuid4().hex
@@ -260,7 +253,6 @@ class Schedule:
             "limit": 1 if pressure is None else pressure.rate.limit,
             "window_ms": 0 if pressure is None else pressure.window_ms,
             "coalesce": 1 if pressure is not None and pressure.coalesce else 0,
-            "write": 1 if write_messages else 0,
             "candidates": candidates,
         }
         out = values.items(self._dispatch(keys=[self._keys.due()], args=[json.dumps(request)]))

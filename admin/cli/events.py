@@ -9,7 +9,7 @@ import sys
 import time
 
 from admin.reprocess import NothingToReprocess, ReprocessRefused, reprocess
-from config.domain import command_line, whole_number
+from config.domain import command_line, cursor_ms, whole_number
 from config.errors import CliError
 from config.settings import Settings
 from producers.inbox import EventInbox, InboxEvent, Outcome
@@ -29,6 +29,11 @@ def register(parser: argparse.ArgumentParser) -> None:
     listing.add_argument("--outcome", choices=[o.value for o in Outcome])
     listing.add_argument("--source", choices=["twitch", "patreon"])
     listing.add_argument("--limit", type=command_line(whole_number, field="--limit", minimum=1), default=50)
+    listing.add_argument(
+        "--cursor",
+        type=command_line(cursor_ms, field="--cursor"),
+        help="the next page, from the cursor a listing printed",
+    )
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(run=_list)
     show = events.add_parser("show", help="one event: headers, body and outcome")
@@ -48,7 +53,7 @@ def _inbox(settings: Settings) -> EventInbox:
 
 def _list(settings: Settings, args: argparse.Namespace) -> int:
     outcome = Outcome(args.outcome) if args.outcome else None
-    found = _inbox(settings).recent(outcome=outcome, source=args.source, limit=args.limit)
+    found = _inbox(settings).recent(outcome=outcome, source=args.source, limit=args.limit, before_ms=args.cursor)
     if args.json:
         print(json.dumps([event.summary() for event in found], indent=2))
         return 0
@@ -59,6 +64,8 @@ def _list(settings: Settings, args: argparse.Namespace) -> int:
             f"{event.id}  {_when(event.received_at)}  {event.source:<7}  {shown(event.kind):<28}  "
             f"{event.outcome.outcome.value:<12}  {shown(_gist(event))}"
         )
+    if len(found) == args.limit:  # the same cursor as GET /admin/events gives
+        print(f"more: --cursor {int(found[-1].received_at * 1000)}")
     return 0
 
 

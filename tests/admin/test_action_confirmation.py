@@ -25,7 +25,7 @@ from producers.audit import AuditLog
 from producers.links import LinkStore
 from producers.twitch.samples import sample_event, sample_payload, signed_request
 from producers.unconfirmed import ActionUnconfirmed
-from tests.conftest import GUILD, TEST_REDIS_URL, TOKEN, USER, SettingsFactory
+from tests.conftest import GUILD, TOKEN, USER, SettingsFactory
 from wetbot_rewards.app import create_app
 from wetbot_rewards.cli import main
 from worker.creation import Mode, Planned
@@ -232,11 +232,7 @@ def test_the_console_shows_a_could_not_be_confirmed_page(client: TestClient, led
 
 
 @pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, prefix: str, rewards_file: Path) -> None:
-    monkeypatch.chdir(tmp_path)  # no stray .env
-    monkeypatch.setenv("REDIS_URL", TEST_REDIS_URL)
-    monkeypatch.setenv("REDIS_KEY_PREFIX", prefix)
-    monkeypatch.setenv("REWARDS_FILE", str(rewards_file))
+def cli_env(cli_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REDIS_WAIT_REPLICAS", "1")
     monkeypatch.setenv("REDIS_WAIT_TIMEOUT_S", "0.05")
 

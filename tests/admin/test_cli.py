@@ -12,7 +12,7 @@ import pytest
 from redis import Redis
 
 from producers.audit import AuditLog
-from tests.conftest import GUILD, TEST_REDIS_URL, USER
+from tests.conftest import GUILD, USER
 from tests.schedule_view import due_ids
 from wetbot_rewards.cli import main
 from worker.broker import QUEUE_NAME
@@ -21,13 +21,7 @@ from worker.grant import GrantItem, GrantState, NewGrant
 from worker.keys import Keys
 from worker.ledger import Ledger
 
-
-@pytest.fixture(autouse=True)
-def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, prefix: str, rewards_file: Path) -> None:
-    monkeypatch.chdir(tmp_path)  # no stray .env
-    monkeypatch.setenv("REDIS_URL", TEST_REDIS_URL)
-    monkeypatch.setenv("REDIS_KEY_PREFIX", prefix)
-    monkeypatch.setenv("REWARDS_FILE", str(rewards_file))
+pytestmark = pytest.mark.usefixtures("cli_env")
 
 
 def due_now(redis: Redis, keys: Keys) -> set[str]:

@@ -187,3 +187,16 @@ def test_concurrent_records_share_script_calls_and_each_gets_its_own_answer(redi
         assert inbox.count() == 20 and inbox.count(Outcome.UNUSABLE) == 10
 
     asyncio.run(scenario())
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_events_list_pages_by_cursor_as_the_api_does(client: TestClient, capsys: pytest.CaptureFixture[str]) -> None:
+    ids = [str(cheer(client, bits=100 + n)["event_id"]) for n in range(3)]
+    assert main(["events", "list", "--limit", "2"]) == 0
+    *first, more = capsys.readouterr().out.strip().splitlines()
+    assert len(first) == 2 and more.startswith("more: --cursor ")
+    assert main(["events", "list", "--limit", "2", "--cursor", more.removeprefix("more: --cursor ")]) == 0
+    [last] = capsys.readouterr().out.strip().splitlines()
+    assert {line.split()[0] for line in [*first, last]} == set(ids)
+    assert main(["events", "list", "--cursor", "\u00b2"]) == 1
+    assert "--cursor" in capsys.readouterr().err

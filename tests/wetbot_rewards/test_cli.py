@@ -13,20 +13,14 @@ import pytest
 
 from admin.cli.renamed import RENAMED_COMMANDS
 from tests.admin.test_cli import dead_grant, unknown_grant
-from tests.conftest import GUILD, TEST_REDIS_URL, USER
+from tests.conftest import GUILD, USER
 from wetbot_rewards.cli import NOUNS, main, parser_for
 from worker.grant import GrantItem, GrantState, NewGrant
 from worker.ledger import Ledger
 
 ROOT = Path(__file__).resolve().parents[2]
 
-
-@pytest.fixture(autouse=True)
-def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, prefix: str, rewards_file: Path) -> None:
-    monkeypatch.chdir(tmp_path)  # no stray .env
-    monkeypatch.setenv("REDIS_URL", TEST_REDIS_URL)
-    monkeypatch.setenv("REDIS_KEY_PREFIX", prefix)
-    monkeypatch.setenv("REWARDS_FILE", str(rewards_file))
+pytestmark = pytest.mark.usefixtures("cli_env")
 
 
 def help_of(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[str, str]:

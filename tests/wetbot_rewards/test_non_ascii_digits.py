@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -20,7 +19,7 @@ from config.errors import RewardsFileError
 from config.keyring import parse_api_keys
 from config.rewards import parse_rewards
 from config.settings import Settings
-from tests.conftest import GUILD, TEST_REDIS_URL, TOKEN, USER, SettingsFactory
+from tests.conftest import GUILD, TOKEN, USER, SettingsFactory
 from wetbot_rewards.app import create_app
 from wetbot_rewards.cli import main
 from worker.grant import GrantItem, NewGrant
@@ -195,14 +194,6 @@ def test_console_link_form_refuses_a_bad_discord_id(client: TestClient, redis: R
 
 
 # --- the command line ----------------------------------------------------------------------------------------------
-@pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, prefix: str, rewards_file: Path) -> None:
-    monkeypatch.chdir(tmp_path)  # no stray .env
-    monkeypatch.setenv("REDIS_URL", TEST_REDIS_URL)
-    monkeypatch.setenv("REDIS_KEY_PREFIX", prefix)
-    monkeypatch.setenv("REWARDS_FILE", str(rewards_file))
-
-
 def cli_cases() -> Iterator[object]:
     for name, bad in BAD_DISCORD_IDS.items():
         yield pytest.param(

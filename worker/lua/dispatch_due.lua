@@ -16,7 +16,6 @@
 --   cap         most grants in flight per guild (0 = no cap); limit, window_ms: the key's requests per
 --               window and the window's ms (its limiter's, a margin longer); coalesce 1 = a member's pending
 --               grants go out in one request
---   write       1 = write the messages (the worker); 0 = only hand out tokens (tests drive the actor)
 --   candidates  [{id, token, msg_id, body}] read as due just before; each is checked again here
 --
 -- A grant that is final, parked or gone leaves the schedule. A grant still "sending" whose lease is
@@ -136,14 +135,9 @@ end
 
 local function dispatch(c, key, s)
   redis.call('HDEL', key, 'seat')
-  if req.write == 1 then
-    enqueue_message(req.queue, c.msg_id, c.body)
-    redis.call('HSET', key, 'dispatch', c.token, 'dispatch_msg', c.msg_id)
-    written = written + 1
-  else
-    redis.call('HSET', key, 'dispatch', c.token)
-    redis.call('HDEL', key, 'dispatch_msg')
-  end
+  enqueue_message(req.queue, c.msg_id, c.body)
+  redis.call('HSET', key, 'dispatch', c.token, 'dispatch_msg', c.msg_id)
+  written = written + 1
   redis.call('ZADD', KEYS[1], now_ms + req.ttl_ms, c.id)
   s.count = s.count + redis.call('ZADD', s.key, now_ms, c.id)
   out[#out + 1] = {c.id, c.token}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import TEST_REDIS_URL, USER, SettingsFactory, serve_app
+from tests.conftest import USER, SettingsFactory, serve_app
 from tests.producers.patreon.test_webhook import RULES, SECRET
 from wetbot_rewards.app import create_app
 from wetbot_rewards.cli import main
@@ -23,11 +23,7 @@ def service(make_settings: SettingsFactory, rewards_file: Path) -> Iterator[str]
 
 
 @pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, prefix: str, rewards_file: Path) -> None:
-    monkeypatch.chdir(tmp_path)  # no stray .env
-    monkeypatch.setenv("REDIS_URL", TEST_REDIS_URL)
-    monkeypatch.setenv("REDIS_KEY_PREFIX", prefix)
-    monkeypatch.setenv("REWARDS_FILE", str(rewards_file))
+def cli_env(cli_env: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATREON_WEBHOOK_SECRET", SECRET)
 
 
