@@ -49,7 +49,11 @@ def register(parser: argparse.ArgumentParser) -> None:
     create.add_argument(
         "--item", action="append", required=True, metavar="ID=AMOUNT", help="item and amount; repeat for more"
     )
-    create.add_argument("--key", help="idempotency key (the same key never grants twice)")
+    create.add_argument(
+        "--key",
+        type=domain.command_line(domain.idempotency_key, field="--key"),
+        help="idempotency key (the same key never grants twice)",
+    )
     create.add_argument("--reason", default="", help="free text kept on the grant")
     create.set_defaults(run=_create)
 
