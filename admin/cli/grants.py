@@ -45,7 +45,9 @@ def register(parser: argparse.ArgumentParser) -> None:
     grants = parser.add_subparsers(title="grants commands", metavar="COMMAND")
     create = grants.add_parser("create", help="queue a grant by hand")
     create.add_argument("--user", required=True, help="Discord user id")
-    create.add_argument("--guild", help="Discord guild id (default: guild_id of the rewards file)")
+    create.add_argument(
+        "--guild", type=_discord_id("--guild"), help="Discord guild id (default: guild_id of the rewards file)"
+    )
     create.add_argument(
         "--item", action="append", required=True, metavar="ID=AMOUNT", help="item and amount; repeat for more"
     )
@@ -100,7 +102,7 @@ def _create(settings: Settings, args: argparse.Namespace) -> int:
     from producers.submit import submit_grant  # here: the other commands do not need it
 
     default_guild = load_rewards(settings.rewards_file, missing_ok=True).guild_id
-    guild_id = args.guild or default_guild
+    guild_id = default_guild if args.guild is None else args.guild
     if guild_id is None:
         raise CliError("--guild is required: the rewards file sets no default guild_id")
     for name, value in (("--user", args.user), ("--guild", guild_id)):

@@ -226,6 +226,8 @@ def cli_cases() -> Iterator[object]:
             "--key: expected 1-200 printable ASCII characters",
             id=f"key-{name}",
         )
+    create = ["grants", "create", "--user", USER, "--item", "gem=1", "--guild", ""]  # "" is not the default guild
+    yield pytest.param(create, "--guild: expected a Discord id", id="create-empty-guild")
     for noun in (["grants", "list"], ["grants", "replay", "--all"]):  # "" is not "every guild"
         yield pytest.param([*noun, "--guild", ""], "--guild: expected a Discord id", id=f"{noun[1]}-empty-guild")
         yield pytest.param([*noun, "--user", ""], "--user: expected a Discord id", id=f"{noun[1]}-empty-user")
