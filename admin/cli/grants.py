@@ -179,7 +179,7 @@ def _cancel(settings: Settings, args: argparse.Namespace) -> int:
             ledger, args.grant_id, args.reason, audit=connect.audit_log(ledger), actor=connect.actor()
         )
     except grant_actions.ActionRefused as exc:  # its message says what the grant is now
-        raise CliError(safe(exc.message)) from None
+        raise CliError(exc.message) from None
     print(safe(result.message))
     return 0
 
@@ -210,7 +210,7 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
         try:
             result = grant_actions.replay(ledger, grant_id, audit=audit, actor=who)
         except grant_actions.GrantMissing as exc:
-            raise CliError(safe(exc.message)) from None
+            raise CliError(exc.message) from None
         except grant_actions.ActionRefused as exc:
             print(f"{safe(exc.message)}; skipped", file=sys.stderr)
             continue
@@ -237,7 +237,7 @@ def _resolve(settings: Settings, args: argparse.Namespace) -> int:
             ledger, args.grant_id, decision, note=args.note, audit=connect.audit_log(ledger), actor=connect.actor()
         )
     except grant_actions.ActionRefused as exc:
-        raise CliError(safe(exc.message)) from None
+        raise CliError(exc.message) from None
     print(safe(result.message))
     return 0
 
@@ -269,14 +269,14 @@ def _query(args: argparse.Namespace, state: GrantState | None) -> GrantQuery:
 def _get(ledger: Ledger, grant_id: str) -> Grant:
     grant = ledger.get(grant_id)
     if grant is None:
-        raise CliError(f"no grant with id {grant_id!r}")
+        raise CliError(f"no grant with id '{grant_id}'")
     return grant
 
 
 def _parse_item(text: str) -> GrantItem:
     item_id, sep, amount_text = text.rpartition("=")
     if not sep or not item_id:
-        raise CliError(f"--item {text!r}: expected ID=AMOUNT, e.g. gem=5")
+        raise CliError(f"--item '{text}': expected ID=AMOUNT, e.g. gem=5")
     try:
         field = f"--item {text!r}"
         return GrantItem(domain.item_id(item_id, field=field), domain.parse_amount(amount_text, field=field))
