@@ -247,15 +247,26 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
     """The filters every listing shares with the console and ``GET /grants`` (``worker.grant_search``)."""
     who = parser.add_mutually_exclusive_group()
     who.add_argument("--user", type=_discord_id("--user"), help="Discord user id")
-    who.add_argument("--twitch", help="Twitch login or user id")
-    who.add_argument("--patreon", help="Patreon member id, user id or name")
-    who.add_argument("--search", help="any of those, or an idempotency key")
-    parser.add_argument("--source", help="twitch, patreon, api or cli")
+    who.add_argument("--twitch", type=_given("--twitch"), help="Twitch login or user id")
+    who.add_argument("--patreon", type=_given("--patreon"), help="Patreon member id, user id or name")
+    who.add_argument("--search", type=_given("--search"), help="any of those, or an idempotency key")
+    parser.add_argument("--source", type=_given("--source"), help="twitch, patreon, api or cli")
     parser.add_argument("--guild", type=_discord_id("--guild"), help="Discord guild id")
 
 
 def _discord_id(option: str) -> Callable[[str], str]:
     return domain.command_line(domain.discord_id, field=option)
+
+
+def _given(option: str) -> Callable[[str], str]:
+    """A filter's text as given; an empty one (an unset shell variable) is refused, never "match every grant"."""
+
+    def parse(text: str) -> str:
+        if not text.strip():
+            raise CliError(f"{option}: must not be empty")
+        return text
+
+    return parse
 
 
 def _query(args: argparse.Namespace, state: GrantState | None) -> GrantQuery:

@@ -228,6 +228,9 @@ def cli_cases() -> Iterator[object]:
         )
     create = ["grants", "create", "--user", USER, "--item", "gem=1", "--guild", ""]  # "" is not the default guild
     yield pytest.param(create, "--guild: expected a Discord id", id="create-empty-guild")
+    for option in ("--twitch", "--patreon", "--search", "--source"):  # "" is not "every grant", as with --guild
+        replay = ["grants", "replay", "--all", option, ""]
+        yield pytest.param(replay, f"{option}: must not be empty", id=f"replay-empty-{option[2:]}")
     for noun in (["grants", "list"], ["grants", "replay", "--all"]):  # "" is not "every guild"
         yield pytest.param([*noun, "--guild", ""], "--guild: expected a Discord id", id=f"{noun[1]}-empty-guild")
         yield pytest.param([*noun, "--user", ""], "--user: expected a Discord id", id=f"{noun[1]}-empty-user")
