@@ -33,6 +33,7 @@ __all__ = [
     "command_line",
     "cursor_ms",
     "discord_id",
+    "idempotency_key",
     "is_ascii_digits",
     "is_discord_id",
     "is_platform_user_id",
@@ -155,6 +156,17 @@ def item_id(text: object, *, field: str = "item id") -> str:
     for char in text:
         if not char.isprintable():
             raise InvalidInput(field, f"must be printable text (contains U+{ord(char):04X})")
+    return text
+
+
+#: An idempotency key: what ``POST /grants`` and ``grants create --key`` take (visible ASCII, no spaces).
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")
+
+
+def idempotency_key(text: object, *, field: str = "idempotency_key") -> str:
+    """``text`` when it is 1-200 printable ASCII characters without spaces, else ``InvalidInput``."""
+    if not isinstance(text, str) or not _IDEMPOTENCY_KEY.fullmatch(text):
+        raise InvalidInput(field, "expected 1-200 printable ASCII characters without spaces")
     return text
 
 

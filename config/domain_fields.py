@@ -8,9 +8,9 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BeforeValidator
 from pydantic_core import PydanticCustomError
 
-from config.domain import InvalidInput, discord_id, item_id, parse_digits, platform_user_id
+from config.domain import InvalidInput, discord_id, idempotency_key, item_id, parse_digits, platform_user_id
 
-__all__ = ["DiscordId", "Digits", "ItemId", "PlatformUserId", "pydantic_check"]
+__all__ = ["Digits", "DiscordId", "IdempotencyKey", "ItemId", "PlatformUserId", "pydantic_check"]
 
 
 def pydantic_check(check: Callable[..., Any]) -> Callable[[Any], Any]:
@@ -35,6 +35,7 @@ def _digits(value: Any, *, field: str) -> Any:
 DiscordId = Annotated[str, BeforeValidator(pydantic_check(discord_id))]
 PlatformUserId = Annotated[str, BeforeValidator(pydantic_check(platform_user_id))]
 ItemId = Annotated[str, AfterValidator(pydantic_check(item_id))]
+IdempotencyKey = Annotated[str, AfterValidator(pydantic_check(idempotency_key))]
 #: A whole number written in ASCII digits, for query parameters: pydantic's lax ``int`` would also take
 #: ``' 12'``, ``'+5'``, ``'1_000'``, ``'12.0'`` and ``'12\n'``.
 Digits = Annotated[int, BeforeValidator(pydantic_check(_digits))]

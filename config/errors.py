@@ -23,7 +23,7 @@ class WetbotRewardsError(Exception):
 
 class CliError(WetbotRewardsError):
     """Raised when a command of the ``wetbot-rewards`` command line cannot do what was asked; printed as one
-    line, exit status 1."""
+    line, exit status 1. The message holds values as they are: the command line escapes it once, as it prints it."""
 
 
 class ConfigError(WetbotRewardsError):

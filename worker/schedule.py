@@ -224,12 +224,9 @@ class Schedule:
         after_ms = values.integer(next_ms)
         return values.texts(ids), None if after_ms < 0 else after_ms / 1000
 
-    def dispatch_due(self, *, limit: int = BATCH) -> list[tuple[str, str]]:
-        """Give each due grant a new dispatch token and its queue message; returns ``(grant id, token)``."""
-        return self.dispatch_batch(limit=limit).dispatched
-
     def dispatch_batch(self, *, limit: int = BATCH) -> Dispatched:
-        """``dispatch_due`` for up to ``limit`` grants, with what the reconciler needs to plan its next pass."""
+        """Give each of up to ``limit`` due grants a new dispatch token and its queue message; returns the
+        ``(grant id, token)`` pairs with what the reconciler needs to plan its next pass."""
         due_ids, next_due_in_s = self._due(limit)
         dispatched = self._dispatch_ids(due_ids)
         return Dispatched(dispatched, next_due_in_s, full=len(due_ids) >= limit)

@@ -160,9 +160,10 @@ class BulkReplayIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    source: str = Field(default="", max_length=40)
-    guild_id: str = Field(default="", max_length=32)
-    q: str = Field(default="", max_length=200)
+    #: Left out: no filter. Given, never "" (an unset variable in a script), which would match every dead grant.
+    source: str | None = Field(default=None, min_length=1, max_length=40)
+    guild_id: str | None = Field(default=None, min_length=1, max_length=32)
+    q: str | None = Field(default=None, min_length=1, max_length=200)
     up_to: float | None = Field(
         default=None, description="only grants dead at or before this epoch time (the moment you counted them)"
     )
@@ -176,7 +177,9 @@ def bulk_replay(body: BulkReplayIn, request: Request, state: State) -> dict[str,
     if not math.isfinite(up_to) or up_to > time.time() + 5:
         raise RequestValidationError([{"loc": ("body", "up_to"), "msg": "not a past time", "type": "value_error"}])
     try:
-        query = GrantQuery(state=GrantState.DEAD, source=body.source, guild_id=body.guild_id, text=body.q)
+        query = GrantQuery(
+            state=GrantState.DEAD, source=body.source or "", guild_id=body.guild_id or "", text=body.q or ""
+        )
     except InvalidInput as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
     done = grant_actions.bulk_replay(state.ledger, query, up_to=up_to, audit=state.audit, actor=actor(request))

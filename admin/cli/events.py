@@ -72,7 +72,7 @@ def _list(settings: Settings, args: argparse.Namespace) -> int:
 def _show(settings: Settings, args: argparse.Namespace) -> int:
     event = _inbox(settings).get(args.event_id)
     if event is None:
-        raise CliError(f"no event {shown(args.event_id)} in the inbox")
+        raise CliError(f"no event {args.event_id} in the inbox")
     if args.json:
         print(json.dumps({**event.summary(), "headers": event.headers, "body": _body_text(event)}, indent=2))
         return 0

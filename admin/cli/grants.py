@@ -45,11 +45,17 @@ def register(parser: argparse.ArgumentParser) -> None:
     grants = parser.add_subparsers(title="grants commands", metavar="COMMAND")
     create = grants.add_parser("create", help="queue a grant by hand")
     create.add_argument("--user", required=True, help="Discord user id")
-    create.add_argument("--guild", help="Discord guild id (default: guild_id of the rewards file)")
+    create.add_argument(
+        "--guild", type=_discord_id("--guild"), help="Discord guild id (default: guild_id of the rewards file)"
+    )
     create.add_argument(
         "--item", action="append", required=True, metavar="ID=AMOUNT", help="item and amount; repeat for more"
     )
-    create.add_argument("--key", help="idempotency key (the same key never grants twice)")
+    create.add_argument(
+        "--key",
+        type=domain.command_line(domain.idempotency_key, field="--key"),
+        help="idempotency key (the same key never grants twice)",
+    )
     create.add_argument("--reason", default="", help="free text kept on the grant")
     create.set_defaults(run=_create)
 
@@ -96,7 +102,7 @@ def _create(settings: Settings, args: argparse.Namespace) -> int:
     from producers.submit import submit_grant  # here: the other commands do not need it
 
     default_guild = load_rewards(settings.rewards_file, missing_ok=True).guild_id
-    guild_id = args.guild or default_guild
+    guild_id = default_guild if args.guild is None else args.guild
     if guild_id is None:
         raise CliError("--guild is required: the rewards file sets no default guild_id")
     for name, value in (("--user", args.user), ("--guild", guild_id)):
@@ -173,7 +179,7 @@ def _cancel(settings: Settings, args: argparse.Namespace) -> int:
             ledger, args.grant_id, args.reason, audit=connect.audit_log(ledger), actor=connect.actor()
         )
     except grant_actions.ActionRefused as exc:  # its message says what the grant is now
-        raise CliError(safe(exc.message)) from None
+        raise CliError(exc.message) from None
     print(safe(result.message))
     return 0
 
@@ -204,7 +210,7 @@ def _replay(settings: Settings, args: argparse.Namespace) -> int:
         try:
             result = grant_actions.replay(ledger, grant_id, audit=audit, actor=who)
         except grant_actions.GrantMissing as exc:
-            raise CliError(safe(exc.message)) from None
+            raise CliError(exc.message) from None
         except grant_actions.ActionRefused as exc:
             print(f"{safe(exc.message)}; skipped", file=sys.stderr)
             continue
@@ -231,7 +237,7 @@ def _resolve(settings: Settings, args: argparse.Namespace) -> int:
             ledger, args.grant_id, decision, note=args.note, audit=connect.audit_log(ledger), actor=connect.actor()
         )
     except grant_actions.ActionRefused as exc:
-        raise CliError(safe(exc.message)) from None
+        raise CliError(exc.message) from None
     print(safe(result.message))
     return 0
 
@@ -241,15 +247,26 @@ def _add_filters(parser: argparse.ArgumentParser) -> None:
     """The filters every listing shares with the console and ``GET /grants`` (``worker.grant_search``)."""
     who = parser.add_mutually_exclusive_group()
     who.add_argument("--user", type=_discord_id("--user"), help="Discord user id")
-    who.add_argument("--twitch", help="Twitch login or user id")
-    who.add_argument("--patreon", help="Patreon member id, user id or name")
-    who.add_argument("--search", help="any of those, or an idempotency key")
-    parser.add_argument("--source", help="twitch, patreon, api or cli")
+    who.add_argument("--twitch", type=_given("--twitch"), help="Twitch login or user id")
+    who.add_argument("--patreon", type=_given("--patreon"), help="Patreon member id, user id or name")
+    who.add_argument("--search", type=_given("--search"), help="any of those, or an idempotency key")
+    parser.add_argument("--source", type=_given("--source"), help="twitch, patreon, api or cli")
     parser.add_argument("--guild", type=_discord_id("--guild"), help="Discord guild id")
 
 
 def _discord_id(option: str) -> Callable[[str], str]:
     return domain.command_line(domain.discord_id, field=option)
+
+
+def _given(option: str) -> Callable[[str], str]:
+    """A filter's text as given; an empty one (an unset shell variable) is refused, never "match every grant"."""
+
+    def parse(text: str) -> str:
+        if not text.strip():
+            raise CliError(f"{option}: must not be empty")
+        return text
+
+    return parse
 
 
 def _query(args: argparse.Namespace, state: GrantState | None) -> GrantQuery:
@@ -263,14 +280,14 @@ def _query(args: argparse.Namespace, state: GrantState | None) -> GrantQuery:
 def _get(ledger: Ledger, grant_id: str) -> Grant:
     grant = ledger.get(grant_id)
     if grant is None:
-        raise CliError(f"no grant with id {grant_id!r}")
+        raise CliError(f"no grant with id '{grant_id}'")
     return grant
 
 
 def _parse_item(text: str) -> GrantItem:
     item_id, sep, amount_text = text.rpartition("=")
     if not sep or not item_id:
-        raise CliError(f"--item {text!r}: expected ID=AMOUNT, e.g. gem=5")
+        raise CliError(f"--item '{text}': expected ID=AMOUNT, e.g. gem=5")
     try:
         field = f"--item {text!r}"
         return GrantItem(domain.item_id(item_id, field=field), domain.parse_amount(amount_text, field=field))

@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from config.domain import amount
-from config.domain_fields import DiscordId, ItemId, pydantic_check
+from config.domain_fields import DiscordId, IdempotencyKey, ItemId, pydantic_check
 from producers.api.guarded_route import GuardedRoute
 from producers.printable import check_printable
 from producers.state import AppState, app_state
@@ -46,7 +46,7 @@ class GrantIn(BaseModel):
     guild_id: Snowflake | None = None
     user_id: Snowflake
     items: list[ItemIn] = Field(min_length=1, max_length=MAX_ITEMS)
-    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")
+    idempotency_key: IdempotencyKey | None = None
     reason: str | None = Field(default=None, max_length=500)
 
     @field_validator("reason")

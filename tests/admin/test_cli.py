@@ -251,3 +251,22 @@ def test_dead_replay_all_takes_the_filters(capsys: pytest.CaptureFixture[str], l
     assert "1 grant(s) replayed" in capsys.readouterr().out
     assert ledger.get(other.grant.id).state == GrantState.QUEUED  # type: ignore[union-attr]
     assert {ledger.get(g).state for g in (mine, theirs)} == {GrantState.DEAD}  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (["grants", "show", "g\x1b[2J\n"], "no grant with id 'g\\x1b[2J\\x0a'"),
+        (["grants", "cancel", "g\x1b[2J\n", "--reason", "r"], "no grant with id g\\x1b[2J\\x0a (mistyped"),
+        (["grants", "resolve", "g\x1b[2J\n", "--delivered"], "no grant with id g\\x1b[2J\\x0a (mistyped"),
+        (["events", "show", "e\x1b[2J\n"], "no event e\\x1b[2J\\x0a in the inbox"),
+        (["grants", "create", "--user", USER, "--item", "g\x1b"], "--item 'g\\x1b': expected ID=AMOUNT"),
+    ],
+)
+def test_an_error_line_escapes_what_it_names_once(
+    argv: list[str], line: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An escape in the output always means one character: the line is escaped once, where it is printed."""
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"wetbot-rewards: {line}") and err.count("\n") == 1, err

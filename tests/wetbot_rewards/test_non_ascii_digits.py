@@ -72,6 +72,17 @@ def test_post_grants_refuses_them_with_422_and_queues_nothing(
     assert ledger.list_grants() == []
 
 
+@pytest.mark.parametrize("bad", ["k²", "k\n", " k", "", "k" * 201])
+def test_post_grants_refuses_an_idempotency_key_the_command_line_refuses(
+    client: TestClient, ledger: Ledger, bad: str
+) -> None:
+    body = {"user_id": USER, "items": [{"item_id": "gem", "amount": 1}], "idempotency_key": bad}
+    answer = client.post("/grants", json=body, headers=AS_SUPPLIER)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"].startswith("idempotency_key: expected 1-200 printable ASCII characters")
+    assert ledger.list_grants() == []
+
+
 @pytest.mark.parametrize("bad", BAD_DISCORD_IDS.values(), ids=BAD_DISCORD_IDS.keys())
 def test_post_links_refuses_a_bad_discord_id(client: TestClient, redis: Redis, keys: Keys, bad: str) -> None:
     answer = client.post(
@@ -209,6 +220,17 @@ def cli_cases() -> Iterator[object]:
         yield pytest.param(
             ["links", "add", "twitch", "42", bad], "discord_user_id: expected a Discord id", id=f"link-{name}"
         )
+    for name, bad in {"superscript": "k²", "trailing-newline": "k\n", "leading-space": " k", "empty": ""}.items():
+        yield pytest.param(  # as POST /grants refuses them in idempotency_key
+            ["grants", "create", "--user", USER, "--item", "gem=1", "--key", bad],
+            "--key: expected 1-200 printable ASCII characters",
+            id=f"key-{name}",
+        )
+    create = ["grants", "create", "--user", USER, "--item", "gem=1", "--guild", ""]  # "" is not the default guild
+    yield pytest.param(create, "--guild: expected a Discord id", id="create-empty-guild")
+    for option in ("--twitch", "--patreon", "--search", "--source"):  # "" is not "every grant", as with --guild
+        replay = ["grants", "replay", "--all", option, ""]
+        yield pytest.param(replay, f"{option}: must not be empty", id=f"replay-empty-{option[2:]}")
     for noun in (["grants", "list"], ["grants", "replay", "--all"]):  # "" is not "every guild"
         yield pytest.param([*noun, "--guild", ""], "--guild: expected a Discord id", id=f"{noun[1]}-empty-guild")
         yield pytest.param([*noun, "--user", ""], "--user: expected a Discord id", id=f"{noun[1]}-empty-user")

@@ -165,11 +165,11 @@ def test_the_cap_follows_the_keys_limit_and_the_workers_threads() -> None:
 def test_a_guild_gets_no_more_than_its_cap_of_unclaimed_messages(redis: Redis, keys: Keys, ledger: Ledger) -> None:
     ids = queued(ledger, 30)
     schedule = Schedule(redis, keys, backpressure=PRESSURE)
-    dispatched = [grant_id for grant_id, _ in schedule.dispatch_due()]
+    dispatched = [grant_id for grant_id, _ in schedule.dispatch_batch().dispatched]
     assert dispatched == ids[:10], "the earliest, up to the cap"
     assert queue_length(redis, keys) == 20  # 10 ids listed + 10 messages kept
     assert redis.zcard(keys.inflight(GUILD)) == 10
-    assert schedule.dispatch_due() == [], "nothing due now: the overflow was pushed"
+    assert schedule.dispatch_batch().dispatched == [], "nothing due now: the overflow was pushed"
 
 
 def test_the_overflow_comes_due_a_window_of_the_key_at_a_time_each_grant_pushed_once(
@@ -178,7 +178,7 @@ def test_the_overflow_comes_due_a_window_of_the_key_at_a_time_each_grant_pushed_
     ids = queued(ledger, 30)
     schedule = Schedule(redis, keys, backpressure=PRESSURE)
     now = schedule.now_ms()
-    schedule.dispatch_due()
+    schedule.dispatch_batch()
     times = [due_ms(redis, keys, grant_id) for grant_id in ids[10:]]
     first = times[0]
     window = PRESSURE.window_ms
@@ -186,7 +186,7 @@ def test_the_overflow_comes_due_a_window_of_the_key_at_a_time_each_grant_pushed_
     assert times == pytest.approx([first + (n // 5) * window for n in range(20)]), "5 a window, in order"
     # More of the guild's grants come due while the cap is still full: they queue behind the frontier.
     later = queued(ledger, 2, first=100)
-    schedule.dispatch_due()
+    schedule.dispatch_batch()
     assert [due_ms(redis, keys, grant_id) for grant_id in later] == pytest.approx([first + 4 * window] * 2)
     assert [due_ms(redis, keys, grant_id) for grant_id in ids[10:]] == times, "pushed once, not at every pass"
 
@@ -198,7 +198,7 @@ def test_a_members_grants_share_one_seat(redis: Redis, keys: Keys, ledger: Ledge
     mates = [ledger.create(new(n, tag=tag)).grant.id for n, tag in ((100, "a"), (100, "b"), (100, "c"), (0, "b"))]
     schedule = Schedule(redis, keys, backpressure=PRESSURE)
     now = schedule.now_ms()
-    schedule.dispatch_due()
+    schedule.dispatch_batch()
     assert redis.zcard(keys.inflight(GUILD)) == len(in_flight)
     seated = due_ms(redis, keys, mates[0])
     assert [due_ms(redis, keys, grant_id) for grant_id in mates[1:3]] == [seated, seated]
@@ -209,14 +209,14 @@ def test_a_members_grants_share_one_seat(redis: Redis, keys: Keys, ledger: Ledge
 def test_a_grant_in_flight_keeps_its_place_until_it_settles(redis: Redis, keys: Keys, ledger: Ledger) -> None:
     ids = queued(ledger, 10)
     schedule = Schedule(redis, keys, backpressure=PRESSURE)
-    tokens = dict(schedule.dispatch_due())
+    tokens = dict(schedule.dispatch_batch().dispatched)
     assert len(tokens) == 10 == PRESSURE.cap
     # A run claims the first and hands it back for its turn in the key's line: still in flight, not sent.
     assert schedule.claim(ids[0], tokens[ids[0]], "run", lease_px=5000, busy_ms=2000).claimed
     assert schedule.reschedule(ids[0], keys.lease(GUILD, member(0)), f"{ids[0]}:run", 0.0)
     assert redis.zcard(keys.inflight(GUILD)) == 10
     [newcomer] = queued(ledger, 1, first=50)
-    dispatched = [grant_id for grant_id, _ in schedule.dispatch_due()]
+    dispatched = [grant_id for grant_id, _ in schedule.dispatch_batch().dispatched]
     assert dispatched == [ids[0]], "back at its turn whatever the cap; a new grant gets a seat"
     # The second goes out and comes back (a 429, say): still in flight. Delivered, it makes room for the next.
     assert ledger.transition(ids[1], GrantState.SENDING, "sending")
@@ -225,16 +225,16 @@ def test_a_grant_in_flight_keeps_its_place_until_it_settles(redis: Redis, keys: 
     assert ledger.transition(ids[1], GrantState.DELIVERED, "delivered")
     assert redis.zcard(keys.inflight(GUILD)) == 9
     [another] = queued(ledger, 1, first=60)
-    assert [grant_id for grant_id, _ in schedule.dispatch_due()] == [another]
+    assert [grant_id for grant_id, _ in schedule.dispatch_batch().dispatched] == [another]
     assert newcomer != another
 
 
 def test_a_seated_grant_goes_in_its_window_up_to_twice_the_cap(redis: Redis, keys: Keys, ledger: Ledger) -> None:
     ids = queued(ledger, 25)
     schedule = Schedule(redis, keys, backpressure=PRESSURE)
-    schedule.dispatch_due()  # 10 in flight, 15 seated
+    schedule.dispatch_batch()  # 10 in flight, 15 seated
     redis.zadd(keys.due(), dict.fromkeys(ids[10:], 0), xx=True)  # their windows came, the 10 still in flight
-    assert len(schedule.dispatch_due()) == 10, "up to 2 x the cap"
+    assert len(schedule.dispatch_batch().dispatched) == 10, "up to 2 x the cap"
     assert redis.zcard(keys.inflight(GUILD)) == 20
 
 
@@ -242,7 +242,7 @@ def test_another_guild_is_dispatched_while_one_guild_is_at_its_cap(redis: Redis,
     queued(ledger, 40)
     other = queued(ledger, 1, guild=OTHER_GUILD)
     schedule = Schedule(redis, keys, backpressure=PRESSURE)
-    dispatched = [grant_id for grant_id, _ in schedule.dispatch_due()]
+    dispatched = [grant_id for grant_id, _ in schedule.dispatch_batch().dispatched]
     assert other[0] in dispatched and len(dispatched) == 11
 
 
@@ -251,19 +251,19 @@ def test_a_frontier_left_by_cancelled_grants_does_not_hold_back_new_ones(
 ) -> None:
     ids = queued(ledger, 60)
     schedule = Schedule(redis, keys, backpressure=PRESSURE)
-    schedule.dispatch_due()
+    schedule.dispatch_batch()
     for grant_id in ids[10:]:
         assert ledger.cancel(grant_id, "withdrawn")
     [late] = queued(ledger, 1, first=100)
     now = schedule.now_ms()
-    schedule.dispatch_due()
+    schedule.dispatch_batch()
     # 11 grants of the guild still move: the new one is pushed no further than the 3 windows they could take.
     assert due_ms(redis, keys, late) <= now + 3 * PRESSURE.window_ms + 50
 
 
 def test_a_settled_grant_leaves_its_guilds_in_flight_set(redis: Redis, keys: Keys, ledger: Ledger) -> None:
     [grant_id] = queued(ledger, 1)
-    Schedule(redis, keys, backpressure=PRESSURE).dispatch_due()
+    Schedule(redis, keys, backpressure=PRESSURE).dispatch_batch()
     assert redis.zscore(keys.inflight(GUILD), grant_id) is not None
     assert ledger.cancel(grant_id, "withdrawn")
     assert redis.zscore(keys.inflight(GUILD), grant_id) is None
@@ -295,7 +295,7 @@ def enqueued(ledger: Ledger, redis: Redis, keys: Keys) -> tuple[str, str]:
 def test_an_unread_message_is_not_copied(redis: Redis, keys: Keys, ledger: Ledger) -> None:
     grant_id, _message_id = enqueued(ledger, redis, keys)
     schedule = Schedule(redis, keys, backpressure=PRESSURE)
-    assert schedule.dispatch_due() == [], "still in the queue, unread: waiting its turn"
+    assert schedule.dispatch_batch().dispatched == [], "still in the queue, unread: waiting its turn"
     assert queue_length(redis, keys) == 2, "one message, no copy"
     due_in = due_in_s(redis, keys, grant_id)
     assert due_in is not None and 15 < due_in <= 20, "looked at again a TTL later"
@@ -304,7 +304,7 @@ def test_an_unread_message_is_not_copied(redis: Redis, keys: Keys, ledger: Ledge
 def test_a_message_gone_from_the_hash_is_written_again(redis: Redis, keys: Keys, ledger: Ledger) -> None:
     grant_id, message_id = enqueued(ledger, redis, keys)
     redis.hdel(f"{keys.dramatiq_namespace}:{QUEUE_NAME}.msgs", message_id)  # acked without running, say
-    assert [gid for gid, _ in Schedule(redis, keys, backpressure=PRESSURE).dispatch_due()] == [grant_id]
+    assert [gid for gid, _ in Schedule(redis, keys, backpressure=PRESSURE).dispatch_batch().dispatched] == [grant_id]
     assert cast(bytes, redis.hget(keys.grant(grant_id), "dispatch_msg")).decode() != message_id
 
 
@@ -316,7 +316,7 @@ def test_a_message_fetched_but_not_claimed_is_written_again(redis: Redis, keys: 
     redis.zadd(f"{namespace}:__heartbeats__", {"dead-worker": 1})
     redis.lrem(queue, 1, message_id)
     redis.sadd(f"{namespace}:__acks__.dead-worker.{QUEUE_NAME}", message_id)
-    assert [gid for gid, _ in Schedule(redis, keys, backpressure=PRESSURE).dispatch_due()] == [grant_id]
+    assert [gid for gid, _ in Schedule(redis, keys, backpressure=PRESSURE).dispatch_batch().dispatched] == [grant_id]
     assert redis.llen(queue) == 1
 
 
@@ -325,7 +325,7 @@ def test_an_unread_message_is_trusted_for_a_bounded_time(redis: Redis, keys: Key
     schedule = Schedule(redis, keys, backpressure=PRESSURE)
     written = schedule.now_ms() - int(UNREAD_TRUST_S * 1000) - 1
     redis.zadd(keys.inflight(GUILD), {grant_id: written})
-    assert [gid for gid, _ in schedule.dispatch_due()] == [grant_id]
+    assert [gid for gid, _ in schedule.dispatch_batch().dispatched] == [grant_id]
     assert redis.zcard(keys.inflight(GUILD)) == 1, "the copy replaces the old entry"
 
 

@@ -236,7 +236,7 @@ def test_401_pauses_the_key_keeps_grants_and_resumes(
 
     # Still refused at the probe: paused again, still no dead grant, still one alert.
     time.sleep(0.4)
-    for grant_id, token in driver.schedule.dispatch_due():
+    for grant_id, token in driver.schedule.dispatch_batch().dispatched:
         deliverer.deliver(grant_id, token)
     assert sim.count_status(401) == 2
     assert all(g.state == GrantState.QUEUED for g in ledger.list_grants())

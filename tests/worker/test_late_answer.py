@@ -43,19 +43,19 @@ def test_an_answer_recorded_after_the_lease_ran_out_still_counts(
         result = real_add(*args, **kwargs)  # 200 with the profile: applied, answer in hand
         time.sleep(settings.wetbot_timeout_s + timings.lease_margin_s + 1.5)  # Redis unavailable meanwhile
         # Redis answers again: the other worker's reconciler is first.
-        for gid, token in other.schedule.dispatch_due():
+        for gid, token in other.schedule.dispatch_batch().dispatched:
             other.deliver(gid, token)
         return result
 
     zombie.clients.all()[0].add_items = add_then_redis_goes_away  # type: ignore[method-assign]
     zombie.deliver(grant_id)
     # (retry: let the resend go out)
-    for gid, token in other.schedule.dispatch_due():
+    for gid, token in other.schedule.dispatch_batch().dispatched:
         other.deliver(gid, token)
     deadline = time.monotonic() + 20
     while ledger.get(grant_id).state not in (GrantState.DELIVERED, GrantState.UNKNOWN, GrantState.DEAD):  # type: ignore[union-attr]
         assert time.monotonic() < deadline
-        for gid, token in other.schedule.dispatch_due():
+        for gid, token in other.schedule.dispatch_batch().dispatched:
             other.deliver(gid, token)
         time.sleep(0.2)
 

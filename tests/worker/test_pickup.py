@@ -172,7 +172,7 @@ def test_every_message_writer_pushes_a_capped_number_of_tokens(
     redis.delete(wake)
     grant = ledger.create(new_grant(100)).grant  # scheduled, no message yet
     assert redis.llen(wake) == 0
-    assert [grant_id for grant_id, _token in Schedule(redis, keys).dispatch_due()] == [grant.id]
+    assert [grant_id for grant_id, _token in Schedule(redis, keys).dispatch_batch().dispatched] == [grant.id]
     assert redis.llen(wake) == 1
 
     redis.delete(wake)

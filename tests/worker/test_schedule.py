@@ -47,7 +47,7 @@ def test_a_new_grant_is_on_the_schedule_with_its_message(ledger: Ledger, redis: 
     due_in = due_in_s(redis, keys, grant.id)
     assert due_in is not None and 15 < due_in <= 20, "looked at again only if its message is not claimed in time"
     assert redis.llen(f"{keys.dramatiq_namespace}:{QUEUE_NAME}") == 1
-    assert schedule.dispatch_due() == [], "not due yet: no second message"
+    assert schedule.dispatch_batch().dispatched == [], "not due yet: no second message"
 
 
 def test_an_old_message_does_nothing_and_spends_no_slot(
@@ -58,7 +58,7 @@ def test_an_old_message_does_nothing_and_spends_no_slot(
     assert isinstance(first_token, bytes)
     fetched_by_a_dead_worker(redis, keys, grant.id)
     make_overdue(redis, keys, grant.id)
-    [(grant_id, fresh_token)] = Schedule(redis, keys).dispatch_due()
+    [(grant_id, fresh_token)] = Schedule(redis, keys).dispatch_batch().dispatched
     deliverer = make_deliverer(settings)
 
     deliverer.deliver(grant.id, first_token.decode())  # e.g. Dramatiq redelivering a dead worker's copy
@@ -102,13 +102,13 @@ def test_a_grant_being_sent_is_not_dispatched_again(redis: Redis, keys: Keys, le
     redis.set(keys.lease(GUILD, USER), f"{grant.id}:run", px=5000)
     make_overdue(redis, keys, grant.id)
     schedule = Schedule(redis, keys)
-    assert schedule.dispatch_due() == []
+    assert schedule.dispatch_batch().dispatched == []
     due_in = due_in_s(redis, keys, grant.id)
     assert due_in is not None and 4 < due_in <= 6.1, "looked at again when the live run's lease ends"
     # A lease held by another grant of the user does not hold this one back from a message.
     redis.set(keys.lease(GUILD, USER), "other-grant:run", px=5000)
     make_overdue(redis, keys, grant.id)
-    assert [gid for gid, _ in schedule.dispatch_due()] == [grant.id]
+    assert [gid for gid, _ in schedule.dispatch_batch().dispatched] == [grant.id]
 
 
 def test_final_and_parked_grants_leave_the_schedule(redis: Redis, keys: Keys, ledger: Ledger) -> None:

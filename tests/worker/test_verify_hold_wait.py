@@ -34,7 +34,7 @@ def test_grants_behind_a_long_verify_hold_wait_for_its_next_look(
     runs = 0
     end = time.monotonic() + 2.0
     while time.monotonic() < end:
-        for gid, token in deliverer.schedule.dispatch_due():
+        for gid, token in deliverer.schedule.dispatch_batch().dispatched:
             runs += gid in waiting
             deliverer.deliver(gid, token)
         time.sleep(0.05)

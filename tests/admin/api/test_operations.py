@@ -282,3 +282,15 @@ def test_events_page_by_cursor_as_grants_do(client: TestClient) -> None:
     for bad in ("²", "-1", "1.5", "abc"):
         answer = client.get("/admin/events", params={"cursor": bad}, headers=AS_ADMIN)
         assert answer.status_code == 400 and "cursor" in answer.json()["error"], bad
+
+
+@pytest.mark.parametrize("field", ["source", "guild_id", "q"])
+def test_a_bulk_replay_with_an_empty_filter_is_refused_not_every_dead_grant(
+    client: TestClient, ledger: Ledger, field: str
+) -> None:
+    """``{"guild_id": ""}`` (an unset variable in the caller's script) is a 422, never "every guild"."""
+    grant = dead_grant(ledger, "api:bulk-empty")
+    answer = client.post("/admin/grants/replay", json={field: ""}, headers=AS_ADMIN)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["error"].startswith(f"{field}: ")
+    assert ledger.get(grant).state == GrantState.DEAD  # type: ignore[union-attr]

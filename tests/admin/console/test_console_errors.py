@@ -72,3 +72,34 @@ def test_a_refusal_of_the_project_is_still_a_flash_and_reaches_no_sentry(
     assert answer.status_code == 200 and "Nothing done" in answer.text
     sentry_sdk.flush(timeout=5)
     assert exceptions_reported(sentry_events) == []
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allowed"),
+    [
+        ("PUT", "/console/grants", "GET"),
+        ("DELETE", "/console/links", "GET, POST"),
+        ("OPTIONS", "/console/events", "GET"),
+        ("GET", "/console/logout", "POST"),
+        ("POST", "/console", "GET"),
+    ],
+)
+def test_a_method_a_console_page_does_not_take_is_its_own_405_page(
+    client: TestClient, method: str, path: str, allowed: str
+) -> None:
+    answer = client.request(method, path)
+    assert answer.status_code == 405, answer.text
+    assert answer.headers["content-type"].startswith("text/html"), answer.text  # not the API's JSON body
+    assert 'data-page="message"' in answer.text and '"detail"' not in answer.text
+    assert answer.headers["allow"] == allowed
+    assert answer.headers["x-frame-options"] == "DENY"
+
+
+def test_head_of_a_console_page_is_html_too(client: TestClient) -> None:
+    answer = client.head("/console/grants")
+    assert answer.status_code == 405 and answer.headers["content-type"].startswith("text/html")
+
+
+def test_another_method_at_an_address_with_no_page_is_the_not_found_page(client: TestClient) -> None:
+    answer = client.put("/console/no-such-page")
+    assert answer.status_code == 404 and answer.headers["content-type"].startswith("text/html")
