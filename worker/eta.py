@@ -316,7 +316,8 @@ def _not_in_line(grant: Grant, key_id: str | None, now: float, parked_for_key: s
         return None
     if grant.state == GrantState.SENDING:
         return Eta(now, 0, None, now)
-    waits_for_key = key_id is None or grant.id in parked_for_key
+    # A parked grant waits for what parked it, whether or not this process (a CLI, say) knows the guild's key.
+    waits_for_key = grant.id in parked_for_key if grant.state == GrantState.PARKED else key_id is None
     return Eta(None, 0, WaitReason.API_KEY if waits_for_key else WaitReason.LINK, now)
 
 

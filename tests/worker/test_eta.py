@@ -137,6 +137,22 @@ def test_a_parked_grant_waits_for_what_parked_it_whatever_its_last_error_says(
     assert etas[for_link].to_dict()["waiting_for"] == "link"
 
 
+def test_a_grant_parked_for_a_link_waits_for_the_link_where_this_process_knows_no_key(
+    make_settings: SettingsFactory, ledger: Ledger, redis: Redis
+) -> None:
+    # The CLI beside a demo service knows no key; what the grant waits for is still the viewer's link.
+    parked = add(ledger, "parked-no-key")
+    assert ledger.transition(parked, GrantState.PARKED, "waiting for a link")
+    queued = add(ledger, "queued-no-key")
+    settings = make_settings(wetbot_api_key=None)
+    etas = EtaEstimator.build(redis, settings, settings.keyring(None)).for_grants(
+        [g for g in (ledger.get(i) for i in (parked, queued)) if g is not None]
+    )
+    assert etas[parked].waiting_for is WaitReason.LINK
+    assert etas[parked].describe() == "waits for a Discord link"
+    assert etas[queued].waiting_for is WaitReason.API_KEY, "a queued grant without a key known here waits for one"
+
+
 def test_api_and_cli_show_the_eta(
     make_settings: SettingsFactory, ledger: Ledger, capsys: pytest.CaptureFixture[str]
 ) -> None:
