@@ -7,7 +7,16 @@ without importing each other.
 
 from __future__ import annotations
 
-__all__ = ["CliError", "ConfigError", "RewardsFileError", "WetbotRewardsError", "format_rewards_problem"]
+import sys
+
+__all__ = [
+    "CliError",
+    "ConfigError",
+    "RewardsFileError",
+    "WetbotRewardsError",
+    "format_rewards_problem",
+    "report_config_error",
+]
 
 #: How many further rewards-file problems the one-line message spells out after
 #: the first; the rest are counted (all of them are in ``RewardsFileError.problems``).
@@ -93,3 +102,15 @@ def format_rewards_problem(path: str, problem: str, *, locator: str | None = Non
 def _one_line(text: str) -> str:
     """Collapse line breaks so a message stays one log line (log parsers and the CLI rely on it)."""
     return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def report_config_error(exc: ConfigError) -> None:
+    """Write ``wetbot-rewards: configuration error: <exc>`` to stderr as one line, in one write.
+
+    One write, not ``print()``'s two (text, then newline): in a Dramatiq worker
+    process stderr is a pipe whose every write is a message the main process
+    relays as it comes, so the main process' own line ("exited unexpectedly")
+    could land between the text and its newline.
+    """
+    sys.stderr.write(f"wetbot-rewards: configuration error: {exc}\n")
+    sys.stderr.flush()

@@ -39,7 +39,7 @@ from pydantic_settings import (
     SettingsError,
 )
 
-from config.errors import ConfigError
+from config.errors import ConfigError, report_config_error
 from config.keyring import API_KEYS_FORMAT, Keyring, parse_api_keys
 
 __all__ = ["RENAMED_VARIABLES", "RateLimit", "Settings", "load_settings", "settings_or_exit"]
@@ -631,7 +631,7 @@ def settings_or_exit(**overrides: Any) -> Settings:
     try:
         return load_settings(**overrides)
     except ConfigError as exc:
-        print(f"wetbot-rewards: configuration error: {exc}", file=sys.stderr)
+        report_config_error(exc)
         raise SystemExit(2) from None
 
 

@@ -8,7 +8,6 @@ side effects (tests call ``create_app`` with their own settings).
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,7 +18,7 @@ from admin.api.health import router as health_router
 from admin.api.operations import legacy_router as old_admin_router
 from admin.api.operations import router as admin_router
 from admin.console import router as console_router
-from config.errors import ConfigError
+from config.errors import ConfigError, report_config_error
 from config.settings import Settings, settings_or_exit
 from producers.api.grants import router as grants_router
 from producers.api.links import router as links_router
@@ -87,7 +86,7 @@ def _build_default_app() -> FastAPI:
     try:
         return create_app(settings)
     except ConfigError as exc:
-        print(f"wetbot-rewards: configuration error: {exc}", file=sys.stderr)
+        report_config_error(exc)
         raise SystemExit(2) from None
 
 

@@ -94,7 +94,7 @@ def _run(run: Command, args: argparse.Namespace) -> int:
     from redis import RedisError
 
     from config.domain import InvalidInput
-    from config.errors import CliError, ConfigError
+    from config.errors import CliError, ConfigError, report_config_error
     from config.settings import settings_or_exit
     from producers.printable import terminal_safe
     from producers.unconfirmed import ActionUnconfirmed
@@ -107,7 +107,7 @@ def _run(run: Command, args: argparse.Namespace) -> int:
         print(f"wetbot-rewards: {terminal_safe(str(exc))}", file=sys.stderr)
         return 1
     except ConfigError as exc:
-        print(f"wetbot-rewards: configuration error: {exc}", file=sys.stderr)
+        report_config_error(exc)
         return 2
     except ActionUnconfirmed as exc:
         print(f"wetbot-rewards: {terminal_safe(exc.message)}", file=sys.stderr)

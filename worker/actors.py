@@ -9,11 +9,10 @@ before Dramatiq can log "ready for action"), then the broker (Sentry's Dramatiq 
 from __future__ import annotations
 
 import logging
-import sys
 
 import dramatiq
 
-from config.errors import ConfigError
+from config.errors import ConfigError, report_config_error
 from config.settings import settings_or_exit
 from worker.broker import build_broker, declare_deliver
 from worker.connections import connect_redis
@@ -29,7 +28,7 @@ settings = settings_or_exit()
 try:
     keyring = worker_keyring(settings)  # every rule's guild must have a key (config.keyring)
 except ConfigError as exc:
-    print(f"wetbot-rewards: configuration error: {exc}", file=sys.stderr)
+    report_config_error(exc)
     raise SystemExit(2) from None
 configure_logging(settings)
 init_sentry(settings)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import math
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -465,6 +467,33 @@ def test_settings_or_exit_exits_2_with_one_line(
     out, err = capsys.readouterr()
     assert out == ""
     assert err == "wetbot-rewards: configuration error: WETBOT_RATE_LIMIT: expected N/<seconds>s such as 10/60s\n"
+
+
+class _Writes(io.StringIO):
+    """A stderr that keeps each ``write`` call apart, as a Dramatiq worker process' stderr pipe does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.calls.append(text)
+        return super().write(text)
+
+
+def test_the_configuration_error_line_is_one_write(
+    clean_env: pytest.MonkeyPatch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each write to a worker process' stderr is relayed on its own: the main process' line ("exited
+    # unexpectedly") landed between the text and its newline when they were two writes.
+    stderr = _Writes()
+    monkeypatch.setattr(sys, "stderr", stderr)
+    clean_env.setenv("WETBOT_RATE_LIMIT", "bad")
+    with pytest.raises(SystemExit):
+        settings_or_exit()
+    assert stderr.calls == [
+        "wetbot-rewards: configuration error: WETBOT_RATE_LIMIT: expected N/<seconds>s such as 10/60s\n"
+    ]
 
 
 def test_shortest_retention_outlives_an_idempotency_claim() -> None:
