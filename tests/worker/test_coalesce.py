@@ -22,6 +22,7 @@ from tests.conftest import (
 from worker.coalesce import merge
 from worker.effects import StepEffects
 from worker.grant import Grant, GrantItem, GrantState, NewGrant
+from worker.keys import Keys
 from worker.ledger import Ledger
 
 
@@ -79,11 +80,15 @@ def test_sums_stay_within_wetbots_range_and_the_item_cap(
     ledger: Ledger,
     sim: WetbotSimulator,
     driver: ScheduleDriver,
+    keys: Keys,
 ) -> None:
-    add(ledger, "big-1", ("gem", 6e8))
+    lead = add(ledger, "big-1", ("gem", 6e8))
     add(ledger, "big-2", ("gem", 6e8))  # 1.2e9 would be out of range: next request
     add(ledger, "wide", ("a", 1), ("b", 1))  # with gem that is 3 items: over the cap of 2
     add(ledger, "fits", ("gem", -1e8))  # 6e8 - 1e8 fits
+    # big-1 leads: grants due in the same millisecond go in id order (random ids), and "wide" leading
+    # would send (a, b) first.
+    ledger.redis.zadd(keys.due(), {lead: 0})
     driver.run(make_deliverer(make_settings(wetbot_max_items_per_request=2)))
     sent = posts(sim)
     assert sent[0] == (("gem", 5e8),)

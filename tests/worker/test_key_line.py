@@ -88,7 +88,9 @@ def test_a_grant_refused_after_waiters_were_cancelled_waits_only_for_the_next_fr
 def test_a_grant_refused_after_a_merged_request_does_not_wait_behind_the_grants_it_carried(
     make_settings: SettingsFactory, redis: Redis, ledger: Ledger, keys: Keys, sim: WetbotSimulator
 ) -> None:
-    deliverer = build_deliverer(make_settings(wetbot_rate_limit="2/1s"), redis)  # coalescing is on by default
+    deliverer = build_deliverer(
+        make_settings(wetbot_rate_limit="2/4s"), redis
+    )  # coalescing on (default); a 4 s window, so a starved test process cannot outwait it
     key_id = fill_window(deliverer)
     window = deliverer.limiter.effective_window_s
     # One member's burst (cheers), each refused in turn: the user's lease is free between two runs.
@@ -113,7 +115,7 @@ def test_a_grant_refused_after_a_merged_request_does_not_wait_behind_the_grants_
 def test_waiters_behind_a_merged_request_move_up_to_the_slots_its_companions_no_longer_need(
     make_settings: SettingsFactory, redis: Redis, ledger: Ledger, sim: WetbotSimulator
 ) -> None:
-    deliverer = build_deliverer(make_settings(wetbot_rate_limit="2/1s"), redis)
+    deliverer = build_deliverer(make_settings(wetbot_rate_limit="2/4s"), redis)
     fill_window(deliverer)
     window = deliverer.limiter.effective_window_s
     cheers = [grant(ledger, f"cheer{n}", USER) for n in range(5)]
