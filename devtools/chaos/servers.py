@@ -6,6 +6,8 @@ from the same nodes without importing the harness that uses it.
 
 from __future__ import annotations
 
+import itertools
+import os
 import random
 import socket
 import subprocess
@@ -27,17 +29,41 @@ FREE_PORTS = range(20000, 32000)
 STOP_GRACE_S = 3.0
 
 
+def _share_of(ports: range, worker: str, workers: str) -> range:
+    """The part of ``ports`` one pytest-xdist worker (``gw<n>`` of ``workers``) picks from, so that two test
+    processes never pick the same port; the whole range outside xdist."""
+    if not (worker.startswith("gw") and worker[2:].isascii() and worker[2:].isdigit()):
+        return ports
+    if not (workers.isascii() and workers.isdigit() and int(workers) > 0):
+        return ports
+    count, index = int(workers), int(worker[2:]) % int(workers)
+    size = len(ports) // count
+    return range(ports.start + index * size, ports.start + (index + 1) * size)
+
+
+_PORTS = _share_of(
+    FREE_PORTS, os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
+)
+#: Where the next pick starts: one process walks its share in turn (from a random start, so two runs
+#: differ), so it never hands out a port twice before it has handed out every other one.
+_next_pick = itertools.count(random.randrange(len(_PORTS)))
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now, picked at random from ``FREE_PORTS``."""
-    for _ in range(200):
-        port = random.choice(FREE_PORTS)
+    """A TCP port on 127.0.0.1 that nothing listens on right now, from this process' share of ``FREE_PORTS``.
+
+    A port is free between this check and the caller's bind only if no one else picks it meanwhile: within
+    a process the picks go round the share, and each pytest-xdist worker has a share of its own.
+    """
+    for _ in range(len(_PORTS)):
+        port = _PORTS[next(_next_pick) % len(_PORTS)]
         with socket.socket() as sock:
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
                 continue
             return port
-    raise RuntimeError(f"no free port in {FREE_PORTS}")
+    raise RuntimeError(f"no free port in {_PORTS}")
 
 
 def wait_until(predicate: Callable[[], bool], *, timeout_s: float, interval_s: float = 0.05, what: str = "") -> float:
