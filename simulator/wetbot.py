@@ -73,7 +73,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -350,6 +350,7 @@ class WetbotSimulator:
             return
         self._server = self._thread = None
         server.stopping.set()
+        server.wait_released(timeout_s=2.0)  # a held answer is recorded before its connection is cut
         server.shutdown()
         server.server_close()
         server.close_connections()
@@ -750,6 +751,8 @@ class _SimHTTPServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], sim: WetbotSimulator) -> None:
         self.sim = sim
         self.stopping = threading.Event()
+        self._holding = 0
+        self._released = threading.Condition()
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         super().__init__(address, _Handler)
@@ -759,6 +762,23 @@ class _SimHTTPServer(ThreadingHTTPServer):
         socketserver.TCPServer.server_bind(self)
         host, port = self.server_address[:2]
         self.server_name, self.server_port = str(host), int(port)
+
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[None]:
+        """A handler holds a request (a slow fault) within this block, until it has recorded what became of it."""
+        with self._released:
+            self._holding += 1
+        try:
+            yield
+        finally:
+            with self._released:
+                self._holding -= 1
+                self._released.notify_all()
+
+    def wait_released(self, *, timeout_s: float) -> None:
+        """Until no handler holds a request (each woken by ``stopping`` records it and drops its connection)."""
+        with self._released:
+            self._released.wait_for(lambda: self._holding == 0, timeout=timeout_s)
 
     def track(self, connection: socket.socket) -> None:
         with self._connections_lock:
@@ -837,7 +857,13 @@ class _Handler(BaseHTTPRequestHandler):
             return
         fault = pre.fault
         kind = fault.kind if fault else None
-        if kind == "drop_before" or (kind == "stall_before" and fault and not self._stall(fault.delay_s)):
+        if kind == "stall_before" and fault is not None:
+            with server.holding():
+                if not self._stall(fault.delay_s):
+                    sim._record(pre, NO_RESPONSE, kind)
+                    self._drop()
+                    return
+        elif kind == "drop_before":
             sim._record(pre, NO_RESPONSE, kind)
             self._drop()
             return
@@ -856,10 +882,12 @@ class _Handler(BaseHTTPRequestHandler):
             reply = _error(500, "Internal server error")
         elif fault is not None and kind == "html_200_after":
             reply = _Reply(200, {}, html=HTML_PAGE)
-        elif fault is not None and kind == "slow_after" and server.stopping.wait(fault.delay_s):
-            sim._record(pre, NO_RESPONSE, kind)  # stopped while holding the answer: applied, never answered
-            self._drop()
-            return
+        elif fault is not None and kind == "slow_after":
+            with server.holding():
+                if server.stopping.wait(fault.delay_s):
+                    sim._record(pre, NO_RESPONSE, kind)  # stopped while holding the answer: applied, never answered
+                    self._drop()
+                    return
         sim._record(pre, reply.status, kind)
         self._send(reply)
 

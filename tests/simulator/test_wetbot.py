@@ -463,6 +463,36 @@ def test_stop_during_slow_after_answers_nothing(http: requests.Session, sim: Wet
     assert sim.requests()[-1].status == NO_RESPONSE
 
 
+@pytest.mark.parametrize("fault", ["slow_after", "stall_before"])
+def test_stop_returns_once_a_held_request_is_recorded(
+    http: requests.Session, sim: WetbotSimulator, monkeypatch: pytest.MonkeyPatch, fault: str
+) -> None:
+    # A handler thread starved after stop() woke it: the record must still come before the client's
+    # connection is cut (a caller that saw the cut and read the log found nothing).
+    record = sim._record
+
+    def slow_record(*args: Any) -> None:
+        time.sleep(0.3)
+        record(*args)
+
+    sim.inject(fault, delay_s=30)
+    result: list[BaseException | int] = []
+
+    def call() -> None:
+        try:
+            result.append(grant(http, sim, ("a", 1), timeout=10).status_code)
+        except requests.RequestException as exc:
+            result.append(exc)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    wait_for(lambda: sim._server is not None and sim._server._holding == 1)  # the handler holds the request
+    monkeypatch.setattr(sim, "_record", slow_record)
+    sim.stop()
+    caller.join(timeout=5)
+    assert [r.status for r in sim.requests()] == [NO_RESPONSE]
+
+
 def test_control_endpoints(http: requests.Session, sim: WetbotSimulator) -> None:
     root = sim.root_url
     assert http.get(f"{root}/_sim/health", timeout=5).json() == {"ok": True, "url": sim.url}
