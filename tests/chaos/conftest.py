@@ -8,6 +8,11 @@ scenario is that of its slowest policy, not the sum.
 ``check`` asserts the targets: 0 lost, 0 doubled, 0 stranded, 0 x 429, the ledger agreeing with WetBot,
 and ``unknown`` only under ``hold`` (under ``verify`` only for requests sent without a baseline; in the
 scenarios where the world moves, under both) and only as many as the injected faults can explain.
+
+The scenario tests (``test_chaos_answers.py``, ``test_chaos_processes.py``, ``test_chaos_redis.py``, one
+file per fault family, so ``--dist loadfile`` spreads them over workers) run each scenario with a dozen
+grants and the fast rate window. Run them alone with ``pytest -m chaos -s`` (``-s`` prints each result
+row); the long versions are ``bench/chaos_long.py``; RELIABILITY.md has the table.
 """
 
 from __future__ import annotations

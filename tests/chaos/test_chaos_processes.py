@@ -3,10 +3,7 @@
 The faults: workers SIGKILLed, or SIGTERMed twice mid-request; the CLI killed mid-replay; clocks skewed
 between worker hosts.
 
-Each test runs one scenario from ``devtools/chaos/scenarios.py`` with a dozen grants and the fast rate
-window, under each policy of ``POLICIES``, and asserts the targets (``tests/chaos/conftest.py``). Run them
-alone with ``pytest -m chaos -s`` (``-s`` prints each result row); the long versions are ``bench/chaos_long.py``;
-RELIABILITY.md has the table. One file per fault family, so ``--dist loadfile`` spreads them over workers.
+Each test runs one scenario of ``devtools/chaos/scenarios.py`` under every policy (``tests/chaos/conftest.py``).
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
 """Short chaos scenarios, faults in Redis: killed and restarted mid-drain, paused, the broker connection silently cut.
 
-Each test runs one scenario from ``devtools/chaos/scenarios.py`` with a dozen grants and the fast rate
-window, under each policy of ``POLICIES``, and asserts the targets (``tests/chaos/conftest.py``). Run them
-alone with ``pytest -m chaos -s`` (``-s`` prints each result row); the long versions are ``bench/chaos_long.py``;
-RELIABILITY.md has the table. One file per fault family, so ``--dist loadfile`` spreads them over workers.
+Each test runs one scenario of ``devtools/chaos/scenarios.py`` under every policy (``tests/chaos/conftest.py``).
 """
 
 from __future__ import annotations
