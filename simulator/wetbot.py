@@ -78,7 +78,7 @@ from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType, TracebackType
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, Literal, TypeGuard, cast, get_args
 from urllib.parse import parse_qs, unquote, urlsplit
 
 DEFAULT_KEY: Final = "demo-key"
@@ -117,6 +117,12 @@ HTML_PAGE: Final = (
 #: ``RequestRecord.status`` when no response was sent (connection dropped, or the client left during a stall).
 NO_RESPONSE: Final = 0
 
+#: Shapes :meth:`WetbotSimulator.set_profile_shape` can answer profiles in: the documented one, and drifts
+#: a strict reader must not take for "no entry" (an inventory renamed, an entry key renamed, amounts as
+#: strings, no inventory at all, a list instead of the profile object).
+ProfileShape = Literal["documented", "items", "itemId", "amount_string", "no_inventory", "not_object"]
+PROFILE_SHAPES: Final[frozenset[ProfileShape]] = frozenset(get_args(ProfileShape))
+
 _JSON_TYPE = re.compile(r"^\s*application/json\s*(;.*)?$", re.IGNORECASE)
 
 
@@ -150,7 +156,9 @@ class RequestRecord:
     ``status`` is the status answered, or :data:`NO_RESPONSE` (0) when nothing was sent. The record is
     appended just before the answer is written, so a client holding a response always finds its record
     (the status is what the server answered even if the client had already gone). ``fault`` names the
-    injected fault the request consumed, if any.
+    injected fault the request consumed, if any. ``shape`` is the shape of the profile the answer carried
+    (see :meth:`WetbotSimulator.set_profile_shape`), None when it carried none (an error, an HTML page, no
+    answer).
     """
 
     at: float
@@ -160,6 +168,7 @@ class RequestRecord:
     status: int
     fault: str | None = None
     mono: float = 0.0
+    shape: ProfileShape | None = None
 
 
 @dataclass
@@ -180,6 +189,8 @@ class _Reply:
     headers: dict[str, str] = field(default_factory=dict)
     #: A non-JSON body (``html_200`` faults) sent as ``text/html`` instead of ``payload``.
     html: bytes | None = None
+    #: The shape of the profile ``payload`` carries (None: it carries none).
+    shape: ProfileShape | None = None
 
 
 @dataclass(frozen=True)
@@ -246,8 +257,9 @@ def _error(status: int, message: str) -> _Reply:
     return _Reply(status, {"code": status, "message": message})
 
 
-def _ok(payload: Any) -> _Reply:
-    return _Reply(200, {"code": 200, "response": payload})
+def _ok(profile: dict[str, Any], shape: ProfileShape) -> _Reply:
+    """The success envelope around ``profile`` written out in ``shape``."""
+    return _Reply(200, {"code": 200, "response": _reshape(profile, shape)}, shape=shape)
 
 
 def _route(path: str) -> tuple[_Route | None, tuple[str, ...]]:
@@ -327,7 +339,7 @@ class WetbotSimulator:
         self._faults: list[_Fault] = []
         self._applied: list[AppliedChange] = []
         self._requests: list[RequestRecord] = []
-        self._profile_shape = "documented"
+        self._profile_shape: ProfileShape = "documented"
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -450,7 +462,7 @@ class WetbotSimulator:
     def set_profile_shape(self, shape: str) -> None:
         """Answer profiles in another shape than the documented one (a changed API, a proxy): one of
         ``PROFILE_SHAPES``; ``documented`` restores it. Changes only how profiles are written out."""
-        if shape not in PROFILE_SHAPES:
+        if not _is_profile_shape(shape):
             raise ValueError(f"unknown profile shape {shape!r}; expected one of {sorted(PROFILE_SHAPES)}")
         with self._lock:
             self._profile_shape = shape
@@ -576,7 +588,7 @@ class WetbotSimulator:
         """Content-Type, validation and the change itself (atomic under the lock)."""
         with self._lock:
             if method == "GET":
-                return _ok(self._shaped(self._get_profile(route).to_json(route.guild, route.user)))
+                return _ok(self._get_profile(route).to_json(route.guild, route.user), self._profile_shape)
             if content_type is None or not _JSON_TYPE.match(content_type):
                 # ASSUMPTION: the docs require application/json; what the server does without it is unknown.
                 return _error(400, "Content-Type must be application/json")
@@ -625,11 +637,7 @@ class WetbotSimulator:
         self._applied.append(
             AppliedChange(time.time(), route.guild, route.user, tuple((i, float(a)) for i, a in parsed))
         )
-        return _ok(self._shaped(profile.to_json(route.guild, route.user)))
-
-    def _shaped(self, profile: dict[str, Any]) -> Any:
-        """``profile`` in the shape :meth:`set_profile_shape` chose (called under the lock)."""
-        return _reshape(profile, self._profile_shape)
+        return _ok(profile.to_json(route.guild, route.user), self._profile_shape)
 
     def _patch_profile(self, route: _Route, data: dict[str, Any]) -> _Reply:
         deltas: list[tuple[str, int | float]] = []
@@ -648,10 +656,10 @@ class WetbotSimulator:
         self._applied.append(
             AppliedChange(time.time(), route.guild, route.user, tuple((n, float(v)) for n, v in deltas), "profile")
         )
-        return _ok(profile.to_json(route.guild, route.user))
+        return _ok(profile.to_json(route.guild, route.user), "documented")  # PATCH answers are never reshaped
 
-    def _record(self, pre: _Pre, status: int, fault: str | None) -> None:
-        record = RequestRecord(pre.at, pre.key_fp, pre.method, pre.path, status, fault, pre.mono)
+    def _record(self, pre: _Pre, status: int, fault: str | None, shape: ProfileShape | None = None) -> None:
+        record = RequestRecord(pre.at, pre.key_fp, pre.method, pre.path, status, fault, pre.mono, shape)
         with self._lock:
             self._requests.append(record)
         if self._on_request is not None:
@@ -708,13 +716,11 @@ class WetbotSimulator:
         return _Reply(200, {"ok": True})
 
 
-#: Shapes :meth:`WetbotSimulator.set_profile_shape` can answer profiles in: the documented one, and drifts
-#: a strict reader must not take for "no entry" (an inventory renamed, an entry key renamed, amounts as
-#: strings, no inventory at all, a list instead of the profile object).
-PROFILE_SHAPES = frozenset({"documented", "items", "itemId", "amount_string", "no_inventory", "not_object"})
+def _is_profile_shape(shape: str) -> TypeGuard[ProfileShape]:
+    return shape in PROFILE_SHAPES
 
 
-def _reshape(profile: dict[str, Any], shape: str) -> Any:
+def _reshape(profile: dict[str, Any], shape: ProfileShape) -> Any:
     inventory = profile.get("inventory", [])
     others = {key: value for key, value in profile.items() if key != "inventory"}
     if shape == "items":
@@ -888,7 +894,7 @@ class _Handler(BaseHTTPRequestHandler):
                     sim._record(pre, NO_RESPONSE, kind)  # stopped while holding the answer: applied, never answered
                     self._drop()
                     return
-        sim._record(pre, reply.status, kind)
+        sim._record(pre, reply.status, kind, reply.shape)
         self._send(reply)
 
     def _read_body(self) -> bytes:

@@ -53,7 +53,7 @@ from devtools.chaos.sentinel import SentinelGroup
 from devtools.chaos.servers import PrivateRedis, free_port, wait_until
 from producers.patreon.samples import Member, encode
 from producers.twitch.samples import SAMPLE_REWARD_ID, sample_event, sample_payload, signed_request
-from simulator.wetbot import NO_RESPONSE, WetbotSimulator
+from simulator.wetbot import NO_RESPONSE, ProfileShape, RequestRecord, WetbotSimulator
 from worker.grant import FINAL_STATES, Grant, GrantState
 from worker.keys import Keys
 from worker.ledger import Ledger
@@ -75,6 +75,10 @@ TIMEOUT_S = 2.0
 WORKER_READY = "Worker process is ready for action"
 #: Fault kinds after which the client cannot know whether the request was applied.
 AMBIGUOUS_FAULTS = frozenset({"500_before", "500_after", "drop_before", "html_200", "html_200_after"})
+#: Profile shapes of a POST's 200 after which the client cannot know whether it was applied: the answer holds
+#: no profile object, so it proves no more than a proxy's HTML 200 would. The other drifts still come in
+#: WetBot's success envelope with a profile: applied, only the inventory is unreadable.
+AMBIGUOUS_SHAPES: frozenset[ProfileShape] = frozenset({"not_object"})
 
 
 # --------------------------------------------------------------------------------------------- proxy
@@ -665,8 +669,8 @@ class Result:
     drained: bool
     #: the ledger contradicts the simulator: ``delivered`` but never applied, or ``dead``/``cancelled`` but applied.
     ledger_wrong: int = 0
-    #: outcomes the client could not know (ambiguous faults that reached the simulator, grants in flight at a
-    #: kill): how many ``unknown`` grants the faults can explain.
+    #: outcomes the client could not know (``is_ambiguous`` requests that reached the simulator, grants in
+    #: flight at a kill): how many ``unknown`` grants the faults can explain.
     ambiguous: int = 0
     injected_429: int = 0
     #: ``unknown`` is a right answer whatever the policy (the world moved: ``Scenario.unknown_allowed``).
@@ -742,6 +746,24 @@ def drain(cluster: Cluster, load: Load, *, deadline_s: float, started: float) ->
     return time.monotonic() - started, False
 
 
+def is_ambiguous(record: RequestRecord) -> bool:
+    """True when the client that sent ``record`` could not know whether it was applied: an ambiguous fault,
+    a 5xx, no answer, an answer held past the client's timeout, or a POST's 200 in an ``AMBIGUOUS_SHAPES``."""
+    return (
+        record.fault in AMBIGUOUS_FAULTS
+        or record.status >= 500
+        or record.status == NO_RESPONSE
+        or record.fault == "slow_after"
+        or (record.method == "POST" and record.status == 200 and record.shape in AMBIGUOUS_SHAPES)
+    )
+
+
+def sent_without_baseline(grant: Grant) -> bool:
+    """True when ``grant``'s last request went out without a baseline read before it: a read-back cannot
+    judge a maybe-applied outcome of it (``worker/verify.py``)."""
+    return grant.baseline_missing != ""
+
+
 def measure(
     scenario: str, cluster: Cluster, load: Load, *, drain_s: float, drained: bool, disrupted_in_flight: int = 0
 ) -> Result:
@@ -791,11 +813,7 @@ def measure(
     stranded = [g for g in grants if g.state not in FINAL_STATES]
     for grant in stranded:
         note("stranded", f"{grant.user_id[-4:]}:{grant.state.value}")
-    ambiguous = sum(
-        1
-        for r in requests_seen
-        if r.fault in AMBIGUOUS_FAULTS or r.status >= 500 or r.status == NO_RESPONSE or r.fault == "slow_after"
-    )
+    ambiguous = sum(1 for r in requests_seen if is_ambiguous(r))
     too_many = sum(1 for r in requests_seen if r.status == 429 and r.fault is None)
     injected_429 = sum(1 for r in requests_seen if r.status == 429 and r.fault is not None)
     return Result(
@@ -814,7 +832,7 @@ def measure(
         drained=drained,
         ledger_wrong=ledger_wrong,
         ambiguous=ambiguous + disrupted_in_flight,
-        unknown_unjudgeable=sum(1 for g in unknown if "no baseline was read" in g.last_error),
+        unknown_unjudgeable=sum(1 for g in unknown if sent_without_baseline(g)),
         injected_429=injected_429,
         send_failures=list(load.log.failures),
         details=details,

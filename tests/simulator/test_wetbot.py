@@ -397,6 +397,32 @@ def test_fault_html_200_applies_nothing_and_html_200_after_applies(
     assert grant(http, sim, ("a", 1)).json()["code"] == 200  # faults consumed
 
 
+def test_each_record_names_the_shape_its_answer_was_in(http: requests.Session, sim: WetbotSimulator) -> None:
+    """What a client received is on its record: the profile's shape, or None when the answer held no profile."""
+    grant(http, sim, ("a", 1))
+    sim.set_profile_shape("not_object")
+    assert isinstance(grant(http, sim, ("a", 1)).json()["response"], list)
+    assert isinstance(http.get(user_url(sim), headers=AUTH, timeout=5).json()["response"], list)
+    assert http.patch(user_url(sim), json={"xp": 1}, headers=AUTH, timeout=5).json()["response"]["xp"] == 1
+    sim.inject("500_after")
+    sim.inject("html_200_after")
+    assert grant(http, sim, ("a", 1)).status_code == 500
+    assert grant(http, sim, ("a", 1)).status_code == 200
+    assert http.post(inv_url(sim), json={"items": []}, headers=AUTH, timeout=5).status_code == 400
+    expected = [
+        ("POST", 200, "documented"),
+        ("POST", 200, "not_object"),
+        ("GET", 200, "not_object"),
+        ("PATCH", 200, "documented"),  # PATCH answers are never reshaped
+        ("POST", 500, None),
+        ("POST", 200, None),
+        ("POST", 400, None),
+    ]
+    assert [(r.method, r.status, r.shape) for r in sim.requests()] == expected
+    records = http.get(f"{sim.root_url}/_sim/requests", timeout=5).json()["requests"]
+    assert [(r["method"], r["status"], r["shape"]) for r in records] == expected
+
+
 def test_fault_filters_and_count(http: requests.Session, sim: WetbotSimulator) -> None:
     sim.inject("500_before", count=2, user_id="2")
     assert grant(http, sim, ("a", 1), user="1").status_code == 200
