@@ -90,6 +90,7 @@ Control endpoints (``control=True``), never faulted: ``GET /_sim/health``, ``GET
 ``GET /_sim/device/pending``, ``POST /_sim/reset``, ``POST /_sim/faults`` (the :meth:`inject` keyword
 arguments plus ``kind``), ``POST /_sim/device/approve`` / ``/_sim/device/deny`` (``{"user_code": ...,
 "login": ...}``, both optional), ``POST /_sim/tokens/expire``, ``POST /_sim/tokens/revoke_all``,
+``POST /_sim/tokens/issue`` (``{"login", "scopes": [...]}``, answers ``{"tokens": ...}``),
 ``POST /_sim/tokens/lifetime`` (``{"seconds": s}``), ``POST /_sim/clock/advance`` (``{"seconds": s}``),
 ``POST /_sim/rate_limit`` (``{"limit": n, "window_s": s}``); the channel: ``GET /_sim/rewards``,
 ``/_sim/redemptions``, ``/_sim/refunds``, ``/_sim/subscriptions``; ``POST /_sim/redeem`` (``{"reward_id",
@@ -149,7 +150,8 @@ NO_RESPONSE: Final = 0
 
 
 class SessionDirectory(Protocol):
-    """What the simulator asks the EventSub WebSocket server (``simulator.eventsub_ws``)."""
+    """What the simulator asks the EventSub WebSocket server (``simulator.eventsub_ws``). It is called with the
+    simulator's lock held, so it must not call back into the simulator."""
 
     def has_session(self, session_id: str) -> bool: ...
 
@@ -377,6 +379,13 @@ class TwitchSimulator:
     def pending_user_codes(self) -> list[str]:
         with self._lock:
             return [device.user_code for device in self.oauth.pending(self.now())]
+
+    def issue_user_token(self, login: str | None = None, scopes: Iterable[str] = ()) -> dict[str, object]:
+        """A grant as if ``login`` (default: the broadcaster) had approved our app for ``scopes``, without
+        the device flow; returns the token answer (``access_token``, ``refresh_token``, ...)."""
+        with self._lock:
+            user = self.broadcaster if login is None else self.oauth.user_by_login(login)
+            return self.oauth.issue(self.client_id, user.id, scopes, self.now())
 
     def expire_access_tokens(self) -> None:
         """Every access token issued so far is expired (refresh tokens keep working)."""

@@ -23,6 +23,7 @@ POSTS = frozenset(
         "device/deny",
         "tokens/expire",
         "tokens/revoke_all",
+        "tokens/issue",
         "tokens/lifetime",
         "clock/advance",
         "rate_limit",
@@ -90,6 +91,11 @@ def _change(sim: TwitchSimulator, endpoint: str, args: dict[str, object]) -> Rep
         sim.expire_access_tokens()
     elif endpoint == "tokens/revoke_all":
         sim.revoke_all()
+    elif endpoint == "tokens/issue":
+        scopes = args.get("scopes", [])
+        if not isinstance(scopes, list):
+            raise TypeError("scopes must be a list")
+        answer["tokens"] = sim.issue_user_token(_optional_str(args.get("login")), [str(s) for s in scopes])
     elif endpoint == "tokens/lifetime":
         sim.set_access_token_lifetime(_float(args["seconds"]))
     elif endpoint == "clock/advance":

@@ -694,3 +694,41 @@ def test_control_endpoints_for_the_channel(http: requests.Session, sim: TwitchSi
     assert http.post(f"{base}/rate_limit", json={"limit": 1}).status_code == 200
     assert [user.call("GET", "/users").status_code for _ in range(2)] == [200, 429]
     assert http.get(f"{base}/subscriptions").json() == {"subscriptions": []}
+
+
+def test_issue_user_token_skips_the_device_flow(http: requests.Session, sim: TwitchSimulator) -> None:
+    tokens = sim.issue_user_token(scopes=["channel:manage:redemptions"])
+    valid = validate(http, sim, tokens["access_token"]).json()
+    assert (valid["login"], valid["scopes"]) == ("cool_user", ["channel:manage:redemptions"])
+    over_http = http.post(f"{sim.root_url}/_sim/tokens/issue", json={"login": "cooler_user", "scopes": []}).json()
+    assert validate(http, sim, dict(over_http["tokens"])["access_token"]).json()["user_id"] == "9001"
+    assert refresh(http, sim, tokens["refresh_token"]).status_code == 200
+
+
+def test_cli_serves_until_terminated(http: requests.Session) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "simulator", "twitch", "--port", "0", "--poll-interval", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        banner = proc.stdout.readline()
+        assert banner.startswith("Twitch simulator listening on http://127.0.0.1:"), banner
+        auth_url = banner.split("TWITCH_AUTH_URL=")[1].split()[0]
+        device = http.post(f"{auth_url}/device", data={"client_id": DEFAULT_CLIENT_ID, "scopes": "bits:read"}).json()
+        root = auth_url.removesuffix("/oauth2")
+        assert http.post(f"{root}/_sim/device/approve", json={}).status_code == 200
+        form = {"client_id": DEFAULT_CLIENT_ID, "device_code": device["device_code"], "grant_type": DEVICE_GRANT}
+        tokens = http.post(f"{auth_url}/token", data=form).json()
+        assert proc.stdout.readline().split()[1:] == ["POST", "/oauth2/device", "200"]
+        assert proc.stdout.readline().split()[1:] == ["POST", "/oauth2/token", "200"]
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=10)
+    assert proc.returncode == 0 and "Twitch simulator stopped" in out
+    assert str(tokens["access_token"]) not in out and str(device["device_code"]) not in out
