@@ -67,6 +67,13 @@ MAX_TIMEOUT_S = 300.0
 TWITCH_SECRET_MIN_LEN = 10
 TWITCH_SECRET_MAX_LEN = 100
 
+#: The OAuth base ``TWITCH_AUTH_URL`` defaults to, and the endpoint its older form named.
+DEFAULT_TWITCH_AUTH_URL = "https://id.twitch.tv/oauth2"
+_OLD_AUTH_URL_SUFFIX = "/token"
+#: Shortest accepted ``TOKEN_ENCRYPTION_KEY``: the cipher key is derived from it, so it must carry enough
+#: entropy by itself (32 random characters from a password manager or ``openssl rand -base64 32``).
+TOKEN_ENCRYPTION_KEY_MIN_LEN = 32
+
 #: Shortest accepted bearer token for ``POST /grants`` (and ``ADMIN_TOKEN``): anything shorter is guessable.
 GRANTS_TOKEN_MIN_LEN = 16
 #: Seconds an operator console session lasts by default (``CONSOLE_SESSION_S``), and at most (30 days).
@@ -363,8 +370,16 @@ class Settings(BaseSettings):
     twitch_client_secret: SecretStr | None = None
     #: Twitch Helix API base (``wetbot-rewards twitch subscribe``), without a trailing slash.
     twitch_api_url: str = "https://api.twitch.tv/helix"
-    #: Twitch OAuth token endpoint (client-credentials grant for an app access token).
-    twitch_auth_url: str = "https://id.twitch.tv/oauth2/token"
+    #: Twitch OAuth base: ``/device``, ``/token``, ``/validate`` and ``/revoke`` live under it. The older
+    #: form, the token endpoint itself (``.../oauth2/token``), is read as its base.
+    twitch_auth_url: str = DEFAULT_TWITCH_AUTH_URL
+    #: EventSub WebSocket URL (``TWITCH_TRANSPORT=websocket``), ``wss://`` (or ``ws://`` for a local server).
+    twitch_eventsub_ws_url: str = "wss://eventsub.wss.twitch.tv/ws"
+    #: How EventSub reaches the service: ``webhook`` (a public HTTPS callback) or ``websocket`` (none needed).
+    twitch_transport: Literal["webhook", "websocket"] = "webhook"
+    #: What the key encrypting the stored Twitch tokens is derived from (``producers.twitch.tokens``), at
+    #: least 32 characters; none means ``twitch connect`` refuses to store tokens.
+    token_encryption_key: SecretStr | None = None
     #: The rules file (TOML), relative to the working directory.
     rewards_file: Path = Path("config/rewards.toml")
     #: What to do with a request that may or may not have been applied:
@@ -430,10 +445,41 @@ class Settings(BaseSettings):
     def _check_api_url(cls, value: str) -> str:
         return _http_base_url(value, "must be an http:// or https:// URL such as https://www.wetbot.space/api")
 
-    @field_validator("twitch_api_url", "twitch_auth_url")
+    @field_validator("twitch_api_url")
     @classmethod
     def _check_twitch_urls(cls, value: str) -> str:
         return _http_base_url(value, "must be an http:// or https:// URL (Twitch's own by default)")
+
+    @field_validator("twitch_auth_url")
+    @classmethod
+    def _check_twitch_auth_url(cls, value: str) -> str:
+        """The OAuth base; a value naming the token endpoint (the variable's older meaning) is cut to its base."""
+        base = _http_base_url(value, "must be an http:// or https:// URL such as https://id.twitch.tv/oauth2")
+        return base.removesuffix(_OLD_AUTH_URL_SUFFIX) if urlsplit(base).path.endswith(_OLD_AUTH_URL_SUFFIX) else base
+
+    @field_validator("twitch_eventsub_ws_url")
+    @classmethod
+    def _check_eventsub_ws_url(cls, value: str) -> str:
+        problem = "must be a ws:// or wss:// URL such as wss://eventsub.wss.twitch.tv/ws"
+        if _HAS_SPACE_OR_CONTROL.search(value):
+            raise ValueError(problem)
+        try:
+            parts = urlsplit(value)
+            hostname = parts.hostname
+        except ValueError:
+            raise ValueError(problem) from None
+        if parts.scheme not in ("ws", "wss") or not hostname or parts.fragment:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("token_encryption_key")
+    @classmethod
+    def _check_token_encryption_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < TOKEN_ENCRYPTION_KEY_MIN_LEN:
+            raise ValueError(
+                f"must be at least {TOKEN_ENCRYPTION_KEY_MIN_LEN} characters (e.g. openssl rand -base64 32)"
+            )
+        return value
 
     @field_validator("wetbot_api_key", "grants_api_token", "admin_token", "metrics_token")
     @classmethod
@@ -510,7 +556,7 @@ class Settings(BaseSettings):
             raise ValueError(f"must be at most {SENTRY_ENVIRONMENT_MAX_LEN} characters without spaces or '/'")
         return value
 
-    @field_validator("ambiguous_policy", "log_format", mode="before")
+    @field_validator("ambiguous_policy", "log_format", "twitch_transport", mode="before")
     @classmethod
     def _lower_policy(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
@@ -546,7 +592,7 @@ class Settings(BaseSettings):
         """Every secret value that is set, for scrubbing logs and Sentry events.
 
         Covers the API keys, both webhook secrets, the grants, admin and metrics tokens, the Twitch
-        client secret, the Sentry DSN, the sentinels' password and a password
+        client secret, the token encryption key, the Sentry DSN, the sentinels' password and a password
         embedded in ``REDIS_URL``.
         """
         values = [
@@ -559,6 +605,7 @@ class Settings(BaseSettings):
                 self.admin_token,
                 self.metrics_token,
                 self.twitch_client_secret,
+                self.token_encryption_key,
                 self.sentry_dsn,
                 self.redis_sentinel_password,
             )

@@ -117,7 +117,6 @@ class SlidingWindowLimiter:
         waiter: str = "",
         grant_key: str = "",
         hold_s: float = 0.0,
-        now_s: float | None = None,
     ) -> SlotDecision:
         """Take a slot for ``key_id`` if one is free.
 
@@ -131,9 +130,7 @@ class SlidingWindowLimiter:
           hold_s: the latest, in seconds from now, that the slot's request may reach WetBot: until its
             answer is recorded (``settle_ref``, ``settle``) the slot counts until a window after that.
             0 (a slot that stands for no real request, in tests): it counts one window from now.
-          now_s: the time to use instead of Redis ``TIME`` (tests only).
         """
-        now_arg = "" if now_s is None else str(int(now_s * 1_000_000))
         member = uuid.uuid4().hex
         granted, wait_us = self._script(
             keys=[
@@ -147,7 +144,6 @@ class SlidingWindowLimiter:
                 self.rate.limit,
                 int(self.effective_window_s * 1_000_000),
                 member,
-                now_arg,
                 waiter,
                 int(self._line_grace_s * 1_000_000),
                 max(0, int(hold_s * 1_000_000)),

@@ -79,7 +79,8 @@ class HelixClient:
 
     Parameters:
       api_url: Helix base (``TWITCH_API_URL``), e.g. ``https://api.twitch.tv/helix``.
-      auth_url: token endpoint (``TWITCH_AUTH_URL``).
+      auth_url: the OAuth base (``TWITCH_AUTH_URL``), e.g. ``https://id.twitch.tv/oauth2``; the token
+        endpoint is ``<auth_url>/token``.
       client_id, client_secret: the app's credentials.
       timeout_s: seconds per call.
       session: a ``requests.Session`` to use (one is made otherwise).
@@ -96,7 +97,7 @@ class HelixClient:
         session: requests.Session | None = None,
     ) -> None:
         self._api_url = api_url.rstrip("/")
-        self._auth_url = auth_url
+        self._token_url = f"{auth_url.rstrip('/')}/token"
         self._client_id = client_id
         self._client_secret = client_secret
         self._timeout_s = timeout_s
@@ -114,7 +115,7 @@ class HelixClient:
         if self._token is None:
             response = self._send(
                 "POST",
-                self._auth_url,
+                self._token_url,
                 data={
                     "client_id": self._client_id,
                     "client_secret": self._client_secret,

@@ -76,6 +76,10 @@ def test_defaults() -> None:
     assert s.console_session_s == 12 * 3600
     assert s.demo_mode is False
     assert s.redis_key_prefix == "wbr"
+    assert s.twitch_auth_url == "https://id.twitch.tv/oauth2"
+    assert s.twitch_eventsub_ws_url == "wss://eventsub.wss.twitch.tv/ws"
+    assert s.twitch_transport == "webhook"
+    assert s.token_encryption_key is None
     assert s.secrets() == []
 
 
@@ -157,6 +161,35 @@ def test_overrides_win_over_environment(clean_env: pytest.MonkeyPatch) -> None:
     assert s.wetbot_rate_limit == RateLimit(2, 1.0)
 
 
+@pytest.mark.parametrize(
+    ("value", "base"),
+    [
+        ("https://id.twitch.tv/oauth2", "https://id.twitch.tv/oauth2"),
+        ("https://id.twitch.tv/oauth2/", "https://id.twitch.tv/oauth2"),
+        ("https://id.twitch.tv/oauth2/token", "https://id.twitch.tv/oauth2"),
+        ("http://127.0.0.1:9000/oauth2/token/", "http://127.0.0.1:9000/oauth2"),
+        ("http://token:9000", "http://token:9000"),
+        ("http://127.0.0.1:9000/mytoken", "http://127.0.0.1:9000/mytoken"),
+    ],
+)
+def test_twitch_auth_url_is_the_oauth_base_and_reads_the_token_endpoint_as_its_base(
+    clean_env: pytest.MonkeyPatch, value: str, base: str
+) -> None:
+    clean_env.setenv("TWITCH_AUTH_URL", value)
+    assert load_settings().twitch_auth_url == base
+
+
+def test_twitch_connection_settings_from_environment(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("TWITCH_EVENTSUB_WS_URL", "ws://127.0.0.1:8081/ws")
+    clean_env.setenv("TWITCH_TRANSPORT", " WebSocket ")
+    clean_env.setenv("TOKEN_ENCRYPTION_KEY", "k" * 32)
+    s = load_settings()
+    assert s.twitch_eventsub_ws_url == "ws://127.0.0.1:8081/ws"
+    assert s.twitch_transport == "websocket"
+    assert s.token_encryption_key is not None and s.token_encryption_key.get_secret_value() == "k" * 32
+    assert "k" * 32 not in repr(s)
+
+
 def test_settings_are_frozen() -> None:
     s = load_settings()
     with pytest.raises(ValueError, match="frozen"):
@@ -217,6 +250,12 @@ BAD_VALUES = [
     ("REDIS_WAIT_REPLICAS", LEAKY, "REDIS_WAIT_REPLICAS: must be a whole number"),
     ("REDIS_WAIT_TIMEOUT_S", "0", "REDIS_WAIT_TIMEOUT_S: must be greater than 0"),
     ("REDIS_WAIT_TIMEOUT_S", "31", "REDIS_WAIT_TIMEOUT_S: must be at most 30"),
+    ("TWITCH_AUTH_URL", f"ftp://{LEAKY}.example/oauth2", "TWITCH_AUTH_URL: must be an http:// or https:// URL"),
+    ("TWITCH_EVENTSUB_WS_URL", f"https://{LEAKY}.example/ws", "TWITCH_EVENTSUB_WS_URL: must be a ws:// or wss://"),
+    ("TWITCH_EVENTSUB_WS_URL", f"wss://{LEAKY} x/ws", "TWITCH_EVENTSUB_WS_URL: must be a ws:// or wss://"),
+    ("TWITCH_EVENTSUB_WS_URL", f"wss://[{LEAKY}/ws", "TWITCH_EVENTSUB_WS_URL: must be a ws:// or wss://"),
+    ("TWITCH_TRANSPORT", LEAKY, "TWITCH_TRANSPORT: must be one of webhook, websocket"),
+    ("TOKEN_ENCRYPTION_KEY", LEAKY, "TOKEN_ENCRYPTION_KEY: must be at least 32 characters"),
 ]
 
 
@@ -410,6 +449,7 @@ def test_secrets_lists_every_set_secret(clean_env: pytest.MonkeyPatch) -> None:
         "TWITCH_CLIENT_SECRET": "client-" + LEAKY,
         "SENTRY_DSN": "https://abc123@o1.ingest.sentry.io/42",
         "REDIS_SENTINEL_PASSWORD": "sentinel-" + LEAKY,
+        "TOKEN_ENCRYPTION_KEY": "cipher-" + LEAKY * 2,
     }
     for name, value in values.items():
         clean_env.setenv(name, value)

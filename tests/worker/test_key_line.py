@@ -18,6 +18,7 @@ from config.settings import RateLimit
 from simulator.wetbot import WetbotSimulator
 from tests.conftest import GUILD, USER, ScheduleDriver, SettingsFactory
 from tests.schedule_view import due_in_s
+from tests.worker.conftest import S, age_rate_state, now_us, scores, seed_slot, window_us
 from worker.delivery import Deliverer
 from worker.grant import Grant, GrantItem, GrantState, NewGrant
 from worker.keys import Keys
@@ -199,11 +200,11 @@ def test_waiters_newcomers_and_a_429_block_never_put_more_than_the_limit_in_any_
         thread.start()
     for thread in threads:
         thread.join(10)
-    window_us = int(SlidingWindowLimiter(redis, keys, rate).effective_window_s * 1_000_000)
+    window = window_us(SlidingWindowLimiter(redis, keys, rate))
     starts.sort()
     assert len(starts) >= 12, "the test asked across several windows"
     for i, start in enumerate(starts):
-        in_window = sum(1 for other in starts[i:] if other < start + window_us)
+        in_window = sum(1 for other in starts[i:] if other < start + window)
         assert in_window <= rate.limit, f"{in_window} starts within one window from {start}"
 
 
@@ -248,20 +249,15 @@ def test_a_hand_back_announced_while_a_pass_runs_cuts_the_next_sleep_short() -> 
 )
 def test_a_grant_whose_run_stopped_after_its_refusal_keeps_its_place(redis: Redis, keys: Keys) -> None:
     lim = SlidingWindowLimiter(redis, keys, RateLimit(1, 10))
-    t0 = 1_000_000.0
-    assert lim.try_acquire("k", now_s=t0 - lim.effective_window_s + 3).granted  # the slot frees in 3 s
-    assert not lim.try_acquire("k", waiter="first", now_s=t0).granted  # its worker dies here: no hand-back
-    assert not lim.try_acquire("k", waiter="second", now_s=t0 + 1).granted  # refused after it
+    seed_slot(redis, keys, "k", now_us(redis) - window_us(lim) + 3 * S)  # the slot frees in 3 s
+    assert not lim.try_acquire("k", waiter="first").granted  # its worker dies here: no hand-back
+    assert not lim.try_acquire("k", waiter="second").granted  # refused after it
     # claim.lua put "first" on the schedule for the end of its claim lease: that is when it runs again.
-    back = t0 + DEFAULT_TIMINGS.claim_lease_s + 1
-    lim.try_acquire("k", now_s=back)  # the slot "first" waited for: taken by a grant not in line
-    again = lim.try_acquire("k", waiter="first", now_s=back)
-    assert not again.granted
-    ahead_of_first = [
-        w.decode()
-        for w, turn in cast(list[tuple[bytes, float]], redis.zrange(keys.rate_line("k"), 0, -1, withscores=True))
-        if turn / 1_000_000 < back + again.wait_s and w != b"first"  # turns are in microseconds
-    ]
+    age_rate_state(redis, keys, "k", int((DEFAULT_TIMINGS.claim_lease_s + 1) * S))
+    assert lim.try_acquire("k").granted  # the slot "first" waited for: taken by a grant not in line
+    assert not lim.try_acquire("k", waiter="first").granted
+    turns = scores(redis, keys.rate_line("k"))
+    ahead_of_first = [waiter for waiter, turn in turns.items() if turn < turns["first"]]
     assert ahead_of_first == [], f"{ahead_of_first} now go before the grant refused first"
 
 

@@ -1,4 +1,5 @@
-"""The Redis sliding-window limiter, with explicit clocks (no sleeping) and with Redis' own clock."""
+"""The Redis sliding-window limiter on Redis' own clock: where a slot's age matters, the test writes the
+key's state relative to Redis' now (``tests/worker/conftest.py``) instead of sleeping."""
 
 from __future__ import annotations
 
@@ -10,28 +11,57 @@ from typing import Any
 from redis import Redis
 
 from config.settings import RateLimit
+from tests.worker.conftest import S, age_rate_state, now_us, scores, seed_slot, window_us
 from worker.keys import Keys
 from worker.limiter import SlidingWindowLimiter
-from worker.timings import DEFAULT_TIMINGS
+from worker.timings import DEFAULT_TIMINGS, Timings
 
 
-def limiter(redis: Redis, keys: Keys, limit: int = 3, window_s: float = 10.0) -> SlidingWindowLimiter:
-    return SlidingWindowLimiter(redis, keys, RateLimit(limit, window_s))
+def limiter(
+    redis: Redis, keys: Keys, limit: int = 3, window_s: float = 60.0, *, timings: Timings = DEFAULT_TIMINGS
+) -> SlidingWindowLimiter:
+    return SlidingWindowLimiter(redis, keys, RateLimit(limit, window_s), timings=timings)
 
 
-def test_at_most_n_in_any_window(redis: Redis, keys: Keys) -> None:
+def test_at_most_n_in_any_window_stamped_with_redis_clock(redis: Redis, keys: Keys) -> None:
     lim = limiter(redis, keys)
-    window = lim.effective_window_s
-    t0 = 1_000_000.0
-    assert [lim.try_acquire("k", now_s=t0 + i).granted for i in range(3)] == [True, True, True]
-    refused = lim.try_acquire("k", now_s=t0 + 3)
+    before = now_us(redis)
+    assert [lim.try_acquire("k").granted for _ in range(3)] == [True, True, True]
+    asked = now_us(redis)
+    refused = lim.try_acquire("k")
+    after = now_us(redis)
+    starts = sorted(scores(redis, keys.rate_window("k")).values())
+    assert len(starts) == 3 and before <= starts[0] and starts[-1] <= asked, "each slot counts from Redis' now"
+    # The refused request waits until the first slot frees, exactly one (effective) window after it was taken:
+    # the script's now, wait_s before that moment, lies between the clock readings around the call.
     assert not refused.granted
-    # The first slot frees exactly one (effective) window after it was taken.
-    assert abs(refused.wait_s - (window - 3)) < 1e-3
-    assert not lim.try_acquire("k", now_s=t0 + window - 0.01).granted
-    assert lim.try_acquire("k", now_s=t0 + window).granted
-    # Now slots 2, 3 and 4 are inside the window: the next one waits for slot 2.
-    assert not lim.try_acquire("k", now_s=t0 + window + 0.5).granted
+    assert asked <= starts[0] + window_us(lim) - round(refused.wait_s * S) <= after
+
+
+def test_a_slot_frees_a_window_after_the_time_it_counts_from(redis: Redis, keys: Keys) -> None:
+    lim = limiter(redis, keys)
+    window, now = window_us(lim), now_us(redis)
+    for key_id, oldest in (("in", now - window + 5 * S), ("out", now - window - 2 * S)):
+        for start in (oldest, now - 30 * S, now - 20 * S):
+            seed_slot(redis, keys, key_id, start)
+    assert not lim.try_acquire("in").granted, "its oldest slot is still 5 s inside the window"
+    assert lim.try_acquire("out").granted, "its oldest slot has left the window"
+    # The slots of 30 and 20 s ago and the new one are all inside it: the next request waits.
+    assert not lim.try_acquire("out").granted
+    assert len(scores(redis, keys.rate_window("out"))) == 3
+
+
+def test_a_slot_counts_until_it_is_exactly_a_window_old(redis: Redis, keys: Keys) -> None:
+    """Half a second before its oldest slot is a window old, the key is full; a process starved past that
+    moment may get the slot, but only if the script's own now (the new slot's start) is past it."""
+    lim = limiter(redis, keys, limit=1)
+    oldest = now_us(redis) - window_us(lim) + S // 2
+    seed_slot(redis, keys, "k", oldest)
+    decision = lim.try_acquire("k")
+    if decision.granted:
+        assert scores(redis, keys.rate_window("k"))[decision.member] >= oldest + window_us(lim)
+    else:
+        assert round(decision.wait_s * S) <= S // 2, "it waits for the oldest slot to free"
 
 
 def test_the_window_has_a_safety_margin_over_the_configured_one(redis: Redis, keys: Keys) -> None:
@@ -41,9 +71,9 @@ def test_the_window_has_a_safety_margin_over_the_configured_one(redis: Redis, ke
 
 def test_keys_are_limited_independently(redis: Redis, keys: Keys) -> None:
     lim = limiter(redis, keys, limit=1)
-    assert lim.try_acquire("a", now_s=100.0).granted
-    assert lim.try_acquire("b", now_s=100.0).granted
-    assert not lim.try_acquire("a", now_s=100.5).granted
+    assert lim.try_acquire("a").granted
+    assert lim.try_acquire("b").granted
+    assert not lim.try_acquire("a").granted
 
 
 def test_block_holds_every_request_until_it_ends(redis: Redis, keys: Keys) -> None:
@@ -86,42 +116,75 @@ def test_window_entries_expire_on_their_own(redis: Redis, keys: Keys) -> None:
     assert 121_000 < ttl_ms <= 122_100
 
 
+def line_turns(redis: Redis, keys: Keys, key_id: str) -> dict[str, int]:
+    """Each waiter's turn in ``key_id``'s line (microseconds, Redis' clock)."""
+    return scores(redis, keys.rate_line(key_id))
+
+
 def test_a_backlog_waits_in_line_one_turn_per_slot_to_come(redis: Redis, keys: Keys) -> None:
     # Without a line every refused grant would be told "the next slot": a backlog of 1,000 would all ask
     # again when it frees, and 999 would be refused again, every window.
-    lim = limiter(redis, keys, limit=3, window_s=10)
-    window = lim.effective_window_s
-    t0 = 1_000_000.0
-    assert all(lim.try_acquire("k", now_s=t0 + i).granted for i in range(3))  # slots taken at t0, t0+1, t0+2
-    asked = t0 + 3
-    waits = [lim.try_acquire("k", waiter=f"g{n}", now_s=asked).wait_s for n in range(7)]
-    turns = [asked + wait for wait in waits]
-    expected = [t0 + window, t0 + 1 + window, t0 + 2 + window]  # the first round: each slot as it frees
-    expected += [turn + window for turn in expected] + [t0 + 3 * window]  # then a window later, slot by slot
-    assert [round(turn, 3) for turn in turns] == [round(turn, 3) for turn in expected]
+    lim = limiter(redis, keys, limit=3)
+    window, now = window_us(lim), now_us(redis)
+    starts = [now - 30 * S, now - 25 * S, now - 20 * S]  # the window's three slots, the first frees in ~30 s
+    for start in starts:
+        seed_slot(redis, keys, "k", start)
+    asked = now_us(redis)
+    waits = [lim.try_acquire("k", waiter=f"g{n}").wait_s for n in range(7)]
+    after = now_us(redis)
+    turns = line_turns(redis, keys, "k")
+    expected = [start + window for start in starts]  # the first round: each slot as it frees
+    expected += [turn + window for turn in expected] + [starts[0] + 3 * window]  # then a window later, slot by slot
+    assert [turns[f"g{n}"] for n in range(7)] == expected
+    assert all(asked <= turns[f"g{n}"] - round(wait * S) <= after for n, wait in enumerate(waits)), "wait = turn - now"
     # A waiter asking again keeps its place, and a new one goes behind everyone.
-    assert round(asked + lim.try_acquire("k", waiter="g4", now_s=asked).wait_s, 3) == round(turns[4], 3)
-    assert round(asked + lim.try_acquire("k", waiter="new", now_s=asked).wait_s, 3) == round(t0 + 1 + 3 * window, 3)
-    # At its turn the first waiter gets the slot and leaves the line; the second, come early, keeps its turn.
-    assert lim.try_acquire("k", waiter="g0", now_s=turns[0]).granted
-    assert redis.zscore(keys.rate_line("k"), "g0") is None
-    early = turns[0] + 0.5
-    assert round(early + lim.try_acquire("k", waiter="g1", now_s=early).wait_s, 3) == round(turns[1], 3)
+    lim.try_acquire("k", waiter="g4")
+    lim.try_acquire("k", waiter="new")
+    turns = line_turns(redis, keys, "k")
+    assert turns["g4"] == expected[4]
+    assert turns["new"] == starts[1] + 3 * window
+    # A second past the first turn, the first waiter gets the slot and leaves the line; the second, come
+    # early (4 s before its turn), keeps its turn.
+    age_rate_state(redis, keys, "k", expected[0] - now_us(redis) + 1 * S)
+    aged = line_turns(redis, keys, "k")
+    assert lim.try_acquire("k", waiter="g0").granted
+    assert "g0" not in line_turns(redis, keys, "k")
+    assert not lim.try_acquire("k", waiter="g1").granted
+    assert line_turns(redis, keys, "k")["g1"] == aged["g1"]
+
+
+def _gone_and_next(lim: SlidingWindowLimiter, redis: Redis, keys: Keys, key_id: str) -> str:
+    """``key_id``'s one slot taken; "gone" then "next" refused, a round apart; a window later another grant,
+    not in line, takes the slot "gone" waited for, and "gone" never comes back. Returns that slot's member."""
+    window = window_us(lim)
+    assert lim.try_acquire(key_id).granted
+    (start,) = scores(redis, keys.rate_window(key_id)).values()
+    assert not lim.try_acquire(key_id, waiter="gone").granted
+    assert not lim.try_acquire(key_id, waiter="next").granted
+    # While "gone" is in line, a newcomer waits a round behind it.
+    assert line_turns(redis, keys, key_id) == {"gone": start + window, "next": start + 2 * window}
+    age_rate_state(redis, keys, key_id, window)
+    taken = lim.try_acquire(key_id)
+    assert taken.granted
+    return taken.member
 
 
 def test_a_waiter_that_never_comes_back_loses_its_place_after_the_grace(redis: Redis, keys: Keys) -> None:
-    lim = limiter(redis, keys, limit=1, window_s=10)
-    window = lim.effective_window_s
-    t0 = 1_000_000.0
-    assert lim.try_acquire("k", now_s=t0).granted
-    assert abs(lim.try_acquire("k", waiter="gone", now_s=t0).wait_s - window) < 1e-3
-    # Until its turn is line_grace_s old, a newcomer waits a round behind it ...
-    assert abs(lim.try_acquire("k", waiter="next", now_s=t0).wait_s - 2 * window) < 1e-3
-    assert lim.try_acquire("k", now_s=t0 + window).granted  # someone else took the slot the absent one had
-    # ... then the absent waiter is dropped: a newcomer waits behind "next" alone.
-    later = t0 + window + DEFAULT_TIMINGS.line_grace_s + 0.1
-    assert abs(later + lim.try_acquire("k", waiter="late", now_s=later).wait_s - (t0 + 3 * window)) < 1e-3
-    assert redis.zscore(keys.rate_line("k"), "gone") is None
+    grace_s = 20
+    lim = limiter(redis, keys, limit=1, timings=Timings(line_grace_s=grace_s))
+    window = window_us(lim)
+    taken = {key_id: _gone_and_next(lim, redis, keys, key_id) for key_id in ("kept", "dropped")}
+    age_rate_state(redis, keys, "kept", (grace_s - 10) * S)  # "gone"'s turn is 10 s old: within the grace
+    age_rate_state(redis, keys, "dropped", (grace_s + 10) * S)  # 30 s old: past it
+    for key_id in taken:
+        assert not lim.try_acquire(key_id, waiter="late").granted
+    # Within the grace the absent waiter still holds its place: a newcomer waits behind it and "next" ...
+    kept = line_turns(redis, keys, "kept")
+    assert "gone" in kept and kept["late"] == scores(redis, keys.rate_window("kept"))[taken["kept"]] + 3 * window
+    # ... after it, it is dropped: a newcomer waits behind "next" alone.
+    dropped = line_turns(redis, keys, "dropped")
+    assert "gone" not in dropped
+    assert dropped["late"] == scores(redis, keys.rate_window("dropped"))[taken["dropped"]] + 2 * window
 
 
 def test_a_429_block_spreads_the_line_from_its_end(redis: Redis, keys: Keys) -> None:

@@ -24,6 +24,7 @@ from config.settings import RateLimit
 from simulator.wetbot import WetbotSimulator
 from tests.conftest import API_KEY, GUILD, OTHER_USER, USER, ScheduleDriver, SettingsFactory, wait_for
 from tests.schedule_view import due_in_s
+from tests.worker.conftest import S, age_rate_state, now_us, scores, seed_slot, window_us
 from worker.client import CallOutcome, CallResult, ItemDelta, WetbotClient
 from worker.delivery import Deliverer
 from worker.effects import StepEffects
@@ -53,11 +54,6 @@ def _user(path: str) -> str:
     return path.split("/users/")[1].split("/")[0]
 
 
-def _redis_now(redis: Redis) -> float:
-    seconds, micros = cast(tuple[int, int], redis.time())
-    return int(seconds) + int(micros) / 1_000_000
-
-
 def _key_id(deliverer: Deliverer) -> str:
     client = deliverer.clients.for_guild(GUILD)
     assert client is not None
@@ -79,7 +75,7 @@ def _only_slot(redis: Redis, keys: Keys, deliverer: Deliverer) -> str:
 def _wait_past_window(redis: Redis, deliverer: Deliverer, start: float) -> None:
     """Until the slot taken at ``start`` is older than the limiter's window (on Redis' clock)."""
     past = start + deliverer.limiter.effective_window_s + 0.05
-    wait_for(lambda: _redis_now(redis) > past, timeout_s=10, interval_s=0.02)
+    wait_for(lambda: now_us(redis) > past * S, timeout_s=10, interval_s=0.02)
 
 
 @pytest.fixture
@@ -232,35 +228,61 @@ def test_a_request_that_got_no_answer_keeps_its_slot_held_while_it_may_still_arr
     assert held is not None and held.state == GrantState.QUEUED and held.attempts == 0
 
 
-# --- the window itself (explicit clocks where the slot's own time matters) ------------------------------
+# --- the window itself (the key's state written relative to Redis' clock where a slot's age matters) --------
+
+#: The window of the tests below: wide, so that the state they write stays seconds from any boundary.
+SLOW_WINDOW_S = 60.0
 
 
 def _limiter(redis: Redis, keys: Keys, limit: int = 1) -> SlidingWindowLimiter:
-    return SlidingWindowLimiter(redis, keys, RateLimit(limit, WINDOW_S))
+    return SlidingWindowLimiter(redis, keys, RateLimit(limit, SLOW_WINDOW_S))
 
 
 def test_an_unanswered_slot_counts_until_a_window_after_the_latest_its_request_may_arrive(
     redis: Redis, keys: Keys
 ) -> None:
     lim = _limiter(redis, keys)
-    window, t0, hold = lim.effective_window_s, 1_000_000.0, 30.0
-    assert lim.try_acquire("k", hold_s=hold, now_s=t0).granted
-    refused = lim.try_acquire("k", now_s=t0 + window + 1)  # its start is a window old; it may not be out yet
-    assert not refused.granted and abs(refused.wait_s - window) < 1e-3, "it counts from now at the soonest"
-    assert not lim.try_acquire("k", now_s=t0 + hold + window - 0.01).granted
-    assert lim.try_acquire("k", now_s=t0 + hold + window + 0.01).granted
+    window, hold_s = window_us(lim), 30
+    taken = lim.try_acquire("new", hold_s=hold_s)
+    assert taken.granted
+    start = scores(redis, keys.rate_window("new"))[taken.member]
+    assert scores(redis, keys.rate_pending("new")) == {taken.member: start + hold_s * S}, "it may arrive until then"
+    now = now_us(redis)
+    # Its start is over a window old, but its request may still arrive: it counts from now at the soonest ...
+    held = seed_slot(redis, keys, "held", now - window - 5 * S, pending_until_us=now + 20 * S)
+    refused = lim.try_acquire("held")
+    assert not refused.granted and round(refused.wait_s * S) == window
+    assert now <= scores(redis, keys.rate_window("held"))[held] <= now_us(redis), "moved up to the script's now"
+    # ... from the latest its request may arrive once that is past ...
+    deadline = now - window + 5 * S
+    late = seed_slot(redis, keys, "late", now - window - 40 * S, pending_until_us=deadline)
+    assert not lim.try_acquire("late").granted
+    assert scores(redis, keys.rate_window("late")) == {late: deadline}
+    # ... and a window after that, it is gone.
+    seed_slot(redis, keys, "over", now - window - 40 * S, pending_until_us=now - window - 2 * S)
+    assert lim.try_acquire("over").granted
+    assert len(scores(redis, keys.rate_window("over"))) == 1
 
 
 def test_its_answer_ends_the_hold_and_the_slot_counts_a_window_from_the_answer(redis: Redis, keys: Keys) -> None:
     lim = _limiter(redis, keys)
-    t0 = _redis_now(redis)
-    slot = lim.try_acquire("k", hold_s=30.0, now_s=t0)
+    window = window_us(lim)
+    slot = lim.try_acquire("k", hold_s=30.0)
+    redis.zadd(keys.rate_window("k"), {slot.member: now_us(redis) - 10 * S})  # its answer took 10 s to come back
+    before = now_us(redis)
     lim.settle("k", slot.member)
+    after = now_us(redis)
     assert redis.zscore(keys.rate_pending("k"), slot.member) is None
-    answered = cast(float, redis.zscore(keys.rate_window("k"), slot.member)) / 1_000_000
-    assert t0 <= answered <= _redis_now(redis)
-    assert not lim.try_acquire("k", now_s=answered + lim.effective_window_s - 0.01).granted
-    assert lim.try_acquire("k", now_s=answered + lim.effective_window_s + 0.01).granted
+    answered = scores(redis, keys.rate_window("k"))[slot.member]
+    assert before <= answered <= after, "re-stamped with its answer's time"
+    asked = now_us(redis)
+    refused = lim.try_acquire("k")
+    assert not refused.granted
+    assert asked <= answered + window - round(refused.wait_s * S) <= now_us(redis), "it frees a window after its answer"
+    # A window after its answer the slot is gone: the hold it had (its request could arrive until 30 s after
+    # the slot was taken) would still keep it, had the answer not ended it.
+    age_rate_state(redis, keys, "k", answered + window + 2 * S - now_us(redis))
+    assert lim.try_acquire("k").granted
 
 
 def test_an_answer_that_comes_back_after_its_slot_left_the_window_brings_the_slot_back(
@@ -268,10 +290,10 @@ def test_an_answer_that_comes_back_after_its_slot_left_the_window_brings_the_slo
 ) -> None:
     """A read timeout longer than the window: the request may have reached WetBot just before its answer."""
     lim = _limiter(redis, keys, limit=2)
-    t0 = _redis_now(redis)
-    slow = lim.try_acquire("k", now_s=t0 - lim.effective_window_s - 0.5)  # a slot taken over a window ago
-    assert lim.try_acquire("k").granted  # the old one has left the window
-    lim.settle("k", slow.member)  # ... and its answer comes back only now
+    slow = seed_slot(redis, keys, "k", now_us(redis) - window_us(lim) - 2 * S)  # a slot taken over a window ago
+    assert lim.try_acquire("k").granted
+    assert redis.zscore(keys.rate_window("k"), slow) is None, "the old one has left the window"
+    lim.settle("k", slow)  # ... and its answer comes back only now
     assert not lim.try_acquire("k").granted, "the answered request counts a window from its answer"
 
 
@@ -294,12 +316,20 @@ def test_the_step_that_records_an_outcome_ends_the_hold_even_when_it_moves_no_gr
 
 def test_the_eta_mirror_sees_the_window_the_script_sees(redis: Redis, keys: Keys) -> None:
     lim = _limiter(redis, keys, limit=3)
-    window, t0 = lim.effective_window_s, 1_000_000.0
-    lim.try_acquire("k", hold_s=30.0, now_s=t0)  # unanswered, its start a window old by t1
-    lim.try_acquire("k", now_s=t0 + 0.5)  # no hold: gone by t1
-    lim.try_acquire("k", hold_s=30.0, now_s=t0 + 2.0)  # within the window at t1
-    t1 = t0 + window + 1.0
-    assert lim.held_slots("k", t1) == pytest.approx([t0 + 2.0, t1])
-    # The script agrees: one slot free; then the next frees a window after t0 + 2, the one after a window from t1.
-    waits = [lim.try_acquire("k", waiter=f"w{n}", now_s=t1).wait_s for n in range(3)]
-    assert waits == pytest.approx([0.0, 1.0, window], abs=1e-3)
+    window, now = window_us(lim), now_us(redis)
+    unanswered = seed_slot(redis, keys, "k", now - window - 5 * S, pending_until_us=now + 20 * S)  # a window old
+    gone = seed_slot(redis, keys, "k", now - window - 3 * S)  # no hold: out of the window
+    recent = seed_slot(redis, keys, "k", now - window + 10 * S, pending_until_us=now + 20 * S)  # within it
+    assert lim.held_slots("k", now / S) == pytest.approx([(now - window + 10 * S) / S, now / S], abs=1e-6)
+    # The script agrees: one slot free; then the next frees a window after the recent one, the one after a
+    # window from the unanswered one, moved up to the script's now.
+    decisions = [lim.try_acquire("k", waiter=f"w{n}") for n in range(3)]
+    assert [d.granted for d in decisions] == [True, False, False]
+    window_now = scores(redis, keys.rate_window("k"))
+    assert gone not in window_now
+    assert window_now[unanswered] == window_now[decisions[0].member], "moved up to the script's now"
+    turns = scores(redis, keys.rate_line("k"))
+    assert turns == {"w1": window_now[recent] + window, "w2": window_now[unanswered] + window}
+    assert lim.held_slots("k", window_now[unanswered] / S) == pytest.approx(
+        sorted(score / S for score in window_now.values()), abs=1e-6
+    )

@@ -13,10 +13,9 @@
 -- ARGV[1]  limit (requests per window)
 -- ARGV[2]  window (microseconds)
 -- ARGV[3]  unique member for this request
--- ARGV[4]  now (microseconds) for tests; "" = Redis TIME
--- ARGV[5]  the waiter asking (a grant id); "" = no line: wait for the next slot to free
--- ARGV[6]  grace (microseconds): how long after its turn a waiter keeps its place
--- ARGV[7]  hold (microseconds): how long after now the granted slot's request may still reach WetBot
+-- ARGV[4]  the waiter asking (a grant id); "" = no line: wait for the next slot to free
+-- ARGV[5]  grace (microseconds): how long after its turn a waiter keeps its place
+-- ARGV[6]  hold (microseconds): how long after now the granted slot's request may still reach WetBot
 --          unless its answer is recorded first (0: the slot counts one window from now, answered or not)
 --
 -- Returns {1, 0} when a slot was taken, {0, wait_us} when the caller must wait
@@ -38,23 +37,18 @@
 -- is dropped once its turn is ``grace`` old; until then it only makes the
 -- waiters behind it ask one slot later than they could, and a slot that is
 -- free goes to whoever asks, in line or not.
-local now
-if ARGV[4] ~= '' then
-  now = tonumber(ARGV[4])
-else
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 -- A resent script (redis-py retries after a timeout) finds its own slot: it is this caller's already.
 if redis.call('ZSCORE', KEYS[1], ARGV[3]) then
   return {1, 0}
 end
 local limit = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
-local waiter = ARGV[5]
+local waiter = ARGV[4]
 
 local blocked_until = tonumber(redis.call('GET', KEYS[2]) or '0')
-local hold = tonumber(ARGV[7]) or 0
+local hold = tonumber(ARGV[6]) or 0
 for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - window)) do
   local deadline = redis.call('ZSCORE', KEYS[4], member)
   if deadline and tonumber(deadline) > now - window then
@@ -88,7 +82,7 @@ if waiter == '' then
   return {0, tonumber(oldest[2]) + window - now}
 end
 
-local grace = tonumber(ARGV[6])
+local grace = tonumber(ARGV[5])
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - grace)
 local mine = redis.call('ZSCORE', KEYS[3], waiter)
 local ahead

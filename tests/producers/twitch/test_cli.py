@@ -256,7 +256,7 @@ def test_subscribe_input_errors(
 def test_helix_client_fetches_a_new_token_after_a_401(helix: FakeHelix) -> None:
     client = HelixClient(
         api_url=f"{helix.url}/helix",
-        auth_url=f"{helix.url}/oauth2/token",
+        auth_url=f"{helix.url}/oauth2",
         client_id=CLIENT_ID,
         client_secret=CLIENT_SECRET,
     )
