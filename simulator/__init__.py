@@ -1,10 +1,12 @@
-"""The WetBot simulator: a real local HTTP server that enforces WetBot's documented limits and injects faults.
+"""The simulators: real local HTTP servers that behave as WetBot and Twitch document, and inject faults.
 
 Part of the product, not of the tests: ``make run``'s demo mode runs it (``python -m simulator``), the
 tests and the benchmarks use it in-process (``WetbotSimulator``), and the chaos cluster (``devtools/chaos``,
-not shipped) drives the service's real processes against it under faults.
+not shipped) drives the service's real processes against it under faults. ``TwitchSimulator`` serves
+Twitch's OAuth server and Helix (``simulator.twitch``).
 """
 
+from simulator.twitch import TwitchSimulator, TwitchUser
 from simulator.wetbot import NO_RESPONSE, AppliedChange, RequestRecord, WetbotSimulator
 
-__all__ = ["NO_RESPONSE", "AppliedChange", "RequestRecord", "WetbotSimulator"]
+__all__ = ["NO_RESPONSE", "AppliedChange", "RequestRecord", "TwitchSimulator", "TwitchUser", "WetbotSimulator"]

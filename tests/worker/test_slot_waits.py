@@ -143,7 +143,9 @@ def test_a_backlogged_key_never_delays_another_keys_grants(
         time.sleep(0.4)
     waiting = [g for g in backlog if ledger.get(g).state != GrantState.DELIVERED]  # type: ignore[union-attr]
     assert len(waiting) >= 6, "A was still draining while B's grants went out"
-    assert max(pickups) < 0.5, f"B's grants took {[round(p, 3) for p in pickups]} s behind A's backlog"
+    # Behind A's line B would wait for A's backlog (12 s); 1.2 s leaves a starved test process room (0.64 s
+    # seen under a CPU hog and other load).
+    assert max(pickups) < 1.2, f"B's grants took {[round(p, 3) for p in pickups]} s behind A's backlog"
     sent_b = [r.method for r in sim.requests() if r.key == key_fingerprint(OTHER_KEY)]
     assert sent_b.count("POST") == 2 and len(sent_b) <= 3, f"B's requests did not fit B's own window: {sent_b}"
     wait_for(lambda: all(ledger.get(g).state == GrantState.DELIVERED for g in backlog), timeout_s=30)  # type: ignore[union-attr]
