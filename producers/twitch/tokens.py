@@ -494,9 +494,13 @@ class TokenVault:
             self._store_script,
             self._acks,
             keys=[self._keys.twitch_tokens(), self._keys.twitch_auth_state()],
-            args=["" if expected is None else str(expected), str(tokens.version), self._seal(tokens),
-                  json.dumps(state.fields())],
-        )  # fmt: skip
+            args=[
+                "" if expected is None else str(expected),
+                str(tokens.version),
+                self._seal(tokens),
+                json.dumps(state.fields()),
+            ],
+        )
         return bool(written)
 
     def _mark(self, version: int, state: AuthState, reason: str) -> None:
