@@ -262,6 +262,12 @@ def replay(
             )
         if grant.state != GrantState.DEAD:
             raise ActionRefused(f"grant {grant.id} is {grant.state.value}, not dead: nothing replayed", grant)
+        if grant.refunded:
+            raise ActionRefused(
+                f"grant {grant.id} was refunded on Twitch (the viewer has the channel points back): replaying it "
+                "would give the reward too: nothing replayed",
+                grant,
+            )
         reason = REPLAYED
         action = OperatorAction.REPLAY
         if not requeue_grant(

@@ -14,6 +14,9 @@ from worker.effects import HoldChange, StepEffects
 from worker.grant import CreateResult, GrantState, NewGrant
 from worker.ledger import Ledger
 
+#: The grant field a refund sets (``lua/redemption_decide.lua``); a grant carrying it is never queued again.
+REFUNDED_FLAG = "refunded"
+
 
 def submit_grant(ledger: Ledger, new: NewGrant) -> CreateResult:
     """Create ``new`` and its queue message unless its idempotency key is taken (then return that grant).
@@ -70,10 +73,17 @@ def requeue_group(
     ledger's replicas (``Ledger.transition``; raises ``NotReplicated``). ``action`` names the operator's
     action the step is, in its history entry (``StepEffects.action``).
     """
+    # A refunded grant never goes out again: the supporter has their payment back (``Grant.refunded``).
     effects = (
-        StepEffects(fields={"verify": "1"}, hold=HoldChange.SET, expect_history=version, action=action)
+        StepEffects(
+            fields={"verify": "1"},
+            hold=HoldChange.SET,
+            expect_history=version,
+            action=action,
+            unless_flagged=(REFUNDED_FLAG,),
+        )
         if verify
-        else StepEffects(del_fields=("verify",), expect_history=version, action=action)
+        else StepEffects(del_fields=("verify",), expect_history=version, action=action, unless_flagged=(REFUNDED_FLAG,))
     )
     to = GrantState.RETRYING if verify else GrantState.QUEUED
     ids = request_group(ledger, grant_id, expect)

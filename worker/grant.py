@@ -151,6 +151,9 @@ class Grant:
     names: tuple[str, ...] = ()
     #: the inbox id of the webhook delivery that made it ("" for API and CLI grants; ``producers.inbox``).
     event_id: str = ""
+    #: the source gave the supporter's payment back (a Twitch redemption CANCELED: the points were refunded,
+    #: ``producers.twitch.redemptions``): the grant must never go out again.
+    refunded: bool = False
 
     @property
     def cancellable(self) -> bool:
@@ -181,6 +184,7 @@ class Grant:
             "possible_duplicates": self.possible_duplicates,
             "verify_pending": self.verify_pending,
             "names": list(self.names),
+            "refunded": self.refunded,
         }
 
 
@@ -232,6 +236,7 @@ def grant_from_fields(data: Mapping[str, str]) -> Grant:
         request_ids=tuple(json.loads(data["request_ids"])) if data.get("request_ids") else (),
         names=tuple(json.loads(data["names"])) if data.get("names") else (),
         event_id=data.get("event", ""),
+        refunded=data.get("refunded") == "1",
     )
 
 

@@ -162,6 +162,25 @@ class Keys:
         """SET of the external ids a link reward linked to ``discord_user_id`` (``lua/set_link.lua``)."""
         return f"{self.prefix}:self-links:{platform}:{discord_user_id}"
 
+    # --- fates someone waits for -------------------------------------------------------
+    def watched_moves(self) -> str:
+        """ZSET grant id -> when it last left the moving states, for grants whose hash says ``watched`` = 1:
+        something outside the ledger waits for their fate (a Twitch redemption, ``producers.twitch.redemptions``).
+        Written by ``lua/grant_index.lua`` in the step that moves the grant, so no fate is missed."""
+        return f"{self.prefix}:watched-moves"
+
+    def twitch_redemption(self, redemption_id: str) -> str:
+        """HASH: one channel-point redemption whose fate Twitch is told (``producers.twitch.redemptions``)."""
+        return f"{self.prefix}:twitch:redemption:{redemption_id}"
+
+    def twitch_redemption_grants(self, redemption_id: str) -> str:
+        """SET of the ids of the grants one redemption made."""
+        return f"{self.prefix}:twitch:redemption:{redemption_id}:grants"
+
+    def twitch_redemption_calls(self) -> str:
+        """ZSET redemption id -> when its Helix status update is due (a claimed one: when its claim ends)."""
+        return f"{self.prefix}:twitch:redemption-calls"
+
     # --- producers -------------------------------------------------------------------
     def seen(self, source: str, ident: str) -> str:
         """STRING marker that a delivery (``source`` = e.g. ``twitch-message``) was handled; TTL ``SEEN_TTL_S``."""

@@ -10,6 +10,7 @@
 --   <p>:guilds, <p>:sources       SETs of the guild ids and the sources that have (or had) grants
 -- The grant's "indexed" field says it is in all of them (worker/grant_index.py backfills older grants).
 -- include: keys
+-- include: moving_states
 
 local function gi_add_term(p, id, term, created)
   redis.call('ZADD', K.find(p, term), created, id)
@@ -35,6 +36,11 @@ end
 local function gi_moved(p, id, guild, from, to, at)
   redis.call('ZREM', K.guild_state(p, guild, from), id)
   redis.call('ZADD', K.guild_state(p, guild, to), at, id)
+  -- A grant whose fate someone outside the ledger waits for (a Twitch redemption) says so when it stops
+  -- moving, in this same step (worker/keys.py, watched_moves).
+  if not MOVING_STATES[to] and redis.call('HGET', K.grant(p, id), 'watched') == '1' then
+    redis.call('ZADD', K.watched_moves(p), at, id)
+  end
 end
 
 -- A grant whose hash is gone (deleted by hand, a partial restore): its fields cannot say where it is
