@@ -24,6 +24,24 @@ Facts vs. choices
   ``scopes``, ``user_id``, ``expires_in``, or 401 for a dead token (§4). ``POST /oauth2/revoke``
   (``client_id``, ``token``) revokes.
 * OAuth errors have the shape ``{"status": n, "message": "..."}``.
+* Helix: ``Authorization: Bearer <token>`` plus ``Client-Id``; errors ``{"error", "status", "message"}``.
+  Rewards, redemptions and their updates need the broadcaster's user token, ``broadcaster_id`` equal to
+  its user, and scope ``channel:manage:redemptions`` (listing redemptions: ``channel:read:redemptions``
+  too). At most 50 rewards per channel, disabled ones included; titles unique and at most 45 characters.
+  Only rewards our client id created can be updated or deleted, and only their redemptions are listed or
+  updated; redemptions list with ``status`` (required without ``id``), ``reward_id``, ``sort``
+  OLDEST/NEWEST, ``first`` <= 50 (default 20) and an ``after`` cursor; a redemption carries its reward as it
+  was at redemption time; ``PATCH`` takes up to 50 ``id`` and changes only UNFULFILLED ones (CANCELED
+  refunds); ``should_redemptions_skip_request_queue`` rewards are FULFILLED at once (§1.1).
+* Every Helix answer has ``Ratelimit-Limit`` / ``-Remaining`` / ``-Reset`` (epoch seconds when full); a
+  bucket of 800 points a minute per client and user (app tokens apart), 1 point a call; empty -> 429 (§1.2).
+* EventSub: webhook subscriptions need an app token, websocket ones a user token and a live session id;
+  a duplicate answers 409 (also against an "enabled" orphan of a dead session); lists carry ``total``,
+  ``total_cost``, ``max_total_cost`` (10000 for webhooks, 10 per client and user for websockets) and ignore
+  ``first``; authorized subscriptions cost 0; a websocket session holds <= 300; disabled websocket
+  subscriptions stay listed an hour, webhook ones 10 days; an app token lists webhook subscriptions, a user
+  token the websocket ones it made; filters ``status``, ``type``, ``user_id`` (§2.1, §3.1;
+  ``docs/twitch.md`` §1.1).
 
 **Simulator choices** (ASSUMPTIONS):
 
@@ -39,6 +57,27 @@ Facts vs. choices
   refresh token ends the whole grant (its access tokens and its refresh token).
 * Validating an app token answers ``client_id``, ``scopes`` ``[]`` and ``expires_in`` (no ``login`` or
   ``user_id``). Unknown client ids answer 400 ``invalid client`` (404 ``client does not exist`` on revoke).
+* Helix ``GET /users`` without ``id``/``login`` answers the token's user (400 with an app token); more than
+  100 ids and logins together answer 400. Unknown ones are left out.
+* Rewards: titles are compared case-insensitively; a refused ``PATCH`` changes nothing; 400 messages
+  ``CREATE_CUSTOM_REWARD_DUPLICATE_REWARD`` / ``CREATE_CUSTOM_REWARD_TOO_MANY_REWARDS``; another client's
+  reward answers 403, an unknown or deleted one 404; a ``broadcaster_id`` other than the token's user 401;
+  a missing scope or an app token 401. A reward deleted on Twitch takes its redemptions out of every
+  listing, and updating them answers 404 (``redemptions()`` still shows them). Redemption cursors point
+  after the last redemption returned, so a status change between pages skips nothing.
+* ``PATCH`` redemptions requires ``reward_id``; ids that are not UNFULFILLED (or not that reward's) are
+  left out of ``data``; none left answers 404 ``No redemptions found``.
+* Rate limit: the bucket refills continuously; answers to requests without a valid token carry the headers
+  of a bucket per ``Client-Id`` header; an injected fault's answer shows the bucket without taking a point
+  (so an injected 429 is one "unrelated to the bucket", §1.2).
+* EventSub duplicates compare client, type, version and condition (not callback or session); the webhook
+  callback must be https and the secret 10-100 characters; webhook subscriptions start as
+  ``webhook_callback_verification_pending`` (no challenge is sent: :meth:`TwitchSimulator.set_subscription_status`
+  enables them), websocket ones ``enabled``; an unauthorized type answers 403 ``subscription missing proper
+  authorization`` (the scopes of the condition user's live grants for webhooks, of the token for
+  websockets); exceeding ``max_total_cost`` or a session's 300 answers 429. Without a ``sessions`` object no
+  websocket session exists. :meth:`TwitchSimulator.revoke_all` also turns the scoped subscriptions of every
+  user into ``authorization_revoked``.
 * Tokens are random hex strings (30 characters for access, 50 for refresh), and never recorded: request
   records carry :func:`token_fingerprint` instead.
 
@@ -51,7 +90,14 @@ Control endpoints (``control=True``), never faulted: ``GET /_sim/health``, ``GET
 ``GET /_sim/device/pending``, ``POST /_sim/reset``, ``POST /_sim/faults`` (the :meth:`inject` keyword
 arguments plus ``kind``), ``POST /_sim/device/approve`` / ``/_sim/device/deny`` (``{"user_code": ...,
 "login": ...}``, both optional), ``POST /_sim/tokens/expire``, ``POST /_sim/tokens/revoke_all``,
-``POST /_sim/tokens/lifetime`` (``{"seconds": s}``) and ``POST /_sim/clock/advance`` (``{"seconds": s}``).
+``POST /_sim/tokens/issue`` (``{"login", "scopes": [...]}``, answers ``{"tokens": ...}``),
+``POST /_sim/tokens/lifetime`` (``{"seconds": s}``), ``POST /_sim/clock/advance`` (``{"seconds": s}``),
+``POST /_sim/rate_limit`` (``{"limit": n, "window_s": s}``); the channel: ``GET /_sim/rewards``,
+``/_sim/redemptions``, ``/_sim/refunds``, ``/_sim/subscriptions``; ``POST /_sim/redeem`` (``{"reward_id",
+"login", "user_input"}``, answers ``{"event": ...}``), ``/_sim/rewards/create`` (``{"title", "cost", ...,
+"other_app": true}``), ``/_sim/rewards/delete`` (``{"reward_id"}``), ``/_sim/rewards/rename``
+(``{"reward_id", "title"}``), ``/_sim/subscriptions/status`` (``{"id", "status"}``) and ``/_sim/sessions/end``
+(``{"session_id", "status"}``).
 """
 
 from __future__ import annotations
@@ -60,12 +106,16 @@ import hashlib
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Final, Protocol
 
 from simulator._http import Reply, Request, SimServer
+from simulator.twitch_control import control
+from simulator.twitch_eventsub import EventSubState
+from simulator.twitch_helix import BadRequest, Caller, HelixState, RateLimiter, StatusUpdate, bucket_key, helix_error
 from simulator.twitch_oauth import OAuthConfig, OAuthState, TwitchUser, oauth_error
 
 __all__ = [
@@ -100,9 +150,25 @@ NO_RESPONSE: Final = 0
 
 
 class SessionDirectory(Protocol):
-    """What the simulator asks the EventSub WebSocket server (``simulator.eventsub_ws``)."""
+    """What the simulator asks the EventSub WebSocket server (``simulator.eventsub_ws``). It is called with the
+    simulator's lock held, so it must not call back into the simulator."""
 
     def has_session(self, session_id: str) -> bool: ...
+
+
+def _own_channel(caller: Caller, broadcaster_id: str) -> Reply | None:
+    """``broadcaster_id`` is required and must be the token's user (docs/sources-sync.md §1.1)."""
+    if not broadcaster_id:
+        return helix_error(400, 'Missing required parameter "broadcaster_id"')
+    if broadcaster_id != caller.user_id:
+        # ASSUMPTION: 401, as Twitch's reference lists this case under 401 Unauthorized.
+        return helix_error(401, "The ID in broadcaster_id must match the user ID found in the request's OAuth token")
+    return None
+
+
+def _check_rate(limit: int, window_s: float) -> None:
+    if limit < 1 or not (window_s > 0 and math.isfinite(window_s)):
+        raise ValueError("the rate limit needs at least 1 point per a finite window > 0")
 
 
 def token_fingerprint(token: str) -> str:
@@ -145,7 +211,10 @@ class TwitchSimulator:
       access_token_lifetime_s, device_code_lifetime_s, device_poll_interval_s: as Twitch answers them
         (``expires_in``, ``interval``).
       auto_approve_after_s: approve each device code as the broadcaster once it is that old (demo mode).
-      sessions: the EventSub WebSocket server, asked about websocket-transport subscriptions.
+      rate_limit, rate_window_s: each Helix token bucket holds ``rate_limit`` points, refilled over
+        ``rate_window_s`` (Twitch: 800 a minute).
+      sessions: the EventSub WebSocket server, asked about websocket-transport subscriptions (without it
+        no websocket session exists).
       host, port: where to listen; port 0 picks a free port (kept across :meth:`stop`/:meth:`start`).
       control: serve ``/_sim/...``.
       on_request: called (outside the lock) with each :class:`RequestRecord`.
@@ -164,6 +233,8 @@ class TwitchSimulator:
         device_code_lifetime_s: float = 1_800.0,
         device_poll_interval_s: float = 5.0,
         auto_approve_after_s: float | None = None,
+        rate_limit: int = 800,
+        rate_window_s: float = 60.0,
         sessions: SessionDirectory | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -183,6 +254,8 @@ class TwitchSimulator:
             device_poll_interval_s=device_poll_interval_s,
             auto_approve_after_s=auto_approve_after_s,
         )
+        _check_rate(rate_limit, rate_window_s)
+        self._rate = (rate_limit, rate_window_s)
         self._host, self._port = host, port
         self._on_request = on_request
         self._lock = threading.RLock()
@@ -201,6 +274,10 @@ class TwitchSimulator:
         )
         users = {user.id: user for user in (self.broadcaster, *self._viewers)}
         self.oauth = OAuthState(config, self.broadcaster, users, self._root_or_empty())
+        self.helix = HelixState(users)
+        has_session = self.sessions.has_session if self.sessions is not None else None
+        self.eventsub = EventSubState(self.oauth.granted, has_session)
+        self.limiter = RateLimiter(*self._rate)
         self._faults: list[_Fault] = []
         self._requests: list[RequestRecord] = []
         self._clock_offset = 0.0
@@ -303,15 +380,110 @@ class TwitchSimulator:
         with self._lock:
             return [device.user_code for device in self.oauth.pending(self.now())]
 
+    def issue_user_token(self, login: str | None = None, scopes: Iterable[str] = ()) -> dict[str, object]:
+        """A grant as if ``login`` (default: the broadcaster) had approved our app for ``scopes``, without
+        the device flow; returns the token answer (``access_token``, ``refresh_token``, ...)."""
+        with self._lock:
+            user = self.broadcaster if login is None else self.oauth.user_by_login(login)
+            return self.oauth.issue(self.client_id, user.id, scopes, self.now())
+
     def expire_access_tokens(self) -> None:
         """Every access token issued so far is expired (refresh tokens keep working)."""
         with self._lock:
             self.oauth.expire_access_tokens(self.now())
 
     def revoke_all(self) -> None:
-        """The user disconnected the app / changed the password: every token and refresh token is dead."""
+        """The user disconnected the app / changed the password: every token and refresh token is dead, and
+        the subscriptions that needed the user's authorization become ``authorization_revoked``."""
         with self._lock:
             self.oauth.revoke_all()
+            for user_id in self.oauth.users:
+                self.eventsub.revoke_user(user_id, self.now())
+
+    def set_rate_limit(self, limit: int, window_s: float = 60.0) -> None:
+        """Change the Helix buckets' size and refill window (points already taken stay taken)."""
+        _check_rate(limit, window_s)
+        with self._lock:
+            self.limiter.limit, self.limiter.window_s = limit, window_s
+            for bucket in self.limiter.buckets.values():
+                bucket.points = min(bucket.points, float(limit))
+
+    # ---------------------------------------------------------------- control: the channel
+
+    def create_reward(
+        self, title: str, cost: int, fields: Mapping[str, object] | None = None, *, client_id: str | None = None
+    ) -> dict[str, object]:
+        """Create a reward on the broadcaster's channel as ``client_id`` (default: our app) would through
+        Helix (same checks; ValueError for what Helix answers 400); returns it as Helix lists it."""
+        body: dict[str, object] = {**(fields or {}), "title": title, "cost": cost}
+        with self._lock:
+            try:
+                reward = self.helix.create_reward(self.broadcaster, client_id or self.client_id, body)
+            except BadRequest as exc:
+                raise ValueError(str(exc)) from None
+            return reward.to_json()
+
+    def create_reward_as_other_app(
+        self, title: str, cost: int, fields: Mapping[str, object] | None = None
+    ) -> dict[str, object]:
+        """A reward made by another app (or by the streamer on the dashboard): ours cannot manage it."""
+        return self.create_reward(title, cost, fields, client_id=OTHER_CLIENT_ID)
+
+    def delete_reward(self, reward_id: str) -> None:
+        """The streamer deletes a reward on Twitch (whoever created it); its redemptions leave every listing."""
+        with self._lock:
+            self.helix.live_reward(reward_id).deleted = True
+
+    def rename_reward(self, reward_id: str, title: str) -> None:
+        """The streamer renames a reward on Twitch (ValueError when the title is taken)."""
+        with self._lock:
+            self.helix.rename_reward(reward_id, title)
+
+    def redeem(self, reward_id: str, login: str, user_input: str = "") -> dict[str, object]:
+        """A viewer redeems a reward: an UNFULFILLED redemption (FULFILLED at once when the reward skips the
+        request queue). Returns it as EventSub's ``channel.channel_points_custom_reward_redemption.add``
+        event, ready to be wrapped in a notification."""
+        with self._lock:
+            user = self.oauth.user_by_login(login)
+            return self.helix.redeem(reward_id, user, user_input, self._wall()).event()
+
+    def rewards(self) -> list[dict[str, object]]:
+        """Every live reward as Helix lists it, with ``client_id`` (who may manage it) added."""
+        with self._lock:
+            live = [r for r in self.helix.rewards.values() if not r.deleted]
+            return [{**r.to_json(), "client_id": r.client_id} for r in live]
+
+    def redemptions(self) -> list[dict[str, object]]:
+        """Every redemption (of deleted rewards too) as Helix lists it."""
+        with self._lock:
+            return [r.to_json() for r in self.helix.redemptions]
+
+    def refunds(self) -> list[str]:
+        """Ids of the redemptions CANCELED through Helix (the viewer got the points back), in order."""
+        with self._lock:
+            return [u.redemption_id for u in self.helix.updates if u.status == "CANCELED"]
+
+    def status_updates(self) -> list[StatusUpdate]:
+        """Every redemption status change made through Helix, in order."""
+        with self._lock:
+            return list(self.helix.updates)
+
+    # ---------------------------------------------------------------- control: EventSub
+
+    def subscriptions(self) -> list[dict[str, object]]:
+        """Every EventSub subscription (any client, any transport) as Helix lists it."""
+        with self._lock:
+            return [s.to_json() for s in self.eventsub.subscriptions]
+
+    def set_subscription_status(self, subscription_id: str, status: str) -> None:
+        """E.g. ``enabled`` once a webhook challenge was answered, or ``notification_failures_exceeded``."""
+        with self._lock:
+            self.eventsub.set_status(subscription_id, status, self.now())
+
+    def end_session(self, session_id: str, status: str = "websocket_disconnected") -> list[dict[str, object]]:
+        """The WebSocket session ended: its subscriptions take ``status``; returns them (for the WS server)."""
+        with self._lock:
+            return [s.to_json() for s in self.eventsub.end_session(session_id, status, self.now())]
 
     def set_access_token_lifetime(self, seconds: float) -> None:
         """``expires_in`` of access tokens issued from now on."""
@@ -344,7 +516,7 @@ class TwitchSimulator:
         """Route one request (called by the server's handler threads)."""
         if request.path == "/_sim" or request.path.startswith("/_sim/"):
             if self.control:
-                return self._control(request)
+                return control(self, request)
             return oauth_error(404, "Not Found")
         fault = self._pop_fault(request) if request.path.startswith(("/oauth2", "/helix")) else None
         kind = fault.kind if fault else None
@@ -369,12 +541,51 @@ class TwitchSimulator:
                 return self.oauth.handle(request, self.now())
             if request.path == "/activate":
                 return self.oauth.activate_page(request, self.now())
-        return Reply(404, {"error": "Not Found", "status": 404, "message": "Not Found"})
+            if request.path.startswith("/helix/"):
+                return self._helix(request)
+        return helix_error(404, "Not Found")
+
+    def _helix(self, request: Request) -> Reply:
+        """Authenticate, take a rate-limit point, route; every answer carries the bucket's headers."""
+        now, wall = self.now(), time.time()
+        caller, refused = self._caller(request)
+        key = bucket_key(request, caller)
+        if refused is None and not self.limiter.take(key, now):
+            refused = helix_error(429, "Too Many Requests")
+        if refused is not None or caller is None:
+            reply = refused or helix_error(401, "Invalid OAuth token")
+        elif request.path.rstrip("/") == "/helix/eventsub/subscriptions":
+            reply = self.eventsub.handle(request, caller, now, self._wall())
+        else:
+            reply = self.helix.handle(request, caller, lambda broadcaster_id: _own_channel(caller, broadcaster_id))
+        reply.headers.update(self.limiter.headers(key, now, wall))
+        return reply
+
+    def _caller(self, request: Request) -> tuple[Caller | None, Reply | None]:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return None, helix_error(401, "OAuth token is missing")
+        client_id = request.headers.get("client-id")
+        if not client_id:
+            return None, helix_error(401, "Client-Id header required")
+        info = self.oauth.token_info(token.strip(), self.now())
+        if info is None:
+            return None, helix_error(401, "Invalid OAuth token")
+        if info.client_id != client_id:
+            return None, helix_error(401, "Client ID and OAuth token do not match")
+        return Caller(info.client_id, info.user_id, frozenset(info.scopes)), None
 
     def _fault_reply(self, request: Request, fault: _Fault) -> Reply:
-        if request.path.startswith("/helix"):
-            return Reply(fault.status, {"error": "Injected", "status": fault.status, "message": fault.message})
-        return oauth_error(fault.status, fault.message)
+        if not request.path.startswith("/helix"):
+            return oauth_error(fault.status, fault.message)
+        reply = helix_error(fault.status, fault.message)
+        with self._lock:  # a faulted answer shows the bucket as it is, without taking a point
+            caller, _ = self._caller(request)
+            reply.headers.update(self.limiter.headers(bucket_key(request, caller), self.now(), time.time()))
+        return reply
+
+    def _wall(self) -> datetime:
+        return datetime.now(UTC) + timedelta(seconds=self._clock_offset)
 
     def _pop_fault(self, request: Request) -> _Fault | None:
         with self._lock:
@@ -407,77 +618,3 @@ class TwitchSimulator:
             self._requests.append(record)
         if self._on_request is not None:
             self._on_request(record)
-
-    # ---------------------------------------------------------------- /_sim
-
-    def _control(self, request: Request) -> Reply:
-        endpoint = request.path.removeprefix("/_sim").strip("/")
-        gets = {"health", "requests", "device/pending"}
-        posts = {
-            "reset",
-            "faults",
-            "device/approve",
-            "device/deny",
-            "tokens/expire",
-            "tokens/revoke_all",
-            "tokens/lifetime",
-            "clock/advance",
-        }
-        if endpoint not in gets | posts:
-            return Reply(404, {"error": f"unknown control endpoint {request.path}"})
-        if request.method != ("GET" if endpoint in gets else "POST"):
-            return Reply(405, {"error": "method not allowed"})
-        try:
-            args = request.json_body() if request.body else {}
-            if not isinstance(args, dict):
-                raise TypeError("body must be a JSON object")
-            return self._control_call(endpoint, {str(k): v for k, v in args.items()})
-        except (ValueError, TypeError, KeyError) as exc:
-            return Reply(400, {"error": f"{type(exc).__name__}: {exc}"})
-
-    def _control_call(self, endpoint: str, args: dict[str, object]) -> Reply:
-        if endpoint == "health":
-            return Reply(200, {"ok": True, "auth_url": self.auth_url, "api_url": self.api_url})
-        if endpoint == "requests":
-            return Reply(200, {"requests": [asdict(record) for record in self.requests()]})
-        if endpoint == "device/pending":
-            return Reply(200, {"user_codes": self.pending_user_codes()})
-        if endpoint in ("device/approve", "device/deny"):
-            code = _optional_str(args.get("user_code"))
-            login = _optional_str(args.get("login"))
-            approved = self.deny(code) if endpoint == "device/deny" else self.approve(code, login)
-            return Reply(200, {"ok": True, "user_code": approved})
-        if endpoint == "faults":
-            self._inject_from(args)
-        elif endpoint == "reset":
-            self.reset()
-        elif endpoint == "tokens/expire":
-            self.expire_access_tokens()
-        elif endpoint == "tokens/revoke_all":
-            self.revoke_all()
-        elif endpoint == "tokens/lifetime":
-            self.set_access_token_lifetime(_float(args["seconds"]))
-        else:  # clock/advance
-            self.advance_clock(_float(args["seconds"]))
-        return Reply(200, {"ok": True})
-
-    def _inject_from(self, args: dict[str, object]) -> None:
-        self.inject(
-            str(args["kind"]),
-            path=_optional_str(args.get("path")),
-            method=_optional_str(args.get("method")),
-            count=int(_float(args.get("count", 1))),
-            status=int(_float(args.get("status", 503))),
-            message=str(args.get("message", "Service Unavailable")),
-            delay_s=_float(args.get("delay_s", 5.0)),
-        )
-
-
-def _optional_str(value: object) -> str | None:
-    return None if value is None else str(value)
-
-
-def _float(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise TypeError(f"expected a number, got {value!r}")
-    return float(value)

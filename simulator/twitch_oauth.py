@@ -125,6 +125,11 @@ class OAuthState:
         self.tokens[value] = AccessToken(grant, now + lifetime)
         return {"access_token": value, "expires_in": math.ceil(lifetime), "token_type": "bearer"}
 
+    def granted(self, client_id: str, user_id: str) -> frozenset[str]:
+        """The scopes ``user_id`` has granted ``client_id`` through grants not revoked."""
+        scopes = (g.scopes for g in self.grants if g.client_id == client_id and g.user_id == user_id and not g.revoked)
+        return frozenset(scope for group in scopes for scope in group)
+
     def token_info(self, value: str, now: float) -> TokenInfo | None:
         """The live token's owner and scopes; None when it is unknown, expired or revoked."""
         token = self.tokens.get(value)

@@ -1,4 +1,9 @@
-"""Twitch commands: ``twitch send-test <event>`` and ``twitch subscribe``.
+"""Twitch commands: ``twitch connect``, ``twitch send-test <event>`` and ``twitch subscribe``.
+
+``twitch connect`` runs Twitch's Device Code Grant Flow for the scopes the rules need
+(``producers.twitch.oauth.scopes_for``): it prints them, then the URL and code the broadcaster enters,
+waits for the approval, learns the broadcaster's id and login from the token, and stores the tokens
+encrypted (``producers.twitch.tokens``). It needs nothing but the environment.
 
 ``twitch send-test`` signs a sample event with ``TWITCH_WEBHOOK_SECRET`` and
 posts it to a running instance, printing what it answered. ``twitch subscribe``
@@ -21,6 +26,7 @@ from config.errors import CliError
 from config.rewards import ChannelPointsRedemptionRule, TwitchSection, load_rewards
 from config.settings import Settings
 from producers.answer_output import format_answer
+from producers.printable import terminal_safe
 from producers.twitch.helix import HelixClient, HelixError, Subscription, SubscriptionExists
 from producers.twitch.samples import (
     SAMPLE_REWARD_ID,
@@ -39,8 +45,16 @@ MESSAGE_TYPES = ("notification", "webhook_callback_verification", "revocation")
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    """Add ``send-test`` and ``subscribe`` to the ``twitch`` noun."""
+    """Add ``connect``, ``send-test`` and ``subscribe`` to the ``twitch`` noun."""
     twitch = parser.add_subparsers(title="twitch commands", metavar="COMMAND")
+    connect = twitch.add_parser(
+        "connect",
+        help="connect the channel: authorise this app on Twitch (device code) and store its tokens",
+        description="Asks Twitch for a code the broadcaster enters at twitch.tv/activate, waits for the "
+        "approval and stores the tokens, encrypted with TOKEN_ENCRYPTION_KEY. Needs TWITCH_CLIENT_ID "
+        "(and TWITCH_CLIENT_SECRET for a confidential app), TOKEN_ENCRYPTION_KEY and REDIS_URL.",
+    )
+    connect.set_defaults(run=_connect)
     test = twitch.add_parser("send-test", help="sign a sample Twitch EventSub event and post it")
     test.add_argument(
         "event",
@@ -60,6 +74,79 @@ def register(parser: argparse.ArgumentParser) -> None:
     subscribe.add_argument("--broadcaster-id", required=True, help="the channel's Twitch user id")
     subscribe.add_argument("--dry-run", action="store_true", help="list what would be created, create nothing")
     subscribe.set_defaults(run=_subscribe)
+
+
+# -- twitch connect ---------------------------------------------------------------------------
+
+
+def _connect(settings: Settings, args: argparse.Namespace) -> int:
+    """The device flow, start to stored tokens; every way it can end early is one ``CliError`` line."""
+    del args
+    # Loaded here: ``cryptography`` and the vault are needed by no other twitch command.
+    from producers.twitch.oauth import OAuthClient, TwitchAuthError, scopes_for
+    from producers.twitch.tokens import TokenVault, TokenVaultError
+    from worker.connections import connect_redis
+    from worker.keys import Keys
+    from worker.replication import ReplicaAcks
+
+    if settings.twitch_client_id is None:
+        raise CliError("TWITCH_CLIENT_ID is not set: it is the client id of your app at dev.twitch.tv/console")
+    if settings.token_encryption_key is None:
+        raise CliError(
+            "TOKEN_ENCRYPTION_KEY is not set: the tokens cannot be stored without it "
+            "(set it to at least 32 random characters, e.g. openssl rand -base64 32)"
+        )
+    scopes = scopes_for(load_rewards(settings.rewards_file, missing_ok=True).twitch)
+    redis = connect_redis(settings)
+    oauth = OAuthClient(
+        auth_url=settings.twitch_auth_url,
+        client_id=settings.twitch_client_id,
+        client_secret=settings.twitch_client_secret.get_secret_value() if settings.twitch_client_secret else None,
+    )
+    try:
+        redis.ping()  # before the broadcaster approves anything: storing is the last step
+        vault = TokenVault(
+            redis,
+            Keys(settings.redis_key_prefix),
+            settings.token_encryption_key,
+            oauth,
+            acks=ReplicaAcks.from_settings(settings),
+        )
+        before = vault.state()
+        print(f"scopes asked for: {' '.join(scopes) if scopes else 'none (no rule in the rules file needs one)'}")
+        code = oauth.start_device_flow(scopes)
+        print(
+            f"open {terminal_safe(code.verification_uri)} and enter the code {terminal_safe(code.user_code)} "
+            f"(it expires in {_duration(code.expires_in_s)})",
+            flush=True,
+        )
+        print("waiting for the approval...", flush=True)
+        pair = oauth.poll_device_token(code, scopes)
+        info = oauth.validate(pair.access_token)
+        if info.client_id != settings.twitch_client_id:
+            raise CliError("Twitch issued a token for another client id than TWITCH_CLIENT_ID; nothing stored")
+        vault.store(pair, info)
+    except (TwitchAuthError, TokenVaultError) as exc:
+        raise CliError(f"{exc}; run wetbot-rewards twitch connect again" if _retry_helps(exc) else str(exc)) from None
+    finally:
+        oauth.close()
+        redis.close()
+    if before.user_id and before.user_id != info.user_id:
+        print(f"replaced the connection of {terminal_safe(before.login)} ({terminal_safe(before.user_id)})")
+    print(f"connected as {terminal_safe(info.login)} ({terminal_safe(info.user_id)})")
+    return 0
+
+
+def _retry_helps(exc: Exception) -> bool:
+    """Whether connecting again can end better (an expired or declined code, Twitch out of reach)."""
+    from producers.twitch.oauth import AccessDenied, DeviceCodeExpired, OAuthUnavailable
+
+    return isinstance(exc, AccessDenied | DeviceCodeExpired | OAuthUnavailable)
+
+
+def _duration(seconds: float) -> str:
+    """``1800`` → ``30 min``, ``45`` → ``45 s``."""
+    return f"{round(seconds / 60)} min" if seconds >= 120 else f"{round(seconds)} s"
 
 
 # -- twitch send-test -------------------------------------------------------------------------
