@@ -83,11 +83,9 @@ def _connect(settings: Settings, args: argparse.Namespace) -> int:
     """The device flow, start to stored tokens; every way it can end early is one ``CliError`` line."""
     del args
     # Loaded here: ``cryptography`` and the vault are needed by no other twitch command.
-    from producers.twitch.oauth import OAuthClient, TwitchAuthError, scopes_for
+    from producers.twitch.oauth import TwitchAuthError, scopes_for
     from producers.twitch.tokens import TokenVault, TokenVaultError
     from worker.connections import connect_redis
-    from worker.keys import Keys
-    from worker.replication import ReplicaAcks
 
     if settings.twitch_client_id is None:
         raise CliError("TWITCH_CLIENT_ID is not set: it is the client id of your app at dev.twitch.tv/console")
@@ -98,20 +96,10 @@ def _connect(settings: Settings, args: argparse.Namespace) -> int:
         )
     scopes = scopes_for(load_rewards(settings.rewards_file, missing_ok=True).twitch)
     redis = connect_redis(settings)
-    oauth = OAuthClient(
-        auth_url=settings.twitch_auth_url,
-        client_id=settings.twitch_client_id,
-        client_secret=settings.twitch_client_secret.get_secret_value() if settings.twitch_client_secret else None,
-    )
+    vault = TokenVault.from_settings(settings, redis)
+    oauth = vault.oauth
     try:
         redis.ping()  # before the broadcaster approves anything: storing is the last step
-        vault = TokenVault(
-            redis,
-            Keys(settings.redis_key_prefix),
-            settings.token_encryption_key,
-            oauth,
-            acks=ReplicaAcks.from_settings(settings),
-        )
         before = vault.state()
         print(f"scopes asked for: {' '.join(scopes) if scopes else 'none (no rule in the rules file needs one)'}")
         code = oauth.start_device_flow(scopes)

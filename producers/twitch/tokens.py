@@ -42,7 +42,8 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import SecretStr
 from redis import Redis
 
-from config.settings import TOKEN_ENCRYPTION_KEY_MIN_LEN
+from config.errors import ConfigError
+from config.settings import TOKEN_ENCRYPTION_KEY_MIN_LEN, Settings
 from producers.twitch.oauth import (
     InvalidAccessToken,
     InvalidRefreshToken,
@@ -254,6 +255,30 @@ class TokenVault:
         self._store_script = load_script(redis, "store_tokens")
         self._release_script = load_script(redis, "release_lock")
         self._state_script = load_script(redis, "token_state")
+
+    @classmethod
+    def from_settings(cls, settings: Settings, redis: Redis) -> TokenVault:
+        """The vault as every process builds it: ``TOKEN_ENCRYPTION_KEY``, the app's OAuth client from
+        ``TWITCH_AUTH_URL`` / ``TWITCH_CLIENT_ID`` / ``TWITCH_CLIENT_SECRET``, the replicas to wait for.
+
+        Raises:
+          ConfigError: ``TWITCH_CLIENT_ID`` is unset (the tokens cannot be refreshed without it).
+        """
+        if settings.twitch_client_id is None:
+            raise ConfigError("TWITCH_CLIENT_ID: is required to use the Twitch tokens", variables=("TWITCH_CLIENT_ID",))
+        secret = settings.twitch_client_secret
+        oauth = OAuthClient(
+            auth_url=settings.twitch_auth_url,
+            client_id=settings.twitch_client_id,
+            client_secret=secret.get_secret_value() if secret is not None else None,
+        )
+        keys = Keys(settings.redis_key_prefix)
+        return cls(redis, keys, settings.token_encryption_key, oauth, acks=ReplicaAcks.from_settings(settings))
+
+    @property
+    def oauth(self) -> OAuthClient:
+        """The OAuth client refreshes and validations go through."""
+        return self._oauth
 
     # -- reading ----------------------------------------------------------------------------------------
     def state(self) -> VaultState:

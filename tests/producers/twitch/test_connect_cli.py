@@ -99,10 +99,14 @@ class Connect:
     def finish(self) -> tuple[int, str, str]:
         """Exit status, stdout and stderr."""
         try:
-            _, err = self.process.communicate(timeout=RUN_TIMEOUT_S)
+            self.process.wait(timeout=RUN_TIMEOUT_S)  # stdout is the reader thread's alone
         finally:
             self.process.kill()
         self._reader.join(5)
+        assert self.process.stdout is not None and self.process.stderr is not None
+        err = self.process.stderr.read()
+        self.process.stdout.close()
+        self.process.stderr.close()
         return self.process.returncode, "\n".join(self.lines), err
 
 

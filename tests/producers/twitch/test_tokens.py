@@ -11,6 +11,8 @@ import pytest
 from pydantic import SecretStr
 from redis import Redis
 
+from config.errors import ConfigError
+from config.settings import load_settings
 from producers.twitch.oauth import InvalidRefreshToken, OAuthClient, OAuthUnavailable
 from producers.twitch.tokens import (
     VALIDATE_EVERY_S,
@@ -336,3 +338,22 @@ def test_no_token_reaches_a_log_line_or_an_error(
         for secret in (tokens.access_token, tokens.refresh_token):
             assert not any(secret in text for text in texts)
     assert not any(KEY.get_secret_value() in text for text in texts)
+
+
+def test_every_process_builds_the_same_vault_from_its_settings(
+    vault: TokenVault, oauth: OAuthClient, sim: TwitchSimulator, redis: Redis, keys: Keys
+) -> None:
+    stored = connect(vault, oauth)
+    settings = load_settings(
+        _env_file=None,
+        redis_key_prefix=keys.prefix,
+        twitch_client_id=DEFAULT_CLIENT_ID,
+        twitch_client_secret=DEFAULT_CLIENT_SECRET,
+        twitch_auth_url=f"{sim.auth_url}/token",  # the older form of the setting
+        token_encryption_key=KEY.get_secret_value(),
+    )
+    built = TokenVault.from_settings(settings, redis)
+    assert built.load() == stored
+    assert built.refresh().version == stored.version + 1
+    with pytest.raises(ConfigError, match=r"^TWITCH_CLIENT_ID: "):
+        TokenVault.from_settings(load_settings(_env_file=None), redis)
