@@ -28,7 +28,14 @@ from config.settings import Settings
 from producers.answer_output import format_answer
 from producers.printable import terminal_safe
 from producers.twitch.helix import HelixClient, HelixError, Subscription, SubscriptionExists
-from producers.twitch.samples import SAMPLE_REWARD_ID, SAMPLE_TYPES, sample_event, sample_payload, signed_request
+from producers.twitch.samples import (
+    SAMPLE_REWARD_ID,
+    SAMPLE_REWARD_TITLE,
+    SAMPLE_TYPES,
+    sample_event,
+    sample_payload,
+    signed_request,
+)
 
 __all__ = ["WantedSubscription", "register", "wanted_subscriptions"]
 
@@ -139,9 +146,10 @@ def _send_test(settings: Settings, args: argparse.Namespace) -> int:
     if args.user_id is not None and not is_platform_user_id(args.user_id):
         raise CliError(f"--user-id: expected a Twitch user id, {PLATFORM_ID_RULE}")
     rewards = load_rewards(settings.rewards_file, missing_ok=True)
-    reward_ids = [r.reward_id for r in rewards.twitch.rules if isinstance(r, ChannelPointsRedemptionRule)]
-    reward_id = args.reward_id or (reward_ids[0] if reward_ids else SAMPLE_REWARD_ID)
-    event = sample_event(args.event, user_id=args.user_id, reward_id=reward_id, user_input=args.user_input)
+    reward_id, reward_title = _sample_reward(rewards.twitch, args.reward_id)
+    event = sample_event(
+        args.event, user_id=args.user_id, reward_id=reward_id, reward_title=reward_title, user_input=args.user_input
+    )
     payload = sample_payload(args.event, event, message_type=args.message_type)
     body, headers = signed_request(
         settings.twitch_webhook_secret.get_secret_value(), payload, message_type=args.message_type
@@ -155,6 +163,17 @@ def _send_test(settings: Settings, args: argparse.Namespace) -> int:
     print(f"sent {args.message_type} {args.event} (message id {headers['twitch-eventsub-message-id']}) to {url}")
     print(format_answer(response.status_code, response.reason or "", response.content))
     return 0 if response.ok else 1
+
+
+def _sample_reward(section: TwitchSection, reward_id: str | None) -> tuple[str, str]:
+    """The reward (id, title) a test redemption names: ``--reward-id``, else the first redemption rule's
+    reward (its id, or its title on the sample id), else the sample's."""
+    if reward_id is not None:
+        return reward_id, SAMPLE_REWARD_TITLE
+    for rule in section.rules:
+        if isinstance(rule, ChannelPointsRedemptionRule):
+            return rule.reward_id or SAMPLE_REWARD_ID, rule.reward or SAMPLE_REWARD_TITLE
+    return SAMPLE_REWARD_ID, SAMPLE_REWARD_TITLE
 
 
 # -- twitch subscribe ---------------------------------------------------------------------------
@@ -192,7 +211,9 @@ def wanted_subscriptions(section: TwitchSection, broadcaster_id: str) -> list[Wa
     Conditions per docs/twitch.md §2: ``channel.follow`` v2 also needs
     ``moderator_user_id`` (the broadcaster), ``channel.raid`` is keyed on the
     receiving channel (``to_broadcaster_user_id``), and a redemption rule asks
-    for its own ``reward_id``. A ``channel.subscribe`` rule that rewards gifters
+    for its own ``reward_id``; a rule naming its reward by title asks for every
+    reward (its id is not known here), which makes the per-reward ones redundant.
+    A ``channel.subscribe`` rule that rewards gifters
     also needs ``channel.subscription.gift`` (the gifter is named only there).
     """
     wanted: list[WantedSubscription] = []
@@ -209,11 +230,14 @@ def wanted_subscriptions(section: TwitchSection, broadcaster_id: str) -> list[Wa
         elif rule.event == "channel.follow":
             add(rule.event, {**broadcaster, "moderator_user_id": broadcaster_id})
         elif isinstance(rule, ChannelPointsRedemptionRule):
-            add(rule.event, {**broadcaster, "reward_id": rule.reward_id})
+            add(rule.event, broadcaster if rule.reward_id is None else {**broadcaster, "reward_id": rule.reward_id})
         else:
             add(rule.event, broadcaster)
             if rule.event == "channel.subscribe" and getattr(rule, "gifted", "") in ("gifter", "both"):
                 add("channel.subscription.gift", broadcaster)
+    redemption = "channel.channel_points_custom_reward_redemption.add"
+    if WantedSubscription(redemption, SAMPLE_TYPES[redemption], broadcaster) in wanted:
+        wanted = [w for w in wanted if w.type != redemption or "reward_id" not in w.condition]
     return wanted
 
 

@@ -148,12 +148,16 @@ def scopes_for(section: TwitchSection) -> tuple[str, ...]:
     """Exactly the scopes ``section``'s rules need (``SCOPES_BY_EVENT``), sorted, without repeats.
 
     A ``channel.subscribe`` rule that rewards gifters also listens to ``channel.subscription.gift``
-    (``twitch subscribe`` does so); both need the same scope.
+    (``twitch subscribe`` does so); both need the same scope. ``[[twitch.rewards]]`` tables need
+    ``channel:manage:redemptions``: the service creates and updates them (docs/sources-sync.md §1.1).
     """
     events = {rule.event for rule in section.rules}
     if any(isinstance(rule, SubscribeRule) and rule.gifted in ("gifter", "both") for rule in section.rules):
         events.add("channel.subscription.gift")
-    return tuple(sorted({scope for event in events for scope in SCOPES_BY_EVENT[event]}))
+    scopes = {scope for event in events for scope in SCOPES_BY_EVENT[event]}
+    if section.rewards:
+        scopes.add("channel:manage:redemptions")
+    return tuple(sorted(scopes))
 
 
 def missing_scopes(needed: Iterable[str], granted: Iterable[str]) -> tuple[str, ...]:

@@ -10,12 +10,14 @@ from pathlib import Path
 import pytest
 import requests
 
+from config.rewards import parse_rewards
+from producers.twitch.cli import WantedSubscription, wanted_subscriptions
 from producers.twitch.helix import HelixClient
 from producers.twitch.samples import SAMPLE_REWARD_ID
 from simulator.twitch import DEFAULT_CLIENT_ID as CLIENT_ID
 from simulator.twitch import DEFAULT_CLIENT_SECRET as CLIENT_SECRET
 from simulator.twitch import TwitchSimulator
-from tests.conftest import USER, SettingsFactory, serve_app
+from tests.conftest import GUILD, USER, SettingsFactory, serve_app
 from tests.producers.twitch.test_webhook import LINK_REWARD, LINKED_TWITCH, RULES, SECRET
 from wetbot_rewards.app import create_app
 from wetbot_rewards.cli import main
@@ -24,6 +26,7 @@ from worker.ledger import Ledger
 
 CALLBACK = "https://rewards.example.com/webhooks/twitch"
 BROADCASTER = "1337"
+REDEMPTION = "channel.channel_points_custom_reward_redemption.add"
 
 
 @pytest.fixture
@@ -92,6 +95,21 @@ def test_send_test_link_reward(served: str, ledger: Ledger, capsys: pytest.Captu
     assert main(args) == 0
     [grant] = ledger.list_grants()
     assert grant.user_id == USER and grant.rule == "link"
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_send_test_names_the_reward_a_title_rule_names(
+    make_settings: SettingsFactory, rules_file: Path, ledger: Ledger, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rules_file.write_text(
+        f'guild_id = "{GUILD}"\n[[twitch.rules]]\nname = "chest"\nevent = "{REDEMPTION}"\nreward = "Daily chest"\n'
+        'items = [{ id = "chest", amount = 1 }]\n',
+        encoding="utf-8",
+    )
+    with serve_app(create_app(make_settings(rewards_file=rules_file, twitch_webhook_secret=SECRET))) as url:
+        assert main(["twitch", "send-test", REDEMPTION, "--url", url]) == 0
+        assert "answer: 200" in capsys.readouterr().out
+    assert [g.rule for g in ledger.list_grants()] == ["chest"]
 
 
 @pytest.mark.usefixtures("cli_env")
@@ -297,6 +315,24 @@ def test_subscribe_input_errors(
     monkeypatch.setenv("TWITCH_CLIENT_SECRET", CLIENT_SECRET)
     assert main(SUBSCRIBE) == 1
     assert "cannot reach Twitch" in outputs(capsys)
+
+
+def test_a_title_rule_subscribes_to_every_reward_once() -> None:
+    """A title rule's reward id is unknown here: one subscription for every reward replaces the per-reward ones."""
+
+    def redemption(name: str, **reward: str) -> dict[str, object]:
+        return {"event": REDEMPTION, "name": name, "items": [{"id": "a", "amount": 1}], **reward}
+
+    by_id = redemption("by-id", reward_id=SAMPLE_REWARD_ID)
+    rules = [by_id, redemption("by-title", reward="Daily chest"), redemption("other", reward="Potion")]
+    twitch = parse_rewards({"guild_id": GUILD, "twitch": {"rules": rules}}).twitch
+    assert wanted_subscriptions(twitch, BROADCASTER) == [
+        WantedSubscription(REDEMPTION, "1", {"broadcaster_user_id": BROADCASTER})
+    ]
+    only_ids = parse_rewards({"guild_id": GUILD, "twitch": {"rules": [by_id]}}).twitch
+    assert wanted_subscriptions(only_ids, BROADCASTER) == [
+        WantedSubscription(REDEMPTION, "1", {"broadcaster_user_id": BROADCASTER, "reward_id": SAMPLE_REWARD_ID})
+    ]
 
 
 def test_helix_client_fetches_a_new_token_after_a_401(helix: TwitchSimulator) -> None:

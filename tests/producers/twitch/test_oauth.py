@@ -96,6 +96,12 @@ def test_every_twitch_event_says_which_scopes_it_needs() -> None:
     assert set(SCOPES_BY_EVENT) == set(TWITCH_EVENTS)
 
 
+REDEEM = {
+    "event": "channel.channel_points_custom_reward_redemption.add",
+    "reward_id": "b0f0a3e1-0000-4000-8000-000000000001",
+}
+
+
 def rules(*rules: dict[str, object]) -> dict[str, object]:
     items = [{"id": "gem", "amount": 1}]
     return {"guild_id": GUILD, "twitch": {"rules": [{**rule, "items": items} for rule in rules]}}
@@ -111,7 +117,7 @@ def rules(*rules: dict[str, object]) -> dict[str, object]:
         (({"event": "channel.subscribe", "gifted": "gifter"},), ("channel:read:subscriptions",)),
         (({"event": "channel.follow"},), ("moderator:read:followers",)),
         (
-            ({"event": "channel.channel_points_custom_reward_redemption.add", "reward_id": "r-1"},),
+            (REDEEM,),
             ("channel:manage:redemptions", "channel:read:redemptions"),
         ),
         (
@@ -119,7 +125,7 @@ def rules(*rules: dict[str, object]) -> dict[str, object]:
                 {"event": "channel.cheer"},
                 {"event": "channel.cheer", "min_bits": 100},
                 {"event": "channel.subscription.message"},
-                {"event": "channel.channel_points_custom_reward_redemption.add", "reward_id": "r-1"},
+                REDEEM,
                 {"event": "channel.follow"},
                 {"event": "channel.raid"},
             ),
@@ -137,6 +143,12 @@ def test_scopes_are_exactly_what_the_rules_need(
     given: tuple[dict[str, object], ...], expected: tuple[str, ...]
 ) -> None:
     assert scopes_for(parse_rewards(rules(*given)).twitch) == expected
+
+
+def test_owned_rewards_need_the_manage_scope_without_any_rule() -> None:
+    """The service creates and updates ``[[twitch.rewards]]`` through Helix even before a rule names them."""
+    file = {"guild_id": GUILD, "twitch": {"rewards": [{"title": "Daily chest", "cost": 10}]}}
+    assert scopes_for(parse_rewards(file).twitch) == ("channel:manage:redemptions",)
 
 
 def test_missing_scopes() -> None:
