@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Final, Protocol, Self
+from typing import Final, Self
 
 from simulator._http import Reply, Request, SimServer
-from simulator.twitch_eventsub import EventSubState
+from simulator.twitch_eventsub import EventSubState, SessionDirectory
 from simulator.twitch_helix import BadRequest, Caller, HelixState, RateLimiter, StatusUpdate, bucket_key, helix_error
 from simulator.twitch_oauth import OAuthConfig, OAuthState, TwitchUser, oauth_error
 
@@ -37,13 +37,6 @@ DEFAULT_VIEWERS: Final = (
 FAULT_KINDS: Final = frozenset({"status", "status_after", "drop_before", "drop_after", "slow_before", "slow_after"})
 #: ``RequestRecord.status`` when no answer was sent.
 NO_RESPONSE: Final = 0
-
-
-class SessionDirectory(Protocol):
-    """What the simulator asks the EventSub WebSocket server (``simulator.eventsub_ws``). It is called with the
-    simulator's lock held, so it must not call back into the simulator."""
-
-    def has_session(self, session_id: str) -> bool: ...
 
 
 def _own_channel(caller: Caller, broadcaster_id: str) -> Reply | None:
@@ -165,8 +158,7 @@ class TwitchCore:
         users = {user.id: user for user in (self.broadcaster, *self._viewers)}
         self.oauth = OAuthState(config, self.broadcaster, users, self._root_or_empty())
         self.helix = HelixState(users)
-        has_session = self.sessions.has_session if self.sessions is not None else None
-        self.eventsub = EventSubState(self.oauth.granted, has_session)
+        self.eventsub = EventSubState(self.oauth.granted, self.sessions)
         self.limiter = RateLimiter(*self._rate)
         self._faults: list[_Fault] = []
         self._requests: list[RequestRecord] = []

@@ -10,7 +10,9 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
+from config.errors import WetbotRewardsError
 from simulator._http import Reply, Request
 from simulator.twitch_helix import READ_REDEMPTIONS, Caller, helix_error, rfc3339
 
@@ -79,16 +81,29 @@ class Subscription:
         }
 
 
+class SessionDirectory(Protocol):
+    """What the simulator asks and tells the EventSub WebSocket server (``simulator.eventsub_ws``): whether a
+    session lives, and which subscriptions it now holds (so its notifications reach that socket and it is not
+    closed as unused). It is called with the simulator's lock held, so it must not call back into the simulator."""
+
+    def has_session(self, session_id: str) -> bool: ...
+
+    def attach(self, session_id: str, subscription: Mapping[str, object], *, owner: str | None = None) -> None: ...
+
+    def detach(self, subscription_id: str) -> bool: ...
+
+
 @dataclass
 class EventSubState:
     """Every subscription, in creation order. The caller holds the simulator's lock.
 
     ``granted(client_id, user_id)`` answers the scopes a user has granted a client (live grants only);
-    ``has_session(session_id)`` asks the EventSub WebSocket server (None: no session exists).
+    ``sessions`` is the EventSub WebSocket server (None: no session exists): asked whether a session lives,
+    told when a websocket subscription is created on it or deleted.
     """
 
     granted: Callable[[str, str], frozenset[str]]
-    has_session: Callable[[str], bool] | None
+    sessions: SessionDirectory | None
     subscriptions: list[Subscription] = field(default_factory=list)
     page_size: int = 100
 
@@ -103,6 +118,8 @@ class EventSubState:
             if found is None:
                 return helix_error(404, "subscription not found")
             self.subscriptions.remove(found)
+            if found.method == "websocket" and self.sessions is not None:
+                self.sessions.detach(found.id)
             return Reply(204)
         return helix_error(404, "Not Found")
 
@@ -206,6 +223,12 @@ class EventSubState:
         refused = refused or self._authorization(subscription, caller) or self._limits(subscription, caller)
         if refused is not None:
             return refused
+        if subscription.method == "websocket" and self.sessions is not None:
+            try:
+                owner = f"{caller.client_id}:{caller.user_id}"
+                self.sessions.attach(subscription.session_id, subscription.to_json(), owner=owner)
+            except WetbotRewardsError as exc:  # the session's or the owner's connection limit
+                return helix_error(429, str(exc))
         self.subscriptions.append(subscription)
         return Reply(202, {"data": [subscription.to_json()], **self._totals(caller)})
 
@@ -226,7 +249,7 @@ class EventSubState:
             if caller.user_id is None:
                 return helix_error(400, "the websocket transport requires a user access token")
             session_id = transport.get("session_id")
-            if not isinstance(session_id, str) or self.has_session is None or not self.has_session(session_id):
+            if not isinstance(session_id, str) or self.sessions is None or not self.sessions.has_session(session_id):
                 return helix_error(400, "websocket session does not exist or has already disconnected")
             subscription.session_id = session_id
             return None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 
 import pytest
 import requests
@@ -586,6 +586,13 @@ class Sessions:
 
     def has_session(self, session_id: str) -> bool:
         return session_id in self.live
+
+    def attach(self, session_id: str, subscription: Mapping[str, object], *, owner: str | None = None) -> None:
+        del session_id, subscription, owner
+
+    def detach(self, subscription_id: str) -> bool:
+        del subscription_id
+        return False
 
 
 def test_webhook_subscriptions_need_the_broadcasters_grant_and_conflict_on_duplicates(
