@@ -15,6 +15,7 @@ from producers.audit import AuditLog
 from producers.creation_batcher import CreationBatcher
 from producers.inbox import EventInbox
 from producers.links import LinkStore
+from producers.twitch.redemptions import RedemptionBook
 from worker.connections import connect_redis, connect_redis_async
 from worker.eta import EtaEstimator
 from worker.keys import Keys
@@ -47,6 +48,8 @@ class AppState:
     inbox: EventInbox
     #: operator actions (console, later API and CLI): who, what, when.
     audit: AuditLog
+    #: the channel-point redemptions whose fate Twitch is told (``producers.twitch.redemptions``).
+    redemptions: RedemptionBook
 
 
 def checked_rewards(settings: Settings) -> tuple[RewardsConfig, Keyring]:
@@ -81,6 +84,7 @@ def open_state(settings: Settings, rewards: RewardsConfig, keyring: Keyring) -> 
         redis_check=CachedRedisCheck(redis),
         inbox=EventInbox(redis, aredis, keys),
         audit=AuditLog(redis, keys),
+        redemptions=RedemptionBook(redis, keys),
     )
 
 

@@ -278,6 +278,12 @@ class Keys:
         compare-and-delete (``lua/release_lock.lua``)."""
         return f"{self.prefix}:twitch:refresh-lock"
 
+    def twitch_own_rewards(self) -> str:
+        """SET of the ids of the custom rewards our client id manages on the connected channel, as the last
+        catch-up pass listed them (``producers.twitch.catchup``): the webhook path watches those rewards'
+        redemptions without asking Helix. Replaced whole by each pass."""
+        return f"{self.prefix}:twitch:own-rewards"
+
     # --- operator console (``admin.console``) and audit log -------------------------
     def console_session(self, digest: str) -> str:
         """HASH of one console session (csrf token, expiry, flash); ``digest`` is the sha256 of the cookie value.
