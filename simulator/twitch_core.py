@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Final, Protocol, Self
+from typing import Final, Self
 
 from simulator._http import Reply, Request, SimServer
-from simulator.twitch_eventsub import EventSubState
+from simulator.twitch_eventsub import EventSubState, SessionDirectory
 from simulator.twitch_helix import BadRequest, Caller, HelixState, RateLimiter, StatusUpdate, bucket_key, helix_error
 from simulator.twitch_oauth import OAuthConfig, OAuthState, TwitchUser, oauth_error
 
@@ -37,13 +37,6 @@ DEFAULT_VIEWERS: Final = (
 FAULT_KINDS: Final = frozenset({"status", "status_after", "drop_before", "drop_after", "slow_before", "slow_after"})
 #: ``RequestRecord.status`` when no answer was sent.
 NO_RESPONSE: Final = 0
-
-
-class SessionDirectory(Protocol):
-    """What the simulator asks the EventSub WebSocket server (``simulator.eventsub_ws``). It is called with the
-    simulator's lock held, so it must not call back into the simulator."""
-
-    def has_session(self, session_id: str) -> bool: ...
 
 
 def _own_channel(caller: Caller, broadcaster_id: str) -> Reply | None:
@@ -135,6 +128,8 @@ class TwitchCore:
         self.client_secret = client_secret
         self.broadcaster = broadcaster
         self.sessions = sessions
+        if sessions is not None and sessions.on_session_end is None:
+            sessions.on_session_end = self._session_ended  # a session that died takes its subscriptions down
         self.control = control
         self._viewers = tuple(viewers)
         self._oauth_defaults = OAuthConfig(
@@ -165,8 +160,7 @@ class TwitchCore:
         users = {user.id: user for user in (self.broadcaster, *self._viewers)}
         self.oauth = OAuthState(config, self.broadcaster, users, self._root_or_empty())
         self.helix = HelixState(users)
-        has_session = self.sessions.has_session if self.sessions is not None else None
-        self.eventsub = EventSubState(self.oauth.granted, has_session)
+        self.eventsub = EventSubState(self.oauth.granted, self.sessions)
         self.limiter = RateLimiter(*self._rate)
         self._faults: list[_Fault] = []
         self._requests: list[RequestRecord] = []
@@ -228,6 +222,13 @@ class TwitchCore:
     def api_url(self) -> str:
         """The Helix base (``TWITCH_API_URL``)."""
         return self.root_url + "/helix"
+
+    @property
+    def ws_url(self) -> str:
+        """The EventSub WebSocket URL (``TWITCH_EVENTSUB_WS_URL``) of the ``sessions`` server."""
+        if self.sessions is None:
+            raise RuntimeError("this simulator has no EventSub WebSocket server (pass sessions=...)")
+        return self.sessions.url
 
     def now(self) -> float:
         """The simulator's clock (monotonic, plus :meth:`advance_clock`)."""
@@ -369,6 +370,9 @@ class TwitchCore:
         """Every EventSub subscription (any client, any transport) as Helix lists it."""
         with self._lock:
             return [s.to_json() for s in self.eventsub.subscriptions]
+
+    def _session_ended(self, session_id: str, status: str) -> None:
+        self.end_session(session_id, status)
 
     def set_subscription_status(self, subscription_id: str, status: str) -> None:
         """E.g. ``enabled`` once a webhook challenge was answered, or ``notification_failures_exceeded``."""
