@@ -390,6 +390,13 @@ class TwitchCore:
     def _session_ended(self, session_id: str, status: str) -> None:
         self.end_session(session_id, status)
 
+    def set_subscription_page_size(self, size: int) -> None:
+        """How many subscriptions one page of the list holds (Helix ignores ``first`` there; 100 here)."""
+        if size < 1:
+            raise ValueError("size must be >= 1")
+        with self._lock:
+            self.eventsub.page_size = size
+
     def set_subscription_status(self, subscription_id: str, status: str) -> None:
         """E.g. ``enabled`` once a webhook challenge was answered, or ``notification_failures_exceeded``. A
         websocket subscription given a revocation reason (not ``websocket_*``) gets a ``revocation`` message."""

@@ -703,7 +703,7 @@ def test_websocket_subscriptions_follow_deletes_and_ended_sessions(
 def test_subscription_listing_pages(http: requests.Session, sim: TwitchSimulator) -> None:
     connect(http, sim)
     app = app_helix(http, sim)
-    sim.eventsub.page_size = 2
+    sim.set_subscription_page_size(2)
     for kind in ("channel.cheer", "channel.subscription.gift", "channel.channel_points_custom_reward_redemption.add"):
         assert app.call("POST", SUBS, json=webhook_body(kind)).status_code in (202, 403)
     seen: list[str] = []
