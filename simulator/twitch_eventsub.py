@@ -59,6 +59,10 @@ class SessionDirectory(Protocol):
 
     def detach(self, subscription_id: str) -> bool: ...
 
+    def notify(self, target: str, event: Mapping[str, object], *, duplicate: bool = False) -> object: ...
+
+    def revoke(self, subscription_id: str, status: str = "authorization_revoked") -> object: ...
+
 
 @dataclass
 class Subscription:
@@ -136,6 +140,23 @@ class EventSubState:
                 subscription.disabled_at = None if status in ACTIVE else now
                 return subscription
         raise ValueError(f"no subscription {subscription_id!r}")
+
+    def delivering(self, kind: str, event: Mapping[str, object]) -> list[Subscription]:
+        """The enabled websocket subscriptions of ``kind`` whose condition the event meets."""
+
+        def meets(subscription: Subscription) -> bool:
+            reward = event.get("reward")
+            for name, wanted in subscription.condition.items():
+                value = reward.get("id") if name == "reward_id" and isinstance(reward, dict) else event.get(name)
+                if value != wanted:
+                    return False
+            return True
+
+        return [
+            s
+            for s in self.subscriptions
+            if s.method == "websocket" and s.type == kind and s.status == "enabled" and meets(s)
+        ]
 
     def end_session(self, session_id: str, status: str, now: float) -> list[Subscription]:
         """The session's live subscriptions take ``status`` (a websocket_* one); returns them."""

@@ -647,7 +647,8 @@ def test_websocket_subscriptions_bind_to_live_sessions_and_orphans_conflict(
     user = Helix(http, sim, connect(http, sim)["access_token"])
     with ws_connect(sim.ws_url) as first:
         session_a = welcome(first)
-        body = {**webhook_body(), "transport": {"method": "websocket", "session_id": session_a}}
+        redemptions = webhook_body("channel.channel_points_custom_reward_redemption.add")
+        body = {**redemptions, "transport": {"method": "websocket", "session_id": session_a}}
         assert app_helix(http, sim).call("POST", SUBS, json=body).status_code == 400  # needs a user token
         created = user.call("POST", SUBS, json=body)
         assert created.status_code == 202, created.text
@@ -658,10 +659,10 @@ def test_websocket_subscriptions_bind_to_live_sessions_and_orphans_conflict(
         unknown = {**body, "transport": {"method": "websocket", "session_id": "no-such-session"}}
         assert user.call("POST", SUBS, json=unknown).status_code == 400
 
-        event = sim.redeem(str(user.create("Daily chest")["id"]), "cooler_user")
-        server.notify(sub["id"], event)
+        event = sim.redeem(str(user.create("Daily chest")["id"]), "cooler_user")  # EventSub delivers it
         notification = json.loads(first.recv(timeout=5))
-        assert notification["payload"]["event"] == event
+        assert notification["metadata"]["message_type"] == "notification"
+        assert notification["payload"]["event"] == event and notification["payload"]["subscription"]["id"] == sub["id"]
 
         with ws_connect(sim.ws_url) as second:
             session_b = welcome(second)
@@ -692,12 +693,17 @@ def test_websocket_subscriptions_follow_deletes_and_ended_sessions(
         assert [s["status"] for s in user.call("GET", SUBS).json()["data"]] == ["websocket_disconnected", "enabled"]
         sim.advance_clock(3601)  # disabled websocket subscriptions stay listed for an hour
         assert [s["status"] for s in user.call("GET", SUBS).json()["data"]] == ["enabled"]
+        sim.revoke_all()  # the broadcaster disconnected the app
+        revocation = json.loads(client.recv(timeout=5))
+        assert revocation["metadata"]["message_type"] == "revocation"
+        assert revocation["payload"]["subscription"]["status"] == "authorization_revoked"
+        assert server.subscriptions(session) == []
 
 
 def test_subscription_listing_pages(http: requests.Session, sim: TwitchSimulator) -> None:
     connect(http, sim)
     app = app_helix(http, sim)
-    sim.eventsub.page_size = 2
+    sim.set_subscription_page_size(2)
     for kind in ("channel.cheer", "channel.subscription.gift", "channel.channel_points_custom_reward_redemption.add"):
         assert app.call("POST", SUBS, json=webhook_body(kind)).status_code in (202, 403)
     seen: list[str] = []
