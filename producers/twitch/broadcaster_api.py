@@ -15,22 +15,27 @@ from dataclasses import dataclass
 from typing import Any
 
 import requests
+from redis import Redis
 
+from config.settings import Settings
 from producers.twitch.helix import DEFAULT_TIMEOUT_S, HelixError
 from producers.twitch.tokens import StoredTokens, TokenVault
 
 __all__ = [
     "BroadcasterHelix",
-    "CustomReward",
+    "ChannelReward",
     "EndlessCursor",
     "HelixRateLimited",
     "RedemptionPage",
     "RedemptionUpdate",
     "RewardGone",
+    "TwitchUser",
 ]
 
 #: Redemption ids one Helix call takes, and redemptions one page lists at most (docs/sources-sync.md §1.1).
 IDS_PER_CALL = 50
+#: Logins (or ids) one Get Users call takes.
+USERS_PER_CALL = 100
 #: Pages of one reward's redemptions listed in one go at most (50 each): past this, the cursor is taken to be
 #: one that never ends (Helix's lists are "dynamic", docs/sources-sync.md §1.2) and the listing stops.
 MAX_REDEMPTION_PAGES = 200
@@ -53,16 +58,6 @@ class EndlessCursor(HelixError):
 
 
 @dataclass(frozen=True)
-class CustomReward:
-    """One custom reward as Helix lists it (the fields the service reads)."""
-
-    id: str
-    title: str
-    cost: int
-    prompt: str
-
-
-@dataclass(frozen=True)
 class RedemptionPage:
     """One page of Get Custom Reward Redemption: the redemption objects as Helix gives them, and the cursor
     of the next page ("" on the last)."""
@@ -78,6 +73,59 @@ class RedemptionUpdate:
     changed: tuple[str, ...]
     #: Helix answered 404 "No redemptions found": none of the ids was UNFULFILLED for that reward.
     none_found: bool = False
+
+
+@dataclass(frozen=True)
+class ChannelReward:
+    """One custom reward as Helix lists it: its id, what viewers see, and the limits the rules file sets."""
+
+    id: str
+    title: str
+    cost: int
+    #: Our client id created it (listed with ``only_manageable_rewards=true``).
+    ours: bool
+    #: The Create/Update Custom Reward body's fields with their values on Twitch (``OwnedReward.helix_body``'s names).
+    fields: Mapping[str, str | int | bool]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], *, ours: bool) -> ChannelReward:
+        fields: dict[str, str | int | bool] = {}
+        for name in ("title", "prompt", "background_color"):
+            if isinstance(data.get(name), str):
+                fields[name] = data[name]
+        for name in ("is_enabled", "is_user_input_required", "should_redemptions_skip_request_queue"):
+            if isinstance(data.get(name), bool):
+                fields[name] = data[name]
+        if isinstance(data.get("cost"), int):
+            fields["cost"] = data["cost"]
+        for setting, flag, value in _REWARD_SETTINGS:
+            block = data.get(setting)
+            if isinstance(block, Mapping) and isinstance(block.get("is_enabled"), bool):
+                fields[flag] = block["is_enabled"]
+                if block["is_enabled"] and isinstance(block.get(value), int):
+                    fields[value] = block[value]
+        return cls(str(data.get("id", "")), str(data.get("title", "")), int(data.get("cost") or 0), ours, fields)
+
+
+#: How Helix lists a reward's limits: (setting object, its switch in the body, its value in the body).
+_REWARD_SETTINGS = (
+    ("max_per_stream_setting", "is_max_per_stream_enabled", "max_per_stream"),
+    ("max_per_user_per_stream_setting", "is_max_per_user_per_stream_enabled", "max_per_user_per_stream"),
+    ("global_cooldown_setting", "is_global_cooldown_enabled", "global_cooldown_seconds"),
+)
+
+
+@dataclass(frozen=True)
+class TwitchUser:
+    """A Twitch account: its id, login (lowercase) and display name."""
+
+    id: str
+    login: str
+    display_name: str
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> TwitchUser:
+        return cls(str(data.get("id", "")), str(data.get("login", "")), str(data.get("display_name", "")))
 
 
 class BroadcasterHelix:
@@ -118,21 +166,6 @@ class BroadcasterHelix:
     def broadcaster_id(self) -> str:
         """The connected broadcaster's user id (from the stored tokens)."""
         return self._token().user_id
-
-    # -- rewards ---------------------------------------------------------------------------------
-    def custom_rewards(self, broadcaster_id: str, *, only_manageable: bool) -> list[CustomReward]:
-        """The channel's custom rewards; ``only_manageable``: only those our client id created (the only ones
-        whose redemptions Helix lists and lets us fulfil or refund, docs/sources-sync.md §1.1).
-
-        Raises:
-          HelixRateLimited: 429.
-          HelixError: any other refusal, or no answer.
-        """
-        manageable = "true" if only_manageable else "false"
-        params = [("broadcaster_id", broadcaster_id), ("only_manageable_rewards", manageable)]
-        response = self._call("GET", "/channel_points/custom_rewards", params, None)
-        self._expect(response, 200, "get custom rewards")
-        return [_reward(item) for item in self._data(response)]
 
     # -- redemptions -----------------------------------------------------------------------------
     def redemption_page(
@@ -219,6 +252,65 @@ class BroadcasterHelix:
                 found[str(item.get("id"))] = str(item.get("status"))
         return found
 
+    # -- custom rewards and users (producers.twitch.reward_catalogue, links by login) -------------
+    @classmethod
+    def from_settings(cls, settings: Settings, redis: Redis) -> BroadcasterHelix:
+        """Helix as the broadcaster, built as every process builds it (``TokenVault.from_settings``).
+
+        Raises:
+          ConfigError: ``TWITCH_CLIENT_ID`` is unset.
+        """
+        vault = TokenVault.from_settings(settings, redis)
+        return cls(api_url=settings.twitch_api_url, client_id=vault.oauth.client_id, vault=vault)
+
+    def list_rewards(self, broadcaster_id: str, *, only_manageable: bool = False) -> list[ChannelReward]:
+        """The channel's custom rewards; ``only_manageable``: just those our client id created (the ones it
+        may update, and whose redemptions it may fulfil or refund). One call: a channel has at most 50.
+
+        Raises:
+          HelixRateLimited: 429.
+          HelixError: any other refusal (403: the channel is not a partner or affiliate), or no answer.
+        """
+        params = [("broadcaster_id", broadcaster_id)]
+        if only_manageable:
+            params.append(("only_manageable_rewards", "true"))
+        response = self._call("GET", "/channel_points/custom_rewards", params, None)
+        self._expect(response, 200, "get custom rewards")
+        return [ChannelReward.from_json(item, ours=only_manageable) for item in self._data(response)]
+
+    def create_reward(self, broadcaster_id: str, body: Mapping[str, str | int | bool]) -> ChannelReward:
+        """Create a custom reward (ours from then on). Raises HelixError: 400 names a duplicate title or too
+        many rewards in Twitch's message."""
+        response = self._call("POST", "/channel_points/custom_rewards", [("broadcaster_id", broadcaster_id)], body)
+        self._expect(response, 200, "create custom reward")
+        return self._one_reward(response)
+
+    def update_reward(
+        self, broadcaster_id: str, reward_id: str, changes: Mapping[str, str | int | bool]
+    ) -> ChannelReward:
+        """Change some fields of one of our rewards (Helix keeps the others). Raises HelixError: 403 when
+        another app made it, 404 when it is gone."""
+        params = [("broadcaster_id", broadcaster_id), ("id", reward_id)]
+        response = self._call("PATCH", "/channel_points/custom_rewards", params, changes)
+        self._expect(response, 200, "update custom reward")
+        return self._one_reward(response)
+
+    def users(self, *, logins: Sequence[str] = (), ids: Sequence[str] = ()) -> list[TwitchUser]:
+        """The Twitch users with these logins or ids (those that do not exist are simply absent)."""
+        wanted: list[tuple[str, str]] = [("login", login) for login in logins] + [("id", uid) for uid in ids]
+        found: list[TwitchUser] = []
+        for start in range(0, len(wanted), USERS_PER_CALL):
+            response = self._call("GET", "/users", wanted[start : start + USERS_PER_CALL], None)
+            self._expect(response, 200, "get users")
+            found.extend(TwitchUser.from_json(item) for item in self._data(response))
+        return found
+
+    def _one_reward(self, response: requests.Response) -> ChannelReward:
+        data = self._data(response)
+        if not data:
+            raise HelixError("Twitch's answer lists no reward", response.status_code)
+        return ChannelReward.from_json(data[0], ours=True)
+
     # -- plumbing ---------------------------------------------------------------------------------
     def _token(self) -> StoredTokens:
         if self._tokens is None:
@@ -281,16 +373,6 @@ class BroadcasterHelix:
         if not isinstance(data, list):
             raise HelixError(f"Twitch answered {response.status_code} without a data list")
         return [item for item in data if isinstance(item, dict)]
-
-
-def _reward(item: Mapping[str, Any]) -> CustomReward:
-    cost = item.get("cost")
-    return CustomReward(
-        id=str(item.get("id", "")),
-        title=str(item.get("title", "")),
-        cost=cost if isinstance(cost, int) else 0,
-        prompt=str(item.get("prompt") or ""),
-    )
 
 
 def _cursor(response: requests.Response) -> str:

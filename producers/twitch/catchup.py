@@ -37,7 +37,7 @@ from producers.settle import record_event
 from producers.state import AppState
 from producers.twitch.broadcaster_api import (
     BroadcasterHelix,
-    CustomReward,
+    ChannelReward,
     EndlessCursor,
     HelixRateLimited,
     RedemptionPage,
@@ -45,7 +45,7 @@ from producers.twitch.broadcaster_api import (
 )
 from producers.twitch.helix import HelixError
 from producers.twitch.oauth import TwitchAuthError
-from producers.twitch.webhook import NOTIFICATION, REDEMPTION_ADD, handle_message
+from producers.twitch.webhook import NOTIFICATION, REDEMPTION_TYPE, handle_message
 from worker.keys import SEEN_TTL_S
 
 __all__ = ["CATCHUP_REF", "SEEN_CATCHUP", "CatchUp", "CatchUpPass", "redemption_event"]
@@ -134,7 +134,7 @@ class CatchUp:
         tally = _Tally()
         try:
             broadcaster_id = await asyncio.to_thread(lambda: self._helix.broadcaster_id)
-            rewards = await asyncio.to_thread(self._helix.custom_rewards, broadcaster_id, only_manageable=True)
+            rewards = await asyncio.to_thread(self._helix.list_rewards, broadcaster_id, only_manageable=True)
             await asyncio.to_thread(self._remember, rewards)
             for reward in rewards:
                 await self._reward(broadcaster_id, reward, tally)
@@ -150,7 +150,7 @@ class CatchUp:
             logger.info("Twitch catch-up: %d grant(s) made for missed redemptions", done.granted)
         return done
 
-    def _remember(self, rewards: list[CustomReward]) -> None:
+    def _remember(self, rewards: list[ChannelReward]) -> None:
         """Replace ``Keys.twitch_own_rewards`` with the ids just listed, in one step."""
         key = self._state.keys.twitch_own_rewards()
         pipe = self._state.redis.pipeline(transaction=True)
@@ -159,7 +159,7 @@ class CatchUp:
             pipe.sadd(key, *(reward.id for reward in rewards))
         pipe.execute()
 
-    async def _reward(self, broadcaster_id: str, reward: CustomReward, tally: _Tally) -> None:
+    async def _reward(self, broadcaster_id: str, reward: ChannelReward, tally: _Tally) -> None:
         """Every UNFULFILLED redemption of ``reward``, page by page (a 429 propagates: the pass stops)."""
         pages = self._helix.redemption_pages(broadcaster_id, reward.id, status="UNFULFILLED")
         tally.rewards += 1
@@ -246,7 +246,7 @@ def _subscription(item: Mapping[str, object]) -> dict[str, object]:
     if isinstance(reward, Mapping):
         condition["reward_id"] = reward.get("id")
     return {
-        "type": REDEMPTION_ADD,
+        "type": REDEMPTION_TYPE,
         "version": "1",
         "status": "enabled",
         "condition": condition,
@@ -259,7 +259,7 @@ def _headers(ref: str) -> dict[str, str]:
         "user-agent": _USER_AGENT,
         "twitch-eventsub-message-id": ref,
         "twitch-eventsub-message-type": NOTIFICATION,
-        "twitch-eventsub-subscription-type": REDEMPTION_ADD,
+        "twitch-eventsub-subscription-type": REDEMPTION_TYPE,
         "twitch-eventsub-subscription-version": "1",
     }
 

@@ -49,14 +49,14 @@ from producers.request_body import read_capped_body
 from producers.settle import record_event
 from producers.state import AppState, app_state
 from producers.submit import planned_for_identity, self_link_and_release
-from producers.twitch.rules import MalformedEvent, Plan, plan_notification
+from producers.twitch.rules import NO_REWARD_IDS, MalformedEvent, Plan, plan_notification
 from producers.twitch.signature import HEADER_MESSAGE_TYPE, SignatureRejected, verify
 from worker.keys import SEEN_TTL_S
 from worker.observability import capture
 
 __all__ = [
     "MAX_BODY_BYTES",
-    "REDEMPTION_ADD",
+    "REDEMPTION_TYPE",
     "SEEN_MESSAGE",
     "SEEN_REVOCATION_STATE",
     "handle_message",
@@ -78,8 +78,8 @@ NOTIFICATION = "notification"
 REVOCATION = "revocation"
 VERIFICATION = "webhook_callback_verification"
 KNOWN_TYPES = frozenset({NOTIFICATION, REVOCATION, VERIFICATION})
-#: The subscription type of a channel-point redemption.
-REDEMPTION_ADD = "channel.channel_points_custom_reward_redemption.add"
+#: The subscription type whose rules may name a reward by title (resolved by ``producers.twitch.reward_catalogue``).
+REDEMPTION_TYPE = "channel.channel_points_custom_reward_redemption.add"
 #: ``keys.source_state`` source of the last revocation per subscription type.
 SEEN_REVOCATION_STATE = "twitch-revocation"
 #: Subscription types that may appear in counter names and Sentry tags as they are.
@@ -151,14 +151,17 @@ async def handle_message(
             return EventOutcome(Outcome.IGNORED, ignored="unknown message type")
         event = _object(payload, "event")
         try:
-            plan = plan_notification(state.rewards.twitch, subscription_type, event, message_id)
+            reward_ids = NO_REWARD_IDS
+            if subscription_type == REDEMPTION_TYPE and state.rewards.twitch.reward_titles():
+                reward_ids = await state.reward_ids.get(state.aredis, state.keys)  # a renamed reward keeps its id
+            plan = plan_notification(state.rewards.twitch, subscription_type, event, message_id, reward_ids)
         except MalformedEvent as exc:
             raise MalformedEvent(f"event.{exc}") from None
     except MalformedEvent as exc:
         logger.warning("twitch %s message %s unusable: %s", message_type, message_id, exc)
         return EventOutcome(Outcome.UNUSABLE, error=str(exc))
     outcome = await _carry_out(state, message_id, subscription_type, plan, check_seen=check_seen)
-    if subscription_type == REDEMPTION_ADD and (outcome.granted or outcome.parked):
+    if subscription_type == REDEMPTION_TYPE and (outcome.granted or outcome.parked):
         await _watch_if_ours(state, event, plan, outcome)
     return outcome
 
@@ -286,7 +289,7 @@ def refunds(section: TwitchSection, plan: Plan) -> bool:
     matched = {planned.rule_id for planned in plan.grants}
     return all(
         rule.refund
-        for rule in section.rules_for(REDEMPTION_ADD)
+        for rule in section.rules_for(REDEMPTION_TYPE)
         if isinstance(rule, ChannelPointsRedemptionRule) and rule.rule_id in matched
     )
 

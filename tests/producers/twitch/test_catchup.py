@@ -23,7 +23,7 @@ from producers.twitch.oauth import OAuthClient
 from producers.twitch.redemptions import RedemptionBook
 from producers.twitch.samples import sample_payload, signed_request
 from producers.twitch.tokens import TokenVault
-from producers.twitch.webhook import REDEMPTION_ADD
+from producers.twitch.webhook import REDEMPTION_TYPE
 from simulator.twitch import DEFAULT_CLIENT_ID, RequestRecord, TwitchSimulator
 from tests.conftest import GUILD, USER, SettingsFactory
 from tests.producers.twitch.test_tokens import KEY, connect, make_oauth
@@ -43,13 +43,13 @@ guild_id = "{GUILD}"
 
 [[twitch.rules]]
 name = "chest"
-event = "{REDEMPTION_ADD}"
+event = "{REDEMPTION_TYPE}"
 reward = "Daily chest"
 items = [{{ id = "chest", amount = 1 }}]
 
 [[twitch.rules]]
 name = "potion"
-event = "{REDEMPTION_ADD}"
+event = "{REDEMPTION_TYPE}"
 reward = "Potion"
 refund = false
 items = [{{ id = "potion", amount = 2 }}]
@@ -134,7 +134,7 @@ def grants(ledger: Ledger) -> list[Grant]:
 
 def deliver(client: TestClient, event: dict[str, object]) -> dict[str, object]:
     """The signed EventSub notification of ``event``, as Twitch would POST it; the app's answer."""
-    body, headers = signed_request(SECRET, sample_payload(REDEMPTION_ADD, dict(event)))
+    body, headers = signed_request(SECRET, sample_payload(REDEMPTION_TYPE, dict(event)))
     response = client.post("/webhooks/twitch", content=body, headers=headers)
     assert response.status_code == 200, response.text
     answer: dict[str, object] = response.json()
