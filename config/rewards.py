@@ -9,6 +9,12 @@ and the field, e.g. ``config/rewards.toml: twitch rule "cheer-gems" (channel.che
 (an unnamed rule is named by its place: ``twitch.rules[2] (channel.cheer)``). Items are written
 ``{ item_id = "gem", amount = 1 }`` as in ``POST /grants``; ``id`` is read too.
 
+Channel-point rewards: a redemption rule names its reward by ``reward_id`` (the UUID Twitch gives it) or by
+``reward = "<title>"``. Titles follow Twitch's rule (1-45 characters, docs/sources-sync.md §1.1) and
+compare trimmed and case-insensitively (``reward_title_key``): ``"Daily chest"`` and ``" daily CHEST"`` name
+the same reward. ``[[twitch.rewards]]`` tables declare the rewards the service owns, creates and updates
+on Twitch (``OwnedReward``; ``OwnedReward.helix_body`` is the Create Custom Reward body).
+
 Rule identity: each rule has a ``rule_id``, its ``name`` if given, otherwise
 ``<section>:<event>#<index>`` (``twitch:channel.cheer#2``). Producers build
 idempotency keys from it (``twitch:<message id>:<rule_id>``), so a rule that
@@ -22,6 +28,7 @@ documented here and implemented by the producers.
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from collections.abc import Mapping
@@ -56,6 +63,7 @@ __all__ = [
     "CheerRule",
     "FollowRule",
     "ItemAmount",
+    "OwnedReward",
     "PatreonRule",
     "PatreonSection",
     "PledgeCreateRule",
@@ -70,6 +78,7 @@ __all__ = [
     "TwitchSection",
     "load_rewards",
     "parse_rewards",
+    "reward_title_key",
 ]
 
 #: Items per rule. One rule's items go out in one request, and one request can
@@ -86,6 +95,17 @@ MISSING_FILE_PROBLEM = (
 )
 _BARE_TOML_KEY_RE = re.compile(r"[A-Za-z0-9_-]+")
 
+#: Twitch's limits for a custom reward (docs/sources-sync.md §1.1): a title of at most 45 characters,
+#: unique in the channel; a prompt of at most 200; a cost of at least 1 point; at most 50 rewards per channel.
+MAX_REWARD_TITLE = 45
+MAX_REWARD_PROMPT = 200
+MAX_CHANNEL_REWARDS = 50
+#: Longest global cooldown accepted, 7 days (docs/sources-sync.md §1.1 says how sure that ceiling is).
+MAX_REWARD_COOLDOWN_S = 604_800
+#: A custom reward's id as Twitch writes it: a lowercase UUID (``reward.id`` in the event).
+_REWARD_ID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_HEX_COLOR_RE = re.compile(r"#[0-9A-Fa-f]{6}")
+
 
 def _snowflake(value: Any) -> Any:
     """Check a Discord id: a *quoted* string of 17-20 digits that fits in 64 bits."""
@@ -97,6 +117,38 @@ def _snowflake(value: Any) -> Any:
 def _twitch_user_id(value: Any) -> Any:
     if not is_platform_user_id(value):
         raise ValueError("must be a Twitch user id: a quoted string of digits")
+    return value
+
+
+def _reward_id(value: Any) -> Any:
+    if isinstance(value, str) and not _REWARD_ID_RE.fullmatch(value):
+        raise ValueError(
+            "must be a Twitch reward id: a lowercase UUID such as 92af127c-7326-4483-a52b-b0da0be61c01"
+            ' (or name the reward by its title: reward = "<title>")'
+        )
+    return value
+
+
+def reward_title_key(title: str) -> str:
+    """How reward titles compare: trimmed and case-insensitively, so the file need not match Twitch's casing."""
+    return title.strip().casefold()
+
+
+def _reward_title(value: Any) -> Any:
+    """A reward title, trimmed; 1-45 characters once trimmed (Twitch's limit)."""
+    if not isinstance(value, str):
+        return value  # the strict str check reports the type
+    title = value.strip()
+    if not title:
+        raise ValueError("must not be empty")
+    if len(title) > MAX_REWARD_TITLE:
+        raise ValueError(f"must have at most {MAX_REWARD_TITLE} characters (Twitch's limit for a reward title)")
+    return title
+
+
+def _hex_color(value: Any) -> Any:
+    if isinstance(value, str) and not _HEX_COLOR_RE.fullmatch(value):
+        raise ValueError("must be a colour written #RRGGBB, e.g. #9147FF")
     return value
 
 
@@ -120,6 +172,9 @@ def _amount(value: Any) -> Any:
 Snowflake = Annotated[str, BeforeValidator(_snowflake)]
 TwitchUserId = Annotated[str, BeforeValidator(_twitch_user_id)]
 RuleName = Annotated[str, BeforeValidator(_rule_name)]
+RewardId = Annotated[str, BeforeValidator(_reward_id)]
+RewardTitle = Annotated[str, BeforeValidator(_reward_title)]
+HexColor = Annotated[str, BeforeValidator(_hex_color)]
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=100)]
 #: ``config.domain.item_id`` (as ``POST /grants``), after the length bounds that read better in this file's errors.
 ItemId = Annotated[
@@ -131,6 +186,11 @@ RevokeTrigger = Literal["members:pledge:delete", "Declined", "Refunded", "Fraud"
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def _field_error(field: str, problem: str) -> PydanticCustomError:
+    """An error of a model-level check that still names its field (``parse_rewards`` reads it back)."""
+    return PydanticCustomError("rewards_field", "{field}: {problem}", {"field": field, "problem": problem})
 
 
 class ItemAmount(_Model):
@@ -254,11 +314,29 @@ class ChannelPointsRedemptionRule(_TwitchRule):
     """``channel.channel_points_custom_reward_redemption.add``: a viewer redeems a custom reward."""
 
     event: Literal["channel.channel_points_custom_reward_redemption.add"]
-    #: The custom reward's id (``reward.id`` in the event, a UUID).
-    reward_id: ShortText
+    #: The custom reward's id (``reward.id`` in the event, a UUID). Exactly one of ``reward_id`` and ``reward``.
+    reward_id: RewardId | None = None
+    #: The custom reward's title (trimmed, compared case-insensitively: ``reward_title_key``).
+    reward: RewardTitle | None = None
+    #: When the redemption's grant ends ``dead`` or ``cancelled``, give the viewer their points back
+    #: (possible only for rewards the service's client id created, docs/sources-sync.md §1.1).
+    refund: bool = True
     #: The redemption is also a link request: its ``user_input`` is the viewer's
     #: Discord user id, linked to their Twitch account before granting.
     link_reward: bool = False
+
+    @model_validator(mode="after")
+    def _one_reward(self) -> ChannelPointsRedemptionRule:
+        if self.reward_id is not None and self.reward is not None:
+            raise _field_error("reward", "give reward_id or reward (the title), not both")
+        if self.reward_id is None and self.reward is None:
+            raise _field_error("reward", 'required: name the reward by reward = "<title>" or reward_id = "<its UUID>"')
+        return self
+
+    @property
+    def title_key(self) -> str | None:
+        """``reward_title_key`` of the title this rule names, or None for a rule by ``reward_id``."""
+        return None if self.reward is None else reward_title_key(self.reward)
 
 
 class FollowRule(_TwitchRule):
@@ -357,13 +435,80 @@ def _assign_rule_ids(rules: list[Any], section: str) -> None:
         rule._rule_id = f"{section}:{rule.event}#{index}"
 
 
+# -- rewards the service owns -----------------------------------------------------------
+
+
+class OwnedReward(_Model):
+    """``[[twitch.rewards]]``: a channel-point reward the service creates (and keeps updated) on Twitch.
+
+    Only rewards created by the service's own client id can have their redemptions fulfilled or refunded
+    (docs/sources-sync.md §1.1), which is why the file declares them instead of pointing at existing ones.
+    A field left out is Twitch's default: no limit, no cooldown, no prompt.
+    """
+
+    #: Unique among the tables, compared as ``reward_title_key`` does; a redemption rule names it by
+    #: ``reward = "<title>"``.
+    title: RewardTitle
+    #: Channel points a redemption costs.
+    cost: int = Field(ge=1)
+    #: Text shown to the viewer when redeeming; Twitch wants one when ``user_input_required``.
+    prompt: Annotated[str, StringConstraints(min_length=1, max_length=MAX_REWARD_PROMPT)] | None = None
+    #: Viewers see (and can redeem) only enabled rewards.
+    enabled: bool = True
+    #: Redemptions per live stream, all viewers together; none = no limit.
+    max_per_stream: int | None = Field(None, ge=1)
+    #: Redemptions per viewer per live stream; none = no limit.
+    max_per_user_per_stream: int | None = Field(None, ge=1)
+    #: Seconds between two redemptions by anyone; none = no cooldown (Twitch's UI shows only cooldowns of 60 s or more).
+    cooldown_s: int | None = Field(None, ge=1, le=MAX_REWARD_COOLDOWN_S)
+    #: ``#RRGGBB``; none = Twitch's default colour.
+    background_color: HexColor | None = None
+    #: The viewer must type a text (a ``link_reward`` rule reads its Discord id from it).
+    user_input_required: bool = False
+
+    @property
+    def title_key(self) -> str:
+        """``reward_title_key`` of the title."""
+        return reward_title_key(self.title)
+
+    def helix_body(self) -> dict[str, str | int | bool]:
+        """The body of Helix's Create Custom Rewards (and Update Custom Reward) for this table.
+
+        Every switch is sent, off as well as on, so an update also clears a limit the file no longer sets.
+        ``should_redemptions_skip_request_queue`` is always false: a skipped-queue redemption is FULFILLED
+        by Twitch at once, and Update Redemption Status acts only on UNFULFILLED ones, so its points could
+        never be refunded when the grant fails (docs/sources-sync.md §1.1).
+        """
+        body: dict[str, str | int | bool] = {
+            "title": self.title,
+            "cost": self.cost,
+            "is_enabled": self.enabled,
+            "is_user_input_required": self.user_input_required,
+            "is_max_per_stream_enabled": self.max_per_stream is not None,
+            "is_max_per_user_per_stream_enabled": self.max_per_user_per_stream is not None,
+            "is_global_cooldown_enabled": self.cooldown_s is not None,
+            "should_redemptions_skip_request_queue": False,
+        }
+        optional: dict[str, str | int | None] = {
+            "prompt": self.prompt,
+            "background_color": self.background_color,
+            "max_per_stream": self.max_per_stream,
+            "max_per_user_per_stream": self.max_per_user_per_stream,
+            "global_cooldown_seconds": self.cooldown_s,
+        }
+        body.update({name: value for name, value in optional.items() if value is not None})
+        return body
+
+
 # -- sections and the file -----------------------------------------------------------
 
 
 class TwitchSection(_Model):
-    """``[twitch]``: rules plus static Twitch → Discord links."""
+    """``[twitch]``: rules, the rewards the service owns, and static Twitch → Discord links."""
 
     rules: list[TwitchRule] = Field(default_factory=list)
+    #: ``[[twitch.rewards]]``: at most 50, Twitch's limit per channel (which also counts rewards made elsewhere).
+    rewards: list[OwnedReward] = Field(default_factory=list, max_length=MAX_CHANNEL_REWARDS)
     #: Twitch user id → Discord user id. Run-time links (``POST /links``) add to these.
     links: dict[TwitchUserId, Snowflake] = Field(default_factory=dict)
     #: Most Twitch accounts one Discord id may link to itself by redeeming a ``link_reward``
@@ -375,9 +520,37 @@ class TwitchSection(_Model):
         _assign_rule_ids(self.rules, "twitch")
         return self
 
+    @field_validator("rewards")
+    @classmethod
+    def _unique_titles(cls, rewards: list[OwnedReward]) -> list[OwnedReward]:
+        seen: dict[str, int] = {}
+        for index, reward in enumerate(rewards):
+            if reward.title_key in seen:
+                raise _field_error(
+                    f"[{index}].title",
+                    f"{reward.title!r} is also the title of twitch.rewards[{seen[reward.title_key]}]"
+                    " (titles compare ignoring case and surrounding spaces)",
+                )
+            seen[reward.title_key] = index
+        return rewards
+
     def rules_for(self, event: str) -> list[TwitchRule]:
         """The rules for one EventSub subscription type, in file order."""
         return [rule for rule in self.rules if rule.event == event]
+
+    def reward_titles(self) -> list[str]:
+        """The reward titles redemption rules name (``reward = ...``), each once, as first written, in file
+        order: what has to be resolved to reward ids through Helix."""
+        titles: dict[str, str] = {}
+        for rule in self.rules:
+            if isinstance(rule, ChannelPointsRedemptionRule) and rule.reward is not None:
+                titles.setdefault(reward_title_key(rule.reward), rule.reward)
+        return list(titles.values())
+
+    def owned_reward(self, title: str) -> OwnedReward | None:
+        """The ``[[twitch.rewards]]`` table with this title (as ``reward_title_key`` compares), if any."""
+        key = reward_title_key(title)
+        return next((reward for reward in self.rewards if reward.title_key == key), None)
 
 
 class PatreonSection(_Model):
@@ -530,6 +703,8 @@ def _locate(error: Any, data: Mapping[str, Any]) -> tuple[str | None, str | None
         return ctx["locator"], ctx["field"], ctx["problem"]
     loc: tuple[Any, ...] = tuple(error["loc"])
     problem = _problem(kind, ctx, error["msg"])
+    if kind == "rewards_field":
+        loc, problem = (*loc, *_field_parts(ctx["field"])), ctx["problem"]
     is_key = bool(loc) and loc[-1] == "[key]"
     if is_key:
         loc = loc[:-1]
@@ -549,7 +724,27 @@ def _locate(error: Any, data: Mapping[str, Any]) -> tuple[str | None, str | None
         if kind == "union_tag_not_found":
             return locator, "event", f"required (one of: {', '.join(known)})"
         return locator, _path(rest) or None, problem
+    if len(loc) >= 3 and loc[:2] == ("twitch", "rewards") and isinstance(loc[2], int):
+        return _reward_locator(data, loc[2]), _path(loc[3:]) or None, problem
     return None, _path(loc) or None, problem
+
+
+def _reward_locator(data: Mapping[str, Any], index: int) -> str:
+    """How errors name a ``[[twitch.rewards]]`` table: ``twitch.rewards[1] ("Daily chest")``."""
+    try:
+        title = data["twitch"]["rewards"][index].get("title")
+    except (KeyError, IndexError, TypeError, AttributeError):
+        title = None
+    if not isinstance(title, str) or not title.strip():
+        return f"twitch.rewards[{index}]"
+    shown = title.strip()
+    shown = shown if len(shown) <= MAX_REWARD_TITLE else shown[:MAX_REWARD_TITLE] + "..."
+    return f"twitch.rewards[{index}] ({json.dumps(shown, ensure_ascii=False)})"
+
+
+def _field_parts(field: str) -> tuple[str | int, ...]:
+    """``"[2].title"`` → ``(2, "title")``: a ``_field_error`` field as ``loc`` parts."""
+    return tuple(int(part) if part.isdigit() else part for part in re.findall(r"[^.\[\]]+", field))
 
 
 def _raw_event(data: Mapping[str, Any], section: str, index: int, key: str) -> Any:

@@ -79,8 +79,6 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from config.errors import WetbotRewardsError
-
 __all__ = [
     "CLOSE_REASONS",
     "CLOSE_STATUSES",
@@ -154,7 +152,7 @@ _CLOSE_TIMEOUT_S: Final = 2.0
 RecordKind = Literal["sent", "received", "closed_by_server", "closed_by_client"]
 
 
-class EventSubSimError(WetbotRewardsError):
+class EventSubSimError(RuntimeError):
     """Raised when a control call asks the EventSub WebSocket simulator for something it cannot do."""
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from simulator._http import Reply, Request
 
 if TYPE_CHECKING:
-    from simulator.twitch import TwitchSimulator
+    from simulator.twitch_core import TwitchCore
 
 GETS = frozenset({"health", "requests", "device/pending", "rewards", "redemptions", "refunds", "subscriptions"})
 POSTS = frozenset(
@@ -23,6 +23,7 @@ POSTS = frozenset(
         "device/deny",
         "tokens/expire",
         "tokens/revoke_all",
+        "tokens/issue",
         "tokens/lifetime",
         "clock/advance",
         "rate_limit",
@@ -36,7 +37,7 @@ POSTS = frozenset(
 )
 
 
-def control(sim: TwitchSimulator, request: Request) -> Reply:
+def control(sim: TwitchCore, request: Request) -> Reply:
     endpoint = request.path.removeprefix("/_sim").strip("/")
     if endpoint not in GETS | POSTS:
         return Reply(404, {"error": f"unknown control endpoint {request.path}"})
@@ -52,7 +53,7 @@ def control(sim: TwitchSimulator, request: Request) -> Reply:
         return Reply(400, {"error": f"{type(exc).__name__}: {exc}"})
 
 
-def _read(sim: TwitchSimulator, endpoint: str) -> Reply:
+def _read(sim: TwitchCore, endpoint: str) -> Reply:
     if endpoint == "health":
         return Reply(200, {"ok": True, "auth_url": sim.auth_url, "api_url": sim.api_url})
     if endpoint == "requests":
@@ -68,7 +69,7 @@ def _read(sim: TwitchSimulator, endpoint: str) -> Reply:
     return Reply(200, {"subscriptions": sim.subscriptions()})
 
 
-def _change(sim: TwitchSimulator, endpoint: str, args: dict[str, object]) -> Reply:
+def _change(sim: TwitchCore, endpoint: str, args: dict[str, object]) -> Reply:
     answer: dict[str, object] = {"ok": True}
     if endpoint in ("device/approve", "device/deny"):
         code = _optional_str(args.get("user_code"))
@@ -90,6 +91,11 @@ def _change(sim: TwitchSimulator, endpoint: str, args: dict[str, object]) -> Rep
         sim.expire_access_tokens()
     elif endpoint == "tokens/revoke_all":
         sim.revoke_all()
+    elif endpoint == "tokens/issue":
+        scopes = args.get("scopes", [])
+        if not isinstance(scopes, list):
+            raise TypeError("scopes must be a list")
+        answer["tokens"] = sim.issue_user_token(_optional_str(args.get("login")), [str(s) for s in scopes])
     elif endpoint == "tokens/lifetime":
         sim.set_access_token_lifetime(_float(args["seconds"]))
     elif endpoint == "clock/advance":
@@ -101,7 +107,7 @@ def _change(sim: TwitchSimulator, endpoint: str, args: dict[str, object]) -> Rep
     return Reply(200, answer)
 
 
-def _change_channel(sim: TwitchSimulator, endpoint: str, args: dict[str, object]) -> dict[str, object]:
+def _change_channel(sim: TwitchCore, endpoint: str, args: dict[str, object]) -> dict[str, object]:
     if endpoint == "redeem":
         event = sim.redeem(str(args["reward_id"]), str(args["login"]), str(args.get("user_input", "")))
         return {"event": event}

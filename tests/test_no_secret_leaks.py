@@ -47,6 +47,7 @@ SECRETS = {
     "SENTRY_DSN key": "kltXvgYJJZPoXQWoKr",
     "REDIS password": "pzuZvsqVsKQYlMjmmi",
     "REDIS_SENTINEL_PASSWORD": "SwvLwMYRyTrkouQVZZ",
+    "TOKEN_ENCRYPTION_KEY": "QwKzRtYpLmNvBxCsDfGhJkPlWqErTyUiOp",
 }
 RULES = f"""
 guild_id = "{GUILD}"
@@ -112,6 +113,7 @@ def leaky_settings(
         patreon_webhook_secret=SECRETS["PATREON_WEBHOOK_SECRET"],
         twitch_client_id="clientid0123",
         twitch_client_secret=SECRETS["TWITCH_CLIENT_SECRET"],
+        token_encryption_key=SECRETS["TOKEN_ENCRYPTION_KEY"],
         sentry_dsn=f"https://{SECRETS['SENTRY_DSN key']}@sentry.invalid/1",
         log_level="DEBUG",
     )

@@ -30,7 +30,7 @@ NOUNS: dict[str, tuple[str, str]] = {
     "grants": ("admin.cli.grants", "create, list, show, cancel, replay or resolve grants"),
     "links": ("admin.cli.links", "Twitch/Patreon user -> Discord user links"),
     "events": ("admin.cli.events", "the event inbox: every verified webhook"),
-    "twitch": ("producers.twitch.cli", "Twitch: EventSub subscriptions and signed test events"),
+    "twitch": ("producers.twitch.cli", "Twitch: connect the channel, EventSub subscriptions, signed test events"),
     "patreon": ("producers.patreon.cli", "Patreon: signed test webhooks"),
     "demo": ("admin.cli.demo", "demo mode's data"),
 }

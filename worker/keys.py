@@ -261,6 +261,34 @@ class Keys:
         """STRING worker token: the one request allowed to test a refused key again."""
         return f"{self.prefix}:key:{scope}:probe"
 
+    # --- the broadcaster's Twitch authorisation (``producers.twitch.tokens``) ------------
+    def twitch_tokens(self) -> str:
+        """HASH ``sealed`` (the tokens, Fernet-encrypted under ``TOKEN_ENCRYPTION_KEY``) and ``version`` (one
+        more each time a new pair is written), written in one step (``lua/store_tokens.lua``)."""
+        return f"{self.prefix}:twitch:tokens"
+
+    def twitch_auth_state(self) -> str:
+        """HASH of the connection's state others read without the key: ``state`` (connected, refresh_failed,
+        revoked, undecryptable), since when and why, the broadcaster's id and login, scopes, expiry and the
+        last validation's time and result."""
+        return f"{self.prefix}:twitch:auth-state"
+
+    def twitch_refresh_lock(self) -> str:
+        """STRING token of the one process refreshing the tokens now (PX: how long it may take), released by
+        compare-and-delete (``lua/release_lock.lua``)."""
+        return f"{self.prefix}:twitch:refresh-lock"
+
+    # --- the channel's rewards and who is who by name (``producers.twitch.reward_catalogue``) ---
+    def twitch_reward_catalogue(self) -> str:
+        """STRING JSON of the last reward sync: the channel's rewards (id, title, cost, ours), the rules'
+        titles resolved to ids, our ``[[twitch.rewards]]`` by title, and the problems found, written in one SET."""
+        return f"{self.prefix}:twitch:reward-catalogue"
+
+    def link_names(self, platform: str) -> str:
+        """HASH external id -> JSON ``{"login", "display_name"}`` of a linked user, as the platform named them
+        when linked by login (the console and searches show them next to the id)."""
+        return f"{self.prefix}:link-names:{platform}"
+
     # --- operator console (``admin.console``) and audit log -------------------------
     def console_session(self, digest: str) -> str:
         """HASH of one console session (csrf token, expiry, flash); ``digest`` is the sha256 of the cookie value.

@@ -303,6 +303,10 @@ class Schedule:
         return values.integer(moved) == 1
 
 
+#: Seconds ``Reconciler.stop`` waits for a pass under way (one dispatch batch: milliseconds, unless Redis hangs).
+STOP_WAIT_S = 5.0
+
+
 class Reconciler(dramatiq.Middleware):
     """Dispatches due grants in a worker process's own thread: a pass when the earliest entry on the schedule
     is due, and at least every ``interval_s``.
@@ -344,9 +348,12 @@ class Reconciler(dramatiq.Middleware):
         self._thread.start()
 
     def stop(self) -> None:
-        """Ask the thread to end and wake it from its sleep."""
+        """Ask the thread to end, wake it from its sleep and wait (up to ``STOP_WAIT_S``) for a pass under way to
+        finish: the worker closes its Redis connections next, and a pass still reading from one would fail."""
         self._stop.set()
         self._schedule.wakeup.wake()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(STOP_WAIT_S)
 
     def _run(self) -> None:
         next_adopt = 0.0

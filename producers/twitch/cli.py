@@ -1,4 +1,9 @@
-"""Twitch commands: ``twitch send-test <event>`` and ``twitch subscribe``.
+"""Twitch commands: ``twitch connect``, ``twitch send-test <event>`` and ``twitch subscribe``.
+
+``twitch connect`` runs Twitch's Device Code Grant Flow for the scopes the rules need
+(``producers.twitch.oauth.scopes_for``): it prints them, then the URL and code the broadcaster enters,
+waits for the approval, learns the broadcaster's id and login from the token, and stores the tokens
+encrypted (``producers.twitch.tokens``). It needs nothing but the environment.
 
 ``twitch send-test`` signs a sample event with ``TWITCH_WEBHOOK_SECRET`` and
 posts it to a running instance, printing what it answered. ``twitch subscribe``
@@ -21,8 +26,16 @@ from config.errors import CliError
 from config.rewards import ChannelPointsRedemptionRule, TwitchSection, load_rewards
 from config.settings import Settings
 from producers.answer_output import format_answer
+from producers.printable import terminal_safe
 from producers.twitch.helix import HelixClient, HelixError, Subscription, SubscriptionExists
-from producers.twitch.samples import SAMPLE_REWARD_ID, SAMPLE_TYPES, sample_event, sample_payload, signed_request
+from producers.twitch.samples import (
+    SAMPLE_REWARD_ID,
+    SAMPLE_REWARD_TITLE,
+    SAMPLE_TYPES,
+    sample_event,
+    sample_payload,
+    signed_request,
+)
 
 __all__ = ["WantedSubscription", "register", "wanted_subscriptions"]
 
@@ -32,8 +45,16 @@ MESSAGE_TYPES = ("notification", "webhook_callback_verification", "revocation")
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    """Add ``send-test`` and ``subscribe`` to the ``twitch`` noun."""
+    """Add ``connect``, ``send-test`` and ``subscribe`` to the ``twitch`` noun."""
     twitch = parser.add_subparsers(title="twitch commands", metavar="COMMAND")
+    connect = twitch.add_parser(
+        "connect",
+        help="connect the channel: authorise this app on Twitch (device code) and store its tokens",
+        description="Asks Twitch for a code the broadcaster enters at twitch.tv/activate, waits for the "
+        "approval and stores the tokens, encrypted with TOKEN_ENCRYPTION_KEY. Needs TWITCH_CLIENT_ID "
+        "(and TWITCH_CLIENT_SECRET for a confidential app), TOKEN_ENCRYPTION_KEY and REDIS_URL.",
+    )
+    connect.set_defaults(run=_connect)
     test = twitch.add_parser("send-test", help="sign a sample Twitch EventSub event and post it")
     test.add_argument(
         "event",
@@ -55,6 +76,67 @@ def register(parser: argparse.ArgumentParser) -> None:
     subscribe.set_defaults(run=_subscribe)
 
 
+# -- twitch connect ---------------------------------------------------------------------------
+
+
+def _connect(settings: Settings, args: argparse.Namespace) -> int:
+    """The device flow, start to stored tokens; every way it can end early is one ``CliError`` line."""
+    del args
+    # Loaded here: ``cryptography`` and the vault are needed by no other twitch command.
+    from producers.twitch.oauth import TwitchAuthError, scopes_for
+    from producers.twitch.tokens import TokenVault, TokenVaultError
+    from worker.connections import connect_redis
+
+    if settings.twitch_client_id is None:
+        raise CliError("TWITCH_CLIENT_ID is not set: it is the client id of your app at dev.twitch.tv/console")
+    if settings.token_encryption_key is None:
+        raise CliError(
+            "TOKEN_ENCRYPTION_KEY is not set: the tokens cannot be stored without it "
+            "(set it to at least 32 random characters, e.g. openssl rand -base64 32)"
+        )
+    scopes = scopes_for(load_rewards(settings.rewards_file, missing_ok=True).twitch)
+    redis = connect_redis(settings)
+    vault = TokenVault.from_settings(settings, redis)
+    oauth = vault.oauth
+    try:
+        redis.ping()  # before the broadcaster approves anything: storing is the last step
+        before = vault.state()
+        print(f"scopes asked for: {' '.join(scopes) if scopes else 'none (no rule in the rules file needs one)'}")
+        code = oauth.start_device_flow(scopes)
+        print(
+            f"open {terminal_safe(code.verification_uri)} and enter the code {terminal_safe(code.user_code)} "
+            f"(it expires in {_duration(code.expires_in_s)})",
+            flush=True,
+        )
+        print("waiting for the approval...", flush=True)
+        pair = oauth.poll_device_token(code, scopes)
+        info = oauth.validate(pair.access_token)
+        if info.client_id != settings.twitch_client_id:
+            raise CliError("Twitch issued a token for another client id than TWITCH_CLIENT_ID; nothing stored")
+        vault.store(pair, info)
+    except (TwitchAuthError, TokenVaultError) as exc:
+        raise CliError(f"{exc}; run wetbot-rewards twitch connect again" if _retry_helps(exc) else str(exc)) from None
+    finally:
+        oauth.close()
+        redis.close()
+    if before.user_id and before.user_id != info.user_id:
+        print(f"replaced the connection of {terminal_safe(before.login)} ({terminal_safe(before.user_id)})")
+    print(f"connected as {terminal_safe(info.login)} ({terminal_safe(info.user_id)})")
+    return 0
+
+
+def _retry_helps(exc: Exception) -> bool:
+    """Whether connecting again can end better (an expired or declined code, Twitch out of reach)."""
+    from producers.twitch.oauth import AccessDenied, DeviceCodeExpired, OAuthUnavailable
+
+    return isinstance(exc, AccessDenied | DeviceCodeExpired | OAuthUnavailable)
+
+
+def _duration(seconds: float) -> str:
+    """``1800`` → ``30 min``, ``45`` → ``45 s``."""
+    return f"{round(seconds / 60)} min" if seconds >= 120 else f"{round(seconds)} s"
+
+
 # -- twitch send-test -------------------------------------------------------------------------
 
 
@@ -64,9 +146,10 @@ def _send_test(settings: Settings, args: argparse.Namespace) -> int:
     if args.user_id is not None and not is_platform_user_id(args.user_id):
         raise CliError(f"--user-id: expected a Twitch user id, {PLATFORM_ID_RULE}")
     rewards = load_rewards(settings.rewards_file, missing_ok=True)
-    reward_ids = [r.reward_id for r in rewards.twitch.rules if isinstance(r, ChannelPointsRedemptionRule)]
-    reward_id = args.reward_id or (reward_ids[0] if reward_ids else SAMPLE_REWARD_ID)
-    event = sample_event(args.event, user_id=args.user_id, reward_id=reward_id, user_input=args.user_input)
+    reward_id, reward_title = _sample_reward(rewards.twitch, args.reward_id)
+    event = sample_event(
+        args.event, user_id=args.user_id, reward_id=reward_id, reward_title=reward_title, user_input=args.user_input
+    )
     payload = sample_payload(args.event, event, message_type=args.message_type)
     body, headers = signed_request(
         settings.twitch_webhook_secret.get_secret_value(), payload, message_type=args.message_type
@@ -80,6 +163,17 @@ def _send_test(settings: Settings, args: argparse.Namespace) -> int:
     print(f"sent {args.message_type} {args.event} (message id {headers['twitch-eventsub-message-id']}) to {url}")
     print(format_answer(response.status_code, response.reason or "", response.content))
     return 0 if response.ok else 1
+
+
+def _sample_reward(section: TwitchSection, reward_id: str | None) -> tuple[str, str]:
+    """The reward (id, title) a test redemption names: ``--reward-id``, else the first redemption rule's
+    reward (its id, or its title on the sample id), else the sample's."""
+    if reward_id is not None:
+        return reward_id, SAMPLE_REWARD_TITLE
+    for rule in section.rules:
+        if isinstance(rule, ChannelPointsRedemptionRule):
+            return rule.reward_id or SAMPLE_REWARD_ID, rule.reward or SAMPLE_REWARD_TITLE
+    return SAMPLE_REWARD_ID, SAMPLE_REWARD_TITLE
 
 
 # -- twitch subscribe ---------------------------------------------------------------------------
@@ -117,7 +211,9 @@ def wanted_subscriptions(section: TwitchSection, broadcaster_id: str) -> list[Wa
     Conditions per docs/twitch.md §2: ``channel.follow`` v2 also needs
     ``moderator_user_id`` (the broadcaster), ``channel.raid`` is keyed on the
     receiving channel (``to_broadcaster_user_id``), and a redemption rule asks
-    for its own ``reward_id``. A ``channel.subscribe`` rule that rewards gifters
+    for its own ``reward_id``; a rule naming its reward by title asks for every
+    reward (its id is not known here), which makes the per-reward ones redundant.
+    A ``channel.subscribe`` rule that rewards gifters
     also needs ``channel.subscription.gift`` (the gifter is named only there).
     """
     wanted: list[WantedSubscription] = []
@@ -134,11 +230,14 @@ def wanted_subscriptions(section: TwitchSection, broadcaster_id: str) -> list[Wa
         elif rule.event == "channel.follow":
             add(rule.event, {**broadcaster, "moderator_user_id": broadcaster_id})
         elif isinstance(rule, ChannelPointsRedemptionRule):
-            add(rule.event, {**broadcaster, "reward_id": rule.reward_id})
+            add(rule.event, broadcaster if rule.reward_id is None else {**broadcaster, "reward_id": rule.reward_id})
         else:
             add(rule.event, broadcaster)
             if rule.event == "channel.subscribe" and getattr(rule, "gifted", "") in ("gifter", "both"):
                 add("channel.subscription.gift", broadcaster)
+    redemption = "channel.channel_points_custom_reward_redemption.add"
+    if WantedSubscription(redemption, SAMPLE_TYPES[redemption], broadcaster) in wanted:
+        wanted = [w for w in wanted if w.type != redemption or "reward_id" not in w.condition]
     return wanted
 
 

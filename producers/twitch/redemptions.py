@@ -37,6 +37,7 @@ __all__ = [
     "Redemption",
     "RedemptionBook",
     "RedemptionStatus",
+    "Told",
 ]
 
 #: Redemption ids Helix's Update Redemption Status takes in one call (docs/sources-sync.md §1.1).
@@ -84,6 +85,15 @@ class Redemption:
     created_at: float
     decided_at: float | None
     done_at: float | None
+
+
+@dataclass(frozen=True)
+class Told:
+    """What Twitch holds for a redemption after its call: for people (``note``), and whether the viewer has the
+    points back (``refunded``: meaningful for a CANCELED redemption only)."""
+
+    note: str
+    refunded: bool = False
 
 
 @dataclass(frozen=True)
@@ -145,12 +155,14 @@ class RedemptionBook:
             for start in range(0, len(ids), HELIX_BATCH)
         ]
 
-    def record_done(self, outcomes: Mapping[str, str]) -> int:
-        """Redemption id -> what Twitch now holds (for people): each is done, its grants' histories say so.
-        How many changed (a repeat changes none)."""
+    def record_done(self, outcomes: Mapping[str, Told]) -> int:
+        """Redemption id -> what Twitch now holds: each is done, its grants' histories say so. A CANCELED one
+        whose refund did not happen becomes KEPT and its grants may be replayed again. How many changed (a
+        repeat changes none)."""
         if not outcomes:
             return 0
-        return values.integer(self._call(args=[self._keys.prefix, "done", json.dumps(dict(outcomes))]))
+        told = {rid: {"note": t.note, "refunded": t.refunded} for rid, t in outcomes.items()}
+        return values.integer(self._call(args=[self._keys.prefix, "done", json.dumps(told)]))
 
     def record_retry(self, errors: Mapping[str, str], *, delay_s: float) -> int:
         """Redemption id -> why its call failed: due again in ``delay_s`` seconds. How many changed."""

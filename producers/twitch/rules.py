@@ -20,6 +20,10 @@ most one recipient, which is why the other keys need no recipient part:
   thus never counted twice: recipients are paid from their own events, the
   gifter from the gift event.
 
+A redemption rule matches by ``reward_id``, or by the title it names: through ``RewardIds`` (titles
+resolved to ids through Helix) when the title is resolved, else by the event's ``reward.title``
+(trimmed, case-insensitively), so a title rule works before, or without, any resolution.
+
 An event that lacks a field a matching rule needs (or has it with the wrong
 type) raises ``MalformedEvent`` before anything is written.
 """
@@ -27,7 +31,7 @@ type) raises ``MalformedEvent`` before anything is written.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -44,10 +48,19 @@ from config.rewards import (
     SubscriptionGiftRule,
     SubscriptionMessageRule,
     TwitchSection,
+    reward_title_key,
 )
 from worker.grant import GrantItem, NewGrant
 
-__all__ = ["LinkRequest", "MalformedEvent", "Plan", "PlannedGrant", "discord_id_from_input", "plan_notification"]
+__all__ = [
+    "LinkRequest",
+    "MalformedEvent",
+    "Plan",
+    "PlannedGrant",
+    "RewardIds",
+    "discord_id_from_input",
+    "plan_notification",
+]
 
 #: Longest event id used in idempotency keys; longer ones fall back to the message id.
 MAX_EVENT_ID_LEN = 200
@@ -114,12 +127,34 @@ class Plan:
     skipped: tuple[str, ...] = ()
 
 
+class RewardIds(Mapping[str, str]):
+    """Reward titles resolved to reward ids (through Helix): title → id, looked up as ``reward_title_key``
+    compares, so ``"Daily chest"`` and ``"daily CHEST "`` are one entry. Empty means nothing is resolved yet."""
+
+    def __init__(self, ids_by_title: Mapping[str, str] | None = None) -> None:
+        self._ids = {reward_title_key(title): reward_id for title, reward_id in (ids_by_title or {}).items()}
+
+    def __getitem__(self, title: str) -> str:
+        return self._ids[reward_title_key(title)]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+
+#: No title resolved: title rules match on the event's ``reward.title``.
+NO_REWARD_IDS = RewardIds()
+
+
 class _Builder:
     """Collects a plan for one event; the ``_plan_*`` functions below call it per rule."""
 
-    def __init__(self, key_base: str, event: Mapping[str, Any]) -> None:
+    def __init__(self, key_base: str, event: Mapping[str, Any], reward_ids: RewardIds) -> None:
         self.key_base = key_base
         self.event = event
+        self.reward_ids = reward_ids
         self.grants: list[PlannedGrant] = []
         self.links: list[LinkRequest] = []
         self.skipped: list[str] = []
@@ -148,7 +183,11 @@ class _Builder:
 
 
 def plan_notification(
-    section: TwitchSection, subscription_type: str, event: Mapping[str, Any], message_id: str
+    section: TwitchSection,
+    subscription_type: str,
+    event: Mapping[str, Any],
+    message_id: str,
+    reward_ids: RewardIds = NO_REWARD_IDS,
 ) -> Plan:
     """The grants and links ``event`` (of ``subscription_type``) earns under ``section``'s rules.
 
@@ -157,6 +196,8 @@ def plan_notification(
       subscription_type: ``subscription.type`` from the signed body.
       event: the notification's ``event`` object.
       message_id: the ``Twitch-Eventsub-Message-Id``; the key base when the event has no ``id``.
+      reward_ids: the reward titles resolved so far; a title rule whose title is not in it matches
+        on the event's ``reward.title``.
 
     Raises:
       MalformedEvent: a field a matching rule needs is missing or mistyped.
@@ -164,7 +205,7 @@ def plan_notification(
     planner = _PLANNERS.get(subscription_type)
     if planner is None:
         return Plan()
-    builder = _Builder(_key_base(event, message_id), event)
+    builder = _Builder(_key_base(event, message_id), event, reward_ids)
     planner(section, event, builder)
     return builder.plan()
 
@@ -281,12 +322,12 @@ def _plan_redemption(section: TwitchSection, event: Mapping[str, Any], out: _Bui
     reward = event.get("reward")
     if not isinstance(reward, Mapping):
         raise MalformedEvent("reward: must be an object")
-    reward_id = _str(reward, "id")
     title = reward.get("title")
     shown = f": {title[:MAX_NAME_IN_REASON]}" if isinstance(title, str) and title else ""
     for rule in rules:
-        if rule.reward_id != reward_id:
-            out.skip(rule, f"reward {reward_id} is not {rule.reward_id}")
+        mismatch = _reward_mismatch(rule, reward, out.reward_ids)
+        if mismatch is not None:
+            out.skip(rule, mismatch)
             continue
         user = _user(event, "user_id")
         if user is None:
@@ -295,6 +336,24 @@ def _plan_redemption(section: TwitchSection, event: Mapping[str, Any], out: _Bui
         if rule.link_reward:
             out.links.append(LinkRequest(rule.rule_id, user, discord_id_from_input(event.get("user_input"))))
         out.grant(rule, user, f"Twitch channel points{shown}{_by(event)}")
+
+
+def _reward_mismatch(rule: ChannelPointsRedemptionRule, reward: Mapping[str, Any], reward_ids: RewardIds) -> str | None:
+    """Why the event's reward is not the rule's (None: it is). A title rule compares ids once its title
+    is resolved (a renamed reward keeps its id), the event's title until then."""
+    reward_id = _str(reward, "id")
+    wanted = rule.reward_id
+    if rule.reward is not None:
+        wanted = reward_ids.get(rule.reward)
+        if wanted is None:
+            title = _str(reward, "title")
+            if reward_title_key(title) == reward_title_key(rule.reward):
+                return None
+            return f"reward {title[:MAX_NAME_IN_REASON]!r} is not {rule.reward!r}"
+    if reward_id == wanted:
+        return None
+    named = f" ({rule.reward!r})" if rule.reward is not None else ""
+    return f"reward {reward_id} is not {wanted}{named}"
 
 
 def _plan_follow(section: TwitchSection, event: Mapping[str, Any], out: _Builder) -> None:

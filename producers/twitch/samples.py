@@ -27,6 +27,7 @@ from producers.twitch.signature import (
 __all__ = [
     "SAMPLE_BROADCASTER_ID",
     "SAMPLE_REWARD_ID",
+    "SAMPLE_REWARD_TITLE",
     "SAMPLE_TYPES",
     "sample_event",
     "sample_payload",
@@ -37,6 +38,8 @@ __all__ = [
 SAMPLE_BROADCASTER_ID = "1337"
 #: The custom reward of the documented redemption sample (also in config/rewards.example.toml).
 SAMPLE_REWARD_ID = "92af127c-7326-4483-a52b-b0da0be61c01"
+#: Its title, as in Twitch's sample.
+SAMPLE_REWARD_TITLE = "title"
 
 #: Subscription type -> version used by the samples (and by ``twitch subscribe``).
 SAMPLE_TYPES: dict[str, str] = {
@@ -74,6 +77,7 @@ def sample_event(
     user_id: str | None = None,
     broadcaster_id: str = SAMPLE_BROADCASTER_ID,
     reward_id: str = SAMPLE_REWARD_ID,
+    reward_title: str = SAMPLE_REWARD_TITLE,
     user_input: str = "pogchamp",
     **overrides: Any,
 ) -> dict[str, Any]:
@@ -116,7 +120,7 @@ def sample_event(
             **_user(user, "cooler_user"),
             "user_input": user_input,
             "status": "unfulfilled",
-            "reward": {"id": reward_id, "title": "title", "cost": 100, "prompt": "reward prompt"},
+            "reward": {"id": reward_id, "title": reward_title, "cost": 100, "prompt": "reward prompt"},
             "redeemed_at": twitch_timestamp(),
         },
         "channel.follow": {**_user(user, "cool_user"), **base, "followed_at": twitch_timestamp()},

@@ -47,7 +47,7 @@ from producers.request_body import read_capped_body
 from producers.settle import record_event
 from producers.state import AppState, app_state
 from producers.submit import planned_for_identity, self_link_and_release
-from producers.twitch.rules import MalformedEvent, Plan, plan_notification
+from producers.twitch.rules import NO_REWARD_IDS, MalformedEvent, Plan, plan_notification
 from producers.twitch.signature import HEADER_MESSAGE_TYPE, SignatureRejected, verify
 from worker.keys import SEEN_TTL_S
 from worker.observability import capture
@@ -67,6 +67,8 @@ NOTIFICATION = "notification"
 REVOCATION = "revocation"
 VERIFICATION = "webhook_callback_verification"
 KNOWN_TYPES = frozenset({NOTIFICATION, REVOCATION, VERIFICATION})
+#: The subscription type whose rules may name a reward by title (resolved by ``producers.twitch.reward_catalogue``).
+REDEMPTION_TYPE = "channel.channel_points_custom_reward_redemption.add"
 #: ``keys.source_state`` source of the last revocation per subscription type.
 SEEN_REVOCATION_STATE = "twitch-revocation"
 #: Subscription types that may appear in counter names and Sentry tags as they are.
@@ -134,7 +136,10 @@ async def handle_message(
             return EventOutcome(Outcome.IGNORED, ignored="unknown message type")
         event = _object(payload, "event")
         try:
-            plan = plan_notification(state.rewards.twitch, subscription_type, event, message_id)
+            reward_ids = NO_REWARD_IDS
+            if subscription_type == REDEMPTION_TYPE and state.rewards.twitch.reward_titles():
+                reward_ids = await state.reward_ids.get(state.aredis, state.keys)  # a renamed reward keeps its id
+            plan = plan_notification(state.rewards.twitch, subscription_type, event, message_id, reward_ids)
         except MalformedEvent as exc:
             raise MalformedEvent(f"event.{exc}") from None
     except MalformedEvent as exc:

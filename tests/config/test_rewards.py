@@ -32,6 +32,8 @@ EXAMPLE = ROOT / "config" / "rewards.example.toml"
 GUILD = "111111111111111111"
 HEADER = f'guild_id = "{GUILD}"\n'
 ONE_ITEM = 'items = [{ id = "gem", amount = 1 }]\n'
+REWARD_ID = "92af127c-7326-4483-a52b-b0da0be61c01"
+REDEMPTION = "channel.channel_points_custom_reward_redemption.add"
 FOLLOW = '[[twitch.rules]]\nevent = "channel.follow"\n' + ONE_ITEM
 
 
@@ -151,7 +153,7 @@ items = [{ id = "a", amount = -1 }, { id = "b", amount = 1000000000 }]
 
 [[twitch.rules]]
 event = "channel.channel_points_custom_reward_redemption.add"
-reward_id = "r-1"
+reward_id = "0a1b2c3d-0000-4000-8000-000000000001"
 link_reward = true
 items = [{ id = "a", amount = 1 }]
 
@@ -178,7 +180,7 @@ items = [{ id = "a", amount = -1000000000 }]
     assert isinstance(cheer, CheerRule) and (cheer.per_bits, cheer.min_bits, cheer.anonymous) == (100, 500, True)
     assert [(item.id, item.amount) for item in cheer.items] == [("a", -1), ("b", 1e9)]
     assert isinstance(redemption, ChannelPointsRedemptionRule)
-    assert (redemption.reward_id, redemption.link_reward) == ("r-1", True)
+    assert (redemption.reward_id, redemption.link_reward) == ("0a1b2c3d-0000-4000-8000-000000000001", True)
     assert isinstance(follow, FollowRule) and follow.rule_id == "follow-bonus" and follow.reason == "Welcome!"
     assert isinstance(raid, RaidRule) and raid.min_viewers == 0
     assert raid.effective_guild_id == "13333333333333333333"
@@ -188,7 +190,7 @@ items = [{ id = "a", amount = -1000000000 }]
 def test_twitch_rule_defaults(tmp_path: Path) -> None:
     text = HEADER + "".join(
         f'[[twitch.rules]]\nevent = "{event}"\nitems = [{{ id = "a", amount = 1 }}]\n'
-        + ('reward_id = "r"\n' if event.startswith("channel.channel_points") else "")
+        + (f'reward_id = "{REWARD_ID}"\n' if event.startswith("channel.channel_points") else "")
         for event in TWITCH_EVENTS
     )
     sub, gift, message, cheer, redemption, _follow, raid = load_rewards(write(tmp_path, text)).twitch.rules
@@ -417,7 +419,8 @@ def test_models_are_frozen(tmp_path: Path) -> None:
         ),
         pytest.param(
             HEADER + '[[twitch.rules]]\nevent = "channel.channel_points_custom_reward_redemption.add"\n' + ONE_ITEM,
-            "twitch.rules[0] (channel.channel_points_custom_reward_redemption.add): reward_id: required",
+            "twitch.rules[0] (channel.channel_points_custom_reward_redemption.add): reward: required: name the reward"
+            ' by reward = "<title>" or reward_id = "<its UUID>"',
             id="reward-id",
         ),
         pytest.param(
@@ -621,4 +624,227 @@ def test_a_missing_guild_names_the_rule_by_its_name(tmp_path: Path) -> None:
     text = '[[patreon.rules]]\nname = "patron-monthly"\nevent = "renewal"\n' + ONE_ITEM
     assert str(error_for(tmp_path, text)).endswith(
         'patreon rule "patron-monthly" (renewal): guild_id: required: the file has no top-level guild_id'
+    )
+
+
+# -- channel-point rewards: by title, refunds, the rewards the service owns -------------------------
+
+OWNED = '[[twitch.rewards]]\ntitle = "Daily chest"\ncost = 500\n'
+
+
+def redemption(**fields: str) -> str:
+    """A redemption rule with ``fields`` written as given (TOML values)."""
+    lines = "".join(f"{key} = {value}\n" for key, value in fields.items())
+    return f'[[twitch.rules]]\nevent = "{REDEMPTION}"\n{lines}' + ONE_ITEM
+
+
+def test_a_redemption_rule_names_its_reward_by_title_trimmed(tmp_path: Path) -> None:
+    config = load_rewards(write(tmp_path, HEADER + redemption(reward='"  Daily Chest "', refund="false")))
+    [rule] = config.twitch.rules
+    assert isinstance(rule, ChannelPointsRedemptionRule)
+    assert (rule.reward, rule.reward_id, rule.title_key, rule.refund) == ("Daily Chest", None, "daily chest", False)
+
+
+def test_refund_defaults_to_true(tmp_path: Path) -> None:
+    [rule] = load_rewards(write(tmp_path, HEADER + redemption(reward_id=f'"{REWARD_ID}"'))).twitch.rules
+    assert isinstance(rule, ChannelPointsRedemptionRule)
+    assert (rule.refund, rule.reward, rule.title_key) == (True, None, None)
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        pytest.param(
+            {"reward": '"Daily chest"', "reward_id": f'"{REWARD_ID}"'},
+            "reward: give reward_id or reward (the title), not both",
+            id="both",
+        ),
+        pytest.param(
+            {"reward_id": '"r-1"'},
+            "reward_id: must be a Twitch reward id: a lowercase UUID such as 92af127c-7326-4483-a52b-b0da0be61c01",
+            id="id-not-a-uuid",
+        ),
+        pytest.param(
+            {"reward_id": f'"{REWARD_ID.upper()}"'}, "reward_id: must be a Twitch reward id", id="id-uppercase"
+        ),
+        pytest.param({"reward_id": f'"{REWARD_ID}x"'}, "reward_id: must be a Twitch reward id", id="id-too-long"),
+        pytest.param({"reward_id": "12"}, "reward_id: must be a quoted string", id="id-not-a-string"),
+        pytest.param({"reward": '"   "'}, "reward: must not be empty", id="title-blank"),
+        pytest.param(
+            {"reward": f'"{"x" * 46}"'},
+            "reward: must have at most 45 characters (Twitch's limit for a reward title)",
+            id="title-too-long",
+        ),
+        pytest.param({"reward": "1"}, "reward: must be a quoted string", id="title-not-a-string"),
+        pytest.param({"reward": '"a"', "refund": '"no"'}, "refund: must be true or false", id="refund-not-bool"),
+    ],
+)
+def test_redemption_reward_errors_name_the_rule(tmp_path: Path, fields: dict[str, str], expected: str) -> None:
+    text = HEADER + redemption(name='"chest"', **fields)
+    assert str(error_for(tmp_path, text)).startswith(
+        f'{tmp_path / "rewards.toml"}: twitch rule "chest" ({REDEMPTION}): {expected}'
+    )
+
+
+def test_a_title_of_45_characters_is_accepted_once_trimmed(tmp_path: Path) -> None:
+    title = "x" * 45
+    [rule] = load_rewards(write(tmp_path, HEADER + redemption(reward=f'" {title} "'))).twitch.rules
+    assert isinstance(rule, ChannelPointsRedemptionRule) and rule.reward == title
+
+
+def test_owned_rewards_parse_with_every_field(tmp_path: Path) -> None:
+    text = (
+        HEADER
+        + """
+[[twitch.rewards]]
+title = " Daily chest "
+cost = 500
+prompt = "Type your Discord id"
+enabled = false
+max_per_stream = 20
+max_per_user_per_stream = 1
+cooldown_s = 604800
+background_color = "#9147FF"
+user_input_required = true
+"""
+    )
+    [reward] = load_rewards(write(tmp_path, text)).twitch.rewards
+    assert (reward.title, reward.title_key, reward.cost, reward.prompt) == (
+        "Daily chest",
+        "daily chest",
+        500,
+        "Type your Discord id",
+    )
+    assert reward.helix_body() == {
+        "title": "Daily chest",
+        "cost": 500,
+        "prompt": "Type your Discord id",
+        "is_enabled": False,
+        "background_color": "#9147FF",
+        "is_user_input_required": True,
+        "is_max_per_stream_enabled": True,
+        "max_per_stream": 20,
+        "is_max_per_user_per_stream_enabled": True,
+        "max_per_user_per_stream": 1,
+        "is_global_cooldown_enabled": True,
+        "global_cooldown_seconds": 604800,
+        "should_redemptions_skip_request_queue": False,
+    }
+
+
+def test_an_owned_reward_sends_every_switch_off_and_never_skips_the_queue(tmp_path: Path) -> None:
+    """Switches are sent off too (an update must clear a limit the file dropped); the queue is never skipped,
+    or a failed grant's points could not be refunded."""
+    [reward] = load_rewards(write(tmp_path, HEADER + OWNED)).twitch.rewards
+    assert (reward.enabled, reward.user_input_required, reward.prompt, reward.cooldown_s) == (True, False, None, None)
+    assert reward.helix_body() == {
+        "title": "Daily chest",
+        "cost": 500,
+        "is_enabled": True,
+        "is_user_input_required": False,
+        "is_max_per_stream_enabled": False,
+        "is_max_per_user_per_stream_enabled": False,
+        "is_global_cooldown_enabled": False,
+        "should_redemptions_skip_request_queue": False,
+    }
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        pytest.param("cost = 0\n", 'twitch.rewards[1] ("Potion"): cost: must be at least 1', id="cost-zero"),
+        pytest.param("cost = 1.5\n", 'twitch.rewards[1] ("Potion"): cost: must be a whole number', id="cost-float"),
+        pytest.param("", 'twitch.rewards[1] ("Potion"): cost: required', id="cost-missing"),
+        pytest.param(
+            f'cost = 1\nprompt = "{"p" * 201}"\n',
+            'twitch.rewards[1] ("Potion"): prompt: must have at most 200 characters',
+            id="prompt-too-long",
+        ),
+        pytest.param(
+            "cost = 1\ncooldown_s = 0\n",
+            'twitch.rewards[1] ("Potion"): cooldown_s: must be at least 1',
+            id="cooldown-0",
+        ),
+        pytest.param(
+            "cost = 1\ncooldown_s = 604801\n",
+            'twitch.rewards[1] ("Potion"): cooldown_s: must be at most 604800',
+            id="cooldown-over-7-days",
+        ),
+        pytest.param(
+            "cost = 1\nmax_per_stream = 0\n",
+            'twitch.rewards[1] ("Potion"): max_per_stream: must be at least 1',
+            id="max-per-stream-0",
+        ),
+        pytest.param(
+            "cost = 1\nmax_per_user_per_stream = 0\n",
+            'twitch.rewards[1] ("Potion"): max_per_user_per_stream: must be at least 1',
+            id="max-per-user-0",
+        ),
+        pytest.param(
+            'cost = 1\nbackground_color = "9147FF"\n',
+            'twitch.rewards[1] ("Potion"): background_color: must be a colour written #RRGGBB, e.g. #9147FF',
+            id="colour-without-hash",
+        ),
+        pytest.param(
+            'cost = 1\nbackground_color = "#9147F"\n',
+            'twitch.rewards[1] ("Potion"): background_color: must be a colour written #RRGGBB',
+            id="colour-short",
+        ),
+        pytest.param(
+            'cost = 1\nenabled = "yes"\n', 'twitch.rewards[1] ("Potion"): enabled: must be true or false', id="enabled"
+        ),
+        pytest.param(
+            "cost = 1\nskip_queue = true\n", 'twitch.rewards[1] ("Potion"): skip_queue: unknown key', id="unknown-key"
+        ),
+    ],
+)
+def test_owned_reward_errors_name_the_table(tmp_path: Path, extra: str, expected: str) -> None:
+    text = HEADER + OWNED + '[[twitch.rewards]]\ntitle = "Potion"\n' + extra
+    assert str(error_for(tmp_path, text)).startswith(f"{tmp_path / 'rewards.toml'}: {expected}")
+
+
+def test_owned_reward_titles_are_required_bounded_and_unique_ignoring_case(tmp_path: Path) -> None:
+    assert "twitch.rewards[0]: title: required" in str(error_for(tmp_path, HEADER + "[[twitch.rewards]]\ncost = 1\n"))
+    long = f'[[twitch.rewards]]\ntitle = "{"t" * 46}"\ncost = 1\n'
+    assert f'twitch.rewards[0] ("{"t" * 45}..."): title: must have at most 45 characters' in str(
+        error_for(tmp_path, HEADER + long)
+    )
+    twice = HEADER + OWNED + '[[twitch.rewards]]\ntitle = "Potion"\ncost = 1\n' + OWNED.replace("Daily", " DAILY")
+    assert str(error_for(tmp_path, twice)).endswith(
+        ": twitch.rewards[2] (\"DAILY chest\"): title: 'DAILY chest' is also the title of twitch.rewards[0]"
+        " (titles compare ignoring case and surrounding spaces)"
+    )
+
+
+def test_at_most_50_owned_rewards(tmp_path: Path) -> None:
+    tables = "".join(f'[[twitch.rewards]]\ntitle = "Reward {n}"\ncost = 1\n' for n in range(51))
+    assert "twitch.rewards: must have at most 50 entries" in str(error_for(tmp_path, HEADER + tables))
+    assert len(load_rewards(write(tmp_path, HEADER + tables.rsplit("[[twitch.rewards]]", 1)[0])).twitch.rewards) == 50
+
+
+def test_rules_may_name_owned_rewards_and_the_referenced_titles_are_listed(tmp_path: Path) -> None:
+    text = (
+        HEADER
+        + OWNED
+        + redemption(reward='"daily CHEST"')
+        + redemption(reward_id=f'"{REWARD_ID}"')
+        + redemption(reward='"Potion"')
+        + redemption(reward='" Daily chest"', refund="false")
+    )
+    twitch = load_rewards(write(tmp_path, text)).twitch
+    assert twitch.reward_titles() == ["daily CHEST", "Potion"]
+    owned = twitch.owned_reward(" DAILY chest ")
+    assert owned is not None and owned.title == "Daily chest"
+    assert twitch.owned_reward("Potion") is None
+    assert load_rewards(write(tmp_path, HEADER + FOLLOW)).twitch.reward_titles() == []
+
+
+def test_the_example_shows_a_title_rule_refund_and_an_owned_reward() -> None:
+    twitch = load_rewards(EXAMPLE).twitch
+    [rule] = [r for r in twitch.rules if isinstance(r, ChannelPointsRedemptionRule)]
+    assert rule.reward is not None and "refund" in rule.model_fields_set
+    assert twitch.reward_titles() == [rule.reward] and twitch.owned_reward(rule.reward) is not None
+    [reward] = twitch.rewards
+    assert {"prompt", "max_per_stream", "max_per_user_per_stream", "cooldown_s", "background_color"} <= (
+        reward.model_fields_set
     )

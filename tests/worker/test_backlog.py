@@ -130,7 +130,9 @@ def test_a_backlog_larger_than_the_queue_can_hand_out_in_a_dispatch_ttl_drains_a
     assert sim.count_status(429) == 0
     assert runs <= 3 * max(delivered, 1), "every grant's message was read about once, not once per stale copy"
     assert peak[0] <= 500, "messages in flight are bounded by what the key and the workers can use"
-    assert delivered >= 0.4 * key_rate * elapsed, "the backlog drains at (a generous share of) the key's rate"
+    # A stalled backlog delivers next to nothing; a CPU-starved machine still about 40 % of the key's rate
+    # (39 % seen with a one-core hog and other load), so a fifth of it tells the two apart.
+    assert delivered >= 0.2 * key_rate * elapsed, "the backlog drains at (a generous share of) the key's rate"
 
 
 # --- the rules, one by one ---------------------------------------------------------------------------------------
@@ -177,12 +179,13 @@ def test_the_overflow_comes_due_a_window_of_the_key_at_a_time_each_grant_pushed_
 ) -> None:
     ids = queued(ledger, 30)
     schedule = Schedule(redis, keys, backpressure=PRESSURE)
-    now = schedule.now_ms()
+    before = schedule.now_ms()
     schedule.dispatch_batch()
+    after = schedule.now_ms()  # the batch read Redis' clock in between (a starved test process: tens of ms)
     times = [due_ms(redis, keys, grant_id) for grant_id in ids[10:]]
     first = times[0]
     window = PRESSURE.window_ms
-    assert first == pytest.approx(now + 2 * window, abs=20), "after the two windows the 10 in flight take"
+    assert before + 2 * window <= first <= after + 2 * window, "after the two windows the 10 in flight take"
     assert times == pytest.approx([first + (n // 5) * window for n in range(20)]), "5 a window, in order"
     # More of the guild's grants come due while the cap is still full: they queue behind the frontier.
     later = queued(ledger, 2, first=100)
@@ -197,12 +200,13 @@ def test_a_members_grants_share_one_seat(redis: Redis, keys: Keys, ledger: Ledge
     # Three grants of a new member, and one more of member 0 (in flight).
     mates = [ledger.create(new(n, tag=tag)).grant.id for n, tag in ((100, "a"), (100, "b"), (100, "c"), (0, "b"))]
     schedule = Schedule(redis, keys, backpressure=PRESSURE)
-    now = schedule.now_ms()
+    before = schedule.now_ms()
     schedule.dispatch_batch()
+    after = schedule.now_ms()
     assert redis.zcard(keys.inflight(GUILD)) == len(in_flight)
     seated = due_ms(redis, keys, mates[0])
     assert [due_ms(redis, keys, grant_id) for grant_id in mates[1:3]] == [seated, seated]
-    assert due_ms(redis, keys, mates[3]) == pytest.approx(now + 20_000, abs=50), "member 0 is in flight"
+    assert before + 20_000 <= due_ms(redis, keys, mates[3]) <= after + 20_000, "member 0 is in flight"
     assert int(cast(bytes, redis.hget(keys.overflow(GUILD), "seats"))) == 1
 
 
@@ -255,10 +259,10 @@ def test_a_frontier_left_by_cancelled_grants_does_not_hold_back_new_ones(
     for grant_id in ids[10:]:
         assert ledger.cancel(grant_id, "withdrawn")
     [late] = queued(ledger, 1, first=100)
-    now = schedule.now_ms()
     schedule.dispatch_batch()
+    after = schedule.now_ms()
     # 11 grants of the guild still move: the new one is pushed no further than the 3 windows they could take.
-    assert due_ms(redis, keys, late) <= now + 3 * PRESSURE.window_ms + 50
+    assert due_ms(redis, keys, late) <= after + 3 * PRESSURE.window_ms
 
 
 def test_a_settled_grant_leaves_its_guilds_in_flight_set(redis: Redis, keys: Keys, ledger: Ledger) -> None:

@@ -3,8 +3,10 @@
 --   claim  ARGV[3] lease (s), ARGV[4] most: the redemptions whose update is due, each
 --          claimed until now + lease (a caller that dies lets another take them then; Helix ignores a
 --          repeat: it only moves UNFULFILLED redemptions). Returns {id, broadcaster_id, reward_id, fate, ...}.
---   done   ARGV[3] JSON {redemption id: reason}: Twitch has the fate (or never will: the reward
---          is gone); the redemption is done and each of its grants' histories says so.
+--   done   ARGV[3] JSON {redemption id: {note, refunded}}: what Twitch now holds; the redemption is done and
+--          each of its grants' histories says so. A CANCELED redemption whose refund did not happen
+--          (refunded false: the reward is gone, another app's, or the streamer acted first) becomes KEPT and its
+--          grants lose their "refunded" mark: nothing was given back, so a replay is fair again.
 --   retry  ARGV[3] JSON {redemption id: error}, ARGV[4] delay (s): due again after the delay.
 -- ARGV[1] is the key prefix, ARGV[2] the mode; times are Redis' own clock. "done" and "retry" skip a
 -- redemption that is not "calling" (done already: a resent step changes nothing).
@@ -34,23 +36,27 @@ if mode == 'claim' then
 end
 
 local changed = 0
-for rid, text in pairs(cjson.decode(ARGV[3])) do
+for rid, told in pairs(cjson.decode(ARGV[3])) do
   local key = K.twitch_redemption(p, rid)
   if redis.call('HGET', key, 'status') == 'calling' then
     changed = changed + 1
     if mode == 'done' then
-      redis.call('HSET', key, 'status', 'done', 'note', text, 'done_at', now)
+      local unrefunded = redis.call('HGET', key, 'fate') == 'CANCELED' and not told.refunded
+      redis.call('HSET', key, 'status', 'done', 'note', told.note, 'done_at', now)
+      if unrefunded then redis.call('HSET', key, 'fate', 'KEPT') end
       redis.call('ZREM', calls, rid)
       for _, id in ipairs(redis.call('SMEMBERS', K.twitch_redemption_grants(p, rid))) do
-        local state = redis.call('HGET', K.grant(p, id), 'state')
+        local grant = K.grant(p, id)
+        local state = redis.call('HGET', grant, 'state')
         if state then
+          if unrefunded then redis.call('HDEL', grant, 'refunded') end
           redis.call('RPUSH', K.history(p, id),
-            cjson.encode({at = tonumber(now), from = state, to = state, reason = 'Twitch: ' .. text}))
+            cjson.encode({at = tonumber(now), from = state, to = state, reason = 'Twitch: ' .. told.note}))
         end
       end
     else
       redis.call('HINCRBY', key, 'calls_failed', 1)
-      redis.call('HSET', key, 'last_error', text)
+      redis.call('HSET', key, 'last_error', told)
       redis.call('ZADD', calls, tonumber(now) + tonumber(ARGV[4]), rid)
     end
   end

@@ -10,7 +10,7 @@ from redis import Redis
 
 from admin.grant_actions import ActionRefused, Decision, replay, resolve
 from producers.submit import requeue_grant
-from producers.twitch.redemptions import HELIX_BATCH, Fate, RedemptionBook, RedemptionStatus
+from producers.twitch.redemptions import HELIX_BATCH, Fate, RedemptionBook, RedemptionStatus, Told
 from worker.grant import GrantItem, GrantState, NewGrant
 from worker.keys import Keys
 from worker.ledger import Ledger
@@ -57,8 +57,8 @@ def test_a_delivered_grant_makes_its_redemption_fulfilled_and_the_call_is_claime
         ("r1",),
     )
     assert book.claim_calls(lease_s=30) == [], "a claimed call is not handed out again while its lease holds"
-    assert book.record_done({"r1": "redemption r1 marked fulfilled"}) == 1
-    assert book.record_done({"r1": "redemption r1 marked fulfilled"}) == 0, "a resent record changes nothing"
+    assert book.record_done({"r1": Told("redemption r1 marked fulfilled")}) == 1
+    assert book.record_done({"r1": Told("redemption r1 marked fulfilled")}) == 0, "a resent record changes nothing"
     found = book.get("r1")
     assert found is not None and found.status == RedemptionStatus.DONE and found.fate == Fate.FULFILLED
     assert ledger.history(grant_id)[-1].reason == "Twitch: redemption r1 marked fulfilled"

@@ -8,13 +8,16 @@ from typing import Any
 import pytest
 
 from config.rewards import RewardsConfig, TwitchSection, parse_rewards
-from producers.twitch.rules import MalformedEvent, Plan, discord_id_from_input, plan_notification
+from producers.twitch.rules import MalformedEvent, Plan, RewardIds, discord_id_from_input, plan_notification
 from producers.twitch.samples import SAMPLE_REWARD_ID, sample_event
 from tests.conftest import GUILD
 from tests.producers.twitch.test_samples import documented
 from worker.grant import GrantItem
 
 MSG = "msg-1"
+REDEMPTION = "channel.channel_points_custom_reward_redemption.add"
+R1 = "0a1b2c3d-0000-4000-8000-000000000001"
+R2 = "0a1b2c3d-0000-4000-8000-000000000002"
 
 
 def section(*rules: dict[str, Any], **extra: Any) -> TwitchSection:
@@ -169,26 +172,26 @@ def test_amounts_are_exact_and_capped() -> None:
 
 
 def test_redemption_by_reward_id_keys_on_the_redemption_id() -> None:
-    twitch = section(rule("channel.channel_points_custom_reward_redemption.add", "potion", reward_id="r-1"))
-    event = sample_event("channel.channel_points_custom_reward_redemption.add", reward_id="r-1")
+    twitch = section(rule("channel.channel_points_custom_reward_redemption.add", "potion", reward_id=R1))
+    event = sample_event("channel.channel_points_custom_reward_redemption.add", reward_id=R1)
     first = plan_notification(twitch, "channel.channel_points_custom_reward_redemption.add", event, "m1")
     again = plan_notification(twitch, "channel.channel_points_custom_reward_redemption.add", event, "m2")
     assert first.grants[0].idempotency_key == again.grants[0].idempotency_key == f"twitch:{event['id']}:potion"
     assert first.grants[0].reason == "Twitch channel points: title by cooler_user"
-    other = plan(twitch, "channel.channel_points_custom_reward_redemption.add", reward_id="r-2")
+    other = plan(twitch, "channel.channel_points_custom_reward_redemption.add", reward_id=R2)
     assert other.grants == ()
 
 
 def test_link_reward_reads_the_discord_id_from_the_input() -> None:
     twitch = section(
-        rule("channel.channel_points_custom_reward_redemption.add", "link", reward_id="r", link_reward=True)
+        rule("channel.channel_points_custom_reward_redemption.add", "link", reward_id=R1, link_reward=True)
     )
     result = plan(
-        twitch, "channel.channel_points_custom_reward_redemption.add", reward_id="r", user_input=" 222222222222222222 "
+        twitch, "channel.channel_points_custom_reward_redemption.add", reward_id=R1, user_input=" 222222222222222222 "
     )
     assert [(link.twitch_user_id, link.discord_user_id) for link in result.links] == [("1234", "222222222222222222")]
     assert len(result.grants) == 1
-    bad = plan(twitch, "channel.channel_points_custom_reward_redemption.add", reward_id="r", user_input="hello")
+    bad = plan(twitch, "channel.channel_points_custom_reward_redemption.add", reward_id=R1, user_input="hello")
     assert bad.links[0].discord_user_id is None and len(bad.grants) == 1
 
 
@@ -244,3 +247,70 @@ def test_malformed_fields_raise(subscription_type: str, override: dict[str, Any]
     twitch = section(rule(subscription_type, "r", **options))
     with pytest.raises(MalformedEvent):
         plan(twitch, subscription_type, **override)
+
+
+# -- redemption rules naming their reward by title ------------------------------------------------
+
+
+def redeem(title: str, *rules: dict[str, Any], reward_id: str = R1, reward_ids: RewardIds | None = None) -> Plan:
+    """Plan a sample redemption of reward (``reward_id``, ``title``) under ``rules``."""
+    event = sample_event(REDEMPTION, reward_id=reward_id, reward_title=title)
+    twitch = section(*rules)
+    if reward_ids is None:
+        return plan_notification(twitch, REDEMPTION, event, MSG)
+    return plan_notification(twitch, REDEMPTION, event, MSG, reward_ids)
+
+
+def test_a_title_rule_matches_the_event_title_ignoring_case_and_spaces() -> None:
+    chest = rule(REDEMPTION, "chest", reward="Daily chest")
+    assert granted(redeem("  DAILY Chest ", chest)) == [("chest", "1234", 1)]
+    other = redeem("Weekly chest", chest)
+    assert other.grants == () and other.skipped == ("chest: reward 'Weekly chest' is not 'Daily chest'",)
+
+
+def test_a_resolved_title_matches_by_id_whatever_the_event_calls_it() -> None:
+    """Once the title is resolved, a renamed reward still matches and a same-titled other reward does not."""
+    chest = rule(REDEMPTION, "chest", reward="Daily chest")
+    resolved = RewardIds({"daily CHEST": R1})
+    assert granted(redeem("Renamed chest", chest, reward_ids=resolved)) == [("chest", "1234", 1)]
+    impostor = redeem("Daily chest", chest, reward_id=R2, reward_ids=resolved)
+    assert impostor.grants == () and impostor.skipped == (f"chest: reward {R2} is not {R1} ('Daily chest')",)
+    # Another title's resolution leaves this one on the event's title.
+    assert granted(redeem("Daily chest", chest, reward_id=R2, reward_ids=RewardIds({"Potion": R1}))) == [
+        ("chest", "1234", 1)
+    ]
+
+
+def test_reward_ids_look_titles_up_ignoring_case_and_spaces() -> None:
+    ids = RewardIds({" Daily Chest": R1, "Potion": R2})
+    assert (ids["daily chest "], ids.get("POTION"), ids.get("Sword"), len(ids)) == (R1, R2, None, 2)
+    assert dict(ids) == {"daily chest": R1, "potion": R2}
+    assert RewardIds() == {}
+
+
+def test_rules_by_id_ignore_titles_and_reward_ids() -> None:
+    by_id = rule(REDEMPTION, "potion", reward_id=R1)
+    assert granted(redeem("Anything", by_id, reward_ids=RewardIds({"Anything": R2}))) == [("potion", "1234", 1)]
+    assert redeem("Anything", by_id, reward_id=R2).skipped == (f"potion: reward {R2} is not {R1}",)
+
+
+def test_title_and_id_rules_side_by_side() -> None:
+    rules = (
+        rule(REDEMPTION, "by-title", reward="Potion"),
+        rule(REDEMPTION, "by-id", reward_id=R1, amount=2),
+        rule(REDEMPTION, "other", reward="Sword"),
+    )
+    result = redeem("potion", *rules)
+    assert granted(result) == [("by-title", "1234", 1), ("by-id", "1234", 2)]
+    assert result.skipped == ("other: reward 'potion' is not 'Sword'",)
+    assert {g.idempotency_key.rsplit(":", 1)[1] for g in result.grants} == {"by-title", "by-id"}
+
+
+def test_an_unresolved_title_rule_needs_the_event_title() -> None:
+    twitch = section(rule(REDEMPTION, "chest", reward="Daily chest"))
+    event = sample_event(REDEMPTION, reward_id=R1)
+    del event["reward"]["title"]
+    with pytest.raises(MalformedEvent, match="title"):
+        plan_notification(twitch, REDEMPTION, event, MSG)
+    [grant] = plan_notification(twitch, REDEMPTION, event, MSG, RewardIds({"Daily chest": R1})).grants
+    assert grant.reason == "Twitch channel points by cooler_user"

@@ -40,7 +40,7 @@ from worker.ledger import Ledger
 
 SECRET = "twitch-test-secret-4b8c2d"
 LINKED_TWITCH = "4242"
-LINK_REWARD = "link-reward-0001"
+LINK_REWARD = "5b2c6f2e-0d1a-4c3e-9f4b-1a2b3c4d5e6f"
 #: Minimum life of dedupe markers the issue asks for (35 days).
 MIN_DEDUPE_S = 35 * 24 * 3600
 
