@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Request
 from redis import Redis
@@ -15,6 +15,8 @@ from producers.audit import AuditLog
 from producers.creation_batcher import CreationBatcher
 from producers.inbox import EventInbox
 from producers.links import LinkStore
+from producers.twitch.redemptions import RedemptionBook
+from producers.twitch.reward_catalogue import RewardIdsCache
 from worker.connections import connect_redis, connect_redis_async
 from worker.eta import EtaEstimator
 from worker.keys import Keys
@@ -47,6 +49,10 @@ class AppState:
     inbox: EventInbox
     #: operator actions (console, later API and CLI): who, what, when.
     audit: AuditLog
+    #: the channel-point redemptions whose fate Twitch is told (``producers.twitch.redemptions``).
+    redemptions: RedemptionBook
+    #: the reward titles the last reward sync resolved to ids, re-read every few seconds (the event path).
+    reward_ids: RewardIdsCache = field(default_factory=RewardIdsCache)
 
 
 def checked_rewards(settings: Settings) -> tuple[RewardsConfig, Keyring]:
@@ -81,6 +87,7 @@ def open_state(settings: Settings, rewards: RewardsConfig, keyring: Keyring) -> 
         redis_check=CachedRedisCheck(redis),
         inbox=EventInbox(redis, aredis, keys),
         audit=AuditLog(redis, keys),
+        redemptions=RedemptionBook(redis, keys),
     )
 
 

@@ -4,7 +4,12 @@ A real HTTP server on loopback (stdlib ``ThreadingHTTPServer``, daemon threads, 
 started in-process (:class:`TwitchSimulator`). OAuth lives under ``/oauth2`` (``auth_url``), Helix under
 ``/helix`` (``api_url``), the device-activation page at ``/activate`` and the control endpoints under
 ``/_sim``. The EventSub WebSocket server is a separate object (``simulator.eventsub_ws``); this simulator
-asks it, through :class:`SessionDirectory`, whether a session id exists and tells it which subscriptions it holds.
+asks it, through :class:`SessionDirectory`, whether a session id exists, binds each websocket subscription
+to its session (``attach``; the server's connection limits answer 429) and unbinds deleted ones; a session
+the server ends (``on_session_end``) gives its subscriptions the ``websocket_*`` status it ended with.
+:meth:`~TwitchSimulator.redeem` has the server deliver the redemption to each enabled websocket subscription
+it matches, and revoking (``revoke_all``, a revocation status) has it send ``revocation`` messages. Webhook
+subscriptions get no challenge and no deliveries from the simulator.
 
 Facts vs. choices
 =================

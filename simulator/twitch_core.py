@@ -6,6 +6,7 @@ methods without an import circle.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import threading
@@ -17,7 +18,7 @@ from types import TracebackType
 from typing import Final, Self
 
 from simulator._http import Reply, Request, SimServer
-from simulator.twitch_eventsub import EventSubState, SessionDirectory
+from simulator.twitch_eventsub import ACTIVE, EventSubState, SessionDirectory, Subscription
 from simulator.twitch_helix import BadRequest, Caller, HelixState, RateLimiter, StatusUpdate, bucket_key, helix_error
 from simulator.twitch_oauth import OAuthConfig, OAuthState, TwitchUser, oauth_error
 
@@ -33,6 +34,7 @@ DEFAULT_VIEWERS: Final = (
     TwitchUser("4242", "viewer_two", "Viewer_Two"),
 )
 
+REDEMPTION_ADD: Final = "channel.channel_points_custom_reward_redemption.add"
 #: Fault kinds accepted by :meth:`TwitchSimulator.inject` (see the module docstring).
 FAULT_KINDS: Final = frozenset({"status", "status_after", "drop_before", "drop_after", "slow_before", "slow_after"})
 #: ``RequestRecord.status`` when no answer was sent.
@@ -128,6 +130,8 @@ class TwitchCore:
         self.client_secret = client_secret
         self.broadcaster = broadcaster
         self.sessions = sessions
+        if sessions is not None and sessions.on_session_end is None:
+            sessions.on_session_end = self._session_ended  # a session that died takes its subscriptions down
         self.control = control
         self._viewers = tuple(viewers)
         self._oauth_defaults = OAuthConfig(
@@ -221,6 +225,13 @@ class TwitchCore:
         """The Helix base (``TWITCH_API_URL``)."""
         return self.root_url + "/helix"
 
+    @property
+    def ws_url(self) -> str:
+        """The EventSub WebSocket URL (``TWITCH_EVENTSUB_WS_URL``) of the ``sessions`` server."""
+        if self.sessions is None:
+            raise RuntimeError("this simulator has no EventSub WebSocket server (pass sessions=...)")
+        return self.sessions.url
+
     def now(self) -> float:
         """The simulator's clock (monotonic, plus :meth:`advance_clock`)."""
         return time.monotonic() + self._clock_offset
@@ -284,8 +295,15 @@ class TwitchCore:
         the subscriptions that needed the user's authorization become ``authorization_revoked``."""
         with self._lock:
             self.oauth.revoke_all()
-            for user_id in self.oauth.users:
-                self.eventsub.revoke_user(user_id, self.now())
+            revoked = [s for user_id in self.oauth.users for s in self.eventsub.revoke_user(user_id, self.now())]
+        self._send_revocations([s for s in revoked if s.method == "websocket"])
+
+    def _send_revocations(self, subscriptions: Iterable[Subscription]) -> None:
+        """Tell the WebSocket server, which sends each a ``revocation`` message."""
+        for subscription in subscriptions:
+            if self.sessions is not None:
+                with contextlib.suppress(LookupError):  # no longer on a live session
+                    self.sessions.revoke(subscription.id, subscription.status)
 
     def set_rate_limit(self, limit: int, window_s: float = 60.0) -> None:
         """Change the Helix buckets' size and refill window (points already taken stay taken)."""
@@ -329,10 +347,17 @@ class TwitchCore:
     def redeem(self, reward_id: str, login: str, user_input: str = "") -> dict[str, object]:
         """A viewer redeems a reward: an UNFULFILLED redemption (FULFILLED at once when the reward skips the
         request queue). Returns it as EventSub's ``channel.channel_points_custom_reward_redemption.add``
-        event, ready to be wrapped in a notification."""
+        event, ready to be wrapped in a notification; with a ``sessions`` server it is also sent to each enabled
+        websocket subscription it matches (EventSub delivers it there)."""
         with self._lock:
             user = self.oauth.user_by_login(login)
-            return self.helix.redeem(reward_id, user, user_input, self._wall()).event()
+            event = self.helix.redeem(reward_id, user, user_input, self._wall()).event()
+            targets = self.eventsub.delivering(REDEMPTION_ADD, event)
+        for subscription in targets:
+            if self.sessions is not None:
+                with contextlib.suppress(LookupError):  # the session ended meanwhile
+                    self.sessions.notify(subscription.id, event)
+        return event
 
     def rewards(self) -> list[dict[str, object]]:
         """Every live reward as Helix lists it, with ``client_id`` (who may manage it) added."""
@@ -362,15 +387,33 @@ class TwitchCore:
         with self._lock:
             return [s.to_json() for s in self.eventsub.subscriptions]
 
-    def set_subscription_status(self, subscription_id: str, status: str) -> None:
-        """E.g. ``enabled`` once a webhook challenge was answered, or ``notification_failures_exceeded``."""
+    def _session_ended(self, session_id: str, status: str) -> None:
+        self.end_session(session_id, status)
+
+    def set_subscription_page_size(self, size: int) -> None:
+        """How many subscriptions one page of the list holds (Helix ignores ``first`` there; 100 here)."""
+        if size < 1:
+            raise ValueError("size must be >= 1")
         with self._lock:
-            self.eventsub.set_status(subscription_id, status, self.now())
+            self.eventsub.page_size = size
+
+    def set_subscription_status(self, subscription_id: str, status: str) -> None:
+        """E.g. ``enabled`` once a webhook challenge was answered, or ``notification_failures_exceeded``. A
+        websocket subscription given a revocation reason (not ``websocket_*``) gets a ``revocation`` message."""
+        with self._lock:
+            subscription = self.eventsub.set_status(subscription_id, status, self.now())
+        revoked = subscription.method == "websocket" and status not in ACTIVE and not status.startswith("websocket_")
+        if revoked:
+            self._send_revocations([subscription])
 
     def end_session(self, session_id: str, status: str = "websocket_disconnected") -> list[dict[str, object]]:
         """The WebSocket session ended: its subscriptions take ``status``; returns them (for the WS server)."""
         with self._lock:
-            return [s.to_json() for s in self.eventsub.end_session(session_id, status, self.now())]
+            ended = self.eventsub.end_session(session_id, status, self.now())
+        for subscription in ended:
+            if self.sessions is not None:
+                self.sessions.detach(subscription.id)  # no-op when the server ended the session itself
+        return [s.to_json() for s in ended]
 
     def set_access_token_lifetime(self, seconds: float) -> None:
         """``expires_in`` of access tokens issued from now on."""

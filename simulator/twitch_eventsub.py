@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from config.errors import WetbotRewardsError
 from simulator._http import Reply, Request
+from simulator.eventsub_ws import EventSubSimError, UnknownSessionError
 from simulator.twitch_helix import READ_REDEMPTIONS, Caller, helix_error, rfc3339
 
 #: The scopes (any one of them) the condition's user must have granted our client, per type.
@@ -42,6 +42,26 @@ WEBSOCKET_MAX_PER_SESSION = 300
 #: How long disabled subscriptions stay listed (docs/sources-sync.md §2.1).
 WEBSOCKET_LISTED_AFTER_DISABLED_S = 3600.0
 WEBHOOK_LISTED_AFTER_DISABLED_S = 10 * 86_400.0
+
+
+class SessionDirectory(Protocol):
+    """What the simulator asks the EventSub WebSocket server (``simulator.eventsub_ws``). Called with the
+    simulator's lock held, so it must not call back into the simulator (``on_session_end`` runs elsewhere)."""
+
+    on_session_end: Callable[[str, str], None] | None
+
+    @property
+    def url(self) -> str: ...
+
+    def has_session(self, session_id: str) -> bool: ...
+
+    def attach(self, session_id: str, subscription: Mapping[str, object], *, owner: str | None = None) -> None: ...
+
+    def detach(self, subscription_id: str) -> bool: ...
+
+    def notify(self, target: str, event: Mapping[str, object], *, duplicate: bool = False) -> object: ...
+
+    def revoke(self, subscription_id: str, status: str = "authorization_revoked") -> object: ...
 
 
 @dataclass
@@ -81,25 +101,13 @@ class Subscription:
         }
 
 
-class SessionDirectory(Protocol):
-    """What the simulator asks and tells the EventSub WebSocket server (``simulator.eventsub_ws``): whether a
-    session lives, and which subscriptions it now holds (so its notifications reach that socket and it is not
-    closed as unused). It is called with the simulator's lock held, so it must not call back into the simulator."""
-
-    def has_session(self, session_id: str) -> bool: ...
-
-    def attach(self, session_id: str, subscription: Mapping[str, object], *, owner: str | None = None) -> None: ...
-
-    def detach(self, subscription_id: str) -> bool: ...
-
-
 @dataclass
 class EventSubState:
     """Every subscription, in creation order. The caller holds the simulator's lock.
 
     ``granted(client_id, user_id)`` answers the scopes a user has granted a client (live grants only);
-    ``sessions`` is the EventSub WebSocket server (None: no session exists): asked whether a session lives,
-    told when a websocket subscription is created on it or deleted.
+    ``sessions`` is the EventSub WebSocket server, told of each websocket subscription made or deleted
+    (None: no session exists).
     """
 
     granted: Callable[[str, str], frozenset[str]]
@@ -132,6 +140,23 @@ class EventSubState:
                 subscription.disabled_at = None if status in ACTIVE else now
                 return subscription
         raise ValueError(f"no subscription {subscription_id!r}")
+
+    def delivering(self, kind: str, event: Mapping[str, object]) -> list[Subscription]:
+        """The enabled websocket subscriptions of ``kind`` whose condition the event meets."""
+
+        def meets(subscription: Subscription) -> bool:
+            reward = event.get("reward")
+            for name, wanted in subscription.condition.items():
+                value = reward.get("id") if name == "reward_id" and isinstance(reward, dict) else event.get(name)
+                if value != wanted:
+                    return False
+            return True
+
+        return [
+            s
+            for s in self.subscriptions
+            if s.method == "websocket" and s.type == kind and s.status == "enabled" and meets(s)
+        ]
 
     def end_session(self, session_id: str, status: str, now: float) -> list[Subscription]:
         """The session's live subscriptions take ``status`` (a websocket_* one); returns them."""
@@ -221,14 +246,10 @@ class EventSubState:
         )
         refused = self._transport(subscription, {str(k): v for k, v in transport.items()}, caller)
         refused = refused or self._authorization(subscription, caller) or self._limits(subscription, caller)
+        if refused is None and subscription.method == "websocket" and self.sessions is not None:
+            refused = self._attach(subscription)
         if refused is not None:
             return refused
-        if subscription.method == "websocket" and self.sessions is not None:
-            try:
-                owner = f"{caller.client_id}:{caller.user_id}"
-                self.sessions.attach(subscription.session_id, subscription.to_json(), owner=owner)
-            except WetbotRewardsError as exc:  # the session's or the owner's connection limit
-                return helix_error(429, str(exc))
         self.subscriptions.append(subscription)
         return Reply(202, {"data": [subscription.to_json()], **self._totals(caller)})
 
@@ -283,6 +304,19 @@ class EventSubState:
             in_session = [s for s in self.subscriptions if s.session_id == subscription.session_id]
             if sum(1 for s in in_session if s.status in ACTIVE) >= WEBSOCKET_MAX_PER_SESSION:
                 return helix_error(429, "the websocket session holds the most subscriptions it may")
+        return None
+
+    def _attach(self, subscription: Subscription) -> Reply | None:
+        """Bind the subscription to its session; the WebSocket server enforces its connection limits."""
+        assert self.sessions is not None
+        owner = f"{subscription.client_id}:{subscription.user_id}"
+        try:
+            self.sessions.attach(subscription.session_id, subscription.to_json(), owner=owner)
+        except UnknownSessionError:
+            return helix_error(400, "websocket session does not exist or has already disconnected")
+        except EventSubSimError as exc:
+            # ASSUMPTION: 429, as for the other subscription limits.
+            return helix_error(429, str(exc))
         return None
 
     def _prune(self, now: float) -> None:

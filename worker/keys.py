@@ -295,6 +295,23 @@ class Keys:
         the newest ``producers.twitch.runner.MISSED_PERIODS_KEPT`` are kept."""
         return f"{self.prefix}:twitch:missed-periods"
 
+    def twitch_own_rewards(self) -> str:
+        """SET of the ids of the custom rewards our client id manages on the connected channel, as the last
+        catch-up pass listed them (``producers.twitch.catchup``): the webhook path watches those rewards'
+        redemptions without asking Helix. Replaced whole by each pass."""
+        return f"{self.prefix}:twitch:own-rewards"
+
+    # --- the channel's rewards and who is who by name (``producers.twitch.reward_catalogue``) ---
+    def twitch_reward_catalogue(self) -> str:
+        """STRING JSON of the last reward sync: the channel's rewards (id, title, cost, ours), the rules'
+        titles resolved to ids, our ``[[twitch.rewards]]`` by title, and the problems found, written in one SET."""
+        return f"{self.prefix}:twitch:reward-catalogue"
+
+    def link_names(self, platform: str) -> str:
+        """HASH external id -> JSON ``{"login", "display_name"}`` of a linked user, as the platform named them
+        when linked by login (the console and searches show them next to the id)."""
+        return f"{self.prefix}:link-names:{platform}"
+
     # --- operator console (``admin.console``) and audit log -------------------------
     def console_session(self, digest: str) -> str:
         """HASH of one console session (csrf token, expiry, flash); ``digest`` is the sha256 of the cookie value.

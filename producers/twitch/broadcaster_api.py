@@ -10,19 +10,35 @@ never holds a token.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import requests
+from redis import Redis
 
+from config.settings import Settings
 from producers.twitch.helix import DEFAULT_TIMEOUT_S, MAX_PAGES, HelixError, Subscription, SubscriptionExists
 from producers.twitch.tokens import StoredTokens, TokenVault
 
-__all__ = ["BroadcasterHelix", "HelixRateLimited", "RedemptionUpdate"]
+__all__ = [
+    "BroadcasterHelix",
+    "ChannelReward",
+    "EndlessCursor",
+    "HelixRateLimited",
+    "RedemptionPage",
+    "RedemptionUpdate",
+    "RewardGone",
+    "TwitchUser",
+]
 
-#: Redemption ids one Helix call takes (docs/sources-sync.md §1.1).
+#: Redemption ids one Helix call takes, and redemptions one page lists at most (docs/sources-sync.md §1.1).
 IDS_PER_CALL = 50
+#: Logins (or ids) one Get Users call takes.
+USERS_PER_CALL = 100
+#: Pages of one reward's redemptions listed in one go at most (50 each): past this, the cursor is taken to be
+#: one that never ends (Helix's lists are "dynamic", docs/sources-sync.md §1.2) and the listing stops.
+MAX_REDEMPTION_PAGES = 200
 
 
 class HelixRateLimited(HelixError):
@@ -33,6 +49,23 @@ class HelixRateLimited(HelixError):
         self.reset_at = reset_at
 
 
+class RewardGone(HelixError):
+    """Helix answered 404 for a reward: it was deleted on Twitch (or never was the broadcaster's)."""
+
+
+class EndlessCursor(HelixError):
+    """A redemption listing handed back a cursor it had given before, or more pages than any queue holds."""
+
+
+@dataclass(frozen=True)
+class RedemptionPage:
+    """One page of Get Custom Reward Redemption: the redemption objects as Helix gives them, and the cursor
+    of the next page ("" on the last)."""
+
+    redemptions: tuple[Mapping[str, object], ...]
+    cursor: str
+
+
 @dataclass(frozen=True)
 class RedemptionUpdate:
     """What one Update Redemption Status call changed: the ids Twitch answered with their new status."""
@@ -40,6 +73,59 @@ class RedemptionUpdate:
     changed: tuple[str, ...]
     #: Helix answered 404 "No redemptions found": none of the ids was UNFULFILLED for that reward.
     none_found: bool = False
+
+
+@dataclass(frozen=True)
+class ChannelReward:
+    """One custom reward as Helix lists it: its id, what viewers see, and the limits the rules file sets."""
+
+    id: str
+    title: str
+    cost: int
+    #: Our client id created it (listed with ``only_manageable_rewards=true``).
+    ours: bool
+    #: The Create/Update Custom Reward body's fields with their values on Twitch (``OwnedReward.helix_body``'s names).
+    fields: Mapping[str, str | int | bool]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], *, ours: bool) -> ChannelReward:
+        fields: dict[str, str | int | bool] = {}
+        for name in ("title", "prompt", "background_color"):
+            if isinstance(data.get(name), str):
+                fields[name] = data[name]
+        for name in ("is_enabled", "is_user_input_required", "should_redemptions_skip_request_queue"):
+            if isinstance(data.get(name), bool):
+                fields[name] = data[name]
+        if isinstance(data.get("cost"), int):
+            fields["cost"] = data["cost"]
+        for setting, flag, value in _REWARD_SETTINGS:
+            block = data.get(setting)
+            if isinstance(block, Mapping) and isinstance(block.get("is_enabled"), bool):
+                fields[flag] = block["is_enabled"]
+                if block["is_enabled"] and isinstance(block.get(value), int):
+                    fields[value] = block[value]
+        return cls(str(data.get("id", "")), str(data.get("title", "")), int(data.get("cost") or 0), ours, fields)
+
+
+#: How Helix lists a reward's limits: (setting object, its switch in the body, its value in the body).
+_REWARD_SETTINGS = (
+    ("max_per_stream_setting", "is_max_per_stream_enabled", "max_per_stream"),
+    ("max_per_user_per_stream_setting", "is_max_per_user_per_stream_enabled", "max_per_user_per_stream"),
+    ("global_cooldown_setting", "is_global_cooldown_enabled", "global_cooldown_seconds"),
+)
+
+
+@dataclass(frozen=True)
+class TwitchUser:
+    """A Twitch account: its id, login (lowercase) and display name."""
+
+    id: str
+    login: str
+    display_name: str
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> TwitchUser:
+        return cls(str(data.get("id", "")), str(data.get("login", "")), str(data.get("display_name", "")))
 
 
 class BroadcasterHelix:
@@ -82,6 +168,56 @@ class BroadcasterHelix:
         return self._token().user_id
 
     # -- redemptions -----------------------------------------------------------------------------
+    def redemption_page(
+        self, broadcaster_id: str, reward_id: str, *, status: str, after: str = "", sort: str = "OLDEST"
+    ) -> RedemptionPage:
+        """One page (up to 50) of ``reward_id``'s redemptions in ``status``, oldest first by default.
+
+        Raises:
+          RewardGone: Helix answered 404 (the reward was deleted on Twitch).
+          HelixRateLimited: 429.
+          HelixError: any other refusal (403: another app's reward), or no answer.
+        """
+        params = [
+            ("broadcaster_id", broadcaster_id),
+            ("reward_id", reward_id),
+            ("status", status),
+            ("sort", sort),
+            ("first", str(IDS_PER_CALL)),
+        ]
+        if after:
+            params.append(("after", after))
+        response = self._call("GET", "/channel_points/custom_rewards/redemptions", params, None)
+        if response.status_code == 404:
+            raise RewardGone(f"reward {reward_id}: Twitch answered 404 ({_message(response)})", 404)
+        self._expect(response, 200, "get redemptions")
+        return RedemptionPage(tuple(self._data(response)), _cursor(response))
+
+    def redemption_pages(
+        self, broadcaster_id: str, reward_id: str, *, status: str, max_pages: int = MAX_REDEMPTION_PAGES
+    ) -> Iterator[RedemptionPage]:
+        """Every page of ``reward_id``'s redemptions in ``status``, oldest first, following the ``after`` cursor.
+
+        Pages come one at a time, so a caller keeps what it handled before a failure. A cursor handed back
+        twice, or more than ``max_pages`` pages, raises ``EndlessCursor`` after the pages given so far.
+
+        Raises:
+          RewardGone, HelixRateLimited, HelixError: as ``redemption_page``.
+          EndlessCursor: the listing does not end.
+        """
+        cursors: set[str] = set()
+        after = ""
+        for _ in range(max_pages):
+            page = self.redemption_page(broadcaster_id, reward_id, status=status, after=after)
+            yield page
+            if not page.cursor or not page.redemptions:
+                return
+            if page.cursor in cursors:
+                raise EndlessCursor(f"reward {reward_id}: Twitch handed back a cursor twice; stopped listing")
+            cursors.add(page.cursor)
+            after = page.cursor
+        raise EndlessCursor(f"reward {reward_id}: more than {max_pages} pages of redemptions; stopped listing")
+
     def update_redemptions(
         self, broadcaster_id: str, reward_id: str, redemption_ids: Sequence[str], status: str
     ) -> RedemptionUpdate:
@@ -163,6 +299,65 @@ class BroadcasterHelix:
         if response.status_code != 404:
             self._expect(response, 204, "delete subscription")
 
+    # -- custom rewards and users (producers.twitch.reward_catalogue, links by login) -------------
+    @classmethod
+    def from_settings(cls, settings: Settings, redis: Redis) -> BroadcasterHelix:
+        """Helix as the broadcaster, built as every process builds it (``TokenVault.from_settings``).
+
+        Raises:
+          ConfigError: ``TWITCH_CLIENT_ID`` is unset.
+        """
+        vault = TokenVault.from_settings(settings, redis)
+        return cls(api_url=settings.twitch_api_url, client_id=vault.oauth.client_id, vault=vault)
+
+    def list_rewards(self, broadcaster_id: str, *, only_manageable: bool = False) -> list[ChannelReward]:
+        """The channel's custom rewards; ``only_manageable``: just those our client id created (the ones it
+        may update, and whose redemptions it may fulfil or refund). One call: a channel has at most 50.
+
+        Raises:
+          HelixRateLimited: 429.
+          HelixError: any other refusal (403: the channel is not a partner or affiliate), or no answer.
+        """
+        params = [("broadcaster_id", broadcaster_id)]
+        if only_manageable:
+            params.append(("only_manageable_rewards", "true"))
+        response = self._call("GET", "/channel_points/custom_rewards", params, None)
+        self._expect(response, 200, "get custom rewards")
+        return [ChannelReward.from_json(item, ours=only_manageable) for item in self._data(response)]
+
+    def create_reward(self, broadcaster_id: str, body: Mapping[str, str | int | bool]) -> ChannelReward:
+        """Create a custom reward (ours from then on). Raises HelixError: 400 names a duplicate title or too
+        many rewards in Twitch's message."""
+        response = self._call("POST", "/channel_points/custom_rewards", [("broadcaster_id", broadcaster_id)], body)
+        self._expect(response, 200, "create custom reward")
+        return self._one_reward(response)
+
+    def update_reward(
+        self, broadcaster_id: str, reward_id: str, changes: Mapping[str, str | int | bool]
+    ) -> ChannelReward:
+        """Change some fields of one of our rewards (Helix keeps the others). Raises HelixError: 403 when
+        another app made it, 404 when it is gone."""
+        params = [("broadcaster_id", broadcaster_id), ("id", reward_id)]
+        response = self._call("PATCH", "/channel_points/custom_rewards", params, changes)
+        self._expect(response, 200, "update custom reward")
+        return self._one_reward(response)
+
+    def users(self, *, logins: Sequence[str] = (), ids: Sequence[str] = ()) -> list[TwitchUser]:
+        """The Twitch users with these logins or ids (those that do not exist are simply absent)."""
+        wanted: list[tuple[str, str]] = [("login", login) for login in logins] + [("id", uid) for uid in ids]
+        found: list[TwitchUser] = []
+        for start in range(0, len(wanted), USERS_PER_CALL):
+            response = self._call("GET", "/users", wanted[start : start + USERS_PER_CALL], None)
+            self._expect(response, 200, "get users")
+            found.extend(TwitchUser.from_json(item) for item in self._data(response))
+        return found
+
+    def _one_reward(self, response: requests.Response) -> ChannelReward:
+        data = self._data(response)
+        if not data:
+            raise HelixError("Twitch's answer lists no reward", response.status_code)
+        return ChannelReward.from_json(data[0], ours=True)
+
     # -- plumbing ---------------------------------------------------------------------------------
     def _token(self) -> StoredTokens:
         if self._tokens is None:
@@ -225,6 +420,14 @@ class BroadcasterHelix:
         if not isinstance(data, list):
             raise HelixError(f"Twitch answered {response.status_code} without a data list")
         return [item for item in data if isinstance(item, dict)]
+
+
+def _cursor(response: requests.Response) -> str:
+    """``pagination.cursor`` of a list answer ("" when there is none: the last page)."""
+    body = response.json()
+    pagination = body.get("pagination") if isinstance(body, dict) else None
+    cursor = pagination.get("cursor") if isinstance(pagination, dict) else None
+    return cursor if isinstance(cursor, str) else ""
 
 
 def _message(response: requests.Response) -> str:

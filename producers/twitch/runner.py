@@ -5,10 +5,11 @@ and renews it; another waits and takes over once the lease runs out (the leader 
 leaders would open two EventSub sessions (Twitch allows three per user) and tell Twitch every fate twice.
 
 The leader, once a channel is connected, runs periodic tasks (token validation as Twitch requires, the
-fulfilment of redemptions, catch-up when it is plugged in) and, with ``TWITCH_TRANSPORT=websocket``, the
-EventSub WebSocket session (``producers.twitch.eventsub_ws``). Without a connected channel it idles, says so
-once and looks again every ``IDLE_CHECK_S``: a Procfile process must not exit by itself. SIGTERM (and
-SIGINT) stop it within a few seconds, the lease released so a successor need not wait for it to expire.
+fulfilment of redemptions, catch-up: at start, every few minutes and soon after a gap) and, with
+``TWITCH_TRANSPORT=websocket``, the EventSub WebSocket session (``producers.twitch.eventsub_ws``). Without
+a connected channel it idles, says so once and looks again every ``IDLE_CHECK_S``: a Procfile process must
+not exit by itself. SIGTERM (and SIGINT) stop it within a few seconds, the lease released so a successor
+need not wait for it to expire.
 
 A gap in delivery (a restart, a drop, a revocation) is ``TwitchRunner.gap``: tasks marked ``after_gap``
 (catch-up) run soon, and the period for which cheers, subs and follows may have been missed is recorded
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 import logging
 import secrets
@@ -39,6 +41,7 @@ from config.rewards import RewardsConfig
 from config.settings import Settings
 from producers.state import AppState, checked_rewards, close_state, open_state
 from producers.twitch.broadcaster_api import BroadcasterHelix
+from producers.twitch.catchup import CatchUp
 from producers.twitch.cli import wanted_subscriptions
 from producers.twitch.eventsub_ws import EventSubClient, GapSink, deliver_to
 from producers.twitch.fulfilment import Fulfiller
@@ -68,6 +71,8 @@ LEASE_S: Final = 15.0
 IDLE_CHECK_S: Final = 10.0
 #: Seconds between fulfilment passes.
 FULFIL_EVERY_S: Final = 2.0
+#: Seconds between catch-up passes (also run soon after each gap).
+CATCH_UP_EVERY_S: Final = 300.0
 #: Seconds between asking the vault whether a validation is due (it validates hourly, docs/sources-sync.md §4).
 VALIDATE_CHECK_S: Final = 60.0
 #: Missed periods kept in Redis (the newest).
@@ -78,7 +83,8 @@ SEEN_WRITE_EVERY_S: Final = 5.0
 
 @dataclass(frozen=True)
 class PeriodicTask:
-    """A pass run every ``every_s`` seconds by the leader (in a thread: passes may block on Helix).
+    """A pass run every ``every_s`` seconds by the leader (in a thread: passes may block on Helix; a ``run``
+    that returns an awaitable has it awaited on the runner's loop, where the service's asyncio Redis lives).
 
     ``after_gap``: also run soon after a gap in delivery (catch-up). A pass's error is logged and the next
     pass tries again.
@@ -307,15 +313,18 @@ class TwitchRunner(GapSink):
             for index, task in enumerate(self._tasks):
                 if halt.is_set() or time.monotonic() < due[index]:
                     continue
-                await asyncio.to_thread(_run_task, task)
+                await _run_task(task)
                 due[index] = time.monotonic() + task.every_s
             wake = min(due.values(), default=time.monotonic() + 1.0) - time.monotonic()
             await _wait(halt, min(max(wake, 0.05), 0.5))
 
 
-def _run_task(task: PeriodicTask) -> None:
+async def _run_task(task: PeriodicTask) -> None:
+    """A pass in a thread; a pass that is a coroutine (it works on the loop's Redis client) on the loop."""
     try:
-        task.run()
+        result = await asyncio.to_thread(task.run)
+        if inspect.isawaitable(result):
+            await result
     except Exception:  # one failed pass must not stop the others; the next pass tries again
         logger.exception("Twitch runner: %s failed", task.name)
 
@@ -402,11 +411,14 @@ async def _serve_settings(settings: Settings, rewards: RewardsConfig, keyring: K
     state: AppState | None = None
     eventsub: Callable[[GapSink], EventSubClient] | None = None
     if vault is not None and client_id is not None:
-        helices = [BroadcasterHelix(api_url=settings.twitch_api_url, client_id=client_id, vault=vault) for _ in "ab"]
-        tasks = standard_tasks(redis, keys, vault, helices[0])
+        helices = [BroadcasterHelix(api_url=settings.twitch_api_url, client_id=client_id, vault=vault) for _ in "abc"]
+        state = open_state(settings, rewards, keyring)
+        tasks = [
+            *standard_tasks(redis, keys, vault, helices[0]),
+            PeriodicTask("catch-up", CATCH_UP_EVERY_S, CatchUp(state, helices[1]).run_once, after_gap=True),
+        ]
         if settings.twitch_transport == "websocket":
-            state = open_state(settings, rewards, keyring)
-            eventsub = _client_factory(settings.twitch_eventsub_ws_url, state, helices[1])
+            eventsub = _client_factory(settings.twitch_eventsub_ws_url, state, helices[2])
     runner = TwitchRunner(redis, keys, tasks=tasks, ready=_ready(settings, vault), eventsub=eventsub)
     try:
         await runner.serve(stop)

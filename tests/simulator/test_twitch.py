@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 
 import pytest
 import requests
+from websockets.sync.client import ClientConnection
+from websockets.sync.client import connect as ws_connect
 
+from simulator.eventsub_ws import EventSubWebSocketServer
 from simulator.twitch import (
     DEFAULT_BROADCASTER,
     DEFAULT_CLIENT_ID,
@@ -486,7 +490,6 @@ def test_rewards_need_the_broadcasters_own_user_token_and_scope(http: requests.S
 
 
 def test_redeem_gives_an_eventsub_shaped_event(sim: TwitchSimulator, user: Helix) -> None:
-    import json
     from pathlib import Path
 
     sample = json.loads(
@@ -580,21 +583,6 @@ def webhook_body(kind: str = "channel.cheer", **condition: str) -> dict[str, obj
     }
 
 
-class Sessions:
-    def __init__(self, *live: str) -> None:
-        self.live = set(live)
-
-    def has_session(self, session_id: str) -> bool:
-        return session_id in self.live
-
-    def attach(self, session_id: str, subscription: Mapping[str, object], *, owner: str | None = None) -> None:
-        del session_id, subscription, owner
-
-    def detach(self, subscription_id: str) -> bool:
-        del subscription_id
-        return False
-
-
 def test_webhook_subscriptions_need_the_broadcasters_grant_and_conflict_on_duplicates(
     http: requests.Session, sim: TwitchSimulator
 ) -> None:
@@ -636,34 +624,86 @@ def test_webhook_subscriptions_need_the_broadcasters_grant_and_conflict_on_dupli
     assert app.call("DELETE", SUBS, params={"id": sub_id}).status_code == 404
 
 
-def test_websocket_subscriptions_need_a_live_session_and_orphans_conflict(
-    http: requests.Session, make_sim: SimFactory
+@pytest.fixture
+def ws_sim(make_sim: SimFactory) -> Iterator[tuple[TwitchSimulator, EventSubWebSocketServer]]:
+    server = EventSubWebSocketServer(close_unused=False).start()
+    try:
+        yield make_sim(device_poll_interval_s=0, sessions=server), server
+    finally:
+        server.stop()
+
+
+def welcome(client: ClientConnection) -> str:
+    message = json.loads(client.recv(timeout=5))
+    assert message["metadata"]["message_type"] == "session_welcome"
+    return str(message["payload"]["session"]["id"])
+
+
+def test_websocket_subscriptions_bind_to_live_sessions_and_orphans_conflict(
+    http: requests.Session, ws_sim: tuple[TwitchSimulator, EventSubWebSocketServer]
 ) -> None:
-    sessions = Sessions("session-a")
-    sim = make_sim(device_poll_interval_s=0, sessions=sessions)
+    sim, server = ws_sim
+    assert sim.ws_url == server.url
     user = Helix(http, sim, connect(http, sim)["access_token"])
-    body = {**webhook_body(), "transport": {"method": "websocket", "session_id": "session-a"}}
-    assert app_helix(http, sim).call("POST", SUBS, json=body).status_code == 400  # needs a user token
-    created = user.call("POST", SUBS, json=body)
-    assert created.status_code == 202 and created.json()["data"][0]["status"] == "enabled"
-    assert created.json()["max_total_cost"] == 10
-    assert created.json()["data"][0]["transport"]["session_id"] == "session-a"
-    unknown = {**body, "transport": {"method": "websocket", "session_id": "session-b"}}
-    assert user.call("POST", SUBS, json=unknown).status_code == 400
-    sessions.live.add("session-b")  # the socket dropped uncleanly: the old subscription is still "enabled"
-    assert user.call("POST", SUBS, json=unknown).status_code == 409
-    ended = sim.end_session("session-a")
-    assert [s["status"] for s in ended] == ["websocket_disconnected"]
-    assert user.call("POST", SUBS, json=unknown).status_code == 202
-    assert [s["status"] for s in user.call("GET", SUBS).json()["data"]] == ["websocket_disconnected", "enabled"]
-    sim.advance_clock(3601)  # disabled websocket subscriptions stay listed for an hour
-    assert [s["status"] for s in user.call("GET", SUBS).json()["data"]] == ["enabled"]
+    with ws_connect(sim.ws_url) as first:
+        session_a = welcome(first)
+        redemptions = webhook_body("channel.channel_points_custom_reward_redemption.add")
+        body = {**redemptions, "transport": {"method": "websocket", "session_id": session_a}}
+        assert app_helix(http, sim).call("POST", SUBS, json=body).status_code == 400  # needs a user token
+        created = user.call("POST", SUBS, json=body)
+        assert created.status_code == 202, created.text
+        sub = created.json()["data"][0]
+        assert sub["status"] == "enabled" and sub["transport"]["session_id"] == session_a
+        assert created.json()["max_total_cost"] == 10
+        assert [s["id"] for s in server.subscriptions(session_a)] == [sub["id"]]
+        unknown = {**body, "transport": {"method": "websocket", "session_id": "no-such-session"}}
+        assert user.call("POST", SUBS, json=unknown).status_code == 400
+
+        event = sim.redeem(str(user.create("Daily chest")["id"]), "cooler_user")  # EventSub delivers it
+        notification = json.loads(first.recv(timeout=5))
+        assert notification["metadata"]["message_type"] == "notification"
+        assert notification["payload"]["event"] == event and notification["payload"]["subscription"]["id"] == sub["id"]
+
+        with ws_connect(sim.ws_url) as second:
+            session_b = welcome(second)
+            moved = {**body, "transport": {"method": "websocket", "session_id": session_b}}
+            assert user.call("POST", SUBS, json=moved).status_code == 409  # still "enabled" on the first session
+    deadline = time.monotonic() + 5  # the first socket closed: the server ends its session
+    while sim.subscriptions()[0]["status"] == "enabled" and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sim.subscriptions()[0]["status"] == "websocket_disconnected"
+
+
+def test_websocket_subscriptions_follow_deletes_and_ended_sessions(
+    http: requests.Session, ws_sim: tuple[TwitchSimulator, EventSubWebSocketServer]
+) -> None:
+    sim, server = ws_sim
+    user = Helix(http, sim, connect(http, sim)["access_token"])
+    with ws_connect(sim.ws_url) as client:
+        session = welcome(client)
+        body = {**webhook_body(), "transport": {"method": "websocket", "session_id": session}}
+        sub_id = user.call("POST", SUBS, json=body).json()["data"][0]["id"]
+        assert user.call("DELETE", SUBS, params={"id": sub_id}).status_code == 204
+        assert server.subscriptions(session) == []
+        assert user.call("POST", SUBS, json=body).status_code == 202
+        ended = sim.end_session(session)
+        assert [s["status"] for s in ended] == ["websocket_disconnected"]
+        again = user.call("POST", SUBS, json=body)
+        assert again.status_code == 202  # the ended one no longer blocks
+        assert [s["status"] for s in user.call("GET", SUBS).json()["data"]] == ["websocket_disconnected", "enabled"]
+        sim.advance_clock(3601)  # disabled websocket subscriptions stay listed for an hour
+        assert [s["status"] for s in user.call("GET", SUBS).json()["data"]] == ["enabled"]
+        sim.revoke_all()  # the broadcaster disconnected the app
+        revocation = json.loads(client.recv(timeout=5))
+        assert revocation["metadata"]["message_type"] == "revocation"
+        assert revocation["payload"]["subscription"]["status"] == "authorization_revoked"
+        assert server.subscriptions(session) == []
 
 
 def test_subscription_listing_pages(http: requests.Session, sim: TwitchSimulator) -> None:
     connect(http, sim)
     app = app_helix(http, sim)
-    sim.eventsub.page_size = 2
+    sim.set_subscription_page_size(2)
     for kind in ("channel.cheer", "channel.subscription.gift", "channel.channel_points_custom_reward_redemption.add"):
         assert app.call("POST", SUBS, json=webhook_body(kind)).status_code in (202, 403)
     seen: list[str] = []

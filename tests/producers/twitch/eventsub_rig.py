@@ -1,8 +1,7 @@
 """A Twitch simulator wired to its EventSub WebSocket server, and a way to run asyncio clients in a thread.
 
-The wiring is what Twitch does as one system: Helix binds websocket subscriptions to the session
-(``sessions=``), a session that ends takes its subscriptions' status with it (``on_session_end``), and a
-revocation both tells the socket and changes the status Helix lists.
+The simulator binds websocket subscriptions to the server's sessions, ends them with their session and sends
+a ``revocation`` when a subscription is revoked (``sessions=``), as Twitch does.
 """
 
 from __future__ import annotations
@@ -24,11 +23,6 @@ class WiredTwitch:
     sim: TwitchSimulator
     ws: EventSubWebSocketServer
 
-    def revoke(self, subscription_id: str, status: str = "authorization_revoked") -> None:
-        """Twitch revokes a subscription: Helix lists its new status, the socket gets a ``revocation``."""
-        self.sim.set_subscription_status(subscription_id, status)
-        self.ws.revoke(subscription_id, status)
-
     def session_subscriptions(self, session_id: str) -> list[dict[str, object]]:
         """The subscriptions the server holds for a session ([] for an unknown one)."""
         return self.ws.subscriptions(session_id) if session_id in self.ws.sessions() else []
@@ -37,11 +31,6 @@ class WiredTwitch:
 def start_wired(**sim_options: object) -> WiredTwitch:
     ws = EventSubWebSocketServer(min_keepalive_s=0.2, default_keepalive_s=KEEPALIVE_S).start()
     sim = TwitchSimulator(sessions=ws, **sim_options).start()  # type: ignore[arg-type]
-
-    def session_ended(session_id: str, status: str) -> None:
-        sim.end_session(session_id, status)
-
-    ws.on_session_end = session_ended
     return WiredTwitch(sim, ws)
 
 

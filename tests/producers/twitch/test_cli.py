@@ -150,7 +150,7 @@ GRANTED = ["channel:read:subscriptions", "bits:read", "channel:read:redemptions"
 @pytest.fixture
 def helix(monkeypatch: pytest.MonkeyPatch) -> Iterator[TwitchSimulator]:
     with TwitchSimulator() as sim:
-        sim.eventsub.page_size = 2
+        sim.set_subscription_page_size(2)
         monkeypatch.setenv("TWITCH_CLIENT_ID", CLIENT_ID)
         monkeypatch.setenv("TWITCH_CLIENT_SECRET", CLIENT_SECRET)
         monkeypatch.setenv("TWITCH_API_URL", sim.api_url)

@@ -248,7 +248,7 @@ def test_a_revoked_subscription_is_recorded_created_again_and_the_gap_recorded(
 ) -> None:
     session_id = subscribed(wired, process)
     [sub] = [s for s in wired.session_subscriptions(session_id) if s["type"] == "channel.cheer"]
-    wired.revoke(str(sub["id"]))
+    wired.sim.set_subscription_status(str(sub["id"]), "authorization_revoked")  # Twitch sends the revocation
     wait_for(lambda: bool(missed_periods(redis, keys)), timeout_s=WAIT_S)
     assert [o.outcome for o in process.outcomes] == [Outcome.REVOCATION]
     [period] = missed_periods(redis, keys)
