@@ -69,7 +69,7 @@ async def _reprocess(state: AppState, event_id: str) -> EventOutcome:
         raise NothingToReprocess(event)
     if event.source == "twitch":
         outcome = await handle_message(
-            state, event.ref, event.kind, parse_body(event.body), after_ignored=kind == Outcome.IGNORED
+            state, event.ref, event.kind, parse_body(event.body), check_seen=kind != Outcome.IGNORED
         )
     elif event.source == "patreon":
         outcome = await handle_delivery(state, event.headers.get("x-patreon-event", ""), event.body)

@@ -15,6 +15,7 @@ from producers.audit import AuditLog
 from producers.creation_batcher import CreationBatcher
 from producers.inbox import EventInbox
 from producers.links import LinkStore
+from producers.twitch.redemptions import RedemptionBook
 from producers.twitch.reward_catalogue import RewardIdsCache
 from worker.connections import connect_redis, connect_redis_async
 from worker.eta import EtaEstimator
@@ -48,6 +49,8 @@ class AppState:
     inbox: EventInbox
     #: operator actions (console, later API and CLI): who, what, when.
     audit: AuditLog
+    #: the channel-point redemptions whose fate Twitch is told (``producers.twitch.redemptions``).
+    redemptions: RedemptionBook
     #: the reward titles the last reward sync resolved to ids, re-read every few seconds (the event path).
     reward_ids: RewardIdsCache = field(default_factory=RewardIdsCache)
 
@@ -84,6 +87,7 @@ def open_state(settings: Settings, rewards: RewardsConfig, keyring: Keyring) -> 
         redis_check=CachedRedisCheck(redis),
         inbox=EventInbox(redis, aredis, keys),
         audit=AuditLog(redis, keys),
+        redemptions=RedemptionBook(redis, keys),
     )
 
 

@@ -609,9 +609,11 @@ class EventSubWebSocketServer:
         if callback is not None and executor is not None:
             executor.submit(callback, session.id, status)
 
-    def _record_locked(self, conn: _Conn | None, kind: RecordKind, text: str, code: int | None = None) -> None:
+    def _record_locked(self, conn: _Conn | None, kind: RecordKind, text: str, code: int | None = None) -> WsRecord:
         session_id, index = (conn.session.id, conn.index) if conn is not None else ("", 0)
-        self._records.append(WsRecord(session_id, index, kind, text, code, time.time()))
+        record = WsRecord(session_id, index, kind, text, code, time.time())
+        self._records.append(record)
+        return record
 
     # ---------------------------------------------------------------- internals: the loop
 
@@ -725,14 +727,17 @@ class EventSubWebSocketServer:
             await self._spawn(self._server_close(old, CLOSE_RECONNECTED, "reconnected"))
 
     async def _send(self, conn: _Conn, message: JsonObject) -> bool:
+        """Send one message; it is recorded before the write, so a client that read it finds the record."""
         text = json.dumps(message)
+        with self._lock:
+            record = self._record_locked(conn, "sent", text)
         try:
             await conn.ws.send(text)
         except ConnectionClosed:
+            with self._lock:  # never went out: drop this very record (an equal resend may stand beside it)
+                self._records = [r for r in self._records if r is not record]
             return False
         conn.silent_since = time.monotonic()
-        with self._lock:
-            self._record_locked(conn, "sent", text)
         return True
 
     async def _keepalive(self, conn: _Conn) -> None:

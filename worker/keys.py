@@ -278,6 +278,12 @@ class Keys:
         compare-and-delete (``lua/release_lock.lua``)."""
         return f"{self.prefix}:twitch:refresh-lock"
 
+    def twitch_own_rewards(self) -> str:
+        """SET of the ids of the custom rewards our client id manages on the connected channel, as the last
+        catch-up pass listed them (``producers.twitch.catchup``): the webhook path watches those rewards'
+        redemptions without asking Helix. Replaced whole by each pass."""
+        return f"{self.prefix}:twitch:own-rewards"
+
     # --- the channel's rewards and who is who by name (``producers.twitch.reward_catalogue``) ---
     def twitch_reward_catalogue(self) -> str:
         """STRING JSON of the last reward sync: the channel's rewards (id, title, cost, ours), the rules'

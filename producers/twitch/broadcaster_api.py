@@ -10,7 +10,7 @@ never holds a token.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,12 +21,24 @@ from config.settings import Settings
 from producers.twitch.helix import DEFAULT_TIMEOUT_S, HelixError
 from producers.twitch.tokens import StoredTokens, TokenVault
 
-__all__ = ["BroadcasterHelix", "ChannelReward", "HelixRateLimited", "RedemptionUpdate", "TwitchUser"]
+__all__ = [
+    "BroadcasterHelix",
+    "ChannelReward",
+    "EndlessCursor",
+    "HelixRateLimited",
+    "RedemptionPage",
+    "RedemptionUpdate",
+    "RewardGone",
+    "TwitchUser",
+]
 
-#: Redemption ids one Helix call takes (docs/sources-sync.md §1.1).
+#: Redemption ids one Helix call takes, and redemptions one page lists at most (docs/sources-sync.md §1.1).
 IDS_PER_CALL = 50
 #: Logins (or ids) one Get Users call takes.
 USERS_PER_CALL = 100
+#: Pages of one reward's redemptions listed in one go at most (50 each): past this, the cursor is taken to be
+#: one that never ends (Helix's lists are "dynamic", docs/sources-sync.md §1.2) and the listing stops.
+MAX_REDEMPTION_PAGES = 200
 
 
 class HelixRateLimited(HelixError):
@@ -35,6 +47,23 @@ class HelixRateLimited(HelixError):
     def __init__(self, message: str, reset_at: float) -> None:
         super().__init__(message, 429)
         self.reset_at = reset_at
+
+
+class RewardGone(HelixError):
+    """Helix answered 404 for a reward: it was deleted on Twitch (or never was the broadcaster's)."""
+
+
+class EndlessCursor(HelixError):
+    """A redemption listing handed back a cursor it had given before, or more pages than any queue holds."""
+
+
+@dataclass(frozen=True)
+class RedemptionPage:
+    """One page of Get Custom Reward Redemption: the redemption objects as Helix gives them, and the cursor
+    of the next page ("" on the last)."""
+
+    redemptions: tuple[Mapping[str, object], ...]
+    cursor: str
 
 
 @dataclass(frozen=True)
@@ -139,6 +168,56 @@ class BroadcasterHelix:
         return self._token().user_id
 
     # -- redemptions -----------------------------------------------------------------------------
+    def redemption_page(
+        self, broadcaster_id: str, reward_id: str, *, status: str, after: str = "", sort: str = "OLDEST"
+    ) -> RedemptionPage:
+        """One page (up to 50) of ``reward_id``'s redemptions in ``status``, oldest first by default.
+
+        Raises:
+          RewardGone: Helix answered 404 (the reward was deleted on Twitch).
+          HelixRateLimited: 429.
+          HelixError: any other refusal (403: another app's reward), or no answer.
+        """
+        params = [
+            ("broadcaster_id", broadcaster_id),
+            ("reward_id", reward_id),
+            ("status", status),
+            ("sort", sort),
+            ("first", str(IDS_PER_CALL)),
+        ]
+        if after:
+            params.append(("after", after))
+        response = self._call("GET", "/channel_points/custom_rewards/redemptions", params, None)
+        if response.status_code == 404:
+            raise RewardGone(f"reward {reward_id}: Twitch answered 404 ({_message(response)})", 404)
+        self._expect(response, 200, "get redemptions")
+        return RedemptionPage(tuple(self._data(response)), _cursor(response))
+
+    def redemption_pages(
+        self, broadcaster_id: str, reward_id: str, *, status: str, max_pages: int = MAX_REDEMPTION_PAGES
+    ) -> Iterator[RedemptionPage]:
+        """Every page of ``reward_id``'s redemptions in ``status``, oldest first, following the ``after`` cursor.
+
+        Pages come one at a time, so a caller keeps what it handled before a failure. A cursor handed back
+        twice, or more than ``max_pages`` pages, raises ``EndlessCursor`` after the pages given so far.
+
+        Raises:
+          RewardGone, HelixRateLimited, HelixError: as ``redemption_page``.
+          EndlessCursor: the listing does not end.
+        """
+        cursors: set[str] = set()
+        after = ""
+        for _ in range(max_pages):
+            page = self.redemption_page(broadcaster_id, reward_id, status=status, after=after)
+            yield page
+            if not page.cursor or not page.redemptions:
+                return
+            if page.cursor in cursors:
+                raise EndlessCursor(f"reward {reward_id}: Twitch handed back a cursor twice; stopped listing")
+            cursors.add(page.cursor)
+            after = page.cursor
+        raise EndlessCursor(f"reward {reward_id}: more than {max_pages} pages of redemptions; stopped listing")
+
     def update_redemptions(
         self, broadcaster_id: str, reward_id: str, redemption_ids: Sequence[str], status: str
     ) -> RedemptionUpdate:
@@ -294,6 +373,14 @@ class BroadcasterHelix:
         if not isinstance(data, list):
             raise HelixError(f"Twitch answered {response.status_code} without a data list")
         return [item for item in data if isinstance(item, dict)]
+
+
+def _cursor(response: requests.Response) -> str:
+    """``pagination.cursor`` of a list answer ("" when there is none: the last page)."""
+    body = response.json()
+    pagination = body.get("pagination") if isinstance(body, dict) else None
+    cursor = pagination.get("cursor") if isinstance(pagination, dict) else None
+    return cursor if isinstance(cursor, str) else ""
 
 
 def _message(response: requests.Response) -> str:

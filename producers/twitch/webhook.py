@@ -35,12 +35,14 @@ import json
 import logging
 import re
 import time
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, cast
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from config.rewards import ChannelPointsRedemptionRule, TwitchSection
 from producers.counters import count_event, count_event_async
 from producers.inbox import EventOutcome, Outcome, grants_outcome
 from producers.request_body import read_capped_body
@@ -52,7 +54,16 @@ from producers.twitch.signature import HEADER_MESSAGE_TYPE, SignatureRejected, v
 from worker.keys import SEEN_TTL_S
 from worker.observability import capture
 
-__all__ = ["MAX_BODY_BYTES", "SEEN_MESSAGE", "SEEN_REVOCATION_STATE", "handle_message", "parse_body", "router"]
+__all__ = [
+    "MAX_BODY_BYTES",
+    "REDEMPTION_TYPE",
+    "SEEN_MESSAGE",
+    "SEEN_REVOCATION_STATE",
+    "handle_message",
+    "parse_body",
+    "refunds",
+    "router",
+]
 
 logger = logging.getLogger("wetbot_rewards.twitch")
 
@@ -107,15 +118,19 @@ async def twitch_webhook(request: Request) -> Response:
 
 
 async def handle_message(
-    state: AppState, message_id: str, message_type: str, payload: Any, *, after_ignored: bool = False
+    state: AppState, message_id: str, message_type: str, payload: Any, *, check_seen: bool = True
 ) -> EventOutcome:
-    """What one verified message asks for, carried out (also ``admin.reprocess``'s way in).
+    """What one verified message asks for, carried out (also ``admin.reprocess``'s and the catch-up poll's
+    way in, ``producers.twitch.catchup``).
 
     A message the rules cannot read is an ``unusable`` outcome, not an error:
     it is kept in the inbox and answered 2xx (see ``producers.inbox``).
-    ``after_ignored``: re-processing a message that granted nothing, so its
-    "seen" marker (set when it was ignored) is not asked; the idempotency keys
-    alone keep it to one grant per rule.
+    ``check_seen`` false: the message's "seen" marker is neither asked nor set
+    (re-processing a message that granted nothing, whose marker was set when
+    it was ignored; a catch-up, which is no delivery); the idempotency keys,
+    built from the redemption's own id, alone keep it to one grant per rule.
+    The grants of a redemption of one of our rewards (``Keys.twitch_own_rewards``)
+    are watched, so Twitch is told their fate (``producers.twitch.redemptions``).
     Raises only storage errors (RedisError, BrokerError): nothing was promised, the caller answers 503.
     """
     try:
@@ -145,7 +160,10 @@ async def handle_message(
     except MalformedEvent as exc:
         logger.warning("twitch %s message %s unusable: %s", message_type, message_id, exc)
         return EventOutcome(Outcome.UNUSABLE, error=str(exc))
-    return await _carry_out(state, message_id, subscription_type, plan, check_seen=not after_ignored)
+    outcome = await _carry_out(state, message_id, subscription_type, plan, check_seen=check_seen)
+    if subscription_type == REDEMPTION_TYPE and (outcome.granted or outcome.parked):
+        await _watch_if_ours(state, event, plan, outcome)
+    return outcome
 
 
 # -- reading --------------------------------------------------------------------------------
@@ -243,6 +261,37 @@ async def _carry_out(
     created = sum(result.created for result in batch.results)
     logger.info("twitch %s %s: %d grant(s), %d new", shown, message_id, len(plan.grants), created)
     return grants_outcome([result.grant for result in batch.results], notes=notes)
+
+
+async def _watch_if_ours(state: AppState, event: dict[str, Any], plan: Plan, outcome: EventOutcome) -> None:
+    """Watch the redemption's grants when its reward is one our client id manages (only those can be
+    fulfilled or refunded, docs/sources-sync.md §1.1); another app's reward is left alone."""
+    reward = event.get("reward")
+    reward_id = reward.get("id") if isinstance(reward, dict) else None
+    redemption_id, broadcaster_id = event.get("id"), event.get("broadcaster_user_id")
+    if not (isinstance(reward_id, str) and isinstance(redemption_id, str) and isinstance(broadcaster_id, str)):
+        return
+    if not await cast(Awaitable[int], state.aredis.sismember(state.keys.twitch_own_rewards(), reward_id)):
+        return
+    await run_in_threadpool(
+        state.redemptions.watch,
+        redemption_id,
+        broadcaster_id=broadcaster_id,
+        reward_id=reward_id,
+        refund=refunds(state.rewards.twitch, plan),
+        grant_ids=(*outcome.granted, *outcome.parked),
+    )
+
+
+def refunds(section: TwitchSection, plan: Plan) -> bool:
+    """Whether a redemption that earned ``plan`` is refunded should its grants fail: unless one of the rules
+    that matched says ``refund = false`` (one redemption has one fate, so the stricter rule wins)."""
+    matched = {planned.rule_id for planned in plan.grants}
+    return all(
+        rule.refund
+        for rule in section.rules_for(REDEMPTION_TYPE)
+        if isinstance(rule, ChannelPointsRedemptionRule) and rule.rule_id in matched
+    )
 
 
 def _make_links(state: AppState, plan: Plan) -> list[str]:

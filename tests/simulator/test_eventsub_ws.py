@@ -208,6 +208,7 @@ def test_keepalives_come_after_silence(
         message = recv_json(client)
         assert metadata(message)["message_type"] == "session_keepalive"
         assert message["payload"] == {}
+    wait_until(lambda: len(server.records(session_id)) >= 4)
     sent_at = [r.at for r in server.records(session_id) if r.kind == "sent"][:4]
     gaps = [later - earlier for earlier, later in itertools.pairwise(sent_at)]
     assert min(gaps) >= 0.35  # the server's send times (the client may read late): 0.8 of 0.5 s of silence
