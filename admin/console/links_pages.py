@@ -4,6 +4,9 @@ Adding calls ``producers.link_actions.link``, as ``POST /links`` and the CLI do:
 link is stored, then every grant parked for that user is queued, each exactly once, so a
 form sent twice releases nothing the second time. Static links (the rewards file's
 ``[twitch.links]``) are shown but cannot be removed here: they live in the file.
+
+A Twitch user may be given by login instead of id: it is resolved through Helix as the connected
+broadcaster (``producers.twitch.logins``), and the login and display name are shown next to the id.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ from fastapi import APIRouter, Depends, Response
 
 from admin.console.context import BASE, ConsoleContext, ConsoleForm, console_form, console_page, see_other
 from admin.console.route import ConsoleRoute
+from config.domain import is_platform_user_id
 from producers.link_actions import LinkRefused, link, unlink
 from producers.links import PLATFORMS
+from producers.twitch.logins import LinkNames, LoginNotResolved, TwitchTarget, resolve_twitch_user, twitch_login
 
 __all__ = ["LinkRow", "router"]
 
@@ -37,6 +42,28 @@ class LinkRow:
     external_id: str
     discord_user_id: str
     origin: str
+    #: the login and display name remembered for this user ("" when linked by id).
+    login: str = ""
+    display_name: str = ""
+
+    @property
+    def name(self) -> str:
+        """The display name, with the login when it differs from it other than by case ("" when unknown)."""
+        if not self.login:
+            return self.display_name
+        if not self.display_name or self.display_name.lower() == self.login:
+            return self.display_name or self.login
+        return f"{self.display_name} ({self.login})"
+
+    def matches(self, query: str) -> bool:
+        """``query`` is part of an id, the login or the display name (names case-insensitively)."""
+        folded = query.casefold()
+        return (
+            query in self.external_id
+            or query in self.discord_user_id
+            or folded in self.login.casefold()
+            or folded in self.display_name.casefold()
+        )
 
     @property
     def hook(self) -> str:
@@ -54,16 +81,17 @@ class LinkRow:
 
 @router.get(LINKS_PATH)
 def links_page(console: Annotated[ConsoleContext, Depends(console_page)], q: str = "") -> Response:
-    """Every link of both platforms (``q``: part of an external or Discord id), and the add form."""
+    """Every link of both platforms (``q``: part of an id, login or display name), and the add form."""
     query = q.strip()[:MAX_QUERY_CHARS]
-    rows = [
-        LinkRow(platform, ext, discord, origin)
-        for platform in PLATFORMS
-        for ext, (discord, origin) in sorted(console.state.links.all(platform).items())
-    ]
+    state = console.state
+    rows = []
+    for platform in PLATFORMS:
+        names = LinkNames(state.redis, state.keys).all(platform)
+        for ext, (discord, origin) in sorted(state.links.all(platform).items()):
+            rows.append(LinkRow(platform, ext, discord, origin, *names.get(ext, ("", ""))))
     total = len(rows)
     if query:
-        rows = [row for row in rows if query in row.external_id or query in row.discord_user_id]
+        rows = [row for row in rows if row.matches(query)]
     matched = len(rows)
     return console.render(
         "links.html",
@@ -82,20 +110,27 @@ def add_link(form: Annotated[ConsoleForm, Depends(console_form)]) -> Response:
     """Link a user to a Discord id and queue their parked grants (``producers.link_actions.link``)."""
     console = form.console
     state = console.state
+    platform, external_id = form.get("platform"), form.get("external_id").strip()
+    target = TwitchTarget(external_id)
     try:
+        if platform == "twitch" and twitch_login(external_id) is not None and not is_platform_user_id(external_id):
+            target = resolve_twitch_user(state.settings, state.redis, external_id)
         done = link(
             state.ledger,
             state.links,
-            form.get("platform"),
-            form.get("external_id"),
+            platform,
+            target.user_id,
             form.get("discord_user_id"),
             audit=state.audit,
             actor=console.actor,
         )
-    except LinkRefused as exc:
+    except (LinkRefused, LoginNotResolved) as exc:
         console.flash(f"Not linked: {exc}", "error")
     else:
-        console.flash(f"{done.message}.")
+        if target.user is not None:
+            LinkNames(state.redis, state.keys).remember(platform, target.user)
+        named = f" ({target.user.display_name or target.user.login})" if target.user is not None else ""
+        console.flash(f"{done.message}{named}.")
     return see_other(LINKS_PATH)
 
 
