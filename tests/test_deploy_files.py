@@ -37,7 +37,7 @@ def test_web_and_worker_have_health_checks_that_check_something_real() -> None:
 
 def test_the_rules_come_from_a_read_only_directory_docker_never_creates() -> None:
     services = compose()["services"]
-    for name in ("web", "worker"):
+    for name in ("web", "worker", "eventsub"):
         [volume] = services[name]["volumes"]
         assert isinstance(volume, dict), f"{name}: a short-form file bind turns a missing file into a directory"
         assert volume["type"] == "bind" and volume["read_only"] is True
@@ -62,9 +62,10 @@ def test_an_https_profile_puts_caddy_in_front_of_web() -> None:
     assert not re.search(r"(?<!\$)\$\{PUBLIC_DOMAIN:\?", text)
 
 
-def test_the_compose_worker_runs_the_procfiles_command() -> None:
+def test_the_compose_worker_and_eventsub_run_the_procfiles_commands() -> None:
     procfile = dict(line.split(":", 1) for line in (ROOT / "Procfile").read_text(encoding="utf-8").splitlines())
-    assert compose()["services"]["worker"]["command"] == shlex.split(procfile["worker"])
+    for name in ("worker", "eventsub"):
+        assert compose()["services"][name]["command"] == shlex.split(procfile[name])
 
 
 def test_the_image_runs_as_a_user_that_cannot_rewrite_the_code() -> None:

@@ -278,6 +278,23 @@ class Keys:
         compare-and-delete (``lua/release_lock.lua``)."""
         return f"{self.prefix}:twitch:refresh-lock"
 
+    # --- the Twitch process (``producers.twitch.runner``) ------------------------------------
+    def twitch_runner_lease(self) -> str:
+        """STRING token of the one ``twitch run`` process at work now (PX: the lease, renewed while it lives;
+        renewed by ``lua/extend_lease.lua``, released by ``lua/release_lock.lua``)."""
+        return f"{self.prefix}:twitch:runner-lease"
+
+    def twitch_delivery(self) -> str:
+        """HASH ``last_seen_at`` (epoch seconds of the last EventSub WebSocket message) and ``session_id``:
+        where a restarted runner's gap starts."""
+        return f"{self.prefix}:twitch:delivery"
+
+    def twitch_missed_periods(self) -> str:
+        """ZSET of JSON ``{"reason", "since", "until"}`` (epoch seconds; ``since`` null when unknown) -> ``until``:
+        the periods for which cheers, subs and follows may have been missed (Helix keeps no history of them);
+        the newest ``producers.twitch.runner.MISSED_PERIODS_KEPT`` are kept."""
+        return f"{self.prefix}:twitch:missed-periods"
+
     def twitch_own_rewards(self) -> str:
         """SET of the ids of the custom rewards our client id manages on the connected channel, as the last
         catch-up pass listed them (``producers.twitch.catchup``): the webhook path watches those rewards'

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Response
 from admin.console.context import BASE, ConsoleContext, console_page
 from admin.console.route import ConsoleRoute
 from admin.overview import overview, revoked_subscription
+from producers.twitch.reward_catalogue import RewardCatalogue
 from worker.eta import describe_wait
 
 __all__ = ["router"]
@@ -26,5 +27,11 @@ def overview_page(console: Annotated[ConsoleContext, Depends(console_page)]) -> 
     seen = overview(state.redis, state.keys, state.settings, state.keyring, state.inbox, rule_guilds)
     revocations = [(event, *revoked_subscription(event)) for event in seen.revocations]
     return console.render(
-        "overview.html", active="overview", view=seen, revocations=revocations, describe_wait=describe_wait
+        "overview.html",
+        active="overview",
+        view=seen,
+        revocations=revocations,
+        describe_wait=describe_wait,
+        catalogue=RewardCatalogue(state.redis, state.keys).load(),
+        reward_titles=rewards.twitch.reward_titles(),
     )

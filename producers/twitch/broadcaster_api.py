@@ -18,7 +18,7 @@ import requests
 from redis import Redis
 
 from config.settings import Settings
-from producers.twitch.helix import DEFAULT_TIMEOUT_S, HelixError
+from producers.twitch.helix import DEFAULT_TIMEOUT_S, MAX_PAGES, HelixError, Subscription, SubscriptionExists
 from producers.twitch.tokens import StoredTokens, TokenVault
 
 __all__ = [
@@ -251,6 +251,53 @@ class BroadcasterHelix:
             for item in self._data(response):
                 found[str(item.get("id"))] = str(item.get("status"))
         return found
+
+    # -- EventSub over WebSocket ----------------------------------------------------------------
+    def create_websocket_subscription(
+        self, subscription_type: str, version: str, condition: Mapping[str, str], session_id: str
+    ) -> Subscription:
+        """Subscribe WebSocket session ``session_id`` to one type (a user token is required, docs/sources-sync.md §3).
+
+        Raises:
+          SubscriptionExists: 409, Twitch holds one with that type and condition (maybe of a dead session).
+          HelixRateLimited: 429 (also: the subscriptions' total cost or the session's 300 reached).
+          HelixError: any other refusal (400: the session is gone; 403: a scope is missing).
+        """
+        body = {
+            "type": subscription_type,
+            "version": version,
+            "condition": dict(condition),
+            "transport": {"method": "websocket", "session_id": session_id},
+        }
+        response = self._call("POST", "/eventsub/subscriptions", (), body)
+        if response.status_code == 409:
+            raise SubscriptionExists(f"create {subscription_type}: {_message(response)}", 409)
+        self._expect(response, 202, f"create {subscription_type} subscription")
+        data = self._data(response)
+        if not data:
+            raise HelixError("Twitch's answer lists no subscription", response.status_code)
+        return Subscription.from_json(data[0])
+
+    def list_websocket_subscriptions(self) -> list[Subscription]:
+        """The WebSocket subscriptions this app made with the broadcaster's token (any status), every page."""
+        found: list[Subscription] = []
+        cursor = ""
+        for _ in range(MAX_PAGES):
+            params = [("after", cursor)] if cursor else []
+            response = self._call("GET", "/eventsub/subscriptions", params, None)
+            self._expect(response, 200, "list subscriptions")
+            found.extend(Subscription.from_json(item) for item in self._data(response))
+            pagination = response.json().get("pagination") or {}
+            cursor = str(pagination.get("cursor") or "") if isinstance(pagination, dict) else ""
+            if not cursor:
+                return found
+        raise HelixError(f"more than {MAX_PAGES} pages of subscriptions; stopped listing")
+
+    def delete_subscription(self, subscription_id: str) -> None:
+        """Delete one subscription (one already gone counts as deleted)."""
+        response = self._call("DELETE", "/eventsub/subscriptions", [("id", subscription_id)], None)
+        if response.status_code != 404:
+            self._expect(response, 204, "delete subscription")
 
     # -- custom rewards and users (producers.twitch.reward_catalogue, links by login) -------------
     @classmethod

@@ -1,9 +1,11 @@
-"""Twitch commands: ``twitch connect``, ``twitch send-test <event>`` and ``twitch subscribe``.
+"""Twitch commands: ``twitch connect``, ``twitch run``, ``twitch send-test <event>`` and ``twitch subscribe``.
 
 ``twitch connect`` runs Twitch's Device Code Grant Flow for the scopes the rules need
 (``producers.twitch.oauth.scopes_for``): it prints them, then the URL and code the broadcaster enters,
 waits for the approval, learns the broadcaster's id and login from the token, and stores the tokens
 encrypted (``producers.twitch.tokens``). It needs nothing but the environment.
+
+``twitch run`` is the Twitch process (Procfile ``eventsub``, ``producers.twitch.runner``).
 
 ``twitch send-test`` signs a sample event with ``TWITCH_WEBHOOK_SECRET`` and
 posts it to a running instance, printing what it answered. ``twitch subscribe``
@@ -45,7 +47,7 @@ MESSAGE_TYPES = ("notification", "webhook_callback_verification", "revocation")
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    """Add ``connect``, ``send-test`` and ``subscribe`` to the ``twitch`` noun."""
+    """Add ``connect``, ``run``, ``send-test`` and ``subscribe`` to the ``twitch`` noun."""
     twitch = parser.add_subparsers(title="twitch commands", metavar="COMMAND")
     connect = twitch.add_parser(
         "connect",
@@ -55,6 +57,14 @@ def register(parser: argparse.ArgumentParser) -> None:
         "(and TWITCH_CLIENT_SECRET for a confidential app), TOKEN_ENCRYPTION_KEY and REDIS_URL.",
     )
     connect.set_defaults(run=_connect)
+    run = twitch.add_parser(
+        "run",
+        help="the Twitch process: redemptions told, tokens validated, EventSub over WebSocket (one at a time)",
+        description="Runs until SIGTERM: validates the tokens hourly, tells Twitch each redemption's fate and, "
+        "with TWITCH_TRANSPORT=websocket, keeps the EventSub WebSocket session (no public HTTPS needed). "
+        "Several may run: one works, the others take over when it stops. Idles while no channel is connected.",
+    )
+    run.set_defaults(run=_run)
     test = twitch.add_parser("send-test", help="sign a sample Twitch EventSub event and post it")
     test.add_argument(
         "event",
@@ -74,6 +84,17 @@ def register(parser: argparse.ArgumentParser) -> None:
     subscribe.add_argument("--broadcaster-id", required=True, help="the channel's Twitch user id")
     subscribe.add_argument("--dry-run", action="store_true", help="list what would be created, create nothing")
     subscribe.set_defaults(run=_subscribe)
+
+
+# -- twitch run ---------------------------------------------------------------------------------
+
+
+def _run(settings: Settings, args: argparse.Namespace) -> int:
+    """The Twitch process (Procfile ``eventsub``); loaded here: websockets and the vault only it needs."""
+    del args
+    from producers.twitch.runner import run_from_settings
+
+    return run_from_settings(settings)
 
 
 # -- twitch connect ---------------------------------------------------------------------------

@@ -53,6 +53,8 @@ class Subscription:
     condition: dict[str, str]
     method: str
     callback: str
+    #: The WebSocket session a ``websocket`` subscription delivers to ("" for webhooks).
+    session_id: str = ""
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Subscription:
@@ -66,6 +68,7 @@ class Subscription:
             condition={str(k): str(v) for k, v in condition.items() if v not in (None, "")},
             method=str(transport.get("method", "")),
             callback=str(transport.get("callback", "")),
+            session_id=str(transport.get("session_id") or ""),
         )
 
     @property

@@ -46,6 +46,7 @@ from worker.keys import Keys
 
 __all__ = [
     "AMBIGUOUS",
+    "SYNC_EVERY_S",
     "Catalogue",
     "CatalogueReward",
     "RewardCatalogue",
@@ -59,6 +60,8 @@ logger = logging.getLogger("wetbot_rewards.twitch")
 
 #: The id a title matching several rewards resolves to: no event's reward has it, so its rule matches nothing.
 AMBIGUOUS = ""
+#: Seconds between two passes in the Twitch process (``producers.twitch.runner``); the first runs at its start.
+SYNC_EVERY_S = 300.0
 #: Seconds the webhook path reuses the resolved ids it read (a sync runs every few minutes).
 IDS_CACHE_S = 2.0
 #: The Helix limits a table sets: (switch, value) in the Create/Update Custom Reward body. One changed

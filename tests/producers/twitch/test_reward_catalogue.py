@@ -22,6 +22,7 @@ from producers.twitch.reward_catalogue import AMBIGUOUS, RewardCatalogue, Reward
 from producers.twitch.samples import sample_payload, signed_request
 from producers.twitch.tokens import TokenVault
 from simulator.twitch import DEFAULT_CLIENT_ID, TwitchSimulator
+from tests.admin.console.test_console_http import console_settings, log_in
 from tests.conftest import GUILD, SettingsFactory
 from tests.producers.twitch.test_tokens import KEY, connect, make_oauth
 from wetbot_rewards.app import create_app
@@ -299,3 +300,21 @@ def test_a_renamed_reward_keeps_matching_its_rule_through_the_webhook(
         lookalike["reward"] = {**lookalike["reward"], "title": "Stream shout-out"}  # type: ignore[dict-item]
         ignored = redeemed(client, lookalike)
         assert ignored["outcome"] == "ignored", "once resolved, the id decides, not the title"
+
+
+def test_the_console_shows_the_rewards_who_made_them_and_the_problems(
+    twitch: TwitchSimulator,
+    helix: BroadcasterHelix,
+    catalogue: RewardCatalogue,
+    prefix: str,
+    rewards_file: Path,
+) -> None:
+    theirs = twitch.create_reward_as_other_app("Daily chest", 300)
+    RewardSync(helix, section(table("Daily chest", 100) + table("Hydrate", 50)), catalogue).run_once()
+    with TestClient(create_app(console_settings(prefix, rewards_file))) as client:
+        log_in(client)
+        page = client.get("/console").text
+    panel = page[page.index('data-panel="rewards"') :]
+    assert f'data-reward="{theirs["id"]}"' in panel and "another app: no refunds" in panel
+    assert "this service" in panel and "Hydrate" in panel
+    assert 'data-field="reward-problem">[[twitch.rewards]] &#34;Daily chest&#34;: a reward with this title' in panel
