@@ -156,11 +156,6 @@ class CatchUp:
             logger.info("Twitch catch-up: %d grant(s) made for missed redemptions", done.granted)
         return done
 
-    def run_from_thread(self, loop: asyncio.AbstractEventLoop) -> CatchUpPass:
-        """``run_once`` on ``loop``, the running loop the state's asyncio client belongs to, waited for from
-        another thread (a runner whose periodic passes run in threads); what the pass did."""
-        return asyncio.run_coroutine_threadsafe(self.run_once(), loop).result()
-
     def _remember(self, rewards: list[ChannelReward]) -> None:
         """Replace ``Keys.twitch_own_rewards`` with the ids just listed, in one step."""
         key = self._state.keys.twitch_own_rewards()

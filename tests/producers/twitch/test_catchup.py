@@ -315,26 +315,6 @@ def test_a_restart_grants_the_missed_redemptions_within_seconds(
     assert elapsed < 10.0
 
 
-def test_a_runner_thread_runs_a_pass_on_the_loop_of_the_state(
-    twitch: TwitchSimulator, helix: BroadcasterHelix, settings: Settings, ledger: Ledger
-) -> None:
-    chest = twitch.create_reward("Daily chest", 100)
-    twitch.redeem(str(chest["id"]), "cooler_user")
-
-    async def main() -> CatchUpPass:
-        rewards, keyring = checked_rewards(settings)
-        state = open_state(settings, rewards, keyring)
-        try:
-            await state.aredis.set(f"{state.keys.prefix}:probe", "1")  # the asyncio client is this loop's now
-            catch_up = CatchUp(state, helix)
-            return await asyncio.to_thread(catch_up.run_from_thread, asyncio.get_running_loop())
-        finally:
-            await close_state(state)
-
-    assert asyncio.run(main()).granted == 1
-    assert len(grants(ledger)) == 1
-
-
 def test_after_a_429_a_pass_asked_for_early_asks_helix_nothing(
     twitch: TwitchSimulator, helix: BroadcasterHelix, settings: Settings
 ) -> None:
