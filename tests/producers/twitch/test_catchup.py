@@ -315,21 +315,26 @@ def test_a_restart_grants_the_missed_redemptions_within_seconds(
     assert elapsed < 10.0
 
 
-def test_a_runner_thread_runs_a_pass_on_the_loop_of_the_state(
-    twitch: TwitchSimulator, helix: BroadcasterHelix, settings: Settings, ledger: Ledger
+def test_after_a_429_a_pass_asked_for_early_asks_helix_nothing(
+    twitch: TwitchSimulator, helix: BroadcasterHelix, settings: Settings
 ) -> None:
     chest = twitch.create_reward("Daily chest", 100)
     twitch.redeem(str(chest["id"]), "cooler_user")
+    twitch.set_rate_limit(1, window_s=600.0)  # the rewards, then 429 for the redemptions
 
-    async def main() -> CatchUpPass:
+    async def main() -> tuple[CatchUpPass, CatchUpPass, int]:
         rewards, keyring = checked_rewards(settings)
         state = open_state(settings, rewards, keyring)
         try:
-            await state.aredis.set(f"{state.keys.prefix}:probe", "1")  # the asyncio client is this loop's now
             catch_up = CatchUp(state, helix)
-            return await asyncio.to_thread(catch_up.run_from_thread, asyncio.get_running_loop())
+            first = await catch_up.run_once()
+            calls = len(twitch.requests())
+            second = await catch_up.run_once()  # e.g. a gap right after: too soon
+            return first, second, len(twitch.requests()) - calls
         finally:
             await close_state(state)
 
-    assert asyncio.run(main()).granted == 1
-    assert len(grants(ledger)) == 1
+    first, second, calls = asyncio.run(main())
+    assert first.retry_at > time.time() + 60 and first.granted == 0
+    assert second == CatchUpPass(retry_at=first.retry_at)
+    assert calls == 0
