@@ -5,6 +5,7 @@ what changed, another app's reward with the same title, titles resolved, none or
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -362,3 +363,15 @@ def test_the_twitch_process_syncs_the_rewards_at_its_start(
 
 def catalogue_ids(redis: Redis, keys: Keys) -> dict[str, str]:
     return dict(RewardCatalogue(redis, keys).load().ids)
+
+
+def test_a_problem_is_logged_once_while_it_lasts(
+    helix: BroadcasterHelix, catalogue: RewardCatalogue, caplog: pytest.LogCaptureFixture
+) -> None:
+    rules = section(rule("missing", "Golden goose"))
+    with caplog.at_level(logging.INFO, logger="wetbot_rewards.twitch"):
+        for _ in range(3):
+            assert RewardSync(helix, rules, catalogue).run_once().problems
+    logged = [r.getMessage() for r in caplog.records if "Golden goose" in r.getMessage()]
+    assert len(logged) == 1 and logged[0].startswith('twitch rewards: twitch rule "missing"'), logged
+    assert len(catalogue.load().problems) == 1, "still on the console"
