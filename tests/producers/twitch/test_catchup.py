@@ -19,6 +19,7 @@ from producers.inbox import event_id
 from producers.state import checked_rewards, close_state, open_state
 from producers.twitch.broadcaster_api import BroadcasterHelix, EndlessCursor
 from producers.twitch.catchup import CatchUp, CatchUpPass, redemption_event
+from producers.twitch.fulfilment import Fulfiller
 from producers.twitch.oauth import OAuthClient
 from producers.twitch.redemptions import RedemptionBook
 from producers.twitch.samples import sample_payload, signed_request
@@ -29,7 +30,7 @@ from tests.conftest import GUILD, USER, SettingsFactory
 from tests.producers.twitch.test_tokens import KEY, connect, make_oauth
 from wetbot_rewards.app import create_app
 from worker import redis_values as values
-from worker.grant import Grant
+from worker.grant import Grant, GrantState
 from worker.keys import Keys
 from worker.ledger import Ledger
 
@@ -338,3 +339,16 @@ def test_after_a_429_a_pass_asked_for_early_asks_helix_nothing(
     assert first.retry_at > time.time() + 60 and first.granted == 0
     assert second == CatchUpPass(retry_at=first.retry_at)
     assert calls == 0
+
+
+def test_a_caught_up_redemption_is_fulfilled_once_its_grant_is_delivered_and_then_leaves_the_list(
+    twitch: TwitchSimulator, helix: BroadcasterHelix, settings: Settings, ledger: Ledger, book: RedemptionBook
+) -> None:
+    chest = twitch.create_reward("Daily chest", 100)
+    rid = str(twitch.redeem(str(chest["id"]), "cooler_user")["id"])
+    assert catch_up(settings, helix).granted == 1
+    [grant] = grants(ledger)
+    assert ledger.transition(grant.id, GrantState.DELIVERED, "applied")
+    assert Fulfiller(book, helix).run_once().done == 1
+    assert [r["status"] for r in twitch.redemptions() if r["id"] == rid] == ["FULFILLED"]
+    assert catch_up(settings, helix).redemptions == 0, "Twitch lists it no more"
