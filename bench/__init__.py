@@ -15,6 +15,7 @@ Benchmarks:
 - ``memory``: RSS of every Procfile process with 10,000 grants queued.
 - ``pickup_latency``: producer answer to request at WetBot on an idle system, ours against stock.
 - ``retention``: Redis bytes per delivered grant, and how fast old grants are trimmed.
+- ``eventsub_reconnect``: WebSocket reconnect time after ``session_reconnect``, and a fresh session after a drop.
 - ``twitch_catchup``: time from a restart to the Twitch redemptions missed while down granted.
 - ``twitch_fulfilment``: Helix calls per 100 redemptions told, and the time from a dead grant to its refund.
 - ``verify_cost``: what reading a baseline before each request costs.

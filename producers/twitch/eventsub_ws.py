@@ -37,13 +37,14 @@ from redis.exceptions import RedisError
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from config.errors import WetbotRewardsError
 from producers.inbox import EventOutcome
 from producers.settle import record_event
 from producers.state import AppState
 from producers.twitch.broadcaster_api import BroadcasterHelix
-from producers.twitch.cli import WantedSubscription
 from producers.twitch.helix import HelixError, Subscription, SubscriptionExists
 from producers.twitch.oauth import TwitchAuthError
+from producers.twitch.subscriptions import WantedSubscription
 from producers.twitch.webhook import handle_message
 
 __all__ = [
@@ -134,7 +135,7 @@ class _Message:
         return str(self.metadata.get("message_id", ""))
 
 
-class _Dropped(Exception):
+class _Dropped(WetbotRewardsError):
     """The session is over; a fresh connection follows."""
 
     def __init__(self, reason: str, *, quick: bool = False) -> None:
@@ -220,6 +221,8 @@ class EventSubClient:
         self.created = 0
         #: When the last message arrived (epoch seconds; None: none yet).
         self._last_seen_at: float | None = None
+        #: The current session got every subscription it needs.
+        self._worked = False
 
     def down_since(self, reason: str, since: float | None) -> None:
         """Delivery was down before this client started (a restart): report it once the socket is up."""
@@ -236,7 +239,7 @@ class EventSubClient:
             except _Dropped as drop:
                 if self._down is None:
                     self._down = (drop.reason, self._last_seen_at)
-                if drop.quick or time.monotonic() - started > 2 * BACKOFF_S[-1]:
+                if drop.quick or self._worked or time.monotonic() - started > 2 * BACKOFF_S[-1]:
                     failures = 0
                 delay = 0.0 if drop.quick else BACKOFF_S[min(failures, len(BACKOFF_S) - 1)]
                 failures += 0 if drop.quick else 1
@@ -248,6 +251,7 @@ class EventSubClient:
 
     # -- one session -------------------------------------------------------------------------------
     async def _session(self, stop: asyncio.Event) -> None:
+        self._worked = False
         ws = await self._open(self._url)
         try:
             welcome = _welcome(await self._first(ws))
@@ -256,7 +260,9 @@ class EventSubClient:
             logger.info(
                 "EventSub WebSocket session %s open (keepalive %.4g s)", welcome.session_id, welcome.keepalive_s
             )
-            await asyncio.to_thread(self._subscribe, welcome.session_id, None)
+            failed = await asyncio.to_thread(self._subscribe, welcome.session_id, None)
+            # A session that got every subscription worked: a drop after it starts the backoff over.
+            self._worked = not failed
             if self._down is not None:
                 reason, since = self._down
                 self._down = None
@@ -397,17 +403,17 @@ class EventSubClient:
 
     # -- subscriptions (in a thread: Helix calls block) ----------------------------------------------
     def _subscribe(self, session_id: str, listed: list[Subscription] | None) -> int:
-        """Create each wanted subscription the session lacks; returns how many were created.
+        """Create each wanted subscription the session lacks; returns how many could not be created.
 
         With ``listed`` None (right after the welcome) every one is created without listing first: the
         session is new, and the keepalive timeout is short. A 409 lists once and compares.
         """
-        created = 0
+        created = failed = 0
         try:
             needed = self._wanted()
         except (HelixError, TwitchAuthError) as exc:  # the broadcaster's id comes from the stored tokens
             logger.warning("EventSub subscriptions not created: %s", exc)
-            return 0
+            return 1
         for wanted in needed:
             if listed is not None and any(
                 _same(sub, wanted) and sub.active and sub.session_id == session_id for sub in listed
@@ -417,9 +423,9 @@ class EventSubClient:
                 created += self._create(wanted, session_id, listed)
             except (HelixError, TwitchAuthError) as exc:
                 logger.warning("EventSub subscription %s not created: %s", wanted.describe(), exc)
-                continue
+                failed += 1
         self.created += created
-        return created
+        return failed
 
     def _create(self, wanted: WantedSubscription, session_id: str, listed: list[Subscription] | None) -> int:
         try:

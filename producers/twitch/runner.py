@@ -43,11 +43,11 @@ from config.settings import Settings
 from producers.state import AppState, checked_rewards, close_state, open_state
 from producers.twitch.broadcaster_api import BroadcasterHelix
 from producers.twitch.catchup import CatchUp
-from producers.twitch.cli import wanted_subscriptions
 from producers.twitch.eventsub_ws import EventSubClient, GapSink, deliver_to
 from producers.twitch.fulfilment import Fulfiller
 from producers.twitch.redemptions import RedemptionBook
 from producers.twitch.reward_catalogue import SYNC_EVERY_S, RewardCatalogue, RewardSync
+from producers.twitch.subscriptions import wanted_subscriptions
 from producers.twitch.tokens import AuthState, TokenVault
 from worker import redis_values as values
 from worker.connections import connect_redis

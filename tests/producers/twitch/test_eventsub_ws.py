@@ -18,11 +18,11 @@ from redis import Redis
 from producers.inbox import EventOutcome, Outcome
 from producers.state import AppState, checked_rewards, close_state, open_state
 from producers.twitch.broadcaster_api import BroadcasterHelix
-from producers.twitch.cli import wanted_subscriptions
 from producers.twitch.eventsub_ws import EventSubClient, GapSink, deliver_to
 from producers.twitch.oauth import OAuthClient
 from producers.twitch.runner import TwitchRunner, missed_periods
 from producers.twitch.samples import sample_event
+from producers.twitch.subscriptions import wanted_subscriptions
 from producers.twitch.tokens import TokenVault
 from simulator.eventsub_ws import CLOSE_RECONNECTED
 from simulator.twitch import DEFAULT_BROADCASTER, DEFAULT_CLIENT_ID
