@@ -124,13 +124,18 @@ class CatchUp:
     def __init__(self, state: AppState, helix: BroadcasterHelix) -> None:
         self._state = state
         self._helix = helix
+        #: epoch seconds before which Helix's bucket is empty (a 429 said so): a pass asked for sooner waits.
+        self._retry_at = 0.0
 
     async def run_once(self) -> CatchUpPass:
-        """One pass over every reward our client id manages; what it did.
+        """One pass over every reward our client id manages; what it did. Until the time a 429 gave, a pass
+        asks Helix nothing and says when to come back (``CatchUpPass.retry_at``).
 
         Helix and the synchronous Redis calls run in threads, so the caller's event loop keeps serving.
         Raises only for Redis (or the broker): what was handled before stays handled.
         """
+        if time.time() < self._retry_at:
+            return CatchUpPass(retry_at=self._retry_at)  # a gap's pass asked for early: Helix would say 429 again
         tally = _Tally()
         try:
             broadcaster_id = await asyncio.to_thread(lambda: self._helix.broadcaster_id)
@@ -140,6 +145,7 @@ class CatchUp:
                 await self._reward(broadcaster_id, reward, tally)
         except HelixRateLimited as exc:
             retry_at = exc.reset_at if exc.reset_at > time.time() else time.time() + RATE_LIMIT_WAIT_S
+            self._retry_at = retry_at
             logger.warning("Twitch rate limit reached: catch-up stops until %.0f s from now", retry_at - time.time())
             return tally.result(retry_at)
         except (HelixError, TwitchAuthError) as exc:
@@ -149,11 +155,6 @@ class CatchUp:
         if done.granted:
             logger.info("Twitch catch-up: %d grant(s) made for missed redemptions", done.granted)
         return done
-
-    def run_from_thread(self, loop: asyncio.AbstractEventLoop) -> CatchUpPass:
-        """``run_once`` on ``loop``, the running loop the state's asyncio client belongs to, waited for from
-        another thread (a runner whose periodic passes run in threads); what the pass did."""
-        return asyncio.run_coroutine_threadsafe(self.run_once(), loop).result()
 
     def _remember(self, rewards: list[ChannelReward]) -> None:
         """Replace ``Keys.twitch_own_rewards`` with the ids just listed, in one step."""

@@ -267,7 +267,8 @@ class RewardSync:
             if line not in previous.problems:
                 logger.warning("twitch rewards: %s", line)
         for line in catalogue.notes:
-            logger.info("twitch rewards: %s", line)
+            if line not in previous.notes:  # a rename is noted on every pass until the file says the new title
+                logger.info("twitch rewards: %s", line)
         return SyncResult(created=tuple(done.created), updated=tuple(done.updated), problems=problems)
 
     # -- steps ------------------------------------------------------------------------------------

@@ -4,8 +4,9 @@ One process at a time works, across hosts: the leader holds a lease in Redis (``
 and renews it; another waits and takes over once the lease runs out (the leader died or lost Redis). Two
 leaders would open two EventSub sessions (Twitch allows three per user) and tell Twitch every fate twice.
 
-The leader, once a channel is connected, runs periodic tasks (token validation as Twitch requires, the
-fulfilment of redemptions, catch-up: at start, every few minutes and soon after a gap) and, with
+The leader, once a channel is connected, runs periodic tasks (the reward sync: ``[[twitch.rewards]]``
+created or updated and titles resolved, ``producers.twitch.reward_catalogue``; token validation as Twitch
+requires, the fulfilment of redemptions, catch-up: at start, every few minutes and soon after a gap) and, with
 ``TWITCH_TRANSPORT=websocket``, the EventSub WebSocket session (``producers.twitch.eventsub_ws``). Without
 a connected channel it idles, says so once and looks again every ``IDLE_CHECK_S``: a Procfile process must
 not exit by itself. SIGTERM (and SIGINT) stop it within a few seconds, the lease released so a successor
@@ -46,6 +47,7 @@ from producers.twitch.cli import wanted_subscriptions
 from producers.twitch.eventsub_ws import EventSubClient, GapSink, deliver_to
 from producers.twitch.fulfilment import Fulfiller
 from producers.twitch.redemptions import RedemptionBook
+from producers.twitch.reward_catalogue import SYNC_EVERY_S, RewardCatalogue, RewardSync
 from producers.twitch.tokens import AuthState, TokenVault
 from worker import redis_values as values
 from worker.connections import connect_redis
@@ -413,7 +415,9 @@ async def _serve_settings(settings: Settings, rewards: RewardsConfig, keyring: K
     if vault is not None and client_id is not None:
         helices = [BroadcasterHelix(api_url=settings.twitch_api_url, client_id=client_id, vault=vault) for _ in "abc"]
         state = open_state(settings, rewards, keyring)
+        sync = RewardSync(helices[0], rewards.twitch, RewardCatalogue(redis, keys))
         tasks = [
+            PeriodicTask("reward sync", SYNC_EVERY_S, sync.run_once),  # first: catch-up lists the rewards it made
             *standard_tasks(redis, keys, vault, helices[0]),
             PeriodicTask("catch-up", CATCH_UP_EVERY_S, CatchUp(state, helices[1]).run_once, after_gap=True),
         ]

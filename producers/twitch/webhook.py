@@ -49,6 +49,8 @@ from producers.request_body import read_capped_body
 from producers.settle import record_event
 from producers.state import AppState, app_state
 from producers.submit import planned_for_identity, self_link_and_release
+from producers.twitch.broadcaster_api import TwitchUser
+from producers.twitch.logins import LinkNames
 from producers.twitch.rules import NO_REWARD_IDS, MalformedEvent, Plan, plan_notification
 from producers.twitch.signature import HEADER_MESSAGE_TYPE, SignatureRejected, verify
 from worker.keys import SEEN_TTL_S
@@ -331,6 +333,7 @@ def _make_links(state: AppState, plan: Plan) -> list[str]:
             count_event(state.redis, state.keys, f"twitch.link_reward.refused.{outcome.value}")
             notes.append(f"link reward {link.rule_id}: not linked: {outcome.why}")
             continue
+        _remember_names(state, plan, link.twitch_user_id)
         logger.info(
             "twitch user %s linked to Discord user %s by redemption; %d parked grant(s) queued",
             link.twitch_user_id,
@@ -339,6 +342,13 @@ def _make_links(state: AppState, plan: Plan) -> list[str]:
         )
         notes.append(f"linked Twitch user {link.twitch_user_id} to Discord user {link.discord_user_id}")
     return notes
+
+
+def _remember_names(state: AppState, plan: Plan, twitch_user_id: str) -> None:
+    """Keep the login and display name the event gave for a viewer it linked (the console shows them)."""
+    names = next((g.names for g in plan.grants if g.twitch_user_id == twitch_user_id and g.names), ())
+    if names:
+        LinkNames(state.redis, state.keys).remember("twitch", TwitchUser(twitch_user_id, names[0], names[-1]))
 
 
 def _record_revocation(state: AppState, message_id: str, subscription: dict[str, Any], subscription_type: str) -> str:

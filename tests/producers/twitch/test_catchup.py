@@ -19,6 +19,7 @@ from producers.inbox import event_id
 from producers.state import checked_rewards, close_state, open_state
 from producers.twitch.broadcaster_api import BroadcasterHelix, EndlessCursor
 from producers.twitch.catchup import CatchUp, CatchUpPass, redemption_event
+from producers.twitch.fulfilment import Fulfiller
 from producers.twitch.oauth import OAuthClient
 from producers.twitch.redemptions import RedemptionBook
 from producers.twitch.samples import sample_payload, signed_request
@@ -29,7 +30,7 @@ from tests.conftest import GUILD, USER, SettingsFactory
 from tests.producers.twitch.test_tokens import KEY, connect, make_oauth
 from wetbot_rewards.app import create_app
 from worker import redis_values as values
-from worker.grant import Grant
+from worker.grant import Grant, GrantState
 from worker.keys import Keys
 from worker.ledger import Ledger
 
@@ -315,21 +316,39 @@ def test_a_restart_grants_the_missed_redemptions_within_seconds(
     assert elapsed < 10.0
 
 
-def test_a_runner_thread_runs_a_pass_on_the_loop_of_the_state(
-    twitch: TwitchSimulator, helix: BroadcasterHelix, settings: Settings, ledger: Ledger
+def test_after_a_429_a_pass_asked_for_early_asks_helix_nothing(
+    twitch: TwitchSimulator, helix: BroadcasterHelix, settings: Settings
 ) -> None:
     chest = twitch.create_reward("Daily chest", 100)
     twitch.redeem(str(chest["id"]), "cooler_user")
+    twitch.set_rate_limit(1, window_s=600.0)  # the rewards, then 429 for the redemptions
 
-    async def main() -> CatchUpPass:
+    async def main() -> tuple[CatchUpPass, CatchUpPass, int]:
         rewards, keyring = checked_rewards(settings)
         state = open_state(settings, rewards, keyring)
         try:
-            await state.aredis.set(f"{state.keys.prefix}:probe", "1")  # the asyncio client is this loop's now
             catch_up = CatchUp(state, helix)
-            return await asyncio.to_thread(catch_up.run_from_thread, asyncio.get_running_loop())
+            first = await catch_up.run_once()
+            calls = len(twitch.requests())
+            second = await catch_up.run_once()  # e.g. a gap right after: too soon
+            return first, second, len(twitch.requests()) - calls
         finally:
             await close_state(state)
 
-    assert asyncio.run(main()).granted == 1
-    assert len(grants(ledger)) == 1
+    first, second, calls = asyncio.run(main())
+    assert first.retry_at > time.time() + 60 and first.granted == 0
+    assert second == CatchUpPass(retry_at=first.retry_at)
+    assert calls == 0
+
+
+def test_a_caught_up_redemption_is_fulfilled_once_its_grant_is_delivered_and_then_leaves_the_list(
+    twitch: TwitchSimulator, helix: BroadcasterHelix, settings: Settings, ledger: Ledger, book: RedemptionBook
+) -> None:
+    chest = twitch.create_reward("Daily chest", 100)
+    rid = str(twitch.redeem(str(chest["id"]), "cooler_user")["id"])
+    assert catch_up(settings, helix).granted == 1
+    [grant] = grants(ledger)
+    assert ledger.transition(grant.id, GrantState.DELIVERED, "applied")
+    assert Fulfiller(book, helix).run_once().done == 1
+    assert [r["status"] for r in twitch.redemptions() if r["id"] == rid] == ["FULFILLED"]
+    assert catch_up(settings, helix).redemptions == 0, "Twitch lists it no more"

@@ -5,6 +5,11 @@ what changed, another app's reward with the same title, titles resolved, none or
 from __future__ import annotations
 
 import json
+import logging
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,9 +26,9 @@ from producers.twitch.oauth import OAuthClient
 from producers.twitch.reward_catalogue import AMBIGUOUS, RewardCatalogue, RewardSync, reward_changes
 from producers.twitch.samples import sample_payload, signed_request
 from producers.twitch.tokens import TokenVault
-from simulator.twitch import DEFAULT_CLIENT_ID, TwitchSimulator
+from simulator.twitch import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, TwitchSimulator
 from tests.admin.console.test_console_http import console_settings, log_in
-from tests.conftest import GUILD, SettingsFactory
+from tests.conftest import API_KEY, GUILD, TEST_REDIS_URL, SettingsFactory, wait_for
 from tests.producers.twitch.test_tokens import KEY, connect, make_oauth
 from wetbot_rewards.app import create_app
 from worker.keys import Keys
@@ -318,3 +323,55 @@ def test_the_console_shows_the_rewards_who_made_them_and_the_problems(
     assert f'data-reward="{theirs["id"]}"' in panel and "another app: no refunds" in panel
     assert "this service" in panel and "Hydrate" in panel
     assert 'data-field="reward-problem">[[twitch.rewards]] &#34;Daily chest&#34;: a reward with this title' in panel
+
+
+def test_the_twitch_process_syncs_the_rewards_at_its_start(
+    twitch: TwitchSimulator, redis: Redis, keys: Keys, oauth: OAuthClient, prefix: str, tmp_path: Path
+) -> None:
+    connect(TokenVault(redis, keys, KEY, oauth), oauth)
+    rules = tmp_path / "rules.toml"
+    rules.write_text(f'guild_id = "{GUILD}"\n' + table("Daily chest", 100) + rule("daily", "Daily chest"))
+    env = {
+        **os.environ,  # the conftest cleared every setting from it
+        "WETBOT_API_KEY": API_KEY,
+        "TWITCH_CLIENT_ID": DEFAULT_CLIENT_ID,
+        "TWITCH_CLIENT_SECRET": DEFAULT_CLIENT_SECRET,
+        "TWITCH_AUTH_URL": twitch.auth_url,
+        "TWITCH_API_URL": twitch.api_url,
+        "TOKEN_ENCRYPTION_KEY": KEY.get_secret_value(),
+        "REDIS_URL": TEST_REDIS_URL,
+        "REDIS_KEY_PREFIX": prefix,
+        "REWARDS_FILE": str(rules),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "wetbot_rewards.cli", "twitch", "run"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: bool(catalogue_ids(redis, keys)) or process.poll() is not None, timeout_s=20.0)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=20)
+    [made] = twitch.rewards()
+    assert made["title"] == "Daily chest" and made["client_id"] == DEFAULT_CLIENT_ID, err
+    assert catalogue_ids(redis, keys) == {"daily chest": made["id"]}
+
+
+def catalogue_ids(redis: Redis, keys: Keys) -> dict[str, str]:
+    return dict(RewardCatalogue(redis, keys).load().ids)
+
+
+def test_a_problem_is_logged_once_while_it_lasts(
+    helix: BroadcasterHelix, catalogue: RewardCatalogue, caplog: pytest.LogCaptureFixture
+) -> None:
+    rules = section(rule("missing", "Golden goose"))
+    with caplog.at_level(logging.INFO, logger="wetbot_rewards.twitch"):
+        for _ in range(3):
+            assert RewardSync(helix, rules, catalogue).run_once().problems
+    logged = [r.getMessage() for r in caplog.records if "Golden goose" in r.getMessage()]
+    assert len(logged) == 1 and logged[0].startswith('twitch rewards: twitch rule "missing"'), logged
+    assert len(catalogue.load().problems) == 1, "still on the console"

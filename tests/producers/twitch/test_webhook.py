@@ -19,6 +19,7 @@ from redis import Redis
 
 from config.settings import Settings
 from producers.counters import read_counters
+from producers.twitch.logins import LinkNames
 from producers.twitch.samples import SAMPLE_REWARD_ID, sample_event, sample_payload, signed_request, twitch_timestamp
 from producers.twitch.webhook import MAX_BODY_BYTES, SEEN_MESSAGE, SEEN_REVOCATION_STATE
 from simulator.wetbot import WetbotSimulator
@@ -468,6 +469,13 @@ def test_a_link_reward_links_and_releases_what_was_parked(
     assert client.app.state.wetbot.links.resolve("twitch", "555") == USER  # type: ignore[attr-defined]
     made = grants(ledger)
     assert len(made) == 3 and all(g.state == GrantState.QUEUED and g.user_id == USER for g in made)
+
+
+def test_a_link_reward_remembers_the_viewers_login_and_name(client: TestClient, redis: Redis, keys: Keys) -> None:
+    event = sample_event(REDEMPTION, user_id="555", reward_id=LINK_REWARD, user_input=USER)
+    event.update(user_login="new_viewer", user_name="New_Viewer")
+    assert post(client, sample_payload(REDEMPTION, event)).status_code == 200
+    assert LinkNames(redis, keys).all("twitch") == {"555": ("new_viewer", "New_Viewer")}
 
 
 REDEMPTION = "channel.channel_points_custom_reward_redemption.add"
