@@ -315,7 +315,7 @@ class Deliverer:
             if decision.granted:
                 return decision.member
             if decision.wait_s > budget_s:
-                self._hand_back(run, decision.wait_s)
+                self._hand_back(run, decision.wait_s, due_at_us=decision.due_at_us)
                 return None
             self.sleep(decision.wait_s)
             budget_s -= decision.wait_s
@@ -976,8 +976,8 @@ class Deliverer:
             self.keys.profile(grant.guild_id, grant.user_id), json.dumps(profile), time.time(), PROFILE_TTL_S
         )
 
-    def _hand_back(self, run: _Run, delay_s: float) -> None:
-        self.schedule.reschedule(run.grant.id, run.lease_key, run.lease_value, max(delay_s, 0.0))
+    def _hand_back(self, run: _Run, delay_s: float, *, due_at_us: int = 0) -> None:
+        self.schedule.reschedule(run.grant.id, run.lease_key, run.lease_value, max(delay_s, 0.0), due_at_us=due_at_us)
 
     def _key_works(self, run: _Run) -> None:
         """A call succeeded: a paused or refused key is usable again."""

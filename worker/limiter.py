@@ -89,6 +89,9 @@ class SlotDecision:
     wait_s: float
     #: The slot's member in the window (for ``settle``); "" when not granted.
     member: str = ""
+    #: When the wait ends, in microseconds on Redis' clock (a waiter's turn); 0 when granted or not asked. A
+    #: hand-back is due then, not ``wait_s`` after whenever its caller gets to schedule it.
+    due_at_us: int = 0
 
 
 class SlidingWindowLimiter:
@@ -132,7 +135,7 @@ class SlidingWindowLimiter:
             0 (a slot that stands for no real request, in tests): it counts one window from now.
         """
         member = uuid.uuid4().hex
-        granted, wait_us = self._script(
+        granted, wait_us, *clock = self._script(
             keys=[
                 self._keys.rate_window(key_id),
                 self._keys.rate_block(key_id),
@@ -151,7 +154,8 @@ class SlidingWindowLimiter:
         )
         if int(granted) == 1:
             return SlotDecision(granted=True, wait_s=0.0, member=member)
-        return SlotDecision(granted=False, wait_s=max(int(wait_us), 1000) / 1_000_000)
+        wait = max(int(wait_us), 1000)
+        return SlotDecision(granted=False, wait_s=wait / 1_000_000, due_at_us=int(clock[0]) + wait if clock else 0)
 
     def try_spare(
         self, key_id: str, *, keep_free: int, demand_key: str = "", own_demand: int = 0, hold_s: float = 0.0

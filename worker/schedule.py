@@ -293,11 +293,15 @@ class Schedule:
                 start += BATCH
         return adopted
 
-    def reschedule(self, grant_id: str, lease_key: str, lease_value: str, delay_s: float) -> bool:
-        """Hand a claimed grant back: due again in ``delay_s``, the run's lease released (``lua/reschedule.lua``)."""
+    def reschedule(
+        self, grant_id: str, lease_key: str, lease_value: str, delay_s: float, *, due_at_us: int = 0
+    ) -> bool:
+        """Hand a claimed grant back: due again in ``delay_s`` — or at ``due_at_us`` on Redis' clock when given
+        (a rate-limit turn: a run delayed since it was told its turn keeps it) — the run's lease released
+        (``lua/reschedule.lua``)."""
         moved = self._reschedule(
             keys=[self._keys.grant(grant_id), self._keys.due(), lease_key],
-            args=[grant_id, lease_value, max(0, int(delay_s * 1000))],
+            args=[grant_id, lease_value, max(0, int(delay_s * 1000)), max(0, due_at_us // 1000)],
         )
         self.wakeup.due_in(delay_s)
         return values.integer(moved) == 1

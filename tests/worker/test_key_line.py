@@ -6,10 +6,11 @@ All use real Redis, the real limiter, schedule and deliverer, and the simulator 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
-from typing import cast
+from typing import Any, cast
 
 import pytest
 from redis import Redis
@@ -23,7 +24,7 @@ from worker.delivery import Deliverer
 from worker.grant import Grant, GrantItem, GrantState, NewGrant
 from worker.keys import Keys
 from worker.ledger import Ledger
-from worker.limiter import SlidingWindowLimiter
+from worker.limiter import SlidingWindowLimiter, SlotDecision
 from worker.runtime import build_deliverer
 from worker.schedule import Reconciler, Schedule, Wakeup
 from worker.timings import DEFAULT_TIMINGS
@@ -84,6 +85,33 @@ def test_a_grant_refused_after_waiters_were_cancelled_waits_only_for_the_next_fr
         f"handed back for {due_in(deliverer, late.id):.1f} s, behind "
         f"{line_length(redis, keys, key_id) - 1} line entries of cancelled grants (window {window:.2f} s)"
     )
+
+
+class StarvedLimiter(SlidingWindowLimiter):
+    """The real limiter, its caller starved for ``stall_s`` after each refusal (a busy CPU, a GC pause)."""
+
+    stall_s = 0.6
+
+    def try_acquire(self, key_id: str, **asked: Any) -> SlotDecision:
+        decision = super().try_acquire(key_id, **asked)
+        if not decision.granted:
+            time.sleep(self.stall_s)
+        return decision
+
+
+def test_a_run_delayed_after_its_refusal_is_still_due_at_its_turn(
+    make_settings: SettingsFactory, redis: Redis, ledger: Ledger, keys: Keys
+) -> None:
+    """Seen under load: a run stalled between its refusal and its hand-back was due its wait *after the stall*,
+    so a grant refused later, behind it, came due first and took the slot that was its turn."""
+    built = build_deliverer(make_settings(wetbot_rate_limit="2/4s"), redis)
+    deliverer = dataclasses.replace(built, limiter=StarvedLimiter(redis, keys, built.limiter.rate))
+    key_id = fill_window(deliverer)
+    waiting = grant(ledger, "w", USER)
+    deliverer.deliver(waiting.id)  # refused, then stalled before handing back
+    [turn_us] = scores(redis, keys.rate_line(key_id)).values()
+    due_ms = cast(float, redis.zscore(keys.due(), waiting.id))
+    assert due_ms == turn_us // 1000, f"due {due_ms - turn_us / 1000:+.0f} ms from its turn"
 
 
 def test_a_grant_refused_after_a_merged_request_does_not_wait_behind_the_grants_it_carried(

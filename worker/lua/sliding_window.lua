@@ -18,8 +18,9 @@
 -- ARGV[6]  hold (microseconds): how long after now the granted slot's request may still reach WetBot
 --          unless its answer is recorded first (0: the slot counts one window from now, answered or not)
 --
--- Returns {1, 0} when a slot was taken, {0, wait_us} when the caller must wait
--- that long before asking again.
+-- Returns {1, 0} when a slot was taken, {0, wait_us, now_us} when the caller must wait
+-- that long before asking again: until now_us + wait_us on Redis' clock (a waiter's turn), which a
+-- hand-back schedules as such, so a caller delayed after this answer does not push its turn back.
 --
 -- A slot leaves the window a window after the time it counts from, unless it is pending: its answer
 -- is not recorded and its request may still arrive (a starved process, a slow connect, a worker that
@@ -76,10 +77,10 @@ end
 
 if waiter == '' then
   if blocked_until > now then
-    return {0, blocked_until - now}
+    return {0, blocked_until - now, now}
   end
   local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  return {0, tonumber(oldest[2]) + window - now}
+  return {0, tonumber(oldest[2]) + window - now, now}
 end
 
 local grace = tonumber(ARGV[5])
@@ -112,4 +113,4 @@ local keep_ms = math.ceil((turn - now + grace) / 1000) + 1000
 if redis.call('PTTL', KEYS[3]) < keep_ms then
   redis.call('PEXPIRE', KEYS[3], keep_ms)
 end
-return {0, turn - now}
+return {0, turn - now, now}
