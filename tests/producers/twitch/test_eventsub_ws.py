@@ -6,6 +6,7 @@ a revoked subscription comes back."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from typing import Any
 
 import pytest
 from redis import Redis
+from websockets.sync.client import connect as ws_connect
 
 from producers.inbox import EventOutcome, Outcome
 from producers.state import AppState, checked_rewards, close_state, open_state
@@ -49,6 +51,7 @@ reward = "Daily chest"
 items = [{{ id = "chest", amount = 1 }}]
 """
 SUBSCRIPTIONS_PATH = "/helix/eventsub/subscriptions"
+BROADCASTER = {"broadcaster_user_id": DEFAULT_BROADCASTER.id}
 #: Generous: a loaded machine may be slow, the keepalive timeout is 1 s.
 WAIT_S = 20.0
 
@@ -259,3 +262,33 @@ def test_a_revoked_subscription_is_recorded_created_again_and_the_gap_recorded(
     cheer(wired)
     wait_for(lambda: len(process.outcomes) == 2, timeout_s=WAIT_S)
     assert process.outcomes[1].outcome is Outcome.GRANTED
+
+
+@pytest.fixture
+def orphan(wired: WiredTwitch, vault: TokenVault) -> str:
+    """A cheer subscription Helix still lists as enabled though its session is gone (a socket lost uncleanly)."""
+    helix = BroadcasterHelix(api_url=wired.sim.api_url, client_id=DEFAULT_CLIENT_ID, vault=vault, timeout_s=10.0)
+    try:
+        with ws_connect(wired.ws.url) as socket:
+            welcome = json.loads(socket.recv(timeout=10))
+            session_id = welcome["payload"]["session"]["id"]
+            made = helix.create_websocket_subscription("channel.cheer", "1", BROADCASTER, session_id)
+    finally:
+        helix.close()
+    wait_for(lambda: wired.ws.session_status(session_id) is not None, timeout_s=WAIT_S)
+    wired.sim.set_subscription_status(made.id, "enabled")  # Twitch has not noticed the session's end yet
+    return made.id
+
+
+def test_a_409_for_an_orphan_of_a_dead_session_deletes_it_and_subscribes_again(
+    wired: WiredTwitch, orphan: str, process: Process
+) -> None:
+    session_id = subscribed(wired, process)
+    assert orphan not in {str(s["id"]) for s in wired.sim.subscriptions()}, "the orphan was deleted"
+    statuses = [r.status for r in wired.sim.requests() if r.path == SUBSCRIPTIONS_PATH]
+    assert 409 in statuses and 204 in statuses
+    [live] = [s for s in wired.session_subscriptions(session_id) if s["type"] == "channel.cheer"]
+    assert live["id"] != orphan
+    cheer(wired)
+    wait_for(lambda: len(process.outcomes) == 1, timeout_s=WAIT_S)
+    assert process.outcomes[0].outcome is Outcome.GRANTED
