@@ -223,6 +223,8 @@ class EventSubClient:
         self._last_seen_at: float | None = None
         #: The current session got every subscription it needs.
         self._worked = False
+        #: The current session's socket (a handoff replaces it).
+        self._socket: ClientConnection | None = None
 
     def down_since(self, reason: str, since: float | None) -> None:
         """Delivery was down before this client started (a restart): report it once the socket is up."""
@@ -252,7 +254,7 @@ class EventSubClient:
     # -- one session -------------------------------------------------------------------------------
     async def _session(self, stop: asyncio.Event) -> None:
         self._worked = False
-        ws = await self._open(self._url)
+        ws = self._socket = await self._open(self._url)
         try:
             welcome = _welcome(await self._first(ws))
             self.session_id = welcome.session_id
@@ -269,8 +271,10 @@ class EventSubClient:
                 self._gaps.gap(f"EventSub WebSocket down: {reason}", since)
             await self._read(ws, welcome, stop)
         finally:
+            current, self._socket = self._socket, None
             with contextlib.suppress(ConnectionClosed, OSError):
-                await ws.close()
+                if current is not None:
+                    await current.close()
 
     async def _open(self, url: str) -> ClientConnection:
         try:
@@ -292,17 +296,19 @@ class EventSubClient:
         keepalive_s = welcome.keepalive_s
         last = time.monotonic()
         next_sweep = last + self._sweep_s
+        silent_limit = keepalive_s + keepalive_margin(keepalive_s)
         while not stop.is_set():
-            now = time.monotonic()
-            silent_limit = keepalive_s + keepalive_margin(keepalive_s)
-            if now - last > silent_limit:
-                raise _Dropped(f"no message for {now - last:.1f} s (keepalive timeout {keepalive_s:.4g} s)", quick=True)
-            if now >= next_sweep:
-                next_sweep = now + self._sweep_s
+            if time.monotonic() >= next_sweep:
                 await asyncio.to_thread(self._sweep, welcome.session_id)
+                next_sweep = time.monotonic() + self._sweep_s
             try:
                 text = await asyncio.wait_for(ws.recv(), _TICK_S)
             except TimeoutError:
+                # Only when nothing is waiting: a slow sweep leaves the messages that came meanwhile to be read.
+                silent = time.monotonic() - last
+                if silent > silent_limit:
+                    why = f"no message for {silent:.1f} s (keepalive timeout {keepalive_s:.4g} s)"
+                    raise _Dropped(why, quick=True) from None
                 continue
             except ConnectionClosed as exc:
                 raise _Dropped(_closed(exc)) from None
@@ -310,7 +316,7 @@ class EventSubClient:
             self._saw()
             message = _parse(text)
             if message.type == "session_reconnect":
-                ws = await self._handoff(ws, message)
+                ws = self._socket = await self._handoff(ws, message)
                 last = time.monotonic()
             else:
                 await self._handle(message)

@@ -261,7 +261,11 @@ class TwitchRunner(GapSink):
             await keeper
 
     async def _keep_lease(self, stop: asyncio.Event, halt: asyncio.Event) -> None:
-        """Renew the lease every third of it; halt the work when ``stop`` is set or the lease was lost."""
+        """Renew the lease every third of it; halt the work when ``stop`` is set or the lease was lost.
+
+        A lease that could not be renewed for as long as it lasts counts as lost: another runner may hold it.
+        """
+        renewed = time.monotonic()
         while not halt.is_set():
             await _wait_any((stop, halt), self._lease_s / 3)
             if stop.is_set():
@@ -273,7 +277,9 @@ class TwitchRunner(GapSink):
                 ours = await asyncio.to_thread(self._lease.renew)
             except RedisError as exc:
                 logger.warning("Twitch runner: the lease was not renewed (%s)", type(exc).__name__)
-                continue
+                ours = time.monotonic() - renewed < self._lease_s
+            else:
+                renewed = time.monotonic() if ours else renewed
             if not ours:
                 logger.warning("Twitch runner: the lease was lost (another runner may work now); stopping")
                 halt.set()

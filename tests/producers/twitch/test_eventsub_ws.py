@@ -209,6 +209,8 @@ def test_session_reconnect_moves_the_session_without_a_gap_or_new_subscriptions(
     assert process.client.created == created
     assert sum(1 for r in wired.sim.requests() if r.method == "POST" and r.path == SUBSCRIPTIONS_PATH) == posts
     assert missed_periods(redis, keys) == []
+    process.thread.stop()
+    wait_for(lambda: wired.ws.session_status(session_id) is not None, timeout_s=WAIT_S)  # the new socket closed too
 
 
 def test_a_silent_socket_is_replaced_and_the_gap_recorded(
