@@ -142,14 +142,16 @@ def process(wired: WiredTwitch, state: AppState, vault: TokenVault, redis: Redis
 
 
 def subscribed(wired: WiredTwitch, process: Process, count: int = 2) -> str:
-    """Wait until the client's current session holds ``count`` subscriptions; returns its id."""
+    """Wait until the client's current session holds ``count`` subscriptions and the client has counted the
+    answers that created them (the server holds one before its answer reaches the client); returns its id."""
     found = ""
 
     def ready() -> bool:
         nonlocal found
         client = process.runner.client
         found = client.session_id if client is not None else ""
-        return bool(found) and len(wired.session_subscriptions(found)) == count
+        settled = client is not None and client.created % count == 0 and client.created > 0
+        return bool(found) and len(wired.session_subscriptions(found)) == count and settled
 
     wait_for(ready, timeout_s=WAIT_S)
     return found
