@@ -259,7 +259,7 @@ def test_a_hand_back_announced_while_a_pass_runs_cuts_the_next_sleep_short() -> 
     wakeup.due_in(30.0)  # no sleep in progress: announced during a pass
     started = time.monotonic()
     wakeup.sleep(5.0)
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 2.5, "cut short, not the whole 5 s (the margin is for a starved machine)"
     # ... and only that sleep: the next one is not cut short by the same announcement.
     started = time.monotonic()
     wakeup.sleep(0.2)
