@@ -294,7 +294,7 @@ def test_a_grant_leased_by_another_worker_is_not_sent_twice(
         "a grant that waits for the lease spends no slot"
     )
     due_in = due_in_s(driver.redis, driver.keys, grant.id)
-    assert due_in is not None and 0.2 < due_in <= 0.5
+    assert due_in is not None and 0 < due_in <= 0.5, "due when the other run's lease (0.4 s) ends"
     driver.run(deliverer)
     assert len(sim.applied()) == 1
 

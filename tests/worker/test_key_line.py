@@ -259,7 +259,7 @@ def test_a_hand_back_announced_while_a_pass_runs_cuts_the_next_sleep_short() -> 
     wakeup.due_in(30.0)  # no sleep in progress: announced during a pass
     started = time.monotonic()
     wakeup.sleep(5.0)
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 2.5, "cut short, not the whole 5 s (the margin is for a starved machine)"
     # ... and only that sleep: the next one is not cut short by the same announcement.
     started = time.monotonic()
     wakeup.sleep(0.2)
@@ -341,9 +341,16 @@ def test_a_backlog_of_members_drains_in_the_order_it_arrived_without_a_429(
         grant(ledger, f"m{n}", user)
         time.sleep(0.002)  # created one after another
     driver.run(deliverer, timeout_s=20)
-    arrived = [change.user_id for change in sim.applied()]
+    applied = sim.applied()
+    arrived = [change.user_id for change in applied]
     assert sorted(arrived) == sorted(users)
     rounds = [users.index(user) // 2 for user in arrived]
-    assert rounds == sorted(rounds), f"arrival rounds {rounds}: a grant overtook a whole round of older ones"
+    # Which runs the driver made, and when each change reached WetBot: tells a starved run (it asked after its
+    # turn had passed by a window) from a turn handed out wrong.
+    timeline = [(users.index(c.user_id), round(c.at - applied[0].at, 3)) for c in applied]
+    runs = [grant_id for grant_id, _token in driver.runs]
+    assert rounds == sorted(rounds), (
+        f"arrival rounds {rounds}: a grant overtook a whole round of older ones; (member, s) {timeline}; runs {runs}"
+    )
     assert sim.count_status(429) == 0
     assert sim.max_in_window() <= 2
