@@ -7,7 +7,7 @@ answer carries strict security headers (``route.ConsoleRoute``); every action is
 the audit log (``producers.audit``).
 
 ``router`` gathers the pages (``overview_page``, ``grants_pages``, ``events_pages``,
-``links_pages``, ``audit_pages``) before the catch-all "no such page".
+``links_pages``, ``twitch_page``, ``audit_pages``) before the catch-all "no such page".
 """
 
 from __future__ import annotations
@@ -17,7 +17,15 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.routing import APIRoute
 
-from admin.console import audit_pages, events_pages, grants_pages, links_pages, login_pages, overview_page
+from admin.console import (
+    audit_pages,
+    events_pages,
+    grants_pages,
+    links_pages,
+    login_pages,
+    overview_page,
+    twitch_page,
+)
 from admin.console.context import BASE, ConsoleContext, console_page
 from admin.console.route import ConsoleRoute, message_page
 
@@ -27,7 +35,7 @@ _not_found = APIRouter(route_class=ConsoleRoute)
 #: Every method the catch-all answers: a console address never falls through to the API's JSON 404 or 405.
 _ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 _CATCH_ALL = f"{BASE}/{{rest:path}}"
-_PAGES = (login_pages, overview_page, grants_pages, events_pages, links_pages, audit_pages)
+_PAGES = (login_pages, overview_page, grants_pages, events_pages, links_pages, twitch_page, audit_pages)
 
 
 @_not_found.api_route(BASE, methods=_ANY_METHOD)  # after the overview: its other methods

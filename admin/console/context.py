@@ -97,7 +97,8 @@ class ConsoleContext:
 
     def render(self, template: str, *, active: str = "", status_code: int = 200, **values: Any) -> HTMLResponse:
         """``template`` (extending ``base.html``) with the layout's values: nav (``active``: ``overview``,
-        ``grants``, ``events``, ``links``, ``audit``), the session's csrf token and fingerprint, the flash."""
+        ``grants``, ``events``, ``links``, ``twitch``, ``audit``), the session's csrf token and fingerprint,
+        the flash."""
         context = {
             "active": active,
             "session": self.session,

@@ -8,8 +8,9 @@ from fastapi import APIRouter, Depends, Response
 
 from admin.console.context import BASE, ConsoleContext, console_page
 from admin.console.route import ConsoleRoute
+from admin.console.twitch_page import vault_of
 from admin.overview import overview, revoked_subscription
-from producers.twitch.reward_catalogue import RewardCatalogue
+from admin.twitch_status import token_status
 from worker.eta import describe_wait
 
 __all__ = ["router"]
@@ -26,12 +27,15 @@ def overview_page(console: Annotated[ConsoleContext, Depends(console_page)]) -> 
         rule_guilds.append(rewards.guild_id)
     seen = overview(state.redis, state.keys, state.settings, state.keyring, state.inbox, rule_guilds)
     revocations = [(event, *revoked_subscription(event)) for event in seen.revocations]
+    with vault_of(state) as vault:
+        stored = vault.state()
+        twitch = token_status(stored, vault.key_problem, vault.key_fits())
     return console.render(
         "overview.html",
         active="overview",
         view=seen,
         revocations=revocations,
         describe_wait=describe_wait,
-        catalogue=RewardCatalogue(state.redis, state.keys).load(),
-        reward_titles=rewards.twitch.reward_titles(),
+        twitch=twitch,
+        twitch_login=stored.login,
     )

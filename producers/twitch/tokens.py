@@ -276,6 +276,11 @@ class TokenVault:
         return cls(redis, keys, settings.token_encryption_key, oauth, acks=ReplicaAcks.from_settings(settings))
 
     @property
+    def key_problem(self) -> str | None:
+        """Why this process has no usable ``TOKEN_ENCRYPTION_KEY`` (None: it has one)."""
+        return None if self._fernet is not None else self._key_problem
+
+    @property
     def oauth(self) -> OAuthClient:
         """The OAuth client refreshes and validations go through."""
         return self._oauth
@@ -295,13 +300,32 @@ class TokenVault:
           NotConnected: nothing is stored.
           TokensUndecryptable: the key is not the one they were stored with (the state says so too).
         """
-        fernet = self._cipher()
+        self._cipher()
         stored = values.text_map(self._redis.hgetall(self._keys.twitch_tokens()))
         if "sealed" not in stored:
             raise NotConnected("no Twitch channel is connected: run wetbot-rewards twitch connect")
         version = int(stored.get("version") or 0)
+        tokens = self._unseal(stored["sealed"], version)
+        if tokens is None:
+            self._mark(version, AuthState.UNDECRYPTABLE, _UNDECRYPTABLE)
+            raise TokensUndecryptable(_UNDECRYPTABLE)
+        return tokens
+
+    def key_fits(self) -> bool | None:
+        """Whether this process' key decrypts the stored tokens (None: no usable key, or nothing stored).
+
+        Only looks: unlike ``load`` it records nothing, so a page asking it never changes the state
+        the other processes see.
+        """
+        if self._fernet is None:
+            return None
+        sealed = values.text(self._redis.hget(self._keys.twitch_tokens(), "sealed") or b"")
+        return None if not sealed else self._unseal(sealed, 0) is not None
+
+    def _unseal(self, sealed: str, version: int) -> StoredTokens | None:
+        """The tokens sealed in ``sealed``; None when this key does not open them (or they are damaged)."""
         try:
-            record = json.loads(fernet.decrypt(stored["sealed"].encode("ascii")))
+            record = json.loads(self._cipher().decrypt(sealed.encode("ascii")))
             return StoredTokens(
                 access_token=str(record["access_token"]),
                 refresh_token=str(record["refresh_token"]),
@@ -313,9 +337,7 @@ class TokenVault:
                 version=version,
             )
         except (InvalidToken, ValueError, KeyError, TypeError):
-            pass  # the message below says it all; the cause would add nothing but noise
-        self._mark(version, AuthState.UNDECRYPTABLE, _UNDECRYPTABLE)
-        raise TokensUndecryptable(_UNDECRYPTABLE)
+            return None  # the caller's message says it all; the cause would add nothing but noise
 
     # -- writing ----------------------------------------------------------------------------------------
     def store(self, pair: TokenPair, info: TokenInfo) -> StoredTokens:
