@@ -264,7 +264,8 @@ class Keys:
     # --- the broadcaster's Twitch authorisation (``producers.twitch.tokens``) ------------
     def twitch_tokens(self) -> str:
         """HASH ``sealed`` (the tokens, Fernet-encrypted under ``TOKEN_ENCRYPTION_KEY``) and ``version`` (one
-        more each time a new pair is written), written in one step (``lua/store_tokens.lua``)."""
+        more each time a new pair is written), written in one step (``lua/store_tokens.lua``). A disconnect
+        removes ``sealed`` and keeps ``version`` (``lua/forget_tokens.lua``)."""
         return f"{self.prefix}:twitch:tokens"
 
     def twitch_auth_state(self) -> str:
@@ -330,6 +331,11 @@ class Keys:
         TTL ``CONSOLE_SESSION_S``; the cookie value itself is never stored.
         """
         return f"{self.prefix}:console:session:{digest}"
+
+    def console_twitch_state(self, digest: str) -> str:
+        """STRING JSON of one pending "Connect with Twitch" (the console session it belongs to, the sha256 of its
+        browser binding); ``digest`` is the sha256 of the OAuth ``state``. TTL a few minutes; used up once."""
+        return f"{self.prefix}:console:twitch-state:{digest}"
 
     def console_login_failures(self, client: str) -> str:
         """STRING count of recent wrong console tokens from one client address (TTL: the counting window)."""

@@ -1,9 +1,11 @@
-"""Twitch commands: ``twitch connect``, ``twitch run``, ``twitch send-test <event>`` and ``twitch subscribe``.
+"""Twitch commands: ``twitch connect``, ``twitch disconnect``, ``twitch run``, ``twitch send-test <event>`` and
+``twitch subscribe``.
 
 ``twitch connect`` runs Twitch's Device Code Grant Flow for the scopes the rules need
 (``producers.twitch.oauth.scopes_for``): it prints them, then the URL and code the broadcaster enters,
 waits for the approval, learns the broadcaster's id and login from the token, and stores the tokens
-encrypted (``producers.twitch.tokens``). It needs nothing but the environment.
+encrypted (``producers.twitch.tokens``). It needs nothing but the environment. ``twitch disconnect`` revokes
+them at Twitch and forgets them.
 
 ``twitch run`` is the Twitch process (Procfile ``eventsub``, ``producers.twitch.runner``).
 
@@ -50,7 +52,7 @@ MESSAGE_TYPES = ("notification", "webhook_callback_verification", "revocation")
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    """Add ``connect``, ``run``, ``send-test`` and ``subscribe`` to the ``twitch`` noun."""
+    """Add ``connect``, ``disconnect``, ``run``, ``send-test`` and ``subscribe`` to the ``twitch`` noun."""
     twitch = parser.add_subparsers(title="twitch commands", metavar="COMMAND")
     connect = twitch.add_parser(
         "connect",
@@ -60,6 +62,13 @@ def register(parser: argparse.ArgumentParser) -> None:
         "(and TWITCH_CLIENT_SECRET for a confidential app), TOKEN_ENCRYPTION_KEY and REDIS_URL.",
     )
     connect.set_defaults(run=_connect)
+    disconnect = twitch.add_parser(
+        "disconnect",
+        help="disconnect the channel: revoke its tokens at Twitch and forget them (safe to run twice)",
+        description="Revokes the stored tokens at Twitch and deletes them. Run with nothing connected, it says "
+        "so and exits 0. Needs TWITCH_CLIENT_ID, TOKEN_ENCRYPTION_KEY and REDIS_URL.",
+    )
+    disconnect.set_defaults(run=_disconnect)
     run = twitch.add_parser(
         "run",
         help="the Twitch process: redemptions told, tokens validated, EventSub over WebSocket (one at a time)",
@@ -143,18 +152,49 @@ def _connect(settings: Settings, args: argparse.Namespace) -> int:
         )
         print("waiting for the approval...", flush=True)
         pair = oauth.poll_device_token(code, scopes)
-        info = oauth.validate(pair.access_token)
-        if info.client_id != settings.twitch_client_id:
-            raise CliError("Twitch issued a token for another client id than TWITCH_CLIENT_ID; nothing stored")
-        vault.store(pair, info)
+        stored, before = vault.connect(pair)
     except (TwitchAuthError, TokenVaultError) as exc:
         raise CliError(f"{exc}; run wetbot-rewards twitch connect again" if _retry_helps(exc) else str(exc)) from None
     finally:
         oauth.close()
         redis.close()
-    if before.user_id and before.user_id != info.user_id:
+    if before.user_id and before.user_id != stored.user_id:
         print(f"replaced the connection of {terminal_safe(before.login)} ({terminal_safe(before.user_id)})")
-    print(f"connected as {terminal_safe(info.login)} ({terminal_safe(info.user_id)})")
+    print(f"connected as {terminal_safe(stored.login)} ({terminal_safe(stored.user_id)})")
+    return 0
+
+
+# -- twitch disconnect ----------------------------------------------------------------------------
+
+
+def _disconnect(settings: Settings, args: argparse.Namespace) -> int:
+    """Revoke the stored tokens at Twitch and forget them; nothing connected is not an error (exit 0)."""
+    del args
+    from producers.twitch.oauth import TwitchAuthError
+    from producers.twitch.tokens import TokenVault, TokenVaultError
+    from worker.connections import connect_redis
+
+    if settings.twitch_client_id is None:
+        raise CliError("TWITCH_CLIENT_ID is not set: it is the client id of your app at dev.twitch.tv/console")
+    redis = connect_redis(settings)
+    vault = TokenVault.from_settings(settings, redis)
+    try:
+        gone = vault.disconnect()
+    except (TwitchAuthError, TokenVaultError) as exc:
+        raise CliError(f"{exc}; nothing was removed") from None
+    finally:
+        vault.oauth.close()
+        redis.close()
+    if gone is None:
+        print("no Twitch channel was connected: nothing to do")
+    elif gone.revoked:
+        print(f"disconnected {terminal_safe(gone.login)} ({terminal_safe(gone.user_id)}): tokens revoked at Twitch")
+    else:
+        print(
+            f"forgot the tokens of {terminal_safe(gone.login)} ({terminal_safe(gone.user_id)}); they could not be "
+            "read with this TOKEN_ENCRYPTION_KEY, so Twitch was not asked to revoke them: remove the app at "
+            "twitch.tv/settings/connections"
+        )
     return 0
 
 
