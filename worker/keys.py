@@ -296,6 +296,17 @@ class Keys:
         the newest ``producers.twitch.runner.MISSED_PERIODS_KEPT`` are kept."""
         return f"{self.prefix}:twitch:missed-periods"
 
+    def twitch_gap_requested(self) -> str:
+        """STRING flag (epoch seconds of the latest request): a gap was recorded outside the Twitch process (a
+        webhook revocation, ``producers.twitch.gaps``); the process takes it (GETDEL) and sweeps the
+        subscriptions and catches up soon."""
+        return f"{self.prefix}:twitch:gap-requested"
+
+    def twitch_subscriptions(self) -> str:
+        """HASH subscription id -> JSON of one EventSub subscription as last seen, plus field ``:check`` -> JSON
+        ``{"checked_at", "transport", "error"}`` (``producers.twitch.subscription_status``; the console lists it)."""
+        return f"{self.prefix}:twitch:subscriptions"
+
     def twitch_own_rewards(self) -> str:
         """SET of the ids of the custom rewards our client id manages on the connected channel, as the last
         catch-up pass listed them (``producers.twitch.catchup``): the webhook path watches those rewards'
