@@ -22,6 +22,7 @@ from producers.twitch.logins import LinkNames
 from producers.twitch.oauth import OAuthClient
 from producers.twitch.reward_catalogue import RewardCatalogue
 from producers.twitch.runner import missed_periods
+from producers.twitch.subscription_status import SubscriptionStatusBook
 from producers.twitch.tokens import TokenVault
 
 __all__ = ["CALLBACK_PATH", "TWITCH_PATH", "connect_blocker", "redirect_uri", "router", "vault_of"]
@@ -97,4 +98,5 @@ def twitch_page(console: Annotated[ConsoleContext, Depends(console_page)]) -> Re
         client_id_set=state.settings.twitch_client_id is not None,
         connect_blocker=blocker,
         redirect_uri=redirect_uri(state.settings) or "",
+        subscriptions=SubscriptionStatusBook(state.redis, state.keys).read(),
     )
