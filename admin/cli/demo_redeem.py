@@ -42,7 +42,9 @@ def add_redeem(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     redeem.add_argument("--login", default=DEFAULT_LOGIN, help=f"the viewer's Twitch login (default {DEFAULT_LOGIN})")
     redeem.add_argument("--input", default="", help="the viewer's text, for a reward that asks for one")
     redeem.add_argument(
-        "--simulator", default=DEFAULT_SIMULATOR_URL, help=f"the Twitch simulator's URL (default {DEFAULT_SIMULATOR_URL})"
+        "--simulator",
+        default=DEFAULT_SIMULATOR_URL,
+        help=f"the Twitch simulator's URL (default {DEFAULT_SIMULATOR_URL})",
     )
     redeem.add_argument(
         "--wait", type=float, default=0.0, metavar="S", help="wait up to S seconds for FULFILLED or CANCELED"
