@@ -279,3 +279,51 @@ def test_the_demo_connects_a_twitch_channel_whose_redemptions_become_fulfilled_g
     wait_for(lambda: not any(map(_listening, [port, sim_port, twitch_port, eventsub_port])), timeout_s=15)
     with pytest.raises(ProcessLookupError):
         os.killpg(proc.pid, 0)
+
+
+def test_with_a_wetbot_key_no_simulator_starts_and_twitch_settings_stay_the_users(
+    checkout: Path, private_redis: PrivateRedis
+) -> None:
+    port, twitch_port = free_port(), free_port()
+    env = user_env(
+        checkout,
+        REDIS_URL=private_redis.url,
+        PORT=str(port),
+        TWITCH_SIM_PORT=str(twitch_port),
+        WETBOT_API_KEY="a-real-key",
+        WETBOT_API_KEYS="333333333333333333=another-real-key",
+        WETBOT_API_URL=f"http://127.0.0.1:{free_port()}/api",
+    )
+    log = checkout.parent / "make-run.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            ["bash", "scripts/run.sh"],
+            cwd=checkout,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+
+        def ready() -> bool:
+            assert proc.poll() is None, log.read_text()
+            try:
+                return requests.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        wait_for(ready, timeout_s=60, interval_s=0.2)
+        wait_for(lambda: "eventsub.1" in log.read_text(), timeout_s=30)
+        text = log.read_text()
+        assert "DEMO MODE" not in text and "demo Twitch channel" not in text, text
+        assert (
+            not (checkout / ".run" / "twitch-sim.log").exists() and not (checkout / ".run" / "wetbot-sim.log").exists()
+        )
+        assert not _listening(twitch_port)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
