@@ -377,6 +377,10 @@ class Settings(BaseSettings):
     twitch_eventsub_ws_url: str = "wss://eventsub.wss.twitch.tv/ws"
     #: How EventSub reaches the service: ``webhook`` (a public HTTPS callback) or ``websocket`` (none needed).
     twitch_transport: Literal["webhook", "websocket"] = "webhook"
+    #: The address the service is reached at from a browser (``https://bot.example.com``), without a trailing
+    #: slash; the console's "Connect with Twitch" sends Twitch ``<PUBLIC_URL>/console/twitch/callback`` as the
+    #: redirect URI. None: the console shows ``twitch connect`` (the device flow) instead.
+    public_url: str | None = None
     #: What the key encrypting the stored Twitch tokens is derived from (``producers.twitch.tokens``), at
     #: least 32 characters; none means ``twitch connect`` refuses to store tokens.
     token_encryption_key: SecretStr | None = None
@@ -449,6 +453,13 @@ class Settings(BaseSettings):
     @classmethod
     def _check_twitch_urls(cls, value: str) -> str:
         return _http_base_url(value, "must be an http:// or https:// URL (Twitch's own by default)")
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        return _http_base_url(value.strip(), "must be an http:// or https:// URL such as https://bot.example.com")
 
     @field_validator("twitch_auth_url")
     @classmethod

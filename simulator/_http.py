@@ -1,8 +1,10 @@
-"""The HTTP plumbing the Twitch simulator shares: a threaded loopback server that hands each request to an app.
+"""The HTTP plumbing the simulators share: a threaded loopback server that tracks its connections, and a
+handler base that dispatches every method to one place.
 
-Kept apart from the app logic so that the OAuth and Helix modules deal in :class:`Request` and :class:`Reply`
-only. The server closes every open connection on :meth:`SimServer.stop_serving`, so a stopped simulator
-answers nothing on kept-alive sockets either (as ``simulator.wetbot`` does).
+:class:`TrackingServer` and :class:`TrackingHandler` serve both ``simulator.wetbot`` (which writes its answers
+itself: faults cut a request mid-way) and the Twitch simulator (:class:`SimServer`: it hands each request to an
+app, so the OAuth and Helix modules deal in :class:`Request` and :class:`Reply` only). A stopped server cuts
+every open connection, so it answers nothing on kept-alive sockets either.
 """
 
 from __future__ import annotations
@@ -67,17 +69,21 @@ class App(Protocol):
     def handle(self, request: Request, stopping: threading.Event) -> Reply: ...
 
 
-class SimServer(ThreadingHTTPServer):
+class TrackingServer(ThreadingHTTPServer):
+    """A threaded HTTP server on loopback that knows its open connections (to cut them when it stops)."""
+
     daemon_threads = True
     allow_reuse_address = True
+    #: The listen backlog. socketserver's 5 overflows when a few dozen worker threads open their connections
+    #: at once (a backlog drained by several processes): the kernel drops the extra SYNs and each of those
+    #: clients retransmits after 1 s, which showed up as a late request in benchmarks. Real servers use hundreds.
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], app: App) -> None:
-        self.app = app
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
         self.stopping = threading.Event()
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
-        super().__init__(address, _Handler)
+        super().__init__(address, handler)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind calls socket.getfqdn(), which can stall on hosts with slow DNS.
@@ -93,11 +99,8 @@ class SimServer(ThreadingHTTPServer):
         with self._connections_lock:
             self._connections.discard(connection)
 
-    def stop_serving(self) -> None:
-        """Wake held requests, stop accepting and cut every open connection."""
-        self.stopping.set()
-        self.shutdown()
-        self.server_close()
+    def close_connections(self) -> None:
+        """Shut every open connection, so a stopped server answers nothing on kept-alive sockets either."""
         with self._connections_lock:
             connections = list(self._connections)
         for connection in connections:
@@ -110,31 +113,54 @@ class SimServer(ThreadingHTTPServer):
         super().handle_error(request, client_address)  # type: ignore[arg-type]
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "TwitchSim/1.0"
-    disable_nagle_algorithm = True
+class TrackingHandler(BaseHTTPRequestHandler):
+    """Keep-alive HTTP/1.1, connections tracked by their :class:`TrackingServer`, every method to ``_dispatch``."""
 
-    def _server(self) -> SimServer:
-        return cast(SimServer, self.server)
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are separate writes: avoid the 40 ms delayed-ACK stall
 
     def setup(self) -> None:
         super().setup()
-        self._server().track(self.connection)
+        cast(TrackingServer, self.server).track(self.connection)
 
     def finish(self) -> None:
         try:
             super().finish()
         finally:
-            self._server().untrack(self.connection)
+            cast(TrackingServer, self.server).untrack(self.connection)
 
     def log_message(self, format: str, *args: object) -> None:
-        """Silenced: the app records requests itself (never with a token)."""
+        """Silenced: each simulator records its requests itself (never with a token or key)."""
 
     def do_GET(self) -> None:
         self._dispatch()
 
-    do_POST = do_PATCH = do_PUT = do_DELETE = do_GET
+    do_POST = do_PATCH = do_PUT = do_DELETE = do_OPTIONS = do_GET
+
+    def _dispatch(self) -> None:
+        raise NotImplementedError
+
+
+class SimServer(TrackingServer):
+    """The Twitch simulator's server: each request goes to ``app``."""
+
+    def __init__(self, address: tuple[str, int], app: App) -> None:
+        self.app = app
+        super().__init__(address, _Handler)
+
+    def stop_serving(self) -> None:
+        """Wake held requests, stop accepting and cut every open connection."""
+        self.stopping.set()
+        self.shutdown()
+        self.server_close()
+        self.close_connections()
+
+
+class _Handler(TrackingHandler):
+    server_version = "TwitchSim/1.0"
+
+    def _server(self) -> SimServer:
+        return cast(SimServer, self.server)
 
     def _dispatch(self) -> None:
         parts = urlsplit(self.path)

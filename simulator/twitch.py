@@ -25,6 +25,13 @@ Facts vs. choices
   stops working (rotation, §4) and answers 400 ``Invalid refresh token``.
 * ``grant_type=client_credentials`` answers an app access token (no refresh token; app tokens are renewed by
   asking again, §4); a wrong secret answers 403 ``invalid client secret``.
+* Authorization code grant flow (docs/sources-sync.md §4, "Authorization code grant flow"):
+  ``GET /oauth2/authorize`` with ``response_type=code``, ``client_id``, ``redirect_uri`` (one registered for
+  the app), ``scope`` (space-separated) and ``state``; the user's approval redirects to the redirect URI with
+  ``code``, ``scope`` and ``state``, a refusal with ``error=access_denied``, ``error_description`` and
+  ``state``. ``POST /oauth2/token`` with ``grant_type=authorization_code``, ``client_id``, ``client_secret``,
+  ``code`` and the same ``redirect_uri`` answers as the device flow's exchange (``access_token``,
+  ``refresh_token``, ``expires_in``, ``scope``, ``token_type``).
 * ``GET /oauth2/validate`` with ``Authorization: OAuth <token>`` answers ``client_id``, ``login``,
   ``scopes``, ``user_id``, ``expires_in``, or 401 for a dead token (§4). ``POST /oauth2/revoke``
   (``client_id``, ``token``) revokes.
@@ -58,6 +65,13 @@ Facts vs. choices
 * ``verification_uri`` points at this simulator's ``/activate`` page (Authorize / Deny buttons, acting as
   the broadcaster); the ``user_code`` is 8 upper-case letters.
 * ``auto_approve_after_s`` approves a device code as the broadcaster once it is that old (demo mode).
+* ``/oauth2/authorize`` acts as the signed-in broadcaster: ``authorize="ask"`` shows a page with Authorize /
+  Cancel buttons, ``approve`` / ``deny`` answer at once (tests, demo mode). A code lives 10 minutes and is
+  single use (RFC 6749 §4.1.2); an unknown, used, expired or other client's code answers 400 ``Invalid
+  authorization code``, another redirect URI 400 ``Parameter redirect_uri does not match registered URI``,
+  a missing or wrong secret 403 ``invalid client secret`` (a public client has none, so cannot use this
+  flow). Without ``redirect_uris`` every http(s) URI counts as registered; an unregistered one, an unknown
+  client or another ``response_type`` is answered 400 by the page itself, never redirected.
 * Refreshing keeps the grant's older access tokens valid until they expire. Revoking either an access or a
   refresh token ends the whole grant (its access tokens and its refresh token).
 * Validating an app token answers ``client_id``, ``scopes`` ``[]`` and ``expires_in`` (no ``login`` or
@@ -96,7 +110,8 @@ Control endpoints (``control=True``), never faulted: ``GET /_sim/health``, ``GET
 arguments plus ``kind``), ``POST /_sim/device/approve`` / ``/_sim/device/deny`` (``{"user_code": ...,
 "login": ...}``, both optional), ``POST /_sim/tokens/expire``, ``POST /_sim/tokens/revoke_all``,
 ``POST /_sim/tokens/issue`` (``{"login", "scopes": [...]}``, answers ``{"tokens": ...}``),
-``POST /_sim/tokens/lifetime`` (``{"seconds": s}``), ``POST /_sim/clock/advance`` (``{"seconds": s}``),
+``POST /_sim/tokens/lifetime`` (``{"seconds": s}``), ``POST /_sim/authorize`` (``{"mode": "ask" | "approve" |
+"deny"}``), ``POST /_sim/clock/advance`` (``{"seconds": s}``),
 ``POST /_sim/rate_limit`` (``{"limit": n, "window_s": s}``); the channel: ``GET /_sim/rewards``,
 ``/_sim/redemptions``, ``/_sim/refunds``, ``/_sim/subscriptions``; ``POST /_sim/redeem`` (``{"reward_id",
 "login", "user_input"}``, answers ``{"event": ...}``), ``/_sim/rewards/create`` (``{"title", "cost", ...,

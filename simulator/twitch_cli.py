@@ -37,6 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--auto-approve-after", type=float, default=None, metavar="S", help="approve device codes after S seconds"
     )
+    parser.add_argument(
+        "--authorize",
+        choices=("ask", "approve", "deny"),
+        default="ask",
+        help="what /oauth2/authorize does: a consent page (ask), or approve / deny at once",
+    )
     parser.add_argument("--poll-interval", type=float, default=5.0, help="device-flow interval (seconds)")
     parser.add_argument("--token-lifetime", type=float, default=14_400.0, help="access-token expires_in (seconds)")
     parser.add_argument("--rate-limit", type=int, default=800, help="Helix points per minute per token")
@@ -66,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         access_token_lifetime_s=float(args.token_lifetime),
         device_poll_interval_s=float(args.poll_interval),
         auto_approve_after_s=args.auto_approve_after,
+        authorize=str(args.authorize),
         rate_limit=int(args.rate_limit),
         host=str(args.host),
         port=int(args.port),

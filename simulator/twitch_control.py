@@ -25,6 +25,7 @@ POSTS = frozenset(
         "tokens/revoke_all",
         "tokens/issue",
         "tokens/lifetime",
+        "authorize",
         "clock/advance",
         "rate_limit",
         "redeem",
@@ -98,6 +99,8 @@ def _change(sim: TwitchCore, endpoint: str, args: dict[str, object]) -> Reply:
         answer["tokens"] = sim.issue_user_token(_optional_str(args.get("login")), [str(s) for s in scopes])
     elif endpoint == "tokens/lifetime":
         sim.set_access_token_lifetime(_float(args["seconds"]))
+    elif endpoint == "authorize":
+        sim.set_authorize(str(args["mode"]))
     elif endpoint == "clock/advance":
         sim.advance_clock(_float(args["seconds"]))
     elif endpoint == "rate_limit":

@@ -20,7 +20,7 @@ from typing import Final, Self
 from simulator._http import Reply, Request, SimServer
 from simulator.twitch_eventsub import ACTIVE, EventSubState, SessionDirectory, Subscription
 from simulator.twitch_helix import BadRequest, Caller, HelixState, RateLimiter, StatusUpdate, bucket_key, helix_error
-from simulator.twitch_oauth import OAuthConfig, OAuthState, TwitchUser, oauth_error
+from simulator.twitch_oauth import AUTHORIZE_MODES, AuthorizeMode, OAuthConfig, OAuthState, TwitchUser, oauth_error
 
 DEFAULT_CLIENT_ID: Final = "sim-client-id"
 DEFAULT_CLIENT_SECRET: Final = "sim-client-secret-0123456789"  # noqa: S105 (a simulator's well-known secret)
@@ -96,6 +96,9 @@ class TwitchCore:
       access_token_lifetime_s, device_code_lifetime_s, device_poll_interval_s: as Twitch answers them
         (``expires_in``, ``interval``).
       auto_approve_after_s: approve each device code as the broadcaster once it is that old (demo mode).
+      authorize: what ``GET /oauth2/authorize`` does: ``ask`` (a consent page with Authorize / Cancel),
+        ``approve`` or ``deny`` (the broadcaster's answer at once, redirected to the redirect URI).
+      redirect_uris: the redirect URIs registered for the apps (None: any http(s) URI counts as registered).
       rate_limit, rate_window_s: each Helix token bucket holds ``rate_limit`` points, refilled over
         ``rate_window_s`` (Twitch: 800 a minute).
       sessions: the EventSub WebSocket server, asked about websocket-transport subscriptions (without it
@@ -118,6 +121,8 @@ class TwitchCore:
         device_code_lifetime_s: float = 1_800.0,
         device_poll_interval_s: float = 5.0,
         auto_approve_after_s: float | None = None,
+        authorize: str = "ask",
+        redirect_uris: Iterable[str] | None = None,
         rate_limit: int = 800,
         rate_window_s: float = 60.0,
         sessions: SessionDirectory | None = None,
@@ -140,6 +145,8 @@ class TwitchCore:
             device_code_lifetime_s=device_code_lifetime_s,
             device_poll_interval_s=device_poll_interval_s,
             auto_approve_after_s=auto_approve_after_s,
+            authorize=_authorize_mode(authorize),
+            redirect_uris=None if redirect_uris is None else tuple(redirect_uris),
         )
         _check_rate(rate_limit, rate_window_s)
         self._rate = (rate_limit, rate_window_s)
@@ -158,6 +165,8 @@ class TwitchCore:
             device_code_lifetime_s=defaults.device_code_lifetime_s,
             device_poll_interval_s=defaults.device_poll_interval_s,
             auto_approve_after_s=defaults.auto_approve_after_s,
+            authorize=defaults.authorize,
+            redirect_uris=defaults.redirect_uris,
         )
         users = {user.id: user for user in (self.broadcaster, *self._viewers)}
         self.oauth = OAuthState(config, self.broadcaster, users, self._root_or_empty())
@@ -422,6 +431,11 @@ class TwitchCore:
         with self._lock:
             self.oauth.config.access_token_lifetime_s = seconds
 
+    def set_authorize(self, mode: str) -> None:
+        """What ``/oauth2/authorize`` does from now on: ``ask``, ``approve`` or ``deny`` (see the parameters)."""
+        with self._lock:
+            self.oauth.config.authorize = _authorize_mode(mode)
+
     def advance_clock(self, seconds: float) -> None:
         """Move the simulator's clock forward (expires device codes and tokens without waiting)."""
         if not (seconds >= 0 and math.isfinite(seconds)):
@@ -550,3 +564,10 @@ class TwitchCore:
             self._requests.append(record)
         if self._on_request is not None:
             self._on_request(record)
+
+
+def _authorize_mode(mode: str) -> AuthorizeMode:
+    for known in AUTHORIZE_MODES:
+        if mode == known:
+            return known
+    raise ValueError(f"authorize must be one of {', '.join(AUTHORIZE_MODES)}, not {mode!r}")

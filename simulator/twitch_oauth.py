@@ -15,12 +15,18 @@ import string
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
+from urllib.parse import urlencode, urlsplit
 
 from simulator._http import Reply, Request
 
 DEVICE_GRANT: str = "urn:ietf:params:oauth:grant-type:device_code"
 
 DeviceState = Literal["pending", "approved", "denied", "used"]
+#: What ``GET /oauth2/authorize`` does: show the consent page (``ask``), or answer as the broadcaster at once.
+AuthorizeMode = Literal["ask", "approve", "deny"]
+AUTHORIZE_MODES: tuple[AuthorizeMode, ...] = ("ask", "approve", "deny")
+#: Seconds an authorization code may wait for its exchange (RFC 6749 §4.1.2 recommends at most 10 minutes).
+AUTHORIZATION_CODE_LIFETIME_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,18 @@ class DeviceCode:
 
 
 @dataclass
+class AuthorizationCode:
+    """A code ``/oauth2/authorize`` handed to the redirect URI; exchanged once, with the same redirect URI."""
+
+    client_id: str
+    redirect_uri: str
+    scopes: tuple[str, ...]
+    user_id: str
+    expires_at: float
+    used: bool = False
+
+
+@dataclass
 class OAuthConfig:
     """The settings of the OAuth side that tests change at run time."""
 
@@ -82,6 +100,9 @@ class OAuthConfig:
     device_code_lifetime_s: float = 1_800.0
     device_poll_interval_s: float = 5.0
     auto_approve_after_s: float | None = None
+    authorize: AuthorizeMode = "ask"
+    #: The redirect URIs registered for the apps (None: any http(s) URI is taken as registered).
+    redirect_uris: tuple[str, ...] | None = None
 
 
 def oauth_error(status: int, message: str) -> Reply:
@@ -104,6 +125,7 @@ class OAuthState:
     tokens: dict[str, AccessToken] = field(default_factory=dict)
     refresh_tokens: dict[str, Grant] = field(default_factory=dict)
     devices: dict[str, DeviceCode] = field(default_factory=dict)
+    codes: dict[str, AuthorizationCode] = field(default_factory=dict)
 
     # ---------------------------------------------------------------- issuing
 
@@ -185,6 +207,8 @@ class OAuthState:
 
     def handle(self, request: Request, now: float) -> Reply:
         endpoint = request.path.removeprefix("/oauth2").strip("/")
+        if endpoint == "authorize" and request.method in ("GET", "POST"):
+            return self._authorize(request, now)
         methods = {"device": "POST", "token": "POST", "validate": "GET", "revoke": "POST"}
         if endpoint not in methods:
             return oauth_error(404, "Not Found")
@@ -237,6 +261,10 @@ class OAuthState:
         if grant_type == DEVICE_GRANT:
             return self._device_token(client_id, form.get("device_code", ""), now)
         secret = self.config.clients[client_id]
+        if grant_type == "authorization_code":
+            if secret is None or form.get("client_secret") != secret:
+                return oauth_error(403, "invalid client secret")
+            return self._code_token(client_id, form, now)
         if grant_type == "client_credentials":
             if secret is None or form.get("client_secret") != secret:
                 return oauth_error(403, "invalid client secret")
@@ -303,6 +331,63 @@ class OAuthState:
         grant.revoked = True
         return Reply(200)
 
+    # ---------------------------------------------------------------- authorization code grant flow
+
+    def _authorize(self, request: Request, now: float) -> Reply:
+        """``GET /oauth2/authorize``: the consent page, or (``config.authorize``) the broadcaster's answer at
+        once; ``POST`` is the page's Authorize / Deny. Either answer is a 302 to the redirect URI, with
+        ``code``, ``scope`` and ``state``, or ``error=access_denied``, ``error_description`` and ``state``. A
+        request that is not the app's own (unknown client, unregistered redirect URI, another response type)
+        is answered here, never sent on to the redirect URI."""
+        form = request.form()
+        client_id, redirect_uri = form.get("client_id", ""), form.get("redirect_uri", "")
+        if client_id not in self.config.clients:
+            return Reply(400, html="<!DOCTYPE html><p>invalid client</p>")
+        if not self._registered(redirect_uri):
+            return Reply(400, html="<!DOCTYPE html><p>redirect_mismatch: the redirect URI is not registered</p>")
+        if form.get("response_type") != "code":
+            return Reply(400, html="<!DOCTYPE html><p>unsupported response type</p>")
+        scopes = tuple(form.get("scope", "").split())
+        state = form.get("state", "")
+        answer = self.config.authorize if request.method == "GET" else form.get("action", "")
+        if answer == "approve":
+            code = secrets.token_hex(15)
+            self.codes[code] = AuthorizationCode(
+                client_id, redirect_uri, scopes, self.broadcaster.id, now + AUTHORIZATION_CODE_LIFETIME_S
+            )
+            return _redirect(redirect_uri, {"code": code, "scope": " ".join(scopes), "state": state})
+        if answer == "deny":
+            query = {"error": "access_denied", "error_description": "The user denied you access", "state": state}
+            return _redirect(redirect_uri, query)
+        hidden = "".join(
+            f'<input type="hidden" name="{name}" value="{html.escape(form.get(name, ""))}">'
+            for name in ("client_id", "redirect_uri", "response_type", "scope", "state")
+        )
+        page = (
+            "<!DOCTYPE html><html><head><title>Authorize (Twitch simulator)</title></head><body>"
+            f"<h1>Authorize an app</h1><p>Signed in as {html.escape(self.broadcaster.display_name)}. "
+            f"Scopes: {html.escape(' '.join(scopes)) or 'none'}.</p>"
+            f'<form method="post" action="/oauth2/authorize">{hidden}'
+            '<button name="action" value="approve">Authorize</button>'
+            '<button name="action" value="deny">Cancel</button></form></body></html>'
+        )
+        return Reply(200, html=page)
+
+    def _registered(self, redirect_uri: str) -> bool:
+        if self.config.redirect_uris is not None:
+            return redirect_uri in self.config.redirect_uris
+        parts = urlsplit(redirect_uri)
+        return parts.scheme in ("http", "https") and bool(parts.netloc) and not parts.fragment
+
+    def _code_token(self, client_id: str, form: Mapping[str, str], now: float) -> Reply:
+        code = self.codes.get(form.get("code", ""))
+        if code is None or code.used or code.client_id != client_id or code.expires_at <= now:
+            return oauth_error(400, "Invalid authorization code")
+        if form.get("redirect_uri", "") != code.redirect_uri:
+            return oauth_error(400, "Parameter redirect_uri does not match registered URI")
+        code.used = True  # single use: a second exchange of the same code is refused
+        return Reply(200, self.issue(client_id, code.user_id, code.scopes, now))
+
     # ---------------------------------------------------------------- the verification page
 
     def activate_page(self, request: Request, now: float) -> Reply:
@@ -327,3 +412,8 @@ class OAuthState:
             '<button name="action" value="deny">Deny</button></form></body></html>'
         )
         return Reply(200, html=page)
+
+
+def _redirect(uri: str, query: Mapping[str, str]) -> Reply:
+    joiner = "&" if urlsplit(uri).query else "?"
+    return Reply(302, headers={"Location": uri + joiner + urlencode(query)})

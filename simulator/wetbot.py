@@ -68,18 +68,17 @@ import re
 import select
 import signal
 import socket
-import socketserver
-import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType, TracebackType
 from typing import Any, Final, Literal, TypeGuard, cast, get_args
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from simulator._http import TrackingHandler, TrackingServer
 
 DEFAULT_KEY: Final = "demo-key"
 DEFAULT_GUILD: Final = "111111111111111111"
@@ -746,28 +745,12 @@ def _check_limit(limit: int, window_s: float) -> None:
         raise ValueError("window_s must be a finite number > 0")
 
 
-class _SimHTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    #: The listen backlog. socketserver's 5 overflows when a few dozen worker threads open their connections
-    #: at once (a backlog drained by several processes): the kernel drops the extra SYNs and each of those
-    #: clients retransmits after 1 s, which showed up as a late request in benchmarks. Real servers use hundreds.
-    request_queue_size = 128
-
+class _SimHTTPServer(TrackingServer):
     def __init__(self, address: tuple[str, int], sim: WetbotSimulator) -> None:
         self.sim = sim
-        self.stopping = threading.Event()
         self._holding = 0
         self._released = threading.Condition()
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
         super().__init__(address, _Handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind calls socket.getfqdn(), which can stall on hosts with slow DNS.
-        socketserver.TCPServer.server_bind(self)
-        host, port = self.server_address[:2]
-        self.server_name, self.server_port = str(host), int(port)
 
     @contextlib.contextmanager
     def holding(self) -> Iterator[None]:
@@ -786,27 +769,6 @@ class _SimHTTPServer(ThreadingHTTPServer):
         with self._released:
             self._released.wait_for(lambda: self._holding == 0, timeout=timeout_s)
 
-    def track(self, connection: socket.socket) -> None:
-        with self._connections_lock:
-            self._connections.add(connection)
-
-    def untrack(self, connection: socket.socket) -> None:
-        with self._connections_lock:
-            self._connections.discard(connection)
-
-    def close_connections(self) -> None:
-        """Shut every open connection, so a stopped simulator answers nothing on kept-alive sockets either."""
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if isinstance(sys.exc_info()[1], OSError):
-            return  # the client went away; nothing to report
-        super().handle_error(request, client_address)
-
 
 class _BadFraming(Exception):
     def __init__(self, status: int, message: str) -> None:
@@ -814,31 +776,11 @@ class _BadFraming(Exception):
         self.status = status
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(TrackingHandler):
     server_version = "WetbotSim/1.0"
-    disable_nagle_algorithm = True  # headers and body are separate writes: avoid the 40 ms delayed-ACK stall
 
     def _server(self) -> _SimHTTPServer:
         return cast(_SimHTTPServer, self.server)
-
-    def setup(self) -> None:
-        super().setup()
-        self._server().track(self.connection)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self._server().untrack(self.connection)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silenced: requests are logged through ``on_request`` (never with the key)."""
-
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    do_POST = do_PATCH = do_PUT = do_DELETE = do_OPTIONS = do_GET
 
     def _dispatch(self) -> None:
         server = self._server()

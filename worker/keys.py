@@ -264,7 +264,8 @@ class Keys:
     # --- the broadcaster's Twitch authorisation (``producers.twitch.tokens``) ------------
     def twitch_tokens(self) -> str:
         """HASH ``sealed`` (the tokens, Fernet-encrypted under ``TOKEN_ENCRYPTION_KEY``) and ``version`` (one
-        more each time a new pair is written), written in one step (``lua/store_tokens.lua``)."""
+        more each time a new pair is written), written in one step (``lua/store_tokens.lua``). A disconnect
+        removes ``sealed`` and keeps ``version`` (``lua/forget_tokens.lua``)."""
         return f"{self.prefix}:twitch:tokens"
 
     def twitch_auth_state(self) -> str:
@@ -295,6 +296,17 @@ class Keys:
         the newest ``producers.twitch.runner.MISSED_PERIODS_KEPT`` are kept."""
         return f"{self.prefix}:twitch:missed-periods"
 
+    def twitch_gap_requested(self) -> str:
+        """STRING flag (epoch seconds of the latest request): a gap was recorded outside the Twitch process (a
+        webhook revocation, ``producers.twitch.gaps``); the process takes it (GETDEL) and sweeps the
+        subscriptions and catches up soon."""
+        return f"{self.prefix}:twitch:gap-requested"
+
+    def twitch_subscriptions(self) -> str:
+        """HASH subscription id -> JSON of one EventSub subscription as last seen, plus field ``:check`` -> JSON
+        ``{"checked_at", "transport", "error"}`` (``producers.twitch.subscription_status``; the console lists it)."""
+        return f"{self.prefix}:twitch:subscriptions"
+
     def twitch_own_rewards(self) -> str:
         """SET of the ids of the custom rewards our client id manages on the connected channel, as the last
         catch-up pass listed them (``producers.twitch.catchup``): the webhook path watches those rewards'
@@ -319,6 +331,11 @@ class Keys:
         TTL ``CONSOLE_SESSION_S``; the cookie value itself is never stored.
         """
         return f"{self.prefix}:console:session:{digest}"
+
+    def console_twitch_state(self, digest: str) -> str:
+        """STRING JSON of one pending "Connect with Twitch" (the console session it belongs to, the sha256 of its
+        browser binding); ``digest`` is the sha256 of the OAuth ``state``. TTL a few minutes; used up once."""
+        return f"{self.prefix}:console:twitch-state:{digest}"
 
     def console_login_failures(self, client: str) -> str:
         """STRING count of recent wrong console tokens from one client address (TTL: the counting window)."""

@@ -7,7 +7,8 @@ answer carries strict security headers (``route.ConsoleRoute``); every action is
 the audit log (``producers.audit``).
 
 ``router`` gathers the pages (``overview_page``, ``grants_pages``, ``events_pages``,
-``links_pages``, ``twitch_page``, ``audit_pages``) before the catch-all "no such page".
+``links_pages``, ``twitch_page``, ``twitch_connect``,
+``audit_pages``) before the catch-all "no such page".
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from admin.console import (
     links_pages,
     login_pages,
     overview_page,
+    twitch_connect,
     twitch_page,
 )
 from admin.console.context import BASE, ConsoleContext, console_page
@@ -35,7 +37,7 @@ _not_found = APIRouter(route_class=ConsoleRoute)
 #: Every method the catch-all answers: a console address never falls through to the API's JSON 404 or 405.
 _ANY_METHOD = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 _CATCH_ALL = f"{BASE}/{{rest:path}}"
-_PAGES = (login_pages, overview_page, grants_pages, events_pages, links_pages, twitch_page, audit_pages)
+_PAGES = (login_pages, overview_page, grants_pages, events_pages, links_pages, twitch_page, twitch_connect, audit_pages)
 
 
 @_not_found.api_route(BASE, methods=_ANY_METHOD)  # after the overview: its other methods

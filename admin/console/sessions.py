@@ -104,7 +104,17 @@ class SessionStore:
 
     def set_flash(self, session: Session, flash: Flash) -> None:
         """Keep ``flash`` for the session's next page (replacing one not shown yet)."""
-        key = self._keys.console_session(session.digest)
+        self.set_flash_for(session.digest, flash)
+
+    def alive(self, digest: str) -> bool:
+        """Whether the session with this digest is still live (not ended, not expired)."""
+        raw = self._redis.hget(self._keys.console_session(digest), "expires_ms")
+        expires = values.text(raw) if raw is not None else ""
+        return expires.isdigit() and int(expires) > time.time() * 1000
+
+    def set_flash_for(self, digest: str, flash: Flash) -> None:
+        """``set_flash`` for the session named by its digest (a request that came without its cookie)."""
+        key = self._keys.console_session(digest)
         with self._redis.pipeline(transaction=True) as pipe:
             pipe.exists(key)
             pipe.hset(key, mapping={"flash": flash.text[:1000], "flash_kind": flash.kind})

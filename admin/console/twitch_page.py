@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Response
 from admin.console.context import BASE, ConsoleContext, console_page
 from admin.console.route import ConsoleRoute
 from admin.twitch_status import twitch_status
+from config.settings import Settings
 from producers.state import AppState
 from producers.twitch.logins import LinkNames
 from producers.twitch.oauth import OAuthClient
@@ -22,11 +23,32 @@ from producers.twitch.reward_catalogue import RewardCatalogue
 from producers.twitch.runner import missed_periods
 from producers.twitch.tokens import TokenVault
 
-__all__ = ["TWITCH_PATH", "router", "vault_of"]
+__all__ = ["CALLBACK_PATH", "TWITCH_PATH", "connect_blocker", "redirect_uri", "router", "vault_of"]
 
 router = APIRouter(route_class=ConsoleRoute)
 
 TWITCH_PATH = f"{BASE}/twitch"
+#: Where Twitch sends the browser back to (``admin.console.twitch_connect``).
+CALLBACK_PATH = f"{TWITCH_PATH}/callback"
+_DEVICE_FLOW = "run wetbot-rewards twitch connect on the server (the device code flow) instead"
+
+
+def redirect_uri(settings: Settings) -> str | None:
+    """``<PUBLIC_URL>/console/twitch/callback``, the redirect URI Twitch is sent; None without ``PUBLIC_URL``."""
+    return None if settings.public_url is None else settings.public_url + CALLBACK_PATH
+
+
+def connect_blocker(settings: Settings) -> str | None:
+    """Why the console cannot offer "Connect with Twitch" (None: it can)."""
+    if settings.public_url is None:
+        return f"PUBLIC_URL is not set, so Twitch cannot send the browser back here: {_DEVICE_FLOW}"
+    if settings.twitch_client_id is None:
+        return "TWITCH_CLIENT_ID is not set: set it to your app's client id (dev.twitch.tv/console)"
+    if settings.twitch_client_secret is None:
+        return f"TWITCH_CLIENT_SECRET is not set, and Twitch's redirect flow needs it: {_DEVICE_FLOW}"
+    if settings.token_encryption_key is None:
+        return "TOKEN_ENCRYPTION_KEY is not set: the tokens could not be stored"
+    return None
 
 
 @contextmanager
@@ -68,4 +90,6 @@ def twitch_page(console: Annotated[ConsoleContext, Depends(console_page)]) -> Re
         active="twitch",
         view=view,
         client_id_set=state.settings.twitch_client_id is not None,
+        connect_blocker=connect_blocker(state.settings),
+        redirect_uri=redirect_uri(state.settings) or "",
     )

@@ -1,17 +1,21 @@
-"""Twitch commands: ``twitch connect``, ``twitch run``, ``twitch send-test <event>`` and ``twitch subscribe``.
+"""Twitch commands: ``twitch connect``, ``twitch disconnect``, ``twitch run``, ``twitch send-test <event>`` and
+``twitch subscribe``.
 
 ``twitch connect`` runs Twitch's Device Code Grant Flow for the scopes the rules need
 (``producers.twitch.oauth.scopes_for``): it prints them, then the URL and code the broadcaster enters,
 waits for the approval, learns the broadcaster's id and login from the token, and stores the tokens
-encrypted (``producers.twitch.tokens``). It needs nothing but the environment.
+encrypted (``producers.twitch.tokens``). It needs nothing but the environment. ``twitch disconnect`` revokes
+them at Twitch and forgets them.
 
 ``twitch run`` is the Twitch process (Procfile ``eventsub``, ``producers.twitch.runner``).
 
 ``twitch send-test`` signs a sample event with ``TWITCH_WEBHOOK_SECRET`` and
 posts it to a running instance, printing what it answered. ``twitch subscribe``
-creates, through Helix, the EventSub subscriptions the rewards file's rules
-need, skipping the ones that already exist, so running it twice creates nothing
-the second time. Neither ever prints a secret.
+runs one webhook subscription sweep (``producers.twitch.subscription_sweep``, what
+``twitch run`` does by itself every few minutes): it creates the EventSub
+subscriptions the rules need, recreates failed or revoked ones and removes our
+stale ones, so running it twice changes nothing the second time. Neither ever
+prints a secret.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from config.rewards import ChannelPointsRedemptionRule, TwitchSection, load_rewa
 from config.settings import Settings
 from producers.answer_output import format_answer
 from producers.printable import terminal_safe
-from producers.twitch.helix import HelixClient, HelixError, SubscriptionExists
+from producers.twitch.helix import HelixClient, HelixError
 from producers.twitch.samples import (
     SAMPLE_REWARD_ID,
     SAMPLE_REWARD_TITLE,
@@ -37,6 +41,7 @@ from producers.twitch.samples import (
     sample_payload,
     signed_request,
 )
+from producers.twitch.subscription_sweep import SubscriptionSweep, webhook_callback
 from producers.twitch.subscriptions import WantedSubscription, wanted_subscriptions
 
 __all__ = ["WantedSubscription", "register", "wanted_subscriptions"]
@@ -47,7 +52,7 @@ MESSAGE_TYPES = ("notification", "webhook_callback_verification", "revocation")
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    """Add ``connect``, ``run``, ``send-test`` and ``subscribe`` to the ``twitch`` noun."""
+    """Add ``connect``, ``disconnect``, ``run``, ``send-test`` and ``subscribe`` to the ``twitch`` noun."""
     twitch = parser.add_subparsers(title="twitch commands", metavar="COMMAND")
     connect = twitch.add_parser(
         "connect",
@@ -57,6 +62,13 @@ def register(parser: argparse.ArgumentParser) -> None:
         "(and TWITCH_CLIENT_SECRET for a confidential app), TOKEN_ENCRYPTION_KEY and REDIS_URL.",
     )
     connect.set_defaults(run=_connect)
+    disconnect = twitch.add_parser(
+        "disconnect",
+        help="disconnect the channel: revoke its tokens at Twitch and forget them (safe to run twice)",
+        description="Revokes the stored tokens at Twitch and deletes them. Run with nothing connected, it says "
+        "so and exits 0. Needs TWITCH_CLIENT_ID, TOKEN_ENCRYPTION_KEY and REDIS_URL.",
+    )
+    disconnect.set_defaults(run=_disconnect)
     run = twitch.add_parser(
         "run",
         help="the Twitch process: redemptions told, tokens validated, EventSub over WebSocket (one at a time)",
@@ -79,10 +91,19 @@ def register(parser: argparse.ArgumentParser) -> None:
     test.add_argument("--message-type", choices=MESSAGE_TYPES, default="notification")
     test.set_defaults(run=_send_test)
 
-    subscribe = twitch.add_parser("subscribe", help="create the EventSub subscriptions the rules need (idempotent)")
-    subscribe.add_argument("--callback", required=True, help="public https URL of POST /webhooks/twitch")
-    subscribe.add_argument("--broadcaster-id", required=True, help="the channel's Twitch user id")
-    subscribe.add_argument("--dry-run", action="store_true", help="list what would be created, create nothing")
+    subscribe = twitch.add_parser(
+        "subscribe",
+        help="one subscription sweep now: create what the rules need, recreate failed ones, remove our stale ones",
+        description="What the Twitch process (twitch run) does by itself every few minutes with "
+        "TWITCH_TRANSPORT=webhook; running it by hand is optional.",
+    )
+    subscribe.add_argument(
+        "--callback", help="public https URL of POST /webhooks/twitch (default: PUBLIC_URL + /webhooks/twitch)"
+    )
+    subscribe.add_argument(
+        "--broadcaster-id", help="the channel's Twitch user id (default: the connected channel's, twitch connect)"
+    )
+    subscribe.add_argument("--dry-run", action="store_true", help="list what would change, change nothing")
     subscribe.set_defaults(run=_subscribe)
 
 
@@ -131,18 +152,49 @@ def _connect(settings: Settings, args: argparse.Namespace) -> int:
         )
         print("waiting for the approval...", flush=True)
         pair = oauth.poll_device_token(code, scopes)
-        info = oauth.validate(pair.access_token)
-        if info.client_id != settings.twitch_client_id:
-            raise CliError("Twitch issued a token for another client id than TWITCH_CLIENT_ID; nothing stored")
-        vault.store(pair, info)
+        stored, before = vault.connect(pair)
     except (TwitchAuthError, TokenVaultError) as exc:
         raise CliError(f"{exc}; run wetbot-rewards twitch connect again" if _retry_helps(exc) else str(exc)) from None
     finally:
         oauth.close()
         redis.close()
-    if before.user_id and before.user_id != info.user_id:
+    if before.user_id and before.user_id != stored.user_id:
         print(f"replaced the connection of {terminal_safe(before.login)} ({terminal_safe(before.user_id)})")
-    print(f"connected as {terminal_safe(info.login)} ({terminal_safe(info.user_id)})")
+    print(f"connected as {terminal_safe(stored.login)} ({terminal_safe(stored.user_id)})")
+    return 0
+
+
+# -- twitch disconnect ----------------------------------------------------------------------------
+
+
+def _disconnect(settings: Settings, args: argparse.Namespace) -> int:
+    """Revoke the stored tokens at Twitch and forget them; nothing connected is not an error (exit 0)."""
+    del args
+    from producers.twitch.oauth import TwitchAuthError
+    from producers.twitch.tokens import TokenVault, TokenVaultError
+    from worker.connections import connect_redis
+
+    if settings.twitch_client_id is None:
+        raise CliError("TWITCH_CLIENT_ID is not set: it is the client id of your app at dev.twitch.tv/console")
+    redis = connect_redis(settings)
+    vault = TokenVault.from_settings(settings, redis)
+    try:
+        gone = vault.disconnect()
+    except (TwitchAuthError, TokenVaultError) as exc:
+        raise CliError(f"{exc}; nothing was removed") from None
+    finally:
+        vault.oauth.close()
+        redis.close()
+    if gone is None:
+        print("no Twitch channel was connected: nothing to do")
+    elif gone.revoked:
+        print(f"disconnected {terminal_safe(gone.login)} ({terminal_safe(gone.user_id)}): tokens revoked at Twitch")
+    else:
+        print(
+            f"forgot the tokens of {terminal_safe(gone.login)} ({terminal_safe(gone.user_id)}); they could not be "
+            "read with this TOKEN_ENCRYPTION_KEY, so Twitch was not asked to revoke them: remove the app at "
+            "twitch.tv/settings/connections"
+        )
     return 0
 
 
@@ -211,11 +263,15 @@ def _subscribe(settings: Settings, args: argparse.Namespace) -> int:
         }
         missing = ", ".join(name for name, value in named.items() if value is None)
         raise CliError(f"{missing} must be set to create EventSub subscriptions")
-    if not is_platform_user_id(args.broadcaster_id):
-        raise CliError(f"--broadcaster-id: expected the channel's Twitch user id, {PLATFORM_ID_RULE}")
-    if not args.callback.startswith("https://"):
+    callback = args.callback or webhook_callback(settings.public_url)
+    if callback is None:
+        raise CliError("--callback is needed (or PUBLIC_URL set to the service's https:// address)")
+    if not callback.startswith("https://"):
         raise CliError("--callback: Twitch only calls https:// URLs (port 443)")
-    wanted = wanted_subscriptions(load_rewards(settings.rewards_file).twitch, args.broadcaster_id)
+    broadcaster_id = args.broadcaster_id or _connected_broadcaster(settings)
+    if not is_platform_user_id(broadcaster_id):
+        raise CliError(f"--broadcaster-id: expected the channel's Twitch user id, {PLATFORM_ID_RULE}")
+    wanted = wanted_subscriptions(load_rewards(settings.rewards_file).twitch, broadcaster_id)
     if not wanted:
         print("the rewards file has no Twitch rules: nothing to subscribe to")
         return 0
@@ -226,55 +282,31 @@ def _subscribe(settings: Settings, args: argparse.Namespace) -> int:
         client_secret=client_secret.get_secret_value(),
     )
     try:
-        return _reconcile(helix, wanted, args.callback, webhook_secret.get_secret_value(), dry_run=args.dry_run)
+        report = SubscriptionSweep(helix, callback, webhook_secret.get_secret_value()).run(wanted, dry_run=args.dry_run)
     except HelixError as exc:
         raise CliError(str(exc)) from None
     finally:
         helix.close()
+    for line, problem in report.lines:
+        print(line, file=sys.stderr if problem else sys.stdout)
+    print(report.summary())
+    return 1 if report.failed else 0
 
 
-def _reconcile(
-    helix: HelixClient, wanted: list[WantedSubscription], callback: str, secret: str, *, dry_run: bool
-) -> int:
-    """Create each wanted subscription that no active one matches; replace matching ones that stopped working."""
-    existing = helix.list_subscriptions()
-    created = kept = failed = 0
-    for item in wanted:
-        matches = [sub for sub in existing if item.matched_by(sub, callback)]
-        active = [sub for sub in matches if sub.active]
-        if active:
-            print(f"exists   {item.describe()}: {active[0].status}")
-            kept += 1
-            continue
-        if dry_run:
-            print(f"would create {item.describe()}")
-            continue
-        for dead in matches:
-            print(f"removing {item.describe()}: {dead.status}")
-            helix.delete_subscription(dead.id)
-        try:
-            made = helix.create_subscription(item.type, item.version, item.condition, callback, secret)
-        except SubscriptionExists:
-            # Twitch keys duplicates on type and condition: the one it has may send elsewhere.
-            others = sorted(
-                {
-                    sub.callback
-                    for sub in existing
-                    if sub.active
-                    and sub.type == item.type
-                    and sub.condition == item.condition
-                    and sub.callback != callback
-                }
-            )
-            elsewhere = f", sending to {', '.join(others)}" if others else ""
-            print(f"exists   {item.describe()}: Twitch says it already exists{elsewhere}")
-            kept += 1
-            continue
-        except HelixError as exc:
-            print(f"FAILED   {item.describe()}: {exc}", file=sys.stderr)
-            failed += 1
-            continue
-        print(f"created  {item.describe()}: {made.status}")
-        created += 1
-    print(f"{created} created, {kept} already there, {failed} failed")
-    return 1 if failed else 0
+def _connected_broadcaster(settings: Settings) -> str:
+    """The connected channel's id, from the stored tokens (``twitch connect``)."""
+    from producers.twitch.tokens import TokenVault
+    from worker.connections import connect_redis
+
+    if settings.twitch_client_id is None:
+        raise CliError("--broadcaster-id is needed (or a channel connected with wetbot-rewards twitch connect)")
+    redis = connect_redis(settings)
+    vault = TokenVault.from_settings(settings, redis)
+    try:
+        user_id = vault.state().user_id
+    finally:
+        vault.oauth.close()
+        redis.close()
+    if not user_id:
+        raise CliError("--broadcaster-id is needed: no channel is connected (run wetbot-rewards twitch connect)")
+    return user_id

@@ -13,6 +13,9 @@ How a session goes (docs/sources-sync.md §3):
   the subscriptions move over by themselves (none is created again) and nothing is missed.
 * ``revocation``: kept like the webhook keeps it (``webhook.handle_message`` records it); the subscription
   is created again at the next sweep, and the time without it is a gap.
+
+After each subscribe round, sweep and revocation the subscriptions' status is written for the console
+(``producers.twitch.subscription_status``), as the webhook transport's sweep does.
 * Close codes 4000-4007 each give one log line and a fresh connection after a backoff.
 
 Every notification goes through ``webhook.handle_message`` and ``record_event``, the path the webhook takes
@@ -44,6 +47,7 @@ from producers.state import AppState
 from producers.twitch.broadcaster_api import BroadcasterHelix
 from producers.twitch.helix import HelixError, Subscription, SubscriptionExists
 from producers.twitch.oauth import TwitchAuthError
+from producers.twitch.subscription_status import SubscriptionEntry, SubscriptionStatusBook
 from producers.twitch.subscriptions import WantedSubscription
 from producers.twitch.webhook import handle_message
 
@@ -191,6 +195,8 @@ class EventSubClient:
       deliver: where messages go (``deliver_to(state)``).
       gaps: told of gaps and of messages seen.
       sweep_s: seconds between comparisons of the session's subscriptions with the rules'.
+      status: where the subscriptions' status is written after each subscribe round and revocation (None:
+        nowhere).
     """
 
     def __init__(
@@ -202,6 +208,7 @@ class EventSubClient:
         deliver: Deliver,
         gaps: GapSink,
         sweep_s: float = SWEEP_S,
+        status: SubscriptionStatusBook | None = None,
     ) -> None:
         self._url = url
         self._helix = helix
@@ -209,6 +216,7 @@ class EventSubClient:
         self._deliver = deliver
         self._gaps = gaps
         self._sweep_s = sweep_s
+        self._status = status
         #: Why delivery stopped and since when (epoch seconds): reported once the socket is back.
         self._down: tuple[str, float | None] | None = None
         #: Subscription type -> when its revocation arrived (epoch seconds), until it is created again.
@@ -263,6 +271,7 @@ class EventSubClient:
                 "EventSub WebSocket session %s open (keepalive %.4g s)", welcome.session_id, welcome.keepalive_s
             )
             failed = await asyncio.to_thread(self._subscribe, welcome.session_id, None)
+            await asyncio.to_thread(self._record_status, welcome.session_id, None)
             # A session that got every subscription worked: a drop after it starts the backoff over.
             self._worked = not failed
             if self._down is not None:
@@ -385,7 +394,16 @@ class EventSubClient:
             subscription = message.payload.get("subscription")
             shown = subscription.get("type") if isinstance(subscription, dict) else None
             self._revoked.setdefault(str(shown), time.time())
+            if self._status is not None and isinstance(subscription, dict):
+                await asyncio.to_thread(self._record_revocation, Subscription.from_json(subscription))
         await self._store(message)
+
+    def _record_revocation(self, subscription: Subscription) -> None:
+        assert self._status is not None
+        try:
+            self._status.set_status(subscription)
+        except RedisError as exc:
+            logger.warning("EventSub subscription status not recorded (%s)", type(exc).__name__)
 
     async def _store(self, message: _Message) -> None:
         """Into the webhook's path; storage trouble is tried again a few times, then reported as a gap."""
@@ -459,13 +477,29 @@ class EventSubClient:
             return
         self._subscribe(session_id, listed)
         try:
-            now_listed = self._helix.list_websocket_subscriptions() if self._revoked else listed
+            now_listed = self._helix.list_websocket_subscriptions() if self._revoked or self._status else listed
         except (HelixError, TwitchAuthError):
             return
+        self._record_status(session_id, now_listed)
         for kind, since in list(self._revoked.items()):
             if any(sub.type == kind and sub.active and sub.session_id == session_id for sub in now_listed):
                 del self._revoked[kind]
                 self._gaps.gap(f"the {kind} subscription was revoked and is created again", since)
+
+    def _record_status(self, session_id: str, listed: list[Subscription] | None) -> None:
+        """The status snapshot (``producers.twitch.subscription_status``): listed now when ``listed`` is None."""
+        if self._status is None:
+            return
+        try:
+            current = self._helix.list_websocket_subscriptions() if listed is None else listed
+            now = time.time()
+            entries = (SubscriptionEntry.of(s, now, ours=s.session_id == session_id) for s in current)
+            self._status.write("websocket", entries, at=now)
+        except (HelixError, TwitchAuthError) as exc:
+            with contextlib.suppress(RedisError):
+                self._status.failed("websocket", f"the subscriptions could not be listed: {exc}")
+        except RedisError as exc:
+            logger.warning("EventSub subscription status not recorded (%s)", type(exc).__name__)
 
     def _saw(self) -> None:
         self._last_seen_at = time.time()

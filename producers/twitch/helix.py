@@ -55,6 +55,8 @@ class Subscription:
     callback: str
     #: The WebSocket session a ``websocket`` subscription delivers to ("" for webhooks).
     session_id: str = ""
+    #: When Twitch created it (RFC 3339, as Helix lists it).
+    created_at: str = ""
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Subscription:
@@ -69,6 +71,7 @@ class Subscription:
             method=str(transport.get("method", "")),
             callback=str(transport.get("callback", "")),
             session_id=str(transport.get("session_id") or ""),
+            created_at=str(data.get("created_at") or ""),
         )
 
     @property

@@ -1,8 +1,9 @@
-"""Twitch OAuth for the broadcaster's user token: the Device Code Grant Flow, refresh, validate, revoke.
+"""Twitch OAuth for the broadcaster's user token: the Device Code Grant Flow, the authorization code grant
+flow (the console's "Connect with Twitch"), refresh, validate, revoke.
 
-Every endpoint lives under the OAuth base ``TWITCH_AUTH_URL`` (``/device``, ``/token``, ``/validate``,
-``/revoke``). The device flow needs no web server and no redirect, which suits a home install, and works for
-a public app (no client secret) as well as a confidential one (docs/sources-sync.md §4). A public app's
+Every endpoint lives under the OAuth base ``TWITCH_AUTH_URL`` (``/device``, ``/authorize``, ``/token``,
+``/validate``, ``/revoke``). The device flow needs no web server and no redirect, which suits a home install,
+and works for a public app (no client secret) as well as a confidential one (docs/sources-sync.md §4). A public app's
 refresh tokens rotate on use, so whoever refreshes must store the new pair before anyone uses the old one
 (``producers.twitch.tokens`` does, under a lock).
 
@@ -17,6 +18,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 import requests
 
@@ -30,6 +32,7 @@ __all__ = [
     "DeviceCode",
     "DeviceCodeExpired",
     "InvalidAccessToken",
+    "InvalidAuthorizationCode",
     "InvalidRefreshToken",
     "OAuthClient",
     "OAuthRefused",
@@ -95,6 +98,11 @@ class AccessDenied(OAuthRefused):
 class InvalidRefreshToken(OAuthRefused):
     """Raised when Twitch refuses a refresh token: revoked (the channel disconnected the app), expired
     unused, or already used (a public app's refresh tokens rotate). Only connecting again helps."""
+
+
+class InvalidAuthorizationCode(OAuthRefused):
+    """Raised when Twitch refuses an authorization code: unknown, used already, expired, or issued for
+    another redirect URI or client. Connecting again (a new code) is the way."""
 
 
 class InvalidAccessToken(OAuthRefused):
@@ -271,6 +279,50 @@ class OAuthClient:
                     self._answer(response, "the device code exchange")  # raises the refusal as it is
             if time.monotonic() >= deadline:
                 raise DeviceCodeExpired("the code expired before it was approved")
+
+    # -- authorization code grant flow -------------------------------------------------------------------
+    @property
+    def has_secret(self) -> bool:
+        """Whether this is a confidential app (the authorization code flow needs its secret)."""
+        return self._client_secret is not None
+
+    def authorize_url(self, redirect_uri: str, scopes: Iterable[str], state: str) -> str:
+        """Where to send the broadcaster's browser: ``<base>/authorize`` asking for ``scopes``; Twitch sends it
+        back to ``redirect_uri`` with ``code`` and ``state`` (docs/sources-sync.md §4)."""
+        query = {
+            "client_id": self._client_id,
+            "redirect_uri": redirect_uri,
+            "response_type": "code",
+            "scope": " ".join(scopes),
+            "state": state,
+        }
+        return f"{self._base}/authorize?{urlencode(query)}"
+
+    def exchange_code(self, code: str, redirect_uri: str) -> TokenPair:
+        """The tokens for an authorization ``code`` (``grant_type=authorization_code``, with the secret and the
+        same ``redirect_uri``).
+
+        Raises:
+          OAuthRefused: this app has no client secret (nothing is sent), or Twitch refused otherwise.
+          InvalidAuthorizationCode: Twitch refused the code (400).
+          OAuthUnavailable: Twitch could not be reached or answered 5xx/429.
+        """
+        if self._client_secret is None:
+            raise OAuthRefused("TWITCH_CLIENT_SECRET is not set: the authorization code flow needs it")
+        self._secrets.add(code)
+        form = {
+            "client_id": self._client_id,
+            "client_secret": self._client_secret,
+            "code": code,
+            "grant_type": "authorization_code",
+            "redirect_uri": redirect_uri,
+        }
+        try:
+            return self._token_answer(self._post("/token", form), "the authorization code exchange")
+        except OAuthRefused as exc:
+            if exc.status == 400:
+                raise InvalidAuthorizationCode(f"Twitch refused the authorization code: {exc}", exc.status) from None
+            raise
 
     # -- refresh, validate, revoke ----------------------------------------------------------------------
     def refresh(self, refresh_token: str) -> TokenPair:

@@ -6,16 +6,18 @@ leaders would open two EventSub sessions (Twitch allows three per user) and tell
 
 The leader, once a channel is connected, runs periodic tasks (the reward sync: ``[[twitch.rewards]]``
 created or updated and titles resolved, ``producers.twitch.reward_catalogue``; token validation as Twitch
-requires, the fulfilment of redemptions, catch-up: at start, every few minutes and soon after a gap) and, with
+requires, the fulfilment of redemptions, with ``TWITCH_TRANSPORT=webhook`` the subscription sweep
+(``producers.twitch.subscription_sweep``), catch-up: at start, every few minutes and soon after a gap) and, with
 ``TWITCH_TRANSPORT=websocket``, the EventSub WebSocket session (``producers.twitch.eventsub_ws``). Without
 a connected channel it idles, says so once and looks again every ``IDLE_CHECK_S``: a Procfile process must
 not exit by itself. SIGTERM (and SIGINT) stop it within a few seconds, the lease released so a successor
 need not wait for it to expire.
 
 A gap in delivery (a restart, a drop, a revocation) is ``TwitchRunner.gap``: tasks marked ``after_gap``
-(catch-up) run soon, and the period for which cheers, subs and follows may have been missed is recorded
-(``Keys.twitch_missed_periods``), logged and sent to Sentry: Helix has no history of those events
-(docs/sources-sync.md §2).
+(the sweep, catch-up) run soon, and the period for which cheers, subs and follows may have been missed is
+recorded (``producers.twitch.gaps.record_gap``), logged and sent to Sentry: Helix has no history of those
+events (docs/sources-sync.md §2). A gap recorded by another process (a webhook revocation reaches the web
+process) sets ``Keys.twitch_gap_requested``, which the leader looks at every ``GAP_FLAG_CHECK_S``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import json
 import logging
 import secrets
 import signal
@@ -31,7 +32,6 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Final
 
 from redis import Redis
@@ -45,14 +45,18 @@ from producers.twitch.broadcaster_api import BroadcasterHelix
 from producers.twitch.catchup import CatchUp
 from producers.twitch.eventsub_ws import EventSubClient, GapSink, deliver_to
 from producers.twitch.fulfilment import Fulfiller
+from producers.twitch.gaps import MISSED_PERIODS_KEPT, MissedPeriod, missed_periods, record_gap, take_gap_request
+from producers.twitch.helix import HelixClient
 from producers.twitch.redemptions import RedemptionBook
 from producers.twitch.reward_catalogue import SYNC_EVERY_S, RewardCatalogue, RewardSync
+from producers.twitch.subscription_status import SubscriptionStatusBook
+from producers.twitch.subscription_sweep import SWEEP_EVERY_S, SweepPass, webhook_callback
 from producers.twitch.subscriptions import wanted_subscriptions
 from producers.twitch.tokens import AuthState, TokenVault
 from worker import redis_values as values
 from worker.connections import connect_redis
 from worker.keys import Keys
-from worker.observability import capture, configure_logging, init_sentry
+from worker.observability import configure_logging, init_sentry
 from worker.scripts import load_script
 
 __all__ = [
@@ -77,8 +81,8 @@ FULFIL_EVERY_S: Final = 2.0
 CATCH_UP_EVERY_S: Final = 300.0
 #: Seconds between asking the vault whether a validation is due (it validates hourly, docs/sources-sync.md §4).
 VALIDATE_CHECK_S: Final = 60.0
-#: Missed periods kept in Redis (the newest).
-MISSED_PERIODS_KEPT: Final = 100
+#: Seconds between looks at ``Keys.twitch_gap_requested`` (a webhook revocation asks for catch-up through it).
+GAP_FLAG_CHECK_S: Final = 1.0
 #: Seconds between writes of the last message's time (a restart's gap starts there).
 SEEN_WRITE_EVERY_S: Final = 5.0
 
@@ -96,34 +100,6 @@ class PeriodicTask:
     every_s: float
     run: Callable[[], object]
     after_gap: bool = False
-
-
-@dataclass(frozen=True)
-class MissedPeriod:
-    """A period for which cheers, subs and follows may have been missed."""
-
-    reason: str
-    #: Epoch seconds (None: unknown, e.g. no message was ever seen).
-    since: float | None
-    until: float
-
-    def describe(self) -> str:
-        start = _iso(self.since) if self.since is not None else "an unknown time"
-        return f"from {start} to {_iso(self.until)} ({self.reason})"
-
-
-def _iso(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def missed_periods(redis: Redis, keys: Keys) -> list[MissedPeriod]:
-    """The recorded missed periods, oldest first (the console reads them)."""
-    periods = []
-    for raw in values.texts(redis.zrange(keys.twitch_missed_periods(), 0, -1)):
-        data = json.loads(raw)
-        since = data.get("since")
-        periods.append(MissedPeriod(str(data["reason"]), None if since is None else float(since), float(data["until"])))
-    return periods
 
 
 class RunnerLease:
@@ -190,18 +166,7 @@ class TwitchRunner(GapSink):
     def gap(self, reason: str, since: float | None = None) -> None:
         """Events may have been missed from ``since`` until now: catch up soon, record and report the period."""
         self._catch_up_soon.set()
-        period = MissedPeriod(reason, since, time.time())
-        member = json.dumps({"reason": period.reason, "since": period.since, "until": period.until})
-        text = f"Twitch: cheers, subs and follows may have been missed {period.describe()}"
-        logger.warning("%s", text)
-        capture(text, level="warning", tags={"kind": "twitch-missed-period"})
-        try:
-            pipe = self._redis.pipeline()
-            pipe.zadd(self._keys.twitch_missed_periods(), {member: period.until})
-            pipe.zremrangebyrank(self._keys.twitch_missed_periods(), 0, -MISSED_PERIODS_KEPT - 1)
-            pipe.execute()
-        except RedisError as exc:
-            logger.warning("the missed period was not recorded (%s)", type(exc).__name__)
+        record_gap(self._redis, self._keys, reason, since)
 
     def seen(self, at: float) -> None:
         """A message arrived: written now and then, so a restart knows where its gap starts."""
@@ -312,7 +277,11 @@ class TwitchRunner(GapSink):
 
     async def _periodic(self, halt: asyncio.Event) -> None:
         due = dict.fromkeys(range(len(self._tasks)), 0.0)
+        next_flag_look = 0.0
         while not halt.is_set():
+            if time.monotonic() >= next_flag_look:
+                next_flag_look = time.monotonic() + GAP_FLAG_CHECK_S
+                await self._take_gap_request()
             if self._catch_up_soon.is_set():
                 self._catch_up_soon.clear()
                 for index, task in enumerate(self._tasks):
@@ -325,6 +294,15 @@ class TwitchRunner(GapSink):
                 due[index] = time.monotonic() + task.every_s
             wake = min(due.values(), default=time.monotonic() + 1.0) - time.monotonic()
             await _wait(halt, min(max(wake, 0.05), 0.5))
+
+    async def _take_gap_request(self) -> None:
+        """A gap recorded elsewhere (a webhook revocation, ``producers.twitch.gaps``): the after-gap passes soon."""
+        try:
+            if await asyncio.to_thread(take_gap_request, self._redis, self._keys):
+                logger.info("Twitch runner: a gap was recorded; sweeping and catching up now")
+                self._catch_up_soon.set()
+        except RedisError as exc:
+            logger.warning("Twitch runner: the gap flag was not read (%s)", type(exc).__name__)
 
 
 async def _run_task(task: PeriodicTask) -> None:
@@ -384,7 +362,40 @@ def standard_tasks(redis: Redis, keys: Keys, vault: TokenVault, helix: Broadcast
     ]
 
 
-def _client_factory(url: str, state: AppState, helix: BroadcasterHelix) -> Callable[[GapSink], EventSubClient]:
+def _app_helix(settings: Settings) -> HelixClient | None:
+    """Helix with the app access token (webhook subscriptions need it); None without the client secret."""
+    if settings.twitch_client_id is None or settings.twitch_client_secret is None:
+        return None
+    return HelixClient(
+        api_url=settings.twitch_api_url,
+        auth_url=settings.twitch_auth_url,
+        client_id=settings.twitch_client_id,
+        client_secret=settings.twitch_client_secret.get_secret_value(),
+    )
+
+
+def _sweep_pass(
+    settings: Settings,
+    rewards: RewardsConfig,
+    helix: HelixClient | None,
+    vault: TokenVault,
+    status: SubscriptionStatusBook,
+) -> SweepPass:
+    """The webhook subscription sweep for the connected broadcaster, to ``PUBLIC_URL``'s callback."""
+    secret = settings.twitch_webhook_secret
+    return SweepPass(
+        helix=helix,
+        section=rewards.twitch,
+        broadcaster_id=lambda: vault.state().user_id,
+        callback=webhook_callback(settings.public_url),
+        secret=None if secret is None else secret.get_secret_value(),
+        status=status,
+    )
+
+
+def _client_factory(
+    url: str, state: AppState, helix: BroadcasterHelix, status: SubscriptionStatusBook | None = None
+) -> Callable[[GapSink], EventSubClient]:
     """The EventSub client of one leadership: its own Helix session (the passes use another, in their thread)."""
     section = state.rewards.twitch
 
@@ -395,6 +406,7 @@ def _client_factory(url: str, state: AppState, helix: BroadcasterHelix) -> Calla
             wanted=lambda: wanted_subscriptions(section, helix.broadcaster_id),
             deliver=deliver_to(state),
             gaps=gaps,
+            status=status,
         )
 
     return make
@@ -418,6 +430,7 @@ async def _serve_settings(settings: Settings, rewards: RewardsConfig, keyring: K
     tasks: list[PeriodicTask] = []
     state: AppState | None = None
     eventsub: Callable[[GapSink], EventSubClient] | None = None
+    app_helix: HelixClient | None = None
     if vault is not None and client_id is not None:
         helices = [BroadcasterHelix(api_url=settings.twitch_api_url, client_id=client_id, vault=vault) for _ in "abc"]
         state = open_state(settings, rewards, keyring)
@@ -425,16 +438,25 @@ async def _serve_settings(settings: Settings, rewards: RewardsConfig, keyring: K
         tasks = [
             PeriodicTask("reward sync", SYNC_EVERY_S, sync.run_once),  # first: catch-up lists the rewards it made
             *standard_tasks(redis, keys, vault, helices[0]),
-            PeriodicTask("catch-up", CATCH_UP_EVERY_S, CatchUp(state, helices[1]).run_once, after_gap=True),
         ]
+        if settings.twitch_transport == "webhook":
+            app_helix = _app_helix(settings)
+            sweep = _sweep_pass(settings, rewards, app_helix, vault, SubscriptionStatusBook(redis, keys))
+            # Before catch-up: after a revocation the subscription comes back first, then the poll covers the gap.
+            tasks.append(PeriodicTask("subscription sweep", SWEEP_EVERY_S, sweep.run_once, after_gap=True))
+        tasks.append(PeriodicTask("catch-up", CATCH_UP_EVERY_S, CatchUp(state, helices[1]).run_once, after_gap=True))
         if settings.twitch_transport == "websocket":
-            eventsub = _client_factory(settings.twitch_eventsub_ws_url, state, helices[2])
+            eventsub = _client_factory(
+                settings.twitch_eventsub_ws_url, state, helices[2], SubscriptionStatusBook(redis, keys)
+            )
     runner = TwitchRunner(redis, keys, tasks=tasks, ready=_ready(settings, vault), eventsub=eventsub)
     try:
         await runner.serve(stop)
     finally:
         for made in helices:
             made.close()
+        if app_helix is not None:
+            app_helix.close()
         if vault is not None:
             vault.oauth.close()
         if state is not None:

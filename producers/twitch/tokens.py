@@ -1,8 +1,9 @@
 """The broadcaster's Twitch tokens, kept in Redis, encrypted, refreshed by one process at a time.
 
-``twitch connect`` stores the pair once (``TokenVault.store``); every process then reads it
-(``TokenVault.load``), refreshes it after a 401 (``TokenVault.refresh``) and validates it at start and every
-hour as Twitch requires (``TokenVault.validate`` / ``validate_if_due``; docs/sources-sync.md §4).
+``twitch connect`` (or the console's "Connect with Twitch") stores the pair once (``TokenVault.connect``);
+every process then reads it (``TokenVault.load``), refreshes it after a 401 (``TokenVault.refresh``) and
+validates it at start and every hour as Twitch requires (``TokenVault.validate`` / ``validate_if_due``;
+docs/sources-sync.md §4).
 
 Encryption. The tokens are sealed with Fernet (``cryptography``: AES-128-CBC with an HMAC-SHA256, so a wrong
 key or a changed byte is detected, never decrypted to garbage). Its key is derived from
@@ -63,6 +64,7 @@ __all__ = [
     "LOCK_TTL_S",
     "VALIDATE_EVERY_S",
     "AuthState",
+    "Disconnected",
     "NoEncryptionKey",
     "NotConnected",
     "RefreshBusy",
@@ -71,6 +73,7 @@ __all__ = [
     "TokenVaultError",
     "TokensUndecryptable",
     "VaultState",
+    "WrongClient",
     "derive_fernet_key",
 ]
 
@@ -126,6 +129,10 @@ class TokensUndecryptable(TokenVaultError):
     """Raised when the stored tokens cannot be decrypted: another key, or a damaged record."""
 
 
+class WrongClient(TokenVaultError):
+    """Raised when Twitch issued a token for another client id than this app's: nothing is stored."""
+
+
 class RefreshBusy(TokenVaultError):
     """Raised when another process held the refresh lock for longer than a refresh may take."""
 
@@ -146,6 +153,16 @@ class StoredTokens:
     expires_at: float
     client_id: str
     version: int
+
+
+@dataclass(frozen=True)
+class Disconnected:
+    """What ``TokenVault.disconnect`` removed."""
+
+    login: str
+    user_id: str
+    #: Twitch revoked the tokens (False: they could not be read, so only this service forgot them).
+    revoked: bool
 
 
 @dataclass(frozen=True)
@@ -255,6 +272,7 @@ class TokenVault:
         self._store_script = load_script(redis, "store_tokens")
         self._release_script = load_script(redis, "release_lock")
         self._state_script = load_script(redis, "token_state")
+        self._forget_script = load_script(redis, "forget_tokens")
 
     @classmethod
     def from_settings(cls, settings: Settings, redis: Redis) -> TokenVault:
@@ -288,7 +306,7 @@ class TokenVault:
     # -- reading ----------------------------------------------------------------------------------------
     def state(self) -> VaultState:
         """The connection's state; ``not_connected`` when no tokens are stored. Needs no key."""
-        if not self._redis.exists(self._keys.twitch_tokens()):
+        if not self._redis.hexists(self._keys.twitch_tokens(), "sealed"):
             return VaultState(AuthState.NOT_CONNECTED, reason="run wetbot-rewards twitch connect")
         return VaultState.from_fields(values.text_map(self._redis.hgetall(self._keys.twitch_auth_state())))
 
@@ -340,6 +358,60 @@ class TokenVault:
             return None  # the caller's message says it all; the cause would add nothing but noise
 
     # -- writing ----------------------------------------------------------------------------------------
+    def connect(self, pair: TokenPair) -> tuple[StoredTokens, VaultState]:
+        """A pair Twitch just issued (device flow or authorization code): validated, checked to be this app's,
+        stored. Returns what is stored and the state before (to say whose connection it replaced).
+
+        Raises:
+          WrongClient: the token is another client id's; nothing is stored.
+          NoEncryptionKey, NotReplicated: as ``store``.
+          TwitchAuthError: the validation failed (nothing is stored).
+        """
+        self._cipher()
+        before = self.state()
+        info = self._oauth.validate(pair.access_token)
+        if info.client_id != self._oauth.client_id:
+            raise WrongClient("Twitch issued a token for another client id than TWITCH_CLIENT_ID; nothing stored")
+        return self.store(pair, info), before
+
+    def disconnect(self) -> Disconnected | None:
+        """Revoke the stored tokens at Twitch and forget them; None when nothing was connected.
+
+        Tokens this key cannot decrypt cannot be revoked (they are useless here anyway): they are forgotten,
+        and ``revoked`` says so (remove the app at twitch.tv/settings/connections then).
+
+        Raises:
+          NoEncryptionKey: this process has no (usable) key; nothing is changed.
+          OAuthUnavailable, OAuthRefused: Twitch did not revoke them; nothing is forgotten (try again).
+        """
+        self._cipher()
+        while True:
+            state = self.state()
+            if state.state is AuthState.NOT_CONNECTED:
+                return None
+            try:
+                tokens = self.load()
+            except NotConnected:
+                return None
+            except TokensUndecryptable:
+                version = self._version() or 0
+                if self._forget(version):
+                    logger.warning("forgot Twitch tokens this key cannot decrypt: they were not revoked at Twitch")
+                    return Disconnected(state.login, state.user_id, revoked=False)
+                continue
+            self._oauth.revoke(tokens.access_token)
+            self._oauth.revoke(tokens.refresh_token)
+            if self._forget(tokens.version):
+                logger.info(
+                    "Twitch disconnected: the tokens of %s (%s) revoked and forgotten", tokens.login, tokens.user_id
+                )
+                return Disconnected(tokens.login, tokens.user_id, revoked=True)
+            # a refresh wrote a new pair meanwhile: revoke and forget that one too
+
+    def _forget(self, version: int) -> bool:
+        keys = [self._keys.twitch_tokens(), self._keys.twitch_auth_state()]
+        return bool(self._forget_script(keys=keys, args=[str(version)]))
+
     def store(self, pair: TokenPair, info: TokenInfo) -> StoredTokens:
         """Store a new connection: ``pair`` as issued, for the user ``info`` (its ``/validate``) names.
 

@@ -50,9 +50,12 @@ from producers.settle import record_event
 from producers.state import AppState, app_state
 from producers.submit import planned_for_identity, self_link_and_release
 from producers.twitch.broadcaster_api import TwitchUser
+from producers.twitch.gaps import record_gap
+from producers.twitch.helix import Subscription
 from producers.twitch.logins import LinkNames
 from producers.twitch.rules import NO_REWARD_IDS, MalformedEvent, Plan, plan_notification
 from producers.twitch.signature import HEADER_MESSAGE_TYPE, SignatureRejected, verify
+from producers.twitch.subscription_status import SubscriptionStatusBook
 from worker.keys import SEEN_TTL_S
 from worker.observability import capture
 
@@ -353,6 +356,7 @@ def _remember_names(state: AppState, plan: Plan, twitch_user_id: str) -> None:
 
 def _record_revocation(state: AppState, message_id: str, subscription: dict[str, Any], subscription_type: str) -> str:
     """Remember the revocation and warn once per message: that event type's rewards stop until re-subscribed.
+    A webhook subscription's revocation is a gap (``producers.twitch.gaps.record_gap``).
 
     Revocations have their own "seen" markers: a notification's id must never be
     marked handled by anything but its grants. Returns the type as shown.
@@ -377,8 +381,21 @@ def _record_revocation(state: AppState, message_id: str, subscription: dict[str,
     count_event(state.redis, state.keys, "twitch.revocation")
     text = (
         f"Twitch revoked the EventSub subscription for {shown} ({reason}): its rewards stop until "
-        "it is created again (wetbot-rewards twitch subscribe)"
+        "it is created again (the Twitch process's next subscription sweep, or wetbot-rewards twitch subscribe)"
     )
     logger.warning("%s", text)
     capture(text, level="warning", tags={"kind": "twitch-revocation", "state": shown, "reason": reason or "unknown"})
+    transport = subscription.get("transport")
+    if not (isinstance(transport, dict) and transport.get("method") == "websocket"):
+        # A WebSocket session's revocation is the Twitch process's own gap (``eventsub_ws``), recorded there
+        # once the subscription is back; a webhook's reaches only this process: recorded here, and the Twitch
+        # process sweeps and catches up soon (``producers.twitch.gaps``).
+        SubscriptionStatusBook(state.redis, state.keys).set_status(Subscription.from_json(subscription))
+        record_gap(
+            state.redis,
+            state.keys,
+            f"the {shown} subscription was revoked ({reason or 'no reason given'}); created again at the next "
+            "subscription sweep",
+            time.time(),
+        )
     return shown

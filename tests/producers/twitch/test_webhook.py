@@ -434,12 +434,12 @@ def test_revocation_is_recorded_and_warned_once_per_message(
     assert post(client, payload, message_type="revocation", message_id="rev-1").status_code == 200
     state = cast(dict[bytes, bytes], redis.hgetall(keys.source_state(SEEN_REVOCATION_STATE, "channel.follow")))
     assert state[b"status"] == b"authorization_revoked" and state[b"message_id"] == b"rev-1"
-    assert len(sentry_events.events) == 1
+    kinds = [event["tags"]["kind"] for event in sentry_events.events]
+    assert kinds == ["twitch-revocation", "twitch-missed-period"]  # the revocation is also a gap
     event = sentry_events.events[0]
     assert event["level"] == "warning" and "channel.follow" in event["message"]
-    assert event["tags"]["kind"] == "twitch-revocation"
     assert post(client, payload, message_type="revocation", message_id="rev-2").status_code == 200
-    assert len(sentry_events.events) == 2
+    assert len(sentry_events.events) == 4
     assert counters(redis, keys)["twitch.revocation"] == 2
     assert SECRET not in sentry_events.raw()
 
