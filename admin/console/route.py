@@ -29,9 +29,14 @@ from config.domain import InvalidInput
 from producers.unconfirmed import ActionUnconfirmed
 from worker.replication import NotReplicated
 
-__all__ = ["SECURITY_HEADERS", "ConsoleRoute", "message_page"]
+__all__ = ["FORM_ACTION_ORIGIN", "SECURITY_HEADERS", "ConsoleRoute", "message_page"]
 
 logger = logging.getLogger("wetbot_rewards.console")
+
+#: The ``request.state`` attribute a page sets to let its forms lead to one more origin (``form-action``):
+#: the Twitch page's *Connect with Twitch* form is answered with a redirect to Twitch, which browsers check
+#: against the page's ``form-action``.
+FORM_ACTION_ORIGIN = "console_form_action_origin"
 
 #: On every console answer. No script runs anywhere in the console, so the policy allows none.
 SECURITY_HEADERS = {
@@ -134,6 +139,12 @@ class ConsoleRoute(APIRoute):
             except Exception as exc:  # noqa: BLE001 -- a bug: answered as a page, logged, reported
                 response = _bug_page(request, exc)
             response.headers.update(SECURITY_HEADERS)
+            extra = getattr(request.state, FORM_ACTION_ORIGIN, "")
+            if extra:
+                policy = SECURITY_HEADERS["Content-Security-Policy"]
+                response.headers["Content-Security-Policy"] = policy.replace(
+                    "form-action 'self'", f"form-action 'self' {extra}"
+                )
             return response
 
         return handler

@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Response
 
 from admin.console.context import BASE, ConsoleContext, console_page
-from admin.console.route import ConsoleRoute
+from admin.console.route import FORM_ACTION_ORIGIN, ConsoleRoute
 from admin.twitch_status import twitch_status
 from config.settings import Settings
 from producers.state import AppState
@@ -85,11 +86,15 @@ def twitch_page(console: Annotated[ConsoleContext, Depends(console_page)]) -> Re
         missed=missed_periods(state.redis, state.keys),
         display_names=LinkNames(state.redis, state.keys).all("twitch"),
     )
+    blocker = connect_blocker(state.settings)
+    if blocker is None:  # the Connect form is answered with a redirect to Twitch: let the page's forms go there
+        auth = urlsplit(state.settings.twitch_auth_url)
+        setattr(console.request.state, FORM_ACTION_ORIGIN, f"{auth.scheme}://{auth.netloc}")
     return console.render(
         "twitch.html",
         active="twitch",
         view=view,
         client_id_set=state.settings.twitch_client_id is not None,
-        connect_blocker=connect_blocker(state.settings),
+        connect_blocker=blocker,
         redirect_uri=redirect_uri(state.settings) or "",
     )

@@ -316,8 +316,12 @@ def test_connect_with_twitch_asks_exactly_the_scopes_and_stores_the_tokens_once(
     keys: Keys,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    page = public_client.get("/console/twitch").text
+    shown = public_client.get("/console/twitch")
+    page = shown.text
     assert 'data-action="twitch-connect"' in page and CALLBACK in page
+    origin = twitch.root_url  # the button's form is answered with a redirect there: the page's CSP lets it go
+    assert f"form-action 'self' {origin};" in shown.headers["content-security-policy"]
+    assert "form-action 'self';" in public_client.get("/console").headers["content-security-policy"]
     twitch.set_authorize("approve")
     query = press_connect(public_client)
     assert query["client_id"] == DEFAULT_CLIENT_ID and query["response_type"] == "code"
@@ -394,8 +398,10 @@ def test_a_bad_code_or_twitch_failing_is_a_clear_page(
 def test_without_a_public_url_or_a_secret_the_page_shows_the_device_flow(
     client: TestClient, page_settings: SettingsFactory
 ) -> None:
-    page = client.get("/console/twitch").text
+    shown = client.get("/console/twitch")
+    page = shown.text
     assert 'data-connect="device"' in page and "PUBLIC_URL is not set" in page
+    assert "form-action 'self';" in shown.headers["content-security-policy"]
     assert 'data-action="twitch-connect"' not in page
     public = console(page_settings(public_url=PUBLIC, twitch_client_secret=None))
     try:
