@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install the service with its dev tools
 
-run: $(STAMP)  ## start web + worker from the Procfile (demo simulator when WETBOT_API_KEY is unset)
+run: $(STAMP)  ## start the Procfile (web, worker, eventsub); demo WetBot + Twitch simulators when WETBOT_API_KEY is unset
 	@./scripts/run.sh
 
 test: $(STAMP)  ## the whole suite (needs Redis at 127.0.0.1:6379, uses DB 15); six pytest workers, one file each at a time (the tests mostly wait, so more workers than cores pays)

@@ -27,7 +27,8 @@ from worker.runtime import worker_keyring
 __all__ = ["DEFAULT_REDIS_PORT", "local_redis_port", "main", "write_demo_env"]
 
 #: Secrets ``demo-env`` generates (the CLI's ``send-test`` and the banner's ``curl`` read them from ``.env``).
-DEMO_SECRETS = ("GRANTS_API_TOKEN", "TWITCH_WEBHOOK_SECRET", "PATREON_WEBHOOK_SECRET")
+#: TOKEN_ENCRYPTION_KEY encrypts the demo channel's tokens (from the Twitch simulator) in Redis.
+DEMO_SECRETS = ("GRANTS_API_TOKEN", "TWITCH_WEBHOOK_SECRET", "PATREON_WEBHOOK_SECRET", "TOKEN_ENCRYPTION_KEY")
 #: The only port ``make run`` starts a local Redis on: a server on any other port would be a typo's new,
 #: empty Redis, and the service would run against it without the grants already queued.
 DEFAULT_REDIS_PORT = 6379

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make run`: check the configuration, then start web + worker from the Procfile with honcho.
+# `make run`: check the configuration, then start the Procfile's processes (web, worker, eventsub) with honcho.
 # - reads .env if present (a fresh checkout in demo mode gets one, mode 0600, with generated secrets);
 # - copies config/rewards.example.toml to config/rewards.toml when there is none;
 # - checks settings and the rewards file as web and worker will (one line and exit 2 on a problem),
@@ -9,7 +9,11 @@
 #   that the master answers through the sentinels;
 # - with no WETBOT_API_KEY nor WETBOT_API_KEYS: demo mode (DEMO_MODE=1, keys under the prefix
 #   wbr-demo), the bundled WetBot simulator stands in for WetBot, with a demo key for every guild the
-#   rewards file names. Helpers: devtools/make_run.py.
+#   rewards file names; and the bundled Twitch simulator (python -m simulator twitch, with its EventSub
+#   WebSocket server) stands in for Twitch: the channel is connected once (`wetbot-rewards twitch connect`,
+#   approved by the simulator itself) and the eventsub process uses TWITCH_TRANSPORT=websocket, so the
+#   rules file's [[twitch.rewards]] are created and `wetbot-rewards demo redeem` redemptions become grants.
+#   Outside demo mode no simulator starts and the Twitch settings are the user's. Helpers: devtools/make_run.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -136,6 +140,29 @@ if [ -n "$DEMO" ]; then
   export WETBOT_API_URL="http://127.0.0.1:$SIM_PORT/api"
   export WETBOT_API_KEY=demo-key
   export WETBOT_API_KEYS="$DEMO_KEYS"
+  # The Twitch simulator (OAuth, Helix and EventSub's WebSocket), a public client approving device codes by
+  # itself; every Twitch setting points at it, for make run's own processes only (never written to .env).
+  TWITCH_SIM_PORT=${TWITCH_SIM_PORT:-8098}
+  EVENTSUB_SIM_PORT=${EVENTSUB_SIM_PORT:-8097}
+  "$PY" -m simulator twitch --host 127.0.0.1 --port "$TWITCH_SIM_PORT" --eventsub-port "$EVENTSUB_SIM_PORT" \
+    --client-id wbr-demo-client --public --auto-approve-after 1 --poll-interval 1 > .run/twitch-sim.log 2>&1 &
+  pids+=($!)
+  wait_listening "${pids[-1]}" "$TWITCH_SIM_PORT" .run/twitch-sim.log "the Twitch simulator (python -m simulator twitch)"
+  wait_listening "${pids[-1]}" "$EVENTSUB_SIM_PORT" .run/twitch-sim.log "the Twitch simulator (python -m simulator twitch)"
+  export TWITCH_AUTH_URL="http://127.0.0.1:$TWITCH_SIM_PORT/oauth2"
+  export TWITCH_API_URL="http://127.0.0.1:$TWITCH_SIM_PORT/helix"
+  export TWITCH_EVENTSUB_WS_URL="ws://127.0.0.1:$EVENTSUB_SIM_PORT/ws"
+  export TWITCH_TRANSPORT=websocket TWITCH_CLIENT_ID=wbr-demo-client TWITCH_CLIENT_SECRET=
+  if [ -z "${TOKEN_ENCRYPTION_KEY:-}" ]; then  # a .env from before demo mode had Twitch: a key for this run
+    TOKEN_ENCRYPTION_KEY=$("$PY" -c 'import secrets; print(secrets.token_hex(20))')
+    export TOKEN_ENCRYPTION_KEY
+  fi
+  echo "make run: connecting the demo Twitch channel (the Twitch simulator approves the code by itself)"
+  if ! "$VENV/bin/wetbot-rewards" twitch connect; then
+    echo "make run: connecting the demo Twitch channel failed; the Twitch simulator's log (.run/twitch-sim.log) says:" >&2
+    tail -n 20 .run/twitch-sim.log | sed 's/^/  /' >&2
+    exit 1
+  fi
   if [ -z "${GRANTS_API_TOKEN:-}" ]; then
     GRANTS_API_TOKEN=$("$PY" -c 'import secrets; print(secrets.token_urlsafe(24))')
     export GRANTS_API_TOKEN
@@ -158,6 +185,11 @@ if [ -n "$DEMO" ]; then
 
    Or open the operator console in a browser:  $URL/console
      and log in with the token ${ADMIN_TOKEN:-$GRANTS_API_TOKEN}
+
+   Twitch: a local Twitch simulator stands in for Twitch (log: .run/twitch-sim.log); the channel
+   is connected and its rewards are created. Redeem one as a viewer would, then watch it become a
+   grant and the redemption FULFILLED (the console's Twitch page shows the channel and rewards):
+     DEMO_MODE=1 $VENV/bin/wetbot-rewards demo redeem --simulator http://127.0.0.1:$TWITCH_SIM_PORT --wait 20
 
    Signed test webhooks (secrets from .env):
      $VENV/bin/wetbot-rewards twitch send-test channel.cheer --user-id 1337 --url $URL

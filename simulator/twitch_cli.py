@@ -1,7 +1,10 @@
 """``python -m simulator twitch``: run the Twitch simulator as a process until SIGINT/SIGTERM.
 
-Demo mode and the chaos cluster use it: other processes drive it through ``/_sim/...`` (see
+Demo mode (``make run``) and the chaos cluster use it: other processes drive it through ``/_sim/...`` (see
 ``simulator.twitch``). Each request is printed as one line (method, path, status; never a token).
+``--eventsub-port`` also serves the EventSub WebSocket server (``simulator.eventsub_ws``) there, bound to
+this simulator, so websocket subscriptions work and ``/_sim/redeem`` delivers over the socket;
+``--auto-approve-after`` approves device codes by itself (demo mode: ``twitch connect`` finishes alone).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import threading
 import time
 from types import FrameType
 
+from simulator.eventsub_ws import EventSubWebSocketServer
 from simulator.twitch import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, RequestRecord, TwitchSimulator
 
 
@@ -42,6 +46,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll-interval", type=float, default=5.0, help="device-flow interval (seconds)")
     parser.add_argument("--token-lifetime", type=float, default=14_400.0, help="access-token expires_in (seconds)")
     parser.add_argument("--rate-limit", type=int, default=800, help="Helix points per minute per token")
+    parser.add_argument(
+        "--eventsub-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="also serve the EventSub WebSocket server on PORT (0 picks a free one); default: none",
+    )
     parser.add_argument("--no-control", action="store_true", help="do not serve /_sim/... endpoints")
     args = parser.parse_args(argv)
 
@@ -52,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    sessions = None
+    if args.eventsub_port is not None:
+        sessions = EventSubWebSocketServer(host=str(args.host), port=int(args.eventsub_port)).start()
     sim = TwitchSimulator(
         client_id=str(args.client_id),
         client_secret=None if args.public else str(args.client_secret),
@@ -64,10 +78,12 @@ def main(argv: list[str] | None = None) -> int:
         port=int(args.port),
         control=not args.no_control,
         on_request=_print_record,
+        sessions=sessions,
     ).start()
+    eventsub = f" TWITCH_EVENTSUB_WS_URL={sim.ws_url}" if sessions is not None else ""
     print(
-        f"Twitch simulator listening on {sim.root_url} (TWITCH_AUTH_URL={sim.auth_url} TWITCH_API_URL={sim.api_url}; "
-        f"broadcaster {sim.broadcaster.login})",
+        f"Twitch simulator listening on {sim.root_url} (TWITCH_AUTH_URL={sim.auth_url} TWITCH_API_URL={sim.api_url}"
+        f"{eventsub}; broadcaster {sim.broadcaster.login})",
         flush=True,
     )
     try:
@@ -75,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
             pass
     finally:
         sim.stop()
+        if sessions is not None:
+            sessions.stop()
     print("Twitch simulator stopped", flush=True)
     return 0
 

@@ -32,7 +32,7 @@ NOUNS: dict[str, tuple[str, str]] = {
     "events": ("admin.cli.events", "the event inbox: every verified webhook"),
     "twitch": ("producers.twitch.cli", "Twitch: connect the channel, EventSub subscriptions, signed test events"),
     "patreon": ("producers.patreon.cli", "Patreon: signed test webhooks"),
-    "demo": ("admin.cli.demo", "demo mode's data"),
+    "demo": ("admin.cli.demo", "demo mode: clear its data, redeem a reward in its Twitch simulator"),
 }
 
 DESCRIPTION = "The operator's command line of wetbot-rewards: grants, links, the event inbox and the sources."

@@ -5,6 +5,8 @@ prefix and nothing else, whatever ``REDIS_KEY_PREFIX`` says: it can never touch 
 It walks the keyspace with ``SCAN`` and deletes in batches (``UNLINK``) rather than in one Lua script:
 a script would block Redis for the whole walk, and demo data needs no all-or-nothing. Running it twice
 is safe (the second run finds nothing).
+
+``demo redeem`` (``admin.cli.demo_redeem``) redeems a channel-point reward in the demo's Twitch simulator.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 from redis import Redis
 
+from admin.cli.demo_redeem import add_redeem
 from config.settings import DEMO_KEY_PREFIX, Settings
 from worker import redis_values as values
 from worker.connections import connect_redis
@@ -25,10 +28,11 @@ BATCH = 500
 
 
 def register(parser: argparse.ArgumentParser) -> None:
-    """Add ``clear`` to the ``demo`` noun."""
+    """Add ``clear`` and ``redeem`` to the ``demo`` noun."""
     demo = parser.add_subparsers(title="demo commands", metavar="COMMAND")
     clear = demo.add_parser("clear", help=f"delete every Redis key under {DEMO_KEY_PREFIX}: (demo data only)")
     clear.set_defaults(run=_clear)
+    add_redeem(demo)
 
 
 def clear_demo_keys(redis: Redis) -> int:

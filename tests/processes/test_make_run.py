@@ -128,8 +128,9 @@ def test_a_mistyped_redis_port_starts_no_redis_of_its_own(checkout: Path) -> Non
 @pytest.fixture
 def demo(checkout: Path, private_redis: PrivateRedis) -> Iterator[tuple[subprocess.Popen[str], int, Path]]:
     port = free_port()
-    env = user_env(checkout, REDIS_URL=private_redis.url, PORT=str(port), SIM_PORT=str(free_port()))
-    (checkout.parent / "sim-port").write_text(env["SIM_PORT"])
+    sim_ports = {name: str(free_port()) for name in ("SIM_PORT", "TWITCH_SIM_PORT", "EVENTSUB_SIM_PORT")}
+    env = user_env(checkout, REDIS_URL=private_redis.url, PORT=str(port), **sim_ports)
+    (checkout.parent / "sim-ports").write_text(" ".join(sim_ports.values()))
     log = (checkout.parent / "make-run.log").open("w")
     proc = subprocess.Popen(
         ["bash", "scripts/run.sh"],
@@ -176,6 +177,7 @@ def test_the_demo_banner_works_as_printed_on_any_port(
 
     wait_for(ready, timeout_s=60, interval_s=0.2)
     wait_for(lambda: "worker" in log.read_text() and "delivering for" in log.read_text(), timeout_s=30)
+    wait_for(lambda: 'created reward "Potion"' in log.read_text(), timeout_s=30)  # what demo redeem redeems
     commands = banner_commands(log.read_text())
     tries = [command for command in commands if " demo clear" not in command]
     shell = user_env(checkout, REDIS_URL=private_redis.url)  # another terminal: no PORT, no DEMO_MODE
@@ -186,8 +188,10 @@ def test_the_demo_banner_works_as_printed_on_any_port(
         assert done.returncode == 0, (command, done.stdout, done.stderr)
         if " send-test " in command:
             assert re.search(r"^answer: 2\d\d ", done.stdout, re.M), done.stdout
+        if " demo redeem " in command:
+            assert done.stdout.rstrip().endswith(": FULFILLED"), done.stdout
     [clear] = [command for command in commands if " demo clear" in command]
-    assert len(tries) == 4, tries
+    assert len(tries) == 5, tries
     console_url = re.search(r"operator console in a browser:\s+(\S+)", log.read_text())[1]  # type: ignore[index]
     token = re.search(r"log in with the token (\S+)", log.read_text())[1]  # type: ignore[index]
     browser = requests.Session()
@@ -205,8 +209,8 @@ def test_the_demo_banner_works_as_printed_on_any_port(
 
     os.killpg(proc.pid, signal.SIGTERM)  # stop make run: then clear, twice
     proc.wait(timeout=30)
-    sim_port = int((checkout.parent / "sim-port").read_text())
-    wait_for(lambda: not _listening(port) and not _listening(sim_port), timeout_s=15)  # all it started stopped
+    sim_ports = [int(p) for p in (checkout.parent / "sim-ports").read_text().split()]
+    wait_for(lambda: not any(map(_listening, [port, *sim_ports])), timeout_s=15)  # all it started stopped
     redis.set("wbr:real-install", "kept")
     for _ in range(2):
         done = subprocess.run(
@@ -215,3 +219,111 @@ def test_the_demo_banner_works_as_printed_on_any_port(
         assert done.returncode == 0, done.stderr
     assert redis.keys("*") == [b"wbr:real-install"]
     assert "deleted 0 demo key(s)" in done.stdout
+
+
+def test_the_demo_connects_a_twitch_channel_whose_redemptions_become_fulfilled_grants(
+    demo: tuple[subprocess.Popen[str], int, Path], checkout: Path, private_redis: PrivateRedis
+) -> None:
+    proc, port, log = demo
+    sim_port, twitch_port, eventsub_port = (int(p) for p in (checkout.parent / "sim-ports").read_text().split())
+    wait_for(lambda: proc.poll() is None and "connected as cool_user (1337)" in log.read_text(), timeout_s=30)
+    text = log.read_text()
+    assert re.search(r"open http://127\.0\.0\.1:\d+/activate\S* and enter the code [A-Z]{8} ", text), text
+    token = re.search(r"^GRANTS_API_TOKEN=(\S+)$", (checkout / ".env").read_text(), re.M)[1]  # type: ignore[index]
+    assert re.search(r"^TOKEN_ENCRYPTION_KEY=\S{32,}$", (checkout / ".env").read_text(), re.M)
+    assert "TWITCH_API_URL=\n" in (checkout / ".env").read_text(), "the simulator's URLs never go into .env"
+    browser = requests.Session()
+
+    def twitch_page() -> str:
+        assert proc.poll() is None, log.read_text()
+        try:
+            login = browser.get(f"http://127.0.0.1:{port}/console/login", timeout=5)
+        except requests.ConnectionError:
+            return ""
+        if "/console/login" in login.url:
+            form = re.search(r'name="csrf" value="([^"]+)"', login.text)[1]  # type: ignore[index]
+            browser.post(f"http://127.0.0.1:{port}/console/login", data={"csrf": form, "token": token}, timeout=5)
+        return browser.get(f"http://127.0.0.1:{port}/console/twitch", timeout=5).text
+
+    wait_for(lambda: 'data-list="rewards"' in twitch_page(), timeout_s=30, interval_s=0.3)
+    page = twitch_page()
+    assert re.search(r'data-field="broadcaster">[^<]*cool_user', page), page
+    sim_rewards = requests.get(f"http://127.0.0.1:{twitch_port}/_sim/rewards", timeout=5).json()["rewards"]
+    [potion] = [reward for reward in sim_rewards if reward["title"] == "Potion"]
+    assert potion["client_id"] == "wbr-demo-client" and f'data-reward="{potion["id"]}"' in page
+
+    redeem = subprocess.run(
+        [str(VENV / "bin" / "wetbot-rewards"), "demo", "redeem", "--simulator", f"http://127.0.0.1:{twitch_port}"],
+        cwd=checkout,
+        env=user_env(checkout, REDIS_URL=private_redis.url, DEMO_MODE="1"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert redeem.returncode == 0, redeem.stderr
+    redemption_id = re.search(r"^redeemed Potion as cool_user: redemption (\S+)$", redeem.stdout, re.M)[1]  # type: ignore[index]
+
+    def status() -> str:
+        redemptions = requests.get(f"http://127.0.0.1:{twitch_port}/_sim/redemptions", timeout=5).json()
+        return str(next(r["status"] for r in redemptions["redemptions"] if r["id"] == redemption_id))
+
+    wait_for(lambda: status() == "FULFILLED", timeout_s=20, interval_s=0.2)
+    inventory = requests.get(
+        f"http://127.0.0.1:{sim_port}/_sim/inventory/111111111111111111/222222222222222222", timeout=5
+    ).json()["inventory"]
+    assert inventory.get("potion") == 3, inventory
+
+    os.killpg(proc.pid, signal.SIGTERM)  # Ctrl-C's counterpart: everything make run started stops
+    proc.wait(timeout=30)
+    wait_for(lambda: not any(map(_listening, [port, sim_port, twitch_port, eventsub_port])), timeout_s=15)
+    with pytest.raises(ProcessLookupError):
+        os.killpg(proc.pid, 0)
+
+
+def test_with_a_wetbot_key_no_simulator_starts_and_twitch_settings_stay_the_users(
+    checkout: Path, private_redis: PrivateRedis
+) -> None:
+    port, twitch_port = free_port(), free_port()
+    env = user_env(
+        checkout,
+        REDIS_URL=private_redis.url,
+        PORT=str(port),
+        TWITCH_SIM_PORT=str(twitch_port),
+        WETBOT_API_KEY="a-real-key",
+        WETBOT_API_KEYS="333333333333333333=another-real-key",
+        WETBOT_API_URL=f"http://127.0.0.1:{free_port()}/api",
+    )
+    log = checkout.parent / "make-run.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            ["bash", "scripts/run.sh"],
+            cwd=checkout,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+
+        def ready() -> bool:
+            assert proc.poll() is None, log.read_text()
+            try:
+                return requests.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        wait_for(ready, timeout_s=60, interval_s=0.2)
+        wait_for(lambda: "eventsub.1" in log.read_text(), timeout_s=30)
+        text = log.read_text()
+        assert "DEMO MODE" not in text and "demo Twitch channel" not in text, text
+        assert (
+            not (checkout / ".run" / "twitch-sim.log").exists() and not (checkout / ".run" / "wetbot-sim.log").exists()
+        )
+        assert not _listening(twitch_port)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)

@@ -46,9 +46,9 @@ def test_one_command_per_noun() -> None:
     assert subcommands("grants") == ["cancel", "create", "list", "replay", "resolve", "show"]
     assert subcommands("links") == ["add", "list", "remove"]
     assert subcommands("events") == ["list", "reprocess", "show"]
-    assert subcommands("twitch") == ["connect", "run", "send-test", "subscribe"]
+    assert subcommands("twitch") == ["connect", "disconnect", "run", "send-test", "subscribe"]
     assert subcommands("patreon") == ["send-test"]
-    assert subcommands("demo") == ["clear"]
+    assert subcommands("demo") == ["clear", "redeem"]
 
 
 def test_every_help_is_plain_text(capsys: pytest.CaptureFixture[str]) -> None:
@@ -56,7 +56,7 @@ def test_every_help_is_plain_text(capsys: pytest.CaptureFixture[str]) -> None:
     for noun in NOUNS:
         pages.append(help_of([noun], capsys)[0])
         pages.extend(help_of([noun, command], capsys)[0] for command in subcommands(noun))
-    assert len(pages) == 1 + len(NOUNS) + 18
+    assert len(pages) == 1 + len(NOUNS) + 20
     for page in pages:
         assert page.startswith("usage: wetbot-rewards")
         for markup in ("``", ":class:", ":func:", ".. "):
