@@ -318,9 +318,10 @@ def test_the_console_shows_the_rewards_who_made_them_and_the_problems(
     RewardSync(helix, section(table("Daily chest", 100) + table("Hydrate", 50)), catalogue).run_once()
     with TestClient(create_app(console_settings(prefix, rewards_file))) as client:
         log_in(client)
-        page = client.get("/console").text
+        page = client.get("/console/twitch").text
     panel = page[page.index('data-panel="rewards"') :]
-    assert f'data-reward="{theirs["id"]}"' in panel and "another app: no refunds" in panel
+    row = panel[panel.index(f'data-reward="{theirs["id"]}"') :]
+    assert 'data-refundable="no"' in row[:80] and "another app" in row[: row.index("</tr>")]
     assert "this service" in panel and "Hydrate" in panel
     assert 'data-field="reward-problem">[[twitch.rewards]] &#34;Daily chest&#34;: a reward with this title' in panel
 
