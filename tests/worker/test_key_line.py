@@ -331,12 +331,19 @@ def test_an_outage_is_one_warning_of_the_adoption_check_not_one_per_pass(
 def test_a_backlog_of_members_drains_in_the_order_it_arrived_without_a_429(
     make_settings: SettingsFactory, redis: Redis, ledger: Ledger, sim: WetbotSimulator, driver: ScheduleDriver
 ) -> None:
-    """Eight members' grants at 2 per second, WetBot counting as strictly (2 per 1 s): each waits for its own turn,
-    so they reach WetBot in the rounds they came in (two a window; within a round the two may swap: a hand-back's
-    due time is its wait re-based on a later clock reading) and WetBot never answers 429."""
-    sim.set_limit(2, 1.0)
-    deliverer = build_deliverer(make_settings(wetbot_rate_limit="2/1s"), redis)
-    users = [member(n) for n in range(8)]
+    """Six members' grants at 2 per 3 s, WetBot counting as strictly: each waits for its own turn, so they reach
+    WetBot in the rounds they came in (two a window; within a round the two may swap: a hand-back's due time is
+    its wait re-based on a later clock reading) and WetBot never answers 429.
+
+    The line orders the grants it refused; a grant that first asks while a slot is free takes it (a slot is never
+    kept idle for a waiter that may be gone). So the backlog must be in line before the first slot frees: the
+    driver's first pass (two requests, four refusals, one thread) must end within a window. With 2 per 1 s it
+    did not once under a hogged core (0.9 s per request), and a later member took a slot before the older ones
+    came back for it; 3 s leaves room for that.
+    """
+    sim.set_limit(2, 3.0)
+    deliverer = build_deliverer(make_settings(wetbot_rate_limit="2/3s"), redis)
+    users = [member(n) for n in range(6)]
     for n, user in enumerate(users):
         grant(ledger, f"m{n}", user)
         time.sleep(0.002)  # created one after another
