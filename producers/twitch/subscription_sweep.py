@@ -241,8 +241,12 @@ class SweepPass:
             return None
         assert self._helix is not None and self._callback is not None and self._secret is not None
         sweep = SubscriptionSweep(self._helix, self._callback, self._secret, self._status)
+        broadcaster_id = self._broadcaster_id()
+        if not broadcaster_id:
+            self._status.failed("webhook", "no channel is connected (run wetbot-rewards twitch connect)")
+            return None
         try:
-            wanted = wanted_subscriptions(self._section, self._broadcaster_id())
+            wanted = wanted_subscriptions(self._section, broadcaster_id)
             report = sweep.run(wanted)
         except HelixError as exc:
             text = f"the subscription sweep failed, the next one tries again: {exc}"

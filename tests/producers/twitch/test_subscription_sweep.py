@@ -16,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from redis import Redis
 
+from config.rewards import TwitchSection, parse_rewards
 from producers.twitch.gaps import missed_periods
 from producers.twitch.helix import HelixClient
 from producers.twitch.oauth import OAuthClient
@@ -27,7 +28,7 @@ from producers.twitch.tokens import TokenVault
 from simulator.twitch import DEFAULT_CLIENT_ID as CLIENT_ID
 from simulator.twitch import DEFAULT_CLIENT_SECRET as CLIENT_SECRET
 from simulator.twitch import TwitchSimulator
-from tests.conftest import API_KEY, TEST_REDIS_URL, SettingsFactory, wait_for
+from tests.conftest import API_KEY, GUILD, TEST_REDIS_URL, SettingsFactory, wait_for
 from tests.producers.twitch.eventsub_rig import LoopThread, WiredTwitch, start_wired
 from tests.producers.twitch.test_cli import BROADCASTER, CALLBACK, GRANTED, arrange, creates
 from tests.producers.twitch.test_runner import RULES, RunProcess
@@ -181,14 +182,19 @@ def test_a_409_counts_as_existing(twitch: TwitchSimulator, helix: HelixClient, b
     assert active_of(twitch, "channel.follow") == []
 
 
-def sweep_pass(helix: HelixClient, book: SubscriptionStatusBook, callback: str | None = CALLBACK) -> SweepPass:
-    from config.rewards import parse_rewards
-    from tests.conftest import GUILD
-
+def periodic_section() -> TwitchSection:
     rules = [{"event": "channel.cheer", "name": "cheer", "per_bits": 100, "items": [{"id": "gem", "amount": 1}]}]
-    section = parse_rewards({"guild_id": GUILD, "twitch": {"rules": rules}}).twitch
+    return parse_rewards({"guild_id": GUILD, "twitch": {"rules": rules}}).twitch
+
+
+def sweep_pass(helix: HelixClient, book: SubscriptionStatusBook, callback: str | None = CALLBACK) -> SweepPass:
     return SweepPass(
-        helix=helix, section=section, broadcaster_id=lambda: BROADCASTER, callback=callback, secret=SECRET, status=book
+        helix=helix,
+        section=periodic_section(),
+        broadcaster_id=lambda: BROADCASTER,
+        callback=callback,
+        secret=SECRET,
+        status=book,
     )
 
 
@@ -367,3 +373,58 @@ def test_twitch_run_sweeps_the_webhook_subscriptions_of_the_connected_channel(
     assert status == 0, process.lines
     assert not any("Traceback" in line for line in process.lines), process.lines
     assert not any(SECRET in line or CLIENT_SECRET in line for line in process.lines)
+
+
+def test_without_a_connected_channel_the_pass_creates_nothing(
+    twitch: TwitchSimulator, helix: HelixClient, book: SubscriptionStatusBook
+) -> None:
+    periodic = SweepPass(
+        helix=helix,
+        section=periodic_section(),
+        broadcaster_id=lambda: "",
+        callback=CALLBACK,
+        secret=SECRET,
+        status=book,
+    )  # the tokens were removed mid-run
+    assert periodic.run_once() is None
+    check = book.read()
+    assert check is not None and check.error is not None and "no channel is connected" in check.error
+    assert creates(twitch) == 0
+
+
+def test_twitch_subscribe_defaults_to_public_url_and_the_connected_channel(
+    wired: WiredTwitch,
+    redis: Redis,
+    keys: Keys,
+    prefix: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from wetbot_rewards.cli import main
+
+    oauth: OAuthClient = make_oauth(wired.sim)
+    try:
+        connect(TokenVault(redis, keys, KEY, oauth), oauth)
+    finally:
+        oauth.close()
+    rules = tmp_path / "rewards.toml"
+    rules.write_text(RULES, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    for name, value in {
+        "TWITCH_CLIENT_ID": CLIENT_ID,
+        "TWITCH_CLIENT_SECRET": CLIENT_SECRET,
+        "TWITCH_AUTH_URL": wired.sim.auth_url,
+        "TWITCH_API_URL": wired.sim.api_url,
+        "TWITCH_WEBHOOK_SECRET": SECRET,
+        "PUBLIC_URL": "https://rewards.example.com",
+        "TOKEN_ENCRYPTION_KEY": KEY.get_secret_value(),
+        "REDIS_URL": TEST_REDIS_URL,
+        "REDIS_KEY_PREFIX": prefix,
+        "REWARDS_FILE": str(rules),
+    }.items():
+        monkeypatch.setenv(name, value)
+    assert main(["twitch", "subscribe"]) == 0
+    assert "1 created, 0 already there, 0 failed, 0 stale removed" in capsys.readouterr().out
+    [made] = wired.sim.eventsub.subscriptions
+    assert (made.callback, made.condition) == (CALLBACK, {"broadcaster_user_id": BROADCASTER})
