@@ -72,7 +72,8 @@ def register(parser: argparse.ArgumentParser) -> None:
     run = twitch.add_parser(
         "run",
         help="the Twitch process: redemptions told, tokens validated, EventSub over WebSocket (one at a time)",
-        description="Runs until SIGTERM: validates the tokens hourly, tells Twitch each redemption's fate and, "
+        description="Runs until SIGTERM: validates the tokens hourly, tells Twitch each redemption's fate, "
+        "with TWITCH_TRANSPORT=webhook keeps the EventSub subscriptions following the rules (every 3 min) and, "
         "with TWITCH_TRANSPORT=websocket, keeps the EventSub WebSocket session (no public HTTPS needed). "
         "Several may run: one works, the others take over when it stops. Idles while no channel is connected.",
     )

@@ -24,6 +24,7 @@ from producers.twitch.eventsub_ws import EventSubClient, GapSink, deliver_to
 from producers.twitch.oauth import OAuthClient
 from producers.twitch.runner import TwitchRunner, missed_periods
 from producers.twitch.samples import sample_event
+from producers.twitch.subscription_status import SubscriptionStatusBook
 from producers.twitch.subscriptions import wanted_subscriptions
 from producers.twitch.tokens import TokenVault
 from simulator.eventsub_ws import CLOSE_RECONNECTED
@@ -104,7 +105,15 @@ class Process:
 
 
 @pytest.fixture
-def process(wired: WiredTwitch, state: AppState, vault: TokenVault, redis: Redis, keys: Keys) -> Iterator[Process]:
+def sweep_s() -> float:
+    """Seconds between the client's sweeps (a test parametrizes it to leave sweeps out)."""
+    return 0.5
+
+
+@pytest.fixture
+def process(
+    wired: WiredTwitch, state: AppState, vault: TokenVault, redis: Redis, keys: Keys, sweep_s: float
+) -> Iterator[Process]:
     helix = BroadcasterHelix(api_url=wired.sim.api_url, client_id=DEFAULT_CLIENT_ID, vault=vault, timeout_s=10.0)
     outcomes: list[EventOutcome] = []
     deliver = deliver_to(state)
@@ -123,7 +132,8 @@ def process(wired: WiredTwitch, state: AppState, vault: TokenVault, redis: Redis
             wanted=lambda: wanted_subscriptions(state.rewards.twitch, helix.broadcaster_id),
             deliver=recording,
             gaps=gaps,
-            sweep_s=0.5,
+            sweep_s=sweep_s,
+            status=SubscriptionStatusBook(redis, keys),
         )
 
     runner = TwitchRunner(redis, keys, tasks=[], ready=lambda: None, eventsub=client, lease_s=3.0)
@@ -266,6 +276,33 @@ def test_a_revoked_subscription_is_recorded_created_again_and_the_gap_recorded(
     cheer(wired)
     wait_for(lambda: len(process.outcomes) == 2, timeout_s=WAIT_S)
     assert process.outcomes[1].outcome is Outcome.GRANTED
+
+
+@pytest.mark.parametrize("sweep_s", [3600.0])  # no sweep: what is written comes from the welcome and the revocation
+def test_the_subscriptions_status_is_written_after_subscribing_and_each_revocation(
+    wired: WiredTwitch, process: Process, redis: Redis, keys: Keys
+) -> None:
+    book = SubscriptionStatusBook(redis, keys)
+    session_id = subscribed(wired, process)
+
+    def statuses() -> dict[str, str]:
+        check = book.read()
+        return {} if check is None else {e.id: e.status for e in check.subscriptions if e.ours}
+
+    live = {str(s["id"]) for s in wired.session_subscriptions(session_id)}
+    wait_for(lambda: set(statuses()) == live, timeout_s=WAIT_S)
+    check = book.read()
+    assert check is not None and check.transport == "websocket" and check.error is None
+    assert {(e.type, e.status, e.transport) for e in check.subscriptions} == {
+        ("channel.cheer", "enabled", "websocket"),
+        ("channel.channel_points_custom_reward_redemption.add", "enabled", "websocket"),
+    }
+    [sub] = [s for s in wired.session_subscriptions(session_id) if s["type"] == "channel.cheer"]
+    revoked = str(sub["id"])
+    wired.sim.set_subscription_status(revoked, "authorization_revoked")
+    wait_for(lambda: statuses().get(revoked) == "authorization_revoked", timeout_s=WAIT_S)
+    wait_for(lambda: [o.outcome for o in process.outcomes] == [Outcome.REVOCATION], timeout_s=WAIT_S)
+    assert set(statuses()) == live, "the others left as they were"
 
 
 @pytest.fixture
