@@ -11,9 +11,11 @@ from fastapi.responses import PlainTextResponse
 from redis import RedisError
 
 from admin.api.key_metrics import key_metric_lines
+from admin.twitch_health import twitch_metric_lines, twitch_warnings
 from producers.api.auth import require_metrics_token
 from producers.counters import read_counters
 from producers.state import AppState, app_state
+from producers.twitch.tokens import read_vault_state
 from worker import redis_values as values
 from worker.broker import QUEUE_NAME
 from worker.grant import GrantState
@@ -38,16 +40,19 @@ def readyz(response: Response, state: Annotated[AppState, Depends(app_state)]) -
     such a Redis still queues grants, and failing readiness on every web process
     would turn a durability risk into an outage. Alert on a non-empty ``warnings``.
     With ``REDIS_WAIT_REPLICAS``, ``warnings`` also says when too few replicas are in
-    sync to confirm writes (producers then answer 503: ``worker.redis_checks.replica_shortfall``).
+    sync to confirm writes (producers then answer 503: ``worker.redis_checks.replica_shortfall``), and
+    when the Twitch connection needs attention (``admin.twitch_health``).
     """
     try:
         state.redis.ping()
         config = state.redis_check.get()
         replicas = replica_shortfall(state.redis, state.settings.wait_replicas)
+        vault = read_vault_state(state.redis, state.keys)
     except RedisError as exc:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
         return {"status": "unavailable", "redis": type(exc).__name__}
-    warnings = [*config.warnings, *([replicas] if replicas else [])]
+    twitch = twitch_warnings(vault, twitch_configured=state.settings.twitch_client_id is not None)
+    warnings = [*config.warnings, *([replicas] if replicas else []), *twitch]
     return {"status": "ok", "redis": "ok", "redis_config": config.to_dict(), "warnings": warnings}
 
 
@@ -100,5 +105,6 @@ def metrics(state: Annotated[AppState, Depends(app_state)]) -> str:
             for name, n in read_counters(state.redis, state.keys).items()
         ),
         *key_metric_lines(state.redis, state.keys, state.keyring, state.settings.wetbot_rate_limit),
+        *twitch_metric_lines(read_vault_state(state.redis, state.keys)),
     ]
     return "\n".join(lines) + "\n"

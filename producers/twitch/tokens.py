@@ -75,6 +75,7 @@ __all__ = [
     "VaultState",
     "WrongClient",
     "derive_fernet_key",
+    "read_vault_state",
 ]
 
 logger = logging.getLogger("wetbot_rewards.twitch.tokens")
@@ -111,6 +112,14 @@ class AuthState(StrEnum):
 
 
 # -- errors ---------------------------------------------------------------------------------------------
+
+
+def read_vault_state(redis: Redis, keys: Keys) -> VaultState:
+    """The connection's state as any process may read it (no key, no OAuth client): ``not_connected`` when no
+    tokens are stored. ``/readyz`` and ``/metrics`` read it this way."""
+    if not redis.hexists(keys.twitch_tokens(), "sealed"):
+        return VaultState(AuthState.NOT_CONNECTED, reason="run wetbot-rewards twitch connect")
+    return VaultState.from_fields(values.text_map(redis.hgetall(keys.twitch_auth_state())))
 
 
 class TokenVaultError(TwitchAuthError):
@@ -306,9 +315,7 @@ class TokenVault:
     # -- reading ----------------------------------------------------------------------------------------
     def state(self) -> VaultState:
         """The connection's state; ``not_connected`` when no tokens are stored. Needs no key."""
-        if not self._redis.hexists(self._keys.twitch_tokens(), "sealed"):
-            return VaultState(AuthState.NOT_CONNECTED, reason="run wetbot-rewards twitch connect")
-        return VaultState.from_fields(values.text_map(self._redis.hgetall(self._keys.twitch_auth_state())))
+        return read_vault_state(self._redis, self._keys)
 
     def load(self) -> StoredTokens:
         """The stored tokens, decrypted.
