@@ -40,6 +40,9 @@ from worker.runtime import add_worker_middleware, build_deliverer
 from worker.schedule import Schedule
 from worker.timings import DEFAULT_TIMINGS, Timings
 
+#: Shared fixtures kept as plugins, so no test module copies them.
+pytest_plugins = ["tests.twitch_fixtures"]
+
 #: Tests use DB 15 of the local Redis; override with WBR_TEST_REDIS_URL.
 TEST_REDIS_URL = os.environ.get("WBR_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 API_KEY = "test-api-key-7f3a9c1e5b"

@@ -3,8 +3,6 @@ the Twitch simulator over HTTP). Readiness itself stays 200: grants still queue 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from fastapi.testclient import TestClient
 from redis import Redis
@@ -13,28 +11,9 @@ from producers.twitch.oauth import InvalidRefreshToken, OAuthClient, OAuthUnavai
 from producers.twitch.tokens import TokensUndecryptable, TokenVault
 from simulator.twitch import DEFAULT_CLIENT_ID, TwitchSimulator
 from tests.conftest import SettingsFactory
-from tests.producers.twitch.test_tokens import KEY, OTHER_KEY, connect, make_oauth
+from tests.producers.twitch.test_tokens import OTHER_KEY, connect
 from wetbot_rewards.app import create_app
 from worker.keys import Keys
-
-
-@pytest.fixture
-def twitch() -> Iterator[TwitchSimulator]:
-    simulator = TwitchSimulator(device_poll_interval_s=0.01, auto_approve_after_s=0.0).start()
-    yield simulator
-    simulator.stop()
-
-
-@pytest.fixture
-def oauth(twitch: TwitchSimulator) -> Iterator[OAuthClient]:
-    client = make_oauth(twitch)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def vault(redis: Redis, keys: Keys, oauth: OAuthClient) -> TokenVault:
-    return TokenVault(redis, keys, KEY, oauth)
 
 
 def health(make_settings: SettingsFactory, **settings: object) -> tuple[list[str], str]:

@@ -28,7 +28,7 @@ from producers.twitch.tokens import TokenVault
 from simulator.twitch import DEFAULT_BROADCASTER, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, TwitchSimulator
 from tests.admin.console.test_console_http import ADMIN, log_in
 from tests.conftest import GUILD, TEST_REDIS_URL, SettingsFactory
-from tests.producers.twitch.test_tokens import KEY, OTHER_KEY, connect, make_oauth
+from tests.producers.twitch.test_tokens import KEY, OTHER_KEY, connect
 from wetbot_rewards.app import create_app
 from worker.keys import Keys
 
@@ -67,13 +67,6 @@ NEEDED = ("bits:read", "channel:manage:redemptions", "channel:read:redemptions")
 
 
 @pytest.fixture
-def twitch() -> Iterator[TwitchSimulator]:
-    simulator = TwitchSimulator(device_poll_interval_s=0.01, auto_approve_after_s=0.0).start()
-    yield simulator
-    simulator.stop()
-
-
-@pytest.fixture
 def rules_file(tmp_path: Path) -> Path:
     path = tmp_path / "twitch-rules.toml"
     path.write_text(RULES, encoding="utf-8")
@@ -95,19 +88,6 @@ def page_settings(make_settings: SettingsFactory, twitch: TwitchSimulator, rules
         return make_settings(**(values | overrides))
 
     return factory
-
-
-@pytest.fixture
-def oauth(twitch: TwitchSimulator) -> Iterator[OAuthClient]:
-    client = make_oauth(twitch)
-    yield client
-    client.close()
-
-
-@pytest.fixture
-def vault(redis: Redis, keys: Keys, oauth: OAuthClient) -> TokenVault:
-    """The vault as the Twitch process has it (the right key)."""
-    return TokenVault(redis, keys, KEY, oauth)
 
 
 def console(settings: Settings) -> TestClient:

@@ -13,13 +13,13 @@ from producers.twitch.helix import HelixClient
 from producers.twitch.subscription_status import SubscriptionStatusBook
 from producers.twitch.subscription_sweep import SubscriptionSweep
 from simulator.twitch import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, TwitchSimulator
-from tests.admin.console.test_console_twitch import client, page_settings, panel, rules_file, twitch
+from tests.admin.console.test_console_twitch import client, page_settings, panel, rules_file
 from tests.producers.twitch.test_cli import BROADCASTER, CALLBACK, GRANTED, arrange
 from tests.producers.twitch.test_subscription_sweep import CHEER, ELSEWHERE, FOLLOW
 from tests.producers.twitch.test_webhook import SECRET
 from worker.keys import Keys
 
-__all__ = ["client", "page_settings", "rules_file", "twitch"]  # fixtures this module's tests use
+__all__ = ["client", "page_settings", "rules_file"]  # fixtures this module's tests use
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from producers.twitch.tokens import TokenVault
 from producers.twitch.webhook import REDEMPTION_TYPE
 from simulator.twitch import DEFAULT_CLIENT_ID, RequestRecord, TwitchSimulator
 from tests.conftest import GUILD, USER, SettingsFactory
-from tests.producers.twitch.test_tokens import KEY, connect, make_oauth
+from tests.producers.twitch.test_tokens import KEY, connect
 from wetbot_rewards.app import create_app
 from worker import redis_values as values
 from worker.grant import Grant, GrantState
@@ -85,13 +85,6 @@ def twitch(deleter: Deleter) -> Iterator[TwitchSimulator]:
     deleter.sim = simulator
     yield simulator
     simulator.stop()
-
-
-@pytest.fixture
-def oauth(twitch: TwitchSimulator) -> Iterator[OAuthClient]:
-    client = make_oauth(twitch)
-    yield client
-    client.close()
 
 
 @pytest.fixture

@@ -18,27 +18,13 @@ from producers.twitch.tokens import TokenVault
 from simulator.twitch import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, TwitchSimulator
 from tests.admin.console.test_console_http import console_settings, log_in, page_csrf
 from tests.conftest import USER
-from tests.producers.twitch.test_tokens import KEY, connect, make_oauth
+from tests.producers.twitch.test_tokens import KEY, connect
 from wetbot_rewards.app import create_app
 from wetbot_rewards.cli import main
 from worker.keys import Keys
 
 #: The simulator's viewer ``cooler_user`` (display name Cooler_User).
 VIEWER_ID = "9001"
-
-
-@pytest.fixture
-def twitch() -> Iterator[TwitchSimulator]:
-    simulator = TwitchSimulator(device_poll_interval_s=0.01, auto_approve_after_s=0.0).start()
-    yield simulator
-    simulator.stop()
-
-
-@pytest.fixture
-def oauth(twitch: TwitchSimulator) -> Iterator[OAuthClient]:
-    client = make_oauth(twitch)
-    yield client
-    client.close()
 
 
 @pytest.fixture

@@ -38,20 +38,6 @@ REWARDS_PATH = "/helix/channel_points/custom_rewards"
 REDEMPTION = "channel.channel_points_custom_reward_redemption.add"
 
 
-@pytest.fixture
-def twitch() -> Iterator[TwitchSimulator]:
-    simulator = TwitchSimulator(device_poll_interval_s=0.01, auto_approve_after_s=0.0).start()
-    yield simulator
-    simulator.stop()
-
-
-@pytest.fixture
-def oauth(twitch: TwitchSimulator) -> Iterator[OAuthClient]:
-    client = make_oauth(twitch)
-    yield client
-    client.close()
-
-
 class SentBodies:
     """The JSON bodies of the reward PATCHes and POSTs sent (a response hook on the client's session)."""
 
