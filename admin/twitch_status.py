@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from config.rewards import ChannelPointsRedemptionRule, TwitchSection, reward_title_key
+from producers.twitch.gaps import MissedPeriod
 from producers.twitch.oauth import missing_scopes, scopes_for
 from producers.twitch.reward_catalogue import AMBIGUOUS, Catalogue, CatalogueReward
-from producers.twitch.runner import MissedPeriod
 from producers.twitch.tokens import AuthState, VaultState
 
 __all__ = [

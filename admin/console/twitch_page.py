@@ -18,10 +18,10 @@ from admin.console.route import FORM_ACTION_ORIGIN, ConsoleRoute
 from admin.twitch_status import twitch_status
 from config.settings import Settings
 from producers.state import AppState
+from producers.twitch.gaps import missed_periods
 from producers.twitch.logins import LinkNames
 from producers.twitch.oauth import OAuthClient
 from producers.twitch.reward_catalogue import RewardCatalogue
-from producers.twitch.runner import missed_periods
 from producers.twitch.subscription_status import SubscriptionStatusBook
 from producers.twitch.tokens import TokenVault
 

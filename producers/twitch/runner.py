@@ -45,7 +45,7 @@ from producers.twitch.broadcaster_api import BroadcasterHelix
 from producers.twitch.catchup import CatchUp
 from producers.twitch.eventsub_ws import EventSubClient, GapSink, deliver_to
 from producers.twitch.fulfilment import Fulfiller
-from producers.twitch.gaps import MISSED_PERIODS_KEPT, MissedPeriod, missed_periods, record_gap, take_gap_request
+from producers.twitch.gaps import record_gap, take_gap_request
 from producers.twitch.helix import HelixClient
 from producers.twitch.redemptions import RedemptionBook
 from producers.twitch.reward_catalogue import SYNC_EVERY_S, RewardCatalogue, RewardSync
@@ -60,12 +60,9 @@ from worker.observability import configure_logging, init_sentry
 from worker.scripts import load_script
 
 __all__ = [
-    "MISSED_PERIODS_KEPT",
-    "MissedPeriod",
     "PeriodicTask",
     "RunnerLease",
     "TwitchRunner",
-    "missed_periods",
     "run_from_settings",
 ]
 

@@ -21,8 +21,9 @@ from producers.inbox import EventOutcome, Outcome
 from producers.state import AppState, checked_rewards, close_state, open_state
 from producers.twitch.broadcaster_api import BroadcasterHelix
 from producers.twitch.eventsub_ws import EventSubClient, GapSink, deliver_to
+from producers.twitch.gaps import missed_periods
 from producers.twitch.oauth import OAuthClient
-from producers.twitch.runner import TwitchRunner, missed_periods
+from producers.twitch.runner import TwitchRunner
 from producers.twitch.samples import sample_event
 from producers.twitch.subscription_status import SubscriptionStatusBook
 from producers.twitch.subscriptions import wanted_subscriptions
@@ -30,7 +31,7 @@ from producers.twitch.tokens import TokenVault
 from simulator.eventsub_ws import CLOSE_RECONNECTED
 from simulator.twitch import DEFAULT_BROADCASTER, DEFAULT_CLIENT_ID
 from tests.conftest import GUILD, USER, SettingsFactory, wait_for
-from tests.producers.twitch.eventsub_rig import KEEPALIVE_S, LoopThread, WiredTwitch, start_wired
+from tests.producers.twitch.eventsub_rig import KEEPALIVE_S, LoopThread, WiredTwitch
 from tests.producers.twitch.test_tokens import KEY, connect, make_oauth
 from worker import redis_values as values
 from worker.keys import Keys
@@ -55,14 +56,6 @@ SUBSCRIPTIONS_PATH = "/helix/eventsub/subscriptions"
 BROADCASTER = {"broadcaster_user_id": DEFAULT_BROADCASTER.id}
 #: Generous: a loaded machine may be slow, the keepalive timeout is 1 s.
 WAIT_S = 20.0
-
-
-@pytest.fixture
-def wired() -> Iterator[WiredTwitch]:
-    twitch = start_wired(device_poll_interval_s=0.01, auto_approve_after_s=0.0)
-    yield twitch
-    twitch.sim.stop()
-    twitch.ws.stop()
 
 
 @pytest.fixture

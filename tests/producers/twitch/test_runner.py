@@ -17,12 +17,13 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
+from producers.twitch.gaps import missed_periods
 from producers.twitch.oauth import OAuthClient
-from producers.twitch.runner import PeriodicTask, RunnerLease, TwitchRunner, missed_periods
+from producers.twitch.runner import PeriodicTask, RunnerLease, TwitchRunner
 from producers.twitch.tokens import TokenVault
 from simulator.twitch import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
 from tests.conftest import API_KEY, GUILD, TEST_REDIS_URL, wait_for
-from tests.producers.twitch.eventsub_rig import LoopThread, WiredTwitch, start_wired
+from tests.producers.twitch.eventsub_rig import LoopThread, WiredTwitch
 from tests.producers.twitch.test_tokens import KEY, connect, make_oauth
 from worker.keys import Keys
 
@@ -164,14 +165,6 @@ def test_async_passes_are_awaited_on_the_runners_loop(redis: Redis, keys: Keys) 
 
 
 # -- wetbot-rewards twitch run ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def wired() -> Iterator[WiredTwitch]:
-    twitch = start_wired(device_poll_interval_s=0.01, auto_approve_after_s=0.0)
-    yield twitch
-    twitch.sim.stop()
-    twitch.ws.stop()
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from simulator.twitch import DEFAULT_CLIENT_ID as CLIENT_ID
 from simulator.twitch import DEFAULT_CLIENT_SECRET as CLIENT_SECRET
 from simulator.twitch import TwitchSimulator
 from tests.conftest import API_KEY, GUILD, TEST_REDIS_URL, SettingsFactory, wait_for
-from tests.producers.twitch.eventsub_rig import LoopThread, WiredTwitch, start_wired
+from tests.producers.twitch.eventsub_rig import LoopThread, WiredTwitch
 from tests.producers.twitch.test_cli import BROADCASTER, CALLBACK, GRANTED, arrange, creates
 from tests.producers.twitch.test_runner import RULES, RunProcess
 from tests.producers.twitch.test_samples import documented
@@ -309,14 +309,6 @@ def test_a_webhook_revocation_records_the_gap_and_the_runner_sweeps_and_catches_
 
 
 # -- wetbot-rewards twitch run, webhook transport ------------------------------------------------------------
-
-
-@pytest.fixture
-def wired() -> Iterator[WiredTwitch]:
-    twitch = start_wired(device_poll_interval_s=0.01, auto_approve_after_s=0.0)
-    yield twitch
-    twitch.sim.stop()
-    twitch.ws.stop()
 
 
 @pytest.fixture
